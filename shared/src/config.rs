@@ -1,0 +1,627 @@
+//! The agent's TOML config: what this host declares, and therefore everything
+//! a controller may name (SPEC §3: the agent is not a remote shell).
+//!
+//! Parsing has two passes, ripgrep's lowargs/hiargs split: serde reads the raw
+//! file ([`AgentConfig`] with `deny_unknown_fields`), then [`validate`] checks
+//! meaning (paths absolute, files readable, names valid). Every problem comes
+//! back as a [`ConfigIssue`] naming file, line and dotted key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::names;
+use crate::protocol::Severity;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub agent: AgentSection,
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Shown to controllers; usually the host name.
+    pub name: String,
+    /// `IP:PORT` to listen on.
+    pub listen: String,
+    /// Journal, artifacts and the pid lock live here. One agent per directory.
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The deployment CA that signs operator and agent certificates.
+    pub ca: PathBuf,
+    /// This agent's certificate (role `agent`).
+    pub cert: PathBuf,
+    /// This agent's private key. Must not be readable by group or others.
+    pub key: PathBuf,
+    /// Optional deny list: one certificate serial (hex) per line, `#` comments.
+    /// Reloaded when the file changes.
+    pub revoked: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_connections: u32,
+    /// Cap on a framed request body.
+    pub max_request_bytes: u64,
+    /// Cap on one uploaded artifact.
+    pub max_artifact_bytes: u64,
+    /// Cap on the bytes one archive may unpack to.
+    pub max_unpacked_bytes: u64,
+    /// Cap on the number of entries in one archive.
+    pub max_archive_entries: u64,
+    pub handshake_timeout_secs: u64,
+    /// A long-poll waits at most this long, whatever the client asks.
+    pub max_poll_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 64,
+            max_request_bytes: 1024 * 1024,
+            max_artifact_bytes: 2 * 1024 * 1024 * 1024,
+            max_unpacked_bytes: 8 * 1024 * 1024 * 1024,
+            max_archive_entries: 200_000,
+            handshake_timeout_secs: 10,
+            max_poll_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// `ROOT/releases/<id>`, `ROOT/shared`, `ROOT/current` live here.
+    pub root: PathBuf,
+    /// Releases kept on disk; the current and previous are never deleted.
+    #[serde(default = "default_keep")]
+    pub keep_releases: usize,
+    /// Paths relative to `ROOT/shared`, linked into every release at the same
+    /// relative path (uploads, local settings files).
+    #[serde(default)]
+    pub shared: Vec<PathBuf>,
+    #[serde(default)]
+    pub probes: Vec<ProbeConfig>,
+}
+
+fn default_keep() -> usize {
+    5
+}
+
+/// A health probe, tagged by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ProbeConfig {
+    Http(HttpProbe),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbe {
+    pub name: String,
+    /// `http://HOST:PORT/PATH`.
+    pub url: String,
+    #[serde(default = "default_statuses")]
+    pub expect_status: Vec<u16>,
+    pub body_contains: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+fn default_statuses() -> Vec<u16> {
+    vec![200]
+}
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_severity() -> Severity {
+    Severity::Critical
+}
+
+impl ProbeConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            ProbeConfig::Http(p) => &p.name,
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeConfig::Http(_) => "http",
+        }
+    }
+    pub fn severity(&self) -> Severity {
+        match self {
+            ProbeConfig::Http(p) => p.severity,
+        }
+    }
+    pub fn tags(&self) -> &[String] {
+        match self {
+            ProbeConfig::Http(p) => &p.tags,
+        }
+    }
+}
+
+impl AgentConfig {
+    pub fn listen_addr(&self) -> SocketAddr {
+        // validate() guarantees this parses.
+        self.agent.listen.parse().expect("validated listen address")
+    }
+
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.get(name)
+    }
+
+    /// "shop, blog" or "(none)", for "unknown app" messages.
+    pub fn app_names(&self) -> String {
+        if self.apps.is_empty() {
+            "(none declared)".into()
+        } else {
+            self.apps.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+    }
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    /// Dotted key, e.g. `apps.shop.root`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// All problems found in a config file (at least one).
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads, parses and validates an agent config. Relative paths in the file
+/// are resolved against the file's directory.
+pub fn load(path: &Path) -> Result<AgentConfig, ConfigErrors> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigIssue {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the config file: {e}"),
+        }])
+    })?;
+    parse(path, &source)
+}
+
+/// Parses and validates config text that was read from `path`.
+pub fn parse(path: &Path, source: &str) -> Result<AgentConfig, ConfigErrors> {
+    let mut config: AgentConfig = toml::from_str(source).map_err(|e| {
+        let line = e.span().map(|s| line_of(source, s.start));
+        let mut key = e
+            .span()
+            .and_then(|s| key_at(source, s.start))
+            .unwrap_or_default();
+        let mut line = line;
+        // serde buffers tagged tables, so an unknown field is reported at its
+        // table; point at the field itself when we can find it.
+        if let Some(field) = e
+            .message()
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            let full = if key.is_empty() {
+                field.to_string()
+            } else {
+                format!("{key}.{field}")
+            };
+            if let Some(l) = locate_exact(source, &full) {
+                line = Some(l);
+                key = full;
+            }
+        }
+        ConfigErrors(vec![ConfigIssue {
+            file: path.to_path_buf(),
+            line,
+            key,
+            message: e.message().trim().to_string(),
+        }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    resolve_paths(&mut config, base);
+    let issues = validate(&config);
+    if issues.is_empty() {
+        return Ok(config);
+    }
+    Err(ConfigErrors(
+        issues
+            .into_iter()
+            .map(|(key, message)| ConfigIssue {
+                file: path.to_path_buf(),
+                line: locate(source, &key),
+                key,
+                message,
+            })
+            .collect(),
+    ))
+}
+
+fn resolve_paths(config: &mut AgentConfig, base: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    fix(&mut config.agent.state_dir);
+    fix(&mut config.tls.ca);
+    fix(&mut config.tls.cert);
+    fix(&mut config.tls.key);
+    if let Some(r) = config.tls.revoked.as_mut() {
+        fix(r);
+    }
+    for app in config.apps.values_mut() {
+        fix(&mut app.root);
+    }
+}
+
+/// Semantic checks; returns (dotted key, message) pairs.
+pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut bad = |key: String, msg: String| out.push((key, msg));
+
+    if config.agent.name.trim().is_empty() {
+        bad(
+            "agent.name".into(),
+            "must not be empty; use the host's name".into(),
+        );
+    }
+    if config.agent.listen.parse::<SocketAddr>().is_err() {
+        bad(
+            "agent.listen".into(),
+            format!(
+                "{:?} is not an IP:PORT address; write e.g. \"0.0.0.0:7443\" or \"127.0.0.1:7443\"",
+                config.agent.listen
+            ),
+        );
+    }
+    for (key, path) in [
+        ("tls.ca", &config.tls.ca),
+        ("tls.cert", &config.tls.cert),
+        ("tls.key", &config.tls.key),
+    ] {
+        if !path.is_file() {
+            bad(
+                key.into(),
+                format!(
+                    "{} does not exist or is not a file; issue it with `golivectl ca init` / `golivectl cert agent`",
+                    path.display()
+                ),
+            );
+        }
+    }
+    if let Some(revoked) = &config.tls.revoked
+        && revoked.exists()
+        && !revoked.is_file()
+    {
+        bad(
+            "tls.revoked".into(),
+            format!("{} is not a file", revoked.display()),
+        );
+    }
+    let l = &config.limits;
+    for (key, value) in [
+        ("limits.max_connections", l.max_connections as u64),
+        ("limits.max_request_bytes", l.max_request_bytes),
+        ("limits.max_artifact_bytes", l.max_artifact_bytes),
+        ("limits.max_unpacked_bytes", l.max_unpacked_bytes),
+        ("limits.max_archive_entries", l.max_archive_entries),
+        ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
+        ("limits.max_poll_secs", l.max_poll_secs),
+    ] {
+        if value == 0 {
+            bad(key.into(), "must be greater than 0".into());
+        }
+    }
+
+    for (name, app) in &config.apps {
+        let at = |k: &str| format!("apps.{name}.{k}");
+        if let Err(e) = names::check_app_name(name) {
+            bad(format!("apps.{name}"), e);
+        }
+        if !app.root.is_absolute() {
+            bad(at("root"), "must be an absolute path".into());
+        }
+        if app.keep_releases < 2 {
+            bad(
+                at("keep_releases"),
+                "must be at least 2 (the current release and the one a rollback returns to)".into(),
+            );
+        }
+        for (i, shared) in app.shared.iter().enumerate() {
+            if !is_plain_relative(shared) {
+                bad(
+                    format!("apps.{name}.shared.{i}"),
+                    format!(
+                        "{} must be a relative path inside ROOT/shared, without `..`",
+                        shared.display()
+                    ),
+                );
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, probe) in app.probes.iter().enumerate() {
+            let pkey = |k: &str| format!("apps.{name}.probes.{i}.{k}");
+            if !seen.insert(probe.name().to_string()) {
+                bad(
+                    pkey("name"),
+                    format!("duplicate probe name {:?}", probe.name()),
+                );
+            }
+            match probe {
+                ProbeConfig::Http(p) => {
+                    if !p.url.starts_with("http://") {
+                        bad(
+                            pkey("url"),
+                            format!(
+                                "{:?}: only http:// URLs are supported so far (https probes are listed under \"Not built yet\")",
+                                p.url
+                            ),
+                        );
+                    }
+                    if p.expect_status.is_empty()
+                        || p.expect_status.iter().any(|s| !(100..=599).contains(s))
+                    {
+                        bad(
+                            pkey("expect_status"),
+                            "list one or more HTTP statuses between 100 and 599".into(),
+                        );
+                    }
+                    if p.timeout_ms == 0 {
+                        bad(pkey("timeout_ms"), "must be greater than 0".into());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// True for a relative path with only normal components.
+pub fn is_plain_relative(path: &Path) -> bool {
+    !path.as_os_str().is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// 1-based line of a byte offset.
+fn line_of(source: &str, offset: usize) -> usize {
+    source[..offset.min(source.len())].matches('\n').count() + 1
+}
+
+/// The dotted key whose value starts nearest before `offset`, for parse errors.
+fn key_at(source: &str, offset: usize) -> Option<String> {
+    let doc = toml_edit::Document::parse(source).ok()?;
+    let mut best: Option<(usize, String)> = None;
+    walk(doc.as_item(), &mut Vec::new(), &mut |path, span| {
+        if span.start <= offset && best.as_ref().is_none_or(|(s, _)| span.start >= *s) {
+            best = Some((span.start, path.join(".")));
+        }
+    });
+    best.map(|(_, k)| k).filter(|k| !k.is_empty())
+}
+
+fn walk(
+    item: &toml_edit::Item,
+    path: &mut Vec<String>,
+    visit: &mut dyn FnMut(&[String], std::ops::Range<usize>),
+) {
+    if let Some(span) = item.span() {
+        visit(path, span);
+    }
+    match item {
+        toml_edit::Item::Table(t) => {
+            for (k, v) in t.iter() {
+                path.push(k.to_string());
+                walk(v, path, visit);
+                path.pop();
+            }
+        }
+        toml_edit::Item::ArrayOfTables(a) => {
+            for (i, t) in a.iter().enumerate() {
+                path.push(i.to_string());
+                walk(&toml_edit::Item::Table(t.clone()), path, visit);
+                path.pop();
+            }
+        }
+        toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => {
+            for (k, v) in t.iter() {
+                path.push(k.to_string());
+                walk(&toml_edit::Item::Value(v.clone()), path, visit);
+                path.pop();
+            }
+        }
+        toml_edit::Item::Value(toml_edit::Value::Array(a)) => {
+            for (i, v) in a.iter().enumerate() {
+                path.push(i.to_string());
+                walk(&toml_edit::Item::Value(v.clone()), path, visit);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Line of a dotted key that exists exactly in the source.
+fn locate_exact(source: &str, dotted: &str) -> Option<usize> {
+    let doc = toml_edit::Document::parse(source).ok()?;
+    let mut found = None;
+    walk(doc.as_item(), &mut Vec::new(), &mut |path, span| {
+        if path.join(".") == dotted {
+            found = Some(line_of(source, span.start));
+        }
+    });
+    found
+}
+
+/// Line of a dotted key in the source; falls back to the nearest parent key
+/// that exists (a missing key is reported at its table).
+pub fn locate(source: &str, dotted: &str) -> Option<usize> {
+    let doc = toml_edit::Document::parse(source).ok()?;
+    let want: Vec<&str> = dotted.split('.').collect();
+    let mut best: Option<(usize, usize)> = None; // (matched depth, offset)
+    walk(doc.as_item(), &mut Vec::new(), &mut |path, span| {
+        let depth = path
+            .iter()
+            .zip(&want)
+            .take_while(|(a, b)| a.as_str() == **b)
+            .count();
+        if depth == path.len() && best.is_none_or(|(d, _)| depth > d) {
+            best = Some((depth, span.start));
+        }
+    });
+    best.filter(|(d, _)| *d > 0)
+        .map(|(_, off)| line_of(source, off))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pki(dir: &Path) {
+        for f in ["ca.crt", "agent.crt", "agent.key"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+    }
+
+    fn sample(extra: &str) -> String {
+        format!(
+            r#"[agent]
+name = "web1"
+listen = "127.0.0.1:7443"
+state_dir = "state"
+
+[tls]
+ca = "ca.crt"
+cert = "agent.crt"
+key = "agent.key"
+
+[apps.shop]
+root = "/srv/shop"
+shared = ["uploads"]
+
+[[apps.shop.probes]]
+kind = "http"
+name = "home"
+url = "http://127.0.0.1:8080/"
+{extra}"#
+        )
+    }
+
+    fn tmp() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "golive-config-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_pki(&dir);
+        dir
+    }
+
+    #[test]
+    fn good_config_parses_with_relative_paths_resolved() {
+        let dir = tmp();
+        let file = dir.join("agent.toml");
+        let cfg = parse(&file, &sample("")).unwrap();
+        assert_eq!(cfg.agent.state_dir, dir.join("state"));
+        assert_eq!(cfg.apps["shop"].keep_releases, 5);
+        assert_eq!(cfg.apps["shop"].probes[0].name(), "home");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_probe_key_names_line_and_key() {
+        let dir = tmp();
+        let file = dir.join("agent.toml");
+        let err = parse(&file, &sample("expect_statu = [200]\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("expect_statu"), "{text}");
+        assert!(
+            text.contains("agent.toml:19: key `apps.shop.probes.0.expect_statu`"),
+            "{text}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn semantic_errors_name_file_line_and_key() {
+        let dir = tmp();
+        let file = dir.join("agent.toml");
+        let src = sample("")
+            .replace("\"/srv/shop\"", "\"srv/shop\"")
+            .replace("[\"uploads\"]", "[\"../etc\"]");
+        // A relative root resolves against the config dir, so it becomes absolute;
+        // the `..` shared path is the error here.
+        let err = parse(&file, &src).unwrap_err();
+        let issue = &err.0[0];
+        assert_eq!(issue.key, "apps.shop.shared.0");
+        assert_eq!(issue.line, Some(13));
+        assert!(
+            err.to_string()
+                .contains("agent.toml:13: key `apps.shop.shared.0`")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_listen_is_reported() {
+        let dir = tmp();
+        let file = dir.join("agent.toml");
+        let err = parse(&file, &sample("").replace("127.0.0.1:7443", "nowhere")).unwrap_err();
+        assert_eq!(err.0[0].key, "agent.listen");
+        assert_eq!(err.0[0].line, Some(3));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,23 @@
+//! golive-shared: everything the agent and the controller must agree on.
+//!
+//! # Layout
+//!
+//! - [`codec`]: the only place that knows the wire format (a framed, versioned
+//!   bincode envelope). Changing the format means editing that one file.
+//! - [`protocol`]: request and response types, one module per message family.
+//!   With bincode, enum variant order *is* the format: only ever append.
+//! - [`identity`]: how a role and a name travel in an X.509 certificate, and
+//!   how a peer's certificate is read back into a [`identity::PeerIdentity`].
+//! - [`config`]: the agent's TOML config, parsed and validated with file, line
+//!   and key in every error.
+//! - [`names`]: validation of the names the controller is allowed to send
+//!   (apps, releases, idempotency keys).
+
+pub mod codec;
+pub mod config;
+pub mod identity;
+pub mod names;
+pub mod protocol;
+
+/// The golive version both binaries report (the workspace version).
+pub const GOLIVE_VERSION: &str = env!("CARGO_PKG_VERSION");

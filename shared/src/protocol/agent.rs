@@ -1,0 +1,56 @@
+//! Message family `agent`: version handshake and status.
+
+use serde::{Deserialize, Serialize};
+
+use super::{LockInfo, UnixMillis};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloRequest {
+    pub client_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloResponse {
+    pub agent_name: String,
+    pub agent_version: String,
+    pub protocol: u16,
+    /// The caller as the agent sees it (certificate name and role).
+    pub peer_name: String,
+    pub peer_role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequest {
+    /// Only these apps; all declared apps when empty.
+    pub apps: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub agent_name: String,
+    pub agent_version: String,
+    pub protocol: u16,
+    pub started_at: UnixMillis,
+    pub apps: Vec<AppStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub name: String,
+    pub root: String,
+    /// The release `ROOT/current` points at, read from the filesystem.
+    pub current: Option<String>,
+    /// The release a rollback would return to.
+    pub previous: Option<String>,
+    /// Releases on disk, newest first.
+    pub releases: Vec<ReleaseSummary>,
+    pub lock: Option<LockInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSummary {
+    pub id: String,
+    pub artifact_sha256: Option<String>,
+    pub staged_at: Option<UnixMillis>,
+    pub activated_at: Option<UnixMillis>,
+}

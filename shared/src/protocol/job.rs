@@ -1,0 +1,162 @@
+//! Message family `job`: long work submitted with an idempotency key and
+//! followed by long-poll.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ActivateRelease, RollbackRelease, StageRelease, UnixMillis};
+
+/// Submit a job. Submitting the same key again returns the existing job and
+/// never runs it twice; the same key with a different spec is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitJob {
+    pub idempotency_key: String,
+    /// The lease token of the app lock, when the caller holds it. Jobs on a
+    /// locked app are refused unless they carry the lock's token.
+    pub lease: Option<String>,
+    pub spec: JobSpec,
+}
+
+/// What a job does. Append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobSpec {
+    Stage(StageRelease),
+    Activate(ActivateRelease),
+    Rollback(RollbackRelease),
+}
+
+impl JobSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::Stage(_) => "stage",
+            JobSpec::Activate(_) => "activate",
+            JobSpec::Rollback(_) => "rollback",
+        }
+    }
+
+    pub fn app(&self) -> &str {
+        match self {
+            JobSpec::Stage(s) => &s.app,
+            JobSpec::Activate(a) => &a.app,
+            JobSpec::Rollback(r) => &r.app,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    /// The agent stopped (crash, kill, restart) while the job ran. Never taken
+    /// as done: the controller must look and decide.
+    Interrupted,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Interrupted
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "interrupted" => JobState::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub id: u64,
+    pub idempotency_key: String,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub submitted_by: String,
+    pub submitted_at: UnixMillis,
+    pub finished_at: Option<UnixMillis>,
+    /// Set when the job succeeded.
+    pub result: Option<JobResult>,
+    /// Set when the job failed or was interrupted.
+    pub error: Option<String>,
+    /// True when this submission found an existing job with the same key.
+    pub deduplicated: bool,
+}
+
+/// What a finished job produced. Append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobResult {
+    Staged {
+        release: String,
+        path: String,
+        files: u64,
+        bytes: u64,
+    },
+    Activated {
+        release: String,
+        previous: Option<String>,
+    },
+    RolledBack {
+        from: Option<String>,
+        to: String,
+    },
+}
+
+/// Long-poll for events after `after_seq`, waiting up to `wait_ms` for new ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEventsRequest {
+    pub job_id: u64,
+    pub after_seq: u64,
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEventsResponse {
+    pub job: JobInfo,
+    pub events: Vec<JobEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub seq: u64,
+    pub at: UnixMillis,
+    pub kind: EventKind,
+}
+
+/// Append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Log { level: LogLevel, line: String },
+    Progress { step: String, done: u64, total: u64 },
+    Finished { state: JobState },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListJobsRequest {
+    /// At most this many, newest first.
+    pub limit: u32,
+}

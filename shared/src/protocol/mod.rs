@@ -1,0 +1,154 @@
+//! The request/response protocol, by message family.
+//!
+//! Every HTTP body is one [`Request`] or one [`Response`] framed by
+//! [`crate::codec`]. With bincode the *order* of enum variants and struct
+//! fields is the format: append new variants at the end, never reorder, and
+//! bump [`PROTOCOL_VERSION`] for any other change. The golden fixtures in
+//! `shared/tests/data/` fail when an encoding changes by accident.
+//!
+//! Artifact uploads are the one exception to "one framed body": they stream
+//! as raw bytes to `PUT /v1/artifacts/<sha256>` (see [`artifact`]) so that
+//! neither side holds an artifact in memory.
+
+pub mod agent;
+pub mod artifact;
+pub mod job;
+pub mod lock;
+pub mod probe;
+pub mod release;
+
+pub use agent::*;
+pub use artifact::*;
+pub use job::*;
+pub use lock::*;
+pub use probe::*;
+pub use release::*;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on every incompatible change of the encoded types.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// HTTP path of the framed request/response endpoint.
+pub const RPC_PATH: &str = "/v1/rpc";
+/// HTTP path prefix for streamed artifact uploads: `PUT /v1/artifacts/<sha256>`.
+pub const ARTIFACT_PATH: &str = "/v1/artifacts/";
+/// Header carrying the declared artifact size on upload.
+pub const SIZE_HEADER: &str = "x-golive-size";
+/// Header carrying the client's protocol version on upload (raw bodies have no frame).
+pub const PROTOCOL_HEADER: &str = "x-golive-protocol";
+
+/// Everything a controller can ask an agent. Append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Hello(HelloRequest),
+    Status(StatusRequest),
+    SubmitJob(SubmitJob),
+    JobEvents(JobEventsRequest),
+    ListJobs(ListJobsRequest),
+    Lock(LockRequest),
+    RunProbes(RunProbesRequest),
+    HasArtifact(HasArtifactRequest),
+}
+
+impl Request {
+    /// A short operation name for the audit table and error messages.
+    pub fn operation(&self) -> String {
+        match self {
+            Request::Hello(_) => "hello".into(),
+            Request::Status(_) => "status".into(),
+            Request::SubmitJob(s) => format!("job.submit:{}", s.spec.kind()),
+            Request::JobEvents(_) => "job.events".into(),
+            Request::ListJobs(_) => "job.list".into(),
+            Request::Lock(l) => format!("lock.{}", l.verb()),
+            Request::RunProbes(_) => "probe.run".into(),
+            Request::HasArtifact(_) => "artifact.has".into(),
+        }
+    }
+}
+
+/// Everything an agent answers. Append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Error(ErrorBody),
+    Hello(HelloResponse),
+    Status(StatusResponse),
+    Job(JobInfo),
+    Events(JobEventsResponse),
+    Jobs(Vec<JobInfo>),
+    Lock(LockResponse),
+    Probes(ProbeReport),
+    Artifact(ArtifactInfo),
+}
+
+/// A refusal or failure, with a message that names the problem and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Error classes. Each maps to one HTTP status and one controller exit code.
+/// Append only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The request is malformed or names something invalid (exit 2).
+    BadRequest,
+    /// The certificate's role does not allow the operation (exit 2).
+    Forbidden,
+    /// The named app, job, release or artifact does not exist (exit 2).
+    NotFound,
+    /// The app is locked by another deployment (exit 2).
+    Locked,
+    /// A body or artifact exceeds a configured limit (exit 2).
+    TooLarge,
+    /// The peers speak different protocol versions (exit 2).
+    VersionMismatch,
+    /// The idempotency key was already used for a different request (exit 2).
+    Conflict,
+    /// The agent failed while doing something it should be able to do (exit 1).
+    Internal,
+    /// The certificate serial is on the agent's deny list (exit 2).
+    Revoked,
+}
+
+impl ErrorCode {
+    /// The HTTP status the agent answers with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Forbidden | ErrorCode::Revoked => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Locked | ErrorCode::Conflict => 409,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::VersionMismatch => 426,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the only time type on the wire.
+pub type UnixMillis = i64;
+
+/// Now, in [`UnixMillis`].
+pub fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,28 @@
+//! Message family `release`: stage, activate and roll back releases.
+
+use serde::{Deserialize, Serialize};
+
+/// Unpack an uploaded artifact into `ROOT/releases/<release>` and link the
+/// app's shared paths in. Does not touch `ROOT/current`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRelease {
+    pub app: String,
+    pub release: String,
+    pub artifact_sha256: String,
+}
+
+/// Switch `ROOT/current` to a staged release atomically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivateRelease {
+    pub app: String,
+    pub release: String,
+}
+
+/// Switch `ROOT/current` back: to `to` when given, else to the release that
+/// was active before the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRelease {
+    pub app: String,
+    pub to: Option<String>,
+    pub reason: String,
+}
