@@ -1,1 +1,247 @@
-//! golive-agent library.
+//! golive-agent: the daemon that executes go-live steps on one host.
+//!
+//! # Layout
+//!
+//! - [`server`]: TLS 1.3 accept loop, HTTP routing, audit (the transport).
+//! - [`handlers`]: one module per message family, behind one authorising dispatch.
+//! - [`jobs`]: idempotent job submission, the executor, long-poll of events.
+//! - [`lock`]: app locks as renewable leases.
+//! - [`release`]: safe unpacking and the `releases/` + `current` layout.
+//! - [`probe`]: health probes declared in the config.
+//! - [`journal`]: the SQLite journal, source of truth for all of the above.
+//! - [`revocation`]: the certificate deny list, reloaded on change.
+//! - [`tls`]: rustls server configuration (client certificates required).
+//!
+//! The binary is a thin `main` over [`run`]. The controller can only *name*
+//! what this host's config declares: no request carries a command line.
+//!
+//! # Current limitations
+//!
+//! See the README's "Not built yet": backups, maintenance, hooks, migrations,
+//! the watchdog and most probe kinds are not here yet.
+
+pub mod handlers;
+pub mod jobs;
+pub mod journal;
+pub mod lock;
+pub mod log;
+pub mod probe;
+pub mod release;
+pub mod revocation;
+pub mod server;
+pub mod state;
+pub mod tls;
+
+use std::fs::File;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use golive_shared::config::AgentConfig;
+use golive_shared::protocol::now_millis;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::journal::Journal;
+use crate::release::layout::AppLayout;
+use crate::state::Agent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "state directory {path} is in use by another golive-agent{holder}; \
+         one agent per state directory: stop the other one or use another agent.state_dir"
+    )]
+    InUse { path: PathBuf, holder: String },
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsFileError),
+    #[error("cannot listen on {addr}: {source}; is another process using the port?")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read the revocation list {path}: {source}")]
+    Revocation {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot watch the revocation list {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
+}
+
+/// Exclusive ownership of a state directory, held for the process lifetime
+/// (flock on `STATE/agent.lock`; the kernel drops it if the process dies).
+pub struct StateLock {
+    _flock: Flock<File>,
+}
+
+/// Takes the state-directory lock and writes our pid into it.
+pub fn lock_state_dir(state_dir: &Path) -> Result<StateLock, StartError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| StartError::StateDir {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    let path = state_dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| StartError::StateDir {
+            path: path.clone(),
+            source,
+        })?;
+    let mut flock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(f) => f,
+        Err(_) => {
+            let holder = std::fs::read_to_string(&path)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            return Err(StartError::InUse {
+                path: state_dir.to_path_buf(),
+                holder,
+            });
+        }
+    };
+    let _ = flock.set_len(0);
+    let _ = writeln!(&mut *flock, "{}", std::process::id());
+    Ok(StateLock { _flock: flock })
+}
+
+/// Opens the journal and recovers from a crash: interrupted jobs and uploads
+/// are marked, partial files and staging leftovers removed.
+pub fn open_state(config: &AgentConfig) -> Result<(StateLock, Journal), StartError> {
+    let lock = lock_state_dir(&config.agent.state_dir)?;
+    let artifacts = state::artifacts_dir(config);
+    std::fs::create_dir_all(&artifacts).map_err(|source| StartError::StateDir {
+        path: artifacts.clone(),
+        source,
+    })?;
+    let journal = Journal::open(&config.agent.state_dir.join("journal.db"))?;
+    let recovery = journal.recover(now_millis())?;
+    if !recovery.interrupted_jobs.is_empty() {
+        log::warn(&format!(
+            "jobs interrupted by the last stop, marked interrupted: {:?}",
+            recovery.interrupted_jobs
+        ));
+    }
+    for partial in &recovery.partial_uploads {
+        if std::fs::remove_file(partial).is_ok() {
+            log::warn(&format!("removed partial upload {partial}"));
+        }
+    }
+    // Partial files whose journal row never got written (crash between
+    // create and insert cannot happen: the row is written first) or that a
+    // failed removal left behind.
+    if let Ok(entries) = std::fs::read_dir(&artifacts) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".partial-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    for (name, app) in &config.apps {
+        if let Ok(removed) = AppLayout::new(&app.root).clean_staging()
+            && !removed.is_empty()
+        {
+            log::warn(&format!(
+                "app {name}: removed {} unfinished staging leftovers",
+                removed.len()
+            ));
+        }
+    }
+    Ok((lock, journal))
+}
+
+/// An agent that holds its state directory and its socket, ready to serve.
+pub struct Prepared {
+    agent: Arc<Agent>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    _lock: StateLock,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Prepared {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let addr = self.local_addr();
+        log::info(&format!(
+            "golive-agent {} ({}) listening on {addr}",
+            golive_shared::GOLIVE_VERSION,
+            self.agent.config.agent.name
+        ));
+        server::serve(self.agent, self.listener, self.tls, shutdown).await;
+        log::info("golive-agent stopped");
+    }
+}
+
+/// Everything up to a bound socket: state lock, journal recovery, TLS, revocation watch.
+pub async fn prepare(config: AgentConfig) -> Result<Prepared, StartError> {
+    let (lock, journal) = open_state(&config)?;
+    let tls = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let revoked_path = config.tls.revoked.clone();
+    let revoked = match &revoked_path {
+        Some(p) => revocation::load(p).map_err(|source| StartError::Revocation {
+            path: p.clone(),
+            source,
+        })?,
+        None => Default::default(),
+    };
+    let listener = tokio::net::TcpListener::bind(&config.agent.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.agent.listen.clone(),
+            source,
+        })?;
+    let agent = Arc::new(Agent::new(config, journal, revoked));
+    let watcher = match revoked_path {
+        Some(p) => Some(
+            revocation::watch(Arc::clone(&agent), p.clone())
+                .map_err(|source| StartError::Watch { path: p, source })?,
+        ),
+        None => None,
+    };
+    let addr = listener.local_addr().ok();
+    if let Some(addr) = addr {
+        // Tests and the demo listen on port 0 and read the real port here.
+        let _ = std::fs::write(
+            agent.config.agent.state_dir.join("agent.addr"),
+            addr.to_string(),
+        );
+    }
+    Ok(Prepared {
+        agent,
+        listener,
+        tls,
+        _lock: lock,
+        _watcher: watcher,
+    })
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    prepare(config).await?.serve(shutdown).await;
+    Ok(())
+}

@@ -1,1 +1,20 @@
-//! golivectl library.
+//! golivectl: the controller.
+//!
+//! # Layout
+//!
+//! - [`cli`]: clap derive, raw arguments only.
+//! - [`cmd`]: one module per subcommand; each returns an [`output::Exit`].
+//! - [`plan`]: plan files, parsed raw then validated into a [`plan::Plan`].
+//! - [`client`]: the mTLS transport to one agent (knows nothing of plans).
+//! - [`journal`]: the controller's SQLite record of deployments and steps.
+//! - [`pki`], [`tls`]: the deployment CA, certificates, rustls client config.
+//! - [`output`]: human or JSON output, SPEC §7 exit codes.
+
+pub mod cli;
+pub mod client;
+pub mod cmd;
+pub mod journal;
+pub mod output;
+pub mod pki;
+pub mod plan;
+pub mod tls;

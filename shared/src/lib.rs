@@ -10,6 +10,7 @@
 //!   how a peer's certificate is read back into a [`identity::PeerIdentity`].
 //! - [`config`]: the agent's TOML config, parsed and validated with file, line
 //!   and key in every error.
+//! - [`timefmt`]: UTC RFC 3339 formatting for messages.
 //! - [`names`]: validation of the names the controller is allowed to send
 //!   (apps, releases, idempotency keys).
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod identity;
 pub mod names;
 pub mod protocol;
+pub mod timefmt;
 
 /// The golive version both binaries report (the workspace version).
 pub const GOLIVE_VERSION: &str = env!("CARGO_PKG_VERSION");

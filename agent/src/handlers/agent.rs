@@ -1,0 +1,71 @@
+//! Family `agent`: hello (version handshake) and status.
+
+use golive_shared::GOLIVE_VERSION;
+use golive_shared::identity::PeerIdentity;
+use golive_shared::protocol::{
+    AppStatus, ErrorBody, HelloRequest, HelloResponse, PROTOCOL_VERSION, StatusRequest,
+    StatusResponse, now_millis,
+};
+
+use crate::release::layout::AppLayout;
+use crate::state::{Agent, internal};
+
+pub fn hello(agent: &Agent, peer: &PeerIdentity, _req: HelloRequest) -> HelloResponse {
+    HelloResponse {
+        agent_name: agent.config.agent.name.clone(),
+        agent_version: GOLIVE_VERSION.into(),
+        protocol: PROTOCOL_VERSION,
+        peer_name: peer.name.clone(),
+        peer_role: peer.role_str().into(),
+    }
+}
+
+pub fn status(agent: &Agent, req: StatusRequest) -> Result<StatusResponse, ErrorBody> {
+    for name in &req.apps {
+        agent.known_app(name)?;
+    }
+    let now = now_millis();
+    let mut apps = Vec::new();
+    for (name, app) in &agent.config.apps {
+        if !req.apps.is_empty() && !req.apps.contains(name) {
+            continue;
+        }
+        let layout = AppLayout::new(&app.root);
+        let current = layout.current().ok().flatten();
+        let previous = agent
+            .journal
+            .rollback_target(name, current.as_deref(), |id| {
+                layout.release_dir(id).is_dir()
+            })
+            .map_err(internal)?;
+        let on_disk = layout.list_releases().unwrap_or_default();
+        let releases = agent
+            .journal
+            .releases(name)
+            .map_err(internal)?
+            .into_iter()
+            .filter(|r| on_disk.contains(&r.id))
+            .collect();
+        let lock = agent
+            .journal
+            .lock(name)
+            .map_err(internal)?
+            .map(|(info, _)| info)
+            .filter(|info| info.expires_at > now);
+        apps.push(AppStatus {
+            name: name.clone(),
+            root: app.root.display().to_string(),
+            current,
+            previous,
+            releases,
+            lock,
+        });
+    }
+    Ok(StatusResponse {
+        agent_name: agent.config.agent.name.clone(),
+        agent_version: GOLIVE_VERSION.into(),
+        protocol: PROTOCOL_VERSION,
+        started_at: agent.started_at,
+        apps,
+    })
+}

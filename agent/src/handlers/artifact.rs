@@ -1,0 +1,176 @@
+//! Family `artifact`: streamed, content-addressed uploads.
+//!
+//! The body streams into `artifacts/.partial-<sha>-<n>` while it is hashed;
+//! only when size and sha256 both match is it fsynced and renamed to
+//! `artifacts/<sha256>`. The upload is journaled before the first byte, so a
+//! crash mid-upload is found at start-up and its partial file removed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use golive_shared::identity::PeerIdentity;
+use golive_shared::names;
+use golive_shared::protocol::{
+    ArtifactInfo, ErrorBody, ErrorCode, PROTOCOL_HEADER, PROTOCOL_VERSION, SIZE_HEADER, now_millis,
+};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::state::{Agent, internal};
+
+static UPLOAD_SEQ: AtomicU64 = AtomicU64::new(0);
+
+pub fn has(agent: &Agent, sha: &str) -> Result<ArtifactInfo, ErrorBody> {
+    names::check_sha256(sha).map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))?;
+    let path = agent.artifacts_dir().join(sha);
+    match std::fs::metadata(&path) {
+        Ok(m) => Ok(ArtifactInfo {
+            sha256: sha.into(),
+            size: m.len(),
+            already_present: true,
+        }),
+        Err(_) => Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            format!("agent {} has no artifact {sha}", agent.config.agent.name),
+        )),
+    }
+}
+
+pub async fn upload(
+    agent: &Arc<Agent>,
+    peer: &PeerIdentity,
+    sha: &str,
+    headers: &hyper::HeaderMap,
+    body: Incoming,
+) -> Result<ArtifactInfo, ErrorBody> {
+    let bad = |m: String| ErrorBody::new(ErrorCode::BadRequest, m);
+    names::check_sha256(sha).map_err(bad)?;
+    if let Some(v) = headers.get(PROTOCOL_HEADER) {
+        let theirs: u16 = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(format!("header {PROTOCOL_HEADER} must be a number")))?;
+        if theirs != PROTOCOL_VERSION {
+            return Err(ErrorBody::new(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "protocol mismatch: the peer speaks golive protocol {theirs}, this agent speaks {PROTOCOL_VERSION}; \
+                     upgrade the older of golivectl and golive-agent"
+                ),
+            ));
+        }
+    }
+    let size: u64 = headers
+        .get(SIZE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("an upload needs a numeric {SIZE_HEADER} header")))?;
+    let max = agent.config.limits.max_artifact_bytes;
+    if size > max {
+        return Err(ErrorBody::new(
+            ErrorCode::TooLarge,
+            format!(
+                "artifact of {size} bytes exceeds this agent's limit of {max} bytes (limits.max_artifact_bytes)"
+            ),
+        ));
+    }
+    let dir = agent.artifacts_dir();
+    let final_path = dir.join(sha);
+    if final_path.is_file() {
+        return has(agent, sha);
+    }
+    let partial = dir.join(format!(
+        ".partial-{sha}-{}-{}",
+        std::process::id(),
+        UPLOAD_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let partial_str = partial.display().to_string();
+    let row = agent
+        .journal
+        .upload_started(sha, size, &partial_str, &peer.name, now_millis())
+        .map_err(internal)?;
+    let outcome = receive(&partial, &final_path, sha, size, body).await;
+    if outcome.is_err() {
+        let _ = tokio::fs::remove_file(&partial).await;
+    }
+    let err_text = outcome.as_ref().err().map(|e| e.message.clone());
+    agent
+        .journal
+        .upload_finished(row, err_text.as_deref(), now_millis())
+        .map_err(internal)?;
+    outcome.map(|()| ArtifactInfo {
+        sha256: sha.into(),
+        size,
+        already_present: false,
+    })
+}
+
+async fn receive(
+    partial: &Path,
+    final_path: &Path,
+    sha: &str,
+    size: u64,
+    mut body: Incoming,
+) -> Result<(), ErrorBody> {
+    let io = |what: &str, e: std::io::Error| internal(format!("{what} {}: {e}", partial.display()));
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(partial)
+        .await
+        .map_err(|e| io("cannot create", e))?;
+    let mut hasher = Sha256::new();
+    let mut received: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("the upload broke off after {received} of {size} bytes: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received += data.len() as u64;
+        if received > size {
+            return Err(ErrorBody::new(
+                ErrorCode::TooLarge,
+                format!("the upload sent more than the declared {size} bytes"),
+            ));
+        }
+        hasher.update(&data);
+        file.write_all(&data)
+            .await
+            .map_err(|e| io("cannot write", e))?;
+    }
+    if received != size {
+        return Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!("size mismatch: declared {size} bytes, received {received}"),
+        ));
+    }
+    let got = hex::encode(hasher.finalize());
+    if got != sha {
+        return Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!(
+                "sha256 mismatch: declared {sha}, received bytes hash to {got}; the artifact was corrupted in transit or the wrong file was sent"
+            ),
+        ));
+    }
+    file.sync_all().await.map_err(|e| io("cannot fsync", e))?;
+    drop(file);
+    tokio::fs::rename(partial, final_path)
+        .await
+        .map_err(|e| io("cannot rename", e))?;
+    if let Some(dir) = final_path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

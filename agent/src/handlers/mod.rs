@@ -1,0 +1,101 @@
+//! Request handlers, one module per message family, behind one dispatch that
+//! owns authorisation: every request names the role it needs, and the peer's
+//! certificate role must allow it.
+
+pub mod agent;
+pub mod artifact;
+
+use std::sync::Arc;
+
+use golive_shared::identity::{PeerIdentity, Role};
+use golive_shared::protocol::{ErrorBody, ErrorCode, LockRequest, Request, Response};
+
+use crate::state::Agent;
+use crate::{jobs, lock, probe};
+
+/// The role each request needs (SPEC §3). Reads are viewer; anything that
+/// changes the host is operator; breaking someone else's lock is operator
+/// too, but audited with its reason.
+pub fn required_role(req: &Request) -> Role {
+    match req {
+        Request::Hello(_)
+        | Request::Status(_)
+        | Request::JobEvents(_)
+        | Request::ListJobs(_)
+        | Request::RunProbes(_)
+        | Request::HasArtifact(_) => Role::Viewer,
+        Request::SubmitJob(_) => Role::Operator,
+        Request::Lock(LockRequest::Break { .. }) => Role::Operator,
+        Request::Lock(_) => Role::Operator,
+    }
+}
+
+/// Refuses revoked certificates, certificates without a role, agent
+/// certificates, and roles below `required`.
+pub fn admit(
+    agent: &Agent,
+    peer: &PeerIdentity,
+    operation: &str,
+    required: Role,
+) -> Result<(), ErrorBody> {
+    if agent.is_revoked(&peer.serial) {
+        return Err(ErrorBody::new(
+            ErrorCode::Revoked,
+            format!(
+                "agent {} refuses certificate {:?} (serial {}): it is on the revocation list; \
+                 issue a new certificate with golivectl cert",
+                agent.config.agent.name, peer.name, peer.serial
+            ),
+        ));
+    }
+    match peer.role {
+        None => Err(ErrorBody::new(
+            ErrorCode::Forbidden,
+            format!(
+                "certificate {:?} carries no golive role; issue one with `golivectl cert operator NAME --role viewer|operator|admin`",
+                peer.name
+            ),
+        )),
+        Some(Role::Agent) => Err(ErrorBody::new(
+            ErrorCode::Forbidden,
+            format!(
+                "certificate {:?} is an agent certificate and is never accepted as an operator; \
+                 use an operator certificate (`golivectl cert operator NAME --role operator`)",
+                peer.name
+            ),
+        )),
+        Some(role) if !role.allows(required) => Err(ErrorBody::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{role} certificate {:?} may not {operation}: it needs the {required} role \
+                 (`golivectl cert operator NAME --role {required}`)",
+                peer.name
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+pub async fn dispatch(
+    agent: &Arc<Agent>,
+    peer: &PeerIdentity,
+    req: Request,
+) -> Result<Response, ErrorBody> {
+    match req {
+        Request::Hello(h) => Ok(Response::Hello(agent::hello(agent, peer, h))),
+        Request::Status(s) => agent::status(agent, s).map(Response::Status),
+        Request::SubmitJob(s) => jobs::submit(agent, &peer.name, s).map(Response::Job),
+        Request::JobEvents(e) => jobs::events(agent, e).await.map(Response::Events),
+        Request::ListJobs(l) => agent
+            .journal
+            .jobs(l.limit.min(1000))
+            .map(Response::Jobs)
+            .map_err(crate::state::internal),
+        Request::Lock(l) => lock::handle(agent, &peer.name, l).map(Response::Lock),
+        Request::RunProbes(p) => {
+            let app = agent.known_app(&p.app)?;
+            Ok(Response::Probes(probe::run_app(&p.app, app, &p.tags).await))
+        }
+        Request::HasArtifact(h) => artifact::has(agent, &h.sha256).map(Response::Artifact),
+    }
+}

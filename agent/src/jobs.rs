@@ -1,0 +1,318 @@
+//! The job executor: submission with idempotency keys, one task per job,
+//! events into the journal, and the release operations jobs perform.
+//!
+//! A job runs in its own task and keeps running when the controller
+//! disconnects; the controller reattaches by long-polling its events. The
+//! release work itself is synchronous filesystem code run on the blocking
+//! pool, in functions that the local `golive-agent rollback` reuses.
+
+use std::sync::Arc;
+
+use golive_shared::config::{AgentConfig, AppConfig};
+use golive_shared::names;
+use golive_shared::protocol::{
+    ErrorBody, ErrorCode, EventKind, JobEventsRequest, JobEventsResponse, JobInfo, JobResult,
+    JobSpec, JobState, LogLevel, SubmitJob, now_millis,
+};
+
+use crate::journal::Journal;
+use crate::lock;
+use crate::release::layout::AppLayout;
+use crate::release::unpack::UnpackLimits;
+use crate::state::{Agent, artifacts_dir, internal};
+
+/// Validates and submits a job; the same key returns the same job.
+pub fn submit(agent: &Arc<Agent>, by: &str, req: SubmitJob) -> Result<JobInfo, ErrorBody> {
+    let bad = |m: String| ErrorBody::new(ErrorCode::BadRequest, m);
+    names::check_idempotency_key(&req.idempotency_key).map_err(bad)?;
+    let app = req.spec.app().to_string();
+    names::check_app_name(&app).map_err(bad)?;
+    agent.known_app(&app)?;
+    match &req.spec {
+        JobSpec::Stage(s) => {
+            names::check_release_id(&s.release).map_err(bad)?;
+            names::check_sha256(&s.artifact_sha256).map_err(bad)?;
+        }
+        JobSpec::Activate(a) => names::check_release_id(&a.release).map_err(bad)?,
+        JobSpec::Rollback(r) => {
+            if let Some(to) = &r.to {
+                names::check_release_id(to).map_err(bad)?;
+            }
+        }
+    }
+
+    // A resubmission is answered before the lock check: the job it names was
+    // accepted under the lock, and the caller may have lost our first answer.
+    if let Some(existing) = agent
+        .journal
+        .job_by_key(&req.idempotency_key)
+        .map_err(internal)?
+    {
+        return dedupe(existing, &req.spec);
+    }
+    lock::check_lease(agent, &app, req.lease.as_deref())?;
+    if let JobSpec::Stage(s) = &req.spec
+        && !artifacts_dir(&agent.config)
+            .join(&s.artifact_sha256)
+            .is_file()
+    {
+        return Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            format!(
+                "artifact {} is not on agent {}; upload it first (golivectl deploy does)",
+                s.artifact_sha256, agent.config.agent.name
+            ),
+        ));
+    }
+
+    let (job, inserted) = agent
+        .journal
+        .insert_job(&req.idempotency_key, &req.spec, by, now_millis())
+        .map_err(internal)?;
+    if !inserted {
+        return dedupe(job, &req.spec);
+    }
+    let runner = Arc::clone(agent);
+    let id = job.id;
+    tokio::spawn(async move { run(runner, id).await });
+    Ok(job)
+}
+
+fn dedupe(mut job: JobInfo, spec: &JobSpec) -> Result<JobInfo, ErrorBody> {
+    if &job.spec != spec {
+        return Err(ErrorBody::new(
+            ErrorCode::Conflict,
+            format!(
+                "idempotency key {:?} was already used for job {} ({}) with a different request; \
+                 use a new key for a new request",
+                job.idempotency_key,
+                job.id,
+                job.spec.kind()
+            ),
+        ));
+    }
+    job.deduplicated = true;
+    Ok(job)
+}
+
+async fn run(agent: Arc<Agent>, id: u64) {
+    let Ok(Some(job)) = agent.journal.job(id) else {
+        return;
+    };
+    let app = job.spec.app().to_string();
+    let queue = agent.app_queue(&app).expect("app checked at submit");
+    let _turn = queue.lock().await;
+    if agent.journal.set_job_running(id).is_err() {
+        return;
+    }
+    agent.event(
+        id,
+        EventKind::Log {
+            level: LogLevel::Info,
+            line: format!("{} started on {}", job.spec.kind(), agent.config.agent.name),
+        },
+    );
+    let worker = Arc::clone(&agent);
+    let spec = job.spec.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let log = |line: String| {
+            worker.event(
+                id,
+                EventKind::Log {
+                    level: LogLevel::Info,
+                    line,
+                },
+            );
+        };
+        execute(&worker.config, &worker.journal, &spec, &log)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the job panicked: {e}")));
+
+    let now = now_millis();
+    let state = match &outcome {
+        Ok(result) => {
+            let _ = agent
+                .journal
+                .finish_job(id, JobState::Succeeded, Some(result), None, now);
+            JobState::Succeeded
+        }
+        Err(message) => {
+            agent.event(
+                id,
+                EventKind::Log {
+                    level: LogLevel::Error,
+                    line: message.clone(),
+                },
+            );
+            let _ = agent
+                .journal
+                .finish_job(id, JobState::Failed, None, Some(message), now);
+            JobState::Failed
+        }
+    };
+    agent.event(id, EventKind::Finished { state });
+}
+
+/// Performs one job's work. Synchronous; errors are operator-facing messages.
+pub fn execute(
+    config: &AgentConfig,
+    journal: &Journal,
+    spec: &JobSpec,
+    log: &dyn Fn(String),
+) -> Result<JobResult, String> {
+    let app_name = spec.app();
+    let app = config
+        .app(app_name)
+        .ok_or_else(|| format!("no app {app_name:?} in the agent config"))?;
+    let layout = AppLayout::new(&app.root);
+    layout
+        .ensure_dirs()
+        .map_err(|e| format!("cannot create {}: {e}", app.root.display()))?;
+    match spec {
+        JobSpec::Stage(s) => {
+            let archive = artifacts_dir(config).join(&s.artifact_sha256);
+            log(format!(
+                "unpacking artifact {} into {}",
+                &s.artifact_sha256[..12],
+                layout.release_dir(&s.release).display()
+            ));
+            let limits = UnpackLimits {
+                max_bytes: config.limits.max_unpacked_bytes,
+                max_entries: config.limits.max_archive_entries,
+            };
+            let stats = layout
+                .stage(&s.release, &archive, &app.shared, &limits)
+                .map_err(|e| e.to_string())?;
+            journal
+                .record_staged(app_name, &s.release, &s.artifact_sha256, now_millis())
+                .map_err(|e| e.to_string())?;
+            log(format!(
+                "staged {}: {} files, {} bytes, {} shared paths linked",
+                s.release,
+                stats.files,
+                stats.bytes,
+                app.shared.len()
+            ));
+            Ok(JobResult::Staged {
+                release: s.release.clone(),
+                path: layout.release_dir(&s.release).display().to_string(),
+                files: stats.files,
+                bytes: stats.bytes,
+            })
+        }
+        JobSpec::Activate(a) => {
+            let previous = switch(journal, app_name, app, &layout, &a.release, "activate", log)?;
+            Ok(JobResult::Activated {
+                release: a.release.clone(),
+                previous,
+            })
+        }
+        JobSpec::Rollback(r) => {
+            let current = layout.current().map_err(|e| e.to_string())?;
+            let to = match &r.to {
+                Some(to) => to.clone(),
+                None => journal
+                    .rollback_target(app_name, current.as_deref(), |id| {
+                        layout.release_dir(id).is_dir()
+                    })
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| {
+                        format!(
+                            "app {app_name} has no earlier release to roll back to (current: {})",
+                            current.as_deref().unwrap_or("none")
+                        )
+                    })?,
+            };
+            log(format!("rolling back ({})", r.reason));
+            let from = switch(journal, app_name, app, &layout, &to, "rollback", log)?;
+            Ok(JobResult::RolledBack { from, to })
+        }
+    }
+}
+
+/// Switches `current` to `release`, journals it, and prunes old releases.
+fn switch(
+    journal: &Journal,
+    app_name: &str,
+    app: &AppConfig,
+    layout: &AppLayout,
+    release: &str,
+    cause: &str,
+    log: &dyn Fn(String),
+) -> Result<Option<String>, String> {
+    let before = layout.current().map_err(|e| e.to_string())?;
+    if before.as_deref() == Some(release) {
+        log(format!("{release} is already current; nothing to switch"));
+        return Ok(before);
+    }
+    log(format!(
+        "switching current: {} -> {release}",
+        before.as_deref().unwrap_or("none")
+    ));
+    let previous = layout.activate(release).map_err(|e| e.to_string())?;
+    journal
+        .record_activation(app_name, release, previous.as_deref(), cause, now_millis())
+        .map_err(|e| e.to_string())?;
+    let newest_first: Vec<String> = journal
+        .releases(app_name)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let mut protect = vec![release.to_string()];
+    protect.extend(previous.clone());
+    if let Ok(Some(back)) = journal.rollback_target(app_name, Some(release), |id| {
+        layout.release_dir(id).is_dir()
+    }) {
+        protect.push(back);
+    }
+    match layout.prune(app.keep_releases, &newest_first, &protect) {
+        Ok(removed) if !removed.is_empty() => log(format!(
+            "removed old releases (keep_releases = {}): {}",
+            app.keep_releases,
+            removed.join(", ")
+        )),
+        Ok(_) => {}
+        Err(e) => log(format!("warning: could not prune old releases: {e}")),
+    }
+    Ok(previous)
+}
+
+/// Long-poll: events after `after_seq`, waiting up to the capped wait time
+/// for new ones or for the job to finish.
+pub async fn events(agent: &Agent, req: JobEventsRequest) -> Result<JobEventsResponse, ErrorBody> {
+    let cap = std::time::Duration::from_secs(agent.config.limits.max_poll_secs);
+    let wait = std::time::Duration::from_millis(req.wait_ms).min(cap);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = agent.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let job = agent
+            .journal
+            .job(req.job_id)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                ErrorBody::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "agent {} has no job {}",
+                        agent.config.agent.name, req.job_id
+                    ),
+                )
+            })?;
+        let events = agent
+            .journal
+            .events_after(req.job_id, req.after_seq, 500)
+            .map_err(internal)?;
+        if !events.is_empty() || job.state.is_final() {
+            return Ok(JobEventsResponse { job, events });
+        }
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
+            return Ok(JobEventsResponse { job, events });
+        }
+    }
+}

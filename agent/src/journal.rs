@@ -1,0 +1,756 @@
+//! The agent's journal: one SQLite file (WAL) in the state directory, the
+//! source of truth for jobs and their events, releases and activations, app
+//! locks, uploads and the audit trail.
+//!
+//! The pattern everywhere is *write the intent, act, write the outcome*, so a
+//! crash leaves rows that the next start recognises ([`Journal::recover`]).
+//! The audit table is append-only: triggers refuse UPDATE and DELETE.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use golive_shared::protocol::{
+    EventKind, JobEvent, JobInfo, JobResult, JobSpec, JobState, LockInfo, ReleaseSummary,
+    UnixMillis,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Bump when the schema changes, and add a step to [`MIGRATIONS`].
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Schema steps; step `i` takes the journal from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    app TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    submitted_by TEXT NOT NULL,
+    submitted_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    result TEXT,
+    error TEXT
+);
+CREATE TABLE events (
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    seq INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE releases (
+    app TEXT NOT NULL,
+    id TEXT NOT NULL,
+    artifact_sha256 TEXT,
+    staged_at INTEGER NOT NULL,
+    rolled_back_at INTEGER,
+    PRIMARY KEY (app, id)
+);
+CREATE TABLE activations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    release TEXT NOT NULL,
+    previous TEXT,
+    at INTEGER NOT NULL,
+    cause TEXT NOT NULL
+);
+CREATE TABLE locks (
+    app TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE uploads (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    partial_path TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    uploaded_by TEXT NOT NULL,
+    error TEXT
+);
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    peer_name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
+"#];
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "journal {path} has schema version {found}, newer than this agent understands ({SCHEMA_VERSION}); \
+         run the newer golive-agent, or restore the state directory from before the upgrade"
+    )]
+    TooNew { path: String, found: i64 },
+    #[error("journal: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("journal: stored value is unreadable: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+pub type Result<T> = std::result::Result<T, JournalError>;
+
+/// What start-up found unfinished after a crash.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub interrupted_jobs: Vec<u64>,
+    /// Partial upload files to delete (the caller owns the filesystem).
+    pub partial_uploads: Vec<String>,
+}
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub at: UnixMillis,
+    pub peer_name: String,
+    pub role: String,
+    pub fingerprint: String,
+    pub serial: String,
+    pub operation: String,
+    pub outcome: String,
+}
+
+pub struct Journal {
+    // rusqlite connections are not Sync; every access is short, so one mutex
+    // serialises them without measurable contention at agent request rates.
+    conn: Mutex<Connection>,
+}
+
+impl Journal {
+    pub fn open(path: &Path) -> Result<Journal> {
+        let shown = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| JournalError::Open {
+            path: shown.clone(),
+            source,
+        })?;
+        // A small page cache keeps the idle agent small (issue 2: < 8 MiB RSS).
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA cache_size = -512;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(|source| JournalError::Open {
+            path: shown.clone(),
+            source,
+        })?;
+        let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(JournalError::TooNew { path: shown, found });
+        }
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(Journal {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (transactions roll back on drop), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// At start-up: jobs and uploads that a crash interrupted are marked
+    /// `interrupted`, never taken as done.
+    pub fn recover(&self, now: UnixMillis) -> Result<Recovery> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        let mut out = Recovery::default();
+        {
+            let mut stmt =
+                tx.prepare("SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY id")?;
+            out.interrupted_jobs = stmt
+                .query_map([], |r| r.get::<_, i64>(0).map(|v| v as u64))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut stmt =
+                tx.prepare("SELECT partial_path FROM uploads WHERE state = 'receiving'")?;
+            out.partial_uploads = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+        for id in &out.interrupted_jobs {
+            tx.execute(
+                "UPDATE jobs SET state = 'interrupted', finished_at = ?1,
+                 error = 'the agent stopped while this job ran; check the app and resubmit' WHERE id = ?2",
+                params![now, *id as i64],
+            )?;
+            let seq = next_seq(&tx, *id)?;
+            let kind = serde_json::to_string(&EventKind::Finished {
+                state: JobState::Interrupted,
+            })?;
+            tx.execute(
+                "INSERT INTO events (job_id, seq, at, kind) VALUES (?1, ?2, ?3, ?4)",
+                params![*id as i64, seq as i64, now, kind],
+            )?;
+        }
+        tx.execute(
+            "UPDATE uploads SET state = 'interrupted', finished_at = ?1,
+             error = 'the agent stopped during the upload' WHERE state = 'receiving'",
+            params![now],
+        )?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    // ----- jobs -------------------------------------------------------------
+
+    /// Inserts a job, or returns the existing one with the same key.
+    /// Returns `(job, inserted)`.
+    pub fn insert_job(
+        &self,
+        key: &str,
+        spec: &JobSpec,
+        submitted_by: &str,
+        now: UnixMillis,
+    ) -> Result<(JobInfo, bool)> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        if let Some(existing) = job_by_key(&tx, key)? {
+            return Ok((existing, false));
+        }
+        tx.execute(
+            "INSERT INTO jobs (idempotency_key, app, kind, spec, state, submitted_by, submitted_at)
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
+            params![
+                key,
+                spec.app(),
+                spec.kind(),
+                serde_json::to_string(spec)?,
+                submitted_by,
+                now
+            ],
+        )?;
+        let job = job_by_key(&tx, key)?.expect("job just inserted");
+        tx.commit()?;
+        Ok((job, true))
+    }
+
+    pub fn job_by_key(&self, key: &str) -> Result<Option<JobInfo>> {
+        job_by_key(&self.conn(), key)
+    }
+
+    pub fn job(&self, id: u64) -> Result<Option<JobInfo>> {
+        let conn = self.conn();
+        query_job(&conn, "WHERE id = ?1", params![id as i64])
+    }
+
+    pub fn jobs(&self, limit: u32) -> Result<Vec<JobInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("{JOB_SELECT} ORDER BY id DESC LIMIT ?1"))?;
+        let rows = stmt.query_map(params![limit as i64], row_to_job)?;
+        rows.map(|r| r?.into_job()).collect()
+    }
+
+    pub fn set_job_running(&self, id: u64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET state = 'running' WHERE id = ?1",
+            params![id as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn finish_job(
+        &self,
+        id: u64,
+        state: JobState,
+        result: Option<&JobResult>,
+        error: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let result = result.map(serde_json::to_string).transpose()?;
+        self.conn().execute(
+            "UPDATE jobs SET state = ?1, result = ?2, error = ?3, finished_at = ?4 WHERE id = ?5",
+            params![state.as_str(), result, error, now, id as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn append_event(&self, job_id: u64, kind: &EventKind, now: UnixMillis) -> Result<JobEvent> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        let seq = next_seq(&tx, job_id)?;
+        tx.execute(
+            "INSERT INTO events (job_id, seq, at, kind) VALUES (?1, ?2, ?3, ?4)",
+            params![job_id as i64, seq as i64, now, serde_json::to_string(kind)?],
+        )?;
+        tx.commit()?;
+        Ok(JobEvent {
+            seq,
+            at: now,
+            kind: kind.clone(),
+        })
+    }
+
+    pub fn events_after(&self, job_id: u64, after: u64, limit: u32) -> Result<Vec<JobEvent>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, at, kind FROM events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![job_id as i64, after as i64, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (seq, at, kind) = row?;
+            Ok(JobEvent {
+                seq: seq as u64,
+                at,
+                kind: serde_json::from_str(&kind)?,
+            })
+        })
+        .collect()
+    }
+
+    // ----- releases ---------------------------------------------------------
+
+    pub fn record_staged(&self, app: &str, id: &str, sha: &str, now: UnixMillis) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO releases (app, id, artifact_sha256, staged_at) VALUES (?1, ?2, ?3, ?4)",
+            params![app, id, sha, now],
+        )?;
+        Ok(())
+    }
+
+    /// Records a switch of `current`. `cause` is `activate` or `rollback`.
+    /// Activating a release clears an earlier rolled-back mark on it: the
+    /// operator chose it again.
+    pub fn record_activation(
+        &self,
+        app: &str,
+        release: &str,
+        previous: Option<&str>,
+        cause: &str,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO activations (app, release, previous, at, cause) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![app, release, previous, now, cause],
+        )?;
+        tx.execute(
+            "UPDATE releases SET rolled_back_at = NULL WHERE app = ?1 AND id = ?2",
+            params![app, release],
+        )?;
+        if cause == "rollback"
+            && let Some(from) = previous
+        {
+            tx.execute(
+                "UPDATE releases SET rolled_back_at = ?3 WHERE app = ?1 AND id = ?2",
+                params![app, from, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Releases known to the journal, newest staged first.
+    pub fn releases(&self, app: &str) -> Result<Vec<ReleaseSummary>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT r.id, r.artifact_sha256, r.staged_at,
+                    (SELECT MAX(a.at) FROM activations a WHERE a.app = r.app AND a.release = r.id)
+             FROM releases r WHERE r.app = ?1 ORDER BY r.staged_at DESC, r.rowid DESC",
+        )?;
+        let rows = stmt.query_map(params![app], |r| {
+            Ok(ReleaseSummary {
+                id: r.get(0)?,
+                artifact_sha256: r.get(1)?,
+                staged_at: r.get(2)?,
+                activated_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The release a rollback from `current` returns to: the most recently
+    /// active release other than `current` that was not itself rolled back
+    /// and still satisfies `exists`. Rolling back twice therefore walks
+    /// further back instead of returning to the bad release.
+    pub fn rollback_target(
+        &self,
+        app: &str,
+        current: Option<&str>,
+        exists: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT a.release FROM activations a
+             LEFT JOIN releases r ON r.app = a.app AND r.id = a.release
+             WHERE a.app = ?1 AND r.rolled_back_at IS NULL
+             ORDER BY a.seq DESC",
+        )?;
+        let rows = stmt.query_map(params![app], |r| r.get::<_, String>(0))?;
+        for row in rows {
+            let id = row?;
+            if Some(id.as_str()) != current && exists(&id) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    // ----- locks ------------------------------------------------------------
+
+    /// The lock row of an app, expired or not, with its token.
+    pub fn lock(&self, app: &str) -> Result<Option<(LockInfo, String)>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT deployment, holder, since, expires_at, token FROM locks WHERE app = ?1",
+                params![app],
+                |r| {
+                    Ok((
+                        LockInfo {
+                            app: app.to_string(),
+                            deployment: r.get(0)?,
+                            holder: r.get(1)?,
+                            since: r.get(2)?,
+                            expires_at: r.get(3)?,
+                        },
+                        r.get(4)?,
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn put_lock(&self, info: &LockInfo, token: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO locks (app, token, deployment, holder, since, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                info.app,
+                token,
+                info.deployment,
+                info.holder,
+                info.since,
+                info.expires_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_lock(&self, app: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM locks WHERE app = ?1", params![app])?;
+        Ok(())
+    }
+
+    // ----- uploads ----------------------------------------------------------
+
+    pub fn upload_started(
+        &self,
+        sha: &str,
+        size: u64,
+        partial: &str,
+        by: &str,
+        now: UnixMillis,
+    ) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO uploads (sha256, size, partial_path, state, started_at, uploaded_by)
+             VALUES (?1, ?2, ?3, 'receiving', ?4, ?5)",
+            params![sha, size as i64, partial, now, by],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn upload_finished(&self, id: i64, error: Option<&str>, now: UnixMillis) -> Result<()> {
+        let state = if error.is_some() { "failed" } else { "stored" };
+        self.conn().execute(
+            "UPDATE uploads SET state = ?1, error = ?2, finished_at = ?3 WHERE id = ?4",
+            params![state, error, now, id],
+        )?;
+        Ok(())
+    }
+
+    /// `(state, count)` of upload rows, for tests and status.
+    pub fn upload_states(&self) -> Result<Vec<(String, i64)>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT state, COUNT(*) FROM uploads GROUP BY state ORDER BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // ----- audit ------------------------------------------------------------
+
+    pub fn audit(&self, rec: &AuditRecord) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO audit (at, peer_name, role, fingerprint, serial, operation, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                rec.at,
+                rec.peer_name,
+                rec.role,
+                rec.fingerprint,
+                rec.serial,
+                rec.operation,
+                rec.outcome
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn audit_tail(&self, limit: u32) -> Result<Vec<AuditRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT at, peer_name, role, fingerprint, serial, operation, outcome
+             FROM audit ORDER BY seq DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            Ok(AuditRecord {
+                at: r.get(0)?,
+                peer_name: r.get(1)?,
+                role: r.get(2)?,
+                fingerprint: r.get(3)?,
+                serial: r.get(4)?,
+                operation: r.get(5)?,
+                outcome: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn next_seq(conn: &Connection, job_id: u64) -> Result<u64> {
+    let max: Option<i64> = conn.query_row(
+        "SELECT MAX(seq) FROM events WHERE job_id = ?1",
+        params![job_id as i64],
+        |r| r.get(0),
+    )?;
+    Ok(max.unwrap_or(0) as u64 + 1)
+}
+
+const JOB_SELECT: &str = "SELECT id, idempotency_key, spec, state, submitted_by, submitted_at,
+    finished_at, result, error FROM jobs";
+
+struct JobRow {
+    id: i64,
+    key: String,
+    spec: String,
+    state: String,
+    by: String,
+    at: i64,
+    finished: Option<i64>,
+    result: Option<String>,
+    error: Option<String>,
+}
+
+impl JobRow {
+    fn into_job(self) -> Result<JobInfo> {
+        Ok(JobInfo {
+            id: self.id as u64,
+            idempotency_key: self.key,
+            spec: serde_json::from_str(&self.spec)?,
+            state: JobState::parse(&self.state).unwrap_or(JobState::Interrupted),
+            submitted_by: self.by,
+            submitted_at: self.at,
+            finished_at: self.finished,
+            result: self.result.map(|r| serde_json::from_str(&r)).transpose()?,
+            error: self.error,
+            deduplicated: false,
+        })
+    }
+}
+
+fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        key: r.get(1)?,
+        spec: r.get(2)?,
+        state: r.get(3)?,
+        by: r.get(4)?,
+        at: r.get(5)?,
+        finished: r.get(6)?,
+        result: r.get(7)?,
+        error: r.get(8)?,
+    })
+}
+
+fn query_job(
+    conn: &Connection,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<JobInfo>> {
+    conn.query_row(&format!("{JOB_SELECT} {filter}"), params, row_to_job)
+        .optional()?
+        .map(JobRow::into_job)
+        .transpose()
+}
+
+fn job_by_key(conn: &Connection, key: &str) -> Result<Option<JobInfo>> {
+    query_job(conn, "WHERE idempotency_key = ?1", params![key])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use golive_shared::protocol::{ActivateRelease, LogLevel};
+
+    fn spec(app: &str) -> JobSpec {
+        JobSpec::Activate(ActivateRelease {
+            app: app.into(),
+            release: "v1".into(),
+        })
+    }
+
+    #[test]
+    fn same_key_returns_same_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let (a, inserted_a) = j.insert_job("k1", &spec("shop"), "alice", 1).unwrap();
+        let (b, inserted_b) = j.insert_job("k1", &spec("shop"), "alice", 2).unwrap();
+        assert!(inserted_a && !inserted_b);
+        assert_eq!(a.id, b.id);
+        assert_eq!(j.jobs(10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn recover_marks_running_jobs_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let id = {
+            let j = Journal::open(&path).unwrap();
+            let (job, _) = j.insert_job("k", &spec("shop"), "alice", 1).unwrap();
+            j.set_job_running(job.id).unwrap();
+            j.append_event(
+                job.id,
+                &EventKind::Log {
+                    level: LogLevel::Info,
+                    line: "started".into(),
+                },
+                2,
+            )
+            .unwrap();
+            job.id
+        };
+        let j = Journal::open(&path).unwrap();
+        let rec = j.recover(3).unwrap();
+        assert_eq!(rec.interrupted_jobs, vec![id]);
+        let job = j.job(id).unwrap().unwrap();
+        assert_eq!(job.state, JobState::Interrupted);
+        let events = j.events_after(id, 0, 100).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[1].kind,
+            EventKind::Finished {
+                state: JobState::Interrupted
+            }
+        );
+        assert!(j.recover(4).unwrap().interrupted_jobs.is_empty());
+    }
+
+    #[test]
+    fn audit_is_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let rec = AuditRecord {
+            at: 1,
+            peer_name: "alice".into(),
+            role: "operator".into(),
+            fingerprint: "ff".into(),
+            serial: "1".into(),
+            operation: "status".into(),
+            outcome: "ok".into(),
+        };
+        j.audit(&rec).unwrap();
+        assert!(j.conn().execute("DELETE FROM audit", []).is_err());
+        assert!(
+            j.conn()
+                .execute("UPDATE audit SET outcome = 'x'", [])
+                .is_err()
+        );
+        assert_eq!(j.audit_tail(5).unwrap(), vec![rec]);
+    }
+
+    #[test]
+    fn rollback_walks_back_past_rolled_back_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        for (i, r) in ["v0", "v1", "v2"].iter().enumerate() {
+            j.record_staged("shop", r, "sha", i as i64).unwrap();
+        }
+        j.record_activation("shop", "v0", None, "activate", 10)
+            .unwrap();
+        j.record_activation("shop", "v1", Some("v0"), "activate", 11)
+            .unwrap();
+        j.record_activation("shop", "v2", Some("v1"), "activate", 12)
+            .unwrap();
+        let all = |_: &str| true;
+        assert_eq!(
+            j.rollback_target("shop", Some("v2"), all)
+                .unwrap()
+                .as_deref(),
+            Some("v1")
+        );
+        j.record_activation("shop", "v1", Some("v2"), "rollback", 13)
+            .unwrap();
+        assert_eq!(
+            j.rollback_target("shop", Some("v1"), all)
+                .unwrap()
+                .as_deref(),
+            Some("v0")
+        );
+        assert_eq!(
+            j.rollback_target("shop", Some("v1"), |r| r != "v0")
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn schema_version_is_recorded_and_newer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        {
+            let j = Journal::open(&path).unwrap();
+            assert_eq!(j.schema_version().unwrap(), SCHEMA_VERSION);
+            j.conn()
+                .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .unwrap();
+        }
+        let err = Journal::open(&path).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("newer than this agent understands")
+        );
+    }
+}

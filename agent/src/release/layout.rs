@@ -1,0 +1,1037 @@
+//! One app's release directories (SPEC §6 "Releases"): `ROOT/releases/<id>`,
+//! `ROOT/shared`, and `ROOT/current -> releases/<id>`, with staging, atomic
+//! activation, pruning and crash clean-up.
+//!
+//! Every change becomes visible through a single rename(2), so a crash leaves
+//! either the old state or the new one plus a leftover with a reserved name:
+//! `releases/.staging-*` (an unpack or shared linking that did not finish),
+//! `releases/.removing-*` (a prune that did not finish) and `ROOT/current.tmp-*`
+//! (an activation that did not finish). [`AppLayout::clean_staging`] removes
+//! them; [`AppLayout::list_releases`] never reports them.
+//!
+//! **Architecture Invariant:** nothing here deletes `current`, the release it
+//! points to, or anything in `ROOT/shared`. A `current` that is not a symlink
+//! made by us is refused, never replaced.
+//!
+//! None of this is safe against itself running concurrently for the same app;
+//! the caller holds the app's lock.
+
+use std::collections::HashSet;
+use std::fs::{self, DirBuilder, File};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, symlink};
+use std::path::{Component, Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use golive_shared::config::is_plain_relative;
+use golive_shared::names::check_release_id;
+
+use super::unpack::{UnpackError, UnpackLimits, UnpackStats, unpack};
+
+/// Reserved name prefixes for crash leftovers; release ids start with a letter
+/// or digit, so they can never clash.
+const STAGING_PREFIX: &str = ".staging-";
+const REMOVING_PREFIX: &str = ".removing-";
+const CURRENT_TMP_PREFIX: &str = "current.tmp-";
+
+/// Paths of one app under its `ROOT`, and the operations on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppLayout {
+    root: PathBuf,
+}
+
+/// Why a release operation failed; each message names the path or release id
+/// and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("unpacking the release failed: {0}")]
+    Unpack(#[from] UnpackError),
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "release {id:?} already exists at {}; pick a new release id (ids are never reused)",
+        path.display()
+    )]
+    ReleaseExists { id: String, path: PathBuf },
+    #[error(
+        "release {id:?} is not unpacked at {}; stage it first or pick an id from the release list",
+        path.display()
+    )]
+    NoSuchRelease { id: String, path: PathBuf },
+    #[error("{reason}")]
+    InvalidReleaseId { id: String, reason: String },
+    #[error(
+        "shared path {path:?} must be relative to ROOT/shared with plain names only (no `.`, `..` or leading `/`); fix the app's `shared` list in the agent config"
+    )]
+    InvalidSharedPath { path: PathBuf },
+    #[error(
+        "cannot link shared path {path:?}: {parent:?} in the release is a {kind}, not a directory; ship it as a plain directory in the artifact"
+    )]
+    SharedParent {
+        path: PathBuf,
+        parent: PathBuf,
+        kind: &'static str,
+    },
+    #[error(
+        "cannot seed {} from {}: they are on different filesystems; copy it there by hand (e.g. `cp -a`) and stage again",
+        to.display(),
+        from.display()
+    )]
+    SeedAcrossDevices { from: PathBuf, to: PathBuf },
+    #[error(
+        "{} is a {kind}, not a symlink, and golive never deletes it; move it aside (e.g. `mv current current.before-golive`) and activate again",
+        path.display()
+    )]
+    CurrentNotSymlink { path: PathBuf, kind: &'static str },
+    #[error(
+        "{} points to {}, which is not a release under {}; golive only replaces links it made, so move it aside and activate again",
+        path.display(),
+        target.display(),
+        releases.display()
+    )]
+    CurrentForeign {
+        path: PathBuf,
+        target: PathBuf,
+        releases: PathBuf,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LayoutError {
+    let path = path.to_owned();
+    move |source| LayoutError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+fn check_id(id: &str) -> Result<(), LayoutError> {
+    check_release_id(id).map_err(|reason| LayoutError::InvalidReleaseId {
+        id: id.to_owned(),
+        reason,
+    })
+}
+
+/// `<pid>-<nanos>`: unique enough for names that live for one operation.
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", std::process::id())
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), LayoutError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}
+
+/// Flushes a freshly unpacked release before it is renamed into place.
+/// syncfs(2) is one call for the whole tree, where fsync per file would cost a
+/// journal commit for each of up to `max_archive_entries` files.
+fn sync_tree(dir: &Path) -> Result<(), LayoutError> {
+    let handle = File::open(dir).map_err(io_err("open", dir))?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    nix::unistd::syncfs(&handle).map_err(|e| io_err("syncfs", dir)(e.into()))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        drop(handle);
+        nix::unistd::sync();
+    }
+    Ok(())
+}
+
+fn kind_of(meta: &fs::Metadata) -> &'static str {
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        "directory"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_file() {
+        "file"
+    } else {
+        "special file"
+    }
+}
+
+/// Drops `.` and applies `..` lexically, to compare link targets with paths.
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Removes whatever is at `path` without following a symlink there.
+fn remove_any(path: &Path) -> Result<(), LayoutError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(io_err("remove", path)),
+        Ok(_) => fs::remove_file(path).map_err(io_err("remove", path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("inspect", path)(e)),
+    }
+}
+
+impl AppLayout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        AppLayout { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `ROOT/releases`
+    pub fn releases_dir(&self) -> PathBuf {
+        self.root.join("releases")
+    }
+
+    /// `ROOT/releases/<id>`; the id is not checked here, the operations check it.
+    pub fn release_dir(&self, id: &str) -> PathBuf {
+        self.releases_dir().join(id)
+    }
+
+    /// `ROOT/shared`
+    pub fn shared_dir(&self) -> PathBuf {
+        self.root.join("shared")
+    }
+
+    /// `ROOT/current`
+    pub fn current_link(&self) -> PathBuf {
+        self.root.join("current")
+    }
+
+    /// Creates `ROOT`, `ROOT/releases` and `ROOT/shared` if missing.
+    pub fn ensure_dirs(&self) -> io::Result<()> {
+        for dir in [self.root.clone(), self.releases_dir(), self.shared_dir()] {
+            fs::create_dir_all(&dir).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The release id `current` points to, `None` if there is no `current`.
+    /// An error if `current` is not a symlink or points anywhere but directly at
+    /// a release under `ROOT/releases`.
+    pub fn current(&self) -> io::Result<Option<String>> {
+        self.read_current().map_err(|e| {
+            let kind = match &e {
+                LayoutError::Io { source, .. } => source.kind(),
+                _ => io::ErrorKind::InvalidData,
+            };
+            io::Error::new(kind, e)
+        })
+    }
+
+    fn read_current(&self) -> Result<Option<String>, LayoutError> {
+        let link = self.current_link();
+        let target = match fs::read_link(&link) {
+            Ok(target) => target,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // EINVAL: it exists but is not a symlink.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                let meta = fs::symlink_metadata(&link).map_err(io_err("inspect", &link))?;
+                return Err(LayoutError::CurrentNotSymlink {
+                    path: link,
+                    kind: kind_of(&meta),
+                });
+            }
+            Err(e) => return Err(io_err("read symlink", &link)(e)),
+        };
+        self.release_id_of(&target)
+            .map(Some)
+            .ok_or_else(|| LayoutError::CurrentForeign {
+                path: link,
+                target,
+                releases: self.releases_dir(),
+            })
+    }
+
+    /// The id if `target` (as read from `ROOT/current`) names a release dir.
+    fn release_id_of(&self, target: &Path) -> Option<String> {
+        let full = normalise(&self.root.join(target));
+        let releases = normalise(&self.releases_dir());
+        let rest = full.strip_prefix(&releases).ok()?;
+        let mut parts = rest.components();
+        match (parts.next(), parts.next()) {
+            (Some(Component::Normal(id)), None) => {
+                let id = id.to_str()?;
+                check_release_id(id).ok()?;
+                Some(id.to_owned())
+            }
+            _ => None,
+        }
+    }
+
+    /// Release directory names, sorted; staging and removal leftovers (names
+    /// starting with `.`) and non-directories are left out.
+    pub fn list_releases(&self) -> io::Result<Vec<String>> {
+        let dir = self.releases_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot list {}: {e}", dir.display()),
+                ));
+            }
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !name.starts_with('.') && entry.file_type()?.is_dir() {
+                ids.push(name);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Unpacks `archive` as release `id` and links the `shared` paths into it.
+    ///
+    /// The work happens in `releases/.staging-<id>-<pid>-<nanos>`, which is
+    /// flushed and then renamed to `releases/<id>`, so a crash never leaves a
+    /// half-staged release under its real name.
+    ///
+    /// Each shared path `P` (relative to `ROOT/shared`) ends up as a symlink
+    /// `release/P -> ../../shared/P` (one more `../` per extra level of `P`):
+    ///
+    /// - If `ROOT/shared/P` does not exist and the release ships `P`, the
+    ///   release's copy is moved there: the first release seeds shared state
+    ///   such as a default `uploads/` layout, later ones never overwrite it. A
+    ///   seeded copy keeps its depth below the root, so links that unpacking
+    ///   proved to stay inside the release stay inside `ROOT/shared`.
+    /// - If neither exists, `ROOT/shared/P` is created as an empty directory.
+    /// - If the release ships `P` as a symlink (artifacts built for another
+    ///   layout often do), it is replaced, never moved into `shared`.
+    ///
+    /// The links are relative so that the whole `ROOT` can be moved or mounted
+    /// elsewhere (a container, a restored backup) and still resolve.
+    pub fn stage(
+        &self,
+        id: &str,
+        archive: &Path,
+        shared: &[PathBuf],
+        limits: &UnpackLimits,
+    ) -> Result<UnpackStats, LayoutError> {
+        check_id(id)?;
+        for path in shared {
+            if !is_plain_relative(path) {
+                return Err(LayoutError::InvalidSharedPath { path: path.clone() });
+            }
+        }
+        self.ensure_dirs().map_err(io_err("prepare", &self.root))?;
+        let release = self.release_dir(id);
+        if fs::symlink_metadata(&release).is_ok() {
+            return Err(LayoutError::ReleaseExists {
+                id: id.to_owned(),
+                path: release,
+            });
+        }
+        let releases = self.releases_dir();
+        let staging = releases.join(format!("{STAGING_PREFIX}{id}-{}", unique_suffix()));
+        let stats = unpack(archive, &staging, limits)?;
+
+        let finish = || {
+            for path in shared {
+                self.link_shared(&staging, path)?;
+            }
+            sync_tree(&staging)?;
+            fs::rename(&staging, &release).map_err(|e| match e.kind() {
+                // Another stage won a race the app lock should have prevented.
+                io::ErrorKind::AlreadyExists | io::ErrorKind::DirectoryNotEmpty => {
+                    LayoutError::ReleaseExists {
+                        id: id.to_owned(),
+                        path: release.clone(),
+                    }
+                }
+                _ => io_err("rename staged release to", &release)(e),
+            })?;
+            fsync_dir(&releases)
+        };
+        match finish() {
+            Ok(()) => Ok(stats),
+            Err(e) => {
+                // The error explains what went wrong; a leftover is clean_staging's.
+                let _ = remove_any(&staging);
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces the release's own `shared` path with a link into `ROOT/shared`;
+    /// see [`AppLayout::stage`].
+    fn link_shared(&self, release: &Path, shared: &Path) -> Result<(), LayoutError> {
+        // Parents must be real directories: the link's `../` count assumes its
+        // own directory sits at `shared`'s depth in the release.
+        let mut parents = shared.components();
+        parents.next_back();
+        let mut here = release.to_path_buf();
+        let mut rel = PathBuf::new();
+        for part in parents {
+            here.push(part);
+            rel.push(part);
+            match fs::symlink_metadata(&here) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) => {
+                    return Err(LayoutError::SharedParent {
+                        path: shared.to_owned(),
+                        parent: rel,
+                        kind: kind_of(&m),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => DirBuilder::new()
+                    .mode(0o755)
+                    .create(&here)
+                    .map_err(io_err("create directory", &here))?,
+                Err(e) => return Err(io_err("inspect", &here)(e)),
+            }
+        }
+
+        let in_release = release.join(shared);
+        let in_shared = self.shared_dir().join(shared);
+        let release_copy = match fs::symlink_metadata(&in_release) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("inspect", &in_release)(e)),
+        };
+        match fs::symlink_metadata(&in_shared) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let parent = in_shared.parent().unwrap_or(&in_shared);
+                fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+                match &release_copy {
+                    Some(m) if !m.file_type().is_symlink() => {
+                        fs::rename(&in_release, &in_shared).map_err(|e| {
+                            if e.kind() == io::ErrorKind::CrossesDevices {
+                                LayoutError::SeedAcrossDevices {
+                                    from: in_release.clone(),
+                                    to: in_shared.clone(),
+                                }
+                            } else {
+                                io_err("move the release's copy to", &in_shared)(e)
+                            }
+                        })?;
+                    }
+                    _ => DirBuilder::new()
+                        .mode(0o755)
+                        .create(&in_shared)
+                        .map_err(io_err("create directory", &in_shared))?,
+                }
+                fsync_dir(parent)?;
+            }
+            Err(e) => return Err(io_err("inspect", &in_shared)(e)),
+        }
+        remove_any(&in_release)?;
+
+        let mut target = PathBuf::new();
+        for _ in 0..shared.components().count() + 1 {
+            target.push("..");
+        }
+        target.push("shared");
+        target.push(shared);
+        symlink(&target, &in_release).map_err(io_err("create symlink", &in_release))
+    }
+
+    /// Points `current` at release `id` with one atomic rename and returns the
+    /// id it pointed at before (`None` on first activation).
+    ///
+    /// A `current` that is a real directory or file, or a link to anything but
+    /// a release, is refused: it holds something golive did not put there.
+    pub fn activate(&self, id: &str) -> Result<Option<String>, LayoutError> {
+        check_id(id)?;
+        let release = self.release_dir(id);
+        match fs::symlink_metadata(&release) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(LayoutError::NoSuchRelease {
+                    id: id.to_owned(),
+                    path: release,
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(LayoutError::NoSuchRelease {
+                    id: id.to_owned(),
+                    path: release,
+                });
+            }
+            Err(e) => return Err(io_err("inspect", &release)(e)),
+        }
+        let previous = self.read_current()?;
+
+        let link = self.current_link();
+        let tmp = self
+            .root
+            .join(format!("{CURRENT_TMP_PREFIX}{}", unique_suffix()));
+        symlink(Path::new("releases").join(id), &tmp).map_err(io_err("create symlink", &tmp))?;
+        if let Err(e) = fs::rename(&tmp, &link) {
+            let _ = fs::remove_file(&tmp);
+            // The kernel refuses to rename a link over a directory; that covers
+            // a directory that appeared since read_current looked.
+            return Err(if e.kind() == io::ErrorKind::IsADirectory {
+                LayoutError::CurrentNotSymlink {
+                    path: link,
+                    kind: "directory",
+                }
+            } else {
+                io_err("rename symlink to", &link)(e)
+            });
+        }
+        fsync_dir(&self.root)?;
+        Ok(previous)
+    }
+
+    /// Removes old releases and returns the ids removed.
+    ///
+    /// The first `keep` ids of `newest_first` that exist on disk are kept,
+    /// and so are the ids in `protect` (the caller passes current and previous)
+    /// and whatever `current` points to, even if the caller forgot it (SPEC §5).
+    /// Directories not named in `newest_first` are never touched. Each removal
+    /// first renames the release to `.removing-*`, so a crash mid-way leaves a
+    /// leftover for [`AppLayout::clean_staging`], not a half-deleted release.
+    pub fn prune(
+        &self,
+        keep: usize,
+        newest_first: &[String],
+        protect: &[String],
+    ) -> Result<Vec<String>, LayoutError> {
+        // Ids become paths: refuse the whole call before deleting anything.
+        for id in newest_first {
+            check_id(id)?;
+        }
+        let current = self.read_current()?;
+        let mut seen = HashSet::new();
+        let mut kept = 0usize;
+        let mut removed = Vec::new();
+        for id in newest_first {
+            if !seen.insert(id.as_str()) {
+                continue;
+            }
+            let dir = self.release_dir(id);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("inspect", &dir)(e)),
+            }
+            if kept < keep || protect.contains(id) || current.as_deref() == Some(id.as_str()) {
+                kept += 1;
+                continue;
+            }
+            let doomed = self
+                .releases_dir()
+                .join(format!("{REMOVING_PREFIX}{id}-{}", unique_suffix()));
+            fs::rename(&dir, &doomed).map_err(io_err("rename for removal", &dir))?;
+            fs::remove_dir_all(&doomed).map_err(io_err("remove", &doomed))?;
+            removed.push(id.clone());
+        }
+        Ok(removed)
+    }
+
+    /// Removes what an interrupted stage, prune or activate left behind:
+    /// `releases/.staging-*`, `releases/.removing-*` and `ROOT/current.tmp-*`
+    /// symlinks. Call it at start-up, under the app lock, never while a stage
+    /// may be running. Returns the paths removed, sorted.
+    pub fn clean_staging(&self) -> io::Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        let spots = [
+            (self.releases_dir(), &[STAGING_PREFIX, REMOVING_PREFIX][..]),
+            (self.root.clone(), &[CURRENT_TMP_PREFIX][..]),
+        ];
+        for (dir, prefixes) in spots {
+            let context = |e: io::Error, path: &Path| {
+                io::Error::new(e.kind(), format!("cannot clean {}: {e}", path.display()))
+            };
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(context(e, &dir)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| context(e, &dir))?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if !prefixes.iter().any(|p| name.starts_with(p)) {
+                    continue;
+                }
+                let path = entry.path();
+                let file_type = entry.file_type().map_err(|e| context(e, &path))?;
+                let result = if file_type.is_dir() && dir != self.root {
+                    fs::remove_dir_all(&path)
+                } else if file_type.is_symlink() || dir != self.root {
+                    fs::remove_file(&path)
+                } else {
+                    // Not something activate makes: an operator's file in ROOT.
+                    continue;
+                };
+                result.map_err(|e| context(e, &path))?;
+                removed.push(path);
+            }
+        }
+        removed.sort();
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::release::testutil::{Raw, dir, file, symlink as link, write_tar};
+
+    const LIMITS: UnpackLimits = UnpackLimits {
+        max_bytes: 1 << 20,
+        max_entries: 1000,
+    };
+
+    fn setup() -> (TempDir, AppLayout) {
+        let tmp = TempDir::new().unwrap();
+        let layout = AppLayout::new(tmp.path().join("app"));
+        (tmp, layout)
+    }
+
+    fn artifact(tmp: &TempDir, name: &str, members: &[Raw<'_>]) -> PathBuf {
+        let path = tmp.path().join(name);
+        write_tar(&path, members);
+        path
+    }
+
+    fn stage(tmp: &TempDir, layout: &AppLayout, id: &str, members: &[Raw<'_>], shared: &[&str]) {
+        let archive = artifact(tmp, &format!("{id}.tar"), members);
+        let shared: Vec<PathBuf> = shared.iter().map(PathBuf::from).collect();
+        layout.stage(id, &archive, &shared, &LIMITS).unwrap();
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn paths_hang_off_the_root() {
+        let layout = AppLayout::new("/srv/shop");
+        assert_eq!(layout.root(), Path::new("/srv/shop"));
+        assert_eq!(layout.releases_dir(), Path::new("/srv/shop/releases"));
+        assert_eq!(layout.release_dir("r1"), Path::new("/srv/shop/releases/r1"));
+        assert_eq!(layout.shared_dir(), Path::new("/srv/shop/shared"));
+        assert_eq!(layout.current_link(), Path::new("/srv/shop/current"));
+    }
+
+    #[test]
+    fn ensure_dirs_is_idempotent() {
+        let (_tmp, layout) = setup();
+        layout.ensure_dirs().unwrap();
+        layout.ensure_dirs().unwrap();
+        assert_eq!(names_in(layout.root()), ["releases", "shared"]);
+        assert_eq!(layout.list_releases().unwrap(), Vec::<String>::new());
+        assert_eq!(layout.current().unwrap(), None);
+    }
+
+    #[test]
+    fn stage_unpacks_under_the_real_name_only_when_done() {
+        let (tmp, layout) = setup();
+        let archive = artifact(
+            &tmp,
+            "r1.tar",
+            &[dir("web"), file("web/index.php", b"<?php")],
+        );
+        let stats = layout.stage("r1", &archive, &[], &LIMITS).unwrap();
+        assert_eq!(stats.files, 1);
+        assert_eq!(
+            fs::read(layout.release_dir("r1").join("web/index.php")).unwrap(),
+            b"<?php"
+        );
+        assert_eq!(
+            names_in(&layout.releases_dir()),
+            ["r1"],
+            "no staging leftovers"
+        );
+    }
+
+    #[test]
+    fn stage_refuses_an_existing_id() {
+        let (tmp, layout) = setup();
+        stage(&tmp, &layout, "r1", &[file("a", b"1")], &[]);
+        let archive = artifact(&tmp, "again.tar", &[file("a", b"2")]);
+        let err = layout.stage("r1", &archive, &[], &LIMITS).unwrap_err();
+        assert!(
+            matches!(err, LayoutError::ReleaseExists { ref id, .. } if id == "r1"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("pick a new release id"), "{err}");
+        assert_eq!(fs::read(layout.release_dir("r1").join("a")).unwrap(), b"1");
+        assert_eq!(names_in(&layout.releases_dir()), ["r1"]);
+    }
+
+    #[test]
+    fn stage_refuses_bad_ids_and_shared_paths_before_touching_disk() {
+        let (tmp, layout) = setup();
+        let archive = artifact(&tmp, "a.tar", &[file("a", b"1")]);
+        for id in ["../x", ".staging-x", "", "a/b"] {
+            let err = layout.stage(id, &archive, &[], &LIMITS).unwrap_err();
+            assert!(
+                matches!(err, LayoutError::InvalidReleaseId { .. }),
+                "{id:?}: {err}"
+            );
+        }
+        for shared in ["../etc", "/etc", "./x", ""] {
+            let err = layout
+                .stage("r1", &archive, &[PathBuf::from(shared)], &LIMITS)
+                .unwrap_err();
+            assert!(
+                matches!(err, LayoutError::InvalidSharedPath { .. }),
+                "{shared:?}: {err}"
+            );
+        }
+        assert!(!layout.root().exists());
+    }
+
+    #[test]
+    fn a_failed_stage_leaves_no_trace() {
+        let (tmp, layout) = setup();
+        let evil = Raw {
+            name: b"../../escape",
+            ..file("x", b"x")
+        };
+        let archive = artifact(&tmp, "evil.tar", &[file("ok", b"1"), evil]);
+        let err = layout.stage("r1", &archive, &[], &LIMITS).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LayoutError::Unpack(UnpackError::ParentTraversal { .. })
+            ),
+            "{err}"
+        );
+        assert!(names_in(&layout.releases_dir()).is_empty());
+
+        // Failing after the unpack (a shared path under a file) cleans up too.
+        let archive = artifact(&tmp, "file.tar", &[file("web", b"not a dir")]);
+        let err = layout
+            .stage("r1", &archive, &[PathBuf::from("web/files")], &LIMITS)
+            .unwrap_err();
+        assert!(
+            matches!(err, LayoutError::SharedParent { kind: "file", .. }),
+            "{err}"
+        );
+        assert!(names_in(&layout.releases_dir()).is_empty());
+    }
+
+    #[test]
+    fn shared_paths_are_seeded_once_and_linked_relatively() {
+        let (tmp, layout) = setup();
+        let shared = ["uploads", "web/files", "logs", "cache"];
+        stage(
+            &tmp,
+            &layout,
+            "r1",
+            &[
+                dir("uploads"),
+                file("uploads/a.txt", b"seed"),
+                dir("web"),
+                file("web/index.php", b""),
+                link("cache", "web"),
+            ],
+            &shared,
+        );
+        let r1 = layout.release_dir("r1");
+        let sh = layout.shared_dir();
+        // Seeded: the release's copy moved into shared.
+        assert_eq!(fs::read(sh.join("uploads/a.txt")).unwrap(), b"seed");
+        assert_eq!(
+            fs::read_link(r1.join("uploads")).unwrap(),
+            Path::new("../../shared/uploads")
+        );
+        assert_eq!(fs::read(r1.join("uploads/a.txt")).unwrap(), b"seed");
+        // Absent everywhere: an empty directory, one more `../` per level.
+        assert!(fs::symlink_metadata(sh.join("web/files")).unwrap().is_dir());
+        assert_eq!(
+            fs::read_link(r1.join("web/files")).unwrap(),
+            Path::new("../../../shared/web/files")
+        );
+        assert!(fs::metadata(r1.join("logs")).unwrap().is_dir());
+        // A symlink the release ships is replaced, not moved into shared.
+        assert!(fs::symlink_metadata(sh.join("cache")).unwrap().is_dir());
+        assert_eq!(
+            fs::read_link(r1.join("cache")).unwrap(),
+            Path::new("../../shared/cache")
+        );
+
+        // The next release's own copy is dropped: shared state wins.
+        stage(
+            &tmp,
+            &layout,
+            "r2",
+            &[dir("uploads"), file("uploads/b.txt", b"r2's")],
+            &shared,
+        );
+        let r2 = layout.release_dir("r2");
+        assert_eq!(names_in(&sh.join("uploads")), ["a.txt"]);
+        fs::write(r1.join("uploads/from-r1.txt"), b"written via r1").unwrap();
+        assert_eq!(
+            fs::read(r2.join("uploads/from-r1.txt")).unwrap(),
+            b"written via r1"
+        );
+    }
+
+    #[test]
+    fn shared_path_below_a_release_symlink_is_refused() {
+        let (tmp, layout) = setup();
+        let archive = artifact(&tmp, "r1.tar", &[dir("public"), link("web", "public")]);
+        let err = layout
+            .stage("r1", &archive, &[PathBuf::from("web/files")], &LIMITS)
+            .unwrap_err();
+        assert!(
+            matches!(err, LayoutError::SharedParent { ref parent, kind: "symlink", .. } if parent == Path::new("web")),
+            "{err}"
+        );
+        assert!(!layout.shared_dir().join("web").exists());
+    }
+
+    #[test]
+    fn links_still_resolve_after_moving_root() {
+        let (tmp, layout) = setup();
+        stage(
+            &tmp,
+            &layout,
+            "r1",
+            &[dir("uploads"), file("uploads/a.txt", b"seed")],
+            &["uploads"],
+        );
+        layout.activate("r1").unwrap();
+        let moved = tmp.path().join("moved");
+        fs::rename(layout.root(), &moved).unwrap();
+        assert_eq!(
+            fs::read(moved.join("current/uploads/a.txt")).unwrap(),
+            b"seed"
+        );
+        assert_eq!(
+            AppLayout::new(&moved).current().unwrap().as_deref(),
+            Some("r1")
+        );
+    }
+
+    #[test]
+    fn activate_switches_current_and_reports_the_previous_release() {
+        let (tmp, layout) = setup();
+        stage(&tmp, &layout, "r1", &[file("v", b"1")], &[]);
+        stage(&tmp, &layout, "r2", &[file("v", b"2")], &[]);
+        assert_eq!(layout.activate("r1").unwrap(), None);
+        assert_eq!(layout.current().unwrap().as_deref(), Some("r1"));
+        assert_eq!(
+            fs::read_link(layout.current_link()).unwrap(),
+            Path::new("releases/r1")
+        );
+        assert_eq!(layout.activate("r2").unwrap().as_deref(), Some("r1"));
+        assert_eq!(fs::read(layout.current_link().join("v")).unwrap(), b"2");
+        assert_eq!(layout.activate("r2").unwrap().as_deref(), Some("r2"));
+        assert_eq!(
+            names_in(layout.root()),
+            ["current", "releases", "shared"],
+            "no current.tmp-* left"
+        );
+    }
+
+    #[test]
+    fn activate_refuses_a_missing_release() {
+        let (tmp, layout) = setup();
+        stage(&tmp, &layout, "r1", &[file("v", b"1")], &[]);
+        layout.activate("r1").unwrap();
+        fs::write(layout.releases_dir().join("plainfile"), b"").unwrap();
+        for id in ["r9", "plainfile"] {
+            let err = layout.activate(id).unwrap_err();
+            assert!(
+                matches!(err, LayoutError::NoSuchRelease { .. }),
+                "{id}: {err}"
+            );
+        }
+        assert!(matches!(
+            layout.activate("../r1"),
+            Err(LayoutError::InvalidReleaseId { .. })
+        ));
+        assert_eq!(layout.current().unwrap().as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn activate_never_replaces_a_real_current_directory() {
+        let (tmp, layout) = setup();
+        stage(&tmp, &layout, "r1", &[file("v", b"1")], &[]);
+        fs::create_dir(layout.current_link()).unwrap();
+        fs::write(layout.current_link().join("index.html"), b"hand-made").unwrap();
+        let err = layout.activate("r1").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LayoutError::CurrentNotSymlink {
+                    kind: "directory",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("move it aside"), "{err}");
+        assert_eq!(
+            fs::read(layout.current_link().join("index.html")).unwrap(),
+            b"hand-made"
+        );
+        assert_eq!(
+            layout.current().unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert_eq!(names_in(layout.root()), ["current", "releases", "shared"]);
+    }
+
+    #[test]
+    fn current_understands_only_links_to_releases() {
+        let (tmp, layout) = setup();
+        stage(&tmp, &layout, "r1", &[file("v", b"1")], &[]);
+        let set = |target: &Path| {
+            let _ = fs::remove_file(layout.current_link());
+            symlink(target, layout.current_link()).unwrap();
+        };
+        set(&layout.release_dir("r1"));
+        assert_eq!(
+            layout.current().unwrap().as_deref(),
+            Some("r1"),
+            "absolute link into releases/"
+        );
+        set(Path::new("./releases/../releases/r1/"));
+        assert_eq!(layout.current().unwrap().as_deref(), Some("r1"));
+        for foreign in [
+            "/etc",
+            "releases",
+            "releases/r1/sub",
+            "../app/shared",
+            "releases/.staging-r1-1-2",
+        ] {
+            set(Path::new(foreign));
+            let err = layout.current().unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{foreign}");
+            assert!(
+                err.to_string().contains("not a release"),
+                "{foreign}: {err}"
+            );
+            assert!(
+                matches!(
+                    layout.activate("r1"),
+                    Err(LayoutError::CurrentForeign { .. })
+                ),
+                "{foreign}"
+            );
+        }
+    }
+
+    #[test]
+    fn list_releases_skips_leftovers_and_files() {
+        let (_tmp, layout) = setup();
+        layout.ensure_dirs().unwrap();
+        for d in ["r2", "r1", ".staging-r3-1-2", ".removing-r0-1-2"] {
+            fs::create_dir(layout.releases_dir().join(d)).unwrap();
+        }
+        fs::write(layout.releases_dir().join("notes.txt"), b"").unwrap();
+        symlink("r1", layout.releases_dir().join("alias")).unwrap();
+        assert_eq!(layout.list_releases().unwrap(), ids(&["r1", "r2"]));
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_protected_and_current() {
+        let (_tmp, layout) = setup();
+        layout.ensure_dirs().unwrap();
+        for d in ["r1", "r2", "r3", "r4", "r5", "r6", "manual"] {
+            fs::create_dir(layout.release_dir(d)).unwrap();
+            fs::write(layout.release_dir(d).join("f"), b"").unwrap();
+        }
+        layout.activate("r3").unwrap();
+        let newest_first = ids(&["r7-never-staged", "r6", "r5", "r6", "r4", "r3", "r2", "r1"]);
+        let removed = layout.prune(2, &newest_first, &ids(&["r1"])).unwrap();
+        assert_eq!(removed, ids(&["r4", "r2"]));
+        assert_eq!(
+            layout.list_releases().unwrap(),
+            ids(&["manual", "r1", "r3", "r5", "r6"])
+        );
+        assert_eq!(
+            names_in(&layout.releases_dir()),
+            ["manual", "r1", "r3", "r5", "r6"],
+            "no .removing-* left"
+        );
+        assert_eq!(
+            layout.prune(2, &newest_first, &ids(&["r1"])).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn prune_refuses_bad_ids_before_removing_anything() {
+        let (_tmp, layout) = setup();
+        layout.ensure_dirs().unwrap();
+        fs::create_dir(layout.release_dir("r1")).unwrap();
+        fs::create_dir(layout.root().join("precious")).unwrap();
+        let err = layout
+            .prune(0, &ids(&["r1", "../precious"]), &[])
+            .unwrap_err();
+        assert!(
+            matches!(err, LayoutError::InvalidReleaseId { ref id, .. } if id == "../precious"),
+            "{err}"
+        );
+        assert!(layout.release_dir("r1").exists());
+        assert!(layout.root().join("precious").exists());
+    }
+
+    #[test]
+    fn clean_staging_removes_only_crash_leftovers() {
+        let (_tmp, layout) = setup();
+        layout.ensure_dirs().unwrap();
+        let releases = layout.releases_dir();
+        fs::create_dir_all(releases.join(".staging-r2-10-20/deep")).unwrap();
+        fs::write(releases.join(".staging-r2-10-20/deep/f"), b"").unwrap();
+        fs::create_dir(releases.join(".removing-r0-10-20")).unwrap();
+        fs::create_dir(releases.join("r1")).unwrap();
+        symlink("releases/r1", layout.root().join("current.tmp-10-20")).unwrap();
+        fs::create_dir(layout.root().join("current.tmp-not-ours")).unwrap();
+        let removed = layout.clean_staging().unwrap();
+        assert_eq!(
+            removed,
+            [
+                layout.root().join("current.tmp-10-20"),
+                releases.join(".removing-r0-10-20"),
+                releases.join(".staging-r2-10-20"),
+            ]
+        );
+        assert_eq!(names_in(&releases), ["r1"]);
+        assert!(layout.root().join("current.tmp-not-ours").is_dir());
+        assert!(layout.clean_staging().unwrap().is_empty());
+        assert!(
+            AppLayout::new(layout.root().join("missing"))
+                .clean_staging()
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

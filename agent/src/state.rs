@@ -1,0 +1,98 @@
+//! The agent's shared state: config, journal, revocation list and the change
+//! signal that wakes long-polls. One `Arc<Agent>` is handed to every request.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use golive_shared::config::AgentConfig;
+use golive_shared::protocol::{ErrorBody, ErrorCode, EventKind, JobEvent, UnixMillis, now_millis};
+use tokio::sync::watch;
+
+use crate::journal::Journal;
+
+pub struct Agent {
+    pub config: AgentConfig,
+    pub journal: Journal,
+    pub started_at: UnixMillis,
+    /// Certificate serials refused at the first request (normalised hex).
+    pub revoked: RwLock<HashSet<String>>,
+    /// Bumped on every job event; long-polls wait on it instead of sleeping,
+    /// so an idle agent has no timers running.
+    changes: watch::Sender<u64>,
+    /// One job at a time per app, whatever the lock says: two staging jobs on
+    /// the same tree must never interleave.
+    app_queues: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig, journal: Journal, revoked: HashSet<String>) -> Agent {
+        let app_queues = config
+            .apps
+            .keys()
+            .map(|k| (k.clone(), Arc::new(tokio::sync::Mutex::new(()))))
+            .collect();
+        Agent {
+            config,
+            journal,
+            started_at: now_millis(),
+            revoked: RwLock::new(revoked),
+            changes: watch::channel(0).0,
+            app_queues,
+        }
+    }
+
+    pub fn artifacts_dir(&self) -> PathBuf {
+        artifacts_dir(&self.config)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub fn app_queue(&self, app: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        self.app_queues.get(app).cloned()
+    }
+
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.revoked
+            .read()
+            .map(|set| set.contains(serial))
+            .unwrap_or(true)
+    }
+
+    /// Appends a job event and wakes the long-polls.
+    pub fn event(&self, job_id: u64, kind: EventKind) -> Option<JobEvent> {
+        let ev = self.journal.append_event(job_id, &kind, now_millis());
+        self.changes.send_modify(|n| *n += 1);
+        ev.ok()
+    }
+
+    /// Wakes long-polls without an event (a job changed state).
+    pub fn notify(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The declared app, or an error listing the valid names.
+    pub fn known_app(&self, app: &str) -> Result<&golive_shared::config::AppConfig, ErrorBody> {
+        self.config.app(app).ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::NotFound,
+                format!(
+                    "agent {} declares no app {app:?}; declared apps: {}",
+                    self.config.agent.name,
+                    self.config.app_names()
+                ),
+            )
+        })
+    }
+}
+
+pub fn artifacts_dir(config: &AgentConfig) -> PathBuf {
+    config.agent.state_dir.join("artifacts")
+}
+
+/// Maps a journal failure to the one error class the agent answers with.
+pub fn internal(e: impl std::fmt::Display) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Internal, format!("agent internal error: {e}"))
+}

@@ -1,0 +1,138 @@
+//! The command line (clap derive). Raw arguments only; commands validate them
+//! into plans and requests before anything connects.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "golivectl",
+    version,
+    about = "golive controller: deploy, probe and roll back across golive agents over mutual TLS",
+    after_help = "Exit codes: 0 done; 1 failed; 2 bad usage, config or input (nothing changed); 3 rolled back; 4 paused awaiting a decision."
+)]
+pub struct Cli {
+    /// Output format: human lines, or JSON (one object, or NDJSON events for long commands).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    pub output: Format,
+    /// Controller state directory (journal of deployments). Default:
+    /// $GOLIVE_STATE_DIR, else $XDG_STATE_HOME/golive, else ~/.local/state/golive.
+    #[arg(long, global = true)]
+    pub state: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Issue or revoke certificates.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Each agent's version, protocol, apps, current release and lock.
+    Status {
+        /// Plan file naming the hosts (default: ./golive.toml).
+        plan: Option<PathBuf>,
+    },
+    /// Upload, stage and activate the plan's release on every host, probe it,
+    /// and switch back if a probe fails (exit 3).
+    Deploy {
+        plan: PathBuf,
+        /// Validate the plan and reach every agent, but change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Roll a deployment back to the releases its hosts ran before it.
+    Rollback {
+        /// Deployment id (from `golivectl deploy` or `golivectl history`).
+        id: String,
+        /// Plan file for TLS and addresses (default: the plan the deployment used).
+        #[arg(long)]
+        plan: Option<PathBuf>,
+    },
+    /// Recent deployments.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One deployment's record: hosts, steps, outcome.
+    Show { id: String },
+    /// Recent jobs on the plan's agents.
+    Jobs {
+        plan: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Reattach to a job on one host and follow its events until it ends.
+    Follow {
+        plan: PathBuf,
+        /// Host name from the plan.
+        #[arg(long)]
+        host: String,
+        job: u64,
+    },
+    /// Break a stale app lock (audited on the agent).
+    Unlock {
+        plan: PathBuf,
+        #[arg(long)]
+        reason: String,
+    },
+    /// A full local walkthrough on embedded defaults: PKI, agent, sample app,
+    /// deploy, a failing deploy switched back, rollback. Nothing to configure.
+    Demo {
+        /// Keep the demo directory instead of deleting it.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CaCommand {
+    /// Create the deployment CA in DIR (refuses to overwrite one).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CertCommand {
+    /// An agent certificate, valid for the given DNS names or IP addresses.
+    Agent {
+        name: String,
+        #[arg(long, num_args = 1.., required = true)]
+        san: Vec<String>,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+    /// An operator certificate carrying a role: viewer, operator or admin.
+    Operator {
+        name: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+    },
+    /// Add a certificate (file) or serial (hex) to DIR/revoked.txt, the deny
+    /// list agents reload on change.
+    Revoke {
+        cert_or_serial: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}

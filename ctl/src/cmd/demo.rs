@@ -1,0 +1,283 @@
+//! `golivectl demo`: the whole loop on one machine with nothing to configure.
+//!
+//! It makes a PKI, starts a real agent (in this process, over real mTLS on
+//! loopback) and a small sample web app that serves whatever `current`
+//! points at, then deploys v1 and v2, shows status, deploys a broken v3 that
+//! the probes catch and switch back (exit 3), and rolls v2 back to v1. It
+//! checks each outcome over HTTP and fails (exit 1) when anything did not
+//! happen as it says.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use golive_shared::identity::Role;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+use crate::output::{Exit, Out};
+use crate::pki;
+
+pub async fn demo(out: Out, keep: bool) -> anyhow::Result<Exit> {
+    let tmp = tempfile::Builder::new().prefix("golive-demo-").tempdir()?;
+    let dir = tmp.path().to_path_buf();
+    out.line(format!("golive demo in {}\n", dir.display()));
+
+    // 1. PKI.
+    let pki_dir = dir.join("pki");
+    pki::ca_init(&pki_dir, 30)?;
+    pki::issue_agent(
+        &pki_dir,
+        "demo-agent",
+        &["127.0.0.1".into(), "localhost".into()],
+        30,
+    )?;
+    pki::issue_operator(&pki_dir, "demo-operator", Role::Operator, 30)?;
+    out.line("1. made a CA, an agent certificate and an operator certificate (role operator)");
+
+    // 2. The sample app: serves ROOT/current/index.html and ROOT/current/health.
+    let root = dir.join("srv/shop");
+    let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let app_addr = app_listener.local_addr()?;
+    let app_task = tokio::spawn(sample_app(app_listener, root.clone()));
+    out.line(format!(
+        "2. started the sample app on http://{app_addr}/ (serves {}/current)",
+        root.display()
+    ));
+
+    // 3. The agent, in this process, on a real mTLS socket.
+    let agent_toml = dir.join("agent.toml");
+    std::fs::write(
+        &agent_toml,
+        format!(
+            r#"[agent]
+name = "demo-agent"
+listen = "127.0.0.1:0"
+state_dir = "agent-state"
+
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/agents/demo-agent.crt"
+key = "pki/agents/demo-agent.key"
+revoked = "pki/revoked.txt"
+
+[apps.shop]
+root = "{root}"
+keep_releases = 3
+shared = ["uploads"]
+
+[[apps.shop.probes]]
+kind = "http"
+name = "health"
+url = "http://{app_addr}/health"
+expect_status = [200]
+body_contains = "ok"
+severity = "critical"
+"#,
+            root = root.display()
+        ),
+    )?;
+    let config = golive_shared::config::load(&agent_toml).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let prepared = golive_agent::prepare(config).await?;
+    let agent_addr = prepared.local_addr();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent_task = tokio::spawn(prepared.serve(async {
+        let _ = stop_rx.await;
+    }));
+    out.line(format!(
+        "3. started golive-agent on {agent_addr} (mutual TLS 1.3)\n"
+    ));
+
+    let result = walkthrough(out, &dir, agent_addr, app_addr).await;
+
+    let _ = stop_tx.send(());
+    let _ = agent_task.await;
+    app_task.abort();
+    if keep {
+        let kept = tmp.keep();
+        out.line(format!("\nkept the demo directory: {}", kept.display()));
+    }
+    let failures = result?;
+    if failures.is_empty() {
+        out.line("\ndemo: every step did what it said. Try it on your own hosts: see README.md.");
+        out.event(&json!({"event": "demo", "ok": true}));
+        Ok(Exit::Done)
+    } else {
+        out.line(format!("\ndemo FAILED: {}", failures.join("; ")));
+        out.event(&json!({"event": "demo", "ok": false, "failures": failures}));
+        Ok(Exit::Failed)
+    }
+}
+
+async fn walkthrough(
+    out: Out,
+    dir: &Path,
+    agent_addr: std::net::SocketAddr,
+    app_addr: std::net::SocketAddr,
+) -> anyhow::Result<Vec<String>> {
+    let state = dir.join("ctl-state");
+    let mut failures = Vec::new();
+    let mut check = |ok: bool, what: &str| {
+        out.line(format!("   {} {what}", if ok { "ok:" } else { "FAILED:" }));
+        if !ok {
+            failures.push(what.to_string());
+        }
+    };
+
+    let plan = |version: &str| -> anyhow::Result<PathBuf> {
+        let artifact = dir.join(format!("dist/shop-{version}.tar.gz"));
+        let health = if version == "v3" { "broken" } else { "ok" };
+        build_artifact(&artifact, &format!("<h1>shop {version}</h1>\n"), health)?;
+        let path = dir.join(format!("golive-{version}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"app = "shop"
+
+[release]
+id = "{version}"
+artifact = "dist/shop-{version}.tar.gz"
+
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/operators/demo-operator.crt"
+key = "pki/operators/demo-operator.key"
+
+[[hosts]]
+name = "demo-agent"
+address = "{agent_addr}"
+"#
+            ),
+        )?;
+        Ok(path)
+    };
+
+    out.line("4. deploy v1 (first release)");
+    let (exit, _) = super::deploy::deploy_with_id(out, &state, &plan("v1")?, false).await?;
+    check(exit == Exit::Done, "deploy v1 exits 0");
+    check(
+        get(app_addr, "/").await.contains("shop v1"),
+        "the app serves v1",
+    );
+
+    out.line("\n5. deploy v2");
+    let (exit, v2_id) = super::deploy::deploy_with_id(out, &state, &plan("v2")?, false).await?;
+    check(exit == Exit::Done, "deploy v2 exits 0");
+    check(
+        get(app_addr, "/").await.contains("shop v2"),
+        "the app serves v2",
+    );
+
+    out.line("\n6. status");
+    let exit = super::status::status(out, &plan("v2")?).await?;
+    check(exit == Exit::Done, "status exits 0");
+
+    out.line(
+        "\n7. deploy v3, whose health check fails: the probe catches it and golive switches back",
+    );
+    let (exit, _) = super::deploy::deploy_with_id(out, &state, &plan("v3")?, false).await?;
+    check(exit == Exit::RolledBack, "deploy v3 exits 3 (rolled back)");
+    check(
+        get(app_addr, "/").await.contains("shop v2"),
+        "the app still serves v2",
+    );
+
+    out.line("\n8. roll back the v2 deployment");
+    match v2_id {
+        Some(id) => {
+            let exit = super::deploy::rollback(out, &state, &id, None).await?;
+            check(exit == Exit::Done, "rollback exits 0");
+        }
+        None => check(false, "deploy v2 recorded a deployment id"),
+    }
+    check(
+        get(app_addr, "/").await.contains("shop v1"),
+        "the old release (v1) serves again",
+    );
+    Ok(failures)
+}
+
+/// A release archive: index.html and a health file the app reports.
+fn build_artifact(path: &Path, index: &str, health: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path.parent().expect("artifact has a parent"))?;
+    let file = std::fs::File::create(path)?;
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (name, body) in [("index.html", index), ("health", health)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, name, body.as_bytes())?;
+    }
+    tar.into_inner()?.finish()?;
+    Ok(())
+}
+
+/// GET over plain HTTP; the body, or an empty string on any failure.
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let fetch = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let resp = sender.send_request(req).await.ok()?;
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some(String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), fetch)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// The sample app: `/` serves `ROOT/current/index.html`; `/health` answers
+/// 200 when `ROOT/current/health` says `ok`, 500 otherwise. It reads the
+/// files on every request, so a switch of `current` shows at once.
+async fn sample_app(listener: tokio::net::TcpListener, root: PathBuf) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let root = root.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let current = root.join("current");
+                    async move {
+                        let (status, body) = match req.uri().path() {
+                            "/health" => {
+                                let h = std::fs::read_to_string(current.join("health"))
+                                    .unwrap_or_default();
+                                if h.trim() == "ok" {
+                                    (200, "ok\n".to_string())
+                                } else {
+                                    (500, format!("unhealthy: {h}"))
+                                }
+                            }
+                            _ => match std::fs::read_to_string(current.join("index.html")) {
+                                Ok(s) => (200, s),
+                                Err(_) => (404, "no release is live\n".into()),
+                            },
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(body)))
+                                .expect("static parts"),
+                        )
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}

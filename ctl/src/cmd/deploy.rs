@@ -1,0 +1,876 @@
+//! `golivectl deploy`, `rollback`, `follow` and `unlock`: the sequencer.
+//!
+//! A deployment goes in phases so that the live release is touched as late
+//! as possible and the way back is always known:
+//!
+//! 1. reach every agent (hello: protocol and role), check the app is declared;
+//! 2. take the app lock on every host (a lease, renewed in the background);
+//! 3. upload (content-addressed: skipped when the agent has it) and stage on
+//!    every host: nothing live changes yet;
+//! 4. host by host: activate, run the app's probes; a critical or high probe
+//!    that does not pass switches every activated host back (exit 3);
+//! 5. release the locks, record the outcome.
+//!
+//! Every job carries the idempotency key `DEPLOYMENT:HOST:STEP`, so a repeat
+//! never runs a step twice. The sequencer knows nothing of TLS.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use golive_shared::protocol::{
+    ActivateRelease, EventKind, JobEventsRequest, JobInfo, JobResult, JobSpec, JobState,
+    LockRequest, LockResponse, ProbeReport, ProbeStatus, Request, Response, RollbackRelease,
+    RunProbesRequest, Severity, StageRelease, SubmitJob,
+};
+use golive_shared::timefmt::utc;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::client::{AgentClient, ClientError};
+use crate::cmd::status::agent_status;
+use crate::journal::Journal;
+use crate::output::{Exit, Out, usage};
+use crate::plan::{self, Plan};
+
+/// How often a long-poll may fail in a row before the controller gives up
+/// following a job (the job itself keeps running on the agent).
+const MAX_REATTACH: u32 = 30;
+
+/// sha256 and size of a file, streamed.
+pub async fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+fn new_deployment_id() -> String {
+    let now = golive_shared::protocol::now_millis();
+    let stamp = utc(now).replace(['-', ':'], "").replace('Z', "");
+    let mut rnd = [0u8; 3];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut rnd);
+    }
+    format!("d{stamp}-{}", hex::encode(rnd))
+}
+
+/// Reports one step on both outputs.
+fn step(out: Out, host: &str, name: &str, state: &str, detail: &str) {
+    out.line(format!(
+        "[{host}] {name}: {state}{}",
+        if detail.is_empty() {
+            String::new()
+        } else {
+            format!(" — {detail}")
+        }
+    ));
+    out.event(
+        &json!({"event": "step", "host": host, "step": name, "state": state, "detail": detail}),
+    );
+}
+
+/// Submits a job (idempotently) and follows it to its end.
+pub async fn run_job(
+    out: Out,
+    client: &AgentClient,
+    key: String,
+    lease: Option<String>,
+    spec: JobSpec,
+) -> Result<JobInfo, ClientError> {
+    let job = match client
+        .call(&Request::SubmitJob(SubmitJob {
+            idempotency_key: key,
+            lease,
+            spec,
+        }))
+        .await?
+    {
+        Response::Job(j) => j,
+        other => return Err(client.unexpected(&other)),
+    };
+    if job.deduplicated {
+        out.line(format!(
+            "[{}] job {} already submitted with this key: following it, not running it again",
+            client.host, job.id
+        ));
+    }
+    follow(out, client, job.id).await
+}
+
+/// Follows a job's events by long-poll until it ends; reattaches after
+/// connection failures (the job keeps running on the agent meanwhile).
+pub async fn follow(out: Out, client: &AgentClient, job_id: u64) -> Result<JobInfo, ClientError> {
+    let mut after = 0;
+    let mut failures = 0;
+    loop {
+        let req = Request::JobEvents(JobEventsRequest {
+            job_id,
+            after_seq: after,
+            wait_ms: 20_000,
+        });
+        match client.call(&req).await {
+            Ok(Response::Events(ev)) => {
+                failures = 0;
+                for e in &ev.events {
+                    after = after.max(e.seq);
+                    match &e.kind {
+                        EventKind::Log { line, .. } => {
+                            out.line(format!("[{}]   {line}", client.host));
+                            out.event(&json!({"event": "log", "host": client.host, "job": job_id, "line": line}));
+                        }
+                        EventKind::Progress { step, done, total } => {
+                            out.event(&json!({"event": "progress", "host": client.host, "job": job_id, "step": step, "done": done, "total": total}));
+                        }
+                        EventKind::Finished { .. } => {}
+                    }
+                }
+                if ev.job.state.is_final() && ev.events.is_empty() {
+                    return Ok(ev.job);
+                }
+            }
+            Ok(other) => return Err(client.unexpected(&other)),
+            Err(e @ ClientError::Agent { .. }) => return Err(e),
+            Err(e) => {
+                failures += 1;
+                if failures > MAX_REATTACH {
+                    return Err(e);
+                }
+                out.line(format!(
+                    "[{}] lost the agent while following job {job_id} ({e}); reattaching in 2s ({failures}/{MAX_REATTACH})",
+                    client.host
+                ));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// A held app lock on one host, renewed in the background until dropped.
+struct Lease {
+    client: AgentClient,
+    app: String,
+    token: String,
+    renewer: tokio::task::JoinHandle<()>,
+    lost: Arc<AtomicBool>,
+}
+
+impl Lease {
+    async fn acquire(
+        client: &AgentClient,
+        app: &str,
+        deployment: &str,
+        ttl: u32,
+    ) -> Result<Lease, ClientError> {
+        let resp = client
+            .call(&Request::Lock(LockRequest::Acquire {
+                app: app.into(),
+                deployment: deployment.into(),
+                ttl_secs: ttl,
+            }))
+            .await?;
+        let LockResponse::Held { token, .. } = (match resp {
+            Response::Lock(l) => l,
+            other => return Err(client.unexpected(&other)),
+        }) else {
+            return Err(client.unexpected(&Response::Jobs(vec![])));
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = {
+            let client = client.clone();
+            let app = app.to_string();
+            let token = token.clone();
+            let lost = Arc::clone(&lost);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs((ttl / 3).max(1) as u64)).await;
+                    let renew = Request::Lock(LockRequest::Renew {
+                        app: app.clone(),
+                        token: token.clone(),
+                        ttl_secs: ttl,
+                    });
+                    match client.call(&renew).await {
+                        Ok(_) => {}
+                        // Someone broke or took the lock: stop at the next step.
+                        Err(ClientError::Agent { .. }) => {
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        // Unreachable for a moment: the lease still has time.
+                        Err(_) => {}
+                    }
+                }
+            })
+        };
+        Ok(Lease {
+            client: client.clone(),
+            app: app.into(),
+            token,
+            renewer,
+            lost,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.lost.load(Ordering::SeqCst) {
+            Err(format!(
+                "the lock on {} at {} was broken or taken by someone else; stopping",
+                self.app, self.client.host
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn release(self) {
+        self.renewer.abort();
+        let _ = self
+            .client
+            .call(&Request::Lock(LockRequest::Release {
+                app: self.app,
+                token: self.token,
+            }))
+            .await;
+    }
+}
+
+async fn release_all(leases: Vec<Lease>) {
+    for l in leases {
+        l.release().await;
+    }
+}
+
+/// Probes that block a release: critical and high that did not pass.
+fn blocking(report: &ProbeReport) -> Vec<String> {
+    report
+        .failures()
+        .into_iter()
+        .filter(|r| matches!(r.severity, Severity::Critical | Severity::High))
+        .map(|r| format!("{} ({}): {}", r.name, r.severity.as_str(), r.message))
+        .collect()
+}
+
+pub async fn deploy(
+    out: Out,
+    state: &Path,
+    plan_path: &Path,
+    dry_run: bool,
+) -> anyhow::Result<Exit> {
+    Ok(deploy_with_id(out, state, plan_path, dry_run).await?.0)
+}
+
+/// Like [`deploy`], also returning the deployment id when one was recorded.
+pub async fn deploy_with_id(
+    out: Out,
+    state: &Path,
+    plan_path: &Path,
+    dry_run: bool,
+) -> anyhow::Result<(Exit, Option<String>)> {
+    let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
+    let Some(release) = plan.release.as_ref() else {
+        return Err(usage(format!(
+            "{}: no [release] section; name the artifact to deploy:\n[release]\nartifact = \"dist/app.tar.gz\"",
+            plan_path.display()
+        )));
+    };
+    let (sha, size) = hash_file(&release.artifact)
+        .await
+        .map_err(|e| usage(format!("cannot read {}: {e}", release.artifact.display())))?;
+
+    // Phase 1: every agent reachable, same protocol, app declared.
+    let mut previous = Vec::new();
+    for host in &plan.hosts {
+        let s = agent_status(&host.client)
+            .await
+            .map_err(|e| usage(e.to_string()))?;
+        let Some(app) = s.apps.iter().find(|a| a.name == plan.app) else {
+            return Err(usage(format!(
+                "host {} declares no app {:?}; its apps: {}; declare it in that agent's config",
+                host.name,
+                plan.app,
+                s.apps
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        if app.releases.iter().any(|r| r.id == release.id) {
+            return Err(usage(format!(
+                "host {} already has release {} of {}; give this release a new id ([release] id = ...)",
+                host.name, release.id, plan.app
+            )));
+        }
+        if let Some(lock) = &app.lock {
+            return Err(usage(format!(
+                "app {} on {} is locked by deployment {}, started by {} at {}; wait for it, or `golivectl unlock PLAN --reason TEXT`",
+                plan.app,
+                host.name,
+                lock.deployment,
+                lock.holder,
+                utc(lock.since)
+            )));
+        }
+        previous.push(app.current.clone());
+    }
+    if dry_run {
+        out.line(format!(
+            "dry run: would deploy {} ({} bytes, sha256 {}) as release {} of {} to {} host(s); every agent is reachable and declares the app",
+            release.artifact.display(), size, sha, release.id, plan.app, plan.hosts.len()
+        ));
+        out.event(&json!({"event": "result", "dry_run": true, "release": release.id, "sha256": sha, "hosts": plan.hosts.len(), "exit": 0}));
+        return Ok((Exit::Done, None));
+    }
+
+    let journal = Journal::open(state)?;
+    let id = new_deployment_id();
+    journal.create_deployment(
+        &id,
+        &plan.path.display().to_string(),
+        &plan.app,
+        &release.id,
+        &sha,
+        &plan.operator,
+    )?;
+    out.line(format!(
+        "deployment {id}: {} release {} to {} host(s)",
+        plan.app,
+        release.id,
+        plan.hosts.len()
+    ));
+    out.event(&json!({"event": "start", "deployment": id, "app": plan.app, "release": release.id, "sha256": sha, "hosts": plan.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>()}));
+    for (host, prev) in plan.hosts.iter().zip(&previous) {
+        journal.set_host(
+            &id,
+            &host.name,
+            &host.client.addr,
+            prev.as_deref(),
+            "pending",
+        )?;
+    }
+
+    let (exit, message) = run_deployment(out, &journal, &plan, &id, &sha, size, &previous).await;
+    let state_name = match exit {
+        Exit::Done => "succeeded",
+        Exit::RolledBack => "rolled_back",
+        Exit::Usage => "refused",
+        _ => "failed",
+    };
+    journal.finish_deployment(&id, state_name, Some(&message))?;
+    out.line(format!("deployment {id}: {state_name}: {message}"));
+    out.event(&json!({"event": "result", "deployment": id, "state": state_name, "message": message, "exit": exit.code()}));
+    Ok((exit, Some(id)))
+}
+
+async fn run_deployment(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    sha: &str,
+    size: u64,
+    previous: &[Option<String>],
+) -> (Exit, String) {
+    let release = plan.release.as_ref().expect("checked by deploy");
+    // Phase 2: locks everywhere, or nowhere.
+    let mut leases = Vec::new();
+    for host in &plan.hosts {
+        match Lease::acquire(&host.client, &plan.app, id, plan.lock_ttl_secs).await {
+            Ok(l) => leases.push(l),
+            Err(e) => {
+                release_all(leases).await;
+                return (
+                    Exit::Usage,
+                    format!("could not lock {} on {}: {e}", plan.app, host.name),
+                );
+            }
+        }
+    }
+
+    // Phase 3: upload and stage everywhere; the live release is untouched.
+    for (host, lease) in plan.hosts.iter().zip(&leases) {
+        let c = &host.client;
+        let seq = journal.start_step(id, &host.name, "upload").ok();
+        let uploaded = async {
+            if c.call(&Request::HasArtifact(
+                golive_shared::protocol::HasArtifactRequest { sha256: sha.into() },
+            ))
+            .await
+            .is_ok()
+            {
+                return Ok("already on the agent".to_string());
+            }
+            c.upload(&release.artifact, sha, size)
+                .await
+                .map(|_| format!("{size} bytes"))
+        }
+        .await;
+        finish(journal, seq, &uploaded);
+        match uploaded {
+            Ok(detail) => step(out, &host.name, "upload", "ok", &detail),
+            Err(e) => {
+                step(out, &host.name, "upload", "failed", &e.to_string());
+                release_all(leases).await;
+                return (exit_of(&e), format!("upload to {} failed: {e}", host.name));
+            }
+        }
+        let seq = journal.start_step(id, &host.name, "stage").ok();
+        let spec = JobSpec::Stage(StageRelease {
+            app: plan.app.clone(),
+            release: release.id.clone(),
+            artifact_sha256: sha.into(),
+        });
+        let staged = run_job(
+            out,
+            c,
+            format!("{id}:{}:stage", host.name),
+            Some(lease.token.clone()),
+            spec,
+        )
+        .await;
+        let staged = job_ok(staged);
+        finish(journal, seq, &staged);
+        if let Err(Failure(exit, e)) = staged {
+            step(out, &host.name, "stage", "failed", &e);
+            release_all(leases).await;
+            // Staging changes nothing live: a refused archive is bad input.
+            return (
+                exit,
+                format!("staging on {} failed, nothing live changed: {e}", host.name),
+            );
+        }
+        step(out, &host.name, "stage", "ok", "");
+        let _ = journal.set_host(id, &host.name, &c.addr, None, "staged");
+    }
+
+    // Phase 4: host by host, activate and verify.
+    let mut activated: Vec<usize> = Vec::new();
+    let mut failure = None;
+    for (i, (host, lease)) in plan.hosts.iter().zip(&leases).enumerate() {
+        if let Err(e) = lease.check() {
+            failure = Some((Exit::Failed, e));
+            break;
+        }
+        let c = &host.client;
+        let seq = journal.start_step(id, &host.name, "activate").ok();
+        let spec = JobSpec::Activate(ActivateRelease {
+            app: plan.app.clone(),
+            release: release.id.clone(),
+        });
+        let result = job_ok(
+            run_job(
+                out,
+                c,
+                format!("{id}:{}:activate", host.name),
+                Some(lease.token.clone()),
+                spec,
+            )
+            .await,
+        );
+        finish(journal, seq, &result);
+        if let Err(Failure(_, e)) = result {
+            step(out, &host.name, "activate", "failed", &e);
+            // A failed switch may or may not have happened: roll this host back too.
+            activated.push(i);
+            failure = Some((
+                Exit::Failed,
+                format!("activation on {} failed: {e}", host.name),
+            ));
+            break;
+        }
+        activated.push(i);
+        let _ = journal.set_host(id, &host.name, &c.addr, None, "active");
+        step(
+            out,
+            &host.name,
+            "activate",
+            "ok",
+            &format!("current -> {}", release.id),
+        );
+
+        let seq = journal.start_step(id, &host.name, "probe").ok();
+        let probed = c
+            .call(&Request::RunProbes(RunProbesRequest {
+                app: plan.app.clone(),
+                tags: vec![],
+            }))
+            .await;
+        let report = match probed {
+            Ok(Response::Probes(r)) => r,
+            Ok(other) => {
+                let e = c.unexpected(&other).to_string();
+                finish::<String, String>(journal, seq, &Err(e.clone()));
+                failure = Some((Exit::Failed, e));
+                break;
+            }
+            Err(e) => {
+                finish::<String, String>(journal, seq, &Err(e.to_string()));
+                failure = Some((
+                    Exit::Failed,
+                    format!("probes on {} could not run: {e}", host.name),
+                ));
+                break;
+            }
+        };
+        for r in &report.results {
+            out.line(format!(
+                "[{}]   probe {} ({}): {} — {} ({} ms)",
+                host.name,
+                r.name,
+                r.severity.as_str(),
+                r.status.as_str(),
+                r.message,
+                r.duration_ms
+            ));
+            out.event(&json!({"event": "probe", "host": host.name, "probe": r.name, "severity": r.severity.as_str(), "status": r.status.as_str(), "value": r.value, "threshold": r.threshold, "message": r.message, "duration_ms": r.duration_ms}));
+        }
+        if report.results.is_empty() {
+            out.line(format!("[{}]   warning: app {} declares no probes on this host; nothing verified the release", host.name, plan.app));
+        }
+        let blockers = blocking(&report);
+        let passed = report
+            .results
+            .iter()
+            .filter(|r| r.status == ProbeStatus::Pass)
+            .count();
+        if blockers.is_empty() {
+            let detail = format!("{passed}/{} passed", report.results.len());
+            finish::<String, String>(journal, seq, &Ok(detail.clone()));
+            step(out, &host.name, "probe", "ok", &detail);
+        } else {
+            let detail = blockers.join("; ");
+            finish::<String, String>(journal, seq, &Err(detail.clone()));
+            step(out, &host.name, "probe", "failed", &detail);
+            failure = Some((
+                Exit::RolledBack,
+                format!("probes failed on {}: {detail}", host.name),
+            ));
+            break;
+        }
+    }
+
+    let outcome = match failure {
+        None => (
+            Exit::Done,
+            format!(
+                "release {} is live on {} host(s)",
+                release.id,
+                plan.hosts.len()
+            ),
+        ),
+        Some((exit, why)) => {
+            // Phase 4b: switch every activated host back, newest first.
+            let mut all_back = true;
+            for &i in activated.iter().rev() {
+                let host = &plan.hosts[i];
+                let seq = journal.start_step(id, &host.name, "switch-back").ok();
+                let to = previous[i].clone();
+                let Some(to) = to else {
+                    let e =
+                        "this host had no release before; nothing to switch back to".to_string();
+                    finish::<String, String>(journal, seq, &Err(e.clone()));
+                    step(out, &host.name, "switch-back", "failed", &e);
+                    all_back = false;
+                    continue;
+                };
+                let spec = JobSpec::Rollback(RollbackRelease {
+                    app: plan.app.clone(),
+                    to: Some(to.clone()),
+                    reason: why.clone(),
+                });
+                let r = job_ok(
+                    run_job(
+                        out,
+                        &host.client,
+                        format!("{id}:{}:switch-back", host.name),
+                        Some(leases[i].token.clone()),
+                        spec,
+                    )
+                    .await,
+                );
+                finish(journal, seq, &r);
+                match r {
+                    Ok(_) => {
+                        step(
+                            out,
+                            &host.name,
+                            "switch-back",
+                            "ok",
+                            &format!("current -> {to}"),
+                        );
+                        let _ = journal.set_host(
+                            id,
+                            &host.name,
+                            &host.client.addr,
+                            None,
+                            "rolled_back",
+                        );
+                    }
+                    Err(Failure(_, e)) => {
+                        step(out, &host.name, "switch-back", "failed", &e);
+                        all_back = false;
+                    }
+                }
+            }
+            if all_back && !activated.is_empty() {
+                (
+                    Exit::RolledBack,
+                    format!("{why}; switched back to the previous release"),
+                )
+            } else if activated.is_empty() {
+                (exit, why)
+            } else {
+                (
+                    Exit::Failed,
+                    format!("{why}; SWITCH-BACK INCOMPLETE, check `golivectl status`"),
+                )
+            }
+        }
+    };
+    release_all(leases).await;
+    outcome
+}
+
+fn exit_of(e: &ClientError) -> Exit {
+    if e.exit_code() == 2 {
+        Exit::Usage
+    } else {
+        Exit::Failed
+    }
+}
+
+/// Why a step failed, and the exit code it leads to.
+struct Failure(Exit, String);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+/// A finished job as `Ok(summary)` or `Err(Failure)`.
+fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
+    match r {
+        Err(e) => Err(Failure(exit_of(&e), e.to_string())),
+        Ok(job) if job.state == JobState::Succeeded => Ok(match job.result {
+            Some(JobResult::Staged { files, bytes, .. }) => format!("{files} files, {bytes} bytes"),
+            Some(JobResult::Activated { release, previous }) => {
+                format!("{} -> {release}", previous.as_deref().unwrap_or("none"))
+            }
+            Some(JobResult::RolledBack { from, to }) => {
+                format!("{} -> {to}", from.as_deref().unwrap_or("none"))
+            }
+            None => String::new(),
+        }),
+        Ok(job) => Err(Failure(
+            Exit::Usage,
+            format!(
+                "job {} {}: {}",
+                job.id,
+                job.state.as_str(),
+                job.error.unwrap_or_else(|| "no message".into())
+            ),
+        )),
+    }
+}
+
+fn finish<T: ToString, E: ToString>(journal: &Journal, seq: Option<i64>, r: &Result<T, E>) {
+    if let Some(seq) = seq {
+        let _ = match r {
+            Ok(d) => journal.finish_step(seq, "ok", Some(&d.to_string())),
+            Err(e) => journal.finish_step(seq, "failed", Some(&e.to_string())),
+        };
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+pub async fn rollback(
+    out: Out,
+    state: &Path,
+    id: &str,
+    plan_override: Option<&Path>,
+) -> anyhow::Result<Exit> {
+    let journal = Journal::open(state)?;
+    let Some(d) = journal.deployment(id)? else {
+        let recent = journal.deployment_ids(5)?;
+        return Err(usage(format!(
+            "no deployment {id:?} in {}; recent: {}",
+            state.display(),
+            if recent.is_empty() {
+                "(none)".into()
+            } else {
+                recent.join(", ")
+            }
+        )));
+    };
+    let plan_path = plan_override
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| d.plan_path.clone().into());
+    let plan = plan::load(&plan_path).map_err(|e| usage(e.to_string()))?;
+    let mut targets = Vec::new();
+    for h in &d.hosts {
+        let Some(host) = plan.hosts.iter().find(|p| p.name == h.host) else {
+            return Err(usage(format!(
+                "host {} of deployment {id} is not in {}; pass the plan that names it with --plan",
+                h.host,
+                plan_path.display()
+            )));
+        };
+        let Some(to) = h.previous_release.clone() else {
+            return Err(usage(format!(
+                "host {} had no release before deployment {id}; there is nothing to roll back to",
+                h.host
+            )));
+        };
+        targets.push((host, to));
+    }
+    out.line(format!(
+        "rolling back deployment {id} ({} release {})",
+        d.app, d.release
+    ));
+    let lock_id = format!("rollback-{id}");
+    let mut failed = Vec::new();
+    for (host, to) in targets {
+        let lease = match Lease::acquire(&host.client, &d.app, &lock_id, plan.lock_ttl_secs).await {
+            Ok(l) => l,
+            Err(e) => {
+                step(out, &host.name, "rollback", "refused", &e.to_string());
+                failed.push((exit_of(&e), e.to_string()));
+                continue;
+            }
+        };
+        let seq = journal.start_step(id, &host.name, "rollback").ok();
+        let spec = JobSpec::Rollback(RollbackRelease {
+            app: d.app.clone(),
+            to: Some(to.clone()),
+            reason: format!("golivectl rollback {id} by {}", plan.operator),
+        });
+        // A fresh key per attempt: rolling back again after a roll-forward is a new action.
+        let key = format!(
+            "{lock_id}:{}:{}",
+            host.name,
+            golive_shared::protocol::now_millis()
+        );
+        let r = job_ok(run_job(out, &host.client, key, Some(lease.token.clone()), spec).await);
+        finish(&journal, seq, &r);
+        match r {
+            Ok(_) => {
+                step(
+                    out,
+                    &host.name,
+                    "rollback",
+                    "ok",
+                    &format!("current -> {to}"),
+                );
+                let _ = journal.set_host(id, &host.name, &host.client.addr, None, "rolled_back");
+            }
+            Err(Failure(exit, e)) => {
+                step(out, &host.name, "rollback", "failed", &e);
+                failed.push((exit, e));
+            }
+        }
+        lease.release().await;
+    }
+    let (exit, message) = if failed.is_empty() {
+        journal.finish_deployment(id, "rolled_back", Some("rolled back by golivectl rollback"))?;
+        (
+            Exit::Done,
+            format!("deployment {id} rolled back on {} host(s)", d.hosts.len()),
+        )
+    } else {
+        let exit = if failed.iter().all(|(e, _)| *e == Exit::Usage) {
+            Exit::Usage
+        } else {
+            Exit::Failed
+        };
+        (
+            exit,
+            format!(
+                "rollback of {id} incomplete: {}",
+                failed
+                    .into_iter()
+                    .map(|(_, m)| m)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )
+    };
+    out.line(&message);
+    out.event(
+        &json!({"event": "result", "deployment": id, "message": message, "exit": exit.code()}),
+    );
+    Ok(exit)
+}
+
+pub async fn follow_cmd(out: Out, plan_path: &Path, host: &str, job: u64) -> anyhow::Result<Exit> {
+    let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
+    let Some(h) = plan.hosts.iter().find(|h| h.name == host) else {
+        return Err(usage(format!(
+            "no host {host:?} in {}; hosts: {}",
+            plan_path.display(),
+            plan.hosts
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let info = follow(out, &h.client, job).await.map_err(|e| {
+        if e.exit_code() == 2 {
+            usage(e.to_string())
+        } else {
+            e.into()
+        }
+    })?;
+    out.line(format!("job {job} {}", info.state.as_str()));
+    out.event(
+        &json!({"event": "result", "job": job, "state": info.state.as_str(), "error": info.error}),
+    );
+    Ok(if info.state == JobState::Succeeded {
+        Exit::Done
+    } else {
+        Exit::Failed
+    })
+}
+
+pub async fn unlock(out: Out, plan_path: &Path, reason: &str) -> anyhow::Result<Exit> {
+    let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
+    for host in &plan.hosts {
+        let r = host
+            .client
+            .call(&Request::Lock(LockRequest::Break {
+                app: plan.app.clone(),
+                reason: reason.into(),
+            }))
+            .await
+            .map_err(|e| usage(e.to_string()))?;
+        let msg = match r {
+            Response::Lock(LockResponse::Broken { previous: Some(p) }) => format!(
+                "broke the lock of deployment {} (held by {} since {})",
+                p.deployment,
+                p.holder,
+                utc(p.since)
+            ),
+            _ => "was not locked".into(),
+        };
+        step(out, &host.name, "unlock", "ok", &msg);
+    }
+    Ok(Exit::Done)
+}

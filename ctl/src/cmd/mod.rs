@@ -1,0 +1,35 @@
+//! One file per subcommand. Each returns an [`Exit`]; errors that are the
+//! user's to fix are [`crate::output::UsageError`] (exit 2).
+
+pub mod demo;
+pub mod deploy;
+pub mod history;
+pub mod pki;
+pub mod status;
+
+use std::path::PathBuf;
+
+use crate::cli::{Cli, Command};
+use crate::journal;
+use crate::output::{Exit, Out};
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let out = Out { format: cli.output };
+    let state = cli.state.clone().unwrap_or_else(journal::default_state_dir);
+    match cli.command {
+        Command::Ca { command } => pki::ca(out, command),
+        Command::Cert { command } => pki::cert(out, command),
+        Command::Status { plan } => {
+            status::status(out, &plan.unwrap_or_else(|| PathBuf::from("golive.toml"))).await
+        }
+        Command::Deploy { plan, dry_run } => deploy::deploy(out, &state, &plan, dry_run).await,
+        Command::Rollback { id, plan } => deploy::rollback(out, &state, &id, plan.as_deref()).await,
+        Command::History { limit } => history::history(out, &state, limit),
+        Command::Show { id } => history::show(out, &state, &id),
+        Command::Jobs { plan, limit } => status::jobs(out, &plan, limit).await,
+        Command::Follow { plan, host, job } => deploy::follow_cmd(out, &plan, &host, job).await,
+        Command::Unlock { plan, reason } => deploy::unlock(out, &plan, &reason).await,
+        Command::Demo { keep } => demo::demo(out, keep).await,
+    }
+}

@@ -1,0 +1,169 @@
+//! `golivectl status [PLAN]` and `golivectl jobs PLAN`.
+
+use std::path::Path;
+
+use golive_shared::protocol::{
+    HelloRequest, ListJobsRequest, Request, Response, StatusRequest, StatusResponse,
+};
+use golive_shared::timefmt::utc;
+use serde_json::json;
+
+use crate::client::{AgentClient, ClientError};
+use crate::output::{Exit, Out, usage};
+use crate::plan;
+
+/// Hello then status: the hello proves the protocol versions match before
+/// anything else is asked.
+pub async fn agent_status(client: &AgentClient) -> Result<StatusResponse, ClientError> {
+    client
+        .call(&Request::Hello(HelloRequest {
+            client_version: golive_shared::GOLIVE_VERSION.into(),
+        }))
+        .await?;
+    match client
+        .call(&Request::Status(StatusRequest { apps: vec![] }))
+        .await?
+    {
+        Response::Status(s) => Ok(s),
+        other => Err(client.unexpected(&other)),
+    }
+}
+
+pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
+    let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
+    let mut set = tokio::task::JoinSet::new();
+    for (i, host) in plan.hosts.iter().enumerate() {
+        let client = host.client.clone();
+        set.spawn(async move { (i, agent_status(&client).await) });
+    }
+    let mut results = set.join_all().await;
+    results.sort_by_key(|(i, _)| *i);
+    let mut exit = Exit::Done;
+    let mut hosts_json = Vec::new();
+    for (i, result) in results {
+        let host = &plan.hosts[i];
+        match result {
+            Ok(s) => {
+                out.line(format!(
+                    "{} ({}): golive-agent {} as {:?}, protocol {}, up since {}",
+                    host.name,
+                    host.client.addr,
+                    s.agent_version,
+                    s.agent_name,
+                    s.protocol,
+                    utc(s.started_at)
+                ));
+                for app in &s.apps {
+                    let lock = app
+                        .lock
+                        .as_ref()
+                        .map(|l| {
+                            format!(
+                                ", LOCKED by {} ({}) since {}",
+                                l.deployment,
+                                l.holder,
+                                utc(l.since)
+                            )
+                        })
+                        .unwrap_or_default();
+                    out.line(format!(
+                        "  {}: current {}, rollback to {}, {} release(s) on disk{lock}",
+                        app.name,
+                        app.current.as_deref().unwrap_or("(none)"),
+                        app.previous.as_deref().unwrap_or("(none)"),
+                        app.releases.len()
+                    ));
+                }
+                hosts_json.push(json!({
+                    "host": host.name,
+                    "address": host.client.addr,
+                    "ok": true,
+                    "agent_name": s.agent_name,
+                    "agent_version": s.agent_version,
+                    "protocol": s.protocol,
+                    "started_at": s.started_at,
+                    "apps": s.apps.iter().map(|a| json!({
+                        "name": a.name,
+                        "root": a.root,
+                        "current": a.current,
+                        "previous": a.previous,
+                        "releases": a.releases.iter().map(|r| json!({
+                            "id": r.id,
+                            "artifact_sha256": r.artifact_sha256,
+                            "staged_at": r.staged_at,
+                            "activated_at": r.activated_at,
+                        })).collect::<Vec<_>>(),
+                        "lock": a.lock.as_ref().map(|l| json!({
+                            "deployment": l.deployment,
+                            "holder": l.holder,
+                            "since": l.since,
+                            "expires_at": l.expires_at,
+                        })),
+                    })).collect::<Vec<_>>(),
+                }));
+            }
+            Err(e) => {
+                out.line(format!("{}: UNREACHABLE: {e}", host.name));
+                hosts_json.push(json!({
+                    "host": host.name,
+                    "address": host.client.addr,
+                    "ok": false,
+                    "error": e.to_string(),
+                }));
+                exit = if e.exit_code() == 2 && exit == Exit::Done {
+                    Exit::Usage
+                } else {
+                    Exit::Failed
+                };
+            }
+        }
+    }
+    out.event(&json!({ "hosts": hosts_json }));
+    Ok(exit)
+}
+
+pub async fn jobs(out: Out, plan_path: &Path, limit: u32) -> anyhow::Result<Exit> {
+    let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
+    let mut all = Vec::new();
+    for host in &plan.hosts {
+        let jobs = match host
+            .client
+            .call(&Request::ListJobs(ListJobsRequest { limit }))
+            .await
+        {
+            Ok(Response::Jobs(j)) => j,
+            Ok(other) => return Err(host.client.unexpected(&other).into()),
+            Err(e) => return Err(usage(e.to_string())),
+        };
+        for j in jobs {
+            out.line(format!(
+                "{} job {}: {} {} {} by {} at {}{}",
+                host.name,
+                j.id,
+                j.spec.kind(),
+                j.spec.app(),
+                j.state.as_str(),
+                j.submitted_by,
+                utc(j.submitted_at),
+                j.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+            all.push(json!({
+                "host": host.name,
+                "id": j.id,
+                "kind": j.spec.kind(),
+                "app": j.spec.app(),
+                "state": j.state.as_str(),
+                "idempotency_key": j.idempotency_key,
+                "submitted_by": j.submitted_by,
+                "submitted_at": j.submitted_at,
+                "finished_at": j.finished_at,
+                "error": j.error,
+            }));
+        }
+    }
+    out.event(&json!({ "jobs": all }));
+    Ok(Exit::Done)
+}

@@ -1,0 +1,223 @@
+//! Deployment plans: a TOML file parsed raw ([`RawPlan`]), then validated into
+//! a [`Plan`] before anything connects. Relative paths resolve against the
+//! plan file's directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use golive_shared::names;
+use serde::Deserialize;
+
+use crate::client::AgentClient;
+use crate::tls;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlan {
+    /// The app, as the hosts' agent configs name it.
+    pub app: String,
+    pub release: Option<RawRelease>,
+    pub tls: RawTls,
+    pub hosts: Vec<RawHost>,
+    #[serde(default)]
+    pub deploy: RawDeploy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelease {
+    /// Release id; default: the artifact file name without its archive
+    /// extension, e.g. `shop-v2` for `shop-v2.tar.gz`.
+    pub id: Option<String>,
+    pub artifact: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    pub name: String,
+    /// `HOST:PORT` of the agent.
+    pub address: String,
+    /// Name to verify in the agent certificate; default: the host part of `address`.
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDeploy {
+    /// Lease length of the app lock; renewed every third of it.
+    pub lock_ttl_secs: u32,
+}
+
+impl Default for RawDeploy {
+    fn default() -> Self {
+        RawDeploy { lock_ttl_secs: 120 }
+    }
+}
+
+/// A validated plan.
+pub struct Plan {
+    pub path: PathBuf,
+    pub app: String,
+    pub release: Option<Release>,
+    pub hosts: Vec<Host>,
+    pub lock_ttl_secs: u32,
+    /// The operator name from our client certificate.
+    pub operator: String,
+}
+
+pub struct Release {
+    pub id: String,
+    pub artifact: PathBuf,
+}
+
+pub struct Host {
+    pub name: String,
+    pub client: AgentClient,
+}
+
+/// A plan problem, always a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct PlanError {
+    pub path: String,
+    pub message: String,
+}
+
+pub fn load(path: &Path) -> Result<Plan, PlanError> {
+    let err = |message: String| PlanError {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        err(format!(
+            "cannot read the plan: {e}; write one with `golivectl init` or pass its path"
+        ))
+    })?;
+    let raw: RawPlan = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| format!("line {}: ", text[..s.start].matches('\n').count() + 1))
+            .unwrap_or_default();
+        err(format!("{line}{}", e.message().trim()))
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let abs = |p: &Path| {
+        if p.is_relative() {
+            base.join(p)
+        } else {
+            p.to_path_buf()
+        }
+    };
+
+    names::check_app_name(&raw.app).map_err(|e| err(format!("key `app`: {e}")))?;
+    let release = match raw.release {
+        None => None,
+        Some(r) => {
+            let artifact = abs(&r.artifact);
+            if !artifact.is_file() {
+                return Err(err(format!(
+                    "key `release.artifact`: {} does not exist; build the release archive first",
+                    artifact.display()
+                )));
+            }
+            let id = match r.id {
+                Some(id) => id,
+                None => default_release_id(&artifact),
+            };
+            names::check_release_id(&id).map_err(|e| err(format!("key `release.id`: {e}")))?;
+            Some(Release { id, artifact })
+        }
+    };
+    if raw.hosts.is_empty() {
+        return Err(err("no [[hosts]]: list at least one agent".into()));
+    }
+    let tls_config = tls::client_config(&abs(&raw.tls.ca), &abs(&raw.tls.cert), &abs(&raw.tls.key))
+        .map_err(|e| err(format!("[tls]: {e}")))?;
+    let operator = cert_name(&abs(&raw.tls.cert)).unwrap_or_else(|| "unknown".into());
+    let mut hosts = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, h) in raw.hosts.iter().enumerate() {
+        if !seen.insert(h.name.clone()) {
+            return Err(err(format!("hosts[{i}]: duplicate host name {:?}", h.name)));
+        }
+        if !h.address.contains(':') {
+            return Err(err(format!(
+                "hosts[{i}] ({}): address {:?} needs a port, e.g. \"{}:7443\"",
+                h.name, h.address, h.address
+            )));
+        }
+        let client = AgentClient::new(
+            &h.name,
+            &h.address,
+            h.server_name.as_deref(),
+            Arc::clone(&tls_config),
+        )
+        .map_err(|e| err(format!("hosts[{i}]: {e}")))?;
+        hosts.push(Host {
+            name: h.name.clone(),
+            client,
+        });
+    }
+    if raw.deploy.lock_ttl_secs < 10 || raw.deploy.lock_ttl_secs > 3600 {
+        return Err(err(
+            "key `deploy.lock_ttl_secs`: use 10 to 3600 seconds".into()
+        ));
+    }
+    Ok(Plan {
+        path: path.to_path_buf(),
+        app: raw.app,
+        release,
+        hosts,
+        lock_ttl_secs: raw.deploy.lock_ttl_secs,
+        operator,
+    })
+}
+
+/// `shop-v2.tar.gz` → `shop-v2`.
+pub fn default_release_id(artifact: &Path) -> String {
+    let name = artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut id = name.as_str();
+    for ext in [".tar.gz", ".tgz", ".tar.zst", ".tzst", ".tar"] {
+        if let Some(stem) = id.strip_suffix(ext) {
+            id = stem;
+            break;
+        }
+    }
+    id.to_string()
+}
+
+/// The common name of our own certificate: who the journal says deployed.
+fn cert_name(path: &Path) -> Option<String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    golive_shared::identity::PeerIdentity::from_der(der.as_ref())
+        .ok()
+        .map(|p| p.name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_ids() {
+        use std::path::Path;
+        assert_eq!(
+            super::default_release_id(Path::new("/x/shop-v2.tar.gz")),
+            "shop-v2"
+        );
+        assert_eq!(super::default_release_id(Path::new("a.tar.zst")), "a");
+        assert_eq!(super::default_release_id(Path::new("b.tar")), "b");
+    }
+}
