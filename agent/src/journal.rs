@@ -15,7 +15,7 @@ use golive_shared::protocol::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// Bump when the schema changes, and add a step to [`MIGRATIONS`].
+/// Bump when the schema changes, and add a step to `MIGRATIONS`.
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// Schema steps; step `i` takes the journal from version `i` to `i + 1`.

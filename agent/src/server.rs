@@ -3,7 +3,7 @@
 //! Layers, bottom-up (mini-redis style): TCP accept under a connection
 //! semaphore → TLS handshake in its own task under a timeout (never on the
 //! accept loop) → peer identity from the verified client certificate →
-//! hyper HTTP/1.1 → [`route`] → size-capped decode → [`crate::handlers`].
+//! hyper HTTP/1.1 → `route` → size-capped decode → [`crate::handlers`].
 //! Shutdown stops accepting, then waits (bounded) for every connection
 //! permit to come back, so the process knows in-flight requests finished.
 

@@ -1,1 +1,500 @@
-//! Test fixtures shared by the integration tests in `tests/tests/`.
+//! Fixtures for the integration tests in `tests/tests/it/`: they drive the
+//! real `golive-agent` and `golivectl` binaries over real mutual TLS.
+//!
+//! - [`bin`]: path of a workspace binary (built on first use if missing).
+//! - [`TestPki`]: a CA and certificates made with `golivectl`.
+//! - [`AgentProc`]: a `golive-agent serve` process on a loopback address,
+//!   killed (SIGKILL) and reaped on drop, even when the test fails.
+//! - [`HttpApp`]: a real HTTP server process (python3 http.server) serving
+//!   an app's `ROOT/current`, stopped on drop.
+//! - [`Ctl`]: runs `golivectl` with a private state directory.
+//! - [`artifact`]: builds release archives.
+//!
+//! Every wait here is bounded in time.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary in the same profile as the test executable.
+/// `cargo test --workspace` builds them; a lone `cargo test -p golive-tests`
+/// gets them built here, once.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILD: Mutex<bool> = Mutex::new(false);
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/it-xxxx → target/<profile>/
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir")
+        .to_path_buf();
+    let path = dir.join(name);
+    let mut built = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    if !*built {
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "golive-agent", "-p", "golivectl"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build of the binaries failed");
+        *built = true;
+    }
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// A command's outcome with its exit code and text.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Both streams, for assertion messages.
+    pub fn text(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// stdout parsed as NDJSON values.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+            .collect()
+    }
+}
+
+/// Runs a command to completion with a time limit; kills it on timeout.
+pub fn run_bounded(mut cmd: Command, limit: Duration) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn command");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("poll child").is_some() {
+            return Run::from(child.wait_with_output().expect("collect output"));
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "command timed out after {limit:?}: {cmd:?}\n{}",
+                Run::from(out).text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `golivectl` with a private controller state directory.
+pub struct Ctl {
+    pub state: PathBuf,
+}
+
+impl Ctl {
+    pub fn new(dir: &Path) -> Ctl {
+        Ctl {
+            state: dir.join("ctl-state"),
+        }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("golivectl"));
+        cmd.arg("--state").arg(&self.state).args(args);
+        cmd
+    }
+
+    /// Runs golivectl (60 s limit).
+    pub fn run(&self, args: &[&str]) -> Run {
+        run_bounded(self.cmd(args), Duration::from_secs(60))
+    }
+}
+
+/// A CA plus certificates, made with the real `golivectl`.
+pub struct TestPki {
+    pub dir: PathBuf,
+}
+
+impl TestPki {
+    pub fn new(dir: &Path) -> TestPki {
+        let pki = TestPki {
+            dir: dir.join("pki"),
+        };
+        pki.ok(&["ca", "init", "--dir", pki.dir_str()]);
+        pki
+    }
+
+    fn dir_str(&self) -> &str {
+        self.dir.to_str().expect("utf-8 temp path")
+    }
+
+    fn ok(&self, args: &[&str]) {
+        let mut cmd = Command::new(bin("golivectl"));
+        cmd.args(args);
+        let run = run_bounded(cmd, Duration::from_secs(30));
+        assert_eq!(run.code, 0, "golivectl {args:?} failed: {}", run.text());
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// An agent certificate for `sans`; returns (cert, key).
+    pub fn agent(&self, name: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
+        let mut args = vec!["cert", "agent", name, "--dir", self.dir_str(), "--san"];
+        args.extend_from_slice(sans);
+        self.ok(&args);
+        (
+            self.dir.join(format!("agents/{name}.crt")),
+            self.dir.join(format!("agents/{name}.key")),
+        )
+    }
+
+    /// An operator certificate with `role`; returns (cert, key).
+    pub fn operator(&self, name: &str, role: &str) -> (PathBuf, PathBuf) {
+        self.ok(&[
+            "cert",
+            "operator",
+            name,
+            "--role",
+            role,
+            "--dir",
+            self.dir_str(),
+        ]);
+        (
+            self.dir.join(format!("operators/{name}.crt")),
+            self.dir.join(format!("operators/{name}.key")),
+        )
+    }
+
+    pub fn revoked_list(&self) -> PathBuf {
+        self.dir.join("revoked.txt")
+    }
+}
+
+/// What one test agent declares.
+pub struct AgentSpec {
+    pub name: String,
+    /// Loopback IP to listen on, e.g. `127.0.0.2`; the port is chosen by the OS.
+    pub ip: String,
+    /// `[apps.NAME]` tables and anything else, appended verbatim.
+    pub apps_toml: String,
+    /// Extra `[limits]` lines.
+    pub limits_toml: String,
+}
+
+impl AgentSpec {
+    pub fn new(name: &str, ip: &str) -> AgentSpec {
+        AgentSpec {
+            name: name.into(),
+            ip: ip.into(),
+            apps_toml: String::new(),
+            limits_toml: String::new(),
+        }
+    }
+}
+
+/// A running `golive-agent serve`, killed and reaped on drop.
+pub struct AgentProc {
+    pub name: String,
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl AgentProc {
+    /// Writes the agent's config under `dir/NAME/` (certificate for its IP
+    /// and `localhost`) and starts it.
+    pub fn start(dir: &Path, pki: &TestPki, spec: &AgentSpec) -> AgentProc {
+        let home = dir.join(&spec.name);
+        std::fs::create_dir_all(&home).expect("agent dir");
+        let (cert, key) = pki.agent(&spec.name, &[&spec.ip, "localhost"]);
+        let config = home.join("agent.toml");
+        let state_dir = home.join("state");
+        let mut toml = format!(
+            "[agent]\nname = {name:?}\nlisten = \"{ip}:0\"\nstate_dir = {state:?}\n\n\
+             [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\nrevoked = {revoked:?}\n\n",
+            name = spec.name,
+            ip = spec.ip,
+            state = state_dir,
+            ca = pki.ca(),
+            cert = cert,
+            key = key,
+            revoked = pki.revoked_list(),
+        );
+        if !spec.limits_toml.is_empty() {
+            toml.push_str("[limits]\n");
+            toml.push_str(&spec.limits_toml);
+            toml.push('\n');
+        }
+        toml.push_str(&spec.apps_toml);
+        std::fs::write(&config, toml).expect("write agent config");
+        let mut agent = AgentProc {
+            name: spec.name.clone(),
+            config,
+            state_dir,
+            log: home.join("agent.log"),
+            addr: "127.0.0.1:1".parse().expect("placeholder"),
+            child: None,
+        };
+        agent.spawn();
+        agent
+    }
+
+    /// (Re)starts the process and waits (up to 20 s) for its address file.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "agent {} already running", self.name);
+        let addr_file = self.state_dir.join("agent.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        let child = Command::new(bin("golive-agent"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn golive-agent");
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file)
+                && let Ok(addr) = text.trim().parse()
+            {
+                self.addr = addr;
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "golive-agent {} exited at start ({status}):\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "golive-agent {} did not start within 20 s:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL and reap: a crash, as far as the agent can tell.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s; returns whether it exited by itself.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// The journal, opened read-only for assertions.
+    pub fn journal(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.state_dir.join("journal.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open agent journal")
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A real HTTP server process serving `dir` (python3 -m http.server). The
+/// directory path is resolved on every request, so pointing it at
+/// `ROOT/current` serves whatever release is live.
+pub struct HttpApp {
+    pub port: u16,
+    child: Child,
+}
+
+impl HttpApp {
+    pub fn serve(dir: &Path, ip: &str) -> HttpApp {
+        let port = free_port(ip);
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                ip,
+                "--directory",
+            ])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn python3 http.server");
+        let app = HttpApp { port, child };
+        let started = Instant::now();
+        while std::net::TcpStream::connect((ip, port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "http.server did not listen on {ip}:{port} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        app
+    }
+}
+
+impl Drop for HttpApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago on `ip`.
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Plain HTTP GET (blocking, 5 s limit): (status, body).
+pub fn http_get(ip: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect((ip, port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A `.tar.gz` release archive with the given files.
+pub fn artifact(path: &Path, files: &[(&str, &[u8])]) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("artifact dir");
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).expect("create artifact"),
+        flate2::Compression::fast(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    for (name, body) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        tar.append_data(&mut header, name, *body).expect("append");
+    }
+    tar.into_inner()
+        .expect("finish tar")
+        .finish()
+        .expect("finish gz");
+}
+
+/// Writes a plan for `app` on `agents`, with the operator certificate
+/// `(cert, key)` and an optional release.
+pub fn write_plan(
+    path: &Path,
+    pki: &TestPki,
+    operator: &(PathBuf, PathBuf),
+    app: &str,
+    release: Option<(&str, &Path)>,
+    agents: &[&AgentProc],
+) {
+    let mut toml = format!("app = {app:?}\n\n");
+    if let Some((id, artifact)) = release {
+        toml.push_str(&format!(
+            "[release]\nid = {id:?}\nartifact = {artifact:?}\n\n"
+        ));
+    }
+    toml.push_str(&format!(
+        "[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n",
+        pki.ca(),
+        operator.0,
+        operator.1
+    ));
+    for a in agents {
+        toml.push_str(&format!(
+            "[[hosts]]\nname = {:?}\naddress = \"{}\"\n\n",
+            a.name, a.addr
+        ));
+    }
+    std::fs::write(path, toml).expect("write plan");
+}
+
+/// An `[apps.NAME]` table with an http probe on `probe_url`.
+pub fn app_toml(name: &str, root: &Path, probe_url: &str) -> String {
+    format!(
+        "[apps.{name}]\nroot = {root:?}\nkeep_releases = 3\nshared = [\"uploads\"]\n\n\
+         [[apps.{name}.probes]]\nkind = \"http\"\nname = \"health\"\nurl = {probe_url:?}\n\
+         expect_status = [200]\nbody_contains = \"ok\"\nseverity = \"critical\"\ntimeout_ms = 3000\n\n"
+    )
+}

@@ -1,0 +1,1 @@
+//! Deploy and rollback integration tests (being written).

@@ -1,0 +1,5 @@
+//! All integration tests compile into one binary (ripgrep style); each module
+//! covers one concern and drives the real binaries through `golive_tests`.
+
+mod deploy;
+mod security;

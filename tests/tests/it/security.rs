@@ -1,0 +1,1 @@
+//! Security integration tests (being written).
