@@ -49,6 +49,8 @@ pub enum TlsFileError {
     KeyPermissions { path: PathBuf, mode: u32 },
     #[error("CA certificate {} was rejected: {reason}", path.display())]
     BadCa { path: PathBuf, reason: String },
+    #[error("{host:?} is neither an IP address nor a valid DNS name")]
+    BadServerName { host: String },
     #[error(
         "certificate {} and key {} cannot be used together: {source}",
         cert.display(), key.display()

@@ -98,8 +98,8 @@ impl AgentClient {
             Some(n) => n.to_string(),
             None => host_part(addr).to_string(),
         };
-        let server_name = ServerName::try_from(name.clone())
-            .map_err(|_| format!("host {host}: {name:?} is not a valid DNS name or IP address"))?;
+        let server_name =
+            crate::tls::server_name(&name).map_err(|e| format!("host {host}: {e}"))?;
         Ok(AgentClient {
             host: host.into(),
             addr: addr.into(),
