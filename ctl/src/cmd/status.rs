@@ -110,7 +110,8 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                     "ok": false,
                     "error": e.to_string(),
                 }));
-                exit = if e.exit_code() == 2 && exit == Exit::Done {
+                // Any failure (1) wins; refusals alone (2), however many, stay 2.
+                exit = if e.exit_code() == 2 && exit != Exit::Failed {
                     Exit::Usage
                 } else {
                     Exit::Failed
