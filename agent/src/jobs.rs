@@ -15,6 +15,9 @@ use golive_shared::protocol::{
     JobSpec, JobState, LogLevel, SubmitJob, now_millis,
 };
 
+use golive_shared::identity::{PeerIdentity, Role};
+use golive_shared::protocol::RestoreBackup;
+
 use crate::journal::Journal;
 use crate::lock;
 use crate::release::layout::AppLayout;
@@ -22,7 +25,12 @@ use crate::release::unpack::UnpackLimits;
 use crate::state::{Agent, artifacts_dir, internal};
 
 /// Validates and submits a job; the same key returns the same job.
-pub fn submit(agent: &Arc<Agent>, by: &str, req: SubmitJob) -> Result<JobInfo, ErrorBody> {
+pub fn submit(
+    agent: &Arc<Agent>,
+    peer: &PeerIdentity,
+    req: SubmitJob,
+) -> Result<JobInfo, ErrorBody> {
+    let by = peer.name.as_str();
     let bad = |m: String| ErrorBody::new(ErrorCode::BadRequest, m);
     names::check_idempotency_key(&req.idempotency_key).map_err(bad)?;
     let app = req.spec.app().to_string();
@@ -39,6 +47,9 @@ pub fn submit(agent: &Arc<Agent>, by: &str, req: SubmitJob) -> Result<JobInfo, E
                 names::check_release_id(to).map_err(bad)?;
             }
         }
+        JobSpec::Backup(b) => crate::backup::run::check_label(&b.label).map_err(bad)?,
+        JobSpec::VerifyBackup(_) => {}
+        JobSpec::Restore(r) => restore_allowed(agent, peer, r)?,
     }
 
     // A resubmission is answered before the lock check: the job it names was
@@ -72,10 +83,60 @@ pub fn submit(agent: &Arc<Agent>, by: &str, req: SubmitJob) -> Result<JobInfo, E
     if !inserted {
         return dedupe(job, &req.spec);
     }
+    // The deployment whose lease the job runs under: staged releases and
+    // backups remember it, so retention can tell a live rollback point.
+    if let Some(token) = &req.lease
+        && let Ok(Some((info, held))) = agent.journal.lock(&app)
+        && &held == token
+    {
+        agent
+            .journal
+            .set_job_deployment(job.id, &info.deployment)
+            .map_err(internal)?;
+    }
     let runner = Arc::clone(agent);
     let id = job.id;
     tokio::spawn(async move { run(runner, id).await });
     Ok(job)
+}
+
+/// Admins may restore any backup; operators only the rollback point of the
+/// deployment they name (SPEC §3, issue 3).
+fn restore_allowed(agent: &Agent, peer: &PeerIdentity, r: &RestoreBackup) -> Result<(), ErrorBody> {
+    let row = agent
+        .journal
+        .backup(&r.id)
+        .map_err(internal)?
+        .filter(|b| b.info.app == r.app)
+        .ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::NotFound,
+                format!(
+                    "app {} has no backup {:?} on agent {}; list them with `golivectl backup list PLAN`",
+                    r.app, r.id, agent.config.agent.name
+                ),
+            )
+        })?;
+    if peer.role == Some(Role::Admin) {
+        return Ok(());
+    }
+    match (&r.deployment, &row.info.deployment) {
+        (Some(asked), Some(taken_for)) if asked == taken_for => Ok(()),
+        _ => Err(ErrorBody::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} certificate {:?} may restore only the rollback point of a deployment it names \
+                 (--deployment ID); backup {} {}. Restoring an arbitrary backup needs the admin role",
+                peer.role_str(),
+                peer.name,
+                r.id,
+                match &row.info.deployment {
+                    Some(d) => format!("is the rollback point of deployment {d}"),
+                    None => "belongs to no deployment".into(),
+                }
+            ),
+        )),
+    }
 }
 
 fn dedupe(mut job: JobInfo, spec: &JobSpec) -> Result<JobInfo, ErrorBody> {
@@ -114,17 +175,18 @@ async fn run(agent: Arc<Agent>, id: u64) {
     );
     let worker = Arc::clone(&agent);
     let spec = job.spec.clone();
+    let deployment = agent.journal.job_deployment(id).ok().flatten();
     let outcome = tokio::task::spawn_blocking(move || {
-        let log = |line: String| {
-            worker.event(
-                id,
-                EventKind::Log {
-                    level: LogLevel::Info,
-                    line,
-                },
-            );
+        let emit = |kind: EventKind| {
+            worker.event(id, kind);
         };
-        execute(&worker.config, &worker.journal, &spec, &log)
+        execute(
+            &worker.config,
+            &worker.journal,
+            &spec,
+            deployment.as_deref(),
+            &emit,
+        )
     })
     .await
     .unwrap_or_else(|e| Err(format!("the job panicked: {e}")));
@@ -155,12 +217,22 @@ async fn run(agent: Arc<Agent>, id: u64) {
 }
 
 /// Performs one job's work. Synchronous; errors are operator-facing messages.
+/// `deployment` is the deployment whose lease the job runs under, if any;
+/// `emit` receives log lines and progress as job events.
 pub fn execute(
     config: &AgentConfig,
     journal: &Journal,
     spec: &JobSpec,
-    log: &dyn Fn(String),
+    deployment: Option<&str>,
+    emit: &dyn Fn(EventKind),
 ) -> Result<JobResult, String> {
+    let log = |line: String| {
+        emit(EventKind::Log {
+            level: LogLevel::Info,
+            line,
+        })
+    };
+    let log: &dyn Fn(String) = &log;
     let app_name = spec.app();
     let app = config
         .app(app_name)
@@ -187,6 +259,11 @@ pub fn execute(
             journal
                 .record_staged(app_name, &s.release, &s.artifact_sha256, now_millis())
                 .map_err(|e| e.to_string())?;
+            if let Some(d) = deployment {
+                journal
+                    .set_release_deployment(app_name, &s.release, d)
+                    .map_err(|e| e.to_string())?;
+            }
             log(format!(
                 "staged {}: {} files, {} bytes, {} shared paths linked",
                 s.release,
@@ -228,6 +305,9 @@ pub fn execute(
             let from = switch(journal, app_name, app, &layout, &to, "rollback", log)?;
             Ok(JobResult::RolledBack { from, to })
         }
+        JobSpec::Backup(b) => crate::backup::run::create(config, journal, b, emit),
+        JobSpec::VerifyBackup(v) => crate::backup::run::verify(config, journal, v, emit),
+        JobSpec::Restore(r) => crate::backup::run::restore(config, journal, r, emit),
     }
 }
 

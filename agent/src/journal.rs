@@ -16,10 +16,11 @@ use golive_shared::protocol::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Bump when the schema changes, and add a step to `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Schema steps; step `i` takes the journal from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     idempotency_key TEXT NOT NULL UNIQUE,
@@ -89,7 +90,32 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
-"#];
+"#,
+    r#"
+CREATE TABLE backups (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    label TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    dir TEXT NOT NULL,
+    partial_dir TEXT NOT NULL,
+    release TEXT,
+    deployment TEXT,
+    parts TEXT NOT NULL DEFAULT '[]',
+    total_bytes INTEGER NOT NULL DEFAULT 0,
+    verified INTEGER,
+    verified_at INTEGER,
+    verify_detail TEXT,
+    offsite TEXT,
+    error TEXT,
+    finished_at INTEGER
+);
+CREATE INDEX backups_app ON backups (app, created_at);
+ALTER TABLE releases ADD COLUMN deployment TEXT;
+ALTER TABLE jobs ADD COLUMN deployment TEXT;
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -117,6 +143,8 @@ pub struct Recovery {
     pub interrupted_jobs: Vec<u64>,
     /// Partial upload files to delete (the caller owns the filesystem).
     pub partial_uploads: Vec<String>,
+    /// Partial backup directories to delete.
+    pub partial_backups: Vec<String>,
 }
 
 /// One audit row.
@@ -200,7 +228,17 @@ impl Journal {
             out.partial_uploads = stmt
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
+            let mut stmt = tx.prepare("SELECT partial_dir FROM backups WHERE state = 'running'")?;
+            out.partial_backups = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
         }
+        tx.execute(
+            "UPDATE backups SET state = 'interrupted', finished_at = ?1,
+             error = 'the agent stopped while this backup was written; it was never complete'
+             WHERE state = 'running'",
+            params![now],
+        )?;
         for id in &out.interrupted_jobs {
             tx.execute(
                 "UPDATE jobs SET state = 'interrupted', finished_at = ?1,
@@ -753,4 +791,195 @@ mod tests {
                 .contains("newer than this agent understands")
         );
     }
+}
+
+/// One backup's catalog row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRow {
+    pub info: golive_shared::protocol::BackupInfo,
+    /// Final directory of the backup.
+    pub dir: String,
+    pub partial_dir: String,
+}
+
+impl Journal {
+    /// Records the intent to write a backup (state `running`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backup_started(
+        &self,
+        id: &str,
+        app: &str,
+        label: &str,
+        dir: &str,
+        partial_dir: &str,
+        release: Option<&str>,
+        deployment: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO backups (id, app, label, created_at, state, dir, partial_dir, release, deployment)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8)",
+            params![id, app, label, now, dir, partial_dir, release, deployment],
+        )?;
+        Ok(())
+    }
+
+    pub fn backup_exists(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM backups WHERE id = ?1", params![id], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some())
+    }
+
+    pub fn backup_complete(
+        &self,
+        id: &str,
+        parts: &[golive_shared::protocol::BackupPart],
+        total: u64,
+        now: UnixMillis,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE backups SET state = 'complete', parts = ?2, total_bytes = ?3, finished_at = ?4 WHERE id = ?1",
+            params![id, serde_json::to_string(parts)?, total as i64, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn backup_failed(&self, id: &str, error: &str, now: UnixMillis) -> Result<()> {
+        self.conn().execute(
+            "UPDATE backups SET state = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
+            params![id, error, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn backup_verified(&self, id: &str, ok: bool, detail: &str, now: UnixMillis) -> Result<()> {
+        self.conn().execute(
+            "UPDATE backups SET verified = ?2, verify_detail = ?3, verified_at = ?4 WHERE id = ?1",
+            params![id, ok, detail, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn backup_offsite(&self, id: &str, location: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE backups SET offsite = ?2 WHERE id = ?1",
+            params![id, location],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a pruned backup (its files are gone; the row stays as history).
+    pub fn backup_deleted(&self, id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE backups SET state = 'deleted' WHERE id = ?1",
+            params![id],
+        )?;
+        Ok(())
+    }
+
+    pub fn backup(&self, id: &str) -> Result<Option<BackupRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("{BACKUP_SELECT} WHERE id = ?1"))?;
+        let row = stmt.query_row(params![id], row_to_backup).optional()?;
+        row.map(BackupRowRaw::into_row).transpose()
+    }
+
+    /// Backups of an app other than deleted ones, newest first.
+    pub fn backups(&self, app: &str) -> Result<Vec<BackupRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{BACKUP_SELECT} WHERE app = ?1 AND state != 'deleted' ORDER BY created_at DESC, rowid DESC"
+        ))?;
+        let rows = stmt.query_map(params![app], row_to_backup)?;
+        rows.map(|r| r?.into_row()).collect()
+    }
+
+    pub fn set_release_deployment(&self, app: &str, release: &str, deployment: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE releases SET deployment = ?3 WHERE app = ?1 AND id = ?2",
+            params![app, release, deployment],
+        )?;
+        Ok(())
+    }
+
+    pub fn release_deployment(&self, app: &str, release: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT deployment FROM releases WHERE app = ?1 AND id = ?2",
+                params![app, release],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    pub fn set_job_deployment(&self, id: u64, deployment: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET deployment = ?2 WHERE id = ?1",
+            params![id as i64, deployment],
+        )?;
+        Ok(())
+    }
+
+    pub fn job_deployment(&self, id: u64) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT deployment FROM jobs WHERE id = ?1",
+                params![id as i64],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+}
+
+const BACKUP_SELECT: &str = "SELECT id, app, label, created_at, state, dir, partial_dir, release,
+    deployment, parts, total_bytes, verified, verified_at, verify_detail, offsite, error FROM backups";
+
+struct BackupRowRaw {
+    info: golive_shared::protocol::BackupInfo,
+    parts: String,
+    dir: String,
+    partial_dir: String,
+}
+
+impl BackupRowRaw {
+    fn into_row(mut self) -> Result<BackupRow> {
+        self.info.parts = serde_json::from_str(&self.parts)?;
+        Ok(BackupRow {
+            info: self.info,
+            dir: self.dir,
+            partial_dir: self.partial_dir,
+        })
+    }
+}
+
+fn row_to_backup(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRowRaw> {
+    Ok(BackupRowRaw {
+        info: golive_shared::protocol::BackupInfo {
+            id: r.get(0)?,
+            app: r.get(1)?,
+            label: r.get(2)?,
+            created_at: r.get(3)?,
+            state: r.get(4)?,
+            release: r.get(7)?,
+            deployment: r.get(8)?,
+            verified: r.get(11)?,
+            verified_at: r.get(12)?,
+            verify_detail: r.get(13)?,
+            parts: Vec::new(),
+            total_bytes: r.get::<_, i64>(10)? as u64,
+            offsite: r.get(14)?,
+            error: r.get(15)?,
+        },
+        dir: r.get(5)?,
+        partial_dir: r.get(6)?,
+        parts: r.get(9)?,
+    })
 }

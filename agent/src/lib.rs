@@ -8,6 +8,7 @@
 //! - [`lock`]: app locks as renewable leases.
 //! - [`release`]: safe unpacking and the `releases/` + `current` layout.
 //! - [`probe`]: health probes declared in the config.
+//! - [`backup`]: database and file backups, verify, restore, retention.
 //! - [`journal`]: the SQLite journal, source of truth for all of the above.
 //! - [`revocation`]: the certificate deny list, reloaded on change.
 //! - [`tls`]: rustls server configuration (client certificates required).
@@ -20,6 +21,7 @@
 //! See the README's "Not built yet": backups, maintenance, hooks, migrations,
 //! the watchdog and most probe kinds are not here yet.
 
+pub mod backup;
 pub mod handlers;
 pub mod jobs;
 pub mod journal;
@@ -154,6 +156,12 @@ pub fn open_state(config: &AgentConfig) -> Result<(StateLock, Journal), StartErr
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+    }
+    for partial in backup::run::clean_partials(config, &recovery.partial_backups) {
+        log::warn(&format!(
+            "removed the partial backup {} (interrupted; never complete)",
+            partial.display()
+        ));
     }
     for (name, app) in &config.apps {
         if let Ok(removed) = AppLayout::new(&app.root).clean_staging()

@@ -137,8 +137,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 to,
                 reason: "local emergency rollback (golive-agent rollback)".into(),
             });
-            let log = |line: String| println!("{line}");
-            match golive_agent::jobs::execute(&cfg, &journal, &spec, &log) {
+            let emit = |kind: golive_shared::protocol::EventKind| {
+                if let golive_shared::protocol::EventKind::Log { line, .. } = kind {
+                    println!("{line}");
+                }
+            };
+            match golive_agent::jobs::execute(&cfg, &journal, &spec, None, &emit) {
                 Ok(JobResult::RolledBack { from, to }) => {
                     println!(
                         "{app}: rolled back from {} to {to}",

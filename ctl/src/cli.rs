@@ -86,6 +86,11 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Backups of the plan's app on every host: create, list, verify, restore.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// A full local walkthrough on embedded defaults: PKI, agent, sample app,
     /// deploy, a failing deploy switched back, rollback. Nothing to configure.
     Demo {
@@ -134,5 +139,44 @@ pub enum CertCommand {
         cert_or_serial: String,
         #[arg(long)]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BackupCommand {
+    /// Back up the app's declared databases and file sets on every host.
+    Create {
+        plan: PathBuf,
+        /// Label kept in the backup id.
+        #[arg(long, default_value = "manual")]
+        label: String,
+        /// Only these databases / file sets (repeatable); default all.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Verify right after (checksums and a test restore).
+        #[arg(long)]
+        verify: bool,
+    },
+    /// The backup catalog of every host.
+    List { plan: PathBuf },
+    /// Check a backup: checksums, and a test restore where the engine allows it.
+    Verify {
+        plan: PathBuf,
+        id: String,
+        /// Only on this host (default: every host that has the backup).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Restore a backup (a failed-state backup of what is there is taken first).
+    /// Operators may restore a deployment's rollback point (--deployment);
+    /// any other backup needs an admin certificate.
+    Restore {
+        plan: PathBuf,
+        id: String,
+        #[arg(long)]
+        host: Option<String>,
+        /// The deployment whose rollback point this backup is.
+        #[arg(long)]
+        deployment: Option<String>,
     },
 }

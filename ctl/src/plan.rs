@@ -55,12 +55,26 @@ pub struct RawHost {
 pub struct RawDeploy {
     /// Lease length of the app lock; renewed every third of it.
     pub lock_ttl_secs: u32,
+    /// Pre-deploy backup: "none", "before" (taken before activation) or
+    /// "verified" (taken and verified before activation).
+    pub backup: String,
 }
 
 impl Default for RawDeploy {
     fn default() -> Self {
-        RawDeploy { lock_ttl_secs: 120 }
+        RawDeploy {
+            lock_ttl_secs: 120,
+            backup: "none".into(),
+        }
     }
+}
+
+/// Whether a deployment backs up first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreDeployBackup {
+    None,
+    Before,
+    Verified,
 }
 
 /// A validated plan.
@@ -70,6 +84,7 @@ pub struct Plan {
     pub release: Option<Release>,
     pub hosts: Vec<Host>,
     pub lock_ttl_secs: u32,
+    pub backup: PreDeployBackup,
     /// The operator name from our client certificate.
     pub operator: String,
 }
@@ -172,7 +187,18 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             "key `deploy.lock_ttl_secs`: use 10 to 3600 seconds".into()
         ));
     }
+    let backup = match raw.deploy.backup.as_str() {
+        "none" => PreDeployBackup::None,
+        "before" => PreDeployBackup::Before,
+        "verified" => PreDeployBackup::Verified,
+        other => {
+            return Err(err(format!(
+                "key `deploy.backup`: {other:?} is not one of \"none\", \"before\", \"verified\""
+            )));
+        }
+    };
     Ok(Plan {
+        backup,
         path: path.to_path_buf(),
         app: raw.app,
         release,

@@ -97,10 +97,247 @@ pub struct AppConfig {
     pub shared: Vec<PathBuf>,
     #[serde(default)]
     pub probes: Vec<ProbeConfig>,
+    /// Where backups go, how many are kept, the offsite copy.
+    #[serde(default)]
+    pub backup: BackupPolicy,
+    /// Databases backed up with the app (connection settings and secrets
+    /// stay on this host).
+    #[serde(default)]
+    pub databases: Vec<DatabaseConfig>,
+    /// File trees backed up with the app (tar + zstd).
+    #[serde(default)]
+    pub files: Vec<FileSet>,
 }
 
 fn default_keep() -> usize {
     5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupPolicy {
+    /// Default: `STATE_DIR/backups/APP`.
+    pub dir: Option<PathBuf>,
+    /// Keep at most this many complete backups per app.
+    pub keep: usize,
+    /// Also delete complete backups older than this many days (0 = never by age).
+    pub keep_days: u32,
+    /// Free space required beyond the estimated backup size, in percent.
+    pub margin_percent: u32,
+    /// Free space that must remain after the backup, in bytes.
+    pub min_free_bytes: u64,
+    /// zstd level for file trees, SQLite and MariaDB dumps (1-19).
+    pub zstd_level: i32,
+    pub offsite: Option<Offsite>,
+}
+
+impl Default for BackupPolicy {
+    fn default() -> Self {
+        BackupPolicy {
+            dir: None,
+            keep: 10,
+            keep_days: 0,
+            margin_percent: 20,
+            min_free_bytes: 64 * 1024 * 1024,
+            zstd_level: 3,
+            offsite: None,
+        }
+    }
+}
+
+/// An optional copy of every complete backup elsewhere. Either `dir` (a
+/// mounted directory), or `copy` + `fetch` commands written by the operator
+/// (programs with arguments, no shell; placeholders `{file}`, `{name}`,
+/// `{app}`). `fetch` must write the copied file to stdout so the agent can
+/// check its sha256 after the copy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offsite {
+    pub dir: Option<PathBuf>,
+    pub copy: Option<Vec<String>>,
+    pub fetch: Option<Vec<String>>,
+    #[serde(default = "default_offsite_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_offsite_timeout() -> u64 {
+    3600
+}
+
+/// A database, tagged by `engine`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "engine", rename_all = "lowercase")]
+pub enum DatabaseConfig {
+    Sqlite(SqliteDb),
+    Postgres(PostgresDb),
+    Mariadb(MariadbDb),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteDb {
+    pub name: String,
+    /// The live database file.
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresDb {
+    pub name: String,
+    /// Host name, IP, or a socket directory.
+    #[serde(default = "default_pg_host")]
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    pub user: String,
+    pub dbname: String,
+    /// File holding the password (mode 0600); passed to the tools through
+    /// the environment, never on a command line or in a log.
+    pub password_file: Option<PathBuf>,
+    /// Directory of pg_dump, pg_restore, psql, createdb, dropdb; default: PATH.
+    pub bin_dir: Option<PathBuf>,
+}
+
+fn default_pg_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_pg_port() -> u16 {
+    5432
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MariadbDb {
+    pub name: String,
+    #[serde(default = "default_pg_host")]
+    pub host: String,
+    #[serde(default = "default_mariadb_port")]
+    pub port: u16,
+    /// Unix socket; used instead of host/port when set.
+    pub socket: Option<PathBuf>,
+    pub user: String,
+    pub database: String,
+    /// File holding the password (mode 0600); handed to the client tools in
+    /// a temporary 0600 option file, never on a command line or in a log.
+    pub password_file: Option<PathBuf>,
+    /// Directory of mariadb-dump/mysqldump and mariadb/mysql; default: PATH.
+    pub bin_dir: Option<PathBuf>,
+}
+
+fn default_mariadb_port() -> u16 {
+    3306
+}
+
+// Hand-written Debug: connection settings are fine to show, but keep the
+// habit of never deriving Debug on types that lead to secrets (STYLE: pueue).
+impl fmt::Debug for PostgresDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresDb")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("dbname", &self.dbname)
+            .field(
+                "password_file",
+                &self.password_file.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
+}
+
+impl fmt::Debug for MariadbDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MariadbDb")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("socket", &self.socket)
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field(
+                "password_file",
+                &self.password_file.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
+}
+
+impl DatabaseConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            DatabaseConfig::Sqlite(d) => &d.name,
+            DatabaseConfig::Postgres(d) => &d.name,
+            DatabaseConfig::Mariadb(d) => &d.name,
+        }
+    }
+
+    pub fn engine(&self) -> &'static str {
+        match self {
+            DatabaseConfig::Sqlite(_) => "sqlite",
+            DatabaseConfig::Postgres(_) => "postgres",
+            DatabaseConfig::Mariadb(_) => "mariadb",
+        }
+    }
+
+    /// The external programs this database's backup, verify and restore
+    /// need; each entry lists acceptable names (first found wins).
+    pub fn tools(&self) -> Vec<&'static [&'static str]> {
+        match self {
+            DatabaseConfig::Sqlite(_) => vec![],
+            DatabaseConfig::Postgres(_) => vec![
+                &["pg_dump"],
+                &["pg_restore"],
+                &["psql"],
+                &["createdb"],
+                &["dropdb"],
+            ],
+            DatabaseConfig::Mariadb(_) => {
+                vec![&["mariadb-dump", "mysqldump"], &["mariadb", "mysql"]]
+            }
+        }
+    }
+
+    pub fn bin_dir(&self) -> Option<&Path> {
+        match self {
+            DatabaseConfig::Sqlite(_) => None,
+            DatabaseConfig::Postgres(d) => d.bin_dir.as_deref(),
+            DatabaseConfig::Mariadb(d) => d.bin_dir.as_deref(),
+        }
+    }
+}
+
+/// Finds a program in `bin_dir`, else on PATH.
+pub fn find_tool(names: &[&str], bin_dir: Option<&Path>) -> Option<PathBuf> {
+    let dirs: Vec<PathBuf> = match bin_dir {
+        Some(d) => vec![d.to_path_buf()],
+        None => std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default(),
+    };
+    for name in names {
+        for dir in &dirs {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// A named set of paths archived together.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSet {
+    pub name: String,
+    /// Absolute, or relative to the app's ROOT (e.g. `shared/uploads`).
+    pub paths: Vec<PathBuf>,
+    /// Glob patterns matched against paths relative to each listed path
+    /// (`*` within a name, `**` across directories, trailing `/` = directory).
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 /// A health probe, tagged by `kind`.
@@ -389,6 +626,7 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
                 );
             }
         }
+        validate_backups(name, app, &mut bad);
         let mut seen = std::collections::HashSet::new();
         for (i, probe) in app.probes.iter().enumerate() {
             let pkey = |k: &str| format!("apps.{name}.probes.{i}.{k}");
@@ -425,6 +663,101 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+fn validate_backups(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, String)) {
+    let b = &app.backup;
+    let at = |k: &str| format!("apps.{app_name}.backup.{k}");
+    if let Some(dir) = &b.dir
+        && !dir.is_absolute()
+    {
+        bad(at("dir"), "must be an absolute path".into());
+    }
+    if b.keep == 0 {
+        bad(at("keep"), "must be at least 1".into());
+    }
+    if !(1..=19).contains(&b.zstd_level) {
+        bad(at("zstd_level"), "use a zstd level from 1 to 19".into());
+    }
+    if let Some(o) = &b.offsite {
+        match (&o.dir, &o.copy, &o.fetch) {
+            (Some(d), None, None) if d.is_absolute() => {}
+            (Some(_), None, None) => bad(at("offsite.dir"), "must be an absolute path".into()),
+            (None, Some(c), Some(f)) if !c.is_empty() && !f.is_empty() => {}
+            _ => bad(
+                at("offsite"),
+                "set either `dir`, or both `copy` and `fetch` commands (program and arguments); \
+                 `fetch` writes the copy to stdout so its sha256 can be checked"
+                    .into(),
+            ),
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, db) in app.databases.iter().enumerate() {
+        let key = |k: &str| format!("apps.{app_name}.databases.{i}.{k}");
+        if names::check_app_name(db.name()).is_err() {
+            bad(
+                key("name"),
+                format!(
+                    "invalid name {:?}: use lowercase letters, digits, '-' or '_'",
+                    db.name()
+                ),
+            );
+        }
+        if !names.insert(db.name().to_string()) {
+            bad(
+                key("name"),
+                format!("duplicate backup name {:?}", db.name()),
+            );
+        }
+        if let DatabaseConfig::Sqlite(s) = db
+            && !s.path.is_absolute()
+        {
+            bad(key("path"), "must be an absolute path".into());
+        }
+        for tool in db.tools() {
+            if find_tool(tool, db.bin_dir()).is_none() {
+                bad(
+                    key("engine"),
+                    format!(
+                        "{} backups need `{}`, which is not {}; install the client tools or set bin_dir",
+                        db.engine(),
+                        tool.join("` or `"),
+                        match db.bin_dir() {
+                            Some(d) => format!("in {}", d.display()),
+                            None => "on PATH".into(),
+                        }
+                    ),
+                );
+            }
+        }
+    }
+    for (i, set) in app.files.iter().enumerate() {
+        let key = |k: &str| format!("apps.{app_name}.files.{i}.{k}");
+        if names::check_app_name(&set.name).is_err() {
+            bad(
+                key("name"),
+                format!(
+                    "invalid name {:?}: use lowercase letters, digits, '-' or '_'",
+                    set.name
+                ),
+            );
+        }
+        if !names.insert(set.name.clone()) {
+            bad(key("name"), format!("duplicate backup name {:?}", set.name));
+        }
+        if set.paths.is_empty() {
+            bad(key("paths"), "list at least one path".into());
+        }
+        for (j, p) in set.paths.iter().enumerate() {
+            if p.is_relative() && !is_plain_relative(p) {
+                bad(
+                    format!("apps.{app_name}.files.{i}.paths.{j}"),
+                    "relative paths must stay inside ROOT (no `..`)".into(),
+                );
+            }
+        }
+    }
 }
 
 /// True for a relative path with only normal components.

@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -60,14 +60,6 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
     /// Both streams, for assertion messages.
     pub fn text(&self) -> String {
         format!(
@@ -87,28 +79,46 @@ impl Run {
 }
 
 /// Runs a command to completion with a time limit; kills it on timeout.
+/// stdout and stderr are drained on threads, so a chatty command never
+/// blocks on a full pipe.
 pub fn run_bounded(mut cmd: Command, limit: Duration) -> Run {
+    use std::io::Read;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn command");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped")));
+    let err = drain(Box::new(child.stderr.take().expect("piped")));
     let started = Instant::now();
-    loop {
-        if child.try_wait().expect("poll child").is_some() {
-            return Run::from(child.wait_with_output().expect("collect output"));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            break Some(status);
         }
         if started.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("collect output");
-            panic!(
-                "command timed out after {limit:?}: {cmd:?}\n{}",
-                Run::from(out).text()
-            );
+            let _ = child.wait();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    let run = Run {
+        code: status.and_then(|s| s.code()).unwrap_or(-1),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    if status.is_none() {
+        panic!("command timed out after {limit:?}: {cmd:?}\n{}", run.text());
     }
+    run
 }
 
 /// `golivectl` with a private controller state directory.
@@ -498,3 +508,5 @@ pub fn app_toml(name: &str, root: &Path, probe_url: &str) -> String {
          expect_status = [200]\nbody_contains = \"ok\"\nseverity = \"critical\"\ntimeout_ms = 3000\n\n"
     )
 }
+
+pub mod db;

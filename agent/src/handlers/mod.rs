@@ -23,7 +23,8 @@ pub fn required_role(req: &Request) -> Role {
         | Request::JobEvents(_)
         | Request::ListJobs(_)
         | Request::RunProbes(_)
-        | Request::HasArtifact(_) => Role::Viewer,
+        | Request::HasArtifact(_)
+        | Request::ListBackups(_) => Role::Viewer,
         Request::SubmitJob(_) => Role::Operator,
         Request::Lock(LockRequest::Break { .. }) => Role::Operator,
         Request::Lock(_) => Role::Operator,
@@ -84,7 +85,7 @@ pub async fn dispatch(
     match req {
         Request::Hello(h) => Ok(Response::Hello(agent::hello(agent, peer, h))),
         Request::Status(s) => agent::status(agent, s).map(Response::Status),
-        Request::SubmitJob(s) => jobs::submit(agent, &peer.name, s).map(Response::Job),
+        Request::SubmitJob(s) => jobs::submit(agent, peer, s).map(Response::Job),
         Request::JobEvents(e) => jobs::events(agent, e).await.map(Response::Events),
         Request::ListJobs(l) => agent
             .journal
@@ -97,5 +98,11 @@ pub async fn dispatch(
             Ok(Response::Probes(probe::run_app(&p.app, app, &p.tags).await))
         }
         Request::HasArtifact(h) => artifact::has(agent, &h.sha256).map(Response::Artifact),
+        Request::ListBackups(l) => {
+            agent.known_app(&l.app)?;
+            crate::backup::run::list(&agent.config, &agent.journal, &l.app)
+                .map(Response::Backups)
+                .map_err(crate::state::internal)
+        }
     }
 }

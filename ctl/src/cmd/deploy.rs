@@ -6,7 +6,8 @@
 //! 1. reach every agent (hello: protocol and role), check the app is declared;
 //! 2. take the app lock on every host (a lease, renewed in the background);
 //! 3. upload (content-addressed: skipped when the agent has it) and stage on
-//!    every host: nothing live changes yet;
+//!    every host: nothing live changes yet; then, when the plan asks, the
+//!    pre-deploy backup (verified if asked) on every host, the rollback point;
 //! 4. host by host: activate, run the app's probes; a critical or high probe
 //!    that does not pass switches every activated host back (exit 3);
 //! 5. release the locks, record the outcome.
@@ -20,9 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use golive_shared::protocol::{
-    ActivateRelease, EventKind, JobEventsRequest, JobInfo, JobResult, JobSpec, JobState,
-    LockRequest, LockResponse, ProbeReport, ProbeStatus, Request, Response, RollbackRelease,
-    RunProbesRequest, Severity, StageRelease, SubmitJob,
+    ActivateRelease, CreateBackup, EventKind, JobEventsRequest, JobInfo, JobResult, JobSpec,
+    JobState, LockRequest, LockResponse, ProbeReport, ProbeStatus, Request, Response,
+    RollbackRelease, RunProbesRequest, Severity, StageRelease, SubmitJob,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -33,7 +34,7 @@ use crate::client::{AgentClient, ClientError};
 use crate::cmd::status::agent_status;
 use crate::journal::Journal;
 use crate::output::{Exit, Out, usage};
-use crate::plan::{self, Plan};
+use crate::plan::{self, Plan, PreDeployBackup};
 
 /// How often a long-poll may fail in a row before the controller gives up
 /// following a job (the job itself keeps running on the agent).
@@ -115,6 +116,9 @@ pub async fn run_job(
 pub async fn follow(out: Out, client: &AgentClient, job_id: u64) -> Result<JobInfo, ClientError> {
     let mut after = 0;
     let mut failures = 0;
+    let tty = !out.json() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    // (started, on a progress line) for the live progress display.
+    let mut progress: Option<(std::time::Instant, bool)> = None;
     loop {
         let req = Request::JobEvents(JobEventsRequest {
             job_id,
@@ -128,11 +132,30 @@ pub async fn follow(out: Out, client: &AgentClient, job_id: u64) -> Result<JobIn
                     after = after.max(e.seq);
                     match &e.kind {
                         EventKind::Log { line, .. } => {
+                            if let Some((_, on_line @ true)) = progress.as_mut() {
+                                println!();
+                                *on_line = false;
+                            }
                             out.line(format!("[{}]   {line}", client.host));
                             out.event(&json!({"event": "log", "host": client.host, "job": job_id, "line": line}));
                         }
                         EventKind::Progress { step, done, total } => {
                             out.event(&json!({"event": "progress", "host": client.host, "job": job_id, "step": step, "done": done, "total": total}));
+                            if tty {
+                                let (since, on_line) =
+                                    progress.get_or_insert((std::time::Instant::now(), false));
+                                let secs = since.elapsed().as_secs_f64().max(0.001);
+                                let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+                                print!(
+                                    "\r[{}]   {step}: {:.1} MiB of ~{:.1} MiB ({:.1} MiB/s)   ",
+                                    client.host,
+                                    mib(*done),
+                                    mib(*total),
+                                    mib(*done) / secs
+                                );
+                                let _ = std::io::Write::flush(&mut std::io::stdout());
+                                *on_line = true;
+                            }
                         }
                         EventKind::Finished { .. } => {}
                     }
@@ -455,6 +478,46 @@ async fn run_deployment(
         let _ = journal.set_host(id, &host.name, &c.addr, None, "staged");
     }
 
+    // Phase 3b: the rollback point. Nothing live has changed yet; a backup
+    // that cannot be taken (or verified, when the plan asks) stops here.
+    if plan.backup != PreDeployBackup::None {
+        for (host, lease) in plan.hosts.iter().zip(&leases) {
+            let seq = journal.start_step(id, &host.name, "backup").ok();
+            let spec = JobSpec::Backup(CreateBackup {
+                app: plan.app.clone(),
+                label: "pre-deploy".into(),
+                only: vec![],
+                deployment: Some(id.to_string()),
+                verify: plan.backup == PreDeployBackup::Verified,
+            });
+            let r = job_ok(
+                run_job(
+                    out,
+                    &host.client,
+                    format!("{id}:{}:backup", host.name),
+                    Some(lease.token.clone()),
+                    spec,
+                )
+                .await,
+            );
+            finish(journal, seq, &r);
+            match r {
+                Ok(detail) => step(out, &host.name, "backup", "ok", &detail),
+                Err(Failure(_, e)) => {
+                    step(out, &host.name, "backup", "failed", &e);
+                    release_all(leases).await;
+                    return (
+                        Exit::Failed,
+                        format!(
+                            "the pre-deploy backup on {} failed, nothing live changed: {e}",
+                            host.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     // Phase 4: host by host, activate and verify.
     let mut activated: Vec<usize> = Vec::new();
     let mut failure = None;
@@ -672,6 +735,15 @@ fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
             Some(JobResult::RolledBack { from, to }) => {
                 format!("{} -> {to}", from.as_deref().unwrap_or("none"))
             }
+            Some(JobResult::BackedUp { id, bytes, .. }) => format!("backup {id}, {bytes} bytes"),
+            Some(JobResult::Verified { id, detail, .. }) => format!("backup {id}: {detail}"),
+            Some(JobResult::Restored {
+                id,
+                failed_state_backup,
+                duration_ms,
+            }) => format!(
+                "restored {id} in {duration_ms} ms (what was there is saved as {failed_state_backup})"
+            ),
             None => String::new(),
         }),
         Ok(job) => Err(Failure(

@@ -1,6 +1,7 @@
 //! One file per subcommand. Each returns an [`Exit`]; errors that are the
 //! user's to fix are [`crate::output::UsageError`] (exit 2).
 
+pub mod backup;
 pub mod demo;
 pub mod deploy;
 pub mod history;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Jobs { plan, limit } => status::jobs(out, &plan, limit).await,
         Command::Follow { plan, host, job } => deploy::follow_cmd(out, &plan, &host, job).await,
         Command::Unlock { plan, reason } => deploy::unlock(out, &plan, &reason).await,
+        Command::Backup { command } => backup::run(out, command).await,
         Command::Demo { keep } => demo::demo(out, keep).await,
     }
 }

@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ActivateRelease, RollbackRelease, StageRelease, UnixMillis};
+use super::{
+    ActivateRelease, CreateBackup, RestoreBackup, RollbackRelease, StageRelease, UnixMillis,
+    VerifyBackup,
+};
 
 /// Submit a job. Submitting the same key again returns the existing job and
 /// never runs it twice; the same key with a different spec is refused.
@@ -22,6 +25,9 @@ pub enum JobSpec {
     Stage(StageRelease),
     Activate(ActivateRelease),
     Rollback(RollbackRelease),
+    Backup(CreateBackup),
+    VerifyBackup(VerifyBackup),
+    Restore(RestoreBackup),
 }
 
 impl JobSpec {
@@ -30,6 +36,9 @@ impl JobSpec {
             JobSpec::Stage(_) => "stage",
             JobSpec::Activate(_) => "activate",
             JobSpec::Rollback(_) => "rollback",
+            JobSpec::Backup(_) => "backup",
+            JobSpec::VerifyBackup(_) => "backup.verify",
+            JobSpec::Restore(_) => "backup.restore",
         }
     }
 
@@ -38,6 +47,9 @@ impl JobSpec {
             JobSpec::Stage(s) => &s.app,
             JobSpec::Activate(a) => &a.app,
             JobSpec::Rollback(r) => &r.app,
+            JobSpec::Backup(b) => &b.app,
+            JobSpec::VerifyBackup(v) => &v.app,
+            JobSpec::Restore(r) => &r.app,
         }
     }
 }
@@ -116,6 +128,23 @@ pub enum JobResult {
     RolledBack {
         from: Option<String>,
         to: String,
+    },
+    BackedUp {
+        id: String,
+        bytes: u64,
+        parts: u32,
+        verified: Option<bool>,
+    },
+    Verified {
+        id: String,
+        ok: bool,
+        detail: String,
+    },
+    Restored {
+        id: String,
+        /// The backup of what was there before the restore overwrote it.
+        failed_state_backup: String,
+        duration_ms: u64,
     },
 }
 

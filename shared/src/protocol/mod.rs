@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod artifact;
+pub mod backup;
 pub mod job;
 pub mod lock;
 pub mod probe;
@@ -19,6 +20,7 @@ pub mod release;
 
 pub use agent::*;
 pub use artifact::*;
+pub use backup::*;
 pub use job::*;
 pub use lock::*;
 pub use probe::*;
@@ -49,6 +51,7 @@ pub enum Request {
     Lock(LockRequest),
     RunProbes(RunProbesRequest),
     HasArtifact(HasArtifactRequest),
+    ListBackups(ListBackupsRequest),
 }
 
 impl Request {
@@ -63,6 +66,7 @@ impl Request {
             Request::Lock(l) => format!("lock.{}", l.verb()),
             Request::RunProbes(_) => "probe.run".into(),
             Request::HasArtifact(_) => "artifact.has".into(),
+            Request::ListBackups(_) => "backup.list".into(),
         }
     }
 }
@@ -79,6 +83,7 @@ pub enum Response {
     Lock(LockResponse),
     Probes(ProbeReport),
     Artifact(ArtifactInfo),
+    Backups(Vec<BackupInfo>),
 }
 
 /// A refusal or failure, with a message that names the problem and the fix.

@@ -1,5 +1,7 @@
 //! All integration tests compile into one binary (ripgrep style); each module
 //! covers one concern and drives the real binaries through `golive_tests`.
 
+mod backup;
+mod backup_engines;
 mod deploy;
 mod security;
