@@ -50,6 +50,37 @@ pub fn submit(
         JobSpec::Backup(b) => crate::backup::run::check_label(&b.label).map_err(bad)?,
         JobSpec::VerifyBackup(_) => {}
         JobSpec::Restore(r) => restore_allowed(agent, peer, r)?,
+        JobSpec::Maintenance(_) => {
+            if agent.known_app(&app)?.maintenance.is_none() {
+                return Err(ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "app {app} on agent {} declares no maintenance mode; add [apps.{app}.maintenance] \
+                         (flag_file and/or on/off commands) to its config",
+                        agent.config.agent.name
+                    ),
+                ));
+            }
+        }
+        JobSpec::RunCommand(c) => {
+            let declared = &agent.known_app(&app)?.commands;
+            if !declared.contains_key(&c.name) {
+                let valid: Vec<&str> = declared.keys().map(String::as_str).collect();
+                return Err(ErrorBody::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "app {app} on agent {} declares no command {:?}; declared commands: {}",
+                        agent.config.agent.name,
+                        c.name,
+                        if valid.is_empty() {
+                            "(none)".to_string()
+                        } else {
+                            valid.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
     }
 
     // A resubmission is answered before the lock check: the job it names was
@@ -256,6 +287,7 @@ pub fn execute(
             let stats = layout
                 .stage(&s.release, &archive, &app.shared, &limits)
                 .map_err(|e| e.to_string())?;
+            crate::hooks::finish_stage(config, app_name, &layout, &s.release, emit)?;
             journal
                 .record_staged(app_name, &s.release, &s.artifact_sha256, now_millis())
                 .map_err(|e| e.to_string())?;
@@ -279,7 +311,20 @@ pub fn execute(
             })
         }
         JobSpec::Activate(a) => {
+            let dir = layout.release_dir(&a.release);
+            let current = layout.current().map_err(|e| e.to_string())?;
+            // Already live: nothing switches, so no activation hooks run.
+            let switching = current.as_deref() != Some(a.release.as_str());
+            if switching && dir.is_dir() {
+                crate::hooks::preflight(app, &a.release, &dir)?;
+                crate::hooks::run_hooks(config, app_name, "before_activate", &dir, emit)
+                    .map_err(|e| format!("{e}; nothing was switched"))?;
+            }
             let previous = switch(journal, app_name, app, &layout, &a.release, "activate", log)?;
+            if switching {
+                crate::hooks::run_hooks(config, app_name, "after_activate", &dir, emit)
+                    .map_err(|e| format!("{e}; current already points to {}", a.release))?;
+            }
             Ok(JobResult::Activated {
                 release: a.release.clone(),
                 previous,
@@ -303,11 +348,23 @@ pub fn execute(
             };
             log(format!("rolling back ({})", r.reason));
             let from = switch(journal, app_name, app, &layout, &to, "rollback", log)?;
+            if from.as_deref() != Some(to.as_str()) {
+                crate::hooks::run_hooks(
+                    config,
+                    app_name,
+                    "after_rollback",
+                    &layout.release_dir(&to),
+                    emit,
+                )
+                .map_err(|e| format!("{e}; current already points to {to}"))?;
+            }
             Ok(JobResult::RolledBack { from, to })
         }
         JobSpec::Backup(b) => crate::backup::run::create(config, journal, b, emit),
         JobSpec::VerifyBackup(v) => crate::backup::run::verify(config, journal, v, emit),
         JobSpec::Restore(r) => crate::backup::run::restore(config, journal, r, emit),
+        JobSpec::Maintenance(m) => crate::maintenance::set(config, journal, m, emit),
+        JobSpec::RunCommand(c) => crate::hooks::run_command(config, c, emit),
     }
 }
 

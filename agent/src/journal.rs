@@ -16,7 +16,7 @@ use golive_shared::protocol::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Bump when the schema changes, and add a step to `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Schema steps; step `i` takes the journal from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -114,6 +114,25 @@ CREATE TABLE backups (
 CREATE INDEX backups_app ON backups (app, created_at);
 ALTER TABLE releases ADD COLUMN deployment TEXT;
 ALTER TABLE jobs ADD COLUMN deployment TEXT;
+"#,
+    r#"
+CREATE TABLE maintenance (
+    app TEXT PRIMARY KEY,
+    on_since INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    by TEXT NOT NULL
+);
+CREATE TABLE maintenance_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    on_since INTEGER NOT NULL,
+    off_at INTEGER NOT NULL,
+    downtime_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    on_by TEXT NOT NULL,
+    off_by TEXT NOT NULL
+);
+CREATE INDEX maintenance_log_app ON maintenance_log (app, seq);
 "#,
 ];
 
@@ -982,4 +1001,188 @@ fn row_to_backup(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRowRaw> {
         partial_dir: r.get(6)?,
         parts: r.get(9)?,
     })
+}
+
+/// An app in maintenance mode, as journaled when it was turned on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceState {
+    pub on_since: UnixMillis,
+    pub reason: String,
+    pub by: String,
+}
+
+/// One finished maintenance window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceWindow {
+    pub on_since: UnixMillis,
+    pub off_at: UnixMillis,
+    pub downtime_ms: u64,
+    pub reason: String,
+    pub on_by: String,
+    pub off_by: String,
+}
+
+impl Journal {
+    /// The app's maintenance state: `None` when it is off.
+    pub fn maintenance(&self, app: &str) -> Result<Option<MaintenanceState>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT on_since, reason, by FROM maintenance WHERE app = ?1",
+                params![app],
+                |r| {
+                    Ok(MaintenanceState {
+                        on_since: r.get(0)?,
+                        reason: r.get(1)?,
+                        by: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Records that the app goes into maintenance. When it already is, the
+    /// original row (and its `on_since`) is kept; returns the state in force
+    /// and whether this call changed it.
+    pub fn maintenance_on(
+        &self,
+        app: &str,
+        reason: &str,
+        by: &str,
+        now: UnixMillis,
+    ) -> Result<(MaintenanceState, bool)> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO maintenance (app, on_since, reason, by) VALUES (?1, ?2, ?3, ?4)",
+            params![app, now, reason, by],
+        )?;
+        let state = tx.query_row(
+            "SELECT on_since, reason, by FROM maintenance WHERE app = ?1",
+            params![app],
+            |r| {
+                Ok(MaintenanceState {
+                    on_since: r.get(0)?,
+                    reason: r.get(1)?,
+                    by: r.get(2)?,
+                })
+            },
+        )?;
+        tx.commit()?;
+        Ok((state, inserted == 1))
+    }
+
+    /// Records that the app left maintenance: clears the state and appends
+    /// the window to `maintenance_log`. `None` when it was not on.
+    pub fn maintenance_off(
+        &self,
+        app: &str,
+        by: &str,
+        now: UnixMillis,
+    ) -> Result<Option<MaintenanceWindow>> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        let state = tx
+            .query_row(
+                "SELECT on_since, reason, by FROM maintenance WHERE app = ?1",
+                params![app],
+                |r| {
+                    Ok(MaintenanceState {
+                        on_since: r.get(0)?,
+                        reason: r.get(1)?,
+                        by: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?;
+        let Some(state) = state else {
+            return Ok(None);
+        };
+        let downtime_ms = (now - state.on_since).max(0) as u64;
+        tx.execute("DELETE FROM maintenance WHERE app = ?1", params![app])?;
+        tx.execute(
+            "INSERT INTO maintenance_log (app, on_since, off_at, downtime_ms, reason, on_by, off_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                app,
+                state.on_since,
+                now,
+                downtime_ms as i64,
+                state.reason,
+                state.by,
+                by
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Some(MaintenanceWindow {
+            on_since: state.on_since,
+            off_at: now,
+            downtime_ms,
+            reason: state.reason,
+            on_by: state.by,
+            off_by: by.to_string(),
+        }))
+    }
+
+    /// Finished maintenance windows of an app, newest first.
+    pub fn maintenance_log(&self, app: &str, limit: u32) -> Result<Vec<MaintenanceWindow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT on_since, off_at, downtime_ms, reason, on_by, off_by FROM maintenance_log
+             WHERE app = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![app, limit], |r| {
+            Ok(MaintenanceWindow {
+                on_since: r.get(0)?,
+                off_at: r.get(1)?,
+                downtime_ms: r.get::<_, i64>(2)? as u64,
+                reason: r.get(3)?,
+                on_by: r.get(4)?,
+                off_by: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Who submitted the job of `kind` now running for `app` (one job runs
+    /// at a time per app, so this is the caller of the running job).
+    pub fn running_job_submitter(&self, app: &str, kind: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT submitted_by FROM jobs WHERE app = ?1 AND kind = ?2 AND state = 'running'
+                 ORDER BY id DESC LIMIT 1",
+                params![app, kind],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod maintenance_tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_state_keeps_first_on_and_logs_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        assert_eq!(j.maintenance("shop").unwrap(), None);
+        let (s, changed) = j.maintenance_on("shop", "deploy", "alice", 1_000).unwrap();
+        assert!(changed);
+        assert_eq!(s.on_since, 1_000);
+        let (s, changed) = j.maintenance_on("shop", "again", "bob", 2_000).unwrap();
+        assert!(!changed);
+        assert_eq!((s.on_since, s.reason.as_str()), (1_000, "deploy"));
+        let w = j.maintenance_off("shop", "carol", 4_500).unwrap().unwrap();
+        assert_eq!(w.downtime_ms, 3_500);
+        assert_eq!(j.maintenance("shop").unwrap(), None);
+        assert_eq!(j.maintenance_off("shop", "carol", 5_000).unwrap(), None);
+        let log = j.maintenance_log("shop", 10).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(
+            (log[0].on_by.as_str(), log[0].off_by.as_str()),
+            ("alice", "carol")
+        );
+    }
 }

@@ -7,6 +7,7 @@
 //! - [`jobs`]: idempotent job submission, the executor, long-poll of events.
 //! - [`lock`]: app locks as renewable leases.
 //! - [`release`]: safe unpacking and the `releases/` + `current` layout.
+//! - [`exec`]: runs declared programs (process group, timeout, user, output).
 //! - [`probe`]: health probes declared in the config.
 //! - [`backup`]: database and file backups, verify, restore, retention.
 //! - [`journal`]: the SQLite journal, source of truth for all of the above.
@@ -22,11 +23,14 @@
 //! the watchdog and most probe kinds are not here yet.
 
 pub mod backup;
+pub mod exec;
 pub mod handlers;
+pub mod hooks;
 pub mod jobs;
 pub mod journal;
 pub mod lock;
 pub mod log;
+pub mod maintenance;
 pub mod probe;
 pub mod release;
 pub mod revocation;

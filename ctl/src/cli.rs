@@ -91,6 +91,25 @@ pub enum Command {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// Turn the plan's app's maintenance mode on or off on every host (flag
+    /// file and/or commands, as each agent declares; checked when a check URL
+    /// is set). `off` reports the downtime.
+    Maintenance {
+        #[arg(value_enum, value_name = "on|off")]
+        switch: OnOff,
+        plan: PathBuf,
+        /// Why; journaled on the agents and written into the flag file.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Run a command the app declares on every host, in plan order
+    /// (`[apps.APP.commands.NAME]` in each agent's config); an unknown name
+    /// is refused with the list of declared ones.
+    Run {
+        plan: PathBuf,
+        /// The command's name, e.g. `cache-rebuild`.
+        command: String,
+    },
     /// A full local walkthrough on embedded defaults: PKI, agent, sample app,
     /// deploy, a failing deploy switched back, rollback. Nothing to configure.
     Demo {
@@ -98,6 +117,13 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Subcommand)]

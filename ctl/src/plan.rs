@@ -58,6 +58,9 @@ pub struct RawDeploy {
     /// Pre-deploy backup: "none", "before" (taken before activation) or
     /// "verified" (taken and verified before activation).
     pub backup: String,
+    /// Put the app in maintenance mode (as each agent's config declares)
+    /// from before the pre-deploy backup until every host is switched.
+    pub maintenance: bool,
 }
 
 impl Default for RawDeploy {
@@ -65,6 +68,7 @@ impl Default for RawDeploy {
         RawDeploy {
             lock_ttl_secs: 120,
             backup: "none".into(),
+            maintenance: false,
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct Plan {
     pub hosts: Vec<Host>,
     pub lock_ttl_secs: u32,
     pub backup: PreDeployBackup,
+    /// `[deploy] maintenance = true`: maintenance on around the switch.
+    pub maintenance: bool,
     /// The operator name from our client certificate.
     pub operator: String,
 }
@@ -199,6 +205,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
     };
     Ok(Plan {
         backup,
+        maintenance: raw.deploy.maintenance,
         path: path.to_path_buf(),
         app: raw.app,
         release,

@@ -107,6 +107,111 @@ pub struct AppConfig {
     /// File trees backed up with the app (tar + zstd).
     #[serde(default)]
     pub files: Vec<FileSet>,
+    /// Defaults for every hook and named command of the app.
+    #[serde(default)]
+    pub run: RunDefaults,
+    /// Programs run at named points of the release lifecycle.
+    #[serde(default)]
+    pub hooks: Hooks,
+    /// Allow-listed commands a controller may run by name (`golivectl run`).
+    #[serde(default)]
+    pub commands: BTreeMap<String, CommandSpec>,
+    /// Mode changes applied to a release after unpacking (seed 000:
+    /// `settings.php` 0444), checked again before activation.
+    #[serde(default)]
+    pub permissions: Vec<PermissionRule>,
+    /// Paths (relative to the release) that must exist once shared paths are
+    /// linked, or the release is refused (seed 000: the local settings file).
+    #[serde(default)]
+    pub required_files: Vec<PathBuf>,
+    /// How this app goes into and out of maintenance mode.
+    pub maintenance: Option<MaintenanceConfig>,
+}
+
+/// Defaults for hooks and commands.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunDefaults {
+    /// Run as this user (only when the agent runs as root).
+    pub user: Option<String>,
+    pub timeout_secs: u64,
+    /// After the timeout: SIGTERM to the process group, SIGKILL this much later.
+    pub grace_secs: u64,
+    /// Extra environment for every hook and command.
+    pub env: BTreeMap<String, String>,
+    /// Output kept per run (the tail), in bytes.
+    pub max_output_bytes: usize,
+}
+
+impl Default for RunDefaults {
+    fn default() -> Self {
+        RunDefaults {
+            user: None,
+            timeout_secs: 300,
+            grace_secs: 10,
+            env: BTreeMap::new(),
+            max_output_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A program with arguments: never a shell string, unless the operator
+/// writes `["sh", "-c", "..."]` explicitly.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    pub cmd: Vec<String>,
+    /// Working directory: absolute, or relative to the release the command
+    /// runs for (default: that release's directory).
+    pub cwd: Option<PathBuf>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub timeout_secs: Option<u64>,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hooks {
+    /// In the new release, after unpack (build: `composer install --no-dev`).
+    pub after_unpack: Vec<CommandSpec>,
+    /// In the new release, right before the switch.
+    pub before_activate: Vec<CommandSpec>,
+    /// In the new release, right after the switch (`drush cr`).
+    pub after_activate: Vec<CommandSpec>,
+    /// In the release switched back to, after a rollback.
+    pub after_rollback: Vec<CommandSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionRule {
+    /// Relative to the release directory.
+    pub path: PathBuf,
+    /// Octal, e.g. "0444".
+    pub mode: String,
+}
+
+impl PermissionRule {
+    /// The mode as a number; validate() guarantees it parses.
+    pub fn mode_bits(&self) -> u32 {
+        u32::from_str_radix(self.mode.trim_start_matches("0o"), 8).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// A file the web server checks (packaging/ ships nginx and Apache
+    /// snippets): absolute, or relative to ROOT. Created on, removed off.
+    pub flag_file: Option<PathBuf>,
+    /// Command to turn maintenance on (e.g. `drush state:set system.maintenance_mode 1`).
+    pub on: Option<CommandSpec>,
+    pub off: Option<CommandSpec>,
+    /// When set: must answer 503 while on, 2xx after off.
+    pub check_url: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub check_timeout_ms: u64,
 }
 
 fn default_keep() -> usize {
@@ -627,6 +732,7 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
             }
         }
         validate_backups(name, app, &mut bad);
+        validate_ops(name, app, &mut bad);
         let mut seen = std::collections::HashSet::new();
         for (i, probe) in app.probes.iter().enumerate() {
             let pkey = |k: &str| format!("apps.{name}.probes.{i}.{k}");
@@ -663,6 +769,120 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+fn validate_command(key: &str, c: &CommandSpec, bad: &mut dyn FnMut(String, String)) {
+    if c.cmd.is_empty() || c.cmd[0].is_empty() {
+        bad(
+            format!("{key}.cmd"),
+            "list the program and its arguments, e.g. [\"drush\", \"cr\"]".into(),
+        );
+    }
+    if c.timeout_secs == Some(0) {
+        bad(
+            format!("{key}.timeout_secs"),
+            "must be greater than 0".into(),
+        );
+    }
+    if let Some(cwd) = &c.cwd
+        && cwd.is_relative()
+        && !is_plain_relative(cwd)
+    {
+        bad(
+            format!("{key}.cwd"),
+            "relative paths must stay inside the release (no `..`)".into(),
+        );
+    }
+}
+
+fn validate_ops(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, String)) {
+    if app.run.timeout_secs == 0 {
+        bad(
+            format!("apps.{app_name}.run.timeout_secs"),
+            "must be greater than 0".into(),
+        );
+    }
+    for (point, list) in [
+        ("after_unpack", &app.hooks.after_unpack),
+        ("before_activate", &app.hooks.before_activate),
+        ("after_activate", &app.hooks.after_activate),
+        ("after_rollback", &app.hooks.after_rollback),
+    ] {
+        for (i, c) in list.iter().enumerate() {
+            validate_command(&format!("apps.{app_name}.hooks.{point}.{i}"), c, bad);
+        }
+    }
+    for (name, c) in &app.commands {
+        if names::check_app_name(name).is_err() {
+            bad(
+                format!("apps.{app_name}.commands.{name}"),
+                format!("invalid command name {name:?}: use lowercase letters, digits, '-' or '_'"),
+            );
+        }
+        validate_command(&format!("apps.{app_name}.commands.{name}"), c, bad);
+    }
+    for (i, rule) in app.permissions.iter().enumerate() {
+        let key = |k: &str| format!("apps.{app_name}.permissions.{i}.{k}");
+        if !is_plain_relative(&rule.path) {
+            bad(
+                key("path"),
+                "must be a relative path inside the release, without `..`".into(),
+            );
+        }
+        let digits = rule.mode.trim_start_matches("0o");
+        if digits.is_empty()
+            || digits.len() > 4
+            || u32::from_str_radix(digits, 8).map_or(true, |m| m > 0o7777)
+        {
+            bad(
+                key("mode"),
+                format!("{:?} is not an octal mode like \"0444\"", rule.mode),
+            );
+        }
+    }
+    for (i, f) in app.required_files.iter().enumerate() {
+        if !is_plain_relative(f) {
+            bad(
+                format!("apps.{app_name}.required_files.{i}"),
+                "must be a relative path inside the release, without `..`".into(),
+            );
+        }
+    }
+    if let Some(m) = &app.maintenance {
+        let key = |k: &str| format!("apps.{app_name}.maintenance.{k}");
+        if m.flag_file.is_none() && m.on.is_none() {
+            bad(
+                key("flag_file"),
+                "set a flag_file, an `on` and `off` command, or both".into(),
+            );
+        }
+        if m.on.is_some() != m.off.is_some() {
+            bad(key("off"), "`on` and `off` commands go together".into());
+        }
+        if let Some(f) = &m.flag_file
+            && f.is_relative()
+            && !is_plain_relative(f)
+        {
+            bad(
+                key("flag_file"),
+                "relative paths must stay inside ROOT (no `..`)".into(),
+            );
+        }
+        if let Some(c) = &m.on {
+            validate_command(&key("on"), c, bad);
+        }
+        if let Some(c) = &m.off {
+            validate_command(&key("off"), c, bad);
+        }
+        if let Some(u) = &m.check_url
+            && !u.starts_with("http://")
+        {
+            bad(
+                key("check_url"),
+                "only http:// URLs are supported so far".into(),
+            );
+        }
+    }
 }
 
 fn validate_backups(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, String)) {

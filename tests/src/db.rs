@@ -20,51 +20,7 @@ use std::time::{Duration, Instant};
 
 use golive_shared::config::{MariadbDb, PostgresDb};
 
-use crate::{Run, free_port, run_bounded};
-
-/// Like [`run_bounded`], but stdout and stderr are drained while the
-/// command runs, so a large query result cannot fill the pipe and stall it.
-pub fn run_drained(mut cmd: Command, limit: Duration) -> Run {
-    use std::io::Read;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll child") {
-            break Some(status);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let run = Run {
-        code: status.and_then(|s| s.code()).unwrap_or(-1),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    };
-    assert!(
-        status.is_some(),
-        "command timed out after {limit:?}: {cmd:?}\n{}",
-        run.text()
-    );
-    run
-}
+use crate::{free_port, run_bounded};
 
 /// A password unique to this process and moment, with characters that need
 /// care in option files and SQL literals (`"`, `#`, `\`, `'`, space).
@@ -316,7 +272,7 @@ impl TestPostgres {
             .args(["-p", &self.port.to_string(), "-U", user, "-d", dbname])
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .env_remove("PGPASSWORD");
-        let run = run_drained(cmd, Duration::from_secs(60));
+        let run = run_bounded(cmd, Duration::from_secs(60));
         assert_eq!(run.code, 0, "psql failed on {sql:?}: {}", run.text());
         run.stdout
     }
@@ -549,7 +505,7 @@ impl TestMariadb {
             cmd.arg(format!("--database={database}"));
         }
         cmd.args(["-e", sql]);
-        let run = run_drained(cmd, Duration::from_secs(60));
+        let run = run_bounded(cmd, Duration::from_secs(60));
         assert_eq!(run.code, 0, "mariadb failed on {sql:?}: {}", run.text());
         run.stdout
     }
@@ -602,5 +558,37 @@ impl Drop for TestMariadb {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl TestMariadb {
+    /// Runs SQL in `shop` as `golive` over TCP: the account the agent uses,
+    /// so views and routines created here get the definer a restore by the
+    /// agent can recreate. The password goes through `MYSQL_PWD`, not argv.
+    /// Panics on an SQL error.
+    pub fn sql_as_app(&self, sql: &str) -> String {
+        let tool = golive_shared::config::find_tool(&["mariadb", "mysql"], None)
+            .expect("mariadb client not found: install mariadb-client");
+        let mut cmd = Command::new(tool);
+        cmd.arg("--no-defaults")
+            .args(["--protocol=TCP", "--host=127.0.0.1"])
+            .arg(format!("--port={}", self.port))
+            .args([
+                "--user=golive",
+                "--database=shop",
+                "--batch",
+                "--skip-column-names",
+            ])
+            .arg("--default-character-set=utf8mb4")
+            .args(["-e", sql])
+            .env("MYSQL_PWD", &self.password);
+        let run = run_bounded(cmd, Duration::from_secs(60));
+        assert_eq!(
+            run.code,
+            0,
+            "mariadb (golive) failed on {sql:?}: {}",
+            run.text()
+        );
+        run.stdout
     }
 }

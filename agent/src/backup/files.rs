@@ -45,7 +45,7 @@ use nix::sys::stat::{UtimensatFlags, utimensat};
 use nix::sys::time::TimeSpec;
 use tar::{Builder, EntryType, Header};
 
-use super::stream::{HashingFile, Written, finish_zstd, io_err, zstd_writer};
+use super::stream::{HashingFile, Tracked, Written, finish_zstd, io_err, zstd_writer};
 use super::{BackupError, Progress};
 
 /// Read buffer per archived file: large reads keep throughput near `tar`.
@@ -824,30 +824,6 @@ impl Drop for Staging {
         for p in self.0.iter().flatten() {
             let _ = remove_tree(p);
         }
-    }
-}
-
-/// Remembers whether an error came from the reader, so a copy error can name
-/// the right file.
-struct Tracked<R> {
-    inner: R,
-    failed: bool,
-}
-
-impl<R> Tracked<R> {
-    fn new(inner: R) -> Self {
-        Tracked {
-            inner,
-            failed: false,
-        }
-    }
-}
-
-impl<R: Read> Read for Tracked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let r = self.inner.read(buf);
-        self.failed = r.is_err();
-        r
     }
 }
 

@@ -1,8 +1,21 @@
 //! MariaDB/MySQL backups: `mariadb-dump --single-transaction` (or
 //! `mysqldump`) streamed through zstd and sha256 to `<name>.sql.zst`; verify
 //! by decompressing the whole stream and checking the `-- Dump completed`
-//! trailer (a truncated dump lacks it); restore by streaming the SQL into
-//! `mariadb DB` after the same check, so a truncated dump never half-applies.
+//! trailer (a truncated dump lacks it).
+//!
+//! Restore returns the database to exactly the backup's state: after the
+//! same check (a truncated dump is refused before anything is touched), one
+//! `mariadb DB` session gets `SET FOREIGN_KEY_CHECKS=0`, a `DROP` for every
+//! view, table, sequence, stored procedure, function and event the database
+//! holds now (listed from `information_schema` just before), then the dump.
+//! So tables created after the backup are gone afterwards, not left beside
+//! the restored ones.
+//!
+//! MariaDB DDL is not transactional: a restore that fails midway (a lost
+//! connection, a full disk on the server) leaves the database partly
+//! restored. The safety net is the `failed-state` backup that the agent
+//! takes of the current database before any restore (`backup::run`), which
+//! can itself be restored.
 //!
 //! The password (from `password_file`) reaches the tools only through a
 //! temporary option file (mode 0600, in a private 0700 directory, removed
@@ -283,12 +296,48 @@ pub fn verify(file: &Path) -> Result<String, BackupError> {
     Ok(format!("dump complete, {total} bytes of SQL"))
 }
 
-/// Restores a dump into the live database (after checking it is complete):
-/// tables in the dump are dropped and recreated; tables created after the
-/// backup are left alone.
+/// Lists, as SQL, a `DROP` for every view, table, sequence, procedure,
+/// function and event in the database (views first; names quoted with
+/// backticks). `--raw` keeps names exactly as they are.
+fn drop_everything(conn: &Conn, db: &MariadbDb) -> Result<String, BackupError> {
+    // check_database made the name safe inside a literal.
+    let name = &db.database;
+    let quoted = |col: &str| format!("'`', REPLACE({col}, '`', '``'), '`;'");
+    let sql = format!(
+        "SELECT CONCAT('DROP ', CASE table_type WHEN 'VIEW' THEN 'VIEW' WHEN 'SEQUENCE' THEN 'SEQUENCE' \
+             ELSE 'TABLE' END, ' IF EXISTS ', {t}) FROM information_schema.tables \
+             WHERE table_schema = '{name}' ORDER BY table_type <> 'VIEW', table_name; \
+         SELECT CONCAT('DROP ', routine_type, ' IF EXISTS ', {r}) FROM information_schema.routines \
+             WHERE routine_schema = '{name}' AND routine_type IN ('PROCEDURE', 'FUNCTION') \
+             ORDER BY routine_name; \
+         SELECT CONCAT('DROP EVENT IF EXISTS ', {e}) FROM information_schema.events \
+             WHERE event_schema = '{name}' ORDER BY event_name;",
+        t = quoted("table_name"),
+        r = quoted("routine_name"),
+        e = quoted("event_name"),
+    );
+    let mut cmd = conn.cmd(db, CLIENT_TOOLS)?;
+    cmd.args([
+        "--connect-timeout=10",
+        "--batch",
+        "--raw",
+        "--skip-column-names",
+        "--default-character-set=utf8mb4",
+        "-e",
+        &sql,
+    ]);
+    tools::run(cmd, "list the tables to replace").map_err(|e| conn.redact(e))
+}
+
+/// Restores a dump into the live database (after checking it is complete)
+/// so that it holds exactly what the dump holds: everything in the database
+/// is dropped first, in the same session (see the module docs; not atomic).
 pub fn restore(db: &MariadbDb, file: &Path) -> Result<String, BackupError> {
     check_complete(file)?;
     let conn = Conn::new(db)?;
+    let mut prefix = String::from("SET FOREIGN_KEY_CHECKS=0;\n");
+    prefix.push_str(&drop_everything(&conn, db)?);
+    prefix.push('\n');
     let mut cmd = conn.cmd(db, CLIENT_TOOLS)?;
     cmd.args([
         "--connect-timeout=10",
@@ -297,9 +346,10 @@ pub fn restore(db: &MariadbDb, file: &Path) -> Result<String, BackupError> {
         &db.database,
     ]);
     let f = File::open(file).map_err(|e| io_err("cannot open", file, e))?;
-    let mut dec = zstd::stream::read::Decoder::new(f)
+    let dec = zstd::stream::read::Decoder::new(f)
         .map_err(|e| io_err("cannot start zstd for", file, e))?;
-    tools::stream_in(cmd, &mut dec, file, &mut |_| {}).map_err(|e| conn.redact(e))?;
+    let mut input = io::Cursor::new(prefix.into_bytes()).chain(dec);
+    tools::stream_in(cmd, &mut input, file, &mut |_| {}).map_err(|e| conn.redact(e))?;
     let one = conn.query(db, "SELECT 1", "check after restore")?;
     if one != "1" {
         return Err(BackupError::Invalid(format!(

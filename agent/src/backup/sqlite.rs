@@ -24,7 +24,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,7 +33,9 @@ use golive_shared::config::SqliteDb;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
-use super::stream::{HashingFile, Written, copy_with_progress, finish_zstd, io_err, zstd_writer};
+use super::stream::{
+    HashingFile, Tracked, Written, copy_with_progress, finish_zstd, io_err, zstd_writer,
+};
 use super::{BackupError, Progress};
 
 /// Pages copied per backup step (1 MiB with 4 KiB pages).
@@ -415,30 +417,6 @@ impl TempDb {
 impl Drop for TempDb {
     fn drop(&mut self) {
         self.remove();
-    }
-}
-
-/// Remembers whether an error came from the reader rather than the writer,
-/// so a copy error can name the right file.
-struct Tracked<R> {
-    inner: R,
-    failed: bool,
-}
-
-impl<R> Tracked<R> {
-    fn new(inner: R) -> Self {
-        Tracked {
-            inner,
-            failed: false,
-        }
-    }
-}
-
-impl<R: Read> Read for Tracked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let r = self.inner.read(buf);
-        self.failed = r.is_err();
-        r
     }
 }
 

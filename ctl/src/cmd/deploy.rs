@@ -6,10 +6,16 @@
 //! 1. reach every agent (hello: protocol and role), check the app is declared;
 //! 2. take the app lock on every host (a lease, renewed in the background);
 //! 3. upload (content-addressed: skipped when the agent has it) and stage on
-//!    every host: nothing live changes yet; then, when the plan asks, the
-//!    pre-deploy backup (verified if asked) on every host, the rollback point;
+//!    every host: nothing live changes yet; then maintenance on, on every
+//!    host, when the deployment needs it (`maintenance_reason`); then, when
+//!    the plan asks, the pre-deploy backup (verified if asked) on every host,
+//!    the rollback point (taken in maintenance, so no write is lost after it);
 //! 4. host by host: activate, run the app's probes; a critical or high probe
-//!    that does not pass switches every activated host back (exit 3);
+//!    that does not pass switches every activated host back (exit 3). In
+//!    maintenance: activate every host, maintenance off everywhere, then the
+//!    probes (they go through the web server, which answers 503 while on);
+//!    after a switch-back, maintenance off again where it is still on. The
+//!    time in maintenance is the downtime, reported per host and overall;
 //! 5. release the locks, record the outcome.
 //!
 //! Every job carries the idempotency key `DEPLOYMENT:HOST:STEP`, so a repeat
@@ -31,6 +37,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::client::{AgentClient, ClientError};
+use crate::cmd::maintenance::set_on_host;
 use crate::cmd::status::agent_status;
 use crate::journal::Journal;
 use crate::output::{Exit, Out, usage};
@@ -384,7 +391,18 @@ pub async fn deploy_with_id(
         )?;
     }
 
-    let (exit, message) = run_deployment(out, &journal, &plan, &id, &sha, size, &previous).await;
+    let mut downtime = Downtime::None;
+    let (exit, message) = run_deployment(
+        out,
+        &journal,
+        &plan,
+        &id,
+        &sha,
+        size,
+        &previous,
+        &mut downtime,
+    )
+    .await;
     let state_name = match exit {
         Exit::Done => "succeeded",
         Exit::RolledBack => "rolled_back",
@@ -393,10 +411,168 @@ pub async fn deploy_with_id(
     };
     journal.finish_deployment(&id, state_name, Some(&message))?;
     out.line(format!("deployment {id}: {state_name}: {message}"));
-    out.event(&json!({"event": "result", "deployment": id, "state": state_name, "message": message, "exit": exit.code()}));
+    out.event(&json!({"event": "result", "deployment": id, "state": state_name, "message": message, "exit": exit.code(), "downtime_ms": downtime.ms(), "maintenance": downtime.json()}));
     Ok((exit, Some(id)))
 }
 
+/// Time in maintenance during a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Downtime {
+    /// No maintenance: a zero-downtime switch.
+    None,
+    /// Maintenance on then off: the longest time any host spent in it.
+    Measured(u64),
+    /// Maintenance is still on somewhere (its `off` failed): not over yet.
+    StillOn,
+}
+
+impl Downtime {
+    /// `downtime_ms` of the result event: 0 without maintenance, null while
+    /// it is still on somewhere.
+    fn ms(self) -> Option<u64> {
+        match self {
+            Downtime::None => Some(0),
+            Downtime::Measured(ms) => Some(ms),
+            Downtime::StillOn => None,
+        }
+    }
+
+    fn json(self) -> &'static str {
+        match self {
+            Downtime::None => "none",
+            Downtime::Measured(_) => "off",
+            Downtime::StillOn => "still_on",
+        }
+    }
+}
+
+/// Why this deployment goes into maintenance, or `None` for a
+/// zero-downtime switch. Pending migrations (issue 4) will add a reason here.
+fn maintenance_reason(plan: &Plan) -> Option<String> {
+    if plan.maintenance {
+        Some("the plan asks for it ([deploy] maintenance = true)".into())
+    } else {
+        None
+    }
+}
+
+/// Turns maintenance on on every host (in plan order). On a failure, turns
+/// it off again where it went on and returns the outcome to report.
+/// `on` collects the hosts whose agents journaled maintenance.
+#[allow(clippy::too_many_arguments)]
+async fn maintenance_on_all(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    leases: &[Lease],
+    why: &str,
+    on: &mut Vec<usize>,
+) -> Result<(), (Exit, String)> {
+    let reason = format!("deployment {id} by {}", plan.operator);
+    for (i, (host, lease)) in plan.hosts.iter().zip(leases).enumerate() {
+        let seq = journal.start_step(id, &host.name, "maintenance-on").ok();
+        let r = set_on_host(
+            out,
+            host,
+            format!("{id}:{}:maintenance-on", host.name),
+            Some(lease.token.clone()),
+            &plan.app,
+            true,
+            &reason,
+        )
+        .await;
+        match r {
+            Ok(s) => {
+                on.push(i);
+                let detail = format!("{} ({why})", s.describe(true));
+                finish::<String, String>(journal, seq, &Ok(detail.clone()));
+                step(out, &host.name, "maintenance-on", "ok", &detail);
+            }
+            Err((exit, e)) => {
+                // A refusal ran nothing; any other failure may have left the
+                // host in maintenance (the agent fails safe): undo it too.
+                if exit != Exit::Usage {
+                    on.push(i);
+                }
+                finish::<String, String>(journal, seq, &Err(e.clone()));
+                step(out, &host.name, "maintenance-on", "failed", &e);
+                let (_, still) = maintenance_off_all(out, journal, plan, id, leases, on, "").await;
+                let tail = if still.is_empty() {
+                    "maintenance is off again everywhere".to_string()
+                } else {
+                    format!(
+                        "MAINTENANCE STILL ON: {}; run `golivectl maintenance off PLAN`",
+                        still.join("; ")
+                    )
+                };
+                return Err((
+                    if exit == Exit::Usage {
+                        Exit::Usage
+                    } else {
+                        Exit::Failed
+                    },
+                    format!(
+                        "maintenance on {} failed, nothing live changed: {e}; {tail}",
+                        host.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Turns maintenance off on the hosts in `on`, removing each that succeeds;
+/// returns the longest downtime among them and the failures (`HOST: why`).
+async fn maintenance_off_all(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    leases: &[Lease],
+    on: &mut Vec<usize>,
+    attempt: &str,
+) -> (Option<u64>, Vec<String>) {
+    let reason = format!("deployment {id} by {}", plan.operator);
+    let mut longest: Option<u64> = None;
+    let mut failures = Vec::new();
+    let mut still = Vec::new();
+    for &i in on.iter() {
+        let host = &plan.hosts[i];
+        let seq = journal.start_step(id, &host.name, "maintenance-off").ok();
+        let r = set_on_host(
+            out,
+            host,
+            format!("{id}:{}:maintenance-off{attempt}", host.name),
+            Some(leases[i].token.clone()),
+            &plan.app,
+            false,
+            &reason,
+        )
+        .await;
+        match r {
+            Ok(s) => {
+                let detail = s.describe(false);
+                finish::<String, String>(journal, seq, &Ok(detail.clone()));
+                step(out, &host.name, "maintenance-off", "ok", &detail);
+                if let Some(ms) = s.downtime_ms {
+                    longest = Some(longest.unwrap_or(0).max(ms));
+                }
+            }
+            Err((_, e)) => {
+                finish::<String, String>(journal, seq, &Err(e.clone()));
+                step(out, &host.name, "maintenance-off", "failed", &e);
+                failures.push(format!("{}: {e}", host.name));
+                still.push(i);
+            }
+        }
+    }
+    *on = still;
+    (longest, failures)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_deployment(
     out: Out,
     journal: &Journal,
@@ -405,6 +581,7 @@ async fn run_deployment(
     sha: &str,
     size: u64,
     previous: &[Option<String>],
+    downtime: &mut Downtime,
 ) -> (Exit, String) {
     let release = plan.release.as_ref().expect("checked by deploy");
     // Phase 2: locks everywhere, or nowhere.
@@ -478,6 +655,26 @@ async fn run_deployment(
         let _ = journal.set_host(id, &host.name, &c.addr, None, "staged");
     }
 
+    // Phase 3a: maintenance on everywhere, when this deployment needs it.
+    // From here until maintenance is off again, the site answers 503.
+    let maintenance = maintenance_reason(plan);
+    let mut in_maintenance: Vec<usize> = Vec::new();
+    let mut longest_downtime: Option<u64> = None;
+    if let Some(why) = &maintenance {
+        out.line(format!("maintenance on every host: {why}"));
+        if let Err((exit, e)) =
+            maintenance_on_all(out, journal, plan, id, &leases, why, &mut in_maintenance).await
+        {
+            *downtime = if in_maintenance.is_empty() {
+                Downtime::None
+            } else {
+                Downtime::StillOn
+            };
+            release_all(leases).await;
+            return (exit, e);
+        }
+    }
+
     // Phase 3b: the rollback point. Nothing live has changed yet; a backup
     // that cannot be taken (or verified, when the plan asks) stops here.
     if plan.backup != PreDeployBackup::None {
@@ -505,12 +702,24 @@ async fn run_deployment(
                 Ok(detail) => step(out, &host.name, "backup", "ok", &detail),
                 Err(Failure(_, e)) => {
                     step(out, &host.name, "backup", "failed", &e);
+                    let (ms, still) = maintenance_off_all(
+                        out,
+                        journal,
+                        plan,
+                        id,
+                        &leases,
+                        &mut in_maintenance,
+                        "",
+                    )
+                    .await;
+                    *downtime = downtime_of(maintenance.is_some(), ms, &still);
                     release_all(leases).await;
                     return (
                         Exit::Failed,
                         format!(
-                            "the pre-deploy backup on {} failed, nothing live changed: {e}",
-                            host.name
+                            "the pre-deploy backup on {} failed, nothing live changed: {e}{}",
+                            host.name,
+                            still_on(&still)
                         ),
                     );
                 }
@@ -562,69 +771,194 @@ async fn run_deployment(
             "ok",
             &format!("current -> {}", release.id),
         );
-
-        let seq = journal.start_step(id, &host.name, "probe").ok();
-        let probed = c
-            .call(&Request::RunProbes(RunProbesRequest {
-                app: plan.app.clone(),
-                tags: vec![],
-            }))
-            .await;
-        let report = match probed {
-            Ok(Response::Probes(r)) => r,
-            Ok(other) => {
-                let e = c.unexpected(&other).to_string();
-                finish::<String, String>(journal, seq, &Err(e.clone()));
-                failure = Some((Exit::Failed, e));
-                break;
-            }
-            Err(e) => {
-                finish::<String, String>(journal, seq, &Err(e.to_string()));
-                failure = Some((
-                    Exit::Failed,
-                    format!("probes on {} could not run: {e}", host.name),
-                ));
-                break;
-            }
-        };
-        for r in &report.results {
-            out.line(format!(
-                "[{}]   probe {} ({}): {} — {} ({} ms)",
-                host.name,
-                r.name,
-                r.severity.as_str(),
-                r.status.as_str(),
-                r.message,
-                r.duration_ms
-            ));
-            out.event(&json!({"event": "probe", "host": host.name, "probe": r.name, "severity": r.severity.as_str(), "status": r.status.as_str(), "value": r.value, "threshold": r.threshold, "message": r.message, "duration_ms": r.duration_ms}));
+        // In maintenance the web server answers 503: probe after it is off.
+        if maintenance.is_some() {
+            continue;
         }
-        if report.results.is_empty() {
-            out.line(format!("[{}]   warning: app {} declares no probes on this host; nothing verified the release", host.name, plan.app));
-        }
-        let blockers = blocking(&report);
-        let passed = report
-            .results
-            .iter()
-            .filter(|r| r.status == ProbeStatus::Pass)
-            .count();
-        if blockers.is_empty() {
-            let detail = format!("{passed}/{} passed", report.results.len());
-            finish::<String, String>(journal, seq, &Ok(detail.clone()));
-            step(out, &host.name, "probe", "ok", &detail);
-        } else {
-            let detail = blockers.join("; ");
-            finish::<String, String>(journal, seq, &Err(detail.clone()));
-            step(out, &host.name, "probe", "failed", &detail);
-            failure = Some((
-                Exit::RolledBack,
-                format!("probes failed on {}: {detail}", host.name),
-            ));
+        if let Err(f) = probe_host(out, journal, plan, id, host).await {
+            failure = Some(f);
             break;
         }
     }
 
-    let outcome = match failure {
+    // Phase 4a (maintenance): every host is switched; maintenance off, then
+    // the probes, host by host.
+    if maintenance.is_some() && failure.is_none() {
+        let (ms, still) =
+            maintenance_off_all(out, journal, plan, id, &leases, &mut in_maintenance, "").await;
+        longest_downtime = ms;
+        if !still.is_empty() {
+            failure = Some((
+                Exit::Failed,
+                format!("maintenance off failed: {}", still.join("; ")),
+            ));
+        } else {
+            for &i in &activated {
+                if let Err(f) = probe_host(out, journal, plan, id, &plan.hosts[i]).await {
+                    failure = Some(f);
+                    break;
+                }
+            }
+        }
+    }
+
+    let mut outcome = switch_back_if_failed(
+        out, journal, plan, id, previous, &leases, &activated, failure,
+    )
+    .await;
+
+    // After a switch-back (or a failed activation): maintenance off where it
+    // is still on.
+    if !in_maintenance.is_empty() {
+        let (ms, still) = maintenance_off_all(
+            out,
+            journal,
+            plan,
+            id,
+            &leases,
+            &mut in_maintenance,
+            "-after-switch-back",
+        )
+        .await;
+        longest_downtime = longest_downtime.max(ms);
+        if !still.is_empty() {
+            outcome.0 = Exit::Failed;
+            outcome.1.push_str(&still_on(&still));
+        }
+    }
+    if maintenance.is_some() {
+        *downtime = downtime_of(
+            true,
+            longest_downtime,
+            &in_maintenance_names(plan, &in_maintenance),
+        );
+        match *downtime {
+            Downtime::Measured(ms) => {
+                out.line(format!("downtime: {ms} ms in maintenance"));
+                outcome
+                    .1
+                    .push_str(&format!("; downtime {ms} ms (maintenance)"));
+            }
+            Downtime::StillOn => out.line("downtime: maintenance is still ON"),
+            Downtime::None => {}
+        }
+    }
+    release_all(leases).await;
+    outcome
+}
+
+fn in_maintenance_names(plan: &Plan, on: &[usize]) -> Vec<String> {
+    on.iter().map(|&i| plan.hosts[i].name.clone()).collect()
+}
+
+fn downtime_of(used: bool, longest: Option<u64>, still: &[String]) -> Downtime {
+    if !still.is_empty() {
+        Downtime::StillOn
+    } else if !used {
+        Downtime::None
+    } else {
+        Downtime::Measured(longest.unwrap_or(0))
+    }
+}
+
+/// "; MAINTENANCE STILL ON: ..." for an outcome message, or nothing.
+fn still_on(still: &[String]) -> String {
+    if still.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; MAINTENANCE STILL ON: {}; fix it and run `golivectl maintenance off PLAN`",
+            still.join("; ")
+        )
+    }
+}
+
+/// Runs the app's probes on one host; `Err` when a blocking one did not pass.
+async fn probe_host(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    host: &plan::Host,
+) -> Result<(), (Exit, String)> {
+    let c = &host.client;
+    let seq = journal.start_step(id, &host.name, "probe").ok();
+    let probed = c
+        .call(&Request::RunProbes(RunProbesRequest {
+            app: plan.app.clone(),
+            tags: vec![],
+        }))
+        .await;
+    let report = match probed {
+        Ok(Response::Probes(r)) => r,
+        Ok(other) => {
+            let e = c.unexpected(&other).to_string();
+            finish::<String, String>(journal, seq, &Err(e.clone()));
+            return Err((Exit::Failed, e));
+        }
+        Err(e) => {
+            finish::<String, String>(journal, seq, &Err(e.to_string()));
+            return Err((
+                Exit::Failed,
+                format!("probes on {} could not run: {e}", host.name),
+            ));
+        }
+    };
+    for r in &report.results {
+        out.line(format!(
+            "[{}]   probe {} ({}): {} — {} ({} ms)",
+            host.name,
+            r.name,
+            r.severity.as_str(),
+            r.status.as_str(),
+            r.message,
+            r.duration_ms
+        ));
+        out.event(&json!({"event": "probe", "host": host.name, "probe": r.name, "severity": r.severity.as_str(), "status": r.status.as_str(), "value": r.value, "threshold": r.threshold, "message": r.message, "duration_ms": r.duration_ms}));
+    }
+    if report.results.is_empty() {
+        out.line(format!(
+            "[{}]   warning: app {} declares no probes on this host; nothing verified the release",
+            host.name, plan.app
+        ));
+    }
+    let blockers = blocking(&report);
+    let passed = report
+        .results
+        .iter()
+        .filter(|r| r.status == ProbeStatus::Pass)
+        .count();
+    if blockers.is_empty() {
+        let detail = format!("{passed}/{} passed", report.results.len());
+        finish::<String, String>(journal, seq, &Ok(detail.clone()));
+        step(out, &host.name, "probe", "ok", &detail);
+    } else {
+        let detail = blockers.join("; ");
+        finish::<String, String>(journal, seq, &Err(detail.clone()));
+        step(out, &host.name, "probe", "failed", &detail);
+        return Err((
+            Exit::RolledBack,
+            format!("probes failed on {}: {detail}", host.name),
+        ));
+    }
+    Ok(())
+}
+
+/// Phase 4b: on a failure, switch every activated host back, newest first;
+/// the outcome of the deployment.
+#[allow(clippy::too_many_arguments)]
+async fn switch_back_if_failed(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    previous: &[Option<String>],
+    leases: &[Lease],
+    activated: &[usize],
+    failure: Option<(Exit, String)>,
+) -> (Exit, String) {
+    let release = plan.release.as_ref().expect("checked by deploy");
+    match failure {
         None => (
             Exit::Done,
             format!(
@@ -634,7 +968,6 @@ async fn run_deployment(
             ),
         ),
         Some((exit, why)) => {
-            // Phase 4b: switch every activated host back, newest first.
             let mut all_back = true;
             for &i in activated.iter().rev() {
                 let host = &plan.hosts[i];
@@ -701,9 +1034,7 @@ async fn run_deployment(
                 )
             }
         }
-    };
-    release_all(leases).await;
-    outcome
+    }
 }
 
 fn exit_of(e: &ClientError) -> Exit {
@@ -737,6 +1068,20 @@ fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
             }
             Some(JobResult::BackedUp { id, bytes, .. }) => format!("backup {id}, {bytes} bytes"),
             Some(JobResult::Verified { id, detail, .. }) => format!("backup {id}: {detail}"),
+            Some(JobResult::Maintenance {
+                on, downtime_ms, ..
+            }) => match downtime_ms {
+                Some(ms) => format!(
+                    "maintenance {}; downtime {ms} ms",
+                    if on { "on" } else { "off" }
+                ),
+                None => format!("maintenance {}", if on { "on" } else { "off" }),
+            },
+            Some(JobResult::Command {
+                name,
+                exit_code,
+                duration_ms,
+            }) => format!("{name}: exit {exit_code} in {duration_ms} ms"),
             Some(JobResult::Restored {
                 id,
                 failed_state_backup,

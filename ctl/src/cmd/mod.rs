@@ -5,7 +5,9 @@ pub mod backup;
 pub mod demo;
 pub mod deploy;
 pub mod history;
+pub mod maintenance;
 pub mod pki;
+pub mod run;
 pub mod status;
 
 use std::path::PathBuf;
@@ -32,6 +34,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Follow { plan, host, job } => deploy::follow_cmd(out, &plan, &host, job).await,
         Command::Unlock { plan, reason } => deploy::unlock(out, &plan, &reason).await,
         Command::Backup { command } => backup::run(out, command).await,
+        Command::Maintenance {
+            switch,
+            plan,
+            reason,
+        } => maintenance::maintenance(out, switch, &plan, reason).await,
+        Command::Run { plan, command } => run::run(out, &plan, &command).await,
         Command::Demo { keep } => demo::demo(out, keep).await,
     }
 }

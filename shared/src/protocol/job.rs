@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ActivateRelease, CreateBackup, RestoreBackup, RollbackRelease, StageRelease, UnixMillis,
-    VerifyBackup,
+    ActivateRelease, CreateBackup, RestoreBackup, RollbackRelease, RunCommand, SetMaintenance,
+    StageRelease, UnixMillis, VerifyBackup,
 };
 
 /// Submit a job. Submitting the same key again returns the existing job and
@@ -28,6 +28,8 @@ pub enum JobSpec {
     Backup(CreateBackup),
     VerifyBackup(VerifyBackup),
     Restore(RestoreBackup),
+    Maintenance(SetMaintenance),
+    RunCommand(RunCommand),
 }
 
 impl JobSpec {
@@ -39,6 +41,8 @@ impl JobSpec {
             JobSpec::Backup(_) => "backup",
             JobSpec::VerifyBackup(_) => "backup.verify",
             JobSpec::Restore(_) => "backup.restore",
+            JobSpec::Maintenance(_) => "maintenance",
+            JobSpec::RunCommand(_) => "command",
         }
     }
 
@@ -50,6 +54,8 @@ impl JobSpec {
             JobSpec::Backup(b) => &b.app,
             JobSpec::VerifyBackup(v) => &v.app,
             JobSpec::Restore(r) => &r.app,
+            JobSpec::Maintenance(m) => &m.app,
+            JobSpec::RunCommand(c) => &c.app,
         }
     }
 }
@@ -144,6 +150,18 @@ pub enum JobResult {
         id: String,
         /// The backup of what was there before the restore overwrote it.
         failed_state_backup: String,
+        duration_ms: u64,
+    },
+    Maintenance {
+        on: bool,
+        /// False when it already was in the requested state.
+        changed: bool,
+        /// When turned off: how long it was on (the downtime).
+        downtime_ms: Option<u64>,
+    },
+    Command {
+        name: String,
+        exit_code: i32,
         duration_ms: u64,
     },
 }

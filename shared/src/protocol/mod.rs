@@ -15,6 +15,7 @@ pub mod artifact;
 pub mod backup;
 pub mod job;
 pub mod lock;
+pub mod maintenance;
 pub mod probe;
 pub mod release;
 
@@ -23,6 +24,7 @@ pub use artifact::*;
 pub use backup::*;
 pub use job::*;
 pub use lock::*;
+pub use maintenance::*;
 pub use probe::*;
 pub use release::*;
 

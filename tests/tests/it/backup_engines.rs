@@ -3,8 +3,12 @@
 //! data, restore, and the data matches; secrets stay out of errors and argv;
 //! truncated or corrupt backups fail verification.
 //!
+//! Restore returns the database to exactly the backup's state: objects
+//! created after the backup (a migration's tables, schemas, routines) are
+//! gone afterwards; a PostgreSQL restore that fails changes nothing.
+//!
 //! These call `golive_agent::backup::{postgres, mariadb}` directly; the
-//! end-to-end path through `golivectl` is tested elsewhere.
+//! end-to-end path through `golivectl` is in `backup_db.rs`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -80,6 +84,31 @@ fn pg_canonical(pg: &TestPostgres) -> String {
     )
 }
 
+/// Every schema, relation, function and large object in the database.
+fn pg_objects(pg: &TestPostgres) -> String {
+    pg.psql(
+        "select 'schema ' || nspname from pg_namespace \
+             where nspname !~ '^pg_' and nspname <> 'information_schema' \
+         union all select 'relation ' || n.nspname || '.' || c.relname || ' ' || c.relkind::text \
+             from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where n.nspname !~ '^pg_' and n.nspname <> 'information_schema' \
+         union all select 'column ' || attrelid::regclass || '.' || attname from pg_attribute \
+             where attrelid = 'customers'::regclass and attnum > 0 and not attisdropped \
+         union all select 'function ' || p.oid::regprocedure from pg_proc p \
+             join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'public' \
+         union all select 'large object ' || count(*) from pg_largeobject_metadata \
+         order by 1",
+    )
+}
+
+/// The `public` schema's owner, privileges and comment.
+fn pg_public_schema(pg: &TestPostgres) -> String {
+    pg.psql(
+        "select nspowner::regrole, nspacl, obj_description(oid, 'pg_namespace') \
+         from pg_namespace where nspname = 'public'",
+    )
+}
+
 #[test]
 fn issue3_postgres_dump_verify_restore() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -98,8 +127,12 @@ fn issue3_postgres_dump_verify_restore() {
          insert into orders (customer_id, total) \
              select 1 + g % 2000, (g * 7 % 1000)::numeric / 1.5 from generate_series(1, 5000) g;",
     );
+    // A role with a privilege in the dump (restored with the data).
+    pg.psql_admin("postgres", "create role reporter");
+    pg.psql("grant select on customers to reporter");
     let original = pg_canonical(&pg);
     assert!(original.contains("Zoë Ålander — 日本語 🚀"), "{original}");
+    let objects = pg_objects(&pg);
     let cfg = pg.db_config("main");
 
     // Estimate: the live database size, a few MiB for this one.
@@ -137,27 +170,133 @@ fn issue3_postgres_dump_verify_restore() {
     };
     assert_eq!(scratch(), "", "scratch database left behind");
 
-    // Change the data, then restore: the original data comes back exactly.
+    // Change the data and the schema (what a migration does), then restore:
+    // the database is exactly as it was, objects created since are gone.
+    let public_before = pg_public_schema(&pg);
     pg.psql(
         "delete from orders where id % 3 = 0; \
          update customers set name = 'changed', photo = null where id < 10; \
-         create table extra (a int); insert into extra values (1);",
+         create table extra (a int); insert into extra values (1); \
+         alter table customers add column email text; \
+         create view extra_view as select * from extra; \
+         create sequence extra_seq; \
+         create function extra_fn() returns int language sql as 'select 1'; \
+         create schema audit; create table audit.log (line text); \
+         select lo_from_bytea(0, 'after the backup');",
     );
     assert_ne!(pg_canonical(&pg), original);
     let detail = postgres::restore(&cfg, &written.path).expect("restore");
-    assert!(detail.starts_with("restore ok, "), "{detail}");
+    assert_eq!(detail, "restore ok, 3 tables");
     assert_eq!(pg_canonical(&pg), original);
+    assert_eq!(
+        pg_objects(&pg),
+        objects,
+        "objects created after the backup remain"
+    );
+    assert_eq!(
+        pg_public_schema(&pg),
+        public_before,
+        "public schema owner/acl/comment"
+    );
+    // The privileges in the dump came back.
+    assert_eq!(
+        pg.psql("select has_table_privilege('reporter', 'customers', 'select')")
+            .trim(),
+        "t"
+    );
     // The sequence came back too: the next order id follows the dumped ones.
     assert_eq!(
         pg.psql("insert into orders (customer_id, total) values (1, 1) returning id")
             .trim(),
         "5001"
     );
+    pg.psql("delete from orders where id = 5001; select setval('orders_id_seq', 5000)");
+    assert_eq!(pg_canonical(&pg), original);
 
-    // A corrupt dump (cut in half) fails its test restore; no scratch left.
+    // Restore is one transaction. A dump that pg_restore cannot read to the
+    // end (cut in half) fails and changes nothing.
     let cut = dir.path().join("cut.pgdump");
     let bytes = std::fs::read(&written.path).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    pg.psql(
+        "create table extra (a int); insert into extra values (7); \
+         update customers set name = 'changed again' where id = 5;",
+    );
+    let changed = (pg_canonical(&pg), pg_objects(&pg));
+    let err = postgres::restore(&cfg, &cut).expect_err("restore of a truncated dump");
+    let text = err.to_string();
+    assert!(matches!(err, BackupError::Tool { .. }), "{text}");
+    assert!(text.contains("pg_restore"), "{text}");
+    assert!(text.contains("rolled back"), "{text}");
+    assert_eq!(
+        (pg_canonical(&pg), pg_objects(&pg)),
+        changed,
+        "a failed restore changed the database"
+    );
+    // A failure late in the load (the dump grants to a role that no longer
+    // exists; privileges come last, after the schemas were dropped and the
+    // data loaded) rolls back everything too.
+    pg.psql_admin("shop", "drop owned by reporter; drop role reporter");
+    let err = postgres::restore(&cfg, &written.path).expect_err("grant to a dropped role");
+    let text = err.to_string();
+    assert!(text.contains("role \"reporter\" does not exist"), "{text}");
+    assert!(text.contains("rolled back"), "{text}");
+    assert_eq!(
+        (pg_canonical(&pg), pg_objects(&pg)),
+        changed,
+        "a failed restore changed the database"
+    );
+    assert!(!text.contains(&pg.password), "{text}");
+    pg.psql_admin("postgres", "create role reporter");
+    postgres::restore(&cfg, &written.path).expect("restore after the role is back");
+    assert_eq!(pg_canonical(&pg), original);
+    assert_eq!(pg_objects(&pg), objects);
+
+    // Before PostgreSQL 15 `public` belongs to the superuser, not to the
+    // database owner: the role cannot drop it, so restore empties it of what
+    // the role owns instead, and leaves other roles' objects alone.
+    pg.psql_admin(
+        "shop",
+        "alter schema public owner to postgres; grant create on schema public to golive; \
+         create table public.dba_notes (line text)",
+    );
+    let public_before = pg_public_schema(&pg);
+    pg.psql(
+        "delete from orders where id % 5 = 0; \
+         create table extra (a int); create view extra_view as select * from extra; \
+         create sequence extra_seq; create function extra_fn(a int) returns int language sql \
+             as 'select a'; \
+         create aggregate extra_sum (int) (sfunc = int4pl, stype = int); \
+         create type mood as enum ('ok', 'sad'); create domain posint as int check (value > 0); \
+         create type pair as (a int, b int); create table moods (m mood, p posint, q pair); \
+         alter table customers add column email text;",
+    );
+    let detail = postgres::restore(&cfg, &written.path).expect("restore, public not owned");
+    assert_eq!(detail, "restore ok, 3 tables");
+    assert_eq!(
+        pg.psql_admin("shop", "select to_regclass('public.dba_notes') is not null")
+            .trim(),
+        "t",
+        "another role's table is left alone"
+    );
+    assert_eq!(pg_canonical(&pg), original);
+    assert_eq!(pg_public_schema(&pg), public_before);
+    pg.psql_admin("shop", "drop table public.dba_notes");
+    assert_eq!(
+        pg_objects(&pg),
+        objects,
+        "objects created after the backup remain"
+    );
+    assert_eq!(
+        pg.psql(
+            "select count(*) from pg_type where typnamespace = 'public'::regnamespace \
+                 and typname in ('mood', 'posint', 'pair')"
+        )
+        .trim(),
+        "0"
+    );
+
+    // The corrupt dump fails its test restore as well; no scratch left.
     let err = postgres::verify(&cfg, &cut).expect_err("truncated dump must fail");
     assert!(matches!(err, BackupError::Tool { .. }), "{err}");
     assert_eq!(
@@ -287,16 +426,39 @@ fn issue3_mariadb_dump_verify_restore() {
         "{detail}"
     );
 
-    // Change the data, then restore.
+    // Change the data and the schema (what a migration does), then
+    // restore: exactly the backup's state, objects created since are gone.
     db.sql(
         "DELETE FROM orders WHERE id % 3 = 0; \
-         UPDATE customers SET name = 'changed', photo = NULL WHERE id < 10;",
+         UPDATE customers SET name = 'changed', photo = NULL WHERE id < 10; \
+         CREATE TABLE extra (a INT PRIMARY KEY, c INT, FOREIGN KEY (c) REFERENCES customers(id)); \
+         INSERT INTO extra VALUES (1, 1); \
+         CREATE TABLE `odd``name` (a INT); \
+         CREATE VIEW extra_view AS SELECT * FROM extra; \
+         CREATE SEQUENCE extra_seq; \
+         ALTER TABLE customers ADD COLUMN email VARCHAR(100); \
+         CREATE PROCEDURE extra_proc() SELECT 1; \
+         CREATE FUNCTION extra_fn() RETURNS INT DETERMINISTIC RETURN 1;",
     );
     let changed = my_canonical(&db);
     assert_ne!(changed, original);
     let detail = mariadb::restore(&cfg, &written.path).expect("restore");
     assert_eq!(detail, "restore ok, 2 tables");
     assert_eq!(my_canonical(&db), original);
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = 'shop'")
+            .trim(),
+        "0",
+        "routines created after the backup remain"
+    );
+    assert_eq!(
+        db.sql(
+            "SELECT COUNT(*) FROM information_schema.columns \
+                WHERE table_schema = 'shop' AND table_name = 'customers' AND column_name = 'email'"
+        )
+        .trim(),
+        "0"
+    );
     assert_eq!(leftover_option_files(), Vec::<PathBuf>::new());
 
     // A truncated dump fails verify, and restore refuses it without
@@ -306,8 +468,9 @@ fn issue3_mariadb_dump_verify_restore() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = mariadb::verify(&cut).expect_err("truncated dump must fail verify");
     assert!(err.to_string().contains("truncated"), "{err}");
-    db.sql("DELETE FROM orders WHERE id = 1");
+    db.sql("DELETE FROM orders WHERE id = 1; CREATE TABLE extra (a INT)");
     let before = my_canonical(&db);
+    assert!(before.contains("extra"), "{before}");
     mariadb::restore(&cfg, &cut).expect_err("restore of a truncated dump");
     assert_eq!(
         my_canonical(&db),

@@ -2,6 +2,9 @@
 //! covers one concern and drives the real binaries through `golive_tests`.
 
 mod backup;
+mod backup_db;
 mod backup_engines;
 mod deploy;
+mod hooks;
+mod maintenance;
 mod security;

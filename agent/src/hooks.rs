@@ -1,0 +1,564 @@
+//! Hooks, allow-listed named commands, permission rules and required files
+//! (issue 4, parts 2-4): everything here runs or checks only what the app's
+//! config declares; the controller merely names it.
+//!
+//! - [`run_hooks`]: the programs of one lifecycle point (`after_unpack`,
+//!   `before_activate`, `after_activate`, `after_rollback`), in order, each
+//!   through [`crate::exec`] (own process group, timeout, bounded output).
+//! - [`run_command`]: one `[apps.APP.commands.NAME]` in `ROOT/current`.
+//! - [`apply_permissions`] / [`check_permissions`]: mode changes on paths of a
+//!   release; a path may lead into `ROOT/shared` (shared paths are linked in
+//!   by design) but never anywhere else outside the release.
+//! - [`check_required_files`]: paths that must exist once shared paths are
+//!   linked.
+//!
+//! Every error is an operator-facing message naming the hook or path.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use golive_shared::config::{AgentConfig, AppConfig, CommandSpec};
+use golive_shared::protocol::{EventKind, JobResult, LogLevel, RunCommand};
+
+use crate::exec::{self, Outcome, Prepared};
+use crate::release::layout::AppLayout;
+
+/// The lifecycle points, in the order a deployment reaches them.
+pub const POINTS: [&str; 4] = [
+    "after_unpack",
+    "before_activate",
+    "after_activate",
+    "after_rollback",
+];
+
+/// At most this much of a failed program's output goes into its error
+/// message (the whole bounded output was streamed as job events).
+const TAIL_LINES: usize = 20;
+const TAIL_BYTES: usize = 4 * 1024;
+
+fn hooks_at<'a>(app: &'a AppConfig, point: &str) -> Result<&'a [CommandSpec], String> {
+    Ok(match point {
+        "after_unpack" => &app.hooks.after_unpack,
+        "before_activate" => &app.hooks.before_activate,
+        "after_activate" => &app.hooks.after_activate,
+        "after_rollback" => &app.hooks.after_rollback,
+        other => {
+            return Err(format!(
+                "unknown hook point {other:?}; the points are {}",
+                POINTS.join(", ")
+            ));
+        }
+    })
+}
+
+fn app_of<'a>(config: &'a AgentConfig, app_name: &str) -> Result<&'a AppConfig, String> {
+    config.app(app_name).ok_or_else(|| {
+        format!(
+            "no app {app_name:?} in the agent config; declared apps: {}",
+            config.app_names()
+        )
+    })
+}
+
+fn info(emit: &dyn Fn(EventKind), line: String) {
+    emit(EventKind::Log {
+        level: LogLevel::Info,
+        line,
+    });
+}
+
+/// Runs the hooks of `point` in order in `release_dir` (the release they run
+/// for); the first failure stops the rest and fails the step.
+///
+/// Each output line becomes a job log event prefixed `[hook POINT.N]` (N is
+/// the hook's index under `[apps.APP.hooks]`). Hooks get `GOLIVE_APP`,
+/// `GOLIVE_RELEASE`, `GOLIVE_RELEASE_DIR`, `GOLIVE_ROOT` and `GOLIVE_HOOK`
+/// (the point) in their environment.
+pub fn run_hooks(
+    config: &AgentConfig,
+    app_name: &str,
+    point: &str,
+    release_dir: &Path,
+    emit: &dyn Fn(EventKind),
+) -> Result<(), String> {
+    let app = app_of(config, app_name)?;
+    let hooks = hooks_at(app, point)?;
+    let release = release_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (i, spec) in hooks.iter().enumerate() {
+        let name = format!("{point}.{i}");
+        let mut p = Prepared::new(spec, &app.run, release_dir);
+        for (k, v) in [
+            ("GOLIVE_APP", app_name.to_string()),
+            ("GOLIVE_RELEASE", release.clone()),
+            ("GOLIVE_RELEASE_DIR", release_dir.display().to_string()),
+            ("GOLIVE_ROOT", app.root.display().to_string()),
+            ("GOLIVE_HOOK", point.to_string()),
+        ] {
+            p.env.insert(k.into(), v);
+        }
+        info(
+            emit,
+            format!(
+                "hook {name}: running `{}` in {} (timeout {})",
+                p.display(),
+                p.cwd.display(),
+                exec::seconds(p.timeout)
+            ),
+        );
+        let outcome = run_logged(&p, &format!("[hook {name}]"), emit)
+            .map_err(|e| format!("hook {name} of app {app_name} could not run: {e}"))?;
+        if !outcome.success() {
+            return Err(format!(
+                "hook {name} (`{}`) of app {app_name} failed for release {release}: {}{}",
+                p.display(),
+                what_happened(&p, &outcome),
+                tail_for_message(&outcome)
+            ));
+        }
+        info(
+            emit,
+            format!(
+                "hook {name}: exit 0 in {}",
+                exec::seconds(round_ms(outcome.duration))
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The steps after a release is unpacked and its shared paths linked:
+/// permission rules, required files, then the `after_unpack` hooks in the
+/// new release. On any failure the release directory is removed (so the same
+/// id can be staged again) and the error says so.
+pub fn finish_stage(
+    config: &AgentConfig,
+    app_name: &str,
+    layout: &AppLayout,
+    release: &str,
+    emit: &dyn Fn(EventKind),
+) -> Result<(), String> {
+    let app = app_of(config, app_name)?;
+    let dir = layout.release_dir(release);
+    let steps = || -> Result<(), String> {
+        for line in apply_permissions(app, &dir)? {
+            info(emit, format!("permission rule applied: {line}"));
+        }
+        check_required_files(app, &dir)?;
+        if !app.required_files.is_empty() {
+            info(
+                emit,
+                format!(
+                    "required files present: {}",
+                    app.required_files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+        run_hooks(config, app_name, "after_unpack", &dir, emit)
+    };
+    steps().map_err(|e| match discard_release(layout, release) {
+        Ok(()) => format!(
+            "{e}; the staged release {release} was removed, so the same id can be staged again"
+        ),
+        Err(why) => format!("{e}; removing the staged release {release} failed too: {why}"),
+    })
+}
+
+/// Removes `releases/<id>`: renamed to a `.removing-*` name first, so the id
+/// is free at once and an interrupted removal is a leftover the start-up
+/// clean-up deletes.
+fn discard_release(layout: &AppLayout, release: &str) -> Result<(), String> {
+    let dir = layout.release_dir(release);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let doomed = layout.releases_dir().join(format!(
+        ".removing-{release}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::rename(&dir, &doomed)
+        .map_err(|e| format!("cannot rename {} for removal: {e}", dir.display()))?;
+    std::fs::remove_dir_all(&doomed).map_err(|e| {
+        format!(
+            "cannot remove {} (the id is free again; the start-up clean-up retries): {e}",
+            doomed.display()
+        )
+    })
+}
+
+/// Checks before a release goes live: its permission rules still hold and
+/// its required files exist. An error refuses the activation.
+pub fn preflight(app: &AppConfig, release: &str, release_dir: &Path) -> Result<(), String> {
+    let bad = check_permissions(app, release_dir);
+    if !bad.is_empty() {
+        return Err(format!(
+            "release {release} is refused before switching: permission rules not met: {}",
+            bad.join("; ")
+        ));
+    }
+    check_required_files(app, release_dir).map_err(|e| format!("{e}; nothing was switched"))
+}
+
+/// Runs the declared command `req.name` of `req.app` in `ROOT/current` (a
+/// relative `cwd` is taken inside it). A non-zero exit fails the job with
+/// the exit code and the tail of the output.
+pub fn run_command(
+    config: &AgentConfig,
+    req: &RunCommand,
+    emit: &dyn Fn(EventKind),
+) -> Result<JobResult, String> {
+    let app = app_of(config, &req.app)?;
+    let spec = app.commands.get(&req.name).ok_or_else(|| {
+        let valid: Vec<&str> = app.commands.keys().map(String::as_str).collect();
+        format!(
+            "app {} on agent {} declares no command {:?}; declared commands: {}",
+            req.app,
+            config.agent.name,
+            req.name,
+            if valid.is_empty() {
+                "(none)".to_string()
+            } else {
+                valid.join(", ")
+            }
+        )
+    })?;
+    let layout = AppLayout::new(&app.root);
+    let current = layout
+        .current()
+        .map_err(|e| format!("cannot read the current release of {}: {e}", req.app))?
+        .ok_or_else(|| {
+            format!(
+                "app {} has no current release on agent {}; deploy one before running commands",
+                req.app, config.agent.name
+            )
+        })?;
+    let base = layout.current_link();
+    let mut p = Prepared::new(spec, &app.run, &base);
+    for (k, v) in [
+        ("GOLIVE_APP", req.app.clone()),
+        ("GOLIVE_RELEASE", current.clone()),
+        (
+            "GOLIVE_RELEASE_DIR",
+            layout.release_dir(&current).display().to_string(),
+        ),
+        ("GOLIVE_ROOT", app.root.display().to_string()),
+        ("GOLIVE_COMMAND", req.name.clone()),
+    ] {
+        p.env.insert(k.into(), v);
+    }
+    info(
+        emit,
+        format!(
+            "command {}: running `{}` in {} (release {current}, timeout {})",
+            req.name,
+            p.display(),
+            p.cwd.display(),
+            exec::seconds(p.timeout)
+        ),
+    );
+    let outcome = run_logged(&p, &format!("[command {}]", req.name), emit)
+        .map_err(|e| format!("command {} could not run: {e}", req.name))?;
+    let duration_ms = outcome.duration.as_millis() as u64;
+    if !outcome.success() {
+        return Err(format!(
+            "command {} (`{}`) failed: {}{}",
+            req.name,
+            p.display(),
+            what_happened(&p, &outcome),
+            tail_for_message(&outcome)
+        ));
+    }
+    info(
+        emit,
+        format!(
+            "command {}: exit 0 in {}",
+            req.name,
+            exec::seconds(round_ms(outcome.duration))
+        ),
+    );
+    Ok(JobResult::Command {
+        name: req.name.clone(),
+        exit_code: 0,
+        duration_ms,
+    })
+}
+
+/// Runs `p`, each output line a log event behind `prefix`.
+fn run_logged(
+    p: &Prepared,
+    prefix: &str,
+    emit: &dyn Fn(EventKind),
+) -> Result<Outcome, exec::ExecError> {
+    exec::run(p, &mut |line| info(emit, format!("{prefix} {line}")))
+}
+
+/// "exit 7 after 0.5 s", or the timeout story.
+fn what_happened(p: &Prepared, o: &Outcome) -> String {
+    if o.timed_out {
+        o.describe(p.timeout)
+    } else {
+        format!(
+            "{} after {}",
+            o.describe(p.timeout),
+            exec::seconds(round_ms(o.duration))
+        )
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// "; last output:\n..." with the last lines of the tail, or "; no output".
+fn tail_for_message(o: &Outcome) -> String {
+    let lines: Vec<&str> = o.tail.lines().collect();
+    let from = lines.len().saturating_sub(TAIL_LINES);
+    let mut text = lines[from..].join("\n");
+    if text.len() > TAIL_BYTES {
+        let cut = text.len() - TAIL_BYTES;
+        let cut = (cut..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(text.len());
+        text.drain(..cut);
+    }
+    if text.trim().is_empty() {
+        "; it printed nothing".into()
+    } else {
+        format!("; last output:\n{text}")
+    }
+}
+
+/// Where a release path really leads, following symlinks, provided that is
+/// inside the release or inside `ROOT/shared` (where shared paths are
+/// linked). A path that leads anywhere else is refused: a rule must never
+/// touch another release or a file outside the app.
+fn resolve_inside(app: &AppConfig, release_dir: &Path, rel: &Path) -> Result<PathBuf, String> {
+    let path = release_dir.join(rel);
+    let real = std::fs::canonicalize(&path).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            format!(
+                "{} does not exist in release {}",
+                rel.display(),
+                release_dir.display()
+            )
+        } else {
+            format!("cannot resolve {}: {e}", path.display())
+        }
+    })?;
+    let release = std::fs::canonicalize(release_dir)
+        .map_err(|e| format!("cannot resolve {}: {e}", release_dir.display()))?;
+    let shared = std::fs::canonicalize(AppLayout::new(&app.root).shared_dir()).ok();
+    if real.starts_with(&release) || shared.as_ref().is_some_and(|s| real.starts_with(s)) {
+        Ok(real)
+    } else {
+        Err(format!(
+            "{} in release {} leads to {}, outside the release and ROOT/shared; \
+             golive does not follow links out of the app",
+            rel.display(),
+            release_dir.display(),
+            real.display()
+        ))
+    }
+}
+
+/// Applies the app's permission rules to `release_dir` (after unpack and
+/// linking). Returns one "PATH MODE" line per rule applied. A rule whose path
+/// does not exist, or leads outside the release and `ROOT/shared`, is an
+/// error naming it. Modes apply to the path itself, not recursively.
+pub fn apply_permissions(app: &AppConfig, release_dir: &Path) -> Result<Vec<String>, String> {
+    let mut done = Vec::new();
+    for rule in &app.permissions {
+        let real = resolve_inside(app, release_dir, &rule.path)
+            .map_err(|e| format!("permission rule for {}: {e}", rule.path.display()))?;
+        let mode = rule.mode_bits();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+            format!(
+                "permission rule for {}: cannot chmod {:04o} {}: {e}",
+                rule.path.display(),
+                mode,
+                real.display()
+            )
+        })?;
+        done.push(format!("{} {:04o}", rule.path.display(), mode));
+    }
+    Ok(done)
+}
+
+/// The app's permission rules that `release_dir` does not satisfy, one
+/// message each (missing path, a link out of the app, a different mode).
+pub fn check_permissions(app: &AppConfig, release_dir: &Path) -> Vec<String> {
+    let mut bad = Vec::new();
+    for rule in &app.permissions {
+        let want = rule.mode_bits();
+        match resolve_inside(app, release_dir, &rule.path) {
+            Err(e) => bad.push(e),
+            Ok(real) => match std::fs::metadata(&real) {
+                Err(e) => bad.push(format!("cannot inspect {}: {e}", real.display())),
+                Ok(m) => {
+                    let have = m.permissions().mode() & 0o7777;
+                    if have != want {
+                        bad.push(format!(
+                            "{} has mode {have:04o}, the rule wants {want:04o}",
+                            rule.path.display()
+                        ));
+                    }
+                }
+            },
+        }
+    }
+    bad
+}
+
+/// Every `required_files` path must exist in `release_dir` (following
+/// symlinks, so a shared file linked in counts only if its target exists).
+/// The error lists all missing paths.
+pub fn check_required_files(app: &AppConfig, release_dir: &Path) -> Result<(), String> {
+    let missing: Vec<String> = app
+        .required_files
+        .iter()
+        .filter(|f| !release_dir.join(f).exists())
+        .map(|f| f.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "release {} is refused: required file(s) missing after linking shared paths: {} \
+         (declared in required_files; ship them in the artifact or put them under ROOT/shared \
+         and list them in `shared`)",
+        release_dir.display(),
+        missing.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use golive_shared::config::PermissionRule;
+    use std::os::unix::fs::symlink;
+
+    fn app(root: &Path, required: &[&str]) -> AppConfig {
+        serde_json::from_value(serde_json::json!({
+            "root": root,
+            "required_files": required,
+        }))
+        .expect("app config")
+    }
+
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("app");
+        let release = root.join("releases/r1");
+        std::fs::create_dir_all(&release).unwrap();
+        std::fs::create_dir_all(root.join("shared")).unwrap();
+        (tmp, root, release)
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn permissions_apply_inside_the_release_and_shared_and_are_checked() {
+        let (_tmp, root, release) = setup();
+        std::fs::write(release.join("settings.php"), "x").unwrap();
+        std::fs::write(root.join("shared/local.php"), "x").unwrap();
+        symlink("../../shared/local.php", release.join("local.php")).unwrap();
+        let mut a = app(&root, &[]);
+        for (path, m) in [("settings.php", "0444"), ("local.php", "0440")] {
+            a.permissions.push(PermissionRule {
+                path: path.into(),
+                mode: m.into(),
+            });
+        }
+        assert_eq!(check_permissions(&a, &release).len(), 2);
+        let done = apply_permissions(&a, &release).unwrap();
+        assert_eq!(done, ["settings.php 0444", "local.php 0440"]);
+        assert_eq!(mode(&release.join("settings.php")), 0o444);
+        assert_eq!(mode(&root.join("shared/local.php")), 0o440);
+        assert!(check_permissions(&a, &release).is_empty());
+
+        std::fs::set_permissions(
+            release.join("settings.php"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let bad = check_permissions(&a, &release);
+        assert_eq!(bad, ["settings.php has mode 0644, the rule wants 0444"]);
+    }
+
+    #[test]
+    fn permissions_refuse_missing_paths_and_links_out_of_the_app() {
+        let (tmp, root, release) = setup();
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, "x").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).unwrap();
+        symlink(&outside, release.join("evil")).unwrap();
+        // Another release is inside ROOT but not this release: refused too.
+        std::fs::create_dir_all(root.join("releases/r0")).unwrap();
+        std::fs::write(root.join("releases/r0/live.php"), "x").unwrap();
+        symlink("../r0/live.php", release.join("other")).unwrap();
+        for (path, what) in [
+            ("evil", "outside the release"),
+            ("other", "outside the release"),
+            ("missing.php", "missing.php does not exist"),
+        ] {
+            let mut a = app(&root, &[]);
+            a.permissions.push(PermissionRule {
+                path: path.into(),
+                mode: "0777".into(),
+            });
+            let err = apply_permissions(&a, &release).unwrap_err();
+            assert!(err.contains(path) && err.contains(what), "{err}");
+            assert_eq!(check_permissions(&a, &release).len(), 1);
+        }
+        assert_eq!(mode(&outside), 0o600, "followed a link out of the app");
+    }
+
+    #[test]
+    fn required_files_follow_links_and_list_everything_missing() {
+        let (_tmp, root, release) = setup();
+        let a = app(&root, &["settings.php", "sites/local.php", "present"]);
+        std::fs::write(release.join("present"), "x").unwrap();
+        symlink("../../shared/settings.php", release.join("settings.php")).unwrap();
+        let err = check_required_files(&a, &release).unwrap_err();
+        assert!(
+            err.contains("refused") && err.contains("settings.php, sites/local.php"),
+            "{err}"
+        );
+        assert!(!err.contains("present"), "{err}");
+        std::fs::write(root.join("shared/settings.php"), "x").unwrap();
+        std::fs::create_dir(release.join("sites")).unwrap();
+        std::fs::write(release.join("sites/local.php"), "x").unwrap();
+        check_required_files(&a, &release).unwrap();
+    }
+
+    #[test]
+    fn failure_messages_keep_only_the_last_lines() {
+        let o = Outcome {
+            exit_code: Some(1),
+            signal: None,
+            timed_out: false,
+            duration: Duration::ZERO,
+            tail: (0..100).map(|i| format!("l{i}\n")).collect(),
+        };
+        let m = tail_for_message(&o);
+        assert!(
+            m.starts_with("; last output:\nl80\n") && m.ends_with("l99"),
+            "{m}"
+        );
+        let empty = Outcome {
+            tail: String::new(),
+            ..o
+        };
+        assert_eq!(tail_for_message(&empty), "; it printed nothing");
+    }
+}

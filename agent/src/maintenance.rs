@@ -1,0 +1,498 @@
+//! Maintenance mode: a flag file the web server checks (packaging/ ships
+//! nginx and Apache snippets that answer 503 while it exists), `on`/`off`
+//! commands, or both, as `[apps.APP.maintenance]` declares.
+//!
+//! The state lives in the journal (`maintenance` table), so it survives
+//! restarts, and each finished window goes to `maintenance_log` with its
+//! downtime. The order follows *write the intent, act, write the outcome*:
+//!
+//! - **on**: journal the state (the first `on_since` is kept when it already
+//!   is on), write the flag file atomically, run the `on` command, then, when
+//!   a `check_url` is set, require a 503 from it. Any failure leaves the
+//!   state ON (failing safe: nothing serves half-migrated data by accident);
+//!   `off` undoes it.
+//! - **off**: run the `off` command, remove the flag file, require a 2xx from
+//!   the `check_url`, and only then clear the journal state and log the
+//!   window (`now - on_since` is the downtime). A failure keeps the state ON,
+//!   so a retry still measures the downtime from the original `on`.
+//!
+//! Both directions always apply the whole method (flag, command, check),
+//! even when the journal says the app already is in the requested state:
+//! a retry repairs a half-done switch. `on`/`off` commands must therefore be
+//! idempotent, as `drush state:set system.maintenance_mode 1` is.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use golive_shared::config::{AgentConfig, AppConfig, CommandSpec, MaintenanceConfig};
+use golive_shared::protocol::{EventKind, JobResult, LogLevel, SetMaintenance, now_millis};
+use golive_shared::timefmt::utc;
+
+use crate::exec;
+use crate::journal::Journal;
+
+/// How long a check keeps retrying before it gives up (each attempt is
+/// bounded by `check_timeout_ms`).
+const CHECK_WINDOW: Duration = Duration::from_secs(2);
+const CHECK_PAUSE: Duration = Duration::from_millis(150);
+/// Output tail quoted in a failed command's error.
+const ERROR_TAIL: usize = 2048;
+
+/// Turns an app's maintenance mode on or off.
+pub fn set(
+    config: &AgentConfig,
+    journal: &Journal,
+    req: &SetMaintenance,
+    emit: &dyn Fn(EventKind),
+) -> Result<JobResult, String> {
+    let app = config
+        .app(&req.app)
+        .ok_or_else(|| format!("no app {:?} in the agent config", req.app))?;
+    let m = app.maintenance.as_ref().ok_or_else(|| {
+        format!(
+            "app {} declares no maintenance mode; add [apps.{}.maintenance] (flag_file and/or on/off commands)",
+            req.app, req.app
+        )
+    })?;
+    let by = journal
+        .running_job_submitter(&req.app, "maintenance")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "agent".to_string());
+    let log = |level: LogLevel, line: String| emit(EventKind::Log { level, line });
+    if req.on {
+        on(journal, &req.app, app, m, &req.reason, &by, &log)
+    } else {
+        off(journal, &req.app, app, m, &by, &log)
+    }
+}
+
+fn on(
+    journal: &Journal,
+    name: &str,
+    app: &AppConfig,
+    m: &MaintenanceConfig,
+    reason: &str,
+    by: &str,
+    log: &dyn Fn(LogLevel, String),
+) -> Result<JobResult, String> {
+    let (state, changed) = journal
+        .maintenance_on(name, reason, by, now_millis())
+        .map_err(|e| e.to_string())?;
+    if changed {
+        log(
+            LogLevel::Info,
+            format!("maintenance of {name} is ON (journaled)"),
+        );
+    } else {
+        log(
+            LogLevel::Info,
+            format!(
+                "maintenance of {name} was already on since {} ({}, by {}); applying it again",
+                utc(state.on_since),
+                state.reason,
+                state.by
+            ),
+        );
+    }
+    let stays_on =
+        "maintenance stays ON (journaled): fix the cause and turn it on again, or turn it off";
+    if let Some(flag) = &m.flag_file {
+        let path = flag_path(&app.root, flag);
+        let body = format!(
+            "maintenance since {} by {}: {}\n",
+            utc(state.on_since),
+            state.by,
+            state.reason
+        );
+        write_atomic(&path, body.as_bytes()).map_err(|e| {
+            format!(
+                "cannot write the flag file {}: {e}; {stays_on}",
+                path.display()
+            )
+        })?;
+        log(
+            LogLevel::Info,
+            format!("flag file {} written", path.display()),
+        );
+    }
+    if let Some(cmd) = &m.on {
+        run_command("on", cmd, app, log).map_err(|e| format!("{e}; {stays_on}"))?;
+    }
+    if let Some(url) = &m.check_url {
+        let status = check(url, m.check_timeout_ms, |s| s == 503)
+            .map_err(|seen| {
+                format!(
+                    "check_url {url} did not answer 503 while maintenance is on: {seen}; \
+                     check that the web server includes the maintenance snippet for this flag file; {stays_on}"
+                )
+            })?;
+        log(LogLevel::Info, format!("check_url {url} answered {status}"));
+    }
+    Ok(JobResult::Maintenance {
+        on: true,
+        changed,
+        downtime_ms: None,
+    })
+}
+
+fn off(
+    journal: &Journal,
+    name: &str,
+    app: &AppConfig,
+    m: &MaintenanceConfig,
+    by: &str,
+    log: &dyn Fn(LogLevel, String),
+) -> Result<JobResult, String> {
+    let before = journal.maintenance(name).map_err(|e| e.to_string())?;
+    match &before {
+        Some(s) => log(
+            LogLevel::Info,
+            format!(
+                "maintenance of {name} is on since {} ({}, by {}); turning it off",
+                utc(s.on_since),
+                s.reason,
+                s.by
+            ),
+        ),
+        None => log(
+            LogLevel::Info,
+            format!("maintenance of {name} was already off; applying it again"),
+        ),
+    }
+    let stays_on = if before.is_some() {
+        "the journal keeps maintenance ON (downtime still counts) until `off` succeeds"
+    } else {
+        "it was off already"
+    };
+    if let Some(cmd) = &m.off {
+        run_command("off", cmd, app, log).map_err(|e| format!("{e}; {stays_on}"))?;
+    }
+    if let Some(flag) = &m.flag_file {
+        let path = flag_path(&app.root, flag);
+        match std::fs::remove_file(&path) {
+            Ok(()) => log(
+                LogLevel::Info,
+                format!("flag file {} removed", path.display()),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot remove the flag file {}: {e}; {stays_on}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    if let Some(url) = &m.check_url {
+        let status =
+            check(url, m.check_timeout_ms, |s| (200..300).contains(&s)).map_err(|seen| {
+                format!(
+                    "check_url {url} did not answer 2xx after maintenance off: {seen}; {stays_on}"
+                )
+            })?;
+        log(LogLevel::Info, format!("check_url {url} answered {status}"));
+    }
+    let window = journal
+        .maintenance_off(name, by, now_millis())
+        .map_err(|e| e.to_string())?;
+    let downtime_ms = window.as_ref().map(|w| w.downtime_ms);
+    if let Some(w) = &window {
+        log(
+            LogLevel::Info,
+            format!(
+                "maintenance of {name} is OFF; it was on for {} ms (downtime)",
+                w.downtime_ms
+            ),
+        );
+    }
+    Ok(JobResult::Maintenance {
+        on: false,
+        changed: window.is_some(),
+        downtime_ms,
+    })
+}
+
+/// The flag file: absolute, or relative to the app's ROOT.
+pub fn flag_path(root: &Path, flag: &Path) -> PathBuf {
+    if flag.is_absolute() {
+        flag.to_path_buf()
+    } else {
+        root.join(flag)
+    }
+}
+
+/// Temp file in the same directory, fsync, rename: the web server sees no
+/// flag or a whole one. Parent directories are created.
+fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "flag".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Runs the `on` or `off` command in `ROOT/current` (or ROOT before the
+/// first release), its output streamed as job events.
+fn run_command(
+    which: &str,
+    cmd: &CommandSpec,
+    app: &AppConfig,
+    log: &dyn Fn(LogLevel, String),
+) -> Result<(), String> {
+    let current = app.root.join("current");
+    let base = if current.is_dir() {
+        current
+    } else {
+        app.root.clone()
+    };
+    let prepared = exec::Prepared::new(cmd, &app.run, &base);
+    log(
+        LogLevel::Info,
+        format!("running the `{which}` command: {}", prepared.display()),
+    );
+    let outcome = exec::run(&prepared, &mut |line| {
+        log(LogLevel::Info, format!("  {line}"))
+    })
+    .map_err(|e| format!("maintenance `{which}` command: {e}"))?;
+    if outcome.success() {
+        log(
+            LogLevel::Info,
+            format!(
+                "the `{which}` command finished in {} ms",
+                outcome.duration.as_millis()
+            ),
+        );
+        return Ok(());
+    }
+    let tail = outcome.tail.trim_end();
+    let tail = match tail.char_indices().rev().nth(ERROR_TAIL) {
+        Some((i, _)) => &tail[i..],
+        None => tail,
+    };
+    Err(format!(
+        "maintenance `{which}` command `{}` failed: {}{}",
+        prepared.display(),
+        outcome.describe(prepared.timeout),
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; output ends with:\n{tail}")
+        }
+    ))
+}
+
+/// GETs `url` until `ok(status)` holds, for up to [`CHECK_WINDOW`] (each
+/// attempt bounded by `timeout_ms`). Returns the status, or a description of
+/// what was seen last and how often it was tried.
+fn check(url: &str, timeout_ms: u64, ok: impl Fn(u16) -> bool) -> Result<u16, String> {
+    let started = Instant::now();
+    let per_try = Duration::from_millis(timeout_ms.max(1));
+    let mut tries = 0u32;
+    // The last status actually received: on a busy host the final try may
+    // time out, and "it answered 200" is what the operator needs to see.
+    let mut last_answer = None;
+    loop {
+        tries += 1;
+        let seen = http_status(url, per_try);
+        match seen {
+            Ok(s) if ok(s) => return Ok(s),
+            Ok(s) => last_answer = Some(s),
+            Err(_) => {}
+        }
+        if started.elapsed() >= CHECK_WINDOW {
+            let seen = match (last_answer, seen) {
+                (Some(s), _) => format!("it answered {s}"),
+                (None, Err(e)) => e,
+                (None, Ok(s)) => format!("it answered {s}"),
+            };
+            return Err(format!(
+                "{seen} (tried {tries} times over {} ms)",
+                started.elapsed().as_millis()
+            ));
+        }
+        std::thread::sleep(CHECK_PAUSE);
+    }
+}
+
+/// A blocking HTTP/1.0 GET of an `http://HOST[:PORT]/PATH` URL: the status
+/// code of the answer, within `timeout` (connect, send and read together).
+pub fn http_status(url: &str, timeout: Duration) -> Result<u16, String> {
+    let deadline = Instant::now() + timeout;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let target = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addrs: Vec<_> = target
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {target}: {e}"))?
+        .collect();
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let mut last = format!("no address for {target}");
+    let mut stream = None;
+    for addr in addrs {
+        let left = remaining();
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("connect {addr}: {e}"),
+        }
+    }
+    let mut s = stream.ok_or(last)?;
+    let io = |e: std::io::Error| {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            format!("no answer from {target} within {} ms", timeout.as_millis())
+        } else {
+            format!("{target}: {e}")
+        }
+    };
+    let left = remaining().max(Duration::from_millis(1));
+    s.set_write_timeout(Some(left)).map_err(io)?;
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: golive-agent maintenance check\r\nConnection: close\r\n\r\n"
+    );
+    // A server may answer (and close) before reading the whole request: a
+    // failed write is reported only when no answer can be read either.
+    let sent = s.write_all(request.as_bytes()).map_err(io);
+    // Only the status line is needed.
+    let mut head = Vec::with_capacity(128);
+    let mut buf = [0u8; 512];
+    while !head.contains(&b'\n') && head.len() < 8192 {
+        let left = remaining();
+        if left.is_zero() {
+            return Err(format!(
+                "no answer from {target} within {} ms",
+                timeout.as_millis()
+            ));
+        }
+        s.set_read_timeout(Some(left)).map_err(io)?;
+        let n = match s.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => return Err(sent.err().unwrap_or_else(|| io(e))),
+        };
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or_default();
+    let mut parts = line.split_whitespace();
+    match (
+        parts.next(),
+        parts.next().and_then(|c| c.parse::<u16>().ok()),
+    ) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
+        _ => Err(sent
+            .err()
+            .unwrap_or_else(|| format!("{target} did not answer HTTP (got {:?})", line))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A one-shot server answering every connection with `status`.
+    fn serve(status: u16, count: usize) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..count {
+                let Ok((mut s, _)) = l.accept() else { return };
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = write!(s, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        format!("http://{addr}/health")
+    }
+
+    #[test]
+    fn http_status_reads_the_status_line() {
+        let url = serve(503, 1);
+        assert_eq!(http_status(&url, Duration::from_secs(2)), Ok(503));
+    }
+
+    #[test]
+    fn check_names_what_it_saw() {
+        let url = serve(200, 10_000);
+        let err = check(&url, 500, |s| s == 503).unwrap_err();
+        assert!(err.contains("it answered 200"), "{err}");
+        assert!(err.contains("tried"), "{err}");
+    }
+
+    #[test]
+    fn connection_refused_is_reported() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = http_status(
+            &format!("http://127.0.0.1:{port}/"),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(err.contains("connect"), "{err}");
+    }
+
+    #[test]
+    fn flag_file_is_relative_to_root() {
+        assert_eq!(
+            flag_path(Path::new("/srv/shop"), Path::new("shared/maintenance.flag")),
+            PathBuf::from("/srv/shop/shared/maintenance.flag")
+        );
+        assert_eq!(
+            flag_path(Path::new("/srv/shop"), Path::new("/run/m.flag")),
+            PathBuf::from("/run/m.flag")
+        );
+    }
+
+    #[test]
+    fn atomic_write_creates_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b/flag");
+        write_atomic(&p, b"x").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"x");
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+}

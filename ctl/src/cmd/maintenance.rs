@@ -1,0 +1,164 @@
+//! `golivectl maintenance on|off PLAN [--reason TEXT]`: the plan's app goes
+//! into (or out of) maintenance mode on every host, as each agent's config
+//! declares it (flag file, commands, check URL). The agents journal the
+//! state, so it survives their restarts; `off` reports the downtime, measured
+//! from the first `on`.
+//!
+//! [`set_on_host`] is also the deployment's maintenance step.
+
+use std::path::Path;
+
+use golive_shared::protocol::{JobResult, JobSpec, JobState, SetMaintenance};
+use serde_json::json;
+
+use crate::cli::OnOff;
+use crate::cmd::deploy::run_job;
+use crate::output::{Exit, Out, usage};
+use crate::plan::{self, Host};
+
+/// What a maintenance job did on one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switched {
+    /// False when the host already was in the requested state.
+    pub changed: bool,
+    /// After `off`: how long it was on.
+    pub downtime_ms: Option<u64>,
+}
+
+impl Switched {
+    /// "turned on", "was already off", "turned off; downtime 1234 ms".
+    pub fn describe(&self, on: bool) -> String {
+        let state = if on { "on" } else { "off" };
+        let mut s = if self.changed {
+            format!("turned {state}")
+        } else {
+            format!("was already {state}")
+        };
+        if let Some(ms) = self.downtime_ms {
+            s.push_str(&format!("; downtime {ms} ms"));
+        }
+        s
+    }
+}
+
+/// Runs one maintenance job on `host` under `key` and follows it; on failure
+/// the exit code it deserves and the message.
+pub async fn set_on_host(
+    out: Out,
+    host: &Host,
+    key: String,
+    lease: Option<String>,
+    app: &str,
+    on: bool,
+    reason: &str,
+) -> Result<Switched, (Exit, String)> {
+    let spec = JobSpec::Maintenance(SetMaintenance {
+        app: app.to_string(),
+        on,
+        reason: reason.to_string(),
+    });
+    match run_job(out, &host.client, key, lease, spec).await {
+        Ok(job) if job.state == JobState::Succeeded => match job.result {
+            Some(JobResult::Maintenance {
+                changed,
+                downtime_ms,
+                ..
+            }) => Ok(Switched {
+                changed,
+                downtime_ms,
+            }),
+            other => Err((
+                Exit::Failed,
+                format!("job {} ended with an unexpected result: {other:?}", job.id),
+            )),
+        },
+        Ok(job) => Err((
+            Exit::Failed,
+            format!(
+                "job {} {}: {}",
+                job.id,
+                job.state.as_str(),
+                job.error.unwrap_or_else(|| "no message".into())
+            ),
+        )),
+        Err(e) => Err((
+            if e.exit_code() == 2 {
+                Exit::Usage
+            } else {
+                Exit::Failed
+            },
+            e.to_string(),
+        )),
+    }
+}
+
+pub async fn maintenance(
+    out: Out,
+    state: OnOff,
+    plan_path: &Path,
+    reason: Option<String>,
+) -> anyhow::Result<Exit> {
+    let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
+    let on = state == OnOff::On;
+    let word = if on { "on" } else { "off" };
+    let reason = reason.unwrap_or_else(|| format!("golivectl maintenance {word}"));
+    let reason = format!("{reason} (by {})", plan.operator);
+    let mut exit = Exit::Done;
+    let mut failed = 0;
+    let mut downtime: Option<u64> = None;
+    let mut hosts = Vec::new();
+    for host in &plan.hosts {
+        let key = format!(
+            "maintenance-{word}:{}:{}:{}",
+            host.name,
+            golive_shared::protocol::now_millis(),
+            std::process::id()
+        );
+        match set_on_host(out, host, key, None, &plan.app, on, &reason).await {
+            Ok(s) => {
+                let detail = s.describe(on);
+                out.line(format!("[{}] maintenance {word}: ok — {detail}", host.name));
+                out.event(&json!({"event": "maintenance", "host": host.name, "on": on, "ok": true, "changed": s.changed, "already": !s.changed, "downtime_ms": s.downtime_ms}));
+                if let Some(ms) = s.downtime_ms {
+                    downtime = Some(downtime.unwrap_or(0).max(ms));
+                }
+                hosts.push(json!({"host": host.name, "ok": true, "changed": s.changed, "downtime_ms": s.downtime_ms}));
+            }
+            Err((e_exit, e)) => {
+                failed += 1;
+                out.line(format!("[{}] maintenance {word}: FAILED — {e}", host.name));
+                out.event(&json!({"event": "maintenance", "host": host.name, "on": on, "ok": false, "error": e}));
+                hosts.push(json!({"host": host.name, "ok": false, "error": e}));
+                // The worst outcome wins: a failure beats a refusal.
+                exit = match (exit, e_exit) {
+                    (Exit::Failed, _) | (_, Exit::Failed) => Exit::Failed,
+                    (_, other) => other,
+                };
+            }
+        }
+    }
+    let n = plan.hosts.len();
+    let message = if failed == 0 {
+        format!(
+            "maintenance of {} is {} on {n} host(s){}",
+            plan.app,
+            word.to_uppercase(),
+            downtime
+                .map(|ms| format!("; downtime {ms} ms"))
+                .unwrap_or_default()
+        )
+    } else if on {
+        format!(
+            "maintenance {word} failed on {failed} of {n} host(s); a host whose agent journaled it stays ON \
+             (failing safe): fix the cause and run `golivectl maintenance on` again, or `golivectl maintenance off`"
+        )
+    } else {
+        format!(
+            "maintenance {word} failed on {failed} of {n} host(s); those stay ON in their journals: \
+             fix the cause and run `golivectl maintenance off` again"
+        )
+    };
+    out.line(&message);
+    out.event(&json!({"event": "result", "app": plan.app, "on": on, "ok": failed == 0, "hosts": hosts, "downtime_ms": downtime, "message": message, "exit": exit.code()}));
+    Ok(exit)
+}

@@ -1,0 +1,516 @@
+//! Issue 4, maintenance mode: real `golivectl` and `golive-agent` over mTLS,
+//! and real nginx running the snippet shipped in `packaging/nginx/` (only
+//! its two paths substituted). The agent verifies the 503 itself through its
+//! `check_url`; the journal is read back for the state and the downtime.
+//!
+//! Each test owns a temp dir and loopback addresses in 127.0.0.120-129.
+//! nginx must be installed (`apt-get install nginx`; scripts/test does it).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use golive_tests::*;
+use serde_json::Value;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+fn packaging() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging")
+}
+
+/// A real nginx (master + worker) serving `docroot` on `ip`, with the shipped
+/// maintenance snippet included. Stopped on drop (SIGQUIT, then SIGKILL).
+struct Nginx {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Nginx {
+    fn start(dir: &Path, ip: &str, docroot: &Path, flag: &Path) -> Nginx {
+        let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .expect("nginx is not installed: `apt-get install nginx` (scripts/test installs it)");
+        let home = dir.join("nginx");
+        let page_dir = home.join("page");
+        std::fs::create_dir_all(&page_dir).expect("nginx dir");
+        std::fs::copy(
+            packaging().join("maintenance.html"),
+            page_dir.join("maintenance.html"),
+        )
+        .expect("copy maintenance.html");
+        let shipped = std::fs::read_to_string(packaging().join("nginx/golive-maintenance.conf"))
+            .expect("read the shipped nginx snippet");
+        for placeholder in ["/srv/shop/shared/maintenance.flag", "/usr/share/golive"] {
+            assert!(
+                shipped.contains(placeholder),
+                "the shipped snippet no longer contains {placeholder:?}"
+            );
+        }
+        let snippet = shipped
+            .replace("/srv/shop/shared/maintenance.flag", s(flag))
+            .replace("/usr/share/golive", s(&page_dir));
+        std::fs::write(home.join("golive-maintenance.conf"), snippet).expect("write snippet");
+        let port = free_port(ip);
+        // Workers drop to `user` only when the master runs as root; our temp
+        // dir is private, so keep them as root then.
+        let user = if nix::unistd::geteuid().is_root() {
+            "user root root;\n"
+        } else {
+            ""
+        };
+        let h = s(&home);
+        let conf = format!(
+            "{user}daemon off;\nmaster_process on;\nworker_processes 1;\npid {h}/nginx.pid;\n\
+             error_log {h}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n\
+               access_log {h}/access.log;\n\
+               client_body_temp_path {h}/body;\n  proxy_temp_path {h}/proxy;\n\
+               fastcgi_temp_path {h}/fastcgi;\n  uwsgi_temp_path {h}/uwsgi;\n  scgi_temp_path {h}/scgi;\n\
+               server {{\n\
+                 listen {ip}:{port};\n\
+                 root {docroot};\n\
+                 include {h}/golive-maintenance.conf;\n\
+               }}\n\
+             }}\n",
+            docroot = s(docroot),
+        );
+        let conf_path = home.join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let log = std::fs::File::create(home.join("stderr.log")).expect("nginx stderr log");
+        let child = Command::new(bin)
+            .arg("-e")
+            .arg(home.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(format!("{h}/"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn nginx");
+        let mut nginx = Nginx {
+            port,
+            dir: home,
+            child: Some(child),
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect((ip, port)).is_err() {
+            if let Some(status) = nginx
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("nginx exited at start ({status}):\n{}", nginx.logs());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "nginx did not listen on {ip}:{port} within 15 s:\n{}",
+                nginx.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    fn logs(&self) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+        format!("{}{}", read("stderr.log"), read("error.log"))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SIGQUIT: graceful shutdown of master and workers.
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The whole raw answer to a GET (headers and body), 5 s limit.
+fn raw_get(ip: &str, port: u16, path: &str) -> String {
+    let mut sock = std::net::TcpStream::connect((ip, port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(sock, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").expect("send");
+    let mut buf = String::new();
+    sock.read_to_string(&mut buf).expect("read answer");
+    buf
+}
+
+/// One test's world: temp dir, CA, operator `alice`, controller.
+struct World {
+    dir: tempfile::TempDir,
+    pki: TestPki,
+    op: (PathBuf, PathBuf),
+    ctl: Ctl,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = TestPki::new(dir.path());
+        let op = pki.operator("alice", "operator");
+        let ctl = Ctl::new(dir.path());
+        World { dir, pki, op, ctl }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// (Re)writes `maint.toml` naming `agent` at its current address, with
+    /// `extra` appended.
+    fn plan(&self, agent: &AgentProc, release: Option<(&str, &Path)>, extra: &str) -> PathBuf {
+        let path = self.path().join("maint.toml");
+        write_plan(&path, &self.pki, &self.op, "shop", release, &[agent]);
+        if !extra.is_empty() {
+            let mut text = std::fs::read_to_string(&path).expect("read plan");
+            text.push_str(extra);
+            std::fs::write(&path, text).expect("write plan");
+        }
+        path
+    }
+
+    /// `golivectl --output json ARGS`: the run and its `result` event.
+    fn json(&self, args: &[&str]) -> (Run, Value) {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let run = self.ctl.run(&all);
+        let result = run
+            .json_lines()
+            .into_iter()
+            .find(|v| v["event"] == "result")
+            .unwrap_or_else(|| panic!("no result event:\n{}", run.text()));
+        (run, result)
+    }
+}
+
+/// `[apps.shop.maintenance]` with a flag file (relative to ROOT) and a check URL.
+fn maintenance_toml(check_url: &str, extra: &str) -> String {
+    format!(
+        "[apps.shop.maintenance]\nflag_file = \"shared/maintenance.flag\"\n\
+         check_url = {check_url:?}\ncheck_timeout_ms = 2000\n{extra}\n"
+    )
+}
+
+fn maintenance_rows(agent: &AgentProc) -> (i64, i64) {
+    let j = agent.journal();
+    let count = |sql: &str| -> i64 {
+        j.query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    (
+        count("SELECT COUNT(*) FROM maintenance WHERE app = 'shop'"),
+        count("SELECT COUNT(*) FROM maintenance_log WHERE app = 'shop'"),
+    )
+}
+
+#[test]
+fn nginx_answers_503_while_on_and_the_state_survives_an_agent_restart() {
+    let w = World::new();
+    let ip = "127.0.0.120";
+    let root = w.path().join("web1/srv/shop");
+    // A live release, laid out as the agent does it.
+    std::fs::create_dir_all(root.join("releases/r1")).expect("release dir");
+    std::fs::write(root.join("releases/r1/index.html"), "shop r1\n").expect("index");
+    std::os::unix::fs::symlink("releases/r1", root.join("current")).expect("current");
+    let flag = root.join("shared/maintenance.flag");
+    let nginx = Nginx::start(w.path(), ip, &root.join("current"), &flag);
+    let commands = w.path().join("commands.log");
+    let cmd = |word: &str| {
+        format!(
+            "[apps.shop.maintenance.{word}]\ncmd = [\"sh\", \"-c\", \"echo {word} >> {}\"]\n",
+            s(&commands)
+        )
+    };
+    let mut spec = AgentSpec::new("web1", ip);
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\n\n{}",
+        maintenance_toml(
+            &format!("http://{ip}:{}/", nginx.port),
+            &format!("{}{}", cmd("on"), cmd("off"))
+        )
+    );
+    let mut agent = AgentProc::start(w.path(), &w.pki, &spec);
+    let plan = w.plan(&agent, None, "");
+
+    assert_eq!(
+        http_get(ip, nginx.port, "/"),
+        Some((200, "shop r1\n".into()))
+    );
+
+    let on = w
+        .ctl
+        .run(&["maintenance", "on", s(&plan), "--reason", "test window"]);
+    let first_on_done = Instant::now();
+    assert_eq!(on.code, 0, "{}\nnginx:\n{}", on.text(), nginx.logs());
+    assert!(
+        on.stdout.contains("[web1] maintenance on: ok — turned on"),
+        "{}",
+        on.text()
+    );
+    // The agent checked the 503 through nginx itself.
+    assert!(
+        on.stdout.contains(&format!(
+            "check_url http://{ip}:{}/ answered 503",
+            nginx.port
+        )),
+        "{}",
+        on.text()
+    );
+    let answer = raw_get(ip, nginx.port, "/");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After: 120"), "{answer}");
+    assert!(answer.contains("Down for maintenance"), "{answer}");
+    let (status, _) = http_get(ip, nginx.port, "/any/page").expect("answer");
+    assert_eq!(status, 503);
+    let flag_text = std::fs::read_to_string(&flag).expect("flag file written");
+    assert!(flag_text.contains("test window"), "{flag_text}");
+    assert_eq!(maintenance_rows(&agent), (1, 0));
+    let (reason, by): (String, String) = agent
+        .journal()
+        .query_row(
+            "SELECT reason, by FROM maintenance WHERE app = 'shop'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("maintenance row");
+    assert!(reason.starts_with("test window"), "{reason}");
+    assert_eq!(by, "alice");
+
+    // Again: already on, the original time is kept.
+    std::thread::sleep(Duration::from_millis(300));
+    let again = w.ctl.run(&["maintenance", "on", s(&plan)]);
+    assert_eq!(again.code, 0, "{}", again.text());
+    assert!(again.stdout.contains("was already on"), "{}", again.text());
+
+    // The agent restarts (new port): still on, in the journal and in nginx.
+    assert!(agent.stop(), "agent did not stop on SIGTERM");
+    agent.spawn();
+    let plan = w.plan(&agent, None, "");
+    assert_eq!(maintenance_rows(&agent), (1, 0));
+    assert_eq!(http_get(ip, nginx.port, "/").map(|a| a.0), Some(503));
+
+    let before_off = first_on_done.elapsed().as_millis() as u64;
+    let (off, result) = w.json(&["maintenance", "off", s(&plan)]);
+    assert_eq!(off.code, 0, "{}", off.text());
+    assert_eq!(result["ok"], true, "{result}");
+    let downtime = result["downtime_ms"].as_u64().expect("downtime_ms");
+    assert!(
+        downtime >= before_off,
+        "downtime {downtime} ms should count from the first `on` ({before_off} ms ago)"
+    );
+    let host = off
+        .json_lines()
+        .into_iter()
+        .find(|v| v["event"] == "maintenance")
+        .expect("maintenance event");
+    assert_eq!(host["changed"], true, "{host}");
+    assert_eq!(host["downtime_ms"].as_u64(), Some(downtime), "{host}");
+    assert_eq!(
+        http_get(ip, nginx.port, "/"),
+        Some((200, "shop r1\n".into()))
+    );
+    assert!(!flag.exists(), "flag file left behind");
+    assert_eq!(maintenance_rows(&agent), (0, 1));
+    let logged: i64 = agent
+        .journal()
+        .query_row(
+            "SELECT downtime_ms FROM maintenance_log WHERE app = 'shop'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("maintenance_log row");
+    assert_eq!(logged as u64, downtime);
+    // The declared commands ran, in order (`on` is applied again when asked again).
+    assert_eq!(
+        std::fs::read_to_string(&commands).expect("commands log"),
+        "on\non\noff\n"
+    );
+
+    // Human output of an `off` that finds it off.
+    let again = w.ctl.run(&["maintenance", "off", s(&plan)]);
+    assert_eq!(again.code, 0, "{}", again.text());
+    assert!(again.stdout.contains("was already off"), "{}", again.text());
+    assert_eq!(maintenance_rows(&agent), (0, 1));
+    drop(nginx);
+}
+
+#[test]
+fn a_check_url_that_never_answers_503_fails_clearly_and_stays_on() {
+    let w = World::new();
+    let ip = "127.0.0.121";
+    let site = w.path().join("plain");
+    std::fs::create_dir_all(&site).expect("site dir");
+    std::fs::write(site.join("index.html"), "no snippet here\n").expect("index");
+    // A web server without the maintenance snippet: always 200.
+    let plain = HttpApp::serve(&site, ip);
+    let root = w.path().join("web2/srv/shop");
+    let url = format!("http://{ip}:{}/", plain.port);
+    let mut spec = AgentSpec::new("web2", ip);
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\n\n{}",
+        maintenance_toml(&url, "")
+    );
+    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+    let plan = w.plan(&agent, None, "");
+
+    let started = Instant::now();
+    let on = w.ctl.run(&["maintenance", "on", s(&plan)]);
+    assert_eq!(on.code, 1, "{}", on.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the check is bounded"
+    );
+    let text = on.text();
+    assert!(text.contains(&url), "names the URL: {text}");
+    assert!(
+        text.contains("answered 200"),
+        "names the status seen: {text}"
+    );
+    assert!(text.contains("did not answer 503"), "{text}");
+    // Failing safe: the flag and the journaled state stay.
+    assert!(root.join("shared/maintenance.flag").exists());
+    assert_eq!(maintenance_rows(&agent), (1, 0));
+
+    // `off` undoes it (the same URL answers 2xx, as required after off).
+    let off = w.ctl.run(&["maintenance", "off", s(&plan)]);
+    assert_eq!(off.code, 0, "{}", off.text());
+    assert!(
+        off.stdout.contains("turned off; downtime"),
+        "{}",
+        off.text()
+    );
+    assert!(!root.join("shared/maintenance.flag").exists());
+    assert_eq!(maintenance_rows(&agent), (0, 1));
+}
+
+#[test]
+fn deploy_with_maintenance_reports_downtime_and_ends_with_it_off() {
+    let w = World::new();
+    let ip = "127.0.0.122";
+    let root = w.path().join("web3/srv/shop");
+    let flag = root.join("shared/maintenance.flag");
+    let nginx = Nginx::start(w.path(), ip, &root.join("current"), &flag);
+    let mut spec = AgentSpec::new("web3", ip);
+    // The probe goes through nginx: it only passes once maintenance is off.
+    spec.apps_toml = format!(
+        "{}{}",
+        app_toml("shop", &root, &format!("http://{ip}:{}/health", nginx.port)),
+        maintenance_toml(&format!("http://{ip}:{}/", nginx.port), "")
+    );
+    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+    let release = |v: &str| {
+        let path = w.path().join(format!("dist/shop-{v}.tar.gz"));
+        let index = format!("shop {v}\n");
+        artifact(
+            &path,
+            &[("index.html", index.as_bytes()), ("health", b"ok\n")],
+        );
+        path
+    };
+
+    // v1 without maintenance: a zero-downtime switch.
+    let v1 = release("v1");
+    let plan = w.plan(&agent, Some(("v1", &v1)), "");
+    let (run, result) = w.json(&["deploy", s(&plan)]);
+    assert_eq!(run.code, 0, "{}\nnginx:\n{}", run.text(), nginx.logs());
+    assert_eq!(result["downtime_ms"], 0, "{result}");
+    assert_eq!(result["maintenance"], "none", "{result}");
+    assert!(
+        !run.stdout.contains("maintenance-on"),
+        "no maintenance asked: {}",
+        run.text()
+    );
+
+    // v2 with `[deploy] maintenance = true`.
+    let v2 = release("v2");
+    let plan = w.plan(&agent, Some(("v2", &v2)), "[deploy]\nmaintenance = true\n");
+    let (run, result) = w.json(&["deploy", s(&plan)]);
+    assert_eq!(run.code, 0, "{}\nnginx:\n{}", run.text(), nginx.logs());
+    assert_eq!(result["state"], "succeeded", "{result}");
+    assert_eq!(result["maintenance"], "off", "{result}");
+    let downtime = result["downtime_ms"].as_u64().expect("downtime_ms");
+    assert!(downtime > 0, "{result}");
+    assert!(
+        text(&result["message"]).contains(&format!("downtime {downtime} ms")),
+        "{result}"
+    );
+    // The agent saw nginx answer 503 while the switch happened.
+    assert!(
+        run.stdout.contains(&format!(
+            "check_url http://{ip}:{}/ answered 503",
+            nginx.port
+        )),
+        "{}",
+        run.text()
+    );
+    let steps: Vec<String> = run
+        .json_lines()
+        .into_iter()
+        .filter(|v| v["event"] == "step")
+        .map(|v| format!("{}:{}", text(&v["step"]), text(&v["state"])))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "upload:ok",
+            "stage:ok",
+            "maintenance-on:ok",
+            "activate:ok",
+            "maintenance-off:ok",
+            "probe:ok"
+        ],
+        "{}",
+        run.text()
+    );
+    assert!(!flag.exists(), "flag file left behind");
+    assert_eq!(
+        http_get(ip, nginx.port, "/"),
+        Some((200, "shop v2\n".into()))
+    );
+    assert_eq!(maintenance_rows(&agent), (0, 1));
+
+    // The controller journal records the steps, with the downtime.
+    let id = text(&result["deployment"]).to_string();
+    let show = w.ctl.run(&["--output", "json", "show", &id]);
+    assert_eq!(show.code, 0, "{}", show.text());
+    let record: Value = serde_json::from_str(show.stdout.trim()).expect("show JSON");
+    let off_step = record["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == "maintenance-off")
+        .unwrap_or_else(|| panic!("no maintenance-off step: {record}"));
+    assert_eq!(off_step["state"], "ok", "{record}");
+    assert!(
+        text(&off_step["detail"]).contains(&format!("downtime {downtime} ms")),
+        "{record}"
+    );
+    drop(nginx);
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+}
