@@ -8,6 +8,8 @@
 //! - [`lock`]: app locks as renewable leases.
 //! - [`release`]: safe unpacking and the `releases/` + `current` layout.
 //! - [`exec`]: runs declared programs (process group, timeout, user, output).
+//! - [`hooks`]: lifecycle hooks, named commands, permission rules, required files.
+//! - [`maintenance`]: maintenance mode (flag file, commands, check, downtime).
 //! - [`probe`]: health probes declared in the config.
 //! - [`backup`]: database and file backups, verify, restore, retention.
 //! - [`journal`]: the SQLite journal, source of truth for all of the above.
@@ -19,8 +21,8 @@
 //!
 //! # Current limitations
 //!
-//! See the README's "Not built yet": backups, maintenance, hooks, migrations,
-//! the watchdog and most probe kinds are not here yet.
+//! See the README's "Not built yet": migrations, feature flags, git release
+//! sources, the watchdog and most probe kinds are not here yet.
 
 pub mod backup;
 pub mod exec;

@@ -118,7 +118,9 @@ pub fn dump(
     let mut enc = zstd_writer(HashingFile::create(&out)?, level)?;
     enc.include_checksum(true)
         .map_err(|e| io_err("cannot configure zstd for", &out, e))?;
-    let mut tar = Builder::new(enc);
+    // tar copies file bodies in 8 KiB writes; each multithreaded zstd call
+    // has bookkeeping, so hand zstd 1 MiB at a time (docs/bench-backup.md).
+    let mut tar = Builder::new(io::BufWriter::with_capacity(ZSTD_FEED, enc));
     tar.follow_symlinks(false);
     let mut stats = FilesStats::default();
     let mut done = 0u64;
@@ -148,10 +150,15 @@ pub fn dump(
     // finish() before into_inner(): its write error can still be mapped
     // through the output file (ENOSPC -> DiskFull).
     tar.finish()
-        .map_err(|e| tar.get_ref().get_ref().write_err(e))?;
-    let mut enc = tar
+        .map_err(|e| tar.get_ref().get_ref().get_ref().write_err(e))?;
+    let mut feed = tar
         .into_inner()
         .map_err(|e| io_err("cannot finish the archive", &out, e))?;
+    feed.flush()
+        .map_err(|e| feed.get_ref().get_ref().write_err(e))?;
+    let mut enc = feed
+        .into_inner()
+        .map_err(|e| io_err("cannot finish the archive", &out, e.into_error()))?;
     enc.do_finish().map_err(|e| enc.get_ref().write_err(e))?;
     progress(done);
     Ok((finish_zstd(enc)?, stats))
@@ -601,7 +608,10 @@ struct Ctx<'a, 'p> {
     progress: &'a mut (dyn FnMut(u64) + 'p),
 }
 
-type Out = zstd::stream::write::Encoder<'static, HashingFile>;
+type Out = io::BufWriter<zstd::stream::write::Encoder<'static, HashingFile>>;
+
+/// Bytes buffered between tar and zstd.
+const ZSTD_FEED: usize = 1024 * 1024;
 
 /// Appends one walked path as entry `name`.
 fn append(
@@ -613,7 +623,8 @@ fn append(
     cx: &mut Ctx,
 ) -> Result<(), BackupError> {
     let mut header = Header::new_gnu();
-    let write_err = |tar: &Builder<Out>, e: io::Error| tar.get_ref().get_ref().write_err(e);
+    let write_err =
+        |tar: &Builder<Out>, e: io::Error| tar.get_ref().get_ref().get_ref().write_err(e);
     let ft = meta.file_type();
     if ft.is_dir() {
         header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);

@@ -45,6 +45,15 @@ pub async fn demo(out: Out, keep: bool) -> anyhow::Result<Exit> {
         root.display()
     ));
 
+    // The app's database: the orders a rollback must not lose.
+    std::fs::create_dir_all(root.join("shared"))?;
+    let db = rusqlite::Connection::open(root.join("shared/orders.db"))?;
+    db.execute_batch(
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT NOT NULL);
+         INSERT INTO orders (item) VALUES ('olive oil'), ('almonds');",
+    )?;
+    drop(db);
+
     // 3. The agent, in this process, on a real mTLS socket.
     let agent_toml = dir.join("agent.toml");
     std::fs::write(
@@ -73,6 +82,15 @@ url = "http://{app_addr}/health"
 expect_status = [200]
 body_contains = "ok"
 severity = "critical"
+
+[[apps.shop.databases]]
+engine = "sqlite"
+name = "orders"
+path = "{root}/shared/orders.db"
+
+[apps.shop.maintenance]
+flag_file = "shared/maintenance.flag"
+check_url = "http://{app_addr}/"
 "#,
             root = root.display()
         ),
@@ -146,6 +164,10 @@ key = "pki/operators/demo-operator.key"
 [[hosts]]
 name = "demo-agent"
 address = "{agent_addr}"
+
+[deploy]
+backup = "verified"
+maintenance = true
 "#
             ),
         )?;
@@ -166,6 +188,12 @@ address = "{agent_addr}"
     check(
         get(app_addr, "/").await.contains("shop v2"),
         "the app serves v2",
+    );
+
+    let verified = verified_backups(&plan("v2")?).await;
+    check(
+        verified >= 2,
+        &format!("each deploy took a verified pre-deploy backup ({verified} listed)"),
     );
 
     out.line("\n6. status");
@@ -195,6 +223,25 @@ address = "{agent_addr}"
         "the old release (v1) serves again",
     );
     Ok(failures)
+}
+
+/// Verified pre-deploy backups the agent lists (0 on any error).
+async fn verified_backups(plan_path: &Path) -> usize {
+    let Ok(plan) = crate::plan::load(plan_path) else {
+        return 0;
+    };
+    let req = golive_shared::protocol::Request::ListBackups(
+        golive_shared::protocol::ListBackupsRequest {
+            app: plan.app.clone(),
+        },
+    );
+    match plan.hosts[0].client.call(&req).await {
+        Ok(golive_shared::protocol::Response::Backups(list)) => list
+            .iter()
+            .filter(|b| b.label == "pre-deploy" && b.verified == Some(true))
+            .count(),
+        _ => 0,
+    }
 }
 
 /// A release archive: index.html and a health file the app reports.
@@ -239,8 +286,10 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> String {
 }
 
 /// The sample app: `/` serves `ROOT/current/index.html`; `/health` answers
-/// 200 when `ROOT/current/health` says `ok`, 500 otherwise. It reads the
-/// files on every request, so a switch of `current` shows at once.
+/// 200 when `ROOT/current/health` says `ok`, 500 otherwise; every path
+/// answers 503 while `ROOT/shared/maintenance.flag` exists (what the shipped
+/// nginx snippet does). It reads the files on every request, so a switch of
+/// `current` shows at once.
 async fn sample_app(listener: tokio::net::TcpListener, root: PathBuf) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -251,8 +300,10 @@ async fn sample_app(listener: tokio::net::TcpListener, root: PathBuf) {
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let current = root.join("current");
+                    let flag = root.join("shared/maintenance.flag");
                     async move {
                         let (status, body) = match req.uri().path() {
+                            _ if flag.exists() => (503, "down for maintenance\n".to_string()),
                             "/health" => {
                                 let h = std::fs::read_to_string(current.join("health"))
                                     .unwrap_or_default();
