@@ -10,6 +10,7 @@
 //! - [`exec`]: runs declared programs (process group, timeout, user, output).
 //! - [`hooks`]: lifecycle hooks, named commands, permission rules, required files.
 //! - [`maintenance`]: maintenance mode (flag file, commands, check, downtime).
+//! - [`migrate`]: SQL migrations (scan, status, up, down) on SQLite, PostgreSQL, MariaDB.
 //! - [`probe`]: health probes declared in the config.
 //! - [`backup`]: database and file backups, verify, restore, retention.
 //! - [`journal`]: the SQLite journal, source of truth for all of the above.
@@ -21,8 +22,9 @@
 //!
 //! # Current limitations
 //!
-//! See the README's "Not built yet": migrations, feature flags, git release
-//! sources, the watchdog and most probe kinds are not here yet.
+//! See the README's "Not built yet": [`migrate`] is an engine not yet wired
+//! into jobs and the controller; feature flags, git release sources, the
+//! watchdog and most probe kinds are not here yet.
 
 pub mod backup;
 pub mod exec;
@@ -33,6 +35,7 @@ pub mod journal;
 pub mod lock;
 pub mod log;
 pub mod maintenance;
+pub mod migrate;
 pub mod probe;
 pub mod release;
 pub mod revocation;

@@ -47,7 +47,8 @@ pub struct OptionFile {
 }
 
 impl OptionFile {
-    fn create(password: &str) -> Result<OptionFile, BackupError> {
+    /// Also used by the migration engine (`crate::migrate`).
+    pub(crate) fn create(password: &str) -> Result<OptionFile, BackupError> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

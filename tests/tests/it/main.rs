@@ -7,4 +7,5 @@ mod backup_engines;
 mod deploy;
 mod hooks;
 mod maintenance;
+mod migrate_engines;
 mod security;
