@@ -62,6 +62,20 @@ pub fn submit(
                 ));
             }
         }
+        JobSpec::Migrate(m) => {
+            if let Some(r) = &m.release {
+                names::check_release_id(r).map_err(bad)?;
+            }
+            if agent.known_app(&app)?.migrations.is_none() {
+                return Err(ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "app {app} on agent {} declares no migrations; add [apps.{app}.migrations] to its config",
+                        agent.config.agent.name
+                    ),
+                ));
+            }
+        }
         JobSpec::RunCommand(c) => {
             let declared = &agent.known_app(&app)?.commands;
             if !declared.contains_key(&c.name) {
@@ -365,6 +379,7 @@ pub fn execute(
         JobSpec::Restore(r) => crate::backup::run::restore(config, journal, r, emit),
         JobSpec::Maintenance(m) => crate::maintenance::set(config, journal, m, emit),
         JobSpec::RunCommand(c) => crate::hooks::run_command(config, c, emit),
+        JobSpec::Migrate(m) => crate::migrate::run_job(config, m, deployment, emit),
     }
 }
 

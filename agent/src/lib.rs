@@ -22,9 +22,8 @@
 //!
 //! # Current limitations
 //!
-//! See the README's "Not built yet": [`migrate`] is an engine not yet wired
-//! into jobs and the controller; feature flags, git release sources, the
-//! watchdog and most probe kinds are not here yet.
+//! See the README's "Not built yet": command migrations, feature flags, git
+//! release sources, the watchdog and most probe kinds are not here yet.
 
 pub mod backup;
 pub mod exec;

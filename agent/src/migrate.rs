@@ -1171,6 +1171,147 @@ impl Remote for My<'_> {
     }
 }
 
+// ----- jobs and requests ----------------------------------------------------
+//
+// The glue between the engine and the agent: which database and which
+// directory a request means, as the agent's config declares them.
+
+/// The database and migrations directory of `release` (default: current).
+fn target<'a>(
+    config: &'a golive_shared::config::AgentConfig,
+    app_name: &str,
+    release: Option<&str>,
+) -> Result<(&'a DatabaseConfig, PathBuf, String), String> {
+    let app = config
+        .app(app_name)
+        .ok_or_else(|| format!("no app {app_name:?}; declared: {}", config.app_names()))?;
+    let m = app.migrations.as_ref().ok_or_else(|| {
+        format!(
+            "app {app_name} declares no migrations; add [apps.{app_name}.migrations] \
+             (dir, database) to the agent config"
+        )
+    })?;
+    let db = app
+        .databases
+        .iter()
+        .find(|d| d.name() == m.database)
+        .ok_or_else(|| format!("migrations.database {:?} is not declared", m.database))?;
+    let layout = crate::release::layout::AppLayout::new(&app.root);
+    let release = match release {
+        Some(r) => r.to_string(),
+        None => layout
+            .current()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("app {app_name} has no current release; name one"))?,
+    };
+    let dir = layout.release_dir(&release).join(&m.dir);
+    if !layout.release_dir(&release).is_dir() {
+        return Err(format!(
+            "app {app_name} has no release {release:?} on this host"
+        ));
+    }
+    Ok((db, dir, release))
+}
+
+fn tag_name(t: Option<Tag>) -> Option<String> {
+    t.map(|t| match t {
+        Tag::Expand => "expand".to_string(),
+        Tag::Contract => "contract".to_string(),
+    })
+}
+
+/// Applied and pending migrations of a release. A release without a
+/// migrations directory has none pending.
+pub fn release_status(
+    config: &golive_shared::config::AgentConfig,
+    req: &golive_shared::protocol::MigrationStatusRequest,
+) -> Result<golive_shared::protocol::MigrationStatus, String> {
+    use golive_shared::protocol::{AppliedMigration, MigrationStatus, PendingMigration};
+    let (db, dir, release) = target(config, &req.app, req.release.as_deref())?;
+    let (applied, pending) = if dir.is_dir() {
+        let st = status(db, &dir).map_err(|e| e.to_string())?;
+        (st.applied, st.pending)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    Ok(MigrationStatus {
+        app: req.app.clone(),
+        release,
+        database: db.name().to_string(),
+        applied: applied
+            .into_iter()
+            .map(|a| AppliedMigration {
+                version: a.version,
+                name: a.name,
+                applied_at: a.applied_at,
+                duration_ms: a.duration_ms,
+                deployment: a.deployment,
+            })
+            .collect(),
+        pending: pending
+            .into_iter()
+            .map(|m| PendingMigration {
+                version: m.version,
+                name: m.name,
+                tag: tag_name(m.tag),
+                has_down: m.down.is_some(),
+            })
+            .collect(),
+    })
+}
+
+/// The `Migrate` job: up (all pending) or down to a version.
+pub fn run_job(
+    config: &golive_shared::config::AgentConfig,
+    req: &golive_shared::protocol::RunMigrations,
+    deployment: Option<&str>,
+    emit: &dyn Fn(golive_shared::protocol::EventKind),
+) -> Result<golive_shared::protocol::JobResult, String> {
+    use golive_shared::protocol::{EventKind, JobResult, LogLevel};
+    let log = |line: String| {
+        emit(EventKind::Log {
+            level: LogLevel::Info,
+            line,
+        })
+    };
+    let (db, dir, release) = target(config, &req.app, req.release.as_deref())?;
+    if !dir.is_dir() {
+        log(format!(
+            "release {release} ships no migrations directory; nothing to do"
+        ));
+        return Ok(JobResult::Migrated {
+            applied: vec![],
+            reverted: vec![],
+        });
+    }
+    match req.down_to {
+        None => {
+            let applied = up(db, &dir, deployment, &log).map_err(|e| e.to_string())?;
+            log(format!(
+                "{} migration(s) applied to {} from release {release}",
+                applied.len(),
+                db.name()
+            ));
+            Ok(JobResult::Migrated {
+                applied: applied.iter().map(|a| a.version).collect(),
+                reverted: vec![],
+            })
+        }
+        Some(to) => {
+            let reverted = down(db, &dir, to, &log).map_err(|e| e.to_string())?;
+            log(format!(
+                "{} migration(s) reverted on {} (now at version {to})",
+                reverted.len(),
+                db.name()
+            ));
+            Ok(JobResult::Migrated {
+                applied: vec![],
+                reverted,
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,6 +91,12 @@ pub enum Command {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// SQL migrations of the plan's app on every host (`[apps.APP.migrations]`
+    /// in each agent's config): status, up, down.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
     /// Turn the plan's app's maintenance mode on or off on every host (flag
     /// file and/or commands, as each agent declares; checked when a check URL
     /// is set). `off` reports the downtime.
@@ -204,5 +210,31 @@ pub enum BackupCommand {
         /// The deployment whose rollback point this backup is.
         #[arg(long)]
         deployment: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MigrateCommand {
+    /// Applied and pending migrations of a release on every host.
+    Status {
+        plan: PathBuf,
+        /// Release whose migrations to read (default: each host's current one).
+        #[arg(long)]
+        release: Option<String>,
+    },
+    /// Apply the release's pending migrations on every host.
+    Up {
+        plan: PathBuf,
+        #[arg(long)]
+        release: Option<String>,
+    },
+    /// Revert applied migrations above version N with their down files.
+    Down {
+        plan: PathBuf,
+        /// Version to go down to (0: revert all).
+        #[arg(long)]
+        to: u32,
+        #[arg(long)]
+        release: Option<String>,
     },
 }

@@ -126,6 +126,17 @@ pub struct AppConfig {
     pub required_files: Vec<PathBuf>,
     /// How this app goes into and out of maintenance mode.
     pub maintenance: Option<MaintenanceConfig>,
+    /// SQL migrations shipped inside each release.
+    pub migrations: Option<MigrationsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationsConfig {
+    /// Directory of `NNNN_name.up.sql` / `.down.sql`, relative to the release.
+    pub dir: PathBuf,
+    /// Name of the declared database (`[[apps.APP.databases]]`) they apply to.
+    pub database: String,
 }
 
 /// Defaults for hooks and commands.
@@ -845,6 +856,30 @@ fn validate_ops(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, Str
             bad(
                 format!("apps.{app_name}.required_files.{i}"),
                 "must be a relative path inside the release, without `..`".into(),
+            );
+        }
+    }
+    if let Some(m) = &app.migrations {
+        let key = |k: &str| format!("apps.{app_name}.migrations.{k}");
+        if !is_plain_relative(&m.dir) {
+            bad(
+                key("dir"),
+                "must be a relative path inside the release, without `..`".into(),
+            );
+        }
+        if !app.databases.iter().any(|d| d.name() == m.database) {
+            let declared: Vec<&str> = app.databases.iter().map(|d| d.name()).collect();
+            bad(
+                key("database"),
+                format!(
+                    "no database {:?} is declared for this app; declared: {}",
+                    m.database,
+                    if declared.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        declared.join(", ")
+                    }
+                ),
             );
         }
     }

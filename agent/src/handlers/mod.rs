@@ -24,7 +24,8 @@ pub fn required_role(req: &Request) -> Role {
         | Request::ListJobs(_)
         | Request::RunProbes(_)
         | Request::HasArtifact(_)
-        | Request::ListBackups(_) => Role::Viewer,
+        | Request::ListBackups(_)
+        | Request::MigrationStatus(_) => Role::Viewer,
         Request::SubmitJob(_) => Role::Operator,
         Request::Lock(LockRequest::Break { .. }) => Role::Operator,
         Request::Lock(_) => Role::Operator,
@@ -98,6 +99,21 @@ pub async fn dispatch(
             Ok(Response::Probes(probe::run_app(&p.app, app, &p.tags).await))
         }
         Request::HasArtifact(h) => artifact::has(agent, &h.sha256).map(Response::Artifact),
+        Request::MigrationStatus(m) => {
+            agent.known_app(&m.app)?;
+            if let Some(r) = &m.release {
+                golive_shared::names::check_release_id(r)
+                    .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))?;
+            }
+            let config = agent.config.clone();
+            let req = m.clone();
+            // psql/mariadb clients block: run them off the async thread.
+            tokio::task::spawn_blocking(move || crate::migrate::release_status(&config, &req))
+                .await
+                .map_err(crate::state::internal)?
+                .map(Response::MigrationStatus)
+                .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))
+        }
         Request::ListBackups(l) => {
             agent.known_app(&l.app)?;
             crate::backup::run::list(&agent.config, &agent.journal, &l.app)

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use golive_shared::protocol::{
     ActivateRelease, CreateBackup, EventKind, JobEventsRequest, JobInfo, JobResult, JobSpec,
-    JobState, LockRequest, LockResponse, ProbeReport, ProbeStatus, Request, Response,
-    RollbackRelease, RunProbesRequest, Severity, StageRelease, SubmitJob,
+    JobState, LockRequest, LockResponse, MigrationStatusRequest, ProbeReport, ProbeStatus, Request,
+    Response, RollbackRelease, RunMigrations, RunProbesRequest, Severity, StageRelease, SubmitJob,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -447,12 +447,50 @@ impl Downtime {
 }
 
 /// Why this deployment goes into maintenance, or `None` for a
-/// zero-downtime switch. Pending migrations (issue 4) will add a reason here.
-fn maintenance_reason(plan: &Plan) -> Option<String> {
-    if plan.maintenance {
+/// zero-downtime switch: the plan asks for it, or the new release has
+/// pending migrations (the old code must not run against a changing schema).
+fn maintenance_reason(plan: &Plan, pending: usize) -> Option<String> {
+    if pending > 0 {
+        Some(format!("the release has {pending} pending migration(s)"))
+    } else if plan.maintenance {
         Some("the plan asks for it ([deploy] maintenance = true)".into())
     } else {
         None
+    }
+}
+
+/// Pending migrations of the staged release on one host: 0 when the app
+/// declares no migrations there.
+async fn pending_migrations(
+    client: &AgentClient,
+    app: &str,
+    release: &str,
+) -> Result<Vec<String>, ClientError> {
+    let req = Request::MigrationStatus(MigrationStatusRequest {
+        app: app.into(),
+        release: Some(release.into()),
+    });
+    match client.call(&req).await {
+        Ok(Response::MigrationStatus(st)) => Ok(st
+            .pending
+            .iter()
+            .map(|m| {
+                format!(
+                    "{:04}_{}{}",
+                    m.version,
+                    m.name,
+                    m.tag
+                        .as_ref()
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect()),
+        Ok(other) => Err(client.unexpected(&other)),
+        Err(ClientError::Agent { body, .. }) if body.message.contains("declares no migrations") => {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -655,9 +693,43 @@ async fn run_deployment(
         let _ = journal.set_host(id, &host.name, &c.addr, None, "staged");
     }
 
+    // Pending migrations decide the rest: maintenance, and a verified
+    // backup before anything touches the schema (nothing destroys data
+    // before a verified backup exists).
+    let mut pending = 0usize;
+    for host in &plan.hosts {
+        match pending_migrations(&host.client, &plan.app, &release.id).await {
+            Ok(list) => {
+                if !list.is_empty() {
+                    step(out, &host.name, "migrations", "pending", &list.join(", "));
+                }
+                pending = pending.max(list.len());
+            }
+            Err(e) => {
+                release_all(leases).await;
+                return (
+                    exit_of(&e),
+                    format!(
+                        "cannot read the migrations of {} on {}, nothing live changed: {e}",
+                        release.id, host.name
+                    ),
+                );
+            }
+        }
+    }
+    let backup_mode = if pending > 0 && plan.backup != PreDeployBackup::Verified {
+        out.line(format!(
+            "the release has pending migrations: taking a verified backup first (plan said {:?})",
+            plan.backup
+        ));
+        PreDeployBackup::Verified
+    } else {
+        plan.backup
+    };
+
     // Phase 3a: maintenance on everywhere, when this deployment needs it.
     // From here until maintenance is off again, the site answers 503.
-    let maintenance = maintenance_reason(plan);
+    let maintenance = maintenance_reason(plan, pending);
     let mut in_maintenance: Vec<usize> = Vec::new();
     let mut longest_downtime: Option<u64> = None;
     if let Some(why) = &maintenance {
@@ -677,7 +749,7 @@ async fn run_deployment(
 
     // Phase 3b: the rollback point. Nothing live has changed yet; a backup
     // that cannot be taken (or verified, when the plan asks) stops here.
-    if plan.backup != PreDeployBackup::None {
+    if backup_mode != PreDeployBackup::None {
         for (host, lease) in plan.hosts.iter().zip(&leases) {
             let seq = journal.start_step(id, &host.name, "backup").ok();
             let spec = JobSpec::Backup(CreateBackup {
@@ -685,7 +757,7 @@ async fn run_deployment(
                 label: "pre-deploy".into(),
                 only: vec![],
                 deployment: Some(id.to_string()),
-                verify: plan.backup == PreDeployBackup::Verified,
+                verify: backup_mode == PreDeployBackup::Verified,
             });
             let r = job_ok(
                 run_job(
@@ -718,6 +790,60 @@ async fn run_deployment(
                         Exit::Failed,
                         format!(
                             "the pre-deploy backup on {} failed, nothing live changed: {e}{}",
+                            host.name,
+                            still_on(&still)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // Phase 3c: migrations, on every host (a database shared by several
+    // hosts is migrated once: the agents' migration lock and tracking table
+    // make the others find nothing pending). The old release still runs,
+    // behind maintenance.
+    if pending > 0 {
+        for (host, lease) in plan.hosts.iter().zip(&leases) {
+            let seq = journal.start_step(id, &host.name, "migrate").ok();
+            let spec = JobSpec::Migrate(RunMigrations {
+                app: plan.app.clone(),
+                release: Some(release.id.clone()),
+                down_to: None,
+            });
+            let r = job_ok(
+                run_job(
+                    out,
+                    &host.client,
+                    format!("{id}:{}:migrate", host.name),
+                    Some(lease.token.clone()),
+                    spec,
+                )
+                .await,
+            );
+            finish(journal, seq, &r);
+            match r {
+                Ok(detail) => step(out, &host.name, "migrate", "ok", &detail),
+                Err(Failure(_, e)) => {
+                    step(out, &host.name, "migrate", "failed", &e);
+                    let (ms, still) = maintenance_off_all(
+                        out,
+                        journal,
+                        plan,
+                        id,
+                        &leases,
+                        &mut in_maintenance,
+                        "",
+                    )
+                    .await;
+                    *downtime = downtime_of(maintenance.is_some(), ms, &still);
+                    release_all(leases).await;
+                    return (
+                        Exit::Failed,
+                        format!(
+                            "migrations on {} failed; the old release still serves. A failed migration is \
+                             rolled back where the engine allows (SQLite, PostgreSQL); the pre-deploy backup \
+                             of deployment {id} is the way back otherwise: {e}{}",
                             host.name,
                             still_on(&still)
                         ),
@@ -1077,6 +1203,9 @@ fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
                 ),
                 None => format!("maintenance {}", if on { "on" } else { "off" }),
             },
+            Some(JobResult::Migrated { applied, reverted }) => {
+                format!("applied {applied:?}, reverted {reverted:?}")
+            }
             Some(JobResult::Command {
                 name,
                 exit_code,

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod deploy;
 pub mod history;
 pub mod maintenance;
+pub mod migrate;
 pub mod pki;
 pub mod run;
 pub mod status;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Follow { plan, host, job } => deploy::follow_cmd(out, &plan, &host, job).await,
         Command::Unlock { plan, reason } => deploy::unlock(out, &plan, &reason).await,
         Command::Backup { command } => backup::run(out, command).await,
+        Command::Migrate { command } => migrate::run(out, command).await,
         Command::Maintenance {
             switch,
             plan,

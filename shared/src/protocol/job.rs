@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ActivateRelease, CreateBackup, RestoreBackup, RollbackRelease, RunCommand, SetMaintenance,
-    StageRelease, UnixMillis, VerifyBackup,
+    ActivateRelease, CreateBackup, RestoreBackup, RollbackRelease, RunCommand, RunMigrations,
+    SetMaintenance, StageRelease, UnixMillis, VerifyBackup,
 };
 
 /// Submit a job. Submitting the same key again returns the existing job and
@@ -30,6 +30,7 @@ pub enum JobSpec {
     Restore(RestoreBackup),
     Maintenance(SetMaintenance),
     RunCommand(RunCommand),
+    Migrate(RunMigrations),
 }
 
 impl JobSpec {
@@ -43,6 +44,7 @@ impl JobSpec {
             JobSpec::Restore(_) => "backup.restore",
             JobSpec::Maintenance(_) => "maintenance",
             JobSpec::RunCommand(_) => "command",
+            JobSpec::Migrate(_) => "migrate",
         }
     }
 
@@ -56,6 +58,7 @@ impl JobSpec {
             JobSpec::Restore(r) => &r.app,
             JobSpec::Maintenance(m) => &m.app,
             JobSpec::RunCommand(c) => &c.app,
+            JobSpec::Migrate(m) => &m.app,
         }
     }
 }
@@ -163,6 +166,10 @@ pub enum JobResult {
         name: String,
         exit_code: i32,
         duration_ms: u64,
+    },
+    Migrated {
+        applied: Vec<u32>,
+        reverted: Vec<u32>,
     },
 }
 

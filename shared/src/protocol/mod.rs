@@ -16,6 +16,7 @@ pub mod backup;
 pub mod job;
 pub mod lock;
 pub mod maintenance;
+pub mod migration;
 pub mod probe;
 pub mod release;
 
@@ -25,6 +26,7 @@ pub use backup::*;
 pub use job::*;
 pub use lock::*;
 pub use maintenance::*;
+pub use migration::*;
 pub use probe::*;
 pub use release::*;
 
@@ -54,6 +56,7 @@ pub enum Request {
     RunProbes(RunProbesRequest),
     HasArtifact(HasArtifactRequest),
     ListBackups(ListBackupsRequest),
+    MigrationStatus(MigrationStatusRequest),
 }
 
 impl Request {
@@ -69,6 +72,7 @@ impl Request {
             Request::RunProbes(_) => "probe.run".into(),
             Request::HasArtifact(_) => "artifact.has".into(),
             Request::ListBackups(_) => "backup.list".into(),
+            Request::MigrationStatus(_) => "migration.status".into(),
         }
     }
 }
@@ -86,6 +90,7 @@ pub enum Response {
     Probes(ProbeReport),
     Artifact(ArtifactInfo),
     Backups(Vec<BackupInfo>),
+    MigrationStatus(MigrationStatus),
 }
 
 /// A refusal or failure, with a message that names the problem and the fix.

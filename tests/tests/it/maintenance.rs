@@ -514,3 +514,83 @@ fn deploy_with_maintenance_reports_downtime_and_ends_with_it_off() {
 fn text(v: &Value) -> &str {
     v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
 }
+
+/// Issue 4 part 9: a deployment without migrations switches with zero
+/// downtime. A bounded request loop through real nginx runs during the whole
+/// deploy; every answer must be a 200 from the old or the new release.
+#[test]
+fn issue4_deploy_without_migrations_has_zero_failed_requests_through_nginx() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let w = World::new();
+    let ip = "127.0.0.123";
+    let root = w.path().join("web4/srv/shop");
+    let flag = root.join("shared/maintenance.flag");
+    let nginx = Nginx::start(w.path(), ip, &root.join("current"), &flag);
+    let mut spec = AgentSpec::new("web4", ip);
+    spec.apps_toml = format!(
+        "{}{}",
+        app_toml("shop", &root, &format!("http://{ip}:{}/health", nginx.port)),
+        maintenance_toml(&format!("http://{ip}:{}/", nginx.port), "")
+    );
+    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+    let release = |v: &str| {
+        let path = w.path().join(format!("dist/shop-{v}.tar.gz"));
+        let index = format!("shop {v}\n");
+        artifact(
+            &path,
+            &[("index.html", index.as_bytes()), ("health", b"ok\n")],
+        );
+        path
+    };
+    let v1 = release("v1");
+    let plan = w.plan(&agent, Some(("v1", &v1)), "");
+    let (run, _) = w.json(&["deploy", s(&plan)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    // The load: one client, bounded in count and time, stopped by a flag.
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = nginx.port;
+    let load = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst)
+                && seen.len() < 50_000
+                && started.elapsed() < std::time::Duration::from_secs(60)
+            {
+                seen.push(http_get(ip, port, "/"));
+            }
+            seen
+        })
+    };
+    let v2 = release("v2");
+    let plan = w.plan(&agent, Some(("v2", &v2)), "");
+    let (run, result) = w.json(&["deploy", s(&plan)]);
+    // Keep loading a moment after the switch so v2 answers are seen too.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let seen = load.join().expect("load thread");
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(result["downtime_ms"], 0, "{result}");
+    assert_eq!(result["maintenance"], "none", "{result}");
+    assert!(seen.len() >= 20, "only {} requests were made", seen.len());
+    let failed: Vec<_> = seen
+        .iter()
+        .filter(|r| !matches!(r, Some((200, body)) if body == "shop v1\n" || body == "shop v2\n"))
+        .take(5)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during a zero-downtime deploy, e.g. {failed:?}\nnginx:\n{}",
+        seen.iter().filter(|r| !matches!(r, Some((200, _)))).count(),
+        seen.len(),
+        nginx.logs()
+    );
+    assert!(
+        seen.iter()
+            .any(|r| matches!(r, Some((200, b)) if b == "shop v2\n")),
+        "the new release answered"
+    );
+}

@@ -1,0 +1,141 @@
+//! Issue 4: a deployment whose release ships pending migrations goes into
+//! maintenance, takes a verified backup (even when the plan did not ask),
+//! applies the migrations while the old release serves behind maintenance,
+//! then switches. Loopback 127.0.0.140-149 belong to this module.
+
+use std::path::Path;
+
+use golive_tests::*;
+use serde_json::Value;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+#[test]
+fn issue4_pending_migrations_bring_maintenance_a_verified_backup_and_run_before_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let root = dir.path().join("srv/shop");
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    let db = root.join("shared/shop.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE seen (n INTEGER); INSERT INTO seen VALUES (1);")
+        .unwrap();
+    let flag = root.join("shared/maintenance.flag");
+    let mut spec = AgentSpec::new("web1", "127.0.0.140");
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\n\n\
+         [[apps.shop.databases]]\nengine = \"sqlite\"\nname = \"main\"\npath = {db:?}\n\n\
+         [apps.shop.migrations]\ndir = \"migrations\"\ndatabase = \"main\"\n\n\
+         [apps.shop.maintenance]\nflag_file = \"shared/maintenance.flag\"\n"
+    );
+    let agent = AgentProc::start(dir.path(), &pki, &spec);
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(dir.path());
+
+    // v1 ships no migrations: a zero-downtime switch, no backup asked for.
+    let v1 = dir.path().join("dist/shop-v1.tar.gz");
+    artifact(&v1, &[("index.html", b"v1")]);
+    let plan = dir.path().join("plan.toml");
+    write_plan(&plan, &pki, &op, "shop", Some(("v1", &v1)), &[&agent]);
+    let r = ctl.run(&["--output", "json", "deploy", s(&plan)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let events = r.json_lines();
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["step"] == "maintenance-on" || e["step"] == "backup"),
+        "{}",
+        r.stdout
+    );
+
+    // v2 ships two migrations: maintenance, verified backup, migrate, switch.
+    let v2 = dir.path().join("dist/shop-v2.tar.gz");
+    artifact(
+        &v2,
+        &[
+            ("index.html", b"v2"),
+            (
+                "migrations/0001_orders.up.sql",
+                b"CREATE TABLE orders (id INTEGER PRIMARY KEY);",
+            ),
+            ("migrations/0001_orders.down.sql", b"DROP TABLE orders;"),
+            (
+                "migrations/0002_items.up.sql",
+                b"-- golive: expand\nCREATE TABLE items (id INTEGER PRIMARY KEY);",
+            ),
+            ("migrations/0002_items.down.sql", b"DROP TABLE items;"),
+        ],
+    );
+    write_plan(&plan, &pki, &op, "shop", Some(("v2", &v2)), &[&agent]);
+    let r = ctl.run(&["--output", "json", "deploy", s(&plan)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let events = r.json_lines();
+    let steps: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["state"] != "started")
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["step"].as_str().unwrap(),
+                e["state"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let pos = |needle: &str| {
+        steps
+            .iter()
+            .position(|x| x == needle)
+            .unwrap_or_else(|| panic!("no {needle} in {steps:?}"))
+    };
+    assert!(
+        pos("migrations:pending") < pos("maintenance-on:ok"),
+        "{steps:?}"
+    );
+    assert!(pos("maintenance-on:ok") < pos("backup:ok"), "{steps:?}");
+    assert!(pos("backup:ok") < pos("migrate:ok"), "{steps:?}");
+    assert!(pos("migrate:ok") < pos("activate:ok"), "{steps:?}");
+    assert!(pos("activate:ok") < pos("maintenance-off:ok"), "{steps:?}");
+    let result = events.iter().find(|e| e["event"] == "result").unwrap();
+    assert!(
+        result["downtime_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{result}"
+    );
+    assert!(!flag.exists(), "maintenance is off at the end");
+
+    // The schema moved, tracked with this deployment; the backup was verified.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        tables.contains(&"orders".to_string()) && tables.contains(&"items".to_string()),
+        "{tables:?}"
+    );
+    let deployment = result["deployment"].as_str().unwrap();
+    let tracked: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM golive_migrations WHERE deployment = ?1",
+            [deployment],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tracked, 2);
+    let r = ctl.run(&["--output", "json", "backup", "list", s(&plan)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let listed: Value = r.json_lines().pop().unwrap();
+    let pre = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["deployment"] == deployment)
+        .expect("a pre-deploy backup for this deployment");
+    assert_eq!(pre["verified"], true, "{pre}");
+    assert_eq!(pre["release"], "v1", "taken while v1 served");
+}

@@ -1,0 +1,277 @@
+//! `golivectl migrate status|up|down` end to end: a real agent over mTLS, a
+//! real SQLite database declared in the agent config, migrations shipped in
+//! a deployed release.
+//!
+//! Loopback addresses 127.0.0.130-139 belong to this module.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use golive_tests::*;
+use serde_json::Value;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+const UP1: &str = "CREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL);\n";
+const UP2: &str =
+    "-- golive: expand\nCREATE TABLE order_notes (id INTEGER PRIMARY KEY, note TEXT);\n";
+
+/// One agent for app `shop` with a SQLite database `main`; `app_extra` is
+/// appended inside `[apps.shop]`.
+struct Bed {
+    _dir: tempfile::TempDir,
+    ctl: Ctl,
+    root: PathBuf,
+    db: PathBuf,
+    plan: PathBuf,
+    _agent: AgentProc,
+}
+
+impl Bed {
+    fn new(ip: &str, migrations: bool) -> Bed {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = TestPki::new(dir.path());
+        let root = dir.path().join("srv/shop");
+        std::fs::create_dir_all(root.join("shared")).expect("root");
+        let db = dir.path().join("shop.db");
+        rusqlite::Connection::open(&db)
+            .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL;"))
+            .expect("create db");
+        let mut spec = AgentSpec::new("web1", ip);
+        spec.apps_toml = format!(
+            "[apps.shop]\nroot = {root:?}\n\n\
+             [[apps.shop.databases]]\nengine = \"sqlite\"\nname = \"main\"\npath = {db:?}\n\n\
+             [apps.shop.maintenance]\nflag_file = \"shared/maintenance.flag\"\n\n{}",
+            if migrations {
+                "[apps.shop.migrations]\ndir = \"migrations\"\ndatabase = \"main\"\n"
+            } else {
+                ""
+            }
+        );
+        let agent = AgentProc::start(dir.path(), &pki, &spec);
+        let op = pki.operator("alice", "operator");
+        let plan = dir.path().join("plan.toml");
+        write_plan(&plan, &pki, &op, "shop", None, &[&agent]);
+        let ctl = Ctl::new(dir.path());
+        // v1 without migrations, then v2 with them.
+        for (id, files) in [
+            ("v1", vec![("index.html", b"v1".as_slice())]),
+            (
+                "v2",
+                vec![
+                    ("index.html", b"v2".as_slice()),
+                    ("migrations/0001_orders.up.sql", UP1.as_bytes()),
+                    ("migrations/0001_orders.down.sql", b"DROP TABLE orders;\n"),
+                    ("migrations/0002_add_col.up.sql", UP2.as_bytes()),
+                    (
+                        "migrations/0002_add_col.down.sql",
+                        b"DROP TABLE order_notes;\n",
+                    ),
+                ],
+            ),
+        ] {
+            let art = dir.path().join(format!("dist/shop-{id}.tar.gz"));
+            artifact(&art, &files);
+            let dplan = dir.path().join(format!("deploy-{id}.toml"));
+            write_plan(&dplan, &pki, &op, "shop", Some((id, &art)), &[&agent]);
+            let r = ctl.run(&["deploy", s(&dplan)]);
+            assert_eq!(r.code, 0, "deploy {id}: {}", r.text());
+        }
+        Bed {
+            _dir: dir,
+            ctl,
+            root,
+            db,
+            plan,
+            _agent: agent,
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Run {
+        self.ctl.run(args)
+    }
+
+    /// `migrate status --release v2` of the one host.
+    fn status(&self) -> Value {
+        let r = self.ctl(&[
+            "--output",
+            "json",
+            "migrate",
+            "status",
+            s(&self.plan),
+            "--release",
+            "v2",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.text());
+        let v = r.json_lines().pop().expect("one JSON object");
+        let hosts = v["hosts"].as_array().expect("hosts array");
+        assert_eq!(hosts.len(), 1, "{v}");
+        hosts[0].clone()
+    }
+
+    fn versions(st: &Value, key: &str) -> Vec<u64> {
+        st[key]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|m| m["version"].as_u64().expect("version"))
+            .collect()
+    }
+
+    fn tables(&self) -> Vec<String> {
+        let c = rusqlite::Connection::open(&self.db).expect("open db");
+        let mut q = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        q.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn tracked(&self) -> Vec<i64> {
+        let c = rusqlite::Connection::open(&self.db).expect("open db");
+        let mut q = c
+            .prepare("SELECT version FROM golive_migrations ORDER BY version")
+            .unwrap();
+        q.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn migrate(&self, args: &[&str]) -> Run {
+        let mut all = vec!["migrate"];
+        all.extend_from_slice(args);
+        all.push(s(&self.plan));
+        all.extend_from_slice(&["--release", "v2"]);
+        self.ctl(&all)
+    }
+}
+
+fn has_table(tables: &[String], name: &str) -> bool {
+    tables.iter().any(|t| t == name)
+}
+
+#[test]
+fn migrate_status_up_down_through_the_agent() {
+    let bed = Bed::new("127.0.0.130", true);
+    let st = bed.status();
+    assert_eq!(st["release"], "v2", "{st}");
+    assert_eq!(st["database"], "main", "{st}");
+    let (applied, pending) = (Bed::versions(&st, "applied"), Bed::versions(&st, "pending"));
+    // The deploy may or may not have applied them already.
+    assert_eq!(applied.len() + pending.len(), 2, "{st}");
+
+    // Down to 0 makes the state deterministic: both pending.
+    let r = bed.migrate(&["down", "--to", "0"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let st = bed.status();
+    assert!(Bed::versions(&st, "applied").is_empty(), "{st}");
+    assert_eq!(Bed::versions(&st, "pending"), [1, 2], "{st}");
+    let pending = st["pending"].as_array().unwrap();
+    assert_eq!(pending[0]["name"], "orders");
+    assert_eq!(pending[0]["tag"], Value::Null);
+    assert_eq!(pending[1]["name"], "add_col");
+    assert_eq!(pending[1]["tag"], "expand", "{st}");
+    assert!(pending.iter().all(|p| p["has_down"] == true), "{st}");
+    let tables = bed.tables();
+    assert!(!has_table(&tables, "orders"), "{tables:?}");
+    assert!(!has_table(&tables, "order_notes"), "{tables:?}");
+
+    // The human table names both.
+    let r = bed.migrate(&["status"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(
+        r.stdout.contains("pending") && r.stdout.contains("expand"),
+        "{}",
+        r.text()
+    );
+
+    // Up applies both, tracked with their versions.
+    let r = bed.migrate(&["up"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(
+        r.stdout.contains("0001") && r.stdout.contains("0002"),
+        "{}",
+        r.text()
+    );
+    let tables = bed.tables();
+    assert!(has_table(&tables, "orders"), "{tables:?}");
+    assert!(has_table(&tables, "order_notes"), "{tables:?}");
+    assert_eq!(bed.tracked(), [1, 2]);
+    let st = bed.status();
+    assert_eq!(Bed::versions(&st, "applied"), [1, 2], "{st}");
+    assert!(Bed::versions(&st, "pending").is_empty(), "{st}");
+    assert_eq!(st["applied"][0]["name"], "orders");
+
+    // Up again: nothing pending, still exit 0.
+    let r = bed.migrate(&["up"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+
+    // Down to 1 reverts 0002 only.
+    let r = bed.migrate(&["down", "--to", "1"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let tables = bed.tables();
+    assert!(has_table(&tables, "orders"), "{tables:?}");
+    assert!(!has_table(&tables, "order_notes"), "{tables:?}");
+    assert_eq!(bed.tracked(), [1]);
+    let st = bed.status();
+    assert_eq!(Bed::versions(&st, "applied"), [1], "{st}");
+    assert_eq!(Bed::versions(&st, "pending"), [2], "{st}");
+
+    // Down to 0, then up again: both directions once more.
+    let r = bed.migrate(&["down", "--to", "0"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(bed.tracked().is_empty());
+    assert!(!has_table(&bed.tables(), "orders"));
+    let r = bed.migrate(&["up"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(bed.tracked(), [1, 2]);
+    assert!(has_table(&bed.tables(), "order_notes"));
+}
+
+#[test]
+fn migrate_refuses_a_changed_applied_migration_naming_the_file() {
+    let bed = Bed::new("127.0.0.131", true);
+    let r = bed.migrate(&["up"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(bed.tracked(), [1, 2]);
+
+    let file = bed.root.join("releases/v2/migrations/0001_orders.up.sql");
+    let dir = file.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if file.exists() {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::write(
+        &file,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER, extra TEXT);\n",
+    )
+    .unwrap();
+
+    let r = bed.migrate(&["status"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(r.text().contains("0001_orders.up.sql"), "{}", r.text());
+    assert!(r.text().contains("changed"), "{}", r.text());
+
+    let r = bed.migrate(&["up"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(r.text().contains("0001_orders.up.sql"), "{}", r.text());
+    assert!(r.text().contains("changed"), "{}", r.text());
+    // Nothing changed in the database.
+    assert_eq!(bed.tracked(), [1, 2]);
+}
+
+#[test]
+fn migrate_status_of_an_app_without_migrations_is_refused() {
+    let bed = Bed::new("127.0.0.132", false);
+    let r = bed.migrate(&["status"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(r.text().contains("declares no migrations"), "{}", r.text());
+    let r = bed.migrate(&["up"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(r.text().contains("declares no migrations"), "{}", r.text());
+}
