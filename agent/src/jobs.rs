@@ -66,7 +66,8 @@ pub fn submit(
             if let Some(r) = &m.release {
                 names::check_release_id(r).map_err(bad)?;
             }
-            if agent.known_app(&app)?.migrations.is_none() {
+            let declared = agent.known_app(&app)?;
+            if declared.migrations.is_none() && declared.migration_command.is_none() {
                 return Err(ErrorBody::new(
                     ErrorCode::BadRequest,
                     format!(
@@ -75,6 +76,15 @@ pub fn submit(
                     ),
                 ));
             }
+        }
+        JobSpec::SetFlag(f) => {
+            let flags = crate::flags::config(&app, agent.known_app(&app)?).map_err(bad)?;
+            crate::flags::check_request(&app, flags, f).map_err(|m| {
+                ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    format!("agent {}: {m}", agent.config.agent.name),
+                )
+            })?;
         }
         JobSpec::RunCommand(c) => {
             let declared = &agent.known_app(&app)?.commands;
@@ -380,6 +390,7 @@ pub fn execute(
         JobSpec::Maintenance(m) => crate::maintenance::set(config, journal, m, emit),
         JobSpec::RunCommand(c) => crate::hooks::run_command(config, c, emit),
         JobSpec::Migrate(m) => crate::migrate::run_job(config, m, deployment, emit),
+        JobSpec::SetFlag(f) => crate::flags::set(config, journal, f, emit),
     }
 }
 

@@ -16,7 +16,7 @@ use golive_shared::protocol::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Bump when the schema changes, and add a step to `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Schema steps; step `i` takes the journal from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -133,6 +133,20 @@ CREATE TABLE maintenance_log (
     off_by TEXT NOT NULL
 );
 CREATE INDEX maintenance_log_app ON maintenance_log (app, seq);
+"#,
+    r#"
+CREATE TABLE flag_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    percent INTEGER,
+    previous_enabled INTEGER NOT NULL,
+    previous_percent INTEGER,
+    by TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX flag_changes_app ON flag_changes (app, name, seq);
 "#,
 ];
 
@@ -1156,6 +1170,60 @@ impl Journal {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+}
+
+/// One journaled flag change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagChange {
+    pub name: String,
+    pub on: bool,
+    pub percent: Option<u8>,
+    pub previous_on: bool,
+    pub previous_percent: Option<u8>,
+    pub by: String,
+    pub at: UnixMillis,
+}
+
+impl Journal {
+    /// Records a flag change of `app`.
+    pub fn record_flag_change(&self, app: &str, c: &FlagChange) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO flag_changes (app, name, enabled, percent, previous_enabled, previous_percent, by, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                app,
+                c.name,
+                c.on,
+                c.percent,
+                c.previous_on,
+                c.previous_percent,
+                c.by,
+                c.at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Flag changes of `app`, newest first.
+    pub fn flag_changes(&self, app: &str, limit: u32) -> Result<Vec<FlagChange>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, enabled, percent, previous_enabled, previous_percent, by, at
+             FROM flag_changes WHERE app = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![app, limit], |r| {
+            Ok(FlagChange {
+                name: r.get(0)?,
+                on: r.get(1)?,
+                percent: r.get(2)?,
+                previous_on: r.get(3)?,
+                previous_percent: r.get(4)?,
+                by: r.get(5)?,
+                at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
 

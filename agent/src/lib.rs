@@ -10,6 +10,7 @@
 //! - [`exec`]: runs declared programs (process group, timeout, user, output).
 //! - [`hooks`]: lifecycle hooks, named commands, permission rules, required files.
 //! - [`maintenance`]: maintenance mode (flag file, commands, check, downtime).
+//! - [`flags`]: feature flags declared in the config, written atomically.
 //! - [`migrate`]: SQL migrations (scan, status, up, down) on SQLite, PostgreSQL, MariaDB.
 //! - [`probe`]: health probes declared in the config.
 //! - [`backup`]: database and file backups, verify, restore, retention.
@@ -22,11 +23,12 @@
 //!
 //! # Current limitations
 //!
-//! See the README's "Not built yet": command migrations, feature flags, git
-//! release sources, the watchdog and most probe kinds are not here yet.
+//! See the README's "Not built yet": git release sources, the watchdog and
+//! most probe kinds are not here yet.
 
 pub mod backup;
 pub mod exec;
+pub mod flags;
 pub mod handlers;
 pub mod hooks;
 pub mod jobs;

@@ -226,7 +226,7 @@ pub fn flag_path(root: &Path, flag: &Path) -> PathBuf {
 
 /// Temp file in the same directory, fsync, rename: the web server sees no
 /// flag or a whole one. Parent directories are created.
-fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;
     let name = path

@@ -1176,26 +1176,31 @@ impl Remote for My<'_> {
 // The glue between the engine and the agent: which database and which
 // directory a request means, as the agent's config declares them.
 
-/// The database and migrations directory of `release` (default: current).
+/// What a migration request means on this host: the release, and the SQL
+/// migrations and/or the migration command the app declares.
+struct Target<'a> {
+    app: &'a golive_shared::config::AppConfig,
+    release: String,
+    release_dir: PathBuf,
+    /// The database and the release's migrations directory.
+    sql: Option<(&'a DatabaseConfig, PathBuf)>,
+}
+
+/// Resolves a request against the config (default release: current).
 fn target<'a>(
     config: &'a golive_shared::config::AgentConfig,
     app_name: &str,
     release: Option<&str>,
-) -> Result<(&'a DatabaseConfig, PathBuf, String), String> {
+) -> Result<Target<'a>, String> {
     let app = config
         .app(app_name)
         .ok_or_else(|| format!("no app {app_name:?}; declared: {}", config.app_names()))?;
-    let m = app.migrations.as_ref().ok_or_else(|| {
-        format!(
-            "app {app_name} declares no migrations; add [apps.{app_name}.migrations] \
-             (dir, database) to the agent config"
-        )
-    })?;
-    let db = app
-        .databases
-        .iter()
-        .find(|d| d.name() == m.database)
-        .ok_or_else(|| format!("migrations.database {:?} is not declared", m.database))?;
+    if app.migrations.is_none() && app.migration_command.is_none() {
+        return Err(format!(
+            "app {app_name} declares no migrations; add [apps.{app_name}.migrations] (dir, database) \
+             or [apps.{app_name}.migration_command] to the agent config"
+        ));
+    }
     let layout = crate::release::layout::AppLayout::new(&app.root);
     let release = match release {
         Some(r) => r.to_string(),
@@ -1204,13 +1209,29 @@ fn target<'a>(
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("app {app_name} has no current release; name one"))?,
     };
-    let dir = layout.release_dir(&release).join(&m.dir);
-    if !layout.release_dir(&release).is_dir() {
+    let release_dir = layout.release_dir(&release);
+    if !release_dir.is_dir() {
         return Err(format!(
             "app {app_name} has no release {release:?} on this host"
         ));
     }
-    Ok((db, dir, release))
+    let sql = match &app.migrations {
+        None => None,
+        Some(m) => {
+            let db = app
+                .databases
+                .iter()
+                .find(|d| d.name() == m.database)
+                .ok_or_else(|| format!("migrations.database {:?} is not declared", m.database))?;
+            Some((db, release_dir.join(&m.dir)))
+        }
+    };
+    Ok(Target {
+        app,
+        release,
+        release_dir,
+        sql,
+    })
 }
 
 fn tag_name(t: Option<Tag>) -> Option<String> {
@@ -1227,17 +1248,21 @@ pub fn release_status(
     req: &golive_shared::protocol::MigrationStatusRequest,
 ) -> Result<golive_shared::protocol::MigrationStatus, String> {
     use golive_shared::protocol::{AppliedMigration, MigrationStatus, PendingMigration};
-    let (db, dir, release) = target(config, &req.app, req.release.as_deref())?;
-    let (applied, pending) = if dir.is_dir() {
-        let st = status(db, &dir).map_err(|e| e.to_string())?;
-        (st.applied, st.pending)
-    } else {
-        (Vec::new(), Vec::new())
+    let t = target(config, &req.app, req.release.as_deref())?;
+    let (applied, pending) = match &t.sql {
+        Some((db, dir)) if dir.is_dir() => {
+            let st = status(db, dir).map_err(|e| e.to_string())?;
+            (st.applied, st.pending)
+        }
+        _ => (Vec::new(), Vec::new()),
     };
     Ok(MigrationStatus {
         app: req.app.clone(),
-        release,
-        database: db.name().to_string(),
+        release: t.release,
+        database: t
+            .sql
+            .map(|(db, _)| db.name().to_string())
+            .unwrap_or_default(),
         applied: applied
             .into_iter()
             .map(|a| AppliedMigration {
@@ -1257,6 +1282,7 @@ pub fn release_status(
                 has_down: m.down.is_some(),
             })
             .collect(),
+        command: t.app.migration_command.as_ref().map(|c| c.cmd.join(" ")),
     })
 }
 
@@ -1274,31 +1300,43 @@ pub fn run_job(
             line,
         })
     };
-    let (db, dir, release) = target(config, &req.app, req.release.as_deref())?;
-    if !dir.is_dir() {
-        log(format!(
-            "release {release} ships no migrations directory; nothing to do"
-        ));
-        return Ok(JobResult::Migrated {
-            applied: vec![],
-            reverted: vec![],
-        });
-    }
+    let t = target(config, &req.app, req.release.as_deref())?;
     match req.down_to {
         None => {
-            let applied = up(db, &dir, deployment, &log).map_err(|e| e.to_string())?;
-            log(format!(
-                "{} migration(s) applied to {} from release {release}",
-                applied.len(),
-                db.name()
-            ));
+            let mut applied = Vec::new();
+            match &t.sql {
+                Some((db, dir)) if dir.is_dir() => {
+                    applied = up(db, dir, deployment, &log).map_err(|e| e.to_string())?;
+                    log(format!(
+                        "{} migration(s) applied to {} from release {}",
+                        applied.len(),
+                        db.name(),
+                        t.release
+                    ));
+                }
+                Some(_) => log(format!(
+                    "release {} ships no migrations directory",
+                    t.release
+                )),
+                None => {}
+            }
+            if let Some(spec) = &t.app.migration_command {
+                run_command(&t, spec, &req.app, &log)?;
+            }
             Ok(JobResult::Migrated {
                 applied: applied.iter().map(|a| a.version).collect(),
                 reverted: vec![],
             })
         }
         Some(to) => {
-            let reverted = down(db, &dir, to, &log).map_err(|e| e.to_string())?;
+            let Some((db, dir)) = &t.sql else {
+                return Err(format!(
+                    "app {} has only a migration command, which has no down; restore the deployment's \
+                     pre-deploy backup instead (golivectl backup restore PLAN ID --deployment D)",
+                    req.app
+                ));
+            };
+            let reverted = down(db, dir, to, &log).map_err(|e| e.to_string())?;
             log(format!(
                 "{} migration(s) reverted on {} (now at version {to})",
                 reverted.len(),
@@ -1309,6 +1347,40 @@ pub fn run_job(
                 reverted,
             })
         }
+    }
+}
+
+/// Runs the app's migration command in the release (the new code's own
+/// migration tool), streaming its output.
+fn run_command(
+    t: &Target,
+    spec: &golive_shared::config::CommandSpec,
+    app: &str,
+    log: &dyn Fn(String),
+) -> Result<(), String> {
+    let mut p = crate::exec::Prepared::new(spec, &t.app.run, &t.release_dir);
+    p.env.insert("GOLIVE_APP".into(), app.into());
+    p.env.insert("GOLIVE_RELEASE".into(), t.release.clone());
+    p.env.insert(
+        "GOLIVE_RELEASE_DIR".into(),
+        t.release_dir.display().to_string(),
+    );
+    log(format!("migration command: {}", p.display()));
+    let outcome = crate::exec::run(&p, &mut |line| log(format!("[migrate] {line}")))
+        .map_err(|e| e.to_string())?;
+    if outcome.success() {
+        log(format!(
+            "migration command finished in {} ms",
+            outcome.duration.as_millis()
+        ));
+        Ok(())
+    } else {
+        Err(format!(
+            "migration command `{}` {}; its output ended with:\n{}",
+            p.display(),
+            outcome.describe(p.timeout),
+            outcome.tail.trim_end()
+        ))
     }
 }
 

@@ -108,6 +108,12 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Feature flags the app declares in each agent's config
+    /// (`[apps.APP.flags]`): list them, or set one on every host.
+    Flag {
+        #[command(subcommand)]
+        command: FlagCommand,
+    },
     /// Run a command the app declares on every host, in plan order
     /// (`[apps.APP.commands.NAME]` in each agent's config); an unknown name
     /// is refused with the list of declared ones.
@@ -122,6 +128,22 @@ pub enum Command {
         /// Keep the demo directory instead of deleting it.
         #[arg(long)]
         keep: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FlagCommand {
+    /// The declared flags and their values on every host.
+    List { plan: PathBuf },
+    /// Turn a declared flag on or off on every host.
+    Set {
+        plan: PathBuf,
+        name: String,
+        #[arg(value_enum, value_name = "on|off")]
+        switch: OnOff,
+        /// Rollout percentage, 0 to 100.
+        #[arg(long)]
+        percent: Option<u8>,
     },
 }
 

@@ -128,6 +128,12 @@ pub struct AppConfig {
     pub maintenance: Option<MaintenanceConfig>,
     /// SQL migrations shipped inside each release.
     pub migrations: Option<MigrationsConfig>,
+    /// The app's own migration tool (`drush updb -y`, `manage.py migrate`),
+    /// run in the new release during every deployment, with the verified
+    /// pre-deploy backup as its way back.
+    pub migration_command: Option<CommandSpec>,
+    /// Feature flags: the flag file and the names a controller may set.
+    pub flags: Option<FlagsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -744,6 +750,7 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
         }
         validate_backups(name, app, &mut bad);
         validate_ops(name, app, &mut bad);
+        validate_flags(name, app, &mut bad);
         let mut seen = std::collections::HashSet::new();
         for (i, probe) in app.probes.iter().enumerate() {
             let pkey = |k: &str| format!("apps.{name}.probes.{i}.{k}");
@@ -858,6 +865,9 @@ fn validate_ops(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, Str
                 "must be a relative path inside the release, without `..`".into(),
             );
         }
+    }
+    if let Some(c) = &app.migration_command {
+        validate_command(&format!("apps.{app_name}.migration_command"), c, bad);
     }
     if let Some(m) = &app.migrations {
         let key = |k: &str| format!("apps.{app_name}.migrations.{k}");
@@ -1011,6 +1021,62 @@ fn validate_backups(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String,
                     "relative paths must stay inside ROOT (no `..`)".into(),
                 );
             }
+        }
+    }
+}
+
+/// `[apps.APP.flags]`: the app's feature flag file and its declared flags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagsConfig {
+    /// Absolute, or relative to ROOT; `.json` or `.toml` by extension.
+    pub file: PathBuf,
+    /// `[apps.APP.flags.declared.NAME]`: only these can be listed and set.
+    #[serde(default)]
+    pub declared: BTreeMap<String, FlagDecl>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagDecl {
+    pub description: Option<String>,
+}
+
+fn validate_flags(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, String)) {
+    let Some(f) = &app.flags else {
+        return;
+    };
+    let key = |k: &str| format!("apps.{app_name}.flags.{k}");
+    if f.file
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+        || f.file.as_os_str().is_empty()
+    {
+        bad(
+            key("file"),
+            "must be an absolute path or one relative to ROOT, without `..`".into(),
+        );
+    }
+    match f.file.extension().and_then(|e| e.to_str()) {
+        Some("json") | Some("toml") => {}
+        _ => bad(
+            key("file"),
+            format!(
+                "{}: the format is chosen by extension; use .json or .toml",
+                f.file.display()
+            ),
+        ),
+    }
+    for name in f.declared.keys() {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            bad(
+                key(&format!("declared.{name}")),
+                format!("invalid flag name {name:?}: use lowercase letters, digits, '-' or '_'"),
+            );
         }
     }
 }

@@ -25,7 +25,8 @@ pub fn required_role(req: &Request) -> Role {
         | Request::RunProbes(_)
         | Request::HasArtifact(_)
         | Request::ListBackups(_)
-        | Request::MigrationStatus(_) => Role::Viewer,
+        | Request::MigrationStatus(_)
+        | Request::ListFlags(_) => Role::Viewer,
         Request::SubmitJob(_) => Role::Operator,
         Request::Lock(LockRequest::Break { .. }) => Role::Operator,
         Request::Lock(_) => Role::Operator,
@@ -112,6 +113,12 @@ pub async fn dispatch(
                 .await
                 .map_err(crate::state::internal)?
                 .map(Response::MigrationStatus)
+                .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))
+        }
+        Request::ListFlags(l) => {
+            let app = agent.known_app(&l.app)?;
+            crate::flags::list(&agent.journal, &l.app, app)
+                .map(Response::Flags)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))
         }
         Request::ListBackups(l) => {

@@ -471,21 +471,29 @@ async fn pending_migrations(
         release: Some(release.into()),
     });
     match client.call(&req).await {
-        Ok(Response::MigrationStatus(st)) => Ok(st
-            .pending
-            .iter()
-            .map(|m| {
-                format!(
-                    "{:04}_{}{}",
-                    m.version,
-                    m.name,
-                    m.tag
-                        .as_ref()
-                        .map(|t| format!(" ({t})"))
-                        .unwrap_or_default()
-                )
-            })
-            .collect()),
+        Ok(Response::MigrationStatus(st)) => {
+            let mut list: Vec<String> = st
+                .pending
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{:04}_{}{}",
+                        m.version,
+                        m.name,
+                        m.tag
+                            .as_ref()
+                            .map(|t| format!(" ({t})"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            // A migration command always runs: the agent cannot tell whether
+            // it has work, so it counts as pending (maintenance, verified backup).
+            if let Some(c) = st.command {
+                list.push(format!("command `{c}`"));
+            }
+            Ok(list)
+        }
         Ok(other) => Err(client.unexpected(&other)),
         Err(ClientError::Agent { body, .. }) if body.message.contains("declares no migrations") => {
             Ok(Vec::new())
@@ -1203,6 +1211,15 @@ fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
                 ),
                 None => format!("maintenance {}", if on { "on" } else { "off" }),
             },
+            Some(JobResult::FlagSet {
+                name,
+                on,
+                percent,
+                previous_on,
+                previous_percent,
+            }) => {
+                format!("flag {name}: {previous_on} ({previous_percent:?}%) -> {on} ({percent:?}%)")
+            }
             Some(JobResult::Migrated { applied, reverted }) => {
                 format!("applied {applied:?}, reverted {reverted:?}")
             }

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod demo;
 pub mod deploy;
+pub mod flag;
 pub mod history;
 pub mod maintenance;
 pub mod migrate;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             plan,
             reason,
         } => maintenance::maintenance(out, switch, &plan, reason).await,
+        Command::Flag { command } => flag::run(out, command).await,
         Command::Run { plan, command } => run::run(out, &plan, &command).await,
         Command::Demo { keep } => demo::demo(out, keep).await,
     }

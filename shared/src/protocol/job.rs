@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ActivateRelease, CreateBackup, RestoreBackup, RollbackRelease, RunCommand, RunMigrations,
-    SetMaintenance, StageRelease, UnixMillis, VerifyBackup,
+    SetFlag, SetMaintenance, StageRelease, UnixMillis, VerifyBackup,
 };
 
 /// Submit a job. Submitting the same key again returns the existing job and
@@ -31,6 +31,7 @@ pub enum JobSpec {
     Maintenance(SetMaintenance),
     RunCommand(RunCommand),
     Migrate(RunMigrations),
+    SetFlag(SetFlag),
 }
 
 impl JobSpec {
@@ -45,6 +46,7 @@ impl JobSpec {
             JobSpec::Maintenance(_) => "maintenance",
             JobSpec::RunCommand(_) => "command",
             JobSpec::Migrate(_) => "migrate",
+            JobSpec::SetFlag(_) => "flag",
         }
     }
 
@@ -59,6 +61,7 @@ impl JobSpec {
             JobSpec::Maintenance(m) => &m.app,
             JobSpec::RunCommand(c) => &c.app,
             JobSpec::Migrate(m) => &m.app,
+            JobSpec::SetFlag(f) => &f.app,
         }
     }
 }
@@ -170,6 +173,13 @@ pub enum JobResult {
     Migrated {
         applied: Vec<u32>,
         reverted: Vec<u32>,
+    },
+    FlagSet {
+        name: String,
+        on: bool,
+        percent: Option<u8>,
+        previous_on: bool,
+        previous_percent: Option<u8>,
     },
 }
 

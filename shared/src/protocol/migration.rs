@@ -20,6 +20,9 @@ pub struct MigrationStatus {
     pub database: String,
     pub applied: Vec<AppliedMigration>,
     pub pending: Vec<PendingMigration>,
+    /// The app's migration command, when it declares one: it runs on every
+    /// deployment (the agent cannot know whether it has work to do).
+    pub command: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod artifact;
 pub mod backup;
+pub mod flag;
 pub mod job;
 pub mod lock;
 pub mod maintenance;
@@ -23,6 +24,7 @@ pub mod release;
 pub use agent::*;
 pub use artifact::*;
 pub use backup::*;
+pub use flag::*;
 pub use job::*;
 pub use lock::*;
 pub use maintenance::*;
@@ -57,6 +59,7 @@ pub enum Request {
     HasArtifact(HasArtifactRequest),
     ListBackups(ListBackupsRequest),
     MigrationStatus(MigrationStatusRequest),
+    ListFlags(ListFlagsRequest),
 }
 
 impl Request {
@@ -73,6 +76,7 @@ impl Request {
             Request::HasArtifact(_) => "artifact.has".into(),
             Request::ListBackups(_) => "backup.list".into(),
             Request::MigrationStatus(_) => "migration.status".into(),
+            Request::ListFlags(_) => "flag.list".into(),
         }
     }
 }
@@ -91,6 +95,7 @@ pub enum Response {
     Artifact(ArtifactInfo),
     Backups(Vec<BackupInfo>),
     MigrationStatus(MigrationStatus),
+    Flags(Vec<FlagState>),
 }
 
 /// A refusal or failure, with a message that names the problem and the fix.

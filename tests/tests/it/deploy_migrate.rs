@@ -139,3 +139,82 @@ fn issue4_pending_migrations_bring_maintenance_a_verified_backup_and_run_before_
     assert_eq!(pre["verified"], true, "{pre}");
     assert_eq!(pre["release"], "v1", "taken while v1 served");
 }
+
+/// Issue 4 part 6: the app's own migration tool runs in the new release on
+/// every deployment, behind maintenance, after a verified backup; a failing
+/// command stops the deployment before the switch.
+#[test]
+fn issue4_migration_command_runs_in_the_new_release_and_a_failure_stops_before_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let root = dir.path().join("srv/shop");
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    let db = root.join("shared/shop.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (n INTEGER);")
+        .unwrap();
+    let flag = root.join("shared/maintenance.flag");
+    let mut spec = AgentSpec::new("web1", "127.0.0.141");
+    // The release decides what its migration does: `migrate.sh` in it.
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\n\n\
+         [[apps.shop.databases]]\nengine = \"sqlite\"\nname = \"main\"\npath = {db:?}\n\n\
+         [apps.shop.migration_command]\ncmd = [\"sh\", \"migrate.sh\"]\ntimeout_secs = 30\n\n\
+         [apps.shop.maintenance]\nflag_file = \"shared/maintenance.flag\"\n"
+    );
+    let agent = AgentProc::start(dir.path(), &pki, &spec);
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(dir.path());
+    let plan = dir.path().join("plan.toml");
+    let deploy = |v: &str, script: &[u8]| {
+        let art = dir.path().join(format!("dist/shop-{v}.tar.gz"));
+        artifact(
+            &art,
+            &[("index.html", v.as_bytes()), ("migrate.sh", script)],
+        );
+        write_plan(&plan, &pki, &op, "shop", Some((v, &art)), &[&agent]);
+        ctl.run(&["--output", "json", "deploy", s(&plan)])
+    };
+    let log = root.join("shared/migrated.log");
+    let ok_script =
+        b"echo \"$GOLIVE_RELEASE in $(basename \"$PWD\")\" >> ../../shared/migrated.log\n";
+    let r = deploy("v1", ok_script);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let r = deploy("v2", ok_script);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{e}:\n{}", r.text())),
+        "v1 in v1\nv2 in v2\n",
+        "the command ran once per deployment, in the new release"
+    );
+    let events = r.json_lines();
+    for step in ["maintenance-on", "backup", "migrate", "maintenance-off"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == "step" && e["step"] == step && e["state"] == "ok"),
+            "{step} missing:\n{}",
+            r.stdout
+        );
+    }
+
+    // A failing migration command: the deployment stops before the switch.
+    let r = deploy(
+        "v3",
+        b"echo 'update 9001 failed: column exists' >&2\nexit 5\n",
+    );
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.text().contains("exit 5"), "{}", r.text());
+    assert!(r.text().contains("update 9001 failed"), "{}", r.text());
+    assert_eq!(
+        std::fs::read_link(root.join("current")).unwrap(),
+        Path::new("releases/v2"),
+        "the old release still serves"
+    );
+    assert!(!flag.exists(), "maintenance is off again");
+    // Command-only migrations have no down: the controller says what to do.
+    let r = ctl.run(&["migrate", "down", s(&plan), "--to", "0"]);
+    assert_ne!(r.code, 0, "{}", r.text());
+    assert!(r.text().contains("pre-deploy backup"), "{}", r.text());
+}

@@ -6,6 +6,7 @@ mod backup_db;
 mod backup_engines;
 mod deploy;
 mod deploy_migrate;
+mod flags;
 mod hooks;
 mod maintenance;
 mod migrate;

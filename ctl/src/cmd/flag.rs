@@ -1,0 +1,213 @@
+//! `golivectl flag list|set PLAN ...`: the feature flags the plan's app
+//! declares in each agent's config (`[apps.APP.flags]`). `list` asks every
+//! host (read-only); `set` runs a flag job per host, which rewrites the one
+//! key of the app's flag file and journals who changed it and when.
+
+use std::path::Path;
+
+use golive_shared::protocol::{
+    FlagState, JobResult, JobSpec, JobState, ListFlagsRequest, Request, Response, SetFlag,
+};
+use golive_shared::timefmt::utc;
+use serde_json::json;
+
+use crate::cli::{FlagCommand, OnOff};
+use crate::cmd::deploy::run_job;
+use crate::output::{Exit, Out, usage};
+use crate::plan::{self, Plan};
+
+pub async fn run(out: Out, cmd: FlagCommand) -> anyhow::Result<Exit> {
+    match cmd {
+        FlagCommand::List { plan } => list(out, &load(&plan)?).await,
+        FlagCommand::Set {
+            plan,
+            name,
+            switch,
+            percent,
+        } => {
+            if let Some(p) = percent
+                && p > 100
+            {
+                return Err(usage(format!(
+                    "--percent must be between 0 and 100, not {p}"
+                )));
+            }
+            set(out, &load(&plan)?, &name, switch == OnOff::On, percent).await
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Plan> {
+    plan::load(path).map_err(|e| usage(e.to_string()))
+}
+
+fn show(on: bool, percent: Option<u8>) -> String {
+    format!(
+        "{}{}",
+        if on { "on" } else { "off" },
+        percent.map(|p| format!(" ({p}%)")).unwrap_or_default()
+    )
+}
+
+async fn list(out: Out, plan: &Plan) -> anyhow::Result<Exit> {
+    let mut hosts = Vec::new();
+    for host in &plan.hosts {
+        let req = Request::ListFlags(ListFlagsRequest {
+            app: plan.app.clone(),
+        });
+        let flags: Vec<FlagState> = match host.client.call(&req).await {
+            Ok(Response::Flags(f)) => f,
+            Ok(other) => return Err(host.client.unexpected(&other).into()),
+            Err(e) if e.exit_code() == 2 => return Err(usage(format!("{}: {e}", host.name))),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", host.name)),
+        };
+        out.line(format!("[{}] {} flags:", host.name, plan.app));
+        out.line(format!("  {:<32} {:<10} CHANGED", "NAME", "STATE"));
+        for f in &flags {
+            let changed = match (&f.changed_by, f.changed_at) {
+                (Some(by), Some(at)) => format!("{} by {by}", utc(at)),
+                _ => "-".into(),
+            };
+            out.line(format!(
+                "  {:<32} {:<10} {changed}",
+                f.name,
+                show(f.on, f.percent)
+            ));
+        }
+        let list: Vec<_> = flags
+            .iter()
+            .map(|f| {
+                json!({"name": f.name, "on": f.on, "percent": f.percent,
+                       "changed_by": f.changed_by, "changed_at": f.changed_at})
+            })
+            .collect();
+        hosts.push(json!({"host": host.name, "flags": list}));
+    }
+    out.event(&json!({ "app": plan.app, "hosts": hosts }));
+    Ok(Exit::Done)
+}
+
+async fn set(
+    out: Out,
+    plan: &Plan,
+    name: &str,
+    on: bool,
+    percent: Option<u8>,
+) -> anyhow::Result<Exit> {
+    let mut exit = Exit::Done;
+    let mut failed = 0;
+    let mut hosts = Vec::new();
+    for host in &plan.hosts {
+        let key = format!(
+            "flag:{}:{name}:{}:{}",
+            host.name,
+            golive_shared::protocol::now_millis(),
+            std::process::id()
+        );
+        let spec = JobSpec::SetFlag(SetFlag {
+            app: plan.app.clone(),
+            name: name.to_string(),
+            on,
+            percent,
+        });
+        let previous = match previous_of(host, &plan.app, name).await {
+            Ok(p) => p,
+            Err(e) => {
+                failed += 1;
+                out.line(format!("[{}] flag {name}: FAILED — {}", host.name, e.1));
+                hosts.push(json!({"host": host.name, "ok": false, "error": e.1}));
+                exit = worst(exit, e.0);
+                continue;
+            }
+        };
+        let outcome = match run_job(out, &host.client, key, None, spec).await {
+            Ok(job) if job.state == JobState::Succeeded => match job.result {
+                Some(JobResult::FlagSet { .. }) => Ok(previous),
+                other => Err((
+                    Exit::Failed,
+                    format!("job {} ended with an unexpected result: {other:?}", job.id),
+                )),
+            },
+            Ok(job) => Err((
+                Exit::Failed,
+                format!(
+                    "job {} {}: {}",
+                    job.id,
+                    job.state.as_str(),
+                    job.error.unwrap_or_else(|| "no message".into())
+                ),
+            )),
+            Err(e) => Err((exit_of(&e), e.to_string())),
+        };
+        match outcome {
+            Ok((prev_on, prev_percent)) => {
+                out.line(format!(
+                    "[{}] flag {name}: {} -> {}",
+                    host.name,
+                    show(prev_on, prev_percent),
+                    show(on, percent)
+                ));
+                hosts.push(json!({"host": host.name, "ok": true, "previous_on": prev_on, "previous_percent": prev_percent}));
+            }
+            Err((e_exit, e)) => {
+                failed += 1;
+                out.line(format!("[{}] flag {name}: FAILED — {e}", host.name));
+                hosts.push(json!({"host": host.name, "ok": false, "error": e}));
+                exit = worst(exit, e_exit);
+            }
+        }
+    }
+    let n = plan.hosts.len();
+    let message = if failed == 0 {
+        format!(
+            "flag {name} of {} is {} on {n} host(s)",
+            plan.app,
+            show(on, percent)
+        )
+    } else {
+        format!("flag {name} failed on {failed} of {n} host(s)")
+    };
+    out.line(&message);
+    out.event(
+        &json!({"event": "result", "app": plan.app, "flag": name, "on": on, "percent": percent,
+                      "ok": failed == 0, "hosts": hosts, "message": message, "exit": exit.code()}),
+    );
+    Ok(exit)
+}
+
+/// The worst outcome wins: a failure beats a refusal.
+fn worst(a: Exit, b: Exit) -> Exit {
+    match (a, b) {
+        (Exit::Failed, _) | (_, Exit::Failed) => Exit::Failed,
+        (_, other) => other,
+    }
+}
+
+fn exit_of(e: &crate::client::ClientError) -> Exit {
+    if e.exit_code() == 2 {
+        Exit::Usage
+    } else {
+        Exit::Failed
+    }
+}
+
+/// The flag's value on `host` before the change (an undeclared name reads
+/// as off; the job refuses it with the declared names).
+async fn previous_of(
+    host: &crate::plan::Host,
+    app: &str,
+    name: &str,
+) -> Result<(bool, Option<u8>), (Exit, String)> {
+    let req = Request::ListFlags(ListFlagsRequest {
+        app: app.to_string(),
+    });
+    match host.client.call(&req).await {
+        Ok(Response::Flags(flags)) => Ok(flags
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| (f.on, f.percent))
+            .unwrap_or((false, None))),
+        Ok(other) => Err((Exit::Failed, host.client.unexpected(&other).to_string())),
+        Err(e) => Err((exit_of(&e), e.to_string())),
+    }
+}

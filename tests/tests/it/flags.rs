@@ -1,0 +1,165 @@
+//! Issue 4 part 8, feature flags: real `golivectl` and two `golive-agent`s
+//! over mTLS. Flags are set on both hosts, changed, and the flag files (other
+//! keys kept) and journals (who, when) are read back.
+//!
+//! Each test owns a temp dir and loopback addresses in 127.0.0.150-159.
+
+use std::path::{Path, PathBuf};
+
+use golive_tests::*;
+use serde_json::Value;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// The seed's file, trimmed: an unknown nested section and a declared flag.
+const SEED_FLAGS: &str = r#"{
+  "FASES": {"FASE_8_DATA_QUALITY": {"habilitado": true, "porcentaje_rollout": 100}},
+  "bi_analytics": {"enabled": true, "percent": 50, "note": "kept"}
+}
+"#;
+
+fn agent_with_flags(dir: &Path, pki: &TestPki, name: &str, ip: &str) -> (AgentProc, PathBuf) {
+    let root = dir.join(name).join("srv/shop");
+    let file = root.join("shared/config/feature_flags.json");
+    std::fs::create_dir_all(file.parent().unwrap()).expect("flag dir");
+    std::fs::write(&file, SEED_FLAGS).expect("seed flags");
+    let mut spec = AgentSpec::new(name, ip);
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\n\n[apps.shop.flags]\nfile = \"shared/config/feature_flags.json\"\n\n\
+         [apps.shop.flags.declared.new_checkout]\ndescription = \"the new checkout\"\n\n\
+         [apps.shop.flags.declared.bi_analytics]\n"
+    );
+    (AgentProc::start(dir, pki, &spec), file)
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).expect("flag file")).expect("json flag file")
+}
+
+#[test]
+fn flags_are_set_on_two_hosts_keep_other_keys_and_are_journaled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::new(dir.path());
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(dir.path());
+    let (a1, f1) = agent_with_flags(dir.path(), &pki, "web1", "127.0.0.150");
+    let (a2, f2) = agent_with_flags(dir.path(), &pki, "web2", "127.0.0.151");
+    let plan = dir.path().join("flags.toml");
+    write_plan(&plan, &pki, &op, "shop", None, &[&a1, &a2]);
+
+    let list = ctl.run(&["--output", "json", "flag", "list", s(&plan)]);
+    assert_eq!(list.code, 0, "{}", list.text());
+    let v = list.json_lines().pop().expect("list json");
+    assert_eq!(v["hosts"].as_array().map(Vec::len), Some(2), "{v}");
+    let bi = &v["hosts"][0]["flags"][0];
+    assert_eq!(
+        (&bi["name"], &bi["on"], &bi["percent"]),
+        (
+            &Value::from("bi_analytics"),
+            &Value::from(true),
+            &Value::from(50)
+        ),
+        "{v}"
+    );
+
+    let set = ctl.run(&[
+        "flag",
+        "set",
+        s(&plan),
+        "new_checkout",
+        "on",
+        "--percent",
+        "25",
+    ]);
+    assert_eq!(set.code, 0, "{}", set.text());
+    assert!(
+        set.stdout
+            .contains("[web1] flag new_checkout: off -> on (25%)"),
+        "{}",
+        set.text()
+    );
+    assert!(
+        set.stdout
+            .contains("[web2] flag new_checkout: off -> on (25%)"),
+        "{}",
+        set.text()
+    );
+    let changed = ctl.run(&["flag", "set", s(&plan), "bi_analytics", "off"]);
+    assert_eq!(changed.code, 0, "{}", changed.text());
+    assert!(
+        changed.stdout.contains("on (50%) -> off"),
+        "{}",
+        changed.text()
+    );
+
+    for (agent, file) in [(&a1, &f1), (&a2, &f2)] {
+        let v = read_json(file);
+        assert_eq!(v["new_checkout"]["enabled"], true, "{v}");
+        assert_eq!(v["new_checkout"]["percent"], 25, "{v}");
+        assert_eq!(v["bi_analytics"]["enabled"], false, "{v}");
+        assert_eq!(v["bi_analytics"]["note"], "kept", "{v}");
+        assert_eq!(
+            v["FASES"]["FASE_8_DATA_QUALITY"]["porcentaje_rollout"], 100,
+            "{v}"
+        );
+        let rows: Vec<(String, bool, String, i64)> = {
+            let j = agent.journal();
+            let mut stmt = j
+                .prepare("SELECT name, enabled, by, at FROM flag_changes WHERE app = 'shop' ORDER BY seq")
+                .expect("flag_changes");
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!((rows[0].0.as_str(), rows[0].1), ("new_checkout", true));
+        assert_eq!((rows[1].0.as_str(), rows[1].1), ("bi_analytics", false));
+        assert!(rows.iter().all(|r| r.2 == "alice" && r.3 > 0), "{rows:?}");
+    }
+
+    let listed = ctl.run(&["flag", "list", s(&plan)]);
+    assert_eq!(listed.code, 0, "{}", listed.text());
+    assert!(listed.stdout.contains("by alice"), "{}", listed.text());
+}
+
+#[test]
+fn unknown_flags_and_big_percentages_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::new(dir.path());
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(dir.path());
+    let (a1, f1) = agent_with_flags(dir.path(), &pki, "web1", "127.0.0.152");
+    let (a2, _f2) = agent_with_flags(dir.path(), &pki, "web2", "127.0.0.153");
+    let plan = dir.path().join("flags.toml");
+    write_plan(&plan, &pki, &op, "shop", None, &[&a1, &a2]);
+
+    let unknown = ctl.run(&["flag", "set", s(&plan), "dark_mode", "on"]);
+    assert_eq!(unknown.code, 2, "{}", unknown.text());
+    assert!(
+        unknown
+            .text()
+            .contains("declared flags: bi_analytics, new_checkout"),
+        "{}",
+        unknown.text()
+    );
+    let big = ctl.run(&[
+        "flag",
+        "set",
+        s(&plan),
+        "new_checkout",
+        "on",
+        "--percent",
+        "101",
+    ]);
+    assert_eq!(big.code, 2, "{}", big.text());
+    assert!(big.text().contains("between 0 and 100"), "{}", big.text());
+    assert_eq!(std::fs::read_to_string(&f1).expect("flag file"), SEED_FLAGS);
+    let n: i64 = a1
+        .journal()
+        .query_row("SELECT COUNT(*) FROM flag_changes", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(n, 0);
+}
