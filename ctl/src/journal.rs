@@ -7,9 +7,10 @@ use golive_shared::protocol::{UnixMillis, now_millis};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE deployments (
     id TEXT PRIMARY KEY,
     plan_path TEXT NOT NULL,
@@ -40,7 +41,18 @@ CREATE TABLE steps (
     state TEXT NOT NULL,
     detail TEXT
 );
-"#];
+"#,
+    r#"
+CREATE TABLE flag_snapshots (
+    deployment TEXT NOT NULL REFERENCES deployments(id),
+    host TEXT NOT NULL,
+    name TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    percent INTEGER,
+    PRIMARY KEY (deployment, host, name)
+);
+"#,
+];
 
 pub struct Journal {
     conn: Connection,
@@ -247,6 +259,42 @@ impl Journal {
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(Some(d))
+    }
+
+    /// The feature-flag values of a host when the deployment started: part
+    /// of its rollback point.
+    pub fn save_flags(
+        &self,
+        deployment: &str,
+        host: &str,
+        flags: &[(String, bool, Option<u8>)],
+    ) -> rusqlite::Result<()> {
+        for (name, on, percent) in flags {
+            self.conn.execute(
+                "INSERT OR REPLACE INTO flag_snapshots (deployment, host, name, enabled, percent)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![deployment, host, name, on, percent.map(i64::from)],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn flags(
+        &self,
+        deployment: &str,
+        host: &str,
+    ) -> rusqlite::Result<Vec<(String, bool, Option<u8>)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, enabled, percent FROM flag_snapshots WHERE deployment = ?1 AND host = ?2 ORDER BY name",
+        )?;
+        stmt.query_map(params![deployment, host], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get::<_, Option<i64>>(2)?.map(|p| p as u8),
+            ))
+        })?
+        .collect()
     }
 
     /// Deployment ids, newest first.

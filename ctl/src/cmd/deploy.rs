@@ -28,8 +28,9 @@ use std::time::Duration;
 
 use golive_shared::protocol::{
     ActivateRelease, CreateBackup, EventKind, JobEventsRequest, JobInfo, JobResult, JobSpec,
-    JobState, LockRequest, LockResponse, MigrationStatusRequest, ProbeReport, ProbeStatus, Request,
-    Response, RollbackRelease, RunMigrations, RunProbesRequest, Severity, StageRelease, SubmitJob,
+    JobState, ListFlagsRequest, LockRequest, LockResponse, MigrationStatusRequest, ProbeReport,
+    ProbeStatus, Request, Response, RollbackRelease, RunMigrations, RunProbesRequest, SetFlag,
+    Severity, StageRelease, SubmitJob,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -459,6 +460,73 @@ fn maintenance_reason(plan: &Plan, pending: usize) -> Option<String> {
     }
 }
 
+/// The host's feature-flag values, or none when the app declares no flags.
+async fn flag_values(
+    client: &AgentClient,
+    app: &str,
+) -> Result<Vec<(String, bool, Option<u8>)>, ClientError> {
+    match client
+        .call(&Request::ListFlags(ListFlagsRequest { app: app.into() }))
+        .await
+    {
+        Ok(Response::Flags(list)) => Ok(list
+            .into_iter()
+            .map(|f| (f.name, f.on, f.percent))
+            .collect()),
+        Ok(other) => Err(client.unexpected(&other)),
+        Err(ClientError::Agent { body, .. })
+            if body.message.contains("declares no feature flags") =>
+        {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets every flag that differs from `snapshot` back to its snapshot value;
+/// returns what it changed.
+async fn restore_flags(
+    out: Out,
+    client: &AgentClient,
+    app: &str,
+    lease: &str,
+    key: &str,
+    snapshot: &[(String, bool, Option<u8>)],
+) -> Result<Vec<String>, Failure> {
+    let now = flag_values(client, app)
+        .await
+        .map_err(|e| Failure(exit_of(&e), e.to_string()))?;
+    let mut changed = Vec::new();
+    for (name, on, percent) in snapshot {
+        let current = now.iter().find(|(n, ..)| n == name);
+        if current.is_some_and(|(_, c_on, c_pct)| c_on == on && c_pct == percent) {
+            continue;
+        }
+        let spec = JobSpec::SetFlag(SetFlag {
+            app: app.into(),
+            name: name.clone(),
+            on: *on,
+            percent: *percent,
+        });
+        job_ok(
+            run_job(
+                out,
+                client,
+                format!("{key}:flag:{name}"),
+                Some(lease.into()),
+                spec,
+            )
+            .await,
+        )?;
+        changed.push(format!(
+            "{name} -> {}{}",
+            if *on { "on" } else { "off" },
+            percent.map(|p| format!(" ({p}%)")).unwrap_or_default()
+        ));
+    }
+    Ok(changed)
+}
+
 /// Pending migrations of the staged release on one host: 0 when the app
 /// declares no migrations there.
 async fn pending_migrations(
@@ -640,6 +708,22 @@ async fn run_deployment(
                 return (
                     Exit::Usage,
                     format!("could not lock {} on {}: {e}", plan.app, host.name),
+                );
+            }
+        }
+    }
+
+    // The rollback point includes the feature-flag values as they are now.
+    for host in &plan.hosts {
+        match flag_values(&host.client, &plan.app).await {
+            Ok(values) => {
+                let _ = journal.save_flags(id, &host.name, &values);
+            }
+            Err(e) => {
+                release_all(leases).await;
+                return (
+                    exit_of(&e),
+                    format!("cannot read the feature flags on {}: {e}", host.name),
                 );
             }
         }
@@ -1331,7 +1415,16 @@ pub async fn rollback(
             host.name,
             golive_shared::protocol::now_millis()
         );
-        let r = job_ok(run_job(out, &host.client, key, Some(lease.token.clone()), spec).await);
+        let r = job_ok(
+            run_job(
+                out,
+                &host.client,
+                key.clone(),
+                Some(lease.token.clone()),
+                spec,
+            )
+            .await,
+        );
         finish(&journal, seq, &r);
         match r {
             Ok(_) => {
@@ -1343,6 +1436,31 @@ pub async fn rollback(
                     &format!("current -> {to}"),
                 );
                 let _ = journal.set_host(id, &host.name, &host.client.addr, None, "rolled_back");
+                let snapshot = journal.flags(id, &host.name).unwrap_or_default();
+                if !snapshot.is_empty() {
+                    match restore_flags(out, &host.client, &d.app, &lease.token, &key, &snapshot)
+                        .await
+                    {
+                        Ok(changed) if changed.is_empty() => step(
+                            out,
+                            &host.name,
+                            "flags",
+                            "ok",
+                            "unchanged since the deployment",
+                        ),
+                        Ok(changed) => step(
+                            out,
+                            &host.name,
+                            "flags",
+                            "ok",
+                            &format!("restored {}", changed.join(", ")),
+                        ),
+                        Err(Failure(exit, e)) => {
+                            step(out, &host.name, "flags", "failed", &e);
+                            failed.push((exit, e));
+                        }
+                    }
+                }
             }
             Err(Failure(exit, e)) => {
                 step(out, &host.name, "rollback", "failed", &e);

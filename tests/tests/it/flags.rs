@@ -163,3 +163,60 @@ fn unknown_flags_and_big_percentages_are_refused() {
         .expect("count");
     assert_eq!(n, 0);
 }
+
+/// Issue 4 part 8: a deployment's rollback point includes the flag values;
+/// `golivectl rollback ID` restores flags changed since the deployment.
+#[test]
+fn issue4_rollback_restores_the_flag_values_of_the_rollback_point() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::new(dir.path());
+    let (agent, file) = agent_with_flags(dir.path(), &pki, "web7", "127.0.0.157");
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(dir.path());
+    let plan = dir.path().join("deploy.toml");
+    let deploy = |v: &str| {
+        let art = dir.path().join(format!("dist/shop-{v}.tar.gz"));
+        artifact(&art, &[("index.html", v.as_bytes())]);
+        write_plan(&plan, &pki, &op, "shop", Some((v, &art)), &[&agent]);
+        let r = ctl.run(&["--output", "json", "deploy", s(&plan)]);
+        assert_eq!(r.code, 0, "{}", r.text());
+        r.json_lines()
+            .into_iter()
+            .find(|e| e["event"] == "result")
+            .and_then(|e| e["deployment"].as_str().map(String::from))
+            .expect("deployment id")
+    };
+    deploy("v1");
+    let v2 = deploy("v2");
+    // After the deployment, someone turns the new checkout on and changes
+    // the analytics rollout.
+    let r = ctl.run(&[
+        "flag",
+        "set",
+        s(&plan),
+        "new_checkout",
+        "on",
+        "--percent",
+        "10",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let r = ctl.run(&["flag", "set", s(&plan), "bi_analytics", "off"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(read_json(&file)["new_checkout"]["enabled"], true);
+
+    let r = ctl.run(&["rollback", &v2]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("restored"), "{}", r.text());
+    let flags = read_json(&file);
+    assert_eq!(flags["new_checkout"]["enabled"], false, "{flags}");
+    assert_eq!(flags["bi_analytics"]["enabled"], true, "{flags}");
+    assert_eq!(flags["bi_analytics"]["percent"], 50, "{flags}");
+    assert_eq!(
+        flags["FASES"]["FASE_8_DATA_QUALITY"]["habilitado"], true,
+        "other keys are kept: {flags}"
+    );
+    assert_eq!(
+        std::fs::read_link(dir.path().join("web7/srv/shop/current")).unwrap(),
+        Path::new("releases/v1")
+    );
+}
