@@ -460,6 +460,42 @@ fn maintenance_reason(plan: &Plan, pending: usize) -> Option<String> {
     }
 }
 
+/// Runs one job (`name`, `spec`) on every host in plan order under its lease,
+/// recording a step each; stops at the first failure: `Err((host, message))`.
+async fn on_every_host(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    leases: &[Lease],
+    name: &str,
+    spec: &JobSpec,
+) -> Result<(), (String, String)> {
+    for (host, lease) in plan.hosts.iter().zip(leases) {
+        let seq = journal.start_step(id, &host.name, name).ok();
+        let key = format!("{id}:{}:{name}", host.name);
+        let r = job_ok(
+            run_job(
+                out,
+                &host.client,
+                key,
+                Some(lease.token.clone()),
+                spec.clone(),
+            )
+            .await,
+        );
+        finish(journal, seq, &r);
+        match r {
+            Ok(detail) => step(out, &host.name, name, "ok", &detail),
+            Err(Failure(_, e)) => {
+                step(out, &host.name, name, "failed", &e);
+                return Err((host.name.clone(), e));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The host's feature-flag values, or none when the app declares no flags.
 async fn flag_values(
     client: &AgentClient,
@@ -841,107 +877,50 @@ async fn run_deployment(
 
     // Phase 3b: the rollback point. Nothing live has changed yet; a backup
     // that cannot be taken (or verified, when the plan asks) stops here.
-    if backup_mode != PreDeployBackup::None {
-        for (host, lease) in plan.hosts.iter().zip(&leases) {
-            let seq = journal.start_step(id, &host.name, "backup").ok();
-            let spec = JobSpec::Backup(CreateBackup {
-                app: plan.app.clone(),
-                label: "pre-deploy".into(),
-                only: vec![],
-                deployment: Some(id.to_string()),
-                verify: backup_mode == PreDeployBackup::Verified,
-            });
-            let r = job_ok(
-                run_job(
-                    out,
-                    &host.client,
-                    format!("{id}:{}:backup", host.name),
-                    Some(lease.token.clone()),
-                    spec,
-                )
-                .await,
-            );
-            finish(journal, seq, &r);
-            match r {
-                Ok(detail) => step(out, &host.name, "backup", "ok", &detail),
-                Err(Failure(_, e)) => {
-                    step(out, &host.name, "backup", "failed", &e);
-                    let (ms, still) = maintenance_off_all(
-                        out,
-                        journal,
-                        plan,
-                        id,
-                        &leases,
-                        &mut in_maintenance,
-                        "",
-                    )
-                    .await;
-                    *downtime = downtime_of(maintenance.is_some(), ms, &still);
-                    release_all(leases).await;
-                    return (
-                        Exit::Failed,
-                        format!(
-                            "the pre-deploy backup on {} failed, nothing live changed: {e}{}",
-                            host.name,
-                            still_on(&still)
-                        ),
-                    );
-                }
-            }
-        }
-    }
-
     // Phase 3c: migrations, on every host (a database shared by several
     // hosts is migrated once: the agents' migration lock and tracking table
     // make the others find nothing pending). The old release still runs,
     // behind maintenance.
-    if pending > 0 {
-        for (host, lease) in plan.hosts.iter().zip(&leases) {
-            let seq = journal.start_step(id, &host.name, "migrate").ok();
-            let spec = JobSpec::Migrate(RunMigrations {
-                app: plan.app.clone(),
-                release: Some(release.id.clone()),
-                down_to: None,
-            });
-            let r = job_ok(
-                run_job(
-                    out,
-                    &host.client,
-                    format!("{id}:{}:migrate", host.name),
-                    Some(lease.token.clone()),
-                    spec,
+    let before_switch = [
+        (backup_mode != PreDeployBackup::None).then(|| {
+            (
+                "backup",
+                JobSpec::Backup(CreateBackup {
+                    app: plan.app.clone(),
+                    label: "pre-deploy".into(),
+                    only: vec![],
+                    deployment: Some(id.to_string()),
+                    verify: backup_mode == PreDeployBackup::Verified,
+                }),
+            )
+        }),
+        (pending > 0).then(|| {
+            (
+                "migrate",
+                JobSpec::Migrate(RunMigrations {
+                    app: plan.app.clone(),
+                    release: Some(release.id.clone()),
+                    down_to: None,
+                }),
+            )
+        }),
+    ];
+    for (name, spec) in before_switch.into_iter().flatten() {
+        if let Err((host, e)) = on_every_host(out, journal, plan, id, &leases, name, &spec).await {
+            let (ms, still) =
+                maintenance_off_all(out, journal, plan, id, &leases, &mut in_maintenance, "").await;
+            *downtime = downtime_of(maintenance.is_some(), ms, &still);
+            release_all(leases).await;
+            let why = if name == "backup" {
+                format!("the pre-deploy backup on {host} failed, nothing live changed: {e}")
+            } else {
+                format!(
+                    "migrations on {host} failed; the old release still serves. A failed migration is \
+                     rolled back where the engine allows (SQLite, PostgreSQL); the pre-deploy backup \
+                     of deployment {id} is the way back otherwise: {e}"
                 )
-                .await,
-            );
-            finish(journal, seq, &r);
-            match r {
-                Ok(detail) => step(out, &host.name, "migrate", "ok", &detail),
-                Err(Failure(_, e)) => {
-                    step(out, &host.name, "migrate", "failed", &e);
-                    let (ms, still) = maintenance_off_all(
-                        out,
-                        journal,
-                        plan,
-                        id,
-                        &leases,
-                        &mut in_maintenance,
-                        "",
-                    )
-                    .await;
-                    *downtime = downtime_of(maintenance.is_some(), ms, &still);
-                    release_all(leases).await;
-                    return (
-                        Exit::Failed,
-                        format!(
-                            "migrations on {} failed; the old release still serves. A failed migration is \
-                             rolled back where the engine allows (SQLite, PostgreSQL); the pre-deploy backup \
-                             of deployment {id} is the way back otherwise: {e}{}",
-                            host.name,
-                            still_on(&still)
-                        ),
-                    );
-                }
-            }
+            };
+            return (Exit::Failed, format!("{why}{}", still_on(&still)));
         }
     }
 
