@@ -976,14 +976,7 @@ impl Remote for Pg<'_> {
     }
 
     fn run_script(&self, script: &str) -> Result<(), BackupError> {
-        let cmd = self.psql()?;
-        tools::stream_in(
-            cmd,
-            &mut script.as_bytes(),
-            Path::new("migration script"),
-            &mut |_| {},
-        )
-        .map_err(|e| tools::redact(e, self.password.as_deref()))
+        feed_script(self.psql()?, script, self.password.as_deref())
     }
 
     fn prologue(&self, wait: Duration) -> String {
@@ -1115,14 +1108,7 @@ impl Remote for My<'_> {
     }
 
     fn run_script(&self, script: &str) -> Result<(), BackupError> {
-        let cmd = self.client()?;
-        tools::stream_in(
-            cmd,
-            &mut script.as_bytes(),
-            Path::new("migration script"),
-            &mut |_| {},
-        )
-        .map_err(|e| tools::redact(e, self.password.as_deref()))
+        feed_script(self.client()?, script, self.password.as_deref())
     }
 
     fn prologue(&self, wait: Duration) -> String {
@@ -1169,6 +1155,22 @@ impl Remote for My<'_> {
     fn failed_note(&self) -> &'static str {
         MARIADB_NOTE
     }
+}
+
+/// Feeds a migration script to a database client on stdin; the password
+/// never appears in the error.
+fn feed_script(
+    cmd: std::process::Command,
+    script: &str,
+    password: Option<&str>,
+) -> Result<(), BackupError> {
+    tools::stream_in(
+        cmd,
+        &mut script.as_bytes(),
+        Path::new("migration script"),
+        &mut |_| {},
+    )
+    .map_err(|e| tools::redact(e, password))
 }
 
 // ----- jobs and requests ----------------------------------------------------
