@@ -41,6 +41,11 @@ pub fn submit(
             names::check_release_id(&s.release).map_err(bad)?;
             names::check_sha256(&s.artifact_sha256).map_err(bad)?;
         }
+        JobSpec::StageGit(_) => {
+            return Err(bad(
+                "git release sources are not built yet in this agent".into()
+            ));
+        }
         JobSpec::Activate(a) => names::check_release_id(&a.release).map_err(bad)?,
         JobSpec::Rollback(r) => {
             if let Some(to) = &r.to {
@@ -297,6 +302,7 @@ pub fn execute(
         .ensure_dirs()
         .map_err(|e| format!("cannot create {}: {e}", app.root.display()))?;
     match spec {
+        JobSpec::StageGit(_) => Err("git release sources are not built yet".into()),
         JobSpec::Stage(s) => {
             let archive = artifacts_dir(config).join(&s.artifact_sha256);
             log(format!(
@@ -332,6 +338,7 @@ pub fn execute(
                 path: layout.release_dir(&s.release).display().to_string(),
                 files: stats.files,
                 bytes: stats.bytes,
+                commit: None,
             })
         }
         JobSpec::Activate(a) => {

@@ -465,6 +465,7 @@ impl Journal {
                 artifact_sha256: r.get(1)?,
                 staged_at: r.get(2)?,
                 activated_at: r.get(3)?,
+                commit: None,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

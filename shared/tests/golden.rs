@@ -26,6 +26,7 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
             path: "/srv/shop/releases/v2".into(),
             files: 3,
             bytes: 1024,
+            commit: None,
         }),
         error: None,
         deduplicated: false,

@@ -3,8 +3,8 @@
 use golive_shared::GOLIVE_VERSION;
 use golive_shared::identity::PeerIdentity;
 use golive_shared::protocol::{
-    AppStatus, ErrorBody, HelloRequest, HelloResponse, PROTOCOL_VERSION, StatusRequest,
-    StatusResponse, now_millis,
+    AppStatus, ErrorBody, HelloRequest, HelloResponse, MaintenanceInfo, PROTOCOL_VERSION,
+    StatusRequest, StatusResponse, now_millis,
 };
 
 use crate::release::layout::AppLayout;
@@ -59,6 +59,13 @@ pub fn status(agent: &Agent, req: StatusRequest) -> Result<StatusResponse, Error
             previous,
             releases,
             lock,
+            maintenance: agent.journal.maintenance(name).map_err(internal)?.map(|m| {
+                MaintenanceInfo {
+                    on_since: m.on_since,
+                    reason: m.reason,
+                    by: m.by,
+                }
+            }),
         });
     }
     Ok(StatusResponse {

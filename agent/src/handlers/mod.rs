@@ -26,7 +26,8 @@ pub fn required_role(req: &Request) -> Role {
         | Request::HasArtifact(_)
         | Request::ListBackups(_)
         | Request::MigrationStatus(_)
-        | Request::ListFlags(_) => Role::Viewer,
+        | Request::ListFlags(_)
+        | Request::Preflight(_) => Role::Viewer,
         Request::SubmitJob(_) => Role::Operator,
         Request::Lock(LockRequest::Break { .. }) => Role::Operator,
         Request::Lock(_) => Role::Operator,
@@ -120,6 +121,13 @@ pub async fn dispatch(
             crate::flags::list(&agent.journal, &l.app, app)
                 .map(Response::Flags)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))
+        }
+        Request::Preflight(p) => {
+            agent.known_app(&p.app)?;
+            Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                "preflight is not built yet in this agent",
+            ))
         }
         Request::ListBackups(l) => {
             agent.known_app(&l.app)?;

@@ -66,8 +66,20 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                             )
                         })
                         .unwrap_or_default();
+                    let maintenance = app
+                        .maintenance
+                        .as_ref()
+                        .map(|m| {
+                            format!(
+                                ", IN MAINTENANCE since {} ({}, by {})",
+                                utc(m.on_since),
+                                m.reason,
+                                m.by
+                            )
+                        })
+                        .unwrap_or_default();
                     out.line(format!(
-                        "  {}: current {}, rollback to {}, {} release(s) on disk{lock}",
+                        "  {}: current {}, rollback to {}, {} release(s) on disk{lock}{maintenance}",
                         app.name,
                         app.current.as_deref().unwrap_or("(none)"),
                         app.previous.as_deref().unwrap_or("(none)"),
@@ -92,7 +104,13 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                             "artifact_sha256": r.artifact_sha256,
                             "staged_at": r.staged_at,
                             "activated_at": r.activated_at,
+                            "commit": r.commit,
                         })).collect::<Vec<_>>(),
+                        "maintenance": a.maintenance.as_ref().map(|m| json!({
+                            "on_since": m.on_since,
+                            "reason": m.reason,
+                            "by": m.by,
+                        })),
                         "lock": a.lock.as_ref().map(|l| json!({
                             "deployment": l.deployment,
                             "holder": l.holder,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{LockInfo, UnixMillis};
+use super::{LockInfo, MaintenanceInfo, UnixMillis};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloRequest {
@@ -45,6 +45,8 @@ pub struct AppStatus {
     /// Releases on disk, newest first.
     pub releases: Vec<ReleaseSummary>,
     pub lock: Option<LockInfo>,
+    /// Set while the app is in maintenance mode.
+    pub maintenance: Option<MaintenanceInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,4 +55,6 @@ pub struct ReleaseSummary {
     pub artifact_sha256: Option<String>,
     pub staged_at: Option<UnixMillis>,
     pub activated_at: Option<UnixMillis>,
+    /// The git commit the release was checked out at (git-sourced releases).
+    pub commit: Option<String>,
 }

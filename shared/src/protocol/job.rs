@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ActivateRelease, CreateBackup, RestoreBackup, RollbackRelease, RunCommand, RunMigrations,
-    SetFlag, SetMaintenance, StageRelease, UnixMillis, VerifyBackup,
+    SetFlag, SetMaintenance, StageGitRelease, StageRelease, UnixMillis, VerifyBackup,
 };
 
 /// Submit a job. Submitting the same key again returns the existing job and
@@ -32,6 +32,7 @@ pub enum JobSpec {
     RunCommand(RunCommand),
     Migrate(RunMigrations),
     SetFlag(SetFlag),
+    StageGit(StageGitRelease),
 }
 
 impl JobSpec {
@@ -47,6 +48,7 @@ impl JobSpec {
             JobSpec::RunCommand(_) => "command",
             JobSpec::Migrate(_) => "migrate",
             JobSpec::SetFlag(_) => "flag",
+            JobSpec::StageGit(_) => "stage.git",
         }
     }
 
@@ -62,6 +64,7 @@ impl JobSpec {
             JobSpec::RunCommand(c) => &c.app,
             JobSpec::Migrate(m) => &m.app,
             JobSpec::SetFlag(f) => &f.app,
+            JobSpec::StageGit(s) => &s.app,
         }
     }
 }
@@ -132,6 +135,8 @@ pub enum JobResult {
         path: String,
         files: u64,
         bytes: u64,
+        /// The commit a git-sourced release was checked out at.
+        commit: Option<String>,
     },
     Activated {
         release: String,

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::UnixMillis;
+
 /// Turn an app's maintenance mode on or off (flag file and/or commands, as
 /// the agent's config declares), verified when a check URL is configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,4 +19,12 @@ pub struct SetMaintenance {
 pub struct RunCommand {
     pub app: String,
     pub name: String,
+}
+
+/// An app's maintenance state as the agent journaled it when it went on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceInfo {
+    pub on_since: UnixMillis,
+    pub reason: String,
+    pub by: String,
 }

@@ -18,6 +18,7 @@ pub mod job;
 pub mod lock;
 pub mod maintenance;
 pub mod migration;
+pub mod preflight;
 pub mod probe;
 pub mod release;
 
@@ -29,13 +30,14 @@ pub use job::*;
 pub use lock::*;
 pub use maintenance::*;
 pub use migration::*;
+pub use preflight::*;
 pub use probe::*;
 pub use release::*;
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of the encoded types.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// HTTP path of the framed request/response endpoint.
 pub const RPC_PATH: &str = "/v1/rpc";
@@ -60,6 +62,7 @@ pub enum Request {
     ListBackups(ListBackupsRequest),
     MigrationStatus(MigrationStatusRequest),
     ListFlags(ListFlagsRequest),
+    Preflight(PreflightRequest),
 }
 
 impl Request {
@@ -77,6 +80,7 @@ impl Request {
             Request::ListBackups(_) => "backup.list".into(),
             Request::MigrationStatus(_) => "migration.status".into(),
             Request::ListFlags(_) => "flag.list".into(),
+            Request::Preflight(_) => "preflight".into(),
         }
     }
 }
@@ -96,6 +100,7 @@ pub enum Response {
     Backups(Vec<BackupInfo>),
     MigrationStatus(MigrationStatus),
     Flags(Vec<FlagState>),
+    Preflight(PreflightReport),
 }
 
 /// A refusal or failure, with a message that names the problem and the fix.

@@ -11,6 +11,17 @@ pub struct StageRelease {
     pub artifact_sha256: String,
 }
 
+/// Fetch `git_ref` from the git repository the app's agent config declares
+/// (`[apps.APP.git]`) and check it out into `ROOT/releases/<release>`, then
+/// prepare it like an unpacked artifact. The controller names only the ref.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageGitRelease {
+    pub app: String,
+    pub release: String,
+    /// A branch, tag or commit id.
+    pub git_ref: String,
+}
+
 /// Switch `ROOT/current` to a staged release atomically.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivateRelease {

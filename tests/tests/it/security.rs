@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use golive_shared::codec;
 use golive_shared::identity::Role;
-use golive_shared::protocol::{ErrorCode, JobSpec, Request, Response, StageRelease, SubmitJob};
+use golive_shared::protocol::{
+    ErrorCode, JobSpec, PROTOCOL_VERSION, Request, Response, StageRelease, SubmitJob,
+};
 use golive_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -468,7 +470,9 @@ fn issue2_garbage_and_oversized_bodies_are_refused() {
     assert!(e.message.contains("no GOLV header"), "{e:?}");
 
     // A GOLV header of our version followed by bincode garbage.
-    let mut frame = b"GOLV\x01\x00\x00".to_vec();
+    let mut frame = b"GOLV".to_vec();
+    frame.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    frame.push(0);
     frame.extend_from_slice(&[0xff; 40]);
     let (run, code, body) = post_rpc(&pki, &agent, &good, &frame, &[]);
     assert_eq!(code, "400", "{}", run.text());
@@ -536,7 +540,10 @@ fn issue2_other_protocol_version_is_refused_naming_both_versions() {
         text.contains("golivectl speaks golive protocol 99"),
         "{text}"
     );
-    assert!(text.contains("this agent speaks 1"), "{text}");
+    assert!(
+        text.contains(&format!("this agent speaks {PROTOCOL_VERSION}")),
+        "{text}"
+    );
     assert!(text.contains("upgrade"), "names the fix: {text}");
     assert_still_serving(&ctl, &good_plan);
 }
