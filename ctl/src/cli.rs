@@ -59,6 +59,29 @@ pub enum Command {
         #[arg(long)]
         plan: Option<PathBuf>,
     },
+    /// Record the go decision on a paused deployment: it continues.
+    Go {
+        /// Deployment id (from `golivectl deploy` or `golivectl history`).
+        id: String,
+        /// Who decides (recorded in the deployment record).
+        #[arg(long)]
+        by: String,
+        /// Why, or anything the record should keep.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Record a no-go on a paused deployment: its activated hosts are switched back.
+    #[command(name = "no-go")]
+    NoGo {
+        /// Deployment id (from `golivectl deploy` or `golivectl history`).
+        id: String,
+        /// Who decides (recorded in the deployment record).
+        #[arg(long)]
+        by: String,
+        /// Why (required: the record says why the deployment was stopped).
+        #[arg(long)]
+        reason: String,
+    },
     /// Recent deployments.
     History {
         #[arg(long, default_value_t = 20)]

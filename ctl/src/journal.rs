@@ -3,11 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use golive_shared::protocol::{UnixMillis, now_millis};
+use golive_shared::protocol::{ProbeResult, UnixMillis, now_millis};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-const SCHEMA_VERSION: i64 = 2;
+use crate::gate::Evaluation;
+
+const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -52,6 +54,42 @@ CREATE TABLE flag_snapshots (
     PRIMARY KEY (deployment, host, name)
 );
 "#,
+    r#"
+CREATE TABLE probe_results (
+    deployment TEXT NOT NULL REFERENCES deployments(id),
+    host TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    probe TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    status TEXT NOT NULL,
+    value TEXT,
+    threshold TEXT,
+    duration_ms INTEGER NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX probe_results_deployment ON probe_results (deployment, host, phase);
+CREATE TABLE gate_evaluations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment TEXT NOT NULL REFERENCES deployments(id),
+    host TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    reasons TEXT NOT NULL
+);
+CREATE TABLE decisions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment TEXT NOT NULL REFERENCES deployments(id),
+    at INTEGER NOT NULL,
+    decided_by TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    reason TEXT,
+    next_action TEXT NOT NULL
+);
+ALTER TABLE deployments ADD COLUMN waiting_until INTEGER;
+"#,
 ];
 
 pub struct Journal {
@@ -72,6 +110,50 @@ pub struct Deployment {
     pub message: Option<String>,
     pub hosts: Vec<DeploymentHost>,
     pub steps: Vec<Step>,
+    /// Probe results before (`phase = "before"`) and after the switch.
+    pub probes: Vec<ProbeRecord>,
+    pub gate: Vec<GateRecord>,
+    pub decisions: Vec<Decision>,
+    /// While a deploy process waits on a pause: until when it promises to
+    /// look for a decision (a heartbeat; `None` when nobody waits).
+    pub waiting_until: Option<UnixMillis>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeRecord {
+    pub host: String,
+    pub phase: String,
+    pub at: UnixMillis,
+    pub probe: String,
+    pub kind: String,
+    pub severity: String,
+    pub status: String,
+    pub value: Option<String>,
+    pub threshold: Option<String>,
+    pub duration_ms: u64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GateRecord {
+    pub host: String,
+    pub at: UnixMillis,
+    pub action: String,
+    pub summary: String,
+    /// The gate's reasons (probe, severity, value, threshold, action) as JSON.
+    pub reasons: serde_json::Value,
+}
+
+/// A human go/no-go decision on a paused deployment (seed 000 §5.3).
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub seq: i64,
+    pub at: UnixMillis,
+    pub by: String,
+    /// "go" or "no-go".
+    pub decision: String,
+    pub reason: Option<String>,
+    pub next_action: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -206,7 +288,8 @@ impl Journal {
         let Some(mut d) = self
             .conn
             .query_row(
-                "SELECT id, plan_path, app, release, artifact_sha256, operator, started_at, finished_at, state, message
+                "SELECT id, plan_path, app, release, artifact_sha256, operator, started_at, finished_at, state, message,
+                        waiting_until
                  FROM deployments WHERE id = ?1",
                 params![id],
                 |r| {
@@ -223,6 +306,10 @@ impl Journal {
                         message: r.get(9)?,
                         hosts: Vec::new(),
                         steps: Vec::new(),
+                        probes: Vec::new(),
+                        gate: Vec::new(),
+                        decisions: Vec::new(),
+                        waiting_until: r.get(10)?,
                     })
                 },
             )
@@ -258,7 +345,148 @@ impl Journal {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT host, phase, at, probe, kind, severity, status, value, threshold, duration_ms, message
+             FROM probe_results WHERE deployment = ?1 ORDER BY rowid",
+        )?;
+        d.probes = stmt
+            .query_map(params![id], |r| {
+                Ok(ProbeRecord {
+                    host: r.get(0)?,
+                    phase: r.get(1)?,
+                    at: r.get(2)?,
+                    probe: r.get(3)?,
+                    kind: r.get(4)?,
+                    severity: r.get(5)?,
+                    status: r.get(6)?,
+                    value: r.get(7)?,
+                    threshold: r.get(8)?,
+                    duration_ms: r.get::<_, i64>(9)? as u64,
+                    message: r.get(10)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT host, at, action, summary, reasons FROM gate_evaluations WHERE deployment = ?1 ORDER BY seq",
+        )?;
+        d.gate = stmt
+            .query_map(params![id], |r| {
+                let reasons: String = r.get(4)?;
+                Ok(GateRecord {
+                    host: r.get(0)?,
+                    at: r.get(1)?,
+                    action: r.get(2)?,
+                    summary: r.get(3)?,
+                    reasons: serde_json::from_str(&reasons).unwrap_or(serde_json::Value::Null),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        d.decisions = self.decisions(id, 0)?;
         Ok(Some(d))
+    }
+
+    /// Records one host's probe results of a phase ("before" or "after").
+    pub fn save_probes(
+        &self,
+        deployment: &str,
+        host: &str,
+        phase: &str,
+        results: &[ProbeResult],
+    ) -> rusqlite::Result<()> {
+        let at = now_millis();
+        for r in results {
+            self.conn.execute(
+                "INSERT INTO probe_results (deployment, host, phase, at, probe, kind, severity, status, value, threshold, duration_ms, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    deployment,
+                    host,
+                    phase,
+                    at,
+                    r.name,
+                    r.kind,
+                    r.severity.as_str(),
+                    r.status.as_str(),
+                    r.value,
+                    r.threshold,
+                    r.duration_ms as i64,
+                    r.message
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Records a gate evaluation with its reasons.
+    pub fn save_gate(&self, deployment: &str, e: &Evaluation) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO gate_evaluations (deployment, host, at, action, summary, reasons)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                deployment,
+                e.host,
+                now_millis(),
+                e.action.as_str(),
+                e.summary(),
+                serde_json::to_string(&e.reasons).unwrap_or_default()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a deployment paused with a waiting deploy process behind it
+    /// until `waiting_until`, or (None) paused with nobody waiting.
+    pub fn set_paused(&self, id: &str, waiting_until: Option<UnixMillis>) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE deployments SET state = 'paused', waiting_until = ?2 WHERE id = ?1",
+            params![id, waiting_until],
+        )?;
+        Ok(())
+    }
+
+    /// Back to running after a decision was taken up.
+    pub fn set_running(&self, id: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE deployments SET state = 'running', waiting_until = NULL WHERE id = ?1",
+            params![id],
+        )?;
+        Ok(())
+    }
+
+    /// Records a go/no-go decision; its sequence number.
+    pub fn add_decision(
+        &self,
+        deployment: &str,
+        by: &str,
+        decision: &str,
+        reason: Option<&str>,
+        next_action: &str,
+    ) -> rusqlite::Result<i64> {
+        self.conn.execute(
+            "INSERT INTO decisions (deployment, at, decided_by, decision, reason, next_action)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![deployment, now_millis(), by, decision, reason, next_action],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Decisions on a deployment with a sequence number above `after`.
+    pub fn decisions(&self, deployment: &str, after: i64) -> rusqlite::Result<Vec<Decision>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, at, decided_by, decision, reason, next_action FROM decisions
+             WHERE deployment = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        stmt.query_map(params![deployment, after], |r| {
+            Ok(Decision {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                by: r.get(2)?,
+                decision: r.get(3)?,
+                reason: r.get(4)?,
+                next_action: r.get(5)?,
+            })
+        })?
+        .collect()
     }
 
     /// The feature-flag values of a host when the deployment started: part

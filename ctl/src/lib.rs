@@ -6,6 +6,7 @@
 //! - [`cmd`]: one module per subcommand; each returns an [`output::Exit`].
 //! - [`plan`]: plan files, parsed raw then validated into a [`plan::Plan`].
 //! - [`client`]: the mTLS transport to one agent (knows nothing of plans).
+//! - [`gate`]: the go/no-go gate: severity → action, evaluated and recorded.
 //! - [`journal`]: the controller's SQLite record of deployments and steps.
 //! - [`pki`], [`tls`]: the deployment CA, certificates, rustls client config.
 //! - [`output`]: human or JSON output, SPEC §7 exit codes.
@@ -13,6 +14,7 @@
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod gate;
 pub mod journal;
 pub mod output;
 pub mod pki;

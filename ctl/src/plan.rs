@@ -9,6 +9,7 @@ use golive_shared::names;
 use serde::Deserialize;
 
 use crate::client::AgentClient;
+use crate::gate::{Action, Policy};
 use crate::tls;
 
 #[derive(Debug, Deserialize)]
@@ -21,6 +22,8 @@ pub struct RawPlan {
     pub hosts: Vec<RawHost>,
     #[serde(default)]
     pub deploy: RawDeploy,
+    #[serde(default)]
+    pub gate: RawGate,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +76,53 @@ impl Default for RawDeploy {
     }
 }
 
+/// `[gate]`: what a probe failure of each severity does, after each host's
+/// validation: "rollback", "pause" (wait for `golivectl go`/`no-go`),
+/// "warn" (continue, loudly) or "continue".
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGate {
+    #[serde(default = "gate_critical")]
+    pub critical: String,
+    #[serde(default = "gate_high")]
+    pub high: String,
+    #[serde(default = "gate_medium")]
+    pub medium: String,
+    #[serde(default = "gate_low")]
+    pub low: String,
+    /// How long a paused deployment waits for a decision (seconds).
+    #[serde(default = "gate_pause_timeout")]
+    pub pause_timeout_secs: u64,
+}
+
+fn gate_critical() -> String {
+    "rollback".into()
+}
+fn gate_high() -> String {
+    "pause".into()
+}
+fn gate_medium() -> String {
+    "warn".into()
+}
+fn gate_low() -> String {
+    "continue".into()
+}
+fn gate_pause_timeout() -> u64 {
+    Policy::default().pause_timeout_secs
+}
+
+impl Default for RawGate {
+    fn default() -> Self {
+        RawGate {
+            critical: gate_critical(),
+            high: gate_high(),
+            medium: gate_medium(),
+            low: gate_low(),
+            pause_timeout_secs: gate_pause_timeout(),
+        }
+    }
+}
+
 /// Whether a deployment backs up first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PreDeployBackup {
@@ -93,6 +143,7 @@ pub struct Plan {
     pub maintenance: bool,
     /// The operator name from our client certificate.
     pub operator: String,
+    pub gate: Policy,
 }
 
 pub struct Release {
@@ -203,7 +254,27 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             )));
         }
     };
+    let action = |key: &str, value: &str| {
+        Action::parse(value).ok_or_else(|| {
+            err(format!(
+                "key `gate.{key}`: {value:?} is not one of \"rollback\", \"pause\", \"warn\", \"continue\""
+            ))
+        })
+    };
+    if raw.gate.pause_timeout_secs == 0 || raw.gate.pause_timeout_secs > 7 * 24 * 3600 {
+        return Err(err(
+            "key `gate.pause_timeout_secs`: use 1 second to 7 days (604800)".into(),
+        ));
+    }
+    let gate = Policy {
+        critical: action("critical", &raw.gate.critical)?,
+        high: action("high", &raw.gate.high)?,
+        medium: action("medium", &raw.gate.medium)?,
+        low: action("low", &raw.gate.low)?,
+        pause_timeout_secs: raw.gate.pause_timeout_secs,
+    };
     Ok(Plan {
+        gate,
         backup,
         maintenance: raw.deploy.maintenance,
         path: path.to_path_buf(),

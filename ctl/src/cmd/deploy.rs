@@ -29,8 +29,8 @@ use std::time::Duration;
 use golive_shared::protocol::{
     ActivateRelease, CreateBackup, EventKind, JobEventsRequest, JobInfo, JobResult, JobSpec,
     JobState, ListFlagsRequest, LockRequest, LockResponse, MigrationStatusRequest, ProbeReport,
-    ProbeStatus, Request, Response, RollbackRelease, RunMigrations, RunProbesRequest, SetFlag,
-    Severity, StageRelease, SubmitJob,
+    ProbeResult, ProbeStatus, Request, Response, RollbackRelease, RunMigrations, RunProbesRequest,
+    SetFlag, StageRelease, SubmitJob, now_millis,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -40,6 +40,7 @@ use tokio::io::AsyncReadExt;
 use crate::client::{AgentClient, ClientError};
 use crate::cmd::maintenance::set_on_host;
 use crate::cmd::status::agent_status;
+use crate::gate::{self, Action};
 use crate::journal::Journal;
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, Plan, PreDeployBackup};
@@ -283,16 +284,6 @@ async fn release_all(leases: Vec<Lease>) {
     }
 }
 
-/// Probes that block a release: critical and high that did not pass.
-fn blocking(report: &ProbeReport) -> Vec<String> {
-    report
-        .failures()
-        .into_iter()
-        .filter(|r| matches!(r.severity, Severity::Critical | Severity::High))
-        .map(|r| format!("{} ({}): {}", r.name, r.severity.as_str(), r.message))
-        .collect()
-}
-
 pub async fn deploy(
     out: Out,
     state: &Path,
@@ -408,9 +399,15 @@ pub async fn deploy_with_id(
         Exit::Done => "succeeded",
         Exit::RolledBack => "rolled_back",
         Exit::Usage => "refused",
+        Exit::Paused => "paused",
         _ => "failed",
     };
-    journal.finish_deployment(&id, state_name, Some(&message))?;
+    if exit == Exit::Paused {
+        // Not finished: waiting for `golivectl go` / `no-go`.
+        journal.set_paused(&id, None)?;
+    } else {
+        journal.finish_deployment(&id, state_name, Some(&message))?;
+    }
     out.line(format!("deployment {id}: {state_name}: {message}"));
     out.event(&json!({"event": "result", "deployment": id, "state": state_name, "message": message, "exit": exit.code(), "downtime_ms": downtime.ms(), "maintenance": downtime.json()}));
     Ok((exit, Some(id)))
@@ -821,6 +818,10 @@ async fn run_deployment(
         let _ = journal.set_host(id, &host.name, &c.addr, None, "staged");
     }
 
+    // The figures before: the live release's probe results on every host.
+    let before = probe_before(out, journal, plan, id).await;
+    let mut warnings: Vec<String> = Vec::new();
+
     // Pending migrations decide the rest: maintenance, and a verified
     // backup before anything touches the schema (nothing destroys data
     // before a verified backup exists).
@@ -972,7 +973,18 @@ async fn run_deployment(
         if maintenance.is_some() {
             continue;
         }
-        if let Err(f) = probe_host(out, journal, plan, id, host).await {
+        if let Err(f) = validate_host(
+            out,
+            journal,
+            plan,
+            id,
+            host,
+            &before[i],
+            &leases,
+            &mut warnings,
+        )
+        .await
+        {
             failure = Some(f);
             break;
         }
@@ -991,7 +1003,18 @@ async fn run_deployment(
             ));
         } else {
             for &i in &activated {
-                if let Err(f) = probe_host(out, journal, plan, id, &plan.hosts[i]).await {
+                if let Err(f) = validate_host(
+                    out,
+                    journal,
+                    plan,
+                    id,
+                    &plan.hosts[i],
+                    &before[i],
+                    &leases,
+                    &mut warnings,
+                )
+                .await
+                {
                     failure = Some(f);
                     break;
                 }
@@ -999,10 +1022,21 @@ async fn run_deployment(
         }
     }
 
+    // A pause that got no decision: leave every host as it is, for the
+    // operator's `go` / `no-go`.
+    if let Some((Exit::Paused, message)) = &failure {
+        release_all(leases).await;
+        return (Exit::Paused, message.clone());
+    }
     let mut outcome = switch_back_if_failed(
         out, journal, plan, id, previous, &leases, &activated, failure,
     )
     .await;
+    if !warnings.is_empty() {
+        outcome
+            .1
+            .push_str(&format!("; gate warnings: {}", warnings.join("; ")));
+    }
 
     // After a switch-back (or a failed activation): maintenance off where it
     // is still on.
@@ -1070,48 +1104,40 @@ fn still_on(still: &[String]) -> String {
     }
 }
 
-/// Runs the app's probes on one host; `Err` when a blocking one did not pass.
-async fn probe_host(
+/// Runs the app's probes on one host, all of them; reports each result.
+async fn run_probes(
     out: Out,
-    journal: &Journal,
     plan: &Plan,
-    id: &str,
     host: &plan::Host,
-) -> Result<(), (Exit, String)> {
+    phase: &str,
+) -> Result<ProbeReport, String> {
     let c = &host.client;
-    let seq = journal.start_step(id, &host.name, "probe").ok();
-    let probed = c
+    let report = match c
         .call(&Request::RunProbes(RunProbesRequest {
             app: plan.app.clone(),
             tags: vec![],
         }))
-        .await;
-    let report = match probed {
+        .await
+    {
         Ok(Response::Probes(r)) => r,
-        Ok(other) => {
-            let e = c.unexpected(&other).to_string();
-            finish::<String, String>(journal, seq, &Err(e.clone()));
-            return Err((Exit::Failed, e));
-        }
-        Err(e) => {
-            finish::<String, String>(journal, seq, &Err(e.to_string()));
-            return Err((
-                Exit::Failed,
-                format!("probes on {} could not run: {e}", host.name),
-            ));
-        }
+        Ok(other) => return Err(c.unexpected(&other).to_string()),
+        Err(e) => return Err(format!("probes on {} could not run: {e}", host.name)),
     };
     for r in &report.results {
         out.line(format!(
-            "[{}]   probe {} ({}): {} — {} ({} ms)",
+            "[{}]   probe {} ({}): {} — {}{} ({} ms)",
             host.name,
             r.name,
             r.severity.as_str(),
             r.status.as_str(),
             r.message,
+            r.value
+                .as_ref()
+                .map(|v| format!(" [{v}]"))
+                .unwrap_or_default(),
             r.duration_ms
         ));
-        out.event(&json!({"event": "probe", "host": host.name, "probe": r.name, "severity": r.severity.as_str(), "status": r.status.as_str(), "value": r.value, "threshold": r.threshold, "message": r.message, "duration_ms": r.duration_ms}));
+        out.event(&json!({"event": "probe", "phase": phase, "host": host.name, "probe": r.name, "kind": r.kind, "severity": r.severity.as_str(), "status": r.status.as_str(), "value": r.value, "threshold": r.threshold, "message": r.message, "duration_ms": r.duration_ms}));
     }
     if report.results.is_empty() {
         out.line(format!(
@@ -1119,26 +1145,213 @@ async fn probe_host(
             host.name, plan.app
         ));
     }
-    let blockers = blocking(&report);
+    Ok(report)
+}
+
+/// The figures before the switch: every host's probes on the live release,
+/// recorded as phase "before" (the deployment record compares them with
+/// the results after). A failure here is reported, not a stop: preflight is
+/// the place to refuse a deployment on the current release's health.
+async fn probe_before(out: Out, journal: &Journal, plan: &Plan, id: &str) -> Vec<Vec<ProbeResult>> {
+    let mut all = Vec::new();
+    for host in &plan.hosts {
+        let seq = journal.start_step(id, &host.name, "probe-before").ok();
+        match run_probes(out, plan, host, "before").await {
+            Ok(report) => {
+                let _ = journal.save_probes(id, &host.name, "before", &report.results);
+                let failing: Vec<String> = report
+                    .failures()
+                    .iter()
+                    .map(|r| format!("{} ({})", r.name, r.severity.as_str()))
+                    .collect();
+                let passed = report.results.len() - failing.len();
+                let detail = if failing.is_empty() {
+                    format!(
+                        "{passed}/{} passed on the live release",
+                        report.results.len()
+                    )
+                } else {
+                    format!(
+                        "{passed}/{} passed on the live release; already failing: {}",
+                        report.results.len(),
+                        failing.join(", ")
+                    )
+                };
+                finish::<String, String>(journal, seq, &Ok(detail.clone()));
+                step(out, &host.name, "probe-before", "ok", &detail);
+                all.push(report.results);
+            }
+            Err(e) => {
+                finish::<String, String>(journal, seq, &Err(e.clone()));
+                step(out, &host.name, "probe-before", "failed", &e);
+                all.push(Vec::new());
+            }
+        }
+    }
+    all
+}
+
+/// Validates one host after its switch: probes (recorded as phase "after"),
+/// then the gate. `Ok` to go on (with a warning pushed when the gate says
+/// warn); `Err` with exit 3 to switch back, or exit 4 when a pause got no
+/// decision in time.
+#[allow(clippy::too_many_arguments)]
+async fn validate_host(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    host: &plan::Host,
+    before: &[ProbeResult],
+    leases: &[Lease],
+    warnings: &mut Vec<String>,
+) -> Result<(), (Exit, String)> {
+    let seq = journal.start_step(id, &host.name, "probe").ok();
+    let report = match run_probes(out, plan, host, "after").await {
+        Ok(r) => r,
+        Err(e) => {
+            finish::<String, String>(journal, seq, &Err(e.clone()));
+            return Err((Exit::Failed, e));
+        }
+    };
+    let _ = journal.save_probes(id, &host.name, "after", &report.results);
     let passed = report
         .results
         .iter()
         .filter(|r| r.status == ProbeStatus::Pass)
         .count();
-    if blockers.is_empty() {
-        let detail = format!("{passed}/{} passed", report.results.len());
-        finish::<String, String>(journal, seq, &Ok(detail.clone()));
-        step(out, &host.name, "probe", "ok", &detail);
-    } else {
-        let detail = blockers.join("; ");
-        finish::<String, String>(journal, seq, &Err(detail.clone()));
-        step(out, &host.name, "probe", "failed", &detail);
-        return Err((
+    let detail = format!("{passed}/{} passed", report.results.len());
+    let all_passed = passed == report.results.len();
+    finish::<String, String>(
+        journal,
+        seq,
+        &if all_passed {
+            Ok(detail.clone())
+        } else {
+            Err(detail.clone())
+        },
+    );
+    step(
+        out,
+        &host.name,
+        "probe",
+        if all_passed { "ok" } else { "failed" },
+        &detail,
+    );
+
+    let eval = gate::evaluate(&plan.gate, &host.name, &report, before);
+    let _ = journal.save_gate(id, &eval);
+    out.event(&json!({"event": "gate", "host": host.name, "action": eval.action.as_str(), "summary": eval.summary(), "reasons": eval.reasons}));
+    let seq = journal.start_step(id, &host.name, "gate").ok();
+    let summary = eval.summary();
+    let state = match eval.action {
+        Action::Continue => "ok",
+        Action::Warn => "warn",
+        Action::Pause => "pause",
+        Action::Rollback => "rollback",
+    };
+    finish::<String, String>(
+        journal,
+        seq,
+        &if eval.action == Action::Rollback {
+            Err(summary.clone())
+        } else {
+            Ok(format!("{state}: {summary}"))
+        },
+    );
+    step(out, &host.name, "gate", state, &summary);
+    match eval.action {
+        Action::Continue => Ok(()),
+        Action::Warn => {
+            warnings.push(format!("{}: {summary}", host.name));
+            Ok(())
+        }
+        Action::Rollback => Err((
             Exit::RolledBack,
-            format!("probes failed on {}: {detail}", host.name),
-        ));
+            format!("the gate rolled back on {}: {summary}", host.name),
+        )),
+        Action::Pause => wait_for_decision(out, journal, plan, id, host, &summary, leases).await,
     }
-    Ok(())
+}
+
+/// How often a paused deploy looks for a decision, and how far ahead its
+/// heartbeat promises to keep looking.
+const DECISION_POLL: Duration = Duration::from_millis(500);
+const WAIT_HEARTBEAT_MS: i64 = 15_000;
+
+/// A pause: waits (holding the locks) for `golivectl go` or `no-go` on this
+/// deployment, up to the plan's `[gate] pause_timeout_secs`.
+async fn wait_for_decision(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    host: &plan::Host,
+    summary: &str,
+    leases: &[Lease],
+) -> Result<(), (Exit, String)> {
+    let timeout = plan.gate.pause_timeout_secs;
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    let seen = journal
+        .decisions(id, 0)
+        .ok()
+        .and_then(|d| d.last().map(|d| d.seq))
+        .unwrap_or(0);
+    let mut beat = std::time::Instant::now();
+    let _ = journal.set_paused(id, Some(now_millis() + WAIT_HEARTBEAT_MS));
+    out.line(format!(
+        "[{}] PAUSED: {summary}\n  decide with `golivectl go {id} --by NAME [--note TEXT]` or \
+         `golivectl no-go {id} --by NAME --reason TEXT`; waiting up to {timeout} s",
+        host.name
+    ));
+    out.event(&json!({"event": "paused", "deployment": id, "host": host.name, "summary": summary, "timeout_secs": timeout}));
+    loop {
+        tokio::time::sleep(DECISION_POLL).await;
+        for lease in leases {
+            if let Err(e) = lease.check() {
+                let _ = journal.set_running(id);
+                return Err((Exit::Failed, e));
+            }
+        }
+        if let Ok(decisions) = journal.decisions(id, seen)
+            && let Some(d) = decisions.into_iter().next()
+        {
+            let _ = journal.set_running(id);
+            let who = format!(
+                "{} by {}{}",
+                d.decision,
+                d.by,
+                d.reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            let seq = journal.start_step(id, &host.name, "decision").ok();
+            finish::<String, String>(journal, seq, &Ok(who.clone()));
+            step(out, &host.name, "decision", &d.decision, &who);
+            return if d.decision == "go" {
+                Ok(())
+            } else {
+                Err((Exit::RolledBack, format!("no-go on {}: {who}", host.name)))
+            };
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = journal.set_paused(id, None);
+            return Err((
+                Exit::Paused,
+                format!(
+                    "paused on {} with no decision within {timeout} s ({summary}); the hosts keep what \
+                     they run now: `golivectl no-go {id} --by NAME --reason TEXT` rolls the activated \
+                     hosts back, `golivectl go {id} --by NAME` accepts them as they are",
+                    host.name
+                ),
+            ));
+        }
+        if beat.elapsed() >= Duration::from_secs(5) {
+            beat = std::time::Instant::now();
+            let _ = journal.set_paused(id, Some(now_millis() + WAIT_HEARTBEAT_MS));
+        }
+    }
 }
 
 /// Phase 4b: on a failure, switch every activated host back, newest first;

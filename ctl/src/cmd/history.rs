@@ -69,5 +69,67 @@ pub fn show(out: Out, state: &Path, id: &str) -> anyhow::Result<Exit> {
             s.detail.as_deref().unwrap_or("").replace('|', "\\|")
         ));
     }
+    if !d.probes.is_empty() {
+        out.line("\n## Probes before and after\n\n| host | probe | severity | before | after | expected |\n|---|---|---|---|---|---|");
+        let cell = |r: Option<&crate::journal::ProbeRecord>| {
+            r.map(|r| {
+                format!("{} {}", r.status, r.value.as_deref().unwrap_or(""))
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_else(|| "—".into())
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &d.probes {
+            if !seen.insert((r.host.clone(), r.probe.clone())) {
+                continue;
+            }
+            let find = |phase: &str| {
+                d.probes
+                    .iter()
+                    .rev()
+                    .find(|p| p.host == r.host && p.probe == r.probe && p.phase == phase)
+            };
+            let (before, after) = (find("before"), find("after"));
+            out.line(format!(
+                "| {} | {} | {} | {} | {} | {} |",
+                r.host,
+                r.probe,
+                r.severity,
+                cell(before),
+                cell(after),
+                after
+                    .or(before)
+                    .and_then(|p| p.threshold.as_deref())
+                    .unwrap_or("")
+                    .replace('|', "\\|")
+            ));
+        }
+    }
+    if !d.gate.is_empty() {
+        out.line("\n## Gate\n\n| host | at | action | why |\n|---|---|---|---|");
+        for g in &d.gate {
+            out.line(format!(
+                "| {} | {} | {} | {} |",
+                g.host,
+                utc(g.at),
+                g.action,
+                g.summary.replace('|', "\\|")
+            ));
+        }
+    }
+    if !d.decisions.is_empty() {
+        out.line("\n## Decisions\n\n| at | by | decision | reason | next action |\n|---|---|---|---|---|");
+        for x in &d.decisions {
+            out.line(format!(
+                "| {} | {} | {} | {} | {} |",
+                utc(x.at),
+                x.by,
+                x.decision,
+                x.reason.as_deref().unwrap_or("").replace('|', "\\|"),
+                x.next_action.replace('|', "\\|")
+            ));
+        }
+    }
     Ok(Exit::Done)
 }

@@ -2,6 +2,7 @@
 //! user's to fix are [`crate::output::UsageError`] (exit 2).
 
 pub mod backup;
+pub mod decide;
 pub mod demo;
 pub mod deploy;
 pub mod flag;
@@ -30,6 +31,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Deploy { plan, dry_run } => deploy::deploy(out, &state, &plan, dry_run).await,
         Command::Rollback { id, plan } => deploy::rollback(out, &state, &id, plan.as_deref()).await,
+        Command::Go { id, by, note } => {
+            decide::decide(out, &state, &id, &by, true, note.as_deref()).await
+        }
+        Command::NoGo { id, by, reason } => {
+            decide::decide(out, &state, &id, &by, false, Some(&reason)).await
+        }
         Command::History { limit } => history::history(out, &state, limit),
         Command::Show { id } => history::show(out, &state, &id),
         Command::Jobs { plan, limit } => status::jobs(out, &plan, limit).await,

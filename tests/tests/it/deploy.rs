@@ -291,7 +291,18 @@ fn issue2_deploy_and_rollback_one_host() {
         .map(|v| (text(&v["step"]).to_string(), text(&v["state"]).to_string()))
         .collect();
     let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["upload", "stage", "activate", "probe"], "{steps:?}");
+    assert_eq!(
+        names,
+        [
+            "upload",
+            "stage",
+            "probe-before",
+            "activate",
+            "probe",
+            "gate"
+        ],
+        "{steps:?}"
+    );
     assert!(steps.iter().all(|(_, st)| st == "ok"), "{steps:?}");
 
     let st = w.ctl.run(&["--output", "json", "status", s(&plan)]);
@@ -340,14 +351,14 @@ fn issue2_deploy_and_rollback_one_host() {
     assert_eq!(res["exit"], 3);
     let msg = text(&res["message"]);
     assert!(
-        msg.contains("probes failed on web1: health (critical)")
+        msg.contains("the gate rolled back on web1: health (critical, fail)")
             && msg.contains("switched back to the previous release"),
         "{msg}"
     );
     let probe = run
         .json_lines()
         .into_iter()
-        .find(|v| v["event"] == "probe")
+        .find(|v| v["event"] == "probe" && v["phase"] == "after")
         .expect("probe event");
     assert_eq!(probe["status"], "fail", "{probe}");
     assert!(text(&probe["value"]).contains("404"), "{probe}");
@@ -389,8 +400,10 @@ fn issue2_deploy_and_rollback_one_host() {
         [
             ("upload", "ok"),
             ("stage", "ok"),
+            ("probe-before", "ok"),
             ("activate", "ok"),
             ("probe", "ok"),
+            ("gate", "ok"),
             ("rollback", "ok")
         ],
         "{record}"
@@ -473,7 +486,7 @@ fn issue2_two_hosts() {
     assert_eq!(res["state"], "rolled_back");
     let msg = text(&res["message"]);
     assert!(
-        msg.contains("probes failed on web-b") && msg.contains("switched back"),
+        msg.contains("the gate rolled back on web-b") && msg.contains("switched back"),
         "{msg}"
     );
     let steps: Vec<(String, String, String)> = run
@@ -493,10 +506,14 @@ fn issue2_two_hosts() {
         ("web-a", "stage", "ok"),
         ("web-b", "upload", "ok"),
         ("web-b", "stage", "ok"),
+        ("web-a", "probe-before", "ok"),
+        ("web-b", "probe-before", "ok"),
         ("web-a", "activate", "ok"),
         ("web-a", "probe", "ok"),
+        ("web-a", "gate", "ok"),
         ("web-b", "activate", "ok"),
         ("web-b", "probe", "failed"),
+        ("web-b", "gate", "rollback"),
         ("web-b", "switch-back", "ok"),
         ("web-a", "switch-back", "ok"),
     ];

@@ -7,6 +7,7 @@ mod backup_engines;
 mod deploy;
 mod deploy_migrate;
 mod flags;
+mod gate;
 mod hooks;
 mod maintenance;
 mod migrate;

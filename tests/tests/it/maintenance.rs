@@ -477,10 +477,12 @@ fn deploy_with_maintenance_reports_downtime_and_ends_with_it_off() {
         [
             "upload:ok",
             "stage:ok",
+            "probe-before:ok",
             "maintenance-on:ok",
             "activate:ok",
             "maintenance-off:ok",
-            "probe:ok"
+            "probe:ok",
+            "gate:ok"
         ],
         "{}",
         run.text()
