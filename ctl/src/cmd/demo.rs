@@ -3,7 +3,9 @@
 //! It makes a PKI, starts a real agent (in this process, over real mTLS on
 //! loopback) and a small sample web app that serves whatever `current`
 //! points at, then deploys v1 and v2, shows status, deploys a broken v3 that
-//! the probes catch and switch back (exit 3), and rolls v2 back to v1. It
+//! the probes catch and switch back (exit 3), deploys a v4 whose high-severity
+//! probe fails so the gate pauses and the demo records `go`, shows the
+//! deployment record, and rolls v4 back to v2. It
 //! checks each outcome over HTTP and fails (exit 1) when anything did not
 //! happen as it says.
 
@@ -83,6 +85,13 @@ expect_status = [200]
 body_contains = "ok"
 severity = "critical"
 
+[[apps.shop.probes]]
+kind = "http"
+name = "checkout"
+url = "http://{app_addr}/checkout"
+expect_status = [200]
+severity = "high"
+
 [[apps.shop.databases]]
 engine = "sqlite"
 name = "orders"
@@ -145,7 +154,12 @@ async fn walkthrough(
     let plan = |version: &str| -> anyhow::Result<PathBuf> {
         let artifact = dir.join(format!("dist/shop-{version}.tar.gz"));
         let health = if version == "v3" { "broken" } else { "ok" };
-        build_artifact(&artifact, &format!("<h1>shop {version}</h1>\n"), health)?;
+        build_artifact(
+            &artifact,
+            &format!("<h1>shop {version}</h1>\n"),
+            health,
+            version != "v4",
+        )?;
         let path = dir.join(format!("golive-{version}.toml"));
         std::fs::write(
             &path,
@@ -183,7 +197,7 @@ maintenance = true
     );
 
     out.line("\n5. deploy v2");
-    let (exit, v2_id) = super::deploy::deploy_with_id(out, &state, &plan("v2")?, false).await?;
+    let (exit, _) = super::deploy::deploy_with_id(out, &state, &plan("v2")?, false).await?;
     check(exit == Exit::Done, "deploy v2 exits 0");
     check(
         get(app_addr, "/").await.contains("shop v2"),
@@ -210,19 +224,76 @@ maintenance = true
         "the app still serves v2",
     );
 
-    out.line("\n8. roll back the v2 deployment");
-    match v2_id {
+    out.line(
+        "\n8. deploy v4, whose checkout page is missing (a high-severity probe): the gate pauses \
+         for a human decision; the demo answers `golivectl go ID --by demo-lead`",
+    );
+    let v4_plan = plan("v4")?;
+    let deploying = super::deploy::deploy_with_id(out, &state, &v4_plan, false);
+    let deciding = decide_when_paused(out, &state);
+    let (deployed, decided) = tokio::join!(deploying, deciding);
+    let (exit, v4_id) = deployed?;
+    check(
+        decided.is_ok(),
+        "the deployment paused and `go` was recorded",
+    );
+    check(
+        exit == Exit::Done,
+        "deploy v4 continues after go and exits 0",
+    );
+    check(
+        get(app_addr, "/").await.contains("shop v4"),
+        "the app serves v4",
+    );
+
+    out.line("\n9. the deployment record: steps, probe figures before and after, gate, decision");
+    if let Some(id) = &v4_id {
+        super::history::show(out, &state, id)?;
+    }
+
+    out.line("\n10. roll the v4 deployment back");
+    match v4_id {
         Some(id) => {
             let exit = super::deploy::rollback(out, &state, &id, None).await?;
             check(exit == Exit::Done, "rollback exits 0");
         }
-        None => check(false, "deploy v2 recorded a deployment id"),
+        None => check(false, "deploy v4 recorded a deployment id"),
     }
     check(
-        get(app_addr, "/").await.contains("shop v1"),
-        "the old release (v1) serves again",
+        get(app_addr, "/").await.contains("shop v2"),
+        "the release before it (v2) serves again",
     );
     Ok(failures)
+}
+
+/// Plays the human at a pause: waits (up to 60 s) for the newest deployment
+/// to be paused with a deploy waiting on it, then records `go`.
+async fn decide_when_paused(out: Out, state: &Path) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let journal = crate::journal::Journal::open(state)?;
+        let Some(id) = journal.deployment_ids(1)?.into_iter().next() else {
+            continue;
+        };
+        let Some(d) = journal.deployment(&id)? else {
+            continue;
+        };
+        if d.state == "paused" && d.waiting_until.is_some() {
+            let exit = super::decide::decide(
+                out,
+                state,
+                &id,
+                "demo-lead",
+                true,
+                Some("checkout is switched off for this release"),
+            )
+            .await?;
+            anyhow::ensure!(exit == Exit::Done, "go exited {exit}");
+            return Ok(());
+        }
+    }
+    anyhow::bail!("no deployment paused within 60 s")
 }
 
 /// Verified pre-deploy backups the agent lists (0 on any error).
@@ -245,12 +316,16 @@ async fn verified_backups(plan_path: &Path) -> usize {
 }
 
 /// A release archive: index.html and a health file the app reports.
-fn build_artifact(path: &Path, index: &str, health: &str) -> anyhow::Result<()> {
+fn build_artifact(path: &Path, index: &str, health: &str, checkout: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(path.parent().expect("artifact has a parent"))?;
     let file = std::fs::File::create(path)?;
     let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
-    for (name, body) in [("index.html", index), ("health", health)] {
+    let mut files = vec![("index.html", index), ("health", health)];
+    if checkout {
+        files.push(("checkout", "<h1>checkout</h1>\n"));
+    }
+    for (name, body) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(body.len() as u64);
         header.set_mode(0o644);
@@ -304,6 +379,12 @@ async fn sample_app(listener: tokio::net::TcpListener, root: PathBuf) {
                     async move {
                         let (status, body) = match req.uri().path() {
                             _ if flag.exists() => (503, "down for maintenance\n".to_string()),
+                            "/checkout" => {
+                                match std::fs::read_to_string(current.join("checkout")) {
+                                    Ok(s) => (200, s),
+                                    Err(_) => (404, "no checkout in this release\n".into()),
+                                }
+                            }
                             "/health" => {
                                 let h = std::fs::read_to_string(current.join("health"))
                                     .unwrap_or_default();
