@@ -7,7 +7,7 @@ use golive_shared::protocol::{UnixMillis, now_millis};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -52,6 +52,11 @@ CREATE TABLE flag_snapshots (
     PRIMARY KEY (deployment, host, name)
 );
 "#,
+    // Git-sourced releases: the ref asked for and the commit every host staged.
+    r#"
+ALTER TABLE deployments ADD COLUMN git_ref TEXT;
+ALTER TABLE deployments ADD COLUMN git_commit TEXT;
+"#,
 ];
 
 pub struct Journal {
@@ -64,7 +69,12 @@ pub struct Deployment {
     pub plan_path: String,
     pub app: String,
     pub release: String,
+    /// Empty for a git-sourced release.
     pub artifact_sha256: String,
+    /// The git ref of a git-sourced release.
+    pub git_ref: Option<String>,
+    /// The commit every host staged that ref at.
+    pub git_commit: Option<String>,
     pub operator: String,
     pub started_at: UnixMillis,
     pub finished_at: Option<UnixMillis>,
@@ -154,6 +164,16 @@ impl Journal {
         Ok(())
     }
 
+    /// Records a git-sourced release's ref and, once every host staged it,
+    /// the commit.
+    pub fn set_git(&self, id: &str, git_ref: &str, commit: Option<&str>) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE deployments SET git_ref = ?2, git_commit = COALESCE(?3, git_commit) WHERE id = ?1",
+            params![id, git_ref, commit],
+        )?;
+        Ok(())
+    }
+
     pub fn finish_deployment(
         &self,
         id: &str,
@@ -206,7 +226,8 @@ impl Journal {
         let Some(mut d) = self
             .conn
             .query_row(
-                "SELECT id, plan_path, app, release, artifact_sha256, operator, started_at, finished_at, state, message
+                "SELECT id, plan_path, app, release, artifact_sha256, operator, started_at, finished_at, state, message,
+                        git_ref, git_commit
                  FROM deployments WHERE id = ?1",
                 params![id],
                 |r| {
@@ -216,6 +237,8 @@ impl Journal {
                         app: r.get(2)?,
                         release: r.get(3)?,
                         artifact_sha256: r.get(4)?,
+                        git_ref: r.get(10)?,
+                        git_commit: r.get(11)?,
                         operator: r.get(5)?,
                         started_at: r.get(6)?,
                         finished_at: r.get(7)?,
