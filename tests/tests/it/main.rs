@@ -7,6 +7,7 @@ mod backup_engines;
 mod deploy;
 mod deploy_migrate;
 mod flags;
+mod git_source;
 mod hooks;
 mod maintenance;
 mod migrate;
