@@ -41,10 +41,15 @@ pub fn submit(
             names::check_release_id(&s.release).map_err(bad)?;
             names::check_sha256(&s.artifact_sha256).map_err(bad)?;
         }
-        JobSpec::StageGit(_) => {
-            return Err(bad(
-                "git release sources are not built yet in this agent".into()
-            ));
+        JobSpec::StageGit(s) => {
+            names::check_release_id(&s.release).map_err(bad)?;
+            names::check_git_ref(&s.git_ref).map_err(bad)?;
+            if agent.known_app(&app)?.git.is_none() {
+                return Err(bad(crate::release::git::not_declared(
+                    &app,
+                    &agent.config.agent.name,
+                )));
+            }
         }
         JobSpec::Activate(a) => names::check_release_id(&a.release).map_err(bad)?,
         JobSpec::Rollback(r) => {
@@ -302,7 +307,43 @@ pub fn execute(
         .ensure_dirs()
         .map_err(|e| format!("cannot create {}: {e}", app.root.display()))?;
     match spec {
-        JobSpec::StageGit(_) => Err("git release sources are not built yet".into()),
+        JobSpec::StageGit(s) => {
+            log(format!(
+                "staging {} of {app_name} from git ref {}",
+                s.release, s.git_ref
+            ));
+            let staged = crate::release::git::stage(config, app_name, app, &layout, s, emit)?;
+            crate::hooks::finish_stage(config, app_name, &layout, &s.release, emit)?;
+            journal
+                .record_staged(
+                    app_name,
+                    &s.release,
+                    None,
+                    Some(&staged.commit),
+                    now_millis(),
+                )
+                .map_err(|e| e.to_string())?;
+            if let Some(d) = deployment {
+                journal
+                    .set_release_deployment(app_name, &s.release, d)
+                    .map_err(|e| e.to_string())?;
+            }
+            log(format!(
+                "staged {} at commit {}: {} files, {} bytes, {} shared paths linked",
+                s.release,
+                staged.commit,
+                staged.stats.files,
+                staged.stats.bytes,
+                app.shared.len()
+            ));
+            Ok(JobResult::Staged {
+                release: s.release.clone(),
+                path: layout.release_dir(&s.release).display().to_string(),
+                files: staged.stats.files,
+                bytes: staged.stats.bytes,
+                commit: Some(staged.commit),
+            })
+        }
         JobSpec::Stage(s) => {
             let archive = artifacts_dir(config).join(&s.artifact_sha256);
             log(format!(
@@ -319,7 +360,13 @@ pub fn execute(
                 .map_err(|e| e.to_string())?;
             crate::hooks::finish_stage(config, app_name, &layout, &s.release, emit)?;
             journal
-                .record_staged(app_name, &s.release, &s.artifact_sha256, now_millis())
+                .record_staged(
+                    app_name,
+                    &s.release,
+                    Some(&s.artifact_sha256),
+                    None,
+                    now_millis(),
+                )
                 .map_err(|e| e.to_string())?;
             if let Some(d) = deployment {
                 journal

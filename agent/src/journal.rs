@@ -16,7 +16,7 @@ use golive_shared::protocol::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Bump when the schema changes, and add a step to `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Schema steps; step `i` takes the journal from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -147,6 +147,10 @@ CREATE TABLE flag_changes (
     at INTEGER NOT NULL
 );
 CREATE INDEX flag_changes_app ON flag_changes (app, name, seq);
+"#,
+    // The commit a git-sourced release was exported from.
+    r#"
+ALTER TABLE releases ADD COLUMN git_commit TEXT;
 "#,
 ];
 
@@ -410,10 +414,20 @@ impl Journal {
 
     // ----- releases ---------------------------------------------------------
 
-    pub fn record_staged(&self, app: &str, id: &str, sha: &str, now: UnixMillis) -> Result<()> {
+    /// Records a staged release: from an uploaded artifact (`sha`) or a git
+    /// commit (`commit`).
+    pub fn record_staged(
+        &self,
+        app: &str,
+        id: &str,
+        sha: Option<&str>,
+        commit: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<()> {
         self.conn().execute(
-            "INSERT OR REPLACE INTO releases (app, id, artifact_sha256, staged_at) VALUES (?1, ?2, ?3, ?4)",
-            params![app, id, sha, now],
+            "INSERT OR REPLACE INTO releases (app, id, artifact_sha256, git_commit, staged_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![app, id, sha, commit, now],
         )?;
         Ok(())
     }
@@ -456,7 +470,8 @@ impl Journal {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT r.id, r.artifact_sha256, r.staged_at,
-                    (SELECT MAX(a.at) FROM activations a WHERE a.app = r.app AND a.release = r.id)
+                    (SELECT MAX(a.at) FROM activations a WHERE a.app = r.app AND a.release = r.id),
+                    r.git_commit
              FROM releases r WHERE r.app = ?1 ORDER BY r.staged_at DESC, r.rowid DESC",
         )?;
         let rows = stmt.query_map(params![app], |r| {
@@ -465,7 +480,7 @@ impl Journal {
                 artifact_sha256: r.get(1)?,
                 staged_at: r.get(2)?,
                 activated_at: r.get(3)?,
-                commit: None,
+                commit: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -778,7 +793,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(&dir.path().join("j.db")).unwrap();
         for (i, r) in ["v0", "v1", "v2"].iter().enumerate() {
-            j.record_staged("shop", r, "sha", i as i64).unwrap();
+            j.record_staged("shop", r, Some("sha"), None, i as i64)
+                .unwrap();
         }
         j.record_activation("shop", "v0", None, "activate", 10)
             .unwrap();

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::gate::Evaluation;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -53,6 +53,11 @@ CREATE TABLE flag_snapshots (
     percent INTEGER,
     PRIMARY KEY (deployment, host, name)
 );
+"#,
+    // Git-sourced releases: the ref asked for and the commit every host staged.
+    r#"
+ALTER TABLE deployments ADD COLUMN git_ref TEXT;
+ALTER TABLE deployments ADD COLUMN git_commit TEXT;
 "#,
     r#"
 CREATE TABLE probe_results (
@@ -102,7 +107,12 @@ pub struct Deployment {
     pub plan_path: String,
     pub app: String,
     pub release: String,
+    /// Empty for a git-sourced release.
     pub artifact_sha256: String,
+    /// The git ref of a git-sourced release.
+    pub git_ref: Option<String>,
+    /// The commit every host staged that ref at.
+    pub git_commit: Option<String>,
     pub operator: String,
     pub started_at: UnixMillis,
     pub finished_at: Option<UnixMillis>,
@@ -236,6 +246,16 @@ impl Journal {
         Ok(())
     }
 
+    /// Records a git-sourced release's ref and, once every host staged it,
+    /// the commit.
+    pub fn set_git(&self, id: &str, git_ref: &str, commit: Option<&str>) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE deployments SET git_ref = ?2, git_commit = COALESCE(?3, git_commit) WHERE id = ?1",
+            params![id, git_ref, commit],
+        )?;
+        Ok(())
+    }
+
     pub fn finish_deployment(
         &self,
         id: &str,
@@ -289,6 +309,7 @@ impl Journal {
             .conn
             .query_row(
                 "SELECT id, plan_path, app, release, artifact_sha256, operator, started_at, finished_at, state, message,
+                        git_ref, git_commit,
                         waiting_until
                  FROM deployments WHERE id = ?1",
                 params![id],
@@ -299,6 +320,8 @@ impl Journal {
                         app: r.get(2)?,
                         release: r.get(3)?,
                         artifact_sha256: r.get(4)?,
+                        git_ref: r.get(10)?,
+                        git_commit: r.get(11)?,
                         operator: r.get(5)?,
                         started_at: r.get(6)?,
                         finished_at: r.get(7)?,
@@ -309,7 +332,7 @@ impl Journal {
                         probes: Vec::new(),
                         gate: Vec::new(),
                         decisions: Vec::new(),
-                        waiting_until: r.get(10)?,
+                        waiting_until: r.get(12)?,
                     })
                 },
             )

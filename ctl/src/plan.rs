@@ -30,9 +30,14 @@ pub struct RawPlan {
 #[serde(deny_unknown_fields)]
 pub struct RawRelease {
     /// Release id; default: the artifact file name without its archive
-    /// extension, e.g. `shop-v2` for `shop-v2.tar.gz`.
+    /// extension, e.g. `shop-v2` for `shop-v2.tar.gz`, or for a git source
+    /// the ref and the UTC time, e.g. `v1.4-20260101T120000.123Z`.
     pub id: Option<String>,
-    pub artifact: PathBuf,
+    /// An archive to upload.
+    pub artifact: Option<PathBuf>,
+    /// Or a git ref (branch, tag, commit) each host fetches from the
+    /// repository its agent config declares.
+    pub git: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,7 +153,17 @@ pub struct Plan {
 
 pub struct Release {
     pub id: String,
-    pub artifact: PathBuf,
+    pub source: Source,
+}
+
+/// Where a release comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An archive uploaded to every host.
+    Artifact(PathBuf),
+    /// A git ref fetched on every host from the repository its agent
+    /// config declares.
+    Git(String),
 }
 
 pub struct Host {
@@ -194,19 +209,47 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
     let release = match raw.release {
         None => None,
         Some(r) => {
-            let artifact = abs(&r.artifact);
-            if !artifact.is_file() {
-                return Err(err(format!(
-                    "key `release.artifact`: {} does not exist; build the release archive first",
-                    artifact.display()
-                )));
-            }
-            let id = match r.id {
-                Some(id) => id,
-                None => default_release_id(&artifact),
+            let source = match (r.artifact, r.git) {
+                (Some(artifact), None) => {
+                    let artifact = abs(&artifact);
+                    if !artifact.is_file() {
+                        return Err(err(format!(
+                            "key `release.artifact`: {} does not exist; build the release archive first",
+                            artifact.display()
+                        )));
+                    }
+                    Source::Artifact(artifact)
+                }
+                (None, Some(git_ref)) => {
+                    names::check_git_ref(&git_ref)
+                        .map_err(|e| err(format!("key `release.git`: {e}")))?;
+                    Source::Git(git_ref)
+                }
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        "[release] names both `artifact` and `git`; a release comes from one \
+                         source: keep `artifact = PATH` (an archive to upload) or `git = REF` \
+                         (fetched on each host)"
+                            .into(),
+                    ));
+                }
+                (None, None) => {
+                    return Err(err(
+                        "[release] names no source; add `artifact = \"dist/app.tar.gz\"` (an \
+                         archive to upload) or `git = \"v1.4.2\"` (a ref each host fetches)"
+                            .into(),
+                    ));
+                }
+            };
+            let id = match (r.id, &source) {
+                (Some(id), _) => id,
+                (None, Source::Artifact(artifact)) => default_release_id(artifact),
+                (None, Source::Git(git_ref)) => {
+                    default_git_release_id(git_ref, golive_shared::protocol::now_millis())
+                }
             };
             names::check_release_id(&id).map_err(|e| err(format!("key `release.id`: {e}")))?;
-            Some(Release { id, artifact })
+            Some(Release { id, source })
         }
     };
     if raw.hosts.is_empty() {
@@ -302,6 +345,32 @@ pub fn default_release_id(artifact: &Path) -> String {
     id.to_string()
 }
 
+/// The default id of a git-sourced release: the ref made path-safe (at most
+/// 60 characters) and the UTC time to the millisecond, so every deployment
+/// of a moving branch gets its own release:
+/// `release/2.0` at 2026-01-01 12:00:00.123 → `release-2.0-20260101T120000.123Z`.
+pub fn default_git_release_id(git_ref: &str, now: golive_shared::protocol::UnixMillis) -> String {
+    let safe: String = git_ref
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let safe = safe.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    let mut safe: String = safe.chars().take(60).collect();
+    if safe.is_empty() {
+        safe.push_str("git");
+    }
+    let stamp = golive_shared::timefmt::utc(now)
+        .replace(['-', ':'], "")
+        .replace('Z', "");
+    format!("{safe}-{stamp}.{:03}Z", now.rem_euclid(1000))
+}
+
 /// The common name of our own certificate: who the journal says deployed.
 fn cert_name(path: &Path) -> Option<String> {
     use rustls::pki_types::CertificateDer;
@@ -323,5 +392,21 @@ mod tests {
         );
         assert_eq!(super::default_release_id(Path::new("a.tar.zst")), "a");
         assert_eq!(super::default_release_id(Path::new("b.tar")), "b");
+    }
+
+    #[test]
+    fn default_git_ids() {
+        use super::default_git_release_id as id;
+        let at = 1_795_412_882_123; // 2026-11-23T05:48:02.123Z
+        assert_eq!(id("v1.4.2", at), "v1.4.2-20261123T054802.123Z");
+        assert_eq!(id("release/2.0", at), "release-2.0-20261123T054802.123Z");
+        assert_eq!(id("ñandú", at), "and--20261123T054802.123Z");
+        assert_eq!(id("_x", at), "x-20261123T054802.123Z");
+        assert_ne!(id("main", at), id("main", at + 1));
+        let long = id(&"b".repeat(200), at);
+        assert!(long.len() <= 100, "{long}");
+        for r in ["main", "release/2.0", "ñandú", "_x", "a.b_c-d"] {
+            golive_shared::names::check_release_id(&id(r, at)).unwrap();
+        }
     }
 }

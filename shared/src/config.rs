@@ -134,6 +134,9 @@ pub struct AppConfig {
     pub migration_command: Option<CommandSpec>,
     /// Feature flags: the flag file and the names a controller may set.
     pub flags: Option<FlagsConfig>,
+    /// The git repository releases may be fetched from (`[release] git =
+    /// "REF"` in a plan). Declared here; a controller only names the ref.
+    pub git: Option<GitSource>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -751,6 +754,7 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
         validate_backups(name, app, &mut bad);
         validate_ops(name, app, &mut bad);
         validate_flags(name, app, &mut bad);
+        validate_git(name, app, &mut bad);
         let mut seen = std::collections::HashSet::new();
         for (i, probe) in app.probes.iter().enumerate() {
             let pkey = |k: &str| format!("apps.{name}.probes.{i}.{k}");
@@ -1081,6 +1085,264 @@ fn validate_flags(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, S
     }
 }
 
+/// `[apps.APP.git]`: where this host fetches git-sourced releases from.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSource {
+    /// An absolute path, `file:///…`, `https://…`, `http://…`, `ssh://…`,
+    /// `git://…` or `user@host:path`. Credentials are accepted only in an
+    /// https URL (`https://user:token@host/…`); they are handed to git
+    /// through a credential helper, never on its command line, and never
+    /// shown.
+    pub url: String,
+    /// Limit for each git command (the fetch, mostly).
+    #[serde(default = "default_git_timeout")]
+    pub timeout_secs: u64,
+    /// Directory of the `git` program; default: PATH.
+    pub bin_dir: Option<PathBuf>,
+}
+
+fn default_git_timeout() -> u64 {
+    300
+}
+
+// Hand-written Debug: the URL may carry a token.
+impl fmt::Debug for GitSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitSource")
+            .field("url", &self.redacted_url())
+            .field("timeout_secs", &self.timeout_secs)
+            .field("bin_dir", &self.bin_dir)
+            .finish()
+    }
+}
+
+/// Credentials taken out of an https URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GitCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for GitCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GitCredentials(<redacted>)")
+    }
+}
+
+impl GitSource {
+    /// The URL as it may be shown: credentials replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// The URL git is given and the credentials kept out of it. An https
+    /// URL loses its `user:password@` (a command line is readable by every
+    /// local user in `/proc`); other URLs are returned as written.
+    pub fn fetch_target(&self) -> (String, Option<GitCredentials>) {
+        match split_userinfo(&self.url) {
+            Some((head, userinfo, tail)) if head.eq_ignore_ascii_case("https://") => {
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                let decode = |s: &str| percent_decode(s).unwrap_or_else(|_| s.to_string());
+                (
+                    format!("{head}{tail}"),
+                    Some(GitCredentials {
+                        username: decode(user),
+                        password: decode(password),
+                    }),
+                )
+            }
+            _ => (self.url.clone(), None),
+        }
+    }
+
+    /// `text` with the URL's credentials replaced by `***`, for anything
+    /// that goes into a log, an event or an error.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.replace(&self.url, &self.redacted_url());
+        if let (_, Some(c)) = self.fetch_target() {
+            if let Some((_, userinfo, _)) = split_userinfo(&self.url) {
+                out = out.replace(userinfo, "***");
+            }
+            for secret in [&c.password, &c.username] {
+                if !secret.is_empty() {
+                    out = out.replace(secret.as_str(), "***");
+                }
+            }
+        } else if let Some((_, userinfo, _)) = split_userinfo(&self.url)
+            && let Some((_, password)) = userinfo.split_once(':')
+            && !password.is_empty()
+        {
+            // Refused by validation; scrubbed anyway.
+            out = out.replace(password, "***");
+        }
+        out
+    }
+}
+
+/// `url` with its credentials replaced by `***`: all of an http(s) URL's
+/// `user:password@` (a token is often the user name), the password of any
+/// other URL. Paths and scp-like `user@host:path` are returned unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((head, userinfo, tail)) = split_userinfo(url) else {
+        return url.to_string();
+    };
+    let lower = head.to_ascii_lowercase();
+    let shown = if lower == "http://" || lower == "https://" {
+        "***".to_string()
+    } else {
+        match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***"),
+            None => userinfo.to_string(),
+        }
+    };
+    format!("{head}{shown}@{tail}")
+}
+
+/// `("https://", "user:pw", "host/path")` for a `scheme://user:pw@host/path` URL.
+fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..end].rfind('@')?;
+    Some((&url[..scheme.len() + 3], &rest[..at], &rest[at + 1..]))
+}
+
+/// `%XX` escapes decoded; the result must be UTF-8 without control characters.
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("a `%` not followed by two hex digits")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let text = String::from_utf8(out).map_err(|_| "escapes that do not decode to UTF-8")?;
+    if text.chars().any(char::is_control) {
+        return Err("an escaped control character".into());
+    }
+    Ok(text)
+}
+
+/// Checks a `[apps.APP.git] url`; messages show it redacted.
+pub fn check_git_url(url: &str) -> Result<(), String> {
+    let shown = redact_url(url);
+    let forms =
+        "use an absolute path, file:///PATH, https://HOST/PATH, ssh://HOST/PATH or USER@HOST:PATH";
+    if url.is_empty() {
+        return Err(format!(
+            "set the repository this host fetches releases from; {forms}"
+        ));
+    }
+    if url.chars().any(char::is_control) {
+        return Err("the URL contains a control character".into());
+    }
+    if url.starts_with('-') {
+        return Err(format!(
+            "{shown:?} starts with '-' and could be read as an option; {forms}"
+        ));
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let scheme = scheme.to_ascii_lowercase();
+        if !["file", "http", "https", "ssh", "git"].contains(&scheme.as_str()) {
+            return Err(format!("{shown:?}: unsupported scheme `{scheme}`; {forms}"));
+        }
+        if scheme == "file" {
+            if !rest.starts_with('/') {
+                return Err(format!(
+                    "{shown:?}: a file URL needs an absolute path, e.g. file:///srv/git/shop.git"
+                ));
+            }
+            return Ok(());
+        }
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        let (userinfo, host) = match authority.rfind('@') {
+            Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+            None => (None, authority),
+        };
+        if host.is_empty() {
+            return Err(format!("{shown:?} names no host; {forms}"));
+        }
+        if let Some(userinfo) = userinfo {
+            match scheme.as_str() {
+                "https" => {
+                    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                    for part in [user, password] {
+                        percent_decode(part)
+                            .map_err(|why| format!("{shown:?}: the credentials contain {why}"))?;
+                    }
+                }
+                "http" => {
+                    return Err(format!(
+                        "{shown:?}: credentials in an http:// URL would cross the network in clear; use https://"
+                    ));
+                }
+                _ if userinfo.contains(':') => {
+                    return Err(format!(
+                        "{shown:?}: a password in a {scheme}:// URL is not accepted; use an ssh key \
+                         (ssh-agent or the agent user's ~/.ssh), or an https URL with a token"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        return Ok(());
+    }
+    if url.starts_with('/') {
+        return Ok(());
+    }
+    // scp-like `[user@]host:path`; `transport::address` runs a remote helper.
+    match url.split_once(':') {
+        Some((host, _)) if host.contains('/') || host.is_empty() => {
+            Err(format!("{shown:?} is a relative path; {forms}"))
+        }
+        Some((_, path)) if path.starts_with(':') => Err(format!(
+            "{shown:?}: remote-helper URLs (`transport::address`) are not accepted; {forms}"
+        )),
+        Some(_) => Ok(()),
+        None => Err(format!("{shown:?} is a relative path; {forms}")),
+    }
+}
+
+fn validate_git(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, String)) {
+    let Some(g) = &app.git else {
+        return;
+    };
+    let key = |k: &str| format!("apps.{app_name}.git.{k}");
+    if let Err(e) = check_git_url(&g.url) {
+        bad(key("url"), e);
+    }
+    if g.timeout_secs == 0 {
+        bad(key("timeout_secs"), "must be greater than 0".into());
+    }
+    match &g.bin_dir {
+        Some(d) if !d.is_absolute() => bad(key("bin_dir"), "must be an absolute path".into()),
+        dir => {
+            if find_tool(&["git"], dir.as_deref()).is_none() {
+                bad(
+                    format!("apps.{app_name}.git"),
+                    format!(
+                        "git release sources need `git` (2.30 or newer), which is not {}; install git or set bin_dir",
+                        match dir {
+                            Some(d) => format!("in {}", d.display()),
+                            None => "on PATH".into(),
+                        }
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// True for a relative path with only normal components.
 pub fn is_plain_relative(path: &Path) -> bool {
     !path.as_os_str().is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))
@@ -1276,6 +1538,119 @@ url = "http://127.0.0.1:8080/"
         let err = parse(&file, &sample("").replace("127.0.0.1:7443", "nowhere")).unwrap_err();
         assert_eq!(err.0[0].key, "agent.listen");
         assert_eq!(err.0[0].line, Some(3));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn git(url: &str) -> GitSource {
+        GitSource {
+            url: url.into(),
+            timeout_secs: 300,
+            bin_dir: None,
+        }
+    }
+
+    #[test]
+    fn git_urls_are_redacted() {
+        assert_eq!(
+            redact_url("https://deploy:s3cr%40t@git.example.com/shop.git"),
+            "https://***@git.example.com/shop.git"
+        );
+        assert_eq!(
+            redact_url("https://ghp_TOKEN@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
+        assert_eq!(redact_url("ssh://git@host/x.git"), "ssh://git@host/x.git");
+        assert_eq!(
+            redact_url("ssh://git:pw@host/x.git"),
+            "ssh://git:***@host/x.git"
+        );
+        for plain in [
+            "/srv/git/shop.git",
+            "git@github.com:o/r.git",
+            "https://h/a@b",
+        ] {
+            assert_eq!(redact_url(plain), plain);
+        }
+        let g = git("https://deploy:s3cr%40t@git.example.com/shop.git");
+        assert!(!format!("{g:?}").contains("s3cr"), "{g:?}");
+        let (url, creds) = g.fetch_target();
+        assert_eq!(url, "https://git.example.com/shop.git");
+        let creds = creds.unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("deploy", "s3cr@t")
+        );
+        assert!(!format!("{creds:?}").contains("s3cr"));
+        let scrubbed = g.scrub(
+            "fatal: https://deploy:s3cr%40t@git.example.com/shop.git: s3cr@t rejected for deploy:s3cr%40t",
+        );
+        assert!(!scrubbed.contains("s3cr"), "{scrubbed}");
+        assert!(
+            scrubbed.contains("https://***@git.example.com/shop.git"),
+            "{scrubbed}"
+        );
+        assert_eq!(
+            git("/srv/g.git").fetch_target(),
+            ("/srv/g.git".into(), None)
+        );
+    }
+
+    #[test]
+    fn git_urls_are_checked() {
+        for good in [
+            "/srv/git/shop.git",
+            "file:///srv/git/shop.git",
+            "https://git.example.com/shop.git",
+            "https://oauth2:tok%2Fen@gitlab.example.com/shop.git",
+            "http://mirror.lan/shop.git",
+            "ssh://git@host:2222/shop.git",
+            "git@github.com:acme/shop.git",
+        ] {
+            assert!(
+                check_git_url(good).is_ok(),
+                "{good}: {:?}",
+                check_git_url(good)
+            );
+        }
+        for (bad, says) in [
+            ("", "set the repository"),
+            ("-uhttps://x", "starts with '-'"),
+            ("repos/shop.git", "relative path"),
+            ("shop.git", "relative path"),
+            ("ext::sh -c touch% /tmp/x", "remote-helper"),
+            ("file://srv/x", "absolute path"),
+            ("ftp://host/x", "unsupported scheme"),
+            ("http://u:secret@mirror/x", "in clear"),
+            ("ssh://git:secret@host/x", "password"),
+            ("https://u:bad%zz@host/x", "credentials contain"),
+            ("https:///x", "no host"),
+            ("/srv/a\nb", "control character"),
+        ] {
+            let e = check_git_url(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn git_section_errors_name_the_key() {
+        let dir = tmp();
+        let file = dir.join("agent.toml");
+        let err = parse(
+            &file,
+            &sample("\n[apps.shop.git]\nurl = \"shop.git\"\ntimeout_secs = 0\nbin_dir = \"/nonexistent-golive-bin\"\n"),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("agent.toml:21: key `apps.shop.git.url`"),
+            "{text}"
+        );
+        assert!(text.contains("key `apps.shop.git.timeout_secs`"), "{text}");
+        assert!(
+            text.contains("key `apps.shop.git`") && text.contains("need `git`"),
+            "{text}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

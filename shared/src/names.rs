@@ -63,6 +63,45 @@ pub fn check_idempotency_key(key: &str) -> Result<(), String> {
     }
 }
 
+/// Git refs a controller may name for a git-sourced release (a branch, a
+/// tag, or a commit id): git's `check-ref-format` rules for the name, plus
+/// what keeps it from ever being read as an option or a revision
+/// expression. At most 200 bytes.
+pub fn check_git_ref(r: &str) -> Result<(), String> {
+    let why = if r.is_empty() {
+        Some("it is empty")
+    } else if r.len() > 200 {
+        Some("it is longer than 200 bytes")
+    } else if r.starts_with('-') {
+        Some("it starts with '-' (it could be read as an option)")
+    } else if r.chars().any(|c| c.is_control() || c == ' ') {
+        Some("it contains a space or a control character")
+    } else if r.contains(['~', '^', ':', '?', '*', '[', '\\']) {
+        Some("it contains one of ~ ^ : ? * [ \\ (revision expressions are not accepted)")
+    } else if r.contains("..") || r.contains("@{") || r == "@" {
+        Some("it contains `..` or `@{`, or is `@`")
+    } else if r.starts_with('/') || r.ends_with('/') || r.contains("//") {
+        Some("it starts or ends with '/' or has an empty component")
+    } else if r.ends_with('.') {
+        Some("it ends with '.'")
+    } else if r
+        .split('/')
+        .any(|part| part.starts_with('.') || part.ends_with(".lock"))
+    {
+        Some("a component starts with '.' or ends with `.lock`")
+    } else if r.ends_with("HEAD") && r.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+        Some("it names a symbolic ref like HEAD, which means nothing in the agent's mirror")
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "invalid git ref {r:?}: {why}; name a branch, a tag or a commit id (e.g. \"main\", \"v1.4.2\", a 40-hex commit)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +127,52 @@ mod tests {
         assert!(check_sha256(&"a".repeat(64)).is_ok());
         assert!(check_sha256(&"A".repeat(64)).is_err());
         assert!(check_sha256("abc").is_err());
+    }
+
+    #[test]
+    fn git_refs() {
+        for good in [
+            "main",
+            "v1.4.2",
+            "release/2024-06",
+            "feature/x_y",
+            "c49f474726f1e29b6cee0d17f0d553a95822f98f",
+            "refs/tags/v1",
+            "ñandú",
+        ] {
+            assert!(check_git_ref(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-x",
+            "--upload-pack=touch /tmp/pwned",
+            "a b",
+            "a\nb",
+            "a\tb",
+            "main~1",
+            "main^",
+            "HEAD",
+            "FETCH_HEAD",
+            "a:b",
+            "a?",
+            "a*",
+            "a[",
+            "a\\b",
+            "a..b",
+            "a@{1}",
+            "@",
+            "/a",
+            "a/",
+            "a//b",
+            "a.",
+            ".hidden",
+            "a/.b",
+            "a.lock",
+            "a/b.lock/c",
+            &"x".repeat(201),
+        ] {
+            let e = check_git_ref(bad).unwrap_err();
+            assert!(e.contains("invalid git ref"), "{bad}: {e}");
+        }
     }
 }

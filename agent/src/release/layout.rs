@@ -332,6 +332,21 @@ impl AppLayout {
         shared: &[PathBuf],
         limits: &UnpackLimits,
     ) -> Result<UnpackStats, LayoutError> {
+        self.stage_with(id, archive, shared, limits, &[])
+    }
+
+    /// [`AppLayout::stage`], also writing `files` (plain names at the
+    /// release's top level, e.g. git's `REVISION`) into the release before
+    /// it is renamed into place. Whatever the archive had under such a name
+    /// is replaced, never written through.
+    pub fn stage_with(
+        &self,
+        id: &str,
+        archive: &Path,
+        shared: &[PathBuf],
+        limits: &UnpackLimits,
+        files: &[(&str, &[u8])],
+    ) -> Result<UnpackStats, LayoutError> {
         check_id(id)?;
         for path in shared {
             if !is_plain_relative(path) {
@@ -351,6 +366,27 @@ impl AppLayout {
         let stats = unpack(archive, &staging, limits)?;
 
         let finish = || {
+            for (name, content) in files {
+                let path = staging.join(name);
+                if !is_plain_relative(Path::new(name)) || name.contains('/') {
+                    return Err(LayoutError::Io {
+                        action: "write",
+                        path,
+                        source: io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "not a plain file name",
+                        ),
+                    });
+                }
+                remove_any(&path)?;
+                let mut opts = fs::OpenOptions::new();
+                opts.write(true).create_new(true);
+                std::io::Write::write_all(
+                    &mut opts.open(&path).map_err(io_err("create", &path))?,
+                    content,
+                )
+                .map_err(io_err("write", &path))?;
+            }
             for path in shared {
                 self.link_shared(&staging, path)?;
             }
@@ -674,6 +710,37 @@ mod tests {
             ["r1"],
             "no staging leftovers"
         );
+    }
+
+    #[test]
+    fn stage_with_adds_files_replacing_what_the_archive_had() {
+        let (tmp, layout) = setup();
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, b"untouched").unwrap();
+        // An archive's own REVISION, here a link to a file in the release,
+        // is replaced, not written through.
+        let archive = artifact(
+            &tmp,
+            "r1.tar",
+            &[file("target", b"t"), link("REVISION", "target")],
+        );
+        layout
+            .stage_with("r1", &archive, &[], &LIMITS, &[("REVISION", b"abc\n")])
+            .unwrap();
+        let rev = layout.release_dir("r1").join("REVISION");
+        assert!(fs::symlink_metadata(&rev).unwrap().is_file());
+        assert_eq!(fs::read(&rev).unwrap(), b"abc\n");
+        assert_eq!(
+            fs::read(layout.release_dir("r1").join("target")).unwrap(),
+            b"t"
+        );
+
+        let archive = artifact(&tmp, "r2.tar", &[file("a", b"1")]);
+        let err = layout
+            .stage_with("r2", &archive, &[], &LIMITS, &[("../x", b"no")])
+            .unwrap_err();
+        assert!(err.to_string().contains("not a plain file name"), "{err}");
+        assert_eq!(names_in(&layout.releases_dir()), ["r1"]);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Release files on disk: unpacking an uploaded artifact safely
 //! ([`unpack`](mod@unpack)) and the per-app `releases/`, `shared/`, `current`
-//! layout built on it ([`layout`]).
+//! layout built on it ([`layout`]), and releases exported from a git
+//! repository the host declares ([`git`]).
 //!
 //! Everything here is synchronous filesystem work; callers run it on a blocking
 //! thread. **Security invariant** (SPEC §3): nothing an archive contains can make
 //! the agent write, link or point outside the release directory.
 
+pub mod git;
 pub mod layout;
 pub mod unpack;
 

@@ -6,7 +6,8 @@
 //! 1. reach every agent (hello: protocol and role), check the app is declared;
 //! 2. take the app lock on every host (a lease, renewed in the background);
 //! 3. upload (content-addressed: skipped when the agent has it) and stage on
-//!    every host: nothing live changes yet; then maintenance on, on every
+//!    every host (a git source: each host fetches the ref, and all must
+//!    resolve it to the same commit): nothing live changes yet; then maintenance on, on every
 //!    host, when the deployment needs it (`maintenance_reason`); then, when
 //!    the plan asks, the pre-deploy backup (verified if asked) on every host,
 //!    the rollback point (taken in maintenance, so no write is lost after it);
@@ -30,7 +31,7 @@ use golive_shared::protocol::{
     ActivateRelease, CreateBackup, EventKind, JobEventsRequest, JobInfo, JobResult, JobSpec,
     JobState, ListFlagsRequest, LockRequest, LockResponse, MigrationStatusRequest, ProbeReport,
     ProbeResult, ProbeStatus, Request, Response, RollbackRelease, RunMigrations, RunProbesRequest,
-    SetFlag, StageRelease, SubmitJob, now_millis,
+    SetFlag, StageGitRelease, StageRelease, SubmitJob, now_millis,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -43,7 +44,7 @@ use crate::cmd::status::agent_status;
 use crate::gate::{self, Action};
 use crate::journal::Journal;
 use crate::output::{Exit, Out, usage};
-use crate::plan::{self, Plan, PreDeployBackup};
+use crate::plan::{self, Plan, PreDeployBackup, Source};
 
 /// How often a long-poll may fail in a row before the controller gives up
 /// following a job (the job itself keeps running on the agent).
@@ -303,13 +304,18 @@ pub async fn deploy_with_id(
     let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
     let Some(release) = plan.release.as_ref() else {
         return Err(usage(format!(
-            "{}: no [release] section; name the artifact to deploy:\n[release]\nartifact = \"dist/app.tar.gz\"",
+            "{}: no [release] section; name the artifact to deploy:\n[release]\nartifact = \"dist/app.tar.gz\"\n\
+             or a git ref each host fetches:\n[release]\ngit = \"v1.4.2\"",
             plan_path.display()
         )));
     };
-    let (sha, size) = hash_file(&release.artifact)
-        .await
-        .map_err(|e| usage(format!("cannot read {}: {e}", release.artifact.display())))?;
+    // A git source uploads nothing: no sha256, no size.
+    let (sha, size) = match &release.source {
+        Source::Artifact(artifact) => hash_file(artifact)
+            .await
+            .map_err(|e| usage(format!("cannot read {}: {e}", artifact.display())))?,
+        Source::Git(_) => (String::new(), 0),
+    };
 
     // Phase 1: every agent reachable, same protocol, app declared.
     let mut previous = Vec::new();
@@ -348,11 +354,17 @@ pub async fn deploy_with_id(
         previous.push(app.current.clone());
     }
     if dry_run {
-        out.line(format!(
-            "dry run: would deploy {} ({} bytes, sha256 {}) as release {} of {} to {} host(s); every agent is reachable and declares the app",
-            release.artifact.display(), size, sha, release.id, plan.app, plan.hosts.len()
-        ));
-        out.event(&json!({"event": "result", "dry_run": true, "release": release.id, "sha256": sha, "hosts": plan.hosts.len(), "exit": 0}));
+        match &release.source {
+            Source::Artifact(artifact) => out.line(format!(
+                "dry run: would deploy {} ({} bytes, sha256 {}) as release {} of {} to {} host(s); every agent is reachable and declares the app",
+                artifact.display(), size, sha, release.id, plan.app, plan.hosts.len()
+            )),
+            Source::Git(git_ref) => out.line(format!(
+                "dry run: would fetch git ref {git_ref} on each of {} host(s) (from the repository its agent config declares) and stage it as release {} of {}; every agent is reachable and declares the app",
+                plan.hosts.len(), release.id, plan.app
+            )),
+        }
+        out.event(&json!({"event": "result", "dry_run": true, "release": release.id, "sha256": sha, "git_ref": git_ref(release), "hosts": plan.hosts.len(), "exit": 0}));
         return Ok((Exit::Done, None));
     }
 
@@ -366,13 +378,19 @@ pub async fn deploy_with_id(
         &sha,
         &plan.operator,
     )?;
+    if let Some(r) = git_ref(release) {
+        journal.set_git(&id, r, None)?;
+    }
     out.line(format!(
-        "deployment {id}: {} release {} to {} host(s)",
+        "deployment {id}: {} release {}{} to {} host(s)",
         plan.app,
         release.id,
+        git_ref(release)
+            .map(|r| format!(" (git ref {r})"))
+            .unwrap_or_default(),
         plan.hosts.len()
     ));
-    out.event(&json!({"event": "start", "deployment": id, "app": plan.app, "release": release.id, "sha256": sha, "hosts": plan.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>()}));
+    out.event(&json!({"event": "start", "deployment": id, "app": plan.app, "release": release.id, "sha256": sha, "git_ref": git_ref(release), "hosts": plan.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>()}));
     for (host, prev) in plan.hosts.iter().zip(&previous) {
         journal.set_host(
             &id,
@@ -762,39 +780,51 @@ async fn run_deployment(
         }
     }
 
-    // Phase 3: upload and stage everywhere; the live release is untouched.
+    // Phase 3: upload and stage everywhere (a git source is fetched by each
+    // host instead); the live release is untouched.
+    // (host, commit) of the first host that staged a git ref.
+    let mut first_commit: Option<(String, String)> = None;
     for (host, lease) in plan.hosts.iter().zip(&leases) {
         let c = &host.client;
-        let seq = journal.start_step(id, &host.name, "upload").ok();
-        let uploaded = async {
-            if c.call(&Request::HasArtifact(
-                golive_shared::protocol::HasArtifactRequest { sha256: sha.into() },
-            ))
-            .await
-            .is_ok()
-            {
-                return Ok("already on the agent".to_string());
-            }
-            c.upload(&release.artifact, sha, size)
+        if let Source::Artifact(artifact) = &release.source {
+            let seq = journal.start_step(id, &host.name, "upload").ok();
+            let uploaded = async {
+                if c.call(&Request::HasArtifact(
+                    golive_shared::protocol::HasArtifactRequest { sha256: sha.into() },
+                ))
                 .await
-                .map(|_| format!("{size} bytes"))
-        }
-        .await;
-        finish(journal, seq, &uploaded);
-        match uploaded {
-            Ok(detail) => step(out, &host.name, "upload", "ok", &detail),
-            Err(e) => {
-                step(out, &host.name, "upload", "failed", &e.to_string());
-                release_all(leases).await;
-                return (exit_of(&e), format!("upload to {} failed: {e}", host.name));
+                .is_ok()
+                {
+                    return Ok("already on the agent".to_string());
+                }
+                c.upload(artifact, sha, size)
+                    .await
+                    .map(|_| format!("{size} bytes"))
+            }
+            .await;
+            finish(journal, seq, &uploaded);
+            match uploaded {
+                Ok(detail) => step(out, &host.name, "upload", "ok", &detail),
+                Err(e) => {
+                    step(out, &host.name, "upload", "failed", &e.to_string());
+                    release_all(leases).await;
+                    return (exit_of(&e), format!("upload to {} failed: {e}", host.name));
+                }
             }
         }
         let seq = journal.start_step(id, &host.name, "stage").ok();
-        let spec = JobSpec::Stage(StageRelease {
-            app: plan.app.clone(),
-            release: release.id.clone(),
-            artifact_sha256: sha.into(),
-        });
+        let spec = match &release.source {
+            Source::Artifact(_) => JobSpec::Stage(StageRelease {
+                app: plan.app.clone(),
+                release: release.id.clone(),
+                artifact_sha256: sha.into(),
+            }),
+            Source::Git(git_ref) => JobSpec::StageGit(StageGitRelease {
+                app: plan.app.clone(),
+                release: release.id.clone(),
+                git_ref: git_ref.clone(),
+            }),
+        };
         let staged = run_job(
             out,
             c,
@@ -803,6 +833,7 @@ async fn run_deployment(
             spec,
         )
         .await;
+        let commit = staged_commit(&staged);
         let staged = job_ok(staged);
         finish(journal, seq, &staged);
         if let Err(Failure(exit, e)) = staged {
@@ -814,8 +845,49 @@ async fn run_deployment(
                 format!("staging on {} failed, nothing live changed: {e}", host.name),
             );
         }
-        step(out, &host.name, "stage", "ok", "");
+        if let Some(git_ref) = git_ref(release) {
+            let Some(commit) = commit else {
+                release_all(leases).await;
+                return (
+                    Exit::Failed,
+                    format!(
+                        "{} staged git ref {git_ref} but reported no commit; nothing live changed",
+                        host.name
+                    ),
+                );
+            };
+            step(
+                out,
+                &host.name,
+                "stage",
+                "ok",
+                &format!("{git_ref} is commit {commit}"),
+            );
+            // Every host must run the same code.
+            match &first_commit {
+                Some((first, expected)) if *expected != commit => {
+                    release_all(leases).await;
+                    return (
+                        Exit::Failed,
+                        format!(
+                            "hosts resolved git ref {git_ref} to different commits ({first}: {expected}, {}: {commit}), \
+                             nothing live changed; the ref moved while the hosts fetched, or their agent configs \
+                             name different repositories. Deploy a tag or a commit id so every host runs the same code",
+                            host.name
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => first_commit = Some((host.name.clone(), commit)),
+            }
+        } else {
+            step(out, &host.name, "stage", "ok", "");
+        }
         let _ = journal.set_host(id, &host.name, &c.addr, None, "staged");
+    }
+    if let (Some(git_ref), Some((_, commit))) = (git_ref(release), &first_commit) {
+        let _ = journal.set_git(id, git_ref, Some(commit));
+        out.event(&json!({"event": "git", "deployment": id, "git_ref": git_ref, "commit": commit}));
     }
 
     // The figures before: the live release's probe results on every host.
@@ -1447,6 +1519,26 @@ async fn switch_back_if_failed(
     }
 }
 
+/// The git ref a release is fetched at, if it comes from git.
+fn git_ref(release: &plan::Release) -> Option<&str> {
+    match &release.source {
+        Source::Git(r) => Some(r),
+        Source::Artifact(_) => None,
+    }
+}
+
+/// The commit a successful stage job reports (git sources).
+fn staged_commit(r: &Result<JobInfo, ClientError>) -> Option<String> {
+    match r {
+        Ok(JobInfo {
+            state: JobState::Succeeded,
+            result: Some(JobResult::Staged { commit, .. }),
+            ..
+        }) => commit.clone(),
+        _ => None,
+    }
+}
+
 fn exit_of(e: &ClientError) -> Exit {
     if e.exit_code() == 2 {
         Exit::Usage
@@ -1469,7 +1561,15 @@ fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
     match r {
         Err(e) => Err(Failure(exit_of(&e), e.to_string())),
         Ok(job) if job.state == JobState::Succeeded => Ok(match job.result {
-            Some(JobResult::Staged { files, bytes, .. }) => format!("{files} files, {bytes} bytes"),
+            Some(JobResult::Staged {
+                files,
+                bytes,
+                commit,
+                ..
+            }) => match commit {
+                Some(c) => format!("commit {c}, {files} files, {bytes} bytes"),
+                None => format!("{files} files, {bytes} bytes"),
+            },
             Some(JobResult::Activated { release, previous }) => {
                 format!("{} -> {release}", previous.as_deref().unwrap_or("none"))
             }

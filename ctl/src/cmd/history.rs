@@ -43,8 +43,13 @@ pub fn show(out: Out, state: &Path, id: &str) -> anyhow::Result<Exit> {
     };
     out.event(&d);
     out.line(format!("# Deployment {}\n", d.id));
-    out.line(format!("- app: {}\n- release: {} (sha256 {})\n- operator: {}\n- started: {}\n- finished: {}\n- outcome: {}{}\n",
-        d.app, d.release, d.artifact_sha256, d.operator, utc(d.started_at),
+    let source = match (&d.git_ref, &d.git_commit) {
+        (Some(r), Some(c)) => format!("git {r} at commit {c}"),
+        (Some(r), None) => format!("git {r}, not staged everywhere"),
+        _ => format!("sha256 {}", d.artifact_sha256),
+    };
+    out.line(format!("- app: {}\n- release: {} ({source})\n- operator: {}\n- started: {}\n- finished: {}\n- outcome: {}{}\n",
+        d.app, d.release, d.operator, utc(d.started_at),
         d.finished_at.map(utc).unwrap_or_else(|| "(running or interrupted)".into()),
         d.state, d.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default()));
     out.line("## Hosts\n\n| host | address | release before | state |\n|---|---|---|---|");

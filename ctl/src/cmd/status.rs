@@ -78,8 +78,15 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                             )
                         })
                         .unwrap_or_default();
+                    let commit = app
+                        .releases
+                        .iter()
+                        .find(|r| Some(&r.id) == app.current.as_ref())
+                        .and_then(|r| r.commit.as_deref())
+                        .map(|c| format!(" (git commit {})", &c[..c.len().min(12)]))
+                        .unwrap_or_default();
                     out.line(format!(
-                        "  {}: current {}, rollback to {}, {} release(s) on disk{lock}{maintenance}",
+                        "  {}: current {}{commit}, rollback to {}, {} release(s) on disk{lock}{maintenance}",
                         app.name,
                         app.current.as_deref().unwrap_or("(none)"),
                         app.previous.as_deref().unwrap_or("(none)"),

@@ -8,6 +8,7 @@ mod deploy;
 mod deploy_migrate;
 mod flags;
 mod gate;
+mod git_source;
 mod hooks;
 mod maintenance;
 mod migrate;

@@ -1,0 +1,472 @@
+//! Git release sources (issue 4, part 7): a release fetched on this host
+//! from the repository its config declares (`[apps.APP.git] url`), at a ref
+//! the controller names.
+//!
+//! One bare mirror per app lives at `STATE_DIR/git/APP.git`: created once
+//! (`git init --bare` under a temporary name, then renamed), fetched before
+//! every stage (branches and tags, forced and pruned, so it follows the
+//! repository). The URL is passed on each fetch and never written into the
+//! mirror's config; https credentials reach git through a credential helper
+//! that reads them from the environment, so neither the mirror nor a command
+//! line (readable by every local user in `/proc`) holds a secret, and every
+//! line git prints is scrubbed before it becomes an event or an error.
+//!
+//! The ref is resolved to a commit (`rev-parse --verify REF^{commit}`), the
+//! commit's tree is exported with `git archive` into a tar file, and that
+//! tar is staged through the same safe path as an uploaded artifact
+//! ([`AppLayout::stage_with`]: traversal checks, limits, shared links) with
+//! a `REVISION` file holding the commit, as Capistrano writes one.
+//!
+//! Every git command runs through [`crate::exec`] (own process group, the
+//! configured timeout, bounded output) with `GIT_TERMINAL_PROMPT=0`. A ref
+//! is checked with [`names::check_git_ref`] and always follows
+//! `--end-of-options`, so it can never be read as an option. Jobs run one at
+//! a time per app, so a mirror never sees two git commands at once.
+//!
+//! Current limitations: submodules and Git LFS content are not part of what
+//! `git archive` exports; `export-ignore` attributes are honoured.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use golive_shared::config::{AgentConfig, AppConfig, GitSource, find_tool};
+use golive_shared::names;
+use golive_shared::protocol::{EventKind, LogLevel, StageGitRelease};
+
+use super::layout::AppLayout;
+use super::unpack::{UnpackLimits, UnpackStats};
+use crate::exec::{self, Prepared};
+
+/// Output kept per git command, for events and error messages.
+const MAX_OUTPUT: usize = 16 * 1024;
+
+/// What staging a git ref produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub stats: UnpackStats,
+    /// The full commit id the ref resolved to.
+    pub commit: String,
+}
+
+/// `STATE_DIR/git`: the mirrors and, briefly, exported trees.
+pub fn git_dir(config: &AgentConfig) -> PathBuf {
+    config.agent.state_dir.join("git")
+}
+
+/// The operator-facing refusal for an app that declares no git source.
+pub fn not_declared(app: &str, agent: &str) -> String {
+    format!(
+        "app {app} on agent {agent} declares no git source; add [apps.{app}.git] with the \
+         repository's url to that agent's config (the controller only names the ref)"
+    )
+}
+
+/// Fetches `s.git_ref` into the app's mirror and stages its tree as release
+/// `s.release` with a `REVISION` file. The caller finishes the stage
+/// (permissions, required files, `after_unpack` hooks) and journals it.
+pub fn stage(
+    config: &AgentConfig,
+    app_name: &str,
+    app: &AppConfig,
+    layout: &AppLayout,
+    s: &StageGitRelease,
+    emit: &dyn Fn(EventKind),
+) -> Result<Staged, String> {
+    let source = app
+        .git
+        .as_ref()
+        .ok_or_else(|| not_declared(app_name, &config.agent.name))?;
+    names::check_git_ref(&s.git_ref)?;
+    let release_dir = layout.release_dir(&s.release);
+    if fs::symlink_metadata(&release_dir).is_ok() {
+        return Err(format!(
+            "release {:?} already exists at {}; pick a new release id (ids are never reused)",
+            s.release,
+            release_dir.display()
+        ));
+    }
+    let git = Git::new(config, app, source, emit)?;
+    let shown = source.redacted_url();
+
+    let mirror = git.dir.join(format!("{app_name}.git"));
+    remove_leftovers(&git.dir, app_name);
+    if !mirror.join("HEAD").is_file() {
+        git.init(&mirror)?;
+    }
+    info(emit, format!("fetching branches and tags from {shown}"));
+    let (url, credentials) = source.fetch_target();
+    let mut args: Vec<String> = Vec::new();
+    let mut env = Vec::new();
+    if let Some(c) = credentials {
+        args.extend(credential_args());
+        env.push(("GOLIVE_GIT_USERNAME", c.username));
+        env.push(("GOLIVE_GIT_PASSWORD", c.password));
+    }
+    args.extend(git_dir_arg(&mirror)?);
+    args.extend(
+        [
+            "fetch",
+            "--quiet",
+            "--prune",
+            "--force",
+            "--no-write-fetch-head",
+            "--",
+            &url,
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        ]
+        .map(String::from),
+    );
+    git.run(&args, &env)
+        .map_err(|e| format!("fetching from {shown} failed: {e}; nothing was staged"))?;
+
+    let commit = git.resolve(&mirror, &s.git_ref).map_err(|e| match e {
+        Resolve::Unknown => format!(
+            "git ref {:?} is not a branch, tag or commit in {shown} (fetched just now); check the \
+             name (e.g. `git ls-remote {shown}`); nothing was staged",
+            s.git_ref
+        ),
+        Resolve::Failed(e) => format!("resolving {:?} failed: {e}; nothing was staged", s.git_ref),
+    })?;
+    info(emit, format!("{} is commit {commit}", s.git_ref));
+
+    let export = Export(git.dir.join(format!(
+        "export.{app_name}.{}-{}.tar",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    )));
+    let mut args = git_dir_arg(&mirror)?;
+    args.extend(["archive".into(), "--format=tar".into(), "--output".into()]);
+    args.push(path_arg(&export.0)?);
+    args.extend(["--end-of-options".into(), commit.clone()]);
+    git.run(&args, &[])
+        .map_err(|e| format!("exporting commit {commit} failed: {e}; nothing was staged"))?;
+    info(
+        emit,
+        format!(
+            "unpacking commit {} into {}",
+            &commit[..12],
+            release_dir.display()
+        ),
+    );
+    let revision = format!("{commit}\n");
+    let stats = layout
+        .stage_with(
+            &s.release,
+            &export.0,
+            &app.shared,
+            &UnpackLimits::from(&config.limits),
+            &[("REVISION", revision.as_bytes())],
+        )
+        .map_err(|e| format!("commit {commit} of {}: {e}", s.git_ref))?;
+    Ok(Staged { stats, commit })
+}
+
+/// How git commands run for one app's source.
+struct Git<'a> {
+    program: String,
+    dir: PathBuf,
+    source: &'a GitSource,
+    timeout: Duration,
+    grace: Duration,
+    emit: &'a dyn Fn(EventKind),
+}
+
+/// Why a ref did not resolve.
+enum Resolve {
+    Unknown,
+    Failed(String),
+}
+
+impl<'a> Git<'a> {
+    fn new(
+        config: &AgentConfig,
+        app: &AppConfig,
+        source: &'a GitSource,
+        emit: &'a dyn Fn(EventKind),
+    ) -> Result<Git<'a>, String> {
+        let program = find_tool(&["git"], source.bin_dir.as_deref()).ok_or_else(|| {
+            format!(
+                "cannot find `git` {}; install git (2.30 or newer) or set bin_dir in [apps.APP.git] \
+                 (`golive-agent check-config` reports it)",
+                match &source.bin_dir {
+                    Some(d) => format!("in {}", d.display()),
+                    None => "on PATH".into(),
+                }
+            )
+        })?;
+        let dir = git_dir(config);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(Git {
+            program: path_arg(&program)?,
+            dir,
+            source,
+            timeout: Duration::from_secs(source.timeout_secs),
+            grace: Duration::from_secs(app.run.grace_secs),
+            emit,
+        })
+    }
+
+    /// Runs git with `args`; `Ok(output lines)` on exit 0.
+    fn run(&self, args: &[String], env: &[(&str, String)]) -> Result<Vec<String>, String> {
+        let (outcome, lines) = self.run_outcome(args, env)?;
+        if outcome.success() {
+            Ok(lines)
+        } else {
+            Err(self.failure(args, &outcome))
+        }
+    }
+
+    /// Runs git with `args` to its end: the outcome and the output lines.
+    /// Every line is scrubbed of the URL's credentials before anyone sees it.
+    fn run_outcome(
+        &self,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> Result<(exec::Outcome, Vec<String>), String> {
+        let mut argv = vec![self.program.clone()];
+        argv.extend_from_slice(args);
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert("GIT_TERMINAL_PROMPT".to_string(), "0".to_string());
+        for (k, v) in env {
+            vars.insert(k.to_string(), v.clone());
+        }
+        let p = Prepared {
+            argv,
+            cwd: self.dir.clone(),
+            env: vars,
+            user: None,
+            timeout: self.timeout,
+            grace: self.grace,
+            max_output: MAX_OUTPUT,
+        };
+        let mut lines = Vec::new();
+        let outcome = exec::run(&p, &mut |line| {
+            let line = self.source.scrub(line);
+            info(self.emit, format!("git: {line}"));
+            lines.push(line);
+        })
+        .map_err(|e| self.source.scrub(&e.to_string()))?;
+        Ok((outcome, lines))
+    }
+
+    /// "`git fetch` exit 128: fatal: ...", scrubbed.
+    fn failure(&self, args: &[String], outcome: &exec::Outcome) -> String {
+        let tail = self.source.scrub(outcome.tail.trim());
+        format!(
+            "`git {}` {}{}",
+            args.iter()
+                .find(|a| !a.starts_with('-') && !a.contains('='))
+                .map_or("", String::as_str),
+            outcome.describe(self.timeout),
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {tail}")
+            }
+        )
+    }
+
+    /// Creates the bare mirror under a temporary name, then renames it.
+    fn init(&self, mirror: &Path) -> Result<(), String> {
+        let name = mirror
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = self.dir.join(format!("{name}.init-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let args = vec![
+            "init".into(),
+            "--quiet".into(),
+            "--bare".into(),
+            "--initial-branch=golive-mirror".into(),
+            "--".into(),
+            path_arg(&tmp)?,
+        ];
+        self.run(&args, &[])
+            .and_then(|_| {
+                fs::rename(&tmp, mirror)
+                    .map_err(|e| format!("cannot rename {} into place: {e}", tmp.display()))
+            })
+            .map_err(|e| {
+                let _ = fs::remove_dir_all(&tmp);
+                format!("creating the mirror {} failed: {e}", mirror.display())
+            })
+    }
+
+    /// The full commit id `git_ref` names in the mirror.
+    fn resolve(&self, mirror: &Path, git_ref: &str) -> Result<String, Resolve> {
+        let mut args = git_dir_arg(mirror).map_err(Resolve::Failed)?;
+        args.extend(
+            [
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                &format!("{git_ref}^{{commit}}"),
+            ]
+            .map(String::from),
+        );
+        let (outcome, lines) = self.run_outcome(&args, &[]).map_err(Resolve::Failed)?;
+        // `--verify --quiet`: exit 1, silently, for a name that is not there.
+        if outcome.exit_code == Some(1) && !outcome.timed_out {
+            return Err(Resolve::Unknown);
+        }
+        if !outcome.success() {
+            return Err(Resolve::Failed(self.failure(&args, &outcome)));
+        }
+        lines
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| is_commit_id(l))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Resolve::Failed(format!("git printed no commit id: {:?}", lines.join(" / ")))
+            })
+    }
+}
+
+/// `-c` options that make git take https credentials from
+/// `GOLIVE_GIT_USERNAME` and `GOLIVE_GIT_PASSWORD`. The empty value first
+/// drops helpers configured elsewhere; the helper itself is fixed text, the
+/// secrets only ever sit in the environment (readable by the agent's user
+/// alone), never on a command line.
+fn credential_args() -> [String; 4] {
+    [
+        "-c".into(),
+        "credential.helper=".into(),
+        "-c".into(),
+        concat!(
+            "credential.helper=!f() { test \"$1\" = get || exit 0; ",
+            "printf 'username=%s\\npassword=%s\\n' \"$GOLIVE_GIT_USERNAME\" \"$GOLIVE_GIT_PASSWORD\"; }; f"
+        )
+        .into(),
+    ]
+}
+
+/// 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
+fn is_commit_id(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64)
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn git_dir_arg(mirror: &Path) -> Result<Vec<String>, String> {
+    Ok(vec![format!("--git-dir={}", path_arg(mirror)?)])
+}
+
+fn path_arg(p: &Path) -> Result<String, String> {
+    p.to_str().map(str::to_string).ok_or_else(|| {
+        format!(
+            "{} is not valid UTF-8; move the agent's state_dir to a UTF-8 path",
+            p.display()
+        )
+    })
+}
+
+/// An exported tree, removed when staging is over, however it ends.
+struct Export(PathBuf);
+
+impl Drop for Export {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Exports and half-made mirrors an interrupted stage of this app left
+/// behind. Jobs of one app never overlap, so any such file is a leftover;
+/// app names have no `.`, so another app's files never match.
+fn remove_leftovers(dir: &Path, app: &str) {
+    let export = format!("export.{app}.");
+    let init = format!("{app}.git.init-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&export) {
+            let _ = fs::remove_file(entry.path());
+        } else if name.starts_with(&init) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn info(emit: &dyn Fn(EventKind), line: String) {
+    emit(EventKind::Log {
+        level: LogLevel::Info,
+        line,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_ids() {
+        assert!(is_commit_id("c49f474726f1e29b6cee0d17f0d553a95822f98f"));
+        assert!(is_commit_id(&"a".repeat(64)));
+        assert!(!is_commit_id("c49f474"));
+        assert!(!is_commit_id(&"A".repeat(40)));
+    }
+
+    /// The helper hands git exactly what the environment holds, spaces and
+    /// shell metacharacters included, through real `git credential fill`.
+    #[test]
+    fn credentials_reach_git_through_the_helper() {
+        use std::io::Write;
+        let program = find_tool(&["git"], None).expect("git on PATH for the tests");
+        let mut child = std::process::Command::new(program)
+            .args(credential_args())
+            .args(["credential", "fill"])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GOLIVE_GIT_USERNAME", "deploy")
+            .env("GOLIVE_GIT_PASSWORD", "s3cr@t $(x) 'q'")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"protocol=https\nhost=git.example.com\n\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("username=deploy\n"), "{text}");
+        assert!(text.contains("password=s3cr@t $(x) 'q'\n"), "{text}");
+    }
+
+    #[test]
+    fn leftovers_of_this_app_only_are_removed() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let d = tmp.path();
+        fs::write(d.join("export.shop.1-2.tar"), b"x").unwrap();
+        fs::write(d.join("export.shop-2.1-2.tar"), b"x").unwrap();
+        fs::create_dir(d.join("shop.git.init-7")).unwrap();
+        fs::create_dir(d.join("shop.git")).unwrap();
+        remove_leftovers(d, "shop");
+        let mut left: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["export.shop-2.1-2.tar", "shop.git"]);
+    }
+}
