@@ -15,7 +15,9 @@
 //! ```
 //!
 //! [`stats`] starts a tailer for the (path, format) on first use and keeps it
-//! running, so each later call only sums the window. A log that does not
+//! running, so each later call only sums the window. It blocks (briefly; the
+//! first call up to 5 s while the file is read back): call it from
+//! `spawn_blocking` in async code. A log that does not
 //! exist yet gives 0 requests, not an error; one that cannot be read gives
 //! an error naming the path and the fix.
 //!
