@@ -13,6 +13,7 @@
 //! - [`flags`]: feature flags declared in the config, written atomically.
 //! - [`migrate`]: SQL migrations (scan, status, up, down) on SQLite, PostgreSQL, MariaDB.
 //! - [`probe`]: health probes declared in the config.
+//! - [`accesslog`]: access-log tailing: 5xx rate and p95 over a sliding window.
 //! - [`backup`]: database and file backups, verify, restore, retention.
 //! - [`journal`]: the SQLite journal, source of truth for all of the above.
 //! - [`revocation`]: the certificate deny list, reloaded on change.
@@ -26,6 +27,7 @@
 //! See the README's "Not built yet": git release sources, the watchdog and
 //! most probe kinds are not here yet.
 
+pub mod accesslog;
 pub mod backup;
 pub mod exec;
 pub mod flags;
