@@ -13,6 +13,7 @@
 //! - [`flags`]: feature flags declared in the config, written atomically.
 //! - [`migrate`]: SQL migrations (scan, status, up, down) on SQLite, PostgreSQL, MariaDB.
 //! - [`probe`]: health probes declared in the config.
+//! - [`preflight`]: read-only checks before a deployment (lock, databases, backup room, files, migrations).
 //! - [`backup`]: database and file backups, verify, restore, retention.
 //! - [`journal`]: the SQLite journal, source of truth for all of the above.
 //! - [`revocation`]: the certificate deny list, reloaded on change.
@@ -37,6 +38,7 @@ pub mod lock;
 pub mod log;
 pub mod maintenance;
 pub mod migrate;
+pub mod preflight;
 pub mod probe;
 pub mod release;
 pub mod revocation;

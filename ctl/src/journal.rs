@@ -7,7 +7,7 @@ use golive_shared::protocol::{UnixMillis, now_millis};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -52,6 +52,10 @@ CREATE TABLE flag_snapshots (
     PRIMARY KEY (deployment, host, name)
 );
 "#,
+    // v3: why a deployment started outside its window (`--hotfix --reason`).
+    r#"
+ALTER TABLE deployments ADD COLUMN hotfix_reason TEXT;
+"#,
 ];
 
 pub struct Journal {
@@ -70,6 +74,8 @@ pub struct Deployment {
     pub finished_at: Option<UnixMillis>,
     pub state: String,
     pub message: Option<String>,
+    /// `--hotfix --reason TEXT`: why it was deployed (outside the window).
+    pub hotfix_reason: Option<String>,
     pub hosts: Vec<DeploymentHost>,
     pub steps: Vec<Step>,
 }
@@ -154,6 +160,15 @@ impl Journal {
         Ok(())
     }
 
+    /// Records a deployment as a hotfix, with its reason.
+    pub fn set_hotfix(&self, id: &str, reason: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE deployments SET hotfix_reason = ?2 WHERE id = ?1",
+            params![id, reason],
+        )?;
+        Ok(())
+    }
+
     pub fn finish_deployment(
         &self,
         id: &str,
@@ -206,7 +221,8 @@ impl Journal {
         let Some(mut d) = self
             .conn
             .query_row(
-                "SELECT id, plan_path, app, release, artifact_sha256, operator, started_at, finished_at, state, message
+                "SELECT id, plan_path, app, release, artifact_sha256, operator, started_at, finished_at, state, message,
+                        hotfix_reason
                  FROM deployments WHERE id = ?1",
                 params![id],
                 |r| {
@@ -221,6 +237,7 @@ impl Journal {
                         finished_at: r.get(7)?,
                         state: r.get(8)?,
                         message: r.get(9)?,
+                        hotfix_reason: r.get(10)?,
                         hosts: Vec::new(),
                         steps: Vec::new(),
                     })

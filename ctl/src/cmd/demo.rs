@@ -175,7 +175,7 @@ maintenance = true
     };
 
     out.line("4. deploy v1 (first release)");
-    let (exit, _) = super::deploy::deploy_with_id(out, &state, &plan("v1")?, false).await?;
+    let (exit, _) = super::deploy::deploy_with_id(out, &state, &plan("v1")?, false, None).await?;
     check(exit == Exit::Done, "deploy v1 exits 0");
     check(
         get(app_addr, "/").await.contains("shop v1"),
@@ -183,7 +183,8 @@ maintenance = true
     );
 
     out.line("\n5. deploy v2");
-    let (exit, v2_id) = super::deploy::deploy_with_id(out, &state, &plan("v2")?, false).await?;
+    let (exit, v2_id) =
+        super::deploy::deploy_with_id(out, &state, &plan("v2")?, false, None).await?;
     check(exit == Exit::Done, "deploy v2 exits 0");
     check(
         get(app_addr, "/").await.contains("shop v2"),
@@ -203,7 +204,7 @@ maintenance = true
     out.line(
         "\n7. deploy v3, whose health check fails: the probe catches it and golive switches back",
     );
-    let (exit, _) = super::deploy::deploy_with_id(out, &state, &plan("v3")?, false).await?;
+    let (exit, _) = super::deploy::deploy_with_id(out, &state, &plan("v3")?, false, None).await?;
     check(exit == Exit::RolledBack, "deploy v3 exits 3 (rolled back)");
     check(
         get(app_addr, "/").await.contains("shop v2"),

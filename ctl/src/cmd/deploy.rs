@@ -293,13 +293,18 @@ fn blocking(report: &ProbeReport) -> Vec<String> {
         .collect()
 }
 
+/// `hotfix`: the `--hotfix --reason` text, which lets a deployment start
+/// outside the plan's window and is recorded with it.
 pub async fn deploy(
     out: Out,
     state: &Path,
     plan_path: &Path,
     dry_run: bool,
+    hotfix: Option<&str>,
 ) -> anyhow::Result<Exit> {
-    Ok(deploy_with_id(out, state, plan_path, dry_run).await?.0)
+    Ok(deploy_with_id(out, state, plan_path, dry_run, hotfix)
+        .await?
+        .0)
 }
 
 /// Like [`deploy`], also returning the deployment id when one was recorded.
@@ -308,8 +313,16 @@ pub async fn deploy_with_id(
     state: &Path,
     plan_path: &Path,
     dry_run: bool,
+    hotfix: Option<&str>,
 ) -> anyhow::Result<(Exit, Option<String>)> {
     let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
+    // SPEC §7: outside the window only as a recorded hotfix.
+    if let Some(note) =
+        crate::window::admit(plan.window.as_ref(), hotfix, jiff::Timestamp::now()).map_err(usage)?
+    {
+        out.line(&note);
+        out.event(&json!({"event": "window", "hotfix": true, "note": note}));
+    }
     let Some(release) = plan.release.as_ref() else {
         return Err(usage(format!(
             "{}: no [release] section; name the artifact to deploy:\n[release]\nartifact = \"dist/app.tar.gz\"",
@@ -375,6 +388,9 @@ pub async fn deploy_with_id(
         &sha,
         &plan.operator,
     )?;
+    if let Some(reason) = hotfix {
+        journal.set_hotfix(&id, reason)?;
+    }
     out.line(format!(
         "deployment {id}: {} release {} to {} host(s)",
         plan.app,

@@ -9,6 +9,8 @@ pub mod history;
 pub mod maintenance;
 pub mod migrate;
 pub mod pki;
+pub mod preflight;
+pub mod probe;
 pub mod run;
 pub mod status;
 
@@ -28,7 +30,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Status { plan } => {
             status::status(out, &plan.unwrap_or_else(|| PathBuf::from("golive.toml"))).await
         }
-        Command::Deploy { plan, dry_run } => deploy::deploy(out, &state, &plan, dry_run).await,
+        Command::Deploy {
+            plan,
+            dry_run,
+            hotfix,
+            reason,
+        } => {
+            let reason = match (hotfix, reason) {
+                (true, Some(r)) if r.trim().is_empty() => {
+                    return Err(crate::output::usage(
+                        "--reason is empty: say why this hotfix cannot wait for the window",
+                    ));
+                }
+                (true, r) => r,
+                (false, _) => None,
+            };
+            deploy::deploy(out, &state, &plan, dry_run, reason.as_deref()).await
+        }
+        Command::Probe { plan, tags } => probe::probe(out, &plan, &tags).await,
+        Command::Preflight { plan } => preflight::preflight(out, &plan).await,
         Command::Rollback { id, plan } => deploy::rollback(out, &state, &id, plan.as_deref()).await,
         Command::History { limit } => history::history(out, &state, limit),
         Command::Show { id } => history::show(out, &state, &id),
