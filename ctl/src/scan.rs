@@ -11,9 +11,10 @@
 //! ```
 //!
 //! - The archive (tar, tar.gz or tar.zst, told apart by their magic bytes)
-//!   is streamed entry by entry: memory stays bounded whatever its size (one
-//!   line of at most [`MAX_LINE`] bytes is held; longer lines are searched in
-//!   pieces that overlap by the longest pattern).
+//!   is streamed entry by entry in blocks: memory stays bounded whatever its
+//!   size (a block plus at most [`MAX_LINE`] bytes of an unfinished line;
+//!   longer lines are searched in pieces that overlap by the longest
+//!   pattern). Patterns are found with memchr's SIMD substring search.
 //! - Globs are those of backup excludes (`*`, `?` within a name, `**` across
 //!   directories, a trailing `/` for directories), matched against the path
 //!   inside the archive; a file is scanned when an include matches it and no
@@ -25,7 +26,7 @@
 //! - Each hit is `path:line: pattern` (once per line and pattern); the first
 //!   [`MAX_HITS`] are kept and the rest counted.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Component, Path};
 
 use golive_agent::backup::files::Excludes as Globs;
@@ -57,6 +58,8 @@ pub const DEFAULT_EXCLUDE: &[&str] = &["**/vendor/", "**/node_modules/", "**/*.m
 pub const MAX_HITS: usize = 50;
 /// Longest stretch of one line held in memory.
 pub const MAX_LINE: usize = 64 * 1024;
+/// Bytes read at a time.
+const BLOCK: usize = 256 * 1024;
 /// Bytes looked at for a NUL to call a file binary.
 const BINARY_SNIFF: usize = 8 * 1024;
 
@@ -91,7 +94,8 @@ pub struct ScanReport {
 
 struct Pattern {
     text: String,
-    bytes: Vec<u8>,
+    /// SIMD substring search (memchr), built once per scan.
+    finder: memchr::memmem::Finder<'static>,
     word_start: bool,
 }
 
@@ -101,36 +105,15 @@ fn is_word(b: u8) -> bool {
 
 impl Pattern {
     fn new(text: &str) -> Pattern {
-        let bytes = text.as_bytes().to_vec();
         Pattern {
-            word_start: bytes.first().is_some_and(|&b| is_word(b)),
+            word_start: text.bytes().next().is_some_and(is_word),
+            finder: memchr::memmem::Finder::new(text.as_bytes()).into_owned(),
             text: text.into(),
-            bytes,
         }
     }
 
-    /// Whether the pattern occurs in `hay`; `before` is the byte preceding
-    /// `hay` on the same line (for the word-start rule).
-    fn found_in(&self, hay: &[u8], before: Option<u8>) -> bool {
-        let n = self.bytes.len();
-        if n == 0 || hay.len() < n {
-            return false;
-        }
-        let first = self.bytes[0];
-        let mut i = 0;
-        while i + n <= hay.len() {
-            let Some(off) = hay[i..=hay.len() - n].iter().position(|&b| b == first) else {
-                return false;
-            };
-            let at = i + off;
-            let prev = if at == 0 { before } else { Some(hay[at - 1]) };
-            if hay[at..at + n] == self.bytes[..] && !(self.word_start && prev.is_some_and(is_word))
-            {
-                return true;
-            }
-            i = at + 1;
-        }
-        false
+    fn len(&self) -> usize {
+        self.finder.needle().len()
     }
 }
 
@@ -217,82 +200,117 @@ pub fn scan_tar(reader: impl Read, cfg: &ScanConfig) -> std::io::Result<ScanRepo
 }
 
 fn scan_file(
-    file: impl Read,
+    mut file: impl Read,
     name: &str,
     patterns: &[Pattern],
     report: &mut ScanReport,
 ) -> std::io::Result<()> {
-    let longest = patterns.iter().map(|p| p.bytes.len()).max().unwrap_or(0);
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
-    let mut line: Vec<u8> = Vec::new();
-    // The byte before `line` on the same line (after a long-line split).
-    let mut before: Option<u8> = None;
-    let mut line_no = 1u64;
-    let mut seen = vec![false; patterns.len()];
+    let longest = patterns.iter().map(Pattern::len).max().unwrap_or(0);
+    let mut block = vec![0u8; BLOCK];
+    // Unscanned bytes: the start of a line not complete yet.
+    let mut data: Vec<u8> = Vec::with_capacity(BLOCK);
+    let mut at = Cursor {
+        line: 1,
+        before: None,
+        reported: vec![None; patterns.len()],
+    };
     let mut first = true;
     let mut bytes = 0u64;
-    let hit = |line_no: u64, p: &Pattern, report: &mut ScanReport| {
-        if report.hits.len() < MAX_HITS {
-            report.hits.push(Hit {
-                path: name.to_string(),
-                line: line_no,
-                pattern: p.text.clone(),
-            });
-        } else {
-            report.more += 1;
-        }
-    };
     loop {
-        let buf = reader.fill_buf()?;
+        let n = match file.read(&mut block) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if first {
             first = false;
-            if buf[..buf.len().min(BINARY_SNIFF)].contains(&0) {
+            if block[..n.min(BINARY_SNIFF)].contains(&0) {
                 report.binary += 1;
                 return Ok(());
             }
         }
-        if buf.is_empty() {
+        if n == 0 {
+            scan_region(&data, &mut at, patterns, name, report);
             break;
         }
-        let (chunk, newline) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (&buf[..i], true),
-            None => (buf, false),
-        };
-        let used = chunk.len() + usize::from(newline);
-        line.extend_from_slice(chunk);
-        if newline || line.len() > MAX_LINE {
-            for (i, p) in patterns.iter().enumerate() {
-                if !seen[i] && p.found_in(&line, before) {
-                    seen[i] = true;
-                    hit(line_no, p, report);
-                }
+        bytes += n as u64;
+        data.extend_from_slice(&block[..n]);
+        match memchr::memrchr(b'\n', &data) {
+            // Whole lines: scan them, keep the incomplete rest.
+            Some(last) => {
+                scan_region(&data[..=last], &mut at, patterns, name, report);
+                at.line += memchr::memchr_iter(b'\n', &data[..=last]).count() as u64;
+                at.before = None;
+                data.drain(..=last);
             }
-            if newline {
-                line.clear();
-                before = None;
-                line_no += 1;
-                seen.iter_mut().for_each(|s| *s = false);
-            } else {
-                // Keep the tail so a pattern across the cut is still found.
-                let keep = longest.saturating_sub(1).min(line.len());
-                let cut = line.len() - keep;
-                before = cut.checked_sub(1).map(|i| line[i]).or(before);
-                line.drain(..cut);
+            // One long line: scan what there is, keep an overlap so a
+            // pattern across the cut is still found (reported once).
+            None if data.len() > MAX_LINE => {
+                scan_region(&data, &mut at, patterns, name, report);
+                let cut = data.len() - longest.saturating_sub(1).min(data.len());
+                at.before = cut.checked_sub(1).map(|i| data[i]).or(at.before);
+                data.drain(..cut);
             }
-        }
-        bytes += used as u64;
-        reader.consume(used);
-    }
-    if !line.is_empty() {
-        for (i, p) in patterns.iter().enumerate() {
-            if !seen[i] && p.found_in(&line, before) {
-                hit(line_no, p, report);
-            }
+            None => {}
         }
     }
     report.files += 1;
     report.bytes += bytes;
     Ok(())
+}
+
+/// Where a region starts: its line number, the byte before it on that line
+/// (after a long-line cut), and the last line each pattern was reported on.
+struct Cursor {
+    line: u64,
+    before: Option<u8>,
+    reported: Vec<Option<u64>>,
+}
+
+/// Reports the patterns in `region` (which starts at `at`), once per line
+/// and pattern, in line order.
+fn scan_region(
+    region: &[u8],
+    at: &mut Cursor,
+    patterns: &[Pattern],
+    name: &str,
+    report: &mut ScanReport,
+) {
+    let mut found: Vec<(u64, usize)> = Vec::new();
+    for (i, p) in patterns.iter().enumerate() {
+        if p.len() == 0 {
+            continue;
+        }
+        let (mut pos, mut line) = (0, at.line);
+        for hit in p.finder.find_iter(region) {
+            let prev = if hit == 0 {
+                at.before
+            } else {
+                Some(region[hit - 1])
+            };
+            if p.word_start && prev.is_some_and(is_word) {
+                continue;
+            }
+            line += memchr::memchr_iter(b'\n', &region[pos..hit]).count() as u64;
+            pos = hit;
+            if at.reported[i] != Some(line) {
+                at.reported[i] = Some(line);
+                found.push((line, i));
+            }
+        }
+    }
+    found.sort_unstable();
+    for (line, i) in found {
+        if report.hits.len() < MAX_HITS {
+            report.hits.push(Hit {
+                path: name.to_string(),
+                line,
+                pattern: patterns[i].text.clone(),
+            });
+        } else {
+            report.more += 1;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -356,9 +374,10 @@ mod tests {
 
     #[test]
     fn long_lines_are_split_without_losing_a_hit_and_hits_are_capped() {
-        let mut long = vec![b'x'; MAX_LINE * 3 + 5];
-        // Straddles the first cut, preceded by a space.
-        let at = MAX_LINE + 3;
+        // A line of three blocks; the pattern straddles the first block
+        // boundary (the line is cut and searched in overlapping pieces).
+        let mut long = vec![b'x'; BLOCK * 3 + 5];
+        let at = BLOCK - 1;
         long[at - 1] = b' ';
         long[at..at + 3].copy_from_slice(b"dd(");
         long.extend_from_slice(b"\nadd(\n");
@@ -377,7 +396,8 @@ mod tests {
             }
         );
         assert_eq!(r.hits.len(), MAX_HITS);
-        assert_eq!(r.more, 8);
+        assert_eq!(r.more, 8, "1 dd( (not twice) + 57 console.log( - 50 listed");
+        assert_eq!(r.hits[1].path, "b.js");
     }
 
     #[test]
