@@ -2,7 +2,7 @@
 //! `golivectl preflight` (agent checks, probes, window, artifact scan) and the
 //! deployment window of `golivectl deploy` (`--hotfix --reason`). Real
 //! `golivectl` and `golive-agent` processes over mTLS, real HTTP servers,
-//! real SQLite files and a real PostgreSQL; journals read back.
+//! real SQLite files, a real PostgreSQL and MariaDB; journals read back.
 //!
 //! Windows are chosen relative to the real clock (an hour around now is
 //! open, two hours ahead is closed), so no clock is faked.
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use golive_shared::protocol::{LockRequest, LockResponse, Request, Response};
-use golive_tests::db::TestPostgres;
+use golive_tests::db::{TestMariadb, TestPostgres};
 use golive_tests::*;
 use golivectl::client::AgentClient;
 use serde_json::Value;
@@ -873,14 +873,16 @@ fn preflight_agent_checks_name_what_is_wrong_and_the_fix() {
 }
 
 #[test]
-fn preflight_reaches_postgres_without_revealing_its_password() {
+fn preflight_reaches_postgres_and_mariadb_without_revealing_passwords() {
     let w = World::new();
     let pg = TestPostgres::start(w.path());
+    let my = TestMariadb::start(w.path());
     let root = w.path().join("web1/srv/shop");
     let mut spec = AgentSpec::new("web1", "127.0.0.188");
     spec.apps_toml = format!(
-        "[apps.shop]\nroot = {root:?}\n\n{}",
-        pg.database_toml("shop", "main")
+        "[apps.shop]\nroot = {root:?}\n\n{}{}",
+        pg.database_toml("shop", "main"),
+        my.database_toml("shop", "shopdb")
     );
     let agent = AgentProc::start(w.path(), &w.pki, &spec);
     let plan = w.plan(
@@ -896,15 +898,19 @@ fn preflight_reaches_postgres_without_revealing_its_password() {
         run.stdout.contains(&format!(
             "pass   database main [critical]: postgres 127.0.0.1:{} database shop answers as golive",
             pg.port()
+        )) && run.stdout.contains(&format!(
+            "pass   database shopdb [critical]: mariadb 127.0.0.1:{} database shop answers as golive",
+            my.port()
         )) && run.stdout.contains("pass   backup tools [critical]: found")
             && run.stdout.contains("pass   backup space [critical]"),
         "{}",
         run.text()
     );
 
-    // A wrong password: the check fails, and the password is nowhere.
+    // Wrong passwords: the checks fail, and no password is anywhere.
     let wrong = "Wr0ng-S3cret-Preflight";
     db::write_private(&pg.password_file, wrong);
+    db::write_private(&my.password_file, wrong);
     let run = w.ctl.run(&["--output", "json", "preflight", s(&plan)]);
     assert_eq!(run.code, 1, "{}", run.text());
     let v = last_json(&run);
@@ -922,6 +928,20 @@ fn preflight_reaches_postgres_without_revealing_its_password() {
             .is_some_and(|m| m.contains("password authentication failed")),
         "{main}"
     );
+    let shopdb = v["hosts"][0]["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "database shopdb")
+        .cloned()
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(shopdb["status"], "fail", "{v}");
+    assert!(
+        shopdb["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Access denied")),
+        "{shopdb}"
+    );
     for (what, text) in [
         ("stdout", run.stdout.clone()),
         ("stderr", run.stderr.clone()),
@@ -929,6 +949,7 @@ fn preflight_reaches_postgres_without_revealing_its_password() {
     ] {
         assert!(!text.contains(wrong), "{what} reveals the password");
         assert!(!text.contains(&pg.password), "{what} reveals the password");
+        assert!(!text.contains(&my.password), "{what} reveals the password");
     }
     let j = agent.journal();
     let leaked = count(
