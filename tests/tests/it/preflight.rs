@@ -177,6 +177,25 @@ fn probe_matrix_tags_json_and_an_unreachable_host() {
         run.text()
     );
 
+    // On a terminal (a pty from util-linux `script`), cells are colored.
+    let mut tty = std::process::Command::new("script");
+    let line = format!(
+        "{} --state {} probe {}",
+        bin("golivectl").display(),
+        w.ctl.state.display(),
+        plan.display()
+    );
+    tty.args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env_remove("NO_COLOR");
+    let colored = run_bounded(tty, std::time::Duration::from_secs(60));
+    assert_eq!(colored.code, 0, "{}", colored.text());
+    assert!(
+        colored.stdout.contains("\x1b[32mpass status 200")
+            && colored.stdout.contains("\x1b[33mFAIL status 404"),
+        "{}",
+        colored.text()
+    );
+
     // Tags select suites.
     let smoke = w.ctl.run(&["probe", s(&plan), "--tag", "smoke"]);
     assert_eq!(smoke.code, 0, "{}", smoke.text());
