@@ -14,6 +14,7 @@
 //! - [`migrate`]: SQL migrations (scan, status, up, down) on SQLite, PostgreSQL, MariaDB.
 //! - [`probe`]: health probes declared in the config.
 //! - [`accesslog`]: access-log tailing: 5xx rate and p95 over a sliding window.
+//! - [`preflight`]: read-only checks before a deployment (lock, databases, backup room, files, migrations).
 //! - [`backup`]: database and file backups, verify, restore, retention.
 //! - [`journal`]: the SQLite journal, source of truth for all of the above.
 //! - [`revocation`]: the certificate deny list, reloaded on change.
@@ -39,6 +40,7 @@ pub mod lock;
 pub mod log;
 pub mod maintenance;
 pub mod migrate;
+pub mod preflight;
 pub mod probe;
 pub mod release;
 pub mod revocation;

@@ -50,7 +50,29 @@ pub enum Command {
         /// Validate the plan and reach every agent, but change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Deploy outside the plan's `[window]`, as a hotfix; needs --reason.
+        #[arg(long, requires = "reason")]
+        hotfix: bool,
+        /// Why the hotfix cannot wait for the window; recorded with the
+        /// deployment (`golivectl show`).
+        #[arg(long, requires = "hotfix")]
+        reason: Option<String>,
     },
+    /// Run the app's probes on every host at once and print a host × probe
+    /// matrix with a go/no-go verdict (critical or high failing: NO-GO).
+    /// Exit 0 go, 1 no-go, 2 bad plan, unknown tag or a host refusing.
+    Probe {
+        plan: PathBuf,
+        /// Only probes carrying this tag (repeatable: any of them), e.g.
+        /// `--tag smoke --tag vertical:agroconecta`.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+    },
+    /// The checks before a deploy, changing nothing: agents reachable and
+    /// compatible, the app not locked, databases and backup room, release
+    /// files, migrations, all probes, the deployment window and the release
+    /// artifact scan. Exit 0 READY, 1 NOT READY, 2 bad plan.
+    Preflight { plan: PathBuf },
     /// Roll a deployment back to the releases its hosts ran before it.
     Rollback {
         /// Deployment id (from `golivectl deploy` or `golivectl history`).

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::gate::Evaluation;
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -95,6 +95,10 @@ CREATE TABLE decisions (
 );
 ALTER TABLE deployments ADD COLUMN waiting_until INTEGER;
 "#,
+    // v5: why a deployment started outside its window (`--hotfix --reason`).
+    r#"
+ALTER TABLE deployments ADD COLUMN hotfix_reason TEXT;
+"#,
 ];
 
 pub struct Journal {
@@ -118,6 +122,8 @@ pub struct Deployment {
     pub finished_at: Option<UnixMillis>,
     pub state: String,
     pub message: Option<String>,
+    /// `--hotfix --reason TEXT`: why it was deployed (outside the window).
+    pub hotfix_reason: Option<String>,
     pub hosts: Vec<DeploymentHost>,
     pub steps: Vec<Step>,
     /// Probe results before (`phase = "before"`) and after the switch.
@@ -256,6 +262,15 @@ impl Journal {
         Ok(())
     }
 
+    /// Records a deployment as a hotfix, with its reason.
+    pub fn set_hotfix(&self, id: &str, reason: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE deployments SET hotfix_reason = ?2 WHERE id = ?1",
+            params![id, reason],
+        )?;
+        Ok(())
+    }
+
     pub fn finish_deployment(
         &self,
         id: &str,
@@ -310,7 +325,8 @@ impl Journal {
             .query_row(
                 "SELECT id, plan_path, app, release, artifact_sha256, operator, started_at, finished_at, state, message,
                         git_ref, git_commit,
-                        waiting_until
+                        waiting_until,
+                        hotfix_reason
                  FROM deployments WHERE id = ?1",
                 params![id],
                 |r| {
@@ -327,6 +343,7 @@ impl Journal {
                         finished_at: r.get(7)?,
                         state: r.get(8)?,
                         message: r.get(9)?,
+                        hotfix_reason: r.get(13)?,
                         hosts: Vec::new(),
                         steps: Vec::new(),
                         probes: Vec::new(),

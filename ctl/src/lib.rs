@@ -10,6 +10,8 @@
 //! - [`journal`]: the controller's SQLite record of deployments and steps.
 //! - [`pki`], [`tls`]: the deployment CA, certificates, rustls client config.
 //! - [`output`]: human or JSON output, SPEC §7 exit codes.
+//! - [`window`]: the deployment window (days, hours, time zone).
+//! - [`scan`]: the preflight scan of a release artifact for forbidden text.
 
 pub mod cli;
 pub mod client;
@@ -19,4 +21,6 @@ pub mod journal;
 pub mod output;
 pub mod pki;
 pub mod plan;
+pub mod scan;
 pub mod tls;
+pub mod window;

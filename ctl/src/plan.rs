@@ -24,6 +24,22 @@ pub struct RawPlan {
     pub deploy: RawDeploy,
     #[serde(default)]
     pub gate: RawGate,
+    /// Deployment window: when `golivectl deploy` may start.
+    pub window: Option<crate::window::RawWindow>,
+    /// The artifact scan of `golivectl preflight`.
+    pub preflight: Option<RawPreflight>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPreflight {
+    /// Text that must not appear in the release's source files.
+    #[serde(default)]
+    pub forbidden: Vec<String>,
+    /// Files searched (globs); default [`crate::scan::DEFAULT_INCLUDE`].
+    pub include: Option<Vec<String>>,
+    /// Files and directories skipped (globs); default [`crate::scan::DEFAULT_EXCLUDE`].
+    pub exclude: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +165,10 @@ pub struct Plan {
     /// The operator name from our client certificate.
     pub operator: String,
     pub gate: Policy,
+    /// `[window]`: when deployments may start; `None`: any time.
+    pub window: Option<crate::window::Window>,
+    /// `[preflight]`: the artifact scan's patterns and globs.
+    pub scan: crate::scan::ScanConfig,
 }
 
 pub struct Release {
@@ -316,8 +336,24 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         low: action("low", &raw.gate.low)?,
         pause_timeout_secs: raw.gate.pause_timeout_secs,
     };
+    // Bad keys of these sections name their line too.
+    let keyed = |(key, message): (&str, String)| {
+        let line = golive_shared::config::locate(&text, key)
+            .map(|l| format!("line {l}: "))
+            .unwrap_or_default();
+        err(format!("{line}key `{key}`: {message}"))
+    };
+    let window = raw
+        .window
+        .as_ref()
+        .map(crate::window::Window::parse)
+        .transpose()
+        .map_err(keyed)?;
+    let scan = scan_config(raw.preflight).map_err(keyed)?;
     Ok(Plan {
         gate,
+        window,
+        scan,
         backup,
         maintenance: raw.deploy.maintenance,
         path: path.to_path_buf(),
@@ -326,6 +362,50 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         hosts,
         lock_ttl_secs: raw.deploy.lock_ttl_secs,
         operator,
+    })
+}
+
+/// `[preflight]` with its defaults; every pattern and glob non-empty.
+fn scan_config(
+    raw: Option<RawPreflight>,
+) -> Result<crate::scan::ScanConfig, (&'static str, String)> {
+    let defaults = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let raw = raw.unwrap_or(RawPreflight {
+        forbidden: Vec::new(),
+        include: None,
+        exclude: None,
+    });
+    if let Some(p) = raw
+        .forbidden
+        .iter()
+        .find(|p| p.trim().is_empty() || p.contains('\n'))
+    {
+        return Err((
+            "preflight.forbidden",
+            format!("{p:?}: a pattern is text on one line, not empty"),
+        ));
+    }
+    let include = raw
+        .include
+        .unwrap_or_else(|| defaults(crate::scan::DEFAULT_INCLUDE));
+    if include.is_empty() || include.iter().any(|g| g.trim().is_empty()) {
+        return Err((
+            "preflight.include",
+            "an include list scans nothing when it is empty or has an empty glob; \
+             remove the key for the default (source files)"
+                .into(),
+        ));
+    }
+    let exclude = raw
+        .exclude
+        .unwrap_or_else(|| defaults(crate::scan::DEFAULT_EXCLUDE));
+    if exclude.iter().any(|g| g.trim().is_empty()) {
+        return Err(("preflight.exclude", "an exclude glob is empty".into()));
+    }
+    Ok(crate::scan::ScanConfig {
+        forbidden: raw.forbidden,
+        include,
+        exclude,
     })
 }
 

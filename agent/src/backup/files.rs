@@ -853,8 +853,9 @@ fn copy_buf(r: &mut dyn Read, w: &mut dyn Write, buf: &mut [u8]) -> io::Result<u
     }
 }
 
-/// Exclude patterns (see the module docs for the syntax).
-struct Excludes(Vec<Pattern>);
+/// Exclude patterns (see the module docs for the syntax). Also the
+/// controller's include/exclude globs for the preflight artifact scan.
+pub struct Excludes(Vec<Pattern>);
 
 struct Pattern {
     parts: Vec<Vec<u8>>,
@@ -862,7 +863,7 @@ struct Pattern {
 }
 
 impl Excludes {
-    fn new(patterns: &[String]) -> Excludes {
+    pub fn new(patterns: &[String]) -> Excludes {
         Excludes(
             patterns
                 .iter()
@@ -879,7 +880,8 @@ impl Excludes {
         )
     }
 
-    fn excluded(&self, rel: &Path, is_dir: bool) -> bool {
+    /// Whether any pattern matches `rel` (a directory when `is_dir`).
+    pub fn excluded(&self, rel: &Path, is_dir: bool) -> bool {
         if self.0.is_empty() {
             return false;
         }

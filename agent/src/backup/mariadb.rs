@@ -200,6 +200,30 @@ impl Conn {
     }
 }
 
+/// A trivial query through the `mariadb` client: the server answers, the
+/// credentials work and the database exists. Errors carry no secret.
+pub fn ping(db: &MariadbDb) -> Result<(), BackupError> {
+    let conn = Conn::new(db)?;
+    // check_database made the name safe inside a literal.
+    let n = conn.number(
+        db,
+        &format!(
+            "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = '{}'",
+            db.database
+        ),
+        "reachability check",
+    )?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(BackupError::Invalid(format!(
+            "the server answers but has no database {:?} that user {} can see; \
+             create it or fix `database` in the agent config",
+            db.database, db.user
+        )))
+    }
+}
+
 /// Data plus index size of the database's tables, for the free-space check.
 pub fn estimate(db: &MariadbDb) -> Result<u64, BackupError> {
     let conn = Conn::new(db)?;

@@ -115,6 +115,20 @@ impl Conn {
     }
 }
 
+/// A trivial query (`select 1`) through `psql` in the configured database:
+/// the server answers and the credentials work. Errors carry no secret.
+pub fn ping(db: &PostgresDb) -> Result<(), BackupError> {
+    let conn = Conn::new(db)?;
+    let out = conn.query(db, &db.dbname, "select 1", "reachability check")?;
+    if out == "1" {
+        Ok(())
+    } else {
+        Err(BackupError::Invalid(format!(
+            "psql `select 1` answered {out:?}"
+        )))
+    }
+}
+
 /// The live database's size (`pg_database_size`), for the free-space check.
 pub fn estimate(db: &PostgresDb) -> Result<u64, BackupError> {
     let conn = Conn::new(db)?;

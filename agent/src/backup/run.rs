@@ -158,6 +158,61 @@ pub fn free_bytes(dir: &Path) -> Result<u64, BackupError> {
     Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
+/// The free-space check of a backup: its estimate, what it needs (estimate
+/// plus `margin_percent`, plus `min_free_bytes` left over) and what the
+/// backup directory's filesystem has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    pub dir: PathBuf,
+    pub estimate: u64,
+    pub needed: u64,
+    pub available: u64,
+}
+
+impl Room {
+    /// [`BackupError::NoSpace`] when the backup would not fit.
+    pub fn check(&self) -> Result<(), BackupError> {
+        if self.available < self.needed {
+            return Err(BackupError::NoSpace {
+                dir: self.dir.clone(),
+                needed: self.needed,
+                estimate: self.estimate,
+                available: self.available,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// [`Room`] for a full backup of `app` (every database and file set), as
+/// `create` would compute it; reads only (preflight uses it).
+pub fn room_for(config: &AgentConfig, app_name: &str) -> Result<Room, String> {
+    let app = app_of(config, app_name)?;
+    let sources = sources(app_name, app, &[])?;
+    room_in(&backup_dir(config, app_name, app), &app.root, app, &sources).map_err(|e| e.to_string())
+}
+
+fn room_in(
+    dir: &Path,
+    root: &Path,
+    app: &AppConfig,
+    sources: &[Source],
+) -> Result<Room, BackupError> {
+    let mut estimate_total = 0u64;
+    for s in sources {
+        estimate_total += estimate(root, s)?;
+    }
+    let available = free_bytes(dir)?;
+    let needed = estimate_total.saturating_mul(100 + app.backup.margin_percent as u64) / 100
+        + app.backup.min_free_bytes;
+    Ok(Room {
+        dir: dir.to_path_buf(),
+        estimate: estimate_total,
+        needed,
+        available,
+    })
+}
+
 fn estimate(root: &Path, source: &Source) -> Result<u64, BackupError> {
     match source {
         // The online backup first writes an uncompressed copy next to the
@@ -232,22 +287,9 @@ fn create_with(
     let root = app.root.clone();
 
     // Free space first: refuse before writing a byte.
-    let mut estimate_total = 0u64;
-    for s in &sources {
-        estimate_total += estimate(&root, s).map_err(|e| e.to_string())?;
-    }
-    let available = free_bytes(&dir).map_err(|e| e.to_string())?;
-    let needed = estimate_total.saturating_mul(100 + app.backup.margin_percent as u64) / 100
-        + app.backup.min_free_bytes;
-    if available < needed {
-        return Err(BackupError::NoSpace {
-            dir: dir.clone(),
-            needed,
-            estimate: estimate_total,
-            available,
-        }
-        .to_string());
-    }
+    let room = room_in(&dir, &root, app, &sources).map_err(|e| e.to_string())?;
+    room.check().map_err(|e| e.to_string())?;
+    let (estimate_total, available) = (room.estimate, room.available);
     log(
         emit,
         format!(

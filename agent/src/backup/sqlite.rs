@@ -63,6 +63,19 @@ pub fn estimate(db: &SqliteDb) -> Result<u64, BackupError> {
     Ok(main + wal_len)
 }
 
+/// Opens the live database read-only and reads its schema: the file
+/// exists, is readable and is a SQLite database. Changes nothing (a missing
+/// file is an error, never created).
+pub fn ping(db: &SqliteDb) -> Result<(), BackupError> {
+    live_size(db)?;
+    let conn = open(&db.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(sq(&db.path, "cannot read the schema of"))?;
+    close(conn, &db.path)
+}
+
 /// Writes `out_dir/<name>.sqlite.zst`, a consistent snapshot of the live
 /// database. `progress` gets the uncompressed bytes compressed so far.
 pub fn dump(

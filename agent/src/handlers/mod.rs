@@ -122,13 +122,9 @@ pub async fn dispatch(
                 .map(Response::Flags)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))
         }
-        Request::Preflight(p) => {
-            agent.known_app(&p.app)?;
-            Err(ErrorBody::new(
-                ErrorCode::BadRequest,
-                "preflight is not built yet in this agent",
-            ))
-        }
+        Request::Preflight(p) => crate::preflight::handle(agent, p)
+            .await
+            .map(Response::Preflight),
         Request::ListBackups(l) => {
             agent.known_app(&l.app)?;
             crate::backup::run::list(&agent.config, &agent.journal, &l.app)

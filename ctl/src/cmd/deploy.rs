@@ -285,13 +285,18 @@ async fn release_all(leases: Vec<Lease>) {
     }
 }
 
+/// `hotfix`: the `--hotfix --reason` text, which lets a deployment start
+/// outside the plan's window and is recorded with it.
 pub async fn deploy(
     out: Out,
     state: &Path,
     plan_path: &Path,
     dry_run: bool,
+    hotfix: Option<&str>,
 ) -> anyhow::Result<Exit> {
-    Ok(deploy_with_id(out, state, plan_path, dry_run).await?.0)
+    Ok(deploy_with_id(out, state, plan_path, dry_run, hotfix)
+        .await?
+        .0)
 }
 
 /// Like [`deploy`], also returning the deployment id when one was recorded.
@@ -300,8 +305,16 @@ pub async fn deploy_with_id(
     state: &Path,
     plan_path: &Path,
     dry_run: bool,
+    hotfix: Option<&str>,
 ) -> anyhow::Result<(Exit, Option<String>)> {
     let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
+    // SPEC §7: outside the window only as a recorded hotfix.
+    if let Some(note) =
+        crate::window::admit(plan.window.as_ref(), hotfix, jiff::Timestamp::now()).map_err(usage)?
+    {
+        out.line(&note);
+        out.event(&json!({"event": "window", "hotfix": true, "note": note}));
+    }
     let Some(release) = plan.release.as_ref() else {
         return Err(usage(format!(
             "{}: no [release] section; name the artifact to deploy:\n[release]\nartifact = \"dist/app.tar.gz\"\n\
@@ -380,6 +393,9 @@ pub async fn deploy_with_id(
     )?;
     if let Some(r) = git_ref(release) {
         journal.set_git(&id, r, None)?;
+    }
+    if let Some(reason) = hotfix {
+        journal.set_hotfix(&id, reason)?;
     }
     out.line(format!(
         "deployment {id}: {} release {}{} to {} host(s)",

@@ -52,6 +52,9 @@ pub fn show(out: Out, state: &Path, id: &str) -> anyhow::Result<Exit> {
         d.app, d.release, d.operator, utc(d.started_at),
         d.finished_at.map(utc).unwrap_or_else(|| "(running or interrupted)".into()),
         d.state, d.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default()));
+    if let Some(reason) = &d.hotfix_reason {
+        out.line(format!("- hotfix: {reason}\n"));
+    }
     out.line("## Hosts\n\n| host | address | release before | state |\n|---|---|---|---|");
     for h in &d.hosts {
         out.line(format!(

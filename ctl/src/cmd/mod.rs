@@ -10,6 +10,8 @@ pub mod history;
 pub mod maintenance;
 pub mod migrate;
 pub mod pki;
+pub mod preflight;
+pub mod probe;
 pub mod run;
 pub mod status;
 
@@ -29,7 +31,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Status { plan } => {
             status::status(out, &plan.unwrap_or_else(|| PathBuf::from("golive.toml"))).await
         }
-        Command::Deploy { plan, dry_run } => deploy::deploy(out, &state, &plan, dry_run).await,
+        Command::Deploy {
+            plan,
+            dry_run,
+            hotfix,
+            reason,
+        } => {
+            let reason = match (hotfix, reason) {
+                (true, Some(r)) if r.trim().is_empty() => {
+                    return Err(crate::output::usage(
+                        "--reason is empty: say why this hotfix cannot wait for the window",
+                    ));
+                }
+                (true, r) => r,
+                (false, _) => None,
+            };
+            deploy::deploy(out, &state, &plan, dry_run, reason.as_deref()).await
+        }
+        Command::Probe { plan, tags } => probe::probe(out, &plan, &tags).await,
+        Command::Preflight { plan } => preflight::preflight(out, &plan).await,
         Command::Rollback { id, plan } => deploy::rollback(out, &state, &id, plan.as_deref()).await,
         Command::Go { id, by, note } => {
             decide::decide(out, &state, &id, &by, true, note.as_deref()).await

@@ -80,6 +80,7 @@ impl Request {
             Request::ListBackups(_) => "backup.list".into(),
             Request::MigrationStatus(_) => "migration.status".into(),
             Request::ListFlags(_) => "flag.list".into(),
+            Request::Preflight(p) if p.probes_only => "preflight.probes".into(),
             Request::Preflight(_) => "preflight".into(),
         }
     }

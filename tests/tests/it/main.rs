@@ -13,4 +13,5 @@ mod hooks;
 mod maintenance;
 mod migrate;
 mod migrate_engines;
+mod preflight;
 mod security;

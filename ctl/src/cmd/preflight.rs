@@ -1,0 +1,442 @@
+//! `golivectl preflight PLAN`: the checks before a deploy (issue 5 part 3,
+//! seed 000's `01_preflight_checks.sh`). Nothing changes anywhere: every
+//! agent call is a read (hello, status, preflight, probe run), no job is
+//! submitted, no lock taken, and the controller's journal is not opened.
+//!
+//! 1. every agent reachable, speaking our protocol, declaring the app, and
+//!    not already holding the plan's release id;
+//! 2. the agent's own checks ([`golive_shared::protocol::PreflightReport`]):
+//!    lock, maintenance, databases, backup tools and room, release files,
+//!    migrations;
+//! 3. every probe of the app on the current release (tls probes are shown
+//!    as the TLS expiry check);
+//! 4. the deployment window: open or closed, and when it next opens;
+//! 5. the release artifact scan for the plan's forbidden patterns
+//!    ([`crate::scan`]).
+//!
+//! The verdict follows the plan's `[gate]` ([`super::probe::gate_with`]): a
+//! check or probe whose severity maps to rollback or pause (by default
+//! critical and high) that does not pass, an unreachable host, or a
+//! forbidden pattern in the artifact makes it NOT READY (exit 1). A closed
+//! window is a warning: preflight is meant to run before the window opens,
+//! and `golivectl deploy` enforces it. Exit 0 READY, 2 bad plan.
+
+use std::path::{Path, PathBuf};
+
+use golive_shared::GOLIVE_VERSION;
+use golive_shared::protocol::{
+    PreflightCheck, PreflightReport, PreflightRequest, ProbeResult, ProbeStatus, Request, Response,
+    StatusResponse,
+};
+use serde_json::{Value, json};
+
+use super::probe::{self, GREEN, HostProbes, RED, Verdict, YELLOW, colored, use_color};
+use crate::client::{AgentClient, ClientError};
+use crate::output::{Exit, Out, usage};
+use crate::plan::{self, Plan, PreDeployBackup};
+use crate::scan::{self, ScanReport};
+use crate::window::{self, State};
+
+/// What one host answered.
+struct HostPreflight {
+    host: String,
+    address: String,
+    outcome: Result<Answer, String>,
+}
+
+struct Answer {
+    status: StatusResponse,
+    report: PreflightReport,
+    probes: Result<golive_shared::protocol::ProbeReport, ClientError>,
+}
+
+async fn ask(
+    client: &AgentClient,
+    plan_app: &str,
+    release: Option<&str>,
+    backup: bool,
+) -> Result<Answer, String> {
+    let status = super::status::agent_status(client)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(app) = status.apps.iter().find(|a| a.name == plan_app) else {
+        return Err(format!(
+            "agent {} at {} declares no app {plan_app:?}; its apps: {}; declare it in that agent's config",
+            client.host,
+            client.addr,
+            status
+                .apps
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    if let Some(id) = release
+        && app.releases.iter().any(|r| r.id == id)
+    {
+        return Err(format!(
+            "host {} already has release {id} of {plan_app}; give this release a new id ([release] id = ...)",
+            client.host
+        ));
+    }
+    let req = Request::Preflight(PreflightRequest {
+        app: plan_app.into(),
+        backup,
+        probes_only: false,
+    });
+    let report = match client.call(&req).await.map_err(|e| e.to_string())? {
+        Response::Preflight(r) => r,
+        other => return Err(client.unexpected(&other).to_string()),
+    };
+    let probes = probe::run(client, plan_app, &[]).await;
+    Ok(Answer {
+        status,
+        report,
+        probes,
+    })
+}
+
+/// The scan's outcome: done, skipped (why), or failed (why).
+enum Scan {
+    Done {
+        artifact: PathBuf,
+        report: ScanReport,
+    },
+    Skipped(String),
+    Failed(String),
+}
+
+/// The artifact a controller can scan, or why there is none.
+fn artifact_to_scan(plan: &Plan) -> Result<PathBuf, String> {
+    if plan.scan.forbidden.is_empty() {
+        return Err("the plan lists no forbidden patterns ([preflight] forbidden = [...])".into());
+    }
+    match plan.release.as_ref().map(|r| &r.source) {
+        None => Err("the plan names no release (no [release] section)".into()),
+        Some(crate::plan::Source::Git(r)) => Err(format!(
+            "the release is git ref {r:?}, fetched by each host: it never passes through the \
+             controller, so scan the repository in CI instead"
+        )),
+        Some(crate::plan::Source::Artifact(path)) => Ok(path.clone()),
+    }
+}
+
+fn tls_label(r: &ProbeResult) -> String {
+    if r.kind == "tls" {
+        format!("TLS expiry: {}", probe::plain_label(r))
+    } else {
+        probe::plain_label(r)
+    }
+}
+
+fn check_json(c: &PreflightCheck) -> Value {
+    json!({
+        "name": c.name,
+        "status": c.status.as_str(),
+        "severity": c.severity.as_str(),
+        "message": c.message,
+    })
+}
+
+pub async fn preflight(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
+    let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
+    let now = jiff::Timestamp::now();
+    let color = use_color(out);
+    let release = plan.release.as_ref().map(|r| r.id.clone());
+
+    // The scan reads a local file: on the blocking pool, beside the agents.
+    let scan_task = match artifact_to_scan(&plan) {
+        Err(why) => None.ok_or(why),
+        Ok(artifact) => {
+            let cfg = plan.scan.clone();
+            Ok(tokio::task::spawn_blocking(move || {
+                let r = scan::scan(&artifact, &cfg);
+                (artifact, r)
+            }))
+        }
+    };
+    let backup = plan.backup != PreDeployBackup::None;
+    let mut set = tokio::task::JoinSet::new();
+    for (i, host) in plan.hosts.iter().enumerate() {
+        let client = host.client.clone();
+        let app = plan.app.clone();
+        let release = release.clone();
+        set.spawn(async move { (i, ask(&client, &app, release.as_deref(), backup).await) });
+    }
+    let mut answers = set.join_all().await;
+    answers.sort_by_key(|(i, _)| *i);
+    let hosts: Vec<HostPreflight> = answers
+        .into_iter()
+        .map(|(i, outcome)| HostPreflight {
+            host: plan.hosts[i].name.clone(),
+            address: plan.hosts[i].client.addr.clone(),
+            outcome,
+        })
+        .collect();
+    let scan = match scan_task {
+        Err(why) => Scan::Skipped(why),
+        Ok(task) => match task.await {
+            Ok((artifact, Ok(report))) => Scan::Done { artifact, report },
+            Ok((_, Err(e))) => Scan::Failed(e),
+            Err(e) => Scan::Failed(format!("the scan stopped: {e}")),
+        },
+    };
+
+    let mut verdict = Verdict {
+        policy: plan.gate,
+        ..Verdict::default()
+    };
+    out.line(format!(
+        "preflight of {}{} on {} host(s)",
+        plan.app,
+        release
+            .as_deref()
+            .map(|r| format!(" release {r}"))
+            .unwrap_or_default(),
+        hosts.len()
+    ));
+
+    // 1. Agents.
+    out.line("\nagents");
+    for h in &hosts {
+        match &h.outcome {
+            Err(e) => {
+                out.line(format!(
+                    "  {}: {}",
+                    h.host,
+                    colored(&format!("NOT READY: {e}"), RED, color)
+                ));
+                verdict
+                    .blocking
+                    .push(format!("host {} ({}): {e}", h.host, h.address));
+            }
+            Ok(a) => {
+                out.line(format!(
+                    "  {} ({}): golive-agent {} as {:?}, protocol {}",
+                    h.host,
+                    h.address,
+                    a.status.agent_version,
+                    a.status.agent_name,
+                    a.status.protocol
+                ));
+                if a.status.agent_version != GOLIVE_VERSION {
+                    verdict.info.push(format!(
+                        "host {} runs golive-agent {}, this golivectl is {GOLIVE_VERSION} (same protocol {})",
+                        h.host, a.status.agent_version, a.status.protocol
+                    ));
+                }
+            }
+        }
+    }
+
+    // 2. The agents' checks.
+    out.line("\nchecks");
+    for h in &hosts {
+        let Ok(a) = &h.outcome else { continue };
+        for c in &a.report.checks {
+            let (word, paint) = match c.status {
+                ProbeStatus::Pass => ("pass ", GREEN),
+                ProbeStatus::Fail => ("FAIL ", gate_paint(c)),
+                ProbeStatus::Error => ("ERROR", gate_paint(c)),
+            };
+            out.line(format!(
+                "  {}  {}  {} [{}]: {}",
+                h.host,
+                colored(word, paint, color),
+                c.name,
+                c.severity.as_str(),
+                c.message
+            ));
+            if c.status != ProbeStatus::Pass {
+                // The message is printed above (and in the JSON checks).
+                verdict.add(
+                    c.severity,
+                    format!(
+                        "{} {} ({}, {})",
+                        h.host,
+                        c.name,
+                        c.severity.as_str(),
+                        c.status.as_str()
+                    ),
+                );
+            }
+        }
+    }
+
+    // 3. Probes on the current release.
+    out.line("\nprobes");
+    let rows: Vec<HostProbes> = hosts
+        .iter()
+        .filter_map(|h| {
+            let a = h.outcome.as_ref().ok()?;
+            Some(HostProbes {
+                host: h.host.clone(),
+                address: h.address.clone(),
+                outcome: match &a.probes {
+                    Ok(r) => Ok((a.report.probes.clone(), r.clone())),
+                    Err(e) => Err(e.to_string()),
+                },
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        out.line("  (no host answered)");
+    } else {
+        probe::print_matrix(out, &rows, color, &tls_label);
+    }
+    for r in &rows {
+        r.judge(&mut verdict, &|p| {
+            if p.kind == "tls" {
+                format!("TLS expiry {}", p.name)
+            } else {
+                p.name.clone()
+            }
+        });
+    }
+
+    // 4. The window.
+    out.line("\nwindow");
+    let window_json = match &plan.window {
+        None => {
+            out.line("  none: the plan has no [window]; deployments may start any time");
+            Value::Null
+        }
+        Some(w) => match w.state(now) {
+            State::Open { closes } => {
+                out.line(format!(
+                    "  {}: {} (closes {}, in {})",
+                    colored("open", GREEN, color),
+                    w.describe(),
+                    window::show(&closes),
+                    window::until(now, &closes)
+                ));
+                json!({"window": w.describe(), "open": true, "closes": closes.to_string()})
+            }
+            State::Closed { opens } => {
+                let msg = format!(
+                    "{} (opens {}, in {}); `golivectl deploy` refuses until then unless --hotfix --reason TEXT",
+                    w.describe(),
+                    window::show(&opens),
+                    window::until(now, &opens)
+                );
+                out.line(format!("  {}: {msg}", colored("closed", YELLOW, color)));
+                verdict
+                    .warnings
+                    .push(format!("outside the deployment window: {msg}"));
+                json!({"window": w.describe(), "open": false, "opens": opens.to_string()})
+            }
+        },
+    };
+
+    // 5. The artifact scan.
+    out.line("\nartifact scan");
+    let scan_json = match &scan {
+        Scan::Skipped(why) => {
+            out.line(format!("  skipped: {why}"));
+            verdict.info.push(format!("artifact scan skipped: {why}"));
+            json!({"skipped": why})
+        }
+        Scan::Failed(e) => {
+            out.line(format!(
+                "  {}",
+                colored(&format!("FAILED: {e}"), RED, color)
+            ));
+            verdict.blocking.push(e.clone());
+            json!({"error": e})
+        }
+        Scan::Done { artifact, report } => {
+            let total = report.hits.len() as u64 + report.more;
+            out.line(format!(
+                "  {}: {} file(s), {} bytes searched for {}: {}",
+                artifact.display(),
+                report.files,
+                report.bytes,
+                plan.scan
+                    .forbidden
+                    .iter()
+                    .map(|p| format!("{p:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if total == 0 {
+                    colored("clean", GREEN, color)
+                } else {
+                    colored(&format!("{total} hit(s)"), RED, color)
+                }
+            ));
+            for h in &report.hits {
+                out.line(format!("    {}:{}: {}", h.path, h.line, h.pattern));
+            }
+            if report.more > 0 {
+                out.line(format!("    ... and {} more", report.more));
+            }
+            if total > 0 {
+                let first = &report.hits[0];
+                verdict.blocking.push(format!(
+                    "the release artifact contains forbidden text: {total} hit(s), first {}:{}: {}; \
+                     remove it from the source and rebuild the artifact",
+                    first.path, first.line, first.pattern
+                ));
+            }
+            json!({
+                "artifact": artifact.display().to_string(),
+                "forbidden": plan.scan.forbidden,
+                "files": report.files,
+                "bytes": report.bytes,
+                "binary_skipped": report.binary,
+                "hits": report.hits,
+                "more": report.more,
+            })
+        }
+    };
+
+    out.line("");
+    probe::print_verdict(out, &verdict, color, "READY", "NOT READY");
+    let exit = if verdict.go() {
+        Exit::Done
+    } else {
+        Exit::Failed
+    };
+    out.event(&json!({
+        "app": plan.app,
+        "release": release,
+        "hosts": hosts.iter().map(|h| host_json(h, &rows)).collect::<Vec<_>>(),
+        "window": window_json,
+        "scan": scan_json,
+        "ready": verdict.go(),
+        "verdict": if verdict.go() { "ready" } else { "not-ready" },
+        "reasons": verdict.json(),
+        "exit": exit.code(),
+    }));
+    Ok(exit)
+}
+
+fn gate_paint(c: &PreflightCheck) -> &'static str {
+    match probe::gate(c.severity) {
+        probe::Gate::Blocking => RED,
+        probe::Gate::Warning => YELLOW,
+        probe::Gate::Info => "",
+    }
+}
+
+fn host_json(h: &HostPreflight, rows: &[HostProbes]) -> Value {
+    match &h.outcome {
+        Err(e) => json!({"host": h.host, "address": h.address, "ok": false, "error": e}),
+        Ok(a) => {
+            let probes = rows
+                .iter()
+                .find(|r| r.host == h.host)
+                .map(HostProbes::json)
+                .unwrap_or(Value::Null);
+            json!({
+                "host": h.host,
+                "address": h.address,
+                "ok": true,
+                "agent_version": a.status.agent_version,
+                "protocol": a.status.protocol,
+                "checks": a.report.checks.iter().map(check_json).collect::<Vec<_>>(),
+                "probes": probes,
+            })
+        }
+    }
+}
