@@ -12,7 +12,8 @@
 //! - [`maintenance`]: maintenance mode (flag file, commands, check, downtime).
 //! - [`flags`]: feature flags declared in the config, written atomically.
 //! - [`migrate`]: SQL migrations (scan, status, up, down) on SQLite, PostgreSQL, MariaDB.
-//! - [`probe`]: health probes declared in the config.
+//! - [`probe`]: health probes declared in the config (http(s), tcp, tls, dns,
+//!   sql, command, disk, memory, load, cpu, process, file).
 //! - [`backup`]: database and file backups, verify, restore, retention.
 //! - [`journal`]: the SQLite journal, source of truth for all of the above.
 //! - [`revocation`]: the certificate deny list, reloaded on change.
@@ -24,7 +25,7 @@
 //! # Current limitations
 //!
 //! See the README's "Not built yet": git release sources, the watchdog and
-//! most probe kinds are not here yet.
+//! the access-log probe are not here yet.
 
 pub mod backup;
 pub mod exec;

@@ -11,4 +11,5 @@ mod hooks;
 mod maintenance;
 mod migrate;
 mod migrate_engines;
+mod probes;
 mod security;
