@@ -221,11 +221,17 @@ async fn fetch(url: &ProbeUrl, tls: Option<Arc<rustls::ClientConfig>>) -> Result
                 .connect(name, tcp)
                 .await
                 .map_err(|e| handshake_error(&e))?;
-            exchange(stream, url).await
+            exchange(Box::new(stream), url).await
         }
-        _ => exchange(tcp, url).await,
+        _ => exchange(Box::new(tcp), url).await,
     }
 }
+
+/// A byte stream to talk HTTP over: plain TCP or TLS. Boxed, so the HTTP
+/// client is compiled once, not once per stream type (the agent's size is
+/// its idle memory).
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
 /// A TLS failure, with the usual fix when the certificate is the problem.
 fn handshake_error(e: &std::io::Error) -> String {
@@ -249,10 +255,7 @@ impl Drop for Driver {
     }
 }
 
-async fn exchange<S>(io: S, url: &ProbeUrl) -> Result<Answer, String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn exchange(io: Box<dyn Stream>, url: &ProbeUrl) -> Result<Answer, String> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;

@@ -28,7 +28,7 @@ mod system;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use golive_shared::config::{AppConfig, ProbeConfig};
+use golive_shared::config::{AgentConfig, AppConfig, ProbeConfig};
 use golive_shared::protocol::{ProbeReport, ProbeResult, ProbeStatus};
 
 /// Probes that stop their own work at the timeout (a killed command, an
@@ -125,6 +125,21 @@ fn threshold(probe: &ProbeConfig) -> Option<String> {
     Some(text)
 }
 
+/// Parses every https probe's `ca_file` as the probe will (`check-config`).
+pub fn check_ca_files(config: &AgentConfig) -> Result<(), String> {
+    for (app_name, app) in &config.apps {
+        for (i, probe) in app.probes.iter().enumerate() {
+            if let ProbeConfig::Http(p) = probe
+                && let Some(ca) = &p.ca_file
+            {
+                crate::tls::read_roots(ca)
+                    .map_err(|e| format!("key `apps.{app_name}.probes.{i}.ca_file`: {e}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One probe's finding, before the name, kind and timing are added.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Check {
@@ -172,6 +187,8 @@ impl Check {
 /// Runs blocking work (file system, processes, database clients) off the
 /// async thread.
 async fn blocking(work: impl FnOnce() -> Check + Send + 'static) -> Check {
+    // Boxed: one blocking-task type for every probe kind, not one each.
+    let work: Box<dyn FnOnce() -> Check + Send> = Box::new(work);
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|e| Check::error(format!("the probe stopped unexpectedly: {e}")))

@@ -102,7 +102,7 @@ pub(super) async fn tls(p: &TlsProbe) -> Check {
         .next()
         .and_then(|cn| cn.as_str().ok())
         .map(|cn| format!("CN={cn}"))
-        .unwrap_or_else(|| cert.subject().to_string());
+        .unwrap_or_else(|| "no common name".into());
     let expires = golive_shared::timefmt::utc(not_after.saturating_mul(1000));
     if left < 0 {
         return Check::fail(

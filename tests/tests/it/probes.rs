@@ -1209,4 +1209,31 @@ ca_file = {missing_ca:?}
         );
     }
     assert!(run.stderr.contains("4 problem(s)"), "{}", run.text());
+
+    // A ca_file that looks like PEM but is not is caught by parsing it as
+    // the probe will.
+    let bad_ca = d.join("bad-ca.pem");
+    std::fs::write(
+        &bad_ca,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    )
+    .expect("bad CA");
+    let good = format!(
+        "[agent]\nname = \"web1\"\nlisten = \"127.0.0.176:0\"\nstate_dir = \"state\"\n\n\
+         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n\
+         [apps.shop]\nroot = \"/srv/shop\"\n\n\
+         [[apps.shop.probes]]\nkind = \"http\"\nname = \"secure\"\n\
+         url = \"https://shop.example.com/\"\nca_file = {bad_ca:?}\n",
+        ca = pki.ca(),
+    );
+    std::fs::write(&config, good).expect("config");
+    let mut cmd = Command::new(bin("golive-agent"));
+    cmd.args(["check-config", "--config", s(&config)]);
+    let run = run_bounded(cmd, Duration::from_secs(30));
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr.contains("key `apps.shop.probes.0.ca_file`") && run.stderr.contains(s(&bad_ca)),
+        "{}",
+        run.text()
+    );
 }
