@@ -12,7 +12,8 @@
 //! - [`maintenance`]: maintenance mode (flag file, commands, check, downtime).
 //! - [`flags`]: feature flags declared in the config, written atomically.
 //! - [`migrate`]: SQL migrations (scan, status, up, down) on SQLite, PostgreSQL, MariaDB.
-//! - [`probe`]: health probes declared in the config.
+//! - [`probe`]: health probes declared in the config (http(s), tcp, tls, dns,
+//!   sql, command, disk, memory, load, cpu, process, file).
 //! - [`accesslog`]: access-log tailing: 5xx rate and p95 over a sliding window.
 //! - [`preflight`]: read-only checks before a deployment (lock, databases, backup room, files, migrations).
 //! - [`backup`]: database and file backups, verify, restore, retention.
@@ -26,7 +27,7 @@
 //! # Current limitations
 //!
 //! See the README's "Not built yet": git release sources, the watchdog and
-//! most probe kinds are not here yet.
+//! the access-log probe are not here yet.
 
 pub mod accesslog;
 pub mod backup;

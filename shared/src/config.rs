@@ -14,7 +14,9 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 use crate::names;
-use crate::protocol::Severity;
+
+mod probe;
+pub use probe::*;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -465,61 +467,8 @@ pub struct FileSet {
     pub exclude: Vec<String>,
 }
 
-/// A health probe, tagged by `kind`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum ProbeConfig {
-    Http(HttpProbe),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpProbe {
-    pub name: String,
-    /// `http://HOST:PORT/PATH`.
-    pub url: String,
-    #[serde(default = "default_statuses")]
-    pub expect_status: Vec<u16>,
-    pub body_contains: Option<String>,
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default = "default_severity")]
-    pub severity: Severity,
-    #[serde(default)]
-    pub tags: Vec<String>,
-}
-
-fn default_statuses() -> Vec<u16> {
-    vec![200]
-}
 fn default_timeout_ms() -> u64 {
     5000
-}
-fn default_severity() -> Severity {
-    Severity::Critical
-}
-
-impl ProbeConfig {
-    pub fn name(&self) -> &str {
-        match self {
-            ProbeConfig::Http(p) => &p.name,
-        }
-    }
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ProbeConfig::Http(_) => "http",
-        }
-    }
-    pub fn severity(&self) -> Severity {
-        match self {
-            ProbeConfig::Http(p) => p.severity,
-        }
-    }
-    pub fn tags(&self) -> &[String] {
-        match self {
-            ProbeConfig::Http(p) => &p.tags,
-        }
-    }
 }
 
 impl AgentConfig {
@@ -755,40 +704,7 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
         validate_ops(name, app, &mut bad);
         validate_flags(name, app, &mut bad);
         validate_git(name, app, &mut bad);
-        let mut seen = std::collections::HashSet::new();
-        for (i, probe) in app.probes.iter().enumerate() {
-            let pkey = |k: &str| format!("apps.{name}.probes.{i}.{k}");
-            if !seen.insert(probe.name().to_string()) {
-                bad(
-                    pkey("name"),
-                    format!("duplicate probe name {:?}", probe.name()),
-                );
-            }
-            match probe {
-                ProbeConfig::Http(p) => {
-                    if !p.url.starts_with("http://") {
-                        bad(
-                            pkey("url"),
-                            format!(
-                                "{:?}: only http:// URLs are supported so far (https probes are listed under \"Not built yet\")",
-                                p.url
-                            ),
-                        );
-                    }
-                    if p.expect_status.is_empty()
-                        || p.expect_status.iter().any(|s| !(100..=599).contains(s))
-                    {
-                        bad(
-                            pkey("expect_status"),
-                            "list one or more HTTP statuses between 100 and 599".into(),
-                        );
-                    }
-                    if p.timeout_ms == 0 {
-                        bad(pkey("timeout_ms"), "must be greater than 0".into());
-                    }
-                }
-            }
-        }
+        probe::validate_probes(name, app, &mut bad);
     }
     out
 }

@@ -14,4 +14,5 @@ mod maintenance;
 mod migrate;
 mod migrate_engines;
 mod preflight;
+mod probes;
 mod security;

@@ -1,0 +1,258 @@
+//! Health probes declared in the agent config (SPEC §6), run concurrently,
+//! each under its own timeout. One file per family:
+//!
+//! - `http.rs`: http and https (status, body, JSON pointer, headers, latency,
+//!   redirects, TLS verification with system roots or a private CA).
+//! - `net.rs`: tcp connect, tls certificate days left, dns resolution.
+//! - `sql.rs`: a query's scalar on SQLite, PostgreSQL or MariaDB, in a
+//!   read-only session, on a database the app declares.
+//! - `command.rs`: a declared program, run like a hook (process group, timeout).
+//! - `system.rs`: disk free, memory available, load average, cpu busy,
+//!   process running — read from `statvfs` and `/proc` directly.
+//! - `files.rs`: a file exists and is recent (a cron heartbeat).
+//!
+//! A probe's outcome is `pass`, `fail` (it ran and the answer is wrong) or
+//! `error` (it could not run: a timeout, a refused connection to an http
+//! server, a failed TLS handshake, a missing file for a query). The value
+//! carries units ("status 200, 12 ms", "23 days", "41.2 % free"); the
+//! threshold says what was expected. Secrets (database passwords) never
+//! reach a result.
+
+mod command;
+mod files;
+mod http;
+mod net;
+mod sql;
+mod system;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use golive_shared::config::{AgentConfig, AppConfig, ProbeConfig};
+use golive_shared::protocol::{ProbeReport, ProbeResult, ProbeStatus};
+
+/// Probes that stop their own work at the timeout (a killed command, an
+/// interrupted query) are waited for this much longer, so the report comes
+/// after the cleanup and says what happened.
+const CLEANUP_SLACK: Duration = Duration::from_secs(8);
+
+/// Runs the app's probes carrying one of `tags` (all when empty), all at
+/// once; results in config order.
+pub async fn run_app(app_name: &str, app: &AppConfig, tags: &[String]) -> ProbeReport {
+    let app = Arc::new(app.clone());
+    let mut set = tokio::task::JoinSet::new();
+    for (i, probe) in app.probes.iter().enumerate() {
+        if !tags.is_empty() && !probe.tags().iter().any(|t| tags.contains(t)) {
+            continue;
+        }
+        let app = app.clone();
+        set.spawn(async move { (i, run_one(&app, &app.probes[i]).await) });
+    }
+    let mut results: Vec<(usize, ProbeResult)> = set.join_all().await;
+    results.sort_by_key(|(i, _)| *i);
+    ProbeReport {
+        app: app_name.to_string(),
+        results: results.into_iter().map(|(_, r)| r).collect(),
+    }
+}
+
+/// Runs one probe of `app` under its timeout.
+pub async fn run_one(app: &AppConfig, probe: &ProbeConfig) -> ProbeResult {
+    let started = Instant::now();
+    let limit = Duration::from_millis(probe.timeout_ms());
+    let wait = match probe {
+        ProbeConfig::Command(_) | ProbeConfig::Sql(_) => limit + CLEANUP_SLACK,
+        _ => limit,
+    };
+    let check = match tokio::time::timeout(wait, check(app, probe, limit)).await {
+        Ok(c) => c,
+        Err(_) => Check::error(format!("no answer within {} ms", limit.as_millis())),
+    };
+    ProbeResult {
+        name: probe.name().to_string(),
+        kind: probe.kind().to_string(),
+        severity: probe.severity(),
+        status: check.status,
+        value: check.value,
+        threshold: threshold(probe),
+        duration_ms: started.elapsed().as_millis() as u64,
+        message: check.message,
+    }
+}
+
+async fn check(app: &AppConfig, probe: &ProbeConfig, limit: Duration) -> Check {
+    match probe {
+        ProbeConfig::Http(p) => http::check(p).await,
+        ProbeConfig::Tcp(p) => net::tcp(p).await,
+        ProbeConfig::Tls(p) => net::tls(p).await,
+        ProbeConfig::Dns(p) => net::dns(p).await,
+        ProbeConfig::Sql(p) => sql::check(app, p, limit).await,
+        ProbeConfig::Command(p) => command::check(app, p, limit).await,
+        ProbeConfig::Disk(p) => system::disk(p).await,
+        ProbeConfig::Memory(p) => system::memory(p),
+        ProbeConfig::Load(p) => system::load(p),
+        ProbeConfig::Cpu(p) => system::cpu(p).await,
+        ProbeConfig::Process(p) => system::process(p).await,
+        ProbeConfig::File(p) => files::check(p).await,
+    }
+}
+
+/// What the probe expects, in the words of its config.
+fn threshold(probe: &ProbeConfig) -> Option<String> {
+    let text = match probe {
+        ProbeConfig::Http(p) => http::threshold(p),
+        ProbeConfig::Tcp(_) => "connects".into(),
+        ProbeConfig::Tls(p) => format!("≥ {} days left", p.min_days),
+        ProbeConfig::Dns(p) if p.expect.is_empty() => "resolves".into(),
+        ProbeConfig::Dns(p) => format!("resolves within [{}]", p.expect.join(", ")),
+        ProbeConfig::Sql(p) => match &p.expect {
+            Some(e) => format!("= {e:?}"),
+            None => "the query runs".into(),
+        },
+        ProbeConfig::Command(p) => command::threshold(p),
+        ProbeConfig::Disk(p) => system::minimums(p.min_free_percent, p.min_free_bytes, "free"),
+        ProbeConfig::Memory(p) => {
+            system::minimums(p.min_available_percent, p.min_available_bytes, "available")
+        }
+        ProbeConfig::Load(p) => system::load_threshold(p),
+        ProbeConfig::Cpu(p) => format!("≤ {} % busy", p.max_percent),
+        ProbeConfig::Process(p) => format!("≥ {} running", p.min_count),
+        ProbeConfig::File(p) => match p.max_age_secs {
+            Some(s) => format!("exists, age ≤ {}", age(Duration::from_secs(s))),
+            None => "exists".into(),
+        },
+    };
+    Some(text)
+}
+
+/// Parses every https probe's `ca_file` as the probe will (`check-config`).
+pub fn check_ca_files(config: &AgentConfig) -> Result<(), String> {
+    for (app_name, app) in &config.apps {
+        for (i, probe) in app.probes.iter().enumerate() {
+            if let ProbeConfig::Http(p) = probe
+                && let Some(ca) = &p.ca_file
+            {
+                crate::tls::read_roots(ca)
+                    .map_err(|e| format!("key `apps.{app_name}.probes.{i}.ca_file`: {e}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One probe's finding, before the name, kind and timing are added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Check {
+    pub status: ProbeStatus,
+    pub value: Option<String>,
+    pub message: String,
+}
+
+impl Check {
+    fn pass(value: impl Into<String>, message: impl Into<String>) -> Check {
+        Check {
+            status: ProbeStatus::Pass,
+            value: Some(value.into()),
+            message: message.into(),
+        }
+    }
+
+    fn fail(value: impl Into<String>, message: impl Into<String>) -> Check {
+        Check {
+            status: ProbeStatus::Fail,
+            value: Some(value.into()),
+            message: message.into(),
+        }
+    }
+
+    /// Pass when `ok`, else fail; same value and message either way.
+    fn judge(ok: bool, value: impl Into<String>, message: impl Into<String>) -> Check {
+        if ok {
+            Check::pass(value, message)
+        } else {
+            Check::fail(value, message)
+        }
+    }
+
+    /// The probe could not run.
+    fn error(message: impl Into<String>) -> Check {
+        Check {
+            status: ProbeStatus::Error,
+            value: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Runs blocking work (file system, processes, database clients) off the
+/// async thread.
+async fn blocking(work: impl FnOnce() -> Check + Send + 'static) -> Check {
+    // Boxed: one blocking-task type for every probe kind, not one each.
+    let work: Box<dyn FnOnce() -> Check + Send> = Box::new(work);
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Check::error(format!("the probe stopped unexpectedly: {e}")))
+}
+
+/// "512 B", "12.3 MiB", "1.5 GiB".
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+/// "45 s", "12 min", "3 h 5 min", "2 d 4 h".
+fn age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 if (s % 3600) / 60 == 0 => format!("{} h", s / 3600),
+        3600..86_400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+        _ if (s % 86_400) / 3600 == 0 => format!("{} d", s / 86_400),
+        _ => format!("{} d {} h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// Milliseconds, rounded, for values ("12 ms").
+fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+/// At most `max` characters of an answer quoted in a message.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_read_naturally() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+        assert_eq!(age(Duration::from_secs(45)), "45 s");
+        assert_eq!(age(Duration::from_secs(720)), "12 min");
+        assert_eq!(age(Duration::from_secs(3 * 3600)), "3 h");
+        assert_eq!(age(Duration::from_secs(3 * 3600 + 300)), "3 h 5 min");
+        assert_eq!(age(Duration::from_secs(2 * 86_400 + 4 * 3600)), "2 d 4 h");
+        assert_eq!(clip("abcdef", 3), "abc…");
+        assert_eq!(clip("abc", 3), "abc");
+    }
+}
