@@ -83,6 +83,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("{}: {e}", config.display());
                 return Ok(ExitCode::from(2));
             }
+            if let Err(e) = golive_agent::probe::check_log_formats(&cfg) {
+                eprintln!("{}: {e}", config.display());
+                return Ok(ExitCode::from(2));
+            }
             println!(
                 "{}: ok (agent {}, listen {}, {} app(s): {})",
                 config.display(),

@@ -21,6 +21,7 @@
 mod command;
 mod files;
 mod http;
+mod logs;
 mod net;
 mod sql;
 mod system;
@@ -94,6 +95,7 @@ async fn check(app: &AppConfig, probe: &ProbeConfig, limit: Duration) -> Check {
         ProbeConfig::Cpu(p) => system::cpu(p).await,
         ProbeConfig::Process(p) => system::process(p).await,
         ProbeConfig::File(p) => files::check(p).await,
+        ProbeConfig::AccessLog(p) => logs::check(p).await,
     }
 }
 
@@ -121,8 +123,23 @@ fn threshold(probe: &ProbeConfig) -> Option<String> {
             Some(s) => format!("exists, age ≤ {}", age(Duration::from_secs(s))),
             None => "exists".into(),
         },
+        ProbeConfig::AccessLog(p) => logs::threshold(p),
     };
     Some(text)
+}
+
+/// Compiles every access-log probe's `format` as the probe will, and checks
+/// that a p95 limit has a latency field to read (`check-config`).
+pub fn check_log_formats(config: &AgentConfig) -> Result<(), String> {
+    for (app_name, app) in &config.apps {
+        for (i, probe) in app.probes.iter().enumerate() {
+            if let ProbeConfig::AccessLog(p) = probe {
+                logs::compile(p)
+                    .map_err(|e| format!("key `apps.{app_name}.probes.{i}.format`: {e}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses every https probe's `ca_file` as the probe will (`check-config`).

@@ -44,6 +44,8 @@ pub enum ProbeConfig {
     Process(ProcessProbe),
     /// A file exists (and is recent enough: a cron heartbeat).
     File(FileProbe),
+    /// 5xx share and p95 latency over a window of a tailed access log.
+    AccessLog(AccessLogProbe),
 }
 
 /// `kind = "http"`: one GET (plus redirects when followed).
@@ -293,6 +295,45 @@ pub struct FileProbe {
     pub tags: Vec<String>,
 }
 
+/// `kind = "access-log"`: the share of 5xx answers and the p95 latency over
+/// the last `window_secs`, from an nginx or Apache access log the agent
+/// tails (rotation handled). `format` is "combined" (default), "common", or
+/// the server's own format string (nginx `log_format`, Apache `LogFormat`);
+/// the p95 needs a latency field in it (`$request_time`, `%D`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogProbe {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    #[serde(default = "default_log_window")]
+    pub window_secs: u64,
+    /// More 5xx answers than this share (percent) fail.
+    pub max_error_rate_percent: Option<f64>,
+    /// A slower p95 (milliseconds) fails.
+    pub max_p95_ms: Option<u64>,
+    /// With fewer requests in the window the probe passes without judging
+    /// (a quiet site at 6 a.m. says nothing about its error rate).
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+fn default_log_format() -> String {
+    "combined".into()
+}
+fn default_log_window() -> u64 {
+    300
+}
+fn default_min_requests() -> u64 {
+    20
+}
 fn default_statuses() -> Vec<u16> {
     vec![200]
 }
@@ -339,6 +380,7 @@ macro_rules! each_kind {
             ProbeConfig::Cpu($p) => $e,
             ProbeConfig::Process($p) => $e,
             ProbeConfig::File($p) => $e,
+            ProbeConfig::AccessLog($p) => $e,
         }
     };
 }
@@ -363,6 +405,7 @@ impl ProbeConfig {
             ProbeConfig::Cpu(_) => "cpu",
             ProbeConfig::Process(_) => "process",
             ProbeConfig::File(_) => "file",
+            ProbeConfig::AccessLog(_) => "access-log",
         }
     }
 
@@ -797,6 +840,32 @@ pub(super) fn validate_probes(
                 }
                 if p.max_age_secs == Some(0) {
                     bad_key("max_age_secs", "must be greater than 0".into());
+                }
+            }
+            ProbeConfig::AccessLog(p) => {
+                if !p.path.is_absolute() {
+                    bad_key(
+                        "path",
+                        "must be an absolute path, e.g. \"/var/log/nginx/access.log\"".into(),
+                    );
+                }
+                if !(10..=3600).contains(&p.window_secs) {
+                    bad_key("window_secs", "use 10 to 3600 seconds".into());
+                }
+                if p.max_error_rate_percent.is_none() && p.max_p95_ms.is_none() {
+                    bad_key(
+                        "max_error_rate_percent",
+                        "set max_error_rate_percent and/or max_p95_ms: the probe needs a limit"
+                            .into(),
+                    );
+                }
+                if let Some(r) = p.max_error_rate_percent
+                    && !(0.0..=100.0).contains(&r)
+                {
+                    bad_key("max_error_rate_percent", "use 0 to 100 (percent)".into());
+                }
+                if p.max_p95_ms == Some(0) {
+                    bad_key("max_p95_ms", "must be greater than 0".into());
                 }
             }
         }

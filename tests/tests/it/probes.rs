@@ -1237,3 +1237,179 @@ ca_file = {missing_ca:?}
         run.text()
     );
 }
+
+/// An nginx access-log line stamped now: `status`, latency `secs`.
+fn access_line(status: u16, secs: f64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "127.0.0.1 - - [{:02}/{}/{}:{:02}:{:02}:{:02} +0000] \"GET /shop HTTP/1.1\" {status} 512 \"-\" \"curl/8.0\" {secs:.3}\n",
+        t.day(),
+        MONTHS[t.month() as usize - 1],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+fn append(path: &Path, lines: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open the access log");
+    f.write_all(lines.as_bytes())
+        .expect("append to the access log");
+}
+
+/// Probes (bounded: up to 15 s) until `done` holds for probe `name`.
+fn probe_until(app: &AppConfig, name: &str, done: &dyn Fn(&ProbeResult) -> bool) -> ProbeResult {
+    let started = Instant::now();
+    loop {
+        let report = probe(app, &[]);
+        let r = result(&report, name).clone();
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "probe {name} never got there: {r:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The access-log probe: the 5xx share and p95 over a window of a log that
+/// a test writer appends to, through a logrotate-style rename; a quiet log
+/// is not judged; a p95 limit on a format without latency is a
+/// check-config error naming the key.
+#[test]
+fn issue5_access_log_probe_rates_errors_and_latency_through_rotation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let logs = d.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("access.log");
+    let format = "$remote_addr - $remote_user [$time_local] \\\"$request\\\" $status $body_bytes_sent \\\"$http_referer\\\" \\\"$http_user_agent\\\" $request_time";
+    let mut lines = String::new();
+    for i in 0..100 {
+        lines.push_str(&access_line(if i == 0 { 500 } else { 200 }, 0.040));
+    }
+    append(&log, &lines);
+    let app = shop(
+        d,
+        &format!(
+            "[[apps.shop.probes]]\nkind = \"access-log\"\nname = \"errors\"\npath = {log:?}\n\
+             format = \"{format}\"\nwindow_secs = 300\nmax_error_rate_percent = 5\nmax_p95_ms = 500\n\
+             severity = \"high\"\n\n\
+             [[apps.shop.probes]]\nkind = \"access-log\"\nname = \"quiet\"\npath = {quiet:?}\n\
+             max_error_rate_percent = 1\n",
+            quiet = logs.join("quiet.log"),
+        ),
+    );
+
+    // 1 % 5xx, p95 about 40 ms: within limits.
+    let r = probe_until(&app, "errors", &|r| {
+        r.value
+            .as_deref()
+            .is_some_and(|v| v.contains("of 100 requests"))
+    });
+    assert_eq!(r.status, ProbeStatus::Pass, "{r:#?}");
+    let value = r.value.clone().unwrap();
+    assert!(
+        value.starts_with("1.00 % 5xx of 100 requests, p95 "),
+        "{value}"
+    );
+    let p95: f64 = value
+        .rsplit("p95 ")
+        .next()
+        .and_then(|v| v.trim_end_matches(" ms").parse().ok())
+        .unwrap_or_else(|| panic!("no p95 in {value}"));
+    assert!((38.0..=42.0).contains(&p95), "{value}");
+    assert!(
+        r.threshold
+            .as_deref()
+            .is_some_and(|t| t.contains("5xx ≤ 5 %") && t.contains("p95 ≤ 500 ms")),
+        "{r:#?}"
+    );
+    // A log with no traffic (it does not even exist yet) is not judged.
+    let quiet = result(&probe(&app, &[]), "quiet").clone();
+    assert_eq!(quiet.status, ProbeStatus::Pass, "{quiet:#?}");
+    assert!(quiet.message.contains("too few to judge"), "{quiet:#?}");
+
+    // A burst of slow 500s: the share and the p95 both go over.
+    let mut burst = String::new();
+    for _ in 0..20 {
+        burst.push_str(&access_line(502, 0.900));
+    }
+    append(&log, &burst);
+    let r = probe_until(&app, "errors", &|r| r.status == ProbeStatus::Fail);
+    assert!(
+        r.value
+            .as_deref()
+            .is_some_and(|v| v.starts_with("17.50 % 5xx of 120 requests")),
+        "{r:#?}"
+    );
+    assert!(
+        r.message.contains("5xx share 17.50 % is above 5 %")
+            && r.message.contains(" ms is above 500 ms"),
+        "{r:#?}"
+    );
+
+    // logrotate `create`: the log is renamed and a new one starts; the
+    // tailer reads the new file and the window keeps the old lines.
+    std::fs::rename(&log, logs.join("access.log.1")).unwrap();
+    let mut fresh = String::new();
+    for _ in 0..200 {
+        fresh.push_str(&access_line(200, 0.010));
+    }
+    append(&log, &fresh);
+    let r = probe_until(&app, "errors", &|r| {
+        r.value
+            .as_deref()
+            .is_some_and(|v| v.contains("of 320 requests"))
+    });
+    assert!(
+        r.value
+            .as_deref()
+            .is_some_and(|v| v.starts_with("6.56 % 5xx of 320 requests")),
+        "{r:#?}"
+    );
+    assert_eq!(
+        r.status,
+        ProbeStatus::Fail,
+        "6.56 % is still above 5 %: {r:#?}"
+    );
+
+    // check-config: a p95 limit needs a latency field in the format.
+    let pki = TestPki::new(d);
+    let (cert, key) = pki.agent("logs-agent", &["127.0.0.177"]);
+    let config = d.join("bad-format.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nname = \"logs-agent\"\nlisten = \"127.0.0.177:0\"\nstate_dir = \"state\"\n\n\
+             [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n\
+             [apps.shop]\nroot = {root:?}\n\n\
+             [[apps.shop.probes]]\nkind = \"access-log\"\nname = \"errors\"\npath = {log:?}\n\
+             format = \"common\"\nmax_p95_ms = 500\n",
+            ca = pki.ca(),
+            root = d.join("srv/shop"),
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(bin("golive-agent"));
+    cmd.args(["check-config", "--config"]).arg(&config);
+    let run = run_bounded(cmd, Duration::from_secs(30));
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr.contains("key `apps.shop.probes.0.format`")
+            && run.stderr.contains("has no latency field"),
+        "{}",
+        run.text()
+    );
+}
