@@ -48,8 +48,11 @@ use tar::{Builder, EntryType, Header};
 use super::stream::{HashingFile, Tracked, Written, finish_zstd, io_err, zstd_writer};
 use super::{BackupError, Progress};
 
-/// Read buffer per archived file: large reads keep throughput near `tar`.
+/// Read buffer of a restore.
 const READ_BUF: usize = 256 * 1024;
+/// File bodies of a dump are read into one buffer of this size and handed
+/// to zstd whole: one zstd job's worth per call.
+const BODY_BUF: usize = 1024 * 1024;
 /// Progress is reported every this many bytes (not per file: trees can
 /// hold millions of small files).
 const PROGRESS_EVERY: u64 = 1 << 20;
@@ -118,11 +121,12 @@ pub fn dump(
     let mut enc = zstd_writer(HashingFile::create(&out)?, level)?;
     enc.include_checksum(true)
         .map_err(|e| io_err("cannot configure zstd for", &out, e))?;
-    // tar copies file bodies in 8 KiB writes; each multithreaded zstd call
-    // has bookkeeping, so hand zstd 1 MiB at a time (docs/bench-backup.md).
+    // Each multithreaded zstd call has bookkeeping: gather headers and small
+    // files before handing them to zstd (docs/bench-backup.md).
     let mut tar = Builder::new(io::BufWriter::with_capacity(ZSTD_FEED, enc));
     tar.follow_symlinks(false);
     let mut stats = FilesStats::default();
+    let mut buf = vec![0u8; BODY_BUF];
     let mut done = 0u64;
     let mut reported = 0u64;
     for (i, (top, meta)) in tops.iter().zip(&metas).enumerate() {
@@ -140,6 +144,7 @@ pub fn dump(
                 rel.as_os_str().is_empty(),
                 &mut Ctx {
                     stats: &mut stats,
+                    buf: &mut buf,
                     done: &mut done,
                     reported: &mut reported,
                     progress: &mut *progress,
@@ -603,6 +608,8 @@ fn list(dir: &Path) -> Result<Option<Vec<OsString>>, BackupError> {
 
 struct Ctx<'a, 'p> {
     stats: &'a mut FilesStats,
+    /// File bodies are read into this (one allocation per backup).
+    buf: &'a mut [u8],
     done: &'a mut u64,
     reported: &'a mut u64,
     progress: &'a mut (dyn FnMut(u64) + 'p),
@@ -610,8 +617,9 @@ struct Ctx<'a, 'p> {
 
 type Out = io::BufWriter<zstd::stream::write::Encoder<'static, HashingFile>>;
 
-/// Bytes buffered between tar and zstd.
-const ZSTD_FEED: usize = 1024 * 1024;
+/// Bytes buffered between tar and zstd: headers and small files are
+/// gathered; a body chunk of this size or more goes to zstd directly.
+const ZSTD_FEED: usize = 256 * 1024;
 
 /// Appends one walked path as entry `name`.
 fn append(
@@ -672,30 +680,14 @@ fn append(
         header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
         header.set_entry_type(EntryType::Regular);
         let size = meta.len();
-        let cap = usize::try_from(size)
-            .unwrap_or(READ_BUF)
-            .clamp(8192, READ_BUF);
-        let mut body = Body {
-            file: BufReader::with_capacity(cap, f),
-            left: size,
-            failed: None,
-            done: &mut *cx.done,
-            reported: &mut *cx.reported,
-            progress: &mut *cx.progress,
-        };
-        let r = tar.append_data(&mut header, name, &mut body);
-        let failed = body.failed.take();
-        let short = body.left;
-        if let Err(e) = r {
-            return Err(match failed {
-                Some(Failure::Read) => io_err("cannot read", abs, e),
-                Some(Failure::Shrunk) => changed(
-                    abs,
-                    &format!("shrank while it was archived ({short} of {size} bytes missing)"),
-                ),
-                None => write_err(tar, e),
-            });
-        }
+        header.set_size(size);
+        // The tar crate copies bodies 8 KiB at a time through two buffers;
+        // it writes the header (and a GNU long-name entry when the name needs
+        // one) and we stream the body ourselves, file -> one large buffer ->
+        // zstd (docs/bench-backup.md). An empty reader writes no body.
+        tar.append_data(&mut header, name, io::empty())
+            .map_err(|e| write_err(tar, e))?;
+        body(tar, f, size, abs, cx)?;
         cx.stats.files += 1;
         cx.stats.bytes += size;
         if *cx.done - *cx.reported >= PROGRESS_EVERY {
@@ -706,58 +698,57 @@ fn append(
     Ok(())
 }
 
+/// Streams exactly `size` bytes of `f` (the size in the header already
+/// written) and the zero padding to the next 512-byte block, counting them
+/// into the running total with throttled progress.
+fn body(
+    tar: &mut Builder<Out>,
+    mut f: File,
+    size: u64,
+    abs: &Path,
+    cx: &mut Ctx,
+) -> Result<(), BackupError> {
+    let mut left = size;
+    while left > 0 {
+        let want = cx
+            .buf
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match f.read(&mut cx.buf[..want]) {
+            Ok(0) => {
+                return Err(changed(
+                    abs,
+                    &format!("shrank while it was archived ({left} of {size} bytes missing)"),
+                ));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err("cannot read", abs, e)),
+        };
+        tar.get_mut()
+            .write_all(&cx.buf[..n])
+            .map_err(|e| tar.get_ref().get_ref().get_ref().write_err(e))?;
+        left -= n as u64;
+        *cx.done += n as u64;
+        if *cx.done - *cx.reported >= PROGRESS_EVERY {
+            *cx.reported = *cx.done;
+            (cx.progress)(*cx.done);
+        }
+    }
+    let pad = (BLOCK - size % BLOCK) % BLOCK;
+    tar.get_mut()
+        .write_all(&[0u8; BLOCK as usize][..pad as usize])
+        .map_err(|e| tar.get_ref().get_ref().get_ref().write_err(e))
+}
+
+/// tar's block size: every entry's body is padded to a multiple of it.
+const BLOCK: u64 = 512;
+
 fn changed(path: &Path, what: &str) -> BackupError {
     BackupError::Invalid(format!(
         "{} {what} during the backup; run the backup again (ideally with the app's writers paused)",
         path.display()
     ))
-}
-
-enum Failure {
-    Read,
-    Shrunk,
-}
-
-/// A file's body for tar: exactly `left` bytes (the size in the header),
-/// counted into the running total with throttled progress.
-struct Body<'a, 'p> {
-    file: BufReader<File>,
-    left: u64,
-    failed: Option<Failure>,
-    done: &'a mut u64,
-    reported: &'a mut u64,
-    progress: &'a mut (dyn FnMut(u64) + 'p),
-}
-
-impl Read for Body<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = match self.file.read(&mut buf[..want]) {
-            Ok(0) => {
-                self.failed = Some(Failure::Shrunk);
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
-            }
-            Ok(n) => n,
-            Err(e) => {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    self.failed = Some(Failure::Read);
-                }
-                return Err(e);
-            }
-        };
-        self.left -= n as u64;
-        *self.done += n as u64;
-        if *self.done - *self.reported >= PROGRESS_EVERY {
-            *self.reported = *self.done;
-            (self.progress)(*self.done);
-        }
-        Ok(n)
-    }
 }
 
 /// Where a target really is: a symlink target is restored where it points,

@@ -28,17 +28,45 @@ pub struct Written {
 /// Bytes written between two background write-back flushes.
 const FLUSH_EVERY: u64 = 32 * 1024 * 1024;
 
+/// Output is handed to the writer thread in chunks of this size.
+const CHUNK: usize = 256 * 1024;
+/// Full chunks queued for the writer thread. Memory in flight is at most
+/// (QUEUE + 2) chunks: this many queued, one being written, one being filled.
+const QUEUE: usize = 2;
+
 /// A file that hashes and counts everything written to it.
+///
+/// Writing and sha256 run on a writer thread of their own, fed chunks over a
+/// bounded queue: on a small host the thread that produces the stream (tar,
+/// zstd's input side) is the bottleneck, and hashing is a quarter of its
+/// work (docs/bench-backup.md). A write error on that thread (ENOSPC) is
+/// returned by the next `write`, or by `finish`, with its OS error intact.
 pub struct HashingFile {
     path: PathBuf,
-    file: Option<io::BufWriter<File>>,
-    hasher: Sha256,
+    /// The chunk being filled.
+    chunk: Vec<u8>,
+    /// Bytes accepted so far (queued or written).
     bytes: u64,
-    /// Background `fdatasync` of a cloned fd, so the disk writes while we
-    /// compress and the final fsync has little left to flush (tar + zstd
-    /// never fsyncs; a backup must).
-    flusher: Option<(std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>)>,
-    flushed_at: u64,
+    writer: Option<Writer>,
+    /// Set once the writer has stopped: what it left behind.
+    tail: Option<Tail>,
+    finished: bool,
+}
+
+struct Writer {
+    full: std::sync::mpsc::SyncSender<Vec<u8>>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Tail>,
+}
+
+/// What the writer thread hands back when it stops.
+struct Tail {
+    /// None if the thread panicked.
+    file: Option<File>,
+    hasher: Sha256,
+    written: u64,
+    error: Option<io::Error>,
 }
 
 impl HashingFile {
@@ -49,22 +77,26 @@ impl HashingFile {
             .create_new(true)
             .open(path)
             .map_err(|e| io_err("cannot create", path, e))?;
-        let flusher = file.try_clone().ok().map(|clone| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-            let handle = std::thread::spawn(move || {
-                while rx.recv().is_ok() {
-                    let _ = clone.sync_data();
-                }
-            });
-            (tx, handle)
-        });
+        let (full, full_rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let (empty_tx, empty) = std::sync::mpsc::sync_channel(QUEUE + 2);
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = failed.clone();
+        let handle = std::thread::Builder::new()
+            .name("backup-writer".into())
+            .spawn(move || write_loop(file, full_rx, empty_tx, flag))
+            .map_err(|e| io_err("cannot start the writer thread for", path, e))?;
         Ok(HashingFile {
             path: path.to_path_buf(),
-            file: Some(io::BufWriter::with_capacity(BUF, file)),
-            hasher: Sha256::new(),
+            chunk: Vec::with_capacity(CHUNK),
             bytes: 0,
-            flusher,
-            flushed_at: 0,
+            writer: Some(Writer {
+                full,
+                empty,
+                failed,
+                handle,
+            }),
+            tail: None,
+            finished: false,
         })
     }
 
@@ -76,24 +108,64 @@ impl HashingFile {
         &self.path
     }
 
-    fn stop_flusher(&mut self) {
-        if let Some((tx, handle)) = self.flusher.take() {
-            drop(tx);
-            let _ = handle.join();
+    /// Stops the writer thread (after it has written what is queued).
+    fn stop(&mut self) -> &mut Tail {
+        if let Some(w) = self.writer.take() {
+            drop(w.full);
+            let tail = w.handle.join().unwrap_or_else(|_| Tail {
+                file: None,
+                hasher: Sha256::new(),
+                written: 0,
+                error: Some(io::Error::other("the backup writer thread panicked")),
+            });
+            self.tail = Some(tail);
         }
+        self.tail.as_mut().expect("stopped writer leaves a tail")
+    }
+
+    /// The writer's error (taken once; later calls get a generic one).
+    fn writer_error(&mut self) -> io::Error {
+        self.stop()
+            .error
+            .take()
+            .unwrap_or_else(|| io::Error::other("an earlier write to this backup failed"))
+    }
+
+    /// Queues the current chunk for the writer thread.
+    fn send(&mut self) -> io::Result<()> {
+        let Some(w) = &self.writer else {
+            return Err(self.writer_error());
+        };
+        let next = w
+            .empty
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.chunk, next);
+        if w.full.send(full).is_err() {
+            return Err(self.writer_error());
+        }
+        Ok(())
     }
 
     /// Flushes and fsyncs; the file stays.
     pub fn finish(mut self) -> Result<Written, BackupError> {
-        self.stop_flusher();
-        let mut w = self.file.take().expect("finish called once");
-        w.flush().map_err(|e| self.write_err(e))?;
-        let file = w.into_inner().map_err(|e| self.write_err(e.into_error()))?;
+        if !self.chunk.is_empty() {
+            self.send().map_err(|e| self.write_err(e))?;
+        }
+        let tail = self.stop();
+        if let Some(e) = tail.error.take() {
+            return Err(self.write_err(e));
+        }
+        let tail = self.tail.take().expect("stopped");
+        let file = tail
+            .file
+            .expect("a writer that reports no error kept its file");
         file.sync_all().map_err(|e| self.write_err(e))?;
+        self.finished = true;
         Ok(Written {
             path: self.path.clone(),
-            bytes: self.bytes,
-            sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
+            bytes: tail.written,
+            sha256: hex::encode(tail.hasher.finalize()),
         })
     }
 
@@ -103,30 +175,97 @@ impl HashingFile {
     }
 }
 
+/// The writer thread: writes and hashes chunks in order, starts background
+/// write-back every [`FLUSH_EVERY`] bytes, returns emptied chunks for reuse.
+/// After a write error it stops writing but keeps draining, so the producer
+/// never blocks on a full queue; the error is handed back at the end.
+fn write_loop(
+    mut file: File,
+    full: std::sync::mpsc::Receiver<Vec<u8>>,
+    empty: std::sync::mpsc::SyncSender<Vec<u8>>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Tail {
+    // Background `fdatasync` of a cloned fd, so the disk writes while we
+    // compress and the final fsync has little left to flush (tar + zstd
+    // never fsyncs; a backup must).
+    let flusher = file.try_clone().ok().map(|clone| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let handle = std::thread::spawn(move || {
+            while rx.recv().is_ok() {
+                let _ = clone.sync_data();
+            }
+        });
+        (tx, handle)
+    });
+    let mut hasher = Sha256::new();
+    let (mut written, mut flushed_at) = (0u64, 0u64);
+    let mut error = None;
+    for mut chunk in full {
+        if error.is_none() {
+            match file.write_all(&chunk) {
+                Ok(()) => {
+                    hasher.update(&chunk);
+                    written += chunk.len() as u64;
+                    if written - flushed_at >= FLUSH_EVERY
+                        && let Some((tx, _)) = &flusher
+                    {
+                        flushed_at = written;
+                        // Busy flusher: skip this tick rather than wait for the disk.
+                        let _ = tx.try_send(());
+                    }
+                }
+                Err(e) => {
+                    error = Some(e);
+                    failed.store(true, std::sync::atomic::Ordering::Release);
+                }
+            }
+        }
+        chunk.clear();
+        let _ = empty.try_send(chunk);
+    }
+    if let Some((tx, handle)) = flusher {
+        drop(tx);
+        let _ = handle.join();
+    }
+    Tail {
+        file: Some(file),
+        hasher,
+        written,
+        error,
+    }
+}
+
 impl Write for HashingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.as_mut().expect("not finished").write(buf)?;
-        self.hasher.update(&buf[..n]);
+        match &self.writer {
+            Some(w) if !w.failed.load(std::sync::atomic::Ordering::Acquire) => {}
+            _ => return Err(self.writer_error()),
+        }
+        let n = buf.len().min(CHUNK - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
         self.bytes += n as u64;
-        if self.bytes - self.flushed_at >= FLUSH_EVERY
-            && let Some((tx, _)) = &self.flusher
-        {
-            self.flushed_at = self.bytes;
-            // Busy flusher: skip this tick rather than wait for the disk.
-            let _ = tx.try_send(());
+        if self.chunk.len() == CHUNK {
+            self.send()?;
         }
         Ok(n)
     }
 
+    /// Hands the partial chunk to the writer thread (it is on its way to the
+    /// kernel, not on disk: only [`HashingFile::finish`] syncs).
     fn flush(&mut self) -> io::Result<()> {
-        self.file.as_mut().expect("not finished").flush()
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        self.send()
     }
 }
 
 impl Drop for HashingFile {
     fn drop(&mut self) {
-        self.stop_flusher();
-        if self.file.take().is_some() {
+        if self.writer.is_some() || self.tail.is_some() {
+            self.stop();
+        }
+        if !self.finished {
             // Unfinished: never leave a partial file that could pass for a backup.
             let _ = std::fs::remove_file(&self.path);
         }
@@ -277,6 +416,27 @@ mod tests {
         g.write_all(b"partial").unwrap();
         drop(g);
         assert!(!q.exists());
+    }
+
+    #[test]
+    fn hashes_many_chunks_in_order_through_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big");
+        let data: Vec<u8> = (0..(3 * CHUNK + 17))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let mut f = HashingFile::create(&p).unwrap();
+        // Odd-sized writes, a flush in the middle: chunk edges anywhere.
+        for (i, piece) in data.chunks(70_001).enumerate() {
+            f.write_all(piece).unwrap();
+            if i == 3 {
+                f.flush().unwrap();
+            }
+        }
+        assert_eq!(f.bytes(), data.len() as u64);
+        let w = f.finish().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), data);
+        assert_eq!(hash_file(&p).unwrap(), (data.len() as u64, w.sha256));
     }
 
     #[test]
