@@ -947,7 +947,8 @@ impl<'a> Pg<'a> {
     fn query(&self, sql: &str, what: &str) -> Result<String, MigrateError> {
         let mut cmd = self.psql()?;
         cmd.args(["-F", "\t", "-c", sql]);
-        tools::run(cmd, what).map_err(|e| tools::redact(e, self.password.as_deref()).into())
+        tools::run(cmd, what, self.db.tool_timeout())
+            .map_err(|e| tools::redact(e, self.password.as_deref()).into())
     }
 }
 
@@ -976,7 +977,12 @@ impl Remote for Pg<'_> {
     }
 
     fn run_script(&self, script: &str) -> Result<(), BackupError> {
-        feed_script(self.psql()?, script, self.password.as_deref())
+        feed_script(
+            self.psql()?,
+            script,
+            self.password.as_deref(),
+            self.db.tool_timeout(),
+        )
     }
 
     fn prologue(&self, wait: Duration) -> String {
@@ -1091,7 +1097,7 @@ impl Remote for My<'_> {
             "SELECT COUNT(*) FROM information_schema.tables \
              WHERE table_schema = DATABASE() AND table_name = 'golive_migrations'",
         ]);
-        let exists = tools::run(cmd, "migrations table")
+        let exists = tools::run(cmd, "migrations table", self.db.tool_timeout())
             .map_err(|e| tools::redact(e, self.password.as_deref()))?;
         if exists.trim() == "0" {
             return Ok(Vec::new());
@@ -1102,13 +1108,18 @@ impl Remote for My<'_> {
             "SELECT version, name, checksum, applied_at, duration_ms, IFNULL(deployment, '') \
              FROM golive_migrations ORDER BY version",
         ]);
-        let out = tools::run(cmd, "applied migrations")
+        let out = tools::run(cmd, "applied migrations", self.db.tool_timeout())
             .map_err(|e| tools::redact(e, self.password.as_deref()))?;
         parse_rows(&out, "mariadb")
     }
 
     fn run_script(&self, script: &str) -> Result<(), BackupError> {
-        feed_script(self.client()?, script, self.password.as_deref())
+        feed_script(
+            self.client()?,
+            script,
+            self.password.as_deref(),
+            self.db.tool_timeout(),
+        )
     }
 
     fn prologue(&self, wait: Duration) -> String {
@@ -1163,12 +1174,14 @@ fn feed_script(
     cmd: std::process::Command,
     script: &str,
     password: Option<&str>,
+    timeout: Duration,
 ) -> Result<(), BackupError> {
     tools::stream_in(
         cmd,
         &mut script.as_bytes(),
         Path::new("migration script"),
         &mut |_| {},
+        timeout,
     )
     .map_err(|e| tools::redact(e, password))
 }

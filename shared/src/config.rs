@@ -324,6 +324,15 @@ pub struct PostgresDb {
     pub password_file: Option<PathBuf>,
     /// Directory of pg_dump, pg_restore, psql, createdb, dropdb; default: PATH.
     pub bin_dir: Option<PathBuf>,
+    /// Deadline of any one client tool run against this database (a dump,
+    /// a restore, a query, a migration script); past it the tool is killed
+    /// and the step fails with an error that says so.
+    #[serde(default = "default_tool_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_tool_timeout() -> u64 {
+    3600
 }
 
 fn default_pg_host() -> String {
@@ -350,6 +359,21 @@ pub struct MariadbDb {
     pub password_file: Option<PathBuf>,
     /// Directory of mariadb-dump/mysqldump and mariadb/mysql; default: PATH.
     pub bin_dir: Option<PathBuf>,
+    /// Deadline of any one client tool run (see [`PostgresDb::timeout_secs`]).
+    #[serde(default = "default_tool_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl PostgresDb {
+    pub fn tool_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_secs)
+    }
+}
+
+impl MariadbDb {
+    pub fn tool_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_secs)
+    }
 }
 
 fn default_mariadb_port() -> u16 {
@@ -899,6 +923,17 @@ fn validate_backups(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String,
             && !s.path.is_absolute()
         {
             bad(key("path"), "must be an absolute path".into());
+        }
+        let timeout = match db {
+            DatabaseConfig::Sqlite(_) => None,
+            DatabaseConfig::Postgres(d) => Some(d.timeout_secs),
+            DatabaseConfig::Mariadb(d) => Some(d.timeout_secs),
+        };
+        if timeout == Some(0) {
+            bad(
+                key("timeout_secs"),
+                "must be at least 1 (seconds a client tool may run; default 3600)".into(),
+            );
         }
         for tool in db.tools() {
             if find_tool(tool, db.bin_dir()).is_none() {

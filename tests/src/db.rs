@@ -266,15 +266,23 @@ impl TestPostgres {
     /// Runs SQL through the local socket (trust) as `user` in `dbname`;
     /// returns unaligned, tuples-only output. Panics on an SQL error.
     pub fn psql_as(&self, user: &str, dbname: &str, sql: &str) -> String {
+        let cmd = self.psql_command(user, dbname, sql);
+        let run = run_bounded(cmd, Duration::from_secs(60));
+        assert_eq!(run.code, 0, "psql failed on {sql:?}: {}", run.text());
+        run.stdout
+    }
+
+    /// The `psql` command [`TestPostgres::psql_as`] runs, for a test that
+    /// needs a session of its own (e.g. one holding a lock); the caller
+    /// spawns it and must kill it.
+    pub fn psql_command(&self, user: &str, dbname: &str, sql: &str) -> Command {
         let mut cmd = Command::new(self.bindir.join("psql"));
         cmd.arg("-h")
             .arg(&self.sockdir)
             .args(["-p", &self.port.to_string(), "-U", user, "-d", dbname])
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .env_remove("PGPASSWORD");
-        let run = run_bounded(cmd, Duration::from_secs(60));
-        assert_eq!(run.code, 0, "psql failed on {sql:?}: {}", run.text());
-        run.stdout
+        cmd
     }
 
     /// SQL as `golive` in `shop` (the app's own connection).
@@ -297,6 +305,7 @@ impl TestPostgres {
             dbname: "shop".into(),
             password_file: Some(self.password_file.clone()),
             bin_dir: Some(self.bindir.clone()),
+            timeout_secs: 600,
         }
     }
 
@@ -535,6 +544,7 @@ impl TestMariadb {
             database: "shop".into(),
             password_file: Some(self.password_file.clone()),
             bin_dir: None,
+            timeout_secs: 600,
         }
     }
 

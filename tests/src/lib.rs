@@ -510,3 +510,14 @@ pub fn app_toml(name: &str, root: &Path, probe_url: &str) -> String {
 }
 
 pub mod db;
+
+/// A helper process a test spawned (a lock holder, a renamed `sleep`),
+/// killed and reaped on drop, so it never outlives the test, even on failure.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -184,7 +184,7 @@ impl Conn {
             "-e",
             sql,
         ]);
-        tools::run(cmd, what)
+        tools::run(cmd, what, db.tool_timeout())
             .map(|s| s.trim().to_string())
             .map_err(|e| self.redact(e))
     }
@@ -261,7 +261,7 @@ pub fn dump(
     ]);
     let path = out_dir.join(format!("{}.sql.zst", db.name));
     let mut enc = zstd_writer(HashingFile::create(&path)?, level)?;
-    tools::stream_out(cmd, &mut enc, &path, progress)
+    tools::stream_out(cmd, &mut enc, &path, progress, db.tool_timeout())
         .map_err(|e| conn.redact(e))
         .map_err(|e| e.with_written(enc.get_ref().bytes()))?;
     finish_zstd(enc).map_err(|e| match e {
@@ -351,7 +351,7 @@ fn drop_everything(conn: &Conn, db: &MariadbDb) -> Result<String, BackupError> {
         "-e",
         &sql,
     ]);
-    tools::run(cmd, "list the tables to replace").map_err(|e| conn.redact(e))
+    tools::run(cmd, "list the tables to replace", db.tool_timeout()).map_err(|e| conn.redact(e))
 }
 
 /// Restores a dump into the live database (after checking it is complete)
@@ -374,7 +374,8 @@ pub fn restore(db: &MariadbDb, file: &Path) -> Result<String, BackupError> {
     let dec = zstd::stream::read::Decoder::new(f)
         .map_err(|e| io_err("cannot start zstd for", file, e))?;
     let mut input = io::Cursor::new(prefix.into_bytes()).chain(dec);
-    tools::stream_in(cmd, &mut input, file, &mut |_| {}).map_err(|e| conn.redact(e))?;
+    tools::stream_in(cmd, &mut input, file, &mut |_| {}, db.tool_timeout())
+        .map_err(|e| conn.redact(e))?;
     let one = conn.query(db, "SELECT 1", "check after restore")?;
     if one != "1" {
         return Err(BackupError::Invalid(format!(

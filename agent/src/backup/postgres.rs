@@ -98,7 +98,7 @@ impl Conn {
             "-c",
             sql,
         ]);
-        tools::run(cmd, what)
+        tools::run(cmd, what, db.tool_timeout())
             .map(|s| s.trim().to_string())
             .map_err(|e| self.redact(e))
     }
@@ -150,7 +150,8 @@ pub fn dump(db: &PostgresDb, out_dir: &Path, progress: Progress) -> Result<Writt
     cmd.args(["-F", "c", "-d"]).arg(&db.dbname);
     let path = out_dir.join(format!("{}.pgdump", db.name));
     let mut file = HashingFile::create(&path)?;
-    tools::stream_out(cmd, &mut file, &path, progress).map_err(|e| conn.redact(e))?;
+    tools::stream_out(cmd, &mut file, &path, progress, db.tool_timeout())
+        .map_err(|e| conn.redact(e))?;
     file.finish()
 }
 
@@ -170,7 +171,7 @@ pub fn verify(db: &PostgresDb, file: &Path) -> Result<String, BackupError> {
         .arg("--maintenance-db")
         .arg(&db.dbname)
         .args(["-T", "template0", &scratch]);
-    tools::run(create, "create scratch database").map_err(|e| conn.redact(e))?;
+    tools::run(create, "create scratch database", db.tool_timeout()).map_err(|e| conn.redact(e))?;
 
     let result = (|| {
         let mut restore = conn.cmd(db, "pg_restore")?;
@@ -183,7 +184,7 @@ pub fn verify(db: &PostgresDb, file: &Path) -> Result<String, BackupError> {
                 &scratch,
             ])
             .arg(file);
-        tools::run(restore, "test restore").map_err(|e| conn.redact(e))?;
+        tools::run(restore, "test restore", db.tool_timeout()).map_err(|e| conn.redact(e))?;
         conn.count_tables(db, &scratch)
     })();
 
@@ -191,7 +192,8 @@ pub fn verify(db: &PostgresDb, file: &Path) -> Result<String, BackupError> {
     drop.arg("--maintenance-db")
         .arg(&db.dbname)
         .args(["--if-exists", &scratch]);
-    let dropped = tools::run(drop, "drop scratch database").map_err(|e| conn.redact(e));
+    let dropped =
+        tools::run(drop, "drop scratch database", db.tool_timeout()).map_err(|e| conn.redact(e));
 
     match (result, dropped) {
         (Ok(n), Ok(_)) => Ok(format!("test restore ok, {n} tables")),
@@ -209,7 +211,7 @@ fn dump_schemas(db: &PostgresDb, file: &Path) -> Result<Vec<String>, BackupError
     let tool = tools::find(&["pg_restore"], db.bin_dir.as_deref())?;
     let mut cmd = tool.command();
     cmd.arg("-l").arg(file);
-    let toc = tools::run(cmd, "read the dump's table of contents")?;
+    let toc = tools::run(cmd, "read the dump's table of contents", db.tool_timeout())?;
     Ok(parse_toc_schemas(&toc))
 }
 
@@ -487,7 +489,7 @@ pub fn restore(db: &PostgresDb, file: &Path) -> Result<String, BackupError> {
         "-",
     ]);
     let mut input = io::Cursor::new(prefix.into_bytes()).chain(&mut sql);
-    let loaded = tools::stream_in(psql, &mut input, file, &mut |_| {});
+    let loaded = tools::stream_in(psql, &mut input, file, &mut |_| {}, db.tool_timeout());
     drop(input);
     if let Some(failure) = sql.failure.take() {
         return Err(rolled_back(conn.redact(failure)));

@@ -1,14 +1,20 @@
 //! Running database client tools (pg_dump, mariadb-dump, psql, ...) safely:
 //! no shell, secrets only in the environment or a private option file (never
 //! in argv, which `/proc` shows to every user), stderr captured in a bounded
-//! tail for error messages, output streamed rather than buffered, and every
-//! child killed and reaped if the caller gives up early (errors, panics).
+//! tail for error messages, output streamed rather than buffered, every run
+//! under a deadline (the database's `timeout_secs`: a dump stuck behind a
+//! lock must not hold a deployment forever), and every child killed and
+//! reaped if the caller gives up early (errors, panics).
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::stream::io_err;
 use super::{BackupError, Progress};
@@ -192,10 +198,41 @@ impl StderrTail {
     }
 }
 
-/// A spawned child that is killed and reaped if dropped before [`Guard::wait`].
+/// A spawned child that is killed and reaped if dropped before [`Guard::wait`],
+/// and killed by its watchdog if it outlives its deadline.
 struct Guard {
     child: Option<Child>,
     tool: String,
+    timeout: Duration,
+    watchdog: Option<Watchdog>,
+}
+
+/// Kills the child (SIGKILL) when the deadline passes. It is always disarmed
+/// before the child is reaped, so it can never signal a recycled pid.
+struct Watchdog {
+    disarm: SyncSender<()>,
+    handle: JoinHandle<()>,
+    fired: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    fn start(pid: u32, timeout: Duration) -> Watchdog {
+        let (disarm, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = fired.clone();
+        let handle = std::thread::spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(timeout) {
+                flag.store(true, Ordering::Release);
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        });
+        Watchdog {
+            disarm,
+            handle,
+            fired,
+        }
+    }
 }
 
 impl Guard {
@@ -203,6 +240,7 @@ impl Guard {
         mut cmd: Command,
         stdin: Stdio,
         stdout: Stdio,
+        timeout: Duration,
     ) -> Result<(Guard, StderrTail), BackupError> {
         let tool = tool_name(&cmd);
         let mut child = cmd
@@ -218,11 +256,14 @@ impl Guard {
                     Path::new(cmd.get_program()).display()
                 ),
             })?;
+        let watchdog = Some(Watchdog::start(child.id(), timeout));
         let tail = StderrTail::spawn(child.stderr.take().expect("stderr piped"));
         Ok((
             Guard {
                 child: Some(child),
                 tool,
+                timeout,
+                watchdog,
             },
             tail,
         ))
@@ -232,27 +273,65 @@ impl Guard {
         self.child.as_mut().expect("child present until wait")
     }
 
-    fn wait(mut self) -> io::Result<ExitStatus> {
+    /// Stops the watchdog; true if it had already killed the child.
+    fn disarm(&mut self) -> bool {
+        match self.watchdog.take() {
+            Some(w) => {
+                let _ = w.disarm.try_send(());
+                let _ = w.handle.join();
+                w.fired.load(Ordering::Acquire)
+            }
+            None => false,
+        }
+    }
+
+    /// Waits for the child to exit (the watchdog still armed), then disarms
+    /// and reaps it. Returns the status and whether the deadline killed it.
+    fn wait(mut self) -> (io::Result<ExitStatus>, bool) {
         let mut child = self.child.take().expect("wait called once");
-        child.wait()
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        // WNOWAIT: the child stays a zombie (its pid reserved) until reaped below.
+        while let Err(nix::errno::Errno::EINTR) =
+            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+        {}
+        let fired = self.disarm();
+        (child.wait(), fired)
     }
 
     /// Kills and reaps the child.
     fn kill(mut self) {
+        self.disarm();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Waits and turns a non-zero exit into [`BackupError::Tool`].
+    /// Waits and turns a non-zero exit (or the deadline) into [`BackupError::Tool`].
     fn check(self, tail: StderrTail, what: Option<&str>) -> Result<(), BackupError> {
         let tool = match what {
             Some(w) => format!("{} ({w})", self.tool),
             None => self.tool.clone(),
         };
-        let status = self.wait();
+        let timeout = self.timeout;
+        let (status, fired) = self.wait();
         let stderr = tail.finish();
+        if fired {
+            return Err(BackupError::Tool {
+                tool,
+                status: format!("killed after its deadline of {} s", timeout.as_secs()),
+                stderr: format!(
+                    "it did not finish in time (is it waiting on a lock?); raise the \
+                     database's timeout_secs in the agent config if it needs longer{}",
+                    if stderr.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; its error output: {stderr}")
+                    }
+                ),
+            });
+        }
         match status {
             Ok(s) if s.success() => Ok(()),
             Ok(s) => Err(BackupError::Tool {
@@ -275,6 +354,7 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        self.disarm();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -301,8 +381,8 @@ fn describe(status: ExitStatus) -> String {
 
 /// Runs a small query-like command (`psql -XAtc ...`) and returns its stdout
 /// (at most 1 MiB; more is an error). `what` names the operation in errors.
-pub fn run(cmd: Command, what: &str) -> Result<String, BackupError> {
-    let (mut guard, tail) = Guard::spawn(cmd, Stdio::null(), Stdio::piped())?;
+pub fn run(cmd: Command, what: &str, timeout: Duration) -> Result<String, BackupError> {
+    let (mut guard, tail) = Guard::spawn(cmd, Stdio::null(), Stdio::piped(), timeout)?;
     let stdout = guard.child().stdout.take().expect("stdout piped");
     let mut out = Vec::new();
     let read = stdout
@@ -340,8 +420,9 @@ pub fn stream_out(
     sink: &mut dyn Write,
     sink_path: &Path,
     progress: Progress,
+    timeout: Duration,
 ) -> Result<u64, BackupError> {
-    let (mut guard, tail) = Guard::spawn(cmd, Stdio::null(), Stdio::piped())?;
+    let (mut guard, tail) = Guard::spawn(cmd, Stdio::null(), Stdio::piped(), timeout)?;
     let mut stdout = guard.child().stdout.take().expect("stdout piped");
     let mut buf = vec![0u8; BUF];
     let mut total = 0u64;
@@ -382,8 +463,9 @@ pub fn stream_in(
     source: &mut dyn Read,
     source_path: &Path,
     progress: Progress,
+    timeout: Duration,
 ) -> Result<(), BackupError> {
-    let (mut guard, tail) = Guard::spawn(cmd, Stdio::piped(), Stdio::null())?;
+    let (mut guard, tail) = Guard::spawn(cmd, Stdio::piped(), Stdio::null(), timeout)?;
     let mut stdin = guard.child().stdin.take().expect("stdin piped");
     let mut buf = vec![0u8; BUF];
     let mut total = 0u64;
@@ -415,6 +497,38 @@ pub fn stream_in(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Deadline for tools that finish at once.
+    const T: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_tool_past_its_deadline_is_killed_and_named() {
+        let started = std::time::Instant::now();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo waiting for a lock >&2; exec sleep 30"]);
+        let err = run(cmd, "stuck query", Duration::from_millis(300)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let text = err.to_string();
+        assert!(text.contains("deadline"), "{text}");
+        assert!(text.contains("timeout_secs"), "{text}");
+        assert!(text.contains("waiting for a lock"), "{text}");
+
+        // A tool that never reads its stdin is killed too, not waited on forever.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exec sleep 30"]);
+        let data = vec![1u8; 4 << 20];
+        let err = stream_in(
+            cmd,
+            &mut &data[..],
+            Path::new("mem"),
+            &mut |_| {},
+            Duration::from_millis(300),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("deadline"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
 
     #[test]
     fn secrets_need_private_files_and_lose_one_newline() {
@@ -449,13 +563,13 @@ mod tests {
     fn run_returns_stdout_and_failures_carry_the_stderr_tail() {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo hello"]);
-        assert_eq!(run(cmd, "greeting").unwrap(), "hello\n");
+        assert_eq!(run(cmd, "greeting", T).unwrap(), "hello\n");
         let mut cmd = Command::new("sh");
         cmd.args([
             "-c",
             "head -c 100000 /dev/zero | tr '\\0' x >&2; echo boom >&2; exit 3",
         ]);
-        match run(cmd, "noise").unwrap_err() {
+        match run(cmd, "noise", T).unwrap_err() {
             BackupError::Tool {
                 tool,
                 status,
@@ -476,7 +590,7 @@ mod tests {
         cmd.args(["-c", "head -c 1000000 /dev/zero"]);
         let mut sink = Vec::new();
         let mut last = 0;
-        let n = stream_out(cmd, &mut sink, Path::new("mem"), &mut |b| last = b).unwrap();
+        let n = stream_out(cmd, &mut sink, Path::new("mem"), &mut |b| last = b, T).unwrap();
         assert_eq!((n, last, sink.len()), (1_000_000, 1_000_000, 1_000_000));
 
         let dir = tempfile::tempdir().unwrap();
@@ -484,13 +598,13 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(format!("cat > {}", out.display()));
         let data = vec![5u8; 700_000];
-        stream_in(cmd, &mut &data[..], Path::new("mem"), &mut |_| {}).unwrap();
+        stream_in(cmd, &mut &data[..], Path::new("mem"), &mut |_| {}, T).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), data);
 
         // A tool that exits without reading: its error, not EPIPE.
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo refused >&2; exit 1"]);
-        let err = stream_in(cmd, &mut &data[..], Path::new("mem"), &mut |_| {})
+        let err = stream_in(cmd, &mut &data[..], Path::new("mem"), &mut |_| {}, T)
             .unwrap_err()
             .to_string();
         assert!(err.contains("refused"), "{err}");
@@ -511,7 +625,7 @@ mod tests {
         }
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "exec cat /dev/zero"]);
-        let err = stream_out(cmd, &mut Full, Path::new("/backups/x"), &mut |_| {}).unwrap_err();
+        let err = stream_out(cmd, &mut Full, Path::new("/backups/x"), &mut |_| {}, T).unwrap_err();
         assert!(matches!(err, BackupError::DiskFull { .. }), "{err}");
     }
 }

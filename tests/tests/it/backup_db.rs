@@ -280,3 +280,52 @@ fn issue3_check_config_names_a_missing_postgres_tool() {
     assert!(r.stderr.contains("`pg_dump`"), "{}", r.text());
     assert!(r.stderr.contains("/nonexistent"), "{}", r.text());
 }
+
+#[test]
+fn issue3_a_dump_stuck_behind_a_lock_is_killed_at_its_deadline() {
+    let db_dir = tempfile::tempdir().expect("temp dir");
+    let pg = TestPostgres::start(db_dir.path());
+    pg.psql("create table orders (id int primary key); insert into orders values (1);");
+    // Another session holds an exclusive lock: pg_dump waits on it forever.
+    let mut holder = pg.psql_command(
+        "golive",
+        "shop",
+        "begin; lock table orders in access exclusive mode; select pg_sleep(120);",
+    );
+    holder
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _holder = KillOnDrop(holder.spawn().expect("psql starts"));
+    let mut held = false;
+    for _ in 0..200 {
+        let n = pg.psql(
+            "select count(*) from pg_locks l join pg_class c on c.oid = l.relation \
+             where c.relname = 'orders' and l.mode = 'AccessExclusiveLock' and l.granted",
+        );
+        if n.trim() == "1" {
+            held = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(held, "the lock holder took its lock");
+
+    let toml = format!("{}timeout_secs = 2\n", pg.database_toml("shop", "main"));
+    let bed = Bed::new("127.0.0.103", &toml);
+    let started = std::time::Instant::now();
+    let r = bed.ctl(&["backup", "create", s(&bed.plan), "--label", "stuck"]);
+    assert_ne!(r.code, 0, "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = r.text();
+    assert!(text.contains("pg_dump"), "{text}");
+    assert!(text.contains("deadline of 2 s"), "{text}");
+    assert!(text.contains("timeout_secs"), "{text}");
+    assert!(
+        bed.list().iter().all(|b| b["state"] != "complete"),
+        "no complete backup is listed"
+    );
+}

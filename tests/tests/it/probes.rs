@@ -702,16 +702,6 @@ timeout_ms = 300
     );
 }
 
-/// A child process with a name no other process has, killed on drop.
-struct Sleeper(Child);
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn issue5_system_probes_disk_memory_load_cpu_process() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -724,7 +714,7 @@ fn issue5_system_probes_disk_memory_load_cpu_process() {
         &link,
     )
     .expect("symlink");
-    let mut sleeper = Sleeper(
+    let mut sleeper = KillOnDrop(
         Command::new(&link)
             .arg("30")
             .spawn()
