@@ -29,11 +29,12 @@
 use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
 
 use golive_shared::config::PostgresDb;
 
 use super::stream::{HashingFile, Written};
-use super::tools::{self, StderrTail, redact};
+use super::tools::{self, StderrTail, Watchdog, redact};
 use super::{BackupError, Progress};
 
 /// Counts user tables (and views) in the connected database.
@@ -373,17 +374,21 @@ $golive_reset$;"#;
 /// `pg_restore -f - FILE` as a reader of SQL: at the end of its output the
 /// exit status is checked, and a failure is a read error (so that
 /// [`tools::stream_in`] kills `psql` before its input is closed, and the
-/// transaction rolls back). Killed and reaped if dropped early.
+/// transaction rolls back). Killed and reaped if dropped early, and killed
+/// by its watchdog past the database's deadline (a converter stuck on its
+/// file would otherwise hold the restore: `psql` waits on it).
 struct DumpAsSql {
     child: Option<Child>,
     stdout: Option<ChildStdout>,
     tail: Option<StderrTail>,
+    watchdog: Option<Watchdog>,
+    timeout: Duration,
     /// The tool's failure, for the caller's error.
     failure: Option<BackupError>,
 }
 
 impl DumpAsSql {
-    fn spawn(mut cmd: Command) -> Result<DumpAsSql, BackupError> {
+    fn spawn(mut cmd: Command, timeout: Duration) -> Result<DumpAsSql, BackupError> {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -397,11 +402,14 @@ impl DumpAsSql {
                     Path::new(cmd.get_program()).display()
                 ),
             })?;
+        let watchdog = Some(Watchdog::start(child.id(), timeout));
         let tail = StderrTail::spawn(child.stderr.take().expect("stderr piped"));
         Ok(DumpAsSql {
             stdout: child.stdout.take(),
             child: Some(child),
             tail: Some(tail),
+            watchdog,
+            timeout,
             failure: None,
         })
     }
@@ -412,9 +420,16 @@ impl DumpAsSql {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
+        tools::wait_unreaped(&child);
+        let fired = self.watchdog.take().is_some_and(Watchdog::stop);
         let status = child.wait();
         let stderr = self.tail.take().map(StderrTail::finish).unwrap_or_default();
         let failure = match status {
+            _ if fired => tools::deadline_error(
+                "pg_restore (convert the dump to SQL)".into(),
+                self.timeout,
+                &stderr,
+            ),
             Ok(s) if s.success() => return Ok(()),
             Ok(s) => BackupError::Tool {
                 tool: "pg_restore (convert the dump to SQL)".into(),
@@ -457,6 +472,9 @@ impl Drop for DumpAsSql {
         self.stdout = None;
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
+            if let Some(w) = self.watchdog.take() {
+                w.stop();
+            }
             let _ = child.wait();
         }
     }
@@ -474,7 +492,7 @@ pub fn restore(db: &PostgresDb, file: &Path) -> Result<String, BackupError> {
     let tool = tools::find(&["pg_restore"], db.bin_dir.as_deref())?;
     let mut convert = tool.command();
     convert.args(["--no-owner", "-f", "-"]).arg(file);
-    let mut sql = DumpAsSql::spawn(convert)?;
+    let mut sql = DumpAsSql::spawn(convert, db.tool_timeout())?;
 
     let mut psql = conn.cmd(db, "psql")?;
     psql.args([
@@ -526,6 +544,29 @@ fn rolled_back(e: BackupError) -> BackupError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_converter_stuck_on_its_file_is_killed_at_the_deadline() {
+        let started = std::time::Instant::now();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo reading the dump >&2; exec sleep 30"]);
+        let mut sql = DumpAsSql::spawn(cmd, Duration::from_millis(300)).unwrap();
+        let mut out = Vec::new();
+        let err = sql.read_to_end(&mut out).unwrap_err().to_string();
+        assert!(started.elapsed() < Duration::from_secs(20), "not killed");
+        assert!(err.contains("killed after its deadline"), "{err}");
+        assert!(err.contains("timeout_secs"), "{err}");
+        assert!(err.contains("reading the dump"), "{err}");
+        assert!(sql.failure.is_some());
+
+        // A converter that finishes in time is read to its end.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo select 1\\;"]);
+        let mut sql = DumpAsSql::spawn(cmd, Duration::from_secs(60)).unwrap();
+        let mut out = String::new();
+        sql.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "select 1;\n");
+    }
 
     #[test]
     fn schemas_from_the_table_of_contents() {

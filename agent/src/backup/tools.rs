@@ -209,14 +209,14 @@ struct Guard {
 
 /// Kills the child (SIGKILL) when the deadline passes. It is always disarmed
 /// before the child is reaped, so it can never signal a recycled pid.
-struct Watchdog {
+pub(crate) struct Watchdog {
     disarm: SyncSender<()>,
     handle: JoinHandle<()>,
     fired: Arc<AtomicBool>,
 }
 
 impl Watchdog {
-    fn start(pid: u32, timeout: Duration) -> Watchdog {
+    pub(crate) fn start(pid: u32, timeout: Duration) -> Watchdog {
         let (disarm, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let fired = Arc::new(AtomicBool::new(false));
         let flag = fired.clone();
@@ -232,6 +232,41 @@ impl Watchdog {
             handle,
             fired,
         }
+    }
+
+    /// Disarms it (call before reaping the child); true if it had already
+    /// killed the child.
+    pub(crate) fn stop(self) -> bool {
+        let _ = self.disarm.try_send(());
+        let _ = self.handle.join();
+        self.fired.load(Ordering::Acquire)
+    }
+}
+
+/// Waits for `child` to exit without reaping it (it stays a zombie, its pid
+/// reserved), so that a [`Watchdog`] can be stopped before the reap.
+pub(crate) fn wait_unreaped(child: &Child) {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    while let Err(nix::errno::Errno::EINTR) =
+        waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+    {}
+}
+
+/// The error for a tool its watchdog killed at the deadline.
+pub(crate) fn deadline_error(tool: String, timeout: Duration, stderr: &str) -> BackupError {
+    BackupError::Tool {
+        tool,
+        status: format!("killed after its deadline of {} s", timeout.as_secs()),
+        stderr: format!(
+            "it did not finish in time (is it waiting on a lock?); raise the \
+             database's timeout_secs in the agent config if it needs longer{}",
+            if stderr.is_empty() {
+                String::new()
+            } else {
+                format!("; its error output: {stderr}")
+            }
+        ),
     }
 }
 
@@ -275,26 +310,14 @@ impl Guard {
 
     /// Stops the watchdog; true if it had already killed the child.
     fn disarm(&mut self) -> bool {
-        match self.watchdog.take() {
-            Some(w) => {
-                let _ = w.disarm.try_send(());
-                let _ = w.handle.join();
-                w.fired.load(Ordering::Acquire)
-            }
-            None => false,
-        }
+        self.watchdog.take().is_some_and(Watchdog::stop)
     }
 
     /// Waits for the child to exit (the watchdog still armed), then disarms
     /// and reaps it. Returns the status and whether the deadline killed it.
     fn wait(mut self) -> (io::Result<ExitStatus>, bool) {
         let mut child = self.child.take().expect("wait called once");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        use nix::sys::wait::{Id, WaitPidFlag, waitid};
-        // WNOWAIT: the child stays a zombie (its pid reserved) until reaped below.
-        while let Err(nix::errno::Errno::EINTR) =
-            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
-        {}
+        wait_unreaped(&child);
         let fired = self.disarm();
         (child.wait(), fired)
     }
@@ -318,19 +341,7 @@ impl Guard {
         let (status, fired) = self.wait();
         let stderr = tail.finish();
         if fired {
-            return Err(BackupError::Tool {
-                tool,
-                status: format!("killed after its deadline of {} s", timeout.as_secs()),
-                stderr: format!(
-                    "it did not finish in time (is it waiting on a lock?); raise the \
-                     database's timeout_secs in the agent config if it needs longer{}",
-                    if stderr.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; its error output: {stderr}")
-                    }
-                ),
-            });
+            return Err(deadline_error(tool, timeout, &stderr));
         }
         match status {
             Ok(s) if s.success() => Ok(()),
