@@ -6,7 +6,8 @@
 //! PostgreSQL through `psql` (password in `PGPASSWORD`, the session
 //! read-only with a `statement_timeout`); MariaDB/MySQL through `mariadb` or
 //! `mysql` (password in a private option file, `SET SESSION TRANSACTION READ
-//! ONLY` first). Passwords never appear in argv, and are cut out of any
+//! ONLY` first, and on MariaDB a `max_statement_time` of the probe's timeout
+//! so that the server stops the query too). Passwords never appear in argv, and are cut out of any
 //! output quoted in a result. The clients run through [`crate::exec`], so
 //! they are killed with their process group at the timeout.
 
@@ -199,7 +200,14 @@ fn mariadb(db: &MariadbDb, query: &str, limit: Duration) -> Result<Option<String
         ]
         .map(String::from),
     );
-    argv.push(format!("SET SESSION TRANSACTION READ ONLY; {query}"));
+    // The server stops the query at the probe's timeout too (the client is
+    // killed then; without this the query would keep running). `/*M! */`
+    // runs on MariaDB only: MySQL has no max_statement_time.
+    argv.push(format!(
+        "SET SESSION TRANSACTION READ ONLY; \
+         /*M! SET SESSION max_statement_time = {:.3} */; {query}",
+        limit.as_secs_f64()
+    ));
     let mut env = BTreeMap::new();
     // Never an inherited password from the environment.
     env.insert("MYSQL_PWD".to_string(), String::new());

@@ -630,6 +630,31 @@ fn issue5_sql_probe_on_mariadb() {
     let report = probe(&app, &[]);
     check_sql_report(&report, "my", Some(password.trim()));
     assert_eq!(my.sql_as_app("SELECT COUNT(*) FROM items").trim(), "3");
+
+    // A query past the probe's timeout is an error, and the server stops it
+    // too (max_statement_time): it does not keep running after the probe.
+    // (A count over MariaDB's sequence engine: unlike SLEEP(), it never
+    // notices that its client is gone.)
+    let app = shop(
+        dir.path(),
+        &format!(
+            "{}\n[[apps.shop.probes]]\nkind = \"sql\"\nname = \"my-slow\"\n\
+             database = \"my\"\nquery = \"SELECT SUM(seq % 7) AS golive_slow FROM seq_1_to_100000000000\"\ntimeout_ms = 1000\n",
+            my.database_toml("shop", "my")
+        ),
+    );
+    let report = probe(&app, &[]);
+    expect(&report, "my-slow", ProbeStatus::Error);
+    let running = || {
+        my.sql("SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE '%golive_slow%' AND info NOT LIKE '%processlist%'")
+            .trim()
+            .to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while running() != "0" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(running(), "0", "the slow query still runs on the server");
 }
 
 #[test]
