@@ -28,13 +28,13 @@
 
 use std::io::{self, Read};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use golive_shared::config::PostgresDb;
 
 use super::stream::{HashingFile, Written};
-use super::tools::{self, StderrTail, Watchdog, redact};
+use super::tools::{self, Guard, StderrTail, redact};
 use super::{BackupError, Progress};
 
 /// Counts user tables (and views) in the connected database.
@@ -374,42 +374,22 @@ $golive_reset$;"#;
 /// `pg_restore -f - FILE` as a reader of SQL: at the end of its output the
 /// exit status is checked, and a failure is a read error (so that
 /// [`tools::stream_in`] kills `psql` before its input is closed, and the
-/// transaction rolls back). Killed and reaped if dropped early, and killed
-/// by its watchdog past the database's deadline (a converter stuck on its
-/// file would otherwise hold the restore: `psql` waits on it).
+/// transaction rolls back). Like every tool run it is killed and reaped if
+/// dropped early, and killed past the database's deadline (a converter stuck
+/// on its file would otherwise hold the restore: `psql` waits on it).
 struct DumpAsSql {
-    child: Option<Child>,
     stdout: Option<ChildStdout>,
-    tail: Option<StderrTail>,
-    watchdog: Option<Watchdog>,
-    timeout: Duration,
+    run: Option<(Guard, StderrTail)>,
     /// The tool's failure, for the caller's error.
     failure: Option<BackupError>,
 }
 
 impl DumpAsSql {
-    fn spawn(mut cmd: Command, timeout: Duration) -> Result<DumpAsSql, BackupError> {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| BackupError::Tool {
-                tool: "pg_restore".into(),
-                status: "not started".into(),
-                stderr: format!(
-                    "cannot start {}: {e}",
-                    Path::new(cmd.get_program()).display()
-                ),
-            })?;
-        let watchdog = Some(Watchdog::start(child.id(), timeout));
-        let tail = StderrTail::spawn(child.stderr.take().expect("stderr piped"));
+    fn spawn(cmd: Command, timeout: Duration) -> Result<DumpAsSql, BackupError> {
+        let (mut guard, tail) = Guard::spawn(cmd, Stdio::null(), Stdio::piped(), timeout)?;
         Ok(DumpAsSql {
-            stdout: child.stdout.take(),
-            child: Some(child),
-            tail: Some(tail),
-            watchdog,
-            timeout,
+            stdout: guard.child().stdout.take(),
+            run: Some((guard, tail)),
             failure: None,
         })
     }
@@ -417,41 +397,16 @@ impl DumpAsSql {
     /// Called at the end of the output: waits and checks the exit status.
     fn finish(&mut self) -> io::Result<()> {
         self.stdout = None;
-        let Some(mut child) = self.child.take() else {
+        let Some((guard, tail)) = self.run.take() else {
             return Ok(());
         };
-        tools::wait_unreaped(&child);
-        let fired = self.watchdog.take().is_some_and(Watchdog::stop);
-        let status = child.wait();
-        let stderr = self.tail.take().map(StderrTail::finish).unwrap_or_default();
-        let failure = match status {
-            _ if fired => tools::deadline_error(
-                "pg_restore (convert the dump to SQL)".into(),
-                self.timeout,
-                &stderr,
-            ),
-            Ok(s) if s.success() => return Ok(()),
-            Ok(s) => BackupError::Tool {
-                tool: "pg_restore (convert the dump to SQL)".into(),
-                status: match s.code() {
-                    Some(code) => format!("exit code {code}"),
-                    None => s.to_string(),
-                },
-                stderr: if stderr.is_empty() {
-                    "(no error output)".into()
-                } else {
-                    stderr
-                },
-            },
-            Err(e) => BackupError::Tool {
-                tool: "pg_restore (convert the dump to SQL)".into(),
-                status: "unknown".into(),
-                stderr: format!("cannot wait for it: {e}"),
-            },
-        };
-        let text = failure.to_string();
-        self.failure = Some(failure);
-        Err(io::Error::other(text))
+        guard
+            .check(tail, Some("convert the dump to SQL"))
+            .map_err(|failure| {
+                let text = failure.to_string();
+                self.failure = Some(failure);
+                io::Error::other(text)
+            })
     }
 }
 
@@ -463,19 +418,6 @@ impl Read for DumpAsSql {
         match stdout.read(buf)? {
             0 => self.finish().map(|()| 0),
             n => Ok(n),
-        }
-    }
-}
-
-impl Drop for DumpAsSql {
-    fn drop(&mut self) {
-        self.stdout = None;
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            if let Some(w) = self.watchdog.take() {
-                w.stop();
-            }
-            let _ = child.wait();
         }
     }
 }

@@ -200,7 +200,7 @@ impl StderrTail {
 
 /// A spawned child that is killed and reaped if dropped before [`Guard::wait`],
 /// and killed by its watchdog if it outlives its deadline.
-struct Guard {
+pub(crate) struct Guard {
     child: Option<Child>,
     tool: String,
     timeout: Duration,
@@ -209,14 +209,14 @@ struct Guard {
 
 /// Kills the child (SIGKILL) when the deadline passes. It is always disarmed
 /// before the child is reaped, so it can never signal a recycled pid.
-pub(crate) struct Watchdog {
+struct Watchdog {
     disarm: SyncSender<()>,
     handle: JoinHandle<()>,
     fired: Arc<AtomicBool>,
 }
 
 impl Watchdog {
-    pub(crate) fn start(pid: u32, timeout: Duration) -> Watchdog {
+    fn start(pid: u32, timeout: Duration) -> Watchdog {
         let (disarm, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let fired = Arc::new(AtomicBool::new(false));
         let flag = fired.clone();
@@ -236,7 +236,7 @@ impl Watchdog {
 
     /// Disarms it (call before reaping the child); true if it had already
     /// killed the child.
-    pub(crate) fn stop(self) -> bool {
+    fn stop(self) -> bool {
         let _ = self.disarm.try_send(());
         let _ = self.handle.join();
         self.fired.load(Ordering::Acquire)
@@ -245,7 +245,7 @@ impl Watchdog {
 
 /// Waits for `child` to exit without reaping it (it stays a zombie, its pid
 /// reserved), so that a [`Watchdog`] can be stopped before the reap.
-pub(crate) fn wait_unreaped(child: &Child) {
+fn wait_unreaped(child: &Child) {
     use nix::sys::wait::{Id, WaitPidFlag, waitid};
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     while let Err(nix::errno::Errno::EINTR) =
@@ -254,7 +254,7 @@ pub(crate) fn wait_unreaped(child: &Child) {
 }
 
 /// The error for a tool its watchdog killed at the deadline.
-pub(crate) fn deadline_error(tool: String, timeout: Duration, stderr: &str) -> BackupError {
+fn deadline_error(tool: String, timeout: Duration, stderr: &str) -> BackupError {
     BackupError::Tool {
         tool,
         status: format!("killed after its deadline of {} s", timeout.as_secs()),
@@ -271,7 +271,7 @@ pub(crate) fn deadline_error(tool: String, timeout: Duration, stderr: &str) -> B
 }
 
 impl Guard {
-    fn spawn(
+    pub(crate) fn spawn(
         mut cmd: Command,
         stdin: Stdio,
         stdout: Stdio,
@@ -304,7 +304,7 @@ impl Guard {
         ))
     }
 
-    fn child(&mut self) -> &mut Child {
+    pub(crate) fn child(&mut self) -> &mut Child {
         self.child.as_mut().expect("child present until wait")
     }
 
@@ -332,7 +332,7 @@ impl Guard {
     }
 
     /// Waits and turns a non-zero exit (or the deadline) into [`BackupError::Tool`].
-    fn check(self, tail: StderrTail, what: Option<&str>) -> Result<(), BackupError> {
+    pub(crate) fn check(self, tail: StderrTail, what: Option<&str>) -> Result<(), BackupError> {
         let tool = match what {
             Some(w) => format!("{} ({w})", self.tool),
             None => self.tool.clone(),
