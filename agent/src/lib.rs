@@ -18,8 +18,11 @@
 //! - [`preflight`]: read-only checks before a deployment (lock, databases, backup room, files, migrations).
 //! - [`backup`]: database and file backups, verify, restore, retention.
 //! - [`journal`]: the SQLite journal, source of truth for all of the above.
-//! - [`revocation`]: the certificate deny list, reloaded on change.
-//! - [`tls`]: rustls server configuration (client certificates required).
+//! - [`revocation`]: the certificate deny list, fail-closed, reloaded on change.
+//! - [`tls`]: rustls server configuration (client certificates required,
+//!   the deny list checked in the handshake).
+//! - [`watch`]: following a file through its directory (notify), for the
+//!   deny list and access logs.
 //!
 //! The binary is a thin `main` over [`run`]. The controller can only *name*
 //! what this host's config declares: no request carries a command line.
@@ -48,6 +51,7 @@ pub mod revocation;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod watch;
 
 use std::fs::File;
 use std::future::Future;
@@ -85,15 +89,12 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("cannot read the revocation list {path}: {source}")]
-    Revocation {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Revocation(#[from] revocation::ListError),
     #[error("cannot watch the revocation list {path}: {source}")]
     Watch {
         path: PathBuf,
-        source: notify::Error,
+        source: std::io::Error,
     },
 }
 
@@ -197,7 +198,7 @@ pub struct Prepared {
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     _lock: StateLock,
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<revocation::Watching>,
 }
 
 impl Prepared {
@@ -217,32 +218,32 @@ impl Prepared {
     }
 }
 
-/// Everything up to a bound socket: state lock, journal recovery, TLS, revocation watch.
+/// Everything up to a bound socket: deny list, TLS, state lock, journal
+/// recovery, revocation watch. The files are read first, so a bad one
+/// refuses to start before anything on disk changes.
 pub async fn prepare(config: AgentConfig) -> Result<Prepared, StartError> {
+    let deny = Arc::new(match &config.tls.revoked {
+        Some(p) => revocation::DenyList::load(p)?,
+        None => revocation::DenyList::none(),
+    });
+    let tls = tls::server_config(
+        &config.tls.ca,
+        &config.tls.cert,
+        &config.tls.key,
+        Arc::clone(&deny),
+    )?;
     let (lock, journal) = open_state(&config)?;
-    let tls = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
-    let revoked_path = config.tls.revoked.clone();
-    let revoked = match &revoked_path {
-        Some(p) => revocation::load(p).map_err(|source| StartError::Revocation {
-            path: p.clone(),
-            source,
-        })?,
-        None => Default::default(),
-    };
     let listener = tokio::net::TcpListener::bind(&config.agent.listen)
         .await
         .map_err(|source| StartError::Bind {
             addr: config.agent.listen.clone(),
             source,
         })?;
-    let agent = Arc::new(Agent::new(config, journal, revoked));
-    let watcher = match revoked_path {
-        Some(p) => Some(
-            revocation::watch(Arc::clone(&agent), p.clone())
-                .map_err(|source| StartError::Watch { path: p, source })?,
-        ),
-        None => None,
-    };
+    let watcher = revocation::watch(Arc::clone(&deny)).map_err(|source| StartError::Watch {
+        path: deny.path().map(Path::to_path_buf).unwrap_or_default(),
+        source,
+    })?;
+    let agent = Arc::new(Agent::new(config, journal, deny));
     let addr = listener.local_addr().ok();
     if let Some(addr) = addr {
         // Tests and the demo listen on port 0 and read the real port here.

@@ -11,3 +11,7 @@ pub fn info(msg: &str) {
 pub fn warn(msg: &str) {
     eprintln!("{} WARN {msg}", utc(now_millis()));
 }
+
+pub fn error(msg: &str) {
+    eprintln!("{} ERROR {msg}", utc(now_millis()));
+}

@@ -99,9 +99,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            if let Err(e) =
-                golive_agent::tls::server_config(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)
-            {
+            let deny = match &cfg.tls.revoked {
+                Some(p) => match golive_agent::revocation::DenyList::load(p) {
+                    Ok(list) => list,
+                    Err(e) => {
+                        eprintln!("{}: tls.revoked: {e}", config.display());
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+                None => golive_agent::revocation::DenyList::none(),
+            };
+            if let Err(e) = golive_agent::tls::server_config(
+                &cfg.tls.ca,
+                &cfg.tls.cert,
+                &cfg.tls.key,
+                std::sync::Arc::new(deny),
+            ) {
                 eprintln!("{}: {e}", config.display());
                 return Ok(ExitCode::from(2));
             }

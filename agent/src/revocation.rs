@@ -1,81 +1,360 @@
 //! The revocation deny list: one certificate serial (hex) per line, `#`
-//! comments. Loaded at start and reloaded whenever the file changes (notify
-//! watches its directory, because editors and `golivectl cert revoke`
-//! replace the file by rename).
+//! comments. The TLS verifier consults it during every handshake
+//! ([`crate::tls`]), and `handlers::admit` again on every request, so a
+//! connection opened before a revocation is refused from its next request.
+//!
+//! It fails closed (issue 11): at start-up a list that is missing or does
+//! not parse refuses to start, naming the file and line. While running, a
+//! change is read once the writes have settled, parsed whole, and only then
+//! replaces the list in force; a missing, malformed or half-written file
+//! keeps the last good list, is logged, and shows in `golivectl status`.
+//! A non-empty list must end with a newline and an empty file is refused:
+//! that is how a rewrite caught half-way is told from a shorter list.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use golive_shared::identity::normalize_serial;
-use notify::{RecursiveMode, Watcher};
+use golive_shared::protocol::{RevocationInfo, UnixMillis, now_millis};
 
 use crate::log;
-use crate::state::Agent;
+use crate::watch::DirWatch;
 
-pub fn parse(text: &str) -> HashSet<String> {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
-        .map(normalize_serial)
-        .collect()
+/// Changes are read once no event came for this long: an editor's or a
+/// shell's rewrite is a burst of events.
+const SETTLE: Duration = Duration::from_millis(100);
+/// While the list's directory is missing, it is looked for this often.
+const REARM_POLL: Duration = Duration::from_secs(2);
+
+/// Why a deny list cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    #[error(
+        "cannot read the revocation list {path}: {reason}; restore the file \
+         (`golivectl ca init` writes an empty list, `golivectl cert revoke` adds to it) \
+         or remove tls.revoked from the config"
+    )]
+    Read { path: String, reason: String },
+    #[error(
+        "the revocation list {path} is empty (0 bytes); a list with nothing revoked \
+         holds at least a comment line, e.g. `# no certificate revoked`"
+    )]
+    Empty { path: String },
+    #[error(
+        "{path}:{line}: {text:?} is not a certificate serial (hex digits, with `:` \
+         separators or a 0x prefix allowed); fix the line or make it a `#` comment"
+    )]
+    BadLine {
+        path: String,
+        line: usize,
+        text: String,
+    },
+    #[error(
+        "{path}:{line}: the last line has no newline, so the file looks half-written; \
+         write the new list to a temporary file and rename it into place \
+         (`golivectl cert revoke` does)"
+    )]
+    Unterminated { path: String, line: usize },
 }
 
-/// Reads the list; a missing file is an empty list.
-pub fn load(path: &Path) -> std::io::Result<HashSet<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(parse(&text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
-        Err(e) => Err(e),
+/// Parses a whole list; `path` names the file in errors.
+pub fn parse(path: &Path, text: &str) -> Result<HashSet<String>, ListError> {
+    let shown = || path.display().to_string();
+    if text.is_empty() {
+        return Err(ListError::Empty { path: shown() });
+    }
+    let mut set = HashSet::new();
+    let mut lines = 0;
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        lines = i + 1;
+        if !raw.ends_with('\n') {
+            return Err(ListError::Unterminated {
+                path: shown(),
+                line: i + 1,
+            });
+        }
+        let entry = raw.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        if !is_serial(entry) {
+            return Err(ListError::BadLine {
+                path: shown(),
+                line: i + 1,
+                text: entry.chars().take(80).collect(),
+            });
+        }
+        set.insert(normalize_serial(entry));
+    }
+    debug_assert!(lines > 0);
+    Ok(set)
+}
+
+/// Hex digits with optional `:` separators and an optional `0x` prefix;
+/// X.509 serials are at most 20 bytes.
+fn is_serial(s: &str) -> bool {
+    let hex = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    let digits = hex.chars().filter(|c| *c != ':').count();
+    (1..=40).contains(&digits) && hex.chars().all(|c| c.is_ascii_hexdigit() || c == ':')
+}
+
+fn read(path: &Path) -> Result<HashSet<String>, ListError> {
+    let text = std::fs::read(path).map_err(|e| ListError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let text = String::from_utf8(text).map_err(|_| ListError::Read {
+        path: path.display().to_string(),
+        reason: "it is not UTF-8 text".into(),
+    })?;
+    parse(path, &text)
+}
+
+struct InForce {
+    serials: HashSet<String>,
+    loaded_at: UnixMillis,
+    /// Why the file on disk is not what is in force, when it is not.
+    error: Option<String>,
+}
+
+/// The deny list in force, shared by the TLS verifier and the handlers.
+pub struct DenyList {
+    /// None when the config names no list: nothing is revoked.
+    path: Option<PathBuf>,
+    state: RwLock<InForce>,
+}
+
+impl std::fmt::Debug for DenyList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DenyList")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
-/// Watches the deny list and swaps it into `agent.revoked` on change. The
-/// returned watcher must be kept alive.
-pub fn watch(agent: Arc<Agent>, path: PathBuf) -> notify::Result<notify::RecommendedWatcher> {
-    let dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let name = path.file_name().map(|n| n.to_os_string());
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if !event
-            .paths
-            .iter()
-            .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
-        {
+impl DenyList {
+    /// No list configured.
+    pub fn none() -> DenyList {
+        DenyList {
+            path: None,
+            state: RwLock::new(InForce {
+                serials: HashSet::new(),
+                loaded_at: now_millis(),
+                error: None,
+            }),
+        }
+    }
+
+    /// Reads the list at start-up: missing or malformed is an error.
+    pub fn load(path: &Path) -> Result<DenyList, ListError> {
+        let serials = read(path)?;
+        Ok(DenyList {
+            path: Some(path.to_path_buf()),
+            state: RwLock::new(InForce {
+                serials,
+                loaded_at: now_millis(),
+                error: None,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Whether `serial` (normalised hex) is revoked. A poisoned lock
+    /// refuses everyone: fail closed.
+    pub fn contains(&self, serial: &str) -> bool {
+        self.state
+            .read()
+            .map(|s| s.serials.contains(serial))
+            .unwrap_or(true)
+    }
+
+    /// True when nothing is revoked (the verifier then skips parsing).
+    pub fn is_empty(&self) -> bool {
+        self.state
+            .read()
+            .map(|s| s.serials.is_empty())
+            .unwrap_or(false)
+    }
+
+    /// What `golivectl status` shows.
+    pub fn info(&self) -> Option<RevocationInfo> {
+        let path = self.path.as_ref()?;
+        let s = self.state.read().ok()?;
+        Some(RevocationInfo {
+            path: path.display().to_string(),
+            serials: s.serials.len() as u64,
+            loaded_at: s.loaded_at,
+            error: s.error.clone(),
+        })
+    }
+
+    /// Reads the file again: a good list replaces the one in force; a bad
+    /// one is logged (once per distinct problem) and the last good list
+    /// stays.
+    pub fn reload(&self) {
+        let Some(path) = &self.path else { return };
+        let result = read(path);
+        let Ok(mut s) = self.state.write() else {
             return;
-        }
-        match load(&path) {
+        };
+        match result {
             Ok(set) => {
-                let count = set.len();
-                if let Ok(mut guard) = agent.revoked.write() {
-                    if *guard != set {
-                        log::info(&format!(
-                            "revocation list {} reloaded: {count} serials",
-                            path.display()
-                        ));
-                    }
-                    *guard = set;
+                if s.error.is_some() || s.serials != set {
+                    log::info(&format!(
+                        "revocation list {} reloaded: {} serials",
+                        path.display(),
+                        set.len()
+                    ));
                 }
+                s.serials = set;
+                s.loaded_at = now_millis();
+                s.error = None;
             }
-            // Keep the old list: a half-written file must not un-revoke anyone.
-            Err(e) => log::warn(&format!(
-                "cannot reload revocation list {}: {e}; keeping the previous list",
-                path.display()
-            )),
+            Err(e) => {
+                let text = e.to_string();
+                if s.error.as_deref() != Some(&text) {
+                    log::error(&format!(
+                        "{text}; keeping the last good list ({} serials, read at {})",
+                        s.serials.len(),
+                        golive_shared::timefmt::utc(s.loaded_at)
+                    ));
+                }
+                s.error = Some(text);
+            }
         }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(watcher)
+    }
+}
+
+/// The watch on the deny list; dropping it stops the watch thread.
+pub struct Watching {
+    stop: Arc<AtomicBool>,
+    wake: SyncSender<()>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// Follows the deny list's file: every relevant change is read once the
+/// writes settle ([`DenyList::reload`]). The thread blocks on a channel, so
+/// an idle agent spends no CPU on it; it polls only while the list's
+/// directory is missing.
+pub fn watch(list: Arc<DenyList>) -> std::io::Result<Option<Watching>> {
+    let Some(path) = list.path().map(Path::to_path_buf) else {
+        return Ok(None);
+    };
+    let (tx, rx) = sync_channel::<()>(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let wake = tx.clone();
+    let mut dir_watch = DirWatch::new(&path, move || {
+        let _ = wake.try_send(());
+    });
+    let stopping = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("golive-revoked".into())
+        .spawn(move || {
+            loop {
+                let woke = if dir_watch.armed() {
+                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                } else {
+                    rx.recv_timeout(REARM_POLL)
+                };
+                if stopping.load(Ordering::SeqCst) || woke == Err(RecvTimeoutError::Disconnected) {
+                    return;
+                }
+                // Let a burst of writes finish before reading.
+                while rx.recv_timeout(SETTLE).is_ok() {
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                }
+                dir_watch.check();
+                list.reload();
+            }
+        })?;
+    Ok(Some(Watching { stop, wake: tx }))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn p() -> &'static Path {
+        Path::new("/etc/golive/revoked.txt")
+    }
+
     #[test]
     fn parses_comments_and_formats() {
-        let set = super::parse("# revoked\n01:A2  # bob\n\n0xff\n");
+        let set = parse(p(), "# revoked\n01:A2  # bob\n\n0xff\n").unwrap();
         assert!(set.contains("1a2") && set.contains("ff") && set.len() == 2);
+        assert!(parse(p(), "# nothing revoked\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn issue11_a_bad_empty_or_half_written_list_is_refused_with_its_line() {
+        let e = parse(p(), "01:a2\nbob\n").unwrap_err();
+        assert_eq!(
+            e,
+            ListError::BadLine {
+                path: p().display().to_string(),
+                line: 2,
+                text: "bob".into()
+            }
+        );
+        assert!(
+            e.to_string().starts_with("/etc/golive/revoked.txt:2:"),
+            "{e}"
+        );
+        assert!(matches!(parse(p(), ""), Err(ListError::Empty { .. })));
+        assert_eq!(
+            parse(p(), "# list\n01:A").unwrap_err(),
+            ListError::Unterminated {
+                path: p().display().to_string(),
+                line: 2
+            }
+        );
+        assert!(parse(p(), "0x\n").is_err());
+        assert!(parse(p(), &format!("{}\n", "a".repeat(41))).is_err());
+    }
+
+    #[test]
+    fn issue11_reload_keeps_the_last_good_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("revoked.txt");
+        std::fs::write(&path, "1a2\n").unwrap();
+        let list = DenyList::load(&path).unwrap();
+        assert!(list.contains("1a2"));
+        for bad in ["", "1a2\nnot a serial\n", "1a2\n3b"] {
+            std::fs::write(&path, bad).unwrap();
+            list.reload();
+            assert!(list.contains("1a2"), "{bad:?} un-revoked the serial");
+            assert!(list.info().unwrap().error.is_some(), "{bad:?}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        list.reload();
+        assert!(list.contains("1a2"), "a deleted list un-revoked the serial");
+        let err = list.info().unwrap().error.unwrap();
+        assert!(err.contains("cannot read the revocation list"), "{err}");
+        std::fs::write(&path, "# none\n").unwrap();
+        list.reload();
+        assert!(!list.contains("1a2"));
+        assert_eq!(list.info().unwrap().error, None);
+        assert!(matches!(
+            DenyList::load(&dir.path().join("missing.txt")),
+            Err(ListError::Read { .. })
+        ));
     }
 }

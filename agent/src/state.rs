@@ -1,22 +1,27 @@
 //! The agent's shared state: config, journal, revocation list and the change
 //! signal that wakes long-polls. One `Arc<Agent>` is handed to every request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use golive_shared::config::AgentConfig;
 use golive_shared::protocol::{ErrorBody, ErrorCode, EventKind, JobEvent, UnixMillis, now_millis};
 use tokio::sync::watch;
 
 use crate::journal::Journal;
+use crate::revocation::DenyList;
+use crate::server::noise::Refusals;
 
 pub struct Agent {
     pub config: AgentConfig,
     pub journal: Journal,
     pub started_at: UnixMillis,
-    /// Certificate serials refused at the first request (normalised hex).
-    pub revoked: RwLock<HashSet<String>>,
+    /// The certificate deny list: consulted in the handshake and again on
+    /// every request (a connection opened before a revocation).
+    pub deny: Arc<DenyList>,
+    /// Connections refused before a request was read (logged in summary).
+    pub refusals: Refusals,
     /// Bumped on every job event; long-polls wait on it instead of sleeping,
     /// so an idle agent has no timers running.
     changes: watch::Sender<u64>,
@@ -26,17 +31,21 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(config: AgentConfig, journal: Journal, revoked: HashSet<String>) -> Agent {
+    pub fn new(config: AgentConfig, journal: Journal, deny: Arc<DenyList>) -> Agent {
         let app_queues = config
             .apps
             .keys()
             .map(|k| (k.clone(), Arc::new(tokio::sync::Mutex::new(()))))
             .collect();
+        let refusals = Refusals::new(std::time::Duration::from_secs(
+            config.limits.refusal_log_secs,
+        ));
         Agent {
             config,
             journal,
             started_at: now_millis(),
-            revoked: RwLock::new(revoked),
+            refusals,
+            deny,
             changes: watch::channel(0).0,
             app_queues,
         }
@@ -55,10 +64,7 @@ impl Agent {
     }
 
     pub fn is_revoked(&self, serial: &str) -> bool {
-        self.revoked
-            .read()
-            .map(|set| set.contains(serial))
-            .unwrap_or(true)
+        self.deny.contains(serial)
     }
 
     /// Appends a job event and wakes the long-polls.

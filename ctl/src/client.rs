@@ -296,6 +296,12 @@ fn describe_tls(e: &std::io::Error) -> String {
 
 fn describe_rustls(e: &rustls::Error) -> String {
     match e {
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked) => {
+            "the agent refused our client certificate: its serial is on the agent's revocation \
+             list (TLS alert CertificateRevoked); issue a new certificate with golivectl cert \
+             operator and point the plan's tls.cert and tls.key at it"
+                .into()
+        }
         rustls::Error::AlertReceived(alert) => format!(
             "the agent refused our client certificate (TLS alert {alert:?}); check that it is issued by \
              this deployment's CA, not expired and not revoked"

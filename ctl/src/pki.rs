@@ -168,6 +168,12 @@ pub fn ca_init(dir: &Path, days: u32) -> Result<Issued, PkiError> {
         .self_signed(&key)
         .map_err(gen_err("the CA certificate"))?;
     write_pair(&cert_path, &cert.pem(), &key_path, &key.serialize_pem())?;
+    // An empty deny list that agents can load as it is: an agent refuses to
+    // start on a missing or empty list (it fails closed, issue 11).
+    let revoked = dir.join(REVOKED);
+    if !revoked.exists() {
+        write_atomic(dir, &revoked, REVOKED_HEADER.as_bytes())?;
+    }
     Ok(Issued {
         cert_path,
         key_path,
@@ -175,6 +181,11 @@ pub fn ca_init(dir: &Path, days: u32) -> Result<Issued, PkiError> {
         not_after: rfc3339(not_after),
     })
 }
+
+/// The first lines of every deny list golivectl writes.
+pub const REVOKED_HEADER: &str = "# golive revocation list: one certificate serial (hex) per line.\n\
+# Agents refuse these certificates in the TLS handshake. Edit with\n\
+# `golivectl cert revoke`, or write a new file and rename it into place.\n";
 
 /// Issues `DIR/agents/NAME.crt/.key` (role agent) valid for the given host names
 /// and IP addresses.
@@ -281,7 +292,7 @@ pub fn revoke(dir: &Path, cert_or_serial: &str) -> Result<String, PkiError> {
     let path = dir.join(REVOKED);
     let existing = match fs::read_to_string(&path) {
         Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => REVOKED_HEADER.to_string(),
         Err(e) => return Err(io_err("read", &path)(e)),
     };
     let already = existing
@@ -796,7 +807,10 @@ mod tests {
         let serial = revoke(&dir, alice.cert_path.to_str().unwrap()).unwrap();
         assert_eq!(serial, alice.serial);
         let list = fs::read_to_string(dir.join(REVOKED)).unwrap();
-        let lines: Vec<&str> = list.lines().collect();
+        let body = list
+            .strip_prefix(REVOKED_HEADER)
+            .expect("ca init wrote the header");
+        let lines: Vec<&str> = body.lines().collect();
         assert_eq!(lines.len(), 2, "{list}");
         assert!(lines[0].starts_with("# alice revoked 20"), "{list}");
         assert_eq!(lines[1], alice.serial);
@@ -810,7 +824,10 @@ mod tests {
         // By serial: the name is found among the issued certificates.
         assert_eq!(revoke(&dir, &bob.serial).unwrap(), bob.serial);
         let list = fs::read_to_string(dir.join(REVOKED)).unwrap();
-        assert!(list.starts_with(&lines.join("\n")), "{list}");
+        assert!(
+            list.starts_with(&format!("{REVOKED_HEADER}{}", lines.join("\n"))),
+            "{list}"
+        );
         assert!(list.contains("# bob revoked "), "{list}");
         assert!(list.ends_with(&format!("{}\n", bob.serial)), "{list}");
 
@@ -826,6 +843,8 @@ mod tests {
     #[test]
     fn revoke_rejects_garbage() {
         let (_tmp, dir) = ca();
+        let before = fs::read_to_string(dir.join(REVOKED)).unwrap();
+        assert_eq!(before, REVOKED_HEADER, "ca init writes an empty list");
         for bad in ["not-a-serial", "./missing.crt", ""] {
             let err = revoke(&dir, bad).unwrap_err();
             assert!(
@@ -833,6 +852,6 @@ mod tests {
                 "{bad:?}: {err}"
             );
         }
-        assert!(!dir.join(REVOKED).exists());
+        assert_eq!(fs::read_to_string(dir.join(REVOKED)).unwrap(), before);
     }
 }

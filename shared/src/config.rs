@@ -57,7 +57,19 @@ pub struct TlsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    /// Authenticated connections open at once (past the handshake); a
+    /// connection past it waits up to the handshake deadline for a slot.
     pub max_connections: u32,
+    /// Authenticated connections one certificate may hold open at once
+    /// (capped by `max_connections`).
+    pub max_connections_per_peer: u32,
+    /// TLS handshakes in flight at once, from everyone (issue 11: kept apart
+    /// from `max_connections`, so strangers cannot use up operators' slots).
+    pub max_handshakes: u32,
+    /// TLS handshakes in flight from one source address (an IPv6 source
+    /// counts by its /64; capped by `max_handshakes`). Past either bound a
+    /// new connection is closed at once, so the listen backlog never fills.
+    pub max_handshakes_per_source: u32,
     /// Cap on a framed request body.
     pub max_request_bytes: u64,
     /// Cap on one uploaded artifact.
@@ -66,7 +78,20 @@ pub struct Limits {
     pub max_unpacked_bytes: u64,
     /// Cap on the number of entries in one archive.
     pub max_archive_entries: u64,
+    /// Deadline of one TLS handshake.
     pub handshake_timeout_secs: u64,
+    /// Deadline for reading one request's body (RPC); an upload gets this
+    /// plus its size at `min_upload_bytes_per_sec`.
+    pub request_timeout_secs: u64,
+    /// An open connection with no request under way is closed after this
+    /// long; it is also the deadline for a request's headers.
+    pub idle_timeout_secs: u64,
+    /// Slowest upload rate the agent waits for (see `request_timeout_secs`).
+    pub min_upload_bytes_per_sec: u64,
+    /// Connections refused before a request (failed handshakes, sheds,
+    /// refused certificates) are logged as one summary line per this many
+    /// seconds, with counts per source; the first few are logged at once.
+    pub refusal_log_secs: u64,
     /// A long-poll waits at most this long, whatever the client asks.
     pub max_poll_secs: u64,
 }
@@ -75,11 +100,18 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 64,
+            max_connections_per_peer: 16,
+            max_handshakes: 128,
+            max_handshakes_per_source: 8,
             max_request_bytes: 1024 * 1024,
             max_artifact_bytes: 2 * 1024 * 1024 * 1024,
             max_unpacked_bytes: 8 * 1024 * 1024 * 1024,
             max_archive_entries: 200_000,
-            handshake_timeout_secs: 10,
+            handshake_timeout_secs: 3,
+            request_timeout_secs: 30,
+            idle_timeout_secs: 15,
+            min_upload_bytes_per_sec: 64 * 1024,
+            refusal_log_secs: 60,
             max_poll_secs: 30,
         }
     }
@@ -687,11 +719,27 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
     let l = &config.limits;
     for (key, value) in [
         ("limits.max_connections", l.max_connections as u64),
+        (
+            "limits.max_connections_per_peer",
+            l.max_connections_per_peer as u64,
+        ),
+        ("limits.max_handshakes", l.max_handshakes as u64),
+        (
+            "limits.max_handshakes_per_source",
+            l.max_handshakes_per_source as u64,
+        ),
         ("limits.max_request_bytes", l.max_request_bytes),
         ("limits.max_artifact_bytes", l.max_artifact_bytes),
         ("limits.max_unpacked_bytes", l.max_unpacked_bytes),
         ("limits.max_archive_entries", l.max_archive_entries),
         ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
+        ("limits.request_timeout_secs", l.request_timeout_secs),
+        ("limits.idle_timeout_secs", l.idle_timeout_secs),
+        (
+            "limits.min_upload_bytes_per_sec",
+            l.min_upload_bytes_per_sec,
+        ),
+        ("limits.refusal_log_secs", l.refusal_log_secs),
         ("limits.max_poll_secs", l.max_poll_secs),
     ] {
         if value == 0 {

@@ -216,6 +216,8 @@ pub struct AgentSpec {
     pub apps_toml: String,
     /// Extra `[limits]` lines.
     pub limits_toml: String,
+    /// The deny list (`tls.revoked`); default: the PKI's `revoked.txt`.
+    pub revoked: Option<PathBuf>,
 }
 
 impl AgentSpec {
@@ -225,6 +227,7 @@ impl AgentSpec {
             ip: ip.into(),
             apps_toml: String::new(),
             limits_toml: String::new(),
+            revoked: None,
         }
     }
 }
@@ -257,7 +260,7 @@ impl AgentProc {
             ca = pki.ca(),
             cert = cert,
             key = key,
-            revoked = pki.revoked_list(),
+            revoked = spec.revoked.clone().unwrap_or_else(|| pki.revoked_list()),
         );
         if !spec.limits_toml.is_empty() {
             toml.push_str("[limits]\n");
@@ -276,6 +279,17 @@ impl AgentProc {
         };
         agent.spawn();
         agent
+    }
+
+    /// CPU time the process used so far, in clock ticks (utime + stime
+    /// from `/proc/PID/stat`, all threads).
+    pub fn cpu_ticks(&self) -> u64 {
+        let pid = self.pid().expect("agent running");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+        // Fields after the command name, which is in parentheses.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
     }
 
     /// (Re)starts the process and waits (up to 20 s) for its address file.

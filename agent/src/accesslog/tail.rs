@@ -1,6 +1,8 @@
 //! The tailer: one std thread per (log, format) that follows the file and
 //! feeds its lines into a [`Window`]. It is woken by notify (inotify on the
-//! log's directory) and, as a safety net, every [`POLL`]; it needs no async
+//! log's directory, through [`crate::watch`]: never by its own reads, and
+//! re-armed when the directory is re-created) and, as a safety net, every
+//! [`POLL`]; it needs no async
 //! runtime, so it keeps running whatever the caller's runtime does.
 //!
 //! - Start: the last [`BACKREAD`] bytes of an existing file are read at once
@@ -21,7 +23,6 @@
 //! - A partial last line waits for its newline; a line longer than
 //!   [`MAX_LINE`] is skipped and counted as unparsed.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -31,10 +32,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use memchr::{memchr, memchr_iter};
-use notify::{RecursiveMode, Watcher};
 
 use super::format::LogFormat;
 use super::window::Window;
+use crate::watch::DirWatch;
 
 /// How much of an existing file is read back at start.
 pub const BACKREAD: u64 = 16 * 1024 * 1024;
@@ -272,36 +273,6 @@ fn read_error(path: &Path, e: &std::io::Error) -> String {
     format!("cannot read access log {}: {e}{hint}", path.display())
 }
 
-/// Watches the log's directory; every event naming the log wakes the
-/// tailer (the channel holds one wake-up: bursts of writes coalesce).
-/// `None` when the directory does not exist (yet) or cannot be watched.
-fn watch(path: &Path, wake: SyncSender<()>) -> Option<notify::RecommendedWatcher> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("/"))
-        .to_path_buf();
-    if !dir.is_dir() {
-        return None;
-    }
-    let name: Option<OsString> = path.file_name().map(|n| n.to_os_string());
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let ours = match &event {
-            Ok(event) => event
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == name),
-            Err(_) => true,
-        };
-        if ours {
-            let _ = wake.try_send(());
-        }
-    })
-    .ok()?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive).ok()?;
-    Some(watcher)
-}
-
 /// The tailer thread's loop. `retire` is asked after each idle wake whether
 /// the tailer should stop (it removes it from the registry when so).
 pub(crate) fn run(shared: Arc<Shared>, retire: impl Fn(&Arc<Shared>) -> bool) {
@@ -315,7 +286,11 @@ pub(crate) fn run(shared: Arc<Shared>, retire: impl Fn(&Arc<Shared>) -> bool) {
     }
     let _alive = Alive(&shared);
     let (wake_tx, wake_rx): (SyncSender<()>, Receiver<()>) = sync_channel(1);
-    let mut watcher = None;
+    // Every relevant event naming the log wakes the tailer; the channel
+    // holds one wake-up, so bursts of writes coalesce.
+    let mut watch = DirWatch::new(&shared.path, move || {
+        let _ = wake_tx.try_send(());
+    });
     let mut buf = vec![0u8; CHUNK];
     let mut tail = Tail {
         shared: &shared,
@@ -324,11 +299,9 @@ pub(crate) fn run(shared: Arc<Shared>, retire: impl Fn(&Arc<Shared>) -> bool) {
         first: true,
     };
     loop {
-        if watcher.is_none() {
-            // None while the directory does not exist: the poll covers it
-            // and the watch is tried again on the next wake.
-            watcher = watch(&shared.path, wake_tx.clone());
-        }
+        // Unarmed while the directory does not exist, and re-armed once it
+        // is back or was replaced; the poll covers the time between.
+        watch.check();
         tail.step(&mut buf);
         if tail.first {
             tail.first = false;

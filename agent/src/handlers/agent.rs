@@ -74,5 +74,7 @@ pub fn status(agent: &Agent, req: StatusRequest) -> Result<StatusResponse, Error
         protocol: PROTOCOL_VERSION,
         started_at: agent.started_at,
         apps,
+        revocation: agent.deny.info(),
+        refused_connections: agent.refusals.total(),
     })
 }

@@ -27,7 +27,9 @@ pub async fn demo(out: Out, keep: bool) -> anyhow::Result<Exit> {
 
     // 1. PKI.
     let pki_dir = dir.join("pki");
-    pki::ca_init(&pki_dir, 30)?;
+    // The CA outlives the 30-day leaves: issued a second after the CA, a
+    // leaf of the same length would outlive it and be refused.
+    pki::ca_init(&pki_dir, 31)?;
     pki::issue_agent(
         &pki_dir,
         "demo-agent",

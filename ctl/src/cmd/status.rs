@@ -53,6 +53,21 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                     s.protocol,
                     utc(s.started_at)
                 ));
+                if let Some(r) = &s.revocation
+                    && let Some(e) = &r.error
+                {
+                    out.line(format!(
+                        "  WARNING: {e}; the agent keeps its last good deny list ({} serials, read at {})",
+                        r.serials,
+                        utc(r.loaded_at)
+                    ));
+                }
+                if s.refused_connections > 0 {
+                    out.line(format!(
+                        "  refused {} connection(s) before a request since it started (its log says from where and why)",
+                        s.refused_connections
+                    ));
+                }
                 for app in &s.apps {
                     let lock = app
                         .lock
@@ -101,6 +116,13 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                     "agent_version": s.agent_version,
                     "protocol": s.protocol,
                     "started_at": s.started_at,
+                    "revocation": s.revocation.as_ref().map(|r| json!({
+                        "path": r.path,
+                        "serials": r.serials,
+                        "loaded_at": r.loaded_at,
+                        "error": r.error,
+                    })),
+                    "refused_connections": s.refused_connections,
                     "apps": s.apps.iter().map(|a| json!({
                         "name": a.name,
                         "root": a.root,

@@ -32,6 +32,25 @@ pub struct StatusResponse {
     pub protocol: u16,
     pub started_at: UnixMillis,
     pub apps: Vec<AppStatus>,
+    /// The certificate deny list, when the config names one (`tls.revoked`).
+    pub revocation: Option<RevocationInfo>,
+    /// Connections refused before any request was read, since the agent
+    /// started: failed or stalled handshakes, connections shed past the
+    /// limits, certificates that may never be admitted.
+    pub refused_connections: u64,
+}
+
+/// The deny list as the agent holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationInfo {
+    pub path: String,
+    /// Serials in the list in force.
+    pub serials: u64,
+    /// When the list in force was read.
+    pub loaded_at: UnixMillis,
+    /// Set while the file cannot be used (missing, malformed, incomplete):
+    /// the last good list stays in force.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -37,7 +37,7 @@ pub use release::*;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of the encoded types.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// HTTP path of the framed request/response endpoint.
 pub const RPC_PATH: &str = "/v1/rpc";
@@ -148,6 +148,8 @@ pub enum ErrorCode {
     Internal,
     /// The certificate serial is on the agent's deny list (exit 2).
     Revoked,
+    /// The request did not arrive within the agent's deadline (exit 2).
+    Timeout,
 }
 
 impl ErrorCode {
@@ -158,6 +160,7 @@ impl ErrorCode {
             ErrorCode::Forbidden | ErrorCode::Revoked => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Locked | ErrorCode::Conflict => 409,
+            ErrorCode::Timeout => 408,
             ErrorCode::TooLarge => 413,
             ErrorCode::VersionMismatch => 426,
             ErrorCode::Internal => 500,

@@ -9,6 +9,7 @@ mod deploy_migrate;
 mod flags;
 mod gate;
 mod git_source;
+mod hardening;
 mod hooks;
 mod maintenance;
 mod migrate;

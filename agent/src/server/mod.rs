@@ -1,15 +1,25 @@
 //! The transport: TLS 1.3 accept loop, HTTP/1.1 routing, audit.
 //!
-//! Layers, bottom-up (mini-redis style): TCP accept under a connection
-//! semaphore → TLS handshake in its own task under a timeout (never on the
-//! accept loop) → peer identity from the verified client certificate →
-//! hyper HTTP/1.1 → `route` → size-capped decode → [`crate::handlers`].
-//! Shutdown stops accepting, then waits (bounded) for every connection
-//! permit to come back, so the process knows in-flight requests finished.
+//! Layers, bottom-up (mini-redis style): TCP accept, which never waits →
+//! a handshake place from [`gate`] (globally and per source; none free →
+//! closed at once) → TLS handshake in its own task under
+//! `limits.handshake_timeout_secs`, the deny list checked by the certificate
+//! verifier → peer identity from the verified client certificate → an
+//! authenticated-connection place (globally and per certificate) → hyper
+//! HTTP/1.1 (headers and idle keep-alive under `limits.idle_timeout_secs`)
+//! → `route`: a peer that may never be admitted is refused before its body
+//! is read → size-capped body under `limits.request_timeout_secs` →
+//! decode → [`crate::handlers`]. Refusals before a request are counted and
+//! logged in summary ([`noise`]), never one line each.
+//! Shutdown stops accepting, then waits (bounded) for every authenticated
+//! connection to end, so the process knows in-flight requests finished.
+
+pub mod gate;
+pub mod noise;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,13 +34,13 @@ use hyper::body::Incoming;
 use hyper::{Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::handlers;
 use crate::journal::AuditRecord;
 use crate::log;
 use crate::state::Agent;
+use gate::{Gate, HandshakeSlot};
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
 
@@ -41,16 +51,10 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let max = agent.config.limits.max_connections;
-    let permits = Arc::new(Semaphore::new(max as usize));
+    let gate = Arc::new(Gate::new(&agent.config.limits));
     let acceptor = TlsAcceptor::from(tls);
-    let handshake_timeout = Duration::from_secs(agent.config.limits.handshake_timeout_secs);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => p.expect("semaphore never closed"),
-            () = &mut shutdown => break,
-        };
         let (tcp, addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -63,34 +67,65 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Requests and answers are small frames: Nagle's algorithm against
+        // the peer's delayed ACK cost 40 ms a round trip (issue 14).
+        let _ = tcp.set_nodelay(true);
+        let source = gate::source_key(addr.ip());
+        let slot = match gate.handshake(source) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                // Closed at once with a reset: no state kept, no wait.
+                let _ = tcp.set_zero_linger();
+                drop(tcp);
+                agent.refusals.record(source, reason);
+                continue;
+            }
+        };
         let agent = Arc::clone(&agent);
         let acceptor = acceptor.clone();
+        let gate = Arc::clone(&gate);
         tokio::spawn(async move {
-            connection(agent, acceptor, tcp, addr, handshake_timeout).await;
-            drop(permit);
+            connection(agent, acceptor, gate, slot, tcp, source).await;
         });
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(max)).await;
+    gate.drain(Duration::from_secs(10)).await;
 }
 
 async fn connection(
     agent: Arc<Agent>,
     acceptor: TlsAcceptor,
+    gate: Arc<Gate>,
+    slot: HandshakeSlot,
     tcp: tokio::net::TcpStream,
-    addr: SocketAddr,
-    handshake_timeout: Duration,
+    source: IpAddr,
 ) {
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+    let limits = &agent.config.limits;
+    let deadline = Duration::from_secs(limits.handshake_timeout_secs);
+    let handshake = tokio::time::timeout(deadline, acceptor.accept(tcp)).await;
+    drop(slot);
+    let tls = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            log::warn(&format!("TLS handshake from {addr} refused: {e}"));
+            let revoked = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+                == Some(&rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Revoked,
+                ));
+            let reason = if revoked {
+                "TLS handshake refused: the client certificate is on the revocation list".into()
+            } else {
+                format!("TLS handshake refused: {e}")
+            };
+            agent.refusals.record(source, &reason);
             return;
         }
         Err(_) => {
-            log::warn(&format!(
-                "TLS handshake from {addr} did not finish within {}s",
-                handshake_timeout.as_secs()
-            ));
+            agent.refusals.record(
+                source,
+                &format!(
+                    "TLS handshake did not finish within {}s (limits.handshake_timeout_secs)",
+                    deadline.as_secs()
+                ),
+            );
             return;
         }
     };
@@ -107,32 +142,59 @@ async fn connection(
     let peer = match PeerIdentity::from_der(&der) {
         Ok(p) => Arc::new(p),
         Err(e) => {
-            log::warn(&format!("{addr}: {e}"));
+            agent.refusals.record(source, &e.to_string());
             return;
         }
     };
+    let _slot = match gate.connection(&peer.fingerprint, deadline).await {
+        Ok(slot) => slot,
+        Err(reason) => {
+            agent.refusals.record(source, reason);
+            return;
+        }
+    };
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
     let service = hyper::service::service_fn(move |req| {
         let agent = Arc::clone(&agent);
         let peer = Arc::clone(&peer);
-        async move { Ok::<_, Infallible>(route(&agent, &peer, req).await) }
+        async move { Ok::<_, Infallible>(route(&agent, &peer, source, req).await) }
     });
+    // hyper's header timeout also runs while a kept-alive connection waits
+    // for its next request, so it is the idle timeout too.
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(idle)
         .serve_connection(TokioIo::new(tls), service)
         .await;
     if let Err(e) = served
         && !e.is_incomplete_message()
+        && !e.is_timeout()
     {
-        log::warn(&format!("connection from {addr}: {e}"));
+        log::warn(&format!("connection from {source}: {e}"));
     }
 }
 
 async fn route(
     agent: &Arc<Agent>,
     peer: &PeerIdentity,
+    source: IpAddr,
     req: hyper::Request<Incoming>,
 ) -> HttpResponse {
+    // Revoked since the connection opened, no role, an agent's certificate:
+    // refused before the body is read or decoded, and not audited (a peer
+    // that is never admitted must not be able to fill the audit table).
+    if let Err(e) = handlers::admissible(agent, peer) {
+        agent.refusals.record(
+            source,
+            &format!("certificate {:?} refused: {:?}", peer.name, e.code),
+        );
+        let mut resp = respond(Err(e));
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+        return resp;
+    }
     let path = req.uri().path().to_string();
     if req.method() == Method::POST && path == RPC_PATH {
         return rpc(agent, peer, req).await;
@@ -183,15 +245,24 @@ async fn rpc(
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
+    let deadline = Duration::from_secs(agent.config.limits.request_timeout_secs);
     let body = if declared.is_some_and(|n| n > max) {
         Err(too_large())
     } else {
-        match Limited::new(req.into_body(), max as usize).collect().await {
-            Ok(b) => Ok(b.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Err(e) => Err(ErrorBody::new(
+        let read = Limited::new(req.into_body(), max as usize).collect();
+        match tokio::time::timeout(deadline, read).await {
+            Ok(Ok(b)) => Ok(b.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Ok(Err(e)) => Err(ErrorBody::new(
                 ErrorCode::BadRequest,
                 format!("cannot read the request body: {e}"),
+            )),
+            Err(_) => Err(ErrorBody::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the request body did not arrive within {}s (limits.request_timeout_secs)",
+                    deadline.as_secs()
+                ),
             )),
         }
     };
@@ -224,6 +295,16 @@ async fn rpc(
                 codec::encode_plain_error(&msg),
             );
         }
+        // A plain-error frame is an answer, never a request: its text is
+        // the client's, and is neither echoed nor stored.
+        Err(CodecError::Peer(_)) => {
+            let err = ErrorBody::new(
+                ErrorCode::BadRequest,
+                "the body is a plain-error frame, which only answers carry; send a golive request",
+            );
+            audit(agent, peer, "invalid-request", &Err(err.clone()));
+            return respond(Err(err));
+        }
         Err(e) => {
             let err = ErrorBody::new(ErrorCode::BadRequest, e.to_string());
             audit(agent, peer, "invalid-request", &Err(err.clone()));
@@ -247,11 +328,7 @@ fn audit(
 ) {
     let outcome = match result {
         Ok(_) => "ok".to_string(),
-        Err(e) => {
-            let mut m = format!("{:?}: {}", e.code, e.message);
-            m.truncate(500);
-            m
-        }
+        Err(e) => truncate_at_char(format!("{:?}: {}", e.code, e.message), 500),
     };
     let rec = AuditRecord {
         at: now_millis(),
@@ -269,6 +346,20 @@ fn audit(
     }
 }
 
+/// `s` cut to at most `max` bytes, on a character boundary: error messages
+/// can carry request text, and a cut inside a multi-byte character panicked
+/// the task before its audit row was written (issue 11).
+fn truncate_at_char(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 fn respond(result: Result<Response, ErrorBody>) -> HttpResponse {
     match result {
         Ok(r) => http(200, codec::encode(&r)),
@@ -282,4 +373,16 @@ fn http(status: u16, body: Vec<u8>) -> HttpResponse {
         .header(hyper::header::CONTENT_TYPE, codec::CONTENT_TYPE)
         .body(Full::new(Bytes::from(body)))
         .expect("static response parts")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn issue11_an_audit_outcome_is_cut_on_a_character_boundary() {
+        let s = format!("{}é{}", "a".repeat(499), "b".repeat(10));
+        let cut = super::truncate_at_char(s, 500);
+        assert_eq!(cut.len(), 499);
+        assert!(cut.chars().all(|c| c == 'a'));
+        assert_eq!(super::truncate_at_char("short".into(), 500), "short");
+    }
 }
