@@ -47,6 +47,7 @@ pub mod release;
 pub mod revocation;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod tls;
 
 use std::fs::File;
