@@ -12,7 +12,7 @@ use golive_shared::config::{AgentConfig, AppConfig};
 use golive_shared::names;
 use golive_shared::protocol::{
     ErrorBody, ErrorCode, EventKind, JobEventsRequest, JobEventsResponse, JobInfo, JobResult,
-    JobSpec, JobState, LogLevel, SubmitJob, now_millis,
+    JobSpec, JobState, LogLevel, StageRelease, SubmitJob, UnixMillis, now_millis,
 };
 
 use golive_shared::identity::{PeerIdentity, Role};
@@ -23,6 +23,7 @@ use crate::lock;
 use crate::release::layout::AppLayout;
 use crate::release::unpack::UnpackLimits;
 use crate::state::{Agent, artifacts_dir, internal};
+use crate::store::Discard;
 
 /// Validates and submits a job; the same key returns the same job.
 pub fn submit(
@@ -127,6 +128,9 @@ pub fn submit(
         return dedupe(existing, &req.spec);
     }
     lock::check_lease(agent, &app, req.lease.as_deref())?;
+    // A stage job pins its artifact from the moment it is journaled; the
+    // store lock keeps an eviction from falling between the check and that.
+    let _store = matches!(req.spec, JobSpec::Stage(_)).then(|| agent.lock_store());
     if let JobSpec::Stage(s) = &req.spec
         && !artifacts_dir(&agent.config)
             .join(&s.artifact_sha256)
@@ -145,6 +149,7 @@ pub fn submit(
         .journal
         .insert_job(&req.idempotency_key, &req.spec, by, now_millis())
         .map_err(internal)?;
+    drop(_store);
     if !inserted {
         return dedupe(job, &req.spec);
     }
@@ -272,6 +277,9 @@ async fn run(agent: Arc<Agent>, id: u64) {
                     line: message.clone(),
                 },
             );
+            if let JobSpec::Stage(s) = &job.spec {
+                discard_artifact(&agent, id, job.submitted_at, s);
+            }
             let _ = agent
                 .journal
                 .finish_job(id, JobState::Failed, None, Some(message), now);
@@ -279,6 +287,41 @@ async fn run(agent: Arc<Agent>, id: u64) {
         }
     };
     agent.event(id, EventKind::Finished { state });
+}
+
+/// After a failed stage: the artifact leaves the store unless something
+/// still references it (`store` module docs). Runs before the job is marked
+/// failed, so a controller that sees the failure sees the store without it.
+fn discard_artifact(agent: &Agent, id: u64, submitted: UnixMillis, s: &StageRelease) {
+    let sha = &s.artifact_sha256;
+    let outcome = {
+        let _store = agent.lock_store();
+        crate::store::discard_after_failed_stage(&agent.config, &agent.journal, sha, id, submitted)
+    };
+    let (level, line) = match outcome {
+        Ok(Discard::Removed { bytes }) => (
+            LogLevel::Info,
+            format!(
+                "removed artifact {sha} ({bytes} bytes) from the store: staging {} from it failed and nothing else uses it",
+                s.release
+            ),
+        ),
+        Ok(Discard::Kept(why)) => (
+            LogLevel::Info,
+            format!("artifact {sha} stays in the store: {why}"),
+        ),
+        Ok(Discard::Absent) => return,
+        Err(e) => (
+            LogLevel::Warn,
+            format!("could not remove artifact {sha} from the store after the failed stage: {e}"),
+        ),
+    };
+    let logged = format!("job {id} (app {}): {line}", s.app);
+    match level {
+        LogLevel::Warn => crate::log::warn(&logged),
+        _ => crate::log::info(&logged),
+    }
+    agent.event(id, EventKind::Log { level, line });
 }
 
 /// Performs one job's work. Synchronous; errors are operator-facing messages.

@@ -588,6 +588,67 @@ impl Journal {
         Ok(())
     }
 
+    /// `(sha256, declared size)` of uploads being received: bytes the
+    /// artifact store must keep room for, and artifacts it must not evict.
+    pub fn uploads_in_flight(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT sha256, size FROM uploads WHERE state = 'receiving'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records that an artifact's file left the store (`evicted` to make
+    /// room, `discarded` after a failed stage): its `stored` upload rows say
+    /// so, and the row of a file that is gone never reads as `stored`.
+    pub fn artifact_removed(&self, sha: &str, state: &str, why: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE uploads SET state = ?2, error = ?3 WHERE sha256 = ?1 AND state = 'stored'",
+            params![sha, state, why],
+        )?;
+        Ok(())
+    }
+
+    /// `(job id, artifact sha256)` of stage jobs queued or running: the
+    /// artifacts they are about to read.
+    pub fn stage_jobs_in_flight(&self) -> Result<Vec<(u64, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, spec FROM jobs WHERE kind = 'stage' AND state IN ('queued', 'running')",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, spec) = row?;
+            if let JobSpec::Stage(s) = serde_json::from_str(&spec)? {
+                out.push((id as u64, s.artifact_sha256));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `(app, release id, artifact sha256)` of every release staged from an
+    /// uploaded artifact.
+    pub fn release_artifacts(&self) -> Result<Vec<(String, String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT app, id, artifact_sha256 FROM releases WHERE artifact_sha256 IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// When the oldest app lock still in force at `now` was taken: a
+    /// deployment holding it may be about to stage an artifact it uploaded
+    /// or found present since then.
+    pub fn oldest_live_lock(&self, now: UnixMillis) -> Result<Option<UnixMillis>> {
+        Ok(self.conn().query_row(
+            "SELECT MIN(since) FROM locks WHERE expires_at > ?1",
+            params![now],
+            |r| r.get(0),
+        )?)
+    }
+
     /// `(state, count)` of upload rows, for tests and status.
     pub fn upload_states(&self) -> Result<Vec<(String, i64)>> {
         let conn = self.conn();

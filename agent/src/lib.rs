@@ -50,6 +50,7 @@ pub mod release;
 pub mod revocation;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod tls;
 pub mod watch;
 
@@ -233,12 +234,10 @@ pub async fn prepare(config: AgentConfig) -> Result<Prepared, StartError> {
         Arc::clone(&deny),
     )?;
     let (lock, journal) = open_state(&config)?;
-    let listener = tokio::net::TcpListener::bind(&config.agent.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.agent.listen.clone(),
-            source,
-        })?;
+    let listener = listen(config.listen_addr()).map_err(|source| StartError::Bind {
+        addr: config.agent.listen.clone(),
+        source,
+    })?;
     let watcher = revocation::watch(Arc::clone(&deny)).map_err(|source| StartError::Watch {
         path: deny.path().map(Path::to_path_buf).unwrap_or_default(),
         source,
@@ -259,6 +258,25 @@ pub async fn prepare(config: AgentConfig) -> Result<Prepared, StartError> {
         _lock: lock,
         _watcher: watcher,
     })
+}
+
+/// Length of the listen queue (the kernel caps it at `net.core.somaxconn`,
+/// 4096 on current kernels). The accept loop closes what it cannot take at
+/// once, so the queue only has to hold a burst: sized so that one peer's
+/// 2,000 simultaneous connects do not crowd out an operator's (issue 11).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's own bind does: a restarted agent can bind at once while
+    // its old connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Runs the agent until `shutdown` resolves.

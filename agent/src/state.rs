@@ -28,6 +28,11 @@ pub struct Agent {
     /// One job at a time per app, whatever the lock says: two staging jobs on
     /// the same tree must never interleave.
     app_queues: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Held while the artifact store decides what stays: eviction, the
+    /// discard after a failed stage, and the paths that find an artifact
+    /// present and rely on it staying (`store` module docs). Never held
+    /// across an await.
+    pub store_lock: std::sync::Mutex<()>,
 }
 
 impl Agent {
@@ -48,11 +53,18 @@ impl Agent {
             deny,
             changes: watch::channel(0).0,
             app_queues,
+            store_lock: std::sync::Mutex::new(()),
         }
     }
 
     pub fn artifacts_dir(&self) -> PathBuf {
         artifacts_dir(&self.config)
+    }
+
+    /// Takes [`Agent::store_lock`]; a panic while it was held left no
+    /// half-made decision worth refusing the store over.
+    pub fn lock_store(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.store_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {

@@ -74,6 +74,9 @@ pub struct Limits {
     pub max_request_bytes: u64,
     /// Cap on one uploaded artifact.
     pub max_artifact_bytes: u64,
+    /// Cap on the artifact store (`STATE_DIR/artifacts`) as a whole; an upload
+    /// that would pass it first evicts unreferenced artifacts, oldest first.
+    pub max_artifact_store_bytes: u64,
     /// Cap on the bytes one archive may unpack to.
     pub max_unpacked_bytes: u64,
     /// Cap on the number of entries in one archive.
@@ -105,6 +108,7 @@ impl Default for Limits {
             max_handshakes_per_source: 8,
             max_request_bytes: 1024 * 1024,
             max_artifact_bytes: 2 * 1024 * 1024 * 1024,
+            max_artifact_store_bytes: 4 * 1024 * 1024 * 1024,
             max_unpacked_bytes: 8 * 1024 * 1024 * 1024,
             max_archive_entries: 200_000,
             handshake_timeout_secs: 3,
@@ -730,6 +734,10 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
         ),
         ("limits.max_request_bytes", l.max_request_bytes),
         ("limits.max_artifact_bytes", l.max_artifact_bytes),
+        (
+            "limits.max_artifact_store_bytes",
+            l.max_artifact_store_bytes,
+        ),
         ("limits.max_unpacked_bytes", l.max_unpacked_bytes),
         ("limits.max_archive_entries", l.max_archive_entries),
         ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
@@ -745,6 +753,16 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
         if value == 0 {
             bad(key.into(), "must be greater than 0".into());
         }
+    }
+    if l.max_artifact_store_bytes < l.max_artifact_bytes {
+        bad(
+            "limits.max_artifact_store_bytes".into(),
+            format!(
+                "is {} bytes, less than limits.max_artifact_bytes ({} bytes): an artifact the agent \
+                 accepts could never fit in its store; raise max_artifact_store_bytes or lower max_artifact_bytes",
+                l.max_artifact_store_bytes, l.max_artifact_bytes
+            ),
+        );
     }
 
     for (name, app) in &config.apps {
@@ -1527,6 +1545,37 @@ url = "http://127.0.0.1:8080/"
             err.to_string()
                 .contains("agent.toml:13: key `apps.shop.shared.0`")
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn artifact_store_cap_is_validated() {
+        let dir = tmp();
+        let file = dir.join("agent.toml");
+        let cfg = parse(&file, &sample("")).unwrap();
+        assert_eq!(cfg.limits.max_artifact_store_bytes, 4 << 30);
+        let with = |limits: &str| {
+            sample("").replace("[apps.shop]", &format!("[limits]\n{limits}\n\n[apps.shop]"))
+        };
+        let err = parse(&file, &with("max_artifact_store_bytes = 0")).unwrap_err();
+        assert_eq!(err.0[0].key, "limits.max_artifact_store_bytes");
+        let err = parse(
+            &file,
+            &with("max_artifact_bytes = 2000\nmax_artifact_store_bytes = 1000"),
+        )
+        .unwrap_err();
+        assert_eq!(err.0[0].key, "limits.max_artifact_store_bytes");
+        assert!(
+            err.to_string()
+                .contains("less than limits.max_artifact_bytes (2000 bytes)"),
+            "{err}"
+        );
+        let cfg = parse(
+            &file,
+            &with("max_artifact_bytes = 1000\nmax_artifact_store_bytes = 1000"),
+        )
+        .unwrap();
+        assert_eq!(cfg.limits.max_artifact_store_bytes, 1000);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -4,6 +4,12 @@
 //! only when size and sha256 both match is it fsynced and renamed to
 //! `artifacts/<sha256>`. The upload is journaled before the first byte, so a
 //! crash mid-upload is found at start-up and its partial file removed.
+//!
+//! Before an upload is accepted the store makes room for it under
+//! `limits.max_artifact_store_bytes`, evicting unreferenced artifacts oldest
+//! first, or refuses it (`crate::store`). Finding an artifact present, by
+//! `HasArtifact` or an upload of one already stored, marks it as just asked
+//! for, which is its age in the store.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,14 +31,30 @@ static UPLOAD_SEQ: AtomicU64 = AtomicU64::new(0);
 
 pub fn has(agent: &Agent, sha: &str) -> Result<ArtifactInfo, ErrorBody> {
     names::check_sha256(sha).map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))?;
+    let _store = agent.lock_store();
+    present(agent, sha)
+}
+
+/// Answers for an artifact from its file, and marks it as just asked for.
+/// The caller holds the store lock.
+fn present(agent: &Agent, sha: &str) -> Result<ArtifactInfo, ErrorBody> {
     let path = agent.artifacts_dir().join(sha);
     match std::fs::metadata(&path) {
-        Ok(m) => Ok(ArtifactInfo {
-            sha256: sha.into(),
-            size: m.len(),
-            already_present: true,
-        }),
-        Err(_) => Err(ErrorBody::new(
+        Ok(m) if m.is_file() => {
+            // A stale age only moves it up the eviction order; the answer holds.
+            if let Err(e) = crate::store::touch(&path) {
+                crate::log::warn(&format!(
+                    "cannot mark artifact {} as asked for: {e}",
+                    path.display()
+                ));
+            }
+            Ok(ArtifactInfo {
+                sha256: sha.into(),
+                size: m.len(),
+                already_present: true,
+            })
+        }
+        _ => Err(ErrorBody::new(
             ErrorCode::NotFound,
             format!("agent {} has no artifact {sha}", agent.config.agent.name),
         )),
@@ -80,20 +102,54 @@ pub async fn upload(
     }
     let dir = agent.artifacts_dir();
     let final_path = dir.join(sha);
-    if final_path.is_file() {
-        return has(agent, sha);
-    }
     let partial = dir.join(format!(
         ".partial-{sha}-{}-{}",
         std::process::id(),
         UPLOAD_SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let partial_str = partial.display().to_string();
-    let row = agent
-        .journal
-        .upload_started(sha, size, &partial_str, &peer.name, now_millis())
-        .map_err(internal)?;
-    let outcome = receive(&partial, &final_path, sha, size, body).await;
+    // Room is made and the upload journaled under one hold of the store
+    // lock, so a concurrent upload counts this one's bytes.
+    let row = {
+        let _store = agent.lock_store();
+        if final_path.is_file() {
+            return present(agent, sha);
+        }
+        crate::store::make_room(&agent.config, &agent.journal, sha, size, now_millis()).map_err(
+            |e| match e {
+                crate::store::RoomError::Full(m) => ErrorBody::new(ErrorCode::TooLarge, m),
+                crate::store::RoomError::Store(m) => internal(m),
+            },
+        )?;
+        agent
+            .journal
+            .upload_started(sha, size, &partial_str, &peer.name, now_millis())
+            .map_err(internal)?
+    };
+    // The whole upload has a deadline (issue 11): a client trickling bytes
+    // must not hold a connection and a store reservation for as long as it
+    // likes. The slowest rate waited for is `limits.min_upload_bytes_per_sec`.
+    let limits = &agent.config.limits;
+    let allowed = std::time::Duration::from_secs(
+        limits.request_timeout_secs + size / limits.min_upload_bytes_per_sec,
+    );
+    let outcome = match tokio::time::timeout(
+        allowed,
+        receive(&partial, &final_path, sha, size, body),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(_) => Err(ErrorBody::new(
+            ErrorCode::Timeout,
+            format!(
+                "the upload of {size} bytes did not finish within {}s (limits.request_timeout_secs \
+                 plus its size at limits.min_upload_bytes_per_sec); upload from a faster link or \
+                 lower min_upload_bytes_per_sec",
+                allowed.as_secs()
+            ),
+        )),
+    };
     if outcome.is_err() {
         let _ = tokio::fs::remove_file(&partial).await;
     }

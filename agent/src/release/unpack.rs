@@ -13,6 +13,11 @@
 //!   this, and refusing is simpler to prove safe than re-resolving each link.
 //!   The last component is never opened through a link either: a later entry
 //!   with the same name unlinks the old one and creates a new file.
+//! - **Control characters** (C0 such as newline, tab and CR; DEL; C1) are
+//!   refused in member names and link targets: a name with a newline would
+//!   go live and then split every log line, listing and hook argument that
+//!   shows it (issue 11). Bytes that are not UTF-8 are read as Latin-1, where
+//!   0x80-0x9f are the C1 controls.
 //! - **Symlink targets** must be relative and stay inside the release when
 //!   resolved from the link's own directory. They must also have the shape
 //!   `../../name/name`: `..` only at the front. `x/b -> ..` followed by
@@ -97,6 +102,18 @@ pub enum UnpackError {
         "archive entry {entry:?} has a `..` component; rebuild the artifact so every path stays inside the release root"
     )]
     ParentTraversal { entry: String },
+    #[error(
+        "archive entry {entry:?} has the control character {what} in its name, which would reach file listings, logs and hooks as it is; rename the file so its name holds no newline, tab or other control character and rebuild the artifact"
+    )]
+    ControlCharacter { entry: String, what: String },
+    #[error(
+        "link {entry:?} -> {target:?} has the control character {what} in its target; point the link at a name without newlines, tabs or other control characters and rebuild the artifact"
+    )]
+    LinkControlCharacter {
+        entry: String,
+        target: String,
+        what: String,
+    },
     #[error(
         "link {entry:?} -> {target:?} points outside the release directory; make it a relative link to a path inside the release, or ship the file itself"
     )]
@@ -456,7 +473,12 @@ impl<'a> Unpacker<'a> {
             // Archive-wide metadata (`git archive` stores the commit id here).
             return Ok(());
         }
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let raw_name = entry.path_bytes();
+        let name = String::from_utf8_lossy(&raw_name).into_owned();
+        if let Some(what) = control_char(&raw_name) {
+            return Err(UnpackError::ControlCharacter { entry: name, what });
+        }
+        drop(raw_name);
         let path = entry
             .path()
             .map_err(|e| corrupt(format!("entry {name:?} has an unreadable path: {e}")))?;
@@ -681,7 +703,40 @@ impl<'a> Unpacker<'a> {
     }
 }
 
+/// The first control character in a member name or link target, described
+/// for the operator: C0 and DEL (`U+000A (line feed)`), C1 in UTF-8
+/// (`U+0085`), or a byte 0x80-0x9f outside UTF-8, read as Latin-1 C1.
+fn control_char(name: &[u8]) -> Option<String> {
+    for chunk in name.utf8_chunks() {
+        if let Some(c) = chunk.valid().chars().find(|c| c.is_control()) {
+            let known = match c {
+                '\0' => " (NUL)",
+                '\t' => " (tab)",
+                '\n' => " (line feed)",
+                '\r' => " (carriage return)",
+                '\x1b' => " (escape)",
+                '\x7f' => " (delete)",
+                _ => "",
+            };
+            return Some(format!("U+{:04X}{known}", c as u32));
+        }
+        if let Some(b) = chunk.invalid().iter().find(|b| (0x80..=0x9f).contains(*b)) {
+            return Some(format!("byte 0x{b:02X}"));
+        }
+    }
+    None
+}
+
 fn link_name<R: Read>(entry: &Entry<'_, R>, name: &str) -> Result<PathBuf, UnpackError> {
+    if let Some(raw) = entry.link_name_bytes()
+        && let Some(what) = control_char(&raw)
+    {
+        return Err(UnpackError::LinkControlCharacter {
+            entry: name.to_owned(),
+            target: String::from_utf8_lossy(&raw).into_owned(),
+            what,
+        });
+    }
     match entry.link_name() {
         Ok(Some(target)) => Ok(target.into_owned()),
         Ok(None) => Err(corrupt(format!("link {name:?} has no target"))),
@@ -927,6 +982,93 @@ mod tests {
         ]);
         assert_eq!(fs::read(c.dest.join("a/b")).unwrap(), b"x");
         assert_eq!(fs::read(c.dest.join("c/d")).unwrap(), b"y");
+    }
+
+    #[test]
+    fn control_characters_in_names_are_refused() {
+        // C0 (newline, tab, CR, escape, ...), DEL and C1, in the middle of a
+        // path or at its end; the entry is named escaped, with the character.
+        for (name, code) in [
+            (&b"evil\nname"[..], "U+000A (line feed)"),
+            (b"dir/a\tb", "U+0009 (tab)"),
+            (b"a\r", "U+000D (carriage return)"),
+            (b"\x1b[31mred", "U+001B (escape)"),
+            (b"del\x7f", "U+007F (delete)"),
+            ("nel\u{85}x".as_bytes(), "U+0085"),
+            ("csi\u{9b}x".as_bytes(), "U+009B"),
+            // Not UTF-8: the byte is read as Latin-1, where 0x9b is CSI.
+            (b"latin\x9bx", "byte 0x9B"),
+        ] {
+            let raw = Raw {
+                name,
+                kind: EntryType::Regular,
+                mode: 0o644,
+                link: b"",
+                data: b"x",
+            };
+            let err = refused(&[dir("dir"), file("ok", b"x"), raw]);
+            let shown = String::from_utf8_lossy(name).into_owned();
+            assert!(
+                matches!(err, UnpackError::ControlCharacter { ref entry, .. } if *entry == shown),
+                "{shown:?}: {err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("archive entry {shown:?}"))
+                    && text.contains(code)
+                    && text.contains("rebuild the artifact")
+                    && !text.contains('\n'),
+                "{shown:?}: {text}"
+            );
+        }
+        // A directory's name, and a name that arrives in a GNU long-name
+        // record. (A pax `path` cannot carry one: the tar crate splits pax
+        // records at newlines and falls back to the header's name.)
+        let err = refused(&[dir("a\nb")]);
+        assert!(matches!(err, UnpackError::ControlCharacter { .. }), "{err}");
+        let long = format!("{}/x\ny\0", long_dir());
+        let gnu = Raw {
+            name: b"././@LongLink",
+            kind: EntryType::GNULongName,
+            mode: 0o644,
+            link: b"",
+            data: long.as_bytes(),
+        };
+        let err = refused(&[gnu, file("short", b"x")]);
+        assert!(
+            matches!(err, UnpackError::ControlCharacter { ref entry, .. } if entry.ends_with("/x\ny")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn control_characters_in_link_targets_are_refused() {
+        for (members, entry) in [
+            (vec![file("t", b"x"), symlink("s", "t\n")], "s"),
+            (vec![file("t", b"x"), symlink("s2", "\u{85}t")], "s2"),
+            (vec![file("t", b"x"), hardlink("h", "t\r")], "h"),
+        ] {
+            let err = refused(&members);
+            assert!(
+                matches!(err, UnpackError::LinkControlCharacter { entry: ref e, .. } if e == entry),
+                "{entry}: {err}"
+            );
+            assert!(
+                err.to_string().contains(&format!("link {entry:?} -> ")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn printable_unicode_names_are_kept() {
+        let c = ok(&[
+            file("café/ü ñ.txt", b"x"),
+            file("日本語", b"y"),
+            symlink("link é", "日本語"),
+        ]);
+        assert_eq!(fs::read(c.dest.join("café/ü ñ.txt")).unwrap(), b"x");
+        assert_eq!(fs::read(c.dest.join("link é")).unwrap(), b"y");
     }
 
     #[test]

@@ -207,10 +207,10 @@ mod tests {
         assert_eq!(k("::ffff:10.0.0.1"), k("10.0.0.1"));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn issue11_authenticated_connections_are_bounded_per_certificate() {
         let gate = Gate::new(&limits(3, 2));
-        let wait = Duration::from_secs(3);
+        let wait = Duration::from_millis(100);
         let alice = gate.connection("alice", wait).await.unwrap();
         assert_eq!(gate.connection("alice", wait).await.err(), Some(SHED_PEER));
         let _bob = gate.connection("bob", wait).await.unwrap();

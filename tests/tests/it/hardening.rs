@@ -129,7 +129,16 @@ fn flood(target: SocketAddr, source: &str, hold: usize, until: Instant) -> u64 {
                         continue;
                     }
                     let conn = tokio::time::timeout_at(end, socket.connect(target)).await;
-                    let Ok(Ok(mut tcp)) = conn else { continue };
+                    let mut tcp = match conn {
+                        Ok(Ok(tcp)) => tcp,
+                        // Accepted and reset before the connect was seen
+                        // to complete: the agent shed it at once.
+                        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                            opened.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        _ => continue,
+                    };
                     opened.fetch_add(1, Ordering::Relaxed);
                     if i % 3 == 0 {
                         let _ = tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await;
@@ -219,7 +228,8 @@ fn issue11_stalled_handshakes_slow_bodies_and_idle_connections_are_cut() {
         d,
         &pki,
         "127.0.0.201",
-        "handshake_timeout_secs = 1\nrequest_timeout_secs = 2\nidle_timeout_secs = 2",
+        "handshake_timeout_secs = 1\nrequest_timeout_secs = 2\nidle_timeout_secs = 2\n\
+         min_upload_bytes_per_sec = 1048576",
     );
     let alice = pki.operator("alice", "operator");
     let addr = agent.addr;
@@ -273,6 +283,32 @@ fn issue11_stalled_handshakes_slow_bodies_and_idle_connections_are_cut() {
         let took = started.elapsed();
         assert!(took < Duration::from_secs(6), "closed after {took:?}");
 
+        // An upload trickled: answered 408 at request_timeout_secs plus its
+        // size at min_upload_bytes_per_sec (2 + 1 s), its partial removed.
+        let mut tls = tls_connect(&pki, &alice, addr).await.unwrap();
+        let size = 1024 * 1024;
+        let head = format!(
+            "PUT /v1/artifacts/{} HTTP/1.1\r\nHost: agent\r\nx-golive-size: {size}\r\n\
+             Content-Length: {size}\r\n\r\n",
+            "ab".repeat(32)
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let trickle = async {
+            for _ in 0..40 {
+                if tls.write_all(&[0u8; 100]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), trickle).await;
+        let (answer, _) = read_until_closed(&mut tls, Duration::from_secs(3)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(7), "answered after {took:?}");
+
         // A kept-alive connection after its request: closed when idle.
         let mut tls = tls_connect(&pki, &alice, addr).await.unwrap();
         tls.write_all(&hello_request()).await.unwrap();
@@ -289,6 +325,12 @@ fn issue11_stalled_handshakes_slow_bodies_and_idle_connections_are_cut() {
             "closed before idling: {took:?}"
         );
     });
+    let partials: Vec<_> = std::fs::read_dir(agent.state_dir.join("artifacts"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(partials.is_empty(), "left in the store: {partials:?}");
     // The agent keeps serving.
     let ctl = Ctl::new(d);
     let plan = plan(d, &pki, &alice, &agent);

@@ -1,6 +1,7 @@
 //! All integration tests compile into one binary (ripgrep style); each module
 //! covers one concern and drives the real binaries through `golive_tests`.
 
+mod artifacts;
 mod backup;
 mod backup_db;
 mod backup_engines;
