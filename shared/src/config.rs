@@ -16,7 +16,9 @@ use serde::Deserialize;
 use crate::names;
 
 mod probe;
+mod site;
 pub use probe::*;
+pub use site::{Site, error_site};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -573,34 +575,12 @@ pub fn load(path: &Path) -> Result<AgentConfig, ConfigErrors> {
 /// Parses and validates config text that was read from `path`.
 pub fn parse(path: &Path, source: &str) -> Result<AgentConfig, ConfigErrors> {
     let mut config: AgentConfig = toml::from_str(source).map_err(|e| {
-        let line = e.span().map(|s| line_of(source, s.start));
-        let mut key = e
-            .span()
-            .and_then(|s| key_at(source, s.start))
-            .unwrap_or_default();
-        let mut line = line;
-        // serde buffers tagged tables, so an unknown field is reported at its
-        // table; point at the field itself when we can find it.
-        if let Some(field) = e
-            .message()
-            .strip_prefix("unknown field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            let full = if key.is_empty() {
-                field.to_string()
-            } else {
-                format!("{key}.{field}")
-            };
-            if let Some(l) = locate_exact(source, &full) {
-                line = Some(l);
-                key = full;
-            }
-        }
+        let (site, message) = serde_error_site(source, &e);
         ConfigErrors(vec![ConfigIssue {
             file: path.to_path_buf(),
-            line,
-            key,
-            message: e.message().trim().to_string(),
+            line: site.line,
+            key: site.key,
+            message,
         }])
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
@@ -620,6 +600,45 @@ pub fn parse(path: &Path, source: &str) -> Result<AgentConfig, ConfigErrors> {
             })
             .collect(),
     ))
+}
+
+/// [`error_site`] and the message, looking inside tagged tables (probes by
+/// `kind`, databases by `engine`): serde reads those whole and reports a
+/// wrong type inside them at their header, so the table is read again as the
+/// struct its tag selects, where the error has the key's own span.
+fn serde_error_site(source: &str, e: &toml::de::Error) -> (Site, String) {
+    let found = site::find(source, e.span(), e.message());
+    let tag = match found.node.as_slice() {
+        [apps, _, probes, _] if apps == "apps" && probes == "probes" => Some("kind"),
+        [apps, _, dbs, _] if apps == "apps" && dbs == "databases" => Some("engine"),
+        _ => None,
+    };
+    if found.inside_table
+        && let Some(tag) = tag
+        && let Some((text, variant)) = site::standalone(source, &found.node, tag)
+        && let Some(inner) = match tag {
+            "kind" => probe::variant_error(&variant, &text),
+            _ => database_variant_error(&variant, &text),
+        }
+    {
+        let sub = site::find(&text, inner.span(), inner.message()).site;
+        if !sub.key.is_empty() {
+            let key = format!("{}.{}", found.site.key, sub.key);
+            let line = locate_exact(source, &key).or(found.site.line);
+            return (Site { line, key }, inner.message().trim().to_string());
+        }
+    }
+    (found.site, e.message().trim().to_string())
+}
+
+/// [`probe::variant_error`] for `[[apps.APP.databases]]`, tagged by `engine`.
+fn database_variant_error(engine: &str, text: &str) -> Option<toml::de::Error> {
+    match engine {
+        "sqlite" => toml::from_str::<SqliteDb>(text).err(),
+        "postgres" => toml::from_str::<PostgresDb>(text).err(),
+        "mariadb" => toml::from_str::<MariadbDb>(text).err(),
+        _ => None,
+    }
 }
 
 fn resolve_paths(config: &mut AgentConfig, base: &Path) {
@@ -1299,23 +1318,6 @@ pub fn is_plain_relative(path: &Path) -> bool {
     !path.as_os_str().is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
-/// 1-based line of a byte offset.
-fn line_of(source: &str, offset: usize) -> usize {
-    source[..offset.min(source.len())].matches('\n').count() + 1
-}
-
-/// The dotted key whose value starts nearest before `offset`, for parse errors.
-fn key_at(source: &str, offset: usize) -> Option<String> {
-    let doc = toml_edit::Document::parse(source).ok()?;
-    let mut best: Option<(usize, String)> = None;
-    walk(doc.as_item(), &mut Vec::new(), &mut |path, span| {
-        if span.start <= offset && best.as_ref().is_none_or(|(s, _)| span.start >= *s) {
-            best = Some((span.start, path.join(".")));
-        }
-    });
-    best.map(|(_, k)| k).filter(|k| !k.is_empty())
-}
-
 fn walk(
     item: &toml_edit::Item,
     path: &mut Vec<String>,
@@ -1363,7 +1365,7 @@ fn locate_exact(source: &str, dotted: &str) -> Option<usize> {
     let mut found = None;
     walk(doc.as_item(), &mut Vec::new(), &mut |path, span| {
         if path.join(".") == dotted {
-            found = Some(line_of(source, span.start));
+            found = Some(site::line_of(source, span.start));
         }
     });
     found
@@ -1386,7 +1388,7 @@ pub fn locate(source: &str, dotted: &str) -> Option<usize> {
         }
     });
     best.filter(|(d, _)| *d > 0)
-        .map(|(_, off)| line_of(source, off))
+        .map(|(_, off)| site::line_of(source, off))
 }
 
 #[cfg(test)]
@@ -1460,6 +1462,186 @@ url = "http://127.0.0.1:8080/"
             "{text}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The one issue a serde-level error in `src` gives: `file:line: key `k``.
+    fn serde_site(src: &str) -> String {
+        let err = parse(Path::new("/etc/golive/agent.toml"), src).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        let issue = &err.0[0];
+        format!(
+            "{}: key `{}`",
+            issue.line.map_or("?".into(), |l| l.to_string()),
+            issue.key
+        )
+    }
+
+    /// `sample` with `from` replaced by `to` (which must occur).
+    fn edited(from: &str, to: &str) -> String {
+        let src = sample(EXTRA);
+        assert!(src.contains(from), "{from:?} not in the sample");
+        src.replacen(from, to, 1)
+    }
+
+    /// Tables of every shape after the sample's probe (line 19 on).
+    const EXTRA: &str = "\n\
+        [apps.shop.hooks]\n\
+        after_unpack = [ { cmd = [\"true\"] } ]\n\
+        \n\
+        [[apps.shop.databases]]\n\
+        engine = \"sqlite\"\n\
+        name = \"main\"\n\
+        path = \"/srv/db\"\n";
+
+    #[test]
+    fn issue11_unknown_keys_name_their_own_line_and_full_key() {
+        assert_eq!(
+            serde_site(&edited("[agent]", "bogus = 1\n[agent]")),
+            "1: key `bogus`"
+        );
+        assert_eq!(
+            serde_site(&edited(
+                "state_dir = \"state\"",
+                "state_dir = \"state\"\nnmae = \"x\""
+            )),
+            "5: key `agent.nmae`"
+        );
+        assert_eq!(
+            serde_site(&edited(
+                "root = \"/srv/shop\"",
+                "root = \"/srv/shop\"\nrooot = \"x\""
+            )),
+            "13: key `apps.shop.rooot`"
+        );
+        assert_eq!(
+            serde_site(&edited("shared = [", "backup.kep = 3\nshared = [")),
+            "13: key `apps.shop.backup.kep`"
+        );
+        // Arrays of tables: a tagged one (probes) and the databases.
+        assert_eq!(
+            serde_site(&edited("url = ", "expect_statu = [200]\nurl = ")),
+            "18: key `apps.shop.probes.0.expect_statu`"
+        );
+        assert_eq!(
+            serde_site(&edited(
+                "path = \"/srv/db\"",
+                "path = \"/srv/db\"\npasword_file = \"x\""
+            )),
+            "27: key `apps.shop.databases.0.pasword_file`"
+        );
+        // An inline table in an array.
+        assert_eq!(
+            serde_site(&edited(
+                "{ cmd = [\"true\"] }",
+                "{ cmd = [\"true\"], cdw = \"x\" }"
+            )),
+            "21: key `apps.shop.hooks.after_unpack.0.cdw`"
+        );
+    }
+
+    #[test]
+    fn issue11_wrong_types_name_the_value_s_line_and_key() {
+        assert_eq!(
+            serde_site(&edited("\"127.0.0.1:7443\"", "7443")),
+            "3: key `agent.listen`"
+        );
+        assert_eq!(
+            serde_site(&edited(
+                "shared = [\"uploads\"]",
+                "keep_releases = \"five\""
+            )),
+            "13: key `apps.shop.keep_releases`"
+        );
+        assert_eq!(
+            serde_site(&edited("[\"uploads\"]", "[\"uploads\", 5]")),
+            "13: key `apps.shop.shared.1`"
+        );
+        // Probes and databases are tagged (`kind`, `engine`): serde reads
+        // such a table whole before it knows the struct.
+        assert_eq!(
+            serde_site(&edited(
+                "name = \"home\"",
+                "name = \"home\"\ntimeout_ms = \"soon\""
+            )),
+            "18: key `apps.shop.probes.0.timeout_ms`"
+        );
+        assert_eq!(
+            serde_site(&edited("path = \"/srv/db\"", "path = 5")),
+            "26: key `apps.shop.databases.0.path`"
+        );
+        assert_eq!(
+            serde_site(&edited("kind = \"http\"", "kind = \"htp\"")),
+            "16: key `apps.shop.probes.0.kind`"
+        );
+        assert_eq!(
+            serde_site(&edited(
+                "{ cmd = [\"true\"] }",
+                "{ cmd = [\"true\"], timeout_secs = \"x\" }"
+            )),
+            "21: key `apps.shop.hooks.after_unpack.0.timeout_secs`"
+        );
+    }
+
+    #[test]
+    fn issue11_missing_keys_name_their_table_s_line_and_the_full_key() {
+        assert_eq!(
+            serde_site(&edited(
+                "[tls]\nca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n",
+                ""
+            )),
+            "1: key `tls`"
+        );
+        assert_eq!(
+            serde_site(&edited("key = \"agent.key\"\n", "")),
+            "6: key `tls.key`"
+        );
+        assert_eq!(
+            serde_site(&edited("root = \"/srv/shop\"\n", "")),
+            "11: key `apps.shop.root`"
+        );
+        assert_eq!(
+            serde_site(&edited("url = \"http://127.0.0.1:8080/\"\n", "")),
+            "15: key `apps.shop.probes.0.url`"
+        );
+        assert_eq!(
+            serde_site(&edited("path = \"/srv/db\"\n", "")),
+            "23: key `apps.shop.databases.0.path`"
+        );
+        assert_eq!(
+            serde_site(&edited("{ cmd = [\"true\"] }", "{ cwd = \"x\" }")),
+            "21: key `apps.shop.hooks.after_unpack.0.cmd`"
+        );
+    }
+
+    #[test]
+    fn issue11_syntax_errors_name_line_and_key() {
+        assert_eq!(
+            serde_site(&edited("\"web1\"", "web1")),
+            "2: key `agent.name`"
+        );
+        assert_eq!(
+            serde_site(&edited(
+                "key = \"agent.key\"",
+                "key = \"agent.key\"\ncert = \"b\""
+            )),
+            "10: key `tls.cert`"
+        );
+    }
+
+    #[test]
+    fn issue11_serde_messages_read_file_line_key_message() {
+        let src = edited(
+            "root = \"/srv/shop\"",
+            "root = \"/srv/shop\"\nrooot = \"x\"",
+        );
+        let err = parse(Path::new("/etc/golive/agent.toml"), &src).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "/etc/golive/agent.toml:13: key `apps.shop.rooot`: unknown field `rooot`, expected one of `root`"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -422,6 +422,33 @@ impl ProbeConfig {
     }
 }
 
+/// The error of reading `text` (a probe table without its `kind`) as the
+/// struct `kind` selects. serde reads a tagged table whole before it knows
+/// the struct, and then reports a wrong type at the table's header; read this
+/// way, the error points at the key (issue 11). `None`: no such kind, or no
+/// error there.
+pub(super) fn variant_error(kind: &str, text: &str) -> Option<toml::de::Error> {
+    fn error<T: serde::de::DeserializeOwned>(text: &str) -> Option<toml::de::Error> {
+        toml::from_str::<T>(text).err()
+    }
+    match kind {
+        "http" => error::<HttpProbe>(text),
+        "tcp" => error::<TcpProbe>(text),
+        "tls" => error::<TlsProbe>(text),
+        "dns" => error::<DnsProbe>(text),
+        "sql" => error::<SqlProbe>(text),
+        "command" => error::<CommandProbe>(text),
+        "disk" => error::<DiskProbe>(text),
+        "memory" => error::<MemoryProbe>(text),
+        "load" => error::<LoadProbe>(text),
+        "cpu" => error::<CpuProbe>(text),
+        "process" => error::<ProcessProbe>(text),
+        "file" => error::<FileProbe>(text),
+        "access-log" => error::<AccessLogProbe>(text),
+        _ => None,
+    }
+}
+
 /// A parsed probe URL: what the agent connects to and asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeUrl {
@@ -1047,6 +1074,26 @@ mod tests {
         );
         let result = super::super::parse(&dir.0.join("agent.toml"), &src);
         (dir, src, result)
+    }
+
+    #[test]
+    fn every_kind_can_be_read_on_its_own() {
+        // The kinds serde knows, from its own "expected one of" list.
+        let err = toml::from_str::<ProbeConfig>("kind = \"?\"\nname = \"x\"").unwrap_err();
+        let kinds: Vec<&str> = err
+            .message()
+            .split("expected one of ")
+            .nth(1)
+            .unwrap()
+            .split(", ")
+            .map(|k| k.trim().trim_matches('`'))
+            .collect();
+        assert_eq!(kinds.len(), 13, "{kinds:?}");
+        for kind in kinds {
+            let e = variant_error(kind, "name = 5\n").unwrap_or_else(|| panic!("{kind}"));
+            assert!(e.message().contains("invalid type"), "{kind}: {e}");
+            assert_eq!(e.span(), Some(7..8), "{kind}");
+        }
     }
 
     /// A private temp directory removed on drop (shared has no tempfile dependency).
