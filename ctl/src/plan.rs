@@ -246,7 +246,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             message: e.message().trim().to_string(),
         }
     })?;
-    let base = absolute_dir(path);
+    let base = golive_shared::config::file_dir(path);
     let abs = |p: &Path| {
         if p.is_relative() {
             base.join(p)
@@ -412,13 +412,6 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         lock_ttl_secs: raw.deploy.lock_ttl_secs,
         operator,
     })
-}
-
-/// The plan file's directory as an absolute path: relative paths in the plan
-/// resolve against it, and stay right if anything later changes directory.
-fn absolute_dir(plan: &Path) -> PathBuf {
-    let dir = plan.parent().unwrap_or(Path::new(""));
-    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 /// Which `[tls]` key a TLS file problem is about (`client_config` reads the

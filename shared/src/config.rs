@@ -583,8 +583,7 @@ pub fn parse(path: &Path, source: &str) -> Result<AgentConfig, ConfigErrors> {
             message,
         }])
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    resolve_paths(&mut config, base);
+    resolve_paths(&mut config, &file_dir(path));
     let issues = validate(&config);
     if issues.is_empty() {
         return Ok(config);
@@ -641,21 +640,81 @@ fn database_variant_error(engine: &str, text: &str) -> Option<toml::de::Error> {
     }
 }
 
+/// The directory of a config (or plan) file as an absolute path: relative
+/// paths in the file resolve against it, so they mean the same whatever the
+/// working directory of whoever reads the file, and stay right when the
+/// agent's children run elsewhere.
+pub fn file_dir(file: &Path) -> PathBuf {
+    let dir = file.parent().unwrap_or(Path::new(""));
+    if dir.as_os_str().is_empty() {
+        return std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    }
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Issue 11: every path that names something on this host resolves against
+/// the config file's directory (README "The agent's config"). Paths
+/// documented as relative to ROOT, ROOT/shared, ROOT/current or the release
+/// (shared, files, flags, maintenance flag file, permissions, required
+/// files, migrations, cwd of commands and probes) are left as written: they
+/// are resolved where they are used.
 fn resolve_paths(config: &mut AgentConfig, base: &Path) {
     let fix = |p: &mut PathBuf| {
         if p.is_relative() {
             *p = base.join(&*p);
         }
     };
+    let fix_opt = |p: &mut Option<PathBuf>| {
+        if let Some(p) = p {
+            fix(p);
+        }
+    };
     fix(&mut config.agent.state_dir);
     fix(&mut config.tls.ca);
     fix(&mut config.tls.cert);
     fix(&mut config.tls.key);
-    if let Some(r) = config.tls.revoked.as_mut() {
-        fix(r);
-    }
+    fix_opt(&mut config.tls.revoked);
     for app in config.apps.values_mut() {
         fix(&mut app.root);
+        fix_opt(&mut app.backup.dir);
+        if let Some(o) = app.backup.offsite.as_mut() {
+            fix_opt(&mut o.dir);
+        }
+        for db in &mut app.databases {
+            match db {
+                DatabaseConfig::Sqlite(d) => fix(&mut d.path),
+                DatabaseConfig::Postgres(d) => {
+                    fix_opt(&mut d.password_file);
+                    fix_opt(&mut d.bin_dir);
+                }
+                DatabaseConfig::Mariadb(d) => {
+                    fix_opt(&mut d.socket);
+                    fix_opt(&mut d.password_file);
+                    fix_opt(&mut d.bin_dir);
+                }
+            }
+        }
+        if let Some(g) = app.git.as_mut() {
+            fix_opt(&mut g.bin_dir);
+        }
+        for probe in &mut app.probes {
+            match probe {
+                ProbeConfig::Http(p) => fix_opt(&mut p.ca_file),
+                ProbeConfig::Disk(p) => fix(&mut p.path),
+                ProbeConfig::File(p) => fix(&mut p.path),
+                ProbeConfig::AccessLog(p) => fix(&mut p.path),
+                // No path, or (command: cwd) one relative to ROOT/current.
+                ProbeConfig::Tcp(_)
+                | ProbeConfig::Tls(_)
+                | ProbeConfig::Dns(_)
+                | ProbeConfig::Sql(_)
+                | ProbeConfig::Command(_)
+                | ProbeConfig::Memory(_)
+                | ProbeConfig::Load(_)
+                | ProbeConfig::Cpu(_)
+                | ProbeConfig::Process(_) => {}
+            }
+        }
     }
 }
 
@@ -942,6 +1001,24 @@ fn validate_backups(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String,
             && !s.path.is_absolute()
         {
             bad(key("path"), "must be an absolute path".into());
+        }
+        let password_file = match db {
+            DatabaseConfig::Sqlite(_) => None,
+            DatabaseConfig::Postgres(d) => d.password_file.as_ref(),
+            DatabaseConfig::Mariadb(d) => d.password_file.as_ref(),
+        };
+        // Checked here so check-config says so, not every backup later.
+        if let Some(f) = password_file
+            && !f.is_file()
+        {
+            bad(
+                key("password_file"),
+                format!(
+                    "{} does not exist or is not a file; write the password into it (mode \
+                     0600, readable by the agent's user), or remove password_file",
+                    f.display()
+                ),
+            );
         }
         let timeout = match db {
             DatabaseConfig::Sqlite(_) => None,
@@ -1447,6 +1524,241 @@ url = "http://127.0.0.1:8080/"
         assert_eq!(cfg.agent.state_dir, dir.join("state"));
         assert_eq!(cfg.apps["shop"].keep_releases, 5);
         assert_eq!(cfg.apps["shop"].probes[0].name(), "home");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Everything a config names by path, relatively.
+    const RELATIVE: &str = r#"
+[[apps.shop.probes]]
+kind = "http"
+name = "private"
+url = "https://127.0.0.1:8443/"
+ca_file = "tls/private-ca.pem"
+
+[[apps.shop.probes]]
+kind = "disk"
+name = "disk"
+path = "data"
+min_free_percent = 10
+
+[[apps.shop.probes]]
+kind = "file"
+name = "cron"
+path = "run/heartbeat"
+
+[[apps.shop.probes]]
+kind = "access-log"
+name = "errors"
+path = "logs/access.log"
+max_p95_ms = 500
+
+[[apps.shop.probes]]
+kind = "command"
+name = "cli"
+cmd = ["true"]
+cwd = "bin"
+
+[apps.shop.backup]
+dir = "backups"
+[apps.shop.backup.offsite]
+dir = "offsite"
+
+[[apps.shop.databases]]
+engine = "sqlite"
+name = "orders"
+path = "data/orders.db"
+
+[[apps.shop.databases]]
+engine = "postgres"
+name = "main"
+user = "shop"
+dbname = "shop"
+password_file = "secrets/pg.pass"
+bin_dir = "pgbin"
+
+[[apps.shop.databases]]
+engine = "mariadb"
+name = "legacy"
+socket = "run/mysqld.sock"
+user = "shop"
+database = "shop"
+password_file = "secrets/my.pass"
+bin_dir = "mybin"
+
+[[apps.shop.files]]
+name = "uploads"
+paths = ["shared/uploads"]
+
+[apps.shop.commands.cache]
+cmd = ["bin/console", "cache:clear"]
+cwd = "app"
+
+[apps.shop.git]
+url = "/srv/git/shop.git"
+bin_dir = "gitbin"
+
+[apps.shop.maintenance]
+flag_file = "shared/maintenance.flag"
+
+[apps.shop.flags]
+file = "shared/flags.json"
+
+[apps.shop.migrations]
+dir = "migrations"
+database = "orders"
+"#;
+
+    /// The files and programs [`RELATIVE`] needs under `dir` to validate.
+    fn relative_fixture(dir: &Path) {
+        for (sub, programs) in [
+            (
+                "pgbin",
+                &["pg_dump", "pg_restore", "psql", "createdb", "dropdb"][..],
+            ),
+            ("mybin", &["mariadb-dump", "mariadb"][..]),
+            ("gitbin", &["git"][..]),
+        ] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+            for p in programs {
+                std::fs::write(dir.join(sub).join(p), "").unwrap();
+            }
+        }
+        std::fs::create_dir_all(dir.join("secrets")).unwrap();
+        std::fs::write(dir.join("secrets/pg.pass"), "pw").unwrap();
+        std::fs::write(dir.join("secrets/my.pass"), "pw").unwrap();
+        std::fs::create_dir_all(dir.join("tls")).unwrap();
+        std::fs::write(
+            dir.join("tls/private-ca.pem"),
+            "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn issue11_every_config_path_resolves_against_the_config_dir() {
+        let dir = tmp();
+        relative_fixture(&dir);
+        let src = sample(RELATIVE).replace("\"/srv/shop\"", "\"srv/shop\"");
+        let cfg = parse(&dir.join("agent.toml"), &src).unwrap_or_else(|e| panic!("{e}"));
+        let at = |p: &str| dir.join(p);
+        assert_eq!(cfg.agent.state_dir, at("state"));
+        assert_eq!(cfg.tls.ca, at("ca.crt"));
+        let app = &cfg.apps["shop"];
+        assert_eq!(app.root, at("srv/shop"));
+        assert_eq!(app.backup.dir.as_deref(), Some(at("backups").as_path()));
+        let offsite = app.backup.offsite.as_ref().unwrap();
+        assert_eq!(offsite.dir.as_deref(), Some(at("offsite").as_path()));
+        let DatabaseConfig::Sqlite(sqlite) = &app.databases[0] else {
+            panic!()
+        };
+        assert_eq!(sqlite.path, at("data/orders.db"));
+        let DatabaseConfig::Postgres(pg) = &app.databases[1] else {
+            panic!()
+        };
+        assert_eq!(
+            pg.password_file.as_deref(),
+            Some(at("secrets/pg.pass").as_path())
+        );
+        assert_eq!(pg.bin_dir.as_deref(), Some(at("pgbin").as_path()));
+        let DatabaseConfig::Mariadb(my) = &app.databases[2] else {
+            panic!()
+        };
+        assert_eq!(
+            my.password_file.as_deref(),
+            Some(at("secrets/my.pass").as_path())
+        );
+        assert_eq!(my.bin_dir.as_deref(), Some(at("mybin").as_path()));
+        assert_eq!(my.socket.as_deref(), Some(at("run/mysqld.sock").as_path()));
+        assert_eq!(
+            app.git.as_ref().unwrap().bin_dir.as_deref(),
+            Some(at("gitbin").as_path())
+        );
+        let probe_path = |i: usize| match &app.probes[i] {
+            ProbeConfig::Http(p) => p.ca_file.clone().unwrap(),
+            ProbeConfig::Disk(p) => p.path.clone(),
+            ProbeConfig::File(p) => p.path.clone(),
+            ProbeConfig::AccessLog(p) => p.path.clone(),
+            ProbeConfig::Command(p) => p.cwd.clone().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(probe_path(1), at("tls/private-ca.pem"));
+        assert_eq!(probe_path(2), at("data"));
+        assert_eq!(probe_path(3), at("run/heartbeat"));
+        assert_eq!(probe_path(4), at("logs/access.log"));
+        // Paths documented as relative to the release, ROOT or ROOT/current
+        // stay as written: they are resolved where they are used.
+        assert_eq!(probe_path(5), Path::new("bin"));
+        assert_eq!(app.shared, [Path::new("uploads")]);
+        assert_eq!(app.files[0].paths, [Path::new("shared/uploads")]);
+        assert_eq!(app.commands["cache"].cwd.as_deref(), Some(Path::new("app")));
+        assert_eq!(app.commands["cache"].cmd[0], "bin/console");
+        let m = app.maintenance.as_ref().unwrap();
+        assert_eq!(
+            m.flag_file.as_deref(),
+            Some(Path::new("shared/maintenance.flag"))
+        );
+        assert_eq!(
+            app.flags.as_ref().unwrap().file,
+            Path::new("shared/flags.json")
+        );
+        assert_eq!(
+            app.migrations.as_ref().unwrap().dir,
+            Path::new("migrations")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn issue11_a_relative_config_path_still_gives_absolute_paths() {
+        let dir = tmp();
+        relative_fixture(&dir);
+        // The same directory, named relative to the working directory.
+        let cwd = std::env::current_dir().unwrap();
+        let mut relative = PathBuf::new();
+        for _ in cwd.components().skip(1) {
+            relative.push("..");
+        }
+        relative.push(dir.strip_prefix("/").unwrap());
+        assert!(relative.is_relative());
+        let src = sample(RELATIVE);
+        let cfg = parse(&relative.join("agent.toml"), &src).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            cfg.agent.state_dir.is_absolute(),
+            "{:?}",
+            cfg.agent.state_dir
+        );
+        assert!(cfg.agent.state_dir.ends_with("state"));
+        assert_eq!(
+            std::fs::canonicalize(cfg.agent.state_dir.parent().unwrap()).unwrap(),
+            std::fs::canonicalize(&dir).unwrap()
+        );
+        let DatabaseConfig::Postgres(pg) = &cfg.apps["shop"].databases[1] else {
+            panic!()
+        };
+        assert!(pg.password_file.as_ref().unwrap().is_absolute());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn issue11_a_missing_password_file_is_a_config_error() {
+        let dir = tmp();
+        relative_fixture(&dir);
+        std::fs::remove_file(dir.join("secrets/pg.pass")).unwrap();
+        let err = parse(&dir.join("agent.toml"), &sample(RELATIVE)).unwrap_err();
+        let text = err.to_string();
+        let line = sample(RELATIVE)
+            .lines()
+            .position(|l| l == "password_file = \"secrets/pg.pass\"")
+            .unwrap()
+            + 1;
+        assert!(
+            text.contains(&format!(
+                "agent.toml:{line}: key `apps.shop.databases.1.password_file`: {}",
+                dir.join("secrets/pg.pass").display()
+            )),
+            "{text}"
+        );
+        assert_eq!(err.0.len(), 1, "{text}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1360,12 +1360,6 @@ severity = "medium"
                 "between 0 and 255",
             ),
             (
-                "kind = \"disk\"\npath = \"srv\"\nmin_free_percent = 10",
-                "path",
-                "path = ",
-                "absolute",
-            ),
-            (
                 "kind = \"disk\"\npath = \"/\"",
                 "min_free_percent",
                 "[[apps.shop.probes]]",

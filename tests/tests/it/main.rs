@@ -4,6 +4,7 @@
 mod backup;
 mod backup_db;
 mod backup_engines;
+mod config_paths;
 mod deploy;
 mod deploy_migrate;
 mod flags;
