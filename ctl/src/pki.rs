@@ -20,7 +20,9 @@ use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use golive_shared::identity::{PeerIdentity, Role, normalize_serial};
+use golive_shared::identity::{
+    IdentityError, PeerIdentity, ROLE_URI_PREFIX, Role, normalize_serial,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -262,8 +264,7 @@ pub fn revoke(dir: &Path, cert_or_serial: &str) -> Result<String, PkiError> {
     let input = cert_or_serial.trim();
     let as_path = Path::new(input);
     let (serial, name) = if as_path.is_file() {
-        let ident = read_identity(as_path)?;
-        (ident.serial, ident.name)
+        read_serial_and_name(as_path)?
     } else if looks_like_serial(input) {
         let serial = normalize_serial(input);
         let name = find_issued_name(dir, &serial).unwrap_or_else(|| "unknown".into());
@@ -463,6 +464,17 @@ fn validate_name(name: &str) -> Result<(), PkiError> {
 /// typo here only shows up later as a handshake failure).
 fn parse_san(san: &str) -> Result<SanType, PkiError> {
     let s = san.trim();
+    // The role SAN is ours to write, exactly once (issue 11: a second one
+    // makes the certificate ambiguous, and the agent refuses it).
+    if s.to_ascii_lowercase().starts_with(ROLE_URI_PREFIX) {
+        return Err(PkiError::BadSan {
+            san: san.into(),
+            reason: "a role is not given as a SAN: an agent certificate always carries role \
+                     agent, and operator certificates take --role; give host names or IP \
+                     addresses"
+                .into(),
+        });
+    }
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(SanType::IpAddress(ip));
     }
@@ -601,16 +613,35 @@ fn write_atomic(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), PkiError
 }
 
 fn read_identity(path: &Path) -> Result<PeerIdentity, PkiError> {
-    let bytes = fs::read(path).map_err(io_err("read", path))?;
-    // PEM is what we write; accept DER too.
-    let der = match CertificateDer::from_pem_slice(&bytes) {
-        Ok(der) => der.to_vec(),
-        Err(_) => bytes,
-    };
-    PeerIdentity::from_der(&der).map_err(|e| PkiError::BadFile {
+    PeerIdentity::from_der(&read_der(path)?).map_err(|e| PkiError::BadFile {
         path: path.to_path_buf(),
         reason: format!("not a certificate ({e})"),
     })
+}
+
+/// A certificate file's DER: PEM is what we write; DER is accepted too.
+fn read_der(path: &Path) -> Result<Vec<u8>, PkiError> {
+    let bytes = fs::read(path).map_err(io_err("read", path))?;
+    Ok(match CertificateDer::from_pem_slice(&bytes) {
+        Ok(der) => der.to_vec(),
+        Err(_) => bytes,
+    })
+}
+
+/// Serial and name of a certificate file, also of one the agent refuses for
+/// its role SANs: that is exactly a certificate one wants to revoke.
+fn read_serial_and_name(path: &Path) -> Result<(String, String), PkiError> {
+    match PeerIdentity::from_der(&read_der(path)?) {
+        Ok(ident) => Ok((ident.serial, ident.name)),
+        Err(
+            IdentityError::AmbiguousRole { serial, name, .. }
+            | IdentityError::UnknownRole { serial, name, .. },
+        ) => Ok((serial, name)),
+        Err(e) => Err(PkiError::BadFile {
+            path: path.to_path_buf(),
+            reason: format!("not a certificate ({e})"),
+        }),
+    }
 }
 
 /// Hex digits, optionally with a `0x` prefix and `:` separators, at most 20
@@ -838,6 +869,82 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".revoked"))
             .collect();
         assert!(stray.is_empty());
+    }
+
+    /// The URI SANs of a certificate file that carry a golive role.
+    fn role_sans(path: &Path) -> Vec<String> {
+        let der = read_der(path).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let Some(san) = cert.subject_alternative_name().unwrap() else {
+            return Vec::new();
+        };
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|g| match g {
+                x509_parser::extensions::GeneralName::URI(u) if u.starts_with(ROLE_URI_PREFIX) => {
+                    Some(u.to_string())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn issued_certificates_carry_exactly_one_role_san() {
+        let (_tmp, dir) = ca();
+        let sans: Vec<String> = ["web1.example.com", "10.0.0.5", "WEB1.example.com", "::1"]
+            .map(String::from)
+            .to_vec();
+        let agent = issue_agent(&dir, "web1", &sans, 30).unwrap();
+        assert_eq!(role_sans(&agent.cert_path), ["urn:golive:role:agent"]);
+        for role in [Role::Viewer, Role::Operator, Role::Admin] {
+            let name = format!("op-{role}");
+            let issued = issue_operator(&dir, &name, role, 30).unwrap();
+            assert_eq!(role_sans(&issued.cert_path), [role.uri()]);
+            assert_eq!(identity(&issued.cert_path).role, Some(role));
+        }
+        assert!(role_sans(&dir.join(CA_CERT)).is_empty());
+    }
+
+    #[test]
+    fn issue11_a_role_cannot_be_smuggled_in_as_a_san() {
+        let (_tmp, dir) = ca();
+        for san in ["urn:golive:role:admin", " URN:golive:role:operator"] {
+            let sans = vec!["web1.example.com".to_string(), san.to_string()];
+            let err = issue_agent(&dir, "web1", &sans, 30).unwrap_err();
+            assert!(matches!(err, PkiError::BadSan { .. }) && err.is_usage_error());
+            let text = err.to_string();
+            assert!(text.contains("a role is not given as a SAN"), "{text}");
+            assert!(!dir.join("agents/web1.key").exists());
+            assert!(!dir.join("agents/web1.crt").exists());
+        }
+    }
+
+    #[test]
+    fn a_two_role_certificate_can_still_be_revoked_by_file() {
+        let (_tmp, dir) = ca();
+        let ca = load_ca(&dir).unwrap();
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "mallory");
+        params.subject_alt_names = ["urn:golive:role:viewer", "urn:golive:role:admin"]
+            .iter()
+            .map(|u| SanType::URI(u.to_string().try_into().unwrap()))
+            .collect();
+        params.serial_number = Some(SerialNumber::from_slice(&[0x42, 0x01]));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        let path = dir.join("mallory.crt");
+        fs::write(&path, cert.pem()).unwrap();
+        let err = read_identity(&path).unwrap_err();
+        assert!(err.to_string().contains("ambiguous"), "{err}");
+
+        assert_eq!(revoke(&dir, path.to_str().unwrap()).unwrap(), "4201");
+        let list = fs::read_to_string(dir.join(REVOKED)).unwrap();
+        assert!(list.contains("# mallory revoked "), "{list}");
+        assert!(list.ends_with("4201\n"), "{list}");
     }
 
     #[test]

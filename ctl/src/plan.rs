@@ -191,32 +191,62 @@ pub struct Host {
     pub client: AgentClient,
 }
 
-/// A plan problem, always a usage error (exit 2).
+/// A plan problem, always a usage error (exit 2). Shown like an agent config
+/// problem: `FILE:LINE: key `KEY`: MESSAGE` (issue 11: every plan error
+/// names the file, the line and the full dotted key).
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
 pub struct PlanError {
-    pub path: String,
+    pub file: PathBuf,
+    /// 1-based; `None` only when the file itself could not be read.
+    pub line: Option<usize>,
+    /// Dotted key, array elements by index (`hosts.1.address`); empty only
+    /// when the file itself could not be read.
+    pub key: String,
     pub message: String,
 }
 
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Reads and validates a plan. Relative paths in it (`release.artifact`,
+/// `tls.ca`, `tls.cert`, `tls.key`) resolve against the plan file's
+/// directory, whatever the working directory.
 pub fn load(path: &Path) -> Result<Plan, PlanError> {
-    let err = |message: String| PlanError {
-        path: path.display().to_string(),
+    let text = std::fs::read_to_string(path).map_err(|e| PlanError {
+        file: path.to_path_buf(),
+        line: None,
+        key: String::new(),
+        message: format!(
+            "cannot read the plan: {e}; write one with `golivectl init` or pass its path"
+        ),
+    })?;
+    // A problem with a key: at its line, or its table's when it is not written.
+    let keyed = |key: &str, message: String| PlanError {
+        file: path.to_path_buf(),
+        line: golive_shared::config::locate(&text, key).or(Some(1)),
+        key: key.to_string(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        err(format!(
-            "cannot read the plan: {e}; write one with `golivectl init` or pass its path"
-        ))
-    })?;
     let raw: RawPlan = toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| format!("line {}: ", text[..s.start].matches('\n').count() + 1))
-            .unwrap_or_default();
-        err(format!("{line}{}", e.message().trim()))
+        let site = golive_shared::config::error_site(&text, &e);
+        PlanError {
+            file: path.to_path_buf(),
+            line: site.line,
+            key: site.key,
+            message: e.message().trim().to_string(),
+        }
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    let base = golive_shared::config::file_dir(path);
     let abs = |p: &Path| {
         if p.is_relative() {
             base.join(p)
@@ -225,7 +255,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         }
     };
 
-    names::check_app_name(&raw.app).map_err(|e| err(format!("key `app`: {e}")))?;
+    names::check_app_name(&raw.app).map_err(|e| keyed("app", e))?;
     let release = match raw.release {
         None => None,
         Some(r) => {
@@ -233,20 +263,23 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
                 (Some(artifact), None) => {
                     let artifact = abs(&artifact);
                     if !artifact.is_file() {
-                        return Err(err(format!(
-                            "key `release.artifact`: {} does not exist; build the release archive first",
-                            artifact.display()
-                        )));
+                        return Err(keyed(
+                            "release.artifact",
+                            format!(
+                                "{} does not exist; build the release archive first",
+                                artifact.display()
+                            ),
+                        ));
                     }
                     Source::Artifact(artifact)
                 }
                 (None, Some(git_ref)) => {
-                    names::check_git_ref(&git_ref)
-                        .map_err(|e| err(format!("key `release.git`: {e}")))?;
+                    names::check_git_ref(&git_ref).map_err(|e| keyed("release.git", e))?;
                     Source::Git(git_ref)
                 }
                 (Some(_), Some(_)) => {
-                    return Err(err(
+                    return Err(keyed(
+                        "release",
                         "[release] names both `artifact` and `git`; a release comes from one \
                          source: keep `artifact = PATH` (an archive to upload) or `git = REF` \
                          (fetched on each host)"
@@ -254,7 +287,8 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
                     ));
                 }
                 (None, None) => {
-                    return Err(err(
+                    return Err(keyed(
+                        "release",
                         "[release] names no source; add `artifact = \"dist/app.tar.gz\"` (an \
                          archive to upload) or `git = \"v1.4.2\"` (a ref each host fetches)"
                             .into(),
@@ -268,27 +302,38 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
                     default_git_release_id(git_ref, golive_shared::protocol::now_millis())
                 }
             };
-            names::check_release_id(&id).map_err(|e| err(format!("key `release.id`: {e}")))?;
+            names::check_release_id(&id).map_err(|e| keyed("release.id", e))?;
             Some(Release { id, source })
         }
     };
     if raw.hosts.is_empty() {
-        return Err(err("no [[hosts]]: list at least one agent".into()));
+        return Err(keyed(
+            "hosts",
+            "no [[hosts]]: list at least one agent".into(),
+        ));
     }
-    let tls_config = tls::client_config(&abs(&raw.tls.ca), &abs(&raw.tls.cert), &abs(&raw.tls.key))
-        .map_err(|e| err(format!("[tls]: {e}")))?;
-    let operator = cert_name(&abs(&raw.tls.cert)).unwrap_or_else(|| "unknown".into());
+    let (ca, cert, key) = (abs(&raw.tls.ca), abs(&raw.tls.cert), abs(&raw.tls.key));
+    let tls_config =
+        tls::client_config(&ca, &cert, &key).map_err(|e| keyed(tls_key(&e), e.to_string()))?;
+    let operator = cert_name(&cert).unwrap_or_else(|| "unknown".into());
     let mut hosts = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, h) in raw.hosts.iter().enumerate() {
+        let at = |k: &str| format!("hosts.{i}.{k}");
         if !seen.insert(h.name.clone()) {
-            return Err(err(format!("hosts[{i}]: duplicate host name {:?}", h.name)));
+            return Err(keyed(
+                &at("name"),
+                format!("duplicate host name {:?}", h.name),
+            ));
         }
         if !h.address.contains(':') {
-            return Err(err(format!(
-                "hosts[{i}] ({}): address {:?} needs a port, e.g. \"{}:7443\"",
-                h.name, h.address, h.address
-            )));
+            return Err(keyed(
+                &at("address"),
+                format!(
+                    "host {}: address {:?} needs a port, e.g. \"{}:7443\"",
+                    h.name, h.address, h.address
+                ),
+            ));
         }
         let client = AgentClient::new(
             &h.name,
@@ -296,15 +341,23 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             h.server_name.as_deref(),
             Arc::clone(&tls_config),
         )
-        .map_err(|e| err(format!("hosts[{i}]: {e}")))?;
+        .map_err(|e| {
+            let k = if h.server_name.is_some() {
+                "server_name"
+            } else {
+                "address"
+            };
+            keyed(&at(k), e)
+        })?;
         hosts.push(Host {
             name: h.name.clone(),
             client,
         });
     }
     if raw.deploy.lock_ttl_secs < 10 || raw.deploy.lock_ttl_secs > 3600 {
-        return Err(err(
-            "key `deploy.lock_ttl_secs`: use 10 to 3600 seconds".into()
+        return Err(keyed(
+            "deploy.lock_ttl_secs",
+            "use 10 to 3600 seconds".into(),
         ));
     }
     let backup = match raw.deploy.backup.as_str() {
@@ -312,21 +365,24 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         "before" => PreDeployBackup::Before,
         "verified" => PreDeployBackup::Verified,
         other => {
-            return Err(err(format!(
-                "key `deploy.backup`: {other:?} is not one of \"none\", \"before\", \"verified\""
-            )));
+            return Err(keyed(
+                "deploy.backup",
+                format!("{other:?} is not one of \"none\", \"before\", \"verified\""),
+            ));
         }
     };
     let action = |key: &str, value: &str| {
         Action::parse(value).ok_or_else(|| {
-            err(format!(
-                "key `gate.{key}`: {value:?} is not one of \"rollback\", \"pause\", \"warn\", \"continue\""
-            ))
+            keyed(
+                &format!("gate.{key}"),
+                format!("{value:?} is not one of \"rollback\", \"pause\", \"warn\", \"continue\""),
+            )
         })
     };
     if raw.gate.pause_timeout_secs == 0 || raw.gate.pause_timeout_secs > 7 * 24 * 3600 {
-        return Err(err(
-            "key `gate.pause_timeout_secs`: use 1 second to 7 days (604800)".into(),
+        return Err(keyed(
+            "gate.pause_timeout_secs",
+            "use 1 second to 7 days (604800)".into(),
         ));
     }
     let gate = Policy {
@@ -336,20 +392,13 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         low: action("low", &raw.gate.low)?,
         pause_timeout_secs: raw.gate.pause_timeout_secs,
     };
-    // Bad keys of these sections name their line too.
-    let keyed = |(key, message): (&str, String)| {
-        let line = golive_shared::config::locate(&text, key)
-            .map(|l| format!("line {l}: "))
-            .unwrap_or_default();
-        err(format!("{line}key `{key}`: {message}"))
-    };
     let window = raw
         .window
         .as_ref()
         .map(crate::window::Window::parse)
         .transpose()
-        .map_err(keyed)?;
-    let scan = scan_config(raw.preflight).map_err(keyed)?;
+        .map_err(|(key, message)| keyed(key, message))?;
+    let scan = scan_config(raw.preflight).map_err(|(key, message)| keyed(key, message))?;
     Ok(Plan {
         gate,
         window,
@@ -363,6 +412,22 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         lock_ttl_secs: raw.deploy.lock_ttl_secs,
         operator,
     })
+}
+
+/// Which `[tls]` key a TLS file problem is about (`client_config` reads the
+/// CA, then the certificate, then the key, and says which file it was).
+fn tls_key(e: &tls::TlsFileError) -> &'static str {
+    use tls::TlsFileError as E;
+    match e {
+        E::Read { what, .. } | E::BadPem { what, .. } | E::NoCert { what, .. } => match *what {
+            "CA certificate" => "tls.ca",
+            "certificate" => "tls.cert",
+            _ => "tls.key",
+        },
+        E::BadCa { .. } => "tls.ca",
+        E::NoKey { .. } | E::KeyPermissions { .. } | E::CertKey { .. } => "tls.key",
+        _ => "tls",
+    }
 }
 
 /// `[preflight]` with its defaults; every pattern and glob non-empty.
@@ -463,6 +528,214 @@ fn cert_name(path: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    /// A directory with a CA, an operator certificate and an artifact, and
+    /// the text of a good plan that names them relatively:
+    ///
+    /// ```text
+    ///  1 app = "shop"
+    ///  3 [release]            4 artifact = ...
+    ///  6 [tls]                7 ca, 8 cert, 9 key
+    /// 11 [[hosts]]           12 name, 13 address
+    /// 15 [deploy]            16 lock_ttl_secs
+    /// ```
+    fn fixture() -> (tempfile::TempDir, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = tmp.path().join("pki");
+        crate::pki::ca_init(&pki, 30).unwrap();
+        crate::pki::issue_operator(&pki, "alice", golive_shared::identity::Role::Operator, 10)
+            .unwrap();
+        std::fs::create_dir_all(tmp.path().join("dist")).unwrap();
+        std::fs::write(tmp.path().join("dist/shop.tar.gz"), b"x").unwrap();
+        let text = "app = \"shop\"\n\n\
+                    [release]\nartifact = \"dist/shop.tar.gz\"\n\n\
+                    [tls]\nca = \"pki/ca.crt\"\ncert = \"pki/operators/alice.crt\"\n\
+                    key = \"pki/operators/alice.key\"\n\n\
+                    [[hosts]]\nname = \"web1\"\naddress = \"127.0.0.1:7443\"\n\n\
+                    [deploy]\nlock_ttl_secs = 120\n";
+        (tmp, text.to_string())
+    }
+
+    fn load_text(dir: &Path, text: &str) -> Result<Plan, PlanError> {
+        let path = dir.join("golive.toml");
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+    }
+
+    /// `LINE: key `KEY`` of the error `from` → `to` gives (which must occur).
+    fn site(from: &str, to: &str) -> String {
+        edits(&[(from, to)])
+    }
+
+    /// The fixture's `[tls]` as an inline table on line 2.
+    fn inline_tls(table: &str) -> String {
+        edits(&[
+            (
+                "app = \"shop\"\n\n",
+                &format!("app = \"shop\"\ntls = {table}\n"),
+            ),
+            (
+                "[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/operators/alice.crt\"\n\
+                 key = \"pki/operators/alice.key\"\n",
+                "",
+            ),
+        ])
+    }
+
+    fn edits(edits: &[(&str, &str)]) -> String {
+        let (tmp, mut text) = fixture();
+        for (from, to) in edits {
+            assert!(text.contains(from), "{from:?}");
+            text = text.replacen(from, to, 1);
+        }
+        let err = match load_text(tmp.path(), &text) {
+            Ok(_) => panic!("{edits:?} was accepted"),
+            Err(e) => e,
+        };
+        // Read back from the message, which is what the operator sees.
+        let text = err.to_string();
+        let file = format!("{}:", tmp.path().join("golive.toml").display());
+        let rest = text.strip_prefix(&file).unwrap_or_else(|| panic!("{text}"));
+        match rest.split_once("`: ") {
+            Some((site, _)) => format!("{site}`"),
+            None => panic!("no key in {text:?}"),
+        }
+    }
+
+    #[test]
+    fn the_fixture_is_a_good_plan_with_paths_from_its_directory() {
+        let (tmp, text) = fixture();
+        let plan = load_text(tmp.path(), &text).unwrap();
+        let Some(Release {
+            source: Source::Artifact(artifact),
+            ..
+        }) = &plan.release
+        else {
+            panic!("no artifact");
+        };
+        assert_eq!(artifact, &tmp.path().join("dist/shop.tar.gz"));
+        assert_eq!(plan.operator, "alice");
+    }
+
+    #[test]
+    fn issue11_plan_unknown_keys_name_line_and_full_key() {
+        assert_eq!(site("app = ", "ap = 1\napp = "), "1: key `ap`");
+        assert_eq!(
+            site("lock_ttl_secs = 120", "lock_ttl_secs = 120\nlock_ttl = 5"),
+            "17: key `deploy.lock_ttl`"
+        );
+        assert_eq!(
+            site("address = ", "adress = \"x\"\naddress = "),
+            "13: key `hosts.0.adress`"
+        );
+        assert_eq!(inline_tls("{ kye = \"x\" }"), "2: key `tls.kye`");
+    }
+
+    #[test]
+    fn issue11_plan_wrong_types_name_line_and_full_key() {
+        assert_eq!(site("app = \"shop\"", "app = 5"), "1: key `app`");
+        assert_eq!(
+            site("lock_ttl_secs = 120", "lock_ttl_secs = \"2m\""),
+            "16: key `deploy.lock_ttl_secs`"
+        );
+        assert_eq!(
+            site("address = \"127.0.0.1:7443\"", "address = 7443"),
+            "13: key `hosts.0.address`"
+        );
+        assert_eq!(inline_tls("{ ca = 1 }"), "2: key `tls.ca`");
+    }
+
+    #[test]
+    fn issue11_plan_missing_keys_name_line_and_full_key() {
+        assert_eq!(site("app = \"shop\"\n", ""), "1: key `app`");
+        assert_eq!(
+            site("key = \"pki/operators/alice.key\"\n", ""),
+            "6: key `tls.key`"
+        );
+        assert_eq!(
+            site("address = \"127.0.0.1:7443\"\n", ""),
+            "11: key `hosts.0.address`"
+        );
+        assert_eq!(inline_tls("{ ca = \"pki/ca.crt\" }"), "2: key `tls.cert`");
+    }
+
+    #[test]
+    fn issue11_plan_checks_name_line_and_full_key() {
+        assert_eq!(
+            site(
+                "[deploy]",
+                "[[hosts]]\nname = \"web1\"\naddress = \"127.0.0.2:7443\"\n\n[deploy]"
+            ),
+            "16: key `hosts.1.name`"
+        );
+        assert_eq!(
+            site("\"127.0.0.1:7443\"", "\"127.0.0.1\""),
+            "13: key `hosts.0.address`"
+        );
+        assert_eq!(
+            site("address = ", "server_name = \"not a name\"\naddress = "),
+            "13: key `hosts.0.server_name`"
+        );
+        assert_eq!(
+            site("\"pki/operators/alice.crt\"", "\"pki/nope.crt\""),
+            "8: key `tls.cert`"
+        );
+        assert_eq!(
+            site("\"pki/operators/alice.key\"", "\"pki/ca.crt\""),
+            "9: key `tls.key`"
+        );
+        assert_eq!(
+            site("\"dist/shop.tar.gz\"", "\"dist/nope.tar.gz\""),
+            "4: key `release.artifact`"
+        );
+        assert_eq!(
+            site("artifact = ", "git = \"main\"\nartifact = "),
+            "3: key `release`"
+        );
+        assert_eq!(
+            edits(&[
+                (
+                    "[[hosts]]\nname = \"web1\"\naddress = \"127.0.0.1:7443\"\n",
+                    ""
+                ),
+                ("\n[release]", "\nhosts = []\n[release]"),
+            ]),
+            "3: key `hosts`"
+        );
+        assert_eq!(
+            site("lock_ttl_secs = 120", "lock_ttl_secs = 1"),
+            "16: key `deploy.lock_ttl_secs`"
+        );
+        assert_eq!(site("\"shop\"", "\"Shop!\""), "1: key `app`");
+    }
+
+    #[test]
+    fn issue11_plan_errors_read_file_line_key_message() {
+        let (tmp, text) = fixture();
+        let err = match load_text(tmp.path(), &text.replace("120", "\"2m\"")) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e,
+        };
+        let want = format!(
+            "{}:16: key `deploy.lock_ttl_secs`: invalid type: string \"2m\", expected u32",
+            tmp.path().join("golive.toml").display()
+        );
+        assert_eq!(err.to_string(), want);
+        let missing = PathBuf::from("/nonexistent/golive.toml");
+        let err = match load(&missing) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e,
+        };
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/golive.toml: cannot read the plan"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn default_ids() {
         use std::path::Path;

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use crate::names;
 
 mod probe;
+mod site;
 pub use probe::*;
+pub use site::{Site, error_site};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -609,38 +611,15 @@ pub fn load(path: &Path) -> Result<AgentConfig, ConfigErrors> {
 /// Parses and validates config text that was read from `path`.
 pub fn parse(path: &Path, source: &str) -> Result<AgentConfig, ConfigErrors> {
     let mut config: AgentConfig = toml::from_str(source).map_err(|e| {
-        let line = e.span().map(|s| line_of(source, s.start));
-        let mut key = e
-            .span()
-            .and_then(|s| key_at(source, s.start))
-            .unwrap_or_default();
-        let mut line = line;
-        // serde buffers tagged tables, so an unknown field is reported at its
-        // table; point at the field itself when we can find it.
-        if let Some(field) = e
-            .message()
-            .strip_prefix("unknown field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            let full = if key.is_empty() {
-                field.to_string()
-            } else {
-                format!("{key}.{field}")
-            };
-            if let Some(l) = locate_exact(source, &full) {
-                line = Some(l);
-                key = full;
-            }
-        }
+        let (site, message) = serde_error_site(source, &e);
         ConfigErrors(vec![ConfigIssue {
             file: path.to_path_buf(),
-            line,
-            key,
-            message: e.message().trim().to_string(),
+            line: site.line,
+            key: site.key,
+            message,
         }])
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    resolve_paths(&mut config, base);
+    resolve_paths(&mut config, &file_dir(path));
     let issues = validate(&config);
     if issues.is_empty() {
         return Ok(config);
@@ -658,21 +637,120 @@ pub fn parse(path: &Path, source: &str) -> Result<AgentConfig, ConfigErrors> {
     ))
 }
 
+/// [`error_site`] and the message, looking inside tagged tables (probes by
+/// `kind`, databases by `engine`): serde reads those whole and reports a
+/// wrong type inside them at their header, so the table is read again as the
+/// struct its tag selects, where the error has the key's own span.
+fn serde_error_site(source: &str, e: &toml::de::Error) -> (Site, String) {
+    let found = site::find(source, e.span(), e.message());
+    let tag = match found.node.as_slice() {
+        [apps, _, probes, _] if apps == "apps" && probes == "probes" => Some("kind"),
+        [apps, _, dbs, _] if apps == "apps" && dbs == "databases" => Some("engine"),
+        _ => None,
+    };
+    if found.inside_table
+        && let Some(tag) = tag
+        && let Some((text, variant)) = site::standalone(source, &found.node, tag)
+        && let Some(inner) = match tag {
+            "kind" => probe::variant_error(&variant, &text),
+            _ => database_variant_error(&variant, &text),
+        }
+    {
+        let sub = site::find(&text, inner.span(), inner.message()).site;
+        if !sub.key.is_empty() {
+            let key = format!("{}.{}", found.site.key, sub.key);
+            let line = locate_exact(source, &key).or(found.site.line);
+            return (Site { line, key }, inner.message().trim().to_string());
+        }
+    }
+    (found.site, e.message().trim().to_string())
+}
+
+/// [`probe::variant_error`] for `[[apps.APP.databases]]`, tagged by `engine`.
+fn database_variant_error(engine: &str, text: &str) -> Option<toml::de::Error> {
+    match engine {
+        "sqlite" => toml::from_str::<SqliteDb>(text).err(),
+        "postgres" => toml::from_str::<PostgresDb>(text).err(),
+        "mariadb" => toml::from_str::<MariadbDb>(text).err(),
+        _ => None,
+    }
+}
+
+/// The directory of a config (or plan) file as an absolute path: relative
+/// paths in the file resolve against it, so they mean the same whatever the
+/// working directory of whoever reads the file, and stay right when the
+/// agent's children run elsewhere.
+pub fn file_dir(file: &Path) -> PathBuf {
+    let dir = file.parent().unwrap_or(Path::new(""));
+    if dir.as_os_str().is_empty() {
+        return std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    }
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Issue 11: every path that names something on this host resolves against
+/// the config file's directory (README "The agent's config"). Paths
+/// documented as relative to ROOT, ROOT/shared, ROOT/current or the release
+/// (shared, files, flags, maintenance flag file, permissions, required
+/// files, migrations, cwd of commands and probes) are left as written: they
+/// are resolved where they are used.
 fn resolve_paths(config: &mut AgentConfig, base: &Path) {
     let fix = |p: &mut PathBuf| {
         if p.is_relative() {
             *p = base.join(&*p);
         }
     };
+    let fix_opt = |p: &mut Option<PathBuf>| {
+        if let Some(p) = p {
+            fix(p);
+        }
+    };
     fix(&mut config.agent.state_dir);
     fix(&mut config.tls.ca);
     fix(&mut config.tls.cert);
     fix(&mut config.tls.key);
-    if let Some(r) = config.tls.revoked.as_mut() {
-        fix(r);
-    }
+    fix_opt(&mut config.tls.revoked);
     for app in config.apps.values_mut() {
         fix(&mut app.root);
+        fix_opt(&mut app.backup.dir);
+        if let Some(o) = app.backup.offsite.as_mut() {
+            fix_opt(&mut o.dir);
+        }
+        for db in &mut app.databases {
+            match db {
+                DatabaseConfig::Sqlite(d) => fix(&mut d.path),
+                DatabaseConfig::Postgres(d) => {
+                    fix_opt(&mut d.password_file);
+                    fix_opt(&mut d.bin_dir);
+                }
+                DatabaseConfig::Mariadb(d) => {
+                    fix_opt(&mut d.socket);
+                    fix_opt(&mut d.password_file);
+                    fix_opt(&mut d.bin_dir);
+                }
+            }
+        }
+        if let Some(g) = app.git.as_mut() {
+            fix_opt(&mut g.bin_dir);
+        }
+        for probe in &mut app.probes {
+            match probe {
+                ProbeConfig::Http(p) => fix_opt(&mut p.ca_file),
+                ProbeConfig::Disk(p) => fix(&mut p.path),
+                ProbeConfig::File(p) => fix(&mut p.path),
+                ProbeConfig::AccessLog(p) => fix(&mut p.path),
+                // No path, or (command: cwd) one relative to ROOT/current.
+                ProbeConfig::Tcp(_)
+                | ProbeConfig::Tls(_)
+                | ProbeConfig::Dns(_)
+                | ProbeConfig::Sql(_)
+                | ProbeConfig::Command(_)
+                | ProbeConfig::Memory(_)
+                | ProbeConfig::Load(_)
+                | ProbeConfig::Cpu(_)
+                | ProbeConfig::Process(_) => {}
+            }
+        }
     }
 }
 
@@ -989,6 +1067,24 @@ fn validate_backups(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String,
             && !s.path.is_absolute()
         {
             bad(key("path"), "must be an absolute path".into());
+        }
+        let password_file = match db {
+            DatabaseConfig::Sqlite(_) => None,
+            DatabaseConfig::Postgres(d) => d.password_file.as_ref(),
+            DatabaseConfig::Mariadb(d) => d.password_file.as_ref(),
+        };
+        // Checked here so check-config says so, not every backup later.
+        if let Some(f) = password_file
+            && !f.is_file()
+        {
+            bad(
+                key("password_file"),
+                format!(
+                    "{} does not exist or is not a file; write the password into it (mode \
+                     0600, readable by the agent's user), or remove password_file",
+                    f.display()
+                ),
+            );
         }
         let timeout = match db {
             DatabaseConfig::Sqlite(_) => None,
@@ -1365,23 +1461,6 @@ pub fn is_plain_relative(path: &Path) -> bool {
     !path.as_os_str().is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
-/// 1-based line of a byte offset.
-fn line_of(source: &str, offset: usize) -> usize {
-    source[..offset.min(source.len())].matches('\n').count() + 1
-}
-
-/// The dotted key whose value starts nearest before `offset`, for parse errors.
-fn key_at(source: &str, offset: usize) -> Option<String> {
-    let doc = toml_edit::Document::parse(source).ok()?;
-    let mut best: Option<(usize, String)> = None;
-    walk(doc.as_item(), &mut Vec::new(), &mut |path, span| {
-        if span.start <= offset && best.as_ref().is_none_or(|(s, _)| span.start >= *s) {
-            best = Some((span.start, path.join(".")));
-        }
-    });
-    best.map(|(_, k)| k).filter(|k| !k.is_empty())
-}
-
 fn walk(
     item: &toml_edit::Item,
     path: &mut Vec<String>,
@@ -1429,7 +1508,7 @@ fn locate_exact(source: &str, dotted: &str) -> Option<usize> {
     let mut found = None;
     walk(doc.as_item(), &mut Vec::new(), &mut |path, span| {
         if path.join(".") == dotted {
-            found = Some(line_of(source, span.start));
+            found = Some(site::line_of(source, span.start));
         }
     });
     found
@@ -1452,7 +1531,7 @@ pub fn locate(source: &str, dotted: &str) -> Option<usize> {
         }
     });
     best.filter(|(d, _)| *d > 0)
-        .map(|(_, off)| line_of(source, off))
+        .map(|(_, off)| site::line_of(source, off))
 }
 
 #[cfg(test)]
@@ -1514,6 +1593,241 @@ url = "http://127.0.0.1:8080/"
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Everything a config names by path, relatively.
+    const RELATIVE: &str = r#"
+[[apps.shop.probes]]
+kind = "http"
+name = "private"
+url = "https://127.0.0.1:8443/"
+ca_file = "tls/private-ca.pem"
+
+[[apps.shop.probes]]
+kind = "disk"
+name = "disk"
+path = "data"
+min_free_percent = 10
+
+[[apps.shop.probes]]
+kind = "file"
+name = "cron"
+path = "run/heartbeat"
+
+[[apps.shop.probes]]
+kind = "access-log"
+name = "errors"
+path = "logs/access.log"
+max_p95_ms = 500
+
+[[apps.shop.probes]]
+kind = "command"
+name = "cli"
+cmd = ["true"]
+cwd = "bin"
+
+[apps.shop.backup]
+dir = "backups"
+[apps.shop.backup.offsite]
+dir = "offsite"
+
+[[apps.shop.databases]]
+engine = "sqlite"
+name = "orders"
+path = "data/orders.db"
+
+[[apps.shop.databases]]
+engine = "postgres"
+name = "main"
+user = "shop"
+dbname = "shop"
+password_file = "secrets/pg.pass"
+bin_dir = "pgbin"
+
+[[apps.shop.databases]]
+engine = "mariadb"
+name = "legacy"
+socket = "run/mysqld.sock"
+user = "shop"
+database = "shop"
+password_file = "secrets/my.pass"
+bin_dir = "mybin"
+
+[[apps.shop.files]]
+name = "uploads"
+paths = ["shared/uploads"]
+
+[apps.shop.commands.cache]
+cmd = ["bin/console", "cache:clear"]
+cwd = "app"
+
+[apps.shop.git]
+url = "/srv/git/shop.git"
+bin_dir = "gitbin"
+
+[apps.shop.maintenance]
+flag_file = "shared/maintenance.flag"
+
+[apps.shop.flags]
+file = "shared/flags.json"
+
+[apps.shop.migrations]
+dir = "migrations"
+database = "orders"
+"#;
+
+    /// The files and programs [`RELATIVE`] needs under `dir` to validate.
+    fn relative_fixture(dir: &Path) {
+        for (sub, programs) in [
+            (
+                "pgbin",
+                &["pg_dump", "pg_restore", "psql", "createdb", "dropdb"][..],
+            ),
+            ("mybin", &["mariadb-dump", "mariadb"][..]),
+            ("gitbin", &["git"][..]),
+        ] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+            for p in programs {
+                std::fs::write(dir.join(sub).join(p), "").unwrap();
+            }
+        }
+        std::fs::create_dir_all(dir.join("secrets")).unwrap();
+        std::fs::write(dir.join("secrets/pg.pass"), "pw").unwrap();
+        std::fs::write(dir.join("secrets/my.pass"), "pw").unwrap();
+        std::fs::create_dir_all(dir.join("tls")).unwrap();
+        std::fs::write(
+            dir.join("tls/private-ca.pem"),
+            "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn issue11_every_config_path_resolves_against_the_config_dir() {
+        let dir = tmp();
+        relative_fixture(&dir);
+        let src = sample(RELATIVE).replace("\"/srv/shop\"", "\"srv/shop\"");
+        let cfg = parse(&dir.join("agent.toml"), &src).unwrap_or_else(|e| panic!("{e}"));
+        let at = |p: &str| dir.join(p);
+        assert_eq!(cfg.agent.state_dir, at("state"));
+        assert_eq!(cfg.tls.ca, at("ca.crt"));
+        let app = &cfg.apps["shop"];
+        assert_eq!(app.root, at("srv/shop"));
+        assert_eq!(app.backup.dir.as_deref(), Some(at("backups").as_path()));
+        let offsite = app.backup.offsite.as_ref().unwrap();
+        assert_eq!(offsite.dir.as_deref(), Some(at("offsite").as_path()));
+        let DatabaseConfig::Sqlite(sqlite) = &app.databases[0] else {
+            panic!()
+        };
+        assert_eq!(sqlite.path, at("data/orders.db"));
+        let DatabaseConfig::Postgres(pg) = &app.databases[1] else {
+            panic!()
+        };
+        assert_eq!(
+            pg.password_file.as_deref(),
+            Some(at("secrets/pg.pass").as_path())
+        );
+        assert_eq!(pg.bin_dir.as_deref(), Some(at("pgbin").as_path()));
+        let DatabaseConfig::Mariadb(my) = &app.databases[2] else {
+            panic!()
+        };
+        assert_eq!(
+            my.password_file.as_deref(),
+            Some(at("secrets/my.pass").as_path())
+        );
+        assert_eq!(my.bin_dir.as_deref(), Some(at("mybin").as_path()));
+        assert_eq!(my.socket.as_deref(), Some(at("run/mysqld.sock").as_path()));
+        assert_eq!(
+            app.git.as_ref().unwrap().bin_dir.as_deref(),
+            Some(at("gitbin").as_path())
+        );
+        let probe_path = |i: usize| match &app.probes[i] {
+            ProbeConfig::Http(p) => p.ca_file.clone().unwrap(),
+            ProbeConfig::Disk(p) => p.path.clone(),
+            ProbeConfig::File(p) => p.path.clone(),
+            ProbeConfig::AccessLog(p) => p.path.clone(),
+            ProbeConfig::Command(p) => p.cwd.clone().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(probe_path(1), at("tls/private-ca.pem"));
+        assert_eq!(probe_path(2), at("data"));
+        assert_eq!(probe_path(3), at("run/heartbeat"));
+        assert_eq!(probe_path(4), at("logs/access.log"));
+        // Paths documented as relative to the release, ROOT or ROOT/current
+        // stay as written: they are resolved where they are used.
+        assert_eq!(probe_path(5), Path::new("bin"));
+        assert_eq!(app.shared, [Path::new("uploads")]);
+        assert_eq!(app.files[0].paths, [Path::new("shared/uploads")]);
+        assert_eq!(app.commands["cache"].cwd.as_deref(), Some(Path::new("app")));
+        assert_eq!(app.commands["cache"].cmd[0], "bin/console");
+        let m = app.maintenance.as_ref().unwrap();
+        assert_eq!(
+            m.flag_file.as_deref(),
+            Some(Path::new("shared/maintenance.flag"))
+        );
+        assert_eq!(
+            app.flags.as_ref().unwrap().file,
+            Path::new("shared/flags.json")
+        );
+        assert_eq!(
+            app.migrations.as_ref().unwrap().dir,
+            Path::new("migrations")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn issue11_a_relative_config_path_still_gives_absolute_paths() {
+        let dir = tmp();
+        relative_fixture(&dir);
+        // The same directory, named relative to the working directory.
+        let cwd = std::env::current_dir().unwrap();
+        let mut relative = PathBuf::new();
+        for _ in cwd.components().skip(1) {
+            relative.push("..");
+        }
+        relative.push(dir.strip_prefix("/").unwrap());
+        assert!(relative.is_relative());
+        let src = sample(RELATIVE);
+        let cfg = parse(&relative.join("agent.toml"), &src).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            cfg.agent.state_dir.is_absolute(),
+            "{:?}",
+            cfg.agent.state_dir
+        );
+        assert!(cfg.agent.state_dir.ends_with("state"));
+        assert_eq!(
+            std::fs::canonicalize(cfg.agent.state_dir.parent().unwrap()).unwrap(),
+            std::fs::canonicalize(&dir).unwrap()
+        );
+        let DatabaseConfig::Postgres(pg) = &cfg.apps["shop"].databases[1] else {
+            panic!()
+        };
+        assert!(pg.password_file.as_ref().unwrap().is_absolute());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn issue11_a_missing_password_file_is_a_config_error() {
+        let dir = tmp();
+        relative_fixture(&dir);
+        std::fs::remove_file(dir.join("secrets/pg.pass")).unwrap();
+        let err = parse(&dir.join("agent.toml"), &sample(RELATIVE)).unwrap_err();
+        let text = err.to_string();
+        let line = sample(RELATIVE)
+            .lines()
+            .position(|l| l == "password_file = \"secrets/pg.pass\"")
+            .unwrap()
+            + 1;
+        assert!(
+            text.contains(&format!(
+                "agent.toml:{line}: key `apps.shop.databases.1.password_file`: {}",
+                dir.join("secrets/pg.pass").display()
+            )),
+            "{text}"
+        );
+        assert_eq!(err.0.len(), 1, "{text}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn unknown_probe_key_names_line_and_key() {
         let dir = tmp();
@@ -1526,6 +1840,186 @@ url = "http://127.0.0.1:8080/"
             "{text}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The one issue a serde-level error in `src` gives: `file:line: key `k``.
+    fn serde_site(src: &str) -> String {
+        let err = parse(Path::new("/etc/golive/agent.toml"), src).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        let issue = &err.0[0];
+        format!(
+            "{}: key `{}`",
+            issue.line.map_or("?".into(), |l| l.to_string()),
+            issue.key
+        )
+    }
+
+    /// `sample` with `from` replaced by `to` (which must occur).
+    fn edited(from: &str, to: &str) -> String {
+        let src = sample(EXTRA);
+        assert!(src.contains(from), "{from:?} not in the sample");
+        src.replacen(from, to, 1)
+    }
+
+    /// Tables of every shape after the sample's probe (line 19 on).
+    const EXTRA: &str = "\n\
+        [apps.shop.hooks]\n\
+        after_unpack = [ { cmd = [\"true\"] } ]\n\
+        \n\
+        [[apps.shop.databases]]\n\
+        engine = \"sqlite\"\n\
+        name = \"main\"\n\
+        path = \"/srv/db\"\n";
+
+    #[test]
+    fn issue11_unknown_keys_name_their_own_line_and_full_key() {
+        assert_eq!(
+            serde_site(&edited("[agent]", "bogus = 1\n[agent]")),
+            "1: key `bogus`"
+        );
+        assert_eq!(
+            serde_site(&edited(
+                "state_dir = \"state\"",
+                "state_dir = \"state\"\nnmae = \"x\""
+            )),
+            "5: key `agent.nmae`"
+        );
+        assert_eq!(
+            serde_site(&edited(
+                "root = \"/srv/shop\"",
+                "root = \"/srv/shop\"\nrooot = \"x\""
+            )),
+            "13: key `apps.shop.rooot`"
+        );
+        assert_eq!(
+            serde_site(&edited("shared = [", "backup.kep = 3\nshared = [")),
+            "13: key `apps.shop.backup.kep`"
+        );
+        // Arrays of tables: a tagged one (probes) and the databases.
+        assert_eq!(
+            serde_site(&edited("url = ", "expect_statu = [200]\nurl = ")),
+            "18: key `apps.shop.probes.0.expect_statu`"
+        );
+        assert_eq!(
+            serde_site(&edited(
+                "path = \"/srv/db\"",
+                "path = \"/srv/db\"\npasword_file = \"x\""
+            )),
+            "27: key `apps.shop.databases.0.pasword_file`"
+        );
+        // An inline table in an array.
+        assert_eq!(
+            serde_site(&edited(
+                "{ cmd = [\"true\"] }",
+                "{ cmd = [\"true\"], cdw = \"x\" }"
+            )),
+            "21: key `apps.shop.hooks.after_unpack.0.cdw`"
+        );
+    }
+
+    #[test]
+    fn issue11_wrong_types_name_the_value_s_line_and_key() {
+        assert_eq!(
+            serde_site(&edited("\"127.0.0.1:7443\"", "7443")),
+            "3: key `agent.listen`"
+        );
+        assert_eq!(
+            serde_site(&edited(
+                "shared = [\"uploads\"]",
+                "keep_releases = \"five\""
+            )),
+            "13: key `apps.shop.keep_releases`"
+        );
+        assert_eq!(
+            serde_site(&edited("[\"uploads\"]", "[\"uploads\", 5]")),
+            "13: key `apps.shop.shared.1`"
+        );
+        // Probes and databases are tagged (`kind`, `engine`): serde reads
+        // such a table whole before it knows the struct.
+        assert_eq!(
+            serde_site(&edited(
+                "name = \"home\"",
+                "name = \"home\"\ntimeout_ms = \"soon\""
+            )),
+            "18: key `apps.shop.probes.0.timeout_ms`"
+        );
+        assert_eq!(
+            serde_site(&edited("path = \"/srv/db\"", "path = 5")),
+            "26: key `apps.shop.databases.0.path`"
+        );
+        assert_eq!(
+            serde_site(&edited("kind = \"http\"", "kind = \"htp\"")),
+            "16: key `apps.shop.probes.0.kind`"
+        );
+        assert_eq!(
+            serde_site(&edited(
+                "{ cmd = [\"true\"] }",
+                "{ cmd = [\"true\"], timeout_secs = \"x\" }"
+            )),
+            "21: key `apps.shop.hooks.after_unpack.0.timeout_secs`"
+        );
+    }
+
+    #[test]
+    fn issue11_missing_keys_name_their_table_s_line_and_the_full_key() {
+        assert_eq!(
+            serde_site(&edited(
+                "[tls]\nca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n",
+                ""
+            )),
+            "1: key `tls`"
+        );
+        assert_eq!(
+            serde_site(&edited("key = \"agent.key\"\n", "")),
+            "6: key `tls.key`"
+        );
+        assert_eq!(
+            serde_site(&edited("root = \"/srv/shop\"\n", "")),
+            "11: key `apps.shop.root`"
+        );
+        assert_eq!(
+            serde_site(&edited("url = \"http://127.0.0.1:8080/\"\n", "")),
+            "15: key `apps.shop.probes.0.url`"
+        );
+        assert_eq!(
+            serde_site(&edited("path = \"/srv/db\"\n", "")),
+            "23: key `apps.shop.databases.0.path`"
+        );
+        assert_eq!(
+            serde_site(&edited("{ cmd = [\"true\"] }", "{ cwd = \"x\" }")),
+            "21: key `apps.shop.hooks.after_unpack.0.cmd`"
+        );
+    }
+
+    #[test]
+    fn issue11_syntax_errors_name_line_and_key() {
+        assert_eq!(
+            serde_site(&edited("\"web1\"", "web1")),
+            "2: key `agent.name`"
+        );
+        assert_eq!(
+            serde_site(&edited(
+                "key = \"agent.key\"",
+                "key = \"agent.key\"\ncert = \"b\""
+            )),
+            "10: key `tls.cert`"
+        );
+    }
+
+    #[test]
+    fn issue11_serde_messages_read_file_line_key_message() {
+        let src = edited(
+            "root = \"/srv/shop\"",
+            "root = \"/srv/shop\"\nrooot = \"x\"",
+        );
+        let err = parse(Path::new("/etc/golive/agent.toml"), &src).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "/etc/golive/agent.toml:13: key `apps.shop.rooot`: unknown field `rooot`, expected one of `root`"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

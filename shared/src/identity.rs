@@ -89,13 +89,48 @@ pub struct PeerIdentity {
     pub not_after: i64,
 }
 
+/// Why a certificate gives no identity. The agent refuses the connection and
+/// logs this text, so it names the certificate and what to do about it.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the peer certificate: {0}")]
-pub struct IdentityError(String);
+pub enum IdentityError {
+    #[error("cannot read the peer certificate: {0}")]
+    Unreadable(String),
+    /// More than one role SAN (issue 11): whichever one a reader picked, it
+    /// would be guessing what the CA meant.
+    #[error(
+        "certificate {name:?} (serial {serial}) is refused: it carries {} role SANs ({}), so its \
+         role is ambiguous; a golive certificate carries exactly one. Revoke it and issue a new \
+         one with `golivectl cert`",
+        roles.len(),
+        roles.iter().map(|r| format!("{ROLE_URI_PREFIX}{r}")).collect::<Vec<_>>().join(", ")
+    )]
+    AmbiguousRole {
+        name: String,
+        serial: String,
+        /// The role values in certificate order (what follows the prefix).
+        roles: Vec<String>,
+    },
+    /// A role SAN whose value is no role this version knows: refused rather
+    /// than read as "no role", so the log says why the peer gets nothing.
+    #[error(
+        "certificate {name:?} (serial {serial}) is refused: its role SAN {ROLE_URI_PREFIX}{value} \
+         names no known role (viewer, operator, admin, agent); issue a new certificate with \
+         `golivectl cert`"
+    )]
+    UnknownRole {
+        name: String,
+        serial: String,
+        value: String,
+    },
+}
 
 impl PeerIdentity {
+    /// Reads name, role, serial and expiry from a certificate. A certificate
+    /// with more than one `urn:golive:role:` URI SAN, or with one naming an
+    /// unknown role, is refused; one without any has no role (a CA, say).
     pub fn from_der(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
-        let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError(e.to_string()))?;
+        let (_, cert) =
+            X509Certificate::from_der(der).map_err(|e| IdentityError::Unreadable(e.to_string()))?;
         let name = cert
             .subject()
             .iter_common_name()
@@ -103,20 +138,36 @@ impl PeerIdentity {
             .and_then(|cn| cn.as_str().ok())
             .unwrap_or("")
             .to_string();
-        let mut role = None;
+        let serial = normalize_serial(&cert.raw_serial_as_string());
+        let mut roles = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for gn in &san.value.general_names {
                 if let GeneralName::URI(uri) = gn
                     && let Some(r) = uri.strip_prefix(ROLE_URI_PREFIX)
                 {
-                    role = Role::parse(r);
+                    roles.push(r.to_string());
                 }
             }
         }
+        let role = match roles.as_slice() {
+            [] => None,
+            [one] => Some(Role::parse(one).ok_or_else(|| IdentityError::UnknownRole {
+                name: name.clone(),
+                serial: serial.clone(),
+                value: one.clone(),
+            })?),
+            _ => {
+                return Err(IdentityError::AmbiguousRole {
+                    name,
+                    serial,
+                    roles,
+                });
+            }
+        };
         Ok(PeerIdentity {
             name,
             role,
-            serial: normalize_serial(&cert.raw_serial_as_string()),
+            serial,
             fingerprint: hex::encode(Sha256::digest(der)),
             not_after: cert.validity().not_after.timestamp(),
         })
@@ -159,6 +210,99 @@ mod tests {
         assert!(!Role::Viewer.allows(Role::Operator));
         assert!(!Role::Agent.allows(Role::Viewer));
         assert!(!Role::Admin.allows(Role::Agent));
+    }
+
+    /// A self-signed certificate named `cn` with these URI SANs.
+    fn cert_with_uris(cn: &str, uris: &[&str]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.subject_alt_names = uris
+            .iter()
+            .map(|u| rcgen::SanType::URI(u.to_string().try_into().unwrap()))
+            .collect();
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn one_role_san_is_read() {
+        let der = cert_with_uris(
+            "alice",
+            &["https://example.com/", "urn:golive:role:operator"],
+        );
+        let peer = PeerIdentity::from_der(&der).unwrap();
+        assert_eq!(peer.name, "alice");
+        assert_eq!(peer.role, Some(Role::Operator));
+        let none = PeerIdentity::from_der(&cert_with_uris("ca", &[])).unwrap();
+        assert_eq!(none.role, None);
+    }
+
+    #[test]
+    fn issue11_two_role_sans_are_refused_naming_both() {
+        let der = cert_with_uris(
+            "mallory",
+            &["urn:golive:role:viewer", "urn:golive:role:admin"],
+        );
+        let err = PeerIdentity::from_der(&der).unwrap_err();
+        let IdentityError::AmbiguousRole {
+            name,
+            serial,
+            roles,
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!(name, "mallory");
+        assert!(!serial.is_empty());
+        assert_eq!(roles, &["viewer", "admin"]);
+        let text = err.to_string();
+        for want in [
+            "mallory",
+            "urn:golive:role:viewer",
+            "urn:golive:role:admin",
+            "golivectl cert",
+        ] {
+            assert!(text.contains(want), "{want:?} missing: {text}");
+        }
+        // The same role twice is just as ambiguous about what the CA meant.
+        let der = cert_with_uris("bob", &["urn:golive:role:admin", "urn:golive:role:admin"]);
+        let err = PeerIdentity::from_der(&der).unwrap_err();
+        assert!(
+            matches!(&err, IdentityError::AmbiguousRole { roles, .. } if roles == &["admin", "admin"]),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn issue11_unknown_role_value_is_refused() {
+        let der = cert_with_uris("eve", &["urn:golive:role:superuser"]);
+        let err = PeerIdentity::from_der(&der).unwrap_err();
+        assert!(
+            matches!(&err, IdentityError::UnknownRole { value, .. } if value == "superuser"),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("eve") && text.contains("urn:golive:role:superuser"),
+            "{text}"
+        );
+        assert!(text.contains("viewer, operator, admin"), "{text}");
+        // An unknown role next to a known one is two role SANs: ambiguous.
+        let der = cert_with_uris("eve", &["urn:golive:role:operator", "urn:golive:role:root"]);
+        let err = PeerIdentity::from_der(&der).unwrap_err();
+        assert!(matches!(err, IdentityError::AmbiguousRole { .. }), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_unreadable() {
+        let err = PeerIdentity::from_der(b"not a certificate").unwrap_err();
+        assert!(matches!(err, IdentityError::Unreadable(_)), "{err}");
+        assert!(
+            err.to_string().contains("cannot read the peer certificate"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod artifacts;
 mod backup;
 mod backup_db;
 mod backup_engines;
+mod config_paths;
 mod deploy;
 mod deploy_migrate;
 mod flags;

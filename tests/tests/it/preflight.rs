@@ -748,10 +748,17 @@ fn deploy_outside_the_window_is_refused_and_a_hotfix_is_recorded() {
     );
     let run = w.ctl.run(&["deploy", s(&bad)]);
     assert_eq!(run.code, 2, "{}", run.text());
+    let line = std::fs::read_to_string(&bad)
+        .expect("plan")
+        .lines()
+        .position(|l| l.starts_with("days = "))
+        .expect("days line")
+        + 1;
     assert!(
-        run.stderr
-            .contains("key `window.days`: \"caturday\" is not a day")
-            && run.stderr.contains("line "),
+        run.stderr.contains(&format!(
+            "{}:{line}: key `window.days`: \"caturday\" is not a day",
+            bad.display()
+        )),
         "{}",
         run.text()
     );
