@@ -368,7 +368,7 @@ fn create_with(
         verified = Some(true);
     }
     if let Some(o) = &app.backup.offsite {
-        match offsite::copy(o, &req.app, &final_dir, &parts) {
+        match offsite::copy(o, &app.run, &req.app, &final_dir, &parts) {
             Ok(location) => {
                 let _ = journal.backup_offsite(&id, &location);
                 log(emit, format!("offsite copy checked: {location}"));
