@@ -190,6 +190,34 @@ pub struct Step {
     pub detail: Option<String>,
 }
 
+/// Takes group and other access away from the state directory itself.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the controller state directory {}: {e}",
+                dir.display()
+            )
+        })?;
+    if mode & 0o7077 != 0 {
+        std::fs::set_permissions(dir, PermissionsExt::from_mode(mode & 0o700)).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot make the controller state directory {} owner-only (0700, it is {mode:04o}): \
+                 {e}; golivectl's user must own it",
+                dir.display()
+            )
+        })?;
+        // Once: the next run finds it tightened.
+        eprintln!(
+            "golivectl: the state directory {} was {mode:04o}; it is owner-only now (0700)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// The controller's state directory: `--state DIR`, else `$GOLIVE_STATE_DIR`,
 /// else `$XDG_STATE_HOME/golive`, else `~/.local/state/golive`.
 pub fn default_state_dir() -> PathBuf {
@@ -206,14 +234,26 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 impl Journal {
+    /// Opens (creating) `DIR/golivectl.db`. The directory and the journal
+    /// are owner-only whatever the umask (issue 11): a new directory is
+    /// 0700, an existing one loses group and other access, the journal and
+    /// its `-wal`/`-shm` are 0600.
     pub fn open(dir: &Path) -> anyhow::Result<Journal> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        golive_agent::state::create_private_dir(dir).map_err(|e| {
             anyhow::anyhow!(
                 "cannot create the controller state directory {}: {e}",
                 dir.display()
             )
         })?;
+        private_dir(dir)?;
         let path = dir.join("golivectl.db");
+        golive_agent::journal::make_private_db(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot make the controller journal {} owner-only (0600): {e}; \
+                 golivectl's user must own it",
+                path.display()
+            )
+        })?;
         let conn = Connection::open(&path).map_err(|e| {
             anyhow::anyhow!("cannot open the controller journal {}: {e}", path.display())
         })?;

@@ -7,7 +7,9 @@
 //! Loopback addresses 127.0.0.230-239 belong to this module.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use golive_tests::*;
@@ -288,4 +290,168 @@ fn issue11_offsite_copy_past_its_timeout_is_killed_with_its_group() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(processes_with(marker), Vec::<String>::new());
+}
+/// Directories, files, owner-only: every directory under `dir` is 0700 and
+/// no file gives group or others any access. Returns what was checked.
+fn assert_owner_only(dir: &Path) -> usize {
+    let mut seen = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&d).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700, "{} is not 0700", d.display());
+        seen += 1;
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                assert_eq!(
+                    meta.mode() & 0o077,
+                    0,
+                    "{} is {:o}",
+                    e.path().display(),
+                    meta.mode() & 0o777
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen < 100_000, "runaway walk under {}", dir.display());
+    }
+    seen
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Under umask 022, with a state directory and backup directory left 0755
+/// and a journal 0644: the agent tightens them at start (one log line), and
+/// everything a deploy (artifact and git), a backup and golivectl write is
+/// owner-only. The app's release stays readable: the umask is not changed.
+#[test]
+fn issue11_state_journal_artifacts_backups_are_owner_only_whatever_the_umask() {
+    let w = World::new();
+    let root = w.path().join("srv/shop");
+    std::fs::create_dir_all(root.join("shared/uploads")).unwrap();
+    std::fs::write(root.join("shared/uploads/a.txt"), b"upload").unwrap();
+    let backups = w.path().join("backups/shop");
+    let state = w.path().join("web1/state");
+    for d in [&backups, &state.join("artifacts")] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::set_permissions(d, PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&state, PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(state.join("journal.db"), b"").unwrap();
+    std::fs::set_permissions(state.join("journal.db"), PermissionsExt::from_mode(0o644)).unwrap();
+
+    // A git repository for the second release.
+    let repo = w.path().join("repo");
+    let git = |args: &[&str]| {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(&repo)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args);
+        let r = run_bounded(cmd, Duration::from_secs(30));
+        assert_eq!(r.code, 0, "git {args:?}: {}", r.text());
+    };
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&["init", "--quiet", "-b", "main"]);
+    std::fs::write(repo.join("index.html"), "shop v2\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "--quiet", "-m", "v2"]);
+
+    let mut spec = AgentSpec::new("web1", "127.0.0.232");
+    spec.umask = Some(0o022);
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\nkeep_releases = 3\n\n\
+         [apps.shop.git]\nurl = {repo:?}\ntimeout_secs = 60\n\n\
+         [[apps.shop.files]]\nname = \"uploads\"\npaths = [\"shared/uploads\"]\n\n\
+         [apps.shop.backup]\ndir = {backups:?}\n"
+    );
+    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+    assert_eq!(agent.state_dir, state);
+    let log = agent.log_text();
+    assert_eq!(
+        log.matches("tightened").count(),
+        1,
+        "one log line names what was tightened:\n{log}"
+    );
+    assert!(
+        log.contains(s(&state)) && log.contains(s(&backups)),
+        "{log}"
+    );
+
+    // golivectl under the same umask, with its own fresh state directory.
+    let ctl = |args: &[&str]| {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+            .arg(bin("golivectl"))
+            .arg("--state")
+            .arg(&w.ctl.state)
+            .args(args);
+        run_bounded(cmd, Duration::from_secs(60))
+    };
+    let art = w.release("v1");
+    let plan = w.plan("v1", Some(("v1", &art)), &agent);
+    let r = ctl(&["deploy", s(&plan)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let gplan = w.plan("v2", None, &agent);
+    let mut toml = std::fs::read_to_string(&gplan).unwrap();
+    toml.push_str("[release]\ngit = \"main\"\nid = \"v2\"\n");
+    std::fs::write(&gplan, toml).unwrap();
+    let r = ctl(&["deploy", s(&gplan)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let r = ctl(&["backup", "create", s(&plan), "--verify"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+
+    // The agent's own files, exactly.
+    for f in ["journal.db", "agent.lock", "agent.addr"] {
+        assert_eq!(mode(&state.join(f)), 0o600, "{f}");
+    }
+    for f in ["journal.db-wal", "journal.db-shm"] {
+        if state.join(f).exists() {
+            assert_eq!(mode(&state.join(f)), 0o600, "{f}");
+        }
+    }
+    for d in ["artifacts", "git"] {
+        assert_eq!(mode(&state.join(d)), 0o700, "{d}");
+    }
+    let artifacts: Vec<PathBuf> = std::fs::read_dir(state.join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    assert_eq!(mode(&artifacts[0]), 0o600);
+    assert!(state.join("git/shop.git/HEAD").is_file());
+    let checked = assert_owner_only(&state);
+    assert!(checked > 10, "{checked}");
+
+    // The backup in the configured directory: 0700 directories, 0600 files.
+    let ids: Vec<PathBuf> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(ids[0].join("manifest.json").is_file());
+    for e in std::fs::read_dir(&ids[0]).unwrap() {
+        assert_eq!(mode(&e.unwrap().path()), 0o600);
+    }
+    assert_owner_only(&backups);
+
+    // The controller's state and journal.
+    assert_eq!(mode(&w.ctl.state), 0o700);
+    assert_eq!(mode(&w.ctl.state.join("golivectl.db")), 0o600);
+    assert_owner_only(&w.ctl.state);
+
+    // The app's directories are not the agent's state: under umask 022
+    // they stay readable for the web server.
+    assert_eq!(mode(&root.join("releases")), 0o755);
+    assert_eq!(mode(&root.join("releases/v2")), 0o755);
 }
