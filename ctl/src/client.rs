@@ -455,6 +455,7 @@ mod tests {
             &dir.join(pki::CA_CERT),
             &agent.cert_path,
             &agent.key_path,
+            Arc::new(golive_agent::revocation::DenyList::none()),
         )
         .unwrap();
         let tls =
