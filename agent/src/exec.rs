@@ -14,10 +14,21 @@
 //! Output (stdout and stderr merged) streams line by line to the caller, up
 //! to `max_output` bytes (then one notice line), with lines longer than
 //! [`MAX_LINE`] split; the last `max_output` bytes are always kept as the
-//! tail for error messages. Every wait here is bounded.
+//! tail for error messages. [`run_with_stdout`] instead hands stdout, as
+//! raw bytes, to a sink as it arrives (the offsite fetch hashes it), the
+//! lines and tail being stderr's. Every wait here is bounded.
+//!
+//! **A child sees a minimal environment** (issue 11): never the agent's
+//! whole environment, which may hold credentials (a cloud key, a token)
+//! that no hook or tool was meant to see. [`minimal_env`] is the one place
+//! that says what passes: `PATH` (the agent's, else [`DEFAULT_PATH`]),
+//! `HOME`, `LANG`, `LC_*` and `TZ`. Every spawn site in the agent starts
+//! from it; on top come the declared env of the config, the `GOLIVE_*`
+//! variables golive sets, and what a tool itself needs (`PGPASSWORD`).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -39,6 +50,47 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How long output is still read after the command and its group ended; a
 /// process outside the group (a daemon that detached) may hold the pipe.
 const DRAIN_WAIT: Duration = Duration::from_millis(500);
+
+/// Pieces of stdout for a [`run_with_stdout`] sink are at most this big.
+const STDOUT_CHUNK: usize = 64 * 1024;
+
+/// Messages from the reader threads queued for the supervising thread;
+/// a bound, so a fast writer waits for a slow sink instead of filling memory.
+const QUEUE: usize = 64;
+
+/// `PATH` for children when the agent has none (systemd's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The variables of the agent's own environment a child may see, from
+/// `vars` (the agent's environment): `PATH` (or [`DEFAULT_PATH`] when unset
+/// or empty), `HOME`, `LANG`, `LC_*`, `TZ`. Nothing else passes, not even
+/// a `GOLIVE_*` variable golive did not set itself.
+pub fn passed_env(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    let mut path = None;
+    let mut out = Vec::new();
+    for (name, value) in vars {
+        match name.to_str() {
+            Some("PATH") => path = Some(value),
+            Some("HOME" | "LANG" | "TZ") => out.push((name, value)),
+            Some(n) if n.starts_with("LC_") => out.push((name, value)),
+            _ => {}
+        }
+    }
+    let path = path
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| DEFAULT_PATH.into());
+    out.push(("PATH".into(), path));
+    out
+}
+
+/// Clears `cmd`'s environment down to [`passed_env`] of the agent's: the
+/// one allow-list every child process of the agent starts from. The caller
+/// adds the declared env, golive's variables and what the tool needs.
+pub fn minimal_env(cmd: &mut Command) -> &mut Command {
+    cmd.env_clear().envs(passed_env(std::env::vars_os()))
+}
 /// Everything needed to run one command, defaults applied.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -184,24 +236,56 @@ fn resolve_user(p: &Prepared) -> Result<Option<nix::unistd::User>, ExecError> {
 /// Runs a prepared command to its end (or its timeout), feeding each output
 /// line to `on_line`.
 ///
-/// When a user is configured and the agent is root, the command runs with
-/// that user's uid and primary group (supplementary groups are dropped) and
-/// `HOME`, `USER` and `LOGNAME` set for it.
+/// Its environment is [`minimal_env`] plus `p.env`. When a user is
+/// configured and the agent is root, the command runs with that user's uid
+/// and primary group (supplementary groups are dropped) and `HOME`, `USER`
+/// and `LOGNAME` set for it.
 pub fn run(p: &Prepared, on_line: &mut dyn FnMut(&str)) -> Result<Outcome, ExecError> {
+    supervise(p, None, on_line)
+}
+
+/// [`run`], but stdout goes to `on_stdout` as raw bytes, in order, as it
+/// arrives (at most 64 KiB a call); `on_line` and the tail get stderr only.
+/// Everything else (process group, timeout, the end of its group) is as
+/// for [`run`]: a read that blocks never holds the timeout up.
+pub fn run_with_stdout(
+    p: &Prepared,
+    on_stdout: &mut dyn FnMut(&[u8]),
+    on_line: &mut dyn FnMut(&str),
+) -> Result<Outcome, ExecError> {
+    supervise(p, Some(on_stdout), on_line)
+}
+
+fn supervise<'a>(
+    p: &Prepared,
+    on_stdout: Option<StdoutSink<'a>>,
+    on_line: &'a mut dyn FnMut(&str),
+) -> Result<Outcome, ExecError> {
     let (program, args) = p.argv.split_first().ok_or(ExecError::Empty)?;
     if program.is_empty() {
         return Err(ExecError::Empty);
     }
     let user = resolve_user(p)?;
     let (reader, writer) = std::io::pipe().map_err(|source| spawn_err(p, source))?;
-    let writer2 = writer.try_clone().map_err(|source| spawn_err(p, source))?;
+    // Stdout on a pipe of its own when it has a sink, else with stderr.
+    let (out_reader, out_writer) = match on_stdout {
+        Some(_) => {
+            let (r, w) = std::io::pipe().map_err(|source| spawn_err(p, source))?;
+            (Some(r), w)
+        }
+        None => (
+            None,
+            writer.try_clone().map_err(|source| spawn_err(p, source))?,
+        ),
+    };
     let mut cmd = Command::new(program);
-    cmd.args(args)
+    minimal_env(&mut cmd)
+        .args(args)
         .current_dir(&p.cwd)
         .envs(&p.env)
         .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(writer2)
+        .stdout(out_writer)
+        .stderr(writer)
         .process_group(0);
     if let Some(u) = &user {
         cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
@@ -215,10 +299,14 @@ pub fn run(p: &Prepared, on_line: &mut dyn FnMut(&str)) -> Result<Outcome, ExecE
     drop(cmd);
     let pid = Pid::from_raw(child.id() as i32);
 
-    let (tx, rx) = mpsc::channel::<String>();
+    let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
+    let chunk_thread = out_reader.map(|r| {
+        let tx = tx.clone();
+        std::thread::spawn(move || read_chunks(r, &tx))
+    });
     let reader_thread = std::thread::spawn(move || read_lines(reader, &tx));
 
-    let mut out = Output::new(p.max_output, on_line);
+    let mut out = Output::new(p.max_output, on_line, on_stdout);
     let deadline = started + p.timeout;
     let mut timed_out = false;
     loop {
@@ -263,13 +351,15 @@ pub fn run(p: &Prepared, on_line: &mut dyn FnMut(&str)) -> Result<Outcome, ExecE
     loop {
         let left = drain_end.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) => out.line(&line),
+            Ok(msg) => out.handle(msg),
             Err(_) => break,
         }
     }
     drop(rx);
-    if reader_thread.is_finished() {
-        let _ = reader_thread.join();
+    for thread in std::iter::once(reader_thread).chain(chunk_thread) {
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
     }
     Ok(Outcome {
         exit_code: status.code(),
@@ -280,15 +370,26 @@ pub fn run(p: &Prepared, on_line: &mut dyn FnMut(&str)) -> Result<Outcome, ExecE
     })
 }
 
+/// Where [`run_with_stdout`] puts stdout.
+type StdoutSink<'a> = &'a mut dyn FnMut(&[u8]);
+
+/// What the reader threads send the supervising thread.
+enum Msg {
+    /// A line of merged output (or of stderr, when stdout has a sink).
+    Line(String),
+    /// A piece of stdout for the sink.
+    Stdout(Vec<u8>),
+}
+
 /// Reads `reader` to its end, sending lines (at most [`MAX_LINE`] bytes
 /// each, trailing whitespace trimmed) until the receiver goes away.
-fn read_lines(reader: std::io::PipeReader, tx: &mpsc::Sender<String>) {
+fn read_lines(reader: std::io::PipeReader, tx: &mpsc::SyncSender<Msg>) {
     let mut r = BufReader::with_capacity(MAX_LINE, reader);
     let mut line: Vec<u8> = Vec::new();
     let send = |line: &mut Vec<u8>| {
         let text = String::from_utf8_lossy(line).trim_end().to_string();
         line.clear();
-        tx.send(text).is_ok()
+        tx.send(Msg::Line(text)).is_ok()
     };
     loop {
         let buf = match r.fill_buf() {
@@ -319,39 +420,75 @@ fn read_lines(reader: std::io::PipeReader, tx: &mpsc::Sender<String>) {
     }
 }
 
-/// Output handling: streams lines up to a byte budget, keeps the tail.
+/// Reads stdout to its end in pieces of at most [`STDOUT_CHUNK`] bytes,
+/// sending them until the receiver goes away.
+fn read_chunks(mut reader: std::io::PipeReader, tx: &mpsc::SyncSender<Msg>) {
+    let mut buf = vec![0u8; STDOUT_CHUNK];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if tx.send(Msg::Stdout(buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Output handling: streams lines up to a byte budget, keeps the tail, and
+/// hands stdout to its sink when there is one.
 struct Output<'a> {
     max: usize,
     streamed: usize,
     cut_off: bool,
     tail: String,
     on_line: &'a mut dyn FnMut(&str),
+    on_stdout: Option<StdoutSink<'a>>,
 }
 
 impl<'a> Output<'a> {
-    fn new(max: usize, on_line: &'a mut dyn FnMut(&str)) -> Self {
+    fn new(
+        max: usize,
+        on_line: &'a mut dyn FnMut(&str),
+        on_stdout: Option<StdoutSink<'a>>,
+    ) -> Self {
         Output {
             max,
             streamed: 0,
             cut_off: false,
             tail: String::new(),
             on_line,
+            on_stdout,
         }
     }
 
-    /// Handles lines that arrive within `wait` (at least one wait).
-    fn pump(&mut self, rx: &mpsc::Receiver<String>, wait: Duration) {
+    /// Handles what arrives within `wait` (at least one wait).
+    fn pump(&mut self, rx: &mpsc::Receiver<Msg>, wait: Duration) {
         match rx.recv_timeout(wait) {
-            Ok(line) => self.line(&line),
+            Ok(msg) => self.handle(msg),
             Err(mpsc::RecvTimeoutError::Timeout) => return,
-            // The reader is done; do not spin on a dead channel.
+            // The readers are done; do not spin on a dead channel.
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 std::thread::sleep(wait);
                 return;
             }
         }
-        while let Ok(line) = rx.try_recv() {
-            self.line(&line);
+        while let Ok(msg) = rx.try_recv() {
+            self.handle(msg);
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Line(line) => self.line(&line),
+            Msg::Stdout(bytes) => {
+                if let Some(sink) = self.on_stdout.as_mut() {
+                    sink(&bytes);
+                }
+            }
         }
     }
 
@@ -687,6 +824,115 @@ mod tests {
         let mut p = prepared(&["true"]);
         p.cwd = "/nonexistent-golive-dir".into();
         assert!(matches!(run(&p, &mut |_| {}), Err(ExecError::Spawn { .. })));
+    }
+
+    #[test]
+    fn issue11_only_the_allow_list_of_the_agents_environment_passes() {
+        let vars = [
+            ("AWS_SECRET_ACCESS_KEY", "leak"),
+            ("GOLIVE_GIT_PASSWORD", "inherited"),
+            ("HOME", "/home/agent"),
+            ("LANG", "de_DE.UTF-8"),
+            ("LC_ALL", "C"),
+            ("LC_TIME", "C"),
+            ("TZ", "Europe/Berlin"),
+            ("LD_PRELOAD", "/tmp/evil.so"),
+            ("PATH", "/opt/bin:/usr/bin"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let mut got: Vec<(String, String)> = passed_env(vars)
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect();
+        got.sort();
+        let want = [
+            ("HOME", "/home/agent"),
+            ("LANG", "de_DE.UTF-8"),
+            ("LC_ALL", "C"),
+            ("LC_TIME", "C"),
+            ("PATH", "/opt/bin:/usr/bin"),
+            ("TZ", "Europe/Berlin"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(got, want);
+        // No PATH, or an empty one: a safe default, never the current directory.
+        for vars in [vec![], vec![(OsString::from("PATH"), OsString::new())]] {
+            assert_eq!(
+                passed_env(vars),
+                [(OsString::from("PATH"), OsString::from(DEFAULT_PATH))]
+            );
+        }
+    }
+
+    /// The test process's environment (CARGO_*, RUST_*...) stands in for an
+    /// agent's: a command sees the allow-list plus its own env, nothing else.
+    #[test]
+    fn issue11_a_command_sees_the_minimal_environment_and_its_own() {
+        let mut p = sh("env");
+        p.env.insert("DECLARED".into(), "yes".into());
+        let (o, lines) = run_collect(&p);
+        assert!(o.success(), "{o:?}");
+        let names: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            names.contains(&"PATH") && names.contains(&"DECLARED"),
+            "{lines:?}"
+        );
+        for name in names {
+            assert!(
+                matches!(
+                    name,
+                    "PATH" | "HOME" | "LANG" | "TZ" | "DECLARED" | "PWD" | "SHLVL" | "_"
+                ) || name.starts_with("LC_"),
+                "{name} reached the command: {lines:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stdout_goes_to_its_sink_in_order_and_stderr_to_the_lines() {
+        let mut p = sh("head -c 1000000 /dev/zero | tr '\\0' x; echo note >&2; printf end");
+        p.max_output = 1024;
+        let mut got = Vec::new();
+        let mut lines = Vec::new();
+        let o = run_with_stdout(&p, &mut |b| got.extend_from_slice(b), &mut |l| {
+            lines.push(l.to_string())
+        })
+        .unwrap();
+        assert!(o.success(), "{o:?}");
+        assert_eq!(got.len(), 1_000_003);
+        assert!(got[..1_000_000].iter().all(|&b| b == b'x'));
+        assert!(got.ends_with(b"end"));
+        assert_eq!(lines, ["note"]);
+        assert_eq!(o.tail, "note\n");
+    }
+
+    /// A reader blocked on a pipe a child still holds does not hold up the
+    /// timeout: the group is ended at the deadline.
+    #[test]
+    fn a_sink_whose_writer_hangs_is_ended_at_the_timeout_with_its_group() {
+        let mut p = sh("printf partial; sleep 1000.417 & echo child $! >&2; wait");
+        p.timeout = Duration::from_millis(600);
+        p.grace = Duration::from_millis(500);
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let mut lines = Vec::new();
+        let o = run_with_stdout(&p, &mut |b| got.extend_from_slice(b), &mut |l| {
+            lines.push(l.to_string())
+        })
+        .unwrap();
+        assert!(o.timed_out, "{o:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(got, b"partial");
+        let child: i32 = lines[0].strip_prefix("child ").unwrap().parse().unwrap();
+        assert!(gone(child), "child {child} outlived the timeout");
     }
 
     #[test]

@@ -166,6 +166,14 @@ pub enum JournalError {
          run the newer golive-agent, or restore the state directory from before the upgrade"
     )]
     TooNew { path: String, found: i64 },
+    #[error(
+        "cannot make the journal {path} owner-only (0600): {source}; the agent's user must own \
+         the state directory and its files"
+    )]
+    Private {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("journal: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("journal: stored value is unreadable: {0}")]
@@ -173,6 +181,36 @@ pub enum JournalError {
 }
 
 pub type Result<T> = std::result::Result<T, JournalError>;
+
+/// Makes the SQLite database `path` owner-only (issue 11), whatever the
+/// umask: creates it empty with mode 0600 when missing (SQLite starts an
+/// empty file as a new database), else sets it to 0600, and sets its `-wal`,
+/// `-shm` and `-journal` files to 0600 when they exist. SQLite creates those
+/// with the database file's own mode, so new ones follow. The controller's
+/// journal uses it too.
+pub fn make_private_db(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(crate::state::PRIVATE_FILE)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    crate::state::make_private_file(path)?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        match crate::state::make_private_file(Path::new(&side)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
 
 /// What start-up found unfinished after a crash.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -205,6 +243,10 @@ pub struct Journal {
 impl Journal {
     pub fn open(path: &Path) -> Result<Journal> {
         let shown = path.display().to_string();
+        make_private_db(path).map_err(|source| JournalError::Private {
+            path: shown.clone(),
+            source,
+        })?;
         let conn = Connection::open(path).map_err(|source| JournalError::Open {
             path: shown.clone(),
             source,
@@ -778,6 +820,40 @@ mod tests {
             app: app.into(),
             release: "v1".into(),
         })
+    }
+
+    /// Whatever the umask gave before (a 0644 journal of an older agent),
+    /// the journal and the WAL files SQLite creates beside it are 0600.
+    #[test]
+    fn issue11_the_journal_and_its_wal_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let mode = |suffix: &str| {
+            let p = dir.path().join(format!("j.db{suffix}"));
+            std::fs::metadata(&p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let j = Journal::open(&path).unwrap();
+        j.insert_job("k1", &spec("shop"), "alice", 1).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            assert_eq!(mode(suffix), 0o600, "j.db{suffix}");
+        }
+        drop(j);
+        for suffix in ["", "-wal", "-shm"] {
+            let p = dir.path().join(format!("j.db{suffix}"));
+            if p.exists() {
+                std::fs::set_permissions(&p, PermissionsExt::from_mode(0o644)).unwrap();
+            }
+        }
+        let j = Journal::open(&path).unwrap();
+        j.insert_job("k2", &spec("shop"), "alice", 2).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            assert_eq!(mode(suffix), 0o600, "j.db{suffix} after a reopen");
+        }
     }
 
     #[test]

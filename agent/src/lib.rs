@@ -106,22 +106,27 @@ pub struct StateLock {
 }
 
 /// Takes the state-directory lock and writes our pid into it.
+/// A new state directory is created owner-only (issue 11; see [`state::tighten`]).
 pub fn lock_state_dir(state_dir: &Path) -> Result<StateLock, StartError> {
-    std::fs::create_dir_all(state_dir).map_err(|source| StartError::StateDir {
+    state::create_private_dir(state_dir).map_err(|source| StartError::StateDir {
         path: state_dir.to_path_buf(),
         source,
     })?;
     let path = state_dir.join("agent.lock");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|source| StartError::StateDir {
-            path: path.clone(),
-            source,
-        })?;
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(state::PRIVATE_FILE)
+            .open(&path)
+            .map_err(|source| StartError::StateDir {
+                path: path.clone(),
+                source,
+            })?
+    };
     let mut flock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(f) => f,
         Err(_) => {
@@ -146,8 +151,13 @@ pub fn lock_state_dir(state_dir: &Path) -> Result<StateLock, StartError> {
 /// are marked, partial files and staging leftovers removed.
 pub fn open_state(config: &AgentConfig) -> Result<(StateLock, Journal), StartError> {
     let lock = lock_state_dir(&config.agent.state_dir)?;
+    // What an older agent or another umask left readable to others (issue 11).
+    let tightened = state::tighten(config).summary();
+    if !tightened.is_empty() {
+        log::warn(&tightened);
+    }
     let artifacts = state::artifacts_dir(config);
-    std::fs::create_dir_all(&artifacts).map_err(|source| StartError::StateDir {
+    state::create_private_dir(&artifacts).map_err(|source| StartError::StateDir {
         path: artifacts.clone(),
         source,
     })?;
@@ -246,10 +256,14 @@ pub async fn prepare(config: AgentConfig) -> Result<Prepared, StartError> {
     let addr = listener.local_addr().ok();
     if let Some(addr) = addr {
         // Tests and the demo listen on port 0 and read the real port here.
-        let _ = std::fs::write(
-            agent.config.agent.state_dir.join("agent.addr"),
-            addr.to_string(),
-        );
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(state::PRIVATE_FILE)
+            .open(agent.config.agent.state_dir.join("agent.addr"))
+            .and_then(|mut f| f.write_all(addr.to_string().as_bytes()));
     }
     Ok(Prepared {
         agent,

@@ -2,7 +2,8 @@
 //! signal that wakes long-polls. One `Arc<Agent>` is handed to every request.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use golive_shared::config::AgentConfig;
@@ -110,7 +111,276 @@ pub fn artifacts_dir(config: &AgentConfig) -> PathBuf {
     config.agent.state_dir.join("artifacts")
 }
 
+// ----- owner-only state (issue 11) -------------------------------------------
+//
+// The state directory (journal, artifacts, git mirrors, lock, address), the
+// backups and the controller's journal hold what nobody else on the host
+// should read: database dumps, upload archives, the audit trail. So they are
+// the owner's alone, whatever the umask: directories 0700, files 0600.
+// Only our own files are created so; the process umask is not changed,
+// because releases in an app's root must stay readable by its web server.
+
+/// The mode of every directory the agent keeps.
+pub const PRIVATE_DIR: u32 = 0o700;
+/// The mode of every file the agent keeps.
+pub const PRIVATE_FILE: u32 = 0o600;
+
+/// Creates `path`, and its missing parents, as 0700 directories whatever
+/// the umask. An existing directory is left as it is ([`tighten`] takes
+/// care of those at start).
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        create_private_dir(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(PRIVATE_DIR).create(path) {
+        // The umask may have taken owner bits too; set the mode outright.
+        Ok(()) => std::fs::set_permissions(path, PermissionsExt::from_mode(PRIVATE_DIR)),
+        // Created meanwhile by someone else (another job): fine if a directory.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets `path` (a file we just created or keep) to 0600, whatever the umask
+/// gave it. Symlinks are not followed: a missing or linked path is an error.
+pub fn make_private_file(path: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o777 != PRIVATE_FILE {
+        std::fs::set_permissions(path, PermissionsExt::from_mode(PRIVATE_FILE))?;
+    }
+    Ok(())
+}
+
+/// What [`tighten`] changed, and what it could not.
+#[derive(Debug, Default)]
+pub struct Tightened {
+    /// Paths that gave group or others access, with their old mode.
+    pub changed: Vec<(PathBuf, u32)>,
+    /// Paths whose mode could not be changed, and why.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+impl Tightened {
+    /// One line for the log ("" when nothing changed and nothing failed):
+    /// how many, and the first few with their old modes.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.changed.is_empty() {
+            let shown: Vec<String> = self
+                .changed
+                .iter()
+                .take(8)
+                .map(|(p, m)| format!("{} ({m:04o})", p.display()))
+                .collect();
+            parts.push(format!(
+                "took group and other access away from {} path(s) the agent keeps \
+                 (tightened to owner-only: directories 0700, files 0600): {}{}",
+                self.changed.len(),
+                shown.join(", "),
+                if self.changed.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ));
+        }
+        if !self.failed.is_empty() {
+            let shown: Vec<String> = self
+                .failed
+                .iter()
+                .take(4)
+                .map(|(p, e)| format!("{}: {e}", p.display()))
+                .collect();
+            parts.push(format!(
+                "could not make {} path(s) owner-only; fix their owner or mode by hand: {}",
+                self.failed.len(),
+                shown.join(", ")
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+/// At start: takes group and other access away from everything under the
+/// state directory, and from each app's backup directory when the config
+/// moves it elsewhere (there only the directory itself and what golive
+/// wrote into it: `APP-*` backups and `.partial-*`). Directories become
+/// 0700, files keep their owner bits only (0644 → 0600, git's 0444 → 0400).
+/// Symlinks are never followed.
+pub fn tighten(config: &AgentConfig) -> Tightened {
+    let mut out = Tightened::default();
+    let state = &config.agent.state_dir;
+    tighten_tree(state, &mut out, &|_| true);
+    for (name, app) in &config.apps {
+        let Some(dir) = &app.backup.dir else {
+            continue;
+        };
+        if dir.starts_with(state) {
+            continue;
+        }
+        let prefix = format!("{name}-");
+        tighten_tree(dir, &mut out, &|entry: &str| {
+            entry.starts_with(&prefix) || entry.starts_with(".partial-")
+        });
+    }
+    out
+}
+
+/// [`tighten`] of `root` and, recursively, of its entries whose name
+/// `keep` accepts (at the top level; everything below those).
+fn tighten_tree(root: &Path, out: &mut Tightened, keep: &dyn Fn(&str) -> bool) {
+    let mut stack = vec![(root.to_path_buf(), true)];
+    while let Some((path, top)) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        let want = if meta.is_dir() {
+            PRIVATE_DIR
+        } else {
+            mode & 0o700
+        };
+        if mode & 0o7077 != 0 {
+            match std::fs::set_permissions(&path, PermissionsExt::from_mode(want)) {
+                Ok(()) => out.changed.push((path.clone(), mode)),
+                Err(e) => out.failed.push((path.clone(), e.to_string())),
+            }
+        }
+        if meta.is_dir()
+            && let Ok(entries) = std::fs::read_dir(&path)
+        {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if !top || keep(&name.to_string_lossy()) {
+                    stack.push((entry.path(), false));
+                }
+            }
+        }
+    }
+}
+
 /// Maps a journal failure to the one error class the agent answers with.
 pub fn internal(e: impl std::fmt::Display) -> ErrorBody {
     ErrorBody::new(ErrorCode::Internal, format!("agent internal error: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn chmod(p: &Path, m: u32) {
+        std::fs::set_permissions(p, PermissionsExt::from_mode(m)).unwrap();
+    }
+
+    fn config(state: &Path, backups: &Path) -> AgentConfig {
+        toml::from_str(&format!(
+            "[agent]\nname = \"a1\"\nlisten = \"127.0.0.1:7443\"\nstate_dir = {state:?}\n\
+             [tls]\nca = \"/x\"\ncert = \"/x\"\nkey = \"/x\"\n\
+             [apps.shop]\nroot = \"/srv/shop\"\n[apps.shop.backup]\ndir = {backups:?}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn issue11_new_private_dirs_are_0700_with_their_parents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let deep = tmp.path().join("a/b/c");
+        create_private_dir(&deep).unwrap();
+        for d in ["a", "a/b", "a/b/c"] {
+            assert_eq!(mode(&tmp.path().join(d)), 0o700, "{d}");
+        }
+        // An existing directory is not touched here (tighten does that).
+        chmod(&deep, 0o750);
+        create_private_dir(&deep).unwrap();
+        assert_eq!(mode(&deep), 0o750);
+        let file = tmp.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        chmod(&file, 0o664);
+        make_private_file(&file).unwrap();
+        assert_eq!(mode(&file), 0o600);
+        assert!(create_private_dir(&file.join("below")).is_err());
+    }
+
+    /// Everything under the state directory loses group and other access;
+    /// in a backup directory elsewhere only what golive wrote does; a
+    /// symlink is never followed.
+    #[test]
+    fn issue11_tighten_covers_the_state_and_only_golives_backups() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let backups = tmp.path().join("backups");
+        let outside = tmp.path().join("outside.txt");
+        for d in [
+            state.join("git/shop.git/objects/ab"),
+            backups.join("shop-20260101T000000Z-manual"),
+            backups.join("someone-elses"),
+        ] {
+            std::fs::create_dir_all(&d).unwrap();
+            chmod(&d, 0o755);
+        }
+        chmod(&state, 0o755);
+        chmod(&state.join("git"), 0o755);
+        chmod(&backups, 0o755);
+        let files = [
+            (state.join("journal.db"), 0o644, 0o600),
+            (state.join("git/shop.git/objects/ab/cdef"), 0o444, 0o400),
+            (state.join("agent.lock"), 0o600, 0o600),
+            (
+                backups.join("shop-20260101T000000Z-manual/db.zst"),
+                0o644,
+                0o600,
+            ),
+            (backups.join("someone-elses/file"), 0o644, 0o644),
+            (outside.clone(), 0o644, 0o644),
+        ];
+        for (f, before, _) in &files {
+            std::fs::write(f, b"x").unwrap();
+            chmod(f, *before);
+        }
+        symlink(&outside, state.join("link")).unwrap();
+        let t = tighten(&config(&state, &backups));
+        assert!(t.failed.is_empty(), "{:?}", t.failed);
+        for (f, _, after) in &files {
+            assert_eq!(mode(f), *after, "{}", f.display());
+        }
+        for d in [
+            state.clone(),
+            state.join("git/shop.git/objects/ab"),
+            backups.clone(),
+            backups.join("shop-20260101T000000Z-manual"),
+        ] {
+            assert_eq!(mode(&d), 0o700, "{}", d.display());
+        }
+        assert_eq!(mode(&backups.join("someone-elses")), 0o755);
+        let summary = t.summary();
+        assert!(
+            summary.contains("took group and other access away from"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains(&format!("{} (0755)", state.display())),
+            "{summary}"
+        );
+        // A second start finds nothing to do, and says nothing.
+        assert_eq!(tighten(&config(&state, &backups)).summary(), "");
+    }
 }

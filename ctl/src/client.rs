@@ -24,7 +24,12 @@ use tokio_rustls::TlsConnector;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longer than the agent's longest long-poll (`limits.max_poll_secs`, 30 s).
+/// The whole answer, head and body, must arrive within it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+/// Far above any answer an agent gives (the largest, a page of 500 job
+/// events with lines of up to 8 KiB, is about 4 MiB): a bigger body is a
+/// broken or hostile agent, and is not read into memory (issue 11).
+const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -83,6 +88,8 @@ pub struct AgentClient {
     pub addr: String,
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
+    /// [`REQUEST_TIMEOUT`], but for tests.
+    timeout: Duration,
 }
 
 impl AgentClient {
@@ -105,7 +112,15 @@ impl AgentClient {
             addr: addr.into(),
             server_name,
             tls,
+            timeout: REQUEST_TIMEOUT,
         })
+    }
+
+    /// The same client with another request deadline (tests).
+    #[cfg(test)]
+    fn with_timeout(mut self, timeout: Duration) -> AgentClient {
+        self.timeout = timeout;
+        self
     }
 
     fn err_connect(&self, detail: impl Into<String>) -> ClientError {
@@ -182,20 +197,24 @@ impl AgentClient {
         req: hyper::Request<BoxBody<Bytes, std::io::Error>>,
     ) -> Result<Response, ClientError> {
         let mut sender = self.sender().await?;
-        let resp = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(req))
+        // One deadline for the head and the whole body: an agent that
+        // trickles its answer cannot hold the controller.
+        let answer = async {
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| self.classify_hyper(e))?;
+            self.read_body(resp.into_body()).await
+        };
+        let body = tokio::time::timeout(self.timeout, answer)
             .await
-            .map_err(|_| ClientError::Transport {
-                host: self.host.clone(),
-                addr: self.addr.clone(),
-                detail: format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()),
-            })?
-            .map_err(|e| self.classify_hyper(e))?;
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.classify_hyper(e))?
-            .to_bytes();
+            .map_err(|_| {
+                self.transport(format!(
+                    "its answer did not finish within {}; is the agent overloaded, or is that \
+                     address not a golive agent?",
+                    golive_agent::exec::seconds(self.timeout)
+                ))
+            })??;
         match codec::decode::<Response>(&body) {
             Ok(Response::Error(body)) => Err(ClientError::Agent {
                 host: self.host.clone(),
@@ -211,6 +230,40 @@ impl AgentClient {
                 addr: self.addr.clone(),
                 source,
             }),
+        }
+    }
+
+    fn transport(&self, detail: String) -> ClientError {
+        ClientError::Transport {
+            host: self.host.clone(),
+            addr: self.addr.clone(),
+            detail,
+        }
+    }
+
+    /// The body, at most [`MAX_RESPONSE_BYTES`]: a larger declared length is
+    /// refused before reading, a longer stream as soon as it passes the cap.
+    async fn read_body(&self, body: hyper::body::Incoming) -> Result<Bytes, ClientError> {
+        let too_large = || {
+            self.transport(format!(
+                "its answer is larger than {} MiB, far more than any agent sends; it was not \
+                 read (is that address a golive agent?)",
+                MAX_RESPONSE_BYTES >> 20
+            ))
+        };
+        if body.size_hint().lower() > MAX_RESPONSE_BYTES as u64 {
+            return Err(too_large());
+        }
+        match http_body_util::Limited::new(body, MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+        {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(e) => match e.downcast::<hyper::Error>() {
+                Ok(e) => Err(self.classify_hyper(*e)),
+                Err(e) => Err(self.transport(e.to_string())),
+            },
         }
     }
 
@@ -364,10 +417,164 @@ impl Body for FileBody {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::pki;
+    use golive_shared::identity::Role;
+    use golive_shared::protocol::HelloRequest;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     #[test]
     fn host_part() {
         assert_eq!(super::host_part("127.0.0.1:7443"), "127.0.0.1");
         assert_eq!(super::host_part("[::1]:7443"), "::1");
         assert_eq!(super::host_part("web1.example:7443"), "web1.example");
+    }
+
+    /// What the hostile agent does once it has read the request head.
+    #[derive(Clone, Copy)]
+    enum Hostile {
+        /// A chunked body, one byte every 100 ms, forever.
+        Trickle,
+        /// A chunked body as fast as it goes, up to 64 MiB, then silence.
+        Flood,
+        /// A Content-Length of 1 GiB (and nothing after it).
+        HugeLength,
+    }
+
+    /// A TLS server on loopback with a real agent certificate from a test
+    /// CA that answers every request the hostile way; a client for it (the
+    /// operator alice) and a counter of the body bytes the server got out.
+    async fn hostile(how: Hostile) -> (tempfile::TempDir, AgentClient, Arc<AtomicU64>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        pki::ca_init(&dir, 30).unwrap();
+        let agent = pki::issue_agent(&dir, "evil", &["127.0.0.1".into()], 10).unwrap();
+        let alice = pki::issue_operator(&dir, "alice", Role::Operator, 5).unwrap();
+        let server = golive_agent::tls::server_config(
+            &dir.join(pki::CA_CERT),
+            &agent.cert_path,
+            &agent.key_path,
+            Arc::new(golive_agent::revocation::DenyList::none()),
+        )
+        .unwrap();
+        let tls =
+            crate::tls::client_config(&dir.join(pki::CA_CERT), &alice.cert_path, &alice.key_path)
+                .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&sent);
+        tokio::spawn(async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(server);
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    // The request head (the small body follows; unread).
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+                        if tls.read_exact(&mut byte).await.is_err() {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/x-golive\r\n";
+                    match how {
+                        Hostile::HugeLength => {
+                            let _ = tls
+                                .write_all(
+                                    format!("{ok}content-length: 1073741824\r\n\r\n").as_bytes(),
+                                )
+                                .await;
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                        }
+                        Hostile::Trickle | Hostile::Flood => {
+                            let chunked = format!("{ok}transfer-encoding: chunked\r\n\r\n");
+                            if tls.write_all(chunked.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            let piece = match how {
+                                Hostile::Trickle => 1,
+                                _ => 1 << 20,
+                            };
+                            let mut chunk = format!("{piece:x}\r\n").into_bytes();
+                            chunk.extend(std::iter::repeat_n(b'G', piece));
+                            chunk.extend_from_slice(b"\r\n");
+                            for _ in 0..64 {
+                                if tls.write_all(&chunk).await.is_err() {
+                                    return;
+                                }
+                                counter.fetch_add(piece as u64, Ordering::Relaxed);
+                                if let Hostile::Trickle = how {
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                }
+                            }
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                        }
+                    }
+                });
+            }
+        });
+        let client = AgentClient::new("evil", &addr, None, tls)
+            .unwrap()
+            .with_timeout(Duration::from_millis(1500));
+        (tmp, client, sent)
+    }
+
+    /// Calls `hello` under an outer bound much longer than the client's own
+    /// deadline: the client must give up by itself, with an error.
+    async fn hello(client: &AgentClient) -> (ClientError, Duration) {
+        let started = std::time::Instant::now();
+        let req = Request::Hello(HelloRequest {
+            client_version: "test".into(),
+        });
+        let result = tokio::time::timeout(Duration::from_secs(20), client.call(&req))
+            .await
+            .expect("golivectl waited past its own deadline for the agent's answer");
+        (
+            result.expect_err("a hostile answer is an error"),
+            started.elapsed(),
+        )
+    }
+
+    #[tokio::test]
+    async fn issue11_an_answer_that_trickles_is_cut_at_the_request_deadline() {
+        let (_tmp, client, _) = hostile(Hostile::Trickle).await;
+        let (err, took) = hello(&client).await;
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        let text = err.to_string();
+        assert!(text.contains("agent evil at 127.0.0.1:"), "{text}");
+        assert!(text.contains("did not finish within 1.5 s"), "{text}");
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    #[tokio::test]
+    async fn issue11_an_endless_answer_is_cut_at_the_size_cap() {
+        let (_tmp, client, sent) = hostile(Hostile::Flood).await;
+        let (err, took) = hello(&client).await;
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        let text = err.to_string();
+        assert!(text.contains("agent evil at 127.0.0.1:"), "{text}");
+        assert!(text.contains("larger than 16 MiB"), "{text}");
+        // The client stopped reading at the cap: the server could not get
+        // much more than that out (TLS and socket buffers aside).
+        let out = sent.load(Ordering::Relaxed);
+        assert!(
+            out < (MAX_RESPONSE_BYTES + (8 << 20)) as u64,
+            "{out} bytes went out"
+        );
+
+        let (_tmp, client, _) = hostile(Hostile::HugeLength).await;
+        let (err, took) = hello(&client).await;
+        assert!(
+            took < Duration::from_secs(1),
+            "refused at the header: {took:?}"
+        );
+        assert!(err.to_string().contains("larger than 16 MiB"), "{err}");
     }
 }

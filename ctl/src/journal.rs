@@ -190,6 +190,75 @@ pub struct Step {
     pub detail: Option<String>,
 }
 
+/// The system's random source refused: an id made without it would not be
+/// unique, so nothing is made.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot make a new {what}: the system's random source (the getrandom system call) failed; \
+     nothing was started. golivectl needs it for unique ids: check what restricts this process \
+     (a seccomp filter, a very old kernel) and run it again"
+)]
+pub struct RandomError {
+    pub what: &'static str,
+}
+
+/// `bytes` random bytes from the system's random source, as hex; an error,
+/// never a weaker fallback, when the source fails (issue 11).
+pub fn random_hex(bytes: usize, what: &'static str) -> Result<String, RandomError> {
+    random_hex_from(
+        rustls::crypto::ring::default_provider().secure_random,
+        bytes,
+        what,
+    )
+}
+
+fn random_hex_from(
+    source: &dyn rustls::crypto::SecureRandom,
+    bytes: usize,
+    what: &'static str,
+) -> Result<String, RandomError> {
+    let mut buf = vec![0u8; bytes];
+    source.fill(&mut buf).map_err(|_| RandomError { what })?;
+    Ok(hex::encode(buf))
+}
+
+/// A new deployment id, `dYYYYMMDDTHHMMSS-xxxxxx`: its start second and
+/// 24 random bits (two deployments in one second differ).
+pub fn new_deployment_id(now: UnixMillis) -> Result<String, RandomError> {
+    let stamp = golive_shared::timefmt::utc(now)
+        .replace(['-', ':'], "")
+        .replace('Z', "");
+    Ok(format!("d{stamp}-{}", random_hex(3, "deployment id")?))
+}
+
+/// Takes group and other access away from the state directory itself.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the controller state directory {}: {e}",
+                dir.display()
+            )
+        })?;
+    if mode & 0o7077 != 0 {
+        std::fs::set_permissions(dir, PermissionsExt::from_mode(mode & 0o700)).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot make the controller state directory {} owner-only (0700, it is {mode:04o}): \
+                 {e}; golivectl's user must own it",
+                dir.display()
+            )
+        })?;
+        // Once: the next run finds it tightened.
+        eprintln!(
+            "golivectl: the state directory {} was {mode:04o}; it is owner-only now (0700)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// The controller's state directory: `--state DIR`, else `$GOLIVE_STATE_DIR`,
 /// else `$XDG_STATE_HOME/golive`, else `~/.local/state/golive`.
 pub fn default_state_dir() -> PathBuf {
@@ -206,14 +275,26 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 impl Journal {
+    /// Opens (creating) `DIR/golivectl.db`. The directory and the journal
+    /// are owner-only whatever the umask (issue 11): a new directory is
+    /// 0700, an existing one loses group and other access, the journal and
+    /// its `-wal`/`-shm` are 0600.
     pub fn open(dir: &Path) -> anyhow::Result<Journal> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        golive_agent::state::create_private_dir(dir).map_err(|e| {
             anyhow::anyhow!(
                 "cannot create the controller state directory {}: {e}",
                 dir.display()
             )
         })?;
+        private_dir(dir)?;
         let path = dir.join("golivectl.db");
+        golive_agent::journal::make_private_db(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot make the controller journal {} owner-only (0600): {e}; \
+                 golivectl's user must own it",
+                path.display()
+            )
+        })?;
         let conn = Connection::open(&path).map_err(|e| {
             anyhow::anyhow!("cannot open the controller journal {}: {e}", path.display())
         })?;
@@ -572,5 +653,71 @@ impl Journal {
             .prepare("SELECT id FROM deployments ORDER BY started_at DESC, rowid DESC LIMIT ?1")?;
         stmt.query_map(params![limit as i64], |r| r.get(0))?
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A random source that always fails, as getrandom does under a seccomp
+    /// filter that refuses it.
+    #[derive(Debug)]
+    struct Broken;
+
+    impl rustls::crypto::SecureRandom for Broken {
+        fn fill(&self, _: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+            Err(rustls::crypto::GetRandomFailed)
+        }
+    }
+
+    #[test]
+    fn issue11_a_failing_random_source_is_an_error_not_a_weaker_id() {
+        let err = random_hex_from(&Broken, 3, "deployment id").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("cannot make a new deployment id"), "{text}");
+        assert!(
+            text.contains("random source") && text.contains("nothing was started"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn deployment_ids_carry_the_second_and_24_random_bits() {
+        // 2026-11-23T05:28:02Z
+        let id = new_deployment_id(1_795_411_682_000).unwrap();
+        let (stamp, rnd) = id.split_once('-').unwrap();
+        assert_eq!(stamp, "d20261123T052802");
+        assert_eq!(rnd.len(), 6);
+        assert!(rnd.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        // Two ids in one second differ (a collision of 24 random bits, 16
+        // times in a row, would be a broken source).
+        let ids: std::collections::HashSet<String> = (0..16)
+            .map(|_| new_deployment_id(1_795_411_682_000).unwrap())
+            .collect();
+        assert!(ids.len() > 1, "{ids:?}");
+        assert_eq!(random_hex(4, "key").unwrap().len(), 8);
+    }
+
+    #[test]
+    fn issue11_the_state_dir_and_journal_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // New: created owner-only whatever the umask.
+        let fresh = tmp.path().join("new/state");
+        Journal::open(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(mode(&fresh.join("golivectl.db")), 0o600);
+        // Existing and wider (an older golivectl): tightened.
+        let old = tmp.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::set_permissions(&old, PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(old.join("golivectl.db"), b"").unwrap();
+        std::fs::set_permissions(old.join("golivectl.db"), PermissionsExt::from_mode(0o644))
+            .unwrap();
+        Journal::open(&old).unwrap();
+        assert_eq!(mode(&old), 0o700);
+        assert_eq!(mode(&old.join("golivectl.db")), 0o600);
     }
 }

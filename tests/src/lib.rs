@@ -218,6 +218,11 @@ pub struct AgentSpec {
     pub limits_toml: String,
     /// The deny list (`tls.revoked`); default: the PKI's `revoked.txt`.
     pub revoked: Option<PathBuf>,
+    /// Variables added to the agent's environment (which is otherwise the
+    /// test process's).
+    pub env: Vec<(String, String)>,
+    /// The agent's umask, when the test needs a known one (else inherited).
+    pub umask: Option<u32>,
 }
 
 impl AgentSpec {
@@ -228,6 +233,8 @@ impl AgentSpec {
             apps_toml: String::new(),
             limits_toml: String::new(),
             revoked: None,
+            env: Vec::new(),
+            umask: None,
         }
     }
 }
@@ -239,6 +246,9 @@ pub struct AgentProc {
     pub state_dir: PathBuf,
     pub log: PathBuf,
     pub addr: SocketAddr,
+    /// As in its [`AgentSpec`]; kept for restarts.
+    env: Vec<(String, String)>,
+    umask: Option<u32>,
     child: Option<Child>,
 }
 
@@ -275,6 +285,8 @@ impl AgentProc {
             state_dir,
             log: home.join("agent.log"),
             addr: "127.0.0.1:1".parse().expect("placeholder"),
+            env: spec.env.clone(),
+            umask: spec.umask,
             child: None,
         };
         agent.spawn();
@@ -302,9 +314,21 @@ impl AgentProc {
             .append(true)
             .open(&self.log)
             .expect("agent log");
-        let child = Command::new(bin("golive-agent"))
+        // A umask is set by a shell that then execs the agent (same pid).
+        let mut cmd = match self.umask {
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .arg(bin("golive-agent"));
+                sh
+            }
+            None => Command::new(bin("golive-agent")),
+        };
+        let child = cmd
             .args(["serve", "--config"])
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)

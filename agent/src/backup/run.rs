@@ -368,7 +368,7 @@ fn create_with(
         verified = Some(true);
     }
     if let Some(o) = &app.backup.offsite {
-        match offsite::copy(o, &req.app, &final_dir, &parts) {
+        match offsite::copy(o, &app.run, &req.app, &final_dir, &parts) {
             Ok(location) => {
                 let _ = journal.backup_offsite(&id, &location);
                 log(emit, format!("offsite copy checked: {location}"));
@@ -407,7 +407,8 @@ fn write_backup(
     estimate_total: u64,
     emit: &dyn Fn(EventKind),
 ) -> Result<(Vec<BackupPart>, u64), BackupError> {
-    std::fs::create_dir_all(partial)
+    // Owner-only, with the backup directory above it (issue 11).
+    crate::state::create_private_dir(partial)
         .map_err(|e| super::stream::io_err("cannot create", partial, e))?;
     let mut parts = Vec::new();
     let mut file_targets = Vec::new();
@@ -600,7 +601,7 @@ fn verify_row(
         let detail = match part.kind.as_str() {
             "sqlite" => {
                 let scratch = Path::new(&row.dir).join(".verify-scratch");
-                std::fs::create_dir_all(&scratch)
+                crate::state::create_private_dir(&scratch)
                     .map_err(|e| super::stream::io_err("cannot create", &scratch, e))?;
                 let r = sqlite::verify(&path, &scratch);
                 let _ = std::fs::remove_dir_all(&scratch);

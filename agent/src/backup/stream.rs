@@ -72,9 +72,12 @@ struct Tail {
 impl HashingFile {
     /// Creates `path` (which must not exist).
     pub fn create(path: &Path) -> Result<HashingFile, BackupError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // A backup part is a copy of the app's data: owner-only (issue 11).
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(crate::state::PRIVATE_FILE)
             .open(path)
             .map_err(|e| io_err("cannot create", path, e))?;
         let (full, full_rx) = std::sync::mpsc::sync_channel(QUEUE);

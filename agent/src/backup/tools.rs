@@ -37,10 +37,13 @@ pub struct Tool {
 }
 
 impl Tool {
-    /// A command for this tool; stdin/stdout/stderr are set by [`run`],
-    /// [`stream_out`] and [`stream_in`].
+    /// A command for this tool, with the minimal environment of every child
+    /// ([`crate::exec::minimal_env`]); the caller adds what the tool needs.
+    /// stdin/stdout/stderr are set by [`run`], [`stream_out`] and [`stream_in`].
     pub fn command(&self) -> Command {
-        Command::new(&self.path)
+        let mut cmd = Command::new(&self.path);
+        crate::exec::minimal_env(&mut cmd);
+        cmd
     }
 }
 
@@ -539,6 +542,34 @@ mod tests {
         .to_string();
         assert!(err.contains("deadline"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    /// The test process's environment (CARGO_*, RUST_*...) stands in for an
+    /// agent's: none of it but the allow-list reaches a tool.
+    #[test]
+    fn issue11_tools_start_from_the_minimal_environment() {
+        let sh = find(&["sh"], None).unwrap();
+        let mut cmd = sh.command();
+        cmd.args(["-c", "env"]).env("PGPASSWORD", "tool-needs-it");
+        let out = run(cmd, "env", T).unwrap();
+        let names: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            names.contains(&"PATH") && names.contains(&"PGPASSWORD"),
+            "{out}"
+        );
+        for name in names {
+            assert!(
+                matches!(
+                    name,
+                    "PATH" | "HOME" | "LANG" | "TZ" | "PGPASSWORD" | "PWD" | "SHLVL" | "_"
+                ) || name.starts_with("LC_"),
+                "{name} reached the tool: {out}"
+            );
+        }
     }
 
     #[test]

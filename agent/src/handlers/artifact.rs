@@ -173,9 +173,11 @@ async fn receive(
     mut body: Incoming,
 ) -> Result<(), ErrorBody> {
     let io = |what: &str, e: std::io::Error| internal(format!("{what} {}: {e}", partial.display()));
+    // Owner-only (issue 11): an archive may carry the app's secrets.
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(crate::state::PRIVATE_FILE)
         .open(partial)
         .await
         .map_err(|e| io("cannot create", e))?;

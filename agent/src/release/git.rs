@@ -139,6 +139,16 @@ pub fn stage(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     )));
+    // Created here, owner-only: git writes into it and keeps its mode.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&export.0)
+            .map_err(|e| format!("cannot create {}: {e}", export.0.display()))?;
+    }
     let mut args = git_dir_arg(&mirror)?;
     args.extend(["archive".into(), "--format=tar".into(), "--output".into()]);
     args.push(path_arg(&export.0)?);
@@ -170,6 +180,9 @@ pub fn stage(
 struct Git<'a> {
     program: String,
     dir: PathBuf,
+    /// The app's declared `[run] env` (e.g. `GIT_SSH_COMMAND`), on top of
+    /// the minimal environment every child gets.
+    env: &'a std::collections::BTreeMap<String, String>,
     source: &'a GitSource,
     timeout: Duration,
     grace: Duration,
@@ -185,7 +198,7 @@ enum Resolve {
 impl<'a> Git<'a> {
     fn new(
         config: &AgentConfig,
-        app: &AppConfig,
+        app: &'a AppConfig,
         source: &'a GitSource,
         emit: &'a dyn Fn(EventKind),
     ) -> Result<Git<'a>, String> {
@@ -208,6 +221,7 @@ impl<'a> Git<'a> {
         Ok(Git {
             program: path_arg(&program)?,
             dir,
+            env: &app.run.env,
             source,
             timeout: Duration::from_secs(source.timeout_secs),
             grace: Duration::from_secs(app.run.grace_secs),
@@ -232,9 +246,15 @@ impl<'a> Git<'a> {
         args: &[String],
         env: &[(&str, String)],
     ) -> Result<(exec::Outcome, Vec<String>), String> {
-        let mut argv = vec![self.program.clone()];
+        // The mirror's files are the agent's alone, whatever the umask
+        // (issue 11): directories 0700, files 0600 (objects 0400).
+        let mut argv = vec![
+            self.program.clone(),
+            "-c".into(),
+            "core.sharedRepository=0600".into(),
+        ];
         argv.extend_from_slice(args);
-        let mut vars = std::collections::BTreeMap::new();
+        let mut vars = self.env.clone();
         vars.insert("GIT_TERMINAL_PROMPT".to_string(), "0".to_string());
         for (k, v) in env {
             vars.insert(k.to_string(), v.clone());

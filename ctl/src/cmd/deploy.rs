@@ -67,17 +67,6 @@ pub async fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), size))
 }
 
-fn new_deployment_id() -> String {
-    let now = golive_shared::protocol::now_millis();
-    let stamp = utc(now).replace(['-', ':'], "").replace('Z', "");
-    let mut rnd = [0u8; 3];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut rnd);
-    }
-    format!("d{stamp}-{}", hex::encode(rnd))
-}
-
 /// Reports one step on both outputs.
 fn step(out: Out, host: &str, name: &str, state: &str, detail: &str) {
     out.line(format!(
@@ -381,8 +370,9 @@ pub async fn deploy_with_id(
         return Ok((Exit::Done, None));
     }
 
+    // The id before the journal: a failing random source changes nothing.
+    let id = crate::journal::new_deployment_id(golive_shared::protocol::now_millis())?;
     let journal = Journal::open(state)?;
-    let id = new_deployment_id();
     journal.create_deployment(
         &id,
         &plan.path.display().to_string(),

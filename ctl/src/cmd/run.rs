@@ -15,22 +15,21 @@ use golive_shared::protocol::{JobResult, JobSpec, JobState, RunCommand, now_mill
 use serde_json::json;
 
 use crate::cmd::deploy::run_job;
+use crate::journal::{RandomError, random_hex};
 use crate::output::{Exit, Out, usage};
 use crate::plan;
 
-/// A key no earlier run used: running a command again is a new action.
-fn fresh_key(command: &str, host: &str) -> String {
-    let mut rnd = [0u8; 4];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut rnd);
-    }
-    format!(
+/// A key no earlier run used: running a command again is a new action. An
+/// error when the system's random source fails (issue 11): a key that
+/// lost its randomness could match an earlier run's, whose job the agent
+/// would then report instead of running the command.
+fn fresh_key(command: &str, host: &str) -> Result<String, RandomError> {
+    Ok(format!(
         "run:{command}:{host}:{}-{}-{}",
         now_millis(),
         std::process::id(),
-        hex::encode(rnd)
-    )
+        random_hex(4, "idempotency key")?
+    ))
 }
 
 fn report(out: Out, host: &str, command: &str, state: &str, detail: &str) {
@@ -59,14 +58,20 @@ pub async fn run(out: Out, plan_path: &Path, command: &str) -> anyhow::Result<Ex
         plan.app,
         plan.hosts.len()
     ));
+    // Every key before the first host runs: a failing random source stops
+    // the run before anything ran.
+    let keys = plan
+        .hosts
+        .iter()
+        .map(|h| fresh_key(command, &h.name))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut outcome: Option<(Exit, String)> = None;
     let mut done = 0;
-    for (i, host) in plan.hosts.iter().enumerate() {
+    for ((i, host), key) in plan.hosts.iter().enumerate().zip(keys) {
         let spec = JobSpec::RunCommand(RunCommand {
             app: plan.app.clone(),
             name: command.to_string(),
         });
-        let key = fresh_key(command, &host.name);
         match run_job(out, &host.client, key, None, spec).await {
             Ok(job) if job.state == JobState::Succeeded => {
                 let detail = match job.result {

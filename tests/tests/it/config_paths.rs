@@ -111,7 +111,7 @@ fn issue11_relative_paths_resolve_against_the_config_and_plan_files() {
     ] {
         std::fs::copy(&from, etc.join(to)).expect("copy tls file");
     }
-    std::fs::write(etc.join("tls/revoked.txt"), "").expect("revoked list");
+    std::fs::write(etc.join("tls/revoked.txt"), "# none revoked\n").expect("revoked list");
     write_private(&etc.join("secrets/pg.pass"), &pg.password);
     std::os::unix::fs::symlink(&pg.bindir, etc.join("pgbin")).expect("bin_dir link");
     let sqlite = rusqlite::Connection::open(etc.join("data/orders.db")).expect("sqlite");

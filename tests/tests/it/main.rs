@@ -12,6 +12,7 @@ mod flags;
 mod gate;
 mod git_source;
 mod hardening;
+mod hardening_env;
 mod hooks;
 mod maintenance;
 mod migrate;
