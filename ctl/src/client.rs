@@ -26,6 +26,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longer than the agent's longest long-poll (`limits.max_poll_secs`, 30 s).
 /// The whole answer, head and body, must arrive within it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+/// An upload may take [`REQUEST_TIMEOUT`] plus its size at this rate, the
+/// agent's default `limits.min_upload_bytes_per_sec` (issue 11).
+const MIN_UPLOAD_BYTES_PER_SEC: u64 = 64 * 1024;
 /// Far above any answer an agent gives (the largest, a page of 500 job
 /// events with lines of up to 8 KiB, is about 4 MiB): a bigger body is a
 /// broken or hostile agent, and is not read into memory (issue 11).
@@ -196,6 +199,14 @@ impl AgentClient {
         &self,
         req: hyper::Request<BoxBody<Bytes, std::io::Error>>,
     ) -> Result<Response, ClientError> {
+        self.send_within(req, self.timeout).await
+    }
+
+    async fn send_within(
+        &self,
+        req: hyper::Request<BoxBody<Bytes, std::io::Error>>,
+        deadline: Duration,
+    ) -> Result<Response, ClientError> {
         let mut sender = self.sender().await?;
         // One deadline for the head and the whole body: an agent that
         // trickles its answer cannot hold the controller.
@@ -206,15 +217,13 @@ impl AgentClient {
                 .map_err(|e| self.classify_hyper(e))?;
             self.read_body(resp.into_body()).await
         };
-        let body = tokio::time::timeout(self.timeout, answer)
-            .await
-            .map_err(|_| {
-                self.transport(format!(
-                    "its answer did not finish within {}; is the agent overloaded, or is that \
+        let body = tokio::time::timeout(deadline, answer).await.map_err(|_| {
+            self.transport(format!(
+                "its answer did not finish within {}; is the agent overloaded, or is that \
                      address not a golive agent?",
-                    golive_agent::exec::seconds(self.timeout)
-                ))
-            })??;
+                golive_agent::exec::seconds(deadline)
+            ))
+        })??;
         match codec::decode::<Response>(&body) {
             Ok(Response::Error(body)) => Err(ClientError::Agent {
                 host: self.host.clone(),
@@ -317,7 +326,9 @@ impl AgentClient {
             .header(hyper::header::CONTENT_LENGTH, size.to_string())
             .body(body)
             .expect("static request parts");
-        match self.send(req).await? {
+        // A big artifact on a slow link needs longer than one request.
+        let deadline = self.timeout + Duration::from_secs(size / MIN_UPLOAD_BYTES_PER_SEC);
+        match self.send_within(req, deadline).await? {
             Response::Artifact(info) => Ok(info),
             other => Err(self.unexpected(&other)),
         }

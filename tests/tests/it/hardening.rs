@@ -595,3 +595,46 @@ fn issue11_the_deny_list_reloads_fail_closed_and_the_watch_stays_idle() {
         "{ticks} ticks in 3 s after the directory came back"
     );
 }
+
+#[test]
+fn issue11_a_plain_error_frame_sent_as_a_request_is_neither_echoed_nor_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = TestPki::new(d);
+    let agent = agent_with(d, &pki, "127.0.0.205", "");
+    let alice = pki.operator("alice", "operator");
+    let marker = "ECHO-ME-7f3a <script>";
+    let body = codec::encode_plain_error(marker);
+    let mut req = format!(
+        "POST /v1/rpc HTTP/1.1\r\nHost: agent\r\nContent-Type: application/x-golive\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    let addr = agent.addr;
+    let answer = runtime().block_on(async {
+        let mut tls = tls_connect(&pki, &alice, addr).await.unwrap();
+        tls.write_all(&req).await.unwrap();
+        read_until_closed(&mut tls, Duration::from_secs(5)).await.0
+    });
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text:?}");
+    assert!(text.contains("plain-error frame"), "{text:?}");
+    assert!(
+        !text.contains("ECHO-ME"),
+        "the agent echoed the client's text: {text:?}"
+    );
+    let outcomes: Vec<String> = {
+        let db = agent.journal();
+        let mut stmt = db
+            .prepare("SELECT outcome FROM audit WHERE peer_name = 'alice'")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert!(!outcomes[0].contains("ECHO-ME"), "{outcomes:?}");
+}
