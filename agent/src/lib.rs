@@ -36,6 +36,8 @@ pub mod accesslog;
 pub mod backup;
 pub mod exec;
 pub mod flags;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handlers;
 pub mod hooks;
 pub mod jobs;

@@ -16,6 +16,8 @@
 pub mod cli;
 pub mod client;
 pub mod cmd;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod journal;
 pub mod output;

@@ -230,6 +230,13 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             "cannot read the plan: {e}; write one with `golivectl init` or pass its path"
         ),
     })?;
+    parse(path, &text)
+}
+
+/// Validates the plan text `text` of the file `path` (which names it in
+/// errors and anchors its relative paths).
+pub fn parse(path: &Path, text: &str) -> Result<Plan, PlanError> {
+    let text = text.to_string();
     // A problem with a key: at its line, or its table's when it is not written.
     let keyed = |key: &str, message: String| PlanError {
         file: path.to_path_buf(),

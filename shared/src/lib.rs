@@ -16,6 +16,8 @@
 
 pub mod codec;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod names;
 pub mod protocol;

@@ -9,6 +9,7 @@ mod config_paths;
 mod deploy;
 mod deploy_migrate;
 mod flags;
+mod fuzz_regressions;
 mod gate;
 mod git_source;
 mod hardening;
