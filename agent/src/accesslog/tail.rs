@@ -67,6 +67,9 @@ pub(crate) struct Shared {
     pub error: Mutex<Option<String>>,
     /// False once the thread has ended (idle stop or panic).
     pub alive: Mutex<bool>,
+    /// The tailer thread's id, once it runs (its CPU time is in
+    /// `/proc/self/task/TID/stat`; the idle-CPU test reads it).
+    pub tid: Mutex<Option<i32>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,6 +90,7 @@ impl Shared {
             ready_cv: Condvar::new(),
             error: Mutex::new(None),
             alive: Mutex::new(true),
+            tid: Mutex::new(None),
         }
     }
 
@@ -285,6 +289,7 @@ pub(crate) fn run(shared: Arc<Shared>, retire: impl Fn(&Arc<Shared>) -> bool) {
         }
     }
     let _alive = Alive(&shared);
+    *lock(&shared.tid) = Some(nix::unistd::gettid().as_raw());
     let (wake_tx, wake_rx): (SyncSender<()>, Receiver<()>) = sync_channel(1);
     // Every relevant event naming the log wakes the tailer; the channel
     // holds one wake-up, so bursts of writes coalesce.

@@ -289,3 +289,60 @@ fn an_idle_tailer_stops_and_the_next_ask_starts_a_new_one() {
     assert_eq!(s.requests, 12);
     assert!(!lock(&TAILERS).iter().any(|t| Arc::ptr_eq(t, &first)));
 }
+
+/// CPU ticks (utime + stime) of the tailer thread following `path`.
+fn tailer_ticks(path: &Path) -> u64 {
+    let tid = lock(&TAILERS)
+        .iter()
+        .find(|t| t.path == path)
+        .and_then(|t| *lock(&t.tid))
+        .expect("a running tailer for the path");
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Issue 11: the tailer follows its log through a rename onto the name and
+/// through its directory being removed and re-created, and sleeps between
+/// (its own reads never wake it).
+#[test]
+fn issue11_the_tailer_survives_a_recreated_directory_and_stays_idle() {
+    let base = tempfile::tempdir().unwrap();
+    let logs = base.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let path = logs.join("access.log");
+    append(&path, &lines(10));
+    assert_eq!(stats_of(&path).requests, 10);
+
+    // Replaced by rename (an atomic rewrite, logrotate's `create`).
+    let tmp = logs.join("access.log.new");
+    append(&tmp, &lines(5));
+    std::fs::rename(&tmp, &path).unwrap();
+    wait_for(&path, "the renamed-in file", |s| s.requests == 15);
+    let before = tailer_ticks(&path);
+    thread::sleep(Duration::from_secs(3));
+    let idle = tailer_ticks(&path) - before;
+    assert!(idle <= 5, "{idle} ticks in 3 s after a rename");
+
+    // The directory removed and re-created with a new log.
+    std::fs::remove_dir_all(&logs).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    std::fs::create_dir(&logs).unwrap();
+    append(&path, &lines(7));
+    wait_for(&path, "the log in the re-created directory", |s| {
+        s.requests == 22
+    });
+    append(&path, &lines(3));
+    wait_for(&path, "an append after the re-creation", |s| {
+        s.requests == 25
+    });
+    let before = tailer_ticks(&path);
+    thread::sleep(Duration::from_secs(3));
+    let idle = tailer_ticks(&path) - before;
+    assert!(
+        idle <= 5,
+        "{idle} ticks in 3 s after the directory came back"
+    );
+}
