@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::gate::Evaluation;
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -99,6 +99,20 @@ ALTER TABLE deployments ADD COLUMN waiting_until INTEGER;
     r#"
 ALTER TABLE deployments ADD COLUMN hotfix_reason TEXT;
 "#,
+    // v6 (issue 12): `deploy --force --reason` and the blocking preflight
+    // reasons it overrode; what was done to a deployment after it ended.
+    r#"
+ALTER TABLE deployments ADD COLUMN forced_reason TEXT;
+ALTER TABLE deployments ADD COLUMN forced_over TEXT;
+CREATE TABLE actions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment TEXT NOT NULL REFERENCES deployments(id),
+    at INTEGER NOT NULL,
+    by TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"#,
 ];
 
 pub struct Journal {
@@ -119,17 +133,27 @@ pub struct Deployment {
     pub git_commit: Option<String>,
     pub operator: String,
     pub started_at: UnixMillis,
+    /// The end of the deployment itself (a later rollback does not move it).
     pub finished_at: Option<UnixMillis>,
+    /// `finished_at - started_at`, once it ended.
+    pub duration_ms: Option<i64>,
     pub state: String,
     pub message: Option<String>,
     /// `--hotfix --reason TEXT`: why it was deployed (outside the window).
     pub hotfix_reason: Option<String>,
+    /// `--force --reason TEXT`: why it was deployed over blocking
+    /// preflight checks, and which ones (`forced_over`).
+    pub forced_reason: Option<String>,
+    pub forced_over: Vec<String>,
     pub hosts: Vec<DeploymentHost>,
     pub steps: Vec<Step>,
     /// Probe results before (`phase = "before"`) and after the switch.
     pub probes: Vec<ProbeRecord>,
     pub gate: Vec<GateRecord>,
     pub decisions: Vec<Decision>,
+    /// What was done to the deployment after it ended (rollback, flag or
+    /// backup restore, migrate down), oldest first.
+    pub actions: Vec<Action>,
     /// While a deploy process waits on a pause: until when it promises to
     /// look for a decision (a heartbeat; `None` when nobody waits).
     pub waiting_until: Option<UnixMillis>,
@@ -160,7 +184,18 @@ pub struct GateRecord {
     pub reasons: serde_json::Value,
 }
 
-/// A human go/no-go decision on a paused deployment (seed 000 §5.3).
+/// Something done to a deployment after it ended, by whom (issue 12).
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    pub at: UnixMillis,
+    pub by: String,
+    /// "rollback", "flags-restored", "backup-restored", "migrate-down", ...
+    pub action: String,
+    pub detail: String,
+}
+
+/// A go/no-go decision on a deployment (seed 000 §5.3): a human's (`go`,
+/// `no-go`, `approve` before it starts) or the gate policy's (`rollback`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
     pub seq: i64,
@@ -352,6 +387,44 @@ impl Journal {
         Ok(())
     }
 
+    /// Records a deployment forced over blocking preflight checks.
+    pub fn set_forced(&self, id: &str, reason: &str, over: &[String]) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE deployments SET forced_reason = ?2, forced_over = ?3 WHERE id = ?1",
+            params![
+                id,
+                reason,
+                serde_json::to_string(over).unwrap_or_else(|_| "[]".into())
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Appends something done to a deployment after it ended.
+    pub fn add_action(
+        &self,
+        deployment: &str,
+        by: &str,
+        action: &str,
+        detail: &str,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO actions (deployment, at, by, action, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![deployment, now_millis(), by, action, detail],
+        )?;
+        Ok(())
+    }
+
+    /// A later change of a finished deployment's state (a rollback): its
+    /// end time and final message stay what they were (issue 12).
+    pub fn set_state(&self, id: &str, state: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE deployments SET state = ?2 WHERE id = ?1",
+            params![id, state],
+        )?;
+        Ok(())
+    }
+
     pub fn finish_deployment(
         &self,
         id: &str,
@@ -407,7 +480,7 @@ impl Journal {
                 "SELECT id, plan_path, app, release, artifact_sha256, operator, started_at, finished_at, state, message,
                         git_ref, git_commit,
                         waiting_until,
-                        hotfix_reason
+                        hotfix_reason, forced_reason, forced_over
                  FROM deployments WHERE id = ?1",
                 params![id],
                 |r| {
@@ -422,14 +495,21 @@ impl Journal {
                         operator: r.get(5)?,
                         started_at: r.get(6)?,
                         finished_at: r.get(7)?,
+                        duration_ms: None,
                         state: r.get(8)?,
                         message: r.get(9)?,
                         hotfix_reason: r.get(13)?,
+                        forced_reason: r.get(14)?,
+                        forced_over: r
+                            .get::<_, Option<String>>(15)?
+                            .and_then(|j| serde_json::from_str(&j).ok())
+                            .unwrap_or_default(),
                         hosts: Vec::new(),
                         steps: Vec::new(),
                         probes: Vec::new(),
                         gate: Vec::new(),
                         decisions: Vec::new(),
+                        actions: Vec::new(),
                         waiting_until: r.get(12)?,
                     })
                 },
@@ -438,6 +518,7 @@ impl Journal {
         else {
             return Ok(None);
         };
+        d.duration_ms = d.finished_at.map(|f| f - d.started_at);
         let mut stmt = self.conn.prepare(
             "SELECT host, address, previous_release, state FROM deployment_hosts WHERE deployment = ?1 ORDER BY rowid",
         )?;
@@ -503,6 +584,19 @@ impl Journal {
             })?
             .collect::<rusqlite::Result<_>>()?;
         d.decisions = self.decisions(id, 0)?;
+        let mut stmt = self.conn.prepare(
+            "SELECT at, by, action, detail FROM actions WHERE deployment = ?1 ORDER BY seq",
+        )?;
+        d.actions = stmt
+            .query_map(params![id], |r| {
+                Ok(Action {
+                    at: r.get(0)?,
+                    by: r.get(1)?,
+                    action: r.get(2)?,
+                    detail: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(Some(d))
     }
 

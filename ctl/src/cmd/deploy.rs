@@ -1344,10 +1344,30 @@ async fn validate_host(
             warnings.push(format!("{}: {summary}", host.name));
             Ok(())
         }
-        Action::Rollback => Err((
-            Exit::RolledBack,
-            format!("the gate rolled back on {}: {summary}", host.name),
-        )),
+        Action::Rollback => {
+            // The gate decides like a person would, and the record says so
+            // (issue 12): which rule, which probes, what happens next.
+            let rules: std::collections::BTreeSet<String> = eval
+                .reasons
+                .iter()
+                .filter(|r| r.action == Action::Rollback)
+                .map(|r| format!("{} = rollback", r.severity))
+                .collect();
+            let rules: Vec<String> = rules.into_iter().collect();
+            let reason = format!("[gate] {} on {}: {summary}", rules.join(", "), host.name);
+            let _ = journal.add_decision(
+                id,
+                "gate policy",
+                "rollback",
+                Some(&reason),
+                "switch every host already switched back to the release it ran before",
+            );
+            out.event(&json!({"event": "decision", "by": "gate policy", "decision": "rollback", "reason": reason}));
+            Err((
+                Exit::RolledBack,
+                format!("the gate rolled back on {}: {summary}", host.name),
+            ))
+        }
         Action::Pause => wait_for_decision(out, journal, plan, id, host, &summary, leases).await,
     }
 }
@@ -1768,11 +1788,20 @@ pub async fn rollback(
         lease.release().await;
     }
     let (exit, message) = if failed.is_empty() {
-        journal.finish_deployment(id, "rolled_back", Some("rolled back by golivectl rollback"))?;
-        (
-            Exit::Done,
-            format!("deployment {id} rolled back on {} host(s)", d.hosts.len()),
-        )
+        // The deployment's own end stays as it was; the rollback is a later
+        // action on it, with who and when (issue 12).
+        if d.finished_at.is_some() {
+            journal.set_state(id, "rolled_back")?;
+        } else {
+            journal.finish_deployment(
+                id,
+                "rolled_back",
+                Some("rolled back by golivectl rollback"),
+            )?;
+        }
+        let message = format!("deployment {id} rolled back on {} host(s)", d.hosts.len());
+        journal.add_action(id, &plan.operator, "rollback", &message)?;
+        (Exit::Done, message)
     } else {
         let exit = if failed.iter().all(|(e, _)| *e == Exit::Usage) {
             Exit::Usage
@@ -1791,6 +1820,9 @@ pub async fn rollback(
             ),
         )
     };
+    if exit != Exit::Done {
+        journal.add_action(id, &plan.operator, "rollback-incomplete", &message)?;
+    }
     out.line(&message);
     out.event(
         &json!({"event": "result", "deployment": id, "message": message, "exit": exit.code()}),

@@ -48,13 +48,29 @@ pub fn show(out: Out, state: &Path, id: &str) -> anyhow::Result<Exit> {
         (Some(r), None) => format!("git {r}, not staged everywhere"),
         _ => format!("sha256 {}", d.artifact_sha256),
     };
-    out.line(format!("- app: {}\n- release: {} ({source})\n- operator: {}\n- started: {}\n- finished: {}\n- outcome: {}{}\n",
-        d.app, d.release, d.operator, utc(d.started_at),
+    let approvers: Vec<&str> = d
+        .decisions
+        .iter()
+        .filter(|x| x.decision == "approve")
+        .map(|x| x.by.as_str())
+        .collect();
+    out.line(format!("- app: {}\n- release: {} ({source})\n- operator: {}\n- approved by: {}\n- started: {}\n- finished: {}\n- duration: {}\n- outcome: {}{}",
+        d.app, d.release, d.operator,
+        if approvers.is_empty() { "(nobody; the plan asks for no approval)".to_string() } else { approvers.join(", ") },
+        utc(d.started_at),
         d.finished_at.map(utc).unwrap_or_else(|| "(running or interrupted)".into()),
+        d.duration_ms.map(duration).unwrap_or_else(|| "(not finished)".into()),
         d.state, d.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default()));
     if let Some(reason) = &d.hotfix_reason {
-        out.line(format!("- hotfix: {reason}\n"));
+        out.line(format!("- hotfix: {reason}"));
     }
+    if let Some(reason) = &d.forced_reason {
+        out.line(format!(
+            "- forced over blocking preflight checks: {reason} (overrode: {})",
+            d.forced_over.join("; ")
+        ));
+    }
+    out.line("");
     out.line("## Hosts\n\n| host | address | release before | state |\n|---|---|---|---|");
     for h in &d.hosts {
         out.line(format!(
@@ -139,5 +155,30 @@ pub fn show(out: Out, state: &Path, id: &str) -> anyhow::Result<Exit> {
             ));
         }
     }
+    if !d.actions.is_empty() {
+        out.line("\n## Later actions\n\n| at | by | action | detail |\n|---|---|---|---|");
+        for a in &d.actions {
+            out.line(format!(
+                "| {} | {} | {} | {} |",
+                utc(a.at),
+                a.by,
+                a.action,
+                a.detail.replace('|', "\\|")
+            ));
+        }
+    }
     Ok(Exit::Done)
+}
+
+/// `1 h 02 min`, `3 min 05 s`, `2.4 s`.
+fn duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{} h {:02} min", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{} min {:02} s", s / 60, s % 60)
+    } else {
+        format!("{}.{} s", s, (ms % 1000) / 100)
+    }
 }

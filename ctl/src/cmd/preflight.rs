@@ -80,21 +80,111 @@ async fn ask(
             client.host
         ));
     }
-    let req = Request::Preflight(PreflightRequest {
-        app: plan_app.into(),
-        backup,
-        probes_only: false,
-    });
-    let report = match client.call(&req).await.map_err(|e| e.to_string())? {
-        Response::Preflight(r) => r,
-        other => return Err(client.unexpected(&other).to_string()),
-    };
+    let report = agent_checks(client, plan_app, backup).await?;
     let probes = probe::run(client, plan_app, &[]).await;
     Ok(Answer {
         status,
         report,
         probes,
     })
+}
+
+/// The agent's own read-only checks of the app (lock, maintenance,
+/// databases, backup tools and room, release files, migrations).
+async fn agent_checks(
+    client: &AgentClient,
+    app: &str,
+    backup: bool,
+) -> Result<PreflightReport, String> {
+    let req = Request::Preflight(PreflightRequest {
+        app: app.into(),
+        backup,
+        probes_only: false,
+    });
+    match client.call(&req).await.map_err(|e| e.to_string())? {
+        Response::Preflight(r) => Ok(r),
+        other => Err(client.unexpected(&other).to_string()),
+    }
+}
+
+/// Files a check that did not pass under the plan's gate.
+fn judge_check(verdict: &mut Verdict, host: &str, c: &PreflightCheck) {
+    if c.status != ProbeStatus::Pass {
+        verdict.add(
+            c.severity,
+            format!(
+                "{host} {} ({}, {}): {}",
+                c.name,
+                c.severity.as_str(),
+                c.status.as_str(),
+                c.message
+            ),
+        );
+    }
+}
+
+/// What `golivectl deploy` enforces before anything changes (issue 12:
+/// preflight is not advisory): every host's agent checks under the plan's
+/// `[gate]`, and the artifact scan. Not in it: the probes of the live
+/// release (the gate judges the new release after the switch) and the
+/// window (`--hotfix`). Returns the blocking reasons (empty: go) and the
+/// warnings.
+pub async fn deploy_checks(plan: &Plan) -> (Vec<String>, Vec<String>) {
+    let scan_task = artifact_to_scan(plan).ok().map(|artifact| {
+        let cfg = plan.scan.clone();
+        tokio::task::spawn_blocking(move || scan::scan(&artifact, &cfg))
+    });
+    let backup = plan.backup != PreDeployBackup::None;
+    let mut set = tokio::task::JoinSet::new();
+    for (i, host) in plan.hosts.iter().enumerate() {
+        let client = host.client.clone();
+        let app = plan.app.clone();
+        set.spawn(async move { (i, agent_checks(&client, &app, backup).await) });
+    }
+    let mut answers = set.join_all().await;
+    answers.sort_by_key(|(i, _)| *i);
+    let mut verdict = Verdict {
+        policy: plan.gate,
+        ..Verdict::default()
+    };
+    for (i, answer) in answers {
+        let host = &plan.hosts[i];
+        match answer {
+            Ok(report) => {
+                for c in &report.checks {
+                    judge_check(&mut verdict, &host.name, c);
+                }
+            }
+            Err(e) => verdict
+                .blocking
+                .push(format!("host {} ({}): {e}", host.name, host.client.addr)),
+        }
+    }
+    if let Some(task) = scan_task {
+        match task.await {
+            Ok(Ok(report)) => {
+                if let Some(reason) = scan_blocking(&report) {
+                    verdict.blocking.push(reason);
+                }
+            }
+            Ok(Err(e)) => verdict.blocking.push(e),
+            Err(e) => verdict
+                .blocking
+                .push(format!("the artifact scan stopped: {e}")),
+        }
+    }
+    (verdict.blocking, verdict.warnings)
+}
+
+/// The blocking reason of a scan with hits.
+fn scan_blocking(report: &ScanReport) -> Option<String> {
+    let total = report.hits.len() as u64 + report.more;
+    let first = report.hits.first()?;
+    Some(format!(
+        "the release artifact contains forbidden text: {total} hit(s), first {}:{}: {}; \
+         remove it from the source and rebuild the artifact",
+        first.path, first.line, first.pattern
+    ))
 }
 
 /// The scan's outcome: done, skipped (why), or failed (why).
@@ -248,19 +338,7 @@ pub async fn preflight(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                 c.severity.as_str(),
                 c.message
             ));
-            if c.status != ProbeStatus::Pass {
-                // The message is printed above (and in the JSON checks).
-                verdict.add(
-                    c.severity,
-                    format!(
-                        "{} {} ({}, {})",
-                        h.host,
-                        c.name,
-                        c.severity.as_str(),
-                        c.status.as_str()
-                    ),
-                );
-            }
+            judge_check(&mut verdict, &h.host, c);
         }
     }
 
@@ -370,13 +448,8 @@ pub async fn preflight(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
             if report.more > 0 {
                 out.line(format!("    ... and {} more", report.more));
             }
-            if total > 0 {
-                let first = &report.hits[0];
-                verdict.blocking.push(format!(
-                    "the release artifact contains forbidden text: {total} hit(s), first {}:{}: {}; \
-                     remove it from the source and rebuild the artifact",
-                    first.path, first.line, first.pattern
-                ));
+            if let Some(reason) = scan_blocking(report) {
+                verdict.blocking.push(reason);
             }
             json!({
                 "artifact": artifact.display().to_string(),
