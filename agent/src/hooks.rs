@@ -165,10 +165,16 @@ pub fn finish_stage(
         run_hooks(config, app_name, "after_unpack", &dir, emit)
     };
     steps().map_err(|e| match discard_release(layout, release) {
-        Ok(()) => format!(
-            "{e}; the staged release {release} was removed, so the same id can be staged again"
+        Ok(()) => golive_shared::protocol::error_with(
+            &e,
+            &format!(
+                "; the staged release {release} was removed, so the same id can be staged again"
+            ),
         ),
-        Err(why) => format!("{e}; removing the staged release {release} failed too: {why}"),
+        Err(why) => golive_shared::protocol::error_with(
+            &e,
+            &format!("; removing the staged release {release} failed too: {why}"),
+        ),
     })
 }
 
@@ -332,7 +338,7 @@ fn tail_for_message(o: &Outcome) -> String {
     if text.trim().is_empty() {
         "; it printed nothing".into()
     } else {
-        format!("; last output:\n{text}")
+        format!("{}{text}", golive_shared::protocol::OUTPUT_TAIL_MARKER)
     }
 }
 

@@ -12,7 +12,8 @@ use golive_shared::config::{AgentConfig, AppConfig};
 use golive_shared::names;
 use golive_shared::protocol::{
     ErrorBody, ErrorCode, EventKind, JobEventsRequest, JobEventsResponse, JobInfo, JobResult,
-    JobSpec, JobState, LogLevel, StageRelease, SubmitJob, UnixMillis, now_millis,
+    JobSpec, JobState, LogLevel, StageRelease, SubmitJob, UnixMillis, error_headline, error_with,
+    now_millis,
 };
 
 use golive_shared::identity::{PeerIdentity, Role};
@@ -274,7 +275,8 @@ async fn run(agent: Arc<Agent>, id: u64) {
                 id,
                 EventKind::Log {
                     level: LogLevel::Error,
-                    line: message.clone(),
+                    // The program output in it was streamed already.
+                    line: error_headline(message).to_string(),
                 },
             );
             if let JobSpec::Stage(s) = &job.spec {
@@ -439,12 +441,13 @@ pub fn execute(
             if switching && dir.is_dir() {
                 crate::hooks::preflight(app, &a.release, &dir)?;
                 crate::hooks::run_hooks(config, app_name, "before_activate", &dir, emit)
-                    .map_err(|e| format!("{e}; nothing was switched"))?;
+                    .map_err(|e| error_with(&e, "; nothing was switched"))?;
             }
             let previous = switch(journal, app_name, app, &layout, &a.release, "activate", log)?;
             if switching {
-                crate::hooks::run_hooks(config, app_name, "after_activate", &dir, emit)
-                    .map_err(|e| format!("{e}; current already points to {}", a.release))?;
+                crate::hooks::run_hooks(config, app_name, "after_activate", &dir, emit).map_err(
+                    |e| error_with(&e, &format!("; current already points to {}", a.release)),
+                )?;
             }
             Ok(JobResult::Activated {
                 release: a.release.clone(),
@@ -477,7 +480,7 @@ pub fn execute(
                     &layout.release_dir(&to),
                     emit,
                 )
-                .map_err(|e| format!("{e}; current already points to {to}"))?;
+                .map_err(|e| error_with(&e, &format!("; current already points to {to}")))?;
             }
             Ok(JobResult::RolledBack { from, to })
         }

@@ -119,7 +119,8 @@ fn on(
         );
     }
     if let Some(cmd) = &m.on {
-        run_command("on", cmd, app, log).map_err(|e| format!("{e}; {stays_on}"))?;
+        run_command("on", cmd, app, log)
+            .map_err(|e| golive_shared::protocol::error_with(&e, &format!("; {stays_on}")))?;
     }
     if let Some(url) = &m.check_url {
         let status = check(url, m.check_timeout_ms, |s| s == 503)
@@ -168,7 +169,8 @@ fn off(
         "it was off already"
     };
     if let Some(cmd) = &m.off {
-        run_command("off", cmd, app, log).map_err(|e| format!("{e}; {stays_on}"))?;
+        run_command("off", cmd, app, log)
+            .map_err(|e| golive_shared::protocol::error_with(&e, &format!("; {stays_on}")))?;
     }
     if let Some(flag) = &m.flag_file {
         let path = flag_path(&app.root, flag);

@@ -53,10 +53,21 @@ pub enum Command {
         /// Deploy outside the plan's `[window]`, as a hotfix; needs --reason.
         #[arg(long, requires = "reason")]
         hotfix: bool,
-        /// Why the hotfix cannot wait for the window; recorded with the
-        /// deployment (`golivectl show`).
-        #[arg(long, requires = "hotfix")]
+        /// Deploy even though preflight's blocking checks fail (forbidden
+        /// text in the artifact, a required file missing, a database not
+        /// answering, ...); needs --reason. The overridden checks are recorded.
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why the hotfix cannot wait for the window, or why the deployment
+        /// goes on over failing checks; recorded with the deployment
+        /// (`golivectl show`).
+        #[arg(long)]
         reason: Option<String>,
+        /// Who approved this deployment (repeatable, one per person);
+        /// recorded as decisions before it starts. `[deploy] approvals = N`
+        /// in the plan requires N distinct names.
+        #[arg(long = "approved-by", value_name = "NAME")]
+        approved_by: Vec<String>,
     },
     /// Run the app's probes on every host at once and print a host × probe
     /// matrix with a go/no-go verdict (critical or high failing: NO-GO).
@@ -106,6 +117,9 @@ pub enum Command {
     },
     /// Recent deployments.
     History {
+        /// Only the deployments of this plan's app (every other command
+        /// takes the plan too).
+        plan: Option<PathBuf>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
@@ -187,9 +201,17 @@ pub enum FlagCommand {
         #[arg(value_enum, value_name = "on|off")]
         switch: OnOff,
         /// Rollout percentage, 0 to 100.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = percent)]
         percent: Option<u8>,
     },
+}
+
+/// `--percent`: the range is the message, whatever the number (issue 12:
+/// `-5` was taken for an option and `300` got u8's range).
+fn percent(text: &str) -> Result<u8, String> {
+    let bad = || format!("{text:?} is not a percentage: use a whole number from 0 to 100");
+    let n: i64 = text.trim().parse().map_err(|_| bad())?;
+    u8::try_from(n).ok().filter(|p| *p <= 100).ok_or_else(bad)
 }
 
 /// `on` or `off`.
@@ -304,4 +326,33 @@ pub enum MigrateCommand {
         #[arg(long)]
         release: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue12_percent_out_of_range_names_the_range() {
+        for bad in ["-5", "101", "300", "ten", "2.5"] {
+            let e = percent(bad).unwrap_err();
+            assert!(e.contains("from 0 to 100"), "{bad}: {e}");
+        }
+        assert_eq!(percent("0"), Ok(0));
+        assert_eq!(percent("100"), Ok(100));
+        let e = Cli::try_parse_from([
+            "golivectl",
+            "flag",
+            "set",
+            "p.toml",
+            "x",
+            "on",
+            "--percent",
+            "-5",
+        ])
+        .err()
+        .expect("refused")
+        .to_string();
+        assert!(e.contains("from 0 to 100"), "{e}");
+    }
 }

@@ -60,8 +60,18 @@ pub enum ClientError {
         addr: String,
         source: CodecError,
     },
-    #[error("agent {host}: {body}")]
+    #[error("agent {host}: {}", unprefixed(host, &body.message))]
     Agent { host: String, body: ErrorBody },
+}
+
+/// An agent's message without a leading "agent HOST: " of its own, so the
+/// controller's prefix is not doubled ("agent web1: agent web1: ...").
+fn unprefixed<'m>(host: &str, message: &'m str) -> &'m str {
+    message
+        .strip_prefix("agent ")
+        .and_then(|rest| rest.strip_prefix(host))
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(message)
 }
 
 impl ClientError {
@@ -434,6 +444,26 @@ mod tests {
     use golive_shared::protocol::HelloRequest;
     use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn issue12_the_agent_prefix_is_not_doubled() {
+        let e = |m: &str| ClientError::Agent {
+            host: "finca1".into(),
+            body: ErrorBody::new(ErrorCode::BadRequest, m.to_string()),
+        };
+        assert_eq!(
+            e("agent finca1: flag x is not declared").to_string(),
+            "agent finca1: flag x is not declared"
+        );
+        assert_eq!(
+            e("app shop on agent finca1 declares no command").to_string(),
+            "agent finca1: app shop on agent finca1 declares no command"
+        );
+        assert_eq!(
+            e("agent finca10: other").to_string(),
+            "agent finca1: agent finca10: other"
+        );
+    }
 
     #[test]
     fn host_part() {

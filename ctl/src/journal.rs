@@ -742,10 +742,20 @@ impl Journal {
 
     /// Deployment ids, newest first.
     pub fn deployment_ids(&self, limit: u32) -> rusqlite::Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id FROM deployments ORDER BY started_at DESC, rowid DESC LIMIT ?1")?;
-        stmt.query_map(params![limit as i64], |r| r.get(0))?
+        self.deployment_ids_of(None, limit)
+    }
+
+    /// The newest `limit` deployment ids, of one app or of all.
+    pub fn deployment_ids_of(
+        &self,
+        app: Option<&str>,
+        limit: u32,
+    ) -> rusqlite::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id FROM deployments WHERE ?1 IS NULL OR app = ?1 \
+             ORDER BY started_at DESC, rowid DESC LIMIT ?2",
+        )?;
+        stmt.query_map(params![app, limit as i64], |r| r.get(0))?
             .collect()
     }
 }

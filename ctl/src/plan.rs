@@ -85,6 +85,9 @@ pub struct RawDeploy {
     /// Put the app in maintenance mode (as each agent's config declares)
     /// from before the pre-deploy backup until every host is switched.
     pub maintenance: bool,
+    /// Sign-offs a deployment needs before it starts (`golivectl deploy
+    /// --approved-by NAME`, one per person); 0: none.
+    pub approvals: u32,
 }
 
 impl Default for RawDeploy {
@@ -93,6 +96,7 @@ impl Default for RawDeploy {
             lock_ttl_secs: 120,
             backup: "none".into(),
             maintenance: false,
+            approvals: 0,
         }
     }
 }
@@ -162,6 +166,8 @@ pub struct Plan {
     pub backup: PreDeployBackup,
     /// `[deploy] maintenance = true`: maintenance on around the switch.
     pub maintenance: bool,
+    /// `[deploy] approvals`: distinct `--approved-by` names a deployment needs.
+    pub approvals: u32,
     /// The operator name from our client certificate.
     pub operator: String,
     pub gate: Policy,
@@ -221,7 +227,7 @@ impl std::fmt::Display for PlanError {
 /// Reads and validates a plan. Relative paths in it (`release.artifact`,
 /// `tls.ca`, `tls.cert`, `tls.key`) resolve against the plan file's
 /// directory, whatever the working directory.
-pub fn load(path: &Path) -> Result<Plan, PlanError> {
+pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| PlanError {
         file: path.to_path_buf(),
         line: None,
@@ -233,18 +239,20 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
     parse(path, &text)
 }
 
-/// Validates the plan text `text` of the file `path` (which names it in
-/// errors and anchors its relative paths).
-pub fn parse(path: &Path, text: &str) -> Result<Plan, PlanError> {
-    let text = text.to_string();
-    // A problem with a key: at its line, or its table's when it is not written.
-    let keyed = |key: &str, message: String| PlanError {
+/// Just the `app` a plan names (for commands that read the local journal
+/// and need no certificate), with the same errors as [`load`].
+pub fn app_name(path: &Path) -> Result<String, PlanError> {
+    #[derive(Deserialize)]
+    struct AppOnly {
+        app: String,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| PlanError {
         file: path.to_path_buf(),
-        line: golive_shared::config::locate(&text, key).or(Some(1)),
-        key: key.to_string(),
-        message,
-    };
-    let raw: RawPlan = toml::from_str(&text).map_err(|e| {
+        line: None,
+        key: String::new(),
+        message: format!("cannot read the plan: {e}"),
+    })?;
+    let raw: AppOnly = toml::from_str(&text).map_err(|e| {
         let site = golive_shared::config::error_site(&text, &e);
         PlanError {
             file: path.to_path_buf(),
@@ -253,6 +261,121 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, PlanError> {
             message: e.message().trim().to_string(),
         }
     })?;
+    names::check_app_name(&raw.app).map_err(|message| PlanError {
+        file: path.to_path_buf(),
+        line: golive_shared::config::locate(&text, "app").or(Some(1)),
+        key: "app".into(),
+        message,
+    })?;
+    Ok(raw.app)
+}
+
+/// At most this many problems are reported from one plan.
+const MAX_PROBLEMS: usize = 20;
+
+/// Every problem of a plan, in line order (issue 12: all at once, not only
+/// the first). Shown one per line.
+#[derive(Debug, thiserror::Error)]
+pub struct PlanErrors(pub Vec<PlanError>);
+
+impl std::fmt::Display for PlanErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        if self.0.len() >= MAX_PROBLEMS {
+            write!(f, "\n(stopped after {MAX_PROBLEMS} problems)")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<PlanError> for PlanErrors {
+    fn from(e: PlanError) -> PlanErrors {
+        PlanErrors(vec![e])
+    }
+}
+
+/// Problems found so far in one plan file.
+struct Problems<'a> {
+    file: &'a Path,
+    text: &'a str,
+    list: Vec<PlanError>,
+}
+
+impl Problems<'_> {
+    /// A problem with a key: at its line, or its table's when it is not written.
+    fn key(&mut self, key: &str, message: String) {
+        self.list.push(PlanError {
+            file: self.file.to_path_buf(),
+            line: golive_shared::config::locate(self.text, key).or(Some(1)),
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    fn is_clean(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn finish(mut self) -> PlanErrors {
+        self.list.sort_by_key(|e| e.line);
+        self.list.truncate(MAX_PROBLEMS);
+        PlanErrors(self.list)
+    }
+}
+
+/// Reads the raw plan. serde stops at the first problem, so the item it
+/// names is blanked out (lines kept) and the rest read again, until it
+/// reads or a problem cannot be blanked (a syntax error, a missing key).
+fn read_raw(problems: &mut Problems) -> Option<RawPlan> {
+    let mut text = problems.text.to_string();
+    let mut seen: Vec<String> = Vec::new();
+    while problems.list.len() < MAX_PROBLEMS {
+        let e = match toml::from_str::<RawPlan>(&text) {
+            Ok(raw) => return Some(raw),
+            Err(e) => e,
+        };
+        let site = golive_shared::config::error_site(&text, &e);
+        // A wrong value blanked out comes back as "missing": said already.
+        if seen.contains(&site.key) {
+            return None;
+        }
+        problems.list.push(PlanError {
+            file: problems.file.to_path_buf(),
+            line: site.line,
+            key: site.key.clone(),
+            message: e.message().trim().to_string(),
+        });
+        text = golive_shared::config::blank_item(&text, &site.key)?;
+        seen.push(site.key);
+    }
+    None
+}
+
+/// Validates the plan text `text` of the file `path` (which names it in
+/// errors and anchors its relative paths). Every problem is reported.
+pub fn parse(path: &Path, text: &str) -> Result<Plan, PlanErrors> {
+    let mut problems = Problems {
+        file: path,
+        text,
+        list: Vec::new(),
+    };
+    let Some(raw) = read_raw(&mut problems) else {
+        return Err(problems.finish());
+    };
+    let plan = validate(path, raw, &mut problems);
+    match plan {
+        Some(plan) if problems.is_clean() => Ok(plan),
+        _ => Err(problems.finish()),
+    }
+}
+
+/// The checks of a raw plan, each adding its problem and going on.
+fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> {
     let base = golive_shared::config::file_dir(path);
     let abs = |p: &Path| {
         if p.is_relative() {
@@ -262,7 +385,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, PlanError> {
         }
     };
 
-    names::check_app_name(&raw.app).map_err(|e| keyed("app", e))?;
+    if let Err(e) = names::check_app_name(&raw.app) {
+        problems.key("app", e);
+    }
     let release = match raw.release {
         None => None,
         Some(r) => {
@@ -270,148 +395,186 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, PlanError> {
                 (Some(artifact), None) => {
                     let artifact = abs(&artifact);
                     if !artifact.is_file() {
-                        return Err(keyed(
+                        problems.key(
                             "release.artifact",
                             format!(
                                 "{} does not exist; build the release archive first",
                                 artifact.display()
                             ),
-                        ));
+                        );
                     }
-                    Source::Artifact(artifact)
+                    Some(Source::Artifact(artifact))
                 }
-                (None, Some(git_ref)) => {
-                    names::check_git_ref(&git_ref).map_err(|e| keyed("release.git", e))?;
-                    Source::Git(git_ref)
-                }
+                (None, Some(git_ref)) => match names::check_git_ref(&git_ref) {
+                    Ok(()) => Some(Source::Git(git_ref)),
+                    Err(e) => {
+                        problems.key("release.git", e);
+                        None
+                    }
+                },
                 (Some(_), Some(_)) => {
-                    return Err(keyed(
+                    problems.key(
                         "release",
                         "[release] names both `artifact` and `git`; a release comes from one \
                          source: keep `artifact = PATH` (an archive to upload) or `git = REF` \
                          (fetched on each host)"
                             .into(),
-                    ));
+                    );
+                    None
                 }
                 (None, None) => {
-                    return Err(keyed(
+                    problems.key(
                         "release",
                         "[release] names no source; add `artifact = \"dist/app.tar.gz\"` (an \
                          archive to upload) or `git = \"v1.4.2\"` (a ref each host fetches)"
                             .into(),
-                    ));
+                    );
+                    None
                 }
             };
-            let id = match (r.id, &source) {
-                (Some(id), _) => id,
-                (None, Source::Artifact(artifact)) => default_release_id(artifact),
-                (None, Source::Git(git_ref)) => {
-                    default_git_release_id(git_ref, golive_shared::protocol::now_millis())
+            source.and_then(|source| {
+                let id = match (r.id, &source) {
+                    (Some(id), _) => id,
+                    (None, Source::Artifact(artifact)) => default_release_id(artifact),
+                    (None, Source::Git(git_ref)) => {
+                        default_git_release_id(git_ref, golive_shared::protocol::now_millis())
+                    }
+                };
+                match names::check_release_id(&id) {
+                    Ok(()) => Some(Release { id, source }),
+                    Err(e) => {
+                        problems.key("release.id", e);
+                        None
+                    }
                 }
-            };
-            names::check_release_id(&id).map_err(|e| keyed("release.id", e))?;
-            Some(Release { id, source })
+            })
         }
     };
     if raw.hosts.is_empty() {
-        return Err(keyed(
-            "hosts",
-            "no [[hosts]]: list at least one agent".into(),
-        ));
+        problems.key("hosts", "no [[hosts]]: list at least one agent".into());
     }
     let (ca, cert, key) = (abs(&raw.tls.ca), abs(&raw.tls.cert), abs(&raw.tls.key));
-    let tls_config =
-        tls::client_config(&ca, &cert, &key).map_err(|e| keyed(tls_key(&e), e.to_string()))?;
+    let tls_config = match tls::client_config(&ca, &cert, &key) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            problems.key(tls_key(&e), e.to_string());
+            None
+        }
+    };
     let operator = cert_name(&cert).unwrap_or_else(|| "unknown".into());
     let mut hosts = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, h) in raw.hosts.iter().enumerate() {
         let at = |k: &str| format!("hosts.{i}.{k}");
         if !seen.insert(h.name.clone()) {
-            return Err(keyed(
-                &at("name"),
-                format!("duplicate host name {:?}", h.name),
-            ));
+            problems.key(&at("name"), format!("duplicate host name {:?}", h.name));
         }
         if !h.address.contains(':') {
-            return Err(keyed(
+            problems.key(
                 &at("address"),
                 format!(
                     "host {}: address {:?} needs a port, e.g. \"{}:7443\"",
                     h.name, h.address, h.address
                 ),
-            ));
+            );
+            continue;
         }
-        let client = AgentClient::new(
+        let Some(tls_config) = &tls_config else {
+            continue;
+        };
+        match AgentClient::new(
             &h.name,
             &h.address,
             h.server_name.as_deref(),
-            Arc::clone(&tls_config),
-        )
-        .map_err(|e| {
-            let k = if h.server_name.is_some() {
-                "server_name"
-            } else {
-                "address"
-            };
-            keyed(&at(k), e)
-        })?;
-        hosts.push(Host {
-            name: h.name.clone(),
-            client,
-        });
+            Arc::clone(tls_config),
+        ) {
+            Ok(client) => hosts.push(Host {
+                name: h.name.clone(),
+                client,
+            }),
+            Err(e) => {
+                let k = if h.server_name.is_some() {
+                    "server_name"
+                } else {
+                    "address"
+                };
+                problems.key(&at(k), e);
+            }
+        }
     }
     if raw.deploy.lock_ttl_secs < 10 || raw.deploy.lock_ttl_secs > 3600 {
-        return Err(keyed(
-            "deploy.lock_ttl_secs",
-            "use 10 to 3600 seconds".into(),
-        ));
+        problems.key("deploy.lock_ttl_secs", "use 10 to 3600 seconds".into());
+    }
+    if raw.deploy.approvals > 20 {
+        problems.key(
+            "deploy.approvals",
+            "use 0 (no sign-off needed) to 20 approvals".into(),
+        );
     }
     let backup = match raw.deploy.backup.as_str() {
         "none" => PreDeployBackup::None,
         "before" => PreDeployBackup::Before,
         "verified" => PreDeployBackup::Verified,
         other => {
-            return Err(keyed(
+            problems.key(
                 "deploy.backup",
                 format!("{other:?} is not one of \"none\", \"before\", \"verified\""),
-            ));
+            );
+            PreDeployBackup::None
         }
     };
-    let action = |key: &str, value: &str| {
-        Action::parse(value).ok_or_else(|| {
-            keyed(
+    let mut action = |key: &str, value: &str, default: Action| {
+        Action::parse(value).unwrap_or_else(|| {
+            problems.key(
                 &format!("gate.{key}"),
                 format!("{value:?} is not one of \"rollback\", \"pause\", \"warn\", \"continue\""),
-            )
+            );
+            default
         })
     };
-    if raw.gate.pause_timeout_secs == 0 || raw.gate.pause_timeout_secs > 7 * 24 * 3600 {
-        return Err(keyed(
-            "gate.pause_timeout_secs",
-            "use 1 second to 7 days (604800)".into(),
-        ));
-    }
+    let defaults = Policy::default();
     let gate = Policy {
-        critical: action("critical", &raw.gate.critical)?,
-        high: action("high", &raw.gate.high)?,
-        medium: action("medium", &raw.gate.medium)?,
-        low: action("low", &raw.gate.low)?,
+        critical: action("critical", &raw.gate.critical, defaults.critical),
+        high: action("high", &raw.gate.high, defaults.high),
+        medium: action("medium", &raw.gate.medium, defaults.medium),
+        low: action("low", &raw.gate.low, defaults.low),
         pause_timeout_secs: raw.gate.pause_timeout_secs,
     };
-    let window = raw
+    if raw.gate.pause_timeout_secs == 0 || raw.gate.pause_timeout_secs > 7 * 24 * 3600 {
+        problems.key(
+            "gate.pause_timeout_secs",
+            "use 1 second to 7 days (604800)".into(),
+        );
+    }
+    let window = match raw
         .window
         .as_ref()
         .map(crate::window::Window::parse)
         .transpose()
-        .map_err(|(key, message)| keyed(key, message))?;
-    let scan = scan_config(raw.preflight).map_err(|(key, message)| keyed(key, message))?;
-    Ok(Plan {
+    {
+        Ok(w) => w,
+        Err((key, message)) => {
+            problems.key(key, message);
+            None
+        }
+    };
+    let scan = match scan_config(raw.preflight) {
+        Ok(scan) => Some(scan),
+        Err((key, message)) => {
+            problems.key(key, message);
+            None
+        }
+    };
+    if !problems.is_clean() {
+        return None;
+    }
+    Some(Plan {
         gate,
         window,
-        scan,
+        scan: scan?,
         backup,
         maintenance: raw.deploy.maintenance,
+        approvals: raw.deploy.approvals,
         path: path.to_path_buf(),
         app: raw.app,
         release,
@@ -566,7 +729,7 @@ mod tests {
         (tmp, text.to_string())
     }
 
-    fn load_text(dir: &Path, text: &str) -> Result<Plan, PlanError> {
+    fn load_text(dir: &Path, text: &str) -> Result<Plan, PlanErrors> {
         let path = dir.join("golive.toml");
         std::fs::write(&path, text).unwrap();
         load(&path)
@@ -741,6 +904,52 @@ mod tests {
                 .starts_with("/nonexistent/golive.toml: cannot read the plan"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn issue12_every_plan_problem_at_once() {
+        let (tmp, good) = fixture();
+        let text = good
+            .replace(
+                "address = \"127.0.0.1:7443\"",
+                "address = \"127.0.0.1\"\nport = 7443",
+            )
+            .replace(
+                "lock_ttl_secs = 120\n",
+                "lock_ttl_secs = 1\nbackup = \"sometimes\"\ncolour = \"blue\"\n\n\
+                 [gate]\nmedium = \"ignore\"\n",
+            );
+        let err = match load_text(tmp.path(), &text) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e,
+        };
+        let sites: Vec<(Option<usize>, &str)> =
+            err.0.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            sites,
+            [
+                (Some(13), "hosts.0.address"),
+                (Some(14), "hosts.0.port"),
+                (Some(17), "deploy.lock_ttl_secs"),
+                (Some(18), "deploy.backup"),
+                (Some(19), "deploy.colour"),
+                (Some(22), "gate.medium"),
+            ],
+            "{err}"
+        );
+        assert_eq!(err.to_string().lines().count(), 6, "{err}");
+        // A syntax error stops the reading: one problem.
+        let err = match load_text(tmp.path(), "app = \"shop\"\n[tls\n") {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(err.0.len(), 1, "{err}");
+        // A wrong type is not reported again as missing.
+        let err = match load_text(tmp.path(), &good.replace("app = \"shop\"", "app = 5")) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(err.0.len(), 1, "{err}");
     }
 
     #[test]

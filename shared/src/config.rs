@@ -18,7 +18,7 @@ use crate::names;
 mod probe;
 mod site;
 pub use probe::*;
-pub use site::{Site, error_site};
+pub use site::{Site, blank_item, error_site};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -191,7 +191,8 @@ maintenance = true
     };
 
     out.line("4. deploy v1 (first release)");
-    let (exit, _) = super::deploy::deploy_with_id(out, &state, &plan("v1")?, false, None).await?;
+    let (exit, _) =
+        super::deploy::deploy_with_id(out, &state, &plan("v1")?, &Default::default()).await?;
     check(exit == Exit::Done, "deploy v1 exits 0");
     check(
         get(app_addr, "/").await.contains("shop v1"),
@@ -199,7 +200,8 @@ maintenance = true
     );
 
     out.line("\n5. deploy v2");
-    let (exit, _) = super::deploy::deploy_with_id(out, &state, &plan("v2")?, false, None).await?;
+    let (exit, _) =
+        super::deploy::deploy_with_id(out, &state, &plan("v2")?, &Default::default()).await?;
     check(exit == Exit::Done, "deploy v2 exits 0");
     check(
         get(app_addr, "/").await.contains("shop v2"),
@@ -219,7 +221,8 @@ maintenance = true
     out.line(
         "\n7. deploy v3, whose health check fails: the probe catches it and golive switches back",
     );
-    let (exit, _) = super::deploy::deploy_with_id(out, &state, &plan("v3")?, false, None).await?;
+    let (exit, _) =
+        super::deploy::deploy_with_id(out, &state, &plan("v3")?, &Default::default()).await?;
     check(exit == Exit::RolledBack, "deploy v3 exits 3 (rolled back)");
     check(
         get(app_addr, "/").await.contains("shop v2"),
@@ -231,7 +234,8 @@ maintenance = true
          for a human decision; the demo answers `golivectl go ID --by demo-lead`",
     );
     let v4_plan = plan("v4")?;
-    let deploying = super::deploy::deploy_with_id(out, &state, &v4_plan, false, None);
+    let defaults = super::deploy::Options::default();
+    let deploying = super::deploy::deploy_with_id(out, &state, &v4_plan, &defaults);
     let deciding = decide_when_paused(out, &state);
     let (deployed, decided) = tokio::join!(deploying, deciding);
     let (exit, v4_id) = deployed?;

@@ -31,7 +31,7 @@ use golive_shared::protocol::{
     ActivateRelease, CreateBackup, EventKind, JobEventsRequest, JobInfo, JobResult, JobSpec,
     JobState, ListFlagsRequest, LockRequest, LockResponse, MigrationStatusRequest, ProbeReport,
     ProbeResult, ProbeStatus, Request, Response, RollbackRelease, RunMigrations, RunProbesRequest,
-    SetFlag, StageGitRelease, StageRelease, SubmitJob, now_millis,
+    SetFlag, StageGitRelease, StageRelease, SubmitJob, error_headline, now_millis,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -67,6 +67,20 @@ pub async fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), size))
 }
 
+/// An error without the program output the agent appended to it: on a
+/// terminal that output was just streamed line by line, so repeating it in
+/// every line that mentions the failure printed it four times (issue 12).
+/// The step's JSON event and its record keep the whole text; outcome
+/// messages are built from [`error_headline`] only.
+pub fn headline(error: &str) -> std::borrow::Cow<'_, str> {
+    let head = error_headline(error);
+    if head.len() < error.len() {
+        format!("{head} (its output is above)").into()
+    } else {
+        error.into()
+    }
+}
+
 /// Reports one step on both outputs.
 fn step(out: Out, host: &str, name: &str, state: &str, detail: &str) {
     out.line(format!(
@@ -74,7 +88,7 @@ fn step(out: Out, host: &str, name: &str, state: &str, detail: &str) {
         if detail.is_empty() {
             String::new()
         } else {
-            format!(" — {detail}")
+            format!(" — {}", headline(detail))
         }
     ));
     out.event(
@@ -274,18 +288,28 @@ async fn release_all(leases: Vec<Lease>) {
     }
 }
 
-/// `hotfix`: the `--hotfix --reason` text, which lets a deployment start
-/// outside the plan's window and is recorded with it.
+/// What the command line adds to a plan for one deployment.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--dry-run`: reach every agent, run the checks, change nothing.
+    pub dry_run: bool,
+    /// `--hotfix --reason`: start outside the plan's window; recorded.
+    pub hotfix: Option<String>,
+    /// `--force --reason`: go on over blocking preflight checks; recorded
+    /// with the checks it overrode.
+    pub force: Option<String>,
+    /// `--approved-by NAME` (repeatable): the sign-offs, recorded as
+    /// decisions before anything starts (`[deploy] approvals` asks for N).
+    pub approved_by: Vec<String>,
+}
+
 pub async fn deploy(
     out: Out,
     state: &Path,
     plan_path: &Path,
-    dry_run: bool,
-    hotfix: Option<&str>,
+    options: &Options,
 ) -> anyhow::Result<Exit> {
-    Ok(deploy_with_id(out, state, plan_path, dry_run, hotfix)
-        .await?
-        .0)
+    Ok(deploy_with_id(out, state, plan_path, options).await?.0)
 }
 
 /// Like [`deploy`], also returning the deployment id when one was recorded.
@@ -293,17 +317,22 @@ pub async fn deploy_with_id(
     out: Out,
     state: &Path,
     plan_path: &Path,
-    dry_run: bool,
-    hotfix: Option<&str>,
+    options: &Options,
 ) -> anyhow::Result<(Exit, Option<String>)> {
     let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
+    let dry_run = options.dry_run;
     // SPEC §7: outside the window only as a recorded hotfix.
-    if let Some(note) =
-        crate::window::admit(plan.window.as_ref(), hotfix, jiff::Timestamp::now()).map_err(usage)?
+    if let Some(note) = crate::window::admit(
+        plan.window.as_ref(),
+        options.hotfix.as_deref(),
+        jiff::Timestamp::now(),
+    )
+    .map_err(usage)?
     {
         out.line(&note);
         out.event(&json!({"event": "window", "hotfix": true, "note": note}));
     }
+    let approvers = approvers(&plan, &options.approved_by).map_err(usage)?;
     let Some(release) = plan.release.as_ref() else {
         return Err(usage(format!(
             "{}: no [release] section; name the artifact to deploy:\n[release]\nartifact = \"dist/app.tar.gz\"\n\
@@ -355,6 +384,36 @@ pub async fn deploy_with_id(
         }
         previous.push(app.current.clone());
     }
+    // Issue 12: preflight is not advisory. Its blocking checks (every
+    // host's agent checks under the plan's gate, and the artifact scan) run
+    // before anything changes; `--force --reason` goes on over them, and the
+    // record keeps what it overrode.
+    let (blocking, preflight_warnings) = crate::cmd::preflight::deploy_checks(&plan).await;
+    for w in &preflight_warnings {
+        out.line(format!("preflight warning: {w}"));
+    }
+    out.event(&json!({"event": "preflight", "ready": blocking.is_empty(), "blocking": blocking, "warnings": preflight_warnings, "forced": !blocking.is_empty() && options.force.is_some()}));
+    let forced_over = match (&options.force, blocking.is_empty()) {
+        (_, true) => {
+            out.line("preflight: READY");
+            Vec::new()
+        }
+        (Some(reason), false) => {
+            out.line(format!(
+                "preflight: NOT READY, going on with --force (reason: {reason}):\n  - {}",
+                blocking.join("\n  - ")
+            ));
+            blocking
+        }
+        (None, false) => {
+            return Err(usage(format!(
+                "preflight: NOT READY, nothing changed:\n  - {}\nfix these (`golivectl preflight {}` shows every check), \
+                 or deploy anyway with --force --reason TEXT (recorded with the deployment)",
+                blocking.join("\n  - "),
+                plan_path.display()
+            )));
+        }
+    };
     if dry_run {
         match &release.source {
             Source::Artifact(artifact) => out.line(format!(
@@ -384,8 +443,23 @@ pub async fn deploy_with_id(
     if let Some(r) = git_ref(release) {
         journal.set_git(&id, r, None)?;
     }
-    if let Some(reason) = hotfix {
+    if let Some(reason) = &options.hotfix {
         journal.set_hotfix(&id, reason)?;
+    }
+    if let Some(reason) = &options.force
+        && !forced_over.is_empty()
+    {
+        journal.set_forced(&id, reason, &forced_over)?;
+    }
+    // The sign-offs come first in the record: nothing started before them.
+    for name in &approvers {
+        journal.add_decision(
+            &id,
+            name,
+            "approve",
+            None,
+            "deploy: the approval the plan asks for was given",
+        )?;
     }
     out.line(format!(
         "deployment {id}: {} release {}{} to {} host(s)",
@@ -435,6 +509,39 @@ pub async fn deploy_with_id(
     out.line(format!("deployment {id}: {state_name}: {message}"));
     out.event(&json!({"event": "result", "deployment": id, "state": state_name, "message": message, "exit": exit.code(), "downtime_ms": downtime.ms(), "maintenance": downtime.json()}));
     Ok((exit, Some(id)))
+}
+
+/// The distinct names of `--approved-by`, checked against the plan's
+/// `[deploy] approvals` (seed 003 asks four sign-offs before a launch).
+fn approvers(plan: &Plan, given: &[String]) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in given {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+            return Err(format!(
+                "--approved-by {name:?}: give the name of who approved (1 to 100 printable characters)"
+            ));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    if names.len() < plan.approvals as usize {
+        return Err(format!(
+            "the plan asks for {} approval(s) before a deployment ([deploy] approvals = {} in {}); \
+             got {}{}: add --approved-by NAME for each person who signed off (a name counts once)",
+            plan.approvals,
+            plan.approvals,
+            plan.path.display(),
+            names.len(),
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", names.join(", "))
+            }
+        ));
+    }
+    Ok(names)
 }
 
 /// Time in maintenance during a deployment.
@@ -510,7 +617,8 @@ async fn on_every_host(
             Ok(detail) => step(out, &host.name, name, "ok", &detail),
             Err(Failure(_, e)) => {
                 step(out, &host.name, name, "failed", &e);
-                return Err((host.name.clone(), e));
+                // The step keeps the program's output; the outcome names the failure.
+                return Err((host.name.clone(), error_headline(&e).to_string()));
             }
         }
     }
@@ -640,7 +748,7 @@ async fn maintenance_on_all(
     why: &str,
     on: &mut Vec<usize>,
 ) -> Result<(), (Exit, String)> {
-    let reason = format!("deployment {id} by {}", plan.operator);
+    let reason = format!("deployment {id}");
     for (i, (host, lease)) in plan.hosts.iter().zip(leases).enumerate() {
         let seq = journal.start_step(id, &host.name, "maintenance-on").ok();
         let r = set_on_host(
@@ -705,7 +813,7 @@ async fn maintenance_off_all(
     on: &mut Vec<usize>,
     attempt: &str,
 ) -> (Option<u64>, Vec<String>) {
-    let reason = format!("deployment {id} by {}", plan.operator);
+    let reason = format!("deployment {id}");
     let mut longest: Option<u64> = None;
     let mut failures = Vec::new();
     let mut still = Vec::new();
@@ -848,7 +956,11 @@ async fn run_deployment(
             // Staging changes nothing live: a refused archive is bad input.
             return (
                 exit,
-                format!("staging on {} failed, nothing live changed: {e}", host.name),
+                format!(
+                    "staging on {} failed, nothing live changed: {}",
+                    host.name,
+                    error_headline(&e)
+                ),
             );
         }
         if let Some(git_ref) = git_ref(release) {
@@ -1034,7 +1146,7 @@ async fn run_deployment(
             activated.push(i);
             failure = Some((
                 Exit::Failed,
-                format!("activation on {} failed: {e}", host.name),
+                format!("activation on {} failed: {}", host.name, error_headline(&e)),
             ));
             break;
         }
@@ -1360,7 +1472,7 @@ async fn validate_host(
                 "gate policy",
                 "rollback",
                 Some(&reason),
-                "switch every host already switched back to the release it ran before",
+                "switch every host this deployment switched back to the release it ran before",
             );
             out.event(&json!({"event": "decision", "by": "gate policy", "decision": "rollback", "reason": reason}));
             Err((
@@ -1725,7 +1837,7 @@ pub async fn rollback(
         let spec = JobSpec::Rollback(RollbackRelease {
             app: d.app.clone(),
             to: Some(to.clone()),
-            reason: format!("golivectl rollback {id} by {}", plan.operator),
+            reason: format!("golivectl rollback {id}"),
         });
         // A fresh key per attempt: rolling back again after a roll-forward is a new action.
         let key = format!(
@@ -1775,14 +1887,14 @@ pub async fn rollback(
                         ),
                         Err(Failure(exit, e)) => {
                             step(out, &host.name, "flags", "failed", &e);
-                            failed.push((exit, e));
+                            failed.push((exit, error_headline(&e).to_string()));
                         }
                     }
                 }
             }
             Err(Failure(exit, e)) => {
                 step(out, &host.name, "rollback", "failed", &e);
-                failed.push((exit, e));
+                failed.push((exit, error_headline(&e).to_string()));
             }
         }
         lease.release().await;

@@ -9,10 +9,16 @@ use serde_json::json;
 use crate::journal::Journal;
 use crate::output::{Exit, Out, usage};
 
-pub fn history(out: Out, state: &Path, limit: u32) -> anyhow::Result<Exit> {
+/// The newest `limit` deployments, of the app `plan` names when given.
+pub fn history(out: Out, state: &Path, plan: Option<&Path>, limit: u32) -> anyhow::Result<Exit> {
+    // Only the app's name is needed: no certificate has to be readable.
+    let app = plan
+        .map(crate::plan::app_name)
+        .transpose()
+        .map_err(|e| usage(e.to_string()))?;
     let journal = Journal::open(state)?;
     let mut rows = Vec::new();
-    for id in journal.deployment_ids(limit)? {
+    for id in journal.deployment_ids_of(app.as_deref(), limit)? {
         if let Some(d) = journal.deployment(&id)? {
             out.line(format!(
                 "{}  {}  {} {}  {}  by {}",
@@ -27,7 +33,10 @@ pub fn history(out: Out, state: &Path, limit: u32) -> anyhow::Result<Exit> {
         }
     }
     if rows.is_empty() {
-        out.line(format!("no deployments recorded in {}", state.display()));
+        out.line(match &app {
+            Some(app) => format!("no deployments of {app} recorded in {}", state.display()),
+            None => format!("no deployments recorded in {}", state.display()),
+        });
     }
     out.event(&json!({ "deployments": rows }));
     Ok(Exit::Done)

@@ -35,18 +35,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             plan,
             dry_run,
             hotfix,
+            force,
             reason,
+            approved_by,
         } => {
-            let reason = match (hotfix, reason) {
-                (true, Some(r)) if r.trim().is_empty() => {
+            let reason = reason.map(|r| r.trim().to_string());
+            match (&reason, hotfix || force) {
+                (Some(_), false) => {
                     return Err(crate::output::usage(
-                        "--reason is empty: say why this hotfix cannot wait for the window",
+                        "--reason goes with --hotfix (outside the window) or --force (over failing \
+                         preflight checks); without either there is nothing to justify",
                     ));
                 }
-                (true, r) => r,
-                (false, _) => None,
+                (Some(r), true) if r.is_empty() => {
+                    return Err(crate::output::usage(if hotfix {
+                        "--reason is empty: say why this hotfix cannot wait for the window"
+                    } else {
+                        "--reason is empty: say why this deployment goes on over failing checks"
+                    }));
+                }
+                _ => {}
+            }
+            let options = deploy::Options {
+                dry_run,
+                hotfix: reason.clone().filter(|_| hotfix),
+                force: reason.filter(|_| force),
+                approved_by,
             };
-            deploy::deploy(out, &state, &plan, dry_run, reason.as_deref()).await
+            deploy::deploy(out, &state, &plan, &options).await
         }
         Command::Probe { plan, tags } => probe::probe(out, &plan, &tags).await,
         Command::Preflight { plan } => preflight::preflight(out, &plan).await,
@@ -57,7 +73,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::NoGo { id, by, reason } => {
             decide::decide(out, &state, &id, &by, false, Some(&reason)).await
         }
-        Command::History { limit } => history::history(out, &state, limit),
+        Command::History { plan, limit } => history::history(out, &state, plan.as_deref(), limit),
         Command::Show { id } => history::show(out, &state, &id),
         Command::Jobs { plan, limit } => status::jobs(out, &plan, limit).await,
         Command::Follow { plan, host, job } => deploy::follow_cmd(out, &plan, &host, job).await,

@@ -38,7 +38,7 @@ fn report(out: Out, host: &str, command: &str, state: &str, detail: &str) {
         if detail.is_empty() {
             String::new()
         } else {
-            format!(" — {detail}")
+            format!(" — {}", super::deploy::headline(detail))
         }
     ));
     out.event(&json!({"event": "step", "host": host, "step": "run", "command": command, "state": state, "detail": detail}));
@@ -128,7 +128,7 @@ pub async fn run(out: Out, plan_path: &Path, command: &str) -> anyhow::Result<Ex
     }
     let (exit, message) =
         outcome.unwrap_or_else(|| (Exit::Done, format!("{command} succeeded on {done} host(s)")));
-    out.line(&message);
+    out.line(super::deploy::headline(&message));
     out.event(&json!({"event": "result", "command": command, "app": plan.app, "hosts_done": done, "message": message, "exit": exit.code()}));
     Ok(exit)
 }

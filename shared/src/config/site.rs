@@ -129,6 +129,39 @@ pub(crate) fn find(source: &str, span: Option<Range<usize>>, message: &str) -> F
     }
 }
 
+/// `source` with the item at the dotted `key` (and everything under it)
+/// overwritten by spaces, newlines kept so that every line number stays;
+/// `None` when the text does not parse or has no such item. The plan's
+/// parser blanks the item an error is about and reads the rest again, so
+/// that one run reports every problem (issue 12).
+pub fn blank_item(source: &str, key: &str) -> Option<String> {
+    let nodes = nodes(source)?;
+    let path: Vec<String> = key.split('.').map(str::to_string).collect();
+    if key.is_empty() || !nodes.iter().any(|n| n.path == path) {
+        return None;
+    }
+    let mut bytes = source.as_bytes().to_vec();
+    let mut blank = |r: Range<usize>| {
+        for b in &mut bytes[r.start.min(source.len())..r.end.min(source.len())] {
+            if *b != b'\n' {
+                *b = b' ';
+            }
+        }
+    };
+    for n in nodes.iter().filter(|n| n.path.starts_with(&path)) {
+        match (&n.key, &n.value) {
+            // `key = value`: the `=` goes too.
+            (Some(k), Some(v)) if !n.table || k.end <= v.start => blank(k.start..v.end.max(k.end)),
+            (k, v) => {
+                k.clone().into_iter().chain(v.clone()).for_each(&mut blank);
+            }
+        }
+    }
+    // Only whole UTF-8 sequences were replaced (spans fall on char
+    // boundaries), so this cannot fail; fall back to "no such item".
+    String::from_utf8(bytes).ok()
+}
+
 /// A key or value of the document with its path and spans.
 struct Node {
     path: Vec<String>,
@@ -341,6 +374,26 @@ mod tests {
         assert_eq!(site(src, 0..0, "missing field `b`"), (Some(1), "b".into()));
         let none = find(src, None, "missing field `b`").site;
         assert_eq!((none.line, none.key.as_str()), (None, "b"));
+    }
+
+    #[test]
+    fn issue12_blank_item_keeps_lines_and_removes_the_item() {
+        let src = "a = 1\nbogus = [\n  1,\n]\n[t]\nx = \"é\"\n[[h]]\nn = 1\ny = 2\n[u]\nk = 3\n";
+        let out = blank_item(src, "bogus").unwrap();
+        assert_eq!(out.lines().count(), src.lines().count());
+        let t: toml::Table = toml::from_str(&out).unwrap();
+        assert!(!t.contains_key("bogus") && t.contains_key("a"), "{out}");
+        let out = blank_item(src, "t.x").unwrap();
+        let t: toml::Table = toml::from_str(&out).unwrap();
+        assert!(t["t"].as_table().unwrap().is_empty(), "{out}");
+        let out = blank_item(src, "h.0.y").unwrap();
+        let t: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(t["h"][0].as_table().unwrap().len(), 1, "{out}");
+        let out = blank_item(src, "u").unwrap();
+        let t: toml::Table = toml::from_str(&out).unwrap();
+        assert!(!t.contains_key("u") && t.contains_key("h"), "{out}");
+        assert_eq!(blank_item(src, "nope"), None);
+        assert_eq!(blank_item("a = = 1", "a"), None);
     }
 
     #[test]

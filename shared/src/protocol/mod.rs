@@ -178,3 +178,48 @@ pub fn now_millis() -> UnixMillis {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// What separates a failing program's error from the last lines of its
+/// output in a job's error text (hooks, commands, the migration command):
+/// the controller streams that output as log lines already, and shows only
+/// the part before this on a terminal.
+pub const OUTPUT_TAIL_MARKER: &str = "; last output:\n";
+
+/// `error` without the program output appended after
+/// [`OUTPUT_TAIL_MARKER`].
+pub fn error_headline(error: &str) -> &str {
+    error
+        .split_once(OUTPUT_TAIL_MARKER)
+        .map_or(error, |(head, _)| head)
+}
+
+/// `error` with `more` (e.g. "; nothing was switched") added to its
+/// message, before the output tail when there is one, so that cutting the
+/// tail off never cuts what happened next.
+pub fn error_with(error: &str, more: &str) -> String {
+    match error.split_once(OUTPUT_TAIL_MARKER) {
+        Some((head, tail)) => format!("{head}{more}{OUTPUT_TAIL_MARKER}{tail}"),
+        None => format!("{error}{more}"),
+    }
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::*;
+
+    #[test]
+    fn issue12_the_output_tail_stays_last() {
+        let e = "hook x failed: exit 7; last output:\nboom\nbang";
+        let e = error_with(e, "; nothing was switched");
+        assert_eq!(
+            e,
+            "hook x failed: exit 7; nothing was switched; last output:\nboom\nbang"
+        );
+        assert_eq!(
+            error_headline(&e),
+            "hook x failed: exit 7; nothing was switched"
+        );
+        assert_eq!(error_with("plain", "; more"), "plain; more");
+        assert_eq!(error_headline("plain"), "plain");
+    }
+}

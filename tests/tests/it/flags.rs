@@ -155,7 +155,24 @@ fn unknown_flags_and_big_percentages_are_refused() {
         "101",
     ]);
     assert_eq!(big.code, 2, "{}", big.text());
-    assert!(big.text().contains("between 0 and 100"), "{}", big.text());
+    assert!(big.text().contains("from 0 to 100"), "{}", big.text());
+    let negative = ctl.run(&[
+        "flag",
+        "set",
+        s(&plan),
+        "new_checkout",
+        "on",
+        "--percent",
+        "-5",
+    ]);
+    assert_eq!(negative.code, 2, "{}", negative.text());
+    assert!(
+        negative
+            .text()
+            .contains("\"-5\" is not a percentage: use a whole number from 0 to 100"),
+        "{}",
+        negative.text()
+    );
     assert_eq!(std::fs::read_to_string(&f1).expect("flag file"), SEED_FLAGS);
     let n: i64 = a1
         .journal()

@@ -480,3 +480,53 @@ fn issue5_an_unanswered_pause_exits_4_and_a_later_no_go_rolls_back() {
     assert_eq!(record["state"], "rolled_back");
     assert_eq!(record["decisions"][0]["by"], "carla");
 }
+
+/// Issue 12 part 10: a rollback the gate decides by itself is a decision in
+/// the record, by the gate policy, naming the rule, the probe and the next
+/// action, like a human's.
+#[test]
+fn issue12_the_gates_rollback_is_recorded_as_a_decision() {
+    let bed = Bed::new();
+    let a = bed.host("gate-d", "127.0.0.193", "checkout");
+    let v1 = bed.release("v1", ALL);
+    let (run, _) = bed.deploy(&bed.plan("v1", &v1, &[&a], ""));
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    // health (critical) fails: critical = rollback, the default.
+    let v2 = bed.release("v2", &["checkout", "search"]);
+    let (run, res) = bed.deploy(&bed.plan("v2", &v2, &[&a], ""));
+    assert_eq!(run.code, 3, "{}", run.text());
+    assert_eq!(a.current().as_deref(), Some("releases/v1"));
+    let id = res["deployment"].as_str().expect("id");
+    let record = bed.show(id);
+    let decisions = record["decisions"].as_array().expect("decisions");
+    assert_eq!(decisions.len(), 1, "{record}");
+    let d = &decisions[0];
+    assert_eq!(d["by"], "gate policy", "{record}");
+    assert_eq!(d["decision"], "rollback", "{record}");
+    let reason = d["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("critical = rollback") && reason.contains("health (critical, fail)"),
+        "{reason}"
+    );
+    assert!(
+        d["next_action"]
+            .as_str()
+            .is_some_and(|n| n.contains("switch") && n.contains("back")),
+        "{record}"
+    );
+    let md = bed.ctl.run(&["show", id]);
+    assert!(
+        md.stdout.contains("gate policy") && md.stdout.contains("critical = rollback"),
+        "{}",
+        md.text()
+    );
+    // The NDJSON stream carries it as it happens.
+    assert!(
+        run.json_lines()
+            .iter()
+            .any(|e| e["event"] == "decision" && e["by"] == "gate policy"),
+        "{}",
+        run.text()
+    );
+}

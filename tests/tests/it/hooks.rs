@@ -324,9 +324,18 @@ fn issue4_failing_after_activate_hook_switches_back() {
     assert!(
         msg.contains("hook after_activate.0")
             && msg.contains("exit 7")
-            && msg.contains("cache rebuild broke\ndetails on stderr")
             && msg.contains("switched back to the previous release"),
         "{msg}"
+    );
+    // The output tail is in the failed step (event and record), once.
+    let failed = run
+        .json_lines()
+        .into_iter()
+        .find(|v| v["event"] == "step" && v["step"] == "activate" && v["state"] == "failed")
+        .unwrap_or_else(|| panic!("no failed activate step:\n{}", run.text()));
+    assert!(
+        text(&failed["detail"]).contains("cache rebuild broke\ndetails on stderr"),
+        "{failed}"
     );
     assert!(
         run.stdout
@@ -470,4 +479,38 @@ fn issue4_run_declared_commands_only() {
         let marker = std::fs::read_to_string(h.root.join("shared/cache.marker")).unwrap();
         assert_eq!(marker.lines().count(), 1, "{marker}");
     }
+}
+
+/// Issue 12 part 16: a failing hook's output is streamed once on a
+/// terminal, not repeated by the step line, the switch-back's log and the
+/// result line; JSON and the record keep the tail in the error.
+#[test]
+fn issue12_a_failing_hooks_output_is_printed_once() {
+    let w = World::new();
+    let h = w.host(
+        "web1",
+        "127.0.0.119",
+        "",
+        "[[apps.shop.hooks.after_activate]]\n\
+         cmd = [\"sh\", \"-c\", \"if [ -f FAIL_ME ]; then echo drush-cr-exploded-$((4700+11)); exit 7; fi\"]\n",
+    );
+    let (run, _) = w.deploy("v1", &[], &[&h.agent]);
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    let art = w.release("v2", &[("FAIL_ME", b"1\n")]);
+    let plan = w.plan("v2", Some(("v2", &art)), &[&h.agent]);
+    let run = w.ctl.run(&["deploy", s(&plan)]);
+    assert_eq!(run.code, 3, "{}", run.text());
+    let all = run.text();
+    assert_eq!(
+        all.matches("drush-cr-exploded-4711").count(),
+        1,
+        "the hook's output once:\n{all}"
+    );
+    assert!(
+        run.stdout.contains("(its output is above)")
+            && run.stdout.contains("switched back to the previous release"),
+        "{all}"
+    );
+    assert_eq!(h.current().as_deref(), Some("releases/v1"));
 }

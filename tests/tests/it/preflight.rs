@@ -989,3 +989,207 @@ fn preflight_reaches_postgres_and_mariadb_without_revealing_passwords() {
     );
     assert_eq!(leaked, 0);
 }
+
+/// Issue 12 parts 2 and 14: `golivectl deploy` enforces what preflight
+/// blocks (here forbidden text in the artifact), `--force --reason`
+/// overrides it and is recorded with what it overrode; `[deploy] approvals`
+/// asks for distinct `--approved-by` names, recorded as decisions; a later
+/// rollback is appended to the record and does not move its end.
+#[test]
+fn issue12_deploy_enforces_preflight_force_and_approvals_are_recorded() {
+    let w = World::new();
+    let h = shop_host(&w, "web1", "127.0.0.187", "");
+    let v1 = release(&w, "v1", &[("health", b"ok\n")]);
+    let d = w.ctl.run(&[
+        "deploy",
+        s(&w.plan("v1.toml", &w.op, Some(("v1", &v1)), &[&h.agent], "")),
+    ]);
+    assert_eq!(d.code, 0, "{}", d.text());
+
+    let v2 = release(
+        &w,
+        "v2",
+        &[
+            ("health", b"ok\n"),
+            ("web/index.php", b"<?php\n$cart->add($item);\ndd($user);\n"),
+        ],
+    );
+    let extra = format!("[deploy]\napprovals = 2\n\n{FORBIDDEN}");
+    let plan = w.plan("v2.toml", &w.op, Some(("v2", &v2)), &[&h.agent], &extra);
+    let j = h.agent.journal();
+    let jobs_before = count(&j, "SELECT COUNT(*) FROM jobs");
+    let unchanged = |run: &Run| {
+        assert_eq!(run.code, 2, "{}", run.text());
+        assert_eq!(count(&j, "SELECT COUNT(*) FROM jobs"), jobs_before);
+        assert_eq!(count(&j, "SELECT COUNT(*) FROM locks"), 0);
+        assert!(!h.root.join("releases/v2").exists());
+        assert_eq!(
+            std::fs::read_link(h.root.join("current")).ok(),
+            Some(PathBuf::from("releases/v1"))
+        );
+    };
+
+    // Approvals first: none, or one name twice, is not two.
+    let none = w.ctl.run(&["deploy", s(&plan)]);
+    unchanged(&none);
+    assert!(
+        none.stderr.contains(
+            "the plan asks for 2 approval(s) before a deployment ([deploy] approvals = 2"
+        ) && none.stderr.contains("got 0")
+            && none.stderr.contains("--approved-by NAME"),
+        "{}",
+        none.text()
+    );
+    let twice = w.ctl.run(&[
+        "deploy",
+        s(&plan),
+        "--approved-by",
+        "ana",
+        "--approved-by",
+        " ana ",
+    ]);
+    unchanged(&twice);
+    assert!(twice.stderr.contains("got 1 (ana)"), "{}", twice.text());
+
+    // Preflight blocks: the deploy refuses with the reasons, a dry run too.
+    let approved = ["--approved-by", "ana", "--approved-by", "luis"];
+    for dry in [false, true] {
+        let mut args = vec!["deploy", s(&plan)];
+        args.extend(approved);
+        if dry {
+            args.push("--dry-run");
+        }
+        let run = w.ctl.run(&args);
+        unchanged(&run);
+        assert!(
+            run.stderr.contains("preflight: NOT READY, nothing changed")
+                && run.stderr.contains(
+                    "the release artifact contains forbidden text: 1 hit(s), first web/index.php:3: dd("
+                )
+                && run.stderr.contains("--force --reason TEXT"),
+            "{}",
+            run.text()
+        );
+    }
+    // --force needs a reason; a reason needs --force or --hotfix.
+    let mut no_reason = vec!["deploy", s(&plan), "--force"];
+    no_reason.extend(approved);
+    unchanged(&w.ctl.run(&no_reason));
+    let mut stray = vec!["deploy", s(&plan), "--reason", "because"];
+    stray.extend(approved);
+    let stray = w.ctl.run(&stray);
+    unchanged(&stray);
+    assert!(
+        stray.stderr.contains("--reason goes with --hotfix"),
+        "{}",
+        stray.text()
+    );
+
+    // Forced: it goes live, and the record says who approved and what was
+    // overridden, and why.
+    let mut forced = vec![
+        "--output",
+        "json",
+        "deploy",
+        s(&plan),
+        "--force",
+        "--reason",
+        "dd( is in a dead branch, fixed in v3",
+    ];
+    forced.extend(approved);
+    let run = w.ctl.run(&forced);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let events = run.json_lines();
+    let pre = events
+        .iter()
+        .find(|e| e["event"] == "preflight")
+        .unwrap_or_else(|| panic!("{}", run.text()));
+    assert_eq!(pre["ready"], false, "{pre}");
+    assert_eq!(pre["forced"], true, "{pre}");
+    let id = events
+        .iter()
+        .find(|e| e["event"] == "result")
+        .and_then(|e| e["deployment"].as_str())
+        .unwrap_or_else(|| panic!("{}", run.text()))
+        .to_string();
+    let show = last_json(&w.ctl.run(&["--output", "json", "show", &id]));
+    assert_eq!(
+        show["forced_reason"], "dd( is in a dead branch, fixed in v3",
+        "{show}"
+    );
+    assert!(
+        show["forced_over"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("web/index.php:3: dd(")),
+        "{show}"
+    );
+    let approvals: Vec<(&str, &str)> = show["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .map(|d| (d["by"].as_str().unwrap(), d["decision"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        approvals,
+        [("ana", "approve"), ("luis", "approve")],
+        "{show}"
+    );
+    let finished = show["finished_at"].as_i64().expect("finished");
+    assert_eq!(
+        show["duration_ms"].as_i64(),
+        Some(finished - show["started_at"].as_i64().unwrap()),
+        "{show}"
+    );
+    let md = w.ctl.run(&["show", &id]);
+    for needle in [
+        "- approved by: ana, luis",
+        "- duration: ",
+        "- forced over blocking preflight checks: dd( is in a dead branch, fixed in v3 (overrode: the release artifact contains forbidden text",
+    ] {
+        assert!(md.stdout.contains(needle), "{needle}: {}", md.text());
+    }
+
+    // A later rollback is an action on the record; the deployment's end stays.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let rb = w.ctl.run(&["rollback", &id]);
+    assert_eq!(rb.code, 0, "{}", rb.text());
+    let show = last_json(&w.ctl.run(&["--output", "json", "show", &id]));
+    assert_eq!(show["state"], "rolled_back", "{show}");
+    assert_eq!(show["finished_at"].as_i64(), Some(finished), "{show}");
+    assert_eq!(show["actions"][0]["action"], "rollback", "{show}");
+    assert_eq!(show["actions"][0]["by"], "alice", "{show}");
+    assert!(
+        show["actions"][0]["at"].as_i64().unwrap() > finished,
+        "{show}"
+    );
+    let md = w.ctl.run(&["show", &id]);
+    assert!(
+        md.stdout.contains("## Later actions") && md.stdout.contains("| alice | rollback |"),
+        "{}",
+        md.text()
+    );
+    // `history` takes the plan like every other command (its app's
+    // deployments); a plan of another app lists none of them.
+    let hist = last_json(&w.ctl.run(&["--output", "json", "history", s(&plan)]));
+    assert_eq!(hist["deployments"][0]["id"], id.as_str(), "{hist}");
+    assert_eq!(
+        hist["deployments"].as_array().map(Vec::len),
+        Some(2),
+        "{hist}"
+    );
+    let other = w.path().join("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&plan)
+            .unwrap()
+            .replace("app = \"shop\"", "app = \"blog\""),
+    )
+    .unwrap();
+    let run = w.ctl.run(&["history", s(&other)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(
+        run.stdout.contains("no deployments of blog recorded"),
+        "{}",
+        run.text()
+    );
+}
