@@ -1824,6 +1824,8 @@ pub async fn rollback(
     ));
     let lock_id = format!("rollback-{id}");
     let mut failed = Vec::new();
+    // What each host got back, for the record's "later actions".
+    let mut done: Vec<String> = Vec::new();
     for (host, to) in targets {
         let lease = match Lease::acquire(&host.client, &d.app, &lock_id, plan.lock_ttl_secs).await {
             Ok(l) => l,
@@ -1866,6 +1868,7 @@ pub async fn rollback(
                     &format!("current -> {to}"),
                 );
                 let _ = journal.set_host(id, &host.name, &host.client.addr, None, "rolled_back");
+                done.push(format!("{}: current -> {to}", host.name));
                 let snapshot = journal.flags(id, &host.name).unwrap_or_default();
                 if !snapshot.is_empty() {
                     match restore_flags(out, &host.client, &d.app, &lease.token, &key, &snapshot)
@@ -1878,13 +1881,11 @@ pub async fn rollback(
                             "ok",
                             "unchanged since the deployment",
                         ),
-                        Ok(changed) => step(
-                            out,
-                            &host.name,
-                            "flags",
-                            "ok",
-                            &format!("restored {}", changed.join(", ")),
-                        ),
+                        Ok(changed) => {
+                            let restored = format!("restored {}", changed.join(", "));
+                            step(out, &host.name, "flags", "ok", &restored);
+                            done.push(format!("{}: flags {restored}", host.name));
+                        }
                         Err(Failure(exit, e)) => {
                             step(out, &host.name, "flags", "failed", &e);
                             failed.push((exit, error_headline(&e).to_string()));
@@ -1912,7 +1913,7 @@ pub async fn rollback(
             )?;
         }
         let message = format!("deployment {id} rolled back on {} host(s)", d.hosts.len());
-        journal.add_action(id, &plan.operator, "rollback", &message)?;
+        journal.add_action(id, &plan.operator, "rollback", &done.join("; "))?;
         (Exit::Done, message)
     } else {
         let exit = if failed.iter().all(|(e, _)| *e == Exit::Usage) {
@@ -1933,7 +1934,8 @@ pub async fn rollback(
         )
     };
     if exit != Exit::Done {
-        journal.add_action(id, &plan.operator, "rollback-incomplete", &message)?;
+        done.push(message.clone());
+        journal.add_action(id, &plan.operator, "rollback-incomplete", &done.join("; "))?;
     }
     out.line(&message);
     out.event(

@@ -236,4 +236,18 @@ fn issue4_rollback_restores_the_flag_values_of_the_rollback_point() {
         std::fs::read_link(dir.path().join("web7/srv/shop/current")).unwrap(),
         Path::new("releases/v1")
     );
+    // Issue 12 part 14: the rollback and the flags it restored are later
+    // actions in the deployment's record, with who.
+    let show = ctl.run(&["--output", "json", "show", &v2]);
+    let record: serde_json::Value = serde_json::from_str(show.stdout.trim()).expect("show");
+    let action = &record["actions"][0];
+    assert_eq!(action["action"], "rollback", "{record}");
+    assert_eq!(action["by"], "alice", "{record}");
+    let detail = action["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("web7: current -> v1")
+            && detail.contains("web7: flags restored")
+            && detail.contains("new_checkout -> off"),
+        "{record}"
+    );
 }
