@@ -565,8 +565,9 @@ pub fn revert_plan(
 }
 
 /// The migrations to revert (newest first) with their down SQL: the
-/// release's down file, else the down text the ledger stored when the
-/// migration was applied. Refuses, before any change, if one has neither.
+/// release's down file, or, for a migration ahead of the release (no file),
+/// the down text the ledger stored when it was applied. Refuses, before any
+/// change, if one has neither.
 fn plan_down(
     applied: &[Applied],
     migrations: &[Migration],
@@ -594,16 +595,17 @@ fn plan_down(
             })
         };
         match by_version.get(&a.version) {
-            Some(m) => match (m.down.as_deref(), stored()) {
+            // A migration the release ships goes down with the release's
+            // down file only: a release without one says it has no down.
+            Some(m) => match m.down.as_deref() {
                 // Every down file exists: read them all before changing anything.
-                (Some(down), _) => out.push(Revert {
+                Some(down) => out.push(Revert {
                     version: m.version,
                     name: m.name.clone(),
                     source: down.to_path_buf(),
                     sql: read_sql(down, None)?,
                 }),
-                (None, Some(r)) => out.push(r),
-                (None, None) => {
+                None => {
                     return Err(invalid(format!(
                         "cannot go down to version {to_version}: migration {} has no down file \
                          (expected {}); nothing was changed",
@@ -1753,10 +1755,13 @@ pub fn release_status(
         .map(|a| {
             let file = by_version.get(&a.version);
             // The down a `migrate down` would run: the file's, else the stored text.
-            let down = file
-                .and_then(|m| m.down.as_deref())
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .or_else(|| a.down_sql.clone());
+            let down = match file {
+                Some(m) => m
+                    .down
+                    .as_deref()
+                    .and_then(|p| std::fs::read_to_string(p).ok()),
+                None => a.down_sql.clone(),
+            };
             AppliedMigration {
                 version: a.version,
                 name: a.name.clone(),
@@ -2251,6 +2256,151 @@ mod tests {
         );
         holder.execute_batch("ROLLBACK").unwrap();
         assert_eq!(up(&db, &mig, None, &quiet).unwrap().len(), 1);
+    }
+
+    /// The ledger as golive wrote it before issue 12.
+    const OLD_LEDGER: &str = "CREATE TABLE golive_migrations (version INTEGER PRIMARY KEY, \
+        name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at INTEGER NOT NULL, \
+        duration_ms INTEGER NOT NULL, deployment TEXT)";
+
+    #[test]
+    fn issue12_sqlite_old_ledger_is_upgraded_and_down_runs_stored_texts() {
+        let d = tempfile::tempdir().unwrap();
+        let (v1, v2) = (d.path().join("v1"), d.path().join("v2"));
+        std::fs::create_dir(&v1).unwrap();
+        std::fs::create_dir(&v2).unwrap();
+        for dir in [&v1, &v2] {
+            write(
+                dir,
+                "0001_users.up.sql",
+                "CREATE TABLE users (id INTEGER PRIMARY KEY);\n",
+            );
+            write(dir, "0001_users.down.sql", "DROP TABLE users;\n");
+        }
+        let down2 = "-- it's the down; with a quote\nDROP TABLE notes;\n";
+        write(
+            &v2,
+            "0002_notes.up.sql",
+            "-- golive: expand\nCREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);\n\
+             INSERT INTO notes (body) VALUES ('a'), ('b');\n",
+        );
+        write(&v2, "0002_notes.down.sql", down2);
+        write(
+            &v2,
+            "0003_flag.up.sql",
+            "ALTER TABLE users ADD COLUMN flag INTEGER;\n",
+        );
+
+        // Version 1 applied by a golive that kept no texts.
+        let db = sqlite(d.path());
+        let DatabaseConfig::Sqlite(s) = &db else {
+            unreachable!()
+        };
+        let sum = scan(&v1).unwrap()[0].checksum.clone();
+        rusqlite::Connection::open(&s.path)
+            .unwrap()
+            .execute_batch(&format!(
+                "{OLD_LEDGER}; CREATE TABLE users (id INTEGER PRIMARY KEY); \
+                 INSERT INTO golive_migrations VALUES (1, 'users', '{sum}', 1, 2, NULL);"
+            ))
+            .unwrap();
+        let st = status_of(&db, &v1, Some("v1")).unwrap();
+        assert_eq!(st.applied.len(), 1);
+        assert_eq!(
+            (
+                st.applied[0].release.clone(),
+                st.applied[0].down_sql.clone()
+            ),
+            (None, None)
+        );
+
+        // Release v2 applies 2 and 3: the ledger is upgraded in place and
+        // keeps their texts, tag and release; the old row stays.
+        let origin = Origin {
+            release: Some("v2"),
+            deployment: Some("dep-7"),
+        };
+        let applied = up_from(&db, &v2, origin, LOCK_WAIT, &quiet).unwrap();
+        assert_eq!(
+            applied.iter().map(|a| a.version).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        let st = status_of(&db, &v2, Some("v2")).unwrap();
+        assert_eq!(st.applied[1..], applied[..]);
+        assert!(st.ahead.is_empty());
+        let conn = rusqlite::Connection::open(&s.path).unwrap();
+        let row: (String, Option<String>, String, String) = conn
+            .query_row(
+                "SELECT up_sql, down_sql, tag, release_id FROM golive_migrations WHERE version = 2",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert!(row.0.contains("CREATE TABLE notes"), "{row:?}");
+        assert_eq!(row.1.as_deref(), Some(down2));
+        assert_eq!((row.2.as_str(), row.3.as_str()), ("expand", "v2"));
+
+        // Back on v1's code: 2 and 3 are ahead of it, a state, not an error;
+        // the same with no migrations directory at all.
+        let st = status_of(&db, &v1, Some("v1")).unwrap();
+        assert_eq!(st.ahead, [2, 3]);
+        assert!(st.pending.is_empty());
+        assert_eq!(st.applied[1].tag, Some(Tag::Expand));
+        let none = d.path().join("none");
+        // Version 1 has no recorded release: without its file it is an error.
+        let e = status_of(&db, &none, Some("v0")).unwrap_err().to_string();
+        assert!(e.contains("does not say which release applied it"), "{e}");
+        // The release that applied it no longer ships it: an error too.
+        std::fs::rename(v2.join("0003_flag.up.sql"), d.path().join("0003.bak")).unwrap();
+        let e = status_of(&db, &v2, Some("v2")).unwrap_err().to_string();
+        assert!(
+            e.contains("the ledger says this release (v2) applied it"),
+            "{e}"
+        );
+        std::fs::rename(d.path().join("0003.bak"), v2.join("0003_flag.up.sql")).unwrap();
+
+        // 3 had no down file: going below it from v1 is refused, unchanged.
+        let e = down_from(&db, &v1, Some("v1"), 1, LOCK_WAIT, &quiet)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("migration 3 (flag)")
+                && e.contains("the ledger holds no down text")
+                && e.contains("nothing was changed"),
+            "{e}"
+        );
+        assert_eq!(status_of(&db, &v1, Some("v1")).unwrap().ahead, [2, 3]);
+        // Give 3 a down in the ledger (as if its release had shipped one).
+        conn.execute_batch("UPDATE golive_migrations SET down_sql = 'ALTER TABLE users DROP COLUMN flag' WHERE version = 3")
+            .unwrap();
+
+        // The plan and what it drops, counted; then the down itself.
+        let plan = revert_plan(&db, &v1, Some("v1"), 1).unwrap();
+        assert_eq!(plan.iter().map(|r| r.version).collect::<Vec<_>>(), [3, 2]);
+        assert!(
+            plan[1]
+                .source
+                .display()
+                .to_string()
+                .contains("stored in golive_migrations by release v2"),
+            "{:?}",
+            plan[1].source
+        );
+        let dropped: Vec<String> = drops(&db, &plan)
+            .iter()
+            .map(golive_shared::protocol::DroppedObject::describe)
+            .collect();
+        assert_eq!(
+            dropped,
+            ["column users.flag (0 rows)", "table notes (2 rows)"]
+        );
+        assert_eq!(
+            down_from(&db, &v1, Some("v1"), 1, LOCK_WAIT, &quiet).unwrap(),
+            [3, 2]
+        );
+        assert_eq!(tables(&db), ["golive_migrations", "users"]);
+        let st = status_of(&db, &v1, Some("v1")).unwrap();
+        assert!(st.ahead.is_empty() && st.pending.is_empty() && st.applied.len() == 1);
     }
 
     #[test]
