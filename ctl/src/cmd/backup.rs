@@ -169,7 +169,7 @@ async fn job(
                             ))
                             .collect::<String>()
                     );
-                    if let Err(e) = journal.add_action(deployment, by, "backup-restore", &detail) {
+                    if let Err(e) = journal.add_action(deployment, by, "backup-restored", &detail) {
                         out.line(format!(
                             "[{}] could not record the restore on deployment {deployment}: {e}",
                             host.name
