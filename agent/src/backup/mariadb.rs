@@ -416,7 +416,13 @@ pub fn live_rows(db: &MariadbDb) -> Result<BTreeMap<String, u64>, BackupError> {
     let sql = tables
         .iter()
         .enumerate()
-        .map(|(i, t)| format!("SELECT {i}, COUNT(*) FROM `{}`", t.replace('`', "``")))
+        .map(|(i, t)| {
+            format!(
+                "SELECT {i}, COUNT(*) FROM `{}`.`{}`",
+                db.database,
+                t.replace('`', "``")
+            )
+        })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     let out = conn.query(db, &sql, "row counts")?;

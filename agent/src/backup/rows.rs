@@ -9,7 +9,8 @@
 //!   values), and a `\.` line. Exact.
 //! - [`InsertCounter`]: a `mariadb-dump` stream: `CREATE TABLE` lines name
 //!   the tables, extended `INSERT INTO ... VALUES (...),(...);` statements
-//!   hold the rows. Rows are the top-level parentheses after `VALUES`,
+//!   hold the rows (on one line, or one row per line as newer dump tools
+//!   write them). Rows are the top-level parentheses after `VALUES`,
 //!   outside string literals (quoted with `'` or `"`, backslash escapes, as
 //!   the dump tool writes them). Exact for what the dump tool writes.
 
@@ -184,6 +185,15 @@ impl InsertCounter {
     }
 
     fn line_byte(&mut self, b: u8) {
+        // The VALUES list starts (on this line, or on the next ones: newer
+        // dump tools write one row per line): count from here without
+        // keeping the line.
+        if (b == b'(' || b == b'\n') && self.values_start() {
+            if b == b'(' {
+                self.values_byte(b);
+            }
+            return;
+        }
         if b == b'\n' {
             if let Some(rest) = self.line.strip_prefix(b"CREATE TABLE ")
                 && let Some((parts, _)) = qualified_name(rest)
@@ -193,24 +203,29 @@ impl InsertCounter {
             self.line.clear();
             return;
         }
-        // The VALUES list starts: count from here without keeping the line.
-        if b == b'('
-            && self.line.starts_with(b"INSERT INTO ")
-            && self.line.trim_ascii_end().ends_with(b"VALUES")
-            && let Some((parts, _)) = qualified_name(&self.line[b"INSERT INTO ".len()..])
-        {
-            let name = parts.join(".");
-            *self.counts.entry(name.clone()).or_default() += 1;
-            self.table = Some(name);
-            self.depth = 1;
-            self.quote = None;
-            self.escaped = false;
-            self.line.clear();
-            return;
-        }
         if self.line.len() < PREFIX_CAP {
             self.line.push(b);
         }
+    }
+
+    /// At the end of `INSERT INTO name VALUES`: enters the VALUES list.
+    fn values_start(&mut self) -> bool {
+        if !(self.line.starts_with(b"INSERT INTO ")
+            && self.line.trim_ascii_end().ends_with(b"VALUES"))
+        {
+            return false;
+        }
+        let Some((parts, _)) = qualified_name(&self.line[b"INSERT INTO ".len()..]) else {
+            return false;
+        };
+        let name = parts.join(".");
+        self.counts.entry(name.clone()).or_default();
+        self.table = Some(name);
+        self.depth = 0;
+        self.quote = None;
+        self.escaped = false;
+        self.line.clear();
+        true
     }
 
     /// Rows per table (tables created with no rows included).
@@ -271,9 +286,10 @@ mod tests {
             INSERT INTO `orders` VALUES (1,'a (b), c'),(2,'it\\'s );(3,'),(3,NULL),(4,0x28);\n\
             INSERT INTO `orders` VALUES (5,\"x\\\"(\");\n\
             INSERT INTO `we``ird` VALUES (1);\n\
+            INSERT INTO `empty` VALUES\n(1),\n(2);\n\
             -- Dump completed on 2026-01-01\n";
         let got = each_split(dump, InsertCounter::feed, InsertCounter::finish);
-        assert_eq!(got, map(&[("orders", 5), ("empty", 0), ("we`ird", 1)]));
+        assert_eq!(got, map(&[("orders", 5), ("empty", 2), ("we`ird", 1)]));
     }
 
     #[test]
