@@ -301,7 +301,7 @@ mod tests {
         c.feed(b" */\nCREATE TABLE `t` (`id` int);\nINSERT INTO `t` VALUES ");
         for _ in 0..1000 {
             c.feed(b"(1,'");
-            c.feed(&vec![b'y'; 100]);
+            c.feed(&[b'y'; 100]);
             c.feed(b"'),");
         }
         c.feed(b"(2,'z');\n");
