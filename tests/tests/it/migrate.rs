@@ -408,6 +408,27 @@ fn issue12_after_a_code_only_rollback_status_and_down_use_the_ledger() {
     );
     assert_eq!(down["by"], "alice", "{down}");
 
+    // No verified backup, no down: a file where the backup directory
+    // belongs makes the backup fail; the down is refused, nothing changes.
+    let backups = bed._agent.state_dir.join("backups/shop");
+    assert!(backups.is_dir(), "{}", backups.display());
+    let aside = bed._dir.path().join("backups-aside");
+    std::fs::rename(&backups, &aside).unwrap();
+    std::fs::write(&backups, "not a directory").unwrap();
+    let r = bed.ctl(&["migrate", "down", s(&bed.plan), "--to", "0"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(
+        r.text().contains("migrate down refused")
+            && r.text()
+                .contains("could not be taken, so nothing was changed"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(bed.tracked(), [1]);
+    assert!(has_table(&bed.tables(), "orders"));
+    std::fs::remove_file(&backups).unwrap();
+    std::fs::rename(&aside, &backups).unwrap();
+
     // Down once more from v1: 0001 has its stored down text too.
     let r = bed.ctl(&["migrate", "down", s(&bed.plan), "--to", "0"]);
     assert_eq!(r.code, 0, "{}", r.text());
