@@ -489,7 +489,7 @@ pub fn execute(
         JobSpec::Restore(r) => crate::backup::run::restore(config, journal, r, emit),
         JobSpec::Maintenance(m) => crate::maintenance::set(config, journal, m, emit),
         JobSpec::RunCommand(c) => crate::hooks::run_command(config, c, emit),
-        JobSpec::Migrate(m) => crate::migrate::run_job(config, m, deployment, emit),
+        JobSpec::Migrate(m) => crate::migrate::run_job(config, journal, m, deployment, emit),
         JobSpec::SetFlag(f) => crate::flags::set(config, journal, f, emit),
     }
 }

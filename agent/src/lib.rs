@@ -12,6 +12,7 @@
 //! - [`maintenance`]: maintenance mode (flag file, commands, check, downtime).
 //! - [`flags`]: feature flags declared in the config, written atomically.
 //! - [`migrate`]: SQL migrations (scan, status, up, down) on SQLite, PostgreSQL, MariaDB.
+//! - [`sqldrops`]: what a down migration drops (tables, columns), read from its SQL.
 //! - [`probe`]: health probes declared in the config (http(s), tcp, tls, dns,
 //!   sql, command, disk, memory, load, cpu, process, file).
 //! - [`accesslog`]: access-log tailing: 5xx rate and p95 over a sliding window.
@@ -51,6 +52,7 @@ pub mod probe;
 pub mod release;
 pub mod revocation;
 pub mod server;
+pub mod sqldrops;
 pub mod state;
 pub mod store;
 pub mod tls;

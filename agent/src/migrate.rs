@@ -1,17 +1,28 @@
 //! SQL migrations (issue 4 part 5): a directory of `NNNN_name.up.sql` /
 //! `NNNN_name.down.sql` files applied in order to a SQLite, PostgreSQL or
-//! MariaDB database, recorded in a tracking table `golive_migrations`
-//! (version, name, checksum, applied_at in Unix milliseconds, duration_ms,
-//! deployment) in the same transaction as the migration itself.
+//! MariaDB database, recorded in a tracking table `golive_migrations` (the
+//! ledger: version, name, checksum, applied_at in Unix milliseconds,
+//! duration_ms, deployment, and since issue 12 the up text, the down text
+//! when there was one, the tag and the release that applied it) in the same
+//! transaction as the migration itself. A ledger without the newer columns
+//! is upgraded in place by the next `up` (`ALTER TABLE ... ADD COLUMN`);
+//! until then it reads as rows without stored texts.
 //!
 //! - [`scan`] reads the directory and refuses gaps in the numbering,
 //!   duplicate versions, down files without an up file and malformed names.
 //!   A header comment `-- golive: expand` / `-- golive: contract` in the
 //!   first lines of an up file tags the migration ([`Tag`], SPEC §6).
-//! - [`status`] lists applied and pending migrations, and refuses when an
-//!   applied migration's file changed (checksum) or is gone.
+//! - [`status_of`] lists applied and pending migrations, and refuses when an
+//!   applied migration's file changed (checksum) or is gone. One case of
+//!   "gone" is normal: after a code-only rollback the live release does not
+//!   ship the migrations a later release applied. Those are *ahead* of the
+//!   release ([`Status::ahead`]) when the ledger names another release as
+//!   the one that applied them and they are the newest versions.
 //! - [`up`] applies the pending ones in order; [`down`] reverts to a version
-//!   with the down files, refusing before any change if one is missing.
+//!   with the down files, or, for a migration ahead of the release, with the
+//!   down text the ledger stored; it refuses before any change if one has
+//!   neither. [`revert_plan`] says what a down would run (and [`drops`] what
+//!   it drops) without changing anything.
 //!
 //! Transactions and locks per engine:
 //! - SQLite (rusqlite): the whole run holds one `BEGIN IMMEDIATE` write
@@ -33,7 +44,9 @@
 //! lock, it checks that none of its pending versions was applied meanwhile
 //! and otherwise aborts, and the run is planned again (so a migrator that
 //! waited behind another finds nothing pending). Migration files must not
-//! contain transaction control statements (`BEGIN`, `COMMIT`, ...).
+//! contain transaction control statements (`BEGIN`, `COMMIT`, ...). Texts
+//! reach the client tools' scripts hex-encoded, and come back hex-encoded,
+//! so no quoting or line break in them can break a script or a result row.
 //!
 //! Secrets reach the client tools as in [`crate::backup`]: `PGPASSWORD`, or
 //! a private MariaDB option file; never argv.
@@ -86,12 +99,40 @@ pub struct Applied {
     pub applied_at: i64,
     pub duration_ms: u64,
     pub deployment: Option<String>,
+    /// The tag the up file had (issue 12; `None` in older ledgers too).
+    pub tag: Option<Tag>,
+    /// The release whose directory it was applied from.
+    pub release: Option<String>,
+    /// The down file's text when it was applied, if it had one.
+    pub down_sql: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// Every applied migration, the ones ahead of the release included.
     pub applied: Vec<Applied>,
+    /// Applied versions the release has no file for, applied by another
+    /// (later) release: the schema is ahead of the code.
+    pub ahead: Vec<u32>,
     pub pending: Vec<Migration>,
+}
+
+/// Where a run's migrations come from and on whose behalf it runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    /// The release whose migrations directory this is (recorded by `up`).
+    pub release: Option<&'a str>,
+    pub deployment: Option<&'a str>,
+}
+
+/// One migration a down reverts, with the SQL it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revert {
+    pub version: u32,
+    pub name: String,
+    /// The down file, or a description of the stored text, for messages.
+    pub source: PathBuf,
+    pub sql: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,16 +298,40 @@ pub fn scan(dir: &Path) -> Result<Vec<Migration>, MigrateError> {
     Ok(out)
 }
 
-/// Checks the applied rows against the files; returns the pending migrations.
-fn pending(applied: &[Applied], migrations: &[Migration]) -> Result<Vec<Migration>, MigrateError> {
+/// Checks the applied rows against the files of `release`'s directory;
+/// returns the pending migrations and the applied versions ahead of the
+/// release (see the module docs).
+fn classify(
+    applied: &[Applied],
+    migrations: &[Migration],
+    release: Option<&str>,
+) -> Result<(Vec<Migration>, Vec<u32>), MigrateError> {
     let by_version: BTreeMap<u32, &Migration> = migrations.iter().map(|m| (m.version, m)).collect();
+    let newest_file = migrations.last().map_or(0, |m| m.version);
+    let mut ahead = Vec::new();
     for a in applied {
         let Some(m) = by_version.get(&a.version) else {
-            return Err(invalid(format!(
-                "applied migration {} ({}) has no file in the migrations directory; \
-                 restore the file (a release must keep its applied migrations)",
-                a.version, a.name
-            )));
+            let what = format!("applied migration {} ({})", a.version, a.name);
+            return match &a.release {
+                _ if a.version <= newest_file => Err(invalid(format!(
+                    "{what} has no file in the migrations directory; \
+                     restore the file (a release must keep its applied migrations)"
+                ))),
+                Some(by) if Some(by.as_str()) != release => {
+                    ahead.push(a.version);
+                    continue;
+                }
+                Some(by) => Err(invalid(format!(
+                    "{what} has no file in the migrations directory, yet the ledger says this \
+                     release ({by}) applied it; restore the file (a release must keep its applied \
+                     migrations)"
+                ))),
+                None => Err(invalid(format!(
+                    "{what} has no file in the migrations directory, and the ledger does not say \
+                     which release applied it (this golive predates the ledger's release column); activate \
+                     the release that ships it, or restore the file"
+                ))),
+            };
         };
         if m.checksum != a.checksum {
             return Err(invalid(format!(
@@ -294,7 +359,16 @@ fn pending(applied: &[Applied], migrations: &[Migration]) -> Result<Vec<Migratio
             first.up.display()
         )));
     }
-    Ok(pending)
+    Ok((pending, ahead))
+}
+
+/// [`classify`] without the versions ahead.
+fn pending(
+    applied: &[Applied],
+    migrations: &[Migration],
+    release: Option<&str>,
+) -> Result<Vec<Migration>, MigrateError> {
+    classify(applied, migrations, release).map(|(p, _)| p)
 }
 
 /// Reads an up or down file, checking the up file still has its checksum.
@@ -312,8 +386,9 @@ fn read_sql(path: &Path, checksum: Option<&str>) -> Result<String, MigrateError>
     String::from_utf8(bytes).map_err(|_| invalid(format!("{} is not valid UTF-8", path.display())))
 }
 
-fn check_deployment(deployment: Option<&str>) -> Result<(), MigrateError> {
-    match deployment {
+/// Deployment and release ids reach SQL as literals: a plain alphabet only.
+fn check_ident(what: &str, value: Option<&str>) -> Result<(), MigrateError> {
+    match value {
         Some(d)
             if d.is_empty()
                 || d.len() > 128
@@ -322,7 +397,7 @@ fn check_deployment(deployment: Option<&str>) -> Result<(), MigrateError> {
                     .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b)) =>
         {
             Err(invalid(format!(
-                "deployment id {d:?} is not supported: use 1-128 letters, digits, '.', '-', '_' or ':'"
+                "{what} {d:?} is not supported: use 1-128 letters, digits, '.', '-', '_' or ':'"
             )))
         }
         _ => Ok(()),
@@ -339,14 +414,44 @@ fn file_label(m: &Migration) -> String {
 
 /// Applied and pending migrations of `db` against the files in `dir`.
 pub fn status(db: &DatabaseConfig, dir: &Path) -> Result<Status, MigrateError> {
-    let migrations = scan(dir)?;
-    let applied = match db {
-        DatabaseConfig::Sqlite(s) => sqlite_applied_readonly(s)?,
-        DatabaseConfig::Postgres(p) => Pg::new(p)?.applied()?,
-        DatabaseConfig::Mariadb(m) => My::new(m)?.applied()?,
-    };
-    let pending = pending(&applied, &migrations)?;
-    Ok(Status { applied, pending })
+    status_of(db, dir, None)
+}
+
+/// [`status`] for the migrations directory of `release` (which may be
+/// missing: a release that ships no migrations has none). Applied
+/// migrations that another release applied and this one has no file for
+/// are [`Status::ahead`].
+pub fn status_of(
+    db: &DatabaseConfig,
+    dir: &Path,
+    release: Option<&str>,
+) -> Result<Status, MigrateError> {
+    let migrations = scan_if_present(dir)?;
+    let applied = applied(db)?;
+    let (pending, ahead) = classify(&applied, &migrations, release)?;
+    Ok(Status {
+        applied,
+        ahead,
+        pending,
+    })
+}
+
+/// The ledger's rows (read-only).
+fn applied(db: &DatabaseConfig) -> Result<Vec<Applied>, MigrateError> {
+    match db {
+        DatabaseConfig::Sqlite(s) => sqlite_applied_readonly(s),
+        DatabaseConfig::Postgres(p) => Ok(Pg::new(p)?.ledger()?.0),
+        DatabaseConfig::Mariadb(m) => Ok(My::new(m)?.ledger()?.0),
+    }
+}
+
+/// [`scan`], or no migrations when `dir` does not exist.
+fn scan_if_present(dir: &Path) -> Result<Vec<Migration>, MigrateError> {
+    if dir.exists() {
+        scan(dir)
+    } else {
+        Ok(Vec::new())
+    }
 }
 
 /// Applies the pending migrations in order, waiting up to [`LOCK_WAIT`] for
@@ -368,17 +473,33 @@ pub fn up_with(
     lock_wait: Duration,
     log: &dyn Fn(String),
 ) -> Result<Vec<Applied>, MigrateError> {
-    check_deployment(deployment)?;
+    let origin = Origin {
+        release: None,
+        deployment,
+    };
+    up_from(db, dir, origin, lock_wait, log)
+}
+
+/// [`up`] recording the release (and deployment) it runs for.
+pub fn up_from(
+    db: &DatabaseConfig,
+    dir: &Path,
+    origin: Origin,
+    lock_wait: Duration,
+    log: &dyn Fn(String),
+) -> Result<Vec<Applied>, MigrateError> {
+    check_ident("deployment id", origin.deployment)?;
+    check_ident("release id", origin.release)?;
     let migrations = scan(dir)?;
     match db {
-        DatabaseConfig::Sqlite(s) => sqlite_up(s, &migrations, deployment, lock_wait, log),
+        DatabaseConfig::Sqlite(s) => sqlite_up(s, &migrations, origin, lock_wait, log),
         DatabaseConfig::Postgres(p) => {
             let pg = Pg::new(p)?;
-            remote_up(&pg, &migrations, deployment, lock_wait, log)
+            remote_up(&pg, &migrations, origin, lock_wait, log)
         }
         DatabaseConfig::Mariadb(m) => {
             let my = My::new(m)?;
-            remote_up(&my, &migrations, deployment, lock_wait, log)
+            remote_up(&my, &migrations, origin, lock_wait, log)
         }
     }
 }
@@ -402,54 +523,140 @@ pub fn down_with(
     lock_wait: Duration,
     log: &dyn Fn(String),
 ) -> Result<Vec<u32>, MigrateError> {
-    let migrations = scan(dir)?;
+    down_from(db, dir, None, to_version, lock_wait, log)
+}
+
+/// [`down`] against the migrations directory of `release` (which may be
+/// missing): migrations ahead of it are reverted with their stored down text.
+pub fn down_from(
+    db: &DatabaseConfig,
+    dir: &Path,
+    release: Option<&str>,
+    to_version: u32,
+    lock_wait: Duration,
+    log: &dyn Fn(String),
+) -> Result<Vec<u32>, MigrateError> {
+    let migrations = scan_if_present(dir)?;
     match db {
-        DatabaseConfig::Sqlite(s) => sqlite_down(s, &migrations, to_version, lock_wait, log),
+        DatabaseConfig::Sqlite(s) => {
+            sqlite_down(s, &migrations, release, to_version, lock_wait, log)
+        }
         DatabaseConfig::Postgres(p) => {
             let pg = Pg::new(p)?;
-            remote_down(&pg, &migrations, to_version, lock_wait, log)
+            remote_down(&pg, &migrations, release, to_version, lock_wait, log)
         }
         DatabaseConfig::Mariadb(m) => {
             let my = My::new(m)?;
-            remote_down(&my, &migrations, to_version, lock_wait, log)
+            remote_down(&my, &migrations, release, to_version, lock_wait, log)
         }
     }
 }
 
-/// The migrations to revert (newest first) with their down SQL; refuses if
-/// any down file is missing.
+/// What [`down_from`] would revert now, newest first, with the SQL it
+/// would run; changes nothing. Refuses as the down itself would.
+pub fn revert_plan(
+    db: &DatabaseConfig,
+    dir: &Path,
+    release: Option<&str>,
+    to_version: u32,
+) -> Result<Vec<Revert>, MigrateError> {
+    let migrations = scan_if_present(dir)?;
+    plan_down(&applied(db)?, &migrations, release, to_version)
+}
+
+/// The migrations to revert (newest first) with their down SQL: the
+/// release's down file, or, for a migration ahead of the release (no file),
+/// the down text the ledger stored when it was applied. Refuses, before any
+/// change, if one has neither.
 fn plan_down(
     applied: &[Applied],
     migrations: &[Migration],
+    release: Option<&str>,
     to_version: u32,
-) -> Result<Vec<(Migration, String)>, MigrateError> {
-    pending(applied, migrations)?;
+) -> Result<Vec<Revert>, MigrateError> {
+    classify(applied, migrations, release)?;
     let by_version: BTreeMap<u32, &Migration> = migrations.iter().map(|m| (m.version, m)).collect();
     let mut out = Vec::new();
     for a in applied.iter().rev().filter(|a| a.version > to_version) {
-        let m = by_version[&a.version];
-        let Some(down) = m.down.as_deref() else {
-            return Err(invalid(format!(
-                "cannot go down to version {to_version}: migration {} has no down file \
-                 (expected {}); nothing was changed",
-                m.up.display(),
-                m.up.with_file_name(format!("{:04}_{}.down.sql", m.version, m.name))
-                    .display()
-            )));
+        let stored = || {
+            a.down_sql.as_ref().map(|sql| Revert {
+                version: a.version,
+                name: a.name.clone(),
+                source: PathBuf::from(format!(
+                    "{:04}_{}.down.sql as stored in {TABLE}{}",
+                    a.version,
+                    a.name,
+                    a.release
+                        .as_deref()
+                        .map(|r| format!(" by release {r}"))
+                        .unwrap_or_default()
+                )),
+                sql: sql.clone(),
+            })
         };
-        out.push(((*m).clone(), down.to_path_buf()));
+        match by_version.get(&a.version) {
+            // A migration the release ships goes down with the release's
+            // down file only: a release without one says it has no down.
+            Some(m) => match m.down.as_deref() {
+                // Every down file exists: read them all before changing anything.
+                Some(down) => out.push(Revert {
+                    version: m.version,
+                    name: m.name.clone(),
+                    source: down.to_path_buf(),
+                    sql: read_sql(down, None)?,
+                }),
+                None => {
+                    return Err(invalid(format!(
+                        "cannot go down to version {to_version}: migration {} has no down file \
+                         (expected {}); nothing was changed",
+                        m.up.display(),
+                        m.up.with_file_name(format!("{:04}_{}.down.sql", m.version, m.name))
+                            .display()
+                    )));
+                }
+            },
+            None => match stored() {
+                Some(r) => out.push(r),
+                None => {
+                    return Err(invalid(format!(
+                        "cannot go down to version {to_version}: migration {} ({}) has no down file \
+                         here (it is ahead of {}) and the ledger holds no down text for it (applied \
+                         by {}, which {}); nothing was changed. Activate that release and go down \
+                         there, or restore the backup taken before it was applied",
+                        a.version,
+                        a.name,
+                        release.map_or("this release".to_string(), |r| format!("release {r}")),
+                        a.release
+                            .as_deref()
+                            .map_or("an older golive".to_string(), |r| format!("release {r}")),
+                        if a.release.is_some() {
+                            "shipped no down file for it"
+                        } else {
+                            "did not store down texts"
+                        }
+                    )));
+                }
+            },
+        }
     }
-    // Every down file exists: read them all before changing anything.
-    out.into_iter()
-        .map(|(m, down)| Ok((m, read_sql(&down, None)?)))
-        .collect()
+    Ok(out)
 }
 
 // ---------------------------------------------------------------- SQLite
 
 const SQLITE_TABLE: &str = "CREATE TABLE IF NOT EXISTS golive_migrations (\
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, \
-    applied_at INTEGER NOT NULL, duration_ms INTEGER NOT NULL, deployment TEXT)";
+    applied_at INTEGER NOT NULL, duration_ms INTEGER NOT NULL, deployment TEXT, \
+    up_sql TEXT, down_sql TEXT, tag TEXT, release_id TEXT)";
+
+/// The ledger columns added in issue 12, with their SQLite types; a ledger
+/// without them is upgraded in place by the next `up`.
+const LEDGER_COLUMNS: [(&str, &str); 4] = [
+    ("up_sql", "TEXT"),
+    ("down_sql", "TEXT"),
+    ("tag", "TEXT"),
+    ("release_id", "TEXT"),
+];
 
 fn sq_err(path: &Path, e: rusqlite::Error) -> MigrateError {
     MigrateError::Sqlite {
@@ -458,23 +665,58 @@ fn sq_err(path: &Path, e: rusqlite::Error) -> MigrateError {
     }
 }
 
-fn sqlite_rows(conn: &rusqlite::Connection, path: &Path) -> Result<Vec<Applied>, MigrateError> {
-    let exists: bool = conn
-        .query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [TABLE],
-            |r| r.get(0),
-        )
+fn parse_tag(text: &str) -> Option<Tag> {
+    match text {
+        "expand" => Some(Tag::Expand),
+        "contract" => Some(Tag::Contract),
+        _ => None,
+    }
+}
+
+/// The ledger's columns that exist (empty when there is no ledger).
+fn sqlite_columns(conn: &rusqlite::Connection, path: &Path) -> Result<Vec<String>, MigrateError> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info('golive_migrations')")
         .map_err(|e| sq_err(path, e))?;
-    if !exists {
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| sq_err(path, e))?;
+    names
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sq_err(path, e))
+}
+
+/// Adds the issue-12 columns to an older ledger (inside the caller's
+/// write transaction, so a crash leaves the old or the new table).
+fn sqlite_upgrade(conn: &rusqlite::Connection, path: &Path) -> Result<(), MigrateError> {
+    let have = sqlite_columns(conn, path)?;
+    for (column, kind) in LEDGER_COLUMNS {
+        if !have.iter().any(|c| c == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE golive_migrations ADD COLUMN {column} {kind}"
+            ))
+            .map_err(|e| sq_err(path, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn sqlite_rows(conn: &rusqlite::Connection, path: &Path) -> Result<Vec<Applied>, MigrateError> {
+    let have = sqlite_columns(conn, path)?;
+    if have.is_empty() {
         return Ok(Vec::new());
     }
-    let mut stmt = conn
-        .prepare(
-            "SELECT version, name, checksum, applied_at, duration_ms, deployment \
-             FROM golive_migrations ORDER BY version",
-        )
-        .map_err(|e| sq_err(path, e))?;
+    let current = LEDGER_COLUMNS
+        .iter()
+        .all(|(c, _)| have.iter().any(|h| h == c));
+    let sql = if current {
+        "SELECT version, name, checksum, applied_at, duration_ms, deployment, tag, release_id, \
+         down_sql FROM golive_migrations ORDER BY version"
+    } else {
+        "SELECT version, name, checksum, applied_at, duration_ms, deployment, NULL, NULL, NULL \
+         FROM golive_migrations ORDER BY version"
+    };
+    let mut stmt = conn.prepare(sql).map_err(|e| sq_err(path, e))?;
     let rows = stmt
         .query_map([], |r| {
             Ok(Applied {
@@ -484,6 +726,12 @@ fn sqlite_rows(conn: &rusqlite::Connection, path: &Path) -> Result<Vec<Applied>,
                 applied_at: r.get(3)?,
                 duration_ms: r.get::<_, i64>(4)?.max(0) as u64,
                 deployment: r.get(5)?,
+                tag: r
+                    .get::<_, Option<String>>(6)?
+                    .as_deref()
+                    .and_then(parse_tag),
+                release: r.get(7)?,
+                down_sql: r.get(8)?,
             })
         })
         .map_err(|e| sq_err(path, e))?;
@@ -546,7 +794,7 @@ fn savepoint(
 fn sqlite_up(
     db: &SqliteDb,
     migrations: &[Migration],
-    deployment: Option<&str>,
+    origin: Origin,
     lock_wait: Duration,
     log: &dyn Fn(String),
 ) -> Result<Vec<Applied>, MigrateError> {
@@ -554,12 +802,14 @@ fn sqlite_up(
     // Dropping `conn` with the transaction open rolls back (and unlocks).
     conn.execute_batch(SQLITE_TABLE)
         .map_err(|e| sq_err(&db.path, e))?;
+    sqlite_upgrade(&conn, &db.path)?;
     let applied = sqlite_rows(&conn, &db.path)?;
-    let todo = pending(&applied, migrations)?;
+    let todo = pending(&applied, migrations, origin.release)?;
     let mut done = Vec::new();
     let mut failure = None;
     for m in &todo {
         let sql = read_sql(&m.up, Some(&m.checksum))?;
+        let down_sql = m.down.as_deref().map(|d| read_sql(d, None)).transpose()?;
         let start = Instant::now();
         let applied_at = golive_shared::protocol::now_millis();
         let mut duration_ms = 0;
@@ -568,15 +818,19 @@ fn sqlite_up(
             duration_ms = start.elapsed().as_millis() as u64;
             conn.execute(
                 "INSERT INTO golive_migrations \
-                 (version, name, checksum, applied_at, duration_ms, deployment) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 (version, name, checksum, applied_at, duration_ms, deployment, up_sql, down_sql, \
+                 tag, release_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 rusqlite::params![
                     m.version,
                     m.name,
                     m.checksum,
                     applied_at,
                     duration_ms as i64,
-                    deployment
+                    origin.deployment,
+                    sql,
+                    down_sql,
+                    tag_name(m.tag),
+                    origin.release,
                 ],
             )?;
             Ok(())
@@ -590,7 +844,10 @@ fn sqlite_up(
                     checksum: m.checksum.clone(),
                     applied_at,
                     duration_ms,
-                    deployment: deployment.map(str::to_string),
+                    deployment: origin.deployment.map(str::to_string),
+                    tag: m.tag,
+                    release: origin.release.map(str::to_string),
+                    down_sql,
                 });
             }
             Err(e) => {
@@ -614,32 +871,33 @@ fn sqlite_up(
 fn sqlite_down(
     db: &SqliteDb,
     migrations: &[Migration],
+    release: Option<&str>,
     to_version: u32,
     lock_wait: Duration,
     log: &dyn Fn(String),
 ) -> Result<Vec<u32>, MigrateError> {
     let conn = sqlite_lock(db, lock_wait)?;
     let applied = sqlite_rows(&conn, &db.path)?;
-    let plan = plan_down(&applied, migrations, to_version)?;
+    let plan = plan_down(&applied, migrations, release, to_version)?;
     let mut done = Vec::new();
     let mut failure = None;
-    for (m, sql) in &plan {
+    for r in &plan {
         let result = savepoint(&conn, || {
-            conn.execute_batch(sql)?;
+            conn.execute_batch(&r.sql)?;
             conn.execute(
                 "DELETE FROM golive_migrations WHERE version = ?1",
-                [m.version],
+                [r.version],
             )?;
             Ok(())
         });
         match result {
             Ok(()) => {
-                log(format!("reverted {}", file_label(m)));
-                done.push(m.version);
+                log(format!("reverted {}", revert_label(r)));
+                done.push(r.version);
             }
             Err(e) => {
                 failure = Some(MigrateError::Failed {
-                    file: m.down.clone().unwrap_or_else(|| m.up.clone()),
+                    file: r.source.clone(),
                     note: ROLLED_BACK,
                     detail: e.to_string(),
                 });
@@ -655,20 +913,39 @@ fn sqlite_down(
     }
 }
 
+/// `0002_add_note (with 0002_add_note.down.sql)` for logs.
+fn revert_label(r: &Revert) -> String {
+    format!(
+        "{:04}_{} (with {})",
+        r.version,
+        r.name,
+        r.source
+            .file_name()
+            .filter(|_| r.source.exists())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| r.source.display().to_string())
+    )
+}
+
 // ---------------------------------------------------------------- client-tool engines
 
 /// What differs between PostgreSQL and MariaDB for [`remote_up`]/[`remote_down`].
 trait Remote {
     fn label(&self) -> String;
-    fn applied(&self) -> Result<Vec<Applied>, MigrateError>;
+    /// The ledger's rows, and whether it has the issue-12 columns.
+    fn ledger(&self) -> Result<(Vec<Applied>, bool), MigrateError>;
+    fn applied(&self) -> Result<Vec<Applied>, MigrateError> {
+        self.ledger().map(|(rows, _)| rows)
+    }
     /// Runs a script in one session; the error is redacted.
     fn run_script(&self, script: &str) -> Result<(), BackupError>;
-    /// Takes the lock (aborting with LOCKED_MARK after `wait`) and creates the table.
-    fn prologue(&self, wait: Duration) -> String;
+    /// Takes the lock (aborting with LOCKED_MARK after `wait`) and creates
+    /// the table, or upgrades an older one (`upgrade`).
+    fn prologue(&self, wait: Duration, upgrade: bool) -> String;
     /// Aborts with RACED_MARK unless exactly `versions` have `applied` state.
     fn guard(&self, versions: &[u32], applied: bool) -> String;
     fn begin(&self) -> &'static str;
-    fn record(&self, m: &Migration, deployment: Option<&str>) -> String;
+    fn record(&self, m: &Migration, origin: Origin, texts: &Texts) -> String;
     fn epilogue(&self) -> &'static str;
     fn failed_note(&self) -> &'static str;
 }
@@ -733,24 +1010,33 @@ fn run_planned(remote: &dyn Remote, script: &str) -> Outcome {
 fn remote_up(
     remote: &dyn Remote,
     migrations: &[Migration],
-    deployment: Option<&str>,
+    origin: Origin,
     lock_wait: Duration,
     log: &dyn Fn(String),
 ) -> Result<Vec<Applied>, MigrateError> {
     for _attempt in 0..5 {
-        let applied = remote.applied()?;
-        let todo = pending(&applied, migrations)?;
+        let (applied, current) = remote.ledger()?;
+        let todo = pending(&applied, migrations, origin.release)?;
         if todo.is_empty() {
             return Ok(Vec::new());
         }
         let versions: Vec<u32> = todo.iter().map(|m| m.version).collect();
-        let mut script = remote.prologue(lock_wait);
+        let mut script = remote.prologue(lock_wait, !current);
         script.push_str(&remote.guard(&versions, false));
         for m in &todo {
             let sql = read_sql(&m.up, Some(&m.checksum))?;
+            let texts = Texts {
+                up: hex::encode(sql.as_bytes()),
+                down: m
+                    .down
+                    .as_deref()
+                    .map(|d| read_sql(d, None))
+                    .transpose()?
+                    .map(|d| hex::encode(d.as_bytes())),
+            };
             script.push_str(remote.begin());
             script.push_str(&terminated(&sql));
-            script.push_str(&remote.record(m, deployment));
+            script.push_str(&remote.record(m, origin, &texts));
         }
         script.push_str(remote.epilogue());
         log(format!(
@@ -815,25 +1101,27 @@ fn is_connect_error(e: &BackupError) -> bool {
 fn remote_down(
     remote: &dyn Remote,
     migrations: &[Migration],
+    release: Option<&str>,
     to_version: u32,
     lock_wait: Duration,
     log: &dyn Fn(String),
 ) -> Result<Vec<u32>, MigrateError> {
     for _attempt in 0..5 {
         let applied = remote.applied()?;
-        let plan = plan_down(&applied, migrations, to_version)?;
+        let plan = plan_down(&applied, migrations, release, to_version)?;
         if plan.is_empty() {
             return Ok(Vec::new());
         }
-        let versions: Vec<u32> = plan.iter().map(|(m, _)| m.version).collect();
-        let mut script = remote.prologue(lock_wait);
+        let versions: Vec<u32> = plan.iter().map(|r| r.version).collect();
+        // A down never needs the newer columns: no upgrade here.
+        let mut script = remote.prologue(lock_wait, false);
         script.push_str(&remote.guard(&versions, true));
-        for (m, sql) in &plan {
+        for r in &plan {
             script.push_str(remote.begin());
-            script.push_str(&terminated(sql));
+            script.push_str(&terminated(&r.sql));
             script.push_str(&format!(
                 "DELETE FROM golive_migrations WHERE version = {};\nCOMMIT;\n",
-                m.version
+                r.version
             ));
         }
         script.push_str(remote.epilogue());
@@ -847,8 +1135,8 @@ fn remote_down(
             .copied()
             .filter(|v| !still.contains(v))
             .collect();
-        for (m, _) in plan.iter().filter(|(m, _)| reverted.contains(&m.version)) {
-            log(format!("reverted {}", file_label(m)));
+        for r in plan.iter().filter(|r| reverted.contains(&r.version)) {
+            log(format!("reverted {}", revert_label(r)));
         }
         return match outcome {
             Outcome::Done | Outcome::Raced => Ok(reverted),
@@ -856,10 +1144,10 @@ fn remote_down(
                 db: remote.label(),
                 waited: lock_wait,
             }),
-            Outcome::Failed(e) => match plan.iter().find(|(m, _)| still.contains(&m.version)) {
-                Some((m, _)) if !reverted.is_empty() || !is_connect_error(&e) => {
+            Outcome::Failed(e) => match plan.iter().find(|r| still.contains(&r.version)) {
+                Some(r) if !reverted.is_empty() || !is_connect_error(&e) => {
                     Err(MigrateError::Failed {
-                        file: m.down.clone().unwrap_or_else(|| m.up.clone()),
+                        file: r.source.clone(),
                         note: remote.failed_note(),
                         detail: e.to_string(),
                     })
@@ -874,35 +1162,60 @@ fn remote_down(
     )))
 }
 
+/// A migration's texts as hex, for a ledger row.
+struct Texts {
+    up: String,
+    down: Option<String>,
+}
+
+/// Ledger rows as the clients print them: tab-separated, texts hex-encoded
+/// (`-` for a NULL down text), empty strings for NULLs.
 fn parse_rows(out: &str, what: &str) -> Result<Vec<Applied>, MigrateError> {
     let mut rows = Vec::new();
     for line in out.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split('\t').collect();
         let bad = || invalid(format!("{what}: unexpected row {line:?} in {TABLE}"));
-        if f.len() != 6 {
+        if f.len() != 9 {
             return Err(bad());
         }
+        let opt = |s: &str| Some(s.trim().to_string()).filter(|d| !d.is_empty());
+        let down_sql = match f[8].trim() {
+            "-" => None,
+            hex_text => Some(
+                hex::decode(hex_text)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(bad)?,
+            ),
+        };
         rows.push(Applied {
             version: f[0].trim().parse().map_err(|_| bad())?,
             name: f[1].to_string(),
             checksum: f[2].to_string(),
             applied_at: f[3].trim().parse().map_err(|_| bad())?,
             duration_ms: f[4].trim().parse::<i64>().map_err(|_| bad())?.max(0) as u64,
-            deployment: Some(f[5].trim().to_string()).filter(|d| !d.is_empty()),
+            deployment: opt(f[5]),
+            tag: parse_tag(f[6].trim()),
+            release: opt(f[7]),
+            down_sql,
         });
     }
     Ok(rows)
 }
 
-fn record_values(m: &Migration, deployment: Option<&str>) -> (String, String) {
-    // Names, checksums and deployment ids are checked to a plain alphabet.
-    let dep = match deployment {
-        Some(d) => format!("'{d}'"),
-        None => "NULL".into(),
-    };
+/// The plain values of a ledger row: `version, 'name', 'checksum'`, then
+/// deployment, tag and release as literals or NULL. Names, checksums and
+/// ids are checked to a plain alphabet before they get here.
+fn record_values(m: &Migration, origin: Origin) -> (String, String) {
+    let lit = |v: Option<&str>| v.map_or("NULL".to_string(), |v| format!("'{v}'"));
     (
         format!("{}, '{}', '{}'", m.version, m.name, m.checksum),
-        dep,
+        format!(
+            "{}, {}, {}",
+            lit(origin.deployment),
+            lit(tag_name(m.tag).as_deref()),
+            lit(origin.release)
+        ),
     )
 }
 
@@ -960,20 +1273,32 @@ impl Remote for Pg<'_> {
         )
     }
 
-    fn applied(&self) -> Result<Vec<Applied>, MigrateError> {
+    fn ledger(&self) -> Result<(Vec<Applied>, bool), MigrateError> {
         let exists = self.query(
-            "SELECT to_regclass('golive_migrations') IS NOT NULL",
+            "SELECT to_regclass('golive_migrations') IS NOT NULL, (SELECT count(*) FROM \
+             pg_attribute WHERE attrelid = to_regclass('golive_migrations') AND NOT attisdropped \
+             AND attname IN ('up_sql', 'down_sql', 'tag', 'release_id'))",
             "migrations table",
         )?;
-        if exists.trim() != "t" {
-            return Ok(Vec::new());
+        let (table, columns) = exists.trim().split_once('\t').unwrap_or(("f", "0"));
+        if table != "t" {
+            return Ok((Vec::new(), false));
         }
+        let current = columns.trim() == "4";
+        let newer = if current {
+            "coalesce(tag, ''), coalesce(release_id, ''), \
+             coalesce(encode(convert_to(down_sql, 'UTF8'), 'hex'), '-')"
+        } else {
+            "'', '', '-'"
+        };
         let out = self.query(
-            "SELECT version, name, checksum, applied_at, duration_ms, coalesce(deployment, '') \
-             FROM golive_migrations ORDER BY version",
+            &format!(
+                "SELECT version, name, checksum, applied_at, duration_ms, coalesce(deployment, ''), \
+                 {newer} FROM golive_migrations ORDER BY version"
+            ),
             "applied migrations",
         )?;
-        parse_rows(&out, "psql")
+        Ok((parse_rows(&out, "psql")?, current))
     }
 
     fn run_script(&self, script: &str) -> Result<(), BackupError> {
@@ -985,17 +1310,26 @@ impl Remote for Pg<'_> {
         )
     }
 
-    fn prologue(&self, wait: Duration) -> String {
+    fn prologue(&self, wait: Duration, upgrade: bool) -> String {
         let tries = (wait.as_millis() / 100).max(1);
-        format!(
+        let mut out = format!(
             "DO $golive$ BEGIN FOR i IN 1..{tries} LOOP \
              IF pg_try_advisory_lock({PG_LOCK_KEY}) THEN RETURN; END IF; \
              PERFORM pg_sleep(0.1); END LOOP; \
              RAISE EXCEPTION '{LOCKED_MARK}'; END $golive$;\n\
              CREATE TABLE IF NOT EXISTS golive_migrations (version integer PRIMARY KEY, \
              name text NOT NULL, checksum text NOT NULL, applied_at bigint NOT NULL, \
-             duration_ms bigint NOT NULL, deployment text);\n"
-        )
+             duration_ms bigint NOT NULL, deployment text, up_sql text, down_sql text, tag text, \
+             release_id text);\n"
+        );
+        if upgrade {
+            out.push_str(
+                "ALTER TABLE golive_migrations ADD COLUMN IF NOT EXISTS up_sql text, \
+                 ADD COLUMN IF NOT EXISTS down_sql text, ADD COLUMN IF NOT EXISTS tag text, \
+                 ADD COLUMN IF NOT EXISTS release_id text;\n",
+            );
+        }
+        out
     }
 
     fn guard(&self, versions: &[u32], applied: bool) -> String {
@@ -1011,12 +1345,17 @@ impl Remote for Pg<'_> {
         "BEGIN;\n"
     }
 
-    fn record(&self, m: &Migration, deployment: Option<&str>) -> String {
-        let (head, dep) = record_values(m, deployment);
+    fn record(&self, m: &Migration, origin: Origin, texts: &Texts) -> String {
+        let (head, tail) = record_values(m, origin);
+        let text = |hex: &str| format!("convert_from(decode('{hex}', 'hex'), 'UTF8')");
         format!(
             "INSERT INTO golive_migrations (version, name, checksum, applied_at, duration_ms, \
-             deployment) VALUES ({head}, (extract(epoch from now()) * 1000)::bigint, \
-             (extract(epoch from clock_timestamp() - now()) * 1000)::bigint, {dep});\nCOMMIT;\n"
+             deployment, tag, release_id, up_sql, down_sql) VALUES ({head}, \
+             (extract(epoch from now()) * 1000)::bigint, \
+             (extract(epoch from clock_timestamp() - now()) * 1000)::bigint, {tail}, {}, {});\n\
+             COMMIT;\n",
+            text(&texts.up),
+            texts.down.as_deref().map_or("NULL".to_string(), text)
         )
     }
 
@@ -1090,27 +1429,39 @@ impl Remote for My<'_> {
         format!("MariaDB {}", self.db.database)
     }
 
-    fn applied(&self) -> Result<Vec<Applied>, MigrateError> {
+    fn ledger(&self) -> Result<(Vec<Applied>, bool), MigrateError> {
         let mut cmd = self.client()?;
         cmd.args([
             "-e",
-            "SELECT COUNT(*) FROM information_schema.tables \
-             WHERE table_schema = DATABASE() AND table_name = 'golive_migrations'",
+            "SELECT (SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = 'golive_migrations'), \
+             (SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() \
+             AND table_name = 'golive_migrations' \
+             AND column_name IN ('up_sql', 'down_sql', 'tag', 'release_id'))",
         ]);
         let exists = tools::run(cmd, "migrations table", self.db.tool_timeout())
             .map_err(|e| tools::redact(e, self.password.as_deref()))?;
-        if exists.trim() == "0" {
-            return Ok(Vec::new());
+        let (table, columns) = exists.trim().split_once('\t').unwrap_or(("0", "0"));
+        if table.trim() == "0" {
+            return Ok((Vec::new(), false));
         }
+        let current = columns.trim() == "4";
+        let newer = if current {
+            "IFNULL(tag, ''), IFNULL(release_id, ''), IF(down_sql IS NULL, '-', HEX(down_sql))"
+        } else {
+            "'', '', '-'"
+        };
         let mut cmd = self.client()?;
         cmd.args([
             "-e",
-            "SELECT version, name, checksum, applied_at, duration_ms, IFNULL(deployment, '') \
-             FROM golive_migrations ORDER BY version",
+            &format!(
+                "SELECT version, name, checksum, applied_at, duration_ms, IFNULL(deployment, ''), \
+                 {newer} FROM golive_migrations ORDER BY version"
+            ),
         ]);
         let out = tools::run(cmd, "applied migrations", self.db.tool_timeout())
             .map_err(|e| tools::redact(e, self.password.as_deref()))?;
-        parse_rows(&out, "mariadb")
+        Ok((parse_rows(&out, "mariadb")?, current))
     }
 
     fn run_script(&self, script: &str) -> Result<(), BackupError> {
@@ -1122,17 +1473,29 @@ impl Remote for My<'_> {
         )
     }
 
-    fn prologue(&self, wait: Duration) -> String {
-        format!(
+    fn prologue(&self, wait: Duration, upgrade: bool) -> String {
+        let mut out = format!(
             "DELIMITER //\n\
              BEGIN NOT ATOMIC IF COALESCE(GET_LOCK('golive_migrations', {}), 0) <> 1 THEN \
              SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{LOCKED_MARK}'; END IF; END//\n\
              DELIMITER ;\n\
              CREATE TABLE IF NOT EXISTS golive_migrations (version INT UNSIGNED PRIMARY KEY, \
              name VARCHAR(255) NOT NULL, checksum CHAR(64) NOT NULL, applied_at BIGINT NOT NULL, \
-             duration_ms BIGINT NOT NULL, deployment VARCHAR(255) NULL);\n",
+             duration_ms BIGINT NOT NULL, deployment VARCHAR(255) NULL, \
+             up_sql LONGTEXT CHARACTER SET utf8mb4 NULL, down_sql LONGTEXT CHARACTER SET utf8mb4 NULL, \
+             tag VARCHAR(16) NULL, release_id VARCHAR(255) NULL);\n",
             wait.as_secs().max(1)
-        )
+        );
+        if upgrade {
+            out.push_str(
+                "ALTER TABLE golive_migrations \
+                 ADD COLUMN IF NOT EXISTS up_sql LONGTEXT CHARACTER SET utf8mb4 NULL, \
+                 ADD COLUMN IF NOT EXISTS down_sql LONGTEXT CHARACTER SET utf8mb4 NULL, \
+                 ADD COLUMN IF NOT EXISTS tag VARCHAR(16) NULL, \
+                 ADD COLUMN IF NOT EXISTS release_id VARCHAR(255) NULL;\n",
+            );
+        }
+        out
     }
 
     fn guard(&self, versions: &[u32], applied: bool) -> String {
@@ -1150,12 +1513,16 @@ impl Remote for My<'_> {
         "SET @golive_t0 = NOW(6);\nSTART TRANSACTION;\n"
     }
 
-    fn record(&self, m: &Migration, deployment: Option<&str>) -> String {
-        let (head, dep) = record_values(m, deployment);
+    fn record(&self, m: &Migration, origin: Origin, texts: &Texts) -> String {
+        let (head, tail) = record_values(m, origin);
+        let text = |hex: &str| format!("CONVERT(X'{hex}' USING utf8mb4)");
         format!(
             "INSERT INTO golive_migrations (version, name, checksum, applied_at, duration_ms, \
-             deployment) VALUES ({head}, CAST(UNIX_TIMESTAMP(@golive_t0) * 1000 AS SIGNED), \
-             TIMESTAMPDIFF(MICROSECOND, @golive_t0, NOW(6)) DIV 1000, {dep});\nCOMMIT;\n"
+             deployment, tag, release_id, up_sql, down_sql) VALUES ({head}, \
+             CAST(UNIX_TIMESTAMP(@golive_t0) * 1000 AS SIGNED), \
+             TIMESTAMPDIFF(MICROSECOND, @golive_t0, NOW(6)) DIV 1000, {tail}, {}, {});\nCOMMIT;\n",
+            text(&texts.up),
+            texts.down.as_deref().map_or("NULL".to_string(), text)
         )
     }
 
@@ -1256,21 +1623,161 @@ fn tag_name(t: Option<Tag>) -> Option<String> {
     })
 }
 
+/// The tables and columns `sql` (a down migration of `version`) drops.
+fn drops_of(version: u32, sql: &str) -> Vec<golive_shared::protocol::DroppedObject> {
+    crate::sqldrops::find(sql)
+        .into_iter()
+        .map(|d| golive_shared::protocol::DroppedObject {
+            version,
+            table: d.table_name(),
+            column: d.column,
+            rows: None,
+        })
+        .collect()
+}
+
+/// What `reverts` drop, with the rows of each table counted where that is
+/// cheap: a `count(*)` under a 5 s statement limit (SQLite: a read-only
+/// connection). A table that cannot be counted (gone already, too slow) is
+/// reported without a count.
+pub fn drops(
+    db: &DatabaseConfig,
+    reverts: &[Revert],
+) -> Vec<golive_shared::protocol::DroppedObject> {
+    let mut out = Vec::new();
+    let mut counted: BTreeMap<Vec<String>, Option<u64>> = BTreeMap::new();
+    for r in reverts {
+        for d in crate::sqldrops::find(&r.sql) {
+            let rows = *counted
+                .entry(d.table.clone())
+                .or_insert_with(|| count_rows(db, &d.table));
+            out.push(golive_shared::protocol::DroppedObject {
+                version: r.version,
+                table: d.table_name(),
+                column: d.column,
+                rows,
+            });
+        }
+    }
+    out
+}
+
+/// `"a"."b"` (or with backticks): a quoted qualified name.
+fn quoted(parts: &[String], q: char) -> String {
+    parts
+        .iter()
+        .map(|p| {
+            let doubled = p.replace(q, &format!("{q}{q}"));
+            format!("{q}{doubled}{q}")
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn count_rows(db: &DatabaseConfig, table: &[String]) -> Option<u64> {
+    match db {
+        DatabaseConfig::Sqlite(s) => {
+            let conn = rusqlite::Connection::open_with_flags(
+                &s.path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .ok()?;
+            let _ = conn.busy_timeout(Duration::from_secs(5));
+            conn.query_row(
+                &format!("SELECT count(*) FROM {}", quoted(table, '"')),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .ok()
+            .map(|n| n.max(0) as u64)
+        }
+        DatabaseConfig::Postgres(p) => {
+            let pg = Pg::new(p).ok()?;
+            pg.query(
+                &format!(
+                    "SET statement_timeout = 5000; SELECT count(*) FROM {}",
+                    quoted(table, '"')
+                ),
+                "row count",
+            )
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+        }
+        DatabaseConfig::Mariadb(m) => {
+            let my = My::new(m).ok()?;
+            let mut cmd = my.client().ok()?;
+            cmd.args([
+                "-e",
+                &format!(
+                    "SET STATEMENT max_statement_time=5 FOR SELECT COUNT(*) FROM {}",
+                    quoted(table, '`')
+                ),
+            ]);
+            tools::run(cmd, "row count", m.tool_timeout())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        }
+    }
+}
+
 /// Applied and pending migrations of a release. A release without a
-/// migrations directory has none pending.
+/// migrations directory has none pending; what the ledger holds is still
+/// reported (ahead of it, when a later release applied it).
 pub fn release_status(
     config: &golive_shared::config::AgentConfig,
     req: &golive_shared::protocol::MigrationStatusRequest,
 ) -> Result<golive_shared::protocol::MigrationStatus, String> {
     use golive_shared::protocol::{AppliedMigration, MigrationStatus, PendingMigration};
     let t = target(config, &req.app, req.release.as_deref())?;
-    let (applied, pending) = match &t.sql {
-        Some((db, dir)) if dir.is_dir() => {
-            let st = status(db, dir).map_err(|e| e.to_string())?;
-            (st.applied, st.pending)
+    let (st, files) = match &t.sql {
+        Some((db, dir)) => {
+            let st = status_of(db, dir, Some(&t.release)).map_err(|e| e.to_string())?;
+            (st, scan_if_present(dir).map_err(|e| e.to_string())?)
         }
-        _ => (Vec::new(), Vec::new()),
+        None => (
+            Status {
+                applied: Vec::new(),
+                ahead: Vec::new(),
+                pending: Vec::new(),
+            },
+            Vec::new(),
+        ),
     };
+    let by_version: BTreeMap<u32, &Migration> = files.iter().map(|m| (m.version, m)).collect();
+    let applied = st
+        .applied
+        .iter()
+        .map(|a| {
+            let file = by_version.get(&a.version);
+            // The down a `migrate down` would run: the file's, else the stored text.
+            let down = match file {
+                Some(m) => m
+                    .down
+                    .as_deref()
+                    .and_then(|p| std::fs::read_to_string(p).ok()),
+                None => a.down_sql.clone(),
+            };
+            AppliedMigration {
+                version: a.version,
+                name: a.name.clone(),
+                applied_at: a.applied_at,
+                duration_ms: a.duration_ms,
+                deployment: a.deployment.clone(),
+                tag: tag_name(a.tag.or(file.and_then(|m| m.tag))),
+                release: a.release.clone(),
+                ahead: st.ahead.contains(&a.version),
+                has_down: down.is_some(),
+                down_drops: down
+                    .map(|sql| drops_of(a.version, &sql))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
     Ok(MigrationStatus {
         app: req.app.clone(),
         release: t.release,
@@ -1278,17 +1785,9 @@ pub fn release_status(
             .sql
             .map(|(db, _)| db.name().to_string())
             .unwrap_or_default(),
-        applied: applied
-            .into_iter()
-            .map(|a| AppliedMigration {
-                version: a.version,
-                name: a.name,
-                applied_at: a.applied_at,
-                duration_ms: a.duration_ms,
-                deployment: a.deployment,
-            })
-            .collect(),
-        pending: pending
+        applied,
+        pending: st
+            .pending
             .into_iter()
             .map(|m| PendingMigration {
                 version: m.version,
@@ -1301,17 +1800,26 @@ pub fn release_status(
     })
 }
 
-/// The `Migrate` job: up (all pending) or down to a version.
+/// The `Migrate` job: up (all pending) or down to a version. A down first
+/// says what it drops and takes a verified backup of the database
+/// (`pre-migrate-down`); it refuses, changing nothing, when it cannot.
 pub fn run_job(
     config: &golive_shared::config::AgentConfig,
+    journal: &crate::journal::Journal,
     req: &golive_shared::protocol::RunMigrations,
     deployment: Option<&str>,
     emit: &dyn Fn(golive_shared::protocol::EventKind),
 ) -> Result<golive_shared::protocol::JobResult, String> {
-    use golive_shared::protocol::{EventKind, JobResult, LogLevel};
+    use golive_shared::protocol::{CreateBackup, EventKind, JobResult, LogLevel};
     let log = |line: String| {
         emit(EventKind::Log {
             level: LogLevel::Info,
+            line,
+        })
+    };
+    let warn = |line: String| {
+        emit(EventKind::Log {
+            level: LogLevel::Warn,
             line,
         })
     };
@@ -1321,7 +1829,12 @@ pub fn run_job(
             let mut applied = Vec::new();
             match &t.sql {
                 Some((db, dir)) if dir.is_dir() => {
-                    applied = up(db, dir, deployment, &log).map_err(|e| e.to_string())?;
+                    let origin = Origin {
+                        release: Some(&t.release),
+                        deployment,
+                    };
+                    applied =
+                        up_from(db, dir, origin, LOCK_WAIT, &log).map_err(|e| e.to_string())?;
                     log(format!(
                         "{} migration(s) applied to {} from release {}",
                         applied.len(),
@@ -1341,6 +1854,8 @@ pub fn run_job(
             Ok(JobResult::Migrated {
                 applied: applied.iter().map(|a| a.version).collect(),
                 reverted: vec![],
+                backup: None,
+                drops: vec![],
             })
         }
         Some(to) => {
@@ -1351,15 +1866,79 @@ pub fn run_job(
                     req.app
                 ));
             };
-            let reverted = down(db, dir, to, &log).map_err(|e| e.to_string())?;
+            if !dir.is_dir() {
+                log(format!(
+                    "release {} ships no migrations directory: reverting with the down texts the \
+                     ledger stored",
+                    t.release
+                ));
+            }
+            let plan = revert_plan(db, dir, Some(&t.release), to).map_err(|e| e.to_string())?;
+            if plan.is_empty() {
+                log(format!(
+                    "nothing to revert on {}: no migration above version {to} is applied",
+                    db.name()
+                ));
+                return Ok(JobResult::Migrated {
+                    applied: vec![],
+                    reverted: vec![],
+                    backup: None,
+                    drops: vec![],
+                });
+            }
+            let dropped = drops(db, &plan);
             log(format!(
-                "{} migration(s) reverted on {} (now at version {to})",
+                "going down to version {to} reverts {}",
+                plan.iter().map(revert_label).collect::<Vec<_>>().join(", ")
+            ));
+            if dropped.is_empty() {
+                log("the down migrations drop no table and no column".into());
+            } else {
+                warn(format!(
+                    "the down migrations drop {}",
+                    dropped
+                        .iter()
+                        .map(golive_shared::protocol::DroppedObject::describe)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            // Nothing is lost: a verified backup of the database first.
+            let backup = crate::backup::run::create(
+                config,
+                journal,
+                &CreateBackup {
+                    app: req.app.clone(),
+                    label: "pre-migrate-down".into(),
+                    only: vec![db.name().to_string()],
+                    deployment: deployment.map(str::to_string),
+                    verify: true,
+                },
+                emit,
+            )
+            .map_err(|e| {
+                format!(
+                    "migrate down refused: the verified backup of database {} could not be taken, \
+                     so nothing was changed: {e}",
+                    db.name()
+                )
+            })?;
+            let JobResult::BackedUp { id: backup_id, .. } = backup else {
+                return Err("unexpected result of the pre-migrate-down backup".into());
+            };
+            let reverted = down_from(db, dir, Some(&t.release), to, LOCK_WAIT, &log)
+                .map_err(|e| format!("{e} (backup {backup_id} holds the database as it was)"))?;
+            log(format!(
+                "{} migration(s) reverted on {} (now at version {to}); backup {backup_id} holds \
+                 the database as it was",
                 reverted.len(),
                 db.name()
             ));
             Ok(JobResult::Migrated {
                 applied: vec![],
                 reverted,
+                backup: Some(backup_id),
+                drops: dropped,
             })
         }
     }
@@ -1679,10 +2258,155 @@ mod tests {
         assert_eq!(up(&db, &mig, None, &quiet).unwrap().len(), 1);
     }
 
+    /// The ledger as golive wrote it before issue 12.
+    const OLD_LEDGER: &str = "CREATE TABLE golive_migrations (version INTEGER PRIMARY KEY, \
+        name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at INTEGER NOT NULL, \
+        duration_ms INTEGER NOT NULL, deployment TEXT)";
+
+    #[test]
+    fn issue12_sqlite_old_ledger_is_upgraded_and_down_runs_stored_texts() {
+        let d = tempfile::tempdir().unwrap();
+        let (v1, v2) = (d.path().join("v1"), d.path().join("v2"));
+        std::fs::create_dir(&v1).unwrap();
+        std::fs::create_dir(&v2).unwrap();
+        for dir in [&v1, &v2] {
+            write(
+                dir,
+                "0001_users.up.sql",
+                "CREATE TABLE users (id INTEGER PRIMARY KEY);\n",
+            );
+            write(dir, "0001_users.down.sql", "DROP TABLE users;\n");
+        }
+        let down2 = "-- it's the down; with a quote\nDROP TABLE notes;\n";
+        write(
+            &v2,
+            "0002_notes.up.sql",
+            "-- golive: expand\nCREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);\n\
+             INSERT INTO notes (body) VALUES ('a'), ('b');\n",
+        );
+        write(&v2, "0002_notes.down.sql", down2);
+        write(
+            &v2,
+            "0003_flag.up.sql",
+            "ALTER TABLE users ADD COLUMN flag INTEGER;\n",
+        );
+
+        // Version 1 applied by a golive that kept no texts.
+        let db = sqlite(d.path());
+        let DatabaseConfig::Sqlite(s) = &db else {
+            unreachable!()
+        };
+        let sum = scan(&v1).unwrap()[0].checksum.clone();
+        rusqlite::Connection::open(&s.path)
+            .unwrap()
+            .execute_batch(&format!(
+                "{OLD_LEDGER}; CREATE TABLE users (id INTEGER PRIMARY KEY); \
+                 INSERT INTO golive_migrations VALUES (1, 'users', '{sum}', 1, 2, NULL);"
+            ))
+            .unwrap();
+        let st = status_of(&db, &v1, Some("v1")).unwrap();
+        assert_eq!(st.applied.len(), 1);
+        assert_eq!(
+            (
+                st.applied[0].release.clone(),
+                st.applied[0].down_sql.clone()
+            ),
+            (None, None)
+        );
+
+        // Release v2 applies 2 and 3: the ledger is upgraded in place and
+        // keeps their texts, tag and release; the old row stays.
+        let origin = Origin {
+            release: Some("v2"),
+            deployment: Some("dep-7"),
+        };
+        let applied = up_from(&db, &v2, origin, LOCK_WAIT, &quiet).unwrap();
+        assert_eq!(
+            applied.iter().map(|a| a.version).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        let st = status_of(&db, &v2, Some("v2")).unwrap();
+        assert_eq!(st.applied[1..], applied[..]);
+        assert!(st.ahead.is_empty());
+        let conn = rusqlite::Connection::open(&s.path).unwrap();
+        let row: (String, Option<String>, String, String) = conn
+            .query_row(
+                "SELECT up_sql, down_sql, tag, release_id FROM golive_migrations WHERE version = 2",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert!(row.0.contains("CREATE TABLE notes"), "{row:?}");
+        assert_eq!(row.1.as_deref(), Some(down2));
+        assert_eq!((row.2.as_str(), row.3.as_str()), ("expand", "v2"));
+
+        // Back on v1's code: 2 and 3 are ahead of it, a state, not an error;
+        // the same with no migrations directory at all.
+        let st = status_of(&db, &v1, Some("v1")).unwrap();
+        assert_eq!(st.ahead, [2, 3]);
+        assert!(st.pending.is_empty());
+        assert_eq!(st.applied[1].tag, Some(Tag::Expand));
+        let none = d.path().join("none");
+        // Version 1 has no recorded release: without its file it is an error.
+        let e = status_of(&db, &none, Some("v0")).unwrap_err().to_string();
+        assert!(e.contains("does not say which release applied it"), "{e}");
+        // The release that applied it no longer ships it: an error too.
+        std::fs::rename(v2.join("0003_flag.up.sql"), d.path().join("0003.bak")).unwrap();
+        let e = status_of(&db, &v2, Some("v2")).unwrap_err().to_string();
+        assert!(
+            e.contains("the ledger says this release (v2) applied it"),
+            "{e}"
+        );
+        std::fs::rename(d.path().join("0003.bak"), v2.join("0003_flag.up.sql")).unwrap();
+
+        // 3 had no down file: going below it from v1 is refused, unchanged.
+        let e = down_from(&db, &v1, Some("v1"), 1, LOCK_WAIT, &quiet)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("migration 3 (flag)")
+                && e.contains("the ledger holds no down text")
+                && e.contains("nothing was changed"),
+            "{e}"
+        );
+        assert_eq!(status_of(&db, &v1, Some("v1")).unwrap().ahead, [2, 3]);
+        // Give 3 a down in the ledger (as if its release had shipped one).
+        conn.execute_batch("UPDATE golive_migrations SET down_sql = 'ALTER TABLE users DROP COLUMN flag' WHERE version = 3")
+            .unwrap();
+
+        // The plan and what it drops, counted; then the down itself.
+        let plan = revert_plan(&db, &v1, Some("v1"), 1).unwrap();
+        assert_eq!(plan.iter().map(|r| r.version).collect::<Vec<_>>(), [3, 2]);
+        assert!(
+            plan[1]
+                .source
+                .display()
+                .to_string()
+                .contains("stored in golive_migrations by release v2"),
+            "{:?}",
+            plan[1].source
+        );
+        let dropped: Vec<String> = drops(&db, &plan)
+            .iter()
+            .map(golive_shared::protocol::DroppedObject::describe)
+            .collect();
+        assert_eq!(
+            dropped,
+            ["column users.flag (0 rows)", "table notes (2 rows)"]
+        );
+        assert_eq!(
+            down_from(&db, &v1, Some("v1"), 1, LOCK_WAIT, &quiet).unwrap(),
+            [3, 2]
+        );
+        assert_eq!(tables(&db), ["golive_migrations", "users"]);
+        let st = status_of(&db, &v1, Some("v1")).unwrap();
+        assert!(st.ahead.is_empty() && st.pending.is_empty() && st.applied.len() == 1);
+    }
+
     #[test]
     fn deployment_ids_and_terminators() {
-        assert!(check_deployment(Some("d-2024.01:7")).is_ok());
-        assert!(check_deployment(Some("x'; DROP")).is_err());
+        assert!(check_ident("deployment id", Some("d-2024.01:7")).is_ok());
+        assert!(check_ident("release id", Some("x'; DROP")).is_err());
         assert_eq!(terminated("SELECT 1"), "SELECT 1\n;\n");
         assert_eq!(terminated("SELECT 1; -- done\n"), "SELECT 1; -- done\n");
         assert_eq!(

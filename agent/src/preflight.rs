@@ -475,24 +475,51 @@ fn migrations(config: &AgentConfig, name: &str, app: &AppConfig) -> Option<Prefl
         release: Some(current.clone()),
     };
     Some(match crate::migrate::release_status(config, &req) {
-        Ok(st) => check(
-            "migrations",
-            true,
-            Severity::High,
-            format!(
-                "{} applied to database {} match release {current}{}",
-                st.applied.len(),
-                st.database,
-                if st.pending.is_empty() {
-                    String::new()
-                } else {
+        Ok(st) => {
+            // Migrations a later release applied (after a code-only
+            // rollback) are a normal state: a pass, with a note.
+            let ahead: Vec<String> = st
+                .applied
+                .iter()
+                .filter(|a| a.ahead)
+                .map(|a| {
                     format!(
-                        "; {} pending in it (applied by the next deployment)",
-                        st.pending.len()
+                        "{:04}_{} ({}, applied by release {})",
+                        a.version,
+                        a.name,
+                        a.tag.as_deref().unwrap_or("untagged"),
+                        a.release.as_deref().unwrap_or("?")
                     )
-                }
-            ),
-        ),
+                })
+                .collect();
+            check(
+                "migrations",
+                true,
+                Severity::High,
+                format!(
+                    "{} applied to database {} match release {current}{}{}",
+                    st.applied.len() - ahead.len(),
+                    st.database,
+                    if st.pending.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; {} pending in it (applied by the next deployment)",
+                            st.pending.len()
+                        )
+                    },
+                    if ahead.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; note: the schema is ahead of the release by {} (a code-only \
+                             rollback leaves it so; `golivectl migrate down` reverts)",
+                            ahead.join(", ")
+                        )
+                    }
+                ),
+            )
+        }
         Err(e) => check(
             "migrations",
             false,

@@ -317,7 +317,10 @@ pub enum MigrateCommand {
         #[arg(long)]
         release: Option<String>,
     },
-    /// Revert applied migrations above version N with their down files.
+    /// Revert applied migrations down to a version on every host: says what
+    /// the down migrations drop, takes a verified backup of the database,
+    /// then reverts (with the release's down files, or the down texts the
+    /// ledger stored for migrations ahead of the release).
     Down {
         plan: PathBuf,
         /// Version to go down to (0: revert all).
@@ -325,6 +328,13 @@ pub enum MigrateCommand {
         to: u32,
         #[arg(long)]
         release: Option<String>,
+        /// Only say what would be reverted and dropped; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The deployment this down undoes: recorded as a later action on
+        /// it in the controller journal (`golivectl show ID`).
+        #[arg(long)]
+        deployment: Option<String>,
     },
 }
 

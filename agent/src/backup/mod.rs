@@ -6,6 +6,7 @@
 //! - [`stream`]: hashing/zstd output, ENOSPC mapping.
 //! - [`sqlite`], [`postgres`], [`mariadb`], [`files`]: one engine each:
 //!   `estimate`, `dump`, `verify`, `restore`.
+//! - [`rows`]: row counts per table in dump streams (what a restore discards).
 //! - [`tools`]: running client tools with secrets in the environment or an
 //!   option file, bounded stderr capture.
 
@@ -13,6 +14,7 @@ pub mod files;
 pub mod mariadb;
 pub mod offsite;
 pub mod postgres;
+pub mod rows;
 pub mod run;
 pub mod sqlite;
 pub mod stream;

@@ -26,6 +26,7 @@
 //! separate arguments, never a shell line. Every tool runs with `-w` (never
 //! prompt) and `PGCONNECT_TIMEOUT=10`.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::Path;
 use std::process::{ChildStdout, Command, Stdio};
@@ -465,6 +466,59 @@ pub fn restore(db: &PostgresDb, file: &Path) -> Result<String, BackupError> {
     }
     let n = conn.count_tables(db, &db.dbname)?;
     Ok(format!("restore ok, {n} tables"))
+}
+
+/// Exact rows of every ordinary table in the live database, in one query
+/// (`count(*)` per table through `query_to_xml`): a full scan of each
+/// table, read-only. Keys as [`super::rows::pg_display`] shows them.
+pub fn live_rows(db: &PostgresDb) -> Result<BTreeMap<String, u64>, BackupError> {
+    let conn = Conn::new(db)?;
+    let out = conn.query(
+        db,
+        &db.dbname,
+        "SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname, \
+         (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', \
+         n.nspname, c.relname), false, true, '')))[1]::text) ORDER BY 1), '[]') \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname !~ '^pg_(toast|temp)'",
+        "row counts",
+    )?;
+    let bad = || BackupError::Invalid(format!("psql row counts: unexpected output {out:?}"));
+    let rows: Vec<(String, String, String)> = serde_json::from_str(&out).map_err(|_| bad())?;
+    rows.into_iter()
+        .map(|(schema, table, n)| {
+            Ok((
+                super::rows::pg_display(&[schema, table]),
+                n.parse().map_err(|_| bad())?,
+            ))
+        })
+        .collect()
+}
+
+/// Rows per table in a dump: `pg_restore --data-only -f - FILE` (no
+/// connection) streamed through [`super::rows::CopyCounter`], in bounded
+/// memory. Costs one read of the dump.
+pub fn dump_rows(db: &PostgresDb, file: &Path) -> Result<BTreeMap<String, u64>, BackupError> {
+    let tool = tools::find(&["pg_restore"], db.bin_dir.as_deref())?;
+    let mut convert = tool.command();
+    convert.args(["--data-only", "-f", "-"]).arg(file);
+    let mut sql = DumpAsSql::spawn(convert, db.tool_timeout())?;
+    let mut counter = super::rows::CopyCounter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match sql.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => counter.feed(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(sql.failure.take().unwrap_or_else(|| {
+                    BackupError::Invalid(format!("reading {}: {e}", file.display()))
+                }));
+            }
+        }
+    }
+    Ok(counter.finish())
 }
 
 /// Adds to a failed restore's error that its transaction was rolled back.

@@ -8,12 +8,13 @@
 //! catalog row goes `running` → `complete`. A crash leaves a `running` row
 //! and a partial directory, which start-up marks `interrupted` and removes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use golive_shared::config::{AgentConfig, AppConfig, DatabaseConfig, FileSet};
 use golive_shared::protocol::{
-    BackupInfo, BackupPart, CreateBackup, EventKind, JobResult, LogLevel, RestoreBackup,
+    BackupInfo, BackupPart, CreateBackup, EventKind, JobResult, LogLevel, RestoreBackup, TableRows,
     VerifyBackup, now_millis,
 };
 use golive_shared::timefmt::utc;
@@ -628,7 +629,10 @@ fn verify_row(
 
 /// Restores a backup: checksums first (a corrupt backup is refused before
 /// anything is touched), then a `failed-state` backup of what is there now,
-/// then each part, each checked by its engine.
+/// then each part, each checked by its engine. Before a database part is
+/// replaced, its rows per table now and in the backup are counted and
+/// reported (events and the job result): what the restore throws away, and
+/// where it is kept.
 pub fn restore(
     config: &AgentConfig,
     journal: &Journal,
@@ -673,19 +677,51 @@ pub fn restore(
         return Err("unexpected result of the failed-state backup".into());
     };
 
+    // What each database part throws away: rows per table now and in the
+    // backup, counted after the failed-state backup and before the replace.
+    let mut tables: Vec<TableRows> = Vec::new();
     for part in &row.info.parts {
         let path = Path::new(&row.dir).join(&part.file);
+        let mut counted =
+            |now: Result<BTreeMap<String, u64>, BackupError>,
+             backup: Result<BTreeMap<String, u64>, BackupError>| {
+                match (now, backup) {
+                    (Ok(now), Ok(backup)) => {
+                        tables.extend(report_rows(&part.name, now, backup, &saved_id, emit));
+                    }
+                    (Err(e), _) | (_, Err(e)) => warn(
+                        emit,
+                        format!(
+                            "the rows of database {} could not be counted ({e}); restoring anyway: \
+                         failed-state backup {saved_id} keeps what is there now",
+                            part.name
+                        ),
+                    ),
+                }
+            };
         let detail = match part.kind.as_str() {
             "sqlite" => match find_db(app, &part.name) {
-                Some(DatabaseConfig::Sqlite(d)) => sqlite::restore(&path, d),
+                Some(DatabaseConfig::Sqlite(d)) => {
+                    let now = sqlite::live_rows(d);
+                    sqlite::restore_with(&path, d, &mut |src| {
+                        counted(now.clone_ok(), sqlite::rows_of(src, &path));
+                        Ok(())
+                    })
+                }
                 _ => Err(missing(&part.name, "sqlite")),
             },
             "postgres" => match find_db(app, &part.name) {
-                Some(DatabaseConfig::Postgres(d)) => postgres::restore(d, &path),
+                Some(DatabaseConfig::Postgres(d)) => {
+                    counted(postgres::live_rows(d), postgres::dump_rows(d, &path));
+                    postgres::restore(d, &path)
+                }
                 _ => Err(missing(&part.name, "postgres")),
             },
             "mariadb" => match find_db(app, &part.name) {
-                Some(DatabaseConfig::Mariadb(d)) => mariadb::restore(d, &path),
+                Some(DatabaseConfig::Mariadb(d)) => {
+                    counted(mariadb::live_rows(d), mariadb::dump_rows(&path));
+                    mariadb::restore(d, &path)
+                }
                 _ => Err(missing(&part.name, "mariadb")),
             },
             "files" => {
@@ -725,7 +761,65 @@ pub fn restore(
         id: req.id.clone(),
         failed_state_backup: saved_id,
         duration_ms,
+        tables,
     })
+}
+
+/// A count result that can be handed over once more (the SQLite hook runs
+/// at most once; the error is kept as text).
+trait CloneOk {
+    fn clone_ok(&self) -> Self;
+}
+
+impl CloneOk for Result<BTreeMap<String, u64>, BackupError> {
+    fn clone_ok(&self) -> Self {
+        match self {
+            Ok(m) => Ok(m.clone()),
+            Err(e) => Err(BackupError::Invalid(e.to_string())),
+        }
+    }
+}
+
+/// Joins the counts of one database, logs one line per table (a warning
+/// where rows are discarded) and a total, and returns the figures.
+fn report_rows(
+    database: &str,
+    now: BTreeMap<String, u64>,
+    backup: BTreeMap<String, u64>,
+    failed_state: &str,
+    emit: &dyn Fn(EventKind),
+) -> Vec<TableRows> {
+    let names: std::collections::BTreeSet<&String> = now.keys().chain(backup.keys()).collect();
+    let rows: Vec<TableRows> = names
+        .into_iter()
+        .map(|t| TableRows {
+            database: database.to_string(),
+            table: t.clone(),
+            now: now.get(t).copied(),
+            backup: backup.get(t).copied(),
+        })
+        .collect();
+    for r in &rows {
+        let line = format!("{database}: {}", r.describe(failed_state));
+        if r.lost() > 0 || (r.now.is_some() && r.backup.is_none()) {
+            warn(emit, line);
+        } else {
+            log(emit, line);
+        }
+    }
+    let lost: u64 = rows.iter().map(TableRows::lost).sum();
+    log(
+        emit,
+        if lost == 0 {
+            format!("database {database}: the restore discards no rows")
+        } else {
+            format!(
+                "database {database}: the restore discards {lost} row(s) that are not in the \
+                 backup; they stay in failed-state backup {failed_state}"
+            )
+        },
+    );
+    rows
 }
 
 fn missing(name: &str, engine: &str) -> BackupError {

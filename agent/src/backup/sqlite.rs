@@ -22,6 +22,7 @@
 //!   and the WAL stays consistent (replacing the file by rename would leave
 //!   them on the old inode with a stale WAL).
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -127,6 +128,18 @@ pub fn verify(file: &Path, scratch_dir: &Path) -> Result<String, BackupError> {
 /// its parent directories, if missing). The backup is decompressed and
 /// checked next to the database first, so a bad backup never touches it.
 pub fn restore(file: &Path, db: &SqliteDb) -> Result<String, BackupError> {
+    restore_with(file, db, &mut |_| Ok(()))
+}
+
+/// [`restore`], calling `before` with the checked backup (decompressed,
+/// open read-write on its temporary copy) just before it replaces the live
+/// database: the restore counts what it is about to throw away there
+/// without decompressing the backup twice.
+pub fn restore_with(
+    file: &Path,
+    db: &SqliteDb,
+    before: &mut dyn FnMut(&Connection) -> Result<(), BackupError>,
+) -> Result<String, BackupError> {
     let parent = db.path.parent().filter(|p| !p.as_os_str().is_empty()).ok_or_else(|| {
         BackupError::Invalid(format!(
             "sqlite database `{}`: path {} has no parent directory; set an absolute path in apps.APP.databases",
@@ -141,6 +154,7 @@ pub fn restore(file: &Path, db: &SqliteDb) -> Result<String, BackupError> {
     decompress(file, &tmp)?;
     let src = open(&tmp, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     check(&src, &tmp, file)?;
+    before(&src)?;
 
     let existed = db.path.exists();
     let r = copy_into(&src, &db.path);
@@ -151,6 +165,41 @@ pub fn restore(file: &Path, db: &SqliteDb) -> Result<String, BackupError> {
     let tables = r?;
     close(src, &tmp)?;
     Ok(format!("restored {tables} tables"))
+}
+
+/// Exact rows of every table of an open database (`count(*)` of each).
+pub fn rows_of(conn: &Connection, path: &Path) -> Result<BTreeMap<String, u64>, BackupError> {
+    let names: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sq(path, "cannot list the tables of"))?;
+    let mut out = BTreeMap::new();
+    for name in names {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM \"{}\"", name.replace('"', "\"\"")),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sq(path, "cannot count the rows of"))?;
+        out.insert(name, n.max(0) as u64);
+    }
+    Ok(out)
+}
+
+/// [`rows_of`] the live database, opened read-only (none when it does not
+/// exist).
+pub fn live_rows(db: &SqliteDb) -> Result<BTreeMap<String, u64>, BackupError> {
+    if !db.path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let conn = open(&db.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let rows = rows_of(&conn, &db.path)?;
+    close(conn, &db.path)?;
+    Ok(rows)
 }
 
 /// Copies `src` into the database at `path` (created if missing) in one

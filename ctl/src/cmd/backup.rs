@@ -1,13 +1,15 @@
 //! `golivectl backup create|list|verify|restore PLAN`: drive the agents'
 //! backup jobs on every host of a plan. Backup ids are per host (each agent
 //! keeps its own catalog); verify and restore act on every host that has the
-//! id, or on `--host`.
+//! id, or on `--host`. A restore prints what it throws away (rows per table
+//! now and in the backup) and, with `--deployment D`, is recorded as a later
+//! action on deployment D in the controller journal.
 
 use std::path::Path;
 
 use golive_shared::protocol::{
-    CreateBackup, JobSpec, JobState, ListBackupsRequest, Request, Response, RestoreBackup,
-    VerifyBackup,
+    CreateBackup, JobResult, JobSpec, JobState, ListBackupsRequest, Request, Response,
+    RestoreBackup, TableRows, VerifyBackup,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -17,7 +19,7 @@ use crate::cmd::deploy::run_job;
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, Host, Plan};
 
-pub async fn run(out: Out, cmd: BackupCommand) -> anyhow::Result<Exit> {
+pub async fn run(out: Out, state: &Path, cmd: BackupCommand) -> anyhow::Result<Exit> {
     match cmd {
         BackupCommand::Create {
             plan,
@@ -35,7 +37,7 @@ pub async fn run(out: Out, cmd: BackupCommand) -> anyhow::Result<Exit> {
                     deployment: None,
                     verify,
                 });
-                exit = worst(exit, job(out, host, spec, "backup").await);
+                exit = worst(exit, job(out, host, spec, "backup", None).await);
             }
             Ok(exit)
         }
@@ -49,7 +51,7 @@ pub async fn run(out: Out, cmd: BackupCommand) -> anyhow::Result<Exit> {
                     app: plan.app.clone(),
                     id: id.clone(),
                 });
-                exit = worst(exit, job(out, h, spec, "verify").await);
+                exit = worst(exit, job(out, h, spec, "verify", None).await);
             }
             Ok(exit)
         }
@@ -61,6 +63,27 @@ pub async fn run(out: Out, cmd: BackupCommand) -> anyhow::Result<Exit> {
         } => {
             let plan = load(&plan)?;
             let hosts = hosts_with(&plan, &id, host.as_deref()).await?;
+            // The restore is recorded on the deployment it names, when this
+            // controller's journal has it (a restore is never held up by it).
+            let journal = match &deployment {
+                Some(d) => {
+                    let j = crate::journal::Journal::open(state)?;
+                    if j.deployment(d)?.is_some() {
+                        Some(j)
+                    } else {
+                        out.line(format!(
+                            "deployment {d} is not in {}: the restore is not recorded on it",
+                            state.display()
+                        ));
+                        None
+                    }
+                }
+                None => None,
+            };
+            let record = journal
+                .as_ref()
+                .zip(deployment.as_deref())
+                .map(|(j, d)| (j, d, plan.operator.as_str()));
             let mut exit = Exit::Done;
             for h in hosts {
                 let spec = JobSpec::Restore(RestoreBackup {
@@ -68,7 +91,7 @@ pub async fn run(out: Out, cmd: BackupCommand) -> anyhow::Result<Exit> {
                     id: id.clone(),
                     deployment: deployment.clone(),
                 });
-                exit = worst(exit, job(out, h, spec, "restore").await);
+                exit = worst(exit, job(out, h, spec, "restore", record).await);
             }
             Ok(exit)
         }
@@ -88,7 +111,14 @@ fn worst(a: Exit, b: Exit) -> Exit {
 }
 
 /// Runs one job on one host and reports it; the exit code it deserves.
-async fn job(out: Out, host: &Host, spec: JobSpec, what: &str) -> Exit {
+/// `record`: (journal, deployment, operator) to append a restore to.
+async fn job(
+    out: Out,
+    host: &Host,
+    spec: JobSpec,
+    what: &str,
+    record: Option<(&crate::journal::Journal, &str, &str)>,
+) -> Exit {
     let key = format!(
         "{what}:{}:{}:{}",
         host.name,
@@ -97,6 +127,57 @@ async fn job(out: Out, host: &Host, spec: JobSpec, what: &str) -> Exit {
     );
     match run_job(out, &host.client, key, None, spec).await {
         Ok(job) if job.state == JobState::Succeeded => {
+            if let Some(JobResult::Restored {
+                id,
+                failed_state_backup,
+                duration_ms,
+                tables,
+            }) = &job.result
+            {
+                let summary = restore_summary(id, failed_state_backup, *duration_ms, tables);
+                out.line(format!("[{}] {what}: ok — {summary}", host.name));
+                for t in tables {
+                    out.line(format!(
+                        "[{}]   {}: {}",
+                        host.name,
+                        t.database,
+                        t.describe(failed_state_backup)
+                    ));
+                }
+                out.event(&json!({
+                    "event": "result", "host": host.name, "step": what, "ok": true,
+                    "id": id, "failed_state_backup": failed_state_backup,
+                    "duration_ms": duration_ms,
+                    "rows_discarded": tables.iter().map(TableRows::lost).sum::<u64>(),
+                    "tables": tables.iter().map(|t| json!({
+                        "database": t.database, "table": t.table, "now": t.now,
+                        "backup": t.backup,
+                        "difference": t.now.unwrap_or(0) as i64 - t.backup.unwrap_or(0) as i64,
+                    })).collect::<Vec<_>>(),
+                }));
+                if let Some((journal, deployment, by)) = record {
+                    let detail = format!(
+                        "on {}: {summary}{}",
+                        host.name,
+                        tables
+                            .iter()
+                            .filter(|t| t.now != t.backup)
+                            .map(|t| format!(
+                                "; {}: {}",
+                                t.database,
+                                t.describe(failed_state_backup)
+                            ))
+                            .collect::<String>()
+                    );
+                    if let Err(e) = journal.add_action(deployment, by, "backup-restored", &detail) {
+                        out.line(format!(
+                            "[{}] could not record the restore on deployment {deployment}: {e}",
+                            host.name
+                        ));
+                    }
+                }
+                return Exit::Done;
+            }
             let detail = match &job.result {
                 Some(r) => format!("{r:?}"),
                 None => String::new(),
@@ -130,6 +211,36 @@ async fn job(out: Out, host: &Host, spec: JobSpec, what: &str) -> Exit {
             }
         }
     }
+}
+
+/// `restored X in 812 ms; 71 row(s) written since the backup are only in
+/// failed-state backup Y`.
+fn restore_summary(id: &str, failed_state: &str, duration_ms: u64, tables: &[TableRows]) -> String {
+    let lost: u64 = tables.iter().map(TableRows::lost).sum();
+    let gone: Vec<&str> = tables
+        .iter()
+        .filter(|t| t.now.is_some() && t.backup.is_none())
+        .map(|t| t.table.as_str())
+        .collect();
+    let mut s = format!("restored {id} in {duration_ms} ms; ");
+    if tables.is_empty() {
+        s.push_str(&format!("what was there is saved as {failed_state}"));
+    } else if lost == 0 && gone.is_empty() {
+        s.push_str(&format!(
+            "no row was discarded (what was there is saved as {failed_state})"
+        ));
+    } else {
+        s.push_str(&format!(
+            "{lost} row(s) not in the backup were discarded{}: they are kept in failed-state backup \
+             {failed_state}",
+            if gone.is_empty() {
+                String::new()
+            } else {
+                format!(" (tables not in the backup: {})", gone.join(", "))
+            }
+        ));
+    }
+    s
 }
 
 async fn catalog(

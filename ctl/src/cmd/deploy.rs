@@ -1222,6 +1222,12 @@ async fn run_deployment(
         out, journal, plan, id, previous, &leases, &activated, failure,
     )
     .await;
+    if outcome.0 == Exit::RolledBack
+        && pending > 0
+        && let Some(note) = schema_after_switch_back(plan, id).await
+    {
+        outcome.1.push_str(&format!("; {note}"));
+    }
     if !warnings.is_empty() {
         outcome
             .1
@@ -1657,6 +1663,67 @@ async fn switch_back_if_failed(
     }
 }
 
+/// After the code was switched back from a release that migrated: the
+/// schema stays migrated. Says at which version, and whether that is safe
+/// (every migration ahead of the previous release is `expand`) or not
+/// (issue 12). Reads the ledger of the first host's live release.
+async fn schema_after_switch_back(plan: &Plan, id: &str) -> Option<String> {
+    let host = plan.hosts.first()?;
+    let req = Request::MigrationStatus(MigrationStatusRequest {
+        app: plan.app.clone(),
+        release: None,
+    });
+    let st = match host.client.call(&req).await {
+        Ok(Response::MigrationStatus(st)) => st,
+        Ok(other) => return Some(format!("{}", host.client.unexpected(&other))),
+        Err(e) => {
+            return Some(format!(
+                "the schema's state after the switch-back could not be read on {}: {e}",
+                host.name
+            ));
+        }
+    };
+    let ahead: Vec<_> = st.applied.iter().filter(|a| a.ahead).collect();
+    let version = ahead.last()?.version;
+    let below = st
+        .applied
+        .iter()
+        .filter(|a| !a.ahead)
+        .map(|a| a.version)
+        .max()
+        .unwrap_or(0);
+    let names = ahead
+        .iter()
+        .map(|a| format!("{:04}_{}", a.version, a.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (migration, is, it) = if ahead.len() == 1 {
+        ("migration", "is", "it")
+    } else {
+        ("migrations", "are", "them")
+    };
+    Some(
+        if ahead.iter().all(|a| a.tag.as_deref() == Some("expand")) {
+            format!(
+                "the schema stays at version {version} ({migration} {names} {is} expand: the previous \
+             release runs on it; `golivectl migrate down {} --to {below}` reverts {it})",
+                plan.path.display()
+            )
+        } else {
+            format!(
+                "the schema stays at version {version}, ahead of release {}: {migration} {names} {is} \
+             not tagged expand, so the previous release may not run on it. golive does not yet \
+             roll the schema back with the code; if the release fails, restore the pre-deploy \
+             backup of deployment {id} (`golivectl backup list {}`, then `golivectl backup \
+             restore {} ID --deployment {id}`)",
+                st.release,
+                plan.path.display(),
+                plan.path.display()
+            )
+        },
+    )
+}
+
 /// The git ref a release is fetched at, if it comes from git.
 fn git_ref(release: &plan::Release) -> Option<&str> {
     match &release.source {
@@ -1734,7 +1801,9 @@ fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
             }) => {
                 format!("flag {name}: {previous_on} ({previous_percent:?}%) -> {on} ({percent:?}%)")
             }
-            Some(JobResult::Migrated { applied, reverted }) => {
+            Some(JobResult::Migrated {
+                applied, reverted, ..
+            }) => {
                 format!("applied {applied:?}, reverted {reverted:?}")
             }
             Some(JobResult::Command {
@@ -1746,6 +1815,7 @@ fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
                 id,
                 failed_state_backup,
                 duration_ms,
+                ..
             }) => format!(
                 "restored {id} in {duration_ms} ms (what was there is saved as {failed_state_backup})"
             ),

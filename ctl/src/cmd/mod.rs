@@ -78,8 +78,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Jobs { plan, limit } => status::jobs(out, &plan, limit).await,
         Command::Follow { plan, host, job } => deploy::follow_cmd(out, &plan, &host, job).await,
         Command::Unlock { plan, reason } => deploy::unlock(out, &plan, &reason).await,
-        Command::Backup { command } => backup::run(out, command).await,
-        Command::Migrate { command } => migrate::run(out, command).await,
+        Command::Backup { command } => backup::run(out, &state, command).await,
+        Command::Migrate { command } => migrate::run(out, &state, command).await,
         Command::Maintenance {
             switch,
             plan,

@@ -74,3 +74,59 @@ pub struct BackupPart {
     pub bytes: u64,
     pub sha256: String,
 }
+
+/// One table's rows before a restore: in the database as it was, and in
+/// the backup that replaced it. `None`: the table is not there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    /// The database name from the agent config.
+    pub database: String,
+    pub table: String,
+    pub now: Option<u64>,
+    pub backup: Option<u64>,
+}
+
+impl TableRows {
+    /// Rows that were there and are not in the backup.
+    pub fn lost(&self) -> u64 {
+        self.now
+            .unwrap_or(0)
+            .saturating_sub(self.backup.unwrap_or(0))
+    }
+
+    /// `orders: 87 rows now, 16 in the backup: 71 rows are only in
+    /// failed-state backup X`.
+    pub fn describe(&self, failed_state: &str) -> String {
+        let rows = |n: u64| {
+            if n == 1 {
+                "1 row".to_string()
+            } else {
+                format!("{n} rows")
+            }
+        };
+        let t = &self.table;
+        match (self.now, self.backup) {
+            (Some(now), Some(b)) if now > b => format!(
+                "{t}: {} now, {b} in the backup: {} only in failed-state backup {failed_state}",
+                rows(now),
+                if now - b == 1 {
+                    "1 row is".to_string()
+                } else {
+                    format!("{} rows are", now - b)
+                }
+            ),
+            (Some(now), Some(b)) if now < b => format!(
+                "{t}: {} now, {b} in the backup: the restore brings back {}",
+                rows(now),
+                rows(b - now)
+            ),
+            (Some(now), Some(_)) => format!("{t}: {} now and in the backup", rows(now)),
+            (Some(now), None) => format!(
+                "{t}: {} now, not in the backup: the table is only in failed-state backup {failed_state}",
+                rows(now)
+            ),
+            (None, Some(b)) => format!("{t}: not there now, {} in the backup", rows(b)),
+            (None, None) => format!("{t}: not counted"),
+        }
+    }
+}

@@ -162,6 +162,9 @@ pub enum JobResult {
         /// The backup of what was there before the restore overwrote it.
         failed_state_backup: String,
         duration_ms: u64,
+        /// Rows per table of each database part, now and in the backup,
+        /// counted before the restore replaced them (issue 12).
+        tables: Vec<super::TableRows>,
     },
     Maintenance {
         on: bool,
@@ -178,6 +181,10 @@ pub enum JobResult {
     Migrated {
         applied: Vec<u32>,
         reverted: Vec<u32>,
+        /// The verified backup taken before a down (issue 12).
+        backup: Option<String>,
+        /// What the down migrations dropped.
+        drops: Vec<super::DroppedObject>,
     },
     FlagSet {
         name: String,

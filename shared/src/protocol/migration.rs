@@ -32,6 +32,46 @@ pub struct AppliedMigration {
     pub applied_at: UnixMillis,
     pub duration_ms: u64,
     pub deployment: Option<String>,
+    /// `expand` or `contract`, as recorded when it was applied.
+    pub tag: Option<String>,
+    /// The release whose migrations directory it came from (`None`: applied
+    /// by a golive that did not record it).
+    pub release: Option<String>,
+    /// Applied by a later release: the release asked about ships no file for
+    /// it (after a code-only rollback). A normal state, not an error.
+    pub ahead: bool,
+    /// A down migration is at hand: the release's down file, or the down
+    /// text the ledger stored when it was applied.
+    pub has_down: bool,
+    /// What its down migration drops (rows not counted here).
+    pub down_drops: Vec<DroppedObject>,
+}
+
+/// A table or column a down migration drops, found in its SQL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedObject {
+    /// The migration whose down SQL drops it.
+    pub version: u32,
+    pub table: String,
+    /// `None`: the whole table.
+    pub column: Option<String>,
+    /// The table's rows when counted (before the down ran).
+    pub rows: Option<u64>,
+}
+
+impl DroppedObject {
+    /// `table orders (87 rows)`, `column orders.note (87 rows)`.
+    pub fn describe(&self) -> String {
+        let rows = match self.rows {
+            Some(1) => " (1 row)".to_string(),
+            Some(n) => format!(" ({n} rows)"),
+            None => String::new(),
+        };
+        match &self.column {
+            None => format!("table {}{rows}", self.table),
+            Some(c) => format!("column {}.{c}{rows}", self.table),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

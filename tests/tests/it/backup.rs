@@ -727,3 +727,163 @@ fn issue3_deploy_takes_a_verified_pre_deploy_backup_the_operator_may_restore() {
     ]);
     assert_eq!(r.code, 0, "{}", r.text());
 }
+
+/// Issue 12 part 9: a restore of the pre-deploy backup says what it throws
+/// away (rows per table now and in the backup, and the failed-state backup
+/// that keeps them), in its output, its JSON, the job events and the
+/// deployment's record.
+#[test]
+fn issue12_restore_reports_the_rows_it_discards() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("shop.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; \
+             CREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER); \
+             CREATE TABLE customers (id INTEGER PRIMARY KEY); \
+             WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 16) \
+             INSERT INTO orders (amount) SELECT i FROM c; \
+             INSERT INTO customers VALUES (1), (2);",
+        )
+        .unwrap();
+    let bed = Bed::new(
+        "127.0.0.87",
+        &format!("[[apps.shop.databases]]\nengine = \"sqlite\"\nname = \"main\"\npath = {db:?}\n"),
+    );
+    let art = bed.dir.path().join("dist/shop-v1.tar.gz");
+    artifact(&art, &[("index.html", b"v1")]);
+    let op = (
+        bed.pki.dir.join("operators/alice.crt"),
+        bed.pki.dir.join("operators/alice.key"),
+    );
+    let dplan = bed.dir.path().join("deploy.toml");
+    write_plan(
+        &dplan,
+        &bed.pki,
+        &op,
+        "shop",
+        Some(("v1", &art)),
+        &[&bed.agent],
+    );
+    let mut text = std::fs::read_to_string(&dplan).unwrap();
+    text.push_str("[deploy]\nbackup = \"verified\"\n");
+    std::fs::write(&dplan, text).unwrap();
+    let r = bed.ctl(&["--output", "json", "deploy", s(&dplan)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let deployment = r
+        .json_lines()
+        .iter()
+        .find(|e| e["event"] == "result")
+        .and_then(|e| e["deployment"].as_str().map(String::from))
+        .unwrap();
+    let id = bed
+        .list()
+        .into_iter()
+        .find(|b| b["label"] == "pre-deploy")
+        .and_then(|b| b["id"].as_str().map(String::from))
+        .expect("pre-deploy backup");
+
+    // The app goes on writing: 71 orders, a new table.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 71) \
+             INSERT INTO orders (amount) SELECT i FROM c; \
+             CREATE TABLE coupons (code TEXT); INSERT INTO coupons VALUES ('X');",
+        )
+        .unwrap();
+
+    let r = bed.ctl(&[
+        "--output",
+        "json",
+        "backup",
+        "restore",
+        s(&bed.plan),
+        &id,
+        "--deployment",
+        &deployment,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let lines = r.json_lines();
+    let result = lines
+        .iter()
+        .find(|e| e["event"] == "result")
+        .expect("a result event");
+    let failed_state = result["failed_state_backup"].as_str().unwrap().to_string();
+    assert!(failed_state.contains("failed-state"), "{result}");
+    assert_eq!(result["rows_discarded"], 72, "{result}");
+    let table = |name: &str| {
+        result["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {result}"))
+            .clone()
+    };
+    let orders = table("orders");
+    assert_eq!(
+        (&orders["now"], &orders["backup"], &orders["difference"]),
+        (&Value::from(87), &Value::from(16), &Value::from(71)),
+        "{orders}"
+    );
+    assert_eq!(orders["database"], "main");
+    let customers = table("customers");
+    assert_eq!(
+        (&customers["now"], &customers["difference"]),
+        (&Value::from(2), &Value::from(0))
+    );
+    let coupons = table("coupons");
+    assert_eq!(
+        (&coupons["now"], &coupons["backup"]),
+        (&Value::from(1), &Value::Null)
+    );
+    // The job events said it before the replace.
+    let wanted = format!(
+        "orders: 87 rows now, 16 in the backup: 71 rows are only in failed-state backup {failed_state}"
+    );
+    assert!(r.stdout.contains(&wanted), "{}", r.stdout);
+    assert_eq!(
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM orders", [], |r| r.get::<_, i64>(0))
+            .unwrap(),
+        16
+    );
+
+    // The human output, on a second restore of the same backup.
+    let r = bed.ctl(&[
+        "backup",
+        "restore",
+        s(&bed.plan),
+        &id,
+        "--deployment",
+        &deployment,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(
+        r.stdout
+            .contains("main: orders: 16 rows now and in the backup")
+            && r.stdout.contains("no row was discarded"),
+        "{}",
+        r.text()
+    );
+
+    // The deployment's record has the restore, with who and the figures.
+    let r = bed.ctl(&["--output", "json", "show", &deployment]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let record = r.json_lines().pop().unwrap();
+    let restores: Vec<&Value> = record["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "backup-restored")
+        .collect();
+    assert_eq!(restores.len(), 2, "{record}");
+    assert_eq!(restores[0]["by"], "alice");
+    let detail = restores[0]["detail"].as_str().unwrap();
+    assert!(detail.contains(&wanted) && detail.contains(&id), "{detail}");
+    let r = bed.ctl(&["show", &deployment]);
+    assert!(r.stdout.contains("backup-restored"), "{}", r.text());
+}

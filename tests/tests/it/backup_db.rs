@@ -329,3 +329,98 @@ fn issue3_a_dump_stuck_behind_a_lock_is_killed_at_its_deadline() {
         "no complete backup is listed"
     );
 }
+
+/// A restore through golivectl with `--output json`; the result event.
+fn restore_json(bed: &Bed, id: &str) -> Value {
+    let r = bed.ctl(&[
+        "--output",
+        "json",
+        "backup",
+        "restore",
+        s(&bed.admin_plan),
+        id,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    r.json_lines()
+        .into_iter()
+        .find(|e| e["event"] == "result")
+        .expect("a result event")
+}
+
+/// `table: now/backup` for every table the restore reported.
+fn row_figures(result: &Value) -> Vec<String> {
+    result["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .map(|t| {
+            format!(
+                "{}: {}/{}",
+                t["table"].as_str().unwrap(),
+                t["now"],
+                t["backup"]
+            )
+        })
+        .collect()
+}
+
+/// Issue 12 part 9 on PostgreSQL: the rows per table now (counted in the
+/// live database) and in the backup (counted in the dump's COPY data)
+/// before the restore replaces the database.
+#[test]
+fn issue12_postgres_restore_reports_rows_now_and_in_the_backup() {
+    let db_dir = tempfile::tempdir().expect("temp dir");
+    let pg = TestPostgres::start(db_dir.path());
+    pg.psql(
+        "create table orders (id serial primary key, note text); \
+         insert into orders (note) select E'line\\nbreak ' || g from generate_series(1, 16) g; \
+         create schema audit; create table audit.\"Log\" (line text); \
+         insert into audit.\"Log\" values ('a'), ('b'); create table empty (id int);",
+    );
+    let bed = Bed::new("127.0.0.102", &pg.database_toml("shop", "main"));
+    let id = bed.create_verified("manual");
+    pg.psql(
+        "insert into orders (note) select 'later ' || g from generate_series(1, 71) g; \
+         create table coupons (code text); insert into coupons values ('X');",
+    );
+    let result = restore_json(&bed, &id);
+    assert_eq!(
+        row_figures(&result),
+        [
+            "audit.Log: 2/2",
+            "coupons: 1/null",
+            "empty: 0/0",
+            "orders: 87/16",
+        ],
+        "{result}"
+    );
+    assert_eq!(result["rows_discarded"], 72, "{result}");
+    assert_eq!(pg.psql("select count(*) from orders").trim(), "16");
+}
+
+/// Issue 12 part 9 on MariaDB: live counts by `COUNT(*)`, backup counts
+/// from the dump's extended INSERTs.
+#[test]
+fn issue12_mariadb_restore_reports_rows_now_and_in_the_backup() {
+    let db_dir = tempfile::tempdir().expect("temp dir");
+    let db = TestMariadb::start(db_dir.path());
+    db.sql(
+        "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, note TEXT) CHARACTER SET utf8mb4; \
+         INSERT INTO orders (note) SELECT CONCAT('it''s (', seq, '),\\n;') FROM seq_1_to_16; \
+         CREATE TABLE empty (id INT);",
+    );
+    db.sql_as_app("CREATE VIEW order_view AS SELECT id FROM orders;");
+    let bed = Bed::new("127.0.0.103", &db.database_toml("shop", "main"));
+    let id = bed.create_verified("manual");
+    db.sql_as_app(
+        "INSERT INTO orders (note) SELECT CONCAT('later ', seq) FROM seq_1_to_71; \
+         CREATE TABLE coupons (code VARCHAR(9)); INSERT INTO coupons VALUES ('X');",
+    );
+    let result = restore_json(&bed, &id);
+    assert_eq!(
+        row_figures(&result),
+        ["coupons: 1/null", "empty: 0/0", "orders: 87/16"],
+        "{result}"
+    );
+    assert_eq!(db.sql("SELECT COUNT(*) FROM orders").trim(), "16");
+}

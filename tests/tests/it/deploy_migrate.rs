@@ -218,3 +218,114 @@ fn issue4_migration_command_runs_in_the_new_release_and_a_failure_stops_before_t
     assert_ne!(r.code, 0, "{}", r.text());
     assert!(r.text().contains("pre-deploy backup"), "{}", r.text());
 }
+
+/// Issue 12 part 7: the gate rolls back the code of a release whose
+/// migration is `expand`. The schema stays migrated, and that is normal:
+/// the final line says so (and how to revert it), `migrate status` exits 0
+/// with the migration ahead of the live release, and preflight is READY.
+#[test]
+fn issue12_gate_rollback_after_an_expand_migration_leaves_a_normal_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let root = dir.path().join("srv/shop");
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    let db = root.join("shared/shop.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA journal_mode=WAL;")
+        .unwrap();
+    let ip = "127.0.0.142";
+    let http = HttpApp::serve(&root.join("current"), ip);
+    let mut spec = AgentSpec::new("web1", ip);
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\n\n\
+         [[apps.shop.databases]]\nengine = \"sqlite\"\nname = \"main\"\npath = {db:?}\n\n\
+         [apps.shop.migrations]\ndir = \"migrations\"\ndatabase = \"main\"\n\n\
+         [apps.shop.maintenance]\nflag_file = \"shared/maintenance.flag\"\n\n\
+         [[apps.shop.probes]]\nkind = \"http\"\nname = \"health\"\n\
+         url = \"http://{ip}:{}/health\"\nexpect_status = [200]\nseverity = \"critical\"\n\
+         timeout_ms = 3000\n",
+        http.port
+    );
+    let agent = AgentProc::start(dir.path(), &pki, &spec);
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(dir.path());
+    let plan = dir.path().join("plan.toml");
+    let up1: &[u8] = b"CREATE TABLE orders (id INTEGER PRIMARY KEY);";
+    let deploy = |v: &str, files: &[(&str, &[u8])]| {
+        let art = dir.path().join(format!("dist/shop-{v}.tar.gz"));
+        artifact(&art, files);
+        write_plan(&plan, &pki, &op, "shop", Some((v, &art)), &[&agent]);
+        ctl.run(&["--output", "json", "deploy", s(&plan)])
+    };
+
+    // v1 is healthy and ships migration 1.
+    let r = deploy(
+        "v1",
+        &[
+            ("health", b"ok\n"),
+            ("migrations/0001_orders.up.sql", up1),
+            ("migrations/0001_orders.down.sql", b"DROP TABLE orders;"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.text());
+
+    // v2 adds an expand migration and breaks the health probe: the gate
+    // switches back to v1 after the migration ran.
+    let r = deploy(
+        "v2",
+        &[
+            ("index.html", b"v2"),
+            ("migrations/0001_orders.up.sql", up1),
+            ("migrations/0001_orders.down.sql", b"DROP TABLE orders;"),
+            (
+                "migrations/0002_add_note.up.sql",
+                b"-- golive: expand\nALTER TABLE orders ADD COLUMN note TEXT;",
+            ),
+            (
+                "migrations/0002_add_note.down.sql",
+                b"ALTER TABLE orders DROP COLUMN note;",
+            ),
+        ],
+    );
+    assert_eq!(r.code, 3, "{}", r.text());
+    assert_eq!(
+        std::fs::read_link(root.join("current")).unwrap(),
+        Path::new("releases/v1")
+    );
+    let result = r
+        .json_lines()
+        .into_iter()
+        .find(|e| e["event"] == "result")
+        .expect("a result event");
+    let message = result["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.contains(&format!(
+            "the schema stays at version 2 (migration 0002_add_note is expand: the previous \
+             release runs on it; `golivectl migrate down {} --to 1` reverts it)",
+            plan.display()
+        )),
+        "{result}"
+    );
+
+    // A normal state: status exits 0 and shows it; preflight is READY.
+    let r = ctl.run(&["--output", "json", "migrate", "status", s(&plan)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let st = r.json_lines().pop().unwrap();
+    assert_eq!(st["hosts"][0]["ahead"], serde_json::json!([2]), "{st}");
+    assert_eq!(st["hosts"][0]["release"], "v1", "{st}");
+    // Preflight of the fixed release, v3, on the live v1.
+    let v3 = dir.path().join("dist/shop-v3.tar.gz");
+    artifact(&v3, &[("health", b"ok\n")]);
+    write_plan(&plan, &pki, &op, "shop", Some(("v3", &v3)), &[&agent]);
+    let r = ctl.run(&["preflight", s(&plan)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("verdict: READY"), "{}", r.text());
+    assert!(
+        r.stdout
+            .contains("the schema is ahead of the release by 0002_add_note (expand"),
+        "{}",
+        r.text()
+    );
+    drop(http);
+}

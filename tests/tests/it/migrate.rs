@@ -275,3 +275,163 @@ fn migrate_status_of_an_app_without_migrations_is_refused() {
     assert_eq!(r.code, 2, "{}", r.text());
     assert!(r.text().contains("declares no migrations"), "{}", r.text());
 }
+
+/// Issue 12 parts 7, 8 and 16: after a code-only rollback to a release that
+/// ships no migrations directory, `migrate status` reports the ledger (the
+/// migrations are ahead of the live release, exit 0), `down --dry-run` says
+/// what the down drops, and `down --to 1 --deployment D` takes a verified
+/// backup, reverts with the down text the ledger stored, and is recorded on
+/// the deployment.
+#[test]
+fn issue12_after_a_code_only_rollback_status_and_down_use_the_ledger() {
+    let bed = Bed::new("127.0.0.133", true);
+    assert_eq!(bed.tracked(), [1, 2], "the deploy of v2 applied both");
+    let deployment: String = rusqlite::Connection::open(&bed.db)
+        .unwrap()
+        .query_row(
+            "SELECT deployment FROM golive_migrations WHERE version = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    rusqlite::Connection::open(&bed.db)
+        .unwrap()
+        .execute_batch("INSERT INTO order_notes (note) VALUES ('a'), ('b'), ('c');")
+        .unwrap();
+    let r = bed.ctl(&["rollback", &deployment]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(
+        std::fs::read_link(bed.root.join("current")).unwrap(),
+        Path::new("releases/v1")
+    );
+
+    // v1 ships no migrations directory: the ledger, ahead of it.
+    let r = bed.ctl(&["--output", "json", "migrate", "status", s(&bed.plan)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let v = r.json_lines().pop().expect("one JSON object");
+    let st = &v["hosts"][0];
+    assert_eq!(st["release"], "v1", "{st}");
+    assert_eq!(st["ahead"], serde_json::json!([1, 2]), "{st}");
+    assert_eq!(st["applied"][1]["release"], "v2", "{st}");
+    assert_eq!(st["applied"][1]["tag"], "expand", "{st}");
+    assert_eq!(st["applied"][1]["has_down"], true, "{st}");
+    assert_eq!(
+        st["applied"][1]["down_drops"][0]["table"], "order_notes",
+        "{st}"
+    );
+    let r = bed.ctl(&["migrate", "status", s(&bed.plan)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(
+        r.stdout.contains("ahead of release v1") && r.stdout.contains("0002_add_col"),
+        "{}",
+        r.text()
+    );
+
+    // The preview changes nothing.
+    let r = bed.ctl(&["migrate", "down", s(&bed.plan), "--to", "1", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(
+        r.stdout.contains("would revert 0002_add_col")
+            && r.stdout.contains("drops table order_notes"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(bed.tracked(), [1, 2]);
+
+    // An unknown deployment is refused before anything runs.
+    let r = bed.ctl(&[
+        "migrate",
+        "down",
+        s(&bed.plan),
+        "--to",
+        "1",
+        "--deployment",
+        "nope",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert_eq!(bed.tracked(), [1, 2]);
+
+    let r = bed.ctl(&[
+        "--output",
+        "json",
+        "migrate",
+        "down",
+        s(&bed.plan),
+        "--to",
+        "1",
+        "--deployment",
+        &deployment,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(bed.tracked(), [1]);
+    assert!(!has_table(&bed.tables(), "order_notes"));
+    let lines = r.json_lines();
+    let result = lines
+        .iter()
+        .find(|e| e["event"] == "result")
+        .expect("a result event");
+    assert_eq!(result["reverted"], serde_json::json!([2]), "{result}");
+    assert_eq!(result["drops"][0]["table"], "order_notes", "{result}");
+    assert_eq!(result["drops"][0]["rows"], 3, "{result}");
+    let backup = result["backup"].as_str().expect("a backup id").to_string();
+    assert!(backup.contains("pre-migrate-down"), "{result}");
+    // The warning came before the down, as a job event.
+    assert!(
+        r.stdout
+            .contains("the down migrations drop table order_notes (3 rows)"),
+        "{}",
+        r.stdout
+    );
+    let r = bed.ctl(&["--output", "json", "backup", "list", s(&bed.plan)]);
+    let listed = r.json_lines().pop().expect("list");
+    let b = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == backup.as_str())
+        .expect("the pre-migrate-down backup is listed")
+        .clone();
+    assert_eq!(b["verified"], true, "{b}");
+    // The backup holds the dropped rows.
+    let r = bed.ctl(&["--output", "json", "show", &deployment]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let record = r.json_lines().pop().expect("record");
+    let actions = record["actions"].as_array().expect("actions");
+    let down = actions
+        .iter()
+        .find(|a| a["action"] == "migrate-down")
+        .unwrap_or_else(|| panic!("no migrate-down action in {record}"));
+    assert!(
+        down["detail"].as_str().unwrap().contains(&backup)
+            && down["detail"].as_str().unwrap().contains("order_notes"),
+        "{down}"
+    );
+    assert_eq!(down["by"], "alice", "{down}");
+
+    // No verified backup, no down: a file where the backup directory
+    // belongs makes the backup fail; the down is refused, nothing changes.
+    let backups = bed._agent.state_dir.join("backups/shop");
+    assert!(backups.is_dir(), "{}", backups.display());
+    let aside = bed._dir.path().join("backups-aside");
+    std::fs::rename(&backups, &aside).unwrap();
+    std::fs::write(&backups, "not a directory").unwrap();
+    let r = bed.ctl(&["migrate", "down", s(&bed.plan), "--to", "0"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(
+        r.text().contains("migrate down refused")
+            && r.text()
+                .contains("could not be taken, so nothing was changed"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(bed.tracked(), [1]);
+    assert!(has_table(&bed.tables(), "orders"));
+    std::fs::remove_file(&backups).unwrap();
+    std::fs::rename(&aside, &backups).unwrap();
+
+    // Down once more from v1: 0001 has its stored down text too.
+    let r = bed.ctl(&["migrate", "down", s(&bed.plan), "--to", "0"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(bed.tracked().is_empty());
+    assert!(!has_table(&bed.tables(), "orders"));
+}

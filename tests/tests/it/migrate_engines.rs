@@ -250,3 +250,107 @@ fn issue4_concurrent_postgres_migrators_apply_once() {
         1
     );
 }
+
+/// Issue 12: a ledger written before issue 12 (no texts, no release) is
+/// upgraded in place by the next `up`, which stores each migration's texts,
+/// tag and release; back on the previous release's files the newer
+/// migration is *ahead* (a state, not an error) and `down` reverts it with
+/// the stored down text, saying first what it drops (rows counted).
+fn issue12_flow(db: &DatabaseConfig, root: &Path, sql: &dyn Fn(&str) -> String) {
+    let (v1, v2) = (root.join("v1"), root.join("v2"));
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::create_dir(&v2).unwrap();
+    for dir in [&v1, &v2] {
+        write(
+            dir,
+            "0001_items.up.sql",
+            "CREATE TABLE items (id INT PRIMARY KEY);\n",
+        );
+        write(dir, "0001_items.down.sql", "DROP TABLE items;\n");
+    }
+    let down2 = "-- it's the down: 'quotes', \"double\", back\\slash; ünïcödé\nDROP TABLE notes;\n";
+    write(
+        &v2,
+        "0002_notes.up.sql",
+        "-- golive: expand\nCREATE TABLE notes (id INT PRIMARY KEY, body VARCHAR(20));\n",
+    );
+    write(&v2, "0002_notes.down.sql", down2);
+    let sum = migrate::scan(&v1).unwrap()[0].checksum.clone();
+    sql(&format!(
+        "CREATE TABLE golive_migrations (version INT PRIMARY KEY, name VARCHAR(255) NOT NULL, \
+         checksum CHAR(64) NOT NULL, applied_at BIGINT NOT NULL, duration_ms BIGINT NOT NULL, \
+         deployment VARCHAR(255)); CREATE TABLE items (id INT PRIMARY KEY); \
+         INSERT INTO golive_migrations VALUES (1, 'items', '{sum}', 1, 2, NULL);"
+    ));
+    let st = migrate::status_of(db, &v1, Some("v1")).expect("status of the old ledger");
+    assert_eq!(st.applied.len(), 1);
+    assert_eq!(st.applied[0].release, None);
+
+    let origin = migrate::Origin {
+        release: Some("v2"),
+        deployment: Some("dep-9"),
+    };
+    let applied = migrate::up_from(db, &v2, origin, migrate::LOCK_WAIT, &quiet).expect("up");
+    assert_eq!(applied.len(), 1);
+    sql("INSERT INTO notes VALUES (1, 'a'), (2, 'b'), (3, 'c');");
+
+    let st = migrate::status_of(db, &v1, Some("v1")).expect("status on v1's files");
+    assert_eq!(st.ahead, [2]);
+    assert!(st.pending.is_empty());
+    let two = &st.applied[1];
+    assert_eq!(
+        (two.release.as_deref(), two.tag, two.down_sql.as_deref()),
+        (Some("v2"), Some(Tag::Expand), Some(down2)),
+        "the texts round-trip exactly"
+    );
+    // A release without a migrations directory reads the same ledger.
+    let e = migrate::status_of(db, &root.join("none"), Some("v0"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not say which release applied it"), "{e}");
+
+    let plan = migrate::revert_plan(db, &v1, Some("v1"), 1).expect("plan");
+    let dropped: Vec<String> = migrate::drops(db, &plan)
+        .iter()
+        .map(golive_shared::protocol::DroppedObject::describe)
+        .collect();
+    assert_eq!(dropped, ["table notes (3 rows)"]);
+    let reverted = migrate::down_from(db, &v1, Some("v1"), 1, migrate::LOCK_WAIT, &quiet)
+        .expect("down with the stored text");
+    assert_eq!(reverted, [2]);
+    let st = migrate::status_of(db, &v1, Some("v1")).expect("status after down");
+    assert!(st.ahead.is_empty() && st.applied.len() == 1);
+    // Applying again from v2 stores the row anew.
+    assert_eq!(
+        migrate::up_from(db, &v2, origin, migrate::LOCK_WAIT, &quiet)
+            .expect("up again")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn issue12_postgres_ledger_upgrade_and_stored_down() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pg = TestPostgres::start(dir.path());
+    let db = DatabaseConfig::Postgres(pg.db_config("main"));
+    issue12_flow(&db, dir.path(), &|sql| pg.psql(sql));
+    assert_eq!(
+        pg.psql("select version, release_id, tag from golive_migrations order by 1")
+            .trim(),
+        "1||\n2|v2|expand"
+    );
+}
+
+#[test]
+fn issue12_mariadb_ledger_upgrade_and_stored_down() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let my = TestMariadb::start(dir.path());
+    let db = DatabaseConfig::Mariadb(my.db_config("main", false));
+    issue12_flow(&db, dir.path(), &|sql| my.sql(sql));
+    assert_eq!(
+        my.sql("SELECT version, IFNULL(release_id, '-'), IFNULL(tag, '-') FROM golive_migrations ORDER BY 1")
+            .trim(),
+        "1\t-\t-\n2\tv2\texpand"
+    );
+}
