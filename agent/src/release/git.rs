@@ -15,7 +15,9 @@
 //! commit's tree is exported with `git archive` into a tar file, and that
 //! tar is staged through the same safe path as an uploaded artifact
 //! ([`AppLayout::stage_with`]: traversal checks, limits, shared links) with
-//! a `REVISION` file holding the commit, as Capistrano writes one.
+//! a `REVISION` file holding the commit, as Capistrano writes one. Before
+//! that, the exported tar is searched for the plan's forbidden patterns
+//! ([`crate::scan`], issue 12); a hit fails the stage and stages nothing.
 //!
 //! Every git command runs through [`crate::exec`] (own process group, the
 //! configured timeout, bounded output) with `GIT_TERMINAL_PROMPT=0`. A ref
@@ -155,6 +157,7 @@ pub fn stage(
     args.extend(["--end-of-options".into(), commit.clone()]);
     git.run(&args, &[])
         .map_err(|e| format!("exporting commit {commit} failed: {e}; nothing was staged"))?;
+    scan_export(&export.0, &s.scan, &commit, &s.git_ref, emit)?;
     info(
         emit,
         format!(
@@ -174,6 +177,65 @@ pub fn stage(
         )
         .map_err(|e| format!("commit {commit} of {}: {e}", s.git_ref))?;
     Ok(Staged { stats, commit })
+}
+
+/// The plan's forbidden patterns in the exported tree (issue 12): what
+/// `golivectl preflight` does to an artifact, done here because a git
+/// release never passes through the controller. It runs on the tar `git
+/// archive` wrote, before anything is unpacked, so a hit stages nothing; and
+/// before `after_unpack` hooks, so what they install (composer's `vendor/`)
+/// is not searched, as a built artifact's would be.
+fn scan_export(
+    export: &Path,
+    cfg: &golive_shared::protocol::ScanConfig,
+    commit: &str,
+    git_ref: &str,
+    emit: &dyn Fn(EventKind),
+) -> Result<(), String> {
+    if cfg.forbidden.is_empty() {
+        return Ok(());
+    }
+    let file =
+        fs::File::open(export).map_err(|e| format!("cannot open {}: {e}", export.display()))?;
+    let report = crate::scan::scan_tar(std::io::BufReader::new(file), cfg)
+        .map_err(|e| format!("scanning commit {commit} for forbidden text failed: {e}"))?;
+    let patterns = cfg
+        .forbidden
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if report.hits.is_empty() {
+        info(
+            emit,
+            format!(
+                "scanned commit {}: {} file(s), {} bytes searched for {patterns}: clean",
+                &commit[..12],
+                report.files,
+                report.bytes
+            ),
+        );
+        return Ok(());
+    }
+    for h in &report.hits {
+        emit(EventKind::Log {
+            level: LogLevel::Error,
+            line: format!("forbidden: {h}"),
+        });
+    }
+    let shown: Vec<String> = report.hits.iter().take(5).map(|h| h.to_string()).collect();
+    Err(format!(
+        "commit {commit} of {git_ref} contains forbidden text ([preflight] forbidden: {patterns}): \
+         {} hit(s): {}{}; remove it from the repository and deploy a new commit, or exclude the \
+         path with [preflight] exclude in the plan; nothing was staged",
+        report.total(),
+        shown.join(", "),
+        if report.total() > shown.len() as u64 {
+            format!(" and {} more", report.total() - shown.len() as u64)
+        } else {
+            String::new()
+        }
+    ))
 }
 
 /// How git commands run for one app's source.

@@ -829,6 +829,8 @@ async fn run_deployment(
                 app: plan.app.clone(),
                 release: release.id.clone(),
                 git_ref: git_ref.clone(),
+                // Each host scans the tree it exports (issue 12).
+                scan: plan.scan.clone(),
             }),
         };
         let staged = run_job(

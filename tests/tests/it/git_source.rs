@@ -448,6 +448,7 @@ fn issue4_git_bad_refs_and_undeclared_source_switch_nothing() {
             app: "shop".into(),
             release: "evil".into(),
             git_ref: evil.clone(),
+            scan: Default::default(),
         }),
     })))
     .expect_err("an option-like ref must be refused");
@@ -575,4 +576,99 @@ fn issue4_git_url_credentials_never_show() {
         check.text()
     );
     assert!(!check.text().contains(secret), "{}", check.text());
+}
+
+/// Issue 12, part 3: the plan's forbidden patterns hold for git releases
+/// too. `preflight` says each host scans at staging; a commit with `dd(` in
+/// a php file is refused by `golivectl deploy` naming file and line (vendor
+/// code excluded as for artifacts), nothing is staged or switched, and a
+/// clean commit then deploys.
+#[test]
+fn issue12_git_release_with_forbidden_text_is_refused_at_staging() {
+    let w = World::new();
+    let repo = Repo::new(w.path(), "shop");
+    repo.commit("v1", &[("web/index.php", "<?php\n$cart->add(1);\n")]);
+    let web = w.host("web1", "127.0.0.164", s(&repo.bare), "");
+    let plan = w.plan("main", "shop", "main", &[&web.agent]);
+    let mut toml = std::fs::read_to_string(&plan).unwrap();
+    toml.push_str("\n[preflight]\nforbidden = [\"dd(\", \"var_dump(\"]\n");
+    std::fs::write(&plan, toml).unwrap();
+
+    let pre = w.ctl.run(&["preflight", s(&plan)]);
+    assert!(
+        pre.stdout
+            .contains("on each host at staging: the release is git ref \"main\"")
+            && pre
+                .stdout
+                .contains("searches the tree it exports for \"dd(\", \"var_dump(\""),
+        "{}",
+        pre.text()
+    );
+    assert!(!pre.stdout.contains("skipped"), "{}", pre.text());
+
+    let (run, events) = w.deploy(&plan);
+    assert_eq!(run.code, 0, "a clean first commit deploys: {}", run.text());
+    let live = event(&events, "start", &run)["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        events.iter().any(|e| e["event"] == "log"
+            && e["line"]
+                .as_str()
+                .is_some_and(|l| l.ends_with("searched for \"dd(\", \"var_dump(\": clean"))),
+        "{}",
+        run.text()
+    );
+
+    let bad = repo.commit(
+        "v2",
+        &[
+            ("web/cart.php", "<?php\n$cart->add(2);\n\ndd($cart);\n"),
+            ("web/lib/debug.inc", "<?php var_dump($x);\n"),
+            ("vendor/acme/x.php", "<?php dd(1);\n"),
+            ("docs/notes.txt", "dd(\n"),
+        ],
+    );
+    let before = web.release_dirs();
+    let jobs_failed = "SELECT COUNT(*) FROM jobs WHERE kind = 'stage.git' AND state = 'failed'";
+    assert_eq!(web.count(jobs_failed), 0);
+    let run = w.ctl.run(&["deploy", s(&plan)]);
+    assert_eq!(run.code, 2, "refused, as bad input: {}", run.text());
+    let all = format!("{}{}", run.stdout, run.stderr);
+    for want in [
+        &format!("commit {bad} of main contains forbidden text"),
+        "2 hit(s): web/cart.php:4: dd(, web/lib/debug.inc:1: var_dump(",
+        "remove it from the repository",
+        "nothing was staged",
+        "nothing live changed",
+        "forbidden: web/cart.php:4: dd(",
+    ] {
+        assert!(all.contains(want), "missing {want:?}:\n{}", run.text());
+    }
+    assert!(
+        !all.contains("vendor/acme"),
+        "vendor is excluded: {}",
+        run.text()
+    );
+    assert_eq!(web.current(), Some(format!("releases/{live}")));
+    assert_eq!(web.release_dirs(), before, "nothing staged, nothing left");
+    assert_eq!(web.get("/index.html"), (200, "shop v1\n".to_string()));
+    assert_eq!(web.count(jobs_failed), 1);
+    assert_eq!(web.count("SELECT COUNT(*) FROM activations"), 1);
+    assert_eq!(list(&web.agent.state_dir.join("git")), ["shop.git"]);
+
+    // Fixed in the repository: the next commit deploys.
+    std::fs::write(repo.work.join("web/cart.php"), "<?php\n$cart->add(2);\n").unwrap();
+    std::fs::write(repo.work.join("web/lib/debug.inc"), "<?php\n").unwrap();
+    let good = repo.commit("v3", &[]);
+    let (run, events) = w.deploy(&plan);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(event(&events, "git", &run)["commit"], good.as_str());
+    let rel = event(&events, "start", &run)["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(web.current(), Some(format!("releases/{rel}")));
+    assert_eq!(web.get("/index.html"), (200, "shop v3\n".to_string()));
 }
