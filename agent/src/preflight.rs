@@ -21,6 +21,9 @@
 //! - `migrations`: the applied migrations match the current release's files
 //!   (an edited applied migration or a gap is reported, [`crate::migrate`]).
 //!
+//! Before the first deployment there is no current release: the checks of
+//! it are `n/a` ("nothing live yet"), never failures (issue 12).
+//!
 //! Everything runs on the blocking pool: database clients and statvfs block.
 
 use std::path::Path;
@@ -86,6 +89,20 @@ fn check(name: impl Into<String>, ok: bool, severity: Severity, message: String)
         },
         severity,
         message,
+    }
+}
+
+/// A check of the live release on an app that has none yet (issue 12: a
+/// first install is not a failure); staging checks the new release itself.
+fn not_applicable(name: &str, severity: Severity, app: &AppConfig, then: &str) -> PreflightCheck {
+    PreflightCheck {
+        name: name.into(),
+        status: ProbeStatus::NotApplicable,
+        severity,
+        message: format!(
+            "nothing live yet: no release at {} (first deployment); {then}",
+            app.root.join("current").display()
+        ),
     }
 }
 
@@ -411,7 +428,26 @@ fn release_files(name: &str, app: &AppConfig) -> Vec<PreflightCheck> {
     let layout = AppLayout::new(&app.root);
     let current = match layout.current() {
         Ok(Some(c)) => c,
-        Ok(None) => return Vec::new(),
+        Ok(None) => {
+            let mut out = Vec::new();
+            if !app.permissions.is_empty() {
+                out.push(not_applicable(
+                    "permissions",
+                    Severity::Medium,
+                    app,
+                    "staging applies them to the new release",
+                ));
+            }
+            if !app.required_files.is_empty() {
+                out.push(not_applicable(
+                    "required files",
+                    Severity::High,
+                    app,
+                    "staging checks them in the new release",
+                ));
+            }
+            return out;
+        }
         Err(e) => {
             return vec![PreflightCheck {
                 name: "current release".into(),
@@ -469,7 +505,18 @@ fn release_files(name: &str, app: &AppConfig) -> Vec<PreflightCheck> {
 /// Applied migrations against the current release's files.
 fn migrations(config: &AgentConfig, name: &str, app: &AppConfig) -> Option<PreflightCheck> {
     app.migrations.as_ref()?;
-    let current = AppLayout::new(&app.root).current().ok().flatten()?;
+    let current = match AppLayout::new(&app.root).current() {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Some(not_applicable(
+                "migrations",
+                Severity::High,
+                app,
+                "the deployment compares and applies the new release's migrations",
+            ));
+        }
+        Err(_) => return None,
+    };
     let req = MigrationStatusRequest {
         app: name.into(),
         release: Some(current.clone()),

@@ -110,7 +110,7 @@ async fn agent_checks(
 
 /// Files a check that did not pass under the plan's gate.
 fn judge_check(verdict: &mut Verdict, host: &str, c: &PreflightCheck) {
-    if c.status != ProbeStatus::Pass {
+    if c.status.failed() {
         verdict.add(
             c.severity,
             format!(
@@ -342,6 +342,7 @@ pub async fn preflight(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                 ProbeStatus::Pass => ("pass ", GREEN),
                 ProbeStatus::Fail => ("FAIL ", gate_paint(c)),
                 ProbeStatus::Error => ("ERROR", gate_paint(c)),
+                ProbeStatus::NotApplicable => ("n/a  ", ""),
             };
             out.line(format!(
                 "  {}  {}  {} [{}]: {}",
