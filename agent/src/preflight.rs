@@ -16,6 +16,8 @@
 //!   (the plan asks, or the app's migration command makes one mandatory):
 //!   the dump tools exist, and the estimate plus margin fits
 //!   ([`crate::backup::run::room_for`], the check `create` makes).
+//! - `git source`: git will read the app's local repository (owned by the
+//!   agent's user, or listed in git's `safe.directory`; issue 12).
 //! - `permissions`, `required files`: the rules `hooks` applies after unpack
 //!   still hold on the current release.
 //! - `migrations`: the applied migrations match the current release's files
@@ -148,6 +150,7 @@ fn checks(agent: &Agent, req: &PreflightRequest) -> Result<Vec<PreflightCheck>, 
             }
         });
     }
+    out.extend(git_source(name, app));
     out.extend(release_files(name, app));
     out.extend(migrations(config, name, app));
     Ok(out)
@@ -418,6 +421,25 @@ fn bytes(n: u64) -> String {
     } else {
         format!("{n} bytes")
     }
+}
+
+/// Whether git will read the app's local repository (issue 12): a
+/// repository owned by another user fails the fetch with "dubious
+/// ownership" unless git's `safe.directory` lists it.
+fn git_source(name: &str, app: &AppConfig) -> Option<PreflightCheck> {
+    use crate::release::git::{Ownership, ownership};
+    let source = app.git.as_ref()?;
+    Some(match ownership(name, app) {
+        Ok(Ownership::Remote) => return None,
+        Ok(Ownership::Trusted(why)) => check("git source", true, Severity::Critical, why),
+        Ok(Ownership::Dubious(why)) => check("git source", false, Severity::Critical, why),
+        Err(e) => PreflightCheck {
+            name: "git source".into(),
+            status: ProbeStatus::Error,
+            severity: Severity::Critical,
+            message: format!("repository {}: {e}", source.redacted_url()),
+        },
+    })
 }
 
 /// Permission rules and required files on the current release, read only.

@@ -356,6 +356,16 @@ pub async fn deploy_with_id(
         previous.push(app.current.clone());
     }
     if dry_run {
+        if let Source::Git(git_ref) = &release.source {
+            // A repository git would refuse (issue 12): say it now.
+            let problems = crate::cmd::preflight::git_source_problems(&plan).await;
+            if !problems.is_empty() {
+                return Err(usage(format!(
+                    "dry run: git ref {git_ref} cannot be fetched: {}",
+                    problems.join("; ")
+                )));
+            }
+        }
         match &release.source {
             Source::Artifact(artifact) => out.line(format!(
                 "dry run: would deploy {} ({} bytes, sha256 {}) as release {} of {} to {} host(s); every agent is reachable and declares the app",

@@ -177,6 +177,35 @@ pub async fn deploy_checks(plan: &Plan) -> (Vec<String>, Vec<String>) {
     (verdict.blocking, verdict.warnings)
 }
 
+/// Every host's `git source` check that does not pass (issue 12: a
+/// repository git refuses to read shows in `deploy --dry-run`, not only at
+/// the fetch), as `host NAME: why and the fix`.
+pub async fn git_source_problems(plan: &Plan) -> Vec<String> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, host) in plan.hosts.iter().enumerate() {
+        let client = host.client.clone();
+        let app = plan.app.clone();
+        set.spawn(async move { (i, agent_checks(&client, &app, false).await) });
+    }
+    let mut answers = set.join_all().await;
+    answers.sort_by_key(|(i, _)| *i);
+    let mut problems = Vec::new();
+    for (i, answer) in answers {
+        let host = &plan.hosts[i].name;
+        match answer {
+            Ok(report) => problems.extend(
+                report
+                    .checks
+                    .iter()
+                    .filter(|c| c.name == "git source" && c.status.failed())
+                    .map(|c| format!("host {host}: {}", c.message)),
+            ),
+            Err(e) => problems.push(format!("host {host}: {e}")),
+        }
+    }
+    problems
+}
+
 /// The blocking reason of a scan with hits.
 fn scan_blocking(report: &ScanReport) -> Option<String> {
     let total = report.total();

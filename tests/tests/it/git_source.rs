@@ -108,9 +108,18 @@ impl World {
     /// An agent on `ip` declaring app `shop` (shared `uploads`, critical
     /// probe on /health) fetching from `url`, plus `extra` TOML.
     fn host(&self, name: &str, ip: &str, url: &str, extra: &str) -> Host {
+        self.host_env(name, ip, url, extra, &[])
+    }
+
+    /// [`World::host`] with variables added to the agent's environment.
+    fn host_env(&self, name: &str, ip: &str, url: &str, extra: &str, env: &[(&str, &str)]) -> Host {
         let root = self.path().join(name).join("srv/shop");
         let http = HttpApp::serve(&root.join("current"), ip);
         let mut spec = AgentSpec::new(name, ip);
+        spec.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         spec.apps_toml = format!(
             "{}[apps.shop.git]\nurl = {url:?}\ntimeout_secs = 60\n\n{extra}",
             app_toml("shop", &root, &format!("http://{ip}:{}/health", http.port))
@@ -671,4 +680,128 @@ fn issue12_git_release_with_forbidden_text_is_refused_at_staging() {
         .to_string();
     assert_eq!(web.current(), Some(format!("releases/{rel}")));
     assert_eq!(web.get("/index.html"), (200, "shop v3\n".to_string()));
+}
+
+/// Issue 12, part 5: a repository owned by another user than the agent's
+/// is refused by git ("dubious ownership"). `check-config`, `preflight` and
+/// `deploy --dry-run` say so before any fetch, with the fix; a deploy that
+/// goes ahead fails naming the same fix; after the fix (safe.directory in
+/// the agent user's global git config, under its HOME) all pass and the
+/// release deploys.
+#[test]
+fn issue12_git_repository_of_another_user_is_reported_with_the_fix() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test gives the repository to `nobody`: the tests run as root"
+    );
+    let w = World::new();
+    let repo = Repo::new(w.path(), "shop");
+    repo.commit("v1", &[]);
+    let mut chown = Command::new("chown");
+    chown.args(["-R", "nobody", s(&repo.bare)]);
+    let run = run_bounded(chown, Duration::from_secs(30));
+    assert_eq!(run.code, 0, "{}", run.text());
+    // The agent's HOME: its global git config lives there.
+    let home = w.path().join("agent-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let web = w.host_env(
+        "web1",
+        "127.0.0.165",
+        s(&repo.bare),
+        "",
+        &[("HOME", s(&home))],
+    );
+    let plan = w.plan("main", "shop", "main", &[&web.agent]);
+    let fix = format!("git config --global --add safe.directory {}", s(&repo.bare));
+    let check_config = || {
+        let mut cmd = Command::new(bin("golive-agent"));
+        cmd.args(["check-config", "--config"])
+            .arg(&web.agent.config)
+            .env("HOME", &home);
+        run_bounded(cmd, Duration::from_secs(30))
+    };
+
+    let check = check_config();
+    assert_eq!(check.code, 2, "{}", check.text());
+    for want in [
+        "key `apps.shop.git.url`: git refuses the repository",
+        "detected dubious ownership",
+        "owned by nobody (uid 65534), and the agent runs git as root (uid 0)",
+        &fix,
+    ] {
+        assert!(
+            check.stderr.contains(want),
+            "missing {want:?}: {}",
+            check.text()
+        );
+    }
+
+    let pre = w.ctl.run(&["preflight", s(&plan)]);
+    assert_eq!(pre.code, 1, "{}", pre.text());
+    assert!(
+        pre.stdout
+            .contains("FAIL   git source [critical]: git refuses the repository")
+            && pre.stdout.contains(&fix)
+            && pre.stdout.contains("verdict: NOT READY"),
+        "{}",
+        pre.text()
+    );
+
+    let dry = w.ctl.run(&["deploy", "--dry-run", s(&plan)]);
+    assert_eq!(dry.code, 2, "{}", dry.text());
+    assert!(
+        dry.stderr.contains(
+            "dry run: git ref main cannot be fetched: host web1: git refuses the repository"
+        ) && dry.stderr.contains(&fix),
+        "{}",
+        dry.text()
+    );
+
+    // Going ahead anyway: git's own refusal, translated, and nothing live.
+    let run = w.ctl.run(&["deploy", s(&plan)]);
+    assert_ne!(run.code, 0, "{}", run.text());
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains("git refuses the repository") && all.contains(&fix),
+        "{}",
+        run.text()
+    );
+    assert!(web.current().is_none());
+    assert!(web.release_dirs().is_empty(), "{:?}", web.release_dirs());
+
+    // The fix, as the message gives it, for the agent's user (its HOME).
+    let mut cmd = Command::new("git");
+    cmd.args([
+        "config",
+        "--global",
+        "--add",
+        "safe.directory",
+        s(&repo.bare),
+    ])
+    .env("HOME", &home);
+    let run = run_bounded(cmd, Duration::from_secs(30));
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    let check = check_config();
+    assert_eq!(check.code, 0, "{}", check.text());
+    let pre = w.ctl.run(&["preflight", s(&plan)]);
+    assert!(
+        pre.stdout.contains(&format!(
+            "pass   git source [critical]: repository {} is owned by nobody (uid 65534), not by \
+             the agent's user root (uid 0), and git's safe.directory lists it",
+            s(&repo.bare)
+        )),
+        "{}",
+        pre.text()
+    );
+    let dry = w.ctl.run(&["deploy", "--dry-run", s(&plan)]);
+    assert_eq!(dry.code, 0, "{}", dry.text());
+    let (run, events) = w.deploy(&plan);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let rel = event(&events, "start", &run)["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(web.current(), Some(format!("releases/{rel}")));
+    assert_eq!(web.get("/index.html"), (200, "shop v1\n".to_string()));
 }

@@ -1534,14 +1534,12 @@ before_first_release = "skip"
     assert!(marker.exists());
 
     // A value that is neither skip nor run is refused naming the key.
-    let bad = format!(
-        "[agent]\nname = \"x\"\nlisten = \"127.0.0.177:0\"\nstate_dir = \"state\"\n\n\
+    let bad = "[agent]\nname = \"x\"\nlisten = \"127.0.0.177:0\"\nstate_dir = \"state\"\n\n\
          [tls]\nca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n\n\
          [apps.shop]\nroot = \"/srv/shop\"\n\n\
          [[apps.shop.probes]]\nkind = \"disk\"\nname = \"disk\"\npath = \"/\"\n\
-         min_free_bytes = 1\nbefore_first_release = \"maybe\"\n"
-    );
-    let e = golive_shared::config::parse(&dir.path().join("agent.toml"), &bad)
+         min_free_bytes = 1\nbefore_first_release = \"maybe\"\n";
+    let e = golive_shared::config::parse(&dir.path().join("agent.toml"), bad)
         .expect_err("a bad before_first_release");
     let text = e.to_string();
     assert!(
