@@ -46,6 +46,10 @@ pub fn submit(
         JobSpec::StageGit(s) => {
             names::check_release_id(&s.release).map_err(bad)?;
             names::check_git_ref(&s.git_ref).map_err(bad)?;
+            if !s.scan.forbidden.is_empty() {
+                crate::scan::check(&s.scan)
+                    .map_err(|(list, m)| bad(format!("the release scan's {list} list: {m}")))?;
+            }
             if agent.known_app(&app)?.git.is_none() {
                 return Err(bad(crate::release::git::not_declared(
                     &app,

@@ -18,6 +18,7 @@
 //! - [`accesslog`]: access-log tailing: 5xx rate and p95 over a sliding window.
 //! - [`preflight`]: read-only checks before a deployment (lock, databases, backup room, files, migrations).
 //! - [`backup`]: database and file backups, verify, restore, retention.
+//! - [`scan`]: the forbidden-text scan of a release (shared with the controller).
 //! - [`journal`]: the SQLite journal, source of truth for all of the above.
 //! - [`revocation`]: the certificate deny list, fail-closed, reloaded on change.
 //! - [`tls`]: rustls server configuration (client certificates required,
@@ -51,6 +52,7 @@ pub mod preflight;
 pub mod probe;
 pub mod release;
 pub mod revocation;
+pub mod scan;
 pub mod server;
 pub mod sqldrops;
 pub mod state;

@@ -126,6 +126,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("{}: {e}", config.display());
                 return Ok(ExitCode::from(2));
             }
+            // A repository git would refuse to read (issue 12): found now,
+            // not at the first fetch.
+            let mut refused = false;
+            for (name, app) in &cfg.apps {
+                use golive_agent::release::git::{Ownership, ownership};
+                let problem = match ownership(name, app) {
+                    Ok(Ownership::Dubious(why)) | Err(why) => why,
+                    Ok(_) => continue,
+                };
+                eprintln!("{}: key `apps.{name}.git.url`: {problem}", config.display());
+                refused = true;
+            }
+            if refused {
+                return Ok(ExitCode::from(2));
+            }
             println!(
                 "{}: ok (agent {}, listen {}, {} app(s): {})",
                 config.display(),

@@ -16,10 +16,15 @@
 //!   (the plan asks, or the app's migration command makes one mandatory):
 //!   the dump tools exist, and the estimate plus margin fits
 //!   ([`crate::backup::run::room_for`], the check `create` makes).
+//! - `git source`: git will read the app's local repository (owned by the
+//!   agent's user, or listed in git's `safe.directory`; issue 12).
 //! - `permissions`, `required files`: the rules `hooks` applies after unpack
 //!   still hold on the current release.
 //! - `migrations`: the applied migrations match the current release's files
 //!   (an edited applied migration or a gap is reported, [`crate::migrate`]).
+//!
+//! Before the first deployment there is no current release: the checks of
+//! it are `n/a` ("nothing live yet"), never failures (issue 12).
 //!
 //! Everything runs on the blocking pool: database clients and statvfs block.
 
@@ -89,6 +94,20 @@ fn check(name: impl Into<String>, ok: bool, severity: Severity, message: String)
     }
 }
 
+/// A check of the live release on an app that has none yet (issue 12: a
+/// first install is not a failure); staging checks the new release itself.
+fn not_applicable(name: &str, severity: Severity, app: &AppConfig, then: &str) -> PreflightCheck {
+    PreflightCheck {
+        name: name.into(),
+        status: ProbeStatus::NotApplicable,
+        severity,
+        message: format!(
+            "nothing live yet: no release at {} (first deployment); {then}",
+            app.root.join("current").display()
+        ),
+    }
+}
+
 /// Every check for `req.app`, in the order an operator reads them.
 fn checks(agent: &Agent, req: &PreflightRequest) -> Result<Vec<PreflightCheck>, ErrorBody> {
     let config = &agent.config;
@@ -131,6 +150,7 @@ fn checks(agent: &Agent, req: &PreflightRequest) -> Result<Vec<PreflightCheck>, 
             }
         });
     }
+    out.extend(git_source(name, app));
     out.extend(release_files(name, app));
     out.extend(migrations(config, name, app));
     Ok(out)
@@ -403,6 +423,25 @@ fn bytes(n: u64) -> String {
     }
 }
 
+/// Whether git will read the app's local repository (issue 12): a
+/// repository owned by another user fails the fetch with "dubious
+/// ownership" unless git's `safe.directory` lists it.
+fn git_source(name: &str, app: &AppConfig) -> Option<PreflightCheck> {
+    use crate::release::git::{Ownership, ownership};
+    let source = app.git.as_ref()?;
+    Some(match ownership(name, app) {
+        Ok(Ownership::Remote) => return None,
+        Ok(Ownership::Trusted(why)) => check("git source", true, Severity::Critical, why),
+        Ok(Ownership::Dubious(why)) => check("git source", false, Severity::Critical, why),
+        Err(e) => PreflightCheck {
+            name: "git source".into(),
+            status: ProbeStatus::Error,
+            severity: Severity::Critical,
+            message: format!("repository {}: {e}", source.redacted_url()),
+        },
+    })
+}
+
 /// Permission rules and required files on the current release, read only.
 fn release_files(name: &str, app: &AppConfig) -> Vec<PreflightCheck> {
     if app.permissions.is_empty() && app.required_files.is_empty() {
@@ -411,7 +450,26 @@ fn release_files(name: &str, app: &AppConfig) -> Vec<PreflightCheck> {
     let layout = AppLayout::new(&app.root);
     let current = match layout.current() {
         Ok(Some(c)) => c,
-        Ok(None) => return Vec::new(),
+        Ok(None) => {
+            let mut out = Vec::new();
+            if !app.permissions.is_empty() {
+                out.push(not_applicable(
+                    "permissions",
+                    Severity::Medium,
+                    app,
+                    "staging applies them to the new release",
+                ));
+            }
+            if !app.required_files.is_empty() {
+                out.push(not_applicable(
+                    "required files",
+                    Severity::High,
+                    app,
+                    "staging checks them in the new release",
+                ));
+            }
+            return out;
+        }
         Err(e) => {
             return vec![PreflightCheck {
                 name: "current release".into(),
@@ -469,7 +527,18 @@ fn release_files(name: &str, app: &AppConfig) -> Vec<PreflightCheck> {
 /// Applied migrations against the current release's files.
 fn migrations(config: &AgentConfig, name: &str, app: &AppConfig) -> Option<PreflightCheck> {
     app.migrations.as_ref()?;
-    let current = AppLayout::new(&app.root).current().ok().flatten()?;
+    let current = match AppLayout::new(&app.root).current() {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Some(not_applicable(
+                "migrations",
+                Severity::High,
+                app,
+                "the deployment compares and applies the new release's migrations",
+            ));
+        }
+        Err(_) => return None,
+    };
     let req = MigrationStatusRequest {
         app: name.into(),
         release: Some(current.clone()),

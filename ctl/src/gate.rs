@@ -3,6 +3,9 @@
 //! results, recorded with its reasons (which probe, which value, which
 //! threshold) so `golivectl show` can say why.
 //!
+//! A probe that was not applicable (`n/a`: the app had nothing live yet) is
+//! neither a pass nor a failure: the gate judges only what exists (issue 12).
+//!
 //! Defaults follow seed 000's matrix: critical → rollback, high → pause
 //! (wait for a human decision), medium → continue with a warning, low →
 //! continue.
@@ -125,6 +128,7 @@ pub struct Evaluation {
     pub host: String,
     pub action: Action,
     pub passed: usize,
+    /// Probes judged: a probe that was not applicable is not counted.
     pub total: usize,
     pub reasons: Vec<Reason>,
 }
@@ -164,9 +168,7 @@ pub fn evaluate(
             threshold: r.threshold.clone(),
             message: r.message.clone(),
             action: policy.action(r.severity),
-            failing_before: before
-                .iter()
-                .any(|b| b.name == r.name && b.status != ProbeStatus::Pass),
+            failing_before: before.iter().any(|b| b.name == r.name && b.status.failed()),
         })
         .collect();
     reasons.sort_by_key(|r| std::cmp::Reverse(r.action));
@@ -183,7 +185,11 @@ pub fn evaluate(
             .iter()
             .filter(|r| r.status == ProbeStatus::Pass)
             .count(),
-        total: report.results.len(),
+        total: report
+            .results
+            .iter()
+            .filter(|r| r.status != ProbeStatus::NotApplicable)
+            .count(),
         reasons,
     }
 }
@@ -282,5 +288,29 @@ mod tests {
                 .contains("already failing before the deployment")
         );
         assert!(e.summary().contains("status 503, expected status in [200]"));
+    }
+
+    /// Issue 12, first install: the probes before were n/a (nothing live);
+    /// the gate judges the new release's results, and a failure after is not
+    /// "already failing before".
+    #[test]
+    fn issue12_not_applicable_is_neither_pass_nor_failure() {
+        let before = vec![result(
+            "home",
+            Severity::Critical,
+            ProbeStatus::NotApplicable,
+        )];
+        let r = report(vec![result("home", Severity::Critical, ProbeStatus::Fail)]);
+        let e = evaluate(&Policy::default(), "h", &r, &before);
+        assert_eq!(e.action, Action::Rollback);
+        assert!(!e.reasons[0].failing_before, "{:?}", e.reasons);
+        let r = report(vec![
+            result("home", Severity::Critical, ProbeStatus::Pass),
+            result("cron", Severity::Critical, ProbeStatus::NotApplicable),
+        ]);
+        let e = evaluate(&Policy::default(), "h", &r, &[]);
+        assert_eq!(e.action, Action::Continue);
+        assert_eq!((e.passed, e.total), (1, 1));
+        assert!(r.failures().is_empty());
     }
 }

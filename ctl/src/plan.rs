@@ -600,7 +600,8 @@ fn tls_key(e: &tls::TlsFileError) -> &'static str {
     }
 }
 
-/// `[preflight]` with its defaults; every pattern and glob non-empty.
+/// `[preflight]` with its defaults, checked as the agent checks it
+/// ([`golive_agent::scan::check`]: it gets the same config for git releases).
 fn scan_config(
     raw: Option<RawPreflight>,
 ) -> Result<crate::scan::ScanConfig, (&'static str, String)> {
@@ -610,38 +611,24 @@ fn scan_config(
         include: None,
         exclude: None,
     });
-    if let Some(p) = raw
-        .forbidden
-        .iter()
-        .find(|p| p.trim().is_empty() || p.contains('\n'))
-    {
-        return Err((
-            "preflight.forbidden",
-            format!("{p:?}: a pattern is text on one line, not empty"),
-        ));
-    }
-    let include = raw
-        .include
-        .unwrap_or_else(|| defaults(crate::scan::DEFAULT_INCLUDE));
-    if include.is_empty() || include.iter().any(|g| g.trim().is_empty()) {
-        return Err((
-            "preflight.include",
-            "an include list scans nothing when it is empty or has an empty glob; \
-             remove the key for the default (source files)"
-                .into(),
-        ));
-    }
-    let exclude = raw
-        .exclude
-        .unwrap_or_else(|| defaults(crate::scan::DEFAULT_EXCLUDE));
-    if exclude.iter().any(|g| g.trim().is_empty()) {
-        return Err(("preflight.exclude", "an exclude glob is empty".into()));
-    }
-    Ok(crate::scan::ScanConfig {
+    let cfg = crate::scan::ScanConfig {
         forbidden: raw.forbidden,
-        include,
-        exclude,
-    })
+        include: raw
+            .include
+            .unwrap_or_else(|| defaults(crate::scan::DEFAULT_INCLUDE)),
+        exclude: raw
+            .exclude
+            .unwrap_or_else(|| defaults(crate::scan::DEFAULT_EXCLUDE)),
+    };
+    golive_agent::scan::check(&cfg).map_err(|(list, message)| {
+        let key = match list {
+            "forbidden" => "preflight.forbidden",
+            "include" => "preflight.include",
+            _ => "preflight.exclude",
+        };
+        (key, message)
+    })?;
+    Ok(cfg)
 }
 
 /// `shop-v2.tar.gz` → `shop-v2`.

@@ -547,6 +547,16 @@ pub fn app_toml(name: &str, root: &Path, probe_url: &str) -> String {
     )
 }
 
+/// Gives the app at `root` a live release `id` (`ROOT/releases/ID` and
+/// `ROOT/current` pointing at it), as a deployed app has: probes of an app
+/// with nothing live are not applicable (issue 12), so a test that probes a
+/// site served from elsewhere makes the app look deployed first.
+pub fn live_release(root: &Path, id: &str) {
+    std::fs::create_dir_all(root.join("releases").join(id)).expect("release dir");
+    std::os::unix::fs::symlink(format!("releases/{id}"), root.join("current"))
+        .expect("current symlink");
+}
+
 pub mod db;
 
 /// A helper process a test spawned (a lock holder, a renamed `sleep`),

@@ -11,9 +11,12 @@
 //!   process running — read from `statvfs` and `/proc` directly.
 //! - `files.rs`: a file exists and is recent (a cron heartbeat).
 //!
-//! A probe's outcome is `pass`, `fail` (it ran and the answer is wrong) or
+//! A probe's outcome is `pass`, `fail` (it ran and the answer is wrong),
 //! `error` (it could not run: a timeout, a refused connection to an http
-//! server, a failed TLS handshake, a missing file for a query). The value
+//! server, a failed TLS handshake, a missing file for a query) or `n/a`: the
+//! app has nothing live yet (no `ROOT/current`, before its first deployment)
+//! and the probe looks at the app itself, so it is not run (issue 12; per
+//! probe `before_first_release`, default by kind). The value
 //! carries units ("status 200, 12 ms", "23 days", "41.2 % free"); the
 //! threshold says what was expected. Secrets (database passwords) never
 //! reach a result.
@@ -29,8 +32,10 @@ mod system;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use golive_shared::config::{AgentConfig, AppConfig, ProbeConfig};
+use golive_shared::config::{AgentConfig, AppConfig, BeforeFirstRelease, ProbeConfig};
 use golive_shared::protocol::{ProbeReport, ProbeResult, ProbeStatus};
+
+use crate::release::layout::AppLayout;
 
 /// Probes that stop their own work at the timeout (a killed command, an
 /// interrupted query) are waited for this much longer, so the report comes
@@ -40,20 +45,53 @@ const CLEANUP_SLACK: Duration = Duration::from_secs(8);
 /// Runs the app's probes carrying one of `tags` (all when empty), all at
 /// once; results in config order.
 pub async fn run_app(app_name: &str, app: &AppConfig, tags: &[String]) -> ProbeReport {
+    let nothing_live = nothing_live(app);
     let app = Arc::new(app.clone());
     let mut set = tokio::task::JoinSet::new();
+    let mut results: Vec<(usize, ProbeResult)> = Vec::new();
     for (i, probe) in app.probes.iter().enumerate() {
         if !tags.is_empty() && !probe.tags().iter().any(|t| tags.contains(t)) {
+            continue;
+        }
+        if nothing_live && probe.before_first_release() == BeforeFirstRelease::Skip {
+            results.push((i, not_applicable(app_name, &app, probe)));
             continue;
         }
         let app = app.clone();
         set.spawn(async move { (i, run_one(&app, &app.probes[i]).await) });
     }
-    let mut results: Vec<(usize, ProbeResult)> = set.join_all().await;
+    results.extend(set.join_all().await);
     results.sort_by_key(|(i, _)| *i);
     ProbeReport {
         app: app_name.to_string(),
         results: results.into_iter().map(|(_, r)| r).collect(),
+    }
+}
+
+/// The app has no live release: `ROOT/current` does not exist (before the
+/// first deployment). A `current` that cannot be read is not "nothing":
+/// the probes run and say what they find.
+fn nothing_live(app: &AppConfig) -> bool {
+    matches!(AppLayout::new(&app.root).current(), Ok(None))
+}
+
+/// The result of a probe skipped because the app has nothing live yet.
+fn not_applicable(app_name: &str, app: &AppConfig, probe: &ProbeConfig) -> ProbeResult {
+    ProbeResult {
+        name: probe.name().to_string(),
+        kind: probe.kind().to_string(),
+        severity: probe.severity(),
+        status: ProbeStatus::NotApplicable,
+        value: None,
+        threshold: threshold(probe),
+        duration_ms: 0,
+        message: format!(
+            "nothing live yet: app {app_name} has no release at {} (before its first \
+             deployment); this {} probe runs once a release is live (set \
+             before_first_release = \"run\" to run it now)",
+            app.root.join("current").display(),
+            probe.kind()
+        ),
     }
 }
 

@@ -15,7 +15,9 @@
 //! commit's tree is exported with `git archive` into a tar file, and that
 //! tar is staged through the same safe path as an uploaded artifact
 //! ([`AppLayout::stage_with`]: traversal checks, limits, shared links) with
-//! a `REVISION` file holding the commit, as Capistrano writes one.
+//! a `REVISION` file holding the commit, as Capistrano writes one. Before
+//! that, the exported tar is searched for the plan's forbidden patterns
+//! ([`crate::scan`], issue 12); a hit fails the stage and stages nothing.
 //!
 //! Every git command runs through [`crate::exec`] (own process group, the
 //! configured timeout, bounded output) with `GIT_TERMINAL_PROMPT=0`. A ref
@@ -119,8 +121,18 @@ pub fn stage(
         ]
         .map(String::from),
     );
-    git.run(&args, &env)
-        .map_err(|e| format!("fetching from {shown} failed: {e}; nothing was staged"))?;
+    git.run(&args, &env).map_err(|e| {
+        // Say what git means and how to fix it (issue 12), not only its words.
+        let e = if e.contains("detected dubious ownership") {
+            match ownership(app_name, app) {
+                Ok(Ownership::Dubious(why)) => why,
+                _ => format!("{e}; git refuses a repository owned by another user than the agent's unless safe.directory lists it (see the README, Git release sources)"),
+            }
+        } else {
+            e
+        };
+        format!("fetching from {shown} failed: {e}; nothing was staged")
+    })?;
 
     let commit = git.resolve(&mirror, &s.git_ref).map_err(|e| match e {
         Resolve::Unknown => format!(
@@ -155,6 +167,7 @@ pub fn stage(
     args.extend(["--end-of-options".into(), commit.clone()]);
     git.run(&args, &[])
         .map_err(|e| format!("exporting commit {commit} failed: {e}; nothing was staged"))?;
+    scan_export(&export.0, &s.scan, &commit, &s.git_ref, emit)?;
     info(
         emit,
         format!(
@@ -174,6 +187,260 @@ pub fn stage(
         )
         .map_err(|e| format!("commit {commit} of {}: {e}", s.git_ref))?;
     Ok(Staged { stats, commit })
+}
+
+/// The plan's forbidden patterns in the exported tree (issue 12): what
+/// `golivectl preflight` does to an artifact, done here because a git
+/// release never passes through the controller. It runs on the tar `git
+/// archive` wrote, before anything is unpacked, so a hit stages nothing; and
+/// before `after_unpack` hooks, so what they install (composer's `vendor/`)
+/// is not searched, as a built artifact's would be.
+fn scan_export(
+    export: &Path,
+    cfg: &golive_shared::protocol::ScanConfig,
+    commit: &str,
+    git_ref: &str,
+    emit: &dyn Fn(EventKind),
+) -> Result<(), String> {
+    if cfg.forbidden.is_empty() {
+        return Ok(());
+    }
+    let file =
+        fs::File::open(export).map_err(|e| format!("cannot open {}: {e}", export.display()))?;
+    let report = crate::scan::scan_tar(std::io::BufReader::new(file), cfg)
+        .map_err(|e| format!("scanning commit {commit} for forbidden text failed: {e}"))?;
+    let patterns = cfg
+        .forbidden
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if report.hits.is_empty() {
+        info(
+            emit,
+            format!(
+                "scanned commit {}: {} file(s), {} bytes searched for {patterns}: clean",
+                &commit[..12],
+                report.files,
+                report.bytes
+            ),
+        );
+        return Ok(());
+    }
+    for h in &report.hits {
+        emit(EventKind::Log {
+            level: LogLevel::Error,
+            line: format!("forbidden: {h}"),
+        });
+    }
+    let shown: Vec<String> = report.hits.iter().take(5).map(|h| h.to_string()).collect();
+    Err(format!(
+        "commit {commit} of {git_ref} contains forbidden text ([preflight] forbidden: {patterns}): \
+         {} hit(s): {}{}; remove it from the repository and deploy a new commit, or exclude the \
+         path with [preflight] exclude in the plan; nothing was staged",
+        report.total(),
+        shown.join(", "),
+        if report.total() > shown.len() as u64 {
+            format!(" and {} more", report.total() - shown.len() as u64)
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// Whether git will read the repository an app fetches from (issue 12):
+/// since 2.35.2 git refuses a repository owned by another user than the one
+/// running it ("detected dubious ownership") unless its `safe.directory`
+/// setting lists it. Only a local repository (a path or `file://` URL) is
+/// checked on this side; the mirror is named with `--git-dir`, which git
+/// does not check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// A network URL: ownership is the server's business.
+    Remote,
+    /// Git reads it; says why (owned by the agent's user, or listed).
+    Trusted(String),
+    /// Git refuses it; the message says why and how to fix it.
+    Dubious(String),
+}
+
+/// [`Ownership`] of `app`'s git source, without fetching: the owner of the
+/// git directory git would open for the URL, against the agent's user, and
+/// git's own `safe.directory` values read as the agent runs git (its
+/// environment, the app's `[run] env`). An error says why it cannot tell
+/// (no repository at the path, git's config unreadable).
+pub fn ownership(app_name: &str, app: &AppConfig) -> Result<Ownership, String> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(source) = &app.git else {
+        return Ok(Ownership::Remote);
+    };
+    let Some(path) = local_path(&source.url) else {
+        return Ok(Ownership::Remote);
+    };
+    let repo = git_dir_at(&path).ok_or_else(|| {
+        format!(
+            "{} is not a git repository (no HEAD in it or in its .git); fix url in \
+             [apps.{app_name}.git]",
+            path.display()
+        )
+    })?;
+    let owner = fs::metadata(&repo)
+        .map_err(|e| format!("cannot inspect {}: {e}", repo.display()))?
+        .uid();
+    let me = nix::unistd::geteuid();
+    let who = |uid: u32| {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(
+                || format!("uid {uid}"),
+                |u| format!("{} (uid {uid})", u.name),
+            )
+    };
+    if owner == me.as_raw() {
+        return Ok(Ownership::Trusted(format!(
+            "repository {} is owned by the agent's user {}",
+            repo.display(),
+            who(owner)
+        )));
+    }
+    let home = app
+        .run
+        .env
+        .get("HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(PathBuf::from));
+    let values = safe_directories(app, source)?;
+    if let Some(v) = safe_listed(&values, &repo, home.as_deref()) {
+        return Ok(Ownership::Trusted(format!(
+            "repository {} is owned by {}, not by the agent's user {}, and git's safe.directory \
+             lists it ({v:?})",
+            repo.display(),
+            who(owner),
+            who(me.as_raw())
+        )));
+    }
+    Ok(Ownership::Dubious(dubious(
+        &repo,
+        &format!(
+            "it is owned by {}, and the agent runs git as {}",
+            who(owner),
+            who(me.as_raw())
+        ),
+        home.as_deref(),
+    )))
+}
+
+/// The operator-facing refusal: what git will say, why, and the two fixes.
+fn dubious(repo: &Path, why: &str, home: Option<&Path>) -> String {
+    format!(
+        "git refuses the repository {repo} (\"detected dubious ownership\"): {why}, and git's \
+         safe.directory does not list it{home}; fix: as the agent's user run \
+         `git config --global --add safe.directory {repo}`, or give the repository to that \
+         user (`chown -R`) (see the README, Git release sources)",
+        repo = repo.display(),
+        home = home
+            .map(|h| format!(
+                " (git's global config under HOME={}, and its system config)",
+                h.display()
+            ))
+            .unwrap_or_default()
+    )
+}
+
+/// The path of a local repository URL: an absolute path or `file://PATH`.
+fn local_path(url: &str) -> Option<PathBuf> {
+    if url.starts_with('/') {
+        return Some(PathBuf::from(url));
+    }
+    let (scheme, rest) = url.split_once("://")?;
+    (scheme.eq_ignore_ascii_case("file") && rest.starts_with('/')).then(|| PathBuf::from(rest))
+}
+
+/// The git directory git opens for a local URL, tried as `upload-pack`
+/// does: `PATH/.git`, `PATH`, `PATH.git/.git`, `PATH.git`.
+fn git_dir_at(path: &Path) -> Option<PathBuf> {
+    let with_git = PathBuf::from(format!("{}.git", path.display()));
+    [
+        path.join(".git"),
+        path.to_path_buf(),
+        with_git.join(".git"),
+        with_git,
+    ]
+    .into_iter()
+    .find(|d| d.is_dir() && d.join("HEAD").is_file())
+}
+
+/// `git config --get-all safe.directory` as the agent runs git: its own
+/// environment's HOME and system config, the app's `[run] env` on top.
+fn safe_directories(app: &AppConfig, source: &GitSource) -> Result<Vec<String>, String> {
+    let program = find_tool(&["git"], source.bin_dir.as_deref())
+        .ok_or_else(|| "cannot find `git` to read its safe.directory setting".to_string())?;
+    let mut env = app.run.env.clone();
+    env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
+    let p = Prepared {
+        argv: vec![
+            path_arg(&program)?,
+            "config".into(),
+            "--get-all".into(),
+            "safe.directory".into(),
+        ],
+        // Outside any repository: only the system and global files count,
+        // as for the check itself.
+        cwd: PathBuf::from("/"),
+        env,
+        user: None,
+        timeout: Duration::from_secs(30),
+        grace: Duration::from_secs(2),
+        max_output: MAX_OUTPUT,
+    };
+    let mut stdout = Vec::new();
+    let outcome = exec::run_with_stdout(&p, &mut |b| stdout.extend_from_slice(b), &mut |_| {})
+        .map_err(|e| format!("cannot read git's safe.directory setting: {e}"))?;
+    match outcome.exit_code {
+        // 1: the key is not set.
+        Some(0 | 1) if !outcome.timed_out => Ok(String::from_utf8_lossy(&stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()),
+        _ => Err(format!(
+            "cannot read git's safe.directory setting: `git config` {}: {}",
+            outcome.describe(p.timeout),
+            outcome.tail.trim()
+        )),
+    }
+}
+
+/// The `safe.directory` value that lets git open `repo`, if any, with
+/// git's rules: values in order, an empty one clears the list, `*` is any
+/// directory, `PREFIX/*` any directory under PREFIX, `~/` is HOME, and paths
+/// compare once resolved (symlinks, trailing slashes).
+fn safe_listed(values: &[String], repo: &Path, home: Option<&Path>) -> Option<String> {
+    let mut list: Vec<&String> = Vec::new();
+    for v in values {
+        if v.is_empty() {
+            list.clear();
+        } else {
+            list.push(v);
+        }
+    }
+    let real = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let repo = real(repo);
+    list.into_iter()
+        .find(|v| {
+            if v.as_str() == "*" {
+                return true;
+            }
+            let expanded = match (v.strip_prefix("~/"), home) {
+                (Some(rest), Some(h)) => h.join(rest),
+                _ => PathBuf::from(v.as_str()),
+            };
+            match expanded.to_str().and_then(|e| e.strip_suffix("/*")) {
+                Some(prefix) => repo.starts_with(real(Path::new(prefix))),
+                None => real(&expanded) == repo,
+            }
+        })
+        .cloned()
 }
 
 /// How git commands run for one app's source.
@@ -488,5 +755,60 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["export.shop-2.1-2.tar", "shop.git"]);
+    }
+
+    #[test]
+    fn issue12_local_urls_and_their_git_dirs() {
+        assert_eq!(
+            local_path("/srv/git/shop.git"),
+            Some("/srv/git/shop.git".into())
+        );
+        assert_eq!(
+            local_path("file:///srv/git/shop"),
+            Some("/srv/git/shop".into())
+        );
+        assert_eq!(local_path("FILE:///x"), Some("/x".into()));
+        assert_eq!(local_path("https://host/shop.git"), None);
+        assert_eq!(local_path("git@host:org/shop.git"), None);
+
+        let tmp = tempfile::TempDir::new().unwrap();
+        let bare = tmp.path().join("shop.git");
+        fs::create_dir_all(&bare).unwrap();
+        fs::write(bare.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        let work = tmp.path().join("work");
+        fs::create_dir_all(work.join(".git")).unwrap();
+        fs::write(work.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+        assert_eq!(git_dir_at(&bare), Some(bare.clone()));
+        // `shop` finds `shop.git`, as git does.
+        assert_eq!(git_dir_at(&tmp.path().join("shop")), Some(bare.clone()));
+        assert_eq!(git_dir_at(&work), Some(work.join(".git")));
+        assert_eq!(git_dir_at(&tmp.path().join("nothing")), None);
+    }
+
+    /// git's own rules for safe.directory values (checked against git 2.47).
+    #[test]
+    fn issue12_safe_directory_values() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let repo = tmp.path().join("srv/shop.git");
+        fs::create_dir_all(&repo).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(tmp.path().join("srv"), &link).unwrap();
+        let v = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let at = |p: &Path| p.display().to_string();
+        let listed = |list: &[String]| safe_listed(list, &repo, Some(tmp.path()));
+        assert_eq!(listed(&v(&[])), None);
+        assert_eq!(listed(&v(&["*"])), Some("*".into()));
+        assert_eq!(
+            listed(&v(&["*", ""])),
+            None,
+            "an empty value clears the list"
+        );
+        assert!(listed(&[at(&repo)]).is_some());
+        assert!(listed(&[format!("{}/", at(&repo))]).is_some());
+        assert!(listed(&[at(&link.join("shop.git"))]).is_some(), "resolved");
+        assert!(listed(&[format!("{}/*", at(&tmp.path().join("srv")))]).is_some());
+        assert!(listed(&v(&["~/srv/shop.git"])).is_some(), "~ is HOME");
+        assert_eq!(listed(&[at(&tmp.path().join("srv"))]), None, "not a prefix");
+        assert_eq!(listed(&[at(&tmp.path().join("srv/shop"))]), None);
     }
 }

@@ -937,6 +937,8 @@ async fn run_deployment(
                 app: plan.app.clone(),
                 release: release.id.clone(),
                 git_ref: git_ref.clone(),
+                // Each host scans the tree it exports (issue 12).
+                scan: plan.scan.clone(),
             }),
         };
         let staged = run_job(
@@ -1360,19 +1362,19 @@ async fn probe_before(out: Out, journal: &Journal, plan: &Plan, id: &str) -> Vec
                     .iter()
                     .map(|r| format!("{} ({})", r.name, r.severity.as_str()))
                     .collect();
-                let passed = report.results.len() - failing.len();
-                let detail = if failing.is_empty() {
-                    format!(
-                        "{passed}/{} passed on the live release",
-                        report.results.len()
-                    )
+                let (judged, na) = judged(&report);
+                let passed = judged - failing.len();
+                let mut detail = if failing.is_empty() {
+                    format!("{passed}/{judged} passed on the live release")
                 } else {
                     format!(
-                        "{passed}/{} passed on the live release; already failing: {}",
-                        report.results.len(),
+                        "{passed}/{judged} passed on the live release; already failing: {}",
                         failing.join(", ")
                     )
                 };
+                if na > 0 {
+                    detail.push_str(&format!("; {na} n/a (nothing live yet)"));
+                }
                 finish::<String, String>(journal, seq, &Ok(detail.clone()));
                 step(out, &host.name, "probe-before", "ok", &detail);
                 all.push(report.results);
@@ -1385,6 +1387,17 @@ async fn probe_before(out: Out, journal: &Journal, plan: &Plan, id: &str) -> Vec
         }
     }
     all
+}
+
+/// (probes judged, probes not applicable): an app with nothing live has
+/// probes that were not run (issue 12).
+fn judged(report: &ProbeReport) -> (usize, usize) {
+    let na = report
+        .results
+        .iter()
+        .filter(|r| r.status == ProbeStatus::NotApplicable)
+        .count();
+    (report.results.len() - na, na)
 }
 
 /// Validates one host after its switch: probes (recorded as phase "after"),
@@ -1416,8 +1429,9 @@ async fn validate_host(
         .iter()
         .filter(|r| r.status == ProbeStatus::Pass)
         .count();
-    let detail = format!("{passed}/{} passed", report.results.len());
-    let all_passed = passed == report.results.len();
+    let (judged, _) = judged(&report);
+    let detail = format!("{passed}/{judged} passed");
+    let all_passed = passed == judged;
     finish::<String, String>(
         journal,
         seq,

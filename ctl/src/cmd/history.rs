@@ -106,6 +106,9 @@ pub fn show(out: Out, state: &Path, id: &str) -> anyhow::Result<Exit> {
         out.line("\n## Probes before and after\n\n| host | probe | severity | before | after | expected |\n|---|---|---|---|---|---|");
         let cell = |r: Option<&crate::journal::ProbeRecord>| {
             r.map(|r| {
+                if r.status == golive_shared::protocol::ProbeStatus::NotApplicable.as_str() {
+                    return super::probe::NOT_APPLICABLE.to_string();
+                }
                 format!("{} {}", r.status, r.value.as_deref().unwrap_or(""))
                     .trim()
                     .to_string()

@@ -12,7 +12,8 @@
 //!    as the TLS expiry check);
 //! 4. the deployment window: open or closed, and when it next opens;
 //! 5. the release artifact scan for the plan's forbidden patterns
-//!    ([`crate::scan`]).
+//!    ([`crate::scan`]); a git release is scanned by each host at staging
+//!    instead (it never passes through the controller), which this says.
 //!
 //! The verdict follows the plan's `[gate]` ([`super::probe::gate_with`]): a
 //! check or probe whose severity maps to rollback or pause (by default
@@ -109,7 +110,7 @@ async fn agent_checks(
 
 /// Files a check that did not pass under the plan's gate.
 fn judge_check(verdict: &mut Verdict, host: &str, c: &PreflightCheck) {
-    if c.status != ProbeStatus::Pass {
+    if c.status.failed() {
         verdict.add(
             c.severity,
             format!(
@@ -178,7 +179,7 @@ pub async fn deploy_checks(plan: &Plan) -> (Vec<String>, Vec<String>) {
 
 /// The blocking reason of a scan with hits.
 fn scan_blocking(report: &ScanReport) -> Option<String> {
-    let total = report.hits.len() as u64 + report.more;
+    let total = report.total();
     let first = report.hits.first()?;
     Some(format!(
         "the release artifact contains forbidden text: {total} hit(s), first {}:{}: {}; \
@@ -187,27 +188,39 @@ fn scan_blocking(report: &ScanReport) -> Option<String> {
     ))
 }
 
-/// The scan's outcome: done, skipped (why), or failed (why).
+/// The scan's outcome: done, skipped (why), left to the hosts (a git
+/// release: what they do), or failed (why).
 enum Scan {
     Done {
         artifact: PathBuf,
         report: ScanReport,
     },
     Skipped(String),
+    OnHosts(String),
     Failed(String),
 }
 
 /// The artifact a controller can scan, or why there is none.
-fn artifact_to_scan(plan: &Plan) -> Result<PathBuf, String> {
+fn artifact_to_scan(plan: &Plan) -> Result<PathBuf, Scan> {
     if plan.scan.forbidden.is_empty() {
-        return Err("the plan lists no forbidden patterns ([preflight] forbidden = [...])".into());
+        return Err(Scan::Skipped(
+            "the plan lists no forbidden patterns ([preflight] forbidden = [...])".into(),
+        ));
     }
     match plan.release.as_ref().map(|r| &r.source) {
-        None => Err("the plan names no release (no [release] section)".into()),
-        Some(crate::plan::Source::Git(r)) => Err(format!(
-            "the release is git ref {r:?}, fetched by each host: it never passes through the \
-             controller, so scan the repository in CI instead"
+        None => Err(Scan::Skipped(
+            "the plan names no release (no [release] section)".into(),
         )),
+        Some(crate::plan::Source::Git(r)) => Err(Scan::OnHosts(format!(
+            "the release is git ref {r:?}, fetched by each host: each agent searches the tree it \
+             exports for {} at staging and refuses the stage on a hit (nothing goes live)",
+            plan.scan
+                .forbidden
+                .iter()
+                .map(|p| format!("{p:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
         Some(crate::plan::Source::Artifact(path)) => Ok(path.clone()),
     }
 }
@@ -237,7 +250,7 @@ pub async fn preflight(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
 
     // The scan reads a local file: on the blocking pool, beside the agents.
     let scan_task = match artifact_to_scan(&plan) {
-        Err(why) => None.ok_or(why),
+        Err(not_here) => None.ok_or(not_here),
         Ok(artifact) => {
             let cfg = plan.scan.clone();
             Ok(tokio::task::spawn_blocking(move || {
@@ -265,7 +278,7 @@ pub async fn preflight(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
         })
         .collect();
     let scan = match scan_task {
-        Err(why) => Scan::Skipped(why),
+        Err(not_here) => not_here,
         Ok(task) => match task.await {
             Ok((artifact, Ok(report))) => Scan::Done { artifact, report },
             Ok((_, Err(e))) => Scan::Failed(e),
@@ -329,6 +342,7 @@ pub async fn preflight(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                 ProbeStatus::Pass => ("pass ", GREEN),
                 ProbeStatus::Fail => ("FAIL ", gate_paint(c)),
                 ProbeStatus::Error => ("ERROR", gate_paint(c)),
+                ProbeStatus::NotApplicable => ("n/a  ", ""),
             };
             out.line(format!(
                 "  {}  {}  {} [{}]: {}",
@@ -414,6 +428,13 @@ pub async fn preflight(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
             out.line(format!("  skipped: {why}"));
             verdict.info.push(format!("artifact scan skipped: {why}"));
             json!({"skipped": why})
+        }
+        Scan::OnHosts(what) => {
+            out.line(format!("  on each host at staging: {what}"));
+            verdict
+                .info
+                .push(format!("artifact scan on each host at staging: {what}"));
+            json!({"on_hosts": what, "forbidden": plan.scan.forbidden})
         }
         Scan::Failed(e) => {
             out.line(format!(

@@ -121,6 +121,18 @@ impl HostProbes {
                         self.host
                     ));
                 }
+                let skipped = report
+                    .results
+                    .iter()
+                    .filter(|r| r.status == ProbeStatus::NotApplicable)
+                    .count();
+                if skipped > 0 {
+                    verdict.info.push(format!(
+                        "host {}: nothing live yet, {skipped} probe(s) n/a (they run once the \
+                         first release is live, and the gate judges them then)",
+                        self.host
+                    ));
+                }
                 for r in report.failures() {
                     verdict.add(
                         r.severity,
@@ -224,12 +236,17 @@ pub fn colored(text: &str, paint: &str, color: bool) -> String {
     }
 }
 
-/// A matrix cell: `pass status 200`, `FAIL status 503`, `ERROR`, and its color.
+/// What a not-applicable probe shows, wherever its result is printed.
+pub const NOT_APPLICABLE: &str = "n/a (nothing live yet)";
+
+/// A matrix cell: `pass status 200`, `FAIL status 503`, `ERROR`,
+/// `n/a (nothing live yet)`, and its color.
 fn cell(r: &ProbeResult) -> (String, &'static str) {
     let word = match r.status {
         ProbeStatus::Pass => "pass",
         ProbeStatus::Fail => "FAIL",
         ProbeStatus::Error => "ERROR",
+        ProbeStatus::NotApplicable => return (NOT_APPLICABLE.into(), ""),
     };
     let text = match &r.value {
         Some(v) => format!("{word} {v}"),
@@ -549,5 +566,37 @@ mod tests {
         assert_eq!(colored("x", RED, true), "\x1b[31mx\x1b[0m");
         let (t, p) = cell(&result("h", Severity::Low, ProbeStatus::Error, None));
         assert_eq!((t.as_str(), p), ("ERROR", ""));
+    }
+
+    /// Issue 12: a probe that is not applicable (nothing live) never
+    /// blocks, is shown as such, and is counted for information.
+    #[test]
+    fn issue12_not_applicable_probes_never_block() {
+        let na = result(
+            "health",
+            Severity::Critical,
+            ProbeStatus::NotApplicable,
+            None,
+        );
+        let (t, p) = cell(&na);
+        assert_eq!((t.as_str(), p), ("n/a (nothing live yet)", ""));
+        let row = HostProbes {
+            host: "web1".into(),
+            address: "10.0.0.5:7443".into(),
+            outcome: Ok((
+                Vec::new(),
+                ProbeReport {
+                    app: "shop".into(),
+                    results: vec![
+                        na,
+                        result("disk", Severity::High, ProbeStatus::Pass, Some("50 %")),
+                    ],
+                },
+            )),
+        };
+        let mut v = Verdict::default();
+        row.judge(&mut v, &|p| p.name.clone());
+        assert!(v.go(), "{v:?}");
+        assert!(v.info.iter().any(|i| i.contains("1 probe(s) n/a")), "{v:?}");
     }
 }

@@ -1,8 +1,8 @@
 //! `[[apps.APP.probes]]`: the health probes an app declares (SPEC §6), one
 //! struct per kind, and their validation.
 //!
-//! Every kind carries `name`, `severity` (default `critical`), `tags` and
-//! `timeout_ms` (default 5000). The agent runs them (`golive_agent::probe`);
+//! Every kind carries `name`, `severity` (default `critical`), `tags`,
+//! `timeout_ms` (default 5000) and `before_first_release` (default by kind). The agent runs them (`golive_agent::probe`);
 //! a controller can only name them, by app and tag. A new kind is one more
 //! variant here, one struct, one arm in [`validate_probes`] and one family
 //! function in the agent.
@@ -48,6 +48,20 @@ pub enum ProbeConfig {
     AccessLog(AccessLogProbe),
 }
 
+/// What a probe does while its app has nothing live: before the first
+/// release, `ROOT/current` does not exist, and a probe of the app itself
+/// (its pages, its commands, its log, its processes, its tables) can only
+/// fail (issue 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BeforeFirstRelease {
+    /// Not run; reported as not applicable ("n/a"), which never blocks.
+    Skip,
+    /// Run as at any other time: the probe looks at the host or at a service
+    /// the app needs, which exists before the app does.
+    Run,
+}
+
 /// `kind = "http"`: one GET (plus redirects when followed).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +102,9 @@ pub struct HttpProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -103,6 +120,9 @@ pub struct TcpProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -125,6 +145,9 @@ pub struct TlsProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -143,6 +166,9 @@ pub struct DnsProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -162,6 +188,9 @@ pub struct SqlProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -189,6 +218,9 @@ pub struct CommandProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -206,6 +238,9 @@ pub struct DiskProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -221,6 +256,9 @@ pub struct MemoryProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -240,6 +278,9 @@ pub struct LoadProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -257,6 +298,9 @@ pub struct CpuProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -274,6 +318,9 @@ pub struct ProcessProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -291,6 +338,9 @@ pub struct FileProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -321,6 +371,9 @@ pub struct AccessLogProbe {
     pub timeout_ms: u64,
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// While the app has nothing live; default by kind
+    /// ([`ProbeConfig::before_first_release`]).
+    pub before_first_release: Option<BeforeFirstRelease>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -419,6 +472,29 @@ impl ProbeConfig {
 
     pub fn timeout_ms(&self) -> u64 {
         each_kind!(self, p => p.timeout_ms)
+    }
+
+    /// The probe's `before_first_release`, or its kind's default: kinds
+    /// that look at the host or at a service beside the app (disk, memory,
+    /// load, cpu, dns, tls, tcp) run; kinds that look at the app itself
+    /// (http, command, sql, file, process, access-log) are skipped.
+    pub fn before_first_release(&self) -> BeforeFirstRelease {
+        let set = each_kind!(self, p => p.before_first_release);
+        set.unwrap_or(match self {
+            ProbeConfig::Disk(_)
+            | ProbeConfig::Memory(_)
+            | ProbeConfig::Load(_)
+            | ProbeConfig::Cpu(_)
+            | ProbeConfig::Dns(_)
+            | ProbeConfig::Tls(_)
+            | ProbeConfig::Tcp(_) => BeforeFirstRelease::Run,
+            ProbeConfig::Http(_)
+            | ProbeConfig::Command(_)
+            | ProbeConfig::Sql(_)
+            | ProbeConfig::File(_)
+            | ProbeConfig::Process(_)
+            | ProbeConfig::AccessLog(_) => BeforeFirstRelease::Skip,
+        })
     }
 }
 

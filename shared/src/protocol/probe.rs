@@ -16,13 +16,10 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
-    /// Probes that did not pass, most severe first.
+    /// Probes that did not pass, most severe first (a probe that was not
+    /// applicable did not fail).
     pub fn failures(&self) -> Vec<&ProbeResult> {
-        let mut out: Vec<_> = self
-            .results
-            .iter()
-            .filter(|r| r.status != ProbeStatus::Pass)
-            .collect();
+        let mut out: Vec<_> = self.results.iter().filter(|r| r.status.failed()).collect();
         out.sort_by_key(|r| r.severity);
         out
     }
@@ -48,6 +45,9 @@ pub enum ProbeStatus {
     Fail,
     /// The probe could not run (timeout, connection refused, bad target).
     Error,
+    /// Not run: what it looks at does not exist yet (the app has no live
+    /// release before its first deployment, issue 12). Never a failure.
+    NotApplicable,
 }
 
 impl ProbeStatus {
@@ -56,7 +56,13 @@ impl ProbeStatus {
             ProbeStatus::Pass => "pass",
             ProbeStatus::Fail => "fail",
             ProbeStatus::Error => "error",
+            ProbeStatus::NotApplicable => "n/a",
         }
+    }
+
+    /// Fail or error: what a gate judges.
+    pub fn failed(self) -> bool {
+        matches!(self, ProbeStatus::Fail | ProbeStatus::Error)
     }
 }
 

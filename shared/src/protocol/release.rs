@@ -20,6 +20,21 @@ pub struct StageGitRelease {
     pub release: String,
     /// A branch, tag or commit id.
     pub git_ref: String,
+    /// The plan's `[preflight]` scan, run by the agent on the exported tree
+    /// before it is staged (issue 12; protocol 4). Defaulted when a journal
+    /// row written before it is read back.
+    #[serde(default)]
+    pub scan: ScanConfig,
+}
+
+/// The forbidden-text scan of a release (`[preflight]` in the plan): plain
+/// patterns, searched in the files an include glob matches and no exclude
+/// glob matches (`golive_agent::scan`). No patterns: no scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanConfig {
+    pub forbidden: Vec<String>,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
 }
 
 /// Switch `ROOT/current` to a staged release atomically.

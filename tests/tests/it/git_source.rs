@@ -108,9 +108,18 @@ impl World {
     /// An agent on `ip` declaring app `shop` (shared `uploads`, critical
     /// probe on /health) fetching from `url`, plus `extra` TOML.
     fn host(&self, name: &str, ip: &str, url: &str, extra: &str) -> Host {
+        self.host_env(name, ip, url, extra, &[])
+    }
+
+    /// [`World::host`] with variables added to the agent's environment.
+    fn host_env(&self, name: &str, ip: &str, url: &str, extra: &str, env: &[(&str, &str)]) -> Host {
         let root = self.path().join(name).join("srv/shop");
         let http = HttpApp::serve(&root.join("current"), ip);
         let mut spec = AgentSpec::new(name, ip);
+        spec.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         spec.apps_toml = format!(
             "{}[apps.shop.git]\nurl = {url:?}\ntimeout_secs = 60\n\n{extra}",
             app_toml("shop", &root, &format!("http://{ip}:{}/health", http.port))
@@ -448,6 +457,7 @@ fn issue4_git_bad_refs_and_undeclared_source_switch_nothing() {
             app: "shop".into(),
             release: "evil".into(),
             git_ref: evil.clone(),
+            scan: Default::default(),
         }),
     })))
     .expect_err("an option-like ref must be refused");
@@ -575,4 +585,239 @@ fn issue4_git_url_credentials_never_show() {
         check.text()
     );
     assert!(!check.text().contains(secret), "{}", check.text());
+}
+
+/// Issue 12, part 3: the plan's forbidden patterns hold for git releases
+/// too. `preflight` says each host scans at staging; a commit with `dd(` in
+/// a php file is refused by `golivectl deploy` naming file and line (vendor
+/// code excluded as for artifacts), nothing is staged or switched, and a
+/// clean commit then deploys.
+#[test]
+fn issue12_git_release_with_forbidden_text_is_refused_at_staging() {
+    let w = World::new();
+    let repo = Repo::new(w.path(), "shop");
+    repo.commit("v1", &[("web/index.php", "<?php\n$cart->add(1);\n")]);
+    let web = w.host("web1", "127.0.0.164", s(&repo.bare), "");
+    let plan = w.plan("main", "shop", "main", &[&web.agent]);
+    let mut toml = std::fs::read_to_string(&plan).unwrap();
+    toml.push_str("\n[preflight]\nforbidden = [\"dd(\", \"var_dump(\"]\n");
+    std::fs::write(&plan, toml).unwrap();
+
+    let pre = w.ctl.run(&["preflight", s(&plan)]);
+    assert!(
+        pre.stdout
+            .contains("on each host at staging: the release is git ref \"main\"")
+            && pre
+                .stdout
+                .contains("searches the tree it exports for \"dd(\", \"var_dump(\""),
+        "{}",
+        pre.text()
+    );
+    assert!(!pre.stdout.contains("skipped"), "{}", pre.text());
+
+    let (run, events) = w.deploy(&plan);
+    assert_eq!(run.code, 0, "a clean first commit deploys: {}", run.text());
+    let live = event(&events, "start", &run)["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        events.iter().any(|e| e["event"] == "log"
+            && e["line"]
+                .as_str()
+                .is_some_and(|l| l.ends_with("searched for \"dd(\", \"var_dump(\": clean"))),
+        "{}",
+        run.text()
+    );
+
+    let bad = repo.commit(
+        "v2",
+        &[
+            ("web/cart.php", "<?php\n$cart->add(2);\n\ndd($cart);\n"),
+            ("web/lib/debug.inc", "<?php var_dump($x);\n"),
+            ("vendor/acme/x.php", "<?php dd(1);\n"),
+            ("docs/notes.txt", "dd(\n"),
+        ],
+    );
+    let before = web.release_dirs();
+    let jobs_failed = "SELECT COUNT(*) FROM jobs WHERE kind = 'stage.git' AND state = 'failed'";
+    assert_eq!(web.count(jobs_failed), 0);
+    let run = w.ctl.run(&["deploy", s(&plan)]);
+    assert_eq!(run.code, 2, "refused, as bad input: {}", run.text());
+    let all = format!("{}{}", run.stdout, run.stderr);
+    for want in [
+        &format!("commit {bad} of main contains forbidden text"),
+        "2 hit(s): web/cart.php:4: dd(, web/lib/debug.inc:1: var_dump(",
+        "remove it from the repository",
+        "nothing was staged",
+        "nothing live changed",
+        "forbidden: web/cart.php:4: dd(",
+    ] {
+        assert!(all.contains(want), "missing {want:?}:\n{}", run.text());
+    }
+    assert!(
+        !all.contains("vendor/acme"),
+        "vendor is excluded: {}",
+        run.text()
+    );
+    assert_eq!(web.current(), Some(format!("releases/{live}")));
+    assert_eq!(web.release_dirs(), before, "nothing staged, nothing left");
+    assert_eq!(web.get("/index.html"), (200, "shop v1\n".to_string()));
+    assert_eq!(web.count(jobs_failed), 1);
+    assert_eq!(web.count("SELECT COUNT(*) FROM activations"), 1);
+    assert_eq!(list(&web.agent.state_dir.join("git")), ["shop.git"]);
+
+    // Fixed in the repository: the next commit deploys.
+    std::fs::write(repo.work.join("web/cart.php"), "<?php\n$cart->add(2);\n").unwrap();
+    std::fs::write(repo.work.join("web/lib/debug.inc"), "<?php\n").unwrap();
+    let good = repo.commit("v3", &[]);
+    let (run, events) = w.deploy(&plan);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(event(&events, "git", &run)["commit"], good.as_str());
+    let rel = event(&events, "start", &run)["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(web.current(), Some(format!("releases/{rel}")));
+    assert_eq!(web.get("/index.html"), (200, "shop v3\n".to_string()));
+}
+
+/// Issue 12, part 5: a repository owned by another user than the agent's
+/// is refused by git ("dubious ownership"). `check-config`, `preflight` and
+/// `deploy --dry-run` say so before any fetch, with the fix; a deploy that
+/// goes ahead fails naming the same fix; after the fix (safe.directory in
+/// the agent user's global git config, under its HOME) all pass and the
+/// release deploys.
+#[test]
+fn issue12_git_repository_of_another_user_is_reported_with_the_fix() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test gives the repository to `nobody`: the tests run as root"
+    );
+    let w = World::new();
+    let repo = Repo::new(w.path(), "shop");
+    repo.commit("v1", &[]);
+    let mut chown = Command::new("chown");
+    chown.args(["-R", "nobody", s(&repo.bare)]);
+    let run = run_bounded(chown, Duration::from_secs(30));
+    assert_eq!(run.code, 0, "{}", run.text());
+    // The agent's HOME: its global git config lives there.
+    let home = w.path().join("agent-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let web = w.host_env(
+        "web1",
+        "127.0.0.165",
+        s(&repo.bare),
+        "",
+        &[("HOME", s(&home))],
+    );
+    let plan = w.plan("main", "shop", "main", &[&web.agent]);
+    let fix = format!("git config --global --add safe.directory {}", s(&repo.bare));
+    let check_config = || {
+        let mut cmd = Command::new(bin("golive-agent"));
+        cmd.args(["check-config", "--config"])
+            .arg(&web.agent.config)
+            .env("HOME", &home);
+        run_bounded(cmd, Duration::from_secs(30))
+    };
+
+    let check = check_config();
+    assert_eq!(check.code, 2, "{}", check.text());
+    for want in [
+        "key `apps.shop.git.url`: git refuses the repository",
+        "detected dubious ownership",
+        "owned by nobody (uid 65534), and the agent runs git as root (uid 0)",
+        &fix,
+    ] {
+        assert!(
+            check.stderr.contains(want),
+            "missing {want:?}: {}",
+            check.text()
+        );
+    }
+
+    let pre = w.ctl.run(&["preflight", s(&plan)]);
+    assert_eq!(pre.code, 1, "{}", pre.text());
+    assert!(
+        pre.stdout
+            .contains("FAIL   git source [critical]: git refuses the repository")
+            && pre.stdout.contains(&fix)
+            && pre.stdout.contains("verdict: NOT READY"),
+        "{}",
+        pre.text()
+    );
+
+    // deploy (a dry run too) runs preflight's blocking checks first.
+    for args in [
+        vec!["deploy", "--dry-run", s(&plan)],
+        vec!["deploy", s(&plan)],
+    ] {
+        let refused = w.ctl.run(&args);
+        assert_eq!(refused.code, 2, "{}", refused.text());
+        assert!(
+            refused
+                .stderr
+                .contains("preflight: NOT READY, nothing changed")
+                && refused
+                    .stderr
+                    .contains("web1 git source (critical, fail): git refuses the repository")
+                && refused.stderr.contains(&fix),
+            "{}",
+            refused.text()
+        );
+    }
+
+    // Going ahead anyway: git's own refusal, translated, and nothing live.
+    let run = w.ctl.run(&[
+        "deploy",
+        s(&plan),
+        "--force",
+        "--reason",
+        "see what git says",
+    ]);
+    assert_ne!(run.code, 0, "{}", run.text());
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains("git refuses the repository") && all.contains(&fix),
+        "{}",
+        run.text()
+    );
+    assert!(web.current().is_none());
+    assert!(web.release_dirs().is_empty(), "{:?}", web.release_dirs());
+
+    // The fix, as the message gives it, for the agent's user (its HOME).
+    let mut cmd = Command::new("git");
+    cmd.args([
+        "config",
+        "--global",
+        "--add",
+        "safe.directory",
+        s(&repo.bare),
+    ])
+    .env("HOME", &home);
+    let run = run_bounded(cmd, Duration::from_secs(30));
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    let check = check_config();
+    assert_eq!(check.code, 0, "{}", check.text());
+    let pre = w.ctl.run(&["preflight", s(&plan)]);
+    assert!(
+        pre.stdout.contains(&format!(
+            "pass   git source [critical]: repository {} is owned by nobody (uid 65534), not by \
+             the agent's user root (uid 0), and git's safe.directory lists it",
+            s(&repo.bare)
+        )),
+        "{}",
+        pre.text()
+    );
+    let dry = w.ctl.run(&["deploy", "--dry-run", s(&plan)]);
+    assert_eq!(dry.code, 0, "{}", dry.text());
+    let (run, events) = w.deploy(&plan);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let rel = event(&events, "start", &run)["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(web.current(), Some(format!("releases/{rel}")));
+    assert_eq!(web.get("/index.html"), (200, "shop v1\n".to_string()));
 }

@@ -131,6 +131,7 @@ fn probe_matrix_tags_json_and_an_unreachable_host() {
     let base = format!("http://127.0.0.180:{}", http.port);
     let mut agents = Vec::new();
     for (name, ip) in [("web1", "127.0.0.180"), ("web2", "127.0.0.181")] {
+        live_release(&w.path().join(name).join("srv/shop"), "r0");
         let mut spec = AgentSpec::new(name, ip);
         spec.apps_toml = format!(
             "[apps.shop]\nroot = {:?}\n\n{}{}",
@@ -610,6 +611,7 @@ fn preflight_with_a_failing_critical_probe_is_not_ready() {
     let http = site(w.path(), "127.0.0.185");
     let base = format!("http://127.0.0.185:{}", http.port);
     let mut spec = AgentSpec::new("web1", "127.0.0.185");
+    live_release(&w.path().join("web1/srv/shop"), "r0");
     spec.apps_toml = format!(
         "[apps.shop]\nroot = {:?}\n\n{}{}",
         w.path().join("web1/srv/shop"),
@@ -1191,5 +1193,117 @@ fn issue12_deploy_enforces_preflight_force_and_approvals_are_recorded() {
         run.stdout.contains("no deployments of blog recorded"),
         "{}",
         run.text()
+    );
+}
+
+/// Issue 12, part 4: a first install. Before the first release the app's
+/// own probes are n/a ("nothing live yet") and never block; host-level
+/// probes still run; checks of the live release are n/a. So `preflight` is
+/// READY and `probe` GO; the first deploy succeeds, its "before" figures
+/// read n/a, and the gate judges the new release's probes.
+#[test]
+fn issue12_first_install_is_ready_and_its_probes_are_not_applicable() {
+    let w = World::new();
+    let extra = "[[apps.shop.probes]]\nkind = \"disk\"\nname = \"disk\"\npath = \"/\"\n\
+                 min_free_bytes = 1\nseverity = \"high\"\n\n\
+                 [[apps.shop.permissions]]\npath = \"index.php\"\nmode = \"0444\"\n\n";
+    let h = shop_host(&w, "web1", "127.0.0.188", extra);
+    assert!(std::fs::symlink_metadata(h.root.join("current")).is_err());
+    let v1 = release(
+        &w,
+        "v1",
+        &[("health", b"ok\n"), ("index.php", b"<?php echo 1;\n")],
+    );
+    let plan = w.plan("v1.toml", &w.op, Some(("v1", &v1)), &[&h.agent], "");
+
+    let pre = w.ctl.run(&["preflight", s(&plan)]);
+    assert_eq!(pre.code, 0, "{}", pre.text());
+    for needle in [
+        "n/a    permissions [medium]: nothing live yet: no release at",
+        "health (critical)",
+        "web1  n/a (nothing live yet)  pass ",
+        "info: host web1: nothing live yet, 1 probe(s) n/a",
+        "verdict: READY",
+    ] {
+        assert!(
+            pre.stdout.contains(needle),
+            "missing {needle:?}:\n{}",
+            pre.text()
+        );
+    }
+    let v = last_json(&w.ctl.run(&["--output", "json", "preflight", s(&plan)]));
+    assert_eq!(v["ready"], true, "{v}");
+    let results = v["hosts"][0]["probes"]["results"]
+        .as_array()
+        .expect("results");
+    let status = |name: &str| {
+        results
+            .iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["status"].clone())
+            .unwrap_or_else(|| panic!("no {name}: {v}"))
+    };
+    assert_eq!(status("health"), "n/a", "{v}");
+    assert_eq!(status("disk"), "pass", "host-level probes run: {v}");
+    let probe = w.ctl.run(&["probe", s(&plan)]);
+    assert_eq!(probe.code, 0, "{}", probe.text());
+    assert!(probe.stdout.contains("verdict: GO"), "{}", probe.text());
+
+    // The first deploy: figures before are n/a, the gate judges the new
+    // release's probes (both run now and pass).
+    let (run, id) = {
+        let run = w.ctl.run(&["--output", "json", "deploy", s(&plan)]);
+        let id = run
+            .json_lines()
+            .iter()
+            .find(|e| e["event"] == "start")
+            .and_then(|e| e["deployment"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no start: {}", run.text()));
+        (run, id)
+    };
+    assert_eq!(run.code, 0, "{}", run.text());
+    let events = run.json_lines();
+    let before = events
+        .iter()
+        .find(|e| e["event"] == "step" && e["step"] == "probe-before")
+        .unwrap_or_else(|| panic!("{}", run.text()));
+    assert_eq!(
+        before["detail"], "1/1 passed on the live release; 1 n/a (nothing live yet)",
+        "{before}"
+    );
+    let gate = events
+        .iter()
+        .find(|e| e["event"] == "gate")
+        .unwrap_or_else(|| panic!("{}", run.text()));
+    assert_eq!(gate["action"], "continue", "{gate}");
+    assert_eq!(gate["summary"], "2/2 probes passed", "{gate}");
+    assert_eq!(
+        std::fs::read_link(h.root.join("current")).expect("current"),
+        PathBuf::from("releases/v1")
+    );
+    let show = w.ctl.run(&["show", &id]);
+    assert_eq!(show.code, 0, "{}", show.text());
+    let row = show
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("| web1 | health |"))
+        .unwrap_or_else(|| panic!("{}", show.text()));
+    assert!(
+        row.contains("| n/a (nothing live yet) | pass status 200"),
+        "{row}"
+    );
+
+    // Live now: the probes run and the checks look at the release.
+    let pre = w.ctl.run(&[
+        "preflight",
+        s(&w.plan("v2.toml", &w.viewer, Some(("v2", &v1)), &[&h.agent], "")),
+    ]);
+    assert_eq!(pre.code, 0, "{}", pre.text());
+    assert!(
+        pre.stdout.contains("pass   permissions [medium]")
+            && pre.stdout.contains("pass status 200")
+            && !pre.stdout.contains("n/a"),
+        "{}",
+        pre.text()
     );
 }

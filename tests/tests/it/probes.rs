@@ -25,10 +25,20 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
 
-/// Parses an agent config whose app `shop` (ROOT `dir/srv/shop`) has
-/// `body` appended (probes, databases); the TLS files are stand-ins, as
-/// nothing here serves.
+/// Parses an agent config whose app `shop` (ROOT `dir/srv/shop`, with a
+/// live release `r1`, so every probe runs) has `body` appended (probes,
+/// databases); the TLS files are stand-ins, as nothing here serves.
 fn shop(dir: &Path, body: &str) -> AppConfig {
+    let app = shop_before_first_release(dir, body);
+    std::fs::create_dir_all(app.root.join("releases/r1")).expect("release dir");
+    if std::fs::symlink_metadata(app.root.join("current")).is_err() {
+        std::os::unix::fs::symlink("releases/r1", app.root.join("current")).expect("current");
+    }
+    app
+}
+
+/// [`shop`] before its first release: ROOT exists, `current` does not.
+fn shop_before_first_release(dir: &Path, body: &str) -> AppConfig {
     for f in ["ca.crt", "agent.crt", "agent.key"] {
         std::fs::write(dir.join(f), "x").expect("stand-in TLS file");
     }
@@ -1452,4 +1462,88 @@ fn load15() -> f64 {
         .nth(2)
         .and_then(|v| v.parse().ok())
         .expect("three load averages")
+}
+
+/// Issue 12, part 4: before the app's first release (no `ROOT/current`),
+/// probes of the app itself are n/a and not run; host-level kinds run; a
+/// probe's `before_first_release` overrides its kind's default; once a
+/// release is live, every probe runs.
+#[test]
+fn issue12_probes_before_the_first_release_are_not_applicable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), "127.0.0.177", None);
+    let marker = dir.path().join("command-ran");
+    let body = format!(
+        r#"
+[[apps.shop.probes]]
+kind = "http"
+name = "home"
+url = "http://127.0.0.177:{port}/health"
+
+[[apps.shop.probes]]
+kind = "http"
+name = "home-anyway"
+url = "http://127.0.0.177:{port}/health"
+before_first_release = "run"
+
+[[apps.shop.probes]]
+kind = "command"
+name = "app-command"
+cmd = ["touch", {marker:?}]
+
+[[apps.shop.probes]]
+kind = "disk"
+name = "disk"
+path = "/"
+min_free_bytes = 1
+
+[[apps.shop.probes]]
+kind = "tcp"
+name = "app-port"
+address = "127.0.0.177:{port}"
+before_first_release = "skip"
+"#,
+        port = server.port,
+    );
+    let app = shop_before_first_release(dir.path(), &body);
+    let report = probe(&app, &[]);
+    let (value, message) = expect(&report, "home", ProbeStatus::NotApplicable);
+    assert_eq!(value, "", "nothing was measured");
+    assert!(
+        message.starts_with("nothing live yet: app shop has no release at")
+            && message.contains("before_first_release = \"run\""),
+        "{message}"
+    );
+    assert_eq!(
+        result(&report, "home").threshold.as_deref(),
+        Some("status in [200]")
+    );
+    expect(&report, "home-anyway", ProbeStatus::Pass);
+    expect(&report, "app-command", ProbeStatus::NotApplicable);
+    assert!(!marker.exists(), "an n/a command probe must not run");
+    expect(&report, "disk", ProbeStatus::Pass);
+    expect(&report, "app-port", ProbeStatus::NotApplicable);
+    assert!(report.failures().is_empty(), "{report:#?}");
+
+    // Live: everything runs.
+    let app = shop(dir.path(), &body);
+    let report = probe(&app, &[]);
+    for name in ["home", "home-anyway", "app-command", "disk", "app-port"] {
+        expect(&report, name, ProbeStatus::Pass);
+    }
+    assert!(marker.exists());
+
+    // A value that is neither skip nor run is refused naming the key.
+    let bad = "[agent]\nname = \"x\"\nlisten = \"127.0.0.177:0\"\nstate_dir = \"state\"\n\n\
+         [tls]\nca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n\n\
+         [apps.shop]\nroot = \"/srv/shop\"\n\n\
+         [[apps.shop.probes]]\nkind = \"disk\"\nname = \"disk\"\npath = \"/\"\n\
+         min_free_bytes = 1\nbefore_first_release = \"maybe\"\n";
+    let e = golive_shared::config::parse(&dir.path().join("agent.toml"), bad)
+        .expect_err("a bad before_first_release");
+    let text = e.to_string();
+    assert!(
+        text.contains("apps.shop.probes.0.before_first_release") && text.contains("`skip`"),
+        "{text}"
+    );
 }
