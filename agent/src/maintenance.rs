@@ -561,7 +561,8 @@ mod tests {
         // Long before the window, inside it, and on now.
         j.maintenance_on("shop", "old", "a", now - 900_000).unwrap();
         j.maintenance_off("shop", "a", now - 800_000).unwrap();
-        j.maintenance_on("shop", "deploy", "a", now - 60_000).unwrap();
+        j.maintenance_on("shop", "deploy", "a", now - 60_000)
+            .unwrap();
         j.maintenance_off("shop", "a", now - 50_000).unwrap();
         j.maintenance_on("other", "x", "a", now - 40_000).unwrap();
         j.maintenance_on("shop", "now", "a", now - 1_000).unwrap();

@@ -37,7 +37,7 @@ pub use release::*;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of the encoded types.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// HTTP path of the framed request/response endpoint.
 pub const RPC_PATH: &str = "/v1/rpc";

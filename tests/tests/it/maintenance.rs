@@ -454,8 +454,16 @@ fn deploy_with_maintenance_reports_downtime_and_ends_with_it_off() {
     let downtime = result["downtime_ms"].as_u64().expect("downtime_ms");
     assert!(downtime > 0, "{result}");
     assert!(
-        text(&result["message"]).contains(&format!("downtime {downtime} ms")),
+        text(&result["message"]).contains(&format!("{downtime} ms in maintenance")),
         "{result}"
+    );
+    // Issue 12: the switch happened behind the maintenance page, so the
+    // agent sampled nothing: that time is maintenance, not counted twice.
+    assert_eq!(result["unavailable_ms"], 0, "{result}");
+    assert!(
+        run.stdout.contains("in maintenance (not sampled)"),
+        "{}",
+        run.text()
     );
     // The agent saw nginx answer 503 while the switch happened.
     assert!(
