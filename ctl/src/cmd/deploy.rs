@@ -1970,9 +1970,9 @@ pub async fn rollback(
     if exit != Exit::Done {
         journal.add_action(id, &plan.operator, "rollback-incomplete", &message)?;
     }
-    let mut message = message;
     if unavailable.ms().is_some() {
-        report_downtime(out, Downtime::None, &unavailable, &mut message);
+        // Its own lines and event fields; the message stays the outcome.
+        report_downtime(out, Downtime::None, &unavailable, &mut String::new());
     }
     out.line(&message);
     out.event(

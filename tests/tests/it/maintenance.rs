@@ -461,7 +461,8 @@ fn deploy_with_maintenance_reports_downtime_and_ends_with_it_off() {
     // agent sampled nothing: that time is maintenance, not counted twice.
     assert_eq!(result["unavailable_ms"], 0, "{result}");
     assert!(
-        run.stdout.contains("in maintenance (not sampled)"),
+        run.stdout
+            .contains("availability: not sampled, the app is in maintenance"),
         "{}",
         run.text()
     );
