@@ -442,20 +442,32 @@ pub fn execute(
             let current = layout.current().map_err(|e| e.to_string())?;
             // Already live: nothing switches, so no activation hooks run.
             let switching = current.as_deref() != Some(a.release.as_str());
-            if switching && dir.is_dir() {
-                crate::hooks::preflight(app, &a.release, &dir)?;
-                crate::hooks::run_hooks(config, app_name, "before_activate", &dir, emit)
-                    .map_err(|e| error_with(&e, "; nothing was switched"))?;
-            }
-            let previous = switch(journal, app_name, app, &layout, &a.release, "activate", log)?;
-            if switching {
-                crate::hooks::run_hooks(config, app_name, "after_activate", &dir, emit).map_err(
-                    |e| error_with(&e, &format!("; current already points to {}", a.release)),
-                )?;
-            }
+            // What users see through the switch (issue 12): only when
+            // something was live to be interrupted.
+            let sampler = (switching && current.is_some())
+                .then(|| crate::availability::start(journal, app_name, app))
+                .flatten();
+            let switched = (|| {
+                if switching && dir.is_dir() {
+                    crate::hooks::preflight(app, &a.release, &dir)?;
+                    crate::hooks::run_hooks(config, app_name, "before_activate", &dir, emit)
+                        .map_err(|e| error_with(&e, "; nothing was switched"))?;
+                }
+                let previous =
+                    switch(journal, app_name, app, &layout, &a.release, "activate", log)?;
+                if switching {
+                    crate::hooks::run_hooks(config, app_name, "after_activate", &dir, emit)
+                        .map_err(|e| {
+                            error_with(&e, &format!("; current already points to {}", a.release))
+                        })?;
+                }
+                Ok::<_, String>(previous)
+            })();
+            let availability = sampler.and_then(|s| s.finish(switched.is_ok(), emit));
             Ok(JobResult::Activated {
                 release: a.release.clone(),
-                previous,
+                previous: switched?,
+                availability,
             })
         }
         JobSpec::Rollback(r) => {
@@ -475,18 +487,29 @@ pub fn execute(
                     })?,
             };
             log(format!("rolling back ({})", r.reason));
-            let from = switch(journal, app_name, app, &layout, &to, "rollback", log)?;
-            if from.as_deref() != Some(to.as_str()) {
-                crate::hooks::run_hooks(
-                    config,
-                    app_name,
-                    "after_rollback",
-                    &layout.release_dir(&to),
-                    emit,
-                )
-                .map_err(|e| error_with(&e, &format!("; current already points to {to}")))?;
-            }
-            Ok(JobResult::RolledBack { from, to })
+            let sampler = (current.as_deref() != Some(to.as_str()))
+                .then(|| crate::availability::start(journal, app_name, app))
+                .flatten();
+            let switched = (|| {
+                let from = switch(journal, app_name, app, &layout, &to, "rollback", log)?;
+                if from.as_deref() != Some(to.as_str()) {
+                    crate::hooks::run_hooks(
+                        config,
+                        app_name,
+                        "after_rollback",
+                        &layout.release_dir(&to),
+                        emit,
+                    )
+                    .map_err(|e| error_with(&e, &format!("; current already points to {to}")))?;
+                }
+                Ok::<_, String>(from)
+            })();
+            let availability = sampler.and_then(|s| s.finish(switched.is_ok(), emit));
+            Ok(JobResult::RolledBack {
+                from: switched?,
+                to,
+                availability,
+            })
         }
         JobSpec::Backup(b) => crate::backup::run::create(config, journal, b, emit),
         JobSpec::VerifyBackup(v) => crate::backup::run::verify(config, journal, v, emit),

@@ -1312,6 +1312,23 @@ impl Journal {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// `(on_since, off_at)` of the app's finished maintenance windows that
+    /// ended at or after `since`, newest first, at most `limit`.
+    pub fn maintenance_windows_since(
+        &self,
+        app: &str,
+        since: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<(UnixMillis, UnixMillis)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT on_since, off_at FROM maintenance_log
+             WHERE app = ?1 AND off_at >= ?2 ORDER BY seq DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![app, since, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Who submitted the job of `kind` now running for `app` (one job runs
     /// at a time per app, so this is the caller of the running job).
     pub fn running_job_submitter(&self, app: &str, kind: &str) -> Result<Option<String>> {

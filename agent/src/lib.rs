@@ -35,6 +35,7 @@
 //! the access-log probe are not here yet.
 
 pub mod accesslog;
+pub mod availability;
 pub mod backup;
 pub mod exec;
 pub mod flags;

@@ -205,7 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             match golive_agent::jobs::execute(&cfg, &journal, &spec, None, &emit) {
-                Ok(JobResult::RolledBack { from, to }) => {
+                Ok(JobResult::RolledBack { from, to, .. }) => {
                     println!(
                         "{app}: rolled back from {} to {to}",
                         from.as_deref().unwrap_or("none")

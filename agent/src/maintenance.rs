@@ -20,6 +20,12 @@
 //! even when the journal says the app already is in the requested state:
 //! a retry repairs a half-done switch. `on`/`off` commands must therefore be
 //! idempotent, as `drush state:set system.maintenance_mode 1` is.
+//!
+//! golive's maintenance is not an outage (issue 12, part 12): the
+//! requests an access log shows during a journaled window (and
+//! [`AFTER_OFF_MARGIN`] after it) are left out of the error rate and p95
+//! and counted apart, by [`access_log_stats`], the one function the
+//! access-log probe and the watchdog read a log through.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -30,6 +36,7 @@ use golive_shared::config::{AgentConfig, AppConfig, CommandSpec, MaintenanceConf
 use golive_shared::protocol::{EventKind, JobResult, LogLevel, SetMaintenance, now_millis};
 use golive_shared::timefmt::utc;
 
+use crate::accesslog::{self, Excluded, LogFormat, WindowStats};
 use crate::exec;
 use crate::journal::Journal;
 
@@ -39,6 +46,62 @@ const CHECK_WINDOW: Duration = Duration::from_secs(2);
 const CHECK_PAUSE: Duration = Duration::from_millis(150);
 /// Output tail quoted in a failed command's error.
 const ERROR_TAIL: usize = 2048;
+
+/// How long after maintenance went off its requests are still left out of
+/// access-log figures: the last maintenance answers of in-flight requests,
+/// logged just after the journal says off.
+pub const AFTER_OFF_MARGIN_MS: i64 = 1000;
+/// [`AFTER_OFF_MARGIN_MS`] as a duration, for the docs.
+pub const AFTER_OFF_MARGIN: Duration = Duration::from_millis(AFTER_OFF_MARGIN_MS as u64);
+/// The most maintenance windows looked at for one window of a log.
+const MAX_EXCLUDED_WINDOWS: u32 = 1000;
+
+/// The spans golive's maintenance of `app` covered in the `window` ending
+/// at `now` (unix ms): every journaled window that ended inside it, and the
+/// one still on, each widened by [`AFTER_OFF_MARGIN_MS`]. The journal is
+/// written before the flag file and cleared after it is removed and the
+/// site answers again, so a window covers every maintenance answer.
+pub fn excluded_spans(
+    journal: &Journal,
+    app: &str,
+    now: i64,
+    window: Duration,
+) -> Result<Vec<Excluded>, String> {
+    let since = now - window.as_millis() as i64 - AFTER_OFF_MARGIN_MS;
+    let mut spans: Vec<Excluded> = journal
+        .maintenance_windows_since(app, since, MAX_EXCLUDED_WINDOWS)
+        .map_err(|e| format!("cannot read the maintenance windows of {app}: {e}"))?
+        .into_iter()
+        .map(|(on, off)| Excluded {
+            from_ms: on,
+            to_ms: off + AFTER_OFF_MARGIN_MS,
+        })
+        .collect();
+    if let Some(state) = journal
+        .maintenance(app)
+        .map_err(|e| format!("cannot read the maintenance state of {app}: {e}"))?
+    {
+        spans.push(Excluded {
+            from_ms: state.on_since,
+            to_ms: i64::MAX,
+        });
+    }
+    Ok(spans)
+}
+
+/// Access-log figures of `app` with golive's maintenance left out
+/// ([`excluded_spans`]): what the access-log probe judges and what the
+/// watchdog's triggers will read.
+pub fn access_log_stats(
+    journal: &Journal,
+    app: &str,
+    path: &Path,
+    format: &LogFormat,
+    window: Duration,
+) -> Result<WindowStats, String> {
+    let spans = excluded_spans(journal, app, now_millis(), window)?;
+    accesslog::stats_excluding(path, format, window, &spans)
+}
 
 /// Turns an app's maintenance mode on or off.
 pub fn set(
@@ -486,6 +549,38 @@ mod tests {
         assert_eq!(
             flag_path(Path::new("/srv/shop"), Path::new("/run/m.flag")),
             PathBuf::from("/run/m.flag")
+        );
+    }
+
+    /// Issue 12, part 12: the spans left out of access-log figures are the
+    /// journaled windows that reach into the log's window, widened by the
+    /// margin after off, and the one still on.
+    #[test]
+    fn issue12_excluded_spans_come_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let now = 10_000_000;
+        // Long before the window, inside it, and on now.
+        j.maintenance_on("shop", "old", "a", now - 900_000).unwrap();
+        j.maintenance_off("shop", "a", now - 800_000).unwrap();
+        j.maintenance_on("shop", "deploy", "a", now - 60_000)
+            .unwrap();
+        j.maintenance_off("shop", "a", now - 50_000).unwrap();
+        j.maintenance_on("other", "x", "a", now - 40_000).unwrap();
+        j.maintenance_on("shop", "now", "a", now - 1_000).unwrap();
+        let spans = excluded_spans(&j, "shop", now, Duration::from_secs(300)).unwrap();
+        assert_eq!(
+            spans,
+            [
+                Excluded {
+                    from_ms: now - 60_000,
+                    to_ms: now - 50_000 + AFTER_OFF_MARGIN_MS
+                },
+                Excluded {
+                    from_ms: now - 1_000,
+                    to_ms: i64::MAX
+                },
+            ]
         );
     }
 

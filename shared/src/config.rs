@@ -1153,10 +1153,55 @@ pub struct FlagsConfig {
     pub declared: BTreeMap<String, FlagDecl>,
 }
 
+/// `[apps.APP.flags.declared.NAME]`: one flag, and where the app's file keeps
+/// it (issue 12, part 11). The defaults are golive's own format,
+/// `"NAME": {"enabled": true, "percent": 25}`; an app with its own format
+/// names its key and fields, e.g. seed 004's
+/// `key = "FASES.FASE_37_BI_ANALYTICS"`, `on_field = "habilitado"`,
+/// `percent_field = "porcentaje_rollout"`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlagDecl {
     pub description: Option<String>,
+    /// The flag's key in the file, any case: a dotted path (`"FASES.X"`:
+    /// the object `X` inside `FASES`), or a list of keys when a key itself
+    /// holds a dot. Default: NAME.
+    pub key: Option<FlagKey>,
+    /// The field that holds on/off (a boolean). Default `enabled`.
+    pub on_field: Option<String>,
+    /// The field that holds the rollout percentage (an integer 0-100).
+    /// Default `percent`.
+    pub percent_field: Option<String>,
+}
+
+/// A flag's key: `"A.B"` or `["A", "B.C"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum FlagKey {
+    Dotted(String),
+    Path(Vec<String>),
+}
+
+/// The deepest a flag's key may be nested.
+pub const MAX_FLAG_KEY_DEPTH: usize = 8;
+
+impl FlagDecl {
+    /// The keys from the file's top level down to the flag's value.
+    pub fn key_path(&self, name: &str) -> Vec<String> {
+        match &self.key {
+            None => vec![name.to_string()],
+            Some(FlagKey::Dotted(k)) => k.split('.').map(str::to_string).collect(),
+            Some(FlagKey::Path(p)) => p.clone(),
+        }
+    }
+
+    pub fn on_field(&self) -> &str {
+        self.on_field.as_deref().unwrap_or("enabled")
+    }
+
+    pub fn percent_field(&self) -> &str {
+        self.percent_field.as_deref().unwrap_or("percent")
+    }
 }
 
 fn validate_flags(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, String)) {
@@ -1184,18 +1229,76 @@ fn validate_flags(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, S
             ),
         ),
     }
-    for name in f.declared.keys() {
+    // Where two flags share a key, setting one would silently set the other.
+    let mut seen: BTreeMap<Vec<String>, &str> = BTreeMap::new();
+    for (name, decl) in &f.declared {
+        let here = |k: &str| key(&format!("declared.{name}{k}"));
         if name.is_empty()
             || !name
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             bad(
-                key(&format!("declared.{name}")),
-                format!("invalid flag name {name:?}: use lowercase letters, digits, '-' or '_'"),
+                here(""),
+                format!("invalid flag name {name:?}: use letters, digits, '-' or '_'"),
+            );
+        }
+        let path = decl.key_path(name);
+        if path.is_empty() || path.len() > MAX_FLAG_KEY_DEPTH {
+            bad(
+                here(".key"),
+                format!(
+                    "a flag's key has 1 to {MAX_FLAG_KEY_DEPTH} levels, not {}",
+                    path.len()
+                ),
+            );
+        } else if let Some(k) = path.iter().find(|k| !flag_field_ok(k)) {
+            bad(
+                here(".key"),
+                format!(
+                    "{k:?} in {:?} is not a usable key: keys are not empty and hold no control                      characters (a dotted key is split at each dot; give a list,                      key = [\"A\", \"B.C\"], when a key holds a dot)",
+                    path.join(".")
+                ),
+            );
+        } else if let Some(other) = seen.insert(path.clone(), name) {
+            bad(
+                here(".key"),
+                format!(
+                    "flag {other} already uses the key {:?}; each flag needs its own key",
+                    path.join(".")
+                ),
+            );
+        }
+        for (field, value) in [
+            (".on_field", &decl.on_field),
+            (".percent_field", &decl.percent_field),
+        ] {
+            if let Some(v) = value
+                && !flag_field_ok(v)
+            {
+                bad(
+                    here(field),
+                    format!(
+                        "{v:?} is not a usable field name: give the field's name as the app's file spells it"
+                    ),
+                );
+            }
+        }
+        if decl.on_field() == decl.percent_field() {
+            bad(
+                here(".percent_field"),
+                format!(
+                    "on_field and percent_field are both {:?}; they must be two fields",
+                    decl.on_field()
+                ),
             );
         }
     }
+}
+
+/// A key or field name golive can write: not empty, no control characters.
+fn flag_field_ok(k: &str) -> bool {
+    !k.is_empty() && k.len() <= 256 && !k.chars().any(char::is_control)
 }
 
 /// `[apps.APP.git]`: where this host fetches git-sourced releases from.

@@ -112,7 +112,50 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
             "plain_error.bin",
             codec::encode_plain_error("protocol mismatch"),
         ),
+        (
+            "response_job_activated.bin",
+            codec::encode(&Response::Job(JobInfo {
+                spec: JobSpec::Activate(ActivateRelease {
+                    app: "shop".into(),
+                    release: "v2".into(),
+                }),
+                result: Some(JobResult::Activated {
+                    release: "v2".into(),
+                    previous: Some("v1".into()),
+                    availability: Some(Availability {
+                        probe: "health".into(),
+                        samples: 40,
+                        failed: 11,
+                        unavailable_ms: 1_100,
+                        longest_ms: 1_100,
+                        answering_at_start: true,
+                        recovered: true,
+                        in_maintenance: false,
+                    }),
+                }),
+                ..job_activate_base()
+            })),
+        ),
     ]
+}
+
+/// The frame of an activate job (its spec and result are set by the fixture).
+fn job_activate_base() -> JobInfo {
+    JobInfo {
+        id: 8,
+        idempotency_key: "d1:web1:activate".into(),
+        spec: JobSpec::Activate(ActivateRelease {
+            app: "shop".into(),
+            release: "v2".into(),
+        }),
+        state: JobState::Succeeded,
+        submitted_by: "alice".into(),
+        submitted_at: 1_795_412_884_000,
+        finished_at: Some(1_795_412_886_000),
+        result: None,
+        error: None,
+        deduplicated: false,
+    }
 }
 
 #[test]

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 
 pub use format::LogFormat;
 pub use parse::Entry;
-pub use window::{MAX_WINDOW_SECS, Window, WindowStats};
+pub use window::{Excluded, MAX_WINDOW_SECS, Window, WindowStats};
 
 use tail::{Shared, lock};
 
@@ -77,6 +77,20 @@ static TAILERS: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
 /// call for a (path, format) starts its tailer and waits (up to 5 s) for it
 /// to read back the existing file.
 pub fn stats(path: &Path, format: &LogFormat, window: Duration) -> Result<WindowStats, String> {
+    stats_excluding(path, format, window, &[])
+}
+
+/// [`stats`], with the requests of the seconds that overlap `exclude`
+/// counted apart (`excluded_requests`, `excluded_5xx`) instead of in the
+/// error rate and p95. golive's maintenance windows are passed here by
+/// `crate::maintenance::access_log_stats`, the one function the probe and
+/// the watchdog use (issue 12, part 12).
+pub fn stats_excluding(
+    path: &Path,
+    format: &LogFormat,
+    window: Duration,
+    exclude: &[Excluded],
+) -> Result<WindowStats, String> {
     if !path.is_absolute() {
         return Err(format!(
             "access log path {} is relative; give an absolute path",
@@ -90,7 +104,7 @@ pub fn stats(path: &Path, format: &LogFormat, window: Duration) -> Result<Window
         return Err(e);
     }
     let since = shared.started.elapsed().as_secs();
-    Ok(lock(&shared.window).stats(tail::unix_now(), secs, since))
+    Ok(lock(&shared.window).stats_excluding(tail::unix_now(), secs, since, exclude))
 }
 
 /// The running tailer for (path, format), started if there is none (or

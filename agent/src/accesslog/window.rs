@@ -46,6 +46,26 @@ pub struct WindowStats {
     /// Seconds since this log's tailer started (it reads back the existing
     /// file at start, so a timestamped window is filled at once).
     pub since_start_secs: u64,
+    /// Parsed lines in the window left out of the figures above because
+    /// their second falls in an excluded span (golive's maintenance).
+    pub excluded_requests: u64,
+    /// Of those, status 500-599 (the maintenance page's 503s).
+    pub excluded_5xx: u64,
+}
+
+/// A span of time, `[from_ms, to_ms]` in unix milliseconds, whose requests
+/// are left out of the figures (issue 12, part 12). Log lines carry whole
+/// seconds, so a second that overlaps the span at all is left out whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Excluded {
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// Whether unix second `sec` overlaps any of `spans`.
+fn excluded(sec: i64, spans: &[Excluded]) -> bool {
+    let (start, end) = (sec.saturating_mul(1000), sec.saturating_mul(1000) + 999);
+    spans.iter().any(|s| s.from_ms <= end && s.to_ms >= start)
 }
 
 /// Bucket index of a latency in µs.
@@ -292,25 +312,49 @@ impl Window {
 
     /// Figures for the `secs` seconds ending at `now` (inclusive).
     pub fn stats(&self, now: i64, secs: u64, since_start_secs: u64) -> WindowStats {
+        self.stats_excluding(now, secs, since_start_secs, &[])
+    }
+
+    /// [`Window::stats`] with the seconds that overlap `exclude` counted
+    /// apart (`excluded_requests`, `excluded_5xx`) instead of in the
+    /// error rate and p95. Unparsed lines count wherever they fall.
+    pub fn stats_excluding(
+        &self,
+        now: i64,
+        secs: u64,
+        since_start_secs: u64,
+        exclude: &[Excluded],
+    ) -> WindowStats {
         let secs = secs.clamp(1, MAX_WINDOW_SECS);
         let inside = |sec: i64| sec <= now && sec > now - secs as i64;
         let (mut requests, mut errors, mut unparsed) = (0u64, 0u64, 0u64);
+        let (mut excluded_requests, mut excluded_5xx) = (0u64, 0u64);
         let mut hist = vec![0u64; BUCKETS];
         for slot in &self.slots {
             if slot.sec != EMPTY && inside(slot.sec) {
+                unparsed += u64::from(slot.unparsed);
+                if excluded(slot.sec, exclude) {
+                    excluded_requests += u64::from(slot.requests);
+                    excluded_5xx += u64::from(slot.errors);
+                    continue;
+                }
                 requests += u64::from(slot.requests);
                 errors += u64::from(slot.errors);
-                unparsed += u64::from(slot.unparsed);
                 for (b, n) in slot.latencies() {
                     hist[b] += u64::from(n);
                 }
             }
         }
-        if self.open.sec.is_some_and(inside) {
-            requests += u64::from(self.open.requests);
-            errors += u64::from(self.open.errors);
-            for (h, n) in hist.iter_mut().zip(self.open.hist.iter()) {
-                *h += u64::from(*n);
+        if let Some(sec) = self.open.sec.filter(|s| inside(*s)) {
+            if excluded(sec, exclude) {
+                excluded_requests += u64::from(self.open.requests);
+                excluded_5xx += u64::from(self.open.errors);
+            } else {
+                requests += u64::from(self.open.requests);
+                errors += u64::from(self.open.errors);
+                for (h, n) in hist.iter_mut().zip(self.open.hist.iter()) {
+                    *h += u64::from(*n);
+                }
             }
         }
         WindowStats {
@@ -325,6 +369,8 @@ impl Window {
             window_secs: secs,
             unparsed_lines: unparsed,
             since_start_secs,
+            excluded_requests,
+            excluded_5xx,
         }
     }
 
@@ -417,6 +463,44 @@ mod tests {
             (empty.requests, empty.error_rate, empty.p95_ms),
             (0, 0.0, None)
         );
+    }
+
+    /// Issue 12, part 12: seconds that overlap an excluded span (golive's
+    /// maintenance) are counted apart, not in the error rate or p95.
+    #[test]
+    fn issue12_excluded_seconds_are_counted_apart() {
+        let mut w = Window::new(60);
+        for age in 0..30 {
+            // Seconds NOW-20..=NOW-11 are a maintenance window: 503s, fast.
+            let maintenance = (11..=20).contains(&age);
+            for _ in 0..10 {
+                let (status, us) = if maintenance {
+                    (503, 100)
+                } else {
+                    (200, 50_000)
+                };
+                w.add(NOW - age, status, Some(us), NOW);
+            }
+        }
+        let all = w.stats(NOW, 60, 0);
+        assert_eq!((all.requests, all.errors_5xx), (300, 100));
+        // On at NOW-20 s + 300 ms, off at NOW-12 s + 10 ms, plus the 1 s
+        // margin: seconds NOW-20 ..= NOW-11 overlap it.
+        let span = Excluded {
+            from_ms: (NOW - 20) * 1000 + 300,
+            to_ms: (NOW - 12) * 1000 + 10 + 1000,
+        };
+        let s = w.stats_excluding(NOW, 60, 0, &[span]);
+        assert_eq!((s.requests, s.errors_5xx, s.error_rate), (200, 0, 0.0));
+        assert_eq!((s.excluded_requests, s.excluded_5xx), (100, 100));
+        assert!((s.p95_ms.unwrap() - 50.0).abs() < 2.0, "{s:?}");
+        // The open (newest) second is excluded too when it overlaps.
+        let now_span = Excluded {
+            from_ms: NOW * 1000 + 999,
+            to_ms: i64::MAX,
+        };
+        let s = w.stats_excluding(NOW, 60, 0, &[now_span]);
+        assert_eq!((s.requests, s.excluded_requests), (290, 10));
     }
 
     #[test]

@@ -108,7 +108,25 @@ pub async fn dispatch(
         Request::Lock(l) => lock::handle(agent, &peer.name, l).map(Response::Lock),
         Request::RunProbes(p) => {
             let app = agent.known_app(&p.app)?;
-            Ok(Response::Probes(probe::run_app(&p.app, app, &p.tags).await))
+            // golive's maintenance windows, left out of access-log figures.
+            let maintenance = if app
+                .probes
+                .iter()
+                .any(|p| matches!(p, golive_shared::config::ProbeConfig::AccessLog(_)))
+            {
+                crate::maintenance::excluded_spans(
+                    &agent.journal,
+                    &p.app,
+                    golive_shared::protocol::now_millis(),
+                    std::time::Duration::from_secs(crate::accesslog::MAX_WINDOW_SECS),
+                )
+                .map_err(crate::state::internal)?
+            } else {
+                Vec::new()
+            };
+            Ok(Response::Probes(
+                probe::run_app(&p.app, app, &p.tags, maintenance).await,
+            ))
         }
         Request::HasArtifact(h) => artifact::has(agent, &h.sha256).map(Response::Artifact),
         Request::MigrationStatus(m) => {

@@ -1,14 +1,16 @@
 //! The access-log probe: the 5xx share and p95 latency over the last
 //! `window_secs` of an nginx or Apache access log, from the tailer in
 //! [`crate::accesslog`] (one per log, kept running while asked, rotation
-//! handled).
+//! handled). Requests answered during golive's maintenance of the app are
+//! not an outage: they are left out and reported apart (issue 12, part 12;
+//! the rule is [`crate::maintenance::excluded_spans`]).
 
 use std::time::Duration;
 
 use golive_shared::config::AccessLogProbe;
 
 use super::{Check, blocking};
-use crate::accesslog::{self, LogFormat};
+use crate::accesslog::{self, Excluded, LogFormat};
 
 /// The probe's format, checked against its limits.
 pub(super) fn compile(p: &AccessLogProbe) -> Result<LogFormat, String> {
@@ -39,7 +41,7 @@ pub(super) fn threshold(p: &AccessLogProbe) -> String {
     )
 }
 
-pub(super) async fn check(p: &AccessLogProbe) -> Check {
+pub(super) async fn check(p: &AccessLogProbe, maintenance: Vec<Excluded>) -> Check {
     let p = p.clone();
     blocking(move || {
         let format = match compile(&p) {
@@ -47,18 +49,35 @@ pub(super) async fn check(p: &AccessLogProbe) -> Check {
             Err(e) => return Check::error(format!("format: {e}")),
         };
         let window = Duration::from_secs(p.window_secs);
-        let st = match accesslog::stats(&p.path, &format, window) {
+        let st = match accesslog::stats_excluding(&p.path, &format, window, &maintenance) {
             Ok(s) => s,
             Err(e) => return Check::error(e),
         };
         let rate = st.error_rate * 100.0;
+        let apart = if st.excluded_requests > 0 {
+            format!(
+                ", {} during golive's maintenance not counted",
+                st.excluded_requests
+            )
+        } else {
+            String::new()
+        };
         let value = format!(
-            "{rate:.2} % 5xx of {} requests{}",
+            "{rate:.2} % 5xx of {} requests{}{apart}",
             st.requests,
             st.p95_ms
                 .map(|ms| format!(", p95 {ms:.0} ms"))
                 .unwrap_or_default()
         );
+        let apart = if st.excluded_requests > 0 {
+            format!(
+                "; {} request(s) answered during golive's maintenance ({} of them 5xx) are not \
+                 counted",
+                st.excluded_requests, st.excluded_5xx
+            )
+        } else {
+            String::new()
+        };
         let log = p.path.display();
         let unparsed = if st.unparsed_lines > 0 {
             format!(
@@ -68,6 +87,7 @@ pub(super) async fn check(p: &AccessLogProbe) -> Check {
         } else {
             String::new()
         };
+        let unparsed = format!("{apart}{unparsed}");
         if st.requests < p.min_requests {
             return Check::pass(
                 value,

@@ -10,6 +10,8 @@
 //! - `system.rs`: disk free, memory available, load average, cpu busy,
 //!   process running — read from `statvfs` and `/proc` directly.
 //! - `files.rs`: a file exists and is recent (a cron heartbeat).
+//! - `logs.rs`: an access log's 5xx share and p95, golive's own
+//!   maintenance left out.
 //!
 //! A probe's outcome is `pass`, `fail` (it ran and the answer is wrong),
 //! `error` (it could not run: a timeout, a refused connection to an http
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant};
 use golive_shared::config::{AgentConfig, AppConfig, BeforeFirstRelease, ProbeConfig};
 use golive_shared::protocol::{ProbeReport, ProbeResult, ProbeStatus};
 
+use crate::accesslog::Excluded;
 use crate::release::layout::AppLayout;
 
 /// Probes that stop their own work at the timeout (a killed command, an
@@ -43,10 +46,18 @@ use crate::release::layout::AppLayout;
 const CLEANUP_SLACK: Duration = Duration::from_secs(8);
 
 /// Runs the app's probes carrying one of `tags` (all when empty), all at
-/// once; results in config order.
-pub async fn run_app(app_name: &str, app: &AppConfig, tags: &[String]) -> ProbeReport {
+/// once; results in config order. `maintenance`: golive's maintenance
+/// windows of the app (`maintenance::excluded_spans`), left out of the
+/// access-log figures.
+pub async fn run_app(
+    app_name: &str,
+    app: &AppConfig,
+    tags: &[String],
+    maintenance: Vec<Excluded>,
+) -> ProbeReport {
     let nothing_live = nothing_live(app);
     let app = Arc::new(app.clone());
+    let maintenance: Arc<[Excluded]> = maintenance.into();
     let mut set = tokio::task::JoinSet::new();
     let mut results: Vec<(usize, ProbeResult)> = Vec::new();
     for (i, probe) in app.probes.iter().enumerate() {
@@ -58,7 +69,8 @@ pub async fn run_app(app_name: &str, app: &AppConfig, tags: &[String]) -> ProbeR
             continue;
         }
         let app = app.clone();
-        set.spawn(async move { (i, run_one(&app, &app.probes[i]).await) });
+        let maintenance = maintenance.clone();
+        set.spawn(async move { (i, run_one(&app, &app.probes[i], &maintenance).await) });
     }
     results.extend(set.join_all().await);
     results.sort_by_key(|(i, _)| *i);
@@ -96,14 +108,18 @@ fn not_applicable(app_name: &str, app: &AppConfig, probe: &ProbeConfig) -> Probe
 }
 
 /// Runs one probe of `app` under its timeout.
-pub async fn run_one(app: &AppConfig, probe: &ProbeConfig) -> ProbeResult {
+pub async fn run_one(
+    app: &AppConfig,
+    probe: &ProbeConfig,
+    maintenance: &[Excluded],
+) -> ProbeResult {
     let started = Instant::now();
     let limit = Duration::from_millis(probe.timeout_ms());
     let wait = match probe {
         ProbeConfig::Command(_) | ProbeConfig::Sql(_) => limit + CLEANUP_SLACK,
         _ => limit,
     };
-    let check = match tokio::time::timeout(wait, check(app, probe, limit)).await {
+    let check = match tokio::time::timeout(wait, check(app, probe, limit, maintenance)).await {
         Ok(c) => c,
         Err(_) => Check::error(format!("no answer within {} ms", limit.as_millis())),
     };
@@ -119,7 +135,12 @@ pub async fn run_one(app: &AppConfig, probe: &ProbeConfig) -> ProbeResult {
     }
 }
 
-async fn check(app: &AppConfig, probe: &ProbeConfig, limit: Duration) -> Check {
+async fn check(
+    app: &AppConfig,
+    probe: &ProbeConfig,
+    limit: Duration,
+    maintenance: &[Excluded],
+) -> Check {
     match probe {
         ProbeConfig::Http(p) => http::check(p).await,
         ProbeConfig::Tcp(p) => net::tcp(p).await,
@@ -133,7 +154,7 @@ async fn check(app: &AppConfig, probe: &ProbeConfig, limit: Duration) -> Check {
         ProbeConfig::Cpu(p) => system::cpu(p).await,
         ProbeConfig::Process(p) => system::process(p).await,
         ProbeConfig::File(p) => files::check(p).await,
-        ProbeConfig::AccessLog(p) => logs::check(p).await,
+        ProbeConfig::AccessLog(p) => logs::check(p, maintenance.to_vec()).await,
     }
 }
 

@@ -16,7 +16,9 @@
 //!    maintenance: activate every host, maintenance off everywhere, then the
 //!    probes (they go through the web server, which answers 503 while on);
 //!    after a switch-back, maintenance off again where it is still on. The
-//!    time in maintenance is the downtime, reported per host and overall;
+//!    time in maintenance is the downtime, reported per host and overall,
+//!    beside the time the app did not answer outside it (measured by the
+//!    agents through each switch: `Unavailable`);
 //! 5. release the locks, record the outcome.
 //!
 //! Every job carries the idempotency key `DEPLOYMENT:HOST:STEP`, so a repeat
@@ -28,10 +30,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use golive_shared::protocol::{
-    ActivateRelease, CreateBackup, EventKind, JobEventsRequest, JobInfo, JobResult, JobSpec,
-    JobState, ListFlagsRequest, LockRequest, LockResponse, MigrationStatusRequest, ProbeReport,
-    ProbeResult, ProbeStatus, Request, Response, RollbackRelease, RunMigrations, RunProbesRequest,
-    SetFlag, StageGitRelease, StageRelease, SubmitJob, error_headline, now_millis,
+    ActivateRelease, Availability, CreateBackup, EventKind, JobEventsRequest, JobInfo, JobResult,
+    JobSpec, JobState, ListFlagsRequest, LockRequest, LockResponse, MigrationStatusRequest,
+    ProbeReport, ProbeResult, ProbeStatus, Request, Response, RollbackRelease, RunMigrations,
+    RunProbesRequest, SetFlag, StageGitRelease, StageRelease, SubmitJob, error_headline,
+    now_millis,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -482,6 +485,7 @@ pub async fn deploy_with_id(
     }
 
     let mut downtime = Downtime::None;
+    let mut unavailable = Unavailable::default();
     let (exit, message) = run_deployment(
         out,
         &journal,
@@ -491,6 +495,7 @@ pub async fn deploy_with_id(
         size,
         &previous,
         &mut downtime,
+        &mut unavailable,
     )
     .await;
     let state_name = match exit {
@@ -507,7 +512,7 @@ pub async fn deploy_with_id(
         journal.finish_deployment(&id, state_name, Some(&message))?;
     }
     out.line(format!("deployment {id}: {state_name}: {message}"));
-    out.event(&json!({"event": "result", "deployment": id, "state": state_name, "message": message, "exit": exit.code(), "downtime_ms": downtime.ms(), "maintenance": downtime.json()}));
+    out.event(&json!({"event": "result", "deployment": id, "state": state_name, "message": message, "exit": exit.code(), "downtime_ms": downtime.ms(), "maintenance": downtime.json(), "unavailable_ms": unavailable.ms(), "unavailable": unavailable.json()}));
     Ok((exit, Some(id)))
 }
 
@@ -861,6 +866,7 @@ async fn run_deployment(
     size: u64,
     previous: &[Option<String>],
     downtime: &mut Downtime,
+    unavailable: &mut Unavailable,
 ) -> (Exit, String) {
     let release = plan.release.as_ref().expect("checked by deploy");
     // Phase 2: locks everywhere, or nowhere.
@@ -1131,16 +1137,16 @@ async fn run_deployment(
             app: plan.app.clone(),
             release: release.id.clone(),
         });
-        let result = job_ok(
-            run_job(
-                out,
-                c,
-                format!("{id}:{}:activate", host.name),
-                Some(lease.token.clone()),
-                spec,
-            )
-            .await,
-        );
+        let job = run_job(
+            out,
+            c,
+            format!("{id}:{}:activate", host.name),
+            Some(lease.token.clone()),
+            spec,
+        )
+        .await;
+        unavailable.add(&host.name, &job);
+        let result = job_ok(job);
         finish(journal, seq, &result);
         if let Err(Failure(_, e)) = result {
             step(out, &host.name, "activate", "failed", &e);
@@ -1221,7 +1227,15 @@ async fn run_deployment(
         return (Exit::Paused, message.clone());
     }
     let mut outcome = switch_back_if_failed(
-        out, journal, plan, id, previous, &leases, &activated, failure,
+        out,
+        journal,
+        plan,
+        id,
+        previous,
+        &leases,
+        &activated,
+        failure,
+        unavailable,
     )
     .await;
     if outcome.0 == Exit::RolledBack
@@ -1261,17 +1275,8 @@ async fn run_deployment(
             longest_downtime,
             &in_maintenance_names(plan, &in_maintenance),
         );
-        match *downtime {
-            Downtime::Measured(ms) => {
-                out.line(format!("downtime: {ms} ms in maintenance"));
-                outcome
-                    .1
-                    .push_str(&format!("; downtime {ms} ms (maintenance)"));
-            }
-            Downtime::StillOn => out.line("downtime: maintenance is still ON"),
-            Downtime::None => {}
-        }
     }
+    report_downtime(out, *downtime, unavailable, &mut outcome.1);
     release_all(leases).await;
     outcome
 }
@@ -1596,6 +1601,7 @@ async fn switch_back_if_failed(
     leases: &[Lease],
     activated: &[usize],
     failure: Option<(Exit, String)>,
+    unavailable: &mut Unavailable,
 ) -> (Exit, String) {
     let release = plan.release.as_ref().expect("checked by deploy");
     match failure {
@@ -1626,16 +1632,16 @@ async fn switch_back_if_failed(
                     to: Some(to.clone()),
                     reason: why.clone(),
                 });
-                let r = job_ok(
-                    run_job(
-                        out,
-                        &host.client,
-                        format!("{id}:{}:switch-back", host.name),
-                        Some(leases[i].token.clone()),
-                        spec,
-                    )
-                    .await,
-                );
+                let job = run_job(
+                    out,
+                    &host.client,
+                    format!("{id}:{}:switch-back", host.name),
+                    Some(leases[i].token.clone()),
+                    spec,
+                )
+                .await;
+                unavailable.add(&host.name, &job);
+                let r = job_ok(job);
                 finish(journal, seq, &r);
                 match r {
                     Ok(_) => {
@@ -1738,6 +1744,135 @@ async fn schema_after_switch_back(plan: &Plan, id: &str) -> Option<String> {
     )
 }
 
+/// Downtime as users see it (issue 12, part 15): what each host's agent
+/// measured with the app's http probe through its switches (activate and
+/// switch-back). Time in maintenance is counted by [`Downtime`], not here.
+#[derive(Debug, Default)]
+struct Unavailable {
+    /// (host, figures), one per switch that was sampled.
+    hosts: Vec<(String, Availability)>,
+}
+
+impl Unavailable {
+    /// Keeps the figures of a finished activate or rollback job.
+    fn add(&mut self, host: &str, r: &Result<JobInfo, ClientError>) {
+        if let Some(a) = availability_of(r) {
+            self.hosts.push((host.to_string(), a));
+        }
+    }
+
+    /// The longest time one host did not answer (hosts are reached in
+    /// parallel by users; a stretch on one host is what they saw), or
+    /// `None` when no switch was sampled.
+    fn ms(&self) -> Option<u64> {
+        let per_host = self.per_host();
+        (!per_host.is_empty()).then(|| per_host.iter().map(|h| h.1).max().unwrap_or(0))
+    }
+
+    /// Each host's total over its switches, in the order first sampled.
+    fn per_host(&self) -> Vec<(String, u64, bool)> {
+        let mut out: Vec<(String, u64, bool)> = Vec::new();
+        for (host, a) in &self.hosts {
+            match out.iter_mut().find(|h| &h.0 == host) {
+                Some(h) => {
+                    h.1 += a.unavailable_ms;
+                    h.2 &= a.recovered;
+                }
+                None => out.push((host.clone(), a.unavailable_ms, a.recovered)),
+            }
+        }
+        out
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.per_host()
+                .into_iter()
+                .map(|(host, ms, recovered)| {
+                    json!({"host": host, "unavailable_ms": ms, "recovered": recovered})
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The availability a finished activate or rollback job measured.
+fn availability_of(r: &Result<JobInfo, ClientError>) -> Option<Availability> {
+    match r {
+        Ok(JobInfo {
+            state: JobState::Succeeded,
+            result:
+                Some(
+                    JobResult::Activated { availability, .. }
+                    | JobResult::RolledBack { availability, .. },
+                ),
+            ..
+        }) => availability.clone(),
+        _ => None,
+    }
+}
+
+/// "; not answering 1020 ms (longest 1020 ms, probe health)" for a step's
+/// detail, or nothing when the switch was not sampled.
+fn availability_detail(a: Option<&Availability>) -> String {
+    match a {
+        None => String::new(),
+        Some(a) if a.in_maintenance => "; in maintenance (not sampled)".into(),
+        Some(a) => format!(
+            "; not answering {} ms (longest {} ms, {} of {} samples of probe {}{})",
+            a.unavailable_ms,
+            a.longest_ms,
+            a.failed,
+            a.samples,
+            a.probe,
+            if a.recovered {
+                ""
+            } else {
+                "; still not answering when sampling ended"
+            }
+        ),
+    }
+}
+
+/// Prints the downtime of a deployment as users saw it and as maintenance
+/// took it, per host and overall, and adds it to the outcome message.
+fn report_downtime(out: Out, downtime: Downtime, unavailable: &Unavailable, message: &mut String) {
+    for (host, ms, recovered) in unavailable.per_host() {
+        out.line(format!(
+            "[{host}] not answering: {ms} ms (as users see it){}",
+            if recovered {
+                ""
+            } else {
+                ", and still not answering when sampling ended"
+            }
+        ));
+    }
+    let users = unavailable
+        .ms()
+        .map(|ms| format!("{ms} ms not answering (as users see it)"));
+    let maintenance = match downtime {
+        Downtime::None => Some("0 ms in maintenance".to_string()),
+        Downtime::Measured(ms) => Some(format!("{ms} ms in maintenance")),
+        Downtime::StillOn => None,
+    };
+    match (users, maintenance) {
+        (Some(u), Some(m)) => {
+            out.line(format!("downtime: {u}, {m}"));
+            message.push_str(&format!("; downtime {u}, {m}"));
+        }
+        (None, Some(m)) if downtime != Downtime::None => {
+            out.line(format!("downtime: {m}"));
+            message.push_str(&format!("; downtime {m}"));
+        }
+        (Some(u), None) => {
+            out.line(format!("downtime: {u}; maintenance is still ON"));
+            message.push_str(&format!("; downtime {u}"));
+        }
+        (None, None) => out.line("downtime: maintenance is still ON"),
+        (None, Some(_)) => {}
+    }
+}
+
 /// The git ref a release is fetched at, if it comes from git.
 fn git_ref(release: &plan::Release) -> Option<&str> {
     match &release.source {
@@ -1789,12 +1924,24 @@ fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
                 Some(c) => format!("commit {c}, {files} files, {bytes} bytes"),
                 None => format!("{files} files, {bytes} bytes"),
             },
-            Some(JobResult::Activated { release, previous }) => {
-                format!("{} -> {release}", previous.as_deref().unwrap_or("none"))
-            }
-            Some(JobResult::RolledBack { from, to }) => {
-                format!("{} -> {to}", from.as_deref().unwrap_or("none"))
-            }
+            Some(JobResult::Activated {
+                release,
+                previous,
+                availability,
+            }) => format!(
+                "{} -> {release}{}",
+                previous.as_deref().unwrap_or("none"),
+                availability_detail(availability.as_ref())
+            ),
+            Some(JobResult::RolledBack {
+                from,
+                to,
+                availability,
+            }) => format!(
+                "{} -> {to}{}",
+                from.as_deref().unwrap_or("none"),
+                availability_detail(availability.as_ref())
+            ),
             Some(JobResult::BackedUp { id, bytes, .. }) => format!("backup {id}, {bytes} bytes"),
             Some(JobResult::Verified { id, detail, .. }) => format!("backup {id}: {detail}"),
             Some(JobResult::Maintenance {
@@ -1910,6 +2057,7 @@ pub async fn rollback(
     let mut failed = Vec::new();
     // What each host got back, for the record's "later actions".
     let mut done: Vec<String> = Vec::new();
+    let mut unavailable = Unavailable::default();
     for (host, to) in targets {
         let lease = match Lease::acquire(&host.client, &d.app, &lock_id, plan.lock_ttl_secs).await {
             Ok(l) => l,
@@ -1931,16 +2079,16 @@ pub async fn rollback(
             host.name,
             golive_shared::protocol::now_millis()
         );
-        let r = job_ok(
-            run_job(
-                out,
-                &host.client,
-                key.clone(),
-                Some(lease.token.clone()),
-                spec,
-            )
-            .await,
-        );
+        let job = run_job(
+            out,
+            &host.client,
+            key.clone(),
+            Some(lease.token.clone()),
+            spec,
+        )
+        .await;
+        unavailable.add(&host.name, &job);
+        let r = job_ok(job);
         finish(&journal, seq, &r);
         match r {
             Ok(_) => {
@@ -2021,9 +2169,13 @@ pub async fn rollback(
         done.push(message.clone());
         journal.add_action(id, &plan.operator, "rollback-incomplete", &done.join("; "))?;
     }
+    if unavailable.ms().is_some() {
+        // Its own lines and event fields; the message stays the outcome.
+        report_downtime(out, Downtime::None, &unavailable, &mut String::new());
+    }
     out.line(&message);
     out.event(
-        &json!({"event": "result", "deployment": id, "message": message, "exit": exit.code()}),
+        &json!({"event": "result", "deployment": id, "message": message, "exit": exit.code(), "unavailable_ms": unavailable.ms(), "unavailable": unavailable.json()}),
     );
     Ok(exit)
 }

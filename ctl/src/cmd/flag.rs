@@ -1,7 +1,8 @@
 //! `golivectl flag list|set PLAN ...`: the feature flags the plan's app
 //! declares in each agent's config (`[apps.APP.flags]`). `list` asks every
-//! host (read-only); `set` runs a flag job per host, which rewrites the one
-//! key of the app's flag file and journals who changed it and when.
+//! host (read-only); `set` runs a flag job per host, which changes the
+//! flag's own fields in the app's flag file and journals who changed it and
+//! when. Without `--percent`, `set` keeps the percentage each host has.
 
 use std::path::Path;
 
@@ -104,12 +105,6 @@ async fn set(
             golive_shared::protocol::now_millis(),
             std::process::id()
         );
-        let spec = JobSpec::SetFlag(SetFlag {
-            app: plan.app.clone(),
-            name: name.to_string(),
-            on,
-            percent,
-        });
         let previous = match previous_of(host, &plan.app, name).await {
             Ok(p) => p,
             Err(e) => {
@@ -120,6 +115,15 @@ async fn set(
                 continue;
             }
         };
+        // Without --percent the rollout percentage stays what the file has
+        // (issue 12): `off` changes the on/off field only.
+        let percent = percent.or(previous.1);
+        let spec = JobSpec::SetFlag(SetFlag {
+            app: plan.app.clone(),
+            name: name.to_string(),
+            on,
+            percent,
+        });
         let outcome = match run_job(out, &host.client, key, None, spec).await {
             Ok(job) if job.state == JobState::Succeeded => match job.result {
                 Some(JobResult::FlagSet { .. }) => Ok(previous),

@@ -141,10 +141,17 @@ pub enum JobResult {
     Activated {
         release: String,
         previous: Option<String>,
+        /// What users saw through the switch and its hooks (issue 12);
+        /// `None` when nothing was sampled (no http probe, nothing live).
+        #[serde(default)]
+        availability: Option<Availability>,
     },
     RolledBack {
         from: Option<String>,
         to: String,
+        /// As for `Activated`, through the switch back and its hooks.
+        #[serde(default)]
+        availability: Option<Availability>,
     },
     BackedUp {
         id: String,
@@ -193,6 +200,30 @@ pub enum JobResult {
         previous_on: bool,
         previous_percent: Option<u8>,
     },
+}
+
+/// Downtime as users see it (issue 12, part 15): the app's http probe,
+/// sampled about every 100 ms on the agent from before a switch (and its
+/// hooks) until it answers again after them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Availability {
+    /// The http probe sampled.
+    pub probe: String,
+    pub samples: u32,
+    /// Samples that did not answer as the probe expects.
+    pub failed: u32,
+    /// Time the app did not answer, all stretches together, in ms.
+    pub unavailable_ms: u64,
+    /// The longest of those stretches, in ms.
+    pub longest_ms: u64,
+    /// The first sample, before anything changed, answered.
+    pub answering_at_start: bool,
+    /// It answered again before sampling ended; when false,
+    /// `unavailable_ms` is a lower bound.
+    pub recovered: bool,
+    /// The app was in golive's maintenance: nothing was sampled, the time
+    /// counts as maintenance (not twice).
+    pub in_maintenance: bool,
 }
 
 /// Long-poll for events after `after_seq`, waiting up to `wait_ms` for new ones.

@@ -89,7 +89,7 @@ fn flags_are_set_on_two_hosts_keep_other_keys_and_are_journaled() {
     let changed = ctl.run(&["flag", "set", s(&plan), "bi_analytics", "off"]);
     assert_eq!(changed.code, 0, "{}", changed.text());
     assert!(
-        changed.stdout.contains("on (50%) -> off"),
+        changed.stdout.contains("on (50%) -> off (50%)"),
         "{}",
         changed.text()
     );
@@ -250,4 +250,128 @@ fn issue4_rollback_restores_the_flag_values_of_the_rollback_point() {
             && detail.contains("new_checkout -> off"),
         "{record}"
     );
+}
+
+/// Seed 004's `config/feature_flags.json`, as its runbook shows it, with
+/// FASE_37 turned on at 75 % as in the replay of issue 12.
+const SEED_004: &str = r#"{
+  "FASES": {
+    "FASE_8_DATA_QUALITY": {
+      "habilitado": true,
+      "niveles": ["piloto", "produccion_controlada", "produccion_abierta"],
+      "porcentaje_rollout": 100,
+      "version_minima": "1.0.0"
+    },
+    "FASE_9_OBSERVABILITY": {
+      "habilitado": true,
+      "niveles": ["produccion_controlada", "produccion_abierta"],
+      "porcentaje_rollout": 75,
+      "version_minima": "1.0.0"
+    },
+    "FASE_37_BI_ANALYTICS": {
+      "habilitado": true,
+      "niveles": ["produccion_abierta"],
+      "porcentaje_rollout": 75,
+      "version_minima": "1.2.0",
+      "notas": "Disponible en v1.2.0+"
+    }
+  },
+  "ALERTAS": {
+    "ALERTA_BAJA": {
+      "habilitado": true,
+      "nivel_minimo": "piloto"
+    }
+  }
+}
+"#;
+
+/// Issue 12, part 11: a flag in the app's own format (nested key, Spanish
+/// field names) is listed as the app has it, `flag set ... off` changes
+/// only its on/off field (every other byte of the file stays), and a
+/// rollback restores the file byte for byte.
+#[test]
+fn issue12_flags_in_the_apps_own_format_are_read_written_and_restored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::new(dir.path());
+    let root = dir.path().join("finca1/srv/finca");
+    let file = root.join("shared/config/feature_flags.json");
+    std::fs::create_dir_all(file.parent().unwrap()).expect("flag dir");
+    std::fs::write(&file, SEED_004).expect("seed flags");
+    let mut spec = AgentSpec::new("finca1", "127.0.0.158");
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\n\n[apps.shop.flags]\nfile = \"shared/config/feature_flags.json\"\n\n\
+         [apps.shop.flags.declared.FASE_37_BI_ANALYTICS]\nkey = \"FASES.FASE_37_BI_ANALYTICS\"\n\
+         on_field = \"habilitado\"\npercent_field = \"porcentaje_rollout\"\n\n\
+         [apps.shop.flags.declared.alerta_baja]\nkey = [\"ALERTAS\", \"ALERTA_BAJA\"]\non_field = \"habilitado\"\n"
+    );
+    let agent = AgentProc::start(dir.path(), &pki, &spec);
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(dir.path());
+    let plan = dir.path().join("deploy.toml");
+    let deploy = |v: &str| {
+        let art = dir.path().join(format!("dist/finca-{v}.tar.gz"));
+        artifact(&art, &[("index.html", v.as_bytes())]);
+        write_plan(&plan, &pki, &op, "shop", Some((v, &art)), &[&agent]);
+        let r = ctl.run(&["--output", "json", "deploy", s(&plan)]);
+        assert_eq!(r.code, 0, "{}", r.text());
+        r.json_lines()
+            .into_iter()
+            .find(|e| e["event"] == "result")
+            .and_then(|e| e["deployment"].as_str().map(String::from))
+            .expect("deployment id")
+    };
+    deploy("v1");
+    let v2 = deploy("v2");
+
+    let list = ctl.run(&["flag", "list", s(&plan)]);
+    assert_eq!(list.code, 0, "{}", list.text());
+    let line = list
+        .stdout
+        .lines()
+        .find(|l| l.contains("FASE_37_BI_ANALYTICS"))
+        .unwrap_or_else(|| panic!("{}", list.text()));
+    assert!(line.contains("on (75%)"), "{}", list.text());
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.contains("alerta_baja") && l.contains(" on ")),
+        "{}",
+        list.text()
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), SEED_004);
+
+    let off = ctl.run(&["flag", "set", s(&plan), "FASE_37_BI_ANALYTICS", "off"]);
+    assert_eq!(off.code, 0, "{}", off.text());
+    assert!(
+        off.stdout.contains("on (75%) -> off (75%)"),
+        "{}",
+        off.text()
+    );
+    let want = SEED_004.replace(
+        "\"habilitado\": true,\n      \"niveles\": [\"produccion_abierta\"]",
+        "\"habilitado\": false,\n      \"niveles\": [\"produccion_abierta\"]",
+    );
+    assert_ne!(want, SEED_004);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), want);
+    let listed = ctl.run(&["--output", "json", "flag", "list", s(&plan)]);
+    let v = listed.json_lines().pop().expect("list json");
+    let fase = v["hosts"][0]["flags"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["name"] == "FASE_37_BI_ANALYTICS"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(
+        (&fase["on"], &fase["percent"]),
+        (&Value::from(false), &Value::from(75))
+    );
+
+    let r = ctl.run(&["rollback", &v2]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(
+        r.stdout
+            .contains("restored FASE_37_BI_ANALYTICS -> on (75%)"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), SEED_004);
 }

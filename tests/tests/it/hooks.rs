@@ -514,3 +514,144 @@ fn issue12_a_failing_hooks_output_is_printed_once() {
     );
     assert_eq!(h.current().as_deref(), Some("releases/v1"));
 }
+
+/// An app server (python) on `ip:port` that answers `ok` to every GET and,
+/// when the file `marker` appears, closes its socket for 1 s (a restart:
+/// connections are refused), removes the marker and listens again.
+const RESTARTING_APP: &str = r#"
+import http.server, os, sys, time
+ip, port, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+while True:
+    srv = http.server.HTTPServer((ip, port), H)
+    srv.timeout = 0.02
+    while not os.path.exists(marker):
+        srv.handle_request()
+    srv.server_close()
+    time.sleep(1.0)
+    os.remove(marker)
+"#;
+
+/// Issue 12, part 15: downtime as users see it. An after_activate (and
+/// after_rollback) hook restarts the app for about 1 s outside maintenance;
+/// the agent samples the app's http probe through the switch and the
+/// switch-back, and the controller reports the time it did not answer
+/// beside the maintenance time (the result line, the result event, the
+/// deployment record). A release whose hook restarts nothing measures 0.
+#[test]
+fn issue12_downtime_as_users_see_it_is_measured_through_switch_and_switch_back() {
+    let w = World::new();
+    let ip = "127.0.0.116";
+    let root = w.path().join("web1/srv/shop");
+    std::fs::create_dir_all(root.join("shared")).expect("shared dir");
+    let marker = root.join("shared/restart");
+    let port = free_port(ip);
+    let script = w.path().join("app.py");
+    std::fs::write(&script, RESTARTING_APP).expect("app script");
+    let _app = KillOnDrop(
+        std::process::Command::new("python3")
+            .arg(&script)
+            .args([ip, &port.to_string()])
+            .arg(&marker)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the app"),
+    );
+    let started = Instant::now();
+    while http_get(ip, port, "/health").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the app never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A release that ships `restart-app` restarts the app from its hooks.
+    let restart = "cmd = [\"sh\", \"-c\", \"if [ -f restart-app ]; then touch \\\"$GOLIVE_ROOT/shared/restart\\\"; fi\"]\n";
+    let mut spec = AgentSpec::new("web1", ip);
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\nkeep_releases = 5\n\n\
+         [[apps.shop.probes]]\nkind = \"http\"\nname = \"health\"\n\
+         url = \"http://{ip}:{port}/health\"\nexpect_status = [200]\nbody_contains = \"ok\"\n\
+         severity = \"critical\"\ntimeout_ms = 3000\n\n\
+         [[apps.shop.hooks.after_activate]]\n{restart}\n\
+         [[apps.shop.hooks.after_rollback]]\n{restart}\n"
+    );
+    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+
+    // A first install: nothing was live, nothing to measure.
+    let (run, res) = w.deploy("v1", &[], &[&agent]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(res["unavailable_ms"], Value::Null, "{res}");
+
+    // v2's hook restarts the app: about 1 s of refused connections.
+    let (run, res) = w.deploy("v2", &[("restart-app", b"1\n")], &[&agent]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let down = res["unavailable_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no unavailable_ms: {res}"));
+    assert!(
+        down > 0 && down < 6_000,
+        "{down} ms is not a 1 s restart: {}",
+        run.text()
+    );
+    assert_eq!(res["downtime_ms"], 0, "{res}");
+    assert_eq!(res["unavailable"][0]["host"], "web1", "{res}");
+    assert!(
+        text(&res["message"]).contains(&format!(
+            "downtime {down} ms not answering (as users see it), 0 ms in maintenance"
+        )),
+        "{res}"
+    );
+    // The deployment record keeps it in the activate step.
+    let id = text(&res["deployment"]).to_string();
+    let show = w.ctl.run(&["--output", "json", "show", &id]);
+    assert_eq!(show.code, 0, "{}", show.text());
+    let record: Value = serde_json::from_str(show.stdout.trim()).expect("show JSON");
+    let activate = record["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["step"] == "activate"))
+        .unwrap_or_else(|| panic!("no activate step: {record}"));
+    assert!(
+        text(&activate["detail"]).contains(&format!("not answering {down} ms")),
+        "{activate}"
+    );
+
+    // v3 restarts nothing: the app never stopped answering.
+    let (run, res) = w.deploy("v3", &[], &[&agent]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let v3 = text(&res["deployment"]).to_string();
+    let steady = res["unavailable_ms"].as_u64().expect("unavailable_ms");
+    assert!(
+        steady < 300,
+        "{steady} ms for an app that never stopped: {res}"
+    );
+
+    // The switch back to v2 runs its after_rollback hook: a restart again,
+    // reported per host and overall in the human output.
+    let run = w.ctl.run(&["rollback", &v3]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let back: u64 = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("downtime: "))
+        .and_then(|l| l.strip_suffix(" ms not answering (as users see it), 0 ms in maintenance"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no downtime line:\n{}", run.text()));
+    assert!(back > 0 && back < 6_000, "{back} ms: {}", run.text());
+    assert!(
+        run.stdout.contains(&format!(
+            "[web1] not answering: {back} ms (as users see it)"
+        )),
+        "{}",
+        run.text()
+    );
+    drop(agent);
+}

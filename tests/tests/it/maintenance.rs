@@ -454,8 +454,17 @@ fn deploy_with_maintenance_reports_downtime_and_ends_with_it_off() {
     let downtime = result["downtime_ms"].as_u64().expect("downtime_ms");
     assert!(downtime > 0, "{result}");
     assert!(
-        text(&result["message"]).contains(&format!("downtime {downtime} ms")),
+        text(&result["message"]).contains(&format!("{downtime} ms in maintenance")),
         "{result}"
+    );
+    // Issue 12: the switch happened behind the maintenance page, so the
+    // agent sampled nothing: that time is maintenance, not counted twice.
+    assert_eq!(result["unavailable_ms"], 0, "{result}");
+    assert!(
+        run.stdout
+            .contains("availability: not sampled, the app is in maintenance"),
+        "{}",
+        run.text()
     );
     // The agent saw nginx answer 503 while the switch happened.
     assert!(
@@ -595,4 +604,170 @@ fn issue4_deploy_without_migrations_has_zero_failed_requests_through_nginx() {
             .any(|r| matches!(r, Some((200, b)) if b == "shop v2\n")),
         "the new release answered"
     );
+}
+
+/// A combined-format access-log line stamped now with `status`.
+fn combined_line(status: u16) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "127.0.0.1 - - [{:02}/{}/{}:{:02}:{:02}:{:02} +0000] \"GET /shop HTTP/1.1\" {status} 512 \"-\" \"curl/8.0\"\n",
+        t.day(),
+        MONTHS[t.month() as usize - 1],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Issue 12, part 12: golive's maintenance is not an outage. A migration
+/// deploy goes into maintenance while a request loop runs through real
+/// nginx, whose access log fills with the maintenance page's 503s; the
+/// critical access-log probe after the switch leaves them out (and says
+/// how many) and the release stays live. A 5xx burst outside maintenance
+/// still fails the same probe.
+#[test]
+fn issue12_maintenance_503s_are_not_counted_by_the_access_log_probe() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let w = World::new();
+    let ip = "127.0.0.124";
+    let root = w.path().join("web5/srv/shop");
+    std::fs::create_dir_all(root.join("shared")).expect("shared dir");
+    let db = root.join("shared/shop.db");
+    rusqlite::Connection::open(&db)
+        .and_then(|c| c.execute_batch("CREATE TABLE seen (n INTEGER);"))
+        .expect("sqlite db");
+    let flag = root.join("shared/maintenance.flag");
+    let nginx = Nginx::start(w.path(), ip, &root.join("current"), &flag);
+    let access_log = nginx.dir.join("access.log");
+    let mut spec = AgentSpec::new("web5", ip);
+    spec.apps_toml = format!(
+        "{}[[apps.shop.probes]]\nkind = \"access-log\"\nname = \"errors\"\npath = {access_log:?}\n\
+         format = \"combined\"\nwindow_secs = 300\nmax_error_rate_percent = 5\nmin_requests = 5\n\
+         severity = \"critical\"\n\n\
+         [[apps.shop.databases]]\nengine = \"sqlite\"\nname = \"main\"\npath = {db:?}\n\n\
+         [apps.shop.migrations]\ndir = \"migrations\"\ndatabase = \"main\"\n\n{}",
+        app_toml("shop", &root, &format!("http://{ip}:{}/health", nginx.port)),
+        maintenance_toml(&format!("http://{ip}:{}/", nginx.port), "")
+    );
+    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+    let v1 = w.path().join("dist/shop-v1.tar.gz");
+    artifact(&v1, &[("index.html", b"shop v1\n"), ("health", b"ok\n")]);
+    let plan = w.plan(&agent, Some(("v1", &v1)), "");
+    let (run, _) = w.json(&["deploy", s(&plan)]);
+    assert_eq!(run.code, 0, "{}\nnginx:\n{}", run.text(), nginx.logs());
+
+    // Users keep asking through the deployment: bounded in count and time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = nginx.port;
+    let load = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst)
+                && seen.len() < 20_000
+                && started.elapsed() < Duration::from_secs(60)
+            {
+                seen.push(http_get(ip, port, "/").map(|a| a.0));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        })
+    };
+    // Answers from v1 in seconds of their own before maintenance starts.
+    std::thread::sleep(Duration::from_millis(1500));
+    let v2 = w.path().join("dist/shop-v2.tar.gz");
+    artifact(
+        &v2,
+        &[
+            ("index.html", b"shop v2\n"),
+            ("health", b"ok\n"),
+            (
+                "migrations/0001_orders.up.sql",
+                b"CREATE TABLE orders (id INTEGER PRIMARY KEY);",
+            ),
+            ("migrations/0001_orders.down.sql", b"DROP TABLE orders;"),
+        ],
+    );
+    let plan = w.plan(&agent, Some(("v2", &v2)), "");
+    let (run, result) = w.json(&["deploy", s(&plan)]);
+    stop.store(true, Ordering::SeqCst);
+    let seen = load.join().expect("load thread");
+    let maintenance_503s = seen.iter().filter(|s| **s == Some(503)).count();
+    assert!(
+        maintenance_503s > 0,
+        "the loop never saw the maintenance page ({} requests)",
+        seen.len()
+    );
+    assert_eq!(run.code, 0, "{}\nnginx:\n{}", run.text(), nginx.logs());
+    assert_eq!(result["state"], "succeeded", "{result}");
+    assert_eq!(result["maintenance"], "off", "{result}");
+    let errors = run
+        .json_lines()
+        .into_iter()
+        .find(|e| e["event"] == "probe" && e["phase"] == "after" && e["probe"] == "errors")
+        .unwrap_or_else(|| panic!("no access-log probe after the switch:\n{}", run.text()));
+    assert_eq!(errors["status"], "pass", "{errors}");
+    let value = text(&errors["value"]);
+    assert!(value.starts_with("0.00 % 5xx of "), "{errors}");
+    // Every 503 the loop saw is among the requests left out.
+    let apart: usize = value
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" during golive's maintenance not counted"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no excluded count in {errors}"));
+    assert!(
+        apart >= maintenance_503s,
+        "{apart} < {maintenance_503s}: {errors}"
+    );
+    assert!(
+        text(&errors["message"]).contains("answered during golive's maintenance"),
+        "{errors}"
+    );
+    assert_eq!(
+        http_get(ip, nginx.port, "/"),
+        Some((200, "shop v2\n".into()))
+    );
+
+    // Outside maintenance (past the 1 s margin after it went off, and the
+    // whole second that holds it), a burst of 5xx is an outage and fails.
+    std::thread::sleep(Duration::from_millis(2100));
+    let burst: String = (0..200).map(|_| combined_line(502)).collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&access_log)
+        .and_then(|mut f| f.write_all(burst.as_bytes()))
+        .expect("append to nginx's access log");
+    let started = Instant::now();
+    let failed = loop {
+        let run = w.ctl.run(&["--output", "json", "probe", s(&plan)]);
+        if run.code == 1 {
+            break run;
+        }
+        assert_eq!(run.code, 0, "{}", run.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the 5xx burst never failed the probe:\n{}\nits lines in the log:\n{}",
+            run.text(),
+            std::fs::read_to_string(&access_log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(" 502 "))
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        failed.stdout.contains("no-go") && failed.stdout.contains("5xx share"),
+        "{}",
+        failed.text()
+    );
+    drop(nginx);
 }

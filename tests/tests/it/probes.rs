@@ -62,7 +62,7 @@ fn probe(app: &AppConfig, tags: &[&str]) -> ProbeReport {
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(golive_agent::probe::run_app("shop", app, &tags))
+        .block_on(golive_agent::probe::run_app("shop", app, &tags, Vec::new()))
 }
 
 fn result<'a>(report: &'a ProbeReport, name: &str) -> &'a ProbeResult {

@@ -1,0 +1,312 @@
+//! Downtime as users see it (issue 12, part 15): while an activate or
+//! rollback job switches releases and runs its hooks, a sampler sends the
+//! app's http probe about every [`INTERVAL`] and measures how long the app
+//! did not answer as the probe expects (a refused connection, a 502 while
+//! it restarts, a timeout).
+//!
+//! - **Which probe**: the app's first critical http(s) probe, else its
+//!   first http(s) probe; an app without one is not sampled (`None`).
+//! - **When**: from before the `before_*` hooks and the switch, until the
+//!   job's hooks are done *and* a sample started at least [`SETTLE`] after
+//!   them answers, at most [`RECOVERY_WAIT`] after the hooks (then the
+//!   figure is a lower bound: `recovered = false`). The job waits for
+//!   that, so the probes that follow see the app up.
+//! - **Each sample** waits at most the probe's `timeout_ms`, capped at
+//!   [`SAMPLE_TIMEOUT`]: a user who waits longer has not been answered.
+//! - **Stretches**: a stretch runs from the start of the first failed
+//!   sample to the start of the next one that answers (or to the end).
+//!   The resolution is one interval (about 100 ms).
+//! - **Maintenance**: an app in golive's maintenance is not sampled: users
+//!   see the maintenance page, and that time is maintenance time.
+//!
+//! The sampler is a std thread with its own current-thread runtime, so the
+//! local `golive-agent rollback` (no server runtime) samples the same way.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use golive_shared::config::{AppConfig, ProbeConfig};
+use golive_shared::protocol::{Availability, EventKind, LogLevel, ProbeStatus, Severity};
+
+use crate::journal::Journal;
+
+/// Time between the starts of two samples.
+pub const INTERVAL: Duration = Duration::from_millis(100);
+/// The longest one sample waits for an answer.
+pub const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After the hooks, how long before an answer counts as "back": a restart
+/// a hook set off may take a moment to close the old listener.
+pub const SETTLE: Duration = Duration::from_millis(300);
+/// After the hooks, how long the job waits for the app to answer again.
+pub const RECOVERY_WAIT: Duration = Duration::from_secs(10);
+
+/// A running sampler, or the note that there is nothing to sample.
+pub enum Sampler {
+    Running {
+        probe: String,
+        stop: mpsc::Sender<bool>,
+        thread: JoinHandle<Availability>,
+    },
+    /// The app is in golive's maintenance.
+    InMaintenance { probe: String },
+}
+
+/// The http probe sampled for `app`: its first critical one, else its first.
+pub fn probe_of(app: &AppConfig) -> Option<&ProbeConfig> {
+    let http = || {
+        app.probes
+            .iter()
+            .filter(|p| matches!(p, ProbeConfig::Http(_)))
+    };
+    http()
+        .find(|p| p.severity() == Severity::Critical)
+        .or_else(|| http().next())
+}
+
+/// Starts sampling `app` before a switch; `None` when it has no http probe.
+pub fn start(journal: &Journal, app_name: &str, app: &AppConfig) -> Option<Sampler> {
+    let probe = probe_of(app)?.clone();
+    let name = probe.name().to_string();
+    if journal.maintenance(app_name).ok().flatten().is_some() {
+        return Some(Sampler::InMaintenance { probe: name });
+    }
+    let (stop, stopped) = mpsc::channel();
+    let app = app.clone();
+    let for_thread = name.clone();
+    let thread = std::thread::Builder::new()
+        .name("availability".into())
+        .spawn(move || sample(&app, &probe, &for_thread, stopped))
+        .ok()?;
+    Some(Sampler::Running {
+        probe: name,
+        stop,
+        thread,
+    })
+}
+
+impl Sampler {
+    /// Ends sampling and reports it as a job event. `settled`: the job's
+    /// hooks are done and it succeeded, so wait (bounded) for the app to
+    /// answer again; otherwise stop at once.
+    pub fn finish(self, settled: bool, emit: &dyn Fn(EventKind)) -> Option<Availability> {
+        let a = match self {
+            Sampler::InMaintenance { probe } => Availability {
+                probe,
+                samples: 0,
+                failed: 0,
+                unavailable_ms: 0,
+                longest_ms: 0,
+                answering_at_start: false,
+                recovered: true,
+                in_maintenance: true,
+            },
+            Sampler::Running {
+                stop,
+                thread,
+                probe,
+            } => {
+                let _ = stop.send(settled);
+                match thread.join() {
+                    Ok(a) => a,
+                    Err(_) => {
+                        emit(EventKind::Log {
+                            level: LogLevel::Warn,
+                            line: format!(
+                                "the availability sampler of probe {probe} stopped unexpectedly; \
+                                 nothing measured"
+                            ),
+                        });
+                        return None;
+                    }
+                }
+            }
+        };
+        emit(EventKind::Log {
+            level: if a.unavailable_ms > 0 {
+                LogLevel::Warn
+            } else {
+                LogLevel::Info
+            },
+            line: describe(&a),
+        });
+        Some(a)
+    }
+}
+
+/// One line for the job's events.
+pub fn describe(a: &Availability) -> String {
+    if a.in_maintenance {
+        return format!(
+            "availability: not sampled, the app is in maintenance (probe {}); that time is \
+             maintenance downtime",
+            a.probe
+        );
+    }
+    let mut line = format!(
+        "availability (probe {}): {} of {} samples did not answer; not answering {} ms \
+         (longest {} ms)",
+        a.probe, a.failed, a.samples, a.unavailable_ms, a.longest_ms
+    );
+    if !a.answering_at_start {
+        line.push_str("; it was not answering before the switch either");
+    }
+    if !a.recovered {
+        line.push_str("; STILL NOT ANSWERING when sampling ended (the time is a lower bound)");
+    }
+    line
+}
+
+/// Stretches of not answering, from samples in time order.
+#[derive(Debug, Default)]
+struct Tally {
+    samples: u32,
+    failed: u32,
+    total: Duration,
+    longest: Duration,
+    down_since: Option<Duration>,
+    first_ok: Option<bool>,
+}
+
+impl Tally {
+    /// A sample that started at `at` (since sampling began).
+    fn add(&mut self, at: Duration, ok: bool) {
+        self.samples += 1;
+        self.first_ok.get_or_insert(ok);
+        match (ok, self.down_since) {
+            (false, None) => {
+                self.failed += 1;
+                self.down_since = Some(at);
+            }
+            (false, Some(_)) => self.failed += 1,
+            (true, Some(since)) => {
+                self.stretch(at.saturating_sub(since));
+                self.down_since = None;
+            }
+            (true, None) => {}
+        }
+    }
+
+    fn stretch(&mut self, d: Duration) {
+        self.total += d;
+        self.longest = self.longest.max(d);
+    }
+
+    /// The figures, with a stretch still open at `end` closed there.
+    fn finish(mut self, probe: &str, end: Duration) -> Availability {
+        let recovered = self.down_since.is_none();
+        if let Some(since) = self.down_since.take() {
+            self.stretch(end.saturating_sub(since));
+        }
+        Availability {
+            probe: probe.to_string(),
+            samples: self.samples,
+            failed: self.failed,
+            unavailable_ms: self.total.as_millis() as u64,
+            longest_ms: self.longest.as_millis() as u64,
+            answering_at_start: self.first_ok.unwrap_or(true),
+            recovered,
+            in_maintenance: false,
+        }
+    }
+}
+
+/// The sampler thread: samples until told to stop (see the module docs).
+fn sample(
+    app: &AppConfig,
+    probe: &ProbeConfig,
+    name: &str,
+    stopped: mpsc::Receiver<bool>,
+) -> Availability {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(_) => {
+            // Without a runtime nothing can be sampled: wait for the stop
+            // and report no samples rather than a made-up figure.
+            let _ = stopped.recv();
+            return Tally::default().finish(name, Duration::ZERO);
+        }
+    };
+    let per_try = Duration::from_millis(probe.timeout_ms()).min(SAMPLE_TIMEOUT);
+    rt.block_on(async {
+        let started = Instant::now();
+        let mut tally = Tally::default();
+        // (when the hooks were done, whether to wait for an answer)
+        let mut stop: Option<(Instant, bool)> = None;
+        let mut back = false;
+        loop {
+            if stop.is_none() {
+                match stopped.try_recv() {
+                    Ok(wait) => stop = Some((Instant::now(), wait)),
+                    Err(mpsc::TryRecvError::Disconnected) => stop = Some((Instant::now(), false)),
+                    Err(mpsc::TryRecvError::Empty) => {}
+                }
+            }
+            if let Some((at, wait)) = stop
+                && (!wait || back || at.elapsed() >= RECOVERY_WAIT)
+            {
+                break;
+            }
+            let t = Instant::now();
+            let ok = tokio::time::timeout(per_try, crate::probe::run_one(app, probe, &[]))
+                .await
+                .is_ok_and(|r| r.status == ProbeStatus::Pass);
+            tally.add(t - started, ok);
+            if let Some((at, _)) = stop
+                && ok
+                && t >= at + SETTLE
+            {
+                back = true;
+            }
+            tokio::time::sleep_until((t + INTERVAL).into()).await;
+        }
+        tally.finish(name, started.elapsed())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn stretches_run_from_the_first_failure_to_the_next_answer() {
+        let mut t = Tally::default();
+        for (at, ok) in [
+            (0, true),
+            (100, false),
+            (200, false),
+            (300, true),
+            (400, false),
+            (500, true),
+        ] {
+            t.add(ms(at), ok);
+        }
+        let a = t.finish("health", ms(600));
+        assert_eq!(
+            (a.samples, a.failed, a.unavailable_ms, a.longest_ms),
+            (6, 3, 300, 200)
+        );
+        assert!(a.recovered && a.answering_at_start && !a.in_maintenance);
+
+        // Down at the start and at the end: both count, and it says so.
+        let mut t = Tally::default();
+        t.add(ms(0), false);
+        t.add(ms(100), true);
+        t.add(ms(200), false);
+        let a = t.finish("health", ms(700));
+        assert_eq!((a.unavailable_ms, a.longest_ms), (600, 500));
+        assert!(!a.recovered && !a.answering_at_start);
+        assert!(
+            describe(&a).contains("STILL NOT ANSWERING"),
+            "{}",
+            describe(&a)
+        );
+    }
+}
