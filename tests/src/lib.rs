@@ -541,7 +541,7 @@ pub fn write_plan(
 /// An `[apps.NAME]` table with an http probe on `probe_url`.
 pub fn app_toml(name: &str, root: &Path, probe_url: &str) -> String {
     format!(
-        "[apps.{name}]\nroot = {root:?}\nkeep_releases = 3\nshared = [\"uploads\"]\n\n\
+        "[apps.{name}]\nroot = {root:?}\nkeep_releases = 3\nshared = [\"uploads/\"]\n\n\
          [[apps.{name}.probes]]\nkind = \"http\"\nname = \"health\"\nurl = {probe_url:?}\n\
          expect_status = [200]\nbody_contains = \"ok\"\nseverity = \"critical\"\ntimeout_ms = 3000\n\n"
     )
