@@ -338,7 +338,8 @@ pub async fn deploy_with_id(
             )));
         };
         if let Some(note) = reused_id(&host.name, &plan.app, app, &release.id).map_err(usage)? {
-            out.line(note);
+            out.line(&note);
+            out.event(&json!({"event": "reused_id", "host": host.name, "release": release.id, "note": note}));
         }
         if let Some(lock) = &app.lock {
             return Err(usage(format!(
