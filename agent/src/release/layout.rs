@@ -54,7 +54,7 @@ pub enum LayoutError {
         source: io::Error,
     },
     #[error(
-        "release {id:?} already exists at {}; pick a new release id (ids are never reused)",
+        "release {id:?} already exists at {}; pick a new release id (only a release that never went live gives its id back)",
         path.display()
     )]
     ReleaseExists { id: String, path: PathBuf },

@@ -439,7 +439,7 @@ pub async fn deploy_with_id(
 /// when that release went live there (or is current, or golive does not
 /// know it); a note when it is only staged and never went live, since
 /// staging replaces such a release.
-fn reused_id(
+pub(crate) fn reused_id(
     host: &str,
     app_name: &str,
     app: &golive_shared::protocol::AppStatus,

@@ -243,6 +243,11 @@ fn issue12_a_missing_required_shared_file_stops_the_deployment_before_maintenanc
             && pf.stdout.contains("required files [high]")
             && pf.stdout.contains(&format!(
                 "{SETTINGS} is a dangling link to ../../../shared/{SETTINGS}"
+            ))
+            && pf.stdout.contains("shared paths [high]")
+            && pf.stdout.contains(&format!(
+                "{} is missing: put the file there",
+                shared_file.display()
             )),
         "{}",
         pf.text()
