@@ -245,7 +245,7 @@ fn remove_any(path: &Path) -> Result<(), LayoutError> {
 ///
 /// The usual case is one `remove_dir_all` (std's walks with openat/unlinkat
 /// and never follows links). Only when that is refused (EACCES/EPERM) are
-/// the tree's directories given `u+rwx` ([`make_removable`]) and the removal
+/// the tree's directories given `u+rwx` (`make_removable`) and the removal
 /// repeated. Root never gets here: it ignores permission bits.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
