@@ -178,25 +178,12 @@ pub fn finish_stage(
     })
 }
 
-/// Removes `releases/<id>`: renamed to a `.removing-*` name first, so the id
-/// is free at once and an interrupted removal is a leftover the start-up
-/// clean-up deletes.
+/// Removes `releases/<id>` ([`AppLayout::discard`]: renamed to a
+/// `.removing-*` name first, so the id is free at once, then removed even
+/// where a permission rule made a directory read-only).
 fn discard_release(layout: &AppLayout, release: &str) -> Result<(), String> {
-    let dir = layout.release_dir(release);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let doomed = layout.releases_dir().join(format!(
-        ".removing-{release}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::rename(&dir, &doomed)
-        .map_err(|e| format!("cannot rename {} for removal: {e}", dir.display()))?;
-    std::fs::remove_dir_all(&doomed).map_err(|e| {
-        format!(
-            "cannot remove {} (the id is free again; the start-up clean-up retries): {e}",
-            doomed.display()
-        )
+    layout.discard(release).map_err(|e| {
+        format!("{e} (the id is free again; the next prune or start finishes the removal)")
     })
 }
 
@@ -211,6 +198,44 @@ pub fn preflight(app: &AppConfig, release: &str, release_dir: &Path) -> Result<(
         ));
     }
     check_required_files(app, release_dir).map_err(|e| format!("{e}; nothing was switched"))
+}
+
+/// Checks before a rollback (or a deployment's switch-back) makes an
+/// earlier release live again (issue 12: "the switch-back never makes things
+/// worse"). Its permission rules are applied again, as at staging (modes
+/// drift; putting them back is what staging did), then its required files
+/// must be in place. An error names what is wrong, and nothing is switched:
+/// the release that is live stays, since switching to a broken one would
+/// not help.
+pub fn before_switch_back(
+    app: &AppConfig,
+    release: &str,
+    release_dir: &Path,
+    current: Option<&str>,
+    emit: &dyn Fn(EventKind),
+) -> Result<(), String> {
+    let stays = match current {
+        Some(c) => format!("current stays at {c}"),
+        None => "nothing is live".into(),
+    };
+    let refused = |why: String| {
+        format!(
+            "not switching back to release {release}: it is broken too: {why}; nothing was \
+             switched ({stays}). Fix what is named (e.g. put the file back under ROOT/shared) \
+             and roll back again, or deploy a fixed release"
+        )
+    };
+    for line in apply_permissions(app, release_dir).map_err(refused)? {
+        info(emit, format!("permission rule applied again: {line}"));
+    }
+    check_required_files(app, release_dir).map_err(refused)?;
+    if !app.required_files.is_empty() {
+        info(
+            emit,
+            format!("required files in place in release {release}"),
+        );
+    }
+    Ok(())
 }
 
 /// Runs the declared command `req.name` of `req.app` in `ROOT/current` (a
@@ -423,26 +448,95 @@ pub fn check_permissions(app: &AppConfig, release_dir: &Path) -> Vec<String> {
     bad
 }
 
-/// Every `required_files` path must exist in `release_dir` (following
-/// symlinks, so a shared file linked in counts only if its target exists).
-/// The error lists all missing paths.
+/// Every `required_files` path must be, in `release_dir`, a regular
+/// non-empty file (a trailing `/`: a directory), following symlinks (a
+/// shared file linked in counts only through its target) as long as they
+/// stay inside the app's root. The error lists every path that is not, with
+/// what was found instead (missing, a dangling link, a directory, an empty
+/// file, a link out of the app), and the fix (issue 12: an empty directory
+/// standing in for `settings.local.php` passed the old existence check).
 pub fn check_required_files(app: &AppConfig, release_dir: &Path) -> Result<(), String> {
-    let missing: Vec<String> = app
+    let root = std::fs::canonicalize(&app.root).unwrap_or_else(|_| app.root.clone());
+    let bad: Vec<String> = app
         .required_files
         .iter()
-        .filter(|f| !release_dir.join(f).exists())
-        .map(|f| f.display().to_string())
+        .filter_map(|f| {
+            required_file_problem(&root, release_dir, f).map(|why| format!("{} {why}", f.display()))
+        })
         .collect();
-    if missing.is_empty() {
+    if bad.is_empty() {
         return Ok(());
     }
+    let release = release_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Err(format!(
-        "release {} is refused: required file(s) missing after linking shared paths: {} \
-         (declared in required_files; ship them in the artifact or put them under ROOT/shared \
-         and list them in `shared`)",
-        release_dir.display(),
-        missing.join(", ")
+        "release {release} is refused: required file(s) not in place after linking shared paths: {} \
+         (declared in required_files; ship them in the artifact, or put them under {} and list \
+         them in `shared`)",
+        bad.join("; "),
+        AppLayout::new(&app.root).shared_dir().display()
     ))
+}
+
+/// What is wrong with one required path, `None` when it is fine.
+fn required_file_problem(root: &Path, release_dir: &Path, declared: &Path) -> Option<String> {
+    use golive_shared::config::wants_dir;
+    let rel: PathBuf = declared.components().collect();
+    let path = release_dir.join(&rel);
+    let link = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m.file_type().is_symlink(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some("is missing".into()),
+        Err(e) => return Some(format!("cannot be inspected: {e}")),
+    };
+    let real = match std::fs::canonicalize(&path) {
+        Ok(real) => real,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !link {
+                return Some(
+                    "is behind a dangling link (a directory on its way points to nothing)".into(),
+                );
+            }
+            let to = std::fs::read_link(&path).unwrap_or_default();
+            let at =
+                crate::release::layout::normalise(&path.parent().unwrap_or(release_dir).join(&to));
+            return Some(format!(
+                "is a dangling link to {} (nothing at {})",
+                to.display(),
+                at.display()
+            ));
+        }
+        Err(e) => return Some(format!("cannot be resolved: {e}")),
+    };
+    if !real.starts_with(root) {
+        return Some(format!(
+            "leads to {}, outside the app's root {}",
+            real.display(),
+            root.display()
+        ));
+    }
+    let meta = match std::fs::metadata(&real) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot be inspected: {e}")),
+    };
+    let via = if link || real != path {
+        format!(" ({})", real.display())
+    } else {
+        String::new()
+    };
+    if wants_dir(declared) {
+        return (!meta.is_dir()).then(|| format!("is a file{via}, not the directory it must be"));
+    }
+    if meta.is_dir() {
+        Some(format!("is a directory{via}, not a file"))
+    } else if !meta.is_file() {
+        Some(format!("is a special file{via}, not a regular file"))
+    } else if meta.len() == 0 {
+        Some(format!("is empty (0 bytes){via}"))
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -530,21 +624,67 @@ mod tests {
     }
 
     #[test]
-    fn required_files_follow_links_and_list_everything_missing() {
-        let (_tmp, root, release) = setup();
-        let a = app(&root, &["settings.php", "sites/local.php", "present"]);
+    fn issue12_required_files_are_regular_non_empty_files_inside_the_app() {
+        let (tmp, root, release) = setup();
+        let a = app(
+            &root,
+            &[
+                "settings.php",
+                "sites/local.php",
+                "present",
+                "empty",
+                "dir",
+                "outside",
+                "wanted-dir/",
+            ],
+        );
         std::fs::write(release.join("present"), "x").unwrap();
+        std::fs::write(release.join("empty"), "").unwrap();
+        std::fs::create_dir(release.join("dir")).unwrap();
+        std::fs::write(tmp.path().join("elsewhere"), "x").unwrap();
+        symlink(tmp.path().join("elsewhere"), release.join("outside")).unwrap();
+        std::fs::create_dir(release.join("wanted-dir")).unwrap();
         symlink("../../shared/settings.php", release.join("settings.php")).unwrap();
         let err = check_required_files(&a, &release).unwrap_err();
+        for says in [
+            "release r1 is refused",
+            "settings.php is a dangling link to ../../shared/settings.php (nothing at ",
+            "app/shared/settings.php)",
+            "sites/local.php is missing",
+            "empty is empty (0 bytes)",
+            "dir is a directory, not a file",
+            "outside leads to ",
+            "outside the app's root",
+        ] {
+            assert!(err.contains(says), "{says:?} not in: {err}");
+        }
         assert!(
-            err.contains("refused") && err.contains("settings.php, sites/local.php"),
+            !err.contains("present") && !err.contains("wanted-dir"),
             "{err}"
         );
-        assert!(!err.contains("present"), "{err}");
-        std::fs::write(root.join("shared/settings.php"), "x").unwrap();
+
+        // The seed 000 trap: an empty directory where the file should be.
+        std::fs::create_dir(root.join("shared/settings.php")).unwrap();
+        let err = check_required_files(&a, &release).unwrap_err();
+        assert!(err.contains("settings.php is a directory ("), "{err}");
+        std::fs::remove_dir(root.join("shared/settings.php")).unwrap();
+
+        std::fs::write(root.join("shared/settings.php"), "<?php").unwrap();
         std::fs::create_dir(release.join("sites")).unwrap();
         std::fs::write(release.join("sites/local.php"), "x").unwrap();
+        std::fs::write(release.join("empty"), "x").unwrap();
+        std::fs::remove_dir(release.join("dir")).unwrap();
+        std::fs::write(release.join("dir"), "x").unwrap();
+        std::fs::remove_file(release.join("outside")).unwrap();
+        std::fs::write(release.join("outside"), "x").unwrap();
         check_required_files(&a, &release).unwrap();
+        std::fs::remove_dir(release.join("wanted-dir")).unwrap();
+        std::fs::write(release.join("wanted-dir"), "x").unwrap();
+        let err = check_required_files(&a, &release).unwrap_err();
+        assert!(
+            err.contains("wanted-dir/ is a file, not the directory it must be"),
+            "{err}"
+        );
     }
 
     #[test]

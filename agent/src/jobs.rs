@@ -58,6 +58,7 @@ pub fn submit(
             }
         }
         JobSpec::Activate(a) => names::check_release_id(&a.release).map_err(bad)?,
+        JobSpec::DiscardRelease(d) => names::check_release_id(&d.release).map_err(bad)?,
         JobSpec::Rollback(r) => {
             if let Some(to) = &r.to {
                 names::check_release_id(to).map_err(bad)?;
@@ -357,6 +358,7 @@ pub fn execute(
         .map_err(|e| format!("cannot create {}: {e}", app.root.display()))?;
     match spec {
         JobSpec::StageGit(s) => {
+            replace_never_live(journal, app_name, &layout, &s.release, log)?;
             log(format!(
                 "staging {} of {app_name} from git ref {}",
                 s.release, s.git_ref
@@ -394,6 +396,7 @@ pub fn execute(
             })
         }
         JobSpec::Stage(s) => {
+            replace_never_live(journal, app_name, &layout, &s.release, log)?;
             let archive = artifacts_dir(config).join(&s.artifact_sha256);
             log(format!(
                 "unpacking artifact {} into {}",
@@ -487,6 +490,11 @@ pub fn execute(
                     })?,
             };
             log(format!("rolling back ({})", r.reason));
+            // Never switch back to a release that is broken itself (issue 12).
+            let dir = layout.release_dir(&to);
+            if current.as_deref() != Some(to.as_str()) && dir.is_dir() {
+                crate::hooks::before_switch_back(app, &to, &dir, current.as_deref(), emit)?;
+            }
             let sampler = (current.as_deref() != Some(to.as_str()))
                 .then(|| crate::availability::start(journal, app_name, app))
                 .flatten();
@@ -518,7 +526,125 @@ pub fn execute(
         JobSpec::RunCommand(c) => crate::hooks::run_command(config, c, emit),
         JobSpec::Migrate(m) => crate::migrate::run_job(config, journal, m, deployment, emit),
         JobSpec::SetFlag(f) => crate::flags::set(config, journal, f, emit),
+        JobSpec::DiscardRelease(d) => {
+            discard_never_live(journal, app_name, &layout, d, deployment, log)
+        }
     }
+}
+
+/// Why release `id` of `app_name` must stay on disk, or `Ok` when it never
+/// went live and may be removed (issue 12): it is not current, not the
+/// rollback target, never activated, and the journal knows it as staged.
+fn never_live(
+    journal: &Journal,
+    app_name: &str,
+    layout: &AppLayout,
+    id: &str,
+) -> Result<golive_shared::protocol::UnixMillis, String> {
+    let current = layout.current().map_err(|e| e.to_string())?;
+    if current.as_deref() == Some(id) {
+        return Err(format!("it is the current release of {app_name}"));
+    }
+    if let Some(at) = journal
+        .first_live(app_name, id)
+        .map_err(|e| e.to_string())?
+    {
+        return Err(format!(
+            "it went live at {}: the id of a release that went live is never reused, and the \
+             release leaves the disk only by keep_releases",
+            golive_shared::timefmt::utc(at)
+        ));
+    }
+    let target = journal
+        .rollback_target(app_name, current.as_deref(), |r| {
+            layout.release_dir(r).is_dir()
+        })
+        .map_err(|e| e.to_string())?;
+    if target.as_deref() == Some(id) {
+        return Err(format!("it is the rollback target of {app_name}"));
+    }
+    journal
+        .staged_at(app_name, id)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "the agent's journal has no record of staging it (made by hand, or left by an \
+                 agent crash), so golive does not remove it; move {} aside by hand",
+                layout.release_dir(id).display()
+            )
+        })
+}
+
+/// Before staging `id`: a release of that id that never went live (left by
+/// a refused or failed deployment, or one whose controller crashed) is
+/// removed so the id can be used again; any other release of that id
+/// refuses the staging.
+fn replace_never_live(
+    journal: &Journal,
+    app_name: &str,
+    layout: &AppLayout,
+    id: &str,
+    log: &dyn Fn(String),
+) -> Result<(), String> {
+    let dir = layout.release_dir(id);
+    if std::fs::symlink_metadata(&dir).is_err() {
+        return Ok(());
+    }
+    let staged_at = never_live(journal, app_name, layout, id).map_err(|why| {
+        format!(
+            "release {id:?} already exists at {} and stays: {why}; pick a new release id",
+            dir.display()
+        )
+    })?;
+    layout.discard(id).map_err(|e| e.to_string())?;
+    log(format!(
+        "replaced release {id}: it was staged at {} but never went live (a refused or failed \
+         deployment left it)",
+        golive_shared::timefmt::utc(staged_at)
+    ));
+    Ok(())
+}
+
+/// The `DiscardRelease` job: removes a staged release that never went live.
+/// Under a deployment's lease, only a release that deployment staged.
+fn discard_never_live(
+    journal: &Journal,
+    app_name: &str,
+    layout: &AppLayout,
+    d: &golive_shared::protocol::DiscardRelease,
+    deployment: Option<&str>,
+    log: &dyn Fn(String),
+) -> Result<JobResult, String> {
+    let id = d.release.as_str();
+    let dir = layout.release_dir(id);
+    if std::fs::symlink_metadata(&dir).is_err() {
+        log(format!("release {id} is not on disk; nothing to remove"));
+        return Ok(JobResult::Discarded {
+            release: id.to_string(),
+        });
+    }
+    let refused = |why: String| format!("release {id} of {app_name} stays on disk: {why}");
+    let staged_at = never_live(journal, app_name, layout, id).map_err(refused)?;
+    if let Some(mine) = deployment {
+        let by = journal
+            .release_deployment(app_name, id)
+            .map_err(|e| e.to_string())?;
+        if by.as_deref() != Some(mine) {
+            return Err(refused(format!(
+                "it was staged by {}, not by deployment {mine}, whose lock this job holds",
+                by.map_or("no deployment".into(), |b| format!("deployment {b}"))
+            )));
+        }
+    }
+    layout.discard(id).map_err(|e| e.to_string())?;
+    log(format!(
+        "removed release {id} (staged at {}, never live): {}",
+        golive_shared::timefmt::utc(staged_at),
+        d.reason
+    ));
+    Ok(JobResult::Discarded {
+        release: id.to_string(),
+    })
 }
 
 /// Switches `current` to `release`, journals it, and prunes old releases.

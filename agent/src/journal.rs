@@ -1105,6 +1105,31 @@ impl Journal {
             .flatten())
     }
 
+    /// When release `id` first went live (its first activation, by a deploy
+    /// or a rollback), `None` if it never did (issue 12: such a release's id
+    /// may be staged again).
+    pub fn first_live(&self, app: &str, id: &str) -> Result<Option<UnixMillis>> {
+        Ok(self.conn().query_row(
+            "SELECT MIN(at) FROM activations WHERE app = ?1 AND release = ?2",
+            params![app, id],
+            |r| r.get::<_, Option<i64>>(0),
+        )?)
+    }
+
+    /// When the journal recorded release `id` as staged, `None` when it
+    /// does not know it (a directory made by hand, or an agent crash
+    /// between the rename and this row).
+    pub fn staged_at(&self, app: &str, id: &str) -> Result<Option<UnixMillis>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT staged_at FROM releases WHERE app = ?1 AND id = ?2",
+                params![app, id],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?)
+    }
+
     pub fn set_job_deployment(&self, id: u64, deployment: &str) -> Result<()> {
         self.conn().execute(
             "UPDATE jobs SET deployment = ?2 WHERE id = ?1",

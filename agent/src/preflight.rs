@@ -151,6 +151,7 @@ fn checks(agent: &Agent, req: &PreflightRequest) -> Result<Vec<PreflightCheck>, 
         });
     }
     out.extend(git_source(name, app));
+    out.extend(shared_paths(name, app));
     out.extend(release_files(name, app));
     out.extend(migrations(config, name, app));
     Ok(out)
@@ -439,6 +440,75 @@ fn git_source(name: &str, app: &AppConfig) -> Option<PreflightCheck> {
             severity: Severity::Critical,
             message: format!("repository {}: {e}", source.redacted_url()),
         },
+    })
+}
+
+/// The app's `shared` entries in `ROOT/shared` (issue 12): an entry without
+/// a trailing `/` (a file, or whatever the first release seeded) that is
+/// missing or a dangling link makes
+/// the next staging fail, and leaves the live release's link dangling; a
+/// declared directory that is something else is refused at staging too.
+/// Before the first release a missing file is a warning: that release may
+/// ship it (it then seeds `ROOT/shared`).
+fn shared_paths(name: &str, app: &AppConfig) -> Option<PreflightCheck> {
+    if app.shared.is_empty() {
+        return None;
+    }
+    let layout = AppLayout::new(&app.root);
+    let live = layout.current().ok().flatten().is_some();
+    let mut bad = Vec::new();
+    for entry in &app.shared {
+        let at = layout.shared_dir().join(&entry.path);
+        let found = match std::fs::metadata(&at) {
+            Ok(m) if m.is_dir() => "a directory",
+            Ok(_) => "a file",
+            Err(_) if std::fs::symlink_metadata(&at).is_ok() => "a dangling link",
+            Err(_) => "missing",
+        };
+        match (entry.dir, found) {
+            // A declared directory missing is created empty at the next
+            // staging; an entry without `/` is whatever exists.
+            (true, "a directory" | "missing") | (false, "a directory" | "a file") => {}
+            (false, "missing") => bad.push(format!(
+                "{} is missing: put the file there (golive never creates a file)",
+                at.display()
+            )),
+            (true, _) => bad.push(format!(
+                "{} is {found}, but `shared` declares a directory ({entry})",
+                at.display()
+            )),
+            (false, _) => bad.push(format!("{} is {found}", at.display())),
+        }
+    }
+    Some(if bad.is_empty() {
+        check(
+            "shared paths",
+            true,
+            Severity::High,
+            format!("{} shared path(s) in place", app.shared.len()),
+        )
+    } else if live {
+        check(
+            "shared paths",
+            false,
+            Severity::High,
+            format!(
+                "shared paths of app {name}: {}; the next deployment's staging is refused until \
+                 they are fixed, and the live release links to them",
+                bad.join("; ")
+            ),
+        )
+    } else {
+        check(
+            "shared paths",
+            false,
+            Severity::Medium,
+            format!(
+                "shared paths of app {name}: {}; the first release must ship them (they are \
+                 moved to ROOT/shared), or its staging is refused",
+                bad.join("; ")
+            ),
+        )
     })
 }
 

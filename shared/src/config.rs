@@ -132,9 +132,10 @@ pub struct AppConfig {
     #[serde(default = "default_keep")]
     pub keep_releases: usize,
     /// Paths relative to `ROOT/shared`, linked into every release at the same
-    /// relative path (uploads, local settings files).
+    /// relative path (uploads, local settings files). A trailing `/`
+    /// declares a directory (issue 12): see [`SharedPath`].
     #[serde(default)]
-    pub shared: Vec<PathBuf>,
+    pub shared: Vec<SharedPath>,
     #[serde(default)]
     pub probes: Vec<ProbeConfig>,
     /// Where backups go, how many are kept, the offsite copy.
@@ -160,8 +161,10 @@ pub struct AppConfig {
     /// `settings.php` 0444), checked again before activation.
     #[serde(default)]
     pub permissions: Vec<PermissionRule>,
-    /// Paths (relative to the release) that must exist once shared paths are
-    /// linked, or the release is refused (seed 000: the local settings file).
+    /// Paths (relative to the release) that must be regular, non-empty files
+    /// once shared paths are linked (a trailing `/`: a directory), or the
+    /// release is refused (seed 000: the local settings file). See
+    /// [`wants_dir`].
     #[serde(default)]
     pub required_files: Vec<PathBuf>,
     /// How this app goes into and out of maintenance mode.
@@ -241,6 +244,57 @@ pub struct Hooks {
     pub after_activate: Vec<CommandSpec>,
     /// In the release switched back to, after a rollback.
     pub after_rollback: Vec<CommandSpec>,
+}
+
+/// One `shared` entry: a path under `ROOT/shared` linked into every release.
+///
+/// Written as a string. `"uploads/"` (a trailing `/`) declares a directory:
+/// it is created empty when it exists neither in `ROOT/shared` nor in the
+/// release. Without the `/` the entry is whatever already exists, in
+/// `ROOT/shared` or else in the first release that ships it, and nothing is
+/// ever created for it: a settings file that is missing everywhere stops the
+/// staging instead of becoming an empty directory (issue 12, seed 000).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub struct SharedPath {
+    /// Relative to `ROOT/shared` (and to the release), without the `/`.
+    pub path: PathBuf,
+    /// Declared a directory with a trailing `/`.
+    pub dir: bool,
+}
+
+impl From<String> for SharedPath {
+    fn from(s: String) -> Self {
+        let dir = s.ends_with('/');
+        SharedPath {
+            path: PathBuf::from(s.trim_end_matches('/')),
+            dir,
+        }
+    }
+}
+
+impl From<&str> for SharedPath {
+    fn from(s: &str) -> Self {
+        SharedPath::from(s.to_string())
+    }
+}
+
+impl fmt::Display for SharedPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{}",
+            self.path.display(),
+            if self.dir { "/" } else { "" }
+        )
+    }
+}
+
+/// True when a `required_files` entry is written with a trailing `/`: it
+/// must then be a directory instead of a regular, non-empty file.
+pub fn wants_dir(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().ends_with(b"/")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -857,17 +911,7 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
                 "must be at least 2 (the current release and the one a rollback returns to)".into(),
             );
         }
-        for (i, shared) in app.shared.iter().enumerate() {
-            if !is_plain_relative(shared) {
-                bad(
-                    format!("apps.{name}.shared.{i}"),
-                    format!(
-                        "{} must be a relative path inside ROOT/shared, without `..`",
-                        shared.display()
-                    ),
-                );
-            }
-        }
+        validate_shared(name, app, &mut bad);
         validate_backups(name, app, &mut bad);
         validate_ops(name, app, &mut bad);
         validate_flags(name, app, &mut bad);
@@ -875,6 +919,47 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
         probe::validate_probes(name, app, &mut bad);
     }
     out
+}
+
+/// `shared` entries: plain relative paths, each once, none inside another
+/// (the inner one would sit behind the outer one's symlink).
+fn validate_shared(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, String)) {
+    for (i, shared) in app.shared.iter().enumerate() {
+        let key = format!("apps.{app_name}.shared.{i}");
+        if !is_plain_relative(&shared.path) {
+            bad(
+                key,
+                format!(
+                    "{:?} must be a relative path inside ROOT/shared, without `..`; write a \
+                     directory with a trailing `/` (\"uploads/\"), a file without \
+                     (\"config/settings.local.php\")",
+                    shared.to_string()
+                ),
+            );
+            continue;
+        }
+        for (j, other) in app.shared.iter().enumerate().take(i) {
+            if other.path == shared.path {
+                bad(
+                    key.clone(),
+                    format!(
+                        "{} is listed twice (also as shared.{j}); keep one entry",
+                        shared.path.display()
+                    ),
+                );
+            } else if shared.path.starts_with(&other.path) || other.path.starts_with(&shared.path) {
+                bad(
+                    key.clone(),
+                    format!(
+                        "{} and {} (shared.{j}) are nested: the inner path would sit behind the outer \
+                         one's link into ROOT/shared; list only the outer one",
+                        shared.path.display(),
+                        other.path.display()
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn validate_command(key: &str, c: &CommandSpec, bad: &mut dyn FnMut(String, String)) {
@@ -1857,7 +1942,7 @@ database = "orders"
         // Paths documented as relative to the release, ROOT or ROOT/current
         // stay as written: they are resolved where they are used.
         assert_eq!(probe_path(5), Path::new("bin"));
-        assert_eq!(app.shared, [Path::new("uploads")]);
+        assert_eq!(app.shared, [SharedPath::from("uploads")]);
         assert_eq!(app.files[0].paths, [Path::new("shared/uploads")]);
         assert_eq!(app.commands["cache"].cwd.as_deref(), Some(Path::new("app")));
         assert_eq!(app.commands["cache"].cmd[0], "bin/console");
@@ -2142,6 +2227,52 @@ database = "orders"
             err.to_string()
                 .contains("agent.toml:13: key `apps.shop.shared.0`")
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn issue12_shared_paths_declare_directories_with_a_trailing_slash() {
+        let dir = tmp();
+        let file = dir.join("agent.toml");
+        let src = sample("").replace(
+            "[\"uploads\"]",
+            "[\"uploads/\", \"config/settings.local.php\", \"web//files//\"]",
+        );
+        let cfg = parse(&file, &src).unwrap();
+        let shared = &cfg.apps["shop"].shared;
+        assert_eq!(
+            shared,
+            &[
+                SharedPath {
+                    path: "uploads".into(),
+                    dir: true
+                },
+                SharedPath {
+                    path: "config/settings.local.php".into(),
+                    dir: false
+                },
+                SharedPath {
+                    path: "web//files".into(),
+                    dir: true
+                },
+            ]
+        );
+        assert_eq!(shared[0].to_string(), "uploads/");
+        assert!(wants_dir(Path::new("sites/default/files/")));
+        assert!(!wants_dir(Path::new("settings.php")));
+
+        for (list, key, says) in [
+            ("[\"/\"]", "apps.shop.shared.0", "trailing `/`"),
+            ("[\"/etc/\"]", "apps.shop.shared.0", "relative path"),
+            ("[\"a\", \"a/\"]", "apps.shop.shared.1", "listed twice"),
+            ("[\"web/\", \"web/files/\"]", "apps.shop.shared.1", "nested"),
+        ] {
+            let err = parse(&file, &sample("").replace("[\"uploads\"]", list)).unwrap_err();
+            let issue = &err.0[0];
+            assert_eq!(issue.key, key, "{list}: {err}");
+            assert_eq!(issue.line, Some(13), "{list}: {err}");
+            assert!(issue.message.contains(says), "{list}: {err}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -223,6 +223,13 @@ pub struct AgentSpec {
     pub env: Vec<(String, String)>,
     /// The agent's umask, when the test needs a known one (else inherited).
     pub umask: Option<u32>,
+    /// Run the agent as this user when the tests run as root (ignored
+    /// otherwise: the agent then runs as the test's own unprivileged user).
+    /// Root ignores permission bits, so a test about what an unprivileged
+    /// agent may not do needs one (issue 12: pruning read-only releases).
+    /// Its directory under the test's temp dir, its certificate, key, CA
+    /// and deny list become that user's.
+    pub user: Option<String>,
 }
 
 impl AgentSpec {
@@ -235,6 +242,46 @@ impl AgentSpec {
             revoked: None,
             env: Vec::new(),
             umask: None,
+            user: None,
+        }
+    }
+}
+
+/// `(uid, gid)` of `user` when the tests run as root and a user is asked
+/// for, else `None`.
+fn run_as(user: Option<&str>) -> Option<(u32, u32)> {
+    let user = user?;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let u = nix::unistd::User::from_name(user)
+        .expect("look up the agent's user")
+        .unwrap_or_else(|| panic!("user {user} exists"));
+    Some((u.uid.as_raw(), u.gid.as_raw()))
+}
+
+/// Gives `path` and everything under it to `(uid, gid)`, never following a
+/// symlink.
+pub fn chown_tree(path: &Path, (uid, gid): (u32, u32)) {
+    let (uid, gid) = (
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    );
+    let meta = std::fs::symlink_metadata(path).expect("inspect for chown");
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        uid,
+        gid,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .expect("chown");
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).expect("list for chown") {
+            chown_tree(
+                &entry.expect("entry").path(),
+                (uid.expect("uid").as_raw(), gid.expect("gid").as_raw()),
+            );
         }
     }
 }
@@ -249,6 +296,8 @@ pub struct AgentProc {
     /// As in its [`AgentSpec`]; kept for restarts.
     env: Vec<(String, String)>,
     umask: Option<u32>,
+    /// `(uid, gid)` the agent runs as, when not the test's own.
+    pub owner: Option<(u32, u32)>,
     child: Option<Child>,
 }
 
@@ -258,7 +307,26 @@ impl AgentProc {
     pub fn start(dir: &Path, pki: &TestPki, spec: &AgentSpec) -> AgentProc {
         let home = dir.join(&spec.name);
         std::fs::create_dir_all(&home).expect("agent dir");
-        let (cert, key) = pki.agent(&spec.name, &[&spec.ip, "localhost"]);
+        let (mut cert, mut key) = pki.agent(&spec.name, &[&spec.ip, "localhost"]);
+        let (mut ca, mut revoked) = (
+            pki.ca(),
+            spec.revoked.clone().unwrap_or_else(|| pki.revoked_list()),
+        );
+        let owner = run_as(spec.user.as_deref());
+        if owner.is_some() {
+            // The agent's user reads its TLS files from its own directory,
+            // and reaches that directory through the test's.
+            use std::os::unix::fs::PermissionsExt;
+            let tls = home.join("tls");
+            std::fs::create_dir_all(&tls).expect("tls dir");
+            for p in [&mut cert, &mut key, &mut ca, &mut revoked] {
+                let copy = tls.join(p.file_name().expect("file name"));
+                std::fs::copy(&*p, &copy).expect("copy a TLS file for the agent's user");
+                *p = copy;
+            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod the test dir");
+        }
         let config = home.join("agent.toml");
         let state_dir = home.join("state");
         let mut toml = format!(
@@ -267,10 +335,10 @@ impl AgentProc {
             name = spec.name,
             ip = spec.ip,
             state = state_dir,
-            ca = pki.ca(),
+            ca = ca,
             cert = cert,
             key = key,
-            revoked = spec.revoked.clone().unwrap_or_else(|| pki.revoked_list()),
+            revoked = revoked,
         );
         if !spec.limits_toml.is_empty() {
             toml.push_str("[limits]\n");
@@ -279,6 +347,9 @@ impl AgentProc {
         }
         toml.push_str(&spec.apps_toml);
         std::fs::write(&config, toml).expect("write agent config");
+        if let Some(owner) = owner {
+            chown_tree(&home, owner);
+        }
         let mut agent = AgentProc {
             name: spec.name.clone(),
             config,
@@ -287,6 +358,7 @@ impl AgentProc {
             addr: "127.0.0.1:1".parse().expect("placeholder"),
             env: spec.env.clone(),
             umask: spec.umask,
+            owner,
             child: None,
         };
         agent.spawn();
@@ -325,6 +397,11 @@ impl AgentProc {
             }
             None => Command::new(bin("golive-agent")),
         };
+        if let Some((uid, gid)) = self.owner {
+            use std::os::unix::process::CommandExt;
+            // std drops supplementary groups when root sets a uid.
+            cmd.uid(uid).gid(gid);
+        }
         let child = cmd
             .args(["serve", "--config"])
             .arg(&self.config)
@@ -541,7 +618,7 @@ pub fn write_plan(
 /// An `[apps.NAME]` table with an http probe on `probe_url`.
 pub fn app_toml(name: &str, root: &Path, probe_url: &str) -> String {
     format!(
-        "[apps.{name}]\nroot = {root:?}\nkeep_releases = 3\nshared = [\"uploads\"]\n\n\
+        "[apps.{name}]\nroot = {root:?}\nkeep_releases = 3\nshared = [\"uploads/\"]\n\n\
          [[apps.{name}.probes]]\nkind = \"http\"\nname = \"health\"\nurl = {probe_url:?}\n\
          expect_status = [200]\nbody_contains = \"ok\"\nseverity = \"critical\"\ntimeout_ms = 3000\n\n"
     )

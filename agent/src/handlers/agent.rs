@@ -4,7 +4,7 @@ use golive_shared::GOLIVE_VERSION;
 use golive_shared::identity::PeerIdentity;
 use golive_shared::protocol::{
     AppStatus, ErrorBody, HelloRequest, HelloResponse, MaintenanceInfo, PROTOCOL_VERSION,
-    StatusRequest, StatusResponse, now_millis,
+    ReleaseSummary, StatusRequest, StatusResponse, now_millis,
 };
 
 use crate::release::layout::AppLayout;
@@ -39,13 +39,27 @@ pub fn status(agent: &Agent, req: StatusRequest) -> Result<StatusResponse, Error
             })
             .map_err(internal)?;
         let on_disk = layout.list_releases().unwrap_or_default();
-        let releases = agent
+        let mut releases: Vec<ReleaseSummary> = agent
             .journal
             .releases(name)
             .map_err(internal)?
             .into_iter()
             .filter(|r| on_disk.contains(&r.id))
             .collect();
+        // What is on disk but not in the journal (made by hand, or an agent
+        // crash between the rename and the journal row) is listed too, with
+        // no staging time: `status` says what is on disk (issue 12).
+        for id in on_disk {
+            if !releases.iter().any(|r| r.id == id) {
+                releases.push(ReleaseSummary {
+                    id,
+                    artifact_sha256: None,
+                    staged_at: None,
+                    activated_at: None,
+                    commit: None,
+                });
+            }
+        }
         let lock = agent
             .journal
             .lock(name)

@@ -61,13 +61,112 @@ fn present(agent: &Agent, sha: &str) -> Result<ArtifactInfo, ErrorBody> {
     }
 }
 
+/// At most this much of a refused upload's body is read and thrown away
+/// before the refusal is sent, and for at most [`DRAIN_TIME`].
+const DRAIN_BYTES: u64 = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What an admitted upload needs to be received.
+struct Admitted {
+    size: u64,
+    row: i64,
+    partial: std::path::PathBuf,
+    final_path: std::path::PathBuf,
+}
+
 pub async fn upload(
     agent: &Arc<Agent>,
     peer: &PeerIdentity,
     sha: &str,
     headers: &hyper::HeaderMap,
-    body: Incoming,
+    mut body: Incoming,
 ) -> Result<ArtifactInfo, ErrorBody> {
+    let admitted = match admit(agent, peer, sha, headers) {
+        Ok(Ok(a)) => a,
+        // Already stored, or refused: the body is not wanted. A client still
+        // sending it when the connection closes sees a broken pipe instead
+        // of our answer (issue 12: a refused upload read as "error writing a
+        // body"), so read it away first, bounded, like a lingering close.
+        Ok(Err(present)) => {
+            drain(&mut body).await;
+            return Ok(present);
+        }
+        Err(e) => {
+            drain(&mut body).await;
+            return Err(e);
+        }
+    };
+    let Admitted {
+        size,
+        row,
+        partial,
+        final_path,
+    } = admitted;
+    // The whole upload has a deadline (issue 11): a client trickling bytes
+    // must not hold a connection and a store reservation for as long as it
+    // likes. The slowest rate waited for is `limits.min_upload_bytes_per_sec`.
+    let limits = &agent.config.limits;
+    let allowed = std::time::Duration::from_secs(
+        limits.request_timeout_secs + size / limits.min_upload_bytes_per_sec,
+    );
+    let outcome = match tokio::time::timeout(
+        allowed,
+        receive(&partial, &final_path, sha, size, body),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(_) => Err(ErrorBody::new(
+            ErrorCode::Timeout,
+            format!(
+                "the upload of {size} bytes did not finish within {}s (limits.request_timeout_secs \
+                 plus its size at limits.min_upload_bytes_per_sec); upload from a faster link or \
+                 lower min_upload_bytes_per_sec",
+                allowed.as_secs()
+            ),
+        )),
+    };
+    if outcome.is_err() {
+        let _ = tokio::fs::remove_file(&partial).await;
+    }
+    let err_text = outcome.as_ref().err().map(|e| e.message.clone());
+    agent
+        .journal
+        .upload_finished(row, err_text.as_deref(), now_millis())
+        .map_err(internal)?;
+    outcome.map(|()| ArtifactInfo {
+        sha256: sha.into(),
+        size,
+        already_present: false,
+    })
+}
+
+/// Reads and discards an unwanted body, at most [`DRAIN_BYTES`] within
+/// [`DRAIN_TIME`]; errors end it quietly (the answer is what matters).
+async fn drain(body: &mut Incoming) {
+    let read = async {
+        let mut seen = 0u64;
+        while seen < DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+}
+
+/// The checks before an upload's first byte: `Ok(Err(info))` when the
+/// artifact is stored already, `Err` when refused; else room is made and
+/// the upload journaled.
+fn admit(
+    agent: &Arc<Agent>,
+    peer: &PeerIdentity,
+    sha: &str,
+    headers: &hyper::HeaderMap,
+) -> Result<Result<Admitted, ArtifactInfo>, ErrorBody> {
     let bad = |m: String| ErrorBody::new(ErrorCode::BadRequest, m);
     names::check_sha256(sha).map_err(bad)?;
     if let Some(v) = headers.get(PROTOCOL_HEADER) {
@@ -113,7 +212,7 @@ pub async fn upload(
     let row = {
         let _store = agent.lock_store();
         if final_path.is_file() {
-            return present(agent, sha);
+            return present(agent, sha).map(Err);
         }
         crate::store::make_room(&agent.config, &agent.journal, sha, size, now_millis()).map_err(
             |e| match e {
@@ -126,43 +225,12 @@ pub async fn upload(
             .upload_started(sha, size, &partial_str, &peer.name, now_millis())
             .map_err(internal)?
     };
-    // The whole upload has a deadline (issue 11): a client trickling bytes
-    // must not hold a connection and a store reservation for as long as it
-    // likes. The slowest rate waited for is `limits.min_upload_bytes_per_sec`.
-    let limits = &agent.config.limits;
-    let allowed = std::time::Duration::from_secs(
-        limits.request_timeout_secs + size / limits.min_upload_bytes_per_sec,
-    );
-    let outcome = match tokio::time::timeout(
-        allowed,
-        receive(&partial, &final_path, sha, size, body),
-    )
-    .await
-    {
-        Ok(outcome) => outcome,
-        Err(_) => Err(ErrorBody::new(
-            ErrorCode::Timeout,
-            format!(
-                "the upload of {size} bytes did not finish within {}s (limits.request_timeout_secs \
-                 plus its size at limits.min_upload_bytes_per_sec); upload from a faster link or \
-                 lower min_upload_bytes_per_sec",
-                allowed.as_secs()
-            ),
-        )),
-    };
-    if outcome.is_err() {
-        let _ = tokio::fs::remove_file(&partial).await;
-    }
-    let err_text = outcome.as_ref().err().map(|e| e.message.clone());
-    agent
-        .journal
-        .upload_finished(row, err_text.as_deref(), now_millis())
-        .map_err(internal)?;
-    outcome.map(|()| ArtifactInfo {
-        sha256: sha.into(),
+    Ok(Ok(Admitted {
         size,
-        already_present: false,
-    })
+        row,
+        partial,
+        final_path,
+    }))
 }
 
 async fn receive(

@@ -84,7 +84,7 @@ pub fn stage(
     let release_dir = layout.release_dir(&s.release);
     if fs::symlink_metadata(&release_dir).is_ok() {
         return Err(format!(
-            "release {:?} already exists at {}; pick a new release id (ids are never reused)",
+            "release {:?} already exists at {}; pick a new release id (only a release that never went live gives its id back)",
             s.release,
             release_dir.display()
         ));

@@ -19,11 +19,12 @@
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, symlink};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use golive_shared::config::is_plain_relative;
+use golive_shared::config::{SharedPath, is_plain_relative};
 use golive_shared::names::check_release_id;
 
 use super::unpack::{UnpackError, UnpackLimits, UnpackStats, unpack};
@@ -53,7 +54,7 @@ pub enum LayoutError {
         source: io::Error,
     },
     #[error(
-        "release {id:?} already exists at {}; pick a new release id (ids are never reused)",
+        "release {id:?} already exists at {}; pick a new release id (only a release that never went live gives its id back)",
         path.display()
     )]
     ReleaseExists { id: String, path: PathBuf },
@@ -77,6 +78,38 @@ pub enum LayoutError {
         kind: &'static str,
     },
     #[error(
+        "shared path {path:?} exists neither in ROOT/shared ({}) nor in the release: put the file there \
+         (golive links it into every release and never creates a file), or, if it is a directory to \
+         create empty, declare it with a trailing `/` (\"{path}/\") in the app's `shared` list",
+        in_shared.display()
+    )]
+    SharedMissing { path: String, in_shared: PathBuf },
+    #[error(
+        "shared path {path:?}: {} is a symlink to {}, which does not exist; restore what it points \
+         to or replace the link with the real {kind}",
+        in_shared.display(),
+        target.display()
+    )]
+    SharedDangling {
+        path: String,
+        in_shared: PathBuf,
+        target: PathBuf,
+        kind: &'static str,
+    },
+    #[error(
+        "shared path {path:?}: {} is {shared_is}, but {what} a {other_kind}; a shared path \
+         never changes kind, and golive does not replace one with the other: {fix}",
+        in_shared.display()
+    )]
+    SharedKind {
+        path: String,
+        in_shared: PathBuf,
+        shared_is: String,
+        what: &'static str,
+        other_kind: &'static str,
+        fix: &'static str,
+    },
+    #[error(
         "cannot seed {} from {}: they are on different filesystems; copy it there by hand (e.g. `cp -a`) and stage again",
         to.display(),
         from.display()
@@ -98,6 +131,12 @@ pub enum LayoutError {
         target: PathBuf,
         releases: PathBuf,
     },
+    #[error(
+        "release {id:?} at {} is the one `current` points to and is never removed; switch to \
+         another release first",
+        path.display()
+    )]
+    DiscardCurrent { id: String, path: PathBuf },
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LayoutError {
@@ -158,8 +197,27 @@ fn kind_of(meta: &fs::Metadata) -> &'static str {
     }
 }
 
+/// What the release ships at a shared path: `None` when nothing, or a
+/// symlink (replaced by golive's link, never judged or moved into shared).
+fn release_copy(in_release: &Path) -> Result<Option<fs::Metadata>, LayoutError> {
+    match fs::symlink_metadata(in_release) {
+        Ok(m) if m.file_type().is_symlink() => Ok(None),
+        Ok(m) => Ok(Some(m)),
+        // NotADirectory: a parent is a file; link_shared names that.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(io_err("inspect", in_release)(e)),
+    }
+}
+
 /// Drops `.` and applies `..` lexically, to compare link targets with paths.
-fn normalise(path: &Path) -> PathBuf {
+pub(crate) fn normalise(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for part in path.components() {
         match part {
@@ -177,12 +235,183 @@ fn normalise(path: &Path) -> PathBuf {
 
 /// Removes whatever is at `path` without following a symlink there.
 fn remove_any(path: &Path) -> Result<(), LayoutError> {
+    remove_tree(path).map_err(io_err("remove", path))
+}
+
+/// Removes `path` and everything under it, never following a symlink, also
+/// when the tree holds directories without write permission (issue 12: a
+/// permission rule's 0555 `sites/default` made old releases undeletable, and
+/// `.removing-*` leftovers filled the disk).
+///
+/// The usual case is one `remove_dir_all` (std's walks with openat/unlinkat
+/// and never follows links). Only when that is refused (EACCES/EPERM) are
+/// the tree's directories given `u+rwx` (`make_removable`) and the removal
+/// repeated. Root never gets here: it ignores permission bits.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(io_err("remove", path)),
-        Ok(_) => fs::remove_file(path).map_err(io_err("remove", path)),
+        Ok(m) if m.is_dir() => match fs::remove_dir_all(path) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                make_removable(path)?;
+                fs::remove_dir_all(path)
+            }
+            other => other,
+        },
+        Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err("inspect", path)(e)),
+        Err(e) => Err(e),
     }
+}
+
+/// Gives every directory under `top` (itself included) `u+rwx`, so its
+/// entries can be listed and unlinked. Directories are reached with openat
+/// and `O_NOFOLLOW` from their parent's descriptor and changed through their
+/// own descriptor, so a symlink in the tree (a shared path, a link an
+/// archive shipped) is never followed: what it points to keeps its mode.
+fn make_removable(top: &Path) -> io::Result<()> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode;
+
+    let (parent, name) = match (top.parent(), top.file_name()) {
+        (Some(p), Some(n)) => (
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            },
+            n,
+        ),
+        _ => return Ok(()),
+    };
+    let parent = open(
+        parent,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("cannot open {}: {e}", parent.display()),
+        )
+    })?;
+    let Some(dir) = open_dir_writable(&parent, name, top)? else {
+        return Ok(());
+    };
+    fix_tree(dir, top, 0)
+}
+
+/// Deeper than this, a tree is not one golive unpacked (a path is at most
+/// 4096 bytes, so 2048 levels of one-letter names).
+const MAX_DEPTH: usize = 2048;
+
+fn fix_tree(mut dir: nix::dir::Dir, shown: &Path, depth: usize) -> io::Result<()> {
+    use nix::dir::Type;
+    if depth > MAX_DEPTH {
+        return Err(io::Error::other(format!(
+            "{} is nested more than {MAX_DEPTH} levels deep",
+            shown.display()
+        )));
+    }
+    let mut subdirs = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("cannot list {}: {e}", shown.display()),
+            )
+        })?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        // Unknown types (some filesystems) are looked at by opening them.
+        if matches!(entry.file_type(), Some(Type::Directory) | None) {
+            subdirs.push(std::ffi::OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    for name in subdirs {
+        let path = shown.join(&name);
+        if let Some(sub) = open_dir_writable(&dir, &name, &path)? {
+            fix_tree(sub, &path, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the directory `name` in `parent` without following a symlink and
+/// makes sure its owner may read, write and search it. `None` when `name`
+/// is not a directory (a symlink, a file: unlinked as they are).
+fn open_dir_writable(
+    parent: &impl std::os::fd::AsFd,
+    name: &std::ffi::OsStr,
+    shown: &Path,
+) -> io::Result<Option<nix::dir::Dir>> {
+    use nix::errno::Errno;
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::{Mode, SFlag, fstat};
+    use std::os::fd::AsRawFd;
+
+    let ctx = |action: &str, e: Errno| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("cannot {action} {}: {e}", shown.display()),
+        )
+    };
+    let wanted = |mode: u32| mode & 0o700 == 0o700;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match openat(parent, name, flags, Mode::empty()) {
+        Ok(fd) => {
+            let st = fstat(&fd).map_err(|e| ctx("inspect", e))?;
+            if !wanted(st.st_mode) {
+                nix::sys::stat::fchmod(
+                    &fd,
+                    Mode::from_bits_truncate((st.st_mode & 0o7777) | 0o700),
+                )
+                .map_err(|e| ctx("make writable (to remove it)", e))?;
+            }
+            return nix::dir::Dir::from_fd(fd)
+                .map(Some)
+                .map_err(|e| ctx("list", e));
+        }
+        // A symlink (ELOOP) or not a directory: never followed.
+        Err(Errno::ELOOP | Errno::ENOTDIR) => return Ok(None),
+        Err(Errno::ENOENT) => return Ok(None),
+        // No read permission on it: changed through an O_PATH handle below.
+        Err(Errno::EACCES) => {}
+        Err(e) => return Err(ctx("open", e)),
+    }
+    let handle = openat(
+        parent,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ctx("open", e))?;
+    let st = fstat(&handle).map_err(|e| ctx("inspect", e))?;
+    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFDIR {
+        return Ok(None);
+    }
+    // fchmod does not take an O_PATH descriptor; its /proc link names the
+    // very inode opened above, so no path can be swapped in between.
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    let mode = fs::Permissions::from_mode((st.st_mode & 0o7777) | 0o700);
+    fs::set_permissions(&by_fd, mode).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot make {} writable (to remove it): {e}",
+                shown.display()
+            ),
+        )
+    })?;
+    let fd = nix::fcntl::open(
+        &by_fd,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ctx("open", e))?;
+    nix::dir::Dir::from_fd(fd)
+        .map(Some)
+        .map_err(|e| ctx("list", e))
 }
 
 impl AppLayout {
@@ -319,7 +548,13 @@ impl AppLayout {
     ///   such as a default `uploads/` layout, later ones never overwrite it. A
     ///   seeded copy keeps its depth below the root, so links that unpacking
     ///   proved to stay inside the release stay inside `ROOT/shared`.
-    /// - If neither exists, `ROOT/shared/P` is created as an empty directory.
+    /// - If neither exists, `ROOT/shared/P` is created as an empty directory
+    ///   only when the config declares a directory (`"P/"`); anything else
+    ///   fails the staging ([`LayoutError::SharedMissing`]): a missing
+    ///   settings file must stop a deployment, not become a directory.
+    /// - Once it exists, its kind never changes: a release shipping a
+    ///   directory where `ROOT/shared/P` is a file (or the other way round),
+    ///   or a declared directory that is a file, is refused.
     /// - If the release ships `P` as a symlink (artifacts built for another
     ///   layout often do), it is replaced, never moved into `shared`.
     ///
@@ -329,7 +564,7 @@ impl AppLayout {
         &self,
         id: &str,
         archive: &Path,
-        shared: &[PathBuf],
+        shared: &[SharedPath],
         limits: &UnpackLimits,
     ) -> Result<UnpackStats, LayoutError> {
         self.stage_with(id, archive, shared, limits, &[])
@@ -343,14 +578,16 @@ impl AppLayout {
         &self,
         id: &str,
         archive: &Path,
-        shared: &[PathBuf],
+        shared: &[SharedPath],
         limits: &UnpackLimits,
         files: &[(&str, &[u8])],
     ) -> Result<UnpackStats, LayoutError> {
         check_id(id)?;
-        for path in shared {
-            if !is_plain_relative(path) {
-                return Err(LayoutError::InvalidSharedPath { path: path.clone() });
+        for entry in shared {
+            if !is_plain_relative(&entry.path) {
+                return Err(LayoutError::InvalidSharedPath {
+                    path: entry.path.clone(),
+                });
             }
         }
         self.ensure_dirs().map_err(io_err("prepare", &self.root))?;
@@ -387,8 +624,11 @@ impl AppLayout {
                 )
                 .map_err(io_err("write", &path))?;
             }
-            for path in shared {
-                self.link_shared(&staging, path)?;
+            for entry in shared {
+                self.check_shared(&staging, entry)?;
+            }
+            for entry in shared {
+                self.link_shared(&staging, entry)?;
             }
             sync_tree(&staging)?;
             fs::rename(&staging, &release).map_err(|e| match e.kind() {
@@ -413,9 +653,86 @@ impl AppLayout {
         }
     }
 
+    /// Whether shared path `entry` can be linked into `release` without
+    /// creating a file or changing a kind (see [`AppLayout::stage`]). Only
+    /// reads: every entry is checked before any is linked, so a refused
+    /// staging seeds nothing into `ROOT/shared`.
+    fn check_shared(&self, release: &Path, entry: &SharedPath) -> Result<(), LayoutError> {
+        let shared = entry.path.as_path();
+        let in_shared = self.shared_dir().join(shared);
+        let copy = release_copy(&release.join(shared))?;
+        let name = shared.display().to_string();
+        let kind_error = |shared_is: String, what, other_kind, fix| LayoutError::SharedKind {
+            path: name.clone(),
+            in_shared: in_shared.clone(),
+            shared_is,
+            what,
+            other_kind,
+            fix,
+        };
+        match fs::symlink_metadata(&in_shared) {
+            Ok(m) => {
+                // What the shared path is, through an operator's link
+                // (`shared/uploads -> /mnt/nfs/uploads`).
+                let have = if m.file_type().is_symlink() {
+                    match fs::metadata(&in_shared) {
+                        Ok(target) => kind_of(&target),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            return Err(LayoutError::SharedDangling {
+                                path: name,
+                                target: fs::read_link(&in_shared).unwrap_or_default(),
+                                in_shared,
+                                kind: if entry.dir { "directory" } else { "file" },
+                            });
+                        }
+                        Err(e) => return Err(io_err("inspect", &in_shared)(e)),
+                    }
+                } else {
+                    kind_of(&m)
+                };
+                if entry.dir && have != "directory" {
+                    return Err(kind_error(
+                        format!("a {have}"),
+                        "the config declares",
+                        "directory (a trailing `/`)",
+                        "move the file aside and create the directory, or drop the `/` from the \
+                         `shared` entry if it is meant to be a file",
+                    ));
+                }
+                if let Some(copy) = &copy
+                    && kind_of(copy) != have
+                {
+                    return Err(kind_error(
+                        format!("a {have}"),
+                        "the release ships",
+                        kind_of(copy),
+                        "build the artifact without that path (the shared one is linked in), or \
+                         move ROOT/shared's copy aside if the kind really changed",
+                    ));
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match &copy {
+                Some(m) if entry.dir && !m.is_dir() => Err(kind_error(
+                    "not there yet".into(),
+                    "the config declares a directory and the release ships",
+                    kind_of(m),
+                    "ship it as a directory, or drop the `/` from the `shared` entry",
+                )),
+                None if !entry.dir => Err(LayoutError::SharedMissing {
+                    path: name,
+                    in_shared,
+                }),
+                _ => Ok(()),
+            },
+            Err(e) => Err(io_err("inspect", &in_shared)(e)),
+        }
+    }
+
     /// Replaces the release's own `shared` path with a link into `ROOT/shared`;
     /// see [`AppLayout::stage`].
-    fn link_shared(&self, release: &Path, shared: &Path) -> Result<(), LayoutError> {
+    fn link_shared(&self, release: &Path, entry: &SharedPath) -> Result<(), LayoutError> {
+        let shared = entry.path.as_path();
         // Parents must be real directories: the link's `../` count assumes its
         // own directory sits at `shared`'s depth in the release.
         let mut parents = shared.components();
@@ -444,37 +761,30 @@ impl AppLayout {
 
         let in_release = release.join(shared);
         let in_shared = self.shared_dir().join(shared);
-        let release_copy = match fs::symlink_metadata(&in_release) {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err("inspect", &in_release)(e)),
-        };
-        match fs::symlink_metadata(&in_shared) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let parent = in_shared.parent().unwrap_or(&in_shared);
-                fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
-                match &release_copy {
-                    Some(m) if !m.file_type().is_symlink() => {
-                        fs::rename(&in_release, &in_shared).map_err(|e| {
-                            if e.kind() == io::ErrorKind::CrossesDevices {
-                                LayoutError::SeedAcrossDevices {
-                                    from: in_release.clone(),
-                                    to: in_shared.clone(),
-                                }
-                            } else {
-                                io_err("move the release's copy to", &in_shared)(e)
+        if fs::symlink_metadata(&in_shared).is_err() {
+            // check_shared established that the release's copy seeds it, or
+            // that it is a declared directory to create.
+            let parent = in_shared.parent().unwrap_or(&in_shared);
+            fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+            match release_copy(&in_release)? {
+                Some(_) => {
+                    fs::rename(&in_release, &in_shared).map_err(|e| {
+                        if e.kind() == io::ErrorKind::CrossesDevices {
+                            LayoutError::SeedAcrossDevices {
+                                from: in_release.clone(),
+                                to: in_shared.clone(),
                             }
-                        })?;
-                    }
-                    _ => DirBuilder::new()
-                        .mode(0o755)
-                        .create(&in_shared)
-                        .map_err(io_err("create directory", &in_shared))?,
+                        } else {
+                            io_err("move the release's copy to", &in_shared)(e)
+                        }
+                    })?;
                 }
-                fsync_dir(parent)?;
+                None => DirBuilder::new()
+                    .mode(0o755)
+                    .create(&in_shared)
+                    .map_err(io_err("create directory", &in_shared))?,
             }
-            Err(e) => return Err(io_err("inspect", &in_shared)(e)),
+            fsync_dir(parent)?;
         }
         remove_any(&in_release)?;
 
@@ -537,12 +847,16 @@ impl AppLayout {
 
     /// Removes old releases and returns the ids removed.
     ///
-    /// The first `keep` ids of `newest_first` that exist on disk are kept,
-    /// and so are the ids in `protect` (the caller passes current and previous)
-    /// and whatever `current` points to, even if the caller forgot it (SPEC §5).
-    /// Directories not named in `newest_first` are never touched. Each removal
-    /// first renames the release to `.removing-*`, so a crash mid-way leaves a
-    /// leftover for [`AppLayout::clean_staging`], not a half-deleted release.
+    /// `keep` is the number of releases left on disk among those named in
+    /// `newest_first` (issue 12: it is not "the newest `keep` plus the
+    /// protected ones"). The ids in `protect` (the caller passes current,
+    /// previous and the rollback target) and whatever `current` points to,
+    /// even if the caller forgot it (SPEC §5), are kept first; the remaining
+    /// places go to the newest of the others. When the protected ones alone
+    /// are more than `keep`, they all stay. Directories not named in
+    /// `newest_first` are never touched. Each removal goes through
+    /// [`AppLayout::discard`]; `.removing-*` leftovers of an earlier crash
+    /// are finished first.
     pub fn prune(
         &self,
         keep: usize,
@@ -553,33 +867,101 @@ impl AppLayout {
         for id in newest_first {
             check_id(id)?;
         }
+        self.finish_removals()?;
         let current = self.read_current()?;
+        let is_protected =
+            |id: &str| protect.iter().any(|p| p == id) || current.as_deref() == Some(id);
         let mut seen = HashSet::new();
-        let mut kept = 0usize;
-        let mut removed = Vec::new();
+        let mut on_disk = Vec::new();
         for id in newest_first {
             if !seen.insert(id.as_str()) {
                 continue;
             }
             let dir = self.release_dir(id);
             match fs::symlink_metadata(&dir) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Ok(m) if m.is_dir() => on_disk.push(id),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("inspect", &dir)(e)),
             }
-            if kept < keep || protect.contains(id) || current.as_deref() == Some(id.as_str()) {
-                kept += 1;
+        }
+        let protected = on_disk.iter().filter(|id| is_protected(id)).count();
+        let mut places = keep.saturating_sub(protected);
+        let mut removed = Vec::new();
+        for id in on_disk {
+            if is_protected(id) {
                 continue;
             }
-            let doomed = self
-                .releases_dir()
-                .join(format!("{REMOVING_PREFIX}{id}-{}", unique_suffix()));
-            fs::rename(&dir, &doomed).map_err(io_err("rename for removal", &dir))?;
-            fs::remove_dir_all(&doomed).map_err(io_err("remove", &doomed))?;
+            if places > 0 {
+                places -= 1;
+                continue;
+            }
+            self.discard(id)?;
             removed.push(id.clone());
         }
         Ok(removed)
+    }
+
+    /// Removes release `id` from disk: first renamed to `.removing-*` (the
+    /// id is free at once, and a crash mid-way leaves a leftover that the
+    /// next prune or start finishes, never a half-deleted release), then
+    /// removed with [`remove_tree`], which copes with directories a
+    /// permission rule made read-only. Refuses the release `current` points
+    /// to; what else must stay (the rollback target, a release that went
+    /// live) is the caller's to decide.
+    pub fn discard(&self, id: &str) -> Result<(), LayoutError> {
+        check_id(id)?;
+        let dir = self.release_dir(id);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(LayoutError::NoSuchRelease {
+                    id: id.to_owned(),
+                    path: dir,
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(LayoutError::NoSuchRelease {
+                    id: id.to_owned(),
+                    path: dir,
+                });
+            }
+            Err(e) => return Err(io_err("inspect", &dir)(e)),
+        }
+        if self.read_current()?.as_deref() == Some(id) {
+            return Err(LayoutError::DiscardCurrent {
+                id: id.to_owned(),
+                path: dir,
+            });
+        }
+        let doomed = self
+            .releases_dir()
+            .join(format!("{REMOVING_PREFIX}{id}-{}", unique_suffix()));
+        fs::rename(&dir, &doomed).map_err(io_err("rename for removal", &dir))?;
+        remove_tree(&doomed).map_err(io_err("remove", &doomed))
+    }
+
+    /// Finishes the removals a crash interrupted (`releases/.removing-*`).
+    /// Safe at any time under the app lock: nothing else uses those names.
+    fn finish_removals(&self) -> Result<(), LayoutError> {
+        let dir = self.releases_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("list", &dir)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            if entry
+                .file_name()
+                .as_bytes()
+                .starts_with(REMOVING_PREFIX.as_bytes())
+            {
+                let path = entry.path();
+                remove_tree(&path).map_err(io_err("remove", &path))?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes what an interrupted stage, prune or activate left behind:
@@ -612,7 +994,7 @@ impl AppLayout {
                 let path = entry.path();
                 let file_type = entry.file_type().map_err(|e| context(e, &path))?;
                 let result = if file_type.is_dir() && dir != self.root {
-                    fs::remove_dir_all(&path)
+                    remove_tree(&path)
                 } else if file_type.is_symlink() || dir != self.root {
                     fs::remove_file(&path)
                 } else {
@@ -653,9 +1035,19 @@ mod tests {
     }
 
     fn stage(tmp: &TempDir, layout: &AppLayout, id: &str, members: &[Raw<'_>], shared: &[&str]) {
+        try_stage(tmp, layout, id, members, shared).unwrap();
+    }
+
+    fn try_stage(
+        tmp: &TempDir,
+        layout: &AppLayout,
+        id: &str,
+        members: &[Raw<'_>],
+        shared: &[&str],
+    ) -> Result<UnpackStats, LayoutError> {
         let archive = artifact(tmp, &format!("{id}.tar"), members);
-        let shared: Vec<PathBuf> = shared.iter().map(PathBuf::from).collect();
-        layout.stage(id, &archive, &shared, &LIMITS).unwrap();
+        let shared: Vec<SharedPath> = shared.iter().map(|s| SharedPath::from(*s)).collect();
+        layout.stage(id, &archive, &shared, &LIMITS)
     }
 
     fn names_in(dir: &Path) -> Vec<String> {
@@ -771,7 +1163,7 @@ mod tests {
         }
         for shared in ["../etc", "/etc", "./x", ""] {
             let err = layout
-                .stage("r1", &archive, &[PathBuf::from(shared)], &LIMITS)
+                .stage("r1", &archive, &[SharedPath::from(shared)], &LIMITS)
                 .unwrap_err();
             assert!(
                 matches!(err, LayoutError::InvalidSharedPath { .. }),
@@ -802,7 +1194,7 @@ mod tests {
         // Failing after the unpack (a shared path under a file) cleans up too.
         let archive = artifact(&tmp, "file.tar", &[file("web", b"not a dir")]);
         let err = layout
-            .stage("r1", &archive, &[PathBuf::from("web/files")], &LIMITS)
+            .stage("r1", &archive, &[SharedPath::from("web/files/")], &LIMITS)
             .unwrap_err();
         assert!(
             matches!(err, LayoutError::SharedParent { kind: "file", .. }),
@@ -814,7 +1206,7 @@ mod tests {
     #[test]
     fn shared_paths_are_seeded_once_and_linked_relatively() {
         let (tmp, layout) = setup();
-        let shared = ["uploads", "web/files", "logs", "cache"];
+        let shared = ["uploads", "web/files/", "logs/", "cache/"];
         stage(
             &tmp,
             &layout,
@@ -873,7 +1265,7 @@ mod tests {
         let (tmp, layout) = setup();
         let archive = artifact(&tmp, "r1.tar", &[dir("public"), link("web", "public")]);
         let err = layout
-            .stage("r1", &archive, &[PathBuf::from("web/files")], &LIMITS)
+            .stage("r1", &archive, &[SharedPath::from("web/files/")], &LIMITS)
             .unwrap_err();
         assert!(
             matches!(err, LayoutError::SharedParent { ref parent, kind: "symlink", .. } if parent == Path::new("web")),
@@ -1028,30 +1420,185 @@ mod tests {
     }
 
     #[test]
-    fn prune_keeps_the_newest_protected_and_current() {
+    fn issue12_prune_keeps_keep_releases_on_disk_protected_ones_first() {
         let (_tmp, layout) = setup();
         layout.ensure_dirs().unwrap();
         for d in ["r1", "r2", "r3", "r4", "r5", "r6", "manual"] {
             fs::create_dir(layout.release_dir(d)).unwrap();
             fs::write(layout.release_dir(d).join("f"), b"").unwrap();
         }
+        // A crash left a removal half done: the next prune finishes it.
+        fs::create_dir_all(layout.releases_dir().join(".removing-r0-1-2/sub")).unwrap();
         layout.activate("r3").unwrap();
         let newest_first = ids(&["r7-never-staged", "r6", "r5", "r6", "r4", "r3", "r2", "r1"]);
-        let removed = layout.prune(2, &newest_first, &ids(&["r1"])).unwrap();
+        // 4 on disk: current r3 and protected r1, then the newest others.
+        let removed = layout.prune(4, &newest_first, &ids(&["r1"])).unwrap();
         assert_eq!(removed, ids(&["r4", "r2"]));
-        assert_eq!(
-            layout.list_releases().unwrap(),
-            ids(&["manual", "r1", "r3", "r5", "r6"])
-        );
         assert_eq!(
             names_in(&layout.releases_dir()),
             ["manual", "r1", "r3", "r5", "r6"],
-            "no .removing-* left"
+            "no .removing-* left; a directory golive never staged is not touched"
         );
         assert_eq!(
-            layout.prune(2, &newest_first, &ids(&["r1"])).unwrap(),
+            layout.prune(4, &newest_first, &ids(&["r1"])).unwrap(),
             Vec::<String>::new()
         );
+        // Today's count was "the newest `keep` plus the protected ones":
+        // with keep 2, r6 and r5 stayed beside r3 and r1 (4 on disk).
+        let removed = layout.prune(2, &newest_first, &ids(&["r1"])).unwrap();
+        assert_eq!(removed, ids(&["r6", "r5"]));
+        assert_eq!(
+            layout.list_releases().unwrap(),
+            ids(&["manual", "r1", "r3"])
+        );
+        // More protected than `keep`: all of them stay.
+        let removed = layout.prune(1, &newest_first, &ids(&["r1"])).unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+    }
+
+    #[test]
+    fn issue12_discard_removes_read_only_trees_and_never_current() {
+        let (tmp, layout) = setup();
+        stage(&tmp, &layout, "r1", &[file("v", b"1")], &[]);
+        stage(
+            &tmp,
+            &layout,
+            "r2",
+            &[
+                dir("sites"),
+                dir("sites/default"),
+                file("sites/default/settings.php", b"x"),
+            ],
+            &[],
+        );
+        layout.activate("r1").unwrap();
+        // A permission rule's relock; and a link out of the release to a
+        // read-only directory, whose mode must survive the removal.
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("keep"), b"k").unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o555)).unwrap();
+        let r2 = layout.release_dir("r2");
+        symlink(&outside, r2.join("out")).unwrap();
+        fs::set_permissions(r2.join("sites/default"), fs::Permissions::from_mode(0o555)).unwrap();
+        fs::set_permissions(r2.join("sites"), fs::Permissions::from_mode(0o500)).unwrap();
+
+        make_removable(&r2).unwrap();
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&r2.join("sites")), 0o700);
+        assert_eq!(mode(&r2.join("sites/default")), 0o755);
+        assert_eq!(
+            mode(&outside),
+            0o555,
+            "followed a symlink out of the release"
+        );
+
+        fs::set_permissions(r2.join("sites/default"), fs::Permissions::from_mode(0o555)).unwrap();
+        layout.discard("r2").unwrap();
+        assert_eq!(names_in(&layout.releases_dir()), ["r1"]);
+        assert_eq!(mode(&outside), 0o555);
+        assert_eq!(fs::read(outside.join("keep")).unwrap(), b"k");
+
+        let err = layout.discard("r1").unwrap_err();
+        assert!(matches!(err, LayoutError::DiscardCurrent { .. }), "{err}");
+        assert!(matches!(
+            layout.discard("r9"),
+            Err(LayoutError::NoSuchRelease { .. })
+        ));
+        assert_eq!(names_in(&layout.releases_dir()), ["r1"]);
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn issue12_a_shared_path_is_never_created_as_a_directory_unless_declared() {
+        let (tmp, layout) = setup();
+        // Missing everywhere, not declared a directory: refused, and the
+        // other entry's copy is not seeded either (checked before linking).
+        let err = try_stage(
+            &tmp,
+            &layout,
+            "r1",
+            &[dir("uploads"), file("uploads/a", b"a")],
+            &["uploads", "config/settings.local.php"],
+        )
+        .unwrap_err();
+        assert!(matches!(err, LayoutError::SharedMissing { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("config/settings.local.php")
+                && text.contains("shared/config/settings.local.php")
+                && text.contains("put the file there"),
+            "{text}"
+        );
+        assert!(names_in(&layout.releases_dir()).is_empty());
+        assert!(names_in(&layout.shared_dir()).is_empty(), "nothing seeded");
+
+        // The file in ROOT/shared: linked, and it stays a file.
+        let sh = layout.shared_dir();
+        fs::create_dir_all(sh.join("config")).unwrap();
+        fs::write(sh.join("config/settings.local.php"), b"<?php").unwrap();
+        stage(
+            &tmp,
+            &layout,
+            "r1",
+            &[file("index.php", b"")],
+            &["config/settings.local.php", "logs/"],
+        );
+        assert!(sh.join("logs").is_dir(), "a declared directory is created");
+        assert_eq!(
+            fs::read(layout.release_dir("r1").join("config/settings.local.php")).unwrap(),
+            b"<?php"
+        );
+
+        // A release shipping a directory where shared holds a file: refused.
+        let err = try_stage(
+            &tmp,
+            &layout,
+            "r2",
+            &[dir("config"), dir("config/settings.local.php")],
+            &["config/settings.local.php"],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is a file, but the release ships a directory"),
+            "{err}"
+        );
+        // A declared directory that is a file in shared: refused.
+        let err = try_stage(
+            &tmp,
+            &layout,
+            "r2",
+            &[file("index.php", b"")],
+            &["config/settings.local.php/"],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is a file, but the config declares a directory"),
+            "{err}"
+        );
+        // A dangling link in shared: refused, naming where it points.
+        fs::remove_file(sh.join("config/settings.local.php")).unwrap();
+        symlink(
+            "/nonexistent/settings.php",
+            sh.join("config/settings.local.php"),
+        )
+        .unwrap();
+        let err = try_stage(
+            &tmp,
+            &layout,
+            "r2",
+            &[file("index.php", b"")],
+            &["config/settings.local.php"],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, LayoutError::SharedDangling { .. })
+                && err.to_string().contains("/nonexistent/settings.php"),
+            "{err}"
+        );
+        assert_eq!(names_in(&layout.releases_dir()), ["r1"]);
     }
 
     #[test]

@@ -193,7 +193,7 @@ pub fn unpack(
         // The unpack error is what the operator needs; if removal fails too, the
         // leftover sits under a staging name that `AppLayout::clean_staging`
         // removes at the next start.
-        let _ = fs::remove_dir_all(dest);
+        let _ = super::layout::remove_tree(dest);
     }
     result
 }

@@ -77,7 +77,7 @@ revoked = "pki/revoked.txt"
 [apps.shop]
 root = "{root}"
 keep_releases = 3
-shared = ["uploads"]
+shared = ["uploads/"]
 
 [[apps.shop.probes]]
 kind = "http"

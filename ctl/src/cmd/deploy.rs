@@ -30,11 +30,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use golive_shared::protocol::{
-    ActivateRelease, Availability, CreateBackup, EventKind, JobEventsRequest, JobInfo, JobResult,
-    JobSpec, JobState, ListFlagsRequest, LockRequest, LockResponse, MigrationStatusRequest,
-    ProbeReport, ProbeResult, ProbeStatus, Request, Response, RollbackRelease, RunMigrations,
-    RunProbesRequest, SetFlag, StageGitRelease, StageRelease, SubmitJob, error_headline,
-    now_millis,
+    ActivateRelease, Availability, CreateBackup, DiscardRelease, EventKind, JobEventsRequest,
+    JobInfo, JobResult, JobSpec, JobState, ListFlagsRequest, LockRequest, LockResponse,
+    MigrationStatusRequest, ProbeReport, ProbeResult, ProbeStatus, Request, Response,
+    RollbackRelease, RunMigrations, RunProbesRequest, SetFlag, StageGitRelease, StageRelease,
+    SubmitJob, error_headline, now_millis,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -369,11 +369,9 @@ pub async fn deploy_with_id(
                     .join(", ")
             )));
         };
-        if app.releases.iter().any(|r| r.id == release.id) {
-            return Err(usage(format!(
-                "host {} already has release {} of {}; give this release a new id ([release] id = ...)",
-                host.name, release.id, plan.app
-            )));
+        if let Some(note) = reused_id(&host.name, &plan.app, app, &release.id).map_err(usage)? {
+            out.line(&note);
+            out.event(&json!({"event": "reused_id", "host": host.name, "release": release.id, "note": note}));
         }
         if let Some(lock) = &app.lock {
             return Err(usage(format!(
@@ -547,6 +545,41 @@ fn approvers(plan: &Plan, given: &[String]) -> Result<Vec<String>, String> {
         ));
     }
     Ok(names)
+}
+
+/// Phase 1's look at a release id a host already has (issue 12): refused
+/// when that release went live there (or is current, or golive does not
+/// know it); a note when it is only staged and never went live, since
+/// staging replaces such a release.
+pub(crate) fn reused_id(
+    host: &str,
+    app_name: &str,
+    app: &golive_shared::protocol::AppStatus,
+    id: &str,
+) -> Result<Option<String>, String> {
+    let Some(r) = app.releases.iter().find(|r| r.id == id) else {
+        return Ok(None);
+    };
+    let fix = "give this release a new id ([release] id = ...)";
+    if app.current.as_deref() == Some(id) || r.activated_at.is_some() {
+        return Err(format!(
+            "host {host} already has release {id} of {app_name}, and it went live there{}; {fix}",
+            r.activated_at
+                .map(|at| format!(" (last at {})", utc(at)))
+                .unwrap_or_default()
+        ));
+    }
+    let Some(staged_at) = r.staged_at else {
+        return Err(format!(
+            "host {host} has a directory releases/{id} of {app_name} that golive did not stage; \
+             move it aside on the host, or {fix}"
+        ));
+    };
+    Ok(Some(format!(
+        "host {host} has release {id} staged at {} but it never went live (a refused or failed \
+         deployment left it): staging replaces it",
+        utc(staged_at)
+    )))
 }
 
 /// Time in maintenance during a deployment.
@@ -904,7 +937,10 @@ async fn run_deployment(
     // host instead); the live release is untouched.
     // (host, commit) of the first host that staged a git ref.
     let mut first_commit: Option<(String, String)> = None;
-    for (host, lease) in plan.hosts.iter().zip(&leases) {
+    // Hosts where the release is staged: a failure before it goes live
+    // there removes it again, so its id can be reused (issue 12).
+    let mut staged_on: Vec<usize> = Vec::new();
+    for (i, (host, lease)) in plan.hosts.iter().zip(&leases).enumerate() {
         let c = &host.client;
         if let Source::Artifact(artifact) = &release.source {
             let seq = journal.start_step(id, &host.name, "upload").ok();
@@ -960,6 +996,7 @@ async fn run_deployment(
         finish(journal, seq, &staged);
         if let Err(Failure(exit, e)) = staged {
             step(out, &host.name, "stage", "failed", &e);
+            give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
             release_all(leases).await;
             // Staging changes nothing live: a refused archive is bad input.
             return (
@@ -971,8 +1008,10 @@ async fn run_deployment(
                 ),
             );
         }
+        staged_on.push(i);
         if let Some(git_ref) = git_ref(release) {
             let Some(commit) = commit else {
+                give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
                 release_all(leases).await;
                 return (
                     Exit::Failed,
@@ -992,6 +1031,7 @@ async fn run_deployment(
             // Every host must run the same code.
             match &first_commit {
                 Some((first, expected)) if *expected != commit => {
+                    give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
                     release_all(leases).await;
                     return (
                         Exit::Failed,
@@ -1033,6 +1073,7 @@ async fn run_deployment(
                 pending = pending.max(list.len());
             }
             Err(e) => {
+                give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
                 release_all(leases).await;
                 return (
                     exit_of(&e),
@@ -1069,6 +1110,7 @@ async fn run_deployment(
             } else {
                 Downtime::StillOn
             };
+            give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
             release_all(leases).await;
             return (exit, e);
         }
@@ -1109,6 +1151,7 @@ async fn run_deployment(
             let (ms, still) =
                 maintenance_off_all(out, journal, plan, id, &leases, &mut in_maintenance, "").await;
             *downtime = downtime_of(maintenance.is_some(), ms, &still);
+            give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
             release_all(leases).await;
             let why = if name == "backup" {
                 format!("the pre-deploy backup on {host} failed, nothing live changed: {e}")
@@ -1125,6 +1168,8 @@ async fn run_deployment(
 
     // Phase 4: host by host, activate and verify.
     let mut activated: Vec<usize> = Vec::new();
+    // Hosts where the release went live (their ids stay used).
+    let mut switched: Vec<usize> = Vec::new();
     let mut failure = None;
     for (i, (host, lease)) in plan.hosts.iter().zip(&leases).enumerate() {
         if let Err(e) = lease.check() {
@@ -1159,6 +1204,7 @@ async fn run_deployment(
             break;
         }
         activated.push(i);
+        switched.push(i);
         let _ = journal.set_host(id, &host.name, &c.addr, None, "active");
         step(
             out,
@@ -1226,6 +1272,7 @@ async fn run_deployment(
         release_all(leases).await;
         return (Exit::Paused, message.clone());
     }
+    let mut stuck = Vec::new();
     let mut outcome = switch_back_if_failed(
         out,
         journal,
@@ -1236,6 +1283,7 @@ async fn run_deployment(
         &activated,
         failure,
         unavailable,
+        &mut stuck,
     )
     .await;
     if outcome.0 == Exit::RolledBack
@@ -1250,6 +1298,9 @@ async fn run_deployment(
             .push_str(&format!("; gate warnings: {}", warnings.join("; ")));
     }
 
+    // A host the switch-back could not return stays in maintenance: off,
+    // its web server would serve the release that failed (issue 12).
+    let kept_on = keep_on_where_stuck(&mut in_maintenance, &stuck);
     // After a switch-back (or a failed activation): maintenance off where it
     // is still on.
     if !in_maintenance.is_empty() {
@@ -1269,6 +1320,23 @@ async fn run_deployment(
             outcome.1.push_str(&still_on(&still));
         }
     }
+    if !kept_on.is_empty() {
+        outcome.0 = Exit::Failed;
+        outcome.1.push_str(&format!(
+            "; MAINTENANCE LEFT ON on {}: the switch-back did not happen there, so without it the \
+             release that failed would serve; fix what is named above, then `golivectl maintenance off PLAN`",
+            in_maintenance_names(plan, &kept_on).join(", ")
+        ));
+        in_maintenance.extend(kept_on);
+    }
+    if outcome.0 != Exit::Done {
+        let not_live: Vec<usize> = staged_on
+            .iter()
+            .copied()
+            .filter(|i| !switched.contains(i))
+            .collect();
+        give_back_ids(out, journal, plan, id, &leases, &not_live).await;
+    }
     if maintenance.is_some() {
         *downtime = downtime_of(
             true,
@@ -1279,6 +1347,65 @@ async fn run_deployment(
     report_downtime(out, *downtime, unavailable, &mut outcome.1);
     release_all(leases).await;
     outcome
+}
+
+/// Takes the hosts in `stuck` out of `in_maintenance` and returns them:
+/// maintenance stays on there (see the call site).
+fn keep_on_where_stuck(in_maintenance: &mut Vec<usize>, stuck: &[usize]) -> Vec<usize> {
+    let kept: Vec<usize> = in_maintenance
+        .iter()
+        .copied()
+        .filter(|i| stuck.contains(i))
+        .collect();
+    in_maintenance.retain(|i| !stuck.contains(i));
+    kept
+}
+
+/// After a deployment failed or was refused: removes the staged release
+/// from `hosts`, where it never went live, so its id can be deployed again
+/// (issue 12). The agent refuses a release that went live, is current or is
+/// the rollback target, or that another deployment staged; such a refusal,
+/// or any failure here, is reported and changes nothing else: the
+/// deployment's outcome stands.
+async fn give_back_ids(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    leases: &[Lease],
+    hosts: &[usize],
+) {
+    let release = plan.release.as_ref().expect("checked by deploy");
+    for &i in hosts {
+        let host = &plan.hosts[i];
+        let seq = journal.start_step(id, &host.name, "discard").ok();
+        let spec = JobSpec::DiscardRelease(DiscardRelease {
+            app: plan.app.clone(),
+            release: release.id.clone(),
+            reason: format!("deployment {id} did not go live on {}", host.name),
+        });
+        let r = job_ok(
+            run_job(
+                out,
+                &host.client,
+                format!("{id}:{}:discard", host.name),
+                Some(leases[i].token.clone()),
+                spec,
+            )
+            .await,
+        );
+        finish(journal, seq, &r);
+        match r {
+            Ok(detail) => step(
+                out,
+                &host.name,
+                "discard",
+                "ok",
+                &format!("{detail}, never live: the id can be deployed again"),
+            ),
+            Err(Failure(_, e)) => step(out, &host.name, "discard", "kept", &e),
+        }
+    }
 }
 
 fn in_maintenance_names(plan: &Plan, on: &[usize]) -> Vec<String> {
@@ -1602,6 +1729,7 @@ async fn switch_back_if_failed(
     activated: &[usize],
     failure: Option<(Exit, String)>,
     unavailable: &mut Unavailable,
+    stuck: &mut Vec<usize>,
 ) -> (Exit, String) {
     let release = plan.release.as_ref().expect("checked by deploy");
     match failure {
@@ -1615,6 +1743,8 @@ async fn switch_back_if_failed(
         ),
         Some((exit, why)) => {
             let mut all_back = true;
+            // Each host the switch-back left where it was, and why.
+            let mut not_back: Vec<String> = Vec::new();
             for &i in activated.iter().rev() {
                 let host = &plan.hosts[i];
                 let seq = journal.start_step(id, &host.name, "switch-back").ok();
@@ -1625,6 +1755,8 @@ async fn switch_back_if_failed(
                     finish::<String, String>(journal, seq, &Err(e.clone()));
                     step(out, &host.name, "switch-back", "failed", &e);
                     all_back = false;
+                    stuck.push(i);
+                    not_back.push(format!("{}: {e}", host.name));
                     continue;
                 };
                 let spec = JobSpec::Rollback(RollbackRelease {
@@ -1663,6 +1795,8 @@ async fn switch_back_if_failed(
                     Err(Failure(_, e)) => {
                         step(out, &host.name, "switch-back", "failed", &e);
                         all_back = false;
+                        stuck.push(i);
+                        not_back.push(format!("{}: {e}", host.name));
                     }
                 }
             }
@@ -1676,7 +1810,10 @@ async fn switch_back_if_failed(
             } else {
                 (
                     Exit::Failed,
-                    format!("{why}; SWITCH-BACK INCOMPLETE, check `golivectl status`"),
+                    format!(
+                        "{why}; SWITCH-BACK INCOMPLETE, check `golivectl status`: {}",
+                        not_back.join("; ")
+                    ),
                 )
             }
         }
@@ -1980,6 +2117,7 @@ fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
             }) => format!(
                 "restored {id} in {duration_ms} ms (what was there is saved as {failed_state_backup})"
             ),
+            Some(JobResult::Discarded { release }) => format!("removed release {release}"),
             None => String::new(),
         }),
         Ok(job) => Err(Failure(

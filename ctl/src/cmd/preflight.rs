@@ -73,13 +73,9 @@ async fn ask(
                 .join(", ")
         ));
     };
-    if let Some(id) = release
-        && app.releases.iter().any(|r| r.id == id)
-    {
-        return Err(format!(
-            "host {} already has release {id} of {plan_app}; give this release a new id ([release] id = ...)",
-            client.host
-        ));
+    if let Some(id) = release {
+        // The rule deploy applies (issue 12): only a release that went live keeps its id.
+        crate::cmd::deploy::reused_id(&client.host, plan_app, app, id)?;
     }
     let report = agent_checks(client, plan_app, backup).await?;
     let probes = probe::run(client, plan_app, &[]).await;

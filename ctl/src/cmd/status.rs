@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use golive_shared::protocol::{
-    HelloRequest, ListJobsRequest, Request, Response, StatusRequest, StatusResponse,
+    AppStatus, HelloRequest, ListJobsRequest, ReleaseSummary, Request, Response, StatusRequest,
+    StatusResponse,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -107,6 +108,9 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                         app.previous.as_deref().unwrap_or("(none)"),
                         app.releases.len()
                     ));
+                    for r in &app.releases {
+                        out.line(format!("    {} {}", r.id, release_state(app, r).1));
+                    }
                 }
                 hosts_json.push(json!({
                     "host": host.name,
@@ -130,6 +134,7 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                         "previous": a.previous,
                         "releases": a.releases.iter().map(|r| json!({
                             "id": r.id,
+                            "state": release_state(a, r).0,
                             "artifact_sha256": r.artifact_sha256,
                             "staged_at": r.staged_at,
                             "activated_at": r.activated_at,
@@ -168,6 +173,39 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
     }
     out.event(&json!({ "hosts": hosts_json }));
     Ok(exit)
+}
+
+/// What a release on disk is to its app (issue 12): `current`,
+/// `rollback_target`, `live_before` (went live once, neither of those),
+/// `never_live` (staged, never activated: a failed or refused deployment
+/// left it, and its id can be deployed again) or `unknown` (a directory
+/// golive did not stage). With the words `status` prints.
+fn release_state(app: &AppStatus, r: &ReleaseSummary) -> (&'static str, String) {
+    let staged = r
+        .staged_at
+        .map(|at| format!(", staged {}", utc(at)))
+        .unwrap_or_default();
+    let live = r
+        .activated_at
+        .map(|at| format!(", last live {}", utc(at)))
+        .unwrap_or_default();
+    if app.current.as_deref() == Some(r.id.as_str()) {
+        ("current", format!("current{staged}{live}"))
+    } else if app.previous.as_deref() == Some(r.id.as_str()) {
+        ("rollback_target", format!("rollback target{staged}{live}"))
+    } else if r.activated_at.is_some() {
+        ("live_before", format!("live before{staged}{live}"))
+    } else if r.staged_at.is_some() {
+        (
+            "never_live",
+            format!("staged, never live{staged} (its id can be deployed again)"),
+        )
+    } else {
+        (
+            "unknown",
+            "not staged by golive (not in the agent's journal; golive never removes it)".into(),
+        )
+    }
 }
 
 pub async fn jobs(out: Out, plan_path: &Path, limit: u32) -> anyhow::Result<Exit> {

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ActivateRelease, CreateBackup, RestoreBackup, RollbackRelease, RunCommand, RunMigrations,
-    SetFlag, SetMaintenance, StageGitRelease, StageRelease, UnixMillis, VerifyBackup,
+    ActivateRelease, CreateBackup, DiscardRelease, RestoreBackup, RollbackRelease, RunCommand,
+    RunMigrations, SetFlag, SetMaintenance, StageGitRelease, StageRelease, UnixMillis,
+    VerifyBackup,
 };
 
 /// Submit a job. Submitting the same key again returns the existing job and
@@ -33,6 +34,7 @@ pub enum JobSpec {
     Migrate(RunMigrations),
     SetFlag(SetFlag),
     StageGit(StageGitRelease),
+    DiscardRelease(DiscardRelease),
 }
 
 impl JobSpec {
@@ -49,6 +51,7 @@ impl JobSpec {
             JobSpec::Migrate(_) => "migrate",
             JobSpec::SetFlag(_) => "flag",
             JobSpec::StageGit(_) => "stage.git",
+            JobSpec::DiscardRelease(_) => "release.discard",
         }
     }
 
@@ -65,6 +68,7 @@ impl JobSpec {
             JobSpec::Migrate(m) => &m.app,
             JobSpec::SetFlag(f) => &f.app,
             JobSpec::StageGit(s) => &s.app,
+            JobSpec::DiscardRelease(d) => &d.app,
         }
     }
 }
@@ -200,6 +204,8 @@ pub enum JobResult {
         previous_on: bool,
         previous_percent: Option<u8>,
     },
+    /// A staged release that never went live was removed from disk.
+    Discarded { release: String },
 }
 
 /// Downtime as users see it (issue 12, part 15): the app's http probe,

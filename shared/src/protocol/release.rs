@@ -52,3 +52,16 @@ pub struct RollbackRelease {
     pub to: Option<String>,
     pub reason: String,
 }
+
+/// Remove release `release` from disk when it never went live (issue 12): a
+/// deployment that failed or was refused after staging gives its id back.
+/// The agent refuses a release that is current, is the rollback target, ever
+/// went live, is unknown to its journal, or was staged by another deployment
+/// than the one whose lease the job runs under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscardRelease {
+    pub app: String,
+    pub release: String,
+    /// Why, for the job's log (e.g. "deployment d… failed: …").
+    pub reason: String,
+}

@@ -52,7 +52,7 @@ impl World {
         let http = HttpApp::serve(&root.join("current"), ip);
         let mut spec = AgentSpec::new(name, ip);
         spec.apps_toml = format!(
-            "[apps.shop]\nroot = {root:?}\nkeep_releases = 5\nshared = [\"uploads\"]\n{app_keys}\n\n\
+            "[apps.shop]\nroot = {root:?}\nkeep_releases = 5\nshared = [\"uploads/\"]\n{app_keys}\n\n\
              [apps.shop.run]\ntimeout_secs = 30\ngrace_secs = 1\n\n\
              [[apps.shop.probes]]\nkind = \"http\"\nname = \"health\"\n\
              url = \"http://{ip}:{port}/health\"\nexpect_status = [200]\nbody_contains = \"ok\"\n\

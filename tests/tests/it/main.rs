@@ -20,4 +20,5 @@ mod migrate;
 mod migrate_engines;
 mod preflight;
 mod probes;
+mod releases;
 mod security;

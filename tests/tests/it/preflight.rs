@@ -791,8 +791,8 @@ fn preflight_agent_checks_name_what_is_wrong_and_the_fix() {
             &format!("http://127.0.0.187:{}/health", http.port)
         )
         .replace(
-            "shared = [\"uploads\"]",
-            "shared = [\"uploads\", \"config\"]\nrequired_files = [\"config/settings.local.php\"]"
+            "shared = [\"uploads/\"]",
+            "shared = [\"uploads/\", \"config\"]\nrequired_files = [\"config/settings.local.php\"]"
         ),
     );
     let h = Host {
