@@ -120,8 +120,29 @@ fn checks(agent: &Agent, req: &PreflightRequest) -> Result<Vec<PreflightCheck>, 
     // command runs, which is on every deployment.
     let backup = req.backup || app.migration_command.is_some();
     let mut silent = Vec::new();
+    let nothing_live = matches!(AppLayout::new(&app.root).current(), Ok(None));
     for db in &app.databases {
         let needed = backup || migrations_db == Some(db.name());
+        // A first install whose SQLite file does not exist yet: there is
+        // nothing to lose, and `migrate up` or the app creates it.
+        if nothing_live && crate::backup::run::not_created_yet(db) {
+            let then = if migrations_db == Some(db.name()) {
+                "the first release's migrations create it"
+            } else {
+                "the app creates it; the pre-deploy backup has nothing to save"
+            };
+            out.push(not_applicable(
+                &format!("database {}", db.name()),
+                if needed {
+                    Severity::Critical
+                } else {
+                    Severity::High
+                },
+                app,
+                &format!("{} does not exist yet: {then}", db_path(db)),
+            ));
+            continue;
+        }
         let c = database(db, needed);
         if c.status != ProbeStatus::Pass {
             silent.push(db.name().to_string());
@@ -293,6 +314,14 @@ fn writable_dir(dir: &Path) -> Option<String> {
     )
     .err()
     .map(|e| format!("{} is not writable by the agent: {e}", probe.display()))
+}
+
+/// The file of a SQLite database, shown in a message.
+fn db_path(db: &DatabaseConfig) -> String {
+    match db {
+        DatabaseConfig::Sqlite(d) => d.path.display().to_string(),
+        _ => db.name().to_string(),
+    }
 }
 
 fn database(db: &DatabaseConfig, needed: bool) -> PreflightCheck {

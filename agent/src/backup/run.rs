@@ -119,6 +119,43 @@ fn sources<'a>(
         .collect())
 }
 
+/// A SQLite database whose file does not exist (yet): on an app with
+/// nothing live, a first install, its migrations or the app create it.
+pub fn not_created_yet(db: &golive_shared::config::DatabaseConfig) -> bool {
+    matches!(db, golive_shared::config::DatabaseConfig::Sqlite(d)
+        if matches!(std::fs::symlink_metadata(&d.path), Err(e) if e.kind() == std::io::ErrorKind::NotFound))
+}
+
+/// Leaves out of a backup what a first install has not created yet (issue
+/// 12: the gate and the backup judge only what exists). On an app with a
+/// live release a missing database is an error, as before.
+fn existing<'a>(
+    app: &AppConfig,
+    sources: Vec<Source<'a>>,
+    emit: &dyn Fn(EventKind),
+) -> Vec<Source<'a>> {
+    if !matches!(AppLayout::new(&app.root).current(), Ok(None)) {
+        return sources;
+    }
+    sources
+        .into_iter()
+        .filter(|s| match s {
+            Source::Db(db) if not_created_yet(db) => {
+                log(
+                    emit,
+                    format!(
+                        "database {}: nothing to save, it does not exist yet and nothing is live \
+                         (a first install; its migrations or the app create it)",
+                        db.name()
+                    ),
+                );
+                false
+            }
+            _ => true,
+        })
+        .collect()
+}
+
 fn app_of<'a>(config: &'a AgentConfig, app: &str) -> Result<&'a AppConfig, String> {
     config.app(app).ok_or_else(|| {
         format!(
@@ -189,7 +226,7 @@ impl Room {
 /// `create` would compute it; reads only (preflight uses it).
 pub fn room_for(config: &AgentConfig, app_name: &str) -> Result<Room, String> {
     let app = app_of(config, app_name)?;
-    let sources = sources(app_name, app, &[])?;
+    let sources = existing(app, sources(app_name, app, &[])?, &|_| {});
     room_in(&backup_dir(config, app_name, app), &app.root, app, &sources).map_err(|e| e.to_string())
 }
 
@@ -283,7 +320,7 @@ fn create_with(
 ) -> Result<JobResult, String> {
     let app = app_of(config, &req.app)?;
     check_label(&req.label)?;
-    let sources = sources(&req.app, app, &req.only)?;
+    let sources = existing(app, sources(&req.app, app, &req.only)?, emit);
     let dir = backup_dir(config, &req.app, app);
     let root = app.root.clone();
 
@@ -624,7 +661,11 @@ fn verify_row(
         log(emit, format!("{} {}: {detail}", part.kind, part.name));
         details.push(format!("{}: {detail}", part.name));
     }
-    Ok(format!("checksums ok; {}", details.join("; ")))
+    Ok(if details.is_empty() {
+        "checksums ok".to_string()
+    } else {
+        format!("checksums ok; {}", details.join("; "))
+    })
 }
 
 /// Restores a backup: checksums first (a corrupt backup is refused before

@@ -233,18 +233,18 @@ fn scan_export(
             line: format!("forbidden: {h}"),
         });
     }
-    let shown: Vec<String> = report.hits.iter().take(5).map(|h| h.to_string()).collect();
+    // Every hit is an event above; the error names the first, as the
+    // controller's artifact scan does, so a failure line stays one line.
+    let first = report
+        .hits
+        .first()
+        .map(|h| h.to_string())
+        .unwrap_or_default();
     Err(format!(
         "commit {commit} of {git_ref} contains forbidden text ([preflight] forbidden: {patterns}): \
-         {} hit(s): {}{}; remove it from the repository and deploy a new commit, or exclude the \
-         path with [preflight] exclude in the plan; nothing was staged",
+         {} hit(s), first {first}; remove it from the repository and deploy a new commit, or \
+         exclude the path with [preflight] exclude in the plan; nothing was staged",
         report.total(),
-        shown.join(", "),
-        if report.total() > shown.len() as u64 {
-            format!(" and {} more", report.total() - shown.len() as u64)
-        } else {
-            String::new()
-        }
     ))
 }
 

@@ -616,8 +616,10 @@ impl Downtime {
 /// Why this deployment goes into maintenance, or `None` for a
 /// zero-downtime switch: the plan asks for it, or the new release has
 /// pending migrations (the old code must not run against a changing schema).
-fn maintenance_reason(plan: &Plan, pending: usize) -> Option<String> {
-    if pending > 0 {
+/// A first install (no host has a live release) has no users to keep off a
+/// changing schema: its migrations need no maintenance (issue 12).
+fn maintenance_reason(plan: &Plan, pending: usize, first_install: bool) -> Option<String> {
+    if pending > 0 && !first_install {
         Some(format!("the release has {pending} pending migration(s)"))
     } else if plan.maintenance {
         Some("the plan asks for it ([deploy] maintenance = true)".into())
@@ -1097,7 +1099,8 @@ async fn run_deployment(
 
     // Phase 3a: maintenance on everywhere, when this deployment needs it.
     // From here until maintenance is off again, the site answers 503.
-    let maintenance = maintenance_reason(plan, pending);
+    let first_install = previous.iter().all(Option::is_none);
+    let maintenance = maintenance_reason(plan, pending, first_install);
     let mut in_maintenance: Vec<usize> = Vec::new();
     let mut longest_downtime: Option<u64> = None;
     if let Some(why) = &maintenance {
@@ -1624,7 +1627,7 @@ async fn validate_host(
                 "gate policy",
                 "rollback",
                 Some(&reason),
-                "switch every host this deployment switched back to the release it ran before",
+                "switch back every host this deployment switched, to the release it ran before",
             );
             out.event(&json!({"event": "decision", "by": "gate policy", "decision": "rollback", "reason": reason}));
             Err((

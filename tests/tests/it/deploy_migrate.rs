@@ -329,3 +329,98 @@ fn issue12_gate_rollback_after_an_expand_migration_leaves_a_normal_state() {
     );
     drop(http);
 }
+
+/// Issue 12 part 4, a first install with migrations: the SQLite database
+/// does not exist yet, so preflight calls it n/a (not a failure) and the
+/// pre-deploy backup has nothing to save; nothing is live, so the
+/// migrations run without maintenance; `migrate up` creates the database.
+/// Once a release is live, a missing database is a failure again.
+#[test]
+fn issue12_a_first_install_creates_its_database_with_its_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let root = dir.path().join("srv/shop");
+    let db = root.join("shared/data/shop.db");
+    let mut spec = AgentSpec::new("web1", "127.0.0.148");
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\nshared = [\"data/\"]\n\n\
+         [[apps.shop.databases]]\nengine = \"sqlite\"\nname = \"main\"\npath = {db:?}\n\n\
+         [apps.shop.migrations]\ndir = \"migrations\"\ndatabase = \"main\"\n\n\
+         [apps.shop.maintenance]\nflag_file = \"shared/maintenance.flag\"\n"
+    );
+    let agent = AgentProc::start(dir.path(), &pki, &spec);
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(dir.path());
+    let v1 = dir.path().join("dist/shop-v1.tar.gz");
+    artifact(
+        &v1,
+        &[
+            ("index.html", b"v1"),
+            (
+                "migrations/0001_orders.up.sql",
+                b"CREATE TABLE orders (id INTEGER PRIMARY KEY);",
+            ),
+            ("migrations/0001_orders.down.sql", b"DROP TABLE orders;"),
+        ],
+    );
+    let plan = dir.path().join("plan.toml");
+    write_plan(&plan, &pki, &op, "shop", Some(("v1", &v1)), &[&agent]);
+    let mut text = std::fs::read_to_string(&plan).unwrap();
+    text.push_str("\n[deploy]\nbackup = \"verified\"\n");
+    std::fs::write(&plan, text).unwrap();
+
+    let pre = ctl.run(&["preflight", s(&plan)]);
+    assert_eq!(pre.code, 0, "{}", pre.text());
+    assert!(
+        pre.stdout.contains("n/a    database main [critical]")
+            && pre
+                .stdout
+                .contains("does not exist yet: the first release's migrations create it"),
+        "{}",
+        pre.text()
+    );
+
+    let r = ctl.run(&["--output", "json", "deploy", s(&plan)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let events = r.json_lines();
+    assert!(
+        !events.iter().any(|e| e["step"] == "maintenance-on"),
+        "a first install has nothing live to keep users off: {}",
+        r.stdout
+    );
+    assert!(
+        events.iter().any(|e| e["event"] == "log"
+            && e["line"].as_str().is_some_and(
+                |l| l.contains("database main: nothing to save, it does not exist yet")
+            )),
+        "{}",
+        r.stdout
+    );
+    let tables: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'orders'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1);
+    let windows: i64 = agent
+        .journal()
+        .query_row("SELECT COUNT(*) FROM maintenance_log", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(windows, 0);
+
+    // Live now: a database that disappears is a failure, not "not yet".
+    std::fs::remove_file(&db).unwrap();
+    let v2 = dir.path().join("dist/shop-v2.tar.gz");
+    artifact(&v2, &[("index.html", b"v2")]);
+    write_plan(&plan, &pki, &op, "shop", Some(("v2", &v2)), &[&agent]);
+    let pre = ctl.run(&["preflight", s(&plan)]);
+    assert_eq!(pre.code, 1, "{}", pre.text());
+    assert!(
+        pre.stdout.contains("FAIL   database main [critical]"),
+        "{}",
+        pre.text()
+    );
+}

@@ -647,14 +647,22 @@ fn issue12_git_release_with_forbidden_text_is_refused_at_staging() {
     let all = format!("{}{}", run.stdout, run.stderr);
     for want in [
         &format!("commit {bad} of main contains forbidden text"),
-        "2 hit(s): web/cart.php:4: dd(, web/lib/debug.inc:1: var_dump(",
+        "2 hit(s), first web/cart.php:4: dd(",
         "remove it from the repository",
         "nothing was staged",
         "nothing live changed",
         "forbidden: web/cart.php:4: dd(",
+        "forbidden: web/lib/debug.inc:1: var_dump(",
     ] {
         assert!(all.contains(want), "missing {want:?}:\n{}", run.text());
     }
+    // Each hit is listed once (as it is found); failure lines name the first.
+    assert_eq!(
+        all.matches("web/lib/debug.inc:1").count(),
+        1,
+        "{}",
+        run.text()
+    );
     assert!(
         !all.contains("vendor/acme"),
         "vendor is excluded: {}",
