@@ -123,6 +123,36 @@ pub struct Origin<'a> {
     /// The release whose migrations directory this is (recorded by `up`).
     pub release: Option<&'a str>,
     pub deployment: Option<&'a str>,
+    /// Apply only the pending migrations before the first `contract` one:
+    /// it and every later one wait for the release's commit (issue 13).
+    pub stop_before_contract: bool,
+}
+
+/// `todo` cut before its first `contract` migration when `origin` asks
+/// (issue 13: what cannot be undone by the old release waits until the new
+/// one is committed); says what waits.
+fn until_contract(
+    mut todo: Vec<Migration>,
+    origin: Origin,
+    log: &dyn Fn(String),
+) -> Vec<Migration> {
+    if !origin.stop_before_contract {
+        return todo;
+    }
+    if let Some(at) = todo.iter().position(|m| m.tag == Some(Tag::Contract)) {
+        let waiting: Vec<String> = todo[at..]
+            .iter()
+            .map(|m| format!("{:04}_{}", m.version, m.name))
+            .collect();
+        log(format!(
+            "{} wait(s) for the release's commit (contract: the previous release may not run \
+             after it): {}",
+            waiting.len(),
+            waiting.join(", ")
+        ));
+        todo.truncate(at);
+    }
+    todo
 }
 
 /// One migration a down reverts, with the SQL it runs.
@@ -476,6 +506,7 @@ pub fn up_with(
     let origin = Origin {
         release: None,
         deployment,
+        ..Origin::default()
     };
     up_from(db, dir, origin, lock_wait, log)
 }
@@ -804,7 +835,7 @@ fn sqlite_up(
         .map_err(|e| sq_err(&db.path, e))?;
     sqlite_upgrade(&conn, &db.path)?;
     let applied = sqlite_rows(&conn, &db.path)?;
-    let todo = pending(&applied, migrations, origin.release)?;
+    let todo = until_contract(pending(&applied, migrations, origin.release)?, origin, log);
     let mut done = Vec::new();
     let mut failure = None;
     for m in &todo {
@@ -1016,7 +1047,7 @@ fn remote_up(
 ) -> Result<Vec<Applied>, MigrateError> {
     for _attempt in 0..5 {
         let (applied, current) = remote.ledger()?;
-        let todo = pending(&applied, migrations, origin.release)?;
+        let todo = until_contract(pending(&applied, migrations, origin.release)?, origin, log);
         if todo.is_empty() {
             return Ok(Vec::new());
         }
@@ -1832,6 +1863,7 @@ pub fn run_job(
                     let origin = Origin {
                         release: Some(&t.release),
                         deployment,
+                        stop_before_contract: req.stop_before_contract,
                     };
                     applied =
                         up_from(db, dir, origin, LOCK_WAIT, &log).map_err(|e| e.to_string())?;
@@ -2319,6 +2351,7 @@ mod tests {
         let origin = Origin {
             release: Some("v2"),
             deployment: Some("dep-7"),
+            ..Origin::default()
         };
         let applied = up_from(&db, &v2, origin, LOCK_WAIT, &quiet).unwrap();
         assert_eq!(

@@ -88,6 +88,10 @@ pub struct RawDeploy {
     /// Sign-offs a deployment needs before it starts (`golivectl deploy
     /// --approved-by NAME`, one per person); 0: none.
     pub approvals: u32,
+    /// When `contract` migrations run: "at-commit" (default; after the
+    /// release is committed, so every rollback before that is code-only) or
+    /// "with-deploy" (before the switch, like the others).
+    pub contract: String,
 }
 
 impl Default for RawDeploy {
@@ -97,6 +101,7 @@ impl Default for RawDeploy {
             backup: "none".into(),
             maintenance: false,
             approvals: 0,
+            contract: "at-commit".into(),
         }
     }
 }
@@ -168,6 +173,9 @@ pub struct Plan {
     pub maintenance: bool,
     /// `[deploy] approvals`: distinct `--approved-by` names a deployment needs.
     pub approvals: u32,
+    /// `[deploy] contract = "at-commit"`: contract migrations wait for the
+    /// release's commit (issue 13).
+    pub contract_at_commit: bool,
     /// The operator name from our client certificate.
     pub operator: String,
     pub gate: Policy,
@@ -511,6 +519,20 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
             "use 0 (no sign-off needed) to 20 approvals".into(),
         );
     }
+    let contract_at_commit = match raw.deploy.contract.as_str() {
+        "at-commit" => true,
+        "with-deploy" => false,
+        other => {
+            problems.key(
+                "deploy.contract",
+                format!(
+                    "{other:?} is not one of \"at-commit\" (contract migrations run once the \
+                     release is committed) or \"with-deploy\" (before the switch)"
+                ),
+            );
+            true
+        }
+    };
     let backup = match raw.deploy.backup.as_str() {
         "none" => PreDeployBackup::None,
         "before" => PreDeployBackup::Before,
@@ -575,6 +597,7 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
         backup,
         maintenance: raw.deploy.maintenance,
         approvals: raw.deploy.approvals,
+        contract_at_commit,
         path: path.to_path_buf(),
         app: raw.app,
         release,

@@ -732,47 +732,89 @@ async fn restore_flags(
     Ok(changed)
 }
 
-/// Pending migrations of the staged release on one host: 0 when the app
-/// declares no migrations there.
+/// The staged release's pending migrations on one host (none when the app
+/// declares no migrations): what runs before the switch, and what waits for
+/// the release's commit (`contract` ones and those after them, when the
+/// plan keeps them for the commit; issue 13).
+#[derive(Debug, Default)]
+struct Pending {
+    now: Vec<String>,
+    at_commit: Vec<String>,
+}
+
 async fn pending_migrations(
     client: &AgentClient,
     app: &str,
     release: &str,
-) -> Result<Vec<String>, ClientError> {
+    contract_at_commit: bool,
+) -> Result<Pending, ClientError> {
     let req = Request::MigrationStatus(MigrationStatusRequest {
         app: app.into(),
         release: Some(release.into()),
     });
     match client.call(&req).await {
         Ok(Response::MigrationStatus(st)) => {
-            let mut list: Vec<String> = st
-                .pending
-                .iter()
-                .map(|m| {
-                    format!(
-                        "{:04}_{}{}",
-                        m.version,
-                        m.name,
-                        m.tag
-                            .as_ref()
-                            .map(|t| format!(" ({t})"))
-                            .unwrap_or_default()
-                    )
-                })
-                .collect();
+            let mut pending = Pending::default();
+            for m in &st.pending {
+                let label = format!(
+                    "{:04}_{}{}",
+                    m.version,
+                    m.name,
+                    m.tag
+                        .as_ref()
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default()
+                );
+                let waits = contract_at_commit
+                    && (!pending.at_commit.is_empty() || m.tag.as_deref() == Some("contract"));
+                if waits {
+                    pending.at_commit.push(label);
+                } else {
+                    pending.now.push(label);
+                }
+            }
             // A migration command always runs: the agent cannot tell whether
             // it has work, so it counts as pending (maintenance, verified backup).
             if let Some(c) = st.command {
-                list.push(format!("command `{c}`"));
+                pending.now.push(format!("command `{c}`"));
             }
-            Ok(list)
+            Ok(pending)
         }
         Ok(other) => Err(client.unexpected(&other)),
         Err(ClientError::Agent { body, .. }) if body.message.contains("declares no migrations") => {
-            Ok(Vec::new())
+            Ok(Pending::default())
         }
         Err(e) => Err(e),
     }
+}
+
+/// The release's commit (issue 13, with no watchdog to wait for): a
+/// verified backup, then every pending migration, `contract` ones included,
+/// on every host.
+async fn commit_migrations(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    leases: &[Lease],
+) -> Result<(), (String, String)> {
+    let release = plan.release.as_ref().expect("checked by deploy");
+    out.line("committing: the migrations kept for the commit run now, behind a verified backup");
+    let backup = JobSpec::Backup(CreateBackup {
+        app: plan.app.clone(),
+        label: "pre-contract".into(),
+        only: vec![],
+        deployment: Some(id.to_string()),
+        verify: true,
+    });
+    on_every_host(out, journal, plan, id, leases, "commit-backup", &backup).await?;
+    let migrate = JobSpec::Migrate(RunMigrations {
+        app: plan.app.clone(),
+        release: Some(release.id.clone()),
+        down_to: None,
+        stop_before_contract: false,
+    });
+    on_every_host(out, journal, plan, id, leases, "commit-migrate", &migrate).await
 }
 
 /// Turns maintenance on on every host (in plan order). On a failure, turns
@@ -1066,13 +1108,41 @@ async fn run_deployment(
     // backup before anything touches the schema (nothing destroys data
     // before a verified backup exists).
     let mut pending = 0usize;
+    let mut at_commit = 0usize;
     for host in &plan.hosts {
-        match pending_migrations(&host.client, &plan.app, &release.id).await {
+        match pending_migrations(
+            &host.client,
+            &plan.app,
+            &release.id,
+            plan.contract_at_commit,
+        )
+        .await
+        {
             Ok(list) => {
-                if !list.is_empty() {
-                    step(out, &host.name, "migrations", "pending", &list.join(", "));
+                if !list.now.is_empty() {
+                    step(
+                        out,
+                        &host.name,
+                        "migrations",
+                        "pending",
+                        &list.now.join(", "),
+                    );
                 }
-                pending = pending.max(list.len());
+                if !list.at_commit.is_empty() {
+                    step(
+                        out,
+                        &host.name,
+                        "migrations",
+                        "at commit",
+                        &format!(
+                            "{} wait for the release's commit (contract: the previous release \
+                             may not run after them)",
+                            list.at_commit.join(", ")
+                        ),
+                    );
+                }
+                pending = pending.max(list.now.len());
+                at_commit = at_commit.max(list.at_commit.len());
             }
             Err(e) => {
                 give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
@@ -1145,6 +1215,7 @@ async fn run_deployment(
                     app: plan.app.clone(),
                     release: Some(release.id.clone()),
                     down_to: None,
+                    stop_before_contract: plan.contract_at_commit,
                 }),
             )
         }),
@@ -1294,6 +1365,24 @@ async fn run_deployment(
         && let Some(note) = schema_after_switch_back(plan, id).await
     {
         outcome.1.push_str(&format!("; {note}"));
+    }
+    // The release is live on every host and passed its gate: it is
+    // committed, and the migrations kept for the commit run now, behind a
+    // verified backup (they destroy what the previous release needed).
+    if outcome.0 == Exit::Done && at_commit > 0 {
+        match commit_migrations(out, journal, plan, id, &leases).await {
+            Ok(()) => outcome.1.push_str(&format!(
+                "; committed: the {at_commit} migration(s) kept for the commit ran"
+            )),
+            Err((host, e)) => {
+                outcome.0 = Exit::Failed;
+                outcome.1.push_str(&format!(
+                    "; the release is live, but the migrations kept for the commit failed on \
+                     {host}: {e}; fix it, then `golivectl migrate up {}`",
+                    plan.path.display()
+                ));
+            }
+        }
     }
     if !warnings.is_empty() {
         outcome

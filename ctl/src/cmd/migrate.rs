@@ -297,6 +297,9 @@ async fn jobs(
             app: plan.app.clone(),
             release: release.clone(),
             down_to,
+            // `golivectl migrate up` is the operator committing by hand:
+            // everything pending runs, contract migrations included.
+            stop_before_contract: false,
         });
         exit = worst(exit, job(out, host, spec, down_to, record).await);
     }

@@ -90,4 +90,8 @@ pub struct RunMigrations {
     pub app: String,
     pub release: Option<String>,
     pub down_to: Option<u32>,
+    /// `up` only: stop before the first pending `contract` migration; it and
+    /// the later ones run when the release is committed (issue 13).
+    #[serde(default)]
+    pub stop_before_contract: bool,
 }

@@ -424,3 +424,137 @@ fn issue12_a_first_install_creates_its_database_with_its_migrations() {
         pre.text()
     );
 }
+
+/// Issue 13 part 4: a deployment's `contract` migrations (and those after
+/// them) do not run before the switch: a rollback inside that time is
+/// code-only and the old release keeps the column it reads. When the
+/// release passes its gate it is committed and they run, behind a verified
+/// `pre-contract` backup. `[deploy] contract = "with-deploy"` runs them
+/// before the switch like the others.
+#[test]
+fn issue13_contract_migrations_run_at_commit_not_before_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let root = dir.path().join("srv/shop");
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    let db = root.join("shared/shop.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA journal_mode=WAL;")
+        .unwrap();
+    let ip = "127.0.0.143";
+    let http = HttpApp::serve(&root.join("current"), ip);
+    let mut spec = AgentSpec::new("web1", ip);
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\n\n\
+         [[apps.shop.databases]]\nengine = \"sqlite\"\nname = \"main\"\npath = {db:?}\n\n\
+         [apps.shop.migrations]\ndir = \"migrations\"\ndatabase = \"main\"\n\n\
+         [apps.shop.maintenance]\nflag_file = \"shared/maintenance.flag\"\n\n\
+         [[apps.shop.probes]]\nkind = \"http\"\nname = \"health\"\n\
+         url = \"http://{ip}:{}/health\"\nexpect_status = [200]\nseverity = \"critical\"\n\
+         timeout_ms = 3000\n",
+        http.port
+    );
+    let agent = AgentProc::start(dir.path(), &pki, &spec);
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(dir.path());
+    let plan = dir.path().join("plan.toml");
+    let deploy = |v: &str, files: &[(&str, &[u8])], extra: &str| {
+        let art = dir.path().join(format!("dist/shop-{v}.tar.gz"));
+        artifact(&art, files);
+        write_plan(&plan, &pki, &op, "shop", Some((v, &art)), &[&agent]);
+        let mut text = std::fs::read_to_string(&plan).unwrap();
+        text.push_str(extra);
+        std::fs::write(&plan, text).unwrap();
+        ctl.run(&["--output", "json", "deploy", s(&plan)])
+    };
+    let columns = || -> Vec<String> {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info('orders')")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let m1: (&str, &[u8]) = (
+        "migrations/0001_orders.up.sql",
+        b"CREATE TABLE orders (id INTEGER PRIMARY KEY, legacy TEXT);",
+    );
+    let m2: (&str, &[u8]) = (
+        "migrations/0002_total.up.sql",
+        b"-- golive: expand\nALTER TABLE orders ADD COLUMN total INTEGER;",
+    );
+    let m3: (&str, &[u8]) = (
+        "migrations/0003_drop_legacy.up.sql",
+        b"-- golive: contract\nALTER TABLE orders DROP COLUMN legacy;",
+    );
+    let r = deploy("v1", &[("health", b"ok\n"), m1], "");
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(columns(), ["id", "legacy"]);
+
+    // v2 is broken: the expand migration runs before the switch, the
+    // contract one waits, the gate switches back: the old release still
+    // has its `legacy` column.
+    let r = deploy("v2", &[("index.html", b"v2"), m1, m2, m3], "");
+    assert_eq!(r.code, 3, "{}", r.text());
+    assert!(
+        r.stdout
+            .contains("0003_drop_legacy (contract) wait for the release's commit"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(columns(), ["id", "legacy", "total"]);
+
+    // v3 is healthy: committed after its gate, the contract migration runs
+    // then, after a verified pre-contract backup.
+    let r = deploy("v3", &[("health", b"ok\n"), m1, m2, m3], "");
+    assert_eq!(r.code, 0, "{}", r.text());
+    let events = r.json_lines();
+    let steps: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["state"] == "ok")
+        .map(|e| e["step"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let gate = steps.iter().position(|s| s == "gate").expect("gate");
+    let commit = steps
+        .iter()
+        .position(|s| s == "commit-migrate")
+        .unwrap_or_else(|| panic!("no commit step: {steps:?}"));
+    assert!(gate < commit, "{steps:?}");
+    assert!(steps.contains(&"commit-backup".to_string()), "{steps:?}");
+    assert_eq!(columns(), ["id", "total"]);
+    let result = events.iter().find(|e| e["event"] == "result").unwrap();
+    assert!(
+        result["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("committed: the 1 migration(s) kept for the commit ran"),
+        "{result}"
+    );
+    let backups: i64 = agent
+        .journal()
+        .query_row(
+            "SELECT COUNT(*) FROM backups WHERE label = 'pre-contract' AND state = 'complete'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(backups, 1);
+
+    // With "with-deploy", a contract migration runs before the switch.
+    let m4: (&str, &[u8]) = (
+        "migrations/0004_drop_total.up.sql",
+        b"-- golive: contract\nALTER TABLE orders DROP COLUMN total;",
+    );
+    let r = deploy(
+        "v4",
+        &[("health", b"ok\n"), m1, m2, m3, m4],
+        "\n[deploy]\ncontract = \"with-deploy\"\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(!r.stdout.contains("commit-migrate"), "{}", r.text());
+    assert_eq!(columns(), ["id"]);
+    drop(http);
+}

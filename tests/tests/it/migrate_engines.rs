@@ -289,6 +289,7 @@ fn issue12_flow(db: &DatabaseConfig, root: &Path, sql: &dyn Fn(&str) -> String) 
     let origin = migrate::Origin {
         release: Some("v2"),
         deployment: Some("dep-9"),
+        ..migrate::Origin::default()
     };
     let applied = migrate::up_from(db, &v2, origin, migrate::LOCK_WAIT, &quiet).expect("up");
     assert_eq!(applied.len(), 1);
