@@ -377,6 +377,17 @@ async fn run(agent: Arc<Agent>, id: u64) {
     let app = job.spec.app().to_string();
     let queue = agent.app_queue(&app).expect("app checked at submit");
     let _turn = queue.lock().await;
+    // A host rollback asked again while it was being resumed may have been
+    // spawned twice: the second run finds it finished and leaves it.
+    if agent
+        .journal
+        .job(id)
+        .ok()
+        .flatten()
+        .is_none_or(|j| j.state.is_final())
+    {
+        return;
+    }
     if agent.journal.set_job_running(id).is_err() {
         return;
     }

@@ -338,6 +338,24 @@ fn issue13_expand_only_rollback_is_code_only_and_keeps_every_row() {
     assert_eq!(point.migrations.len(), 1);
     assert_eq!(point.migrations[0].tag.as_deref(), Some("expand"));
 
+    // Over mutual TLS nobody may pose as the watchdog (no lease needed).
+    let mut posing = request(Some(&d2));
+    posing.requested_by = RollbackRequester::Watchdog;
+    match block_on(site.client().call(&Request::SubmitJob(SubmitJob {
+        idempotency_key: "k".into(),
+        lease: None,
+        spec: JobSpec::HostRollback(posing),
+    }))) {
+        Err(golivectl::client::ClientError::Agent { body, .. }) => {
+            assert_eq!(body.code, ErrorCode::BadRequest, "{}", body.message);
+            assert!(
+                body.message.contains("agent's own submissions"),
+                "{}",
+                body.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     // Another asker (the local CLI, the watchdog) gets the same job.
     let again = site.submit(request(Some(&d2)));
     assert!(again.deduplicated);
