@@ -11,9 +11,9 @@ use std::sync::Arc;
 use golive_shared::config::{AgentConfig, AppConfig};
 use golive_shared::names;
 use golive_shared::protocol::{
-    ErrorBody, ErrorCode, EventKind, JobEventsRequest, JobEventsResponse, JobInfo, JobResult,
-    JobSpec, JobState, LogLevel, StageRelease, SubmitJob, UnixMillis, error_headline, error_with,
-    now_millis,
+    ErrorBody, ErrorCode, EventKind, HostRollback, JobEventsRequest, JobEventsResponse, JobInfo,
+    JobResult, JobSpec, JobState, LogLevel, RollbackRequester, StageRelease, SubmitJob, UnixMillis,
+    error_headline, error_with, now_millis,
 };
 
 use golive_shared::identity::{PeerIdentity, Role};
@@ -38,6 +38,17 @@ pub fn submit(
     let app = req.spec.app().to_string();
     names::check_app_name(&app).map_err(bad)?;
     agent.known_app(&app)?;
+    if let JobSpec::HostRollback(r) = &req.spec {
+        let r = r.clone();
+        if r.requested_by != RollbackRequester::Controller {
+            return Err(bad(format!(
+                "a host rollback over mutual TLS is requested by the controller; requested_by = {} \
+                 is for the agent's own submissions (its watchdog, its local socket)",
+                r.requested_by.as_str()
+            )));
+        }
+        return submit_rollback(agent, by, Via::Controller { lease: req.lease }, r);
+    }
     match &req.spec {
         JobSpec::Stage(s) => {
             names::check_release_id(&s.release).map_err(bad)?;
@@ -58,6 +69,7 @@ pub fn submit(
             }
         }
         JobSpec::Activate(a) => names::check_release_id(&a.release).map_err(bad)?,
+        JobSpec::HostRollback(_) => unreachable!("submitted by submit_rollback above"),
         JobSpec::DiscardRelease(d) => names::check_release_id(&d.release).map_err(bad)?,
         JobSpec::Rollback(r) => {
             if let Some(to) = &r.to {
@@ -176,6 +188,132 @@ pub fn submit(
     Ok(job)
 }
 
+/// How a host rollback reached the agent.
+pub enum Via {
+    /// Over mutual TLS: the app lock's lease is checked as for any job.
+    Controller { lease: Option<String> },
+    /// The agent's own submission (watchdog, local socket, in-process CLI):
+    /// no lease is needed, since a host must roll itself back while a dead
+    /// controller's lock has not expired. Journaled with who asked.
+    Internal,
+}
+
+/// Submits a host rollback (issue 13). Its idempotency key is the agent's
+/// own, derived from the rollback point (`rollback::resolve`), so every
+/// asker of the same rollback gets the same job: a finished one is
+/// answered as it is, a failed one is resumed from the step that failed.
+pub fn submit_rollback(
+    agent: &Arc<Agent>,
+    by: &str,
+    via: Via,
+    req: HostRollback,
+) -> Result<JobInfo, ErrorBody> {
+    let app = req.app.clone();
+    names::check_app_name(&app).map_err(|m| ErrorBody::new(ErrorCode::BadRequest, m))?;
+    agent.known_app(&app)?;
+    let resolved =
+        crate::rollback::resolve(&agent.config, &agent.journal, &req).map_err(|r| match r {
+            crate::rollback::Refusal::Bad(m) => ErrorBody::new(ErrorCode::BadRequest, m),
+            crate::rollback::Refusal::NotFound(m) => ErrorBody::new(ErrorCode::NotFound, m),
+            crate::rollback::Refusal::Internal(m) => internal(m),
+        })?;
+    let asked = format!(
+        "rollback asked by {} ({by}): {}",
+        req.requested_by.as_str(),
+        req.reason
+    );
+    let existing = agent.journal.job_by_key(&resolved.key).map_err(internal)?;
+    // Following a rollback needs no lease; running one (again) does, for a
+    // controller.
+    if let Via::Controller { lease } = &via
+        && existing
+            .as_ref()
+            .is_none_or(|j| matches!(j.state, JobState::Failed | JobState::Interrupted))
+    {
+        lock::check_lease(agent, &app, lease.as_deref())?;
+    }
+    if let Some(existing) = existing {
+        return rejoin(agent, existing, &asked);
+    }
+    let spec = JobSpec::HostRollback(req);
+    let (job, inserted) = agent
+        .journal
+        .insert_job(&resolved.key, &spec, by, now_millis())
+        .map_err(internal)?;
+    if !inserted {
+        return rejoin(agent, job, &asked);
+    }
+    if let Some(d) = &resolved.deployment {
+        agent
+            .journal
+            .set_job_deployment(job.id, d)
+            .map_err(internal)?;
+    }
+    let runner = Arc::clone(agent);
+    let id = job.id;
+    tokio::spawn(async move { run(runner, id).await });
+    Ok(job)
+}
+
+/// Another asker of a host rollback that has a job: a failed one runs
+/// again (resumed from the failed step), any other is followed as it is.
+fn rejoin(agent: &Arc<Agent>, mut job: JobInfo, asked: &str) -> Result<JobInfo, ErrorBody> {
+    match job.state {
+        JobState::Failed | JobState::Interrupted => {
+            agent.journal.requeue_job(job.id).map_err(internal)?;
+            agent.event(
+                job.id,
+                EventKind::Log {
+                    level: LogLevel::Info,
+                    line: format!(
+                        "{asked}; the rollback {} before: it is resumed from the step that did not \
+                         finish",
+                        job.state.as_str()
+                    ),
+                },
+            );
+            let runner = Arc::clone(agent);
+            let id = job.id;
+            tokio::spawn(async move { run(runner, id).await });
+            job = agent.journal.job(id).map_err(internal)?.unwrap_or(job);
+        }
+        JobState::Queued | JobState::Running => {
+            agent.event(
+                job.id,
+                EventKind::Log {
+                    level: LogLevel::Info,
+                    line: format!("{asked}; this rollback is already running: it runs once"),
+                },
+            );
+        }
+        JobState::Succeeded => {}
+    }
+    job.deduplicated = true;
+    Ok(job)
+}
+
+/// At start: runs the host rollbacks a stop left unfinished (their finished
+/// steps are not repeated). `only`: just those of one app (the local CLI).
+pub fn resume(agent: &Arc<Agent>, only: Option<&str>) -> Vec<u64> {
+    let mut resumed = Vec::new();
+    for job in agent.journal.unfinished_rollbacks().unwrap_or_default() {
+        if only.is_some_and(|a| a != job.spec.app()) {
+            continue;
+        }
+        crate::log::warn(&format!(
+            "resuming {} job {} of app {} (the agent stopped while it ran)",
+            job.spec.kind(),
+            job.id,
+            job.spec.app()
+        ));
+        resumed.push(job.id);
+        let runner = Arc::clone(agent);
+        let id = job.id;
+        tokio::spawn(async move { run(runner, id).await });
+    }
+    resumed
+}
+
 /// Admins may restore any backup; operators only the rollback point of the
 /// deployment they name (SPEC §3, issue 3).
 fn restore_allowed(agent: &Agent, peer: &PeerIdentity, r: &RestoreBackup) -> Result<(), ErrorBody> {
@@ -239,6 +377,17 @@ async fn run(agent: Arc<Agent>, id: u64) {
     let app = job.spec.app().to_string();
     let queue = agent.app_queue(&app).expect("app checked at submit");
     let _turn = queue.lock().await;
+    // A host rollback asked again while it was being resumed may have been
+    // spawned twice: the second run finds it finished and leaves it.
+    if agent
+        .journal
+        .job(id)
+        .ok()
+        .flatten()
+        .is_none_or(|j| j.state.is_final())
+    {
+        return;
+    }
     if agent.journal.set_job_running(id).is_err() {
         return;
     }
@@ -251,6 +400,7 @@ async fn run(agent: Arc<Agent>, id: u64) {
     );
     let worker = Arc::clone(&agent);
     let spec = job.spec.clone();
+    let submitted_by = job.submitted_by.clone();
     let deployment = agent.journal.job_deployment(id).ok().flatten();
     let outcome = tokio::task::spawn_blocking(move || {
         let emit = |kind: EventKind| {
@@ -259,6 +409,10 @@ async fn run(agent: Arc<Agent>, id: u64) {
         execute(
             &worker.config,
             &worker.journal,
+            &crate::rollback::Job {
+                id,
+                submitted_by: &submitted_by,
+            },
             &spec,
             deployment.as_deref(),
             &emit,
@@ -332,11 +486,14 @@ fn discard_artifact(agent: &Agent, id: u64, submitted: UnixMillis, s: &StageRele
 }
 
 /// Performs one job's work. Synchronous; errors are operator-facing messages.
-/// `deployment` is the deployment whose lease the job runs under, if any;
-/// `emit` receives log lines and progress as job events.
+/// `job` is the journaled job (a host rollback journals its steps under
+/// it); `deployment` is the deployment whose lease the job runs under, or,
+/// for a host rollback, whose rollback point it uses; `emit` receives log
+/// lines and progress as job events.
 pub fn execute(
     config: &AgentConfig,
     journal: &Journal,
+    job: &crate::rollback::Job,
     spec: &JobSpec,
     deployment: Option<&str>,
     emit: &dyn Fn(EventKind),
@@ -456,8 +613,28 @@ pub fn execute(
                     crate::hooks::run_hooks(config, app_name, "before_activate", &dir, emit)
                         .map_err(|e| error_with(&e, "; nothing was switched"))?;
                 }
+                // The deployment's rollback point, written before the switch
+                // (issue 13): a host can then roll itself back alone.
+                if let Some(d) = deployment
+                    && switching
+                {
+                    crate::rollback::record_point(config, journal, a, d, current.as_deref(), emit)
+                        .map_err(|e| {
+                            format!(
+                                "cannot record the rollback point of deployment {d}: {e}; nothing \
+                                 was switched"
+                            )
+                        })?;
+                }
                 let previous =
                     switch(journal, app_name, app, &layout, &a.release, "activate", log)?;
+                if let Some(d) = deployment
+                    && let Err(e) = crate::rollback::point_live(journal, app_name, d)
+                {
+                    log(format!(
+                        "warning: the rollback point of {d} could not be marked live: {e}"
+                    ));
+                }
                 if switching {
                     crate::hooks::run_hooks(config, app_name, "after_activate", &dir, emit)
                         .map_err(|e| {
@@ -474,51 +651,26 @@ pub fn execute(
             })
         }
         JobSpec::Rollback(r) => {
-            let current = layout.current().map_err(|e| e.to_string())?;
-            let to = match &r.to {
-                Some(to) => to.clone(),
-                None => journal
-                    .rollback_target(app_name, current.as_deref(), |id| {
-                        layout.release_dir(id).is_dir()
-                    })
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| {
-                        format!(
-                            "app {app_name} has no earlier release to roll back to (current: {})",
-                            current.as_deref().unwrap_or("none")
-                        )
-                    })?,
-            };
+            // The older protocol's rollback: the code steps of the host
+            // rollback, the one way a host changes back (issue 13).
             log(format!("rolling back ({})", r.reason));
-            // Never switch back to a release that is broken itself (issue 12).
-            let dir = layout.release_dir(&to);
-            if current.as_deref() != Some(to.as_str()) && dir.is_dir() {
-                crate::hooks::before_switch_back(app, &to, &dir, current.as_deref(), emit)?;
-            }
-            let sampler = (current.as_deref() != Some(to.as_str()))
-                .then(|| crate::availability::start(journal, app_name, app))
-                .flatten();
-            let switched = (|| {
-                let from = switch(journal, app_name, app, &layout, &to, "rollback", log)?;
-                if from.as_deref() != Some(to.as_str()) {
-                    crate::hooks::run_hooks(
-                        config,
-                        app_name,
-                        "after_rollback",
-                        &layout.release_dir(&to),
-                        emit,
-                    )
-                    .map_err(|e| error_with(&e, &format!("; current already points to {to}")))?;
-                }
-                Ok::<_, String>(from)
-            })();
-            let availability = sampler.and_then(|s| s.finish(switched.is_ok(), emit));
+            let (from, to, availability) = crate::rollback::run_code_only(
+                config,
+                journal,
+                job,
+                app_name,
+                r.to.as_deref(),
+                &r.reason,
+                emit,
+            )?;
             Ok(JobResult::RolledBack {
-                from: switched?,
+                from,
                 to,
                 availability,
             })
         }
+        JobSpec::HostRollback(r) => crate::rollback::run(config, journal, job, r, deployment, emit)
+            .map(JobResult::HostRolledBack),
         JobSpec::Backup(b) => crate::backup::run::create(config, journal, b, emit),
         JobSpec::VerifyBackup(v) => crate::backup::run::verify(config, journal, v, emit),
         JobSpec::Restore(r) => crate::backup::run::restore(config, journal, r, emit),
@@ -648,7 +800,8 @@ fn discard_never_live(
 }
 
 /// Switches `current` to `release`, journals it, and prunes old releases.
-fn switch(
+/// The activation and every rollback go through it.
+pub(crate) fn switch(
     journal: &Journal,
     app_name: &str,
     app: &AppConfig,

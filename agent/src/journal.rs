@@ -16,7 +16,7 @@ use golive_shared::protocol::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Bump when the schema changes, and add a step to `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Schema steps; step `i` takes the journal from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -152,7 +152,48 @@ CREATE INDEX flag_changes_app ON flag_changes (app, name, seq);
     r#"
 ALTER TABLE releases ADD COLUMN git_commit TEXT;
 "#,
+    // Issue 13: the rollback point of each deployment that activated here,
+    // and the steps of each host rollback (intent, then outcome).
+    r#"
+CREATE TABLE rollback_points (
+    app TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    release TEXT NOT NULL,
+    previous TEXT,
+    recorded_at INTEGER NOT NULL,
+    backup TEXT,
+    database TEXT,
+    schema_before INTEGER,
+    migrations TEXT NOT NULL DEFAULT '[]',
+    migration_command INTEGER NOT NULL DEFAULT 0,
+    flags TEXT,
+    restore TEXT NOT NULL DEFAULT 'allow',
+    maintenance INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    state_at INTEGER NOT NULL,
+    rollback_job INTEGER,
+    error TEXT,
+    PRIMARY KEY (app, deployment)
+);
+CREATE INDEX rollback_points_app ON rollback_points (app, recorded_at);
+CREATE TABLE rollback_steps (
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    step TEXT NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    data TEXT,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    PRIMARY KEY (job_id, step)
+);
+"#,
 ];
+
+/// Job kinds that a restart resumes instead of marking interrupted: the
+/// host rollback's steps are journaled and idempotent (issue 13), and a
+/// rollback left half done would serve a half-state.
+pub const RESUMED_KINDS: [&str; 2] = ["host.rollback", "rollback"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -216,6 +257,9 @@ pub fn make_private_db(path: &Path) -> std::io::Result<()> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovery {
     pub interrupted_jobs: Vec<u64>,
+    /// Unfinished host rollbacks, to run again (their finished steps are
+    /// not repeated).
+    pub resumed_jobs: Vec<u64>,
     /// Partial upload files to delete (the caller owns the filesystem).
     pub partial_uploads: Vec<String>,
     /// Partial backup directories to delete.
@@ -297,11 +341,19 @@ impl Journal {
         let tx = conn.unchecked_transaction()?;
         let mut out = Recovery::default();
         {
-            let mut stmt =
-                tx.prepare("SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY id")?;
-            out.interrupted_jobs = stmt
-                .query_map([], |r| r.get::<_, i64>(0).map(|v| v as u64))?
+            let mut stmt = tx.prepare(
+                "SELECT id, kind FROM jobs WHERE state IN ('queued', 'running') ORDER BY id",
+            )?;
+            let unfinished: Vec<(u64, String)> = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
+            for (id, kind) in unfinished {
+                if RESUMED_KINDS.contains(&kind.as_str()) {
+                    out.resumed_jobs.push(id);
+                } else {
+                    out.interrupted_jobs.push(id);
+                }
+            }
             let mut stmt =
                 tx.prepare("SELECT partial_path FROM uploads WHERE state = 'receiving'")?;
             out.partial_uploads = stmt
@@ -327,6 +379,19 @@ impl Journal {
             let seq = next_seq(&tx, *id)?;
             let kind = serde_json::to_string(&EventKind::Finished {
                 state: JobState::Interrupted,
+            })?;
+            tx.execute(
+                "INSERT INTO events (job_id, seq, at, kind) VALUES (?1, ?2, ?3, ?4)",
+                params![*id as i64, seq as i64, now, kind],
+            )?;
+        }
+        for id in &out.resumed_jobs {
+            let seq = next_seq(&tx, *id)?;
+            let kind = serde_json::to_string(&EventKind::Log {
+                level: golive_shared::protocol::LogLevel::Warn,
+                line: "the agent stopped while this rollback ran; it is resumed: steps that \
+                       finished are not repeated, the step that was running runs again"
+                    .into(),
             })?;
             tx.execute(
                 "INSERT INTO events (job_id, seq, at, kind) VALUES (?1, ?2, ?3, ?4)",
@@ -819,6 +884,7 @@ mod tests {
         JobSpec::Activate(ActivateRelease {
             app: app.into(),
             release: "v1".into(),
+            rollback: Default::default(),
         })
     }
 
@@ -1448,5 +1514,409 @@ mod maintenance_tests {
             (log[0].on_by.as_str(), log[0].off_by.as_str()),
             ("alice", "carol")
         );
+    }
+}
+
+// ----- rollback points and host rollback steps (issue 13) -------------------
+
+/// One step row of a host rollback job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRow {
+    pub step: String,
+    /// `started`, `done`, `skipped` or `failed`.
+    pub state: String,
+    pub detail: String,
+    /// JSON the step left for the steps after it (a backup id, figures).
+    pub data: Option<String>,
+    pub attempts: u32,
+    pub started_at: UnixMillis,
+    pub finished_at: Option<UnixMillis>,
+}
+
+const POINT_SELECT: &str = "SELECT app, deployment, release, previous, recorded_at, backup,
+    database, schema_before, migrations, migration_command, flags, restore, state, state_at,
+    rollback_job, error, maintenance FROM rollback_points";
+
+fn row_to_point(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(
+    golive_shared::protocol::RollbackPoint,
+    String,
+    Option<String>,
+)> {
+    use golive_shared::protocol::{PointState, RestorePolicy, RollbackPoint};
+    let restore: String = r.get(11)?;
+    let state: String = r.get(12)?;
+    Ok((
+        RollbackPoint {
+            app: r.get(0)?,
+            deployment: r.get(1)?,
+            release: r.get(2)?,
+            previous: r.get(3)?,
+            recorded_at: r.get(4)?,
+            backup: r.get(5)?,
+            database: r.get(6)?,
+            schema_before: r.get::<_, Option<i64>>(7)?.map(|v| v as u32),
+            migrations: Vec::new(),
+            migration_command: r.get(9)?,
+            flags: None,
+            restore: RestorePolicy::parse(&restore).unwrap_or(RestorePolicy::Forbid),
+            maintenance: r.get(16)?,
+            state: PointState::parse(&state).unwrap_or(PointState::RollbackFailed),
+            state_at: r.get(13)?,
+            rollback_job: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
+            error: r.get(15)?,
+        },
+        r.get(8)?,
+        r.get(10)?,
+    ))
+}
+
+fn into_point(
+    (mut p, migrations, flags): (
+        golive_shared::protocol::RollbackPoint,
+        String,
+        Option<String>,
+    ),
+) -> Result<golive_shared::protocol::RollbackPoint> {
+    p.migrations = serde_json::from_str(&migrations)?;
+    p.flags = flags.map(|f| serde_json::from_str(&f)).transpose()?;
+    Ok(p)
+}
+
+impl Journal {
+    /// Records a deployment's rollback point. A point already recorded for
+    /// the same deployment is kept as it is (a resubmitted activation), and
+    /// `false` is returned.
+    pub fn insert_rollback_point(
+        &self,
+        p: &golive_shared::protocol::RollbackPoint,
+    ) -> Result<bool> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO rollback_points (app, deployment, release, previous, recorded_at,
+                backup, database, schema_before, migrations, migration_command, flags, restore,
+                state, state_at, rollback_job, error, maintenance)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            params![
+                p.app,
+                p.deployment,
+                p.release,
+                p.previous,
+                p.recorded_at,
+                p.backup,
+                p.database,
+                p.schema_before.map(i64::from),
+                serde_json::to_string(&p.migrations)?,
+                p.migration_command,
+                p.flags.as_ref().map(serde_json::to_string).transpose()?,
+                p.restore.as_str(),
+                p.state.as_str(),
+                p.state_at,
+                p.rollback_job.map(|j| j as i64),
+                p.error,
+                p.maintenance,
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Sets a point's state; `job` and `error` are kept when `None` is
+    /// passed, except that the error is cleared when the state is not
+    /// `rollback_failed`.
+    pub fn set_rollback_point_state(
+        &self,
+        app: &str,
+        deployment: &str,
+        state: golive_shared::protocol::PointState,
+        job: Option<u64>,
+        error: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE rollback_points SET state = ?3, state_at = ?4,
+                rollback_job = COALESCE(?5, rollback_job),
+                error = CASE WHEN ?3 = 'rollback_failed' THEN COALESCE(?6, error) ELSE NULL END
+             WHERE app = ?1 AND deployment = ?2",
+            params![
+                app,
+                deployment,
+                state.as_str(),
+                now,
+                job.map(|j| j as i64),
+                error
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn rollback_point(
+        &self,
+        app: &str,
+        deployment: &str,
+    ) -> Result<Option<golive_shared::protocol::RollbackPoint>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!("{POINT_SELECT} WHERE app = ?1 AND deployment = ?2"),
+                params![app, deployment],
+                row_to_point,
+            )
+            .optional()?;
+        row.map(into_point).transpose()
+    }
+
+    /// The app's rollback points, newest first.
+    pub fn rollback_points(
+        &self,
+        app: &str,
+        limit: u32,
+    ) -> Result<Vec<golive_shared::protocol::RollbackPoint>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{POINT_SELECT} WHERE app = ?1 ORDER BY recorded_at DESC, rowid DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![app, limit], row_to_point)?;
+        rows.map(|r| into_point(r?)).collect()
+    }
+
+    /// `(seq, release, at)` of the app's newest activation by a deployment
+    /// or an operator (cause `activate`, not a rollback).
+    pub fn last_activate(&self, app: &str) -> Result<Option<(u64, String, UnixMillis)>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT seq, release, at FROM activations WHERE app = ?1 AND cause = 'activate'
+                 ORDER BY seq DESC LIMIT 1",
+                params![app],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
+    /// The steps of a host rollback job, in the order they were started.
+    pub fn rollback_steps(&self, job: u64) -> Result<Vec<StepRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT step, state, detail, data, attempts, started_at, finished_at
+             FROM rollback_steps WHERE job_id = ?1 ORDER BY started_at, rowid",
+        )?;
+        let rows = stmt.query_map(params![job as i64], |r| {
+            Ok(StepRow {
+                step: r.get(0)?,
+                state: r.get(1)?,
+                detail: r.get(2)?,
+                data: r.get(3)?,
+                attempts: r.get::<_, i64>(4)? as u32,
+                started_at: r.get(5)?,
+                finished_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Writes the intent of a step: `started` (again, counting the attempt,
+    /// when it was started or failed before). Returns the attempts so far.
+    pub fn step_started(&self, job: u64, step: &str, now: UnixMillis) -> Result<u32> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO rollback_steps (job_id, step, state, attempts, started_at)
+             VALUES (?1, ?2, 'started', 1, ?3)
+             ON CONFLICT (job_id, step) DO UPDATE SET state = 'started', attempts = attempts + 1,
+                finished_at = NULL",
+            params![job as i64, step, now],
+        )?;
+        let attempts: i64 = tx.query_row(
+            "SELECT attempts FROM rollback_steps WHERE job_id = ?1 AND step = ?2",
+            params![job as i64, step],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(attempts as u32)
+    }
+
+    /// Writes the outcome of a step: `done`, `skipped` or `failed`, with
+    /// what it left for the next steps. A skipped step that was never
+    /// started gets its row here.
+    pub fn step_finished(
+        &self,
+        job: u64,
+        step: &str,
+        state: &str,
+        detail: &str,
+        data: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO rollback_steps (job_id, step, state, detail, data, attempts, started_at, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)
+             ON CONFLICT (job_id, step) DO UPDATE SET state = ?3, detail = ?4,
+                data = COALESCE(?5, data), finished_at = ?6",
+            params![job as i64, step, state, detail, data, now],
+        )?;
+        Ok(())
+    }
+
+    /// A failed job asked for again (a host rollback resumes from the step
+    /// that failed): queued once more, its error cleared.
+    pub fn requeue_job(&self, id: u64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET state = 'queued', error = NULL, result = NULL, finished_at = NULL
+             WHERE id = ?1",
+            params![id as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Unfinished (queued or running) jobs of the resumed kinds, oldest
+    /// first: after [`Journal::recover`], the ones to run again.
+    pub fn unfinished_rollbacks(&self) -> Result<Vec<JobInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{JOB_SELECT} WHERE state IN ('queued', 'running') AND kind IN ('host.rollback', 'rollback')
+             ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], row_to_job)?;
+        rows.map(|r| r?.into_job()).collect()
+    }
+
+    /// Backups of `app` with `label` taken for `deployment` at or after
+    /// `since` (complete ones), newest first.
+    pub fn backups_since(
+        &self,
+        app: &str,
+        label: &str,
+        deployment: &str,
+        since: UnixMillis,
+    ) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id FROM backups WHERE app = ?1 AND label = ?2 AND deployment = ?3
+             AND created_at >= ?4 AND state = 'complete' ORDER BY created_at DESC",
+        )?;
+        let rows = stmt.query_map(params![app, label, deployment, since], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Jobs of `kind` for `app` run under `deployment`'s lease, with their
+    /// states (e.g. whether the migration command ran for it).
+    pub fn deployment_jobs(&self, app: &str, deployment: &str, kind: &str) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT state FROM jobs WHERE app = ?1 AND deployment = ?2 AND kind = ?3")?;
+        let rows = stmt.query_map(params![app, deployment, kind], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod rollback_tests {
+    use super::*;
+    use golive_shared::protocol::{
+        HostRollback, PointMigration, PointState, RestorePolicy, RollbackPoint, RollbackRequester,
+    };
+
+    fn point(deployment: &str, at: i64) -> RollbackPoint {
+        RollbackPoint {
+            app: "shop".into(),
+            deployment: deployment.into(),
+            release: "v2".into(),
+            previous: Some("v1".into()),
+            recorded_at: at,
+            backup: Some("shop-x-pre-deploy".into()),
+            database: Some("main".into()),
+            schema_before: Some(3),
+            migrations: vec![PointMigration {
+                version: 4,
+                name: "orders".into(),
+                tag: Some("expand".into()),
+                has_down: false,
+            }],
+            migration_command: false,
+            flags: Some(vec![]),
+            restore: RestorePolicy::Forbid,
+            maintenance: true,
+            state: PointState::Pending,
+            state_at: at,
+            rollback_job: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn issue13_points_are_recorded_once_and_change_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        assert!(j.insert_rollback_point(&point("d1", 10)).unwrap());
+        assert!(!j.insert_rollback_point(&point("d1", 11)).unwrap());
+        assert!(j.insert_rollback_point(&point("d2", 20)).unwrap());
+        let newest = j.rollback_points("shop", 1).unwrap();
+        assert_eq!(newest[0].deployment, "d2");
+        let p = j.rollback_point("shop", "d1").unwrap().unwrap();
+        assert_eq!(p, point("d1", 10));
+        j.set_rollback_point_state(
+            "shop",
+            "d1",
+            PointState::RollbackFailed,
+            Some(7),
+            Some("x"),
+            30,
+        )
+        .unwrap();
+        let p = j.rollback_point("shop", "d1").unwrap().unwrap();
+        assert_eq!(
+            (p.state, p.rollback_job, p.error.as_deref()),
+            (PointState::RollbackFailed, Some(7), Some("x"))
+        );
+        j.set_rollback_point_state("shop", "d1", PointState::RolledBack, None, None, 40)
+            .unwrap();
+        let p = j.rollback_point("shop", "d1").unwrap().unwrap();
+        assert_eq!(
+            (p.state, p.rollback_job, p.error),
+            (PointState::RolledBack, Some(7), None)
+        );
+    }
+
+    /// An unfinished host rollback is resumed at start, not marked
+    /// interrupted; its steps count their attempts.
+    #[test]
+    fn issue13_unfinished_rollbacks_are_resumed_not_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let spec = JobSpec::HostRollback(HostRollback {
+            app: "shop".into(),
+            deployment: Some("d1".into()),
+            to: None,
+            reason: "test".into(),
+            requested_by: RollbackRequester::Watchdog,
+            force: false,
+            restore: None,
+        });
+        let (rb, _) = j
+            .insert_job("rollback:d1:web1", &spec, "watchdog", 1)
+            .unwrap();
+        j.set_job_running(rb.id).unwrap();
+        let other = JobSpec::Activate(golive_shared::protocol::ActivateRelease {
+            app: "shop".into(),
+            release: "v1".into(),
+            rollback: Default::default(),
+        });
+        let (act, _) = j.insert_job("k2", &other, "alice", 1).unwrap();
+        j.set_job_running(act.id).unwrap();
+        assert_eq!(j.step_started(rb.id, "reactivate", 2).unwrap(), 1);
+        let rec = j.recover(3).unwrap();
+        assert_eq!(rec.resumed_jobs, vec![rb.id]);
+        assert_eq!(rec.interrupted_jobs, vec![act.id]);
+        assert_eq!(j.job(rb.id).unwrap().unwrap().state, JobState::Running);
+        assert_eq!(j.unfinished_rollbacks().unwrap().len(), 1);
+        assert_eq!(j.step_started(rb.id, "reactivate", 4).unwrap(), 2);
+        j.step_finished(rb.id, "reactivate", "done", "v2 -> v1", Some("{}"), 5)
+            .unwrap();
+        j.step_finished(rb.id, "snapshot", "skipped", "code-only", None, 6)
+            .unwrap();
+        let steps = j.rollback_steps(rb.id).unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!((steps[0].state.as_str(), steps[0].attempts), ("done", 2));
+        assert_eq!((steps[1].state.as_str(), steps[1].attempts), ("skipped", 0));
     }
 }

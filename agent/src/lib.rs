@@ -5,6 +5,11 @@
 //! - [`server`]: TLS 1.3 accept loop, HTTP routing, audit (the transport).
 //! - [`handlers`]: one module per message family, behind one authorising dispatch.
 //! - [`jobs`]: idempotent job submission, the executor, long-poll of events.
+//! - [`rollback`]: the host rollback, the one way a host changes back: a
+//!   resumable state machine over code, database, flags and hooks, and the
+//!   rollback point each deployment records at activation.
+//! - [`local`]: the owner-only local socket through which
+//!   `golive-agent rollback` asks the running agent for a host rollback.
 //! - [`lock`]: app locks as renewable leases.
 //! - [`release`]: safe unpacking and the `releases/` + `current` layout.
 //! - [`exec`]: runs declared programs (process group, timeout, user, output).
@@ -31,8 +36,7 @@
 //!
 //! # Current limitations
 //!
-//! See the README's "Not built yet": git release sources, the watchdog and
-//! the access-log probe are not here yet.
+//! See the README's "Not built yet".
 
 pub mod accesslog;
 pub mod availability;
@@ -45,6 +49,7 @@ pub mod handlers;
 pub mod hooks;
 pub mod jobs;
 pub mod journal;
+pub mod local;
 pub mod lock;
 pub mod log;
 pub mod maintenance;
@@ -53,6 +58,7 @@ pub mod preflight;
 pub mod probe;
 pub mod release;
 pub mod revocation;
+pub mod rollback;
 pub mod scan;
 pub mod server;
 pub mod sqldrops;
@@ -101,6 +107,14 @@ pub enum StartError {
     Revocation(#[from] revocation::ListError),
     #[error("cannot watch the revocation list {path}: {source}")]
     Watch {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot create the local socket {path}: {source}; the agent's user must own the state \
+         directory"
+    )]
+    Socket {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -170,6 +184,12 @@ pub fn open_state(config: &AgentConfig) -> Result<(StateLock, Journal), StartErr
     })?;
     let journal = Journal::open(&config.agent.state_dir.join("journal.db"))?;
     let recovery = journal.recover(now_millis())?;
+    if !recovery.resumed_jobs.is_empty() {
+        log::warn(&format!(
+            "host rollbacks unfinished at the last stop, to be resumed: {:?}",
+            recovery.resumed_jobs
+        ));
+    }
     if !recovery.interrupted_jobs.is_empty() {
         log::warn(&format!(
             "jobs interrupted by the last stop, marked interrupted: {:?}",
@@ -214,6 +234,8 @@ pub fn open_state(config: &AgentConfig) -> Result<(StateLock, Journal), StartErr
 pub struct Prepared {
     agent: Arc<Agent>,
     listener: tokio::net::TcpListener,
+    /// `STATE_DIR/agent.sock` for `golive-agent rollback` (issue 13).
+    local: tokio::net::UnixListener,
     tls: Arc<rustls::ServerConfig>,
     _lock: StateLock,
     _watcher: Option<revocation::Watching>,
@@ -231,7 +253,16 @@ impl Prepared {
             golive_shared::GOLIVE_VERSION,
             self.agent.config.agent.name
         ));
-        server::serve(self.agent, self.listener, self.tls, shutdown).await;
+        // Host rollbacks a stop left unfinished are finished first (issue 13).
+        jobs::resume(&self.agent, None);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let local = tokio::spawn(local::serve(Arc::clone(&self.agent), self.local, stopped));
+        server::serve(self.agent, self.listener, self.tls, async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await;
+        let _ = local.await;
         log::info("golive-agent stopped");
     }
 }
@@ -251,6 +282,10 @@ pub async fn prepare(config: AgentConfig) -> Result<Prepared, StartError> {
         Arc::clone(&deny),
     )?;
     let (lock, journal) = open_state(&config)?;
+    let local = local::bind(&config.agent.state_dir).map_err(|source| StartError::Socket {
+        path: local::socket_path(&config.agent.state_dir),
+        source,
+    })?;
     let listener = listen(config.listen_addr()).map_err(|source| StartError::Bind {
         addr: config.agent.listen.clone(),
         source,
@@ -275,6 +310,7 @@ pub async fn prepare(config: AgentConfig) -> Result<Prepared, StartError> {
     Ok(Prepared {
         agent,
         listener,
+        local,
         tls,
         _lock: lock,
         _watcher: watcher,

@@ -1,13 +1,17 @@
 //! `golive-agent`: a thin main over the library (see `lib.rs`).
 //!
-//! Exit codes: 0 done; 1 failed; 2 bad usage, config or input.
+//! Exit codes: 0 done; 1 failed; 2 bad usage, config or input (for
+//! `rollback`: a request the agent refused, changing nothing).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use golive_shared::config;
-use golive_shared::protocol::{JobResult, JobSpec, RollbackRelease};
+use golive_shared::protocol::{
+    DatabaseChoice, ErrorCode, EventKind, HostRollback, JobEventsRequest, JobInfo, JobResult,
+    JobSpec, JobState, Request, Response, RollbackRequester, SubmitJob,
+};
 
 #[derive(Parser)]
 #[command(
@@ -32,15 +36,27 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Emergency rollback of APP on this host, without a controller.
-    /// Refuses while the agent runs (use `golivectl rollback` then).
+    /// Roll APP back on this host without a controller: the agent's host
+    /// rollback job (code, database, flags, hooks), through the running
+    /// agent's local socket, or in this process when the agent is stopped.
     Rollback {
         app: String,
         #[arg(long)]
         config: PathBuf,
-        /// Release to return to; default: the one before the current.
+        /// Release to return to; default: the rollback point's previous
+        /// release (another one needs --force).
         #[arg(long)]
         to: Option<String>,
+        /// Roll back this deployment; default: the app's newest.
+        #[arg(long)]
+        deployment: Option<String>,
+        /// Allow a target other than the rollback point's previous release,
+        /// or a deployment that is not the newest.
+        #[arg(long)]
+        force: bool,
+        /// Why, for the journal.
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -174,7 +190,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Rollback { app, config, to } => {
+        Command::Rollback {
+            app,
+            config,
+            to,
+            deployment,
+            force,
+            reason,
+        } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
@@ -187,37 +210,224 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(2));
             }
-            let (_lock, journal) = match golive_agent::open_state(&cfg) {
-                Ok(x) => x,
+            let uid = nix::unistd::geteuid().as_raw();
+            let who = golive_agent::local::describe_uid(uid);
+            let req = HostRollback {
+                app: app.clone(),
+                deployment,
+                to,
+                reason: reason
+                    .unwrap_or_else(|| format!("golive-agent rollback by {who} on this host")),
+                requested_by: RollbackRequester::LocalCli,
+                force,
+                restore: None,
+            };
+            match golive_agent::open_state(&cfg) {
+                Err(golive_agent::StartError::InUse { .. }) => {
+                    println!("{app}: the agent runs; asking it through its local socket");
+                    Ok(rollback_via_socket(&cfg, req))
+                }
                 Err(e) => {
                     eprintln!("golive-agent: {e}");
-                    return Ok(ExitCode::from(2));
+                    Ok(ExitCode::from(2))
                 }
-            };
-            let spec = JobSpec::Rollback(RollbackRelease {
-                app: app.clone(),
-                to,
-                reason: "local emergency rollback (golive-agent rollback)".into(),
-            });
-            let emit = |kind: golive_shared::protocol::EventKind| {
-                if let golive_shared::protocol::EventKind::Log { line, .. } = kind {
-                    println!("{line}");
-                }
-            };
-            match golive_agent::jobs::execute(&cfg, &journal, &spec, None, &emit) {
-                Ok(JobResult::RolledBack { from, to, .. }) => {
-                    println!(
-                        "{app}: rolled back from {} to {to}",
-                        from.as_deref().unwrap_or("none")
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Ok(other) => anyhow::bail!("unexpected result {other:?}"),
-                Err(e) => {
-                    eprintln!("golive-agent: rollback of {app} failed: {e}");
-                    Ok(ExitCode::from(1))
+                Ok((lock, journal)) => {
+                    println!("{app}: the agent is stopped; rolling back in this process");
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let code = rt.block_on(rollback_in_process(cfg, journal, &who, req));
+                    drop(lock);
+                    Ok(code)
                 }
             }
+        }
+    }
+}
+
+/// Prints a job's log events; returns the last sequence number seen.
+fn print_events(events: &[golive_shared::protocol::JobEvent], after: u64) -> u64 {
+    let mut last = after;
+    for e in events {
+        last = last.max(e.seq);
+        if let EventKind::Log { line, .. } = &e.kind {
+            println!("  {line}");
+        }
+    }
+    last
+}
+
+/// The end of a followed rollback job: a summary and the exit code.
+fn finished(app: &str, job: &JobInfo) -> ExitCode {
+    match (&job.state, &job.result) {
+        (JobState::Succeeded, Some(JobResult::HostRolledBack(r))) => {
+            println!(
+                "{app}: rolled back from {} to {} (job {})",
+                r.from.as_deref().unwrap_or("none"),
+                r.to,
+                job.id
+            );
+            let db = match &r.database {
+                DatabaseChoice::CodeOnly { why } => format!("code only ({why})"),
+                DatabaseChoice::DownMigrations {
+                    to_version,
+                    reverted,
+                    ..
+                } => format!("down migrations {reverted:?} to version {to_version}"),
+                DatabaseChoice::Restore {
+                    backup,
+                    failed_state_backup,
+                    tables,
+                    ..
+                } => format!(
+                    "restored {backup}; {} row(s) discarded, kept in {failed_state_backup}",
+                    tables
+                        .iter()
+                        .map(golive_shared::protocol::TableRows::lost)
+                        .sum::<u64>()
+                ),
+                DatabaseChoice::RestoreForbidden { why, .. } => {
+                    format!("unchanged: {why}")
+                }
+            };
+            println!("{app}: database: {db}");
+            if let Some(a) = &r.operator_action {
+                println!("{app}: OPERATOR ACTION NEEDED: {a}");
+            }
+            ExitCode::SUCCESS
+        }
+        (JobState::Succeeded, _) => ExitCode::SUCCESS,
+        (state, _) => {
+            eprintln!(
+                "golive-agent: rollback of {app} {} (job {}): {}",
+                state.as_str(),
+                job.id,
+                job.error.as_deref().unwrap_or("no message")
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn refused(app: &str, e: &golive_shared::protocol::ErrorBody) -> ExitCode {
+    eprintln!("golive-agent: rollback of {app} refused: {}", e.message);
+    match e.code {
+        ErrorCode::Internal => ExitCode::from(1),
+        _ => ExitCode::from(2),
+    }
+}
+
+fn announce(app: &str, job: &JobInfo) {
+    if job.deduplicated {
+        println!(
+            "{app}: this rollback is job {} ({}), asked for before: following it, not running it again",
+            job.id, job.idempotency_key
+        );
+    } else {
+        println!("{app}: job {} ({})", job.id, job.idempotency_key);
+    }
+}
+
+/// Through the running agent's local socket.
+fn rollback_via_socket(cfg: &config::AgentConfig, req: HostRollback) -> ExitCode {
+    let app = req.app.clone();
+    let mut client = match golive_agent::local::Client::connect(&cfg.agent.state_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("golive-agent: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let submit = Request::SubmitJob(SubmitJob {
+        idempotency_key: "local-cli".into(),
+        lease: None,
+        spec: JobSpec::HostRollback(req),
+    });
+    let job = match client.call(&submit) {
+        Ok(Response::Job(j)) => j,
+        Ok(Response::Error(e)) => return refused(&app, &e),
+        Ok(other) => {
+            eprintln!("golive-agent: unexpected answer {other:?}");
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("golive-agent: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    announce(&app, &job);
+    let mut after = 0;
+    loop {
+        let req = Request::JobEvents(JobEventsRequest {
+            job_id: job.id,
+            after_seq: after,
+            wait_ms: 20_000,
+        });
+        match client.call(&req) {
+            Ok(Response::Events(ev)) => {
+                after = print_events(&ev.events, after);
+                if ev.job.state.is_final() && ev.events.is_empty() {
+                    return finished(&app, &ev.job);
+                }
+            }
+            Ok(Response::Error(e)) => return refused(&app, &e),
+            Ok(other) => {
+                eprintln!("golive-agent: unexpected answer {other:?}");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!(
+                    "golive-agent: lost the agent while following job {}: {e}; the job goes on \
+                     in the agent (see `golivectl jobs`)",
+                    job.id
+                );
+                return ExitCode::from(1);
+            }
+        }
+    }
+}
+
+/// In this process, holding the state lock: the same journaled job, run as
+/// the agent would (an unfinished rollback of the app is resumed first).
+async fn rollback_in_process(
+    cfg: config::AgentConfig,
+    journal: golive_agent::journal::Journal,
+    who: &str,
+    req: HostRollback,
+) -> ExitCode {
+    use std::sync::Arc;
+    let app = req.app.clone();
+    let agent = Arc::new(golive_agent::state::Agent::new(
+        cfg,
+        journal,
+        Arc::new(golive_agent::revocation::DenyList::none()),
+    ));
+    golive_agent::jobs::resume(&agent, Some(&app));
+    let job = match golive_agent::jobs::submit_rollback(
+        &agent,
+        who,
+        golive_agent::jobs::Via::Internal,
+        req,
+    ) {
+        Ok(j) => j,
+        Err(e) => return refused(&app, &e),
+    };
+    announce(&app, &job);
+    let mut after = 0;
+    loop {
+        let req = JobEventsRequest {
+            job_id: job.id,
+            after_seq: after,
+            wait_ms: 20_000,
+        };
+        match golive_agent::jobs::events(&agent, req).await {
+            Ok(ev) => {
+                after = print_events(&ev.events, after);
+                if ev.job.state.is_final() && ev.events.is_empty() {
+                    return finished(&app, &ev.job);
+                }
+            }
+            Err(e) => return refused(&app, &e),
         }
     }
 }

@@ -110,6 +110,22 @@ pub fn set(
     req: &SetMaintenance,
     emit: &dyn Fn(EventKind),
 ) -> Result<JobResult, String> {
+    let by = journal
+        .running_job_submitter(&req.app, "maintenance")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "agent".to_string());
+    set_by(config, journal, req, &by, emit)
+}
+
+/// [`set`] on behalf of `by` (a host rollback names itself, issue 13).
+pub fn set_by(
+    config: &AgentConfig,
+    journal: &Journal,
+    req: &SetMaintenance,
+    by: &str,
+    emit: &dyn Fn(EventKind),
+) -> Result<JobResult, String> {
     let app = config
         .app(&req.app)
         .ok_or_else(|| format!("no app {:?} in the agent config", req.app))?;
@@ -119,11 +135,7 @@ pub fn set(
             req.app, req.app
         )
     })?;
-    let by = journal
-        .running_job_submitter(&req.app, "maintenance")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "agent".to_string());
+    let by = by.to_string();
     let log = |level: LogLevel, line: String| emit(EventKind::Log { level, line });
     if req.on {
         on(journal, &req.app, app, m, &req.reason, &by, &log)

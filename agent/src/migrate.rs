@@ -475,6 +475,35 @@ fn applied(db: &DatabaseConfig) -> Result<Vec<Applied>, MigrateError> {
     }
 }
 
+/// The ledger's rows of `db`, read-only, oldest first: what the rollback
+/// point and the host rollback's database choice read (issue 13).
+pub fn ledger(db: &DatabaseConfig) -> Result<Vec<Applied>, MigrateError> {
+    applied(db)
+}
+
+/// What `deployment` applied, oldest first, and the schema version before
+/// it: the newest version below the deployment's first one, or, when it
+/// applied nothing, the newest version (0 for an empty ledger).
+pub fn applied_by<'a>(rows: &'a [Applied], deployment: &str) -> (u32, Vec<&'a Applied>) {
+    let mine: Vec<&Applied> = rows
+        .iter()
+        .filter(|a| a.deployment.as_deref() == Some(deployment))
+        .collect();
+    let first = mine.iter().map(|a| a.version).min().unwrap_or(u32::MAX);
+    let before = rows
+        .iter()
+        .map(|a| a.version)
+        .filter(|v| *v < first)
+        .max()
+        .unwrap_or(0);
+    (before, mine)
+}
+
+/// `expand`/`contract` as the ledger and the protocol write it.
+pub fn tag_text(t: Option<Tag>) -> Option<String> {
+    tag_name(t)
+}
+
 /// [`scan`], or no migrations when `dir` does not exist.
 fn scan_if_present(dir: &Path) -> Result<Vec<Migration>, MigrateError> {
     if dir.exists() {

@@ -51,6 +51,22 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
             })),
         ),
         (
+            "request_submit_host_rollback.bin",
+            codec::encode(&Request::SubmitJob(SubmitJob {
+                idempotency_key: "rollback:d1:web1".into(),
+                lease: None,
+                spec: JobSpec::HostRollback(HostRollback {
+                    app: "shop".into(),
+                    deployment: Some("d1".into()),
+                    to: None,
+                    reason: "watchdog: error rate above 5% for 2m".into(),
+                    requested_by: RollbackRequester::Controller,
+                    force: false,
+                    restore: Some(RestorePolicy::Forbid),
+                }),
+            })),
+        ),
+        (
             "request_lock_acquire.bin",
             codec::encode(&Request::Lock(LockRequest::Acquire {
                 app: "shop".into(),
@@ -118,6 +134,7 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
                 spec: JobSpec::Activate(ActivateRelease {
                     app: "shop".into(),
                     release: "v2".into(),
+                    rollback: RollbackPolicy::default(),
                 }),
                 result: Some(JobResult::Activated {
                     release: "v2".into(),
@@ -147,6 +164,7 @@ fn job_activate_base() -> JobInfo {
         spec: JobSpec::Activate(ActivateRelease {
             app: "shop".into(),
             release: "v2".into(),
+            rollback: RollbackPolicy::default(),
         }),
         state: JobState::Succeeded,
         submitted_by: "alice".into(),

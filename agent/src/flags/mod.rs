@@ -20,7 +20,9 @@ mod tomlfile;
 use std::path::{Path, PathBuf};
 
 use golive_shared::config::{AgentConfig, AppConfig, FlagDecl, FlagsConfig};
-use golive_shared::protocol::{EventKind, FlagState, JobResult, LogLevel, SetFlag, now_millis};
+use golive_shared::protocol::{
+    EventKind, FlagState, FlagValue, JobResult, LogLevel, SetFlag, now_millis,
+};
 use serde_json::Value;
 
 use crate::journal::{FlagChange, Journal};
@@ -337,6 +339,30 @@ pub fn list(journal: &Journal, app_name: &str, app: &AppConfig) -> Result<Vec<Fl
         .collect()
 }
 
+/// The declared flags' values in the flag file, for a rollback point
+/// (issue 13); `None` when the app declares no flags.
+pub fn values(app: &AppConfig) -> Result<Option<Vec<FlagValue>>, String> {
+    let Some(flags) = &app.flags else {
+        return Ok(None);
+    };
+    let path = file_path(app, flags);
+    let doc = read(&path)?;
+    flags
+        .declared
+        .iter()
+        .map(|(name, decl)| {
+            let (on, percent) = get(&doc.value, &Place::of(name, decl))
+                .map_err(|e| format!("flag file {}: {e}", path.display()))?;
+            Ok(FlagValue {
+                name: name.clone(),
+                on,
+                percent,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map(Some)
+}
+
 /// The `flag` job: writes one flag into the file and journals the change.
 pub fn set(
     config: &AgentConfig,
@@ -344,16 +370,28 @@ pub fn set(
     req: &SetFlag,
     emit: &dyn Fn(EventKind),
 ) -> Result<JobResult, String> {
-    let app = config
-        .app(&req.app)
-        .ok_or_else(|| format!("no app {:?} in the agent config", req.app))?;
-    let flags = self::config(&req.app, app)?;
-    check_request(&req.app, flags, req)?;
     let by = journal
         .running_job_submitter(&req.app, "flag")
         .ok()
         .flatten()
         .unwrap_or_else(|| "agent".to_string());
+    set_by(config, journal, req, &by, emit)
+}
+
+/// [`set`] on behalf of `by` (a host rollback names itself, issue 13).
+pub fn set_by(
+    config: &AgentConfig,
+    journal: &Journal,
+    req: &SetFlag,
+    by: &str,
+    emit: &dyn Fn(EventKind),
+) -> Result<JobResult, String> {
+    let app = config
+        .app(&req.app)
+        .ok_or_else(|| format!("no app {:?} in the agent config", req.app))?;
+    let flags = self::config(&req.app, app)?;
+    check_request(&req.app, flags, req)?;
+    let by = by.to_string();
     let path = file_path(app, flags);
     let place = Place::of(&req.name, &flags.declared[&req.name]);
     let in_file = |e: String| format!("flag file {}: {e}", path.display());

@@ -80,6 +80,12 @@ pub fn status(agent: &Agent, req: StatusRequest) -> Result<StatusResponse, Error
                     by: m.by,
                 }
             }),
+            // One indexed row: cheap enough for every status (issue 13).
+            rollback_point: agent
+                .journal
+                .rollback_points(name, 1)
+                .map_err(internal)?
+                .pop(),
         });
     }
     Ok(StatusResponse {

@@ -1255,6 +1255,8 @@ async fn run_deployment(
         let spec = JobSpec::Activate(ActivateRelease {
             app: plan.app.clone(),
             release: release.id.clone(),
+            // The plan's rollback policy is not wired yet (issue 13, lead).
+            rollback: Default::default(),
         });
         let job = run_job(
             out,
@@ -2210,6 +2212,13 @@ fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
                 "restored {id} in {duration_ms} ms (what was there is saved as {failed_state_backup})"
             ),
             Some(JobResult::Discarded { release }) => format!("removed release {release}"),
+            Some(JobResult::HostRolledBack(r)) => format!(
+                "{} -> {}; database: {}{}",
+                r.from.as_deref().unwrap_or("none"),
+                r.to,
+                r.database.name(),
+                availability_detail(r.availability.as_ref())
+            ),
             None => String::new(),
         }),
         Ok(job) => Err(Failure(

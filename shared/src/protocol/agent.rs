@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{LockInfo, MaintenanceInfo, UnixMillis};
+use super::{LockInfo, MaintenanceInfo, RollbackPoint, UnixMillis};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloRequest {
@@ -66,6 +66,8 @@ pub struct AppStatus {
     pub lock: Option<LockInfo>,
     /// Set while the app is in maintenance mode.
     pub maintenance: Option<MaintenanceInfo>,
+    /// The newest rollback point the host recorded (issue 13).
+    pub rollback_point: Option<RollbackPoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ActivateRelease, CreateBackup, DiscardRelease, RestoreBackup, RollbackRelease, RunCommand,
-    RunMigrations, SetFlag, SetMaintenance, StageGitRelease, StageRelease, UnixMillis,
-    VerifyBackup,
+    ActivateRelease, CreateBackup, DiscardRelease, HostRollback, HostRolledBack, RestoreBackup,
+    RollbackRelease, RunCommand, RunMigrations, SetFlag, SetMaintenance, StageGitRelease,
+    StageRelease, UnixMillis, VerifyBackup,
 };
 
 /// Submit a job. Submitting the same key again returns the existing job and
@@ -35,6 +35,8 @@ pub enum JobSpec {
     SetFlag(SetFlag),
     StageGit(StageGitRelease),
     DiscardRelease(DiscardRelease),
+    /// The one way a host is changed back (issue 13).
+    HostRollback(HostRollback),
 }
 
 impl JobSpec {
@@ -52,6 +54,7 @@ impl JobSpec {
             JobSpec::SetFlag(_) => "flag",
             JobSpec::StageGit(_) => "stage.git",
             JobSpec::DiscardRelease(_) => "release.discard",
+            JobSpec::HostRollback(_) => "host.rollback",
         }
     }
 
@@ -69,6 +72,7 @@ impl JobSpec {
             JobSpec::SetFlag(f) => &f.app,
             JobSpec::StageGit(s) => &s.app,
             JobSpec::DiscardRelease(d) => &d.app,
+            JobSpec::HostRollback(r) => &r.app,
         }
     }
 }
@@ -206,6 +210,8 @@ pub enum JobResult {
     },
     /// A staged release that never went live was removed from disk.
     Discarded { release: String },
+    /// A host rollback finished (issue 13).
+    HostRolledBack(HostRolledBack),
 }
 
 /// Downtime as users see it (issue 12, part 15): the app's http probe,

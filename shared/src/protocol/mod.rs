@@ -21,6 +21,7 @@ pub mod migration;
 pub mod preflight;
 pub mod probe;
 pub mod release;
+pub mod rollback;
 
 pub use agent::*;
 pub use artifact::*;
@@ -33,6 +34,7 @@ pub use migration::*;
 pub use preflight::*;
 pub use probe::*;
 pub use release::*;
+pub use rollback::*;
 
 use serde::{Deserialize, Serialize};
 

@@ -37,15 +37,25 @@ pub struct ScanConfig {
     pub exclude: Vec<String>,
 }
 
-/// Switch `ROOT/current` to a staged release atomically.
+/// Switch `ROOT/current` to a staged release atomically. Under a
+/// deployment's lease the agent first records the deployment's rollback
+/// point (issue 13).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivateRelease {
     pub app: String,
     pub release: String,
+    /// The plan's rollback policy, kept in the rollback point so that a
+    /// rollback the host starts alone honours it (issue 13). Defaulted
+    /// when a journal row written before it is read back.
+    #[serde(default)]
+    pub rollback: super::RollbackPolicy,
 }
 
 /// Switch `ROOT/current` back: to `to` when given, else to the release that
-/// was active before the current one.
+/// was active before the current one. Kept for controllers of protocol 4
+/// before issue 13: the agent runs it as the code steps of a host rollback
+/// (switch back, `after_rollback` hooks) and never touches the database or
+/// the flags; [`super::HostRollback`] is the whole rollback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollbackRelease {
     pub app: String,

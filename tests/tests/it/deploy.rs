@@ -1147,8 +1147,9 @@ fn issue2_kill9_during_job_marks_interrupted() {
 }
 
 /// `jobs` and `follow` reattach to the agent's jobs; `golive-agent rollback`
-/// works without a controller once the agent is stopped, and refuses while
-/// it runs.
+/// works without a controller: through the running agent (issue 13: its
+/// local socket, so the rollback is the agent's own journaled job), and,
+/// once the agent is stopped, in its own process.
 #[test]
 fn issue2_reattach_and_local_rollback() {
     let w = World::new();
@@ -1211,23 +1212,19 @@ fn issue2_reattach_and_local_rollback() {
     assert_eq!(nope.code, 2, "{}", nope.text());
     assert!(nope.stderr.contains("has no job 999999"), "{}", nope.text());
 
-    // Local rollback: refused while the agent holds the state directory.
+    // Local rollback while the agent runs: through its local socket (issue
+    // 13; it used to be refused).
     let config = h.agent.config.clone();
     let local = || {
         let mut cmd = Command::new(bin("golive-agent"));
         cmd.args(["rollback", "shop", "--config"]).arg(&config);
         run_bounded(cmd, Duration::from_secs(30))
     };
-    let busy = local();
-    assert_eq!(busy.code, 2, "{}", busy.text());
-    assert!(busy.stderr.contains("in use"), "{}", busy.text());
-    assert_eq!(h.current().as_deref(), Some("releases/v2"));
-
-    assert!(h.agent.stop(), "the agent did not exit on SIGTERM");
     let done = local();
     assert_eq!(done.code, 0, "{}", done.text());
     assert!(
-        done.stdout.contains("shop: rolled back from v2 to v1"),
+        done.stdout.contains("through its local socket")
+            && done.stdout.contains("shop: rolled back from v2 to v1"),
         "{}",
         done.text()
     );
@@ -1243,6 +1240,17 @@ fn issue2_reattach_and_local_rollback() {
         )
         .unwrap();
     assert_eq!((&*release, &*previous, &*cause), ("v1", "v2", "rollback"));
+
+    // Stopped: the same rollback runs in this process, and finds it done.
+    assert!(h.agent.stop(), "the agent did not exit on SIGTERM");
+    let again = local();
+    assert_eq!(again.code, 0, "{}", again.text());
+    assert!(
+        again.stdout.contains("in this process") && again.stdout.contains("asked for before"),
+        "{}",
+        again.text()
+    );
+    assert_eq!(h.current().as_deref(), Some("releases/v1"));
 
     // The restarted agent reports what the local rollback did.
     h.agent.spawn();

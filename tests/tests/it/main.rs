@@ -15,6 +15,7 @@ mod git_source;
 mod hardening;
 mod hardening_env;
 mod hooks;
+mod host_rollback;
 mod maintenance;
 mod migrate;
 mod migrate_engines;
