@@ -25,14 +25,16 @@
 //!   the deny list checked in the handshake).
 //! - [`watch`]: following a file through its directory (notify), for the
 //!   deny list and access logs.
+//! - [`watchdog`]: after activation, watches the app and rolls the host back
+//!   by itself when a trigger holds; commits when the window ends (one loop
+//!   over a closed enum of events).
 //!
 //! The binary is a thin `main` over [`run`]. The controller can only *name*
 //! what this host's config declares: no request carries a command line.
 //!
 //! # Current limitations
 //!
-//! See the README's "Not built yet": git release sources, the watchdog and
-//! the access-log probe are not here yet.
+//! See the README's "Not built yet".
 
 pub mod accesslog;
 pub mod availability;
@@ -60,6 +62,7 @@ pub mod state;
 pub mod store;
 pub mod tls;
 pub mod watch;
+pub mod watchdog;
 
 use std::fs::File;
 use std::future::Future;
@@ -231,7 +234,10 @@ impl Prepared {
             golive_shared::GOLIVE_VERSION,
             self.agent.config.agent.name
         ));
+        watchdog::start(&self.agent);
+        let agent = Arc::clone(&self.agent);
         server::serve(self.agent, self.listener, self.tls, shutdown).await;
+        watchdog::stop(&agent).await;
         log::info("golive-agent stopped");
     }
 }

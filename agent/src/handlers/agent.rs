@@ -80,6 +80,7 @@ pub fn status(agent: &Agent, req: StatusRequest) -> Result<StatusResponse, Error
                     by: m.by,
                 }
             }),
+            watchdog: crate::watchdog::summary(agent, name)?,
         });
     }
     Ok(StatusResponse {

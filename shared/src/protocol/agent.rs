@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{LockInfo, MaintenanceInfo, UnixMillis};
+use super::{LockInfo, MaintenanceInfo, UnixMillis, WatchdogInfo};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloRequest {
@@ -66,6 +66,9 @@ pub struct AppStatus {
     pub lock: Option<LockInfo>,
     /// Set while the app is in maintenance mode.
     pub maintenance: Option<MaintenanceInfo>,
+    /// The app's latest watchdog (issue 13), without its events; `None`
+    /// when it was never armed.
+    pub watchdog: Option<WatchdogInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
