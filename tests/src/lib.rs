@@ -230,6 +230,10 @@ pub struct AgentSpec {
     /// Its directory under the test's temp dir, its certificate, key, CA
     /// and deny list become that user's.
     pub user: Option<String>,
+    /// Run the agent inside this network namespace (`ip netns exec`, which
+    /// execs the agent in the same process), as a host whose link to the
+    /// controller can be cut (issue 13).
+    pub netns: Option<String>,
 }
 
 impl AgentSpec {
@@ -243,6 +247,7 @@ impl AgentSpec {
             env: Vec::new(),
             umask: None,
             user: None,
+            netns: None,
         }
     }
 }
@@ -296,6 +301,7 @@ pub struct AgentProc {
     /// As in its [`AgentSpec`]; kept for restarts.
     env: Vec<(String, String)>,
     umask: Option<u32>,
+    netns: Option<String>,
     /// `(uid, gid)` the agent runs as, when not the test's own.
     pub owner: Option<(u32, u32)>,
     child: Option<Child>,
@@ -358,6 +364,7 @@ impl AgentProc {
             addr: "127.0.0.1:1".parse().expect("placeholder"),
             env: spec.env.clone(),
             umask: spec.umask,
+            netns: spec.netns.clone(),
             owner,
             child: None,
         };
@@ -386,16 +393,22 @@ impl AgentProc {
             .append(true)
             .open(&self.log)
             .expect("agent log");
-        // A umask is set by a shell that then execs the agent (same pid).
-        let mut cmd = match self.umask {
-            Some(mask) => {
+        // A umask is set by a shell that then execs the agent (same pid);
+        // `ip netns exec` execs it too.
+        let mut cmd = match (self.umask, &self.netns) {
+            (Some(mask), _) => {
                 let mut sh = Command::new("sh");
                 sh.arg("-c")
                     .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
                     .arg(bin("golive-agent"));
                 sh
             }
-            None => Command::new(bin("golive-agent")),
+            (None, Some(ns)) => {
+                let mut ip = Command::new("ip");
+                ip.args(["netns", "exec", ns]).arg(bin("golive-agent"));
+                ip
+            }
+            (None, None) => Command::new(bin("golive-agent")),
         };
         if let Some((uid, gid)) = self.owner {
             use std::os::unix::process::CommandExt;

@@ -482,6 +482,7 @@ impl Watch {
             release: self.release.clone(),
             rollback_to: self.rollback_to.clone(),
             reason: reason.to_string(),
+            detail: None,
             at,
         }
     }
@@ -1388,25 +1389,39 @@ impl Loop {
     // ----- ending -----
 
     /// Journals a final state, tells the webhook, forgets the watch.
-    fn finish(&mut self, app: &str, state: WatchdogState, reason: &str) {
+    fn finish(&mut self, app: &str, state: WatchdogState, what: &str) {
         let Some(w) = self.watches.remove(app) else {
             return;
         };
         let now = self.clock.now();
-        // A fire's reason stays the reason; what happened next is an event.
-        let keep_reason = matches!(state, WatchdogState::RolledBack | WatchdogState::Committed);
-        if let Err(e) =
-            self.agent
-                .journal
-                .watchdog_state(w.id, state, (!keep_reason).then_some(reason), now)
+        // Why it fired (or commits) stays the reason; what happened next is
+        // an event, and a failure is added to the reason.
+        let why = self
+            .agent
+            .journal
+            .watchdog(w.id)
+            .ok()
+            .flatten()
+            .and_then(|r| r.info.reason);
+        let reason = match (state, &why) {
+            (WatchdogState::RolledBack | WatchdogState::Committed, Some(why)) => why.clone(),
+            (WatchdogState::RollbackFailed | WatchdogState::CommitFailed, Some(why)) => {
+                format!("{why}; {what}")
+            }
+            _ => what.to_string(),
+        };
+        if let Err(e) = self
+            .agent
+            .journal
+            .watchdog_state(w.id, state, Some(&reason), now)
         {
             log::error(&format!(
                 "app {app}: cannot journal the watchdog's end: {e}"
             ));
         }
-        self.event(&w, state.as_str(), reason);
+        self.event(&w, state.as_str(), what);
         let line = format!(
-            "app {app}: watchdog of deployment {} is {}: {reason}",
+            "app {app}: watchdog of deployment {} is {}: {what}",
             w.deployment,
             state.as_str()
         );
@@ -1422,7 +1437,9 @@ impl Loop {
                 | WatchdogState::Committed
                 | WatchdogState::CommitFailed
         ) {
-            notify::send(&self.agent, w.notice(state, reason, now));
+            let mut notice = w.notice(state, &reason, now);
+            notice.detail = Some(what.to_string());
+            notify::send(&self.agent, notice);
         }
     }
 

@@ -31,7 +31,10 @@ pub struct Notice {
     pub deployment: String,
     pub release: String,
     pub rollback_to: Option<String>,
+    /// Why it fired, or why it commits.
     pub reason: String,
+    /// What happened then ("rolled back from v2 to v1 (job 7)").
+    pub detail: Option<String>,
     pub at: UnixMillis,
 }
 
@@ -73,6 +76,7 @@ pub fn body(host: &str, n: &Notice) -> serde_json::Value {
         "release": n.release,
         "rollback_to": n.rollback_to,
         "reason": n.reason,
+        "detail": n.detail,
         "time": utc(n.at),
     })
 }
@@ -166,6 +170,7 @@ mod tests {
             release: "v2".into(),
             rollback_to: Some("v1".into()),
             reason: "trigger health held".into(),
+            detail: Some("rolled back from v2 to v1 (job 7)".into()),
             at: 1_795_412_882_000,
         };
         let b = body("web1", &n);
@@ -181,6 +186,7 @@ mod tests {
             ("release", "v2"),
             ("rollback_to", "v1"),
             ("reason", "trigger health held"),
+            ("detail", "rolled back from v2 to v1 (job 7)"),
         ] {
             assert_eq!(b[k], v, "{k}");
         }

@@ -22,3 +22,4 @@ mod preflight;
 mod probes;
 mod releases;
 mod security;
+mod watchdog;
