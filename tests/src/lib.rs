@@ -7,6 +7,8 @@
 //!   killed (SIGKILL) and reaped on drop, even when the test fails.
 //! - [`HttpApp`]: a real HTTP server process (python3 http.server) serving
 //!   an app's `ROOT/current`, stopped on drop.
+//! - [`FlakyApp`]: a web app whose releases decide when they start failing
+//!   (the watchdog's tests and benchmark).
 //! - [`Ctl`]: runs `golivectl` with a private state directory.
 //! - [`artifact`]: builds release archives.
 //!
@@ -545,6 +547,69 @@ impl HttpApp {
 }
 
 impl Drop for HttpApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The watchdog's test app (`tests/fixtures/flaky_app.py`, issue 13): it
+/// serves `ROOT/current`, and each release's `health` file says whether and
+/// when it starts answering 500. Killed on drop. `netns`: started inside
+/// that network namespace.
+pub struct FlakyApp {
+    pub port: u16,
+    child: Child,
+}
+
+impl FlakyApp {
+    pub fn start(root: &Path, bind: &str, netns: Option<&str>) -> FlakyApp {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/flaky_app.py");
+        std::fs::create_dir_all(root).expect("app root");
+        let port_file = root.join("app.port");
+        let _ = std::fs::remove_file(&port_file);
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "python3"]);
+                c
+            }
+            None => Command::new("python3"),
+        };
+        let child = cmd
+            .arg(&script)
+            .arg(bind)
+            .arg(root)
+            .arg(&port_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the flaky app");
+        let mut app = FlakyApp { port: 0, child };
+        let started = Instant::now();
+        loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                app.port = port;
+                return app;
+            }
+            assert!(
+                app.child.try_wait().ok().flatten().is_none(),
+                "the flaky app exited at start"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the flaky app did not listen within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for FlakyApp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -47,6 +47,9 @@ pub struct TriggerWatch {
     error_since: Option<UnixMillis>,
     pub last_value: Option<String>,
     pub last_at: Option<UnixMillis>,
+    /// The last sample showed the condition (true, or an error at or past
+    /// the limit): only such a sample may fire the trigger.
+    pub supporting: bool,
 }
 
 impl TriggerWatch {
@@ -58,6 +61,7 @@ impl TriggerWatch {
             error_since: None,
             last_value: None,
             last_at: None,
+            supporting: false,
         }
     }
 
@@ -69,6 +73,7 @@ impl TriggerWatch {
         error_limit: u32,
     ) -> Option<Transition> {
         self.last_at = Some(at);
+        self.supporting = matches!(outcome, Outcome::True(_));
         match outcome {
             Outcome::True(v) => {
                 self.last_value = Some(v);
@@ -89,6 +94,7 @@ impl TriggerWatch {
             Outcome::Unknown(e) => {
                 self.last_value = Some(format!("error: {e}"));
                 self.errors += 1;
+                self.supporting = self.errors >= error_limit;
                 let first = *self.error_since.get_or_insert(at);
                 if self.errors == error_limit && self.true_since.is_none() {
                     self.true_since = Some(first);
@@ -99,10 +105,13 @@ impl TriggerWatch {
         }
     }
 
-    /// The condition has held for the trigger's whole duration at `at`.
+    /// The sample at `at` showed the condition, and it has held for the
+    /// trigger's whole duration.
     pub fn holds(&self, at: UnixMillis) -> bool {
-        self.true_since
-            .is_some_and(|since| at - since >= self.trigger.for_secs as i64 * 1000)
+        self.supporting
+            && self
+                .true_since
+                .is_some_and(|since| at - since >= self.trigger.for_secs as i64 * 1000)
     }
 
     /// When it will hold if the condition stays true (for the timer).
@@ -255,11 +264,15 @@ mod tests {
         );
         assert_eq!(w.true_since, Some(3000));
         assert!(w.holds(5000));
-        // Below the limit, errors leave a true condition as it is.
-        let mut w = watch(10);
+        // Below the limit, errors leave a true condition as it is, but only
+        // a sample that shows the condition fires it.
+        let mut w = watch(1);
         w.observe(0, t("500"), 3);
         w.observe(1000, e("timeout"), 3);
         assert_eq!(w.true_since, Some(0));
+        assert!(!w.holds(1000));
+        w.observe(2000, t("500"), 3);
+        assert!(w.holds(2000));
     }
 
     #[test]

@@ -444,6 +444,8 @@ struct Watch {
     phase: Phase,
     rollback_to: Option<String>,
     next_sample: UnixMillis,
+    /// When the last sample round started.
+    last_round: UnixMillis,
     /// Samples of the current round not back yet.
     in_flight: usize,
     last_summary: UnixMillis,
@@ -465,9 +467,16 @@ impl Watch {
         if self.in_flight == 0 {
             due = due.min(self.next_sample);
             // A sample right when a true trigger would hold: it fires on
-            // time, not at the next interval.
-            if let Some(t) = self.triggers.iter().filter_map(TriggerWatch::due).min() {
-                due = due.min(t.max(self.next_sample - self.spec.interval_ms as i64));
+            // time, not at the next interval. (A due time the last round
+            // already passed waits for the next interval.)
+            if let Some(t) = self
+                .triggers
+                .iter()
+                .filter_map(TriggerWatch::due)
+                .filter(|&t| t > self.last_round)
+                .min()
+            {
+                due = due.min(t);
             }
         }
         Some(due)
@@ -486,6 +495,14 @@ impl Watch {
             at,
         }
     }
+}
+
+/// Why a watchdog stops when its release is no longer live.
+fn superseded(release: &str, live: Option<&str>) -> String {
+    format!(
+        "release {release} is no longer live ({} is); nothing of it left to watch",
+        live.unwrap_or("nothing")
+    )
 }
 
 /// What a tick finds to do for an app.
@@ -701,6 +718,7 @@ impl Loop {
             phase: Phase::Watching,
             rollback_to: None,
             next_sample: now,
+            last_round: UnixMillis::MIN,
             in_flight: 0,
             last_summary: now,
             attempts: 0,
@@ -738,6 +756,18 @@ impl Loop {
         match self.watches.get(&req.app) {
             Some(w) if w.deployment == req.deployment => match w.phase {
                 Phase::Watching => {
+                    let live = self.live_release(&req.app);
+                    if live.as_deref() != Some(w.release.as_str()) {
+                        let why = superseded(&w.release, live.as_deref());
+                        self.finish(&req.app, WatchdogState::Disarmed, &why);
+                        return Err(ErrorBody::new(
+                            ErrorCode::Conflict,
+                            format!(
+                                "agent {}: nothing to confirm for deployment {}: {why}",
+                                self.agent.config.agent.name, req.deployment
+                            ),
+                        ));
+                    }
                     let reason = format!("go from {by}");
                     self.commit(&req.app, &reason);
                     self.info_app(&req.app)
@@ -913,12 +943,22 @@ impl Loop {
 
     /// What is due for `app` at `now`, with the watch's timers moved on.
     fn due_now(&mut self, app: &str, now: UnixMillis) -> Due {
-        let root = self.agent.config.app(app).map(|a| a.root.clone());
+        let live = self.live_release(app);
         let Some(w) = self.watches.get_mut(app) else {
             return Due::Nothing;
         };
         if w.phase != Phase::Watching {
             return Due::Nothing;
+        }
+        match w.due() {
+            Some(due) if now >= due => {}
+            _ => return Due::Nothing,
+        }
+        // Acting for a release that is no longer live (a controller rolled
+        // back, another release was activated) would roll back, or migrate
+        // for, the wrong one.
+        if live.as_deref() != Some(w.release.as_str()) {
+            return Due::Superseded(superseded(&w.release, live.as_deref()));
         }
         if let Some(by) = w.confirm_by
             && now >= by
@@ -935,25 +975,12 @@ impl Loop {
                 golive_shared::timefmt::utc(w.until)
             ));
         }
-        match w.due() {
-            Some(due) if now >= due => {}
-            _ => return Due::Nothing,
-        }
         w.next_sample = now + w.spec.interval_ms as i64;
         if w.in_flight > 0 {
             // The probes are slower than the interval: this round is skipped.
             return Due::Nothing;
         }
-        // Watching a release that is no longer live (a controller rolled
-        // back, another release was activated) would roll back the wrong one.
-        let live = root.and_then(|r| AppLayout::new(&r).current().ok().flatten());
-        if live.as_deref() != Some(w.release.as_str()) {
-            return Due::Superseded(format!(
-                "release {} is no longer live ({} is); nothing of it left to watch",
-                w.release,
-                live.as_deref().unwrap_or("nothing")
-            ));
-        }
+        w.last_round = now;
         // golive's own maintenance is not an outage: nothing is judged.
         if let Ok(Some(m)) = self.agent.journal.maintenance(app) {
             let note = format!(
@@ -985,6 +1012,13 @@ impl Loop {
             .collect();
         w.in_flight = wanted.len();
         Due::Sample(wanted, w.generation)
+    }
+
+    /// The release `ROOT/current` points to (read each time: a controller
+    /// may have switched it).
+    fn live_release(&self, app: &str) -> Option<String> {
+        let root = &self.agent.config.app(app)?.root;
+        AppLayout::new(root).current().ok().flatten()
     }
 
     /// A sample came back: judge the triggers that read it, journal their
@@ -1220,7 +1254,13 @@ impl Loop {
                         return;
                     }
                     Ok(Some(_)) => {}
-                    _ => return,
+                    Ok(None) => return,
+                    Err(e) => {
+                        log::error(&format!(
+                            "app {app}: the watchdog cannot read job {job} from the journal: {e}"
+                        ));
+                        return;
+                    }
                 }
                 if changes.changed().await.is_err() {
                     return;
@@ -1485,6 +1525,7 @@ impl Loop {
                 phase,
                 rollback_to: info.rollback_to.clone(),
                 next_sample: now,
+                last_round: UnixMillis::MIN,
                 in_flight: 0,
                 last_summary: now,
                 attempts: row.attempts,

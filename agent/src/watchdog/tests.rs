@@ -275,6 +275,32 @@ async fn issue13_errors_below_the_limit_do_not_fire_past_it_they_do() {
     stop(&agent).await;
 }
 
+/// A trigger true past its duration whose next samples are errors (below
+/// the limit) does not fire on them, and the loop keeps its interval.
+#[tokio::test(start_paused = true)]
+async fn issue13_an_error_sample_never_fires_a_trigger_nor_speeds_the_loop() {
+    let w = world("");
+    let script = Script::new();
+    let agent = w.agent(&script, T0);
+    arm_it(&agent, spec(600, 2, Condition::Failing)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    script.set(ProbeStatus::Fail);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // True since T0 + 1 s; the samples at T0 + 2 s and + 3 s (its due
+    // time) are errors (the limit is three).
+    script.set(ProbeStatus::Error);
+    let calls = script.calls();
+    tokio::time::sleep(Duration::from_millis(1900)).await;
+    assert_eq!(state(&agent).state, WatchdogState::Armed);
+    assert_eq!(script.calls() - calls, 2, "one sample a second");
+    // The condition shows again: true since T0 + 1 s, so it fires at once.
+    script.set(ProbeStatus::Fail);
+    let s = until_final(&agent, 5).await;
+    assert_eq!(s.state, WatchdogState::RolledBack, "{s:#?}");
+    assert_eq!(s.fired_at, Some(T0 + 4000));
+    stop(&agent).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn issue13_a_quiet_window_commits_and_the_dead_man_fires_without_a_go() {
     // No migrations declared: the commit has nothing to run.
@@ -411,6 +437,32 @@ async fn issue13_disarm_and_replace_stop_watching_without_rolling_back() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(script.calls(), calls, "a disarmed watchdog still samples");
     assert_eq!(w.current().as_deref(), Some("v2"));
+    stop(&agent).await;
+}
+
+/// Another release went live meanwhile (a controller's rollback): the
+/// dead-man's deadline then stops the watchdog instead of rolling back a
+/// release it never watched.
+#[tokio::test(start_paused = true)]
+async fn issue13_a_release_no_longer_live_is_not_rolled_back_by_its_watchdog() {
+    let w = world("");
+    let script = Script::new();
+    let agent = w.agent(&script, T0);
+    let mut dead = spec(60, 3, Condition::Failing);
+    dead.confirm_within_secs = Some(5);
+    dead.interval_ms = 60_000;
+    arm_it(&agent, dead).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    AppLayout::new(&w.root).activate("v1").unwrap();
+    script.set(ProbeStatus::Fail);
+    let s = until_final(&agent, 10).await;
+    assert_eq!(s.state, WatchdogState::Disarmed, "{s:#?}");
+    assert_eq!(
+        s.reason.as_deref(),
+        Some("release v2 is no longer live (v1 is); nothing of it left to watch")
+    );
+    assert_eq!(s.rollback_job, None);
+    assert_eq!(w.current().as_deref(), Some("v1"));
     stop(&agent).await;
 }
 

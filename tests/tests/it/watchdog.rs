@@ -14,7 +14,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -84,65 +84,6 @@ impl World {
             .as_str()
             .expect("deployment id")
             .to_string()
-    }
-}
-
-/// The test app (`tests/fixtures/flaky_app.py`) serving `ROOT/current`,
-/// killed on drop. `netns`: started inside that network namespace.
-struct FlakyApp {
-    port: u16,
-    child: Child,
-}
-
-impl FlakyApp {
-    fn start(root: &Path, bind: &str, netns: Option<&str>) -> FlakyApp {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/flaky_app.py");
-        std::fs::create_dir_all(root).expect("app root");
-        let port_file = root.join("app.port");
-        let _ = std::fs::remove_file(&port_file);
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "python3"]);
-                c
-            }
-            None => Command::new("python3"),
-        };
-        let child = cmd
-            .arg(&script)
-            .args([bind, s(root), s(&port_file)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the flaky app");
-        let mut app = FlakyApp { port: 0, child };
-        let started = Instant::now();
-        loop {
-            if let Some(port) = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|t| t.trim().parse().ok())
-            {
-                app.port = port;
-                return app;
-            }
-            assert!(
-                app.child.try_wait().ok().flatten().is_none(),
-                "the flaky app exited at start"
-            );
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the flaky app did not listen within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for FlakyApp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
