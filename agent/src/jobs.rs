@@ -314,6 +314,37 @@ pub fn resume(agent: &Arc<Agent>, only: Option<&str>) -> Vec<u64> {
     resumed
 }
 
+/// Submits a job on the agent's own behalf (the watchdog's commit, issue
+/// 13): no peer and no lease, so a controller that died holding the app's
+/// lock cannot keep its host from committing. The caller has checked the
+/// spec. A key already used returns that job, whatever its spec. Returns the
+/// job and whether this call inserted it. The job still waits for the app's
+/// queue: one job at a time per app. Rollbacks go through `submit_rollback`.
+pub fn submit_internal(
+    agent: &Arc<Agent>,
+    key: &str,
+    spec: &JobSpec,
+    by: &str,
+    deployment: Option<&str>,
+) -> Result<(JobInfo, bool), String> {
+    let (job, inserted) = agent
+        .journal
+        .insert_job(key, spec, by, now_millis())
+        .map_err(|e| e.to_string())?;
+    if inserted {
+        if let Some(d) = deployment {
+            agent
+                .journal
+                .set_job_deployment(job.id, d)
+                .map_err(|e| e.to_string())?;
+        }
+        let runner = Arc::clone(agent);
+        let id = job.id;
+        tokio::spawn(async move { run(runner, id).await });
+    }
+    Ok((job, inserted))
+}
+
 /// Admins may restore any backup; operators only the rollback point of the
 /// deployment they name (SPEC §3, issue 3).
 fn restore_allowed(agent: &Agent, peer: &PeerIdentity, r: &RestoreBackup) -> Result<(), ErrorBody> {

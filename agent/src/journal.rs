@@ -1,6 +1,7 @@
 //! The agent's journal: one SQLite file (WAL) in the state directory, the
 //! source of truth for jobs and their events, releases and activations, app
-//! locks, uploads and the audit trail.
+//! locks, uploads, backups, maintenance, flags, watchdogs and the audit
+//! trail.
 //!
 //! The pattern everywhere is *write the intent, act, write the outcome*, so a
 //! crash leaves rows that the next start recognises ([`Journal::recover`]).
@@ -11,12 +12,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use golive_shared::protocol::{
     EventKind, JobEvent, JobInfo, JobResult, JobSpec, JobState, LockInfo, ReleaseSummary,
-    UnixMillis,
+    UnixMillis, WatchdogEvent, WatchdogInfo, WatchdogSpec, WatchdogState,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Bump when the schema changes, and add a step to `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Schema steps; step `i` takes the journal from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -187,6 +188,40 @@ CREATE TABLE rollback_steps (
     finished_at INTEGER,
     PRIMARY KEY (job_id, step)
 );
+"#,
+    // Issue 13: the watchdog of each deployment (one live per app) and its
+    // events. `attempts` counts rollback or commit job submissions: a job
+    // an agent crash interrupted is submitted again under a new key.
+    r#"
+CREATE TABLE watchdogs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    release TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    armed_by TEXT NOT NULL,
+    armed_at INTEGER NOT NULL,
+    until INTEGER NOT NULL,
+    confirm_by INTEGER,
+    state TEXT NOT NULL,
+    reason TEXT,
+    rollback_to TEXT,
+    fired_at INTEGER,
+    rollback_job INTEGER,
+    commit_job INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    committed_at INTEGER,
+    ended_at INTEGER
+);
+CREATE INDEX watchdogs_app ON watchdogs (app, id);
+CREATE TABLE watchdog_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    watchdog INTEGER NOT NULL REFERENCES watchdogs(id),
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX watchdog_events_of ON watchdog_events (watchdog, seq);
 "#,
 ];
 
@@ -1486,6 +1521,226 @@ impl Journal {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// A journaled watchdog: its public form (no live trigger states, no
+/// events) and how many rollback or commit jobs it submitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogRow {
+    pub id: i64,
+    pub info: WatchdogInfo,
+    pub attempts: u32,
+}
+
+/// What a new watchdog row holds.
+pub struct NewWatchdog<'a> {
+    pub app: &'a str,
+    pub deployment: &'a str,
+    pub release: &'a str,
+    pub spec: &'a WatchdogSpec,
+    pub armed_by: &'a str,
+    pub armed_at: UnixMillis,
+    pub until: UnixMillis,
+    pub confirm_by: Option<UnixMillis>,
+}
+
+const WATCHDOG_SELECT: &str = "SELECT id, app, deployment, release, spec, armed_by, armed_at, \
+     until, confirm_by, state, reason, rollback_to, fired_at, rollback_job, commit_job, attempts, \
+     committed_at, ended_at FROM watchdogs";
+
+fn row_to_watchdog(r: &rusqlite::Row<'_>) -> rusqlite::Result<(WatchdogRow, String, String)> {
+    let job = |i: usize| -> rusqlite::Result<Option<u64>> {
+        Ok(r.get::<_, Option<i64>>(i)?.map(|v| v as u64))
+    };
+    Ok((
+        WatchdogRow {
+            id: r.get(0)?,
+            info: WatchdogInfo {
+                app: r.get(1)?,
+                deployment: r.get(2)?,
+                release: r.get(3)?,
+                rollback_to: r.get(11)?,
+                state: WatchdogState::Armed,
+                spec: WatchdogSpec::defaults(),
+                armed_by: r.get(5)?,
+                armed_at: r.get(6)?,
+                until: r.get(7)?,
+                confirm_by: r.get(8)?,
+                triggers: Vec::new(),
+                reason: r.get(10)?,
+                fired_at: r.get(12)?,
+                rollback_job: job(13)?,
+                commit_job: job(14)?,
+                committed_at: r.get(16)?,
+                ended_at: r.get(17)?,
+                events: Vec::new(),
+            },
+            attempts: r.get::<_, i64>(15)? as u32,
+        },
+        r.get(4)?,
+        r.get(9)?,
+    ))
+}
+
+fn into_watchdog((mut row, spec, state): (WatchdogRow, String, String)) -> Result<WatchdogRow> {
+    row.info.spec = serde_json::from_str(&spec)?;
+    row.info.state = WatchdogState::parse(&state).unwrap_or(WatchdogState::Disarmed);
+    Ok(row)
+}
+
+impl Journal {
+    /// Journals a newly armed watchdog, and ends `replaces` (the app's live
+    /// one) as disarmed with `why`, in one transaction. Returns the new id.
+    pub fn watchdog_arm(&self, w: &NewWatchdog<'_>, replaces: Option<(i64, &str)>) -> Result<i64> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        if let Some((old, why)) = replaces {
+            tx.execute(
+                "UPDATE watchdogs SET state = 'disarmed', reason = ?2, ended_at = ?3 WHERE id = ?1",
+                params![old, why, w.armed_at],
+            )?;
+            tx.execute(
+                "INSERT INTO watchdog_events (watchdog, at, kind, line) VALUES (?1, ?2, 'disarmed', ?3)",
+                params![old, w.armed_at, why],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO watchdogs (app, deployment, release, spec, armed_by, armed_at, until, \
+             confirm_by, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'armed')",
+            params![
+                w.app,
+                w.deployment,
+                w.release,
+                serde_json::to_string(w.spec)?,
+                w.armed_by,
+                w.armed_at,
+                w.until,
+                w.confirm_by
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Moves watchdog `id` to `state`; `reason` replaces the stored one when
+    /// given; a final state stamps `ended_at`.
+    pub fn watchdog_state(
+        &self,
+        id: i64,
+        state: WatchdogState,
+        reason: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE watchdogs SET state = ?2, reason = COALESCE(?3, reason), \
+             ended_at = CASE WHEN ?4 THEN ?5 ELSE ended_at END, \
+             committed_at = CASE WHEN ?2 = 'committed' THEN ?5 ELSE committed_at END WHERE id = ?1",
+            params![id, state.as_str(), reason, state.is_final(), now],
+        )?;
+        Ok(())
+    }
+
+    /// Journals the fire: its reason and the release it returns to, before
+    /// the rollback is submitted (write the intent, act, write the outcome).
+    pub fn watchdog_fired(
+        &self,
+        id: i64,
+        reason: &str,
+        rollback_to: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE watchdogs SET state = 'fired', reason = ?2, rollback_to = ?3, fired_at = ?4 \
+             WHERE id = ?1",
+            params![id, reason, rollback_to, now],
+        )?;
+        Ok(())
+    }
+
+    /// Records the rollback (`commit = false`) or commit job submitted for
+    /// watchdog `id`, and that it was the `attempts`-th submission.
+    pub fn watchdog_job(&self, id: i64, commit: bool, job: u64, attempts: u32) -> Result<()> {
+        let column = if commit { "commit_job" } else { "rollback_job" };
+        self.conn().execute(
+            &format!("UPDATE watchdogs SET {column} = ?2, attempts = ?3 WHERE id = ?1"),
+            params![id, job as i64, attempts],
+        )?;
+        Ok(())
+    }
+
+    /// A re-armed watchdog's new end of window (issue 13: restart).
+    pub fn watchdog_until(&self, id: i64, until: UnixMillis) -> Result<()> {
+        self.conn().execute(
+            "UPDATE watchdogs SET until = ?2 WHERE id = ?1",
+            params![id, until],
+        )?;
+        Ok(())
+    }
+
+    pub fn watchdog_event(&self, id: i64, at: UnixMillis, kind: &str, line: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO watchdog_events (watchdog, at, kind, line) VALUES (?1, ?2, ?3, ?4)",
+            params![id, at, kind, line],
+        )?;
+        Ok(())
+    }
+
+    /// The newest `limit` events of watchdog `id`, oldest first.
+    pub fn watchdog_events(&self, id: i64, limit: u32) -> Result<Vec<WatchdogEvent>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT at, kind, line FROM (SELECT seq, at, kind, line FROM watchdog_events \
+             WHERE watchdog = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![id, limit], |r| {
+            Ok(WatchdogEvent {
+                at: r.get(0)?,
+                kind: r.get(1)?,
+                line: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn watchdog(&self, id: i64) -> Result<Option<WatchdogRow>> {
+        let conn = self.conn();
+        conn.query_row(
+            &format!("{WATCHDOG_SELECT} WHERE id = ?1"),
+            params![id],
+            row_to_watchdog,
+        )
+        .optional()?
+        .map(into_watchdog)
+        .transpose()
+    }
+
+    /// The app's newest watchdog, or the newest of `deployment`.
+    pub fn watchdog_of(&self, app: &str, deployment: Option<&str>) -> Result<Option<WatchdogRow>> {
+        let conn = self.conn();
+        conn.query_row(
+            &format!(
+                "{WATCHDOG_SELECT} WHERE app = ?1 AND (?2 IS NULL OR deployment = ?2) \
+                 ORDER BY id DESC LIMIT 1"
+            ),
+            params![app, deployment],
+            row_to_watchdog,
+        )
+        .optional()?
+        .map(into_watchdog)
+        .transpose()
+    }
+
+    /// Watchdogs with work left (armed, fired, committing), oldest first:
+    /// what a start re-arms or finishes.
+    pub fn watchdogs_unfinished(&self) -> Result<Vec<WatchdogRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{WATCHDOG_SELECT} WHERE state IN ('armed', 'fired', 'committing') ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], row_to_watchdog)?;
+        rows.map(|r| into_watchdog(r?)).collect()
     }
 }
 

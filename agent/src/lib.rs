@@ -30,6 +30,9 @@
 //!   the deny list checked in the handshake).
 //! - [`watch`]: following a file through its directory (notify), for the
 //!   deny list and access logs.
+//! - [`watchdog`]: after activation, watches the app and rolls the host back
+//!   by itself when a trigger holds; commits when the window ends (one loop
+//!   over a closed enum of events).
 //!
 //! The binary is a thin `main` over [`run`]. The controller can only *name*
 //! what this host's config declares: no request carries a command line.
@@ -66,6 +69,7 @@ pub mod state;
 pub mod store;
 pub mod tls;
 pub mod watch;
+pub mod watchdog;
 
 use std::fs::File;
 use std::future::Future;
@@ -253,8 +257,11 @@ impl Prepared {
             golive_shared::GOLIVE_VERSION,
             self.agent.config.agent.name
         ));
-        // Host rollbacks a stop left unfinished are finished first (issue 13).
+        // Host rollbacks a stop left unfinished are finished first (issue 13),
+        // then the watchdog re-arms what was armed.
         jobs::resume(&self.agent, None);
+        watchdog::start(&self.agent);
+        let agent = Arc::clone(&self.agent);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let local = tokio::spawn(local::serve(Arc::clone(&self.agent), self.local, stopped));
         server::serve(self.agent, self.listener, self.tls, async move {
@@ -263,6 +270,7 @@ impl Prepared {
         })
         .await;
         let _ = local.await;
+        watchdog::stop(&agent).await;
         log::info("golive-agent stopped");
     }
 }

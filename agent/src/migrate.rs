@@ -1889,6 +1889,16 @@ pub fn run_job(
             let mut applied = Vec::new();
             match &t.sql {
                 Some((db, dir)) if dir.is_dir() => {
+                    if req.backup_first {
+                        let st = status_of(db, dir, Some(&t.release)).map_err(|e| e.to_string())?;
+                        if !st.pending.is_empty() {
+                            let id = backup_before(config, journal, req, db, deployment, emit)?;
+                            log(format!(
+                                "verified backup {id} of {} taken before the commit's migrations",
+                                db.name()
+                            ));
+                        }
+                    }
                     let origin = Origin {
                         release: Some(&t.release),
                         deployment,
@@ -2002,6 +2012,42 @@ pub fn run_job(
                 drops: dropped,
             })
         }
+    }
+}
+
+/// A verified backup of one database before a commit's migrations: the
+/// contract ones are the lossy kind, so nothing runs without it.
+fn backup_before(
+    config: &golive_shared::config::AgentConfig,
+    journal: &crate::journal::Journal,
+    req: &golive_shared::protocol::RunMigrations,
+    db: &DatabaseConfig,
+    deployment: Option<&str>,
+    emit: &dyn Fn(golive_shared::protocol::EventKind),
+) -> Result<String, String> {
+    use golive_shared::protocol::{CreateBackup, JobResult};
+    let backup = crate::backup::run::create(
+        config,
+        journal,
+        &CreateBackup {
+            app: req.app.clone(),
+            label: "pre-contract".into(),
+            only: vec![db.name().to_string()],
+            deployment: deployment.map(str::to_string),
+            verify: true,
+        },
+        emit,
+    )
+    .map_err(|e| {
+        format!(
+            "the commit's migrations were not run: the verified backup of database {} could not \
+             be taken, so nothing was changed: {e}",
+            db.name()
+        )
+    })?;
+    match backup {
+        JobResult::BackedUp { id, .. } => Ok(id),
+        _ => Err("unexpected result of the pre-contract backup".into()),
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Agent {
     /// present and rely on it staying (`store` module docs). Never held
     /// across an await.
     pub store_lock: std::sync::Mutex<()>,
+    /// The way into the watchdog's loop (issue 13), started by
+    /// [`crate::watchdog::start`].
+    pub watchdog: crate::watchdog::Handle,
 }
 
 impl Agent {
@@ -55,6 +58,7 @@ impl Agent {
             changes: watch::channel(0).0,
             app_queues,
             store_lock: std::sync::Mutex::new(()),
+            watchdog: crate::watchdog::Handle::default(),
         }
     }
 

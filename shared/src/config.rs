@@ -15,8 +15,10 @@ use serde::Deserialize;
 
 use crate::names;
 
+mod notify;
 mod probe;
 mod site;
+pub use notify::NotifyConfig;
 pub use probe::*;
 pub use site::{Site, blank_item, error_site};
 
@@ -40,6 +42,9 @@ pub struct AgentSection {
     pub listen: String,
     /// Journal, artifacts and the pid lock live here. One agent per directory.
     pub state_dir: PathBuf,
+    /// The webhook the watchdog posts to (issue 13); an app's own
+    /// `[apps.APP.notify]` takes its place for that app.
+    pub notify: Option<NotifyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +185,8 @@ pub struct AppConfig {
     /// The git repository releases may be fetched from (`[release] git =
     /// "REF"` in a plan). Declared here; a controller only names the ref.
     pub git: Option<GitSource>,
+    /// This app's watchdog webhook, instead of `[agent.notify]` (issue 13).
+    pub notify: Option<NotifyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -597,6 +604,13 @@ impl AgentConfig {
         self.apps.get(name)
     }
 
+    /// The webhook for `app`'s watchdog: its own, else the agent's.
+    pub fn notify_for(&self, app: &str) -> Option<&NotifyConfig> {
+        self.app(app)
+            .and_then(|a| a.notify.as_ref())
+            .or(self.agent.notify.as_ref())
+    }
+
     /// "shop, blog" or "(none)", for "unknown app" messages.
     pub fn app_names(&self) -> String {
         if self.apps.is_empty() {
@@ -764,8 +778,14 @@ fn resolve_paths(config: &mut AgentConfig, base: &Path) {
     fix(&mut config.tls.cert);
     fix(&mut config.tls.key);
     fix_opt(&mut config.tls.revoked);
+    if let Some(n) = config.agent.notify.as_mut() {
+        fix_opt(&mut n.ca_file);
+    }
     for app in config.apps.values_mut() {
         fix(&mut app.root);
+        if let Some(n) = app.notify.as_mut() {
+            fix_opt(&mut n.ca_file);
+        }
         fix_opt(&mut app.backup.dir);
         if let Some(o) = app.backup.offsite.as_mut() {
             fix_opt(&mut o.dir);
@@ -897,8 +917,14 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
         );
     }
 
+    if let Some(n) = &config.agent.notify {
+        notify::validate("agent.notify", n, &mut bad);
+    }
     for (name, app) in &config.apps {
         let at = |k: &str| format!("apps.{name}.{k}");
+        if let Some(n) = &app.notify {
+            notify::validate(&at("notify"), n, &mut bad);
+        }
         if let Err(e) = names::check_app_name(name) {
             bad(format!("apps.{name}"), e);
         }

@@ -37,6 +37,16 @@ pub fn check_release_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// Deployment ids as the agent records them (issue 13: a watchdog names
+/// its deployment): the release id's characters, 1-100 of them.
+pub fn check_deployment_id(id: &str) -> Result<(), String> {
+    check_release_id(id).map_err(|_| {
+        format!(
+            "invalid deployment id {id:?}: use 1-100 letters, digits, '.', '-' or '_', starting with a letter or digit"
+        )
+    })
+}
+
 /// Lowercase hex sha256, 64 characters.
 pub fn check_sha256(hex: &str) -> Result<(), String> {
     if hex.len() == 64

@@ -153,6 +153,26 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
                 ..job_activate_base()
             })),
         ),
+        (
+            "request_arm_watchdog.bin",
+            codec::encode(&Request::ArmWatchdog(ArmWatchdog {
+                app: "shop".into(),
+                deployment: "20261202T101112Z-ab12cd".into(),
+                spec: WatchdogSpec {
+                    window_secs: 1800,
+                    interval_ms: 10_000,
+                    triggers: vec![Trigger {
+                        name: "error-rate".into(),
+                        probe: "access".into(),
+                        condition: Condition::ErrorRateAbove { per_mille: 50 },
+                        for_secs: 120,
+                    }],
+                    error_limit: 3,
+                    confirm_within_secs: Some(900),
+                    restore_allowed: false,
+                },
+            })),
+        ),
     ]
 }
 

@@ -7,6 +7,8 @@
 //!   killed (SIGKILL) and reaped on drop, even when the test fails.
 //! - [`HttpApp`]: a real HTTP server process (python3 http.server) serving
 //!   an app's `ROOT/current`, stopped on drop.
+//! - [`FlakyApp`]: a web app whose releases decide when they start failing
+//!   (the watchdog's tests and benchmark).
 //! - [`Ctl`]: runs `golivectl` with a private state directory.
 //! - [`artifact`]: builds release archives.
 //!
@@ -230,6 +232,10 @@ pub struct AgentSpec {
     /// Its directory under the test's temp dir, its certificate, key, CA
     /// and deny list become that user's.
     pub user: Option<String>,
+    /// Run the agent inside this network namespace (`ip netns exec`, which
+    /// execs the agent in the same process), as a host whose link to the
+    /// controller can be cut (issue 13).
+    pub netns: Option<String>,
 }
 
 impl AgentSpec {
@@ -243,6 +249,7 @@ impl AgentSpec {
             env: Vec::new(),
             umask: None,
             user: None,
+            netns: None,
         }
     }
 }
@@ -296,6 +303,7 @@ pub struct AgentProc {
     /// As in its [`AgentSpec`]; kept for restarts.
     env: Vec<(String, String)>,
     umask: Option<u32>,
+    netns: Option<String>,
     /// `(uid, gid)` the agent runs as, when not the test's own.
     pub owner: Option<(u32, u32)>,
     child: Option<Child>,
@@ -358,6 +366,7 @@ impl AgentProc {
             addr: "127.0.0.1:1".parse().expect("placeholder"),
             env: spec.env.clone(),
             umask: spec.umask,
+            netns: spec.netns.clone(),
             owner,
             child: None,
         };
@@ -386,16 +395,22 @@ impl AgentProc {
             .append(true)
             .open(&self.log)
             .expect("agent log");
-        // A umask is set by a shell that then execs the agent (same pid).
-        let mut cmd = match self.umask {
-            Some(mask) => {
+        // A umask is set by a shell that then execs the agent (same pid);
+        // `ip netns exec` execs it too.
+        let mut cmd = match (self.umask, &self.netns) {
+            (Some(mask), _) => {
                 let mut sh = Command::new("sh");
                 sh.arg("-c")
                     .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
                     .arg(bin("golive-agent"));
                 sh
             }
-            None => Command::new(bin("golive-agent")),
+            (None, Some(ns)) => {
+                let mut ip = Command::new("ip");
+                ip.args(["netns", "exec", ns]).arg(bin("golive-agent"));
+                ip
+            }
+            (None, None) => Command::new(bin("golive-agent")),
         };
         if let Some((uid, gid)) = self.owner {
             use std::os::unix::process::CommandExt;
@@ -532,6 +547,69 @@ impl HttpApp {
 }
 
 impl Drop for HttpApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The watchdog's test app (`tests/fixtures/flaky_app.py`, issue 13): it
+/// serves `ROOT/current`, and each release's `health` file says whether and
+/// when it starts answering 500. Killed on drop. `netns`: started inside
+/// that network namespace.
+pub struct FlakyApp {
+    pub port: u16,
+    child: Child,
+}
+
+impl FlakyApp {
+    pub fn start(root: &Path, bind: &str, netns: Option<&str>) -> FlakyApp {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/flaky_app.py");
+        std::fs::create_dir_all(root).expect("app root");
+        let port_file = root.join("app.port");
+        let _ = std::fs::remove_file(&port_file);
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "python3"]);
+                c
+            }
+            None => Command::new("python3"),
+        };
+        let child = cmd
+            .arg(&script)
+            .arg(bind)
+            .arg(root)
+            .arg(&port_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the flaky app");
+        let mut app = FlakyApp { port: 0, child };
+        let started = Instant::now();
+        loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                app.port = port;
+                return app;
+            }
+            assert!(
+                app.child.try_wait().ok().flatten().is_none(),
+                "the flaky app exited at start"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the flaky app did not listen within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for FlakyApp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

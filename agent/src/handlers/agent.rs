@@ -86,6 +86,7 @@ pub fn status(agent: &Agent, req: StatusRequest) -> Result<StatusResponse, Error
                 .rollback_points(name, 1)
                 .map_err(internal)?
                 .pop(),
+            watchdog: crate::watchdog::summary(agent, name)?,
         });
     }
     Ok(StatusResponse {

@@ -27,8 +27,12 @@ pub fn required_role(req: &Request) -> Role {
         | Request::ListBackups(_)
         | Request::MigrationStatus(_)
         | Request::ListFlags(_)
-        | Request::Preflight(_) => Role::Viewer,
-        Request::SubmitJob(_) => Role::Operator,
+        | Request::Preflight(_)
+        | Request::WatchdogStatus(_) => Role::Viewer,
+        Request::SubmitJob(_)
+        | Request::ArmWatchdog(_)
+        | Request::ConfirmWatchdog(_)
+        | Request::DisarmWatchdog(_) => Role::Operator,
         Request::Lock(LockRequest::Break { .. }) => Role::Operator,
         Request::Lock(_) => Role::Operator,
     }
@@ -153,6 +157,18 @@ pub async fn dispatch(
         Request::Preflight(p) => crate::preflight::handle(agent, p)
             .await
             .map(Response::Preflight),
+        Request::ArmWatchdog(a) => crate::watchdog::arm(agent, &peer.name, a)
+            .await
+            .map(Response::Watchdog),
+        Request::ConfirmWatchdog(c) => crate::watchdog::confirm(agent, &peer.name, c)
+            .await
+            .map(Response::Watchdog),
+        Request::DisarmWatchdog(d) => crate::watchdog::disarm(agent, &peer.name, d)
+            .await
+            .map(Response::Watchdog),
+        Request::WatchdogStatus(w) => {
+            crate::watchdog::status(agent, &w).map(Response::WatchdogStatus)
+        }
         Request::ListBackups(l) => {
             agent.known_app(&l.app)?;
             crate::backup::run::list(&agent.config, &agent.journal, &l.app)

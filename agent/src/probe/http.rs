@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use golive_shared::config::{HttpProbe, ProbeUrl};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::header::{self, HeaderMap};
 use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
@@ -209,6 +209,47 @@ fn json_equals(got: &serde_json::Value, want: &toml::Value) -> bool {
 
 /// One request to `url`: connect, TLS when https, GET, read the answer.
 async fn fetch(url: &ProbeUrl, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Answer, String> {
+    let req = hyper::Request::get(url.path.as_str())
+        .header(header::HOST, url.host_header())
+        .header(header::USER_AGENT, "golive-agent probe")
+        .header(header::ACCEPT, "*/*")
+        .body(Empty::<Bytes>::new().boxed())
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    send(url, tls, req).await
+}
+
+/// POSTs `json` to `url` and reads the answer (the watchdog's webhook,
+/// issue 13: the probe's client, trusting the system roots or `ca_file`).
+pub(crate) async fn post_json(
+    url: &ProbeUrl,
+    ca_file: Option<&Path>,
+    json: Vec<u8>,
+) -> Result<u16, String> {
+    let tls = if url.https {
+        Some(tls_config(true, ca_file.map(Path::to_path_buf)).await?)
+    } else {
+        None
+    };
+    let req = hyper::Request::post(url.path.as_str())
+        .header(header::HOST, url.host_header())
+        .header(header::USER_AGENT, "golive-agent watchdog")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, json.len())
+        .body(Full::new(Bytes::from(json)).boxed())
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    send(url, tls, req).await.map(|a| a.status)
+}
+
+/// A request body: empty (GET) or whole (POST), one type for both so the
+/// HTTP client is compiled once.
+type ReqBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// Connects to `url` (TLS when https), sends `req`, reads the answer.
+async fn send(
+    url: &ProbeUrl,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    req: hyper::Request<ReqBody>,
+) -> Result<Answer, String> {
     let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", url.host_header()))?;
@@ -221,9 +262,9 @@ async fn fetch(url: &ProbeUrl, tls: Option<Arc<rustls::ClientConfig>>) -> Result
                 .connect(name, tcp)
                 .await
                 .map_err(|e| handshake_error(&e))?;
-            exchange(Box::new(stream), url).await
+            exchange(Box::new(stream), req).await
         }
-        _ => exchange(Box::new(tcp), url).await,
+        _ => exchange(Box::new(tcp), req).await,
     }
 }
 
@@ -255,19 +296,13 @@ impl Drop for Driver {
     }
 }
 
-async fn exchange(io: Box<dyn Stream>, url: &ProbeUrl) -> Result<Answer, String> {
+async fn exchange(io: Box<dyn Stream>, req: hyper::Request<ReqBody>) -> Result<Answer, String> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
     let _driver = Driver(tokio::spawn(async move {
         let _ = conn.await;
     }));
-    let req = hyper::Request::get(url.path.as_str())
-        .header(header::HOST, url.host_header())
-        .header(header::USER_AGENT, "golive-agent probe")
-        .header(header::ACCEPT, "*/*")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("cannot build the request: {e}"))?;
     let resp = sender
         .send_request(req)
         .await
@@ -299,12 +334,19 @@ async fn exchange(io: Box<dyn Stream>, url: &ProbeUrl) -> Result<Answer, String>
 /// trusting the system roots, the probe's `ca_file`, or anything when
 /// `tls_verify = false`.
 async fn client_config(p: &HttpProbe) -> Result<Arc<rustls::ClientConfig>, String> {
+    tls_config(p.tls_verify, p.ca_file.clone()).await
+}
+
+/// [`client_config`] from its two settings.
+async fn tls_config(
+    verify: bool,
+    ca_file: Option<std::path::PathBuf>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = crate::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
-    let mut config = if p.tls_verify {
-        let ca_file = p.ca_file.clone();
+    let mut config = if verify {
         // Reading the system store is file I/O.
         let roots = tokio::task::spawn_blocking(move || roots(ca_file.as_deref()))
             .await

@@ -800,19 +800,14 @@ async fn commit_migrations(
 ) -> Result<(), (String, String)> {
     let release = plan.release.as_ref().expect("checked by deploy");
     out.line("committing: the migrations kept for the commit run now, behind a verified backup");
-    let backup = JobSpec::Backup(CreateBackup {
-        app: plan.app.clone(),
-        label: "pre-contract".into(),
-        only: vec![],
-        deployment: Some(id.to_string()),
-        verify: true,
-    });
-    on_every_host(out, journal, plan, id, leases, "commit-backup", &backup).await?;
+    // The agent takes the verified `pre-contract` backup itself, in the same
+    // job, when anything is pending (as the watchdog's commit does).
     let migrate = JobSpec::Migrate(RunMigrations {
         app: plan.app.clone(),
         release: Some(release.id.clone()),
         down_to: None,
         stop_before_contract: false,
+        backup_first: true,
     });
     on_every_host(out, journal, plan, id, leases, "commit-migrate", &migrate).await
 }
@@ -1216,6 +1211,7 @@ async fn run_deployment(
                     release: Some(release.id.clone()),
                     down_to: None,
                     stop_before_contract: plan.contract_at_commit,
+                    backup_first: false,
                 }),
             )
         }),

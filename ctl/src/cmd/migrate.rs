@@ -300,6 +300,7 @@ async fn jobs(
             // `golivectl migrate up` is the operator committing by hand:
             // everything pending runs, contract migrations included.
             stop_before_contract: false,
+            backup_first: false,
         });
         exit = worst(exit, job(out, host, spec, down_to, record).await);
     }

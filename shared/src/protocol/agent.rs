@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{LockInfo, MaintenanceInfo, RollbackPoint, UnixMillis};
+use super::{LockInfo, MaintenanceInfo, RollbackPoint, UnixMillis, WatchdogInfo};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloRequest {
@@ -68,6 +68,9 @@ pub struct AppStatus {
     pub maintenance: Option<MaintenanceInfo>,
     /// The newest rollback point the host recorded (issue 13).
     pub rollback_point: Option<RollbackPoint>,
+    /// The app's latest watchdog (issue 13), without its events; `None`
+    /// when it was never armed.
+    pub watchdog: Option<WatchdogInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

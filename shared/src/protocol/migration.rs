@@ -94,4 +94,9 @@ pub struct RunMigrations {
     /// the later ones run when the release is committed (issue 13).
     #[serde(default)]
     pub stop_before_contract: bool,
+    /// `up` only, the commit of a release (issue 13): when anything is
+    /// pending, a verified backup of the database (label `pre-contract`)
+    /// first; refused, changing nothing, when it cannot be taken.
+    #[serde(default)]
+    pub backup_first: bool,
 }

@@ -22,6 +22,7 @@ pub mod preflight;
 pub mod probe;
 pub mod release;
 pub mod rollback;
+pub mod watchdog;
 
 pub use agent::*;
 pub use artifact::*;
@@ -35,6 +36,7 @@ pub use preflight::*;
 pub use probe::*;
 pub use release::*;
 pub use rollback::*;
+pub use watchdog::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +67,10 @@ pub enum Request {
     MigrationStatus(MigrationStatusRequest),
     ListFlags(ListFlagsRequest),
     Preflight(PreflightRequest),
+    ArmWatchdog(ArmWatchdog),
+    ConfirmWatchdog(ConfirmWatchdog),
+    DisarmWatchdog(DisarmWatchdog),
+    WatchdogStatus(WatchdogStatusRequest),
 }
 
 impl Request {
@@ -84,6 +90,10 @@ impl Request {
             Request::ListFlags(_) => "flag.list".into(),
             Request::Preflight(p) if p.probes_only => "preflight.probes".into(),
             Request::Preflight(_) => "preflight".into(),
+            Request::ArmWatchdog(_) => "watchdog.arm".into(),
+            Request::ConfirmWatchdog(_) => "watchdog.confirm".into(),
+            Request::DisarmWatchdog(_) => "watchdog.disarm".into(),
+            Request::WatchdogStatus(_) => "watchdog.status".into(),
         }
     }
 }
@@ -104,6 +114,10 @@ pub enum Response {
     MigrationStatus(MigrationStatus),
     Flags(Vec<FlagState>),
     Preflight(PreflightReport),
+    /// Answer to arming, confirming and disarming.
+    Watchdog(WatchdogInfo),
+    /// Answer to `WatchdogStatus`: `None` when the app was never armed.
+    WatchdogStatus(Option<WatchdogInfo>),
 }
 
 /// A refusal or failure, with a message that names the problem and the fix.

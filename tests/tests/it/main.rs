@@ -23,3 +23,4 @@ mod preflight;
 mod probes;
 mod releases;
 mod security;
+mod watchdog;

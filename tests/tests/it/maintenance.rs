@@ -24,14 +24,26 @@ fn packaging() -> PathBuf {
 
 /// A real nginx (master + worker) serving `docroot` on `ip`, with the shipped
 /// maintenance snippet included. Stopped on drop (SIGQUIT, then SIGKILL).
-struct Nginx {
-    port: u16,
-    dir: PathBuf,
+/// Also used by the watchdog's tests (its access log, `NGINX_DIR/access.log`).
+pub(crate) struct Nginx {
+    pub(crate) port: u16,
+    pub(crate) dir: PathBuf,
     child: Option<Child>,
 }
 
 impl Nginx {
     fn start(dir: &Path, ip: &str, docroot: &Path, flag: &Path) -> Nginx {
+        Nginx::start_with(dir, ip, docroot, flag, "")
+    }
+
+    /// [`Nginx::start`] with `server` lines added to its server block.
+    pub(crate) fn start_with(
+        dir: &Path,
+        ip: &str,
+        docroot: &Path,
+        flag: &Path,
+        server: &str,
+    ) -> Nginx {
         let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .map(PathBuf::from)
@@ -78,6 +90,7 @@ impl Nginx {
                  listen {ip}:{port};\n\
                  root {docroot};\n\
                  include {h}/golive-maintenance.conf;\n\
+                 {server}\n\
                }}\n\
              }}\n",
             docroot = s(docroot),
@@ -121,7 +134,7 @@ impl Nginx {
         nginx
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
         format!("{}{}", read("stderr.log"), read("error.log"))
     }
