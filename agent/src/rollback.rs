@@ -1504,7 +1504,12 @@ impl<'a> Machine<'a> {
                         &self.by(),
                         self.emit,
                     )?;
-                    changed.push(f.name.clone());
+                    changed.push(format!(
+                        "{} -> {}{}",
+                        f.name,
+                        if f.on { "on" } else { "off" },
+                        f.percent.map(|p| format!(" ({p}%)")).unwrap_or_default()
+                    ));
                 }
             }
         }

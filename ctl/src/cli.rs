@@ -92,7 +92,8 @@ pub enum Command {
         #[arg(long)]
         plan: Option<PathBuf>,
     },
-    /// Record the go decision on a paused deployment: it continues.
+    /// Record the go decision on a paused deployment (it continues), or on a
+    /// watched one (each host's watchdog commits the release now).
     Go {
         /// Deployment id (from `golivectl deploy` or `golivectl history`).
         id: String,
@@ -103,7 +104,8 @@ pub enum Command {
         #[arg(long)]
         note: Option<String>,
     },
-    /// Record a no-go on a paused deployment: its activated hosts are switched back.
+    /// Record a no-go on a paused or watched deployment: its activated hosts
+    /// are rolled back.
     #[command(name = "no-go")]
     NoGo {
         /// Deployment id (from `golivectl deploy` or `golivectl history`).

@@ -25,4 +25,5 @@ pub mod pki;
 pub mod plan;
 pub mod scan;
 pub mod tls;
+pub mod watchdog;
 pub mod window;

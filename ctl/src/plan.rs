@@ -28,6 +28,8 @@ pub struct RawPlan {
     pub window: Option<crate::window::RawWindow>,
     /// The artifact scan of `golivectl preflight`.
     pub preflight: Option<RawPreflight>,
+    /// What each host watches after its switch, and rolls back on.
+    pub watchdog: Option<crate::watchdog::RawWatchdog>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +94,11 @@ pub struct RawDeploy {
     /// release is committed, so every rollback before that is code-only) or
     /// "with-deploy" (before the switch, like the others).
     pub contract: String,
+    /// Whether a rollback may restore the pre-deploy backup when neither
+    /// code-only nor down migrations can take the database back: "allow"
+    /// (default) or "forbid" (the code rolls back, the schema stays, and
+    /// the operator is told).
+    pub restore: String,
 }
 
 impl Default for RawDeploy {
@@ -102,6 +109,7 @@ impl Default for RawDeploy {
             maintenance: false,
             approvals: 0,
             contract: "at-commit".into(),
+            restore: "allow".into(),
         }
     }
 }
@@ -176,6 +184,11 @@ pub struct Plan {
     /// `[deploy] contract = "at-commit"`: contract migrations wait for the
     /// release's commit (issue 13).
     pub contract_at_commit: bool,
+    /// `[deploy] restore = "allow"`: a rollback may restore the pre-deploy
+    /// backup (issue 13).
+    pub restore_allowed: bool,
+    /// `[watchdog]`: armed on each host after its switch.
+    pub watchdog: Option<golive_shared::protocol::WatchdogSpec>,
     /// The operator name from our client certificate.
     pub operator: String,
     pub gate: Policy,
@@ -533,6 +546,34 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
             true
         }
     };
+    let restore_allowed = match raw.deploy.restore.as_str() {
+        "allow" => true,
+        "forbid" => false,
+        other => {
+            problems.key(
+                "deploy.restore",
+                format!(
+                    "{other:?} is not one of \"allow\" (a rollback may restore the pre-deploy \
+                     backup) or \"forbid\" (the schema stays; you are told)"
+                ),
+            );
+            true
+        }
+    };
+    let watchdog = match raw
+        .watchdog
+        .as_ref()
+        .map(|w| crate::watchdog::parse(w, restore_allowed))
+    {
+        None => None,
+        Some(Ok(w)) => Some(w),
+        Some(Err(list)) => {
+            for (key, message) in list {
+                problems.key(&key, message);
+            }
+            None
+        }
+    };
     let backup = match raw.deploy.backup.as_str() {
         "none" => PreDeployBackup::None,
         "before" => PreDeployBackup::Before,
@@ -598,6 +639,8 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
         maintenance: raw.deploy.maintenance,
         approvals: raw.deploy.approvals,
         contract_at_commit,
+        restore_allowed,
+        watchdog,
         path: path.to_path_buf(),
         app: raw.app,
         release,

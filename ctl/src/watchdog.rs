@@ -3,7 +3,15 @@
 //! Parsed raw, then validated here into [`Watchdog`] before anything
 //! connects; the agent checks it again against the probes it declares.
 
+use golive_shared::protocol::{
+    JobEventsRequest, JobResult, PointState, Request, Response, RollbackPoint, StepState,
+    WatchdogInfo, WatchdogState, WatchdogStatusRequest, error_headline,
+};
 use serde::Deserialize;
+
+use crate::client::{AgentClient, ClientError};
+use crate::journal::{Deployment, Journal};
+use crate::plan::Plan;
 
 /// `[watchdog]` as written.
 #[derive(Debug, Deserialize)]
@@ -43,43 +51,11 @@ pub struct RawTrigger {
     pub for_: Option<String>,
 }
 
-/// What a trigger watches for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Condition {
-    /// In tenths of a percent (50 = 5 %).
-    ErrorRateAbove {
-        per_mille: u32,
-    },
-    P95Above {
-        ms: u64,
-    },
-    Unresponsive,
-    Failing,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Trigger {
-    pub name: String,
-    pub probe: String,
-    pub condition: Condition,
-    pub for_secs: u64,
-}
-
-/// A validated `[watchdog]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Watchdog {
-    pub window_secs: u64,
-    pub interval_ms: u64,
-    pub error_limit: u32,
-    pub confirm_within_secs: Option<u64>,
-    pub triggers: Vec<Trigger>,
-}
-
-/// Seed 003's window and sampling interval.
-const DEFAULT_WINDOW_SECS: u64 = 30 * 60;
-const DEFAULT_INTERVAL_MS: u64 = 10_000;
-const DEFAULT_ERROR_LIMIT: u32 = 3;
-const MAX_TRIGGERS: usize = 16;
+pub use golive_shared::protocol::{Condition, Trigger, WatchdogSpec};
+use golive_shared::protocol::{
+    DEFAULT_ERROR_LIMIT, DEFAULT_INTERVAL_MS, DEFAULT_WINDOW_SECS, MAX_ERROR_LIMIT,
+    MAX_INTERVAL_MS, MAX_P95_MS, MAX_TRIGGERS, MAX_WINDOW_SECS, MIN_INTERVAL_MS,
+};
 
 /// A duration written with its unit: "500ms", "10s", "2m", "1h", "1d".
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
@@ -107,8 +83,13 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
-/// Validates `[watchdog]`; errors are `(dotted key, message)`.
-pub fn parse(raw: &RawWatchdog) -> Result<Watchdog, Vec<(String, String)>> {
+/// Validates `[watchdog]` into the spec each host is armed with; errors
+/// are `(dotted key, message)`. `restore_allowed` is the plan's `[deploy]
+/// restore`.
+pub fn parse(
+    raw: &RawWatchdog,
+    restore_allowed: bool,
+) -> Result<WatchdogSpec, Vec<(String, String)>> {
     let mut problems = Vec::new();
     let mut secs =
         |key: &str, text: &Option<String>, default_ms: u64, min_ms: u64, max_ms: u64| match text
@@ -134,14 +115,14 @@ pub fn parse(raw: &RawWatchdog) -> Result<Watchdog, Vec<(String, String)>> {
         &raw.window,
         DEFAULT_WINDOW_SECS * 1000,
         1000,
-        7 * 86_400_000,
+        MAX_WINDOW_SECS * 1000,
     );
     let interval_ms = secs(
         "watchdog.interval",
         &raw.interval,
         DEFAULT_INTERVAL_MS,
-        200,
-        600_000,
+        MIN_INTERVAL_MS,
+        MAX_INTERVAL_MS,
     );
     let confirm_ms = raw.confirm_within.as_ref().map(|_| {
         secs(
@@ -149,7 +130,7 @@ pub fn parse(raw: &RawWatchdog) -> Result<Watchdog, Vec<(String, String)>> {
             &raw.confirm_within,
             0,
             1000,
-            7 * 86_400_000,
+            window_ms,
         )
     });
     let mut triggers = Vec::new();
@@ -167,7 +148,7 @@ pub fn parse(raw: &RawWatchdog) -> Result<Watchdog, Vec<(String, String)>> {
         }
         if let Some(text) = &t.p95_above {
             match parse_duration_ms(text) {
-                Ok(ms) if (1..=600_000).contains(&ms) => {
+                Ok(ms) if (1..=MAX_P95_MS).contains(&ms) => {
                     conditions.push(Condition::P95Above { ms })
                 }
                 Ok(_) => problems.push((at("p95_above"), "use 1ms to 10m".into())),
@@ -221,10 +202,18 @@ pub fn parse(raw: &RawWatchdog) -> Result<Watchdog, Vec<(String, String)>> {
                 "name a probe the hosts declare for the app".into(),
             ));
         }
-        let name = t
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{} {}", t.probe, describe(condition)));
+        let name = t.name.clone().unwrap_or_else(|| {
+            let what = match condition {
+                Condition::ErrorRateAbove { .. } => "error-rate",
+                Condition::P95Above { .. } => "p95",
+                Condition::Unresponsive => "unresponsive",
+                Condition::Failing => "failing",
+            };
+            format!("{}-{what}", t.probe)
+        });
+        if let Err(e) = golive_shared::names::check_trigger_name(&name) {
+            problems.push((at("name"), e));
+        }
         triggers.push(Trigger {
             name,
             probe: t.probe.clone(),
@@ -239,31 +228,23 @@ pub fn parse(raw: &RawWatchdog) -> Result<Watchdog, Vec<(String, String)>> {
         ));
     }
     let error_limit = raw.error_limit.unwrap_or(DEFAULT_ERROR_LIMIT);
-    if !(1..=100).contains(&error_limit) {
-        problems.push(("watchdog.error_limit".into(), "use 1 to 100".into()));
+    if !(1..=MAX_ERROR_LIMIT).contains(&error_limit) {
+        problems.push((
+            "watchdog.error_limit".into(),
+            format!("use 1 to {MAX_ERROR_LIMIT}"),
+        ));
     }
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Watchdog {
+    Ok(WatchdogSpec {
         window_secs: window_ms / 1000,
         interval_ms,
+        triggers,
         error_limit,
         confirm_within_secs: confirm_ms.map(|ms| ms / 1000),
-        triggers,
+        restore_allowed,
     })
-}
-
-/// "5xx above 5.0 %", "p95 above 5000 ms", "unresponsive", "failing".
-pub fn describe(c: Condition) -> String {
-    match c {
-        Condition::ErrorRateAbove { per_mille } => {
-            format!("5xx above {}.{} %", per_mille / 10, per_mille % 10)
-        }
-        Condition::P95Above { ms } => format!("p95 above {ms} ms"),
-        Condition::Unresponsive => "unresponsive".into(),
-        Condition::Failing => "failing".into(),
-    }
 }
 
 /// "1 s", "10 min", "2 h" for a bound in a message.
@@ -277,12 +258,253 @@ fn human(ms: u64) -> String {
     }
 }
 
+// ----- the controller's side of an armed deployment -----------------------
+
+/// The hosts of a deployment whose watchdog was armed (its `watchdog-arm`
+/// step succeeded).
+pub fn armed_hosts(d: &Deployment) -> Vec<String> {
+    let mut hosts: Vec<String> = d
+        .steps
+        .iter()
+        .filter(|s| s.step == "watchdog-arm" && s.state == "ok")
+        .map(|s| s.host.clone())
+        .collect();
+    hosts.dedup();
+    hosts
+}
+
+/// The watchdog of deployment `id` on one host (`None`: never armed there).
+pub async fn status_on(
+    client: &AgentClient,
+    app: &str,
+    id: &str,
+) -> Result<Option<WatchdogInfo>, ClientError> {
+    let req = Request::WatchdogStatus(WatchdogStatusRequest {
+        app: app.to_string(),
+        deployment: Some(id.to_string()),
+    });
+    match client.call(&req).await? {
+        Response::WatchdogStatus(info) => Ok(info),
+        other => Err(client.unexpected(&other)),
+    }
+}
+
+/// What one host says of a deployment, read by [`sync`].
+pub struct HostWatch {
+    pub host: String,
+    /// `Err`: the host could not be asked (its text).
+    pub watchdog: Result<Option<WatchdogInfo>, String>,
+}
+
+/// Brings the record of a live deployment up to date from its hosts (issue
+/// 13): what their watchdogs did (a rollback, a commit, a failure), and a
+/// host rollback run on the host alone (`golive-agent rollback`), each
+/// recorded once as a later action by who did it, with the host's new
+/// state. Once no watchdog of a `watching` deployment watches any more, its
+/// state follows: `succeeded` (every host committed), `rolled_back`,
+/// `partial` or `failed`. Hosts that cannot be reached are reported, and
+/// nothing is recorded for them.
+pub async fn sync(journal: &Journal, d: &Deployment, plan: &Plan) -> Vec<HostWatch> {
+    let armed = armed_hosts(d);
+    let mut seen = Vec::new();
+    for h in &d.hosts {
+        let Some(host) = plan.hosts.iter().find(|p| p.name == h.host) else {
+            continue;
+        };
+        let watchdog = if armed.contains(&h.host) {
+            status_on(&host.client, &d.app, &d.id)
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(None)
+        };
+        if h.state == "active" {
+            let point = crate::cmd::status::agent_status(&host.client)
+                .await
+                .ok()
+                .and_then(|s| s.apps.into_iter().find(|a| a.name == d.app))
+                .and_then(|a| a.rollback_point)
+                .filter(|p| p.deployment == d.id);
+            let w = watchdog.as_ref().ok().and_then(Option::as_ref);
+            // The rollback's steps and database choice, for the record.
+            let job = w
+                .and_then(|w| w.rollback_job)
+                .or(point.as_ref().and_then(|p| p.rollback_job));
+            let how = match job {
+                Some(job) => rollback_of(&host.client, job).await,
+                None => None,
+            };
+            record_host(journal, d, &h.host, &h.address, w, point.as_ref(), how);
+        }
+        seen.push(HostWatch {
+            host: h.host.clone(),
+            watchdog,
+        });
+    }
+    if d.state == "watching" || d.state == "succeeded" {
+        settle(journal, &d.id, &d.state, &armed);
+    }
+    seen
+}
+
+/// What a host rollback job did: its database choice and each step, read
+/// from the host (`None` when it cannot be read or is not one).
+async fn rollback_of(client: &AgentClient, job: u64) -> Option<String> {
+    let req = Request::JobEvents(JobEventsRequest {
+        job_id: job,
+        after_seq: u64::MAX,
+        wait_ms: 0,
+    });
+    let Ok(Response::Events(r)) = client.call(&req).await else {
+        return None;
+    };
+    let Some(JobResult::HostRolledBack(result)) = &r.job.result else {
+        return r
+            .job
+            .error
+            .as_deref()
+            .map(|e| format!("job {job}: {}", error_headline(e)));
+    };
+    Some(format!(
+        "job {job}: {}; steps: {}",
+        crate::cmd::deploy::rollback_summary(result),
+        result
+            .steps
+            .iter()
+            .map(|s| format!(
+                "{} {}",
+                s.step,
+                if s.state == StepState::Done {
+                    "done"
+                } else {
+                    "skipped"
+                }
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// Records what happened on one host that the record still shows active.
+fn record_host(
+    journal: &Journal,
+    d: &Deployment,
+    host: &str,
+    address: &str,
+    watchdog: Option<&WatchdogInfo>,
+    point: Option<&RollbackPoint>,
+    how: Option<String>,
+) {
+    let by_watchdog = watchdog.is_some_and(|w| w.fired_at.is_some());
+    let by = if by_watchdog {
+        format!("watchdog on {host}")
+    } else {
+        format!("{host} (golive-agent rollback, or the host's own request)")
+    };
+    let (state, action, detail) = match (watchdog.map(|w| w.state), point.map(|p| p.state)) {
+        (Some(WatchdogState::RolledBack), _) | (_, Some(PointState::RolledBack)) => (
+            "rolled_back",
+            "rollback",
+            format!(
+                "{host}: rolled back from {} to {}{}",
+                d.release,
+                watchdog
+                    .and_then(|w| w.rollback_to.clone())
+                    .or_else(|| point.and_then(|p| p.previous.clone()))
+                    .unwrap_or_else(|| "the release before".into()),
+                watchdog
+                    .and_then(|w| w.reason.as_deref())
+                    .filter(|_| by_watchdog)
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        (Some(WatchdogState::RollbackFailed), _) | (_, Some(PointState::RollbackFailed)) => (
+            "rollback_failed",
+            "rollback-failed",
+            format!(
+                "{host}: the rollback failed and the host stays in maintenance: {}",
+                watchdog
+                    .and_then(|w| w.reason.clone())
+                    .or_else(|| point.and_then(|p| p.error.clone()))
+                    .unwrap_or_else(|| "see `golivectl status`".into())
+            ),
+        ),
+        (Some(WatchdogState::Committed), _) => (
+            "committed",
+            "commit",
+            format!(
+                "{host}: committed{}",
+                watchdog
+                    .and_then(|w| w.reason.as_deref())
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+        ),
+        (Some(WatchdogState::CommitFailed), _) => (
+            "commit_failed",
+            "commit-failed",
+            format!(
+                "{host}: the commit failed, the release stays live: {}",
+                watchdog
+                    .and_then(|w| w.reason.as_deref())
+                    .unwrap_or("see `golivectl status`")
+            ),
+        ),
+        _ => return,
+    };
+    let detail = match how {
+        Some(how) if action.starts_with("rollback") => format!("{detail}; {how}"),
+        _ => detail,
+    };
+    let by = if action.starts_with("commit") {
+        format!("watchdog on {host}")
+    } else {
+        by
+    };
+    let _ = journal.set_host(&d.id, host, address, None, state);
+    let _ = journal.add_action(&d.id, &by, action, &detail);
+}
+
+/// A `watching` deployment whose watchdogs all ended takes their outcome.
+fn settle(journal: &Journal, id: &str, was: &str, armed: &[String]) {
+    let Ok(Some(d)) = journal.deployment(id) else {
+        return;
+    };
+    let states: Vec<&str> = d.hosts.iter().map(|h| h.state.as_str()).collect();
+    let watching = d
+        .hosts
+        .iter()
+        .any(|h| armed.contains(&h.host) && h.state == "active");
+    if watching && was == "watching" {
+        return;
+    }
+    let new = if states.iter().any(|s| s.ends_with("_failed")) {
+        "failed"
+    } else if states.iter().all(|s| *s == "rolled_back") {
+        "rolled_back"
+    } else if states.contains(&"rolled_back") {
+        "partial"
+    } else if was == "watching" {
+        "succeeded"
+    } else {
+        return;
+    };
+    if new != was {
+        let _ = journal.set_state(id, new);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn raw(text: &str) -> RawWatchdog {
         toml::from_str(text).unwrap()
+    }
+
+    fn parse_raw(raw: &RawWatchdog) -> Result<WatchdogSpec, Vec<(String, String)>> {
+        parse(raw, true)
     }
 
     #[test]
@@ -302,7 +524,7 @@ mod tests {
 
     #[test]
     fn issue13_seed_003s_table_reads_as_triggers() {
-        let w = parse(&raw(
+        let w = parse_raw(&raw(
             "window = \"30m\"\ninterval = \"10s\"\nconfirm_within = \"15m\"\n\
              [[triggers]]\nprobe = \"traffic\"\nerror_rate_above = 5\nfor = \"2m\"\n\
              [[triggers]]\nprobe = \"traffic\"\np95_above = \"5s\"\nfor = \"3m\"\n\
@@ -317,13 +539,13 @@ mod tests {
             w.triggers,
             [
                 Trigger {
-                    name: "traffic 5xx above 5.0 %".into(),
+                    name: "traffic-error-rate".into(),
                     probe: "traffic".into(),
                     condition: Condition::ErrorRateAbove { per_mille: 50 },
                     for_secs: 120
                 },
                 Trigger {
-                    name: "traffic p95 above 5000 ms".into(),
+                    name: "traffic-p95".into(),
                     probe: "traffic".into(),
                     condition: Condition::P95Above { ms: 5000 },
                     for_secs: 180
@@ -337,13 +559,13 @@ mod tests {
             ]
         );
         // No triggers: the hosts' defaults; every bound checked.
-        let w = parse(&raw("")).unwrap();
+        let w = parse_raw(&raw("")).unwrap();
         assert!(w.triggers.is_empty() && w.window_secs == 1800 && w.confirm_within_secs.is_none());
     }
 
     #[test]
     fn issue13_bad_watchdogs_name_each_key() {
-        let e = parse(&raw(
+        let e = parse_raw(&raw(
             "window = \"30\"\ninterval = \"10ms\"\nerror_limit = 0\n\
              [[triggers]]\nprobe = \"x\"\n\
              [[triggers]]\nprobe = \"x\"\nfailing = true\nunresponsive = true\n\

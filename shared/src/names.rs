@@ -112,6 +112,22 @@ pub fn check_git_ref(r: &str) -> Result<(), String> {
     }
 }
 
+/// A watchdog trigger's name: 1-63 letters, digits, '-' or '_' (issue 13).
+pub fn check_trigger_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid trigger name {name:?}: use 1-63 letters, digits, '-' or '_'"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1476,6 +1476,21 @@ impl Loop {
                 "app {app}: cannot journal the watchdog's end: {e}"
             ));
         }
+        if state == WatchdogState::Committed
+            && let Err(e) = self.agent.journal.set_rollback_point_state(
+                app,
+                &w.deployment,
+                golive_shared::protocol::PointState::Committed,
+                None,
+                None,
+                now,
+            )
+        {
+            log::error(&format!(
+                "app {app}: cannot mark the rollback point of deployment {} committed: {e}",
+                w.deployment
+            ));
+        }
         self.event(&w, state.as_str(), what);
         let line = format!(
             "app {app}: watchdog of deployment {} is {}: {what}",

@@ -78,17 +78,7 @@ fn check_trigger(
     t: &Trigger,
     window_secs: u64,
 ) -> Result<(), String> {
-    let name_ok = !t.name.is_empty()
-        && t.name.len() <= 63
-        && t.name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !name_ok {
-        return Err(format!(
-            "invalid trigger name {:?}: use 1-63 letters, digits, '-' or '_'",
-            t.name
-        ));
-    }
+    golive_shared::names::check_trigger_name(&t.name)?;
     let Some(probe) = app.probes.iter().find(|p| p.name() == t.probe) else {
         let declared: Vec<&str> = app.probes.iter().map(|p| p.name()).collect();
         return Err(format!(

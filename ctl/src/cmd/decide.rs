@@ -9,13 +9,15 @@
 //! they are.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use golive_shared::protocol::now_millis;
+use golive_shared::protocol::{ConfirmWatchdog, Request, Response, WatchdogState, now_millis};
 use serde_json::json;
 
 use crate::cmd::deploy;
-use crate::journal::Journal;
+use crate::journal::{Deployment, Journal};
 use crate::output::{Exit, Out, usage};
+use crate::plan;
 
 pub async fn decide(
     out: Out,
@@ -54,10 +56,14 @@ pub async fn decide(
             }
         )));
     };
+    if d.state == "watching" {
+        return watching(out, state, &journal, &d, by, go, text).await;
+    }
     if d.state != "paused" {
         return Err(usage(format!(
             "deployment {id} is {}, not paused: there is no decision to take \
-             (a deployment pauses when its gate says `pause`, e.g. a high-severity probe fails)",
+             (a deployment pauses when its gate says `pause`, e.g. a high-severity probe fails; \
+             a watched one waits for its hosts' commit)",
             d.state
         )));
     }
@@ -116,6 +122,151 @@ pub async fn decide(
         }
         (false, false) => deploy::rollback(out, state, id, None).await,
     }
+}
+
+/// How long `go` follows the commit it asked for (a backup and the
+/// contract migrations) before it leaves them to the hosts.
+const COMMIT_WAIT: Duration = Duration::from_secs(900);
+
+/// `go` / `no-go` on a deployment its hosts' watchdogs watch (issue 13):
+/// a go confirms every watchdog (the dead-man is satisfied and each host
+/// commits now: its contract migrations run behind a verified backup) and
+/// follows the commits; a no-go rolls every host back through its one
+/// rollback job.
+async fn watching(
+    out: Out,
+    state: &Path,
+    journal: &Journal,
+    d: &Deployment,
+    by: &str,
+    go: bool,
+    text: Option<&str>,
+) -> anyhow::Result<Exit> {
+    let plan = plan::load(Path::new(&d.plan_path)).map_err(|e| {
+        usage(format!(
+            "{e} (the plan of deployment {}, needed to reach its hosts)",
+            d.id
+        ))
+    })?;
+    // What the hosts did meanwhile first: a watchdog that rolled back, or
+    // a window that already ended.
+    crate::watchdog::sync(journal, d, &plan).await;
+    let Some(d) = journal.deployment(&d.id)? else {
+        return Ok(Exit::Failed);
+    };
+    if d.state != "watching" {
+        return Err(usage(format!(
+            "deployment {} is {} now: its hosts' watchdogs ended before this decision ({})",
+            d.id,
+            d.state,
+            d.hosts
+                .iter()
+                .map(|h| format!("{}: {}", h.host, h.state))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let id = d.id.as_str();
+    let armed: Vec<String> = crate::watchdog::armed_hosts(&d)
+        .into_iter()
+        .filter(|h| d.hosts.iter().any(|x| &x.host == h && x.state == "active"))
+        .collect();
+    if !go {
+        let next = "roll back every host now, each through its one rollback job";
+        let seq = journal.add_decision(id, by, "no-go", text, next)?;
+        out.line(format!(
+            "deployment {id}: no-go by {by} recorded (#{seq}); next: {next}"
+        ));
+        out.event(&json!({"event": "decision", "deployment": id, "decision": "no-go", "by": by, "reason": text, "next_action": next}));
+        return deploy::rollback(out, state, id, None).await;
+    }
+    let next = format!(
+        "commit now on {}: the watchdogs stop, the migrations kept for the commit run behind a \
+         verified backup",
+        armed.join(", ")
+    );
+    let seq = journal.add_decision(id, by, "go", text, &next)?;
+    out.line(format!(
+        "deployment {id}: go by {by} recorded (#{seq}); next: {next}"
+    ));
+    out.event(&json!({"event": "decision", "deployment": id, "decision": "go", "by": by, "reason": text, "next_action": next}));
+    let mut failed = Vec::new();
+    for name in &armed {
+        let Some(host) = plan.hosts.iter().find(|h| &h.name == name) else {
+            failed.push(format!("{name}: not in the plan {}", d.plan_path));
+            continue;
+        };
+        let req = Request::ConfirmWatchdog(ConfirmWatchdog {
+            app: d.app.clone(),
+            deployment: id.to_string(),
+            by: by.to_string(),
+        });
+        match host.client.call(&req).await {
+            Ok(Response::Watchdog(_)) => out.line(format!("  {name}: confirmed; committing")),
+            Ok(other) => failed.push(format!("{name}: {}", host.client.unexpected(&other))),
+            Err(e) => failed.push(format!("{name}: {e}")),
+        }
+    }
+    // Follow the commits, bounded: the hosts finish them alone anyway.
+    let deadline = Instant::now() + COMMIT_WAIT;
+    let mut pending: Vec<&String> = armed.iter().collect();
+    while !pending.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for name in pending {
+            let Some(host) = plan.hosts.iter().find(|h| &h.name == name) else {
+                continue;
+            };
+            match crate::watchdog::status_on(&host.client, &d.app, id).await {
+                Ok(Some(w)) if w.state == WatchdogState::Committing => still.push(name),
+                Ok(Some(w)) => {
+                    let line = format!(
+                        "{name}: {}{}",
+                        w.state.as_str(),
+                        w.reason
+                            .as_deref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    );
+                    out.line(format!("  {line}"));
+                    if w.state != WatchdogState::Committed {
+                        failed.push(line);
+                    }
+                }
+                Ok(None) => failed.push(format!("{name}: no watchdog of {id} there")),
+                Err(_) => still.push(name),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    for name in &pending {
+        failed.push(format!(
+            "{name}: still committing after {} s; it finishes alone (`golivectl status PLAN`)",
+            COMMIT_WAIT.as_secs()
+        ));
+    }
+    crate::watchdog::sync(journal, &d, &plan).await;
+    let (exit, message) = if failed.is_empty() {
+        (
+            Exit::Done,
+            format!("deployment {id} committed on {}", armed.join(", ")),
+        )
+    } else {
+        (
+            Exit::Failed,
+            format!(
+                "deployment {id}: the commit is not complete: {}",
+                failed.join("; ")
+            ),
+        )
+    };
+    out.line(&message);
+    out.event(
+        &json!({"event": "result", "deployment": id, "message": message, "exit": exit.code()}),
+    );
+    Ok(exit)
 }
 
 fn list(hosts: &[&str]) -> String {

@@ -42,14 +42,27 @@ pub fn history(out: Out, state: &Path, plan: Option<&Path>, limit: u32) -> anyho
     Ok(Exit::Done)
 }
 
-pub fn show(out: Out, state: &Path, id: &str) -> anyhow::Result<Exit> {
+pub async fn show(out: Out, state: &Path, id: &str) -> anyhow::Result<Exit> {
     let journal = Journal::open(state)?;
-    let Some(d) = journal.deployment(id)? else {
+    let Some(mut d) = journal.deployment(id)? else {
         return Err(usage(format!(
             "no deployment {id:?} in {}; see `golivectl history`",
             state.display()
         )));
     };
+    // A live deployment: what its hosts did since (a watchdog's rollback or
+    // commit, a rollback run on a host alone) is recorded first (issue 13).
+    let mut watch = Vec::new();
+    let mut not_asked = None;
+    if matches!(d.state.as_str(), "watching" | "succeeded" | "partial") {
+        match crate::plan::load(Path::new(&d.plan_path)) {
+            Ok(plan) => {
+                watch = crate::watchdog::sync(&journal, &d, &plan).await;
+                d = journal.deployment(id)?.unwrap_or(d);
+            }
+            Err(e) => not_asked = Some(e.to_string()),
+        }
+    }
     out.event(&d);
     out.line(format!("# Deployment {}\n", d.id));
     let source = match (&d.git_ref, &d.git_commit) {
@@ -166,6 +179,35 @@ pub fn show(out: Out, state: &Path, id: &str) -> anyhow::Result<Exit> {
                 x.next_action.replace('|', "\\|")
             ));
         }
+    }
+    let watched: Vec<String> = watch
+        .iter()
+        .filter_map(|h| match &h.watchdog {
+            Ok(Some(w)) => Some(format!("- {}: {}", h.host, super::status::watchdog_line(w))),
+            Ok(None) => None,
+            Err(e) => Some(format!(
+                "- {}: not reachable, its watchdog unknown: {e}",
+                h.host
+            )),
+        })
+        .collect();
+    if !watched.is_empty() {
+        out.line("\n## Watchdog\n");
+        for line in &watched {
+            out.line(line);
+        }
+        for h in &watch {
+            let Ok(Some(w)) = &h.watchdog else { continue };
+            out.line(format!("\n### Watchdog events on {}\n", h.host));
+            for e in &w.events {
+                out.line(format!("- {} {}: {}", utc(e.at), e.kind, e.line));
+            }
+        }
+    }
+    if let Some(e) = not_asked {
+        out.line(format!(
+            "\n(the hosts were not asked what happened since: {e})"
+        ));
     }
     if !d.actions.is_empty() {
         out.line("\n## Later actions\n\n| at | by | action | detail |\n|---|---|---|---|");

@@ -74,7 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             decide::decide(out, &state, &id, &by, false, Some(&reason)).await
         }
         Command::History { plan, limit } => history::history(out, &state, plan.as_deref(), limit),
-        Command::Show { id } => history::show(out, &state, &id),
+        Command::Show { id } => history::show(out, &state, &id).await,
         Command::Jobs { plan, limit } => status::jobs(out, &plan, limit).await,
         Command::Follow { plan, host, job } => deploy::follow_cmd(out, &plan, &host, job).await,
         Command::Unlock { plan, reason } => deploy::unlock(out, &plan, &reason).await,

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use golive_shared::protocol::{
-    AppStatus, HelloRequest, ListJobsRequest, ReleaseSummary, Request, Response, StatusRequest,
-    StatusResponse,
+    AppStatus, HelloRequest, ListJobsRequest, ReleaseSummary, Request, Response, RollbackPoint,
+    StatusRequest, StatusResponse, WatchdogInfo, WatchdogState,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -111,6 +111,12 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                     for r in &app.releases {
                         out.line(format!("    {} {}", r.id, release_state(app, r).1));
                     }
+                    if let Some(w) = &app.watchdog {
+                        out.line(format!("    {}", watchdog_line(w)));
+                    }
+                    if let Some(p) = &app.rollback_point {
+                        out.line(format!("    {}", point_line(p)));
+                    }
                 }
                 hosts_json.push(json!({
                     "host": host.name,
@@ -145,6 +151,8 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                             "reason": m.reason,
                             "by": m.by,
                         })),
+                        "watchdog": a.watchdog,
+                        "rollback_point": a.rollback_point,
                         "lock": a.lock.as_ref().map(|l| json!({
                             "deployment": l.deployment,
                             "holder": l.holder,
@@ -173,6 +181,81 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
     }
     out.event(&json!({ "hosts": hosts_json }));
     Ok(exit)
+}
+
+/// The app's latest watchdog in one line (issue 13): armed until when,
+/// or how it ended.
+pub fn watchdog_line(w: &WatchdogInfo) -> String {
+    let head = format!(
+        "watchdog of deployment {} (release {})",
+        w.deployment, w.release
+    );
+    match w.state {
+        WatchdogState::Armed => format!(
+            "{head}: ARMED until {}{}; triggers: {}",
+            utc(w.until),
+            w.confirm_by
+                .map(|c| format!(
+                    ", rolls back unless `golivectl go {}` by {}",
+                    w.deployment,
+                    utc(c)
+                ))
+                .unwrap_or_default(),
+            w.triggers
+                .iter()
+                .map(|t| format!(
+                    "{} ({}{})",
+                    t.trigger.name,
+                    t.last_value.as_deref().unwrap_or("not sampled yet"),
+                    t.true_since
+                        .map(|s| format!(", holding since {}", utc(s)))
+                        .unwrap_or_default()
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        state => format!(
+            "{head}: {}{}{}",
+            state.as_str().to_uppercase().replace('_', " "),
+            w.ended_at
+                .or(w.fired_at)
+                .map(|t| format!(" at {}", utc(t)))
+                .unwrap_or_default(),
+            w.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// The newest rollback point the host keeps, in one line.
+fn point_line(p: &RollbackPoint) -> String {
+    format!(
+        "rollback point of deployment {}: {} -> back to {}, {}{}{}",
+        p.deployment,
+        p.release,
+        p.previous
+            .as_deref()
+            .unwrap_or("(nothing: a first install)"),
+        p.state.as_str().replace('_', " "),
+        if p.migrations.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", migrations {}",
+                p.migrations
+                    .iter()
+                    .map(|m| format!("{} ({})", m.version, m.tag.as_deref().unwrap_or("untagged")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        p.error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    )
 }
 
 /// What a release on disk is to its app (issue 12): `current`,

@@ -245,9 +245,10 @@ fn issue4_rollback_restores_the_flag_values_of_the_rollback_point() {
     assert_eq!(action["by"], "alice", "{record}");
     let detail = action["detail"].as_str().unwrap_or_default();
     assert!(
-        detail.contains("web7: current -> v1")
-            && detail.contains("web7: flags restored")
-            && detail.contains("new_checkout -> off"),
+        detail.contains("web7: v2 -> v1")
+            && detail.contains("database: code only")
+            && detail.contains("flags: restored")
+            && detail.contains("new_checkout"),
         "{record}"
     );
 }

@@ -788,7 +788,7 @@ fn issue13_the_local_cli_runs_in_process_or_through_an_owner_only_socket() {
     let mut site = Site::new("127.0.0.247", |_| String::new());
     site.deploy("v1", V1);
     let d2 = site.deploy("v2", V1);
-    site.deploy("v3", V1);
+    let d3 = site.deploy("v3", V1);
 
     // Stopped: in this process, the same journaled job.
     assert!(site.agent.stop(), "the agent did not exit on SIGTERM");
@@ -807,6 +807,39 @@ fn issue13_the_local_cli_runs_in_process_or_through_an_owner_only_socket() {
     assert_eq!(site.current().as_deref(), Some("v2"));
 
     site.agent.spawn();
+    // The controller learns of it when it looks: recorded once, by the host
+    // (the plan names the agent's new port).
+    site.write_plan(None);
+    let show = site.ctl.run(&["--output", "json", "show", &d3]);
+    assert_eq!(show.code, 0, "{}", show.text());
+    let rec = show
+        .json_lines()
+        .into_iter()
+        .find(|v| v["id"] == d3.as_str())
+        .expect("the record");
+    assert_eq!(rec["state"], "rolled_back", "{}", show.text());
+    let actions = rec["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 1, "{actions:#?}");
+    assert!(
+        actions[0]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("web1 (golive-agent rollback"),
+        "{actions:#?}"
+    );
+    let detail = actions[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("web1: rolled back from v3 to v2")
+            && detail.contains("database: code only")
+            && detail.contains("reactivate done"),
+        "{detail}"
+    );
+    let history = site.ctl.run(&["show", &d3]);
+    assert!(
+        history.stdout.contains("| rollback |"),
+        "{}",
+        history.text()
+    );
     let sock = site.agent.state_dir.join("agent.sock");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(

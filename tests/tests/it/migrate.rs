@@ -14,7 +14,10 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
 
-const UP1: &str = "CREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL);\n";
+// Both expand: a rollback of the deployment is code-only (issue 13), and
+// the schema stays ahead of the release it goes back to.
+const UP1: &str =
+    "-- golive: expand\nCREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL);\n";
 const UP2: &str =
     "-- golive: expand\nCREATE TABLE order_notes (id INTEGER PRIMARY KEY, note TEXT);\n";
 
@@ -173,7 +176,7 @@ fn migrate_status_up_down_through_the_agent() {
     assert_eq!(Bed::versions(&st, "pending"), [1, 2], "{st}");
     let pending = st["pending"].as_array().unwrap();
     assert_eq!(pending[0]["name"], "orders");
-    assert_eq!(pending[0]["tag"], Value::Null);
+    assert_eq!(pending[0]["tag"], "expand");
     assert_eq!(pending[1]["name"], "add_col");
     assert_eq!(pending[1]["tag"], "expand", "{st}");
     assert!(pending.iter().all(|p| p["has_down"] == true), "{st}");

@@ -6,9 +6,9 @@
 //! whose release decides when it starts failing), real nginx and its access
 //! log, a real SQLite database, a real webhook receiver.
 //!
-//! The controller side (plan `[watchdog]`, arming from `golivectl deploy`)
-//! is not here yet: the tests arm the watchdog with
-//! `golivectl::client::AgentClient` over mTLS, as the deploy will.
+//! Most tests arm the watchdog with `golivectl::client::AgentClient` over
+//! mTLS, as the deploy does; the last drives the plan's `[watchdog]` through
+//! `golivectl deploy`, `show`, `go`, `no-go` and `status`.
 //! Loopback 127.0.0.240-249 and 10.213.0.0/16 belong to this module.
 
 use std::io::{Read, Write};
@@ -1247,4 +1247,244 @@ fn issue13_bad_arming_is_refused_and_the_agent_is_idle_once_the_watchdog_ends() 
     std::thread::sleep(Duration::from_secs(3));
     let ticks = h.agent.cpu_ticks() - before;
     assert!(ticks <= 5, "{ticks} ticks in 3 s once the watchdog ended");
+}
+
+/// Writes plan `NAME.toml` for `version` with `extra` (a `[watchdog]`, a
+/// `[deploy]`) and runs `golivectl deploy`; the result event.
+fn deploy_plan(w: &World, agent: &AgentProc, version: &str, artifact: &Path, extra: &str) -> Value {
+    let plan = w.path().join(format!("{version}.toml"));
+    write_plan(
+        &plan,
+        &w.pki,
+        &w.op,
+        "shop",
+        Some((version, artifact)),
+        &[agent],
+    );
+    let mut text = std::fs::read_to_string(&plan).unwrap();
+    text.push_str(extra);
+    std::fs::write(&plan, text).unwrap();
+    let run = w.ctl.run(&["--output", "json", "deploy", s(&plan)]);
+    assert_eq!(run.code, 0, "deploy {version}: {}", run.text());
+    run.json_lines()
+        .into_iter()
+        .find(|v| v["event"] == "result")
+        .unwrap_or_else(|| panic!("no result event:\n{}", run.text()))
+}
+
+/// `golivectl --output json show ID`: the record.
+fn record(w: &World, id: &str) -> Value {
+    let run = w.ctl.run(&["--output", "json", "show", id]);
+    assert_eq!(run.code, 0, "show {id}: {}", run.text());
+    run.json_lines()
+        .into_iter()
+        .find(|v| v["id"] == id)
+        .unwrap_or_else(|| panic!("no record:\n{}", run.text()))
+}
+
+#[test]
+fn issue13_the_deploy_arms_each_host_then_the_host_alone_or_go_or_no_go_ends_it() {
+    let w = World::new();
+    let ip = "127.0.0.248";
+    let root = w.path().join("web1/srv/shop");
+    let db = w.path().join("web1/shop.db");
+    let app = FlakyApp::start(&root, ip, None);
+    let mut spec = AgentSpec::new("web1", ip);
+    spec.apps_toml = format!(
+        "{}[[apps.shop.databases]]\nengine = \"sqlite\"\nname = \"main\"\npath = {db:?}\n\n\
+         [apps.shop.migrations]\ndir = \"migrations\"\ndatabase = \"main\"\n",
+        app_toml("shop", &root, &format!("http://{ip}:{}/health", app.port))
+    );
+    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+    let client = w.client(&agent);
+    let watch = "\n[watchdog]\nwindow = \"60s\"\ninterval = \"500ms\"\n\
+                 [[watchdog.triggers]]\nprobe = \"health\"\nfailing = true\nfor = \"2s\"\n";
+    let expand: (&str, &[u8]) = (
+        "migrations/0001_orders.up.sql",
+        b"-- golive: expand\nCREATE TABLE orders (id INTEGER PRIMARY KEY, note TEXT);",
+    );
+    let columns = || -> Vec<String> {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let mut st = c
+            .prepare("SELECT name FROM pragma_table_info('orders')")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+
+    // A first install has nothing to go back to: not watched, said so.
+    let r = deploy_plan(
+        &w,
+        &agent,
+        "v1",
+        &release(w.path(), "v1", "ok", &[expand]),
+        watch,
+    );
+    assert_eq!(r["state"], "succeeded", "{r}");
+    let d1 = r["deployment"].as_str().unwrap();
+    let steps = record(&w, d1)["steps"].clone();
+    assert!(
+        steps
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["step"] == "watchdog-arm"
+                && s["state"] == "skipped"
+                && s["detail"].as_str().unwrap().contains("first install")),
+        "{steps:#}"
+    );
+
+    // v2 passes its gate, is armed, and starts failing 4 s later: the host
+    // rolls itself back with no golivectl running; `show` then records it.
+    let r = deploy_plan(
+        &w,
+        &agent,
+        "v2",
+        &release(w.path(), "v2", "fail-after 4", &[expand]),
+        watch,
+    );
+    assert_eq!(r["state"], "watching", "{r}");
+    let d2 = r["deployment"].as_str().unwrap().to_string();
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("watched on web1 for 1 min"), "{message}");
+    let info = ended(&client, 40);
+    assert_eq!(info.deployment, d2);
+    assert_eq!(info.state, WatchdogState::RolledBack, "{info:#?}");
+    assert_eq!(current(&root), "releases/v1");
+    let rec = record(&w, &d2);
+    assert_eq!(rec["state"], "rolled_back", "{rec:#}");
+    let actions = rec["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 1, "recorded once: {actions:#?}");
+    assert_eq!(actions[0]["by"], "watchdog on web1");
+    assert!(
+        actions[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back from v2 to v1: trigger health-failing held"),
+        "{actions:#?}"
+    );
+    // Asked again, nothing is recorded twice.
+    assert_eq!(record(&w, &d2)["actions"].as_array().unwrap().len(), 1);
+
+    // v3 drops a column (contract): it waits for the commit, which a go
+    // brings now (the dead-man of 30 s would roll it back otherwise).
+    let contract: (&str, &[u8]) = (
+        "migrations/0002_drop_note.up.sql",
+        b"-- golive: contract\nALTER TABLE orders DROP COLUMN note;",
+    );
+    let r = deploy_plan(
+        &w,
+        &agent,
+        "v3",
+        &release(w.path(), "v3", "ok", &[expand, contract]),
+        &watch.replace(
+            "[[watchdog.triggers]]",
+            "confirm_within = \"30s\"\n[[watchdog.triggers]]",
+        ),
+    );
+    assert_eq!(r["state"], "watching", "{r}");
+    let d3 = r["deployment"].as_str().unwrap().to_string();
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("`golivectl go {d3}` came within 30 s")),
+        "{r}"
+    );
+    assert_eq!(columns(), ["id", "note"], "the contract migration waits");
+    let go = w
+        .ctl
+        .run(&["go", &d3, "--by", "bob", "--note", "numbers look right"]);
+    assert_eq!(go.code, 0, "{}", go.text());
+    assert!(go.stdout.contains("web1: committed"), "{}", go.text());
+    assert_eq!(columns(), ["id"], "committed: the contract migration ran");
+    let backups: i64 = agent
+        .journal()
+        .query_row(
+            "SELECT COUNT(*) FROM backups WHERE label = 'pre-contract' AND state = 'complete' \
+             AND deployment = ?1",
+            [&d3],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        backups, 1,
+        "a verified backup before the contract migration"
+    );
+    let rec = record(&w, &d3);
+    assert_eq!(rec["state"], "succeeded", "{rec:#}");
+    assert!(
+        rec["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["decision"] == "go" && d["by"] == "bob"),
+        "{rec:#}"
+    );
+    assert!(
+        rec["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "commit"),
+        "{rec:#}"
+    );
+    let status = w.ctl.run(&["status", s(&w.path().join("v3.toml"))]);
+    assert!(
+        status.stdout.contains(&format!(
+            "watchdog of deployment {d3} (release v3): COMMITTED"
+        )),
+        "{}",
+        status.text()
+    );
+
+    // v4 is watched; a no-go rolls it back through the host's one job.
+    let r = deploy_plan(
+        &w,
+        &agent,
+        "v4",
+        &release(w.path(), "v4", "ok", &[expand, contract]),
+        watch,
+    );
+    assert_eq!(r["state"], "watching", "{r}");
+    let d4 = r["deployment"].as_str().unwrap().to_string();
+    let no = w
+        .ctl
+        .run(&["no-go", &d4, "--by", "bob", "--reason", "orders look wrong"]);
+    assert_eq!(no.code, 0, "{}", no.text());
+    assert_eq!(current(&root), "releases/v3");
+    assert_eq!(record(&w, &d4)["state"], "rolled_back");
+    let info = ended(&client, 20);
+    assert_eq!(info.deployment, d4);
+    assert_eq!(info.state, WatchdogState::Disarmed, "{info:#?}");
+    // A decision on a deployment nobody watches any more is refused.
+    let again = w.ctl.run(&["go", &d4, "--by", "bob"]);
+    assert_eq!(again.code, 2, "{}", again.text());
+
+    // A host that cannot arm the plan's watchdog (a trigger on a probe it
+    // does not declare) does not keep the release live unwatched.
+    let plan = w.path().join("v5.toml");
+    write_plan(
+        &plan,
+        &w.pki,
+        &w.op,
+        "shop",
+        Some(("v5", &release(w.path(), "v5", "ok", &[expand, contract]))),
+        &[&agent],
+    );
+    let mut text = std::fs::read_to_string(&plan).unwrap();
+    text.push_str(&watch.replace("probe = \"health\"", "probe = \"traffic\""));
+    std::fs::write(&plan, text).unwrap();
+    let run = w.ctl.run(&["deploy", s(&plan)]);
+    assert_eq!(run.code, 3, "{}", run.text());
+    assert!(
+        run.stdout
+            .contains("the watchdog could not be armed on web1"),
+        "{}",
+        run.text()
+    );
+    assert_eq!(current(&root), "releases/v3");
+    drop(app);
 }
