@@ -1488,3 +1488,65 @@ fn issue13_the_deploy_arms_each_host_then_the_host_alone_or_go_or_no_go_ends_it(
     assert_eq!(current(&root), "releases/v3");
     drop(app);
 }
+
+#[test]
+fn issue13_a_deploy_still_running_when_a_host_rolled_itself_back_exits_3() {
+    let w = World::new();
+    let ip = "127.0.0.249";
+    let mut hosts = Vec::new();
+    for (name, hook) in [("web1", ""), ("web2", "slow")] {
+        let root = w.path().join(format!("{name}/srv/shop"));
+        let app = FlakyApp::start(&root, ip, None);
+        let mut spec = AgentSpec::new(name, ip);
+        spec.apps_toml = app_toml("shop", &root, &format!("http://{ip}:{}/health", app.port));
+        if hook == "slow" {
+            // web2's switch to v2 takes 5 s: web1's watchdog fires meanwhile.
+            spec.apps_toml.push_str(
+                "[[apps.shop.hooks.before_activate]]\n\
+                 cmd = [\"sh\", \"-c\", \"if [ \\\"$GOLIVE_RELEASE\\\" = v2 ]; then sleep 5; fi\"]\n\n",
+            );
+        }
+        let agent = AgentProc::start(w.path(), &w.pki, &spec);
+        hosts.push((root, app, agent));
+    }
+    let agents: Vec<&AgentProc> = hosts.iter().map(|h| &h.2).collect();
+    let plan = w.path().join("plan.toml");
+    let deploy = |version: &str, health: &str, extra: &str| {
+        let art = release(w.path(), version, health, &[]);
+        write_plan(&plan, &w.pki, &w.op, "shop", Some((version, &art)), &agents);
+        let mut text = std::fs::read_to_string(&plan).unwrap();
+        text.push_str(extra);
+        std::fs::write(&plan, text).unwrap();
+        w.ctl.run(&["deploy", s(&plan)])
+    };
+    let run = deploy("v1", "ok", "");
+    assert_eq!(run.code, 0, "{}", run.text());
+    let run = deploy(
+        "v2",
+        "fail-after 1",
+        "\n[watchdog]\nwindow = \"60s\"\ninterval = \"200ms\"\n\
+         [[watchdog.triggers]]\nprobe = \"health\"\nfailing = true\nfor = \"1s\"\n",
+    );
+    assert_eq!(run.code, 3, "{}", run.text());
+    assert!(
+        run.stdout.contains(
+            "the watchdog on web1 fired while the deployment went on: trigger health-failing held"
+        ),
+        "{}",
+        run.text()
+    );
+    for (root, _, _) in &hosts {
+        assert_eq!(current(root), "releases/v1");
+    }
+    // web1's rollback is the one job its watchdog started, not a second.
+    let rollbacks: i64 = hosts[0]
+        .2
+        .journal()
+        .query_row(
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'host.rollback'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rollbacks, 1);
+}
