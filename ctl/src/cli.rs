@@ -124,9 +124,26 @@ pub enum Command {
         plan: Option<PathBuf>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// `html`: write an index page and each deployment's record page
+        /// into `--dir` (default STATE/records) and print the index's path.
+        #[arg(long, value_enum, default_value_t = RecordFormat::Markdown)]
+        format: RecordFormat,
+        /// Where `--format html` writes its files.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
-    /// One deployment's record: hosts, steps, outcome.
-    Show { id: String },
+    /// One deployment's record: hosts, steps, probes, gate, decisions,
+    /// watchdog, later actions.
+    Show {
+        id: String,
+        /// `html`: one self-contained page (timeline, tables), written to
+        /// `--out` (default STATE/records/ID.html); its path is printed.
+        #[arg(long, value_enum, default_value_t = RecordFormat::Markdown)]
+        format: RecordFormat,
+        /// Where `--format html` writes the page.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Recent jobs on the plan's agents.
     Jobs {
         plan: PathBuf,
@@ -367,4 +384,11 @@ mod tests {
         .to_string();
         assert!(e.contains("from 0 to 100"), "{e}");
     }
+}
+
+/// How `show` and `history` write the record (`--output json` gives JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordFormat {
+    Markdown,
+    Html,
 }

@@ -23,6 +23,7 @@ pub mod journal;
 pub mod output;
 pub mod pki;
 pub mod plan;
+pub mod record;
 pub mod scan;
 pub mod tls;
 pub mod watchdog;

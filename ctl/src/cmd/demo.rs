@@ -254,7 +254,7 @@ maintenance = true
 
     out.line("\n9. the deployment record: steps, probe figures before and after, gate, decision");
     if let Some(id) = &v4_id {
-        super::history::show(out, &state, id).await?;
+        super::history::show(out, &state, id, crate::cli::RecordFormat::Markdown, None).await?;
     }
 
     out.line("\n10. roll the v4 deployment back");

@@ -6,17 +6,87 @@ use std::path::Path;
 use golive_shared::timefmt::utc;
 use serde_json::json;
 
+use crate::cli::RecordFormat;
 use crate::journal::Journal;
 use crate::output::{Exit, Out, usage};
+use crate::record;
+
+/// Writes a record file (0600: records name hosts, operators and reasons),
+/// creating its directory (0700) when needed; atomically, through a
+/// temporary file renamed into place.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    golive_agent::state::create_private_dir(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("record")
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}
 
 /// The newest `limit` deployments, of the app `plan` names when given.
-pub fn history(out: Out, state: &Path, plan: Option<&Path>, limit: u32) -> anyhow::Result<Exit> {
+pub fn history(
+    out: Out,
+    state: &Path,
+    plan: Option<&Path>,
+    limit: u32,
+    format: RecordFormat,
+    dir: Option<&Path>,
+) -> anyhow::Result<Exit> {
     // Only the app's name is needed: no certificate has to be readable.
     let app = plan
         .map(crate::plan::app_name)
         .transpose()
         .map_err(|e| usage(e.to_string()))?;
     let journal = Journal::open(state)?;
+    if format == RecordFormat::Html {
+        // The index and every listed deployment's page, linked by file name.
+        let dir = dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| state.join("records"));
+        let mut all = Vec::new();
+        for id in journal.deployment_ids_of(app.as_deref(), limit)? {
+            if let Some(d) = journal.deployment(&id)? {
+                all.push(d);
+            }
+        }
+        let now = golive_shared::protocol::now_millis();
+        for d in &all {
+            write_private(
+                &dir.join(format!("{}.html", d.id)),
+                &record::page(d, &[], now),
+            )?;
+        }
+        let index = dir.join("index.html");
+        write_private(&index, &record::index(app.as_deref(), &all, now))?;
+        out.line(format!(
+            "{} ({} deployment record(s) beside it)",
+            index.display(),
+            all.len()
+        ));
+        out.event(&json!({"index": index, "records": all.len()}));
+        return Ok(Exit::Done);
+    }
     let mut rows = Vec::new();
     for id in journal.deployment_ids_of(app.as_deref(), limit)? {
         if let Some(d) = journal.deployment(&id)? {
@@ -42,7 +112,13 @@ pub fn history(out: Out, state: &Path, plan: Option<&Path>, limit: u32) -> anyho
     Ok(Exit::Done)
 }
 
-pub async fn show(out: Out, state: &Path, id: &str) -> anyhow::Result<Exit> {
+pub async fn show(
+    out: Out,
+    state: &Path,
+    id: &str,
+    format: RecordFormat,
+    file: Option<&Path>,
+) -> anyhow::Result<Exit> {
     let journal = Journal::open(state)?;
     let Some(mut d) = journal.deployment(id)? else {
         return Err(usage(format!(
@@ -62,6 +138,28 @@ pub async fn show(out: Out, state: &Path, id: &str) -> anyhow::Result<Exit> {
             }
             Err(e) => not_asked = Some(e.to_string()),
         }
+    }
+    if format == RecordFormat::Html {
+        let infos: Vec<record::HostWatchdog> = watch
+            .iter()
+            .filter_map(|h| match &h.watchdog {
+                Ok(Some(info)) => Some(record::HostWatchdog {
+                    host: &h.host,
+                    info,
+                }),
+                _ => None,
+            })
+            .collect();
+        let path = file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| state.join("records").join(format!("{}.html", d.id)));
+        write_private(
+            &path,
+            &record::page(&d, &infos, golive_shared::protocol::now_millis()),
+        )?;
+        out.line(path.display().to_string());
+        out.event(&json!({"deployment": d.id, "html": path}));
+        return Ok(Exit::Done);
     }
     out.event(&d);
     out.line(format!("# Deployment {}\n", d.id));

@@ -73,8 +73,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::NoGo { id, by, reason } => {
             decide::decide(out, &state, &id, &by, false, Some(&reason)).await
         }
-        Command::History { plan, limit } => history::history(out, &state, plan.as_deref(), limit),
-        Command::Show { id } => history::show(out, &state, &id).await,
+        Command::History {
+            plan,
+            limit,
+            format,
+            dir,
+        } => history::history(out, &state, plan.as_deref(), limit, format, dir.as_deref()),
+        Command::Show {
+            id,
+            format,
+            out: file,
+        } => history::show(out, &state, &id, format, file.as_deref()).await,
         Command::Jobs { plan, limit } => status::jobs(out, &plan, limit).await,
         Command::Follow { plan, host, job } => deploy::follow_cmd(out, &plan, &host, job).await,
         Command::Unlock { plan, reason } => deploy::unlock(out, &plan, &reason).await,

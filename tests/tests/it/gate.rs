@@ -530,3 +530,165 @@ fn issue12_the_gates_rollback_is_recorded_as_a_decision() {
         run.text()
     );
 }
+
+/// Renders `html` in headless Chromium (Debian's package, installed by the
+/// test command): a screenshot and the DOM after layout. Bounded to 60 s;
+/// the browser's own profile in a temp dir, no network of its own.
+fn chromium(html: &Path, dir: &Path) -> (Vec<u8>, String) {
+    let shot = dir.join("shot.png");
+    let common = |c: &mut std::process::Command| {
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1300,900",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()));
+    };
+    let mut c = std::process::Command::new("chromium");
+    common(&mut c);
+    c.arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", html.display()));
+    let run = run_bounded(c, Duration::from_secs(60));
+    assert_eq!(run.code, 0, "chromium --screenshot: {}", run.text());
+    let mut c = std::process::Command::new("chromium");
+    common(&mut c);
+    c.arg("--dump-dom")
+        .arg(format!("file://{}", html.display()));
+    let dom = run_bounded(c, Duration::from_secs(60));
+    assert_eq!(dom.code, 0, "chromium --dump-dom: {}", dom.text());
+    (std::fs::read(&shot).expect("the screenshot"), dom.stdout)
+}
+
+#[test]
+fn issue15_a_three_host_deployment_with_a_pause_renders_as_a_timeline_page() {
+    let bed = Bed::new();
+    let a = bed.host("rec-a", "127.0.0.194", "checkout");
+    let b = bed.host("rec-b", "127.0.0.194", "checkout-b");
+    let c = bed.host("rec-c", "127.0.0.194", "checkout-b");
+    let v1 = bed.release("v1", ALL);
+    let (run, _) = bed.deploy(&bed.plan("v1", &v1, &[&a, &b, &c], ""));
+    assert_eq!(run.code, 0, "{}", run.text());
+    // v2 pauses on rec-a; a go with a note continues it.
+    let v2 = bed.release("v2", &["health", "checkout-b", "search"]);
+    let plan = bed.plan("v2", &v2, &[&a, &b, &c], "");
+    let mut deploy = bed.deploy_in_background(&plan, "v2");
+    let id = bed.wait_paused();
+    // A snapshot while it waits: a page for a deployment in progress.
+    let snapshot = bed.path().join("snapshot.html");
+    let run = bed
+        .ctl
+        .run(&["show", &id, "--format", "html", "--out", s(&snapshot)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(
+        std::fs::read_to_string(&snapshot)
+            .unwrap()
+            .contains("in progress; snapshot at")
+    );
+    let go = bed.ctl.run(&[
+        "go",
+        &id,
+        "--by",
+        "maria",
+        "--note",
+        "checkout <b>is</b> behind a flag",
+    ]);
+    assert_eq!(go.code, 0, "{}", go.text());
+    let (code, _) = deploy.wait();
+    assert_eq!(code, 0);
+
+    let run = bed.ctl.run(&["show", &id, "--format", "html"]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let page = PathBuf::from(run.stdout.trim());
+    assert!(
+        page.ends_with(format!("records/{id}.html")),
+        "{}",
+        run.text()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&page).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    // Self-contained: nothing is fetched.
+    for outside in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!html.contains(outside), "{outside} in the page");
+    }
+    // The operator's note is text, not markup.
+    assert!(html.contains("checkout &lt;b&gt;is&lt;/b&gt; behind a flag"));
+    // The SVG is well-formed XML with a bar per step and a row per host.
+    let start = html.find("<svg").expect("an svg");
+    let end = html.find("</svg>").expect("svg end") + "</svg>".len();
+    let svg = roxmltree::Document::parse(&html[start..end]).expect("well-formed SVG");
+    let hosts: Vec<&str> = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("host"))
+        .filter_map(|n| n.text())
+        .collect();
+    assert_eq!(hosts, ["rec-a", "rec-b", "rec-c"]);
+    let bars = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("step"))
+        .count();
+    assert!(bars >= 12, "{bars} step bars");
+    let titles: Vec<&str> = svg
+        .descendants()
+        .filter(|n| n.has_tag_name("title"))
+        .filter_map(|n| n.text())
+        .collect();
+    assert!(
+        titles.iter().any(|t| t.starts_with("go by maria")),
+        "the decision is a mark with who and why: {titles:?}"
+    );
+    assert!(
+        titles.iter().any(|t| t.starts_with("gate pause")),
+        "{titles:?}"
+    );
+
+    // Rendered in a real browser: not blank, and the hosts are on the page.
+    let (png_bytes, dom) = chromium(&page, bed.path());
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    let pixels = &buf[..info.buffer_size()];
+    let step = info.color_type.samples();
+    let coloured = pixels
+        .chunks(step)
+        .filter(|p| p.len() >= 3 && !(p[0] > 240 && p[1] > 240 && p[2] > 240))
+        .count();
+    let total = pixels.len() / step;
+    assert!(
+        coloured * 100 > total,
+        "the page rendered blank: {coloured} of {total} pixels are not white"
+    );
+    // The timeline's green bars are drawn.
+    let green = pixels
+        .chunks(step)
+        .filter(|p| p.len() >= 3 && p[0] == 0x2e && p[1] == 0x7d && p[2] == 0x32)
+        .count();
+    assert!(green > 200, "{green} pixels of step bars");
+    for host in ["rec-a", "rec-b", "rec-c"] {
+        assert!(dom.contains(host), "{host} not in the rendered page");
+    }
+
+    // history --format html: an index linking each record.
+    let dir = bed.path().join("site");
+    let run = bed
+        .ctl
+        .run(&["history", "--format", "html", "--dir", s(&dir)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let index = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(
+        index.contains(&format!("<a href=\"{id}.html\">{id}</a>")),
+        "{index}"
+    );
+    assert!(dir.join(format!("{id}.html")).is_file());
+}
