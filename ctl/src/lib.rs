@@ -20,6 +20,7 @@ pub mod cmd;
 pub mod fuzzing;
 pub mod gate;
 pub mod journal;
+pub mod notify;
 pub mod output;
 pub mod pki;
 pub mod plan;

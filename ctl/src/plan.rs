@@ -30,6 +30,9 @@ pub struct RawPlan {
     pub preflight: Option<RawPreflight>,
     /// What each host watches after its switch, and rolls back on.
     pub watchdog: Option<crate::watchdog::RawWatchdog>,
+    /// `[[notify]]`: webhooks told of the deployment (issue 15).
+    #[serde(default)]
+    pub notify: Vec<crate::notify::RawNotify>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +192,8 @@ pub struct Plan {
     pub restore_allowed: bool,
     /// `[watchdog]`: armed on each host after its switch.
     pub watchdog: Option<golive_shared::protocol::WatchdogSpec>,
+    /// `[[notify]]`: webhooks told of the deployment (issue 15).
+    pub notify: Vec<crate::notify::Notify>,
     /// The operator name from our client certificate.
     pub operator: String,
     pub gate: Policy,
@@ -560,6 +565,15 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
             true
         }
     };
+    let notify = match crate::notify::parse(&raw.notify) {
+        Ok(n) => n,
+        Err(list) => {
+            for (key, message) in list {
+                problems.key(&key, message);
+            }
+            Vec::new()
+        }
+    };
     let watchdog = match raw
         .watchdog
         .as_ref()
@@ -641,6 +655,7 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
         contract_at_commit,
         restore_allowed,
         watchdog,
+        notify,
         path: path.to_path_buf(),
         app: raw.app,
         release,

@@ -334,7 +334,18 @@ pub async fn sync(journal: &Journal, d: &Deployment, plan: &Plan) -> Vec<HostWat
                 Some(job) => rollback_of(&host.client, job).await,
                 None => None,
             };
-            record_host(journal, d, &h.host, &h.address, w, point.as_ref(), how);
+            if let Some(line) = record_host(journal, d, &h.host, &h.address, w, point.as_ref(), how)
+                && line.0 == "rollback"
+            {
+                crate::notify::tell(
+                    plan,
+                    journal,
+                    &d.id,
+                    crate::notify::Kind::RolledBack,
+                    Some(&format!("reported by {}: {}", line.1, line.2)),
+                    None,
+                );
+            }
         }
         seen.push(HostWatch {
             host: h.host.clone(),
@@ -343,6 +354,31 @@ pub async fn sync(journal: &Journal, d: &Deployment, plan: &Plan) -> Vec<HostWat
     }
     if d.state == "watching" || d.state == "succeeded" {
         settle(journal, &d.id, &d.state, &armed);
+        if d.state == "watching"
+            && let Ok(Some(now)) = journal.deployment(&d.id)
+            && now.state == "succeeded"
+        {
+            let why = match now.decisions.iter().rev().find(|x| x.decision == "go") {
+                Some(go) => format!(
+                    "go by {}{}; every watched host committed the release",
+                    go.by,
+                    go.reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ),
+                None => "every watched host's window ended quietly and it committed the release"
+                    .to_string(),
+            };
+            crate::notify::tell(
+                plan,
+                journal,
+                &d.id,
+                crate::notify::Kind::Confirmed,
+                Some(&why),
+                None,
+            );
+        }
     }
     seen
 }
@@ -394,7 +430,7 @@ fn record_host(
     watchdog: Option<&WatchdogInfo>,
     point: Option<&RollbackPoint>,
     how: Option<String>,
-) {
+) -> Option<(&'static str, String, String)> {
     let by_watchdog = watchdog.is_some_and(|w| w.fired_at.is_some());
     let by = if by_watchdog {
         format!("watchdog on {host}")
@@ -451,7 +487,7 @@ fn record_host(
                     .unwrap_or("see `golivectl status`")
             ),
         ),
-        _ => return,
+        _ => return None,
     };
     let detail = match how {
         Some(how) if action.starts_with("rollback") => format!("{detail}; {how}"),
@@ -464,6 +500,7 @@ fn record_host(
     };
     let _ = journal.set_host(&d.id, host, address, None, state);
     let _ = journal.add_action(&d.id, &by, action, &detail);
+    Some((action, by, detail))
 }
 
 /// A `watching` deployment whose watchdogs all ended takes their outcome.

@@ -136,6 +136,11 @@ impl Window {
     }
 
     /// `mon, tue 06:00-09:00 Europe/Madrid`.
+    /// The window's time zone (notifications say times in it).
+    pub fn tz(&self) -> &TimeZone {
+        &self.tz
+    }
+
     pub fn describe(&self) -> String {
         let days: Vec<&str> = DAYS
             .iter()

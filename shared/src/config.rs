@@ -18,7 +18,7 @@ use crate::names;
 mod notify;
 mod probe;
 mod site;
-pub use notify::NotifyConfig;
+pub use notify::{NotifyConfig, validate as validate_notify};
 pub use probe::*;
 pub use site::{Site, blank_item, error_site};
 

@@ -112,7 +112,7 @@ pub fn send(agent: &Arc<Agent>, notice: Notice) {
 
 /// Attempts the POST; returns what happened (scrubbed) and whether it was
 /// delivered.
-async fn deliver(cfg: &NotifyConfig, json: Vec<u8>) -> (String, bool) {
+pub async fn deliver(cfg: &NotifyConfig, json: Vec<u8>) -> (String, bool) {
     let url = match ProbeUrl::parse(&cfg.webhook) {
         Ok(u) => u,
         // Validated with the config; kept for a config built elsewhere.

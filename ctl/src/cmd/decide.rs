@@ -266,6 +266,19 @@ async fn watching(
     out.event(
         &json!({"event": "result", "deployment": id, "message": message, "exit": exit.code()}),
     );
+    // A complete commit was told as confirmed by the sync above.
+    if exit != Exit::Done {
+        let why = format!("go by {by}: {message}");
+        crate::notify::tell(
+            &plan,
+            journal,
+            id,
+            crate::notify::Kind::Failed,
+            Some(&why),
+            None,
+        );
+    }
+    crate::notify::flush(journal).await;
     Ok(exit)
 }
 

@@ -485,6 +485,14 @@ pub async fn deploy_with_id(
             "pending",
         )?;
     }
+    crate::notify::tell(
+        &plan,
+        &journal,
+        &id,
+        crate::notify::Kind::Started,
+        None,
+        None,
+    );
 
     let mut downtime = Downtime::None;
     let mut unavailable = Unavailable::default();
@@ -520,6 +528,21 @@ pub async fn deploy_with_id(
     }
     out.line(format!("deployment {id}: {state_name}: {message}"));
     out.event(&json!({"event": "result", "deployment": id, "state": state_name, "message": message, "exit": exit.code(), "downtime_ms": downtime.ms(), "maintenance": downtime.json(), "unavailable_ms": unavailable.ms(), "unavailable": unavailable.json()}));
+    let kind = match state_name {
+        "succeeded" | "watching" => Some(crate::notify::Kind::Completed),
+        "rolled_back" => Some(crate::notify::Kind::RolledBack),
+        "failed" => Some(crate::notify::Kind::Failed),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        let downtime = format!(
+            "{} ms not answering, {} ms in maintenance",
+            unavailable.ms().unwrap_or(0),
+            downtime.ms().unwrap_or(0)
+        );
+        crate::notify::tell(&plan, &journal, &id, kind, Some(&message), Some(downtime));
+    }
+    crate::notify::flush(&journal).await;
     Ok((exit, Some(id)))
 }
 
@@ -1782,6 +1805,14 @@ async fn wait_for_decision(
         host.name
     ));
     out.event(&json!({"event": "paused", "deployment": id, "host": host.name, "summary": summary, "timeout_secs": timeout}));
+    crate::notify::tell(
+        plan,
+        journal,
+        id,
+        crate::notify::Kind::Paused,
+        Some(&format!("{}: {summary}", host.name)),
+        None,
+    );
     loop {
         tokio::time::sleep(DECISION_POLL).await;
         for lease in leases {
@@ -2578,6 +2609,20 @@ pub async fn rollback(
         // Its own lines and event fields; the message stays the outcome.
         report_downtime(out, Downtime::None, &unavailable, &mut String::new());
     }
+    let kind = if exit == Exit::Done {
+        crate::notify::Kind::RolledBack
+    } else {
+        crate::notify::Kind::Failed
+    };
+    crate::notify::tell(
+        &plan,
+        &journal,
+        id,
+        kind,
+        Some(&message),
+        unavailable.ms().map(|ms| format!("{ms} ms not answering")),
+    );
+    crate::notify::flush(&journal).await;
     out.line(&message);
     out.event(
         &json!({"event": "result", "deployment": id, "message": message, "exit": exit.code(), "unavailable_ms": unavailable.ms(), "unavailable": unavailable.json()}),

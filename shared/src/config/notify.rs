@@ -82,7 +82,7 @@ fn redact(url: &str) -> String {
 }
 
 /// Checks one notify table; `key` is its dotted path.
-pub(super) fn validate(key: &str, n: &NotifyConfig, bad: &mut dyn FnMut(String, String)) {
+pub fn validate(key: &str, n: &NotifyConfig, bad: &mut dyn FnMut(String, String)) {
     if let Err(e) = ProbeUrl::parse(&n.webhook) {
         // The parser quotes the URL; the message must not.
         let why = e.replace(&n.webhook, &n.redacted_url());

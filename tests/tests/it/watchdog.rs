@@ -953,7 +953,13 @@ struct Receiver {
 }
 
 impl Receiver {
+    /// Hangs its first connection (never answers it), answers the others.
     fn start(ip: &str) -> Receiver {
+        Receiver::start_hanging(ip, 1)
+    }
+
+    /// Hangs its first `hang` connections, answers the others.
+    fn start_hanging(ip: &str, hang: usize) -> Receiver {
         let listener = TcpListener::bind((ip, 0)).expect("bind the receiver");
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -969,7 +975,7 @@ impl Receiver {
                         std::thread::sleep(Duration::from_millis(10));
                         continue;
                     };
-                    if hung.is_empty() {
+                    if hung.len() < hang {
                         hung.push(conn);
                         continue;
                     }
@@ -1549,4 +1555,126 @@ fn issue13_a_deploy_still_running_when_a_host_rolled_itself_back_exits_3() {
         )
         .unwrap();
     assert_eq!(rollbacks, 1);
+}
+
+#[test]
+fn issue15_the_plans_webhooks_tell_the_deployment_never_hold_it_and_keep_their_url() {
+    let w = World::new();
+    let ip = "127.0.0.249";
+    let good = Receiver::start_hanging(ip, 0);
+    let hanging = Receiver::start_hanging(ip, usize::MAX);
+    let h = host(&w, ip, "");
+    let notify = format!(
+        "\n[window]\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
+         hours = \"00:00-24:00\"\ntimezone = \"Europe/Madrid\"\n\
+         [[notify]]\nwebhook = \"http://{ip}:{}/services/T0/SECRET-GOOD\"\n\
+         record_url = \"https://ops.example/golive/{{id}}.html\"\n\
+         [[notify]]\nwebhook = \"http://{ip}:{}/services/T0/SECRET-HANG\"\nformat = \"json\"\n\
+         timeout_secs = 1\nattempts = 2\n",
+        good.port, hanging.port
+    );
+    let started = Instant::now();
+    let r = deploy_plan(
+        &w,
+        &h.agent,
+        "v1",
+        &release(w.path(), "v1", "ok", &[]),
+        &notify,
+    );
+    // The hanging receiver's bound is 1 s x 2 + 1 s a notice; it holds its
+    // connections for a minute.
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
+    let d1 = r["deployment"].as_str().unwrap().to_string();
+    let plan = w.path().join("v1.toml");
+    let refused = w.ctl.run(&["rollback", &d1]);
+    // A first install has nothing to go back to: refused, nothing changed,
+    // nothing told.
+    assert_eq!(refused.code, 2, "{}", refused.text());
+    let r2 = deploy_plan(
+        &w,
+        &h.agent,
+        "v2",
+        &release(w.path(), "v2", "ok", &[]),
+        &notify,
+    );
+    let d2 = r2["deployment"].as_str().unwrap().to_string();
+    let rollback = w.ctl.run(&["rollback", &d2]);
+    assert_eq!(rollback.code, 0, "{}", rollback.text());
+
+    let bodies = good.bodies();
+    let events: Vec<(String, String)> = bodies
+        .iter()
+        .map(|(_, b)| {
+            (
+                b["deployment"].as_str().unwrap_or_default().to_string(),
+                b["event"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        (d1.clone(), "started"),
+        (d1.clone(), "completed"),
+        (d2.clone(), "started"),
+        (d2.clone(), "completed"),
+        (d2.clone(), "rolled_back"),
+    ] {
+        assert!(
+            events.iter().any(|(d, e)| d == &want.0 && e == want.1),
+            "no {want:?} in {events:?}"
+        );
+    }
+    let (path, done) = bodies
+        .iter()
+        .find(|(_, b)| b["deployment"] == d2.as_str() && b["event"] == "completed")
+        .unwrap();
+    assert_eq!(path, "/services/T0/SECRET-GOOD");
+    let text = done["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("[GO-LIVE] Deploy COMPLETED — shop v2\nTime: "),
+        "{text}"
+    );
+    assert!(
+        text.contains(" CET\n") || text.contains(" CEST\n"),
+        "the plan's zone: {text}"
+    );
+    assert!(text.contains("Operator: alice"), "{text}");
+    assert!(text.contains("Downtime: "), "{text}");
+    assert!(
+        text.contains(&format!("Record: https://ops.example/golive/{d2}.html")),
+        "{text}"
+    );
+    assert_eq!(done["release"], "v2");
+    assert_eq!(done["hosts"][0], "web1");
+
+    // The hanging receiver is recorded as such; no URL anywhere.
+    let show = w.ctl.run(&["show", &d2]);
+    assert!(
+        show.stdout.contains("webhook http://127.0.0.249:")
+            && show.stdout.contains("/*** (completed): not delivered"),
+        "{}",
+        show.text()
+    );
+    let plan_text = std::fs::read_to_string(&plan).unwrap();
+    assert!(plan_text.contains("SECRET-GOOD"));
+    assert!(
+        !events
+            .iter()
+            .any(|(d, e)| d == &d1 && e != "started" && e != "completed"),
+        "{events:?}"
+    );
+    for run in [&show, &rollback, &refused] {
+        for secret in ["SECRET-GOOD", "SECRET-HANG"] {
+            assert!(
+                !run.stdout.contains(secret) && !run.stderr.contains(secret),
+                "{}",
+                run.text()
+            );
+        }
+    }
+    let json = w.ctl.run(&["--output", "json", "show", &d2]);
+    assert!(!json.stdout.contains("SECRET"), "{}", json.text());
 }

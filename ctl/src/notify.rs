@@ -1,0 +1,421 @@
+//! The plan's `[[notify]]` (issue 15, part 2): webhooks told of a
+//! deployment as seed 000's templates tell the team channel: started,
+//! paused for a decision, completed (live, or live and watched), go-live
+//! confirmed, rolled back (by the controller or reported by a host's
+//! watchdog), failed. Slack-compatible JSON (`{"text": ...}` plus fields),
+//! or the fields alone (`format = "json"`) for other receivers.
+//!
+//! Each notice is posted on its own task with the agent's delivery code
+//! (bounded attempts, backoff, a 4xx not retried); the command waits for
+//! them at its end, never longer than the plan's bound, and records each
+//! outcome in the deployment's record. A notice never fails or holds up a
+//! deployment. The URL is a secret: only `scheme://host/***` is ever shown.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use golive_shared::config::NotifyConfig;
+use golive_shared::protocol::UnixMillis;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::journal::Journal;
+
+/// `[[notify]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub webhook: String,
+    /// `slack` (default: `text` plus fields) or `json` (the fields).
+    pub format: Option<String>,
+    /// Which events: `started`, `paused`, `completed`, `confirmed`,
+    /// `rolled_back`, `failed`; default all.
+    pub events: Option<Vec<String>>,
+    pub timeout_secs: Option<u64>,
+    pub attempts: Option<u32>,
+    pub ca_file: Option<PathBuf>,
+    /// A link to the record, `{id}` replaced by the deployment id (e.g.
+    /// where `golivectl history --format html` output is published).
+    pub record_url: Option<String>,
+}
+
+/// What happened, in seed 000's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Started,
+    Paused,
+    Completed,
+    Confirmed,
+    RolledBack,
+    Failed,
+}
+
+impl Kind {
+    const ALL: [Kind; 6] = [
+        Kind::Started,
+        Kind::Paused,
+        Kind::Completed,
+        Kind::Confirmed,
+        Kind::RolledBack,
+        Kind::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Started => "started",
+            Kind::Paused => "paused",
+            Kind::Completed => "completed",
+            Kind::Confirmed => "confirmed",
+            Kind::RolledBack => "rolled_back",
+            Kind::Failed => "failed",
+        }
+    }
+
+    fn headline(self) -> &'static str {
+        match self {
+            Kind::Started => "Deploy STARTED",
+            Kind::Paused => "Deploy PAUSED: a decision is needed",
+            Kind::Completed => "Deploy COMPLETED",
+            Kind::Confirmed => "GO-LIVE CONFIRMED",
+            Kind::RolledBack => "ROLLBACK EXECUTED",
+            Kind::Failed => "Deploy FAILED",
+        }
+    }
+}
+
+/// One validated `[[notify]]`.
+#[derive(Debug, Clone)]
+pub struct Notify {
+    pub cfg: NotifyConfig,
+    pub slack: bool,
+    pub events: Vec<Kind>,
+    pub record_url: Option<String>,
+}
+
+impl Notify {
+    /// How long one notice may take, every attempt and pause included.
+    pub fn bound(&self) -> Duration {
+        let pauses: u64 = (2..=self.cfg.attempts)
+            .map(|a| 1u64 << (a - 2).min(5))
+            .sum();
+        Duration::from_secs(self.cfg.timeout_secs * u64::from(self.cfg.attempts) + pauses)
+    }
+}
+
+/// Validates `[[notify]]`; errors are `(dotted key, message)`, the URL never
+/// quoted.
+pub fn parse(list: &[RawNotify]) -> Result<Vec<Notify>, Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    for (i, raw) in list.iter().enumerate() {
+        let key = format!("notify.{i}");
+        let cfg = NotifyConfig {
+            webhook: raw.webhook.clone(),
+            timeout_secs: raw.timeout_secs.unwrap_or(5),
+            attempts: raw.attempts.unwrap_or(3),
+            ca_file: raw.ca_file.clone(),
+        };
+        golive_shared::config::validate_notify(&key, &cfg, &mut |k, m| problems.push((k, m)));
+        let slack = match raw.format.as_deref() {
+            None | Some("slack") => true,
+            Some("json") => false,
+            Some(other) => {
+                problems.push((
+                    format!("{key}.format"),
+                    format!("{other:?} is not one of \"slack\" or \"json\""),
+                ));
+                true
+            }
+        };
+        let events = match &raw.events {
+            None => Kind::ALL.to_vec(),
+            Some(names) => {
+                let mut kinds = Vec::new();
+                for n in names {
+                    match Kind::ALL.iter().find(|k| k.as_str() == n) {
+                        Some(k) => kinds.push(*k),
+                        None => problems.push((
+                            format!("{key}.events"),
+                            format!(
+                                "{n:?} is not an event; use {}",
+                                Kind::ALL.map(Kind::as_str).join(", ")
+                            ),
+                        )),
+                    }
+                }
+                kinds
+            }
+        };
+        if let Some(u) = &raw.record_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            problems.push((
+                format!("{key}.record_url"),
+                "an http(s) URL, {id} replaced by the deployment id".into(),
+            ));
+        }
+        out.push(Notify {
+            cfg,
+            slack,
+            events,
+            record_url: raw.record_url.clone(),
+        });
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// What a notice says.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub kind: Kind,
+    pub deployment: String,
+    pub app: String,
+    pub release: String,
+    pub commit: Option<String>,
+    pub operator: String,
+    pub hosts: Vec<String>,
+    /// The deployment's state ("running", "succeeded", "watching", ...).
+    pub status: String,
+    /// Why (a rollback's or pause's reason, the outcome line).
+    pub reason: Option<String>,
+    /// "0 ms not answering, 1.2 s in maintenance".
+    pub downtime: Option<String>,
+    pub at: UnixMillis,
+}
+
+/// The body posted for one receiver. `zone`: the plan's window time zone
+/// (the time is said as the team reads it), else UTC.
+pub fn body(n: &Notice, notify: &Notify, zone: Option<&jiff::tz::TimeZone>) -> serde_json::Value {
+    let time = local_time(n.at, zone);
+    let record = notify
+        .record_url
+        .as_ref()
+        .map(|u| u.replace("{id}", &n.deployment))
+        .unwrap_or_else(|| format!("golivectl show {}", n.deployment));
+    let mut lines = vec![
+        format!("[GO-LIVE] {} — {} {}", n.kind.headline(), n.app, n.release),
+        format!("Time: {time}"),
+        format!("Operator: {}", n.operator),
+    ];
+    if let Some(c) = &n.commit {
+        lines.push(format!("Commit: {c}"));
+    }
+    lines.push(format!("Status: {}", n.status));
+    if let Some(r) = &n.reason {
+        lines.push(format!("Reason: {r}"));
+    }
+    if let Some(d) = &n.downtime {
+        lines.push(format!("Downtime: {d}"));
+    }
+    lines.push(format!("Hosts: {}", n.hosts.join(", ")));
+    lines.push(format!("Record: {record} (deployment {})", n.deployment));
+    let mut v = json!({
+        "event": n.kind.as_str(),
+        "deployment": n.deployment,
+        "app": n.app,
+        "release": n.release,
+        "commit": n.commit,
+        "operator": n.operator,
+        "status": n.status,
+        "reason": n.reason,
+        "downtime": n.downtime,
+        "hosts": n.hosts,
+        "time": time,
+        "record": record,
+    });
+    if notify.slack {
+        v["text"] = json!(lines.join("\n"));
+    }
+    v
+}
+
+/// "2026-12-07 11:42:05 CET" in the zone, "2026-12-07T10:42:05Z" without.
+fn local_time(at: UnixMillis, zone: Option<&jiff::tz::TimeZone>) -> String {
+    match (zone, jiff::Timestamp::from_millisecond(at)) {
+        (Some(z), Ok(ts)) => ts
+            .to_zoned(z.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        _ => golive_shared::timefmt::utc(at),
+    }
+}
+
+/// Tells the plan's receivers about deployment `id` as the journal has it
+/// now (its release, commit, operator, hosts, state). Does nothing without
+/// `[[notify]]`.
+pub fn tell(
+    plan: &crate::plan::Plan,
+    journal: &Journal,
+    id: &str,
+    kind: Kind,
+    reason: Option<&str>,
+    downtime: Option<String>,
+) {
+    if plan.notify.is_empty() {
+        return;
+    }
+    let Ok(Some(d)) = journal.deployment(id) else {
+        return;
+    };
+    let notice = Notice {
+        kind,
+        deployment: d.id.clone(),
+        app: d.app.clone(),
+        release: d.release.clone(),
+        commit: d.git_commit.clone(),
+        operator: d.operator.clone(),
+        hosts: d.hosts.iter().map(|h| h.host.clone()).collect(),
+        status: d.state.clone(),
+        reason: reason.map(str::to_string),
+        downtime,
+        at: golive_shared::protocol::now_millis(),
+    };
+    send(&plan.notify, plan.window.as_ref().map(|w| w.tz()), &notice);
+}
+
+/// A delivery under way.
+struct Pending {
+    deployment: String,
+    /// "webhook https://host/*** (completed)".
+    label: String,
+    /// Its bound from when it was sent, and a second of slack.
+    deadline: tokio::time::Instant,
+    bound: Duration,
+    task: tokio::task::JoinHandle<String>,
+}
+
+static PENDING: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
+
+/// Posts `notice` to every receiver that wants its kind, each on its own
+/// task; [`flush`] waits for them and records the outcomes.
+pub fn send(list: &[Notify], zone: Option<&jiff::tz::TimeZone>, notice: &Notice) {
+    for n in list.iter().filter(|n| n.events.contains(&notice.kind)) {
+        let body = body(notice, n, zone).to_string().into_bytes();
+        let cfg = n.cfg.clone();
+        let kind = notice.kind.as_str();
+        let label = format!("webhook {} ({kind})", cfg.redacted_url());
+        let task = {
+            let label = label.clone();
+            tokio::spawn(async move {
+                let (line, _) = golive_agent::watchdog::notify::deliver(&cfg, body).await;
+                format!("{label}: {line}")
+            })
+        };
+        if let Ok(mut p) = PENDING.lock() {
+            p.push(Pending {
+                deployment: notice.deployment.clone(),
+                label,
+                deadline: tokio::time::Instant::now() + n.bound() + Duration::from_secs(1),
+                bound: n.bound(),
+                task,
+            });
+        }
+    }
+}
+
+/// Waits for the deliveries under way, each at most its bound from when
+/// it was sent, and records each outcome as a later action of its
+/// deployment (by `golivectl`). One past its bound is recorded as such and
+/// left behind.
+pub async fn flush(journal: &Journal) {
+    let pending: Vec<Pending> = match PENDING.lock() {
+        Ok(mut p) => p.drain(..).collect(),
+        Err(_) => return,
+    };
+    for p in pending {
+        let line = match tokio::time::timeout_at(p.deadline, p.task).await {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => format!("{}: the delivery task stopped: {e}", p.label),
+            Err(_) => format!(
+                "{}: not delivered within its bound of {} s; the deployment went on",
+                p.label,
+                p.bound.as_secs()
+            ),
+        };
+        let _ = journal.add_action(&p.deployment, "golivectl", "notify", &line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Vec<RawNotify> {
+        #[derive(Deserialize)]
+        struct W {
+            notify: Vec<RawNotify>,
+        }
+        toml::from_str::<W>(text).unwrap().notify
+    }
+
+    #[test]
+    fn issue15_notify_tables_are_checked_without_quoting_the_url() {
+        let e = parse(&raw(
+            "[[notify]]\nwebhook = \"ftp://hooks.example/T0/SECRET\"\nformat = \"xml\"\n\
+             events = [\"started\", \"exploded\"]\ntimeout_secs = 0\n",
+        ))
+        .unwrap_err();
+        let keys: Vec<&str> = e.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "notify.0.webhook",
+                "notify.0.timeout_secs",
+                "notify.0.format",
+                "notify.0.events"
+            ],
+            "{e:?}"
+        );
+        assert!(e.iter().all(|(_, m)| !m.contains("SECRET")), "{e:?}");
+        let ok = parse(&raw(
+            "[[notify]]\nwebhook = \"https://hooks.example/T0/SECRET\"\ntimeout_secs = 2\nattempts = 3\n",
+        ))
+        .unwrap();
+        // 2 s a try, three tries, 1 s and 2 s between them.
+        assert_eq!(ok[0].bound(), Duration::from_secs(9));
+        assert_eq!(ok[0].events.len(), 6);
+    }
+
+    #[test]
+    fn issue15_the_body_says_what_seed_000s_templates_say() {
+        let n = Notice {
+            kind: Kind::RolledBack,
+            deployment: "d1".into(),
+            app: "shop".into(),
+            release: "v2".into(),
+            commit: Some("abc123".into()),
+            operator: "alice".into(),
+            hosts: vec!["web1".into()],
+            status: "rolled_back".into(),
+            reason: Some("checkout answers 500".into()),
+            downtime: Some("0 ms".into()),
+            at: 1_796_643_725_000,
+        };
+        let notify = &parse(&raw("[[notify]]\nwebhook = \"https://h.example/x\"\nrecord_url = \"https://ops.example/{id}.html\"\n")).unwrap()[0];
+        let zone = jiff::tz::TimeZone::get("Europe/Madrid").unwrap();
+        let b = body(&n, notify, Some(&zone));
+        let text = b["text"].as_str().unwrap();
+        assert!(
+            text.starts_with("[GO-LIVE] ROLLBACK EXECUTED — shop v2\nTime: 2026-12-07 "),
+            "{text}"
+        );
+        assert!(text.contains(" CET\n"), "{text}");
+        for part in [
+            "Operator: alice",
+            "Commit: abc123",
+            "Reason: checkout answers 500",
+            "Record: https://ops.example/d1.html",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        assert_eq!(b["event"], "rolled_back");
+        let mut plain = notify.clone();
+        plain.slack = false;
+        assert!(body(&n, &plain, None)["text"].is_null());
+    }
+}
