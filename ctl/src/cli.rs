@@ -207,6 +207,16 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Write a commented example plan (golive.toml) and agent config
+    /// (agent.toml) to edit, and print the next steps.
+    Init {
+        /// Where to write them.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod deploy;
 pub mod flag;
 pub mod history;
+pub mod init;
 pub mod maintenance;
 pub mod migrate;
 pub mod pki;
@@ -97,5 +98,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Flag { command } => flag::run(out, command).await,
         Command::Run { plan, command } => run::run(out, &plan, &command).await,
         Command::Demo { keep } => demo::demo(out, keep).await,
+        Command::Init { dir, force } => init::init(out, &dir, force),
     }
 }

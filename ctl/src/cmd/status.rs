@@ -54,6 +54,9 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                     s.protocol,
                     utc(s.started_at)
                 ));
+                if let Some(note) = version_note(&s.agent_version, golive_shared::GOLIVE_VERSION) {
+                    out.line(format!("  WARNING: {note}"));
+                }
                 if let Some(r) = &s.revocation
                     && let Some(e) = &r.error
                 {
@@ -133,6 +136,7 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
                         "error": r.error,
                     })),
                     "refused_connections": s.refused_connections,
+                    "version_note": version_note(&s.agent_version, golive_shared::GOLIVE_VERSION),
                     "apps": s.apps.iter().map(|a| json!({
                         "name": a.name,
                         "root": a.root,
@@ -181,6 +185,21 @@ pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
     }
     out.event(&json!({ "hosts": hosts_json }));
     Ok(exit)
+}
+
+/// When agent and controller are different releases (issue 16): they
+/// speak the same protocol (a different one is refused before this, with
+/// the upgrade advice), but behaviour documented for one may not be the
+/// other's. `None` when they are the same.
+pub fn version_note(agent: &str, controller: &str) -> Option<String> {
+    (agent != controller).then(|| {
+        format!(
+            "golive-agent {agent} and golivectl {controller} differ; they speak the same protocol \
+             ({}), so they work together, but upgrade the older one so both behave as the \
+             newer's documentation says",
+            golive_shared::protocol::PROTOCOL_VERSION
+        )
+    })
 }
 
 /// The app's latest watchdog in one line (issue 13): armed until when,
@@ -335,4 +354,20 @@ pub async fn jobs(out: Out, plan_path: &Path, limit: u32) -> anyhow::Result<Exit
     }
     out.event(&json!({ "jobs": all }));
     Ok(Exit::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue16_different_versions_are_a_warning_the_same_are_not() {
+        assert_eq!(version_note("0.1.0", "0.1.0"), None);
+        let note = version_note("0.1.0", "0.2.0").unwrap();
+        assert!(
+            note.contains("golive-agent 0.1.0 and golivectl 0.2.0 differ"),
+            "{note}"
+        );
+        assert!(note.contains("upgrade the older"), "{note}");
+    }
 }

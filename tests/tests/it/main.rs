@@ -8,6 +8,7 @@ mod backup_engines;
 mod config_paths;
 mod deploy;
 mod deploy_migrate;
+mod first_run;
 mod flags;
 mod fuzz_regressions;
 mod gate;

@@ -1,0 +1,130 @@
+//! Issue 16, part 9: `golivectl init` writes a plan and an agent config that
+//! work as written once their certificates exist: the printed next steps,
+//! run for real (with the agent's address moved to a free loopback port, as
+//! the operator edits it), reach a running agent and a dry run.
+//! Loopback 127.0.0.220 belongs to this module.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use golive_tests::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+#[test]
+fn issue16_init_writes_a_plan_and_agent_config_that_work_after_the_printed_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    let ctl = Ctl::new(dir.path());
+    let run = ctl.run(&["init", "--dir", s(&site)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(
+        run.stdout.contains("golivectl ca init --dir"),
+        "{}",
+        run.text()
+    );
+    let plan = site.join("golive.toml");
+    let agent_toml = site.join("agent.toml");
+    assert!(plan.is_file() && agent_toml.is_file());
+    // A second init changes nothing without --force.
+    std::fs::write(&plan, "# edited\n").unwrap();
+    let again = ctl.run(&["init", "--dir", s(&site)]);
+    assert_eq!(again.code, 2, "{}", again.text());
+    assert!(
+        again.stderr.contains("golive.toml") && again.stderr.contains("--force"),
+        "{}",
+        again.text()
+    );
+    assert_eq!(std::fs::read_to_string(&plan).unwrap(), "# edited\n");
+    let forced = ctl.run(&["init", "--dir", s(&site), "--force"]);
+    assert_eq!(forced.code, 0, "{}", forced.text());
+
+    // The printed steps: a CA, the agent's and the operator's certificates.
+    let pki = site.join("pki");
+    for args in [
+        vec!["ca", "init", "--dir", s(&pki)],
+        vec![
+            "cert",
+            "agent",
+            "web1",
+            "--san",
+            "127.0.0.220",
+            "--dir",
+            s(&pki),
+        ],
+        vec![
+            "cert",
+            "operator",
+            "alice",
+            "--role",
+            "operator",
+            "--dir",
+            s(&pki),
+        ],
+    ] {
+        let r = ctl.run(&args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.text());
+    }
+    // The operator's edits: where the agent listens, where the app is.
+    let port = free_port("127.0.0.220");
+    let address = format!("127.0.0.220:{port}");
+    let edit = |path: &Path, from: &str, to: &str| {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains(from), "{from} in {}", path.display());
+        std::fs::write(path, text.replace(from, to)).unwrap();
+    };
+    edit(
+        &agent_toml,
+        "listen = \"127.0.0.1:7443\"",
+        &format!("listen = \"{address}\""),
+    );
+    edit(
+        &plan,
+        "address = \"127.0.0.1:7443\"",
+        &format!("address = \"{address}\""),
+    );
+    std::fs::create_dir_all(site.join("srv/shop")).unwrap();
+    let check = run_bounded(
+        {
+            let mut c = Command::new(bin("golive-agent"));
+            c.args(["check-config", "--config", s(&agent_toml)]);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert_eq!(check.code, 0, "{}", check.text());
+
+    // The plan names the release's archive: built first.
+    artifact(&site.join("dist/shop-v1.tar.gz"), &[("index.html", b"v1")]);
+    let agent = KillOnDrop(
+        Command::new(bin("golive-agent"))
+            .args(["serve", "--config", s(&agent_toml)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the agent"),
+    );
+    let started = Instant::now();
+    let status = loop {
+        let r = ctl.run(&["status", s(&plan)]);
+        if r.code == 0 || started.elapsed() > Duration::from_secs(20) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status.code, 0, "{}", status.text());
+    assert!(
+        status.stdout.contains("web1") && status.stdout.contains("shop: current (none)"),
+        "{}",
+        status.text()
+    );
+    // A dry run: everything checked, nothing changed.
+    let dry = ctl.run(&["deploy", s(&plan), "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.text());
+    assert!(!site.join("srv/shop/current").exists());
+    drop(agent);
+}
