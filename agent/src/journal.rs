@@ -230,6 +230,28 @@ CREATE INDEX watchdog_events_of ON watchdog_events (watchdog, seq);
 /// rollback left half done would serve a half-state.
 pub const RESUMED_KINDS: [&str; 2] = ["host.rollback", "rollback"];
 
+/// See [`Journal::metrics`].
+#[derive(Debug, Default)]
+pub struct MetricRows {
+    pub jobs: Vec<JobCount>,
+    /// (app, state, count) of rollback jobs.
+    pub rollbacks: Vec<(String, String, u64)>,
+    /// (app, complete backups, their bytes, the newest's time).
+    pub backups: Vec<(String, u64, u64, i64)>,
+    /// (app, its latest watchdog's state).
+    pub watchdogs: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub struct JobCount {
+    pub kind: String,
+    pub state: String,
+    pub count: u64,
+    /// Submission to end, summed over the finished ones.
+    pub duration_ms: u64,
+    pub finished: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("journal {path}: {source}")]
@@ -1921,6 +1943,63 @@ impl Journal {
     }
 
     /// The app's rollback points, newest first.
+    /// The journal's figures for the metrics page (issue 16): jobs by kind
+    /// and state with the finished ones' total duration, host rollbacks by
+    /// app and state, complete backups by app (count, bytes, newest), and
+    /// each app's latest watchdog state.
+    pub fn metrics(&self) -> Result<MetricRows> {
+        let conn = self.conn();
+        let mut rows = MetricRows::default();
+        let mut st = conn.prepare(
+            "SELECT kind, state, COUNT(*), COALESCE(SUM(CASE WHEN finished_at IS NOT NULL
+                 THEN finished_at - submitted_at END), 0),
+                 COUNT(finished_at)
+             FROM jobs GROUP BY kind, state ORDER BY kind, state",
+        )?;
+        rows.jobs = st
+            .query_map([], |r| {
+                Ok(JobCount {
+                    kind: r.get(0)?,
+                    state: r.get(1)?,
+                    count: r.get::<_, i64>(2)? as u64,
+                    duration_ms: r.get::<_, i64>(3)?.max(0) as u64,
+                    finished: r.get::<_, i64>(4)? as u64,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut st = conn.prepare(
+            "SELECT app, state, COUNT(*) FROM jobs WHERE kind IN ('host.rollback', 'rollback')
+             GROUP BY app, state ORDER BY app, state",
+        )?;
+        rows.rollbacks = st
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut st = conn.prepare(
+            "SELECT app, COUNT(*), COALESCE(SUM(total_bytes), 0), MAX(created_at)
+             FROM backups WHERE state = 'complete' GROUP BY app ORDER BY app",
+        )?;
+        rows.backups = st
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)?.max(0) as u64,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut st = conn.prepare(
+            "SELECT w.app, w.state FROM watchdogs w
+             WHERE w.id = (SELECT MAX(id) FROM watchdogs v WHERE v.app = w.app) ORDER BY w.app",
+        )?;
+        rows.watchdogs = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     pub fn rollback_points(
         &self,
         app: &str,

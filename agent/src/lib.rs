@@ -56,6 +56,7 @@ pub mod local;
 pub mod lock;
 pub mod log;
 pub mod maintenance;
+pub mod metrics;
 pub mod migrate;
 pub mod preflight;
 pub mod probe;

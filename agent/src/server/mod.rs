@@ -30,6 +30,9 @@ use golive_shared::protocol::{
     ARTIFACT_PATH, ErrorBody, ErrorCode, RPC_PATH, Response, now_millis,
 };
 use http_body_util::{BodyExt, Full, Limited};
+
+/// Where the agent serves its Prometheus metrics on the mutual-TLS port.
+pub const METRICS_PATH: &str = "/metrics";
 use hyper::body::Incoming;
 use hyper::{Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -215,10 +218,25 @@ async fn route(
         audit(agent, peer, &format!("{operation}:{sha}"), &result);
         return respond(result);
     }
+    if req.method() == Method::GET && path == METRICS_PATH {
+        // A read: any admitted certificate (viewer and up). Not audited: a
+        // scraper every 15 s would fill the audit table with reads.
+        return match handlers::admit(agent, peer, "metrics", Role::Viewer).and_then(|()| {
+            crate::metrics::render(agent).map_err(|e| ErrorBody::new(ErrorCode::Internal, e))
+        }) {
+            Ok(text) => hyper::Response::builder()
+                .status(StatusCode::OK)
+                .header(hyper::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
+                .body(Full::new(Bytes::from(text)))
+                .expect("static response parts"),
+            Err(e) => respond(Err(e)),
+        };
+    }
     let err = ErrorBody::new(
         ErrorCode::NotFound,
         format!(
-            "no endpoint {} {path}; golive-agent serves POST {RPC_PATH} and PUT {ARTIFACT_PATH}<sha256>",
+            "no endpoint {} {path}; golive-agent serves POST {RPC_PATH}, PUT {ARTIFACT_PATH}<sha256> \
+             and GET {METRICS_PATH}",
             req.method()
         ),
     );

@@ -18,6 +18,7 @@ mod hardening_env;
 mod hooks;
 mod host_rollback;
 mod maintenance;
+mod metrics;
 mod migrate;
 mod migrate_engines;
 mod preflight;
