@@ -412,7 +412,6 @@ impl Route {
                 _kill: kill,
             },
             Diag {
-                destination: self.via.destination.clone(),
                 forward: self.mode == Mode::Forward,
                 stderr: text,
                 stderr_done,
@@ -425,7 +424,6 @@ impl Route {
 /// What ssh said and how it ended, for the message when a connection
 /// through it fails.
 pub struct Diag {
-    destination: String,
     forward: bool,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_done: watch::Receiver<bool>,
@@ -476,7 +474,7 @@ impl Diag {
     }
 
     fn explain(&self, how: &str, said: &str) -> String {
-        let mut text = format!("ssh {} failed ({how})", self.destination);
+        let mut text = format!("ssh failed ({how})");
         if !said.is_empty() {
             text.push_str(": ");
             text.push_str(said);

@@ -23,4 +23,5 @@ mod preflight;
 mod probes;
 mod releases;
 mod security;
+mod ssh;
 mod watchdog;
