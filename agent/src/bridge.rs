@@ -47,7 +47,7 @@ pub fn target(config: &AgentConfig) -> SocketAddr {
 
 /// Relays `input` → the agent and the agent → `output` until the agent
 /// closes the connection, or the input ends and the agent's answer has
-/// drained (at most [`DRAIN_TIMEOUT`] later).
+/// drained (at most `DRAIN_TIMEOUT` later).
 pub fn relay(
     addr: SocketAddr,
     mut input: impl Read + Send + 'static,

@@ -219,7 +219,7 @@ pub fn check_remote_word(word: &str) -> Result<(), String> {
 /// The private directory of one golivectl process's ControlMaster sockets
 /// (0700, under `TMPDIR`). Dropping it asks every master in it to exit
 /// (`ssh -O exit`) and removes the directory; a golivectl that is killed
-/// leaves masters that exit by themselves [`CONTROL_PERSIST_SECS`] after
+/// leaves masters that exit by themselves `CONTROL_PERSIST_SECS` after
 /// their last call (each removing its socket).
 pub struct ControlDir {
     dir: tempfile::TempDir,
@@ -386,7 +386,7 @@ impl Route {
         let (kill, mut killed) = oneshot::channel::<()>();
         // The child lives as long as the stream. Dropping the stream (the
         // connection is done, or failed) closes ssh's input; ssh gets
-        // [`EXIT_GRACE`] to end by itself, so a failing ssh's exit status is
+        // `EXIT_GRACE` to end by itself, so a failing ssh's exit status is
         // still seen, and is then killed.
         tokio::spawn(async move {
             let status = tokio::select! {
@@ -433,8 +433,8 @@ pub struct Diag {
 impl Diag {
     /// ssh's own account of a failure, when ssh failed: waits (at most
     /// `within`) for it to exit and finish its error output. `None` while
-    /// ssh still runs, or when it ended well and said nothing: the failure
-    /// was not ssh's.
+    /// ssh still runs, or when it ended well (what it said then, such as a
+    /// multiplexing warning, is no error): the failure was not ssh's.
     pub async fn failure(&mut self, within: Duration) -> Option<String> {
         let _ = tokio::time::timeout(within, self.exited.wait_for(Option::is_some)).await;
         let status = *self.exited.borrow();
@@ -442,9 +442,7 @@ impl Diag {
             tokio::time::timeout(Duration::from_secs(1), self.stderr_done.wait_for(|d| *d)).await;
         let said = self.said();
         match status {
-            Some(status) if !status.success() || !said.is_empty() => {
-                Some(self.explain(&status_text(status), &said))
-            }
+            Some(status) if !status.success() => Some(self.explain(&status_text(status), &said)),
             _ => None,
         }
     }
