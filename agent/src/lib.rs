@@ -10,6 +10,8 @@
 //!   rollback point each deployment records at activation.
 //! - [`local`]: the owner-only local socket through which
 //!   `golive-agent rollback` asks the running agent for a host rollback.
+//! - [`bridge`]: `golive-agent bridge`: stdin/stdout relayed to this agent's
+//!   own listen address, for a controller that reaches the host through ssh.
 //! - [`lock`]: app locks as renewable leases.
 //! - [`release`]: safe unpacking and the `releases/` + `current` layout.
 //! - [`exec`]: runs declared programs (process group, timeout, user, output).
@@ -44,6 +46,7 @@
 pub mod accesslog;
 pub mod availability;
 pub mod backup;
+pub mod bridge;
 pub mod exec;
 pub mod flags;
 #[doc(hidden)]

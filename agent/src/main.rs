@@ -58,6 +58,13 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Relay standard input and output to this agent's listen address, for
+    /// a controller that reaches the host through ssh (`ssh_mode =
+    /// "bridge"`); the TLS session inside is the controller's.
+    Bridge {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -165,6 +172,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cfg.apps.len(),
                 cfg.app_names()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bridge { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let addr = golive_agent::bridge::target(&cfg);
+            golive_agent::bridge::relay(addr, std::io::stdin(), std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { config } => {

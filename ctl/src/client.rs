@@ -103,6 +103,9 @@ pub struct AgentClient {
     tls: Arc<rustls::ClientConfig>,
     /// [`REQUEST_TIMEOUT`], but for tests.
     timeout: Duration,
+    /// Through the system ssh instead of a TCP connection (issue 15); the
+    /// TLS session inside is the same.
+    ssh: Option<Arc<crate::ssh::Route>>,
 }
 
 impl AgentClient {
@@ -126,7 +129,23 @@ impl AgentClient {
             server_name,
             tls,
             timeout: REQUEST_TIMEOUT,
+            ssh: None,
         })
+    }
+
+    /// The same client, reaching `addr` through ssh: a stdio forward to it,
+    /// or the remote `golive-agent bridge` (issue 15).
+    pub fn via_ssh(mut self, route: Arc<crate::ssh::Route>) -> AgentClient {
+        self.ssh = Some(route);
+        self
+    }
+
+    /// The address, and the ssh route when there is one, for messages.
+    pub fn shown_addr(&self) -> String {
+        match &self.ssh {
+            None => self.addr.clone(),
+            Some(route) => format!("{} {}", self.addr, route.describe()),
+        }
     }
 
     /// The same client with another request deadline (tests).
@@ -139,7 +158,7 @@ impl AgentClient {
     fn err_connect(&self, detail: impl Into<String>) -> ClientError {
         ClientError::Connect {
             host: self.host.clone(),
-            addr: self.addr.clone(),
+            addr: self.shown_addr(),
             detail: detail.into(),
         }
     }
@@ -148,6 +167,9 @@ impl AgentClient {
         &self,
     ) -> Result<hyper::client::conn::http1::SendRequest<BoxBody<Bytes, std::io::Error>>, ClientError>
     {
+        if let Some(route) = &self.ssh {
+            return self.sender_via_ssh(route).await;
+        }
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.addr))
             .await
             .map_err(|_| {
@@ -162,6 +184,16 @@ impl AgentClient {
         .await
         .map_err(|_| self.tls_error("the handshake did not finish in time".into()))?
         .map_err(|e| self.tls_error(describe_tls(&e)))?;
+        self.http(tls).await
+    }
+
+    async fn http<IO>(
+        &self,
+        tls: tokio_rustls::client::TlsStream<IO>,
+    ) -> Result<hyper::client::conn::http1::SendRequest<BoxBody<Bytes, std::io::Error>>, ClientError>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| self.classify_hyper(e))?;
@@ -169,10 +201,48 @@ impl AgentClient {
         Ok(sender)
     }
 
+    /// The connection through ssh: ssh's standard input and output carry
+    /// the same TLS session as a TCP connection would, with the same
+    /// certificate and server-name checks, so the SSH account proves
+    /// nothing by itself. ssh gets [`CONNECT_TIMEOUT`] (or the call's
+    /// shorter deadline) to reach the server, and twice that for the SSH
+    /// and TLS handshakes together; when it fails, its own words are the
+    /// error ("Permission denied (publickey)", "administratively
+    /// prohibited", ...).
+    async fn sender_via_ssh(
+        &self,
+        route: &crate::ssh::Route,
+    ) -> Result<hyper::client::conn::http1::SendRequest<BoxBody<Bytes, std::io::Error>>, ClientError>
+    {
+        let connect = CONNECT_TIMEOUT.min(self.timeout);
+        let (stream, mut diag) = route.spawn(&self.addr, connect).map_err(|e| {
+            self.err_connect(format!(
+                "cannot run ssh: {e}; install the OpenSSH client (ssh) on this machine"
+            ))
+        })?;
+        let setup = 2 * connect;
+        let handshake = tokio::time::timeout(
+            setup,
+            TlsConnector::from(Arc::clone(&self.tls)).connect(self.server_name.clone(), stream),
+        )
+        .await;
+        match handshake {
+            Ok(Ok(tls)) => self.http(tls).await,
+            Ok(Err(e)) => match diag.failure(Duration::from_secs(3)).await {
+                Some(ssh) => Err(self.err_connect(ssh)),
+                None => Err(self.tls_error(describe_tls(&e))),
+            },
+            Err(_) => match diag.failure(Duration::ZERO).await {
+                Some(ssh) => Err(self.err_connect(ssh)),
+                None => Err(self.err_connect(diag.timed_out(setup))),
+            },
+        }
+    }
+
     fn tls_error(&self, detail: String) -> ClientError {
         ClientError::Tls {
             host: self.host.clone(),
-            addr: self.addr.clone(),
+            addr: self.shown_addr(),
             detail,
         }
     }
@@ -200,7 +270,7 @@ impl AgentClient {
         }
         ClientError::Transport {
             host: self.host.clone(),
-            addr: self.addr.clone(),
+            addr: self.shown_addr(),
             detail: e.to_string(),
         }
     }
@@ -246,7 +316,7 @@ impl AgentClient {
             }),
             Err(source) => Err(ClientError::Protocol {
                 host: self.host.clone(),
-                addr: self.addr.clone(),
+                addr: self.shown_addr(),
                 source,
             }),
         }
@@ -255,7 +325,7 @@ impl AgentClient {
     fn transport(&self, detail: String) -> ClientError {
         ClientError::Transport {
             host: self.host.clone(),
-            addr: self.addr.clone(),
+            addr: self.shown_addr(),
             detail,
         }
     }
@@ -321,7 +391,7 @@ impl AgentClient {
             .await
             .map_err(|e| ClientError::Transport {
                 host: self.host.clone(),
-                addr: self.addr.clone(),
+                addr: self.shown_addr(),
                 detail: format!("cannot open {}: {e}", path.display()),
             })?;
         let body = FileBody {
@@ -347,7 +417,7 @@ impl AgentClient {
     pub fn unexpected(&self, resp: &Response) -> ClientError {
         ClientError::Transport {
             host: self.host.clone(),
-            addr: self.addr.clone(),
+            addr: self.shown_addr(),
             detail: format!("unexpected answer {resp:?}"),
         }
     }

@@ -6,6 +6,7 @@
 //! - [`cmd`]: one module per subcommand; each returns an [`output::Exit`].
 //! - [`plan`]: plan files, parsed raw then validated into a [`plan::Plan`].
 //! - [`client`]: the mTLS transport to one agent (knows nothing of plans).
+//! - [`ssh`]: the SSH route to an agent without an open port (`via`).
 //! - [`gate`]: the go/no-go gate: severity → action, evaluated and recorded.
 //! - [`journal`]: the controller's SQLite record of deployments and steps.
 //! - [`pki`], [`tls`]: the deployment CA, certificates, rustls client config.
@@ -26,6 +27,7 @@ pub mod pki;
 pub mod plan;
 pub mod record;
 pub mod scan;
+pub mod ssh;
 pub mod tls;
 pub mod watchdog;
 pub mod window;

@@ -77,6 +77,18 @@ pub struct RawHost {
     pub address: String,
     /// Name to verify in the agent certificate; default: the host part of `address`.
     pub server_name: Option<String>,
+    /// `"ssh [OPTIONS] [USER@]HOST"`: reach the agent through the system
+    /// ssh; `address` is then the agent's address as seen on that host
+    /// (issue 15).
+    pub via: Option<String>,
+    /// With `via`: "forward" (default; `ssh -W address`) or "bridge" (the
+    /// remote `golive-agent bridge` relays to the agent's listen address).
+    pub ssh_mode: Option<String>,
+    /// Bridge mode: the agent program on the remote host; default
+    /// `golive-agent` (found on the remote PATH).
+    pub bridge_agent: Option<String>,
+    /// Bridge mode: the agent's config file on the remote host.
+    pub bridge_config: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -490,11 +502,20 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
     let operator = cert_name(&cert).unwrap_or_else(|| "unknown".into());
     let mut hosts = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    // One private directory of ssh control sockets for the plan's hosts.
+    let mut control: Option<Arc<crate::ssh::ControlDir>> = None;
     for (i, h) in raw.hosts.iter().enumerate() {
         let at = |k: &str| format!("hosts.{i}.{k}");
         if !seen.insert(h.name.clone()) {
             problems.key(&at("name"), format!("duplicate host name {:?}", h.name));
         }
+        let route = match ssh_route(h, &base, &mut control) {
+            Ok(route) => route,
+            Err((k, message)) => {
+                problems.key(&at(k), format!("host {}: {message}", h.name));
+                continue;
+            }
+        };
         if !h.address.contains(':') {
             problems.key(
                 &at("address"),
@@ -516,7 +537,10 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
         ) {
             Ok(client) => hosts.push(Host {
                 name: h.name.clone(),
-                client,
+                client: match route {
+                    Some(route) => client.via_ssh(route),
+                    None => client,
+                },
             }),
             Err(e) => {
                 let k = if h.server_name.is_some() {
@@ -663,6 +687,100 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
         lock_ttl_secs: raw.deploy.lock_ttl_secs,
         operator,
     })
+}
+
+/// A host's `via`, `ssh_mode` and `bridge_*` checked into its ssh route
+/// (issue 15); `None` without `via`. An error names the key.
+fn ssh_route(
+    h: &RawHost,
+    base: &Path,
+    control: &mut Option<Arc<crate::ssh::ControlDir>>,
+) -> Result<Option<Arc<crate::ssh::Route>>, (&'static str, String)> {
+    use crate::ssh::{Mode, Route, check_remote_word, parse_via, resolve_files};
+    let Some(via) = &h.via else {
+        for (key, set) in [
+            ("ssh_mode", h.ssh_mode.is_some()),
+            ("bridge_agent", h.bridge_agent.is_some()),
+            ("bridge_config", h.bridge_config.is_some()),
+        ] {
+            if set {
+                return Err((
+                    key,
+                    format!(
+                        "`{key}` is for a host reached through ssh; add `via = \"ssh \
+                         USER@HOST\"` or remove `{key}`"
+                    ),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let mut via = parse_via(via).map_err(|e| ("via", e))?;
+    resolve_files(&mut via, base);
+    let mode = match h.ssh_mode.as_deref().unwrap_or("forward") {
+        "forward" => {
+            for (key, set) in [
+                ("bridge_agent", h.bridge_agent.is_some()),
+                ("bridge_config", h.bridge_config.is_some()),
+            ] {
+                if set {
+                    return Err((
+                        key,
+                        format!(
+                            "`{key}` is for ssh_mode = \"bridge\"; set that, or remove `{key}`"
+                        ),
+                    ));
+                }
+            }
+            Mode::Forward
+        }
+        "bridge" => {
+            let agent = h
+                .bridge_agent
+                .clone()
+                .unwrap_or_else(|| "golive-agent".into());
+            check_remote_word(&agent).map_err(|e| ("bridge_agent", e))?;
+            let Some(config) = h.bridge_config.clone() else {
+                return Err((
+                    "bridge_config",
+                    "ssh_mode = \"bridge\" runs `golive-agent bridge --config FILE` on the \
+                     host: set bridge_config to the agent's config file there, e.g. \
+                     \"/etc/golive/agent.toml\""
+                        .into(),
+                ));
+            };
+            check_remote_word(&config).map_err(|e| ("bridge_config", e))?;
+            Mode::Bridge { agent, config }
+        }
+        other => {
+            return Err((
+                "ssh_mode",
+                format!(
+                    "{other:?} is not a mode; use \"forward\" (ssh -W to the agent's address; \
+                     the SSH server must allow forwarding) or \"bridge\" (the remote \
+                     golive-agent bridge relays to the agent)"
+                ),
+            ));
+        }
+    };
+    let control = match control {
+        Some(c) => Arc::clone(c),
+        None => {
+            let c = Arc::new(crate::ssh::ControlDir::new().map_err(|e| {
+                (
+                    "via",
+                    format!(
+                        "cannot create a private directory for ssh's control sockets in {}: {e}; \
+                         set TMPDIR to a writable directory",
+                        std::env::temp_dir().display()
+                    ),
+                )
+            })?);
+            *control = Some(Arc::clone(&c));
+            c
+        }
+    };
+    Ok(Some(Arc::new(Route { via, mode, control })))
 }
 
 /// Which `[tls]` key a TLS file problem is about (`client_config` reads the
@@ -1018,6 +1136,80 @@ mod tests {
             Err(e) => e,
         };
         assert_eq!(err.0.len(), 1, "{err}");
+    }
+
+    /// The message of the one error `from` → `to` gives, after `KEY`: .
+    fn message(from: &str, to: &str) -> String {
+        let (tmp, text) = fixture();
+        match load_text(tmp.path(), &text.replacen(from, to, 1)) {
+            Ok(_) => panic!("{to:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn issue15_ssh_hosts_are_checked_with_the_key_named() {
+        let host = |extra: &str| format!("address = \"127.0.0.1:7443\"\n{extra}");
+        let at = "address = \"127.0.0.1:7443\"\n";
+        for (extra, key, says) in [
+            ("via = \"ssh\"", "hosts.0.via", "names no destination"),
+            (
+                "via = \"scp h\"",
+                "hosts.0.via",
+                "the only transport is ssh",
+            ),
+            ("via = \"ssh -R 1:x:1 h\"", "hosts.0.via", "-R"),
+            ("via = \"ssh 'h'\"", "hosts.0.via", "not run by a shell"),
+            (
+                "via = \"ssh h\"\nssh_mode = \"tunnel\"",
+                "hosts.0.ssh_mode",
+                "not a mode",
+            ),
+            ("ssh_mode = \"bridge\"", "hosts.0.ssh_mode", "add `via"),
+            (
+                "via = \"ssh h\"\nssh_mode = \"bridge\"",
+                "hosts.0.bridge_config",
+                "set bridge_config",
+            ),
+            (
+                "via = \"ssh h\"\nbridge_config = \"/etc/a.toml\"",
+                "hosts.0.bridge_config",
+                "ssh_mode = \"bridge\"",
+            ),
+            (
+                "via = \"ssh h\"\nssh_mode = \"bridge\"\nbridge_config = \"$(id)\"",
+                "hosts.0.bridge_config",
+                "remote shell",
+            ),
+            (
+                "via = \"ssh h\"\nssh_mode = \"bridge\"\nbridge_config = \"/a\"\n\
+                 bridge_agent = \"a b\"",
+                "hosts.0.bridge_agent",
+                "remote shell",
+            ),
+        ] {
+            let text = message(at, &host(extra));
+            assert!(
+                text.contains(&format!("key `{key}`: host web1: ")) && text.contains(says),
+                "{extra}: {text}"
+            );
+        }
+
+        let (tmp, text) = fixture();
+        let text = text.replacen(
+            at,
+            &host(
+                "via = \"ssh -p 2222 -i keys/golive deploy@shop.example\"\nssh_mode = \"bridge\"\n\
+                 bridge_config = \"~/golive/agent.toml\"\nserver_name = \"shop.example\"",
+            ),
+            1,
+        );
+        let plan = load_text(tmp.path(), &text).unwrap();
+        let client = &plan.hosts[0].client;
+        assert_eq!(
+            client.shown_addr(),
+            "127.0.0.1:7443 via ssh deploy@shop.example (bridge)"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!   (the watchdog's tests and benchmark).
 //! - [`Ctl`]: runs `golivectl` with a private state directory.
 //! - [`artifact`]: builds release archives.
+//! - [`sshd::TestSshd`]: a private OpenSSH server (issue 15).
 //!
 //! Every wait here is bounded in time.
 
@@ -212,8 +213,12 @@ impl TestPki {
 /// What one test agent declares.
 pub struct AgentSpec {
     pub name: String,
-    /// Loopback IP to listen on, e.g. `127.0.0.2`; the port is chosen by the OS.
+    /// Loopback IP to listen on, e.g. `127.0.0.2`.
     pub ip: String,
+    /// Port to listen on; 0 (default): chosen by the OS. A fixed one is
+    /// for a test that reads the agent's config as a tool on the host would
+    /// (`golive-agent bridge`, issue 15).
+    pub port: u16,
     /// `[apps.NAME]` tables and anything else, appended verbatim.
     pub apps_toml: String,
     /// Extra `[limits]` lines.
@@ -243,6 +248,7 @@ impl AgentSpec {
         AgentSpec {
             name: name.into(),
             ip: ip.into(),
+            port: 0,
             apps_toml: String::new(),
             limits_toml: String::new(),
             revoked: None,
@@ -338,10 +344,11 @@ impl AgentProc {
         let config = home.join("agent.toml");
         let state_dir = home.join("state");
         let mut toml = format!(
-            "[agent]\nname = {name:?}\nlisten = \"{ip}:0\"\nstate_dir = {state:?}\n\n\
+            "[agent]\nname = {name:?}\nlisten = \"{ip}:{port}\"\nstate_dir = {state:?}\n\n\
              [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\nrevoked = {revoked:?}\n\n",
             name = spec.name,
             ip = spec.ip,
+            port = spec.port,
             state = state_dir,
             ca = ca,
             cert = cert,
@@ -713,6 +720,7 @@ pub fn live_release(root: &Path, id: &str) {
 }
 
 pub mod db;
+pub mod sshd;
 
 /// A helper process a test spawned (a lock holder, a renamed `sleep`),
 /// killed and reaped on drop, so it never outlives the test, even on failure.

@@ -25,4 +25,5 @@ mod preflight;
 mod probes;
 mod releases;
 mod security;
+mod ssh;
 mod watchdog;
