@@ -6,6 +6,7 @@
 //! - [`cmd`]: one module per subcommand; each returns an [`output::Exit`].
 //! - [`plan`]: plan files, parsed raw then validated into a [`plan::Plan`].
 //! - [`client`]: the mTLS transport to one agent (knows nothing of plans).
+//! - [`fanout`]: one future per host, at most N at a time, on the calling task.
 //! - [`gate`]: the go/no-go gate: severity → action, evaluated and recorded.
 //! - [`journal`]: the controller's SQLite record of deployments and steps.
 //! - [`pki`], [`tls`]: the deployment CA, certificates, rustls client config.
@@ -16,6 +17,7 @@
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
