@@ -19,6 +19,7 @@ mod host_rollback;
 mod maintenance;
 mod migrate;
 mod migrate_engines;
+mod parallel;
 mod preflight;
 mod probes;
 mod releases;
