@@ -7,6 +7,7 @@
 //! - [`plan`]: plan files, parsed raw then validated into a [`plan::Plan`].
 //! - [`client`]: the mTLS transport to one agent (knows nothing of plans).
 //! - [`ssh`]: the SSH route to an agent without an open port (`via`).
+//! - [`fanout`]: one future per host, at most N at a time, on the calling task.
 //! - [`gate`]: the go/no-go gate: severity → action, evaluated and recorded.
 //! - [`journal`]: the controller's SQLite record of deployments and steps.
 //! - [`pki`], [`tls`]: the deployment CA, certificates, rustls client config.
@@ -17,6 +18,7 @@
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;

@@ -114,6 +114,12 @@ pub struct RawDeploy {
     /// (default) or "forbid" (the code rolls back, the schema stays, and
     /// the operator is told).
     pub restore: String,
+    /// How many hosts the phases that change nothing live (locks, flags,
+    /// upload and stage, probes before) handle at once (issue 14).
+    pub parallel: u32,
+    /// How long a host may stay unreachable while the controller follows
+    /// its staging; then it counts as failed (issue 14).
+    pub host_timeout_secs: u32,
 }
 
 impl Default for RawDeploy {
@@ -125,6 +131,8 @@ impl Default for RawDeploy {
             approvals: 0,
             contract: "at-commit".into(),
             restore: "allow".into(),
+            parallel: DEFAULT_PARALLEL,
+            host_timeout_secs: 60,
         }
     }
 }
@@ -184,6 +192,9 @@ pub enum PreDeployBackup {
     Verified,
 }
 
+/// `[deploy] parallel` when the plan does not say (issue 14).
+pub const DEFAULT_PARALLEL: u32 = 10;
+
 /// A validated plan.
 pub struct Plan {
     pub path: PathBuf,
@@ -191,6 +202,11 @@ pub struct Plan {
     pub release: Option<Release>,
     pub hosts: Vec<Host>,
     pub lock_ttl_secs: u32,
+    /// `[deploy] parallel`: hosts handled at once where nothing live changes.
+    pub parallel: usize,
+    /// `[deploy] host_timeout_secs`: how long a host may stay unreachable
+    /// while the controller follows its staging.
+    pub host_timeout: std::time::Duration,
     pub backup: PreDeployBackup,
     /// `[deploy] maintenance = true`: maintenance on around the switch.
     pub maintenance: bool,
@@ -555,6 +571,21 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
     if raw.deploy.lock_ttl_secs < 10 || raw.deploy.lock_ttl_secs > 3600 {
         problems.key("deploy.lock_ttl_secs", "use 10 to 3600 seconds".into());
     }
+    if !(1..=256).contains(&raw.deploy.parallel) {
+        problems.key(
+            "deploy.parallel",
+            format!(
+                "{} is not a host count from 1 (one host at a time) to 256; the default is {DEFAULT_PARALLEL}",
+                raw.deploy.parallel
+            ),
+        );
+    }
+    if !(1..=3600).contains(&raw.deploy.host_timeout_secs) {
+        problems.key(
+            "deploy.host_timeout_secs",
+            "use 1 to 3600 seconds (default 60)".into(),
+        );
+    }
     if raw.deploy.approvals > 20 {
         problems.key(
             "deploy.approvals",
@@ -685,6 +716,8 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
         release,
         hosts,
         lock_ttl_secs: raw.deploy.lock_ttl_secs,
+        parallel: raw.deploy.parallel as usize,
+        host_timeout: std::time::Duration::from_secs(raw.deploy.host_timeout_secs.into()),
         operator,
     })
 }
@@ -1237,5 +1270,38 @@ mod tests {
         for r in ["main", "release/2.0", "ñandú", "_x", "a.b_c-d"] {
             golive_shared::names::check_release_id(&id(r, at)).unwrap();
         }
+    }
+
+    /// `[deploy] parallel` must be a host count 1..=256; the default is 10
+    /// (issue 14).
+    #[test]
+    fn issue14_parallel_is_checked_and_defaults_to_ten() {
+        for bad in ["0", "257"] {
+            assert_eq!(
+                site(
+                    "lock_ttl_secs = 120",
+                    &format!("lock_ttl_secs = 120\nparallel = {bad}")
+                ),
+                "17: key `deploy.parallel`",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            site(
+                "lock_ttl_secs = 120",
+                "lock_ttl_secs = 120\nhost_timeout_secs = 0"
+            ),
+            "17: key `deploy.host_timeout_secs`"
+        );
+        let (tmp, text) = fixture();
+        let plan = load_text(tmp.path(), &text).unwrap();
+        assert_eq!(plan.parallel, 10);
+        assert_eq!(plan.host_timeout, std::time::Duration::from_secs(60));
+        let plan = load_text(
+            tmp.path(),
+            &text.replace("lock_ttl_secs = 120", "lock_ttl_secs = 120\nparallel = 256"),
+        )
+        .unwrap();
+        assert_eq!(plan.parallel, 256);
     }
 }

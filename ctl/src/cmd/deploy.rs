@@ -56,6 +56,11 @@ use crate::plan::{self, Plan, PreDeployBackup, Source};
 /// How often a long-poll may fail in a row before the controller gives up
 /// following a job (the job itself keeps running on the agent).
 const MAX_REATTACH: u32 = 30;
+/// The pause between two attempts to reattach.
+const REATTACH_EVERY: Duration = Duration::from_secs(2);
+/// How long a job is followed through an unreachable agent by default: the
+/// [`MAX_REATTACH`] attempts' worth.
+const LOST_FOR: Duration = Duration::from_secs(2 * MAX_REATTACH as u64);
 
 /// sha256 and size of a file, streamed.
 pub async fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
@@ -111,6 +116,19 @@ pub async fn run_job(
     lease: Option<String>,
     spec: JobSpec,
 ) -> Result<JobInfo, ClientError> {
+    run_job_within(out, client, key, lease, spec, LOST_FOR).await
+}
+
+/// [`run_job`], giving up on a host that stays unreachable for `lost_for`
+/// while its job is followed (`[deploy] host_timeout_secs`, issue 14).
+async fn run_job_within(
+    out: Out,
+    client: &AgentClient,
+    key: String,
+    lease: Option<String>,
+    spec: JobSpec,
+    lost_for: Duration,
+) -> Result<JobInfo, ClientError> {
     let job = match client
         .call(&Request::SubmitJob(SubmitJob {
             idempotency_key: key,
@@ -128,14 +146,26 @@ pub async fn run_job(
             client.host, job.id
         ));
     }
-    follow(out, client, job.id).await
+    follow_within(out, client, job.id, lost_for).await
 }
 
 /// Follows a job's events by long-poll until it ends; reattaches after
 /// connection failures (the job keeps running on the agent meanwhile).
 pub async fn follow(out: Out, client: &AgentClient, job_id: u64) -> Result<JobInfo, ClientError> {
+    follow_within(out, client, job_id, LOST_FOR).await
+}
+
+/// [`follow`], giving up once the agent has been unreachable for `lost_for`.
+async fn follow_within(
+    out: Out,
+    client: &AgentClient,
+    job_id: u64,
+    lost_for: Duration,
+) -> Result<JobInfo, ClientError> {
     let mut after = 0;
     let mut failures = 0;
+    // Since when the agent has not answered (reset by an answer).
+    let mut lost_since: Option<std::time::Instant> = None;
     let tty = !out.json() && std::io::IsTerminal::is_terminal(&std::io::stdout());
     // (started, on a progress line) for the live progress display.
     let mut progress: Option<(std::time::Instant, bool)> = None;
@@ -148,6 +178,7 @@ pub async fn follow(out: Out, client: &AgentClient, job_id: u64) -> Result<JobIn
         match client.call(&req).await {
             Ok(Response::Events(ev)) => {
                 failures = 0;
+                lost_since = None;
                 for e in &ev.events {
                     after = after.max(e.seq);
                     match &e.kind {
@@ -188,14 +219,20 @@ pub async fn follow(out: Out, client: &AgentClient, job_id: u64) -> Result<JobIn
             Err(e @ ClientError::Agent { .. }) => return Err(e),
             Err(e) => {
                 failures += 1;
-                if failures > MAX_REATTACH {
+                let lost = lost_since
+                    .get_or_insert_with(std::time::Instant::now)
+                    .elapsed();
+                if failures > MAX_REATTACH || lost >= lost_for {
                     return Err(e);
                 }
+                let wait = REATTACH_EVERY.min(lost_for - lost);
                 out.line(format!(
-                    "[{}] lost the agent while following job {job_id} ({e}); reattaching in 2s ({failures}/{MAX_REATTACH})",
-                    client.host
+                    "[{}] lost the agent while following job {job_id} ({e}); reattaching in {:.1}s ({failures}/{MAX_REATTACH}, gives up after {}s)",
+                    client.host,
+                    wait.as_secs_f64(),
+                    lost_for.as_secs()
                 ));
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(wait).await;
             }
         }
     }
@@ -289,9 +326,46 @@ impl Lease {
     }
 }
 
+/// Releases every lease, [`RELEASE_AT_ONCE`] hosts at a time.
 async fn release_all(leases: Vec<Lease>) {
-    for l in leases {
-        l.release().await;
+    crate::fanout::all(RELEASE_AT_ONCE, leases, Lease::release).await;
+}
+
+/// Locks are released this many hosts at a time: one small request each,
+/// on every way out of a deployment (the plan's limit is not at hand
+/// there, and releasing changes nothing live).
+const RELEASE_AT_ONCE: usize = crate::plan::DEFAULT_PARALLEL as usize;
+
+/// Phase 2: the app lock on every host, `[deploy] parallel` at a time, or
+/// on none: after a refusal no more are asked for and those taken are
+/// released. `Err` names the first host in plan order that refused.
+async fn lock_all(plan: &Plan, id: &str) -> Result<Vec<Lease>, String> {
+    let taken = crate::fanout::until(
+        plan.parallel,
+        &plan.hosts,
+        |h| Lease::acquire(&h.client, &plan.app, id, plan.lock_ttl_secs),
+        Result::is_err,
+    )
+    .await;
+    let mut leases = Vec::new();
+    let mut refused = None;
+    for (host, r) in plan.hosts.iter().zip(taken) {
+        match r {
+            Some(Ok(l)) => leases.push(l),
+            Some(Err(e)) => {
+                refused.get_or_insert_with(|| {
+                    format!("could not lock {} on {}: {e}", plan.app, host.name)
+                });
+            }
+            None => {}
+        }
+    }
+    match refused {
+        None => Ok(leases),
+        Some(e) => {
+            release_all(leases).await;
+            Err(e)
+        }
     }
 }
 
@@ -329,14 +403,14 @@ pub async fn deploy_with_id(
     let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
     let dry_run = options.dry_run;
     // SPEC §7: outside the window only as a recorded hotfix.
-    if let Some(note) = crate::window::admit(
+    let window_note = crate::window::admit(
         plan.window.as_ref(),
         options.hotfix.as_deref(),
         jiff::Timestamp::now(),
     )
-    .map_err(usage)?
-    {
-        out.line(&note);
+    .map_err(usage)?;
+    if let Some(note) = &window_note {
+        out.line(note);
         out.event(&json!({"event": "window", "hotfix": true, "note": note}));
     }
     let approvers = approvers(&plan, &options.approved_by).map_err(usage)?;
@@ -357,10 +431,11 @@ pub async fn deploy_with_id(
 
     // Phase 1: every agent reachable, same protocol, app declared.
     let mut previous = Vec::new();
-    for host in &plan.hosts {
-        let s = agent_status(&host.client)
-            .await
-            .map_err(|e| usage(e.to_string()))?;
+    // Asked of every host at once (up to `[deploy] parallel`), judged in plan order.
+    let statuses =
+        crate::fanout::all(plan.parallel, &plan.hosts, |h| agent_status(&h.client)).await;
+    for (host, s) in plan.hosts.iter().zip(statuses) {
+        let s = s.map_err(|e| usage(e.to_string()))?;
         let Some(app) = s.apps.iter().find(|a| a.name == plan.app) else {
             return Err(usage(format!(
                 "host {} declares no app {:?}; its apps: {}; declare it in that agent's config",
@@ -430,7 +505,14 @@ pub async fn deploy_with_id(
                 plan.hosts.len(), release.id, plan.app
             )),
         }
-        out.event(&json!({"event": "result", "dry_run": true, "release": release.id, "sha256": sha, "git_ref": git_ref(release), "hosts": plan.hosts.len(), "exit": 0}));
+        print_dry_run(
+            out,
+            &plan,
+            &previous,
+            window_note.is_some(),
+            !forced_over.is_empty(),
+        );
+        out.event(&json!({"event": "result", "dry_run": true, "release": release.id, "sha256": sha, "git_ref": git_ref(release), "hosts": plan.hosts.len(), "parallel": plan.parallel, "exit": 0}));
         return Ok((Exit::Done, None));
     }
 
@@ -544,6 +626,81 @@ pub async fn deploy_with_id(
     }
     crate::notify::flush(&journal).await;
     Ok((exit, Some(id)))
+}
+
+/// What `deploy --dry-run` says the deployment would do (issue 14): the
+/// window's and preflight's verdicts, the parallel limit, and each host's
+/// steps in the order the sequencer runs them. Steps that depend on what
+/// staging finds (pending migrations) say so; nothing is asked of the
+/// agents beyond what the dry run already asked.
+fn print_dry_run(out: Out, plan: &Plan, previous: &[Option<String>], hotfix: bool, forced: bool) {
+    let window = match (&plan.window, hotfix) {
+        (_, true) => "outside the window, as a hotfix".to_string(),
+        (Some(w), false) => format!("open ({})", w.describe()),
+        (None, false) => "none declared: any time".to_string(),
+    };
+    let preflight = if forced {
+        "forced over NOT READY"
+    } else {
+        "READY"
+    };
+    out.line(format!("dry run: window: {window}; preflight: {preflight}"));
+    out.line(format!(
+        "dry run: up to {} host(s) at a time take the lock, read the flags, upload and stage, and probe \
+         the live release ([deploy] parallel); then host by host: activate, probe, gate{}",
+        plan.parallel,
+        if plan.watchdog.is_some() { ", watchdog-arm" } else { "" }
+    ));
+    out.event(&json!({"event": "dry_run", "window": window, "preflight": preflight, "parallel": plan.parallel}));
+    for (host, prev) in plan.hosts.iter().zip(previous) {
+        let steps = dry_run_steps(plan, prev.is_some(), previous.iter().all(Option::is_none));
+        out.line(format!("[{}] would: {}", host.name, steps.join(", ")));
+        out.event(&json!({"event": "would", "host": host.name, "steps": steps}));
+    }
+}
+
+/// One host's steps, in order, as [`run_deployment`] runs them.
+fn dry_run_steps(plan: &Plan, has_live: bool, first_install: bool) -> Vec<String> {
+    let if_pending = "if the staged release has pending migrations";
+    let mut steps = vec!["lock".to_string(), "read flags".to_string()];
+    if let Some(release) = &plan.release {
+        match &release.source {
+            Source::Artifact(_) => {
+                steps.push("upload (skipped when the agent has the artifact)".into());
+                steps.push(format!("stage {}", release.id));
+            }
+            Source::Git(r) => steps.push(format!("stage {} (fetch git ref {r})", release.id)),
+        }
+    }
+    steps.push("probe-before".into());
+    if plan.maintenance {
+        steps.push("maintenance-on".into());
+    } else if !first_install {
+        steps.push(format!("maintenance-on {if_pending}"));
+    }
+    steps.push(match plan.backup {
+        PreDeployBackup::None => format!("backup (verified) {if_pending}"),
+        PreDeployBackup::Before => "backup".into(),
+        PreDeployBackup::Verified => "backup (verified)".into(),
+    });
+    steps.push(format!("migrate {if_pending}"));
+    steps.push("activate".into());
+    if plan.maintenance {
+        steps.push("maintenance-off".into());
+    } else if !first_install {
+        steps.push(format!("maintenance-off {if_pending}"));
+    }
+    steps.push("probe".into());
+    steps.push("gate".into());
+    if plan.watchdog.is_some() {
+        steps.push(if has_live {
+            "watchdog-arm".into()
+        } else {
+            "watchdog-arm skipped (a first install: nothing to roll back to)".into()
+        });
+    }
+    steps.push("unlock".into());
+    steps
 }
 
 /// The distinct names of `--approved-by`, checked against the plan's
@@ -930,155 +1087,53 @@ async fn run_deployment(
     watched: &mut Vec<String>,
 ) -> (Exit, String) {
     let release = plan.release.as_ref().expect("checked by deploy");
-    // Phase 2: locks everywhere, or nowhere.
-    let mut leases = Vec::new();
-    for host in &plan.hosts {
-        match Lease::acquire(&host.client, &plan.app, id, plan.lock_ttl_secs).await {
-            Ok(l) => leases.push(l),
-            Err(e) => {
-                release_all(leases).await;
-                return (
-                    Exit::Usage,
-                    format!("could not lock {} on {}: {e}", plan.app, host.name),
-                );
-            }
-        }
-    }
+    // Phase 2: locks everywhere, or nowhere (taken up to `[deploy]
+    // parallel` at a time; after a refusal no more are asked for, and every
+    // one taken is released).
+    let leases = match lock_all(plan, id).await {
+        Ok(leases) => leases,
+        Err(e) => return (Exit::Usage, e),
+    };
 
     // The rollback point includes the feature-flag values as they are now.
-    for host in &plan.hosts {
-        match flag_values(&host.client, &plan.app).await {
-            Ok(values) => {
+    let flags = crate::fanout::until(
+        plan.parallel,
+        &plan.hosts,
+        |h| flag_values(&h.client, &plan.app),
+        Result::is_err,
+    )
+    .await;
+    for (host, values) in plan.hosts.iter().zip(flags) {
+        match values {
+            Some(Ok(values)) => {
                 let _ = journal.save_flags(id, &host.name, &values);
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 release_all(leases).await;
                 return (
                     exit_of(&e),
                     format!("cannot read the feature flags on {}: {e}", host.name),
                 );
             }
+            // Not asked: an earlier host's failure is reported above.
+            None => {}
         }
     }
 
     // Phase 3: upload and stage everywhere (a git source is fetched by each
-    // host instead); the live release is untouched.
-    // (host, commit) of the first host that staged a git ref.
-    let mut first_commit: Option<(String, String)> = None;
+    // host instead), `[deploy] parallel` hosts at a time; the live release
+    // is untouched.
     // Hosts where the release is staged: a failure before it goes live
     // there removes it again, so its id can be reused (issue 12).
-    let mut staged_on: Vec<usize> = Vec::new();
-    for (i, (host, lease)) in plan.hosts.iter().zip(&leases).enumerate() {
-        let c = &host.client;
-        if let Source::Artifact(artifact) = &release.source {
-            let seq = journal.start_step(id, &host.name, "upload").ok();
-            let uploaded = async {
-                if c.call(&Request::HasArtifact(
-                    golive_shared::protocol::HasArtifactRequest { sha256: sha.into() },
-                ))
-                .await
-                .is_ok()
-                {
-                    return Ok("already on the agent".to_string());
-                }
-                c.upload(artifact, sha, size)
-                    .await
-                    .map(|_| format!("{size} bytes"))
-            }
-            .await;
-            finish(journal, seq, &uploaded);
-            match uploaded {
-                Ok(detail) => step(out, &host.name, "upload", "ok", &detail),
-                Err(e) => {
-                    step(out, &host.name, "upload", "failed", &e.to_string());
-                    release_all(leases).await;
-                    return (exit_of(&e), format!("upload to {} failed: {e}", host.name));
-                }
-            }
-        }
-        let seq = journal.start_step(id, &host.name, "stage").ok();
-        let spec = match &release.source {
-            Source::Artifact(_) => JobSpec::Stage(StageRelease {
-                app: plan.app.clone(),
-                release: release.id.clone(),
-                artifact_sha256: sha.into(),
-            }),
-            Source::Git(git_ref) => JobSpec::StageGit(StageGitRelease {
-                app: plan.app.clone(),
-                release: release.id.clone(),
-                git_ref: git_ref.clone(),
-                // Each host scans the tree it exports (issue 12).
-                scan: plan.scan.clone(),
-            }),
-        };
-        let staged = run_job(
-            out,
-            c,
-            format!("{id}:{}:stage", host.name),
-            Some(lease.token.clone()),
-            spec,
-        )
-        .await;
-        let commit = staged_commit(&staged);
-        let staged = job_ok(staged);
-        finish(journal, seq, &staged);
-        if let Err(Failure(exit, e)) = staged {
-            step(out, &host.name, "stage", "failed", &e);
-            give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
-            release_all(leases).await;
-            // Staging changes nothing live: a refused archive is bad input.
-            return (
-                exit,
-                format!(
-                    "staging on {} failed, nothing live changed: {}",
-                    host.name,
-                    error_headline(&e)
-                ),
-            );
-        }
-        staged_on.push(i);
-        if let Some(git_ref) = git_ref(release) {
-            let Some(commit) = commit else {
+    let (staged_on, first_commit) =
+        match stage_all(out, journal, plan, id, sha, size, &leases).await {
+            Ok(staged) => staged,
+            Err((staged_on, exit, e)) => {
                 give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
                 release_all(leases).await;
-                return (
-                    Exit::Failed,
-                    format!(
-                        "{} staged git ref {git_ref} but reported no commit; nothing live changed",
-                        host.name
-                    ),
-                );
-            };
-            step(
-                out,
-                &host.name,
-                "stage",
-                "ok",
-                &format!("{git_ref} is commit {commit}"),
-            );
-            // Every host must run the same code.
-            match &first_commit {
-                Some((first, expected)) if *expected != commit => {
-                    give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
-                    release_all(leases).await;
-                    return (
-                        Exit::Failed,
-                        format!(
-                            "hosts resolved git ref {git_ref} to different commits ({first}: {expected}, {}: {commit}), \
-                             nothing live changed; the ref moved while the hosts fetched, or their agent configs \
-                             name different repositories. Deploy a tag or a commit id so every host runs the same code",
-                            host.name
-                        ),
-                    );
-                }
-                Some(_) => {}
-                None => first_commit = Some((host.name.clone(), commit)),
+                return (exit, e);
             }
-        } else {
-            step(out, &host.name, "stage", "ok", "");
-        }
-        let _ = journal.set_host(id, &host.name, &c.addr, None, "staged");
-    }
+        };
     if let (Some(git_ref), Some((_, commit))) = (git_ref(release), &first_commit) {
         let _ = journal.set_git(id, git_ref, Some(commit));
         out.event(&json!({"event": "git", "deployment": id, "git_ref": git_ref, "commit": commit}));
@@ -1093,15 +1148,18 @@ async fn run_deployment(
     // before a verified backup exists).
     let mut pending = 0usize;
     let mut at_commit = 0usize;
-    for host in &plan.hosts {
-        match pending_migrations(
+    // Read-only: asked of every host at once, judged in plan order.
+    let lists = crate::fanout::all(plan.parallel, &plan.hosts, |host| {
+        pending_migrations(
             &host.client,
             &plan.app,
             &release.id,
             plan.contract_at_commit,
         )
-        .await
-        {
+    })
+    .await;
+    for (host, list) in plan.hosts.iter().zip(lists) {
+        match list {
             Ok(list) => {
                 if !list.now.is_empty() {
                     step(
@@ -1487,6 +1545,193 @@ async fn run_deployment(
     outcome
 }
 
+/// Phase 3 on one host: upload (unless the agent has the artifact) and
+/// stage, each journaled and reported as a step. `Ok(commit)` (git sources)
+/// or `Err((staged, exit, message))`, `staged` when the release got staged
+/// there anyway (a git source that reported no commit).
+#[allow(clippy::too_many_arguments)]
+async fn stage_host(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    sha: &str,
+    size: u64,
+    host: &plan::Host,
+    lease: &Lease,
+) -> Result<Option<String>, (bool, Exit, String)> {
+    let release = plan.release.as_ref().expect("checked by deploy");
+    let c = &host.client;
+    if let Source::Artifact(artifact) = &release.source {
+        let seq = journal.start_step(id, &host.name, "upload").ok();
+        let uploaded = async {
+            if c.call(&Request::HasArtifact(
+                golive_shared::protocol::HasArtifactRequest { sha256: sha.into() },
+            ))
+            .await
+            .is_ok()
+            {
+                return Ok("already on the agent".to_string());
+            }
+            c.upload(artifact, sha, size)
+                .await
+                .map(|_| format!("{size} bytes"))
+        }
+        .await;
+        finish(journal, seq, &uploaded);
+        match uploaded {
+            Ok(detail) => step(out, &host.name, "upload", "ok", &detail),
+            Err(e) => {
+                step(out, &host.name, "upload", "failed", &e.to_string());
+                return Err((
+                    false,
+                    exit_of(&e),
+                    format!("upload to {} failed: {e}", host.name),
+                ));
+            }
+        }
+    }
+    let seq = journal.start_step(id, &host.name, "stage").ok();
+    let spec = match &release.source {
+        Source::Artifact(_) => JobSpec::Stage(StageRelease {
+            app: plan.app.clone(),
+            release: release.id.clone(),
+            artifact_sha256: sha.into(),
+        }),
+        Source::Git(git_ref) => JobSpec::StageGit(StageGitRelease {
+            app: plan.app.clone(),
+            release: release.id.clone(),
+            git_ref: git_ref.clone(),
+            // Each host scans the tree it exports (issue 12).
+            scan: plan.scan.clone(),
+        }),
+    };
+    let staged = run_job_within(
+        out,
+        c,
+        format!("{id}:{}:stage", host.name),
+        Some(lease.token.clone()),
+        spec,
+        plan.host_timeout,
+    )
+    .await;
+    let commit = staged_commit(&staged);
+    let staged = job_ok(staged);
+    finish(journal, seq, &staged);
+    if let Err(Failure(exit, e)) = staged {
+        step(out, &host.name, "stage", "failed", &e);
+        // Staging changes nothing live: a refused archive is bad input.
+        return Err((
+            false,
+            exit,
+            format!(
+                "staging on {} failed, nothing live changed: {}",
+                host.name,
+                error_headline(&e)
+            ),
+        ));
+    }
+    let commit = match git_ref(release) {
+        Some(git_ref) => {
+            let Some(commit) = commit else {
+                return Err((
+                    true,
+                    Exit::Failed,
+                    format!(
+                        "{} staged git ref {git_ref} but reported no commit; nothing live changed",
+                        host.name
+                    ),
+                ));
+            };
+            step(
+                out,
+                &host.name,
+                "stage",
+                "ok",
+                &format!("{git_ref} is commit {commit}"),
+            );
+            Some(commit)
+        }
+        None => {
+            step(out, &host.name, "stage", "ok", "");
+            None
+        }
+    };
+    let _ = journal.set_host(id, &host.name, &c.addr, None, "staged");
+    Ok(commit)
+}
+
+/// Phase 3 on every host, `[deploy] parallel` at a time; after a failure
+/// no further host starts. `Ok((staged hosts, first (host, commit)))`, or
+/// `Err((staged hosts, exit, message))` naming the first failed host in
+/// plan order (and how many others failed), or the hosts that resolved a
+/// git ref to different commits: every host must run the same code.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+async fn stage_all(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    sha: &str,
+    size: u64,
+    leases: &[Lease],
+) -> Result<(Vec<usize>, Option<(String, String)>), (Vec<usize>, Exit, String)> {
+    let results = crate::fanout::until(
+        plan.parallel,
+        plan.hosts.iter().zip(leases),
+        |(host, lease)| stage_host(out, journal, plan, id, sha, size, host, lease),
+        Result::is_err,
+    )
+    .await;
+    let mut staged_on = Vec::new();
+    let mut failed: Vec<(Exit, String)> = Vec::new();
+    // (host, commit) of the first host, in plan order, that staged a git ref.
+    let mut first_commit: Option<(String, String)> = None;
+    let mut differ: Option<String> = None;
+    for (i, r) in results.into_iter().enumerate() {
+        let host = &plan.hosts[i].name;
+        match r {
+            Some(Ok(commit)) => {
+                staged_on.push(i);
+                match (commit, &first_commit) {
+                    (Some(c), None) => first_commit = Some((host.clone(), c)),
+                    (Some(c), Some((first, expected))) if *expected != c && differ.is_none() => {
+                        differ = Some(format!("{first}: {expected}, {host}: {c}"));
+                    }
+                    _ => {}
+                }
+            }
+            Some(Err((staged, exit, e))) => {
+                if staged {
+                    staged_on.push(i);
+                }
+                failed.push((exit, e));
+            }
+            None => {}
+        }
+    }
+    if let Some((exit, first)) = failed.first() {
+        let more = match failed.len() {
+            1 => String::new(),
+            n => format!(" (and on {} other host(s), above)", n - 1),
+        };
+        return Err((staged_on, *exit, format!("{first}{more}")));
+    }
+    if let Some(differ) = differ {
+        let git_ref = plan.release.as_ref().and_then(git_ref).unwrap_or_default();
+        return Err((
+            staged_on,
+            Exit::Failed,
+            format!(
+                "hosts resolved git ref {git_ref} to different commits ({differ}), \
+                 nothing live changed; the ref moved while the hosts fetched, or their agent configs \
+                 name different repositories. Deploy a tag or a commit id so every host runs the same code"
+            ),
+        ));
+    }
+    Ok((staged_on, first_commit))
+}
+
 /// Takes the hosts in `stuck` out of `in_maintenance` and returns them:
 /// maintenance stays on there (see the call site).
 fn keep_on_where_stuck(in_maintenance: &mut Vec<usize>, stuck: &[usize]) -> Vec<usize> {
@@ -1513,36 +1758,48 @@ async fn give_back_ids(
     leases: &[Lease],
     hosts: &[usize],
 ) {
+    crate::fanout::all(plan.parallel, hosts, |&i| {
+        give_back_id(out, journal, plan, id, &leases[i], &plan.hosts[i])
+    })
+    .await;
+}
+
+/// [`give_back_ids`] on one host.
+async fn give_back_id(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    lease: &Lease,
+    host: &plan::Host,
+) {
     let release = plan.release.as_ref().expect("checked by deploy");
-    for &i in hosts {
-        let host = &plan.hosts[i];
-        let seq = journal.start_step(id, &host.name, "discard").ok();
-        let spec = JobSpec::DiscardRelease(DiscardRelease {
-            app: plan.app.clone(),
-            release: release.id.clone(),
-            reason: format!("deployment {id} did not go live on {}", host.name),
-        });
-        let r = job_ok(
-            run_job(
-                out,
-                &host.client,
-                format!("{id}:{}:discard", host.name),
-                Some(leases[i].token.clone()),
-                spec,
-            )
-            .await,
-        );
-        finish(journal, seq, &r);
-        match r {
-            Ok(detail) => step(
-                out,
-                &host.name,
-                "discard",
-                "ok",
-                &format!("{detail}, never live: the id can be deployed again"),
-            ),
-            Err(Failure(_, e)) => step(out, &host.name, "discard", "kept", &e),
-        }
+    let seq = journal.start_step(id, &host.name, "discard").ok();
+    let spec = JobSpec::DiscardRelease(DiscardRelease {
+        app: plan.app.clone(),
+        release: release.id.clone(),
+        reason: format!("deployment {id} did not go live on {}", host.name),
+    });
+    let r = job_ok(
+        run_job(
+            out,
+            &host.client,
+            format!("{id}:{}:discard", host.name),
+            Some(lease.token.clone()),
+            spec,
+        )
+        .await,
+    );
+    finish(journal, seq, &r);
+    match r {
+        Ok(detail) => step(
+            out,
+            &host.name,
+            "discard",
+            "ok",
+            &format!("{detail}, never live: the id can be deployed again"),
+        ),
+        Err(Failure(_, e)) => step(out, &host.name, "discard", "kept", &e),
     }
 }
 
@@ -1621,42 +1878,53 @@ async fn run_probes(
 /// the results after). A failure here is reported, not a stop: preflight is
 /// the place to refuse a deployment on the current release's health.
 async fn probe_before(out: Out, journal: &Journal, plan: &Plan, id: &str) -> Vec<Vec<ProbeResult>> {
-    let mut all = Vec::new();
-    for host in &plan.hosts {
-        let seq = journal.start_step(id, &host.name, "probe-before").ok();
-        match run_probes(out, plan, host, "before").await {
-            Ok(report) => {
-                let _ = journal.save_probes(id, &host.name, "before", &report.results);
-                let failing: Vec<String> = report
-                    .failures()
-                    .iter()
-                    .map(|r| format!("{} ({})", r.name, r.severity.as_str()))
-                    .collect();
-                let (judged, na) = judged(&report);
-                let passed = judged - failing.len();
-                let mut detail = if failing.is_empty() {
-                    format!("{passed}/{judged} passed on the live release")
-                } else {
-                    format!(
-                        "{passed}/{judged} passed on the live release; already failing: {}",
-                        failing.join(", ")
-                    )
-                };
-                if na > 0 {
-                    detail.push_str(&format!("; {na} n/a (nothing live yet)"));
-                }
-                finish::<String, String>(journal, seq, &Ok(detail.clone()));
-                step(out, &host.name, "probe-before", "ok", &detail);
-                all.push(report.results);
+    // Read-only: every host at once, up to `[deploy] parallel` (issue 14).
+    crate::fanout::all(plan.parallel, &plan.hosts, |host| {
+        probe_before_host(out, journal, plan, id, host)
+    })
+    .await
+}
+
+/// [`probe_before`] on one host.
+async fn probe_before_host(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    host: &plan::Host,
+) -> Vec<ProbeResult> {
+    let seq = journal.start_step(id, &host.name, "probe-before").ok();
+    match run_probes(out, plan, host, "before").await {
+        Ok(report) => {
+            let _ = journal.save_probes(id, &host.name, "before", &report.results);
+            let failing: Vec<String> = report
+                .failures()
+                .iter()
+                .map(|r| format!("{} ({})", r.name, r.severity.as_str()))
+                .collect();
+            let (judged, na) = judged(&report);
+            let passed = judged - failing.len();
+            let mut detail = if failing.is_empty() {
+                format!("{passed}/{judged} passed on the live release")
+            } else {
+                format!(
+                    "{passed}/{judged} passed on the live release; already failing: {}",
+                    failing.join(", ")
+                )
+            };
+            if na > 0 {
+                detail.push_str(&format!("; {na} n/a (nothing live yet)"));
             }
-            Err(e) => {
-                finish::<String, String>(journal, seq, &Err(e.clone()));
-                step(out, &host.name, "probe-before", "failed", &e);
-                all.push(Vec::new());
-            }
+            finish::<String, String>(journal, seq, &Ok(detail.clone()));
+            step(out, &host.name, "probe-before", "ok", &detail);
+            report.results
+        }
+        Err(e) => {
+            finish::<String, String>(journal, seq, &Err(e.clone()));
+            step(out, &host.name, "probe-before", "failed", &e);
+            Vec::new()
         }
     }
-    all
 }
 
 /// (probes judged, probes not applicable): an app with nothing live has

@@ -21,6 +21,7 @@ mod maintenance;
 mod metrics;
 mod migrate;
 mod migrate_engines;
+mod parallel;
 mod preflight;
 mod probes;
 mod releases;
