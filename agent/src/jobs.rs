@@ -159,7 +159,8 @@ pub fn submit(
             ErrorCode::NotFound,
             format!(
                 "artifact {} is not on agent {}; upload it first (golivectl deploy does)",
-                s.artifact_sha256, agent.config().agent.name
+                s.artifact_sha256,
+                agent.config().agent.name
             ),
         ));
     }
@@ -446,7 +447,11 @@ async fn run(agent: Arc<Agent>, id: u64) {
         id,
         EventKind::Log {
             level: LogLevel::Info,
-            line: format!("{} started on {}", job.spec.kind(), agent.config().agent.name),
+            line: format!(
+                "{} started on {}",
+                job.spec.kind(),
+                agent.config().agent.name
+            ),
         },
     );
     let worker = Arc::clone(&agent);
@@ -519,7 +524,13 @@ fn discard_artifact(agent: &Agent, id: u64, submitted: UnixMillis, s: &StageRele
     let sha = &s.artifact_sha256;
     let outcome = {
         let _store = agent.lock_store();
-        crate::store::discard_after_failed_stage(&agent.config(), &agent.journal, sha, id, submitted)
+        crate::store::discard_after_failed_stage(
+            &agent.config(),
+            &agent.journal,
+            sha,
+            id,
+            submitted,
+        )
     };
     let (level, line) = match outcome {
         Ok(Discard::Removed { bytes }) => (
@@ -928,7 +939,8 @@ pub async fn events(agent: &Agent, req: JobEventsRequest) -> Result<JobEventsRes
                     ErrorCode::NotFound,
                     format!(
                         "agent {} has no job {}",
-                        agent.config().agent.name, req.job_id
+                        agent.config().agent.name,
+                        req.job_id
                     ),
                 )
             })?;

@@ -49,6 +49,7 @@
 pub mod accesslog;
 pub mod availability;
 pub mod backup;
+pub mod cron;
 pub mod exec;
 pub mod flags;
 #[doc(hidden)]
@@ -61,7 +62,6 @@ pub mod local;
 pub mod lock;
 pub mod log;
 pub mod logfile;
-pub mod cron;
 pub mod maintenance;
 pub mod migrate;
 pub mod preflight;

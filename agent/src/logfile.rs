@@ -147,7 +147,10 @@ mod tests {
         }
         assert!(!rotated(&path, 3).exists(), "keeps two old files");
         let live = std::fs::read_to_string(&path).unwrap();
-        assert!(live.ends_with("line 39 of the log, about thirty\n"), "{live}");
+        assert!(
+            live.ends_with("line 39 of the log, about thirty\n"),
+            "{live}"
+        );
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&path).unwrap().permissions(),
         );

@@ -176,12 +176,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            let log = golive_agent::cron::LogOptions::for_config(
-                &cfg,
-                log_file,
-                log_max_bytes,
-                log_keep,
-            );
+            let log =
+                golive_agent::cron::LogOptions::for_config(&cfg, log_file, log_max_bytes, log_keep);
             match golive_agent::cron::ensure_running(&cfg, &config, &log) {
                 Ok(golive_agent::cron::Ensured::AlreadyRunning { pid }) => {
                     println!(
@@ -223,7 +219,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(path) = &log_file
                 && let Err(e) = golive_agent::logfile::install(path, log_max_bytes, log_keep)
             {
-                eprintln!("golive-agent: cannot open the log file {}: {e}", path.display());
+                eprintln!(
+                    "golive-agent: cannot open the log file {}: {e}",
+                    path.display()
+                );
                 return Ok(ExitCode::from(2));
             }
             let cfg = match load(&config) {
@@ -239,11 +238,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 match golive_agent::prepare(cfg).await {
                     Ok(prepared) => {
                         // SIGHUP and a change of the file reload it (issue 16).
-                        let reloader =
-                            golive_agent::reload::Reloader::new(Arc::clone(prepared.agent()), &config);
+                        let reloader = golive_agent::reload::Reloader::new(
+                            Arc::clone(prepared.agent()),
+                            &config,
+                        );
                         let _hup = golive_agent::reload::on_sighup(Arc::clone(&reloader))?;
                         let _watch = golive_agent::reload::watch(reloader).map_err(|e| {
-                            anyhow::anyhow!("cannot watch the config file {}: {e}", config.display())
+                            anyhow::anyhow!(
+                                "cannot watch the config file {}: {e}",
+                                config.display()
+                            )
                         })?;
                         prepared.serve(shutdown_signal()).await;
                         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)

@@ -99,7 +99,10 @@ pub enum Outcome {
     Refused(String),
     /// Put in force; `restart` names the fields whose change waits for a
     /// restart.
-    Applied { summary: String, restart: Vec<String> },
+    Applied {
+        summary: String,
+        restart: Vec<String>,
+    },
 }
 
 impl Reloader {
@@ -229,7 +232,12 @@ fn describe(old: &AgentConfig, new: &AgentConfig) -> String {
     if parts.is_empty() {
         parts.push("no app changed".into());
     }
-    format!("{}; {} app(s): {}", parts.join(", "), new.apps.len(), new.app_names())
+    format!(
+        "{}; {} app(s): {}",
+        parts.join(", "),
+        new.apps.len(),
+        new.app_names()
+    )
 }
 
 /// The watch on the config file; dropping it stops the watch thread.
@@ -299,8 +307,7 @@ mod tests {
     fn cfg(dir: &Path, listen: &str, apps: &[&str]) -> AgentConfig {
         let f = dir.join("f.pem");
         std::fs::write(&f, "x").unwrap();
-        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let f = f.display();
         let mut text = format!(
             "[agent]\nname = \"web1\"\nlisten = \"{listen}\"\nstate_dir = \"/tmp/s\"\n\

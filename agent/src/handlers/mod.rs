@@ -49,7 +49,9 @@ pub fn admissible(agent: &Agent, peer: &PeerIdentity) -> Result<(), ErrorBody> {
             format!(
                 "agent {} refuses certificate {:?} (serial {}): it is on the revocation list; \
                  issue a new certificate with golivectl cert",
-                agent.config().agent.name, peer.name, peer.serial
+                agent.config().agent.name,
+                peer.name,
+                peer.serial
             ),
         ));
     }

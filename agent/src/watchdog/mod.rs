@@ -777,7 +777,8 @@ impl Loop {
                             ErrorCode::Conflict,
                             format!(
                                 "agent {}: nothing to confirm for deployment {}: {why}",
-                                self.agent.config().agent.name, req.deployment
+                                self.agent.config().agent.name,
+                                req.deployment
                             ),
                         ));
                     }
@@ -821,7 +822,9 @@ impl Loop {
                     format!(
                         "agent {}: the watchdog of deployment {} of app {} is committing; there \
                          is nothing left to disarm",
-                        self.agent.config().agent.name, w.deployment, w.app
+                        self.agent.config().agent.name,
+                        w.deployment,
+                        w.app
                     ),
                 )),
             },
@@ -1136,7 +1139,11 @@ impl Loop {
             return;
         };
         w.phase = Phase::RollingBack;
-        let layout = self.agent.config().app(app).map(|a| AppLayout::new(&a.root));
+        let layout = self
+            .agent
+            .config()
+            .app(app)
+            .map(|a| AppLayout::new(&a.root));
         w.rollback_to = layout.as_ref().and_then(|l| {
             self.agent
                 .journal

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod decide;
 pub mod demo;
 pub mod deploy;
+pub mod docs;
 pub mod flag;
 pub mod history;
 pub mod maintenance;
@@ -88,5 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Flag { command } => flag::run(out, command).await,
         Command::Run { plan, command } => run::run(out, &plan, &command).await,
         Command::Demo { keep } => demo::demo(out, keep).await,
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(out, dir.as_deref()),
     }
 }

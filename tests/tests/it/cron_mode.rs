@@ -41,8 +41,14 @@ impl CronUser {
         let home = dir.join("home").join(&name);
         std::fs::create_dir_all(home.parent().unwrap()).unwrap();
         let mut cmd = Command::new("useradd");
-        cmd.args(["--create-home", "--home-dir", s(&home), "--shell", "/bin/sh"])
-            .arg(&name);
+        cmd.args([
+            "--create-home",
+            "--home-dir",
+            s(&home),
+            "--shell",
+            "/bin/sh",
+        ])
+        .arg(&name);
         let r = run_bounded(cmd, LIMIT);
         assert_eq!(r.code, 0, "useradd {name}: {}", r.text());
         let u = nix::unistd::User::from_name(&name).unwrap().unwrap();
@@ -166,7 +172,12 @@ fn issue16_ensure_running_keeps_one_agent_as_a_plain_user() {
     let d = dir.path();
     let user = CronUser::new(d, "a");
     let (pki, config, op) = cron_setup(d, &user, "127.0.16.1");
-    let ensure = || run_bounded(user.agent(&["ensure-running", "--config", s(&config)]), LIMIT);
+    let ensure = || {
+        run_bounded(
+            user.agent(&["ensure-running", "--config", s(&config)]),
+            LIMIT,
+        )
+    };
 
     let first = ensure();
     assert_eq!(first.code, 0, "{}", first.text());
@@ -176,7 +187,11 @@ fn issue16_ensure_running_keeps_one_agent_as_a_plain_user() {
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
         .split_whitespace()
         .collect();
-    assert_eq!(fields[3], pid.to_string(), "its own session (setsid): {stat}");
+    assert_eq!(
+        fields[3],
+        pid.to_string(),
+        "its own session (setsid): {stat}"
+    );
     let status_file = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(
         status_file.contains(&format!("Uid:\t{}", user.uid)),
@@ -233,12 +248,20 @@ fn issue16_ensure_running_keeps_one_agent_as_a_plain_user() {
         outs.push(out);
     }
     let started = outs.iter().filter(|o| o.contains("started, pid")).count();
-    let found = outs.iter().filter(|o| o.contains("already running")).count();
+    let found = outs
+        .iter()
+        .filter(|o| o.contains("already running"))
+        .count();
     assert_eq!((started, found), (1, 1), "{outs:?}");
     let new_pid = user.agent_pid().expect("restarted");
     assert_ne!(new_pid, pid);
     let st = status(d, &pki, &op, &user.state(), "shop");
-    assert_eq!(st.code, 0, "answers over mTLS after the restart: {}", st.text());
+    assert_eq!(
+        st.code,
+        0,
+        "answers over mTLS after the restart: {}",
+        st.text()
+    );
     assert!(st.stdout.contains("shop"), "{}", st.text());
 
     // A bad config: check-config's errors, exit 2, nothing started.
@@ -336,7 +359,11 @@ fn issue16_sighup_and_file_change_reload_the_config() {
 
     let before = status(d, &pki, &op, &agent.state_dir, "shop");
     assert_eq!(before.code, 0, "{}", before.text());
-    assert!(!before.stdout.contains("blog:"), "no blog yet: {}", before.text());
+    assert!(
+        !before.stdout.contains("blog:"),
+        "no blog yet: {}",
+        before.text()
+    );
 
     // SIGHUP with a valid changed config (written elsewhere and renamed in
     // place, so the file watch sees one change).
@@ -361,10 +388,16 @@ fn issue16_sighup_and_file_change_reload_the_config() {
     wait_log("apps added [\"blog\"]");
     let after = status(d, &pki, &op, &agent.state_dir, "blog");
     assert_eq!(after.code, 0, "{}", after.text());
-    assert!(after.stdout.contains("blog: current (none)"), "{}", after.text());
+    assert!(
+        after.stdout.contains("blog: current (none)"),
+        "{}",
+        after.text()
+    );
 
     // An invalid one: refused, loudly, and the old config stays.
-    write(&format!("{good}{blog}[apps.bad]\nroot = \"/srv/bad\"\nrooot = 1\n"));
+    write(&format!(
+        "{good}{blog}[apps.bad]\nroot = \"/srv/bad\"\nrooot = 1\n"
+    ));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     wait_log("NOT reloaded");
     let log = agent.log_text();
@@ -387,7 +420,12 @@ fn issue16_sighup_and_file_change_reload_the_config() {
     wait_log("apps removed [\"blog\"]");
     wait_log("agent.listen changed and take(s) effect only at the next restart");
     let shop = status(d, &pki, &op, &agent.state_dir, "shop");
-    assert_eq!(shop.code, 0, "still listening where it was: {}", shop.text());
+    assert_eq!(
+        shop.code,
+        0,
+        "still listening where it was: {}",
+        shop.text()
+    );
     assert!(!shop.stdout.contains("blog:"), "{}", shop.text());
     assert!(agent.stop(), "stopped by SIGTERM");
 }
@@ -431,7 +469,10 @@ fn issue16_sigterm_drains_running_jobs() {
     live_release(&d.join("srv/blog"), "v1");
     let mut agent = AgentProc::start(d, &pki, &spec);
 
-    for (app, command, want) in [("shop", "short", "succeeded"), ("blog", "slow", "interrupted")] {
+    for (app, command, want) in [
+        ("shop", "short", "succeeded"),
+        ("blog", "slow", "interrupted"),
+    ] {
         let plan = d.join(format!("run-{app}.toml"));
         write_plan(&plan, &pki, &op, app, None, &[&agent]);
         let before = newest_job(&agent).map(|j| j.0);
@@ -495,4 +536,126 @@ fn issue16_sigterm_drains_running_jobs() {
         }
         agent.spawn();
     }
+}
+
+/// `golivectl completions bash` is a script bash parses and that registers
+/// the completion; `golivectl man` renders golivectl(1), and `--dir`
+/// writes one page per subcommand.
+#[test]
+fn issue16_completions_and_man_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ctl = Ctl::new(d);
+    let r = ctl.run(&["completions", "bash"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.len() > 1000, "{}", r.text());
+    let script = d.join("golivectl.bash");
+    std::fs::write(&script, &r.stdout).unwrap();
+    let mut bash = Command::new("bash");
+    bash.arg("-c")
+        .arg("set -e; source \"$0\"; complete -p golivectl")
+        .arg(&script);
+    let b = run_bounded(bash, LIMIT);
+    assert_eq!(b.code, 0, "bash could not load it: {}", b.text());
+    assert!(b.stdout.contains("-F _golivectl"), "{}", b.text());
+    assert!(r.stdout.contains("deploy"), "{}", r.text());
+    for shell in ["zsh", "fish"] {
+        let r = ctl.run(&["completions", shell]);
+        assert!(r.code == 0 && !r.stdout.is_empty(), "{shell}: {}", r.text());
+    }
+    let bad = ctl.run(&["completions", "tcsh"]);
+    assert_eq!(bad.code, 2, "{}", bad.text());
+
+    let man = ctl.run(&["man"]);
+    assert_eq!(man.code, 0, "{}", man.text());
+    assert!(man.stdout.contains(".TH golivectl 1"), "{}", man.text());
+    let pages = d.join("man");
+    let r = ctl.run(&["man", "--dir", s(&pages)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    for page in [
+        "golivectl.1",
+        "golivectl-deploy.1",
+        "golivectl-backup-restore.1",
+    ] {
+        let text = std::fs::read_to_string(pages.join(page)).unwrap();
+        assert!(text.contains(".TH golivectl"), "{page}");
+    }
+}
+
+/// `packaging/install.sh` as a plain user: binaries, completion, man pages
+/// and a config into ~/.local and ~/.config, the crontab lines printed; a
+/// second run changes nothing and keeps the user's config.
+#[test]
+fn issue16_install_sh_is_a_non_root_idempotent_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let user = CronUser::new(d, "i");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/install.sh");
+    let bins = bin("golive-agent").parent().unwrap().to_path_buf();
+    let install = || {
+        let mut cmd = Command::new("sh");
+        cmd.arg(&script)
+            .args(["--bin-dir", s(&bins)])
+            .current_dir(&user.home)
+            .env_clear()
+            .env("HOME", &user.home)
+            .env("PATH", "/usr/bin:/bin")
+            .uid(user.uid)
+            .gid(user.gid);
+        run_bounded(cmd, LIMIT)
+    };
+    let first = install();
+    assert_eq!(first.code, 0, "{}", first.text());
+    let local = user.home.join(".local");
+    for f in [
+        "bin/golive-agent",
+        "bin/golivectl",
+        "share/bash-completion/completions/golivectl",
+        "share/man/man1/golivectl.1",
+        "share/man/man1/golivectl-deploy.1",
+    ] {
+        let meta = std::fs::metadata(local.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(
+            nix::unistd::Uid::from_raw(std::os::unix::fs::MetadataExt::uid(&meta)).as_raw(),
+            user.uid,
+            "{f}"
+        );
+    }
+    let config = user.home.join(".config/golive/agent.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains(&format!(
+            "state_dir = \"{}/.local/state/golive-agent\"",
+            user.home.display()
+        )),
+        "{text}"
+    );
+    let cron = format!(
+        "* * * * * {}/bin/golive-agent ensure-running --config {}",
+        local.display(),
+        config.display()
+    );
+    assert!(first.stdout.contains(&cron), "{}", first.text());
+    assert!(first.stdout.contains("@reboot"), "{}", first.text());
+    let version = run_bounded(user.agent(&["--version"]), LIMIT);
+    assert!(
+        version.stdout.starts_with("golive-agent "),
+        "{}",
+        version.text()
+    );
+
+    std::fs::write(&config, format!("{text}# mine\n")).unwrap();
+    let second = install();
+    assert_eq!(second.code, 0, "{}", second.text());
+    assert!(
+        second.stdout.contains("nothing changed"),
+        "{}",
+        second.text()
+    );
+    assert!(!second.stdout.contains("installed  "), "{}", second.text());
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .ends_with("# mine\n")
+    );
 }
