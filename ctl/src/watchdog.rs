@@ -1,6 +1,6 @@
 //! The plan's `[watchdog]` (issue 13): how long each host watches the
 //! release after its switch, how often, and which triggers roll it back.
-//! Parsed raw, then validated here into [`Watchdog`] before anything
+//! Parsed raw, then validated here into [`WatchdogSpec`] before anything
 //! connects; the agent checks it again against the probes it declares.
 
 use golive_shared::protocol::{
