@@ -271,17 +271,24 @@ impl Prepared {
         watchdog::start(&self.agent);
         let agent = Arc::clone(&self.agent);
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut stopping = stopped.clone();
         let local = tokio::spawn(local::serve(Arc::clone(&self.agent), self.local, stopped));
-        server::serve(self.agent, self.listener, self.tls, async move {
+        let server = server::serve(self.agent, self.listener, self.tls, async move {
             shutdown.await;
             let _ = stop.send(true);
-        })
-        .await;
+        });
+        // The jobs drain while the connections do: a controller
+        // long-polling a job sees it end (or be marked interrupted) instead
+        // of holding the connection drain up.
+        let jobs = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            // The watchdog first, so it starts no job while the jobs drain;
+            // what is armed stays in the journal, re-armed at the next start.
+            watchdog::stop(&agent).await;
+            drain_jobs(&agent).await;
+        };
+        tokio::join!(server, jobs);
         let _ = local.await;
-        // The watchdog first, so it starts no job while the jobs drain; what
-        // is armed stays in the journal and is re-armed at the next start.
-        watchdog::stop(&agent).await;
-        drain_jobs(&agent).await;
         log::info("golive-agent stopped");
     }
 

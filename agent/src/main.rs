@@ -235,14 +235,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             let code = rt.block_on(async {
+                // SIGHUP and a change of the file reload it (issue 16).
+                let hup = golive_agent::reload::catch_sighup()?;
                 match golive_agent::prepare(cfg).await {
                     Ok(prepared) => {
-                        // SIGHUP and a change of the file reload it (issue 16).
                         let reloader = golive_agent::reload::Reloader::new(
                             Arc::clone(prepared.agent()),
                             &config,
                         );
-                        let _hup = golive_agent::reload::on_sighup(Arc::clone(&reloader))?;
+                        let _hup = golive_agent::reload::on_sighup(Arc::clone(&reloader), hup);
                         let _watch = golive_agent::reload::watch(reloader).map_err(|e| {
                             anyhow::anyhow!(
                                 "cannot watch the config file {}: {e}",

@@ -289,15 +289,25 @@ pub fn watch(reloader: Arc<Reloader>) -> std::io::Result<Watching> {
     Ok(Watching { stop, wake: tx })
 }
 
+/// Takes SIGHUP from the default action (which ends the process). Call it
+/// before the agent can be seen running (`agent.addr`), so a SIGHUP sent as
+/// soon as it is seen is a reload, not a stop; one received before
+/// [`on_sighup`] runs is kept for it.
+pub fn catch_sighup() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
 /// Reloads on every SIGHUP until the task is dropped with the runtime.
-pub fn on_sighup(reloader: Arc<Reloader>) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    Ok(tokio::spawn(async move {
+pub fn on_sighup(
+    reloader: Arc<Reloader>,
+    mut hup: tokio::signal::unix::Signal,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         while hup.recv().await.is_some() {
             let r = Arc::clone(&reloader);
             let _ = tokio::task::spawn_blocking(move || r.reload(Trigger::Sighup)).await;
         }
-    }))
+    })
 }
 
 #[cfg(test)]
