@@ -298,6 +298,7 @@ fn supervise<'a>(
     // Close our copies of the write end, or the reader never sees EOF.
     drop(cmd);
     let pid = Pid::from_raw(child.id() as i32);
+    let _registered = Running::register(pid);
 
     let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
     let chunk_thread = out_reader.map(|r| {
@@ -368,6 +369,49 @@ fn supervise<'a>(
         duration,
         tail: out.tail,
     })
+}
+
+/// Process groups of the declared programs running now: a stop that cannot
+/// wait for its jobs ends them ([`end_all`], issue 16).
+static RUNNING: std::sync::Mutex<Vec<Pid>> = std::sync::Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Vec<Pid>> {
+    RUNNING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A process group in [`RUNNING`] while its supervisor runs.
+struct Running(Pid);
+
+impl Running {
+    fn register(pid: Pid) -> Running {
+        running().push(pid);
+        Running(pid)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        running().retain(|p| *p != self.0);
+    }
+}
+
+/// Ends every declared program still running (the agent is stopping and
+/// its drain bound passed): SIGTERM to each process group, then SIGKILL to
+/// what is left after `grace`. Returns how many groups there were.
+pub fn end_all(grace: Duration) -> usize {
+    let groups = running().clone();
+    for g in &groups {
+        let _ = killpg(*g, Signal::SIGTERM);
+    }
+    let alive = |g: &Pid| killpg(*g, None).is_ok();
+    let end = Instant::now() + grace;
+    while Instant::now() < end && groups.iter().any(alive) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for g in groups.iter().filter(|g| alive(g)) {
+        let _ = killpg(*g, Signal::SIGKILL);
+    }
+    groups.len()
 }
 
 /// Where [`run_with_stdout`] puts stdout.

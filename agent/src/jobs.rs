@@ -64,7 +64,7 @@ pub fn submit(
             if agent.known_app(&app)?.git.is_none() {
                 return Err(bad(crate::release::git::not_declared(
                     &app,
-                    &agent.config.agent.name,
+                    &agent.config().agent.name,
                 )));
             }
         }
@@ -86,7 +86,7 @@ pub fn submit(
                     format!(
                         "app {app} on agent {} declares no maintenance mode; add [apps.{app}.maintenance] \
                          (flag_file and/or on/off commands) to its config",
-                        agent.config.agent.name
+                        agent.config().agent.name
                     ),
                 ));
             }
@@ -95,23 +95,24 @@ pub fn submit(
             if let Some(r) = &m.release {
                 names::check_release_id(r).map_err(bad)?;
             }
-            let declared = agent.known_app(&app)?;
+            let declared = &agent.known_app(&app)?;
             if declared.migrations.is_none() && declared.migration_command.is_none() {
                 return Err(ErrorBody::new(
                     ErrorCode::BadRequest,
                     format!(
                         "app {app} on agent {} declares no migrations; add [apps.{app}.migrations] to its config",
-                        agent.config.agent.name
+                        agent.config().agent.name
                     ),
                 ));
             }
         }
         JobSpec::SetFlag(f) => {
-            let flags = crate::flags::config(&app, agent.known_app(&app)?).map_err(bad)?;
+            let declared = agent.known_app(&app)?;
+            let flags = crate::flags::config(&app, &declared).map_err(bad)?;
             crate::flags::check_request(&app, flags, f).map_err(|m| {
                 ErrorBody::new(
                     ErrorCode::BadRequest,
-                    format!("agent {}: {m}", agent.config.agent.name),
+                    format!("agent {}: {m}", agent.config().agent.name),
                 )
             })?;
         }
@@ -123,7 +124,7 @@ pub fn submit(
                     ErrorCode::NotFound,
                     format!(
                         "app {app} on agent {} declares no command {:?}; declared commands: {}",
-                        agent.config.agent.name,
+                        agent.config().agent.name,
                         c.name,
                         if valid.is_empty() {
                             "(none)".to_string()
@@ -150,7 +151,7 @@ pub fn submit(
     // store lock keeps an eviction from falling between the check and that.
     let _store = matches!(req.spec, JobSpec::Stage(_)).then(|| agent.lock_store());
     if let JobSpec::Stage(s) = &req.spec
-        && !artifacts_dir(&agent.config)
+        && !artifacts_dir(&agent.config())
             .join(&s.artifact_sha256)
             .is_file()
     {
@@ -158,7 +159,8 @@ pub fn submit(
             ErrorCode::NotFound,
             format!(
                 "artifact {} is not on agent {}; upload it first (golivectl deploy does)",
-                s.artifact_sha256, agent.config.agent.name
+                s.artifact_sha256,
+                agent.config().agent.name
             ),
         ));
     }
@@ -212,7 +214,7 @@ pub fn submit_rollback(
     names::check_app_name(&app).map_err(|m| ErrorBody::new(ErrorCode::BadRequest, m))?;
     agent.known_app(&app)?;
     let resolved =
-        crate::rollback::resolve(&agent.config, &agent.journal, &req).map_err(|r| match r {
+        crate::rollback::resolve(&agent.config(), &agent.journal, &req).map_err(|r| match r {
             crate::rollback::Refusal::Bad(m) => ErrorBody::new(ErrorCode::BadRequest, m),
             crate::rollback::Refusal::NotFound(m) => ErrorBody::new(ErrorCode::NotFound, m),
             crate::rollback::Refusal::Internal(m) => internal(m),
@@ -358,7 +360,7 @@ fn restore_allowed(agent: &Agent, peer: &PeerIdentity, r: &RestoreBackup) -> Res
                 ErrorCode::NotFound,
                 format!(
                     "app {} has no backup {:?} on agent {}; list them with `golivectl backup list PLAN`",
-                    r.app, r.id, agent.config.agent.name
+                    r.app, r.id, agent.config().agent.name
                 ),
             )
         })?;
@@ -406,7 +408,26 @@ async fn run(agent: Arc<Agent>, id: u64) {
         return;
     };
     let app = job.spec.app().to_string();
-    let queue = agent.app_queue(&app).expect("app checked at submit");
+    // Counted from here, so the stop's drain (issue 16) waits for a job
+    // queued behind another too.
+    let _running = agent.job_running();
+    let Some(queue) = agent.app_queue(&app) else {
+        // A reload removed the app after the job was accepted.
+        let message = format!(
+            "agent {}: app {app:?} is no longer declared in the config (reloaded);              the job did not run",
+            agent.config().agent.name
+        );
+        let _ = agent
+            .journal
+            .finish_job(id, JobState::Failed, None, Some(&message), now_millis());
+        agent.event(
+            id,
+            EventKind::Finished {
+                state: JobState::Failed,
+            },
+        );
+        return;
+    };
     let _turn = queue.lock().await;
     // A host rollback asked again while it was being resumed may have been
     // spawned twice: the second run finds it finished and leaves it.
@@ -426,7 +447,11 @@ async fn run(agent: Arc<Agent>, id: u64) {
         id,
         EventKind::Log {
             level: LogLevel::Info,
-            line: format!("{} started on {}", job.spec.kind(), agent.config.agent.name),
+            line: format!(
+                "{} started on {}",
+                job.spec.kind(),
+                agent.config().agent.name
+            ),
         },
     );
     let worker = Arc::clone(&agent);
@@ -438,7 +463,7 @@ async fn run(agent: Arc<Agent>, id: u64) {
             worker.event(id, kind);
         };
         execute(
-            &worker.config,
+            &worker.config(),
             &worker.journal,
             &crate::rollback::Job {
                 id,
@@ -452,6 +477,17 @@ async fn run(agent: Arc<Agent>, id: u64) {
     .await
     .unwrap_or_else(|e| Err(format!("the job panicked: {e}")));
 
+    // A stop that could not wait for this job marked it interrupted and
+    // ended its programs (issue 16): that record stands.
+    if agent
+        .journal
+        .job(id)
+        .ok()
+        .flatten()
+        .is_some_and(|j| j.state == JobState::Interrupted)
+    {
+        return;
+    }
     let now = now_millis();
     let state = match &outcome {
         Ok(result) => {
@@ -488,7 +524,13 @@ fn discard_artifact(agent: &Agent, id: u64, submitted: UnixMillis, s: &StageRele
     let sha = &s.artifact_sha256;
     let outcome = {
         let _store = agent.lock_store();
-        crate::store::discard_after_failed_stage(&agent.config, &agent.journal, sha, id, submitted)
+        crate::store::discard_after_failed_stage(
+            &agent.config(),
+            &agent.journal,
+            sha,
+            id,
+            submitted,
+        )
     };
     let (level, line) = match outcome {
         Ok(Discard::Removed { bytes }) => (
@@ -882,7 +924,7 @@ pub(crate) fn switch(
 /// Long-poll: events after `after_seq`, waiting up to the capped wait time
 /// for new ones or for the job to finish.
 pub async fn events(agent: &Agent, req: JobEventsRequest) -> Result<JobEventsResponse, ErrorBody> {
-    let cap = std::time::Duration::from_secs(agent.config.limits.max_poll_secs);
+    let cap = std::time::Duration::from_secs(agent.config().limits.max_poll_secs);
     let wait = std::time::Duration::from_millis(req.wait_ms).min(cap);
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = agent.subscribe();
@@ -897,7 +939,8 @@ pub async fn events(agent: &Agent, req: JobEventsRequest) -> Result<JobEventsRes
                     ErrorCode::NotFound,
                     format!(
                         "agent {} has no job {}",
-                        agent.config.agent.name, req.job_id
+                        agent.config().agent.name,
+                        req.job_id
                     ),
                 )
             })?;

@@ -464,6 +464,55 @@ impl Journal {
         Ok(out)
     }
 
+    /// At a stop whose drain bound passed (issue 16): every queued or
+    /// running job but a host rollback is marked interrupted, with `why`,
+    /// and gets its `Finished` event, so nothing is left looking alive; a
+    /// host rollback stays unfinished, with a note, and is resumed at the
+    /// next start like after a crash. Returns (interrupted, left to resume).
+    pub fn interrupt_at_stop(&self, now: UnixMillis, why: &str) -> Result<(Vec<u64>, Vec<u64>)> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        let unfinished: Vec<(u64, String)> = {
+            let mut stmt = tx.prepare(
+                "SELECT id, kind FROM jobs WHERE state IN ('queued', 'running') ORDER BY id",
+            )?;
+            stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let (mut interrupted, mut resumed) = (Vec::new(), Vec::new());
+        for (id, kind) in unfinished {
+            let seq = next_seq(&tx, id)?;
+            if RESUMED_KINDS.contains(&kind.as_str()) {
+                let note = serde_json::to_string(&EventKind::Log {
+                    level: golive_shared::protocol::LogLevel::Warn,
+                    line: format!("{why}; this rollback is resumed at the next start"),
+                })?;
+                tx.execute(
+                    "INSERT INTO events (job_id, seq, at, kind) VALUES (?1, ?2, ?3, ?4)",
+                    params![id as i64, seq as i64, now, note],
+                )?;
+                resumed.push(id);
+                continue;
+            }
+            tx.execute(
+                "UPDATE jobs SET state = 'interrupted', finished_at = ?1, error = ?2 WHERE id = ?3",
+                params![now, why, id as i64],
+            )?;
+            let kind = serde_json::to_string(&EventKind::Finished {
+                state: JobState::Interrupted,
+            })?;
+            tx.execute(
+                "INSERT INTO events (job_id, seq, at, kind) VALUES (?1, ?2, ?3, ?4)",
+                params![id as i64, seq as i64, now, kind],
+            )?;
+            interrupted.push(id);
+        }
+        // A backup row that was being written stays `running`: the next
+        // start removes its partial directory and marks it (`recover`).
+        tx.commit()?;
+        Ok((interrupted, resumed))
+    }
+
     // ----- jobs -------------------------------------------------------------
 
     /// Inserts a job, or returns the existing one with the same key.
@@ -531,7 +580,10 @@ impl Journal {
     ) -> Result<()> {
         let result = result.map(serde_json::to_string).transpose()?;
         self.conn().execute(
-            "UPDATE jobs SET state = ?1, result = ?2, error = ?3, finished_at = ?4 WHERE id = ?5",
+            // An interrupted job stays so: the stop marked it and ended its
+            // programs (issue 16), whatever its task reports afterwards.
+            "UPDATE jobs SET state = ?1, result = ?2, error = ?3, finished_at = ?4
+             WHERE id = ?5 AND state != 'interrupted'",
             params![state.as_str(), result, error, now, id as i64],
         )?;
         Ok(())

@@ -28,6 +28,11 @@
 //! - [`scan`]: the forbidden-text scan of a release (shared with the controller).
 //! - [`journal`]: the SQLite journal, source of truth for all of the above.
 //! - [`revocation`]: the certificate deny list, fail-closed, reloaded on change.
+//! - [`reload`]: the config check, and its reload on SIGHUP or a change of
+//!   the file (a bad file refused, the config in force kept).
+//! - [`logfile`]: the size-rotated log file of an agent with no journald.
+//! - [`cron`]: cron mode: `ensure-running` starts a detached agent unless
+//!   the state directory's lock says one runs.
 //! - [`tls`]: rustls server configuration (client certificates required,
 //!   the deny list checked in the handshake).
 //! - [`watch`]: following a file through its directory (notify), for the
@@ -47,6 +52,7 @@ pub mod accesslog;
 pub mod availability;
 pub mod backup;
 pub mod bridge;
+pub mod cron;
 pub mod exec;
 pub mod flags;
 #[doc(hidden)]
@@ -58,12 +64,14 @@ pub mod journal;
 pub mod local;
 pub mod lock;
 pub mod log;
+pub mod logfile;
 pub mod maintenance;
 pub mod metrics;
 pub mod migrate;
 pub mod preflight;
 pub mod probe;
 pub mod release;
+pub mod reload;
 pub mod revocation;
 pub mod rollback;
 pub mod scan;
@@ -259,7 +267,7 @@ impl Prepared {
         log::info(&format!(
             "golive-agent {} ({}) listening on {addr}",
             golive_shared::GOLIVE_VERSION,
-            self.agent.config.agent.name
+            self.agent.config().agent.name
         ));
         // Host rollbacks a stop left unfinished are finished first (issue 13),
         // then the watchdog re-arms what was armed.
@@ -267,15 +275,95 @@ impl Prepared {
         watchdog::start(&self.agent);
         let agent = Arc::clone(&self.agent);
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut stopping = stopped.clone();
         let local = tokio::spawn(local::serve(Arc::clone(&self.agent), self.local, stopped));
-        server::serve(self.agent, self.listener, self.tls, async move {
+        let server = server::serve(self.agent, self.listener, self.tls, async move {
             shutdown.await;
             let _ = stop.send(true);
-        })
-        .await;
+        });
+        // The jobs drain while the connections do: a controller
+        // long-polling a job sees it end (or be marked interrupted) instead
+        // of holding the connection drain up.
+        let jobs = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            // The watchdog first, so it starts no job while the jobs drain;
+            // what is armed stays in the journal, re-armed at the next start.
+            watchdog::stop(&agent).await;
+            drain_jobs(&agent).await;
+        };
+        tokio::join!(server, jobs);
         let _ = local.await;
-        watchdog::stop(&agent).await;
         log::info("golive-agent stopped");
+    }
+
+    /// The agent this serves (reload, tests).
+    pub fn agent(&self) -> &Arc<Agent> {
+        &self.agent
+    }
+}
+
+/// At a stop (issue 16): running jobs get `limits.stop_drain_secs` to
+/// finish; past it, every unfinished job is marked interrupted in the
+/// journal (a host rollback is left to be resumed) and the programs they
+/// run are ended, so no job is left looking alive.
+async fn drain_jobs(agent: &Arc<Agent>) {
+    use std::time::Duration;
+    let bound = Duration::from_secs(agent.config().limits.stop_drain_secs);
+    let mut changes = agent.subscribe();
+    let deadline = tokio::time::Instant::now() + bound;
+    if agent.running_jobs() > 0 {
+        log::info(&format!(
+            "stopping: waiting up to {}s for {} running job(s) to finish",
+            bound.as_secs(),
+            agent.running_jobs()
+        ));
+    }
+    while agent.running_jobs() > 0 {
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    if agent.running_jobs() == 0 {
+        return;
+    }
+    let why = format!(
+        "the agent was stopped and this job did not finish within limits.stop_drain_secs          ({}s); its programs were ended: check the app and resubmit",
+        bound.as_secs()
+    );
+    match agent.journal.interrupt_at_stop(now_millis(), &why) {
+        Ok((interrupted, resumed)) => {
+            log::warn(&format!(
+                "stopping: jobs {interrupted:?} marked interrupted (still running after {}s){}",
+                bound.as_secs(),
+                if resumed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; host rollbacks {resumed:?} are resumed at the next start")
+                }
+            ));
+        }
+        Err(e) => log::error(&format!(
+            "stopping: could not mark the unfinished jobs interrupted: {e}; the next start does"
+        )),
+    }
+    agent.notify();
+    let ended = exec::end_all(Duration::from_secs(3));
+    if ended > 0 {
+        log::warn(&format!("stopping: ended {ended} running program(s)"));
+    }
+    // Their tasks see the end of their programs and stop, leaving the
+    // journal as marked.
+    let settle = tokio::time::Instant::now() + Duration::from_secs(5);
+    while agent.running_jobs() > 0 {
+        if tokio::time::timeout_at(settle, changes.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
     }
 }
 
@@ -316,7 +404,7 @@ pub async fn prepare(config: AgentConfig) -> Result<Prepared, StartError> {
             .create(true)
             .truncate(true)
             .mode(state::PRIVATE_FILE)
-            .open(agent.config.agent.state_dir.join("agent.addr"))
+            .open(agent.config().agent.state_dir.join("agent.addr"))
             .and_then(|mut f| f.write_all(addr.to_string().as_bytes()));
     }
     Ok(Prepared {

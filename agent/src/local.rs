@@ -98,7 +98,7 @@ pub async fn serve(
             drop(place);
         });
     }
-    let _ = std::fs::remove_file(socket_path(&agent.config.agent.state_dir));
+    let _ = std::fs::remove_file(socket_path(&agent.config().agent.state_dir));
 }
 
 /// `local:NAME (uid N)`.
@@ -129,7 +129,7 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream) {
             format!(
                 "the local socket of agent {} takes requests from its own user (uid {me}) or root \
                  only, not from {who}; run `golive-agent rollback` as that user or as root",
-                agent.config.agent.name
+                agent.config().agent.name
             ),
         );
         audit(&agent, &who, uid, "local.connect", &Err(refusal.clone()));

@@ -134,7 +134,7 @@ fn locked(agent: &Agent, info: &LockInfo) -> ErrorBody {
             "app {} on agent {} is locked by deployment {}, started by {} at {} (lease expires {}); \
              wait for it to finish, or break the lock with `golivectl unlock PLAN --reason TEXT`",
             info.app,
-            agent.config.agent.name,
+            agent.config().agent.name,
             info.deployment,
             info.holder,
             utc(info.since),

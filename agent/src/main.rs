@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use golive_shared::config;
@@ -30,6 +31,36 @@ enum Command {
     Serve {
         #[arg(long)]
         config: PathBuf,
+        /// Log to this file, rotated by size, instead of stderr (cron mode;
+        /// with systemd, stderr goes to the journal).
+        #[arg(long)]
+        log_file: Option<PathBuf>,
+        /// Rotate the log file before it passes this many bytes.
+        #[arg(long, default_value_t = golive_agent::logfile::DEFAULT_MAX_BYTES, requires = "log_file")]
+        log_max_bytes: u64,
+        /// Rotated log files kept (FILE.1 is the newest).
+        #[arg(long, default_value_t = golive_agent::logfile::DEFAULT_KEEP, requires = "log_file")]
+        log_keep: u32,
+        /// Start a new session first (set by `ensure-running`).
+        #[arg(long, hide = true)]
+        detached: bool,
+    },
+    /// Cron mode: start the agent detached unless the state directory's
+    /// lock says one runs, then exit at once. Exit 0: started or already
+    /// running (said which); 2: bad config (nothing started); 1: the agent
+    /// could not start. For a crontab: `* * * * *` and `@reboot`.
+    EnsureRunning {
+        #[arg(long)]
+        config: PathBuf,
+        /// The agent's log file; default STATE_DIR/agent.log.
+        #[arg(long)]
+        log_file: Option<PathBuf>,
+        /// Rotate the log file before it passes this many bytes (default 10 MiB).
+        #[arg(long)]
+        log_max_bytes: Option<u64>,
+        /// Rotated log files kept (default 3).
+        #[arg(long)]
+        log_keep: Option<u32>,
     },
     /// Check a config file; report every problem with file, line and key.
     CheckConfig {
@@ -117,62 +148,66 @@ fn load(path: &std::path::Path) -> Result<config::AgentConfig, ExitCode> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::CheckConfig { config } => {
-            let cfg = match load(&config) {
+        Command::CheckConfig { config } => match golive_agent::reload::check(&config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok (agent {}, listen {}, {} app(s): {})",
+                    config.display(),
+                    cfg.agent.name,
+                    cfg.agent.listen,
+                    cfg.apps.len(),
+                    cfg.app_names()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(lines) => {
+                for line in lines {
+                    eprintln!("{line}");
+                }
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::EnsureRunning {
+            config,
+            log_file,
+            log_max_bytes,
+            log_keep,
+        } => {
+            // The usual check-config errors, before anything is started.
+            let cfg = match golive_agent::reload::check(&config) {
                 Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            let deny = match &cfg.tls.revoked {
-                Some(p) => match golive_agent::revocation::DenyList::load(p) {
-                    Ok(list) => list,
-                    Err(e) => {
-                        eprintln!("{}: tls.revoked: {e}", config.display());
-                        return Ok(ExitCode::from(2));
+                Err(lines) => {
+                    for line in lines {
+                        eprintln!("{line}");
                     }
-                },
-                None => golive_agent::revocation::DenyList::none(),
+                    return Ok(ExitCode::from(2));
+                }
             };
-            if let Err(e) = golive_agent::tls::server_config(
-                &cfg.tls.ca,
-                &cfg.tls.cert,
-                &cfg.tls.key,
-                std::sync::Arc::new(deny),
-            ) {
-                eprintln!("{}: {e}", config.display());
-                return Ok(ExitCode::from(2));
+            let log =
+                golive_agent::cron::LogOptions::for_config(&cfg, log_file, log_max_bytes, log_keep);
+            match golive_agent::cron::ensure_running(&cfg, &config, &log) {
+                Ok(golive_agent::cron::Ensured::AlreadyRunning { pid }) => {
+                    println!(
+                        "golive-agent {}: already running{} (state {}); started nothing",
+                        cfg.agent.name,
+                        pid.map(|p| format!(", pid {p}")).unwrap_or_default(),
+                        cfg.agent.state_dir.display()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(golive_agent::cron::Ensured::Started { pid, addr }) => {
+                    println!(
+                        "golive-agent {}: started, pid {pid}, listening on {addr}, log {}",
+                        cfg.agent.name,
+                        log.path.display()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("golive-agent: {e}");
+                    Ok(ExitCode::from(1))
+                }
             }
-            if let Err(e) = golive_agent::probe::check_ca_files(&cfg) {
-                eprintln!("{}: {e}", config.display());
-                return Ok(ExitCode::from(2));
-            }
-            if let Err(e) = golive_agent::probe::check_log_formats(&cfg) {
-                eprintln!("{}: {e}", config.display());
-                return Ok(ExitCode::from(2));
-            }
-            // A repository git would refuse to read (issue 12): found now,
-            // not at the first fetch.
-            let mut refused = false;
-            for (name, app) in &cfg.apps {
-                use golive_agent::release::git::{Ownership, ownership};
-                let problem = match ownership(name, app) {
-                    Ok(Ownership::Dubious(why)) | Err(why) => why,
-                    Ok(_) => continue,
-                };
-                eprintln!("{}: key `apps.{name}.git.url`: {problem}", config.display());
-                refused = true;
-            }
-            if refused {
-                return Ok(ExitCode::from(2));
-            }
-            println!(
-                "{}: ok (agent {}, listen {}, {} app(s): {})",
-                config.display(),
-                cfg.agent.name,
-                cfg.agent.listen,
-                cfg.apps.len(),
-                cfg.app_names()
-            );
-            Ok(ExitCode::SUCCESS)
         }
         Command::Bridge { config } => {
             let cfg = match load(&config) {
@@ -183,7 +218,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             golive_agent::bridge::relay(addr, std::io::stdin(), std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { config } => {
+        Command::Serve {
+            config,
+            log_file,
+            log_max_bytes,
+            log_keep,
+            detached,
+        } => {
+            if detached {
+                // Not a group leader (spawned by ensure-running), so this
+                // cannot fail but for a bug: say so and go on.
+                if let Err(e) = nix::unistd::setsid() {
+                    eprintln!("golive-agent: setsid: {e}");
+                }
+            }
+            if let Some(path) = &log_file
+                && let Err(e) = golive_agent::logfile::install(path, log_max_bytes, log_keep)
+            {
+                eprintln!(
+                    "golive-agent: cannot open the log file {}: {e}",
+                    path.display()
+                );
+                return Ok(ExitCode::from(2));
+            }
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
@@ -193,18 +250,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(async {
+            let code = rt.block_on(async {
+                // SIGHUP and a change of the file reload it (issue 16).
+                let hup = golive_agent::reload::catch_sighup()?;
                 match golive_agent::prepare(cfg).await {
                     Ok(prepared) => {
+                        let reloader = golive_agent::reload::Reloader::new(
+                            Arc::clone(prepared.agent()),
+                            &config,
+                        );
+                        let _hup = golive_agent::reload::on_sighup(Arc::clone(&reloader), hup);
+                        let _watch = golive_agent::reload::watch(reloader).map_err(|e| {
+                            anyhow::anyhow!(
+                                "cannot watch the config file {}: {e}",
+                                config.display()
+                            )
+                        })?;
                         prepared.serve(shutdown_signal()).await;
-                        Ok(ExitCode::SUCCESS)
+                        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
                     }
                     Err(e) => {
                         eprintln!("golive-agent: {e}");
                         Ok(ExitCode::from(2))
                     }
                 }
-            })
+            })?;
+            // A job the stop could not wait for was marked interrupted and
+            // its programs ended (issue 16); its blocking work is not waited
+            // for beyond this.
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(code)
         }
         Command::Rollback {
             app,

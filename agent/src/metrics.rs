@@ -39,7 +39,7 @@ pub fn render(agent: &Agent) -> Result<String, String> {
     let _ = writeln!(
         out,
         "golive_agent_info{{name=\"{}\",version=\"{}\"}} 1",
-        label(&agent.config.agent.name),
+        label(&agent.config().agent.name),
         label(golive_shared::GOLIVE_VERSION)
     );
     family(

@@ -47,7 +47,7 @@ pub async fn handle(
     agent: &Arc<Agent>,
     req: PreflightRequest,
 ) -> Result<PreflightReport, ErrorBody> {
-    let app = agent.known_app(&req.app)?;
+    let app = &agent.known_app(&req.app)?;
     let probes = declared_probes(app);
     if req.probes_only {
         return Ok(PreflightReport {
@@ -110,9 +110,9 @@ fn not_applicable(name: &str, severity: Severity, app: &AppConfig, then: &str) -
 
 /// Every check for `req.app`, in the order an operator reads them.
 fn checks(agent: &Agent, req: &PreflightRequest) -> Result<Vec<PreflightCheck>, ErrorBody> {
-    let config = &agent.config;
+    let config = &agent.config();
     let name = req.app.as_str();
-    let app = agent.known_app(name)?;
+    let app = &agent.known_app(name)?;
     let mut out = vec![lock(agent, name)?];
     out.extend(maintenance(agent, name, app)?);
     let migrations_db = app.migrations.as_ref().map(|m| m.database.as_str());

@@ -15,7 +15,9 @@ use crate::revocation::DenyList;
 use crate::server::noise::Refusals;
 
 pub struct Agent {
-    pub config: AgentConfig,
+    /// The config in force: replaced whole by a reload (issue 16, `reload`);
+    /// a job, a probe round or a request takes one snapshot and keeps it.
+    config: std::sync::RwLock<Arc<AgentConfig>>,
     pub journal: Journal,
     pub started_at: UnixMillis,
     /// The certificate deny list: consulted in the handshake and again on
@@ -28,7 +30,11 @@ pub struct Agent {
     changes: watch::Sender<u64>,
     /// One job at a time per app, whatever the lock says: two staging jobs on
     /// the same tree must never interleave.
-    app_queues: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Made on first use, so an app a reload adds gets its own.
+    app_queues: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Jobs whose task is between start and end (the stop's drain waits
+    /// for them, issue 16).
+    running_jobs: std::sync::atomic::AtomicUsize,
     /// Held while the artifact store decides what stays: eviction, the
     /// discard after a failed stage, and the paths that find an artifact
     /// present and rely on it staying (`store` module docs). Never held
@@ -41,29 +47,48 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(config: AgentConfig, journal: Journal, deny: Arc<DenyList>) -> Agent {
-        let app_queues = config
-            .apps
-            .keys()
-            .map(|k| (k.clone(), Arc::new(tokio::sync::Mutex::new(()))))
-            .collect();
         let refusals = Refusals::new(std::time::Duration::from_secs(
             config.limits.refusal_log_secs,
         ));
         Agent {
-            config,
+            config: std::sync::RwLock::new(Arc::new(config)),
             journal,
             started_at: now_millis(),
             refusals,
             deny,
             changes: watch::channel(0).0,
-            app_queues,
+            app_queues: std::sync::Mutex::new(HashMap::new()),
+            running_jobs: std::sync::atomic::AtomicUsize::new(0),
             store_lock: std::sync::Mutex::new(()),
             watchdog: crate::watchdog::Handle::default(),
         }
     }
 
+    /// The config in force now (a snapshot: a reload does not change it
+    /// under the caller).
+    pub fn config(&self) -> Arc<AgentConfig> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts `config` in force (a reload; `reload` decides what may change).
+    pub fn replace_config(&self, config: AgentConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    /// Counts a job's task as running until the guard drops.
+    pub fn job_running(self: &Arc<Self>) -> RunningJob {
+        self.running_jobs
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        RunningJob(Arc::clone(self))
+    }
+
+    /// Job tasks between start and end.
+    pub fn running_jobs(&self) -> usize {
+        self.running_jobs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn artifacts_dir(&self) -> PathBuf {
-        artifacts_dir(&self.config)
+        artifacts_dir(&self.config())
     }
 
     /// Takes [`Agent::store_lock`]; a panic while it was held left no
@@ -77,7 +102,9 @@ impl Agent {
     }
 
     pub fn app_queue(&self, app: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
-        self.app_queues.get(app).cloned()
+        self.config().app(app)?;
+        let mut queues = self.app_queues.lock().unwrap_or_else(|p| p.into_inner());
+        Some(Arc::clone(queues.entry(app.to_string()).or_default()))
     }
 
     pub fn is_revoked(&self, serial: &str) -> bool {
@@ -97,17 +124,30 @@ impl Agent {
     }
 
     /// The declared app, or an error listing the valid names.
-    pub fn known_app(&self, app: &str) -> Result<&golive_shared::config::AppConfig, ErrorBody> {
-        self.config.app(app).ok_or_else(|| {
+    pub fn known_app(&self, app: &str) -> Result<golive_shared::config::AppConfig, ErrorBody> {
+        let config = self.config();
+        config.app(app).cloned().ok_or_else(|| {
             ErrorBody::new(
                 ErrorCode::NotFound,
                 format!(
                     "agent {} declares no app {app:?}; declared apps: {}",
-                    self.config.agent.name,
-                    self.config.app_names()
+                    config.agent.name,
+                    config.app_names()
                 ),
             )
         })
+    }
+}
+
+/// Held by a job's task while it runs ([`Agent::job_running`]).
+pub struct RunningJob(Arc<Agent>);
+
+impl Drop for RunningJob {
+    fn drop(&mut self) {
+        self.0
+            .running_jobs
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.notify();
     }
 }
 

@@ -217,6 +217,18 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Shell completions on stdout, e.g. `golivectl completions bash >
+    /// ~/.local/share/bash-completion/completions/golivectl`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Man pages: golivectl(1) on stdout, or with --dir golivectl.1 and one
+    /// page per subcommand (golivectl-deploy.1, ...) written into DIR.
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]

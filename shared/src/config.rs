@@ -104,6 +104,10 @@ pub struct Limits {
     pub refusal_log_secs: u64,
     /// A long-poll waits at most this long, whatever the client asks.
     pub max_poll_secs: u64,
+    /// At a stop (SIGTERM), running jobs get this long to finish; those
+    /// still running then are marked interrupted and their programs ended
+    /// (issue 16). 0: do not wait.
+    pub stop_drain_secs: u64,
 }
 
 impl Default for Limits {
@@ -124,6 +128,7 @@ impl Default for Limits {
             min_upload_bytes_per_sec: 64 * 1024,
             refusal_log_secs: 60,
             max_poll_secs: 30,
+            stop_drain_secs: 30,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::state::{Agent, internal};
 
 pub fn hello(agent: &Agent, peer: &PeerIdentity, _req: HelloRequest) -> HelloResponse {
     HelloResponse {
-        agent_name: agent.config.agent.name.clone(),
+        agent_name: agent.config().agent.name.clone(),
         agent_version: GOLIVE_VERSION.into(),
         protocol: PROTOCOL_VERSION,
         peer_name: peer.name.clone(),
@@ -26,7 +26,7 @@ pub fn status(agent: &Agent, req: StatusRequest) -> Result<StatusResponse, Error
     }
     let now = now_millis();
     let mut apps = Vec::new();
-    for (name, app) in &agent.config.apps {
+    for (name, app) in &agent.config().apps {
         if !req.apps.is_empty() && !req.apps.contains(name) {
             continue;
         }
@@ -90,7 +90,7 @@ pub fn status(agent: &Agent, req: StatusRequest) -> Result<StatusResponse, Error
         });
     }
     Ok(StatusResponse {
-        agent_name: agent.config.agent.name.clone(),
+        agent_name: agent.config().agent.name.clone(),
         agent_version: GOLIVE_VERSION.into(),
         protocol: PROTOCOL_VERSION,
         started_at: agent.started_at,

@@ -56,7 +56,7 @@ fn present(agent: &Agent, sha: &str) -> Result<ArtifactInfo, ErrorBody> {
         }
         _ => Err(ErrorBody::new(
             ErrorCode::NotFound,
-            format!("agent {} has no artifact {sha}", agent.config.agent.name),
+            format!("agent {} has no artifact {sha}", agent.config().agent.name),
         )),
     }
 }
@@ -105,7 +105,7 @@ pub async fn upload(
     // The whole upload has a deadline (issue 11): a client trickling bytes
     // must not hold a connection and a store reservation for as long as it
     // likes. The slowest rate waited for is `limits.min_upload_bytes_per_sec`.
-    let limits = &agent.config.limits;
+    let limits = &agent.config().limits;
     let allowed = std::time::Duration::from_secs(
         limits.request_timeout_secs + size / limits.min_upload_bytes_per_sec,
     );
@@ -190,7 +190,7 @@ fn admit(
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| bad(format!("an upload needs a numeric {SIZE_HEADER} header")))?;
-    let max = agent.config.limits.max_artifact_bytes;
+    let max = agent.config().limits.max_artifact_bytes;
     if size > max {
         return Err(ErrorBody::new(
             ErrorCode::TooLarge,
@@ -214,7 +214,7 @@ fn admit(
         if final_path.is_file() {
             return present(agent, sha).map(Err);
         }
-        crate::store::make_room(&agent.config, &agent.journal, sha, size, now_millis()).map_err(
+        crate::store::make_room(&agent.config(), &agent.journal, sha, size, now_millis()).map_err(
             |e| match e {
                 crate::store::RoomError::Full(m) => ErrorBody::new(ErrorCode::TooLarge, m),
                 crate::store::RoomError::Store(m) => internal(m),

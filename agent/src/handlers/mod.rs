@@ -49,7 +49,9 @@ pub fn admissible(agent: &Agent, peer: &PeerIdentity) -> Result<(), ErrorBody> {
             format!(
                 "agent {} refuses certificate {:?} (serial {}): it is on the revocation list; \
                  issue a new certificate with golivectl cert",
-                agent.config.agent.name, peer.name, peer.serial
+                agent.config().agent.name,
+                peer.name,
+                peer.serial
             ),
         ));
     }
@@ -111,7 +113,7 @@ pub async fn dispatch(
             .map_err(crate::state::internal),
         Request::Lock(l) => lock::handle(agent, &peer.name, l).map(Response::Lock),
         Request::RunProbes(p) => {
-            let app = agent.known_app(&p.app)?;
+            let app = &agent.known_app(&p.app)?;
             // golive's maintenance windows, left out of access-log figures.
             let maintenance = if app
                 .probes
@@ -139,7 +141,7 @@ pub async fn dispatch(
                 golive_shared::names::check_release_id(r)
                     .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))?;
             }
-            let config = agent.config.clone();
+            let config = agent.config().clone();
             let req = m.clone();
             // psql/mariadb clients block: run them off the async thread.
             tokio::task::spawn_blocking(move || crate::migrate::release_status(&config, &req))
@@ -149,7 +151,7 @@ pub async fn dispatch(
                 .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))
         }
         Request::ListFlags(l) => {
-            let app = agent.known_app(&l.app)?;
+            let app = &agent.known_app(&l.app)?;
             crate::flags::list(&agent.journal, &l.app, app)
                 .map(Response::Flags)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))
@@ -171,7 +173,7 @@ pub async fn dispatch(
         }
         Request::ListBackups(l) => {
             agent.known_app(&l.app)?;
-            crate::backup::run::list(&agent.config, &agent.journal, &l.app)
+            crate::backup::run::list(&agent.config(), &agent.journal, &l.app)
                 .map(Response::Backups)
                 .map_err(crate::state::internal)
         }

@@ -54,7 +54,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let gate = Arc::new(Gate::new(&agent.config.limits));
+    let gate = Arc::new(Gate::new(&agent.config().limits));
     let acceptor = TlsAcceptor::from(tls);
     tokio::pin!(shutdown);
     loop {
@@ -108,7 +108,7 @@ async fn connection(
     tcp: tokio::net::TcpStream,
     source: IpAddr,
 ) {
-    let limits = &agent.config.limits;
+    let limits = &agent.config().limits;
     let deadline = Duration::from_secs(limits.handshake_timeout_secs);
     let handshake = tokio::time::timeout(deadline, acceptor.accept(tcp)).await;
     drop(slot);
@@ -255,7 +255,7 @@ async fn rpc(
     peer: &PeerIdentity,
     req: hyper::Request<Incoming>,
 ) -> HttpResponse {
-    let max = agent.config.limits.max_request_bytes;
+    let max = agent.config().limits.max_request_bytes;
     let too_large = || {
         ErrorBody::new(
             ErrorCode::TooLarge,
@@ -269,7 +269,7 @@ async fn rpc(
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
-    let deadline = Duration::from_secs(agent.config.limits.request_timeout_secs);
+    let deadline = Duration::from_secs(agent.config().limits.request_timeout_secs);
     let body = if declared.is_some_and(|n| n > max) {
         Err(too_large())
     } else {

@@ -232,8 +232,8 @@ fn bad(m: impl Into<String>) -> ErrorBody {
 /// then armed by the loop.
 pub async fn arm(agent: &Agent, by: &str, req: ArmWatchdog) -> Result<WatchdogInfo, ErrorBody> {
     names_ok(&req.app, &req.deployment)?;
-    let app = agent.known_app(&req.app)?;
-    let host = &agent.config.agent.name;
+    let app = &agent.known_app(&req.app)?;
+    let host = &agent.config().agent.name;
     let spec = spec::check(&req.app, app, &req.spec)
         .map_err(|e| bad(format!("agent {host}: watchdog of app {}: {e}", req.app)))?;
     let layout = AppLayout::new(&app.root);
@@ -404,7 +404,7 @@ fn commit_job(
     release: &str,
     attempt: u32,
 ) -> Result<JobInfo, String> {
-    let key = job_key("commit", deployment, &agent.config.agent.name, attempt);
+    let key = job_key("commit", deployment, &agent.config().agent.name, attempt);
     let spec = JobSpec::Migrate(RunMigrations {
         app: app.to_string(),
         release: Some(release.to_string()),
@@ -668,7 +668,7 @@ impl Loop {
         release: String,
         by: &str,
     ) -> Result<WatchdogInfo, ErrorBody> {
-        let host = self.agent.config.agent.name.clone();
+        let host = self.agent.config().agent.name.clone();
         let mut replaces = None;
         if let Some(w) = self.watches.get(&req.app) {
             if w.deployment == req.deployment && w.spec == spec && w.release == release {
@@ -777,7 +777,8 @@ impl Loop {
                             ErrorCode::Conflict,
                             format!(
                                 "agent {}: nothing to confirm for deployment {}: {why}",
-                                self.agent.config.agent.name, req.deployment
+                                self.agent.config().agent.name,
+                                req.deployment
                             ),
                         ));
                     }
@@ -821,7 +822,9 @@ impl Loop {
                     format!(
                         "agent {}: the watchdog of deployment {} of app {} is committing; there \
                          is nothing left to disarm",
-                        self.agent.config.agent.name, w.deployment, w.app
+                        self.agent.config().agent.name,
+                        w.deployment,
+                        w.app
                     ),
                 )),
             },
@@ -842,7 +845,7 @@ impl Loop {
             format!(
                 "agent {}: too late: the watchdog of deployment {} of app {} fired and is \
                  rolling the host back to {}",
-                self.agent.config.agent.name,
+                self.agent.config().agent.name,
                 w.deployment,
                 w.app,
                 w.rollback_to.as_deref().unwrap_or("?")
@@ -858,7 +861,7 @@ impl Loop {
         deployment: &str,
         accept: impl Fn(&WatchdogRow) -> Result<(), String>,
     ) -> Result<WatchdogInfo, ErrorBody> {
-        let host = &self.agent.config.agent.name;
+        let host = &self.agent.config().agent.name;
         let row = self
             .agent
             .journal
@@ -1030,7 +1033,8 @@ impl Loop {
     /// The release `ROOT/current` points to (read each time: a controller
     /// may have switched it).
     fn live_release(&self, app: &str) -> Option<String> {
-        let root = &self.agent.config.app(app)?.root;
+        let config = self.agent.config();
+        let root = &config.app(app)?.root;
         AppLayout::new(root).current().ok().flatten()
     }
 
@@ -1047,7 +1051,7 @@ impl Loop {
     ) {
         let min_requests = self
             .agent
-            .config
+            .config()
             .app(app)
             .and_then(|a| a.probes.iter().find(|p| p.name() == probe))
             .map_or(0, |p| match p {
@@ -1135,7 +1139,11 @@ impl Loop {
             return;
         };
         w.phase = Phase::RollingBack;
-        let layout = self.agent.config.app(app).map(|a| AppLayout::new(&a.root));
+        let layout = self
+            .agent
+            .config()
+            .app(app)
+            .map(|a| AppLayout::new(&a.root));
         w.rollback_to = layout.as_ref().and_then(|l| {
             self.agent
                 .journal
@@ -1379,7 +1387,7 @@ impl Loop {
         let w = &self.watches[app];
         let declares = self
             .agent
-            .config
+            .config()
             .app(app)
             .is_some_and(|a| a.migrations.is_some());
         let (tx, generation, name) = (self.tx.clone(), w.generation, app.to_string());
@@ -1391,7 +1399,7 @@ impl Loop {
             });
             return;
         }
-        let config = self.agent.config.clone();
+        let config = self.agent.config().clone();
         let req = MigrationStatusRequest {
             app: name.clone(),
             release: Some(w.release.clone()),
@@ -1563,7 +1571,7 @@ impl Loop {
                 attempts: row.attempts,
             };
             let app = info.app.clone();
-            if self.agent.config.app(&app).is_none() {
+            if self.agent.config().app(&app).is_none() {
                 self.watches.insert(app.clone(), w);
                 self.finish(
                     &app,

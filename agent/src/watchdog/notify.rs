@@ -83,12 +83,12 @@ pub fn body(host: &str, n: &Notice) -> serde_json::Value {
 
 /// Posts `notice` on its own task, when the app has a webhook.
 pub fn send(agent: &Arc<Agent>, notice: Notice) {
-    let Some(cfg) = agent.config.notify_for(&notice.app).cloned() else {
+    let Some(cfg) = agent.config().notify_for(&notice.app).cloned() else {
         return;
     };
     let agent = Arc::clone(agent);
     tokio::spawn(async move {
-        let host = agent.config.agent.name.clone();
+        let host = agent.config().agent.name.clone();
         let json = body(&host, &notice).to_string().into_bytes();
         let (line, ok) = deliver(&cfg, json).await;
         let line = format!(

@@ -89,7 +89,8 @@ fn find(
     app: &str,
     probe: &str,
 ) -> Option<(golive_shared::config::AppConfig, ProbeConfig)> {
-    let cfg = agent.config.app(app)?;
+    let config = agent.config();
+    let cfg = config.app(app)?;
     let p = cfg.probes.iter().find(|p| p.name() == probe)?.clone();
     Some((cfg.clone(), p))
 }

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod decide;
 pub mod demo;
 pub mod deploy;
+pub mod docs;
 pub mod flag;
 pub mod history;
 pub mod init;
@@ -99,5 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Run { plan, command } => run::run(out, &plan, &command).await,
         Command::Demo { keep } => demo::demo(out, keep).await,
         Command::Init { dir, force } => init::init(out, &dir, force),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(out, dir.as_deref()),
     }
 }

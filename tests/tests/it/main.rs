@@ -6,6 +6,7 @@ mod backup;
 mod backup_db;
 mod backup_engines;
 mod config_paths;
+mod cron_mode;
 mod deploy;
 mod deploy_migrate;
 mod first_run;
