@@ -155,7 +155,19 @@ async fn walkthrough(
 
     let plan = |version: &str| -> anyhow::Result<PathBuf> {
         let artifact = dir.join(format!("dist/shop-{version}.tar.gz"));
-        let health = if version == "v3" { "broken" } else { "ok" };
+        let health = match version {
+            "v3" => "broken",
+            "v5" => "fail-after 3",
+            _ => "ok",
+        };
+        // v5 is watched: each host rolls itself back when its health
+        // fails for a second, with no controller running.
+        let watchdog = if version == "v5" {
+            "\n[watchdog]\nwindow = \"60s\"\ninterval = \"250ms\"\n\n\
+             [[watchdog.triggers]]\nprobe = \"health\"\nfailing = true\nfor = \"1s\"\n"
+        } else {
+            ""
+        };
         build_artifact(
             &artifact,
             &format!("<h1>shop {version}</h1>\n"),
@@ -184,7 +196,7 @@ address = "{agent_addr}"
 [deploy]
 backup = "verified"
 maintenance = true
-"#
+{watchdog}"#
             ),
         )?;
         Ok(path)
@@ -269,6 +281,64 @@ maintenance = true
         get(app_addr, "/").await.contains("shop v2"),
         "the release before it (v2) serves again",
     );
+
+    out.line(
+        "\n11. deploy v5 with a watchdog: it passes its gate, then starts failing 3 s later; no \
+         golivectl runs while the agent watches, and it rolls its host back by itself",
+    );
+    let v5_plan = plan("v5")?;
+    let (exit, v5_id) = super::deploy::deploy_with_id(out, &state, &v5_plan, &defaults).await?;
+    check(exit == Exit::Done, "deploy v5 exits 0 and is watched");
+    let started = std::time::Instant::now();
+    let mut back = false;
+    while started.elapsed() < std::time::Duration::from_secs(30) {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if get(app_addr, "/").await.contains("shop v2") {
+            back = true;
+            break;
+        }
+    }
+    check(
+        back,
+        &format!(
+            "the agent rolled v5 back to v2 alone, {:.1} s after the deploy ended",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+
+    out.line(
+        "\n12. what the host did, recorded when the controller looks, and the record as a page",
+    );
+    match v5_id {
+        Some(id) => {
+            super::history::show(out, &state, &id, crate::cli::RecordFormat::Markdown, None)
+                .await?;
+            let rolled = crate::journal::Journal::open(&state)?
+                .deployment(&id)?
+                .is_some_and(|d| {
+                    d.state == "rolled_back"
+                        && d.actions.iter().any(|a| a.by.starts_with("watchdog on"))
+                });
+            check(
+                rolled,
+                "the record says the watchdog on the host rolled it back",
+            );
+            let page = dir.join(format!("record-{id}.html"));
+            super::history::show(
+                out,
+                &state,
+                &id,
+                crate::cli::RecordFormat::Html,
+                Some(&page),
+            )
+            .await?;
+            check(
+                page.is_file(),
+                "the deployment record is written as an HTML page",
+            );
+        }
+        None => check(false, "deploy v5 recorded a deployment id"),
+    }
     Ok(failures)
 }
 
@@ -366,6 +436,28 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A release whose `health` says `fail-after SECONDS` answers normally
+/// until SECONDS after the first health request it served, then fails: a
+/// release that goes bad a while after its gate passed, for the watchdog.
+fn failing_yet(current: &Path, health: &str) -> bool {
+    use std::sync::{Mutex, OnceLock};
+    static FIRST_SEEN: OnceLock<Mutex<std::collections::HashMap<PathBuf, std::time::Instant>>> =
+        OnceLock::new();
+    let Some(secs) = health
+        .strip_prefix("fail-after ")
+        .and_then(|n| n.trim().parse::<u64>().ok())
+    else {
+        return true;
+    };
+    let release = std::fs::canonicalize(current).unwrap_or_else(|_| current.to_path_buf());
+    let mut seen = FIRST_SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let first = *seen.entry(release).or_insert_with(std::time::Instant::now);
+    first.elapsed() >= std::time::Duration::from_secs(secs)
+}
+
 /// The sample app: `/` serves `ROOT/current/index.html`; `/health` answers
 /// 200 when `ROOT/current/health` says `ok`, 500 otherwise; every path
 /// answers 503 while `ROOT/shared/maintenance.flag` exists (what the shipped
@@ -394,7 +486,7 @@ async fn sample_app(listener: tokio::net::TcpListener, root: PathBuf) {
                             "/health" => {
                                 let h = std::fs::read_to_string(current.join("health"))
                                     .unwrap_or_default();
-                                if h.trim() == "ok" {
+                                if h.trim() == "ok" || !failing_yet(&current, h.trim()) {
                                     (200, "ok\n".to_string())
                                 } else {
                                     (500, format!("unhealthy: {h}"))

@@ -128,3 +128,31 @@ fn issue16_init_writes_a_plan_and_agent_config_that_work_after_the_printed_steps
     assert!(!site.join("srv/shop/current").exists());
     drop(agent);
 }
+
+#[test]
+fn issue16_the_demo_runs_the_whole_loop_and_checks_its_own_outcome() {
+    let run = run_bounded(
+        {
+            let mut c = Command::new(bin("golivectl"));
+            c.arg("demo").stdin(Stdio::null());
+            c
+        },
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, 0, "{}", run.text());
+    for said in [
+        "ok: deploy v3 exits 3 (rolled back)",
+        "ok: deploy v4 continues after go and exits 0",
+        "ok: the agent rolled v5 back to v2 alone",
+        "ok: the record says the watchdog on the host rolled it back",
+        "ok: the deployment record is written as an HTML page",
+        "demo: every step did what it said",
+    ] {
+        assert!(
+            run.stdout.contains(said),
+            "{said:?} not in:\n{}",
+            run.text()
+        );
+    }
+    assert!(!run.stdout.contains("FAILED"), "{}", run.text());
+}
