@@ -414,7 +414,7 @@ async fn run(agent: Arc<Agent>, id: u64) {
     let Some(queue) = agent.app_queue(&app) else {
         // A reload removed the app after the job was accepted.
         let message = format!(
-            "agent {}: app {app:?} is no longer declared in the config (reloaded);              the job did not run",
+            "agent {}: app {app:?} is no longer declared in the config (reloaded); the job did not run",
             agent.config().agent.name
         );
         let _ = agent
@@ -511,10 +511,51 @@ async fn run(agent: Arc<Agent>, id: u64) {
             let _ = agent
                 .journal
                 .finish_job(id, JobState::Failed, None, Some(message), now);
+            // A host rollback that failed leaves the app in maintenance: loud
+            // on the agent's webhook too (the watchdog tells of its own).
+            if let JobSpec::HostRollback(r) = &job.spec
+                && r.requested_by != golive_shared::protocol::RollbackRequester::Watchdog
+            {
+                let release = agent
+                    .journal
+                    .rollback_points(&r.app, 1)
+                    .ok()
+                    .and_then(|mut p| p.pop())
+                    .map(|p| p.release)
+                    .unwrap_or_default();
+                crate::watchdog::notify::send(
+                    &agent,
+                    crate::watchdog::notify::Notice {
+                        watchdog: None,
+                        event: golive_shared::protocol::WatchdogState::RollbackFailed,
+                        app: r.app.clone(),
+                        deployment: deployment_of(&agent, id),
+                        release,
+                        rollback_to: None,
+                        reason: format!(
+                            "rollback asked by {}: {}",
+                            r.requested_by.as_str(),
+                            error_headline(message)
+                        ),
+                        detail: Some(format!("host rollback job {id} failed")),
+                        at: now,
+                    },
+                );
+            }
             JobState::Failed
         }
     };
     agent.event(id, EventKind::Finished { state });
+}
+
+/// The deployment a job belongs to, or "-" (for a notice).
+fn deployment_of(agent: &Agent, id: u64) -> String {
+    agent
+        .journal
+        .job_deployment(id)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "-".into())
 }
 
 /// After a failed stage: the artifact leaves the store unless something

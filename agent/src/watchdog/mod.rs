@@ -497,7 +497,7 @@ impl Watch {
 
     fn notice(&self, event: WatchdogState, reason: &str, at: UnixMillis) -> notify::Notice {
         notify::Notice {
-            watchdog: self.id,
+            watchdog: Some(self.id),
             event,
             app: self.app.clone(),
             deployment: self.deployment.clone(),

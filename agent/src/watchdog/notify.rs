@@ -23,8 +23,10 @@ use crate::state::Agent;
 /// What happened, for the webhook.
 #[derive(Debug, Clone)]
 pub struct Notice {
-    /// The watchdog's journal row (the delivery outcome is journaled there).
-    pub watchdog: i64,
+    /// The watchdog's journal row (the delivery outcome is journaled
+    /// there); `None` for a host rollback the watchdog did not start (the
+    /// outcome is logged).
+    pub watchdog: Option<i64>,
     /// `fired`, `rolled_back`, `rollback_failed`, `committed`, `commit_failed`.
     pub event: WatchdogState,
     pub app: String,
@@ -101,12 +103,14 @@ pub fn send(agent: &Arc<Agent>, notice: Notice) {
         } else {
             log::warn(&format!("app {}: {line}", notice.app));
         }
-        let _ = agent.journal.watchdog_event(
-            notice.watchdog,
-            golive_shared::protocol::now_millis(),
-            "notify",
-            &line,
-        );
+        if let Some(w) = notice.watchdog {
+            let _ = agent.journal.watchdog_event(
+                w,
+                golive_shared::protocol::now_millis(),
+                "notify",
+                &line,
+            );
+        }
     });
 }
 
@@ -163,7 +167,7 @@ mod tests {
     #[test]
     fn issue13_the_webhook_body_is_slack_compatible_with_fields() {
         let n = Notice {
-            watchdog: 1,
+            watchdog: Some(1),
             event: WatchdogState::RolledBack,
             app: "shop".into(),
             deployment: "d1".into(),
