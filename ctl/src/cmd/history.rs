@@ -130,7 +130,11 @@ pub async fn show(
     // commit, a rollback run on a host alone) is recorded first (issue 13).
     let mut watch = Vec::new();
     let mut not_asked = None;
-    if matches!(d.state.as_str(), "watching" | "succeeded" | "partial") {
+    // (An ended deployment that was watched is asked too, for its
+    // watchdogs' events; nothing is recorded for hosts no longer active.)
+    if matches!(d.state.as_str(), "watching" | "succeeded" | "partial")
+        || !crate::watchdog::armed_hosts(&d).is_empty()
+    {
         match crate::plan::load(Path::new(&d.plan_path)) {
             Ok(plan) => {
                 watch = crate::watchdog::sync(&journal, &d, &plan).await;
@@ -163,6 +167,19 @@ pub async fn show(
         return Ok(Exit::Done);
     }
     out.event(&d);
+    // The hosts' watchdogs as the markdown shows them (issue 15: the same
+    // content in every format).
+    let watchdogs: Vec<serde_json::Value> = watch
+        .iter()
+        .filter_map(|h| match &h.watchdog {
+            Ok(Some(info)) => Some(json!({"host": h.host, "watchdog": info})),
+            Ok(None) => None,
+            Err(e) => Some(json!({"host": h.host, "error": e})),
+        })
+        .collect();
+    if !watchdogs.is_empty() {
+        out.event(&json!({"deployment": d.id, "watchdogs": watchdogs}));
+    }
     out.line(format!("# Deployment {}\n", d.id));
     let source = match (&d.git_ref, &d.git_commit) {
         (Some(r), Some(c)) => format!("git {r} at commit {c}"),

@@ -1373,6 +1373,14 @@ fn issue13_the_deploy_arms_each_host_then_the_host_alone_or_go_or_no_go_ends_it(
     );
     // Asked again, nothing is recorded twice.
     assert_eq!(record(&w, &d2)["actions"].as_array().unwrap().len(), 1);
+    // The JSON form carries the watchdog as the markdown does.
+    let json = w.ctl.run(&["--output", "json", "show", &d2]);
+    let watchdogs = json
+        .json_lines()
+        .into_iter()
+        .find(|v| v["watchdogs"].is_array())
+        .unwrap_or_else(|| panic!("no watchdogs line: {}", json.text()));
+    assert_eq!(watchdogs["watchdogs"][0]["watchdog"]["state"], "RolledBack");
 
     // v3 drops a column (contract): it waits for the commit, which a go
     // brings now (the dead-man of 30 s would roll it back otherwise).
