@@ -647,11 +647,17 @@ fn print_dry_run(out: Out, plan: &Plan, previous: &[Option<String>], hotfix: boo
     out.line(format!("dry run: window: {window}; preflight: {preflight}"));
     out.line(format!(
         "dry run: up to {} host(s) at a time take the lock, read the flags, upload and stage, and probe \
-         the live release ([deploy] parallel); then host by host: activate, probe, gate{}",
+         the live release ([deploy] parallel); then {}: activate, probe, gate{}",
         plan.parallel,
+        if plan.waves.is_empty() {
+            "host by host"
+        } else {
+            "wave by wave, each wave's hosts at once"
+        },
         if plan.watchdog.is_some() { ", watchdog-arm" } else { "" }
     ));
     out.event(&json!({"event": "dry_run", "window": window, "preflight": preflight, "parallel": plan.parallel}));
+    print_dry_run_waves(out, plan);
     for (host, prev) in plan.hosts.iter().zip(previous) {
         let steps = dry_run_steps(plan, prev.is_some(), previous.iter().all(Option::is_none));
         out.line(format!("[{}] would: {}", host.name, steps.join(", ")));
@@ -660,6 +666,29 @@ fn print_dry_run(out: Out, plan: &Plan, previous: &[Option<String>], hotfix: boo
 }
 
 /// One host's steps, in order, as [`run_deployment`] runs them.
+/// `--dry-run`'s waves (issue 14): each with its hosts, max_fail and soak.
+fn print_dry_run_waves(out: Out, plan: &Plan) {
+    let of = plan.waves.len();
+    for (w, wave) in plan.waves.iter().enumerate() {
+        let hosts: Vec<&str> = wave
+            .hosts
+            .iter()
+            .map(|&i| plan.hosts[i].name.as_str())
+            .collect();
+        out.line(format!(
+            "dry run: {}: {} (up to {} may fail: max_fail {} %){}",
+            wave.label(w + 1, of),
+            hosts.join(", "),
+            wave.allowed_failures(),
+            wave.max_fail,
+            wave.soak
+                .map(|s| format!("; soak {}", human_secs(s.as_secs())))
+                .unwrap_or_default()
+        ));
+        out.event(&json!({"event": "would_wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": hosts, "max_fail": wave.max_fail, "allowed_failures": wave.allowed_failures(), "soak_secs": wave.soak.map(|s| s.as_secs())}));
+    }
+}
+
 fn dry_run_steps(plan: &Plan, has_live: bool, first_install: bool) -> Vec<String> {
     let if_pending = "if the staged release has pending migrations";
     let mut steps = vec!["lock".to_string(), "read flags".to_string()];

@@ -347,3 +347,55 @@ fn issue14_a_probe_failing_during_the_soak_fails_the_wave() {
         "{steps:?}"
     );
 }
+
+/// `--dry-run` shows how the waves cut five hosts (canary, 40 % rounded up
+/// to two, the rest) and changes nothing; waves with `[deploy] maintenance
+/// = true` are refused with exit 2 naming the key, before any host is
+/// asked anything.
+#[test]
+fn issue14_dry_run_shows_the_waves_and_maintenance_with_waves_is_refused() {
+    let w = World::new();
+    let agents: Vec<AgentProc> = (1..=5)
+        .map(|i| w.agent(&format!("web{i}"), &format!("127.0.15.{}", 40 + i), 0, None))
+        .collect();
+    let refs: Vec<&AgentProc> = agents.iter().collect();
+    let waves = "[[waves]]\nname = \"canary\"\nhosts = [\"web3\"]\nsoak = \"30s\"\n\n\
+                 [[waves]]\npercent = 40\nmax_fail = 50\n\n[[waves]]\npercent = 100\n";
+    let plan = w.plan("v1", &refs, waves);
+    let run = w.ctl.run(&["deploy", "--dry-run", s(&plan)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    for line in [
+        "then wave by wave, each wave's hosts at once",
+        "dry run: wave 1/3 (canary): web3 (up to 0 may fail: max_fail 0 %); soak 30 s",
+        "dry run: wave 2/3: web1, web2 (up to 1 may fail: max_fail 50 %)",
+        "dry run: wave 3/3: web4, web5 (up to 0 may fail: max_fail 0 %)",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "{line:?} missing:\n{}",
+            run.stdout
+        );
+    }
+
+    let refused = w.plan(
+        "v1",
+        &refs,
+        &format!("{waves}\n[deploy]\nmaintenance = true\n"),
+    );
+    let run = w.ctl.run(&["deploy", s(&refused)]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr.contains("key `deploy.maintenance`")
+            && run.stderr.contains("cannot be combined with [[waves]]"),
+        "{}",
+        run.text()
+    );
+    for a in &agents {
+        let jobs: i64 = a
+            .journal()
+            .query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))
+            .expect("jobs");
+        assert_eq!(jobs, 0, "{}", a.name);
+        assert!(!w.root(&a.name).join("releases").exists(), "{}", a.name);
+    }
+}
