@@ -32,4 +32,5 @@ pub mod scan;
 pub mod ssh;
 pub mod tls;
 pub mod watchdog;
+pub mod waves;
 pub mod window;

@@ -33,6 +33,9 @@ pub struct RawPlan {
     /// `[[notify]]`: webhooks told of the deployment (issue 15).
     #[serde(default)]
     pub notify: Vec<crate::notify::RawNotify>,
+    /// `[[waves]]`: the hosts switched wave by wave (issue 14).
+    #[serde(default)]
+    pub waves: Vec<crate::waves::RawWave>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +225,8 @@ pub struct Plan {
     pub watchdog: Option<golive_shared::protocol::WatchdogSpec>,
     /// `[[notify]]`: webhooks told of the deployment (issue 15).
     pub notify: Vec<crate::notify::Notify>,
+    /// `[[waves]]` (issue 14); empty: host by host, as without waves.
+    pub waves: Vec<crate::waves::Wave>,
     /// The operator name from our client certificate.
     pub operator: String,
     pub gate: Policy,
@@ -643,6 +648,24 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
             None
         }
     };
+    let host_names: Vec<String> = raw.hosts.iter().map(|h| h.name.clone()).collect();
+    let waves = match crate::waves::plan(&raw.waves, &host_names) {
+        Ok(w) => w,
+        Err(list) => {
+            for (key, message) in list {
+                problems.key(&key, message);
+            }
+            Vec::new()
+        }
+    };
+    if !raw.waves.is_empty() && raw.deploy.maintenance {
+        problems.key(
+            "deploy.maintenance",
+            "maintenance mode is fleet-wide and cannot be combined with [[waves]] yet: remove \
+             `maintenance = true` or the [[waves]]"
+                .into(),
+        );
+    }
     let backup = match raw.deploy.backup.as_str() {
         "none" => PreDeployBackup::None,
         "before" => PreDeployBackup::Before,
@@ -711,6 +734,7 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
         restore_allowed,
         watchdog,
         notify,
+        waves,
         path: path.to_path_buf(),
         app: raw.app,
         release,
@@ -1270,6 +1294,43 @@ mod tests {
         for r in ["main", "release/2.0", "ñandú", "_x", "a.b_c-d"] {
             golive_shared::names::check_release_id(&id(r, at)).unwrap();
         }
+    }
+
+    /// `[[waves]]` problems name their key and line; maintenance with waves
+    /// is refused (issue 14).
+    #[test]
+    fn issue14_waves_are_checked_with_the_key_named() {
+        assert_eq!(
+            site("[deploy]", "[[waves]]\nhosts = [\"db1\"]\n\n[deploy]"),
+            "16: key `waves.0.hosts`"
+        );
+        assert_eq!(
+            site(
+                "[deploy]",
+                "[[waves]]\npercent = 50\nsoak = \"5 parsecs\"\n\n[deploy]"
+            ),
+            "17: key `waves.0.soak`"
+        );
+        assert!(
+            message(
+                "lock_ttl_secs = 120",
+                "lock_ttl_secs = 120\nmaintenance = true\n\n[[waves]]\npercent = 100"
+            )
+            .contains("key `deploy.maintenance`: maintenance mode is fleet-wide"),
+        );
+        let (tmp, text) = fixture();
+        let plan = load_text(
+            tmp.path(),
+            &text.replace(
+                "[deploy]",
+                "[[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\nsoak = \"30s\"\n\n[deploy]",
+            ),
+        )
+        .unwrap();
+        assert_eq!(plan.waves.len(), 1);
+        assert_eq!(plan.waves[0].hosts, vec![0]);
+        assert_eq!(plan.waves[0].soak, Some(std::time::Duration::from_secs(30)));
+        assert!(load_text(tmp.path(), &text).unwrap().waves.is_empty());
     }
 
     /// `[deploy] parallel` must be a host count 1..=256; the default is 10

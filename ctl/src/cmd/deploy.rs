@@ -647,11 +647,17 @@ fn print_dry_run(out: Out, plan: &Plan, previous: &[Option<String>], hotfix: boo
     out.line(format!("dry run: window: {window}; preflight: {preflight}"));
     out.line(format!(
         "dry run: up to {} host(s) at a time take the lock, read the flags, upload and stage, and probe \
-         the live release ([deploy] parallel); then host by host: activate, probe, gate{}",
+         the live release ([deploy] parallel); then {}: activate, probe, gate{}",
         plan.parallel,
+        if plan.waves.is_empty() {
+            "host by host"
+        } else {
+            "wave by wave, each wave's hosts at once"
+        },
         if plan.watchdog.is_some() { ", watchdog-arm" } else { "" }
     ));
     out.event(&json!({"event": "dry_run", "window": window, "preflight": preflight, "parallel": plan.parallel}));
+    print_dry_run_waves(out, plan);
     for (host, prev) in plan.hosts.iter().zip(previous) {
         let steps = dry_run_steps(plan, prev.is_some(), previous.iter().all(Option::is_none));
         out.line(format!("[{}] would: {}", host.name, steps.join(", ")));
@@ -660,6 +666,29 @@ fn print_dry_run(out: Out, plan: &Plan, previous: &[Option<String>], hotfix: boo
 }
 
 /// One host's steps, in order, as [`run_deployment`] runs them.
+/// `--dry-run`'s waves (issue 14): each with its hosts, max_fail and soak.
+fn print_dry_run_waves(out: Out, plan: &Plan) {
+    let of = plan.waves.len();
+    for (w, wave) in plan.waves.iter().enumerate() {
+        let hosts: Vec<&str> = wave
+            .hosts
+            .iter()
+            .map(|&i| plan.hosts[i].name.as_str())
+            .collect();
+        out.line(format!(
+            "dry run: {}: {} (up to {} may fail: max_fail {} %){}",
+            wave.label(w + 1, of),
+            hosts.join(", "),
+            wave.allowed_failures(),
+            wave.max_fail,
+            wave.soak
+                .map(|s| format!("; soak {}", human_secs(s.as_secs())))
+                .unwrap_or_default()
+        ));
+        out.event(&json!({"event": "would_wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": hosts, "max_fail": wave.max_fail, "allowed_failures": wave.allowed_failures(), "soak_secs": wave.soak.map(|s| s.as_secs())}));
+    }
+}
+
 fn dry_run_steps(plan: &Plan, has_live: bool, first_install: bool) -> Vec<String> {
     let if_pending = "if the staged release has pending migrations";
     let mut steps = vec!["lock".to_string(), "read flags".to_string()];
@@ -1288,26 +1317,37 @@ async fn run_deployment(
     // Hosts where the release went live (their ids stay used).
     let mut switched: Vec<usize> = Vec::new();
     let mut failure = None;
-    for (i, (host, lease)) in plan.hosts.iter().zip(&leases).enumerate() {
+    // With `[[waves]]` (issue 14): wave by wave, each wave's hosts at once;
+    // the loop below, host by host, is then skipped.
+    let mut tolerated: Vec<String> = Vec::new();
+    let one_by_one = if plan.waves.is_empty() {
+        plan.hosts.len()
+    } else {
+        failure = run_waves(
+            out,
+            journal,
+            plan,
+            id,
+            previous,
+            &before,
+            &leases,
+            &mut warnings,
+            unavailable,
+            watched,
+            (&mut activated, &mut switched),
+            &mut tolerated,
+        )
+        .await;
+        0
+    };
+    for (i, (host, lease)) in plan.hosts.iter().zip(&leases).enumerate().take(one_by_one) {
         if let Err(e) = lease.check() {
             failure = Some((Exit::Failed, e));
             break;
         }
         let c = &host.client;
         let seq = journal.start_step(id, &host.name, "activate").ok();
-        let spec = JobSpec::Activate(ActivateRelease {
-            app: plan.app.clone(),
-            release: release.id.clone(),
-            // The plan's rollback policy, kept in the host's rollback point.
-            rollback: RollbackPolicy {
-                restore: if plan.restore_allowed {
-                    RestorePolicy::Allow
-                } else {
-                    RestorePolicy::Forbid
-                },
-                maintenance: plan.maintenance,
-            },
-        });
+        let spec = activate_spec(plan, release);
         let job = run_job(
             out,
             c,
@@ -1440,6 +1480,16 @@ async fn run_deployment(
         &mut stuck,
     )
     .await;
+    if outcome.0 == Exit::Done && !tolerated.is_empty() {
+        outcome.1 = format!(
+            "release {} is live on {} of {} host(s); failed within their wave's max_fail and \
+             rolled back: {}",
+            release.id,
+            plan.hosts.len() - tolerated.len(),
+            plan.hosts.len(),
+            tolerated.join("; ")
+        );
+    }
     if outcome.0 == Exit::RolledBack
         && pending > 0
         && let Some(note) = schema_after_switch_back(plan, id).await
@@ -2247,6 +2297,319 @@ pub fn human_secs(secs: u64) -> String {
         s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
         s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
         s => format!("{s} s"),
+    }
+}
+
+/// The activate job of this plan's release on one host.
+fn activate_spec(plan: &Plan, release: &plan::Release) -> JobSpec {
+    JobSpec::Activate(ActivateRelease {
+        app: plan.app.clone(),
+        release: release.id.clone(),
+        // The plan's rollback policy, kept in the host's rollback point.
+        rollback: RollbackPolicy {
+            restore: if plan.restore_allowed {
+                RestorePolicy::Allow
+            } else {
+                RestorePolicy::Forbid
+            },
+            maintenance: plan.maintenance,
+        },
+    })
+}
+
+/// What happened on one host of a wave.
+#[derive(Default)]
+struct WaveHost {
+    /// The activate job ran (the switch may have happened: roll back).
+    activated: bool,
+    /// The release went live.
+    switched: bool,
+    /// Its watchdog is armed.
+    armed: bool,
+    warnings: Vec<String>,
+    failure: Option<(Exit, String)>,
+}
+
+/// One host of a wave: activate, validate (probes and gate, a pause
+/// waiting for its decision), arm its watchdog. Runs beside the wave's
+/// other hosts on the sequencer's task, so `unavailable` is shared through
+/// a `RefCell` borrowed between awaits only.
+#[allow(clippy::too_many_arguments)]
+async fn wave_host(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    i: usize,
+    before: &[ProbeResult],
+    previous: Option<&str>,
+    leases: &[Lease],
+    unavailable: &std::cell::RefCell<Unavailable>,
+) -> WaveHost {
+    let release = plan.release.as_ref().expect("checked by deploy");
+    let (host, lease) = (&plan.hosts[i], &leases[i]);
+    let mut r = WaveHost::default();
+    if let Err(e) = lease.check() {
+        r.failure = Some((Exit::Failed, e));
+        return r;
+    }
+    let seq = journal.start_step(id, &host.name, "activate").ok();
+    let job = run_job(
+        out,
+        &host.client,
+        format!("{id}:{}:activate", host.name),
+        Some(lease.token.clone()),
+        activate_spec(plan, release),
+    )
+    .await;
+    unavailable.borrow_mut().add(&host.name, &job);
+    let result = job_ok(job);
+    finish(journal, seq, &result);
+    // A failed switch may or may not have happened: roll this host back too.
+    r.activated = true;
+    if let Err(Failure(_, e)) = result {
+        step(out, &host.name, "activate", "failed", &e);
+        r.failure = Some((
+            Exit::Failed,
+            format!("activation on {} failed: {}", host.name, error_headline(&e)),
+        ));
+        return r;
+    }
+    r.switched = true;
+    let _ = journal.set_host(id, &host.name, &host.client.addr, None, "active");
+    step(
+        out,
+        &host.name,
+        "activate",
+        "ok",
+        &format!("current -> {}", release.id),
+    );
+    if let Err(f) = validate_host(
+        out,
+        journal,
+        plan,
+        id,
+        host,
+        before,
+        leases,
+        &mut r.warnings,
+    )
+    .await
+    {
+        r.failure = Some(f);
+        return r;
+    }
+    match arm_host(out, journal, plan, id, host, previous).await {
+        Ok(armed) => r.armed = armed,
+        Err(f) => r.failure = Some(f),
+    }
+    r
+}
+
+/// Phase 4 with `[[waves]]` (issue 14): each wave's hosts activate and
+/// validate at once (up to `[deploy] parallel`), judged in plan order once
+/// all are done; then the wave's soak. A wave with more failures than its
+/// `max_fail` allows, a pause without a decision or a failed soak stops
+/// the deployment: the failure returned, and `activated` names every host
+/// for the switch-back. A failure within `max_fail` is rolled back on its
+/// own host at once and named in `tolerated`.
+#[allow(clippy::too_many_arguments)]
+async fn run_waves(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    previous: &[Option<String>],
+    before: &[Vec<ProbeResult>],
+    leases: &[Lease],
+    warnings: &mut Vec<String>,
+    unavailable: &mut Unavailable,
+    watched: &mut Vec<String>,
+    (activated, switched): (&mut Vec<usize>, &mut Vec<usize>),
+    tolerated: &mut Vec<String>,
+) -> Option<(Exit, String)> {
+    let of = plan.waves.len();
+    for (w, wave) in plan.waves.iter().enumerate() {
+        let label = wave.label(w + 1, of);
+        let names: Vec<&str> = wave
+            .hosts
+            .iter()
+            .map(|&i| plan.hosts[i].name.as_str())
+            .collect();
+        out.line(format!("{label}: {}", names.join(", ")));
+        out.event(&json!({"event": "wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": names, "state": "running", "max_fail": wave.max_fail, "soak_secs": wave.soak.map(|s| s.as_secs())}));
+        let seq = journal
+            .start_step(id, &names.join(","), &format!("wave-{}", w + 1))
+            .ok();
+        let end = |state: &str, detail: &str| {
+            if let Some(seq) = seq {
+                let _ = journal.finish_step(seq, state, Some(detail));
+            }
+            out.line(format!("{label}: {state} — {detail}"));
+            out.event(&json!({"event": "wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": names, "state": state, "detail": detail}));
+        };
+
+        let cell = std::cell::RefCell::new(std::mem::take(unavailable));
+        let results = crate::fanout::all(plan.parallel, wave.hosts.iter().copied(), |i| {
+            wave_host(
+                out,
+                journal,
+                plan,
+                id,
+                i,
+                &before[i],
+                previous[i].as_deref(),
+                leases,
+                &cell,
+            )
+        })
+        .await;
+        *unavailable = cell.into_inner();
+
+        // Judged in plan order, whatever order the hosts finished in.
+        let mut failed: Vec<(usize, (Exit, String))> = Vec::new();
+        for (&i, r) in wave.hosts.iter().zip(results) {
+            if r.activated {
+                activated.push(i);
+            }
+            if r.switched {
+                switched.push(i);
+            }
+            if r.armed {
+                watched.push(plan.hosts[i].name.clone());
+            }
+            warnings.extend(r.warnings);
+            if let Some(f) = r.failure {
+                failed.push((i, f));
+            }
+        }
+        // A pause that got no decision: the hosts stay as they are.
+        if let Some((_, paused)) = failed.iter().find(|(_, f)| f.0 == Exit::Paused) {
+            end("paused", &paused.1);
+            return Some(paused.clone());
+        }
+        let allowed = wave.allowed_failures();
+        if failed.len() > allowed {
+            let hosts: Vec<&str> = failed
+                .iter()
+                .map(|(i, _)| plan.hosts[*i].name.as_str())
+                .collect();
+            let detail = format!(
+                "{} of {} host(s) failed ({}), {allowed} allowed by max_fail = {}: {}",
+                failed.len(),
+                wave.hosts.len(),
+                hosts.join(", "),
+                wave.max_fail,
+                failed[0].1.1
+            );
+            end("failed", &detail);
+            let (exit, _) = failed[0].1;
+            return Some((exit, format!("{label} failed: {detail}")));
+        }
+        for (i, (exit, why)) in failed {
+            let name = plan.hosts[i].name.clone();
+            // Rolled back on its own; the rest of the wave stays.
+            let mut stuck = Vec::new();
+            let (back, message) = switch_back_if_failed(
+                out,
+                journal,
+                plan,
+                id,
+                previous,
+                leases,
+                &[i],
+                Some((exit, why.clone())),
+                unavailable,
+                &mut stuck,
+            )
+            .await;
+            activated.retain(|&a| a != i);
+            watched.retain(|h| *h != name);
+            if back != Exit::RolledBack {
+                let detail = format!(
+                    "{name} failed within max_fail = {}, but could not be rolled back: {message}",
+                    wave.max_fail
+                );
+                end("failed", &detail);
+                return Some((Exit::Failed, format!("{label} failed: {detail}")));
+            }
+            tolerated.push(format!("{name} ({why})"));
+        }
+
+        let live: Vec<usize> = wave
+            .hosts
+            .iter()
+            .copied()
+            .filter(|i| activated.contains(i))
+            .collect();
+        let mut detail = format!("{} of {} host(s) validated", live.len(), wave.hosts.len());
+        if let Some(soak) = wave.soak {
+            if let Err(why) = soak_wave(out, journal, plan, id, &label, soak, &live, leases).await {
+                end("failed", &why);
+                return Some((Exit::Failed, format!("{label} failed: {why}")));
+            }
+            detail.push_str(&format!("; soaked {}", human_secs(soak.as_secs())));
+        }
+        end("ok", &detail);
+    }
+    None
+}
+
+/// A wave's soak: its live hosts' probes re-run every few seconds for
+/// `soak`; a failing critical probe (or probes that cannot run, or a lost
+/// lock) fails the wave.
+#[allow(clippy::too_many_arguments)]
+async fn soak_wave(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    label: &str,
+    soak: Duration,
+    live: &[usize],
+    leases: &[Lease],
+) -> Result<(), String> {
+    let every = (soak / 5).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    let until = tokio::time::Instant::now() + soak;
+    out.line(format!(
+        "{label}: soaking for {}, probes every {} s",
+        human_secs(soak.as_secs()),
+        every.as_secs()
+    ));
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        tokio::time::sleep(every.min(until - now)).await;
+        for lease in leases {
+            lease.check()?;
+        }
+        let reports = crate::fanout::all(plan.parallel, live.iter().copied(), |i| async move {
+            (i, run_probes(out, plan, &plan.hosts[i], "soak").await)
+        })
+        .await;
+        for (i, report) in reports {
+            let host = &plan.hosts[i].name;
+            let report = report.map_err(|e| format!("during the soak: {e}"))?;
+            if let Some(r) = report.results.iter().find(|r| {
+                r.status.failed() && r.severity == golive_shared::protocol::Severity::Critical
+            }) {
+                let why = format!(
+                    "critical probe {} failed on {host} during the soak: {}",
+                    r.name, r.message
+                );
+                let _ = journal.add_decision(
+                    id,
+                    "wave soak",
+                    "rollback",
+                    Some(&why),
+                    "switch back every host this deployment switched, to the release it ran before",
+                );
+                out.event(&json!({"event": "decision", "by": "wave soak", "decision": "rollback", "reason": why}));
+                return Err(why);
+            }
+        }
     }
 }
 

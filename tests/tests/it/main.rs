@@ -29,3 +29,4 @@ mod releases;
 mod security;
 mod ssh;
 mod watchdog;
+mod waves;

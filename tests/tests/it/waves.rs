@@ -1,0 +1,401 @@
+//! Issue 14, waves: `[[waves]]` switch a canary first and alone, then each
+//! wave's hosts at once; a failing canary stops the rollout before the
+//! next wave and switches it back; a failure within a wave's `max_fail` is
+//! rolled back on its own host while the deployment goes on; a critical
+//! probe that starts failing during a wave's soak fails the wave.
+//!
+//! Real agents on loopback addresses in 127.0.15.0/24 (this module's own);
+//! the order of the switches is read from the agents' journals, not from
+//! wall-clock thresholds.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use golive_tests::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    pki: TestPki,
+    op: (PathBuf, PathBuf),
+    ctl: Ctl,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = TestPki::new(dir.path());
+        let op = pki.operator("alice", "operator");
+        let ctl = Ctl::new(dir.path());
+        World { dir, pki, op, ctl }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn root(&self, name: &str) -> PathBuf {
+        self.path().join(name).join("srv/shop")
+    }
+
+    /// The file whose presence fails `name`'s critical probe.
+    fn fail_flag(&self, name: &str) -> PathBuf {
+        self.path().join(format!("{name}.fail"))
+    }
+
+    /// An agent declaring app `shop` with a critical command probe that
+    /// runs `probe` (default: fails while [`World::fail_flag`] exists),
+    /// and a `before_activate` hook that sleeps `sleep` seconds, so that
+    /// switches that overlap show it in the journal.
+    fn agent(&self, name: &str, ip: &str, sleep: u32, probe: Option<String>) -> AgentProc {
+        let probe = probe.unwrap_or_else(|| format!("test ! -e {}", s(&self.fail_flag(name))));
+        let mut spec = AgentSpec::new(name, ip);
+        spec.apps_toml = format!(
+            "[apps.shop]\nroot = {:?}\nkeep_releases = 3\n\n\
+             [[apps.shop.hooks.before_activate]]\ncmd = [\"sleep\", \"{sleep}\"]\n\n\
+             [[apps.shop.probes]]\nkind = \"command\"\nname = \"health\"\n\
+             cmd = [\"sh\", \"-c\", {probe:?}]\nseverity = \"critical\"\ntimeout_ms = 5000\n\n",
+            self.root(name)
+        );
+        AgentProc::start(self.path(), &self.pki, &spec)
+    }
+
+    /// A plan for `release` on `agents`, with `extra` (the waves) appended.
+    fn plan(&self, release: &str, agents: &[&AgentProc], extra: &str) -> PathBuf {
+        let art = self.path().join(format!("dist/shop-{release}.tar.gz"));
+        let body = format!("shop {release}\n");
+        artifact(&art, &[("index.html", body.as_bytes())]);
+        let path = self.path().join(format!("golive-{release}.toml"));
+        write_plan(
+            &path,
+            &self.pki,
+            &self.op,
+            "shop",
+            Some((release, &art)),
+            agents,
+        );
+        let mut text = std::fs::read_to_string(&path).expect("read plan");
+        text.push_str(extra);
+        std::fs::write(&path, text).expect("write plan");
+        path
+    }
+
+    fn current(&self, name: &str) -> PathBuf {
+        std::fs::read_link(self.root(name).join("current")).expect("current")
+    }
+
+    /// The controller journal's (step, state, detail) of every `wave-N` step.
+    fn wave_steps(&self) -> Vec<(String, String, String)> {
+        let conn =
+            rusqlite::Connection::open(self.ctl.state.join("golivectl.db")).expect("journal");
+        let mut stmt = conn
+            .prepare(
+                "SELECT step, state, COALESCE(detail, '') FROM steps WHERE step LIKE 'wave-%' \
+                 AND deployment = (SELECT deployment FROM steps ORDER BY seq DESC LIMIT 1) \
+                 ORDER BY seq",
+            )
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect()
+    }
+}
+
+/// The agent's activate jobs of `release`: (submitted_at, finished_at) in ms.
+fn activations(agent: &AgentProc, release: &str) -> Vec<(i64, i64)> {
+    let j = agent.journal();
+    let mut stmt = j
+        .prepare(
+            "SELECT submitted_at, finished_at FROM jobs WHERE kind = 'activate' \
+             AND spec LIKE ?1 ORDER BY id",
+        )
+        .expect("prepare");
+    stmt.query_map([format!("%{release}%")], |r| {
+        Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?))
+    })
+    .expect("query")
+    .map(|r| {
+        let (start, end) = r.expect("row");
+        (start, end.expect("the activate job finished"))
+    })
+    .collect()
+}
+
+/// The one activate job of `release` on `agent`.
+fn activation(agent: &AgentProc, release: &str) -> (i64, i64) {
+    let jobs = activations(agent, release);
+    assert_eq!(jobs.len(), 1, "{}: {jobs:?}", agent.name);
+    jobs[0]
+}
+
+/// Four hosts, waves canary (web1) → 50% → the rest: web1 is switched
+/// first and alone, web2 and web3 (50% of four) switch at the same time
+/// after it, web4 after them; the journal has one ok step per wave and the
+/// output names each wave.
+#[test]
+fn issue14_canary_first_and_alone_then_each_wave_at_once() {
+    let w = World::new();
+    let agents: Vec<AgentProc> = (1..=4)
+        .map(|i| w.agent(&format!("web{i}"), &format!("127.0.15.{i}"), 1, None))
+        .collect();
+    let refs: Vec<&AgentProc> = agents.iter().collect();
+    let plan = w.plan(
+        "v1",
+        &refs,
+        "[[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\n\n\
+         [[waves]]\npercent = 50\n\n[[waves]]\npercent = 100\n",
+    );
+    let run = w.ctl.run(&["deploy", s(&plan)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    for a in &agents {
+        assert_eq!(w.current(&a.name), Path::new("releases/v1"), "{}", a.name);
+    }
+
+    let canary = activation(&agents[0], "v1");
+    let second: Vec<(i64, i64)> = agents[1..3].iter().map(|a| activation(a, "v1")).collect();
+    let last = activation(&agents[3], "v1");
+    // The canary finished before any other host was asked to switch.
+    for (start, _) in second.iter().chain([&last]) {
+        assert!(
+            canary.1 <= *start,
+            "canary {canary:?} overlaps {second:?} {last:?}"
+        );
+    }
+    // web2 and web3 overlap: each started before the other finished.
+    assert!(
+        second[0].0 < second[1].1 && second[1].0 < second[0].1,
+        "wave 2 did not overlap: {second:?}"
+    );
+    // web4 after the whole of wave 2.
+    assert!(
+        second.iter().all(|&(_, end)| end <= last.0),
+        "web4 {last:?} started before wave 2 {second:?} finished"
+    );
+
+    for line in [
+        "wave 1/3 (canary): web1",
+        "wave 2/3: web2, web3",
+        "wave 3/3: web4",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "{line:?} missing:\n{}",
+            run.text()
+        );
+    }
+    let steps = w.wave_steps();
+    let names: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|(s, st, _)| (s.as_str(), st.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("wave-1", "ok"), ("wave-2", "ok"), ("wave-3", "ok")],
+        "{steps:?}"
+    );
+}
+
+const THREE_WAVES: &str = "[[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\n\n\
+                           [[waves]]\npercent = 50\n\n[[waves]]\npercent = 100\n";
+
+/// v1 everywhere, then v2 whose canary's critical probe fails: exit 3, no
+/// other host is asked to switch, the canary is switched back, every host
+/// runs v1; the journal's wave-1 failed and there is no wave 2.
+#[test]
+fn issue14_a_failing_canary_stops_before_wave_two_and_rolls_back() {
+    let w = World::new();
+    let agents: Vec<AgentProc> = (1..=4)
+        .map(|i| w.agent(&format!("web{i}"), &format!("127.0.15.{}", 10 + i), 0, None))
+        .collect();
+    let refs: Vec<&AgentProc> = agents.iter().collect();
+    let v1 = w.plan("v1", &refs, THREE_WAVES);
+    let run = w.ctl.run(&["deploy", s(&v1)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    std::fs::write(w.fail_flag("web1"), b"").expect("flag");
+    let v2 = w.plan("v2", &refs, THREE_WAVES);
+    let run = w.ctl.run(&["deploy", s(&v2)]);
+    assert_eq!(run.code, 3, "{}", run.text());
+    assert!(
+        run.stderr.contains("wave 1/3 (canary) failed")
+            || run.stdout.contains("wave 1/3 (canary) failed"),
+        "{}",
+        run.text()
+    );
+    for a in &agents {
+        assert_eq!(w.current(&a.name), Path::new("releases/v1"), "{}", a.name);
+    }
+    activation(&agents[0], "v2");
+    for a in &agents[1..] {
+        assert!(
+            activations(a, "v2").is_empty(),
+            "{} was switched after the canary failed",
+            a.name
+        );
+    }
+    let steps = w.wave_steps();
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(
+        (steps[0].0.as_str(), steps[0].1.as_str()),
+        ("wave-1", "failed")
+    );
+    assert!(steps[0].2.contains("web1"), "{steps:?}");
+}
+
+/// A wave of two with `max_fail = 50`: web3 fails its probe, is rolled back
+/// on its own, and the deployment goes on to web4; exit 0, web3 runs v1,
+/// the others v2, and the result names web3.
+#[test]
+fn issue14_a_failure_within_max_fail_is_rolled_back_and_the_rollout_goes_on() {
+    let w = World::new();
+    let agents: Vec<AgentProc> = (1..=4)
+        .map(|i| w.agent(&format!("web{i}"), &format!("127.0.15.{}", 20 + i), 0, None))
+        .collect();
+    let refs: Vec<&AgentProc> = agents.iter().collect();
+    let waves = "[[waves]]\nhosts = [\"web1\"]\n\n\
+                 [[waves]]\nhosts = [\"web2\", \"web3\"]\nmax_fail = 50\n\n\
+                 [[waves]]\npercent = 100\n";
+    let run = w.ctl.run(&["deploy", s(&w.plan("v1", &refs, waves))]);
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    std::fs::write(w.fail_flag("web3"), b"").expect("flag");
+    let run = w
+        .ctl
+        .run(&["--output", "json", "deploy", s(&w.plan("v2", &refs, waves))]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    for (a, want) in agents.iter().zip(["v2", "v2", "v1", "v2"]) {
+        assert_eq!(
+            w.current(&a.name),
+            Path::new("releases").join(want),
+            "{}",
+            a.name
+        );
+    }
+    // web4 (the last wave) was switched after web3 failed.
+    activation(&agents[3], "v2");
+    let result = run
+        .json_lines()
+        .into_iter()
+        .find(|v| v["event"] == "result")
+        .unwrap_or_else(|| panic!("no result:\n{}", run.text()));
+    let message = result["message"].as_str().expect("message");
+    assert!(
+        message.contains("live on 3 of 4 host(s)") && message.contains("web3"),
+        "{message}"
+    );
+    let steps = w.wave_steps();
+    let states: Vec<&str> = steps.iter().map(|(_, st, _)| st.as_str()).collect();
+    assert_eq!(states, ["ok", "ok", "ok"], "{steps:?}");
+    // web3's switch-back is in the controller journal.
+    let conn = rusqlite::Connection::open(w.ctl.state.join("golivectl.db")).expect("journal");
+    let back: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM steps WHERE host = 'web3' AND step = 'switch-back' \
+             AND state = 'ok'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("steps");
+    assert_eq!(back, 1);
+}
+
+/// The canary's probe passes when validated, then fails from its next
+/// run (a counter the probe keeps): the 3-second soak catches it, the wave
+/// fails, exit 3, both hosts run v1, web2 is never switched, within a
+/// bounded time.
+#[test]
+fn issue14_a_probe_failing_during_the_soak_fails_the_wave() {
+    let w = World::new();
+    let count = w.path().join("web1.count");
+    // Passes while the count of its runs is at most 2 (the probe before
+    // the switch and the one after it), then fails.
+    let probe = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; test $n -le 2",
+        c = s(&count)
+    );
+    let a = w.agent("web1", "127.0.15.31", 0, Some(probe));
+    let b = w.agent("web2", "127.0.15.32", 0, None);
+    let v1 = w.plan("v1", &[&a, &b], "");
+    let run = w.ctl.run(&["deploy", s(&v1)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    let _ = std::fs::remove_file(&count);
+    let v2 = w.plan(
+        "v2",
+        &[&a, &b],
+        "[[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\nsoak = \"3s\"\n\n[[waves]]\npercent = 100\n",
+    );
+    let started = Instant::now();
+    let run = w.ctl.run(&["deploy", s(&v2)]);
+    let took = started.elapsed();
+    assert_eq!(run.code, 3, "{}", run.text());
+    assert!(took < Duration::from_secs(30), "{took:?}\n{}", run.text());
+    assert!(run.text().contains("during the soak"), "{}", run.text());
+    assert_eq!(w.current("web1"), Path::new("releases/v1"));
+    assert_eq!(w.current("web2"), Path::new("releases/v1"));
+    activation(&a, "v2");
+    assert!(activations(&b, "v2").is_empty(), "web2 was switched");
+    let steps = w.wave_steps();
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(steps[0].1, "failed", "{steps:?}");
+    assert!(
+        steps[0].2.contains("critical probe health failed on web1"),
+        "{steps:?}"
+    );
+}
+
+/// `--dry-run` shows how the waves cut five hosts (canary, 40 % rounded up
+/// to two, the rest) and changes nothing; waves with `[deploy] maintenance
+/// = true` are refused with exit 2 naming the key, before any host is
+/// asked anything.
+#[test]
+fn issue14_dry_run_shows_the_waves_and_maintenance_with_waves_is_refused() {
+    let w = World::new();
+    let agents: Vec<AgentProc> = (1..=5)
+        .map(|i| w.agent(&format!("web{i}"), &format!("127.0.15.{}", 40 + i), 0, None))
+        .collect();
+    let refs: Vec<&AgentProc> = agents.iter().collect();
+    let waves = "[[waves]]\nname = \"canary\"\nhosts = [\"web3\"]\nsoak = \"30s\"\n\n\
+                 [[waves]]\npercent = 40\nmax_fail = 50\n\n[[waves]]\npercent = 100\n";
+    let plan = w.plan("v1", &refs, waves);
+    let run = w.ctl.run(&["deploy", "--dry-run", s(&plan)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    for line in [
+        "then wave by wave, each wave's hosts at once",
+        "dry run: wave 1/3 (canary): web3 (up to 0 may fail: max_fail 0 %); soak 30 s",
+        "dry run: wave 2/3: web1, web2 (up to 1 may fail: max_fail 50 %)",
+        "dry run: wave 3/3: web4, web5 (up to 0 may fail: max_fail 0 %)",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "{line:?} missing:\n{}",
+            run.stdout
+        );
+    }
+
+    let refused = w.plan(
+        "v1",
+        &refs,
+        &format!("{waves}\n[deploy]\nmaintenance = true\n"),
+    );
+    let run = w.ctl.run(&["deploy", s(&refused)]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr.contains("key `deploy.maintenance`")
+            && run.stderr.contains("cannot be combined with [[waves]]"),
+        "{}",
+        run.text()
+    );
+    for a in &agents {
+        let jobs: i64 = a
+            .journal()
+            .query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))
+            .expect("jobs");
+        assert_eq!(jobs, 0, "{}", a.name);
+        assert!(!w.root(&a.name).join("releases").exists(), "{}", a.name);
+    }
+}
