@@ -29,7 +29,7 @@ pub struct RawNotify {
     pub webhook: String,
     /// `slack` (default: `text` plus fields) or `json` (the fields).
     pub format: Option<String>,
-    /// Which events: `started`, `paused`, `completed`, `confirmed`,
+    /// Which events: `started`, `wave_done`, `paused`, `completed`, `confirmed`,
     /// `rolled_back`, `failed`; default all.
     pub events: Option<Vec<String>>,
     pub timeout_secs: Option<u64>,
@@ -44,6 +44,7 @@ pub struct RawNotify {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Started,
+    WaveDone,
     Paused,
     Completed,
     Confirmed,
@@ -52,8 +53,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [
+    const ALL: [Kind; 7] = [
         Kind::Started,
+        Kind::WaveDone,
         Kind::Paused,
         Kind::Completed,
         Kind::Confirmed,
@@ -64,6 +66,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Started => "started",
+            Kind::WaveDone => "wave_done",
             Kind::Paused => "paused",
             Kind::Completed => "completed",
             Kind::Confirmed => "confirmed",
@@ -75,6 +78,7 @@ impl Kind {
     fn headline(self) -> &'static str {
         match self {
             Kind::Started => "Deploy STARTED",
+            Kind::WaveDone => "Wave DONE",
             Kind::Paused => "Deploy PAUSED: a decision is needed",
             Kind::Completed => "Deploy COMPLETED",
             Kind::Confirmed => "GO-LIVE CONFIRMED",
@@ -378,7 +382,7 @@ mod tests {
         .unwrap();
         // 2 s a try, three tries, 1 s and 2 s between them.
         assert_eq!(ok[0].bound(), Duration::from_secs(9));
-        assert_eq!(ok[0].events.len(), 6);
+        assert_eq!(ok[0].events.len(), 7);
     }
 
     #[test]

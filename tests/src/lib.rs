@@ -732,3 +732,103 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A webhook receiver for notification tests: answers every POST with 200
+/// and keeps its raw request (head and body). One thread, bounded to 90 s
+/// and 50 requests; stopped on drop.
+pub struct Hook {
+    pub port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hook {
+    pub fn start(ip: &str) -> Hook {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind((ip, 0)).expect("bind the hook");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, st) = (got.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut n = 0;
+            while n < 50
+                && !st.load(Ordering::SeqCst)
+                && started.elapsed() < Duration::from_secs(90)
+            {
+                let Ok((mut c, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                while let Ok(k) = c.read(&mut chunk) {
+                    if k == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..k]);
+                    let text = String::from_utf8_lossy(&buf);
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let want: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + want {
+                        break;
+                    }
+                }
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                g.lock()
+                    .expect("hook lock")
+                    .push(String::from_utf8_lossy(&buf).into_owned());
+                n += 1;
+            }
+        });
+        Hook {
+            port,
+            got,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The requests received so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.got.lock().expect("hook lock").clone()
+    }
+
+    /// Waits (at most `secs`) for a request containing `text`.
+    pub fn wait_for(&self, text: &str, secs: u64) -> Option<String> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(secs) {
+            if let Some(r) = self.requests().into_iter().find(|r| r.contains(text)) {
+                return Some(r);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

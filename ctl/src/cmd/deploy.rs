@@ -2551,6 +2551,18 @@ async fn run_waves(
             detail.push_str(&format!("; soaked {}", human_secs(soak.as_secs())));
         }
         end("ok", &detail);
+        // The team channel hears of each wave (issue 15), but the last: the
+        // deployment's own end says it.
+        if w + 1 < of {
+            crate::notify::tell(
+                plan,
+                journal,
+                id,
+                crate::notify::Kind::WaveDone,
+                Some(&format!("{label}: {detail}")),
+                None,
+            );
+        }
     }
     None
 }

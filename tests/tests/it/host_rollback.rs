@@ -583,52 +583,9 @@ fn issue13_a_forbidden_restore_rolls_the_code_back_and_leaves_the_schema() {
 /// that step (the switch is not repeated) and turns maintenance off.
 #[test]
 fn issue13_a_failing_step_leaves_maintenance_on_and_resumes_from_it() {
-    // The agent's webhook: a receiver that answers each post with 200 and
-    // keeps its body (one thread, bounded to 60 s and 5 posts).
-    let hook = std::net::TcpListener::bind("127.0.0.244:0").unwrap();
-    let hook_port = hook.local_addr().unwrap().port();
-    let (posted, got) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        hook.set_nonblocking(true).unwrap();
-        let started = std::time::Instant::now();
-        let mut n = 0;
-        while n < 5 && started.elapsed() < std::time::Duration::from_secs(60) {
-            let Ok((mut c, _)) = hook.accept() else {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                continue;
-            };
-            c.set_nonblocking(false).unwrap();
-            c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                .unwrap();
-            let mut buf = vec![0u8; 65536];
-            let mut len = 0;
-            while let Ok(k) = c.read(&mut buf[len..]) {
-                if k == 0 {
-                    break;
-                }
-                len += k;
-                let text = String::from_utf8_lossy(&buf[..len]);
-                if let Some(end) = text.find("\r\n\r\n")
-                    && text[end + 4..].len()
-                        >= text
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0)
-                {
-                    break;
-                }
-            }
-            let _ =
-                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            let _ = posted.send(String::from_utf8_lossy(&buf[..len]).into_owned());
-            n += 1;
-        }
-    });
+    // The agent's webhook, received for real.
+    let hook = Hook::start("127.0.0.244");
+    let hook_port = hook.port;
     let site = Site::new("127.0.0.244", |root| {
         format!(
             "[[apps.shop.hooks.after_rollback]]\ncmd = [\"sh\", \"-c\", \"test ! -e {}\"]\n\n\
@@ -665,8 +622,8 @@ fn issue13_a_failing_step_leaves_maintenance_on_and_resumes_from_it() {
     assert_eq!(state, "rollback_failed");
     assert!(err.contains("after-rollback"), "{err}");
     // Loud on the agent's webhook too, though no watchdog asked for it.
-    let post = got
-        .recv_timeout(std::time::Duration::from_secs(20))
+    let post = hook
+        .wait_for("rollback_failed", 20)
         .expect("the agent posted the failed rollback");
     assert!(
         post.contains("\"event\":\"rollback_failed\"")

@@ -143,11 +143,17 @@ fn issue14_canary_first_and_alone_then_each_wave_at_once() {
         .map(|i| w.agent(&format!("web{i}"), &format!("127.0.15.{i}"), 1, None))
         .collect();
     let refs: Vec<&AgentProc> = agents.iter().collect();
+    // The team channel hears of each wave but the last (issue 15).
+    let hook = Hook::start("127.0.15.1");
     let plan = w.plan(
         "v1",
         &refs,
-        "[[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\n\n\
-         [[waves]]\npercent = 50\n\n[[waves]]\npercent = 100\n",
+        &format!(
+            "[[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\n\n\
+             [[waves]]\npercent = 50\n\n[[waves]]\npercent = 100\n\n\
+             [[notify]]\nwebhook = \"http://127.0.15.1:{}/hook\"\nevents = [\"wave_done\"]\n",
+            hook.port
+        ),
     );
     let run = w.ctl.run(&["deploy", s(&plan)]);
     assert_eq!(run.code, 0, "{}", run.text());
@@ -196,6 +202,19 @@ fn issue14_canary_first_and_alone_then_each_wave_at_once() {
         names,
         [("wave-1", "ok"), ("wave-2", "ok"), ("wave-3", "ok")],
         "{steps:?}"
+    );
+    // Delivered before the deploy exited (it waits for its notices).
+    let waves: Vec<String> = hook
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("\"event\":\"wave_done\""))
+        .collect();
+    assert_eq!(waves.len(), 2, "{waves:#?}");
+    assert!(
+        waves
+            .iter()
+            .any(|r| r.contains("Wave DONE") && r.contains("wave 1/3 (canary)")),
+        "{waves:#?}"
     );
 }
 
