@@ -28,4 +28,5 @@ mod probes;
 mod releases;
 mod security;
 mod ssh;
+mod systemd;
 mod watchdog;
