@@ -33,6 +33,8 @@
 //! - [`logfile`]: the size-rotated log file of an agent with no journald.
 //! - [`cron`]: cron mode: `ensure-running` starts a detached agent unless
 //!   the state directory's lock says one runs.
+//! - [`sdnotify`]: systemd's `Type=notify` (READY, RELOADING, STOPPING) and
+//!   the watchdog's pings, earned by the runtime and the journal answering.
 //! - [`tls`]: rustls server configuration (client certificates required,
 //!   the deny list checked in the handshake).
 //! - [`watch`]: following a file through its directory (notify), for the
@@ -75,6 +77,7 @@ pub mod reload;
 pub mod revocation;
 pub mod rollback;
 pub mod scan;
+pub mod sdnotify;
 pub mod server;
 pub mod sqldrops;
 pub mod state;

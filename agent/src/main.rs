@@ -266,7 +266,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 config.display()
                             )
                         })?;
-                        prepared.serve(shutdown_signal()).await;
+                        // Listener bound, journal open (issue 16): systemd
+                        // may start what depends on the agent.
+                        let addr = prepared.local_addr();
+                        golive_agent::sdnotify::ready(&format!("serving on {addr}"));
+                        let _pings = golive_agent::sdnotify::watchdog_interval().map(|every| {
+                            golive_agent::sdnotify::start_watchdog(
+                                Arc::clone(prepared.agent()),
+                                every,
+                            )
+                        });
+                        prepared
+                            .serve(async {
+                                shutdown_signal().await;
+                                golive_agent::sdnotify::stopping();
+                            })
+                            .await;
                         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
                     }
                     Err(e) => {

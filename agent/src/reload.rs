@@ -118,7 +118,6 @@ impl Reloader {
     /// Reads, checks and applies the file; logs what it did, loudly when it
     /// refused. Blocking (reads files, asks git): call it off the runtime.
     pub fn reload(&self, trigger: Trigger) -> Outcome {
-        let shown = self.path.display();
         let bytes = std::fs::read(&self.path).ok();
         {
             let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
@@ -131,6 +130,18 @@ impl Reloader {
             Trigger::Sighup => "SIGHUP",
             Trigger::FileChanged => "the file changed",
         };
+        // systemd sees the reload begin and end (Type=notify, issue 16).
+        crate::sdnotify::reloading();
+        let outcome = self.apply(why);
+        crate::sdnotify::reloaded(match &outcome {
+            Outcome::Refused(_) => "serving; the last reload was refused (see the log)",
+            _ => "serving; config reloaded",
+        });
+        outcome
+    }
+
+    fn apply(&self, why: &str) -> Outcome {
+        let shown = self.path.display();
         let new = match check(&self.path) {
             Ok(c) => c,
             Err(lines) => {

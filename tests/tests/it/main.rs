@@ -28,5 +28,6 @@ mod probes;
 mod releases;
 mod security;
 mod ssh;
+mod systemd;
 mod watchdog;
 mod waves;
