@@ -84,7 +84,15 @@ pub fn timeline(d: &Deployment, watch: &[HostWatchdog], now: UnixMillis) -> Stri
     let (t0, t1) = span(d, watch, now);
     let x = |t: UnixMillis| LEFT + (t.saturating_sub(t0)) as f64 / (t1 - t0).max(1) as f64 * WIDTH;
     let hosts: Vec<&str> = d.hosts.iter().map(|h| h.host.as_str()).collect();
-    let height = TOP + ROW * hosts.len().max(1) as f64 + 70.0;
+    // With `[[waves]]`, a first row shows each wave (its `wave-N` step,
+    // whose host column names the wave's hosts).
+    let waves: Vec<_> = d
+        .steps
+        .iter()
+        .filter(|s| s.step.starts_with("wave-"))
+        .collect();
+    let offset = usize::from(!waves.is_empty());
+    let height = TOP + ROW * (hosts.len() + offset).max(1) as f64 + 70.0;
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -100,7 +108,7 @@ pub fn timeline(d: &Deployment, watch: &[HostWatchdog], now: UnixMillis) -> Stri
     .into_iter()
     .find(|t| total / t <= 10)
     .unwrap_or(7_200_000);
-    let axis_y = TOP + ROW * hosts.len().max(1) as f64 + 10.0;
+    let axis_y = TOP + ROW * (hosts.len() + offset).max(1) as f64 + 10.0;
     let _ = write!(
         svg,
         r##"<line x1="{LEFT}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#555"/>"##,
@@ -124,8 +132,37 @@ pub fn timeline(d: &Deployment, watch: &[HostWatchdog], now: UnixMillis) -> Stri
         axis_y + 32.0,
         esc(&utc(t0))
     );
+    if !waves.is_empty() {
+        let _ = write!(
+            svg,
+            r##"<text x="8" y="{}" font-style="italic" class="waves">waves</text>"##,
+            TOP + ROW / 2.0 + 4.0
+        );
+        for s in &waves {
+            let (a, b) = (x(s.started_at), x(s.finished_at.unwrap_or(now.min(t1))));
+            let title = format!(
+                "{} ({}): {}{}",
+                s.step,
+                s.host,
+                s.state,
+                s.detail
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            );
+            let _ = write!(
+                svg,
+                r##"<rect x="{a:.1}" y="{}" width="{:.1}" height="{}" fill="{}" fill-opacity="0.5" stroke="#333" class="wave"><title>{}</title></rect>"##,
+                TOP + 6.0,
+                (b - a).max(2.0),
+                ROW - 12.0,
+                colour(&s.state),
+                esc(&title)
+            );
+        }
+    }
     for (row, host) in hosts.iter().enumerate() {
-        let y = TOP + ROW * row as f64;
+        let y = TOP + ROW * (row + offset) as f64;
         let _ = write!(
             svg,
             r##"<text x="8" y="{}" font-weight="bold" class="host">{}</text>"##,

@@ -210,6 +210,25 @@ fn issue14_canary_first_and_alone_then_each_wave_at_once() {
         .filter(|r| r.contains("\"event\":\"wave_done\""))
         .collect();
     assert_eq!(waves.len(), 2, "{waves:#?}");
+    // The record page draws the waves in a row of their own (issue 15).
+    let id = run
+        .stdout
+        .split_whitespace()
+        .map(|w| w.trim_end_matches(':'))
+        .find(|w| w.starts_with('d') && w.len() > 20 && w.contains('T'))
+        .expect("the deployment id")
+        .to_string();
+    let page = w.path().join("record.html");
+    let html = w
+        .ctl
+        .run(&["show", &id, "--format", "html", "--out", s(&page)]);
+    assert_eq!(html.code, 0, "{}", html.text());
+    let text = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(text.matches("class=\"wave\"").count(), 3, "three wave bars");
+    assert!(
+        text.contains("wave-1 (web1): ok"),
+        "the canary's bar names its host"
+    );
     assert!(
         waves
             .iter()
