@@ -18,8 +18,6 @@
 //! in force stays until then.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,12 +25,9 @@ use golive_shared::config::{self, AgentConfig};
 
 use crate::log;
 use crate::state::Agent;
-use crate::watch::DirWatch;
 
 /// As for the deny list: an editor's rewrite is a burst of events.
 const SETTLE: Duration = Duration::from_millis(150);
-/// While the config's directory is missing, it is looked for this often.
-const REARM_POLL: Duration = Duration::from_secs(2);
 
 /// Everything `check-config` checks. `Err` holds the lines to show, each
 /// naming the file (and line and key where the problem has one).
@@ -252,52 +247,16 @@ fn describe(old: &AgentConfig, new: &AgentConfig) -> String {
 }
 
 /// The watch on the config file; dropping it stops the watch thread.
-pub struct Watching {
-    stop: Arc<AtomicBool>,
-    wake: SyncSender<()>,
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.wake.try_send(());
-    }
-}
+pub type Watching = crate::watch::Watching;
 
 /// Follows the config file: a change is reloaded once the writes settle.
-/// The thread blocks on a channel (no timer while the directory exists).
 pub fn watch(reloader: Arc<Reloader>) -> std::io::Result<Watching> {
-    let (tx, rx) = sync_channel::<()>(1);
-    let stop = Arc::new(AtomicBool::new(false));
-    let wake = tx.clone();
-    let mut dir_watch = DirWatch::new(&reloader.path, move || {
-        let _ = wake.try_send(());
-    });
-    let stopping = Arc::clone(&stop);
-    std::thread::Builder::new()
-        .name("golive-config".into())
-        .spawn(move || {
-            loop {
-                let woke = if dir_watch.armed() {
-                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-                } else {
-                    rx.recv_timeout(REARM_POLL)
-                };
-                if stopping.load(Ordering::SeqCst) || woke == Err(RecvTimeoutError::Disconnected) {
-                    return;
-                }
-                while rx.recv_timeout(SETTLE).is_ok() {
-                    if stopping.load(Ordering::SeqCst) {
-                        return;
-                    }
-                }
-                dir_watch.check();
-                if reloader.path.exists() {
-                    reloader.reload(Trigger::FileChanged);
-                }
-            }
-        })?;
-    Ok(Watching { stop, wake: tx })
+    let path = reloader.path.clone();
+    crate::watch::follow(&path, "golive-config", SETTLE, move || {
+        if reloader.path.exists() {
+            reloader.reload(Trigger::FileChanged);
+        }
+    })
 }
 
 /// Takes SIGHUP from the default action (which ends the process). Call it

@@ -13,8 +13,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -22,13 +20,10 @@ use golive_shared::identity::normalize_serial;
 use golive_shared::protocol::{RevocationInfo, UnixMillis, now_millis};
 
 use crate::log;
-use crate::watch::DirWatch;
 
 /// Changes are read once no event came for this long: an editor's or a
 /// shell's rewrite is a burst of events.
 const SETTLE: Duration = Duration::from_millis(100);
-/// While the list's directory is missing, it is looked for this often.
-const REARM_POLL: Duration = Duration::from_secs(2);
 
 /// Why a deny list cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -236,56 +231,15 @@ impl DenyList {
 }
 
 /// The watch on the deny list; dropping it stops the watch thread.
-pub struct Watching {
-    stop: Arc<AtomicBool>,
-    wake: SyncSender<()>,
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.wake.try_send(());
-    }
-}
+pub type Watching = crate::watch::Watching;
 
 /// Follows the deny list's file: every relevant change is read once the
-/// writes settle ([`DenyList::reload`]). The thread blocks on a channel, so
-/// an idle agent spends no CPU on it; it polls only while the list's
-/// directory is missing.
+/// writes settle ([`DenyList::reload`]).
 pub fn watch(list: Arc<DenyList>) -> std::io::Result<Option<Watching>> {
     let Some(path) = list.path().map(Path::to_path_buf) else {
         return Ok(None);
     };
-    let (tx, rx) = sync_channel::<()>(1);
-    let stop = Arc::new(AtomicBool::new(false));
-    let wake = tx.clone();
-    let mut dir_watch = DirWatch::new(&path, move || {
-        let _ = wake.try_send(());
-    });
-    let stopping = Arc::clone(&stop);
-    std::thread::Builder::new()
-        .name("golive-revoked".into())
-        .spawn(move || {
-            loop {
-                let woke = if dir_watch.armed() {
-                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-                } else {
-                    rx.recv_timeout(REARM_POLL)
-                };
-                if stopping.load(Ordering::SeqCst) || woke == Err(RecvTimeoutError::Disconnected) {
-                    return;
-                }
-                // Let a burst of writes finish before reading.
-                while rx.recv_timeout(SETTLE).is_ok() {
-                    if stopping.load(Ordering::SeqCst) {
-                        return;
-                    }
-                }
-                dir_watch.check();
-                list.reload();
-            }
-        })?;
-    Ok(Some(Watching { stop, wake: tx }))
+    crate::watch::follow(&path, "golive-revoked", SETTLE, move || list.reload()).map(Some)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Watching one file through its directory (notify, inotify on Linux): the
 //! one way the agent follows a file it does not own (the deny list, access
-//! logs; the config later).
+//! logs, the config file: [`follow`]).
 //!
 //! Three traps, each seen on this agent before this module (issue 11):
 //! - **Our own reads are events.** notify asks inotify for `IN_OPEN`, so a
@@ -21,9 +21,71 @@ use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
+use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher};
+
+/// While the file's directory is missing, how often to look for it again.
+const REARM_POLL: Duration = Duration::from_secs(2);
+
+/// A followed file ([`follow`]); dropping it stops the thread.
+pub struct Watching {
+    stop: Arc<AtomicBool>,
+    wake: SyncSender<()>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// Follows `path` on a thread named `name`: `changed` runs once a burst of
+/// relevant writes has been quiet for `settle`. The thread blocks on a
+/// channel, so an idle agent spends no CPU on it; it polls only while the
+/// file's directory is missing. The deny list and the config file are
+/// followed this way.
+pub fn follow(
+    path: &Path,
+    name: &str,
+    settle: Duration,
+    mut changed: impl FnMut() + Send + 'static,
+) -> std::io::Result<Watching> {
+    let (tx, rx) = sync_channel::<()>(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let wake = tx.clone();
+    let mut dir_watch = DirWatch::new(path, move || {
+        let _ = wake.try_send(());
+    });
+    let stopping = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            loop {
+                let woke = if dir_watch.armed() {
+                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                } else {
+                    rx.recv_timeout(REARM_POLL)
+                };
+                if stopping.load(Ordering::SeqCst) || woke == Err(RecvTimeoutError::Disconnected) {
+                    return;
+                }
+                // Let a burst of writes finish before reading.
+                while rx.recv_timeout(settle).is_ok() {
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                }
+                dir_watch.check();
+                changed();
+            }
+        })?;
+    Ok(Watching { stop, wake: tx })
+}
 
 /// A file's directory under watch; `wake` runs (on notify's thread) for
 /// every relevant event. Keep `wake` cheap: signal a channel, nothing more.

@@ -734,8 +734,9 @@ impl Drop for KillOnDrop {
 }
 
 /// A webhook receiver for notification tests: answers every POST with 200
-/// and keeps its raw request (head and body). One thread, bounded to 90 s
-/// and 50 requests; stopped on drop.
+/// and keeps its raw request (head and body), after holding its first
+/// `hang` connections unanswered (a receiver that hangs). One thread,
+/// bounded to 90 s and 50 requests; stopped on drop.
 pub struct Hook {
     pub port: u16,
     got: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -745,6 +746,10 @@ pub struct Hook {
 
 impl Hook {
     pub fn start(ip: &str) -> Hook {
+        Hook::start_hanging(ip, 0)
+    }
+
+    pub fn start_hanging(ip: &str, hang: usize) -> Hook {
         use std::io::{Read, Write};
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind((ip, 0)).expect("bind the hook");
@@ -755,6 +760,7 @@ impl Hook {
         let (g, st) = (got.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             let started = Instant::now();
+            let mut hung = Vec::new();
             let mut n = 0;
             while n < 50
                 && !st.load(Ordering::SeqCst)
@@ -764,6 +770,10 @@ impl Hook {
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
                 };
+                if hung.len() < hang {
+                    hung.push(c);
+                    continue;
+                }
                 let _ = c.set_nonblocking(false);
                 let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut buf = Vec::new();
@@ -809,6 +819,19 @@ impl Hook {
     /// The requests received so far.
     pub fn requests(&self) -> Vec<String> {
         self.got.lock().expect("hook lock").clone()
+    }
+
+    /// The requests received so far as (path, JSON body); requests whose
+    /// body is not JSON are left out.
+    pub fn posts(&self) -> Vec<(String, serde_json::Value)> {
+        self.requests()
+            .iter()
+            .filter_map(|r| {
+                let (head, body) = r.split_once("\r\n\r\n")?;
+                let path = head.split_whitespace().nth(1)?.to_string();
+                Some((path, serde_json::from_str(body).ok()?))
+            })
+            .collect()
     }
 
     /// Waits (at most `secs`) for a request containing `text`.

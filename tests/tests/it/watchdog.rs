@@ -11,12 +11,10 @@
 //! `golivectl deploy`, `show`, `go`, `no-go` and `status`.
 //! Loopback 127.0.0.240-249 and 10.213.0.0/16 belong to this module.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use golive_shared::protocol::*;
@@ -943,119 +941,12 @@ fn issue13_the_dead_man_fires_without_a_go_and_not_with_one() {
     assert_eq!(rollback_switches(&h.agent), 1);
 }
 
-/// A webhook receiver on `ip`: its first connection is accepted and never
-/// answered (a hung receiver); the others get 200 and are kept (path, body).
-struct Receiver {
-    port: u16,
-    got: Arc<Mutex<Vec<(String, Value)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Receiver {
-    /// Hangs its first connection (never answers it), answers the others.
-    fn start(ip: &str) -> Receiver {
-        Receiver::start_hanging(ip, 1)
-    }
-
-    /// Hangs its first `hang` connections, answers the others.
-    fn start_hanging(ip: &str, hang: usize) -> Receiver {
-        let listener = TcpListener::bind((ip, 0)).expect("bind the receiver");
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (got, stop) = (Arc::clone(&got), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let mut hung = Vec::new();
-                let started = Instant::now();
-                while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(90) {
-                    let Ok((mut conn, _)) = listener.accept() else {
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    };
-                    if hung.len() < hang {
-                        hung.push(conn);
-                        continue;
-                    }
-                    conn.set_nonblocking(false).unwrap();
-                    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                    if let Some((path, body)) = read_post(&mut conn) {
-                        let _ = conn.write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                        );
-                        got.lock().unwrap().push((path, body));
-                    }
-                }
-            })
-        };
-        Receiver {
-            port,
-            got,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn bodies(&self) -> Vec<(String, Value)> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One HTTP request: its path and JSON body.
-fn read_post(conn: &mut std::net::TcpStream) -> Option<(String, Value)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = conn.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 64 * 1024 {
-            return None;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let path = head.split_whitespace().nth(1)?.to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        let n = conn.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = serde_json::from_slice(&buf[head_end..head_end + length]).ok()?;
-    Some((path, body))
-}
-
 #[test]
 fn issue13_the_webhook_tells_of_the_rollback_never_delays_it_and_keeps_its_url_secret() {
     const SECRET: &str = "T0GOLIVE/B0WATCH/SECRET-TOKEN-42";
     let w = World::new();
     let ip = "127.0.0.246";
-    let receiver = Receiver::start(ip);
+    let receiver = Hook::start_hanging(ip, 1);
     let url = format!("http://{ip}:{}/services/{SECRET}", receiver.port);
     let h = host(
         &w,
@@ -1073,16 +964,16 @@ fn issue13_the_webhook_tells_of_the_rollback_never_delays_it_and_keeps_its_url_s
     assert!(took < 2500, "the rollback took {took} ms after the fire");
 
     let started = Instant::now();
-    while receiver.bodies().len() < 2 {
+    while receiver.posts().len() < 2 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "two notices within 30 s: {:?}\n{}",
-            receiver.bodies(),
+            receiver.posts(),
             h.agent.log_text()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let bodies = receiver.bodies();
+    let bodies = receiver.posts();
     let mut events: Vec<&str> = bodies
         .iter()
         .map(|(_, b)| b["event"].as_str().unwrap())
@@ -1569,8 +1460,8 @@ fn issue13_a_deploy_still_running_when_a_host_rolled_itself_back_exits_3() {
 fn issue15_the_plans_webhooks_tell_the_deployment_never_hold_it_and_keep_their_url() {
     let w = World::new();
     let ip = "127.0.0.249";
-    let good = Receiver::start_hanging(ip, 0);
-    let hanging = Receiver::start_hanging(ip, usize::MAX);
+    let good = Hook::start_hanging(ip, 0);
+    let hanging = Hook::start_hanging(ip, usize::MAX);
     let h = host(&w, ip, "");
     let notify = format!(
         "\n[window]\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
@@ -1613,7 +1504,7 @@ fn issue15_the_plans_webhooks_tell_the_deployment_never_hold_it_and_keep_their_u
     let rollback = w.ctl.run(&["rollback", &d2]);
     assert_eq!(rollback.code, 0, "{}", rollback.text());
 
-    let bodies = good.bodies();
+    let bodies = good.posts();
     let events: Vec<(String, String)> = bodies
         .iter()
         .map(|(_, b)| {
