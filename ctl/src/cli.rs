@@ -68,6 +68,12 @@ pub enum Command {
         /// in the plan requires N distinct names.
         #[arg(long = "approved-by", value_name = "NAME")]
         approved_by: Vec<String>,
+        /// Carry on deployment ID after its controller was killed or lost:
+        /// steps done are not sent again, unfinished ones are resubmitted
+        /// under their keys (the agents reattach), then it continues or
+        /// rolls back as the plan says. Takes the plan it started with.
+        #[arg(long, value_name = "ID")]
+        resume: Option<String>,
     },
     /// Run the app's probes on every host at once and print a host × probe
     /// matrix with a go/no-go verdict (critical or high failing: NO-GO).

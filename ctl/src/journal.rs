@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::gate::Evaluation;
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -113,7 +113,33 @@ CREATE TABLE actions (
     detail TEXT NOT NULL
 );
 "#,
+    // v7 (issue 14): the deployment as data (the compiled deployment and the
+    // plan's hash), the controller that runs it (pid, machine, heartbeat),
+    // each host-changing step's intent (idempotency key, request) and
+    // outcome, and the decisions taken while it ran (facts), for `--resume`.
+    r#"
+ALTER TABLE deployments ADD COLUMN plan_sha256 TEXT;
+ALTER TABLE deployments ADD COLUMN compiled TEXT;
+ALTER TABLE deployments ADD COLUMN controller_pid INTEGER;
+ALTER TABLE deployments ADD COLUMN controller_host TEXT;
+ALTER TABLE deployments ADD COLUMN heartbeat_at INTEGER;
+ALTER TABLE steps ADD COLUMN idem_key TEXT;
+ALTER TABLE steps ADD COLUMN request TEXT;
+ALTER TABLE steps ADD COLUMN outcome TEXT;
+CREATE INDEX steps_key ON steps (deployment, idem_key);
+CREATE TABLE deployment_facts (
+    deployment TEXT NOT NULL REFERENCES deployments(id),
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (deployment, name)
+);
+"#,
 ];
+
+/// How often a running controller writes its heartbeat.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// A heartbeat older than this means its controller is gone (or hung).
+pub const HEARTBEAT_STALE_MS: i64 = 20_000;
 
 pub struct Journal {
     conn: Connection,
@@ -157,6 +183,51 @@ pub struct Deployment {
     /// While a deploy process waits on a pause: until when it promises to
     /// look for a decision (a heartbeat; `None` when nobody waits).
     pub waiting_until: Option<UnixMillis>,
+    /// The controller process running it (issue 14): recorded by the
+    /// golivectl that started (or resumed) it.
+    pub controller: Option<Controller>,
+    /// For an `interrupted` deployment: the command that resumes it.
+    pub resume: Option<String>,
+}
+
+/// The golivectl process that runs a deployment, and its last heartbeat.
+#[derive(Debug, Clone, Serialize)]
+pub struct Controller {
+    pub pid: u32,
+    /// The machine's hostname (a pid means something only there).
+    pub host: String,
+    pub heartbeat_at: UnixMillis,
+}
+
+impl Controller {
+    /// Whether this controller is gone at `now`: its heartbeat is stale, or
+    /// it ran on this machine (`this_host`) and its pid is not alive.
+    pub fn gone(&self, now: UnixMillis, this_host: &str, alive: impl Fn(u32) -> bool) -> bool {
+        now - self.heartbeat_at > HEARTBEAT_STALE_MS || (self.host == this_host && !alive(self.pid))
+    }
+}
+
+/// This machine's hostname, as recorded with a controller's pid.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether process `pid` exists on this machine.
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A host-changing step as the journal has it, by idempotency key.
+#[derive(Debug, Clone)]
+pub struct KeyedStep {
+    pub seq: i64,
+    pub state: String,
+    /// The request sent, as JSON.
+    pub request: Option<String>,
+    /// What it returned, as JSON (journaled with a successful outcome).
+    pub outcome: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -480,7 +551,8 @@ impl Journal {
                 "SELECT id, plan_path, app, release, artifact_sha256, operator, started_at, finished_at, state, message,
                         git_ref, git_commit,
                         waiting_until,
-                        hotfix_reason, forced_reason, forced_over
+                        hotfix_reason, forced_reason, forced_over,
+                        controller_pid, controller_host, heartbeat_at
                  FROM deployments WHERE id = ?1",
                 params![id],
                 |r| {
@@ -511,6 +583,15 @@ impl Journal {
                         decisions: Vec::new(),
                         actions: Vec::new(),
                         waiting_until: r.get(12)?,
+                        controller: match (r.get::<_, Option<i64>>(16)?, r.get(17)?, r.get(18)?) {
+                            (Some(pid), Some(host), Some(heartbeat_at)) => Some(Controller {
+                                pid: pid as u32,
+                                host,
+                                heartbeat_at,
+                            }),
+                            _ => None,
+                        },
+                        resume: None,
                     })
                 },
             )
@@ -519,6 +600,19 @@ impl Journal {
             return Ok(None);
         };
         d.duration_ms = d.finished_at.map(|f| f - d.started_at);
+        // A running deployment whose controller is gone is not running: it
+        // waits for `deploy --resume` (issue 14).
+        if d.state == "running"
+            && d.controller
+                .as_ref()
+                .is_some_and(|c| c.gone(now_millis(), &this_host(), pid_alive))
+        {
+            d.state = "interrupted".into();
+            d.resume = Some(format!(
+                "golivectl deploy {} --resume {}",
+                d.plan_path, d.id
+            ));
+        }
         let mut stmt = self.conn.prepare(
             "SELECT host, address, previous_release, state FROM deployment_hosts WHERE deployment = ?1 ORDER BY rowid",
         )?;
@@ -738,6 +832,162 @@ impl Journal {
             ))
         })?
         .collect()
+    }
+
+    /// Stores the compiled deployment (JSON) and the plan's hash, before
+    /// anything changes on any host (issue 14).
+    pub fn store_compiled(
+        &self,
+        id: &str,
+        plan_sha256: &str,
+        compiled: &str,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE deployments SET plan_sha256 = ?2, compiled = ?3 WHERE id = ?1",
+            params![id, plan_sha256, compiled],
+        )?;
+        Ok(())
+    }
+
+    /// The stored compiled deployment and plan hash, when it was recorded
+    /// (a golivectl before schema 7 recorded none).
+    pub fn compiled(&self, id: &str) -> rusqlite::Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT plan_sha256, compiled FROM deployments WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                    ))
+                },
+            )
+            .optional()?
+            .and_then(|(h, c)| Some((h?, c?))))
+    }
+
+    /// Records this process as the deployment's controller. `Some(previous)`
+    /// (a resume) takes it over only from that controller, so two resumes
+    /// cannot both run it; `false` when another one took it first.
+    pub fn claim_controller(
+        &self,
+        id: &str,
+        pid: u32,
+        host: &str,
+        previous: Option<&Controller>,
+    ) -> rusqlite::Result<bool> {
+        let now = now_millis();
+        let n = match previous {
+            None => self.conn.execute(
+                "UPDATE deployments SET controller_pid = ?2, controller_host = ?3, heartbeat_at = ?4 \
+                 WHERE id = ?1",
+                params![id, pid, host, now],
+            )?,
+            Some(p) => self.conn.execute(
+                "UPDATE deployments SET controller_pid = ?2, controller_host = ?3, heartbeat_at = ?4 \
+                 WHERE id = ?1 AND controller_pid = ?5 AND controller_host = ?6 AND heartbeat_at = ?7",
+                params![id, pid, host, now, p.pid, p.host, p.heartbeat_at],
+            )?,
+        };
+        Ok(n == 1)
+    }
+
+    /// The controller's heartbeat: it still runs the deployment.
+    pub fn heartbeat(&self, id: &str, pid: u32) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE deployments SET heartbeat_at = ?3 WHERE id = ?1 AND controller_pid = ?2",
+            params![id, pid, now_millis()],
+        )?;
+        Ok(())
+    }
+
+    /// Journals a host-changing step's intent (issue 14): its idempotency
+    /// key and the request, before it is sent. Returns the step's seq.
+    pub fn intent(
+        &self,
+        deployment: &str,
+        host: &str,
+        step: &str,
+        key: &str,
+        request: &str,
+    ) -> rusqlite::Result<i64> {
+        self.conn.execute(
+            "INSERT INTO steps (deployment, host, step, started_at, state, idem_key, request) \
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+            params![deployment, host, step, now_millis(), key, request],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Journals a step's outcome, with what it returned (JSON) when it
+    /// succeeded.
+    pub fn outcome(
+        &self,
+        seq: i64,
+        state: &str,
+        detail: &str,
+        outcome: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        let n = self.conn.execute(
+            "UPDATE steps SET state = ?2, detail = ?3, outcome = ?4, finished_at = ?5 WHERE seq = ?1",
+            params![seq, state, detail, outcome, now_millis()],
+        )?;
+        if n != 1 {
+            return Err(rusqlite::Error::QueryReturnedNoRows);
+        }
+        Ok(())
+    }
+
+    /// The newest journaled step of a deployment under idempotency key `key`.
+    pub fn step_by_key(&self, deployment: &str, key: &str) -> rusqlite::Result<Option<KeyedStep>> {
+        self.conn
+            .query_row(
+                "SELECT seq, state, request, outcome FROM steps \
+                 WHERE deployment = ?1 AND idem_key = ?2 ORDER BY seq DESC LIMIT 1",
+                params![deployment, key],
+                |r| {
+                    Ok(KeyedStep {
+                        seq: r.get(0)?,
+                        state: r.get(1)?,
+                        request: r.get(2)?,
+                        outcome: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+    }
+
+    /// Marks the steps a dead controller left `running` as `interrupted`
+    /// (their jobs are reattached to by key on resume).
+    pub fn interrupt_steps(&self, deployment: &str) -> rusqlite::Result<usize> {
+        self.conn.execute(
+            "UPDATE steps SET state = 'interrupted', finished_at = ?2, \
+             detail = COALESCE(detail, 'the controller stopped before its outcome') \
+             WHERE deployment = ?1 AND state = 'running'",
+            params![deployment, now_millis()],
+        )
+    }
+
+    /// A decision taken while the deployment ran (issue 14), so that a
+    /// resume takes the same one.
+    pub fn fact(&self, deployment: &str, name: &str) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT value FROM deployment_facts WHERE deployment = ?1 AND name = ?2",
+                params![deployment, name],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    pub fn set_fact(&self, deployment: &str, name: &str, value: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO deployment_facts (deployment, name, value) VALUES (?1, ?2, ?3)",
+            params![deployment, name, value],
+        )?;
+        Ok(())
     }
 
     /// Deployment ids, newest first.

@@ -9,6 +9,8 @@
 //! - [`ssh`]: the SSH route to an agent without an open port (`via`).
 //! - [`fanout`]: one future per host, at most N at a time, on the calling task.
 //! - [`gate`]: the go/no-go gate: severity → action, evaluated and recorded.
+//! - [`deployment`]: the deployment as data (compiled, stored, resumed)
+//!   and the executor of its host-changing steps.
 //! - [`journal`]: the controller's SQLite record of deployments and steps.
 //! - [`pki`], [`tls`]: the deployment CA, certificates, rustls client config.
 //! - [`output`]: human or JSON output, SPEC §7 exit codes.
@@ -18,6 +20,7 @@
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod deployment;
 pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;

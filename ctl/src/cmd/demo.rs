@@ -227,7 +227,7 @@ maintenance = true
     );
 
     out.line("\n6. status");
-    let exit = super::status::status(out, &plan("v2")?).await?;
+    let exit = super::status::status(out, &state, &plan("v2")?).await?;
     check(exit == Exit::Done, "status exits 0");
 
     out.line(

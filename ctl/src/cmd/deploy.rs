@@ -30,15 +30,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use golive_shared::protocol::{
-    ActivateRelease, Availability, CreateBackup, DiscardRelease, EventKind, JobEventsRequest,
-    JobInfo, JobResult, JobSpec, JobState, ListFlagsRequest, LockRequest, LockResponse,
-    MigrationStatusRequest, ProbeReport, ProbeResult, ProbeStatus, Request, Response,
-    RunMigrations, RunProbesRequest, StageGitRelease, StageRelease, SubmitJob, error_headline,
+    Availability, CreateBackup, EventKind, JobEventsRequest, JobInfo, JobResult, JobSpec, JobState,
+    ListFlagsRequest, LockRequest, LockResponse, MigrationStatusRequest, ProbeReport, ProbeResult,
+    ProbeStatus, Request, Response, RunMigrations, RunProbesRequest, SubmitJob, error_headline,
     now_millis,
 };
 use golive_shared::protocol::{
-    ArmWatchdog, DatabaseChoice, HostRollback, HostRolledBack, RestorePolicy, RollbackPolicy,
-    RollbackRequester, StepState, WatchdogInfo, WatchdogState, WatchdogStatusRequest,
+    DatabaseChoice, HostRollback, HostRolledBack, RollbackRequester, StepState, WatchdogInfo,
+    WatchdogState, WatchdogStatusRequest,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -46,8 +45,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::client::{AgentClient, ClientError};
-use crate::cmd::maintenance::set_on_host;
 use crate::cmd::status::agent_status;
+use crate::deployment::{self, Executor, StepError, StepRequest};
 use crate::gate::{self, Action};
 use crate::journal::Journal;
 use crate::output::{Exit, Out, usage};
@@ -382,6 +381,8 @@ pub struct Options {
     /// `--approved-by NAME` (repeatable): the sign-offs, recorded as
     /// decisions before anything starts (`[deploy] approvals` asks for N).
     pub approved_by: Vec<String>,
+    /// `--resume ID`: carry on an interrupted deployment (issue 14).
+    pub resume: Option<String>,
 }
 
 pub async fn deploy(
@@ -401,6 +402,13 @@ pub async fn deploy_with_id(
     options: &Options,
 ) -> anyhow::Result<(Exit, Option<String>)> {
     let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
+    // The plan's own hash: a resume refuses a plan that changed since.
+    let (plan_sha, _) = hash_file(plan_path)
+        .await
+        .map_err(|e| usage(format!("cannot read {}: {e}", plan_path.display())))?;
+    if let Some(id) = &options.resume {
+        return resume(out, state, &plan, &plan_sha, id, options).await;
+    }
     let dry_run = options.dry_run;
     // SPEC §7: outside the window only as a recorded hotfix.
     let window_note = crate::window::admit(
@@ -505,10 +513,14 @@ pub async fn deploy_with_id(
                 plan.hosts.len(), release.id, plan.app
             )),
         }
+        // Keys carry the deployment id, given when it starts: "ID" here.
+        let compiled = deployment::compile(&deployment::Input::from_plan(
+            &plan, "ID", &plan_sha, &sha, size, &previous,
+        ));
         print_dry_run(
             out,
             &plan,
-            &previous,
+            &compiled,
             window_note.is_some(),
             !forced_over.is_empty(),
         );
@@ -527,6 +539,13 @@ pub async fn deploy_with_id(
         &sha,
         &plan.operator,
     )?;
+    // The deployment as data, in the journal before anything changes on
+    // any host (issue 14), and this process as its controller.
+    let compiled = deployment::compile(&deployment::Input::from_plan(
+        &plan, &id, &plan_sha, &sha, size, &previous,
+    ));
+    journal.store_compiled(&id, &plan_sha, &serde_json::to_string(&compiled)?)?;
+    journal.claim_controller(&id, std::process::id(), &crate::journal::this_host(), None)?;
     if let Some(r) = git_ref(release) {
         journal.set_git(&id, r, None)?;
     }
@@ -576,17 +595,243 @@ pub async fn deploy_with_id(
         None,
     );
 
+    drive(out, state, &journal, &plan, &id, &previous, &compiled).await
+}
+
+/// `deploy PLAN --resume ID` (issue 14): carries on a deployment whose
+/// controller is gone. The plan must be the one it started with (same
+/// hash); the stored compiled deployment gives the steps, keys and
+/// requests; the app locks are taken again for the same deployment id (the
+/// agents hand a lease of the same deployment back); the sequencer then
+/// runs again from the start: steps whose success is journaled are not
+/// sent again, the rest are resubmitted under their stored keys, and the
+/// policy decides as before (continue, or roll back).
+async fn resume(
+    out: Out,
+    state: &Path,
+    plan: &Plan,
+    plan_sha: &str,
+    id: &str,
+    options: &Options,
+) -> anyhow::Result<(Exit, Option<String>)> {
+    if options.dry_run
+        || options.hotfix.is_some()
+        || options.force.is_some()
+        || !options.approved_by.is_empty()
+    {
+        return Err(usage(
+            "--resume carries on a deployment as it started: it takes no --dry-run, --hotfix, \
+             --force or --approved-by (they were decided when it started)",
+        ));
+    }
+    let journal = Journal::open(state)?;
+    let Some(d) = journal.deployment(id)? else {
+        let recent = journal.deployment_ids(5)?;
+        return Err(usage(format!(
+            "no deployment {id:?} in {}; recent: {}",
+            state.display(),
+            if recent.is_empty() {
+                "(none)".into()
+            } else {
+                recent.join(", ")
+            }
+        )));
+    };
+    match d.state.as_str() {
+        "interrupted" => {}
+        "running" => {
+            let by = d
+                .controller
+                .as_ref()
+                .map(|c| {
+                    format!(
+                        " by golivectl pid {} on {} (heartbeat {})",
+                        c.pid,
+                        c.host,
+                        utc(c.heartbeat_at)
+                    )
+                })
+                .unwrap_or_default();
+            return Err(usage(format!(
+                "deployment {id} is still running{by}; nothing to resume. A controller is \
+                 counted gone when its process is dead or its heartbeat is over {} s old",
+                crate::journal::HEARTBEAT_STALE_MS / 1000
+            )));
+        }
+        "paused" => {
+            return Err(usage(format!(
+                "deployment {id} is paused at its gate, not interrupted: decide it with \
+                 `golivectl go {id} --by NAME` or `golivectl no-go {id} --by NAME --reason TEXT`"
+            )));
+        }
+        other => {
+            return Err(usage(format!(
+                "deployment {id} is finished ({other}); nothing to resume. `golivectl show {id}` \
+                 shows it; deploy again for a new deployment"
+            )));
+        }
+    }
+    let Some((stored_sha, compiled)) = journal.compiled(id)? else {
+        return Err(usage(format!(
+            "deployment {id} was recorded by a golivectl without resume (no compiled deployment \
+             in the journal); check its hosts with `golivectl status`, then deploy again"
+        )));
+    };
+    if stored_sha != plan_sha {
+        return Err(usage(format!(
+            "{} changed since deployment {id} started (its sha256 was {stored_sha}, now \
+             {plan_sha}); resume with the plan as it was ({} then), or roll it back with \
+             `golivectl rollback {id}`",
+            plan.path.display(),
+            d.plan_path
+        )));
+    }
+    let compiled: deployment::Deployment = serde_json::from_str(&compiled).map_err(|e| {
+        anyhow::anyhow!("the compiled deployment {id} in the journal cannot be read: {e}")
+    })?;
+    let release = plan
+        .release
+        .as_ref()
+        .expect("a plan that compiled has a release");
+    let (sha, _) = match &release.source {
+        Source::Artifact(artifact) => hash_file(artifact)
+            .await
+            .map_err(|e| usage(format!("cannot read {}: {e}", artifact.display())))?,
+        Source::Git(_) => (String::new(), 0),
+    };
+    if sha != d.artifact_sha256 {
+        return Err(usage(format!(
+            "the artifact of release {} changed since deployment {id} started (sha256 {} then, \
+             {sha} now); put the artifact it started with back to resume",
+            release.id, d.artifact_sha256
+        )));
+    }
+    // Every agent reachable, and the app not locked by another deployment.
+    let statuses =
+        crate::fanout::all(plan.parallel, &plan.hosts, |h| agent_status(&h.client)).await;
+    for (host, s) in plan.hosts.iter().zip(statuses) {
+        let s = s.map_err(|e| usage(format!("cannot resume deployment {id}: {e}")))?;
+        if let Some(lock) = s
+            .apps
+            .iter()
+            .find(|a| a.name == plan.app)
+            .and_then(|a| a.lock.as_ref())
+            .filter(|l| l.deployment != id)
+        {
+            return Err(usage(format!(
+                "app {} on {} is locked by another deployment, {}; deployment {id} cannot resume \
+                 while it holds the lock",
+                plan.app, host.name, lock.deployment
+            )));
+        }
+    }
+    let pid = std::process::id();
+    if !journal.claim_controller(id, pid, &crate::journal::this_host(), d.controller.as_ref())? {
+        return Err(usage(format!(
+            "another golivectl took deployment {id} over just now; `golivectl show {id}` says which"
+        )));
+    }
+    let interrupted = journal.interrupt_steps(id)?;
+    let seq = journal.start_step(id, "-", "resume")?;
+    journal.finish_step(
+        seq,
+        "ok",
+        Some(&format!(
+            "resumed by golivectl pid {pid}; {interrupted} step(s) left without an outcome are \
+             resubmitted under their keys"
+        )),
+    )?;
+    out.line(format!(
+        "deployment {id}: resuming {} release {} on {} host(s); steps done before are not sent again",
+        plan.app,
+        release.id,
+        plan.hosts.len()
+    ));
+    out.event(&json!({"event": "resume", "deployment": id, "app": plan.app, "release": release.id, "interrupted_steps": interrupted}));
+    let previous: Vec<Option<String>> = plan
+        .hosts
+        .iter()
+        .map(|h| {
+            compiled
+                .hosts
+                .iter()
+                .find(|c| c.host == h.name)
+                .and_then(|c| c.previous.clone())
+        })
+        .collect();
+    drive(out, state, &journal, plan, id, &previous, &compiled).await
+}
+
+/// The controller's heartbeat in the journal (issue 14), written from its
+/// own thread and connection every [`crate::journal::HEARTBEAT_EVERY`]
+/// while the deployment runs; stopped when dropped. A deployment whose
+/// heartbeat went stale (or whose pid died) shows as interrupted.
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(state: &Path, id: &str) -> Heartbeat {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (stop, state, id) = (Arc::clone(&stop), state.to_path_buf(), id.to_string());
+            std::thread::Builder::new()
+                .name("heartbeat".into())
+                .spawn(move || {
+                    let Ok(journal) = Journal::open(&state) else {
+                        return;
+                    };
+                    let pid = std::process::id();
+                    let tick = Duration::from_millis(100);
+                    let mut since = std::time::Instant::now();
+                    while !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(tick);
+                        if since.elapsed() >= crate::journal::HEARTBEAT_EVERY {
+                            since = std::time::Instant::now();
+                            let _ = journal.heartbeat(&id, pid);
+                        }
+                    }
+                })
+                .ok()
+        };
+        Heartbeat { stop, thread }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs a recorded deployment (new or resumed) to its end under this
+/// process's heartbeat, and records and reports the outcome.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    out: Out,
+    state: &Path,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    previous: &[Option<String>],
+    compiled: &deployment::Deployment,
+) -> anyhow::Result<(Exit, Option<String>)> {
     let mut downtime = Downtime::None;
     let mut unavailable = Unavailable::default();
     let mut watched = Vec::new();
+    let heartbeat = Heartbeat::start(state, id);
+    let exec = Executor::new(journal, compiled);
     let (exit, message) = run_deployment(
         out,
-        &journal,
-        &plan,
-        &id,
-        &sha,
-        size,
-        &previous,
+        journal,
+        &exec,
+        plan,
+        id,
+        previous,
         &mut downtime,
         &mut unavailable,
         &mut watched,
@@ -604,9 +849,9 @@ pub async fn deploy_with_id(
     };
     if exit == Exit::Paused {
         // Not finished: waiting for `golivectl go` / `no-go`.
-        journal.set_paused(&id, None)?;
+        journal.set_paused(id, None)?;
     } else {
-        journal.finish_deployment(&id, state_name, Some(&message))?;
+        journal.finish_deployment(id, state_name, Some(&message))?;
     }
     out.line(format!("deployment {id}: {state_name}: {message}"));
     out.event(&json!({"event": "result", "deployment": id, "state": state_name, "message": message, "exit": exit.code(), "downtime_ms": downtime.ms(), "maintenance": downtime.json(), "unavailable_ms": unavailable.ms(), "unavailable": unavailable.json()}));
@@ -622,18 +867,26 @@ pub async fn deploy_with_id(
             unavailable.ms().unwrap_or(0),
             downtime.ms().unwrap_or(0)
         );
-        crate::notify::tell(&plan, &journal, &id, kind, Some(&message), Some(downtime));
+        crate::notify::tell(plan, journal, id, kind, Some(&message), Some(downtime));
     }
-    crate::notify::flush(&journal).await;
-    Ok((exit, Some(id)))
+    crate::notify::flush(journal).await;
+    drop(heartbeat);
+    Ok((exit, Some(id.to_string())))
 }
 
 /// What `deploy --dry-run` says the deployment would do (issue 14): the
-/// window's and preflight's verdicts, the parallel limit, and each host's
-/// steps in the order the sequencer runs them. Steps that depend on what
-/// staging finds (pending migrations) say so; nothing is asked of the
-/// agents beyond what the dry run already asked.
-fn print_dry_run(out: Out, plan: &Plan, previous: &[Option<String>], hotfix: bool, forced: bool) {
+/// window's and preflight's verdicts, the parallel limit, and the compiled
+/// deployment: its waves, each host's steps in the order the sequencer runs
+/// them (those that depend on what staging finds say so), what runs after
+/// a failure, and (`--output json`) every step's key and request. Nothing
+/// is asked of the agents beyond what the dry run already asked.
+fn print_dry_run(
+    out: Out,
+    plan: &Plan,
+    compiled: &deployment::Deployment,
+    hotfix: bool,
+    forced: bool,
+) {
     let window = match (&plan.window, hotfix) {
         (_, true) => "outside the window, as a hotfix".to_string(),
         (Some(w), false) => format!("open ({})", w.describe()),
@@ -648,88 +901,46 @@ fn print_dry_run(out: Out, plan: &Plan, previous: &[Option<String>], hotfix: boo
     out.line(format!(
         "dry run: up to {} host(s) at a time take the lock, read the flags, upload and stage, and probe \
          the live release ([deploy] parallel); then {}: activate, probe, gate{}",
-        plan.parallel,
-        if plan.waves.is_empty() {
+        compiled.parallel,
+        if compiled.waves.is_empty() {
             "host by host"
         } else {
             "wave by wave, each wave's hosts at once"
         },
         if plan.watchdog.is_some() { ", watchdog-arm" } else { "" }
     ));
-    out.event(&json!({"event": "dry_run", "window": window, "preflight": preflight, "parallel": plan.parallel}));
-    print_dry_run_waves(out, plan);
-    for (host, prev) in plan.hosts.iter().zip(previous) {
-        let steps = dry_run_steps(plan, prev.is_some(), previous.iter().all(Option::is_none));
-        out.line(format!("[{}] would: {}", host.name, steps.join(", ")));
-        out.event(&json!({"event": "would", "host": host.name, "steps": steps}));
-    }
-}
-
-/// One host's steps, in order, as [`run_deployment`] runs them.
-/// `--dry-run`'s waves (issue 14): each with its hosts, max_fail and soak.
-fn print_dry_run_waves(out: Out, plan: &Plan) {
-    let of = plan.waves.len();
-    for (w, wave) in plan.waves.iter().enumerate() {
-        let hosts: Vec<&str> = wave
-            .hosts
-            .iter()
-            .map(|&i| plan.hosts[i].name.as_str())
-            .collect();
+    out.event(&json!({"event": "dry_run", "window": window, "preflight": preflight, "parallel": compiled.parallel}));
+    out.event(&json!({"event": "deployment", "deployment": compiled}));
+    let of = compiled.waves.len();
+    for (w, wave) in compiled.waves.iter().enumerate() {
         out.line(format!(
             "dry run: {}: {} (up to {} may fail: max_fail {} %){}",
-            wave.label(w + 1, of),
-            hosts.join(", "),
-            wave.allowed_failures(),
+            wave.label,
+            wave.hosts.join(", "),
+            wave.allowed_failures,
             wave.max_fail,
-            wave.soak
-                .map(|s| format!("; soak {}", human_secs(s.as_secs())))
+            wave.soak_secs
+                .map(|s| format!("; soak {}", human_secs(s)))
                 .unwrap_or_default()
         ));
-        out.event(&json!({"event": "would_wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": hosts, "max_fail": wave.max_fail, "allowed_failures": wave.allowed_failures(), "soak_secs": wave.soak.map(|s| s.as_secs())}));
+        out.event(&json!({"event": "would_wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": wave.hosts, "max_fail": wave.max_fail, "allowed_failures": wave.allowed_failures, "soak_secs": wave.soak_secs}));
     }
-}
-
-fn dry_run_steps(plan: &Plan, has_live: bool, first_install: bool) -> Vec<String> {
-    let if_pending = "if the staged release has pending migrations";
-    let mut steps = vec!["lock".to_string(), "read flags".to_string()];
-    if let Some(release) = &plan.release {
-        match &release.source {
-            Source::Artifact(_) => {
-                steps.push("upload (skipped when the agent has the artifact)".into());
-                steps.push(format!("stage {}", release.id));
-            }
-            Source::Git(r) => steps.push(format!("stage {} (fetch git ref {r})", release.id)),
-        }
+    for host in &compiled.hosts {
+        let steps = compiled.labels(host, false);
+        let on_failure = compiled.labels(host, true);
+        out.line(format!("[{}] would: {}", host.host, steps.join(", ")));
+        out.line(format!(
+            "[{}] after a failure: {}",
+            host.host,
+            on_failure.join(", ")
+        ));
+        let keys: Vec<&str> = host.steps.iter().filter_map(|s| s.key.as_deref()).collect();
+        out.event(&json!({"event": "would", "host": host.host, "steps": steps, "on_failure": on_failure, "keys": keys}));
     }
-    steps.push("probe-before".into());
-    if plan.maintenance {
-        steps.push("maintenance-on".into());
-    } else if !first_install {
-        steps.push(format!("maintenance-on {if_pending}"));
-    }
-    steps.push(match plan.backup {
-        PreDeployBackup::None => format!("backup (verified) {if_pending}"),
-        PreDeployBackup::Before => "backup".into(),
-        PreDeployBackup::Verified => "backup (verified)".into(),
-    });
-    steps.push(format!("migrate {if_pending}"));
-    steps.push("activate".into());
-    if plan.maintenance {
-        steps.push("maintenance-off".into());
-    } else if !first_install {
-        steps.push(format!("maintenance-off {if_pending}"));
-    }
-    steps.push("probe".into());
-    steps.push("gate".into());
-    if plan.watchdog.is_some() {
-        steps.push(if has_live {
-            "watchdog-arm".into()
-        } else {
-            "watchdog-arm skipped (a first install: nothing to roll back to)".into()
-        });
-    }
-    steps.push("unlock".into());
-    steps
+    out.line(
+        "dry run: each host-changing step is journaled with its idempotency key \
+         DEPLOYMENT:HOST:STEP before it is sent (`golivectl deploy PLAN --resume ID` replays them)",
+    );
 }
 
 /// The distinct names of `--approved-by`, checked against the plan's
@@ -850,27 +1061,14 @@ fn maintenance_reason(plan: &Plan, pending: usize, first_install: bool) -> Optio
 /// recording a step each; stops at the first failure: `Err((host, message))`.
 async fn on_every_host(
     out: Out,
-    journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
-    id: &str,
     leases: &[Lease],
     name: &str,
     spec: &JobSpec,
 ) -> Result<(), (String, String)> {
     for (host, lease) in plan.hosts.iter().zip(leases) {
-        let seq = journal.start_step(id, &host.name, name).ok();
-        let key = format!("{id}:{}:{name}", host.name);
-        let r = job_ok(
-            run_job(
-                out,
-                &host.client,
-                key,
-                Some(lease.token.clone()),
-                spec.clone(),
-            )
-            .await,
-        );
-        finish(journal, seq, &r);
+        let r = step_ok(job_step(exec, out, host, name, lease, LOST_FOR, Some(spec.clone())).await);
         match r {
             Ok(detail) => step(out, &host.name, name, "ok", &detail),
             Err(Failure(_, e)) => {
@@ -881,6 +1079,73 @@ async fn on_every_host(
         }
     }
     Ok(())
+}
+
+/// Runs the job step `name` on `host` through the executor (issue 14):
+/// its intent journaled, the compiled request (or `request`) submitted
+/// under the compiled key and the host's lease, followed, the outcome
+/// journaled. `Err` when the journal could not be written: nothing more
+/// is sent.
+async fn job_step(
+    exec: &Executor<'_>,
+    out: Out,
+    host: &plan::Host,
+    name: &str,
+    lease: &Lease,
+    lost_for: Duration,
+    request: Option<JobSpec>,
+) -> Result<Result<JobInfo, ClientError>, StepError> {
+    exec.run(
+        out,
+        &host.name,
+        name,
+        request.map(StepRequest::Job),
+        |key, request| async move {
+            let StepRequest::Job(spec) = request else {
+                return Err(ClientError::Transport {
+                    host: host.name.clone(),
+                    addr: host.client.addr.clone(),
+                    detail: format!("step {name} is not a job (a golivectl bug); not sent"),
+                });
+            };
+            let lease = Some(lease.token.clone());
+            run_job_within(out, &host.client, key, lease, spec, lost_for).await
+        },
+        job_verdict,
+    )
+    .await
+}
+
+/// A followed job as the journal records it: ok with its summary, or failed.
+fn job_verdict(r: &Result<JobInfo, ClientError>) -> Result<String, String> {
+    match r {
+        Ok(job) => job_ok(Ok(job.clone())).map_err(|f| f.1),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// [`job_step`]'s answer as [`job_ok`] gives it; a journal failure is a
+/// failure (the deployment stops: every later step refuses).
+fn step_ok(r: Result<Result<JobInfo, ClientError>, StepError>) -> Result<String, Failure> {
+    match r {
+        Ok(job) => job_ok(job),
+        Err(e) => Err(Failure(Exit::Failed, e.to_string())),
+    }
+}
+
+/// A maintenance step (`maintenance-on`, `maintenance-off`,
+/// `maintenance-off-after-switch-back`) through the executor.
+async fn maintenance_step(
+    exec: &Executor<'_>,
+    out: Out,
+    host: &plan::Host,
+    name: &str,
+    lease: &Lease,
+) -> Result<crate::cmd::maintenance::Switched, (Exit, String)> {
+    match job_step(exec, out, host, name, lease, LOST_FOR, None).await {
+        Ok(job) => crate::cmd::maintenance::switched(job),
+        Err(e) => Err((Exit::Failed, e.to_string())),
+    }
 }
 
 /// The host's feature-flag values, or none when the app declares no flags.
@@ -967,9 +1232,8 @@ async fn pending_migrations(
 /// on every host.
 async fn commit_migrations(
     out: Out,
-    journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
-    id: &str,
     leases: &[Lease],
 ) -> Result<(), (String, String)> {
     let release = plan.release.as_ref().expect("checked by deploy");
@@ -983,7 +1247,7 @@ async fn commit_migrations(
         stop_before_contract: false,
         backup_first: true,
     });
-    on_every_host(out, journal, plan, id, leases, "commit-migrate", &migrate).await
+    on_every_host(out, exec, plan, leases, "commit-migrate", &migrate).await
 }
 
 /// Turns maintenance on on every host (in plan order). On a failure, turns
@@ -992,31 +1256,18 @@ async fn commit_migrations(
 #[allow(clippy::too_many_arguments)]
 async fn maintenance_on_all(
     out: Out,
-    journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
-    id: &str,
     leases: &[Lease],
     why: &str,
     on: &mut Vec<usize>,
 ) -> Result<(), (Exit, String)> {
-    let reason = format!("deployment {id}");
     for (i, (host, lease)) in plan.hosts.iter().zip(leases).enumerate() {
-        let seq = journal.start_step(id, &host.name, "maintenance-on").ok();
-        let r = set_on_host(
-            out,
-            host,
-            format!("{id}:{}:maintenance-on", host.name),
-            Some(lease.token.clone()),
-            &plan.app,
-            true,
-            &reason,
-        )
-        .await;
+        let r = maintenance_step(exec, out, host, "maintenance-on", lease).await;
         match r {
             Ok(s) => {
                 on.push(i);
                 let detail = format!("{} ({why})", s.describe(true));
-                finish::<String, String>(journal, seq, &Ok(detail.clone()));
                 step(out, &host.name, "maintenance-on", "ok", &detail);
             }
             Err((exit, e)) => {
@@ -1025,9 +1276,8 @@ async fn maintenance_on_all(
                 if exit != Exit::Usage {
                     on.push(i);
                 }
-                finish::<String, String>(journal, seq, &Err(e.clone()));
                 step(out, &host.name, "maintenance-on", "failed", &e);
-                let (_, still) = maintenance_off_all(out, journal, plan, id, leases, on, "").await;
+                let (_, still) = maintenance_off_all(out, exec, plan, leases, on, "").await;
                 let tail = if still.is_empty() {
                     "maintenance is off again everywhere".to_string()
                 } else {
@@ -1057,41 +1307,28 @@ async fn maintenance_on_all(
 /// returns the longest downtime among them and the failures (`HOST: why`).
 async fn maintenance_off_all(
     out: Out,
-    journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
-    id: &str,
     leases: &[Lease],
     on: &mut Vec<usize>,
     attempt: &str,
 ) -> (Option<u64>, Vec<String>) {
-    let reason = format!("deployment {id}");
     let mut longest: Option<u64> = None;
     let mut failures = Vec::new();
     let mut still = Vec::new();
     for &i in on.iter() {
         let host = &plan.hosts[i];
-        let seq = journal.start_step(id, &host.name, "maintenance-off").ok();
-        let r = set_on_host(
-            out,
-            host,
-            format!("{id}:{}:maintenance-off{attempt}", host.name),
-            Some(leases[i].token.clone()),
-            &plan.app,
-            false,
-            &reason,
-        )
-        .await;
+        let name = format!("maintenance-off{attempt}");
+        let r = maintenance_step(exec, out, host, &name, &leases[i]).await;
         match r {
             Ok(s) => {
                 let detail = s.describe(false);
-                finish::<String, String>(journal, seq, &Ok(detail.clone()));
                 step(out, &host.name, "maintenance-off", "ok", &detail);
                 if let Some(ms) = s.downtime_ms {
                     longest = Some(longest.unwrap_or(0).max(ms));
                 }
             }
             Err((_, e)) => {
-                finish::<String, String>(journal, seq, &Err(e.clone()));
                 step(out, &host.name, "maintenance-off", "failed", &e);
                 failures.push(format!("{}: {e}", host.name));
                 still.push(i);
@@ -1106,10 +1343,9 @@ async fn maintenance_off_all(
 async fn run_deployment(
     out: Out,
     journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
-    sha: &str,
-    size: u64,
     previous: &[Option<String>],
     downtime: &mut Downtime,
     unavailable: &mut Unavailable,
@@ -1135,7 +1371,11 @@ async fn run_deployment(
     for (host, values) in plan.hosts.iter().zip(flags) {
         match values {
             Some(Ok(values)) => {
-                let _ = journal.save_flags(id, &host.name, &values);
+                // A resumed deployment keeps the values read at its start.
+                let first = journal.flags(id, &host.name).is_ok_and(|v| v.is_empty());
+                if first {
+                    let _ = journal.save_flags(id, &host.name, &values);
+                }
             }
             Some(Err(e)) => {
                 release_all(leases).await;
@@ -1154,15 +1394,14 @@ async fn run_deployment(
     // is untouched.
     // Hosts where the release is staged: a failure before it goes live
     // there removes it again, so its id can be reused (issue 12).
-    let (staged_on, first_commit) =
-        match stage_all(out, journal, plan, id, sha, size, &leases).await {
-            Ok(staged) => staged,
-            Err((staged_on, exit, e)) => {
-                give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
-                release_all(leases).await;
-                return (exit, e);
-            }
-        };
+    let (staged_on, first_commit) = match stage_all(out, journal, exec, plan, id, &leases).await {
+        Ok(staged) => staged,
+        Err((staged_on, exit, e)) => {
+            give_back_ids(out, exec, plan, &leases, &staged_on).await;
+            release_all(leases).await;
+            return (exit, e);
+        }
+    };
     if let (Some(git_ref), Some((_, commit))) = (git_ref(release), &first_commit) {
         let _ = journal.set_git(id, git_ref, Some(commit));
         out.event(&json!({"event": "git", "deployment": id, "git_ref": git_ref, "commit": commit}));
@@ -1177,15 +1416,30 @@ async fn run_deployment(
     // before a verified backup exists).
     let mut pending = 0usize;
     let mut at_commit = 0usize;
+    // Decided once (issue 14): a resumed deployment takes the decision its
+    // start took, whatever the migrations' state is now.
+    let decided = journal
+        .fact(id, "migrations")
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_str::<(usize, usize)>(&v).ok());
     // Read-only: asked of every host at once, judged in plan order.
-    let lists = crate::fanout::all(plan.parallel, &plan.hosts, |host| {
-        pending_migrations(
-            &host.client,
-            &plan.app,
-            &release.id,
-            plan.contract_at_commit,
-        )
-    })
+    let lists = crate::fanout::all(
+        plan.parallel,
+        &plan.hosts[..if decided.is_some() {
+            0
+        } else {
+            plan.hosts.len()
+        }],
+        |host| {
+            pending_migrations(
+                &host.client,
+                &plan.app,
+                &release.id,
+                plan.contract_at_commit,
+            )
+        },
+    )
     .await;
     for (host, list) in plan.hosts.iter().zip(lists) {
         match list {
@@ -1216,13 +1470,30 @@ async fn run_deployment(
                 at_commit = at_commit.max(list.at_commit.len());
             }
             Err(e) => {
-                give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
+                give_back_ids(out, exec, plan, &leases, &staged_on).await;
                 release_all(leases).await;
                 return (
                     exit_of(&e),
                     format!(
                         "cannot read the migrations of {} on {}, nothing live changed: {e}",
                         release.id, host.name
+                    ),
+                );
+            }
+        }
+    }
+    match decided {
+        Some((p, c)) => (pending, at_commit) = (p, c),
+        None => {
+            if let Err(e) =
+                journal.set_fact(id, "migrations", &json!([pending, at_commit]).to_string())
+            {
+                give_back_ids(out, exec, plan, &leases, &staged_on).await;
+                release_all(leases).await;
+                return (
+                    Exit::Failed,
+                    format!(
+                        "cannot journal the pending migrations of deployment {id}, nothing live changed: {e}"
                     ),
                 );
             }
@@ -1247,14 +1518,14 @@ async fn run_deployment(
     if let Some(why) = &maintenance {
         out.line(format!("maintenance on every host: {why}"));
         if let Err((exit, e)) =
-            maintenance_on_all(out, journal, plan, id, &leases, why, &mut in_maintenance).await
+            maintenance_on_all(out, exec, plan, &leases, why, &mut in_maintenance).await
         {
             *downtime = if in_maintenance.is_empty() {
                 Downtime::None
             } else {
                 Downtime::StillOn
             };
-            give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
+            give_back_ids(out, exec, plan, &leases, &staged_on).await;
             release_all(leases).await;
             return (exit, e);
         }
@@ -1293,11 +1564,11 @@ async fn run_deployment(
         }),
     ];
     for (name, spec) in before_switch.into_iter().flatten() {
-        if let Err((host, e)) = on_every_host(out, journal, plan, id, &leases, name, &spec).await {
+        if let Err((host, e)) = on_every_host(out, exec, plan, &leases, name, &spec).await {
             let (ms, still) =
-                maintenance_off_all(out, journal, plan, id, &leases, &mut in_maintenance, "").await;
+                maintenance_off_all(out, exec, plan, &leases, &mut in_maintenance, "").await;
             *downtime = downtime_of(maintenance.is_some(), ms, &still);
-            give_back_ids(out, journal, plan, id, &leases, &staged_on).await;
+            give_back_ids(out, exec, plan, &leases, &staged_on).await;
             release_all(leases).await;
             let why = if name == "backup" {
                 format!("the pre-deploy backup on {host} failed, nothing live changed: {e}")
@@ -1326,6 +1597,7 @@ async fn run_deployment(
         failure = run_waves(
             out,
             journal,
+            exec,
             plan,
             id,
             previous,
@@ -1346,19 +1618,11 @@ async fn run_deployment(
             break;
         }
         let c = &host.client;
-        let seq = journal.start_step(id, &host.name, "activate").ok();
-        let spec = activate_spec(plan, release);
-        let job = run_job(
-            out,
-            c,
-            format!("{id}:{}:activate", host.name),
-            Some(lease.token.clone()),
-            spec,
-        )
-        .await;
-        unavailable.add(&host.name, &job);
-        let result = job_ok(job);
-        finish(journal, seq, &result);
+        let job = job_step(exec, out, host, "activate", lease, LOST_FOR, None).await;
+        if let Ok(job) = &job {
+            unavailable.add(&host.name, job);
+        }
+        let result = step_ok(job);
         if let Err(Failure(_, e)) = result {
             step(out, &host.name, "activate", "failed", &e);
             // A failed switch may or may not have happened: roll this host back too.
@@ -1398,7 +1662,7 @@ async fn run_deployment(
             failure = Some(f);
             break;
         }
-        match arm_host(out, journal, plan, id, host, previous[i].as_deref()).await {
+        match arm_host(out, journal, exec, plan, id, host, previous[i].as_deref()).await {
             Ok(true) => watched.push(host.name.clone()),
             Ok(false) => {}
             Err(f) => {
@@ -1412,7 +1676,7 @@ async fn run_deployment(
     // the probes, host by host.
     if maintenance.is_some() && failure.is_none() {
         let (ms, still) =
-            maintenance_off_all(out, journal, plan, id, &leases, &mut in_maintenance, "").await;
+            maintenance_off_all(out, exec, plan, &leases, &mut in_maintenance, "").await;
         longest_downtime = ms;
         if !still.is_empty() {
             failure = Some((
@@ -1437,7 +1701,7 @@ async fn run_deployment(
                     failure = Some(f);
                     break;
                 }
-                match arm_host(out, journal, plan, id, host, previous[i].as_deref()).await {
+                match arm_host(out, journal, exec, plan, id, host, previous[i].as_deref()).await {
                     Ok(true) => watched.push(host.name.clone()),
                     Ok(false) => {}
                     Err(f) => {
@@ -1470,6 +1734,7 @@ async fn run_deployment(
     let mut outcome = switch_back_if_failed(
         out,
         journal,
+        exec,
         plan,
         id,
         previous,
@@ -1524,7 +1789,7 @@ async fn run_deployment(
             plan.path.display()
         ));
     } else if outcome.0 == Exit::Done && at_commit > 0 {
-        match commit_migrations(out, journal, plan, id, &leases).await {
+        match commit_migrations(out, exec, plan, &leases).await {
             Ok(()) => outcome.1.push_str(&format!(
                 "; committed: the {at_commit} migration(s) kept for the commit ran"
             )),
@@ -1552,9 +1817,8 @@ async fn run_deployment(
     if !in_maintenance.is_empty() {
         let (ms, still) = maintenance_off_all(
             out,
-            journal,
+            exec,
             plan,
-            id,
             &leases,
             &mut in_maintenance,
             "-after-switch-back",
@@ -1581,7 +1845,7 @@ async fn run_deployment(
             .copied()
             .filter(|i| !switched.contains(i))
             .collect();
-        give_back_ids(out, journal, plan, id, &leases, &not_live).await;
+        give_back_ids(out, exec, plan, &leases, &not_live).await;
     }
     if maintenance.is_some() {
         *downtime = downtime_of(
@@ -1603,32 +1867,45 @@ async fn run_deployment(
 async fn stage_host(
     out: Out,
     journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
-    sha: &str,
-    size: u64,
     host: &plan::Host,
     lease: &Lease,
 ) -> Result<Option<String>, (bool, Exit, String)> {
     let release = plan.release.as_ref().expect("checked by deploy");
     let c = &host.client;
     if let Source::Artifact(artifact) = &release.source {
-        let seq = journal.start_step(id, &host.name, "upload").ok();
-        let uploaded = async {
+        let send = |_key: String, request: StepRequest| async move {
+            let StepRequest::Upload { sha256, bytes } = request else {
+                return Err(ClientError::Transport {
+                    host: host.name.clone(),
+                    addr: c.addr.clone(),
+                    detail: "the upload step is not an upload (a golivectl bug); not sent".into(),
+                });
+            };
             if c.call(&Request::HasArtifact(
-                golive_shared::protocol::HasArtifactRequest { sha256: sha.into() },
+                golive_shared::protocol::HasArtifactRequest {
+                    sha256: sha256.clone(),
+                },
             ))
             .await
             .is_ok()
             {
                 return Ok("already on the agent".to_string());
             }
-            c.upload(artifact, sha, size)
+            c.upload(artifact, &sha256, bytes)
                 .await
-                .map(|_| format!("{size} bytes"))
-        }
-        .await;
-        finish(journal, seq, &uploaded);
+                .map(|_| format!("{bytes} bytes"))
+        };
+        let judge = |r: &Result<String, ClientError>| match r {
+            Ok(d) => Ok(d.clone()),
+            Err(e) => Err(e.to_string()),
+        };
+        let uploaded = match exec.run(out, &host.name, "upload", None, send, judge).await {
+            Ok(r) => r,
+            Err(e) => return Err((false, Exit::Failed, e.to_string())),
+        };
         match uploaded {
             Ok(detail) => step(out, &host.name, "upload", "ok", &detail),
             Err(e) => {
@@ -1641,33 +1918,10 @@ async fn stage_host(
             }
         }
     }
-    let seq = journal.start_step(id, &host.name, "stage").ok();
-    let spec = match &release.source {
-        Source::Artifact(_) => JobSpec::Stage(StageRelease {
-            app: plan.app.clone(),
-            release: release.id.clone(),
-            artifact_sha256: sha.into(),
-        }),
-        Source::Git(git_ref) => JobSpec::StageGit(StageGitRelease {
-            app: plan.app.clone(),
-            release: release.id.clone(),
-            git_ref: git_ref.clone(),
-            // Each host scans the tree it exports (issue 12).
-            scan: plan.scan.clone(),
-        }),
-    };
-    let staged = run_job_within(
-        out,
-        c,
-        format!("{id}:{}:stage", host.name),
-        Some(lease.token.clone()),
-        spec,
-        plan.host_timeout,
-    )
-    .await;
-    let commit = staged_commit(&staged);
-    let staged = job_ok(staged);
-    finish(journal, seq, &staged);
+    // The stage request is the compiled one (its key, its scan).
+    let staged = job_step(exec, out, host, "stage", lease, plan.host_timeout, None).await;
+    let commit = staged.as_ref().ok().and_then(staged_commit);
+    let staged = step_ok(staged);
     if let Err(Failure(exit, e)) = staged {
         step(out, &host.name, "stage", "failed", &e);
         // Staging changes nothing live: a refused archive is bad input.
@@ -1720,16 +1974,15 @@ async fn stage_host(
 async fn stage_all(
     out: Out,
     journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
-    sha: &str,
-    size: u64,
     leases: &[Lease],
 ) -> Result<(Vec<usize>, Option<(String, String)>), (Vec<usize>, Exit, String)> {
     let results = crate::fanout::until(
         plan.parallel,
         plan.hosts.iter().zip(leases),
-        |(host, lease)| stage_host(out, journal, plan, id, sha, size, host, lease),
+        |(host, lease)| stage_host(out, journal, exec, plan, id, host, lease),
         Result::is_err,
     )
     .await;
@@ -1802,45 +2055,20 @@ fn keep_on_where_stuck(in_maintenance: &mut Vec<usize>, stuck: &[usize]) -> Vec<
 /// deployment's outcome stands.
 async fn give_back_ids(
     out: Out,
-    journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
-    id: &str,
     leases: &[Lease],
     hosts: &[usize],
 ) {
     crate::fanout::all(plan.parallel, hosts, |&i| {
-        give_back_id(out, journal, plan, id, &leases[i], &plan.hosts[i])
+        give_back_id(out, exec, &leases[i], &plan.hosts[i])
     })
     .await;
 }
 
 /// [`give_back_ids`] on one host.
-async fn give_back_id(
-    out: Out,
-    journal: &Journal,
-    plan: &Plan,
-    id: &str,
-    lease: &Lease,
-    host: &plan::Host,
-) {
-    let release = plan.release.as_ref().expect("checked by deploy");
-    let seq = journal.start_step(id, &host.name, "discard").ok();
-    let spec = JobSpec::DiscardRelease(DiscardRelease {
-        app: plan.app.clone(),
-        release: release.id.clone(),
-        reason: format!("deployment {id} did not go live on {}", host.name),
-    });
-    let r = job_ok(
-        run_job(
-            out,
-            &host.client,
-            format!("{id}:{}:discard", host.name),
-            Some(lease.token.clone()),
-            spec,
-        )
-        .await,
-    );
-    finish(journal, seq, &r);
+async fn give_back_id(out: Out, exec: &Executor<'_>, lease: &Lease, host: &plan::Host) {
+    let r = step_ok(job_step(exec, out, host, "discard", lease, LOST_FOR, None).await);
     match r {
         Ok(detail) => step(
             out,
@@ -1943,10 +2171,31 @@ async fn probe_before_host(
     id: &str,
     host: &plan::Host,
 ) -> Vec<ProbeResult> {
+    // A resumed deployment keeps the figures its start took: the host may
+    // run the new release by now.
+    let fact = format!("before:{}", host.name);
+    if let Some(results) = journal
+        .fact(id, &fact)
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_str::<Vec<ProbeResult>>(&v).ok())
+    {
+        step(
+            out,
+            &host.name,
+            "probe-before",
+            "ok",
+            "taken before the interruption",
+        );
+        return results;
+    }
     let seq = journal.start_step(id, &host.name, "probe-before").ok();
     match run_probes(out, plan, host, "before").await {
         Ok(report) => {
             let _ = journal.save_probes(id, &host.name, "before", &report.results);
+            if let Ok(v) = serde_json::to_string(&report.results) {
+                let _ = journal.set_fact(id, &fact, &v);
+            }
             let failing: Vec<String> = report
                 .failures()
                 .iter()
@@ -2188,16 +2437,17 @@ async fn wait_for_decision(
 async fn arm_host(
     out: Out,
     journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
     host: &plan::Host,
     previous: Option<&str>,
 ) -> Result<bool, (Exit, String)> {
-    let Some(spec) = &plan.watchdog else {
+    if plan.watchdog.is_none() {
         return Ok(false);
-    };
-    let seq = journal.start_step(id, &host.name, "watchdog-arm").ok();
+    }
     if previous.is_none() {
+        let seq = journal.start_step(id, &host.name, "watchdog-arm").ok();
         let detail = "a first install: there is no earlier release to roll back to, so it is not \
                       watched";
         if let Some(seq) = seq {
@@ -2206,17 +2456,35 @@ async fn arm_host(
         step(out, &host.name, "watchdog-arm", "skipped", detail);
         return Ok(false);
     }
-    let req = Request::ArmWatchdog(ArmWatchdog {
-        app: plan.app.clone(),
-        deployment: id.to_string(),
-        spec: spec.clone(),
-    });
-    let r = match host.client.call(&req).await {
-        Ok(Response::Watchdog(info)) => Ok(watchdog_detail(&info)),
-        Ok(other) => Err(host.client.unexpected(&other)),
-        Err(e) => Err(e),
+    // The agent answers a second arm of the same deployment with the same
+    // spec with the armed watchdog: a resubmission is safe.
+    let send = |_key: String, request: StepRequest| async move {
+        let StepRequest::ArmWatchdog(arm) = request else {
+            return Err(ClientError::Transport {
+                host: host.name.clone(),
+                addr: host.client.addr.clone(),
+                detail: "the watchdog-arm step is not an arm request (a golivectl bug)".into(),
+            });
+        };
+        match host.client.call(&Request::ArmWatchdog(arm)).await {
+            Ok(Response::Watchdog(info)) => Ok(info),
+            Ok(other) => Err(host.client.unexpected(&other)),
+            Err(e) => Err(e),
+        }
     };
-    finish(journal, seq, &r);
+    let judge = |r: &Result<WatchdogInfo, ClientError>| match r {
+        Ok(info) => Ok(watchdog_detail(info)),
+        Err(e) => Err(e.to_string()),
+    };
+    let r = match exec
+        .run(out, &host.name, "watchdog-arm", None, send, judge)
+        .await
+    {
+        Ok(r) => r.map(|info| watchdog_detail(&info)),
+        Err(e) => {
+            return Err((Exit::Failed, e.to_string()));
+        }
+    };
     match r {
         Ok(detail) => {
             step(out, &host.name, "watchdog-arm", "ok", &detail);
@@ -2300,23 +2568,6 @@ pub fn human_secs(secs: u64) -> String {
     }
 }
 
-/// The activate job of this plan's release on one host.
-fn activate_spec(plan: &Plan, release: &plan::Release) -> JobSpec {
-    JobSpec::Activate(ActivateRelease {
-        app: plan.app.clone(),
-        release: release.id.clone(),
-        // The plan's rollback policy, kept in the host's rollback point.
-        rollback: RollbackPolicy {
-            restore: if plan.restore_allowed {
-                RestorePolicy::Allow
-            } else {
-                RestorePolicy::Forbid
-            },
-            maintenance: plan.maintenance,
-        },
-    })
-}
-
 /// What happened on one host of a wave.
 #[derive(Default)]
 struct WaveHost {
@@ -2338,6 +2589,7 @@ struct WaveHost {
 async fn wave_host(
     out: Out,
     journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
     i: usize,
@@ -2353,18 +2605,11 @@ async fn wave_host(
         r.failure = Some((Exit::Failed, e));
         return r;
     }
-    let seq = journal.start_step(id, &host.name, "activate").ok();
-    let job = run_job(
-        out,
-        &host.client,
-        format!("{id}:{}:activate", host.name),
-        Some(lease.token.clone()),
-        activate_spec(plan, release),
-    )
-    .await;
-    unavailable.borrow_mut().add(&host.name, &job);
-    let result = job_ok(job);
-    finish(journal, seq, &result);
+    let job = job_step(exec, out, host, "activate", lease, LOST_FOR, None).await;
+    if let Ok(job) = &job {
+        unavailable.borrow_mut().add(&host.name, job);
+    }
+    let result = step_ok(job);
     // A failed switch may or may not have happened: roll this host back too.
     r.activated = true;
     if let Err(Failure(_, e)) = result {
@@ -2399,7 +2644,7 @@ async fn wave_host(
         r.failure = Some(f);
         return r;
     }
-    match arm_host(out, journal, plan, id, host, previous).await {
+    match arm_host(out, journal, exec, plan, id, host, previous).await {
         Ok(armed) => r.armed = armed,
         Err(f) => r.failure = Some(f),
     }
@@ -2417,6 +2662,7 @@ async fn wave_host(
 async fn run_waves(
     out: Out,
     journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
     previous: &[Option<String>],
@@ -2454,6 +2700,7 @@ async fn run_waves(
             wave_host(
                 out,
                 journal,
+                exec,
                 plan,
                 id,
                 i,
@@ -2513,6 +2760,7 @@ async fn run_waves(
             let (back, message) = switch_back_if_failed(
                 out,
                 journal,
+                exec,
                 plan,
                 id,
                 previous,
@@ -2631,6 +2879,7 @@ async fn soak_wave(
 async fn switch_back_if_failed(
     out: Out,
     journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
     previous: &[Option<String>],
@@ -2656,11 +2905,11 @@ async fn switch_back_if_failed(
             let mut not_back: Vec<String> = Vec::new();
             for &i in activated.iter().rev() {
                 let host = &plan.hosts[i];
-                let seq = journal.start_step(id, &host.name, "switch-back").ok();
                 let to = previous[i].clone();
                 let Some(to) = to else {
                     let e =
                         "this host had no release before; nothing to switch back to".to_string();
+                    let seq = journal.start_step(id, &host.name, "switch-back").ok();
                     finish::<String, String>(journal, seq, &Err(e.clone()));
                     step(out, &host.name, "switch-back", "failed", &e);
                     all_back = false;
@@ -2671,17 +2920,20 @@ async fn switch_back_if_failed(
                 // The host's one rollback (issue 13): code, database the
                 // gentlest correct way, flags, hooks, from its rollback point.
                 let spec = host_rollback(&plan.app, id, &why);
-                let job = run_job(
+                let job = job_step(
+                    exec,
                     out,
-                    &host.client,
-                    format!("{id}:{}:switch-back", host.name),
-                    Some(leases[i].token.clone()),
-                    spec,
+                    host,
+                    "switch-back",
+                    &leases[i],
+                    LOST_FOR,
+                    Some(spec),
                 )
                 .await;
-                unavailable.add(&host.name, &job);
-                let r = job_ok(job);
-                finish(journal, seq, &r);
+                if let Ok(job) = &job {
+                    unavailable.add(&host.name, job);
+                }
+                let r = step_ok(job);
                 match r {
                     Ok(detail) => {
                         step(out, &host.name, "switch-back", "ok", &detail);

@@ -99,7 +99,11 @@ pub fn history(
                 d.state,
                 d.operator
             ));
-            rows.push(json!({"id": d.id, "app": d.app, "release": d.release, "state": d.state, "operator": d.operator, "started_at": d.started_at, "finished_at": d.finished_at}));
+            // Its controller is gone (issue 14): say how to carry it on.
+            if let Some(cmd) = &d.resume {
+                out.line(format!("    resume: {cmd}"));
+            }
+            rows.push(json!({"id": d.id, "app": d.app, "release": d.release, "state": d.state, "operator": d.operator, "started_at": d.started_at, "finished_at": d.finished_at, "resume": d.resume}));
         }
     }
     if rows.is_empty() {
@@ -199,6 +203,11 @@ pub async fn show(
         d.finished_at.map(utc).unwrap_or_else(|| "(running or interrupted)".into()),
         d.duration_ms.map(duration).unwrap_or_else(|| "(not finished)".into()),
         d.state, d.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default()));
+    if let Some(cmd) = &d.resume {
+        out.line(format!(
+            "- INTERRUPTED: its controller is gone; carry it on with `{cmd}`"
+        ));
+    }
     if let Some(reason) = &d.hotfix_reason {
         out.line(format!("- hotfix: {reason}"));
     }
@@ -351,4 +360,24 @@ fn duration(ms: i64) -> String {
     } else {
         format!("{}.{} s", s, (ms % 1000) / 100)
     }
+}
+
+/// The interrupted deployments of `app` (issue 14): a controller that died
+/// mid-deployment leaves its hosts locked until the leases expire, and the
+/// deployment waits for `deploy --resume`. For `golivectl status`.
+pub fn interrupted(state: &Path, app: &str) -> Vec<(String, String)> {
+    // Never creates a state directory: no journal, nothing interrupted.
+    if !state.join("golivectl.db").is_file() {
+        return Vec::new();
+    }
+    let Ok(journal) = Journal::open(state) else {
+        return Vec::new();
+    };
+    journal
+        .deployment_ids_of(Some(app), 20)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|id| journal.deployment(&id).ok().flatten())
+        .filter_map(|d| Some((d.id, d.resume?)))
+        .collect()
 }

@@ -57,7 +57,15 @@ pub async fn set_on_host(
         on,
         reason: reason.to_string(),
     });
-    match run_job(out, &host.client, key, lease, spec).await {
+    switched(run_job(out, &host.client, key, lease, spec).await)
+}
+
+/// What a followed maintenance job did, or the exit code its failure
+/// deserves and the message (also the deployment's maintenance steps).
+pub fn switched(
+    job: Result<golive_shared::protocol::JobInfo, crate::client::ClientError>,
+) -> Result<Switched, (Exit, String)> {
+    match job {
         Ok(job) if job.state == JobState::Succeeded => match job.result {
             Some(JobResult::Maintenance {
                 changed,

@@ -31,7 +31,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Ca { command } => pki::ca(out, command),
         Command::Cert { command } => pki::cert(out, command),
         Command::Status { plan } => {
-            status::status(out, &plan.unwrap_or_else(|| PathBuf::from("golive.toml"))).await
+            let plan = plan.unwrap_or_else(|| PathBuf::from("golive.toml"));
+            status::status(out, &state, &plan).await
         }
         Command::Deploy {
             plan,
@@ -40,6 +41,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             force,
             reason,
             approved_by,
+            resume,
         } => {
             let reason = reason.map(|r| r.trim().to_string());
             match (&reason, hotfix || force) {
@@ -63,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 hotfix: reason.clone().filter(|_| hotfix),
                 force: reason.filter(|_| force),
                 approved_by,
+                resume,
             };
             deploy::deploy(out, &state, &plan, &options).await
         }

@@ -30,8 +30,16 @@ pub async fn agent_status(client: &AgentClient) -> Result<StatusResponse, Client
     }
 }
 
-pub async fn status(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
+pub async fn status(out: Out, state: &Path, plan_path: &Path) -> anyhow::Result<Exit> {
     let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
+    // Deployments of the app whose controller is gone (issue 14).
+    for (id, resume) in crate::cmd::history::interrupted(state, &plan.app) {
+        out.line(format!(
+            "deployment {id} of {} is INTERRUPTED (its controller is gone); carry it on with `{resume}`",
+            plan.app
+        ));
+        out.event(&json!({"event": "interrupted", "deployment": id, "resume": resume}));
+    }
     let mut set = tokio::task::JoinSet::new();
     for (i, host) in plan.hosts.iter().enumerate() {
         let client = host.client.clone();

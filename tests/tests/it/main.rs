@@ -26,6 +26,7 @@ mod parallel;
 mod preflight;
 mod probes;
 mod releases;
+mod resume;
 mod security;
 mod ssh;
 mod systemd;

@@ -1,0 +1,205 @@
+//! One executor for every host-changing step (issue 14): journal the intent
+//! (idempotency key and request), send, journal the outcome. No request is
+//! sent without its intent on disk, and a journal write that fails stops
+//! the deployment ([`StepError`]): every later step refuses.
+//!
+//! On a resumed deployment a step whose success is journaled is not sent
+//! again (its journaled outcome is returned), and a step with an intent but
+//! no success is resubmitted with its stored request under its stored key:
+//! the agent answers with the job it already has, followed to its end.
+//!
+//! Test-only fault injection: `GOLIVECTL_CRASH_AFTER_STEPS=N` aborts the
+//! process right after the Nth journal write of the executor (intent or
+//! outcome), so the integration tests can stop a controller at each step
+//! boundary (see ARCHITECTURE.md).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Deployment, StepRequest};
+use crate::journal::Journal;
+use crate::output::Out;
+
+/// A step could not be run as the journal requires: nothing was sent (or,
+/// for an outcome, the request was sent and its outcome is not on disk).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(
+        "cannot journal the {what} of step {step} on {host} of deployment {id} in the controller \
+         journal: {source}; the deployment stops here, hosts stay as they are (the agents' leases \
+         expire, their watchdogs still protect them). Fix the controller's state directory (disk \
+         space, permissions), then `golivectl deploy PLAN --resume {id}`"
+    )]
+    Journal {
+        id: String,
+        host: String,
+        step: String,
+        what: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "step {step} on {host} of deployment {id} was not sent: an earlier journal write failed, \
+         so the deployment stopped"
+    )]
+    Stopped {
+        id: String,
+        host: String,
+        step: String,
+    },
+    #[error(
+        "deployment {id} has no compiled step {step} for {host} (a golivectl bug); nothing was sent"
+    )]
+    NotCompiled {
+        id: String,
+        host: String,
+        step: String,
+    },
+}
+
+/// Runs the host-changing steps of one deployment.
+pub struct Executor<'a> {
+    journal: &'a Journal,
+    deployment: &'a Deployment,
+    /// A journal write failed: nothing more is sent.
+    stopped: Cell<bool>,
+}
+
+/// The fault-injection point: `GOLIVECTL_CRASH_AFTER_STEPS`, read once.
+fn crash_after() -> Option<u32> {
+    static N: OnceLock<Option<u32>> = OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("GOLIVECTL_CRASH_AFTER_STEPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+/// Counts one executor journal write; aborts after the Nth (test only).
+fn wrote() {
+    static WRITES: AtomicU32 = AtomicU32::new(0);
+    let n = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
+    if crash_after() == Some(n) {
+        eprintln!("golivectl: GOLIVECTL_CRASH_AFTER_STEPS={n}: aborting after journal write {n}");
+        std::process::abort();
+    }
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(journal: &'a Journal, deployment: &'a Deployment) -> Executor<'a> {
+        Executor {
+            journal,
+            deployment,
+            stopped: Cell::new(false),
+        }
+    }
+
+    pub fn deployment(&self) -> &Deployment {
+        self.deployment
+    }
+
+    /// Whether a journal write failed (the deployment stops).
+    pub fn stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    /// Runs step `name` on `host`: the compiled request (or `request`,
+    /// which replaces it when the sequencer knows better, e.g. a backup
+    /// made verified by pending migrations), under the compiled key.
+    /// `send(key, request)` sends it; `judge` says whether what came back
+    /// is a success and with what detail, for the journal. A success's
+    /// value is journaled (JSON) and returned as it is on a resume.
+    pub async fn run<T, E, Fut>(
+        &self,
+        out: Out,
+        host: &str,
+        name: &str,
+        request: Option<StepRequest>,
+        send: impl FnOnce(String, StepRequest) -> Fut,
+        judge: impl Fn(&Result<T, E>) -> Result<String, String>,
+    ) -> Result<Result<T, E>, StepError>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+    {
+        let id = &self.deployment.id;
+        let err = |what: &'static str, source: rusqlite::Error| {
+            self.stopped.set(true);
+            StepError::Journal {
+                id: id.clone(),
+                host: host.into(),
+                step: name.into(),
+                what,
+                source,
+            }
+        };
+        if self.stopped.get() {
+            return Err(StepError::Stopped {
+                id: id.clone(),
+                host: host.into(),
+                step: name.into(),
+            });
+        }
+        let compiled = self
+            .deployment
+            .step(host, name)
+            .and_then(|s| Some((s.key.clone()?, s.request.clone()?)))
+            .ok_or_else(|| StepError::NotCompiled {
+                id: id.clone(),
+                host: host.into(),
+                step: name.into(),
+            })?;
+        let (key, compiled_request) = compiled;
+        let prior = self
+            .journal
+            .step_by_key(id, &key)
+            .map_err(|e| err("earlier record", e))?;
+        // Done before an interruption: its journaled outcome, not sent again.
+        if let Some(p) = &prior
+            && p.state == "ok"
+            && let Some(value) = p
+                .outcome
+                .as_deref()
+                .and_then(|o| serde_json::from_str(o).ok())
+        {
+            out.line(format!(
+                "[{host}] {name}: done before the interruption (key {key}); not sent again"
+            ));
+            return Ok(Ok(value));
+        }
+        // Sent before (the outcome lost or a failure): the same request
+        // under the same key, so the agent answers with the job it has.
+        let request = match prior
+            .as_ref()
+            .and_then(|p| p.request.as_deref())
+            .and_then(|r| serde_json::from_str::<StepRequest>(r).ok())
+        {
+            Some(stored) => stored,
+            None => request.unwrap_or(compiled_request),
+        };
+        let text = serde_json::to_string(&request).unwrap_or_default();
+        let seq = self
+            .journal
+            .intent(id, host, name, &key, &text)
+            .map_err(|e| err("intent", e))?;
+        wrote();
+        let r = send(key, request).await;
+        let (state, detail, value) = match judge(&r) {
+            Ok(detail) => (
+                "ok",
+                detail,
+                r.as_ref().ok().and_then(|v| serde_json::to_string(v).ok()),
+            ),
+            Err(detail) => ("failed", detail, None),
+        };
+        self.journal
+            .outcome(seq, state, &detail, value.as_deref())
+            .map_err(|e| err("outcome", e))?;
+        wrote();
+        Ok(r)
+    }
+}

@@ -1,0 +1,146 @@
+//! The deployment as data (issue 14): what `golivectl deploy` will do,
+//! compiled from the validated plan before anything changes, stored in the
+//! controller journal, printed by `--dry-run`, and read back by
+//! `deploy --resume`.
+//!
+//! - [`mod@compile`]: the pure function plan + hosts + options → [`Deployment`].
+//! - [`executor`]: runs one host-changing step: intent journaled (key and
+//!   request), request sent, outcome journaled; a resumed deployment skips
+//!   what finished and resubmits, under its stored key, what did not.
+//!
+//! The sequencing (phases, waves, the gate, switch-backs) stays in
+//! `cmd/deploy.rs`; every host-changing request it sends goes through the
+//! executor with the key and request compiled here.
+
+pub mod compile;
+pub mod executor;
+
+use golive_shared::protocol::{ArmWatchdog, JobSpec};
+use serde::{Deserialize, Serialize};
+
+pub use compile::{HostInput, Input, SourceInput, compile};
+pub use executor::{Executor, StepError};
+
+/// A compiled deployment: its hosts and their steps in the order the
+/// sequencer runs them, and its waves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub app: String,
+    pub release: String,
+    /// "artifact sha256 HEX, N bytes" or "git ref REF".
+    pub source: String,
+    /// sha256 of the plan file: `--resume` refuses a plan that changed.
+    pub plan_sha256: String,
+    /// `[deploy] parallel`.
+    pub parallel: usize,
+    /// `[[waves]]`; empty: host by host, in plan order.
+    pub waves: Vec<Wave>,
+    pub hosts: Vec<HostSteps>,
+}
+
+/// One wave of a compiled deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wave {
+    /// "wave 1/3 (canary)".
+    pub label: String,
+    pub name: Option<String>,
+    pub hosts: Vec<String>,
+    pub max_fail: u32,
+    pub allowed_failures: usize,
+    pub soak_secs: Option<u64>,
+}
+
+/// One host's steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSteps {
+    pub host: String,
+    pub address: String,
+    /// The release live there when the deployment was compiled.
+    pub previous: Option<String>,
+    /// In order; the steps run only after a failure come last.
+    pub steps: Vec<Step>,
+}
+
+/// One step on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Stable within the host: "stage", "activate", "maintenance-off", ...
+    pub name: String,
+    /// As the dry run words it ("stage v2", "backup (verified)").
+    pub label: String,
+    pub when: When,
+    /// The idempotency key the agent job gets (`DEPLOYMENT:HOST:STEP`);
+    /// `None` for a step that changes nothing on the host.
+    pub key: Option<String>,
+    /// What is sent; `None` for a read-only step.
+    pub request: Option<StepRequest>,
+}
+
+/// When a step runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    Always,
+    /// Only when the staged release has pending migrations.
+    PendingMigrations,
+    /// Only when migrations were kept for the release's commit.
+    AtCommit,
+    /// Only after a failure (switch-back, discard, maintenance off again).
+    OnFailure,
+    /// Not run, and why.
+    Skipped(String),
+}
+
+impl When {
+    /// The dry run's wording after the label.
+    pub fn suffix(&self) -> String {
+        match self {
+            When::Always | When::OnFailure => String::new(),
+            When::PendingMigrations => " if the staged release has pending migrations".into(),
+            When::AtCommit => " if migrations were kept for the commit".into(),
+            When::Skipped(why) => format!(" skipped ({why})"),
+        }
+    }
+}
+
+/// The request a host-changing step sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepRequest {
+    /// The artifact, content-addressed (skipped when the agent has it).
+    Upload {
+        sha256: String,
+        bytes: u64,
+    },
+    /// An agent job, submitted under the step's key.
+    Job(JobSpec),
+    ArmWatchdog(ArmWatchdog),
+}
+
+/// The one place an idempotency key is formatted: `DEPLOYMENT:HOST:STEP`.
+pub fn key(deployment: &str, host: &str, step: &str) -> String {
+    format!("{deployment}:{host}:{step}")
+}
+
+impl Deployment {
+    /// The compiled step `name` of `host`.
+    pub fn step(&self, host: &str, name: &str) -> Option<&Step> {
+        self.hosts
+            .iter()
+            .find(|h| h.host == host)?
+            .steps
+            .iter()
+            .find(|s| s.name == name)
+    }
+
+    /// A host's steps as the dry run lists them: those of a normal run
+    /// (`on_failure` false) or those run only after a failure.
+    pub fn labels(&self, host: &HostSteps, on_failure: bool) -> Vec<String> {
+        host.steps
+            .iter()
+            .filter(|s| (s.when == When::OnFailure) == on_failure)
+            .map(|s| format!("{}{}", s.label, s.when.suffix()))
+            .collect()
+    }
+}
