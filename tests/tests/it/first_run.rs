@@ -1,7 +1,9 @@
 //! Issue 16, part 9: `golivectl init` writes a plan and an agent config that
 //! work as written once their certificates exist: the printed next steps,
 //! run for real (with the agent's address moved to a free loopback port, as
-//! the operator edits it), reach a running agent and a dry run.
+//! the operator edits it), reach a running agent and a dry run. And
+//! `golivectl demo` runs its tour (three agents, canary-then-rest) and
+//! checks its own outcome.
 //! Loopback 127.0.0.220 belongs to this module.
 
 use std::path::Path;

@@ -29,5 +29,6 @@ mod releases;
 mod security;
 mod ssh;
 mod systemd;
+mod walkthrough;
 mod watchdog;
 mod waves;
