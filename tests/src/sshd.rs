@@ -49,6 +49,15 @@ impl TestSshd {
     /// Starts sshd on `ip` (a loopback address), with TCP forwarding
     /// allowed or refused (`AllowTcpForwarding no`, as on many shared hosts).
     pub fn start(dir: &Path, ip: &str, forwarding: bool) -> TestSshd {
+        TestSshd::start_for(dir, ip, forwarding, None)
+    }
+
+    /// As [`TestSshd::start`], logging in `user` instead of the test's own
+    /// (a non-root account the test made). sshd reads `authorized_keys` as
+    /// that user, so the server's directory and that file are made
+    /// readable to others (they hold public keys only; `dir` must be
+    /// traversable too).
+    pub fn start_for(dir: &Path, ip: &str, forwarding: bool, user: Option<&str>) -> TestSshd {
         let sshd = Path::new("/usr/sbin/sshd");
         assert!(
             sshd.is_file(),
@@ -59,10 +68,15 @@ impl TestSshd {
             nix::unistd::geteuid().is_root(),
             "the SSH tests run sshd as root, as the test command does"
         );
-        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-            .expect("look up the test's user")
-            .expect("the test's user exists")
-            .name;
+        let user = match user {
+            Some(u) => u.to_string(),
+            None => {
+                nix::unistd::User::from_uid(nix::unistd::geteuid())
+                    .expect("look up the test's user")
+                    .expect("the test's user exists")
+                    .name
+            }
+        };
         let dir = dir.join("sshd");
         std::fs::create_dir_all(&dir).expect("sshd dir");
         // sshd's privilege separation needs this directory (the package
@@ -78,6 +92,13 @@ impl TestSshd {
         }
         let authorized = dir.join("authorized_keys");
         std::fs::write(&authorized, format!("{}\n", public(&client_key))).expect("authorized_keys");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod sshd dir");
+            std::fs::set_permissions(&authorized, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod authorized_keys");
+        }
         let port = crate::free_port(ip);
         let config = dir.join("sshd_config");
         std::fs::write(
@@ -87,7 +108,7 @@ impl TestSshd {
                  StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
                  AllowUsers {user}\nAllowTcpForwarding {fwd}\nPrintMotd no\nPrintLastLog no\n\
-                 LogLevel VERBOSE\nPidFile {pid}\n",
+                 LogLevel VERBOSE\nPidFile {pid}\nSubsystem sftp internal-sftp\n",
                 host = host_key.display(),
                 auth = authorized.display(),
                 fwd = if forwarding { "yes" } else { "no" },

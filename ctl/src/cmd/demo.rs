@@ -1,14 +1,21 @@
 //! `golivectl demo`: the whole loop on one machine with nothing to configure.
 //!
-//! It makes a PKI, starts a real agent (in this process, over real mTLS on
-//! loopback) and a small sample web app that serves whatever `current`
-//! points at, then deploys v1 and v2, shows status, deploys a broken v3 that
-//! the probes catch and switch back (exit 3), deploys a v4 whose high-severity
-//! probe fails so the gate pauses and the demo records `go`, shows the
-//! deployment record, and rolls v4 back to v2. It
-//! checks each outcome over HTTP and fails (exit 1) when anything did not
-//! happen as it says.
+//! It makes a PKI, starts three real agents (`web1`, `web2`, `web3`, in this
+//! process, over real mTLS on loopback), each beside a small sample web app
+//! that serves whatever its `current` points at, then: deploys v1 host by
+//! host (maintenance, verified backups), runs the probe matrix, deploys v2
+//! canary-then-rest (`[[waves]]`: web1 alone, probed, gated and soaked,
+//! then web2 and web3 at once), shows status, deploys a broken v3 that the
+//! canary's probes catch (switched back, the rest never touched, exit 3),
+//! deploys a v4 whose high-severity probe fails so the gate pauses each wave
+//! and the demo records `go`, shows that record, rolls v4 back to v2, and
+//! deploys a watched v5 that every host's watchdog rolls back by itself
+//! with no controller running; the last record is written as HTML. It
+//! checks each outcome (over HTTP and in the journal) and fails (exit 1)
+//! when anything did not happen as it says. Everything it starts is
+//! stopped, and its directory removed unless `--keep`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -20,58 +27,146 @@ use serde_json::json;
 use crate::output::{Exit, Out};
 use crate::pki;
 
+/// The demo's hosts; the first is the canary.
+const HOSTS: [&str; 3] = ["web1", "web2", "web3"];
+
+/// One demo host: its agent and the sample app beside it.
+struct Host {
+    name: &'static str,
+    agent: SocketAddr,
+    app: SocketAddr,
+}
+
+/// What the demo started, stopped on every path out.
+#[derive(Default)]
+struct Running {
+    agents: Vec<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+    apps: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        for (stop, task) in self.agents {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        for app in self.apps {
+            app.abort();
+        }
+    }
+}
+
 pub async fn demo(out: Out, keep: bool) -> anyhow::Result<Exit> {
     let tmp = tempfile::Builder::new().prefix("golive-demo-").tempdir()?;
     let dir = tmp.path().to_path_buf();
     out.line(format!("golive demo in {}\n", dir.display()));
+    let started = std::time::Instant::now();
 
+    let mut running = Running::default();
+    let result = match start(out, &dir, &mut running).await {
+        Ok(hosts) => walkthrough(out, &dir, &hosts).await,
+        Err(e) => Err(e),
+    };
+    running.stop().await;
+    if keep {
+        let kept = tmp.keep();
+        out.line(format!("\nkept the demo directory: {}", kept.display()));
+    }
+    let failures = result?;
+    let secs = started.elapsed().as_secs_f64();
+    if failures.is_empty() {
+        out.line(format!(
+            "\ndemo: every step did what it said ({secs:.1} s). Try it on your own hosts: see README.md."
+        ));
+        out.event(&json!({"event": "demo", "ok": true, "secs": secs}));
+        Ok(Exit::Done)
+    } else {
+        out.line(format!("\ndemo FAILED: {}", failures.join("; ")));
+        out.event(&json!({"event": "demo", "ok": false, "failures": failures, "secs": secs}));
+        Ok(Exit::Failed)
+    }
+}
+
+/// The PKI, then each host's sample app and agent; what it starts goes into
+/// `running` as it starts, so a failure part-way still stops it.
+async fn start(out: Out, dir: &Path, running: &mut Running) -> anyhow::Result<Vec<Host>> {
     // 1. PKI.
     let pki_dir = dir.join("pki");
     // The CA outlives the 30-day leaves: issued a second after the CA, a
     // leaf of the same length would outlive it and be refused.
     pki::ca_init(&pki_dir, 31)?;
-    pki::issue_agent(
-        &pki_dir,
-        "demo-agent",
-        &["127.0.0.1".into(), "localhost".into()],
-        30,
-    )?;
+    for name in HOSTS {
+        pki::issue_agent(
+            &pki_dir,
+            name,
+            &["127.0.0.1".into(), "localhost".into()],
+            30,
+        )?;
+    }
     pki::issue_operator(&pki_dir, "demo-operator", Role::Operator, 30)?;
-    out.line("1. made a CA, an agent certificate and an operator certificate (role operator)");
-
-    // 2. The sample app: serves ROOT/current/index.html and ROOT/current/health.
-    let root = dir.join("srv/shop");
-    let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let app_addr = app_listener.local_addr()?;
-    let app_task = tokio::spawn(sample_app(app_listener, root.clone()));
     out.line(format!(
-        "2. started the sample app on http://{app_addr}/ (serves {}/current)",
-        root.display()
+        "1. made a CA, agent certificates for {} and an operator certificate (role operator)",
+        HOSTS.join(", ")
     ));
 
-    // The app's database: the orders a rollback must not lose.
-    std::fs::create_dir_all(root.join("shared"))?;
-    let db = rusqlite::Connection::open(root.join("shared/orders.db"))?;
-    db.execute_batch(
-        "CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT NOT NULL);
-         INSERT INTO orders (item) VALUES ('olive oil'), ('almonds');",
-    )?;
-    drop(db);
+    let mut hosts = Vec::new();
+    for name in HOSTS {
+        // The sample app: serves ROOT/current/index.html and ROOT/current/health.
+        let root = dir.join(name).join("srv/shop");
+        let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let app = app_listener.local_addr()?;
+        running
+            .apps
+            .push(tokio::spawn(sample_app(app_listener, root.clone())));
 
-    // 3. The agent, in this process, on a real mTLS socket.
-    let agent_toml = dir.join("agent.toml");
-    std::fs::write(
-        &agent_toml,
-        format!(
-            r#"[agent]
-name = "demo-agent"
+        // The app's database: the orders a rollback must not lose.
+        std::fs::create_dir_all(root.join("shared"))?;
+        let db = rusqlite::Connection::open(root.join("shared/orders.db"))?;
+        db.execute_batch(
+            "CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT NOT NULL);
+             INSERT INTO orders (item) VALUES ('olive oil'), ('almonds');",
+        )?;
+        drop(db);
+
+        // The agent, in this process, on a real mTLS socket.
+        let agent_toml = dir.join(format!("{name}.toml"));
+        std::fs::write(&agent_toml, agent_config(name, &root, app))?;
+        let config =
+            golive_shared::config::load(&agent_toml).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let prepared = golive_agent::prepare(config).await?;
+        let agent = prepared.local_addr();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(prepared.serve(async {
+            let _ = stop_rx.await;
+        }));
+        running.agents.push((stop_tx, task));
+        out.line(format!(
+            "2. {name}: golive-agent on {agent} (mutual TLS 1.3), its sample app on \
+             http://{app}/ (serves {}/current)",
+            root.display()
+        ));
+        hosts.push(Host { name, agent, app });
+    }
+    out.line("");
+    Ok(hosts)
+}
+
+/// A host's agent config: the app `shop` with a critical health probe, a
+/// high-severity checkout probe, its SQLite orders and maintenance.
+fn agent_config(name: &str, root: &Path, app: SocketAddr) -> String {
+    format!(
+        r#"[agent]
+name = "{name}"
 listen = "127.0.0.1:0"
-state_dir = "agent-state"
+state_dir = "{name}-state"
 
 [tls]
 ca = "pki/ca.crt"
-cert = "pki/agents/demo-agent.crt"
-key = "pki/agents/demo-agent.key"
+cert = "pki/agents/{name}.crt"
+key = "pki/agents/{name}.key"
 revoked = "pki/revoked.txt"
 
 [apps.shop]
@@ -82,7 +177,7 @@ shared = ["uploads/"]
 [[apps.shop.probes]]
 kind = "http"
 name = "health"
-url = "http://{app_addr}/health"
+url = "http://{app}/health"
 expect_status = [200]
 body_contains = "ok"
 severity = "critical"
@@ -90,7 +185,7 @@ severity = "critical"
 [[apps.shop.probes]]
 kind = "http"
 name = "checkout"
-url = "http://{app_addr}/checkout"
+url = "http://{app}/checkout"
 expect_status = [200]
 severity = "high"
 
@@ -101,49 +196,18 @@ path = "{root}/shared/orders.db"
 
 [apps.shop.maintenance]
 flag_file = "shared/maintenance.flag"
-check_url = "http://{app_addr}/"
+check_url = "http://{app}/"
 "#,
-            root = root.display()
-        ),
-    )?;
-    let config = golive_shared::config::load(&agent_toml).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let prepared = golive_agent::prepare(config).await?;
-    let agent_addr = prepared.local_addr();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent_task = tokio::spawn(prepared.serve(async {
-        let _ = stop_rx.await;
-    }));
-    out.line(format!(
-        "3. started golive-agent on {agent_addr} (mutual TLS 1.3)\n"
-    ));
-
-    let result = walkthrough(out, &dir, agent_addr, app_addr).await;
-
-    let _ = stop_tx.send(());
-    let _ = agent_task.await;
-    app_task.abort();
-    if keep {
-        let kept = tmp.keep();
-        out.line(format!("\nkept the demo directory: {}", kept.display()));
-    }
-    let failures = result?;
-    if failures.is_empty() {
-        out.line("\ndemo: every step did what it said. Try it on your own hosts: see README.md.");
-        out.event(&json!({"event": "demo", "ok": true}));
-        Ok(Exit::Done)
-    } else {
-        out.line(format!("\ndemo FAILED: {}", failures.join("; ")));
-        out.event(&json!({"event": "demo", "ok": false, "failures": failures}));
-        Ok(Exit::Failed)
-    }
+        root = root.display()
+    )
 }
 
-async fn walkthrough(
-    out: Out,
-    dir: &Path,
-    agent_addr: std::net::SocketAddr,
-    app_addr: std::net::SocketAddr,
-) -> anyhow::Result<Vec<String>> {
+/// Canary-then-rest: web1 alone (probed, gated, soaked 1 s), then the rest
+/// at once.
+const WAVES: &str = "\n[[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\nsoak = \"1s\"\n\n\
+                     [[waves]]\nname = \"rest\"\npercent = 100\n";
+
+async fn walkthrough(out: Out, dir: &Path, hosts: &[Host]) -> anyhow::Result<Vec<String>> {
     let state = dir.join("ctl-state");
     let mut failures = Vec::new();
     let mut check = |ok: bool, what: &str| {
@@ -152,12 +216,22 @@ async fn walkthrough(
             failures.push(what.to_string());
         }
     };
+    let serving = |version: &'static str| async move {
+        for h in hosts {
+            if !get(h.app, "/").await.contains(&format!("shop {version}")) {
+                return false;
+            }
+        }
+        true
+    };
 
+    // v1 and v2 go host by host with maintenance (fleet-wide, so not with
+    // waves yet); v2 onwards canary-then-rest.
     let plan = |version: &str| -> anyhow::Result<PathBuf> {
         let artifact = dir.join(format!("dist/shop-{version}.tar.gz"));
         let health = match version {
             "v3" => "broken",
-            "v5" => "fail-after 3",
+            "v5" => "fail-after 5",
             _ => "ok",
         };
         // v5 is watched: each host rolls itself back when its health
@@ -174,11 +248,9 @@ async fn walkthrough(
             health,
             version != "v4",
         )?;
-        let path = dir.join(format!("golive-{version}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                r#"app = "shop"
+        let waves = version != "v1";
+        let mut text = format!(
+            r#"app = "shop"
 
 [release]
 id = "{version}"
@@ -188,42 +260,66 @@ artifact = "dist/shop-{version}.tar.gz"
 ca = "pki/ca.crt"
 cert = "pki/operators/demo-operator.crt"
 key = "pki/operators/demo-operator.key"
-
-[[hosts]]
-name = "demo-agent"
-address = "{agent_addr}"
-
-[deploy]
-backup = "verified"
-maintenance = true
-{watchdog}"#
-            ),
-        )?;
+"#
+        );
+        for h in hosts {
+            text.push_str(&format!(
+                "\n[[hosts]]\nname = \"{}\"\naddress = \"{}\"\n",
+                h.name, h.agent
+            ));
+        }
+        text.push_str(&format!(
+            "\n[deploy]\nbackup = \"verified\"\nmaintenance = {}\n{watchdog}{}",
+            !waves,
+            if waves { WAVES } else { "" }
+        ));
+        let path = dir.join(format!("golive-{version}.toml"));
+        std::fs::write(&path, text)?;
         Ok(path)
     };
+    let defaults = super::deploy::Options::default();
 
-    out.line("4. deploy v1 (first release)");
-    let (exit, _) =
-        super::deploy::deploy_with_id(out, &state, &plan("v1")?, &Default::default()).await?;
+    out.line(
+        "3. deploy v1 (the first release), host by host: stage, maintenance on, verified backup, \
+         switch, maintenance off, probes, gate",
+    );
+    let (exit, _) = super::deploy::deploy_with_id(out, &state, &plan("v1")?, &defaults).await?;
     check(exit == Exit::Done, "deploy v1 exits 0");
-    check(
-        get(app_addr, "/").await.contains("shop v1"),
-        "the app serves v1",
-    );
+    check(serving("v1").await, "web1, web2 and web3 serve v1");
 
-    out.line("\n5. deploy v2");
-    let (exit, _) =
-        super::deploy::deploy_with_id(out, &state, &plan("v2")?, &Default::default()).await?;
+    out.line("\n4. the probe matrix: every probe on every host, and the gate's verdict");
+    let exit = super::probe::probe(out, &plan("v1")?, &[]).await?;
+    check(exit == Exit::Done, "probe says GO (exit 0)");
+
+    out.line(
+        "\n5. deploy v2 canary-then-rest: wave 1 is web1 alone (switched, probed, gated, soaked \
+         1 s); only then wave 2, web2 and web3 at once",
+    );
+    let (exit, v2_id) = super::deploy::deploy_with_id(out, &state, &plan("v2")?, &defaults).await?;
     check(exit == Exit::Done, "deploy v2 exits 0");
+    check(serving("v2").await, "web1, web2 and web3 serve v2");
+    let order = match &v2_id {
+        Some(id) => canary_first(&state, id)?,
+        None => Err("deploy v2 recorded no deployment id".into()),
+    };
     check(
-        get(app_addr, "/").await.contains("shop v2"),
-        "the app serves v2",
+        order.is_ok(),
+        &match order {
+            Ok(()) => "the canary web1 was switched and passed its gate before web2 and web3 \
+                       were switched"
+                .to_string(),
+            Err(why) => format!("canary first: {why}"),
+        },
     );
-
-    let verified = verified_backups(&plan("v2")?).await;
+    let mut verified = Vec::new();
+    for h in hosts {
+        verified.push(verified_backups(&plan("v2")?, h.name).await);
+    }
     check(
-        verified >= 2,
-        &format!("each deploy took a verified pre-deploy backup ({verified} listed)"),
+        verified.iter().all(|&n| n >= 2),
+        &format!(
+            "each deploy took a verified pre-deploy backup on each host ({verified:?} listed)"
+        ),
     );
 
     out.line("\n6. status");
@@ -231,40 +327,52 @@ maintenance = true
     check(exit == Exit::Done, "status exits 0");
 
     out.line(
-        "\n7. deploy v3, whose health check fails: the probe catches it and golive switches back",
+        "\n7. deploy v3, whose health check fails: the canary's probe catches it, golive \
+         switches web1 back, and the rest never get it",
     );
-    let (exit, _) =
-        super::deploy::deploy_with_id(out, &state, &plan("v3")?, &Default::default()).await?;
+    let (exit, v3_id) = super::deploy::deploy_with_id(out, &state, &plan("v3")?, &defaults).await?;
     check(exit == Exit::RolledBack, "deploy v3 exits 3 (rolled back)");
-    check(
-        get(app_addr, "/").await.contains("shop v2"),
-        "the app still serves v2",
-    );
+    check(serving("v2").await, "web1, web2 and web3 still serve v2");
+    let untouched = match &v3_id {
+        Some(id) => crate::journal::Journal::open(&state)?
+            .deployment(id)?
+            .is_some_and(|d| {
+                !d.steps
+                    .iter()
+                    .any(|s| s.step == "activate" && s.host != HOSTS[0])
+            }),
+        None => false,
+    };
+    check(untouched, "web2 and web3 were never switched to v3");
 
     out.line(
         "\n8. deploy v4, whose checkout page is missing (a high-severity probe): the gate pauses \
-         for a human decision; the demo answers `golivectl go ID --by demo-lead`",
+         each wave for a human decision; the demo answers `golivectl go ID --by demo-lead`",
     );
     let v4_plan = plan("v4")?;
-    let defaults = super::deploy::Options::default();
     let deploying = super::deploy::deploy_with_id(out, &state, &v4_plan, &defaults);
     let deciding = decide_when_paused(out, &state);
     let (deployed, decided) = tokio::join!(deploying, deciding);
     let (exit, v4_id) = deployed?;
     check(
-        decided.is_ok(),
-        "the deployment paused and `go` was recorded",
+        matches!(decided, Ok(n) if n >= 2),
+        &format!(
+            "the deployment paused on each wave and `go` was recorded ({})",
+            match &decided {
+                Ok(n) => format!("{n} decision(s)"),
+                Err(e) => e.to_string(),
+            }
+        ),
     );
     check(
         exit == Exit::Done,
         "deploy v4 continues after go and exits 0",
     );
-    check(
-        get(app_addr, "/").await.contains("shop v4"),
-        "the app serves v4",
-    );
+    check(serving("v4").await, "web1, web2 and web3 serve v4");
 
-    out.line("\n9. the deployment record: steps, probe figures before and after, gate, decision");
+    out.line(
+        "\n9. the deployment record: waves, steps, probe figures before and after, gate, decisions",
+    );
     if let Some(id) = &v4_id {
         super::history::show(out, &state, id, crate::cli::RecordFormat::Markdown, None).await?;
     }
@@ -278,13 +386,14 @@ maintenance = true
         None => check(false, "deploy v4 recorded a deployment id"),
     }
     check(
-        get(app_addr, "/").await.contains("shop v2"),
-        "the release before it (v2) serves again",
+        serving("v2").await,
+        "the release before it (v2) serves again on every host",
     );
 
     out.line(
-        "\n11. deploy v5 with a watchdog: it passes its gate, then starts failing 3 s later; no \
-         golivectl runs while the agent watches, and it rolls its host back by itself",
+        "\n11. deploy v5 canary-then-rest with a watchdog: it passes its gates, then starts \
+         failing 5 s after each host's first health check; no golivectl runs while the agents \
+         watch, and each rolls its host back by itself",
     );
     let v5_plan = plan("v5")?;
     let (exit, v5_id) = super::deploy::deploy_with_id(out, &state, &v5_plan, &defaults).await?;
@@ -293,7 +402,7 @@ maintenance = true
     let mut back = false;
     while started.elapsed() < std::time::Duration::from_secs(30) {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        if get(app_addr, "/").await.contains("shop v2") {
+        if serving("v2").await && watchdogs_rolled_back(&v5_plan).await {
             back = true;
             break;
         }
@@ -301,13 +410,13 @@ maintenance = true
     check(
         back,
         &format!(
-            "the agent rolled v5 back to v2 alone, {:.1} s after the deploy ended",
+            "the agents rolled v5 back to v2 alone on every host, {:.1} s after the deploy ended",
             started.elapsed().as_secs_f64()
         ),
     );
 
     out.line(
-        "\n12. what the host did, recorded when the controller looks, and the record as a page",
+        "\n12. what the hosts did, recorded when the controller looks, and the record as a page",
     );
     match v5_id {
         Some(id) => {
@@ -317,11 +426,13 @@ maintenance = true
                 .deployment(&id)?
                 .is_some_and(|d| {
                     d.state == "rolled_back"
-                        && d.actions.iter().any(|a| a.by.starts_with("watchdog on"))
+                        && HOSTS
+                            .iter()
+                            .all(|h| d.actions.iter().any(|a| a.by == format!("watchdog on {h}")))
                 });
             check(
                 rolled,
-                "the record says the watchdog on the host rolled it back",
+                "the record says the watchdog on each host rolled it back",
             );
             let page = dir.join(format!("record-{id}.html"));
             super::history::show(
@@ -342,10 +453,47 @@ maintenance = true
     Ok(failures)
 }
 
-/// Plays the human at a pause: waits (up to 60 s) for the newest deployment
-/// to be paused with a deploy waiting on it, then records `go`.
-async fn decide_when_paused(out: Out, state: &Path) -> anyhow::Result<()> {
+/// From the journal: the canary (the first host) was activated and passed
+/// its gate before any other host's activation started.
+fn canary_first(state: &Path, id: &str) -> anyhow::Result<Result<(), String>> {
+    let Some(d) = crate::journal::Journal::open(state)?.deployment(id)? else {
+        return Ok(Err(format!("no deployment {id} in the journal")));
+    };
+    let canary = HOSTS[0];
+    let gated = d
+        .steps
+        .iter()
+        .filter(|s| s.host == canary && s.step == "gate" && s.state == "ok")
+        .filter_map(|s| s.finished_at)
+        .min();
+    let Some(gated) = gated else {
+        return Ok(Err(format!("{canary} has no passed gate step")));
+    };
+    for rest in &HOSTS[1..] {
+        let Some(switched) = d
+            .steps
+            .iter()
+            .find(|s| s.host == *rest && s.step == "activate")
+        else {
+            return Ok(Err(format!("{rest} was not switched")));
+        };
+        if switched.started_at < gated {
+            return Ok(Err(format!(
+                "{rest} was switched before {canary} passed its gate"
+            )));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Plays the human at each pause: while the newest deployment runs (up to
+/// 60 s), records `go` whenever it is paused with a deploy waiting on it,
+/// then waits for the pause to be taken up before looking again. The
+/// number of decisions recorded.
+async fn decide_when_paused(out: Out, state: &Path) -> anyhow::Result<usize> {
     let started = std::time::Instant::now();
+    let mut decided = 0;
+    let mut seen_running = false;
     while started.elapsed() < std::time::Duration::from_secs(60) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let journal = crate::journal::Journal::open(state)?;
@@ -355,26 +503,71 @@ async fn decide_when_paused(out: Out, state: &Path) -> anyhow::Result<()> {
         let Some(d) = journal.deployment(&id)? else {
             continue;
         };
-        if d.state == "paused" && d.waiting_until.is_some() {
-            let exit = super::decide::decide(
-                out,
-                state,
-                &id,
-                "demo-lead",
-                true,
-                Some("checkout is switched off for this release"),
-            )
-            .await?;
-            anyhow::ensure!(exit == Exit::Done, "go exited {exit}");
-            return Ok(());
+        // The newest deployment may still be the previous one for a moment.
+        if d.release != "v4" {
+            continue;
+        }
+        match d.state.as_str() {
+            "paused" if d.waiting_until.is_some() => {
+                seen_running = true;
+                let exit = super::decide::decide(
+                    out,
+                    state,
+                    &id,
+                    "demo-lead",
+                    true,
+                    Some("checkout is switched off for this release"),
+                )
+                .await?;
+                anyhow::ensure!(exit == Exit::Done, "go exited {exit}");
+                decided += 1;
+                // Until the deploy takes the decision up (it polls every
+                // 500 ms), the state still says paused.
+                let taken = std::time::Instant::now();
+                while taken.elapsed() < std::time::Duration::from_secs(10) {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    let now = crate::journal::Journal::open(state)?.deployment(&id)?;
+                    if now.is_none_or(|n| n.state != "paused") {
+                        break;
+                    }
+                }
+            }
+            "running" | "paused" => seen_running = true,
+            _ if seen_running || decided > 0 => return Ok(decided),
+            _ => {}
         }
     }
-    anyhow::bail!("no deployment paused within 60 s")
+    anyhow::bail!("the v4 deployment did not end within 60 s ({decided} decision(s) recorded)")
 }
 
-/// Verified pre-deploy backups the agent lists (0 on any error).
-async fn verified_backups(plan_path: &Path) -> usize {
+/// Every host's agent says its watchdog rolled the app back (false on any
+/// error).
+async fn watchdogs_rolled_back(plan_path: &Path) -> bool {
     let Ok(plan) = crate::plan::load(plan_path) else {
+        return false;
+    };
+    for host in &plan.hosts {
+        let Ok(status) = super::status::agent_status(&host.client).await else {
+            return false;
+        };
+        let rolled = status.apps.iter().any(|a| {
+            a.watchdog
+                .as_ref()
+                .is_some_and(|w| w.state == golive_shared::protocol::WatchdogState::RolledBack)
+        });
+        if !rolled {
+            return false;
+        }
+    }
+    true
+}
+
+/// Verified pre-deploy backups the agent of `host` lists (0 on any error).
+async fn verified_backups(plan_path: &Path, host: &str) -> usize {
+    let Ok(plan) = crate::plan::load(plan_path) else {
+        return 0;
+    };
+    let Some(host) = plan.hosts.iter().find(|h| h.name == host) else {
         return 0;
     };
     let req = golive_shared::protocol::Request::ListBackups(
@@ -382,7 +575,7 @@ async fn verified_backups(plan_path: &Path) -> usize {
             app: plan.app.clone(),
         },
     );
-    match plan.hosts[0].client.call(&req).await {
+    match host.client.call(&req).await {
         Ok(golive_shared::protocol::Response::Backups(list)) => list
             .iter()
             .filter(|b| b.label == "pre-deploy" && b.verified == Some(true))

@@ -1,7 +1,9 @@
 //! Issue 16, part 9: `golivectl init` writes a plan and an agent config that
 //! work as written once their certificates exist: the printed next steps,
 //! run for real (with the agent's address moved to a free loopback port, as
-//! the operator edits it), reach a running agent and a dry run.
+//! the operator edits it), reach a running agent and a dry run. And
+//! `golivectl demo` runs its tour (three agents, canary-then-rest) and
+//! checks its own outcome.
 //! Loopback 127.0.0.220 belongs to this module.
 
 use std::path::Path;
@@ -130,7 +132,7 @@ fn issue16_init_writes_a_plan_and_agent_config_that_work_after_the_printed_steps
 }
 
 #[test]
-fn issue16_the_demo_runs_the_whole_loop_and_checks_its_own_outcome() {
+fn issue16_the_demo_runs_the_whole_loop_canary_then_rest_and_checks_its_own_outcome() {
     let run = run_bounded(
         {
             let mut c = Command::new(bin("golivectl"));
@@ -141,10 +143,14 @@ fn issue16_the_demo_runs_the_whole_loop_and_checks_its_own_outcome() {
     );
     assert_eq!(run.code, 0, "{}", run.text());
     for said in [
+        "ok: web1, web2 and web3 serve v1",
+        "ok: probe says GO (exit 0)",
+        "ok: the canary web1 was switched and passed its gate before web2 and web3 were switched",
         "ok: deploy v3 exits 3 (rolled back)",
+        "ok: web2 and web3 were never switched to v3",
         "ok: deploy v4 continues after go and exits 0",
-        "ok: the agent rolled v5 back to v2 alone",
-        "ok: the record says the watchdog on the host rolled it back",
+        "ok: the agents rolled v5 back to v2 alone on every host",
+        "ok: the record says the watchdog on each host rolled it back",
         "ok: the deployment record is written as an HTML page",
         "demo: every step did what it said",
     ] {
@@ -155,4 +161,31 @@ fn issue16_the_demo_runs_the_whole_loop_and_checks_its_own_outcome() {
         );
     }
     assert!(!run.stdout.contains("FAILED"), "{}", run.text());
+    // Canary-then-rest, as the output shows it: for v2, the canary's wave
+    // starts, is validated and soaked, and only then the rest's wave starts,
+    // with web2 and web3 switched after it.
+    let v2 = &run.stdout[run.stdout.find("5. deploy v2").expect("step 5 shown")..];
+    let at = |what: &str| {
+        v2.find(what)
+            .unwrap_or_else(|| panic!("{what:?} not in step 5 and after:\n{}", run.text()))
+    };
+    let canary = at("wave 1/2 (canary): web1\n");
+    let canary_switched = at("[web1] activate: ok");
+    let canary_gate = at("[web1] gate: ok");
+    let canary_done = at("wave 1/2 (canary): ok");
+    let rest = at("wave 2/2 (rest): web2, web3\n");
+    let rest_switched = at("[web2] activate: ok").min(at("[web3] activate: ok"));
+    assert!(
+        canary < canary_switched
+            && canary_switched < canary_gate
+            && canary_gate < canary_done
+            && canary_done < rest
+            && rest < rest_switched,
+        "not canary-then-rest in:\n{v2}"
+    );
+    // v3: the canary's wave fails, and no second wave starts.
+    let v3 = &v2[v2.find("7. deploy v3").expect("step 7 shown")..];
+    let v3 = &v3[..v3.find("8. deploy v4").expect("step 8 shown")];
+    assert!(v3.contains("wave 1/2 (canary): failed"), "{v3}");
+    assert!(!v3.contains("wave 2/2"), "{v3}");
 }

@@ -30,5 +30,6 @@ mod resume;
 mod security;
 mod ssh;
 mod systemd;
+mod walkthrough;
 mod watchdog;
 mod waves;
