@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use golive_shared::config;
 use golive_shared::protocol::{
     DatabaseChoice, ErrorCode, EventKind, HostRollback, JobEventsRequest, JobInfo, JobResult,
@@ -96,6 +96,18 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Shell completions on stdout, e.g. `golive-agent completions bash >
+    /// ~/.local/share/bash-completion/completions/golive-agent`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: golive_shared::clidoc::Shell,
+    },
+    /// Man pages: golive-agent(1) on stdout, or with --dir golive-agent.1
+    /// and one page per subcommand (golive-agent-serve.1, ...) written into DIR.
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -147,7 +159,35 @@ fn load(path: &std::path::Path) -> Result<config::AgentConfig, ExitCode> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    use golive_shared::clidoc;
     match cli.command {
+        Command::Completions { shell } => {
+            let script = clidoc::completion_script(Cli::command(), "golive-agent", shell);
+            // A closed pipe is not worth an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: None } => {
+            let page = clidoc::man_page(Cli::command())?;
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &page);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: Some(dir) } => match clidoc::write_man_pages(Cli::command(), &dir) {
+            Ok(pages) => {
+                println!(
+                    "wrote {} man page(s) into {}: {}",
+                    pages.len(),
+                    dir.display(),
+                    pages.join(", ")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e @ clidoc::ManError::CreateDir { .. }) => {
+                eprintln!("golive-agent: {e}");
+                Ok(ExitCode::from(2))
+            }
+            Err(e) => Err(e.into()),
+        },
         Command::CheckConfig { config } => match golive_agent::reload::check(&config) {
             Ok(cfg) => {
                 println!(

@@ -227,7 +227,7 @@ pub enum Command {
     /// ~/.local/share/bash-completion/completions/golivectl`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
-        shell: clap_complete::Shell,
+        shell: golive_shared::clidoc::Shell,
     },
     /// Man pages: golivectl(1) on stdout, or with --dir golivectl.1 and one
     /// page per subcommand (golivectl-deploy.1, ...) written into DIR.

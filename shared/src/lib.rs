@@ -11,9 +11,12 @@
 //! - [`config`]: the agent's TOML config, parsed and validated with file, line
 //!   and key in every error.
 //! - [`timefmt`]: UTC RFC 3339 formatting for messages.
+//! - [`clidoc`]: shell completions and man pages from a binary's clap
+//!   definition (both binaries' `completions` and `man`).
 //! - [`names`]: validation of the names the controller is allowed to send
 //!   (apps, releases, idempotency keys).
 
+pub mod clidoc;
 pub mod codec;
 pub mod config;
 #[doc(hidden)]

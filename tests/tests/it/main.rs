@@ -22,6 +22,7 @@ mod maintenance;
 mod metrics;
 mod migrate;
 mod migrate_engines;
+mod packaging;
 mod parallel;
 mod preflight;
 mod probes;
