@@ -7,10 +7,16 @@
 //! - **Which probe**: the app's first critical http(s) probe, else its
 //!   first http(s) probe; an app without one is not sampled (`None`).
 //! - **When**: from before the `before_*` hooks and the switch, until the
-//!   job's hooks are done *and* a sample started at least [`SETTLE`] after
-//!   them answers, at most [`RECOVERY_WAIT`] after the hooks (then the
-//!   figure is a lower bound: `recovered = false`). The job waits for
-//!   that, so the probes that follow see the app up.
+//!   job's hooks are done *and* a sample started after them answers, at
+//!   most [`RECOVERY_WAIT`] after the hooks (then the figure is a lower
+//!   bound: `recovered = false`). The job waits for that, so the probes
+//!   that follow see the app up. The first such sample starts as soon as
+//!   the hooks are done (not at the next tick). When the app declares
+//!   activation or rollback hooks, that sample must start at least
+//!   [`SETTLE`] after them: a restart a hook set off may take a moment to
+//!   close the old listener. Without hooks nothing golive ran can restart
+//!   the app (the switch is one atomic rename), so there is nothing to
+//!   settle, and waiting would only cost each activation 300 ms (issue 14).
 //! - **Each sample** waits at most the probe's `timeout_ms`, capped at
 //!   [`SAMPLE_TIMEOUT`]: a user who waits longer has not been answered.
 //! - **Stretches**: a stretch runs from the start of the first failed
@@ -22,7 +28,6 @@
 //! The sampler is a std thread with its own current-thread runtime, so the
 //! local `golive-agent rollback` (no server runtime) samples the same way.
 
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,8 +41,20 @@ pub const INTERVAL: Duration = Duration::from_millis(100);
 /// The longest one sample waits for an answer.
 pub const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// After the hooks, how long before an answer counts as "back": a restart
-/// a hook set off may take a moment to close the old listener.
+/// a hook set off may take a moment to close the old listener. Only for an
+/// app with hooks ([`settle_of`]).
 pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// [`SETTLE`] for an app with activation or rollback hooks (they may
+/// restart it), none without.
+pub fn settle_of(app: &AppConfig) -> Duration {
+    let h = &app.hooks;
+    if h.before_activate.is_empty() && h.after_activate.is_empty() && h.after_rollback.is_empty() {
+        Duration::ZERO
+    } else {
+        SETTLE
+    }
+}
 /// After the hooks, how long the job waits for the app to answer again.
 pub const RECOVERY_WAIT: Duration = Duration::from_secs(10);
 
@@ -45,7 +62,7 @@ pub const RECOVERY_WAIT: Duration = Duration::from_secs(10);
 pub enum Sampler {
     Running {
         probe: String,
-        stop: mpsc::Sender<bool>,
+        stop: tokio::sync::oneshot::Sender<bool>,
         thread: JoinHandle<Availability>,
     },
     /// The app is in golive's maintenance.
@@ -71,7 +88,7 @@ pub fn start(journal: &Journal, app_name: &str, app: &AppConfig) -> Option<Sampl
     if journal.maintenance(app_name).ok().flatten().is_some() {
         return Some(Sampler::InMaintenance { probe: name });
     }
-    let (stop, stopped) = mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
     let app = app.clone();
     let for_thread = name.clone();
     let thread = std::thread::Builder::new()
@@ -216,7 +233,7 @@ fn sample(
     app: &AppConfig,
     probe: &ProbeConfig,
     name: &str,
-    stopped: mpsc::Receiver<bool>,
+    mut stopped: tokio::sync::oneshot::Receiver<bool>,
 ) -> Availability {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -226,11 +243,12 @@ fn sample(
         Err(_) => {
             // Without a runtime nothing can be sampled: wait for the stop
             // and report no samples rather than a made-up figure.
-            let _ = stopped.recv();
+            let _ = stopped.blocking_recv();
             return Tally::default().finish(name, Duration::ZERO);
         }
     };
     let per_try = Duration::from_millis(probe.timeout_ms()).min(SAMPLE_TIMEOUT);
+    let settle = settle_of(app);
     rt.block_on(async {
         let started = Instant::now();
         let mut tally = Tally::default();
@@ -241,8 +259,10 @@ fn sample(
             if stop.is_none() {
                 match stopped.try_recv() {
                     Ok(wait) => stop = Some((Instant::now(), wait)),
-                    Err(mpsc::TryRecvError::Disconnected) => stop = Some((Instant::now(), false)),
-                    Err(mpsc::TryRecvError::Empty) => {}
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                        stop = Some((Instant::now(), false))
+                    }
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
                 }
             }
             if let Some((at, wait)) = stop
@@ -257,19 +277,75 @@ fn sample(
             tally.add(t - started, ok);
             if let Some((at, _)) = stop
                 && ok
-                && t >= at + SETTLE
+                && t >= at + settle
             {
                 back = true;
+                continue;
             }
-            tokio::time::sleep_until((t + INTERVAL).into()).await;
+            // The next tick, or at once when the hooks are done (after the
+            // settle time, if any): the sample that says the app is back
+            // need not wait for the tick. After the stop, a sample that
+            // did not count waits for the settle time's end or the tick,
+            // whichever comes first.
+            let next = (t + INTERVAL).into();
+            match stop {
+                None => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(next) => {}
+                        r = &mut stopped => {
+                            stop = Some((Instant::now(), r.unwrap_or(false)));
+                            tokio::time::sleep(settle).await;
+                        }
+                    }
+                }
+                Some((at, _)) => {
+                    tokio::time::sleep_until(next_after_stop(t, at, settle).into()).await;
+                }
+            }
         }
         tally.finish(name, started.elapsed())
     })
 }
 
+/// When the next sample starts, once the hooks were done at `at`, after a
+/// sample started at `t` that did not say the app is back: at the end of
+/// the settle time if that comes before the next tick, else at the tick.
+fn next_after_stop(t: Instant, at: Instant, settle: Duration) -> Instant {
+    if t < at + settle {
+        (at + settle).min(t + INTERVAL)
+    } else {
+        t + INTERVAL
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14: an app without hooks has nothing to settle (no restart
+    /// golive ran), so its activation does not wait 300 ms; hooks keep it.
+    #[test]
+    fn issue14_only_an_app_with_hooks_waits_for_the_settle_time() {
+        let app: AppConfig = toml::from_str("root = \"/srv/shop\"").expect("app");
+        assert_eq!(settle_of(&app), Duration::ZERO);
+        let hooked: AppConfig = toml::from_str(
+            "root = \"/srv/shop\"\n[hooks]\nafter_activate = [{ cmd = [\"/bin/true\"] }]",
+        )
+        .expect("hooks");
+        assert_eq!(settle_of(&hooked), SETTLE);
+    }
+
+    /// After the hooks, a failed sample is retried at the next tick, never
+    /// in a tight loop; one inside the settle time waits for its end.
+    #[test]
+    fn issue14_after_the_hooks_samples_wait_for_the_settle_end_or_the_tick() {
+        let at = Instant::now();
+        assert_eq!(next_after_stop(at, at, Duration::ZERO), at + INTERVAL);
+        assert_eq!(next_after_stop(at, at, ms(50)), at + ms(50));
+        assert_eq!(next_after_stop(at, at, SETTLE), at + INTERVAL);
+        let later = at + ms(400);
+        assert_eq!(next_after_stop(later, at, SETTLE), later + INTERVAL);
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -877,19 +877,29 @@ impl Journal {
     // ----- audit ------------------------------------------------------------
 
     pub fn audit(&self, rec: &AuditRecord) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO audit (at, peer_name, role, fingerprint, serial, operation, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                rec.at,
-                rec.peer_name,
-                rec.role,
-                rec.fingerprint,
-                rec.serial,
-                rec.operation,
-                rec.outcome
-            ],
-        )?;
+        self.audit_all(std::slice::from_ref(rec))
+    }
+
+    /// Appends `recs` in one transaction: one flush to disk for all.
+    pub fn audit_all(&self, recs: &[AuditRecord]) -> Result<()> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        for rec in recs {
+            tx.execute(
+                "INSERT INTO audit (at, peer_name, role, fingerprint, serial, operation, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    rec.at,
+                    rec.peer_name,
+                    rec.role,
+                    rec.fingerprint,
+                    rec.serial,
+                    rec.operation,
+                    rec.outcome
+                ],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 

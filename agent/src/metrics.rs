@@ -172,6 +172,28 @@ pub fn render(agent: &Agent) -> Result<String, String> {
         "golive_refused_connections_total {}",
         agent.refusals.total()
     );
+    family(
+        &mut out,
+        "golive_accepted_connections_total",
+        "counter",
+        "TCP connections accepted since the agent started (refused ones included).",
+    );
+    let _ = writeln!(
+        out,
+        "golive_accepted_connections_total {}",
+        agent.traffic.accepted_total()
+    );
+    family(
+        &mut out,
+        "golive_reads_total",
+        "counter",
+        "Read-only requests answered since the agent started, by operation (not in the audit \
+         table at once: a read changes nothing, so its audit row waits for the next write or \
+         at most 10 s; a refused or failed read is audited at once).",
+    );
+    for (op, n) in agent.traffic.reads() {
+        let _ = writeln!(out, "golive_reads_total{{operation=\"{}\"}} {n}", label(&op));
+    }
     Ok(out)
 }
 

@@ -25,6 +25,9 @@ pub struct Agent {
     pub deny: Arc<DenyList>,
     /// Connections refused before a request was read (logged in summary).
     pub refusals: Refusals,
+    /// Connections accepted, reads answered, and the reads' audit rows not
+    /// written yet (issue 14).
+    pub traffic: crate::server::traffic::Traffic,
     /// Bumped on every job event; long-polls wait on it instead of sleeping,
     /// so an idle agent has no timers running.
     changes: watch::Sender<u64>,
@@ -55,6 +58,7 @@ impl Agent {
             journal,
             started_at: now_millis(),
             refusals,
+            traffic: crate::server::traffic::Traffic::default(),
             deny,
             changes: watch::channel(0).0,
             app_queues: std::sync::Mutex::new(HashMap::new()),

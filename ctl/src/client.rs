@@ -296,6 +296,16 @@ impl AgentClient {
         deadline: Duration,
     ) -> Result<Response, ClientError> {
         let mut sender = self.sender().await?;
+        self.exchange(&mut sender, req, deadline).await
+    }
+
+    /// One request on an open connection and its decoded answer.
+    async fn exchange(
+        &self,
+        sender: &mut Sender,
+        req: hyper::Request<BoxBody<Bytes, std::io::Error>>,
+        deadline: Duration,
+    ) -> Result<Response, ClientError> {
         // One deadline for the head and the whole body: an agent that
         // trickles its answer cannot hold the controller.
         let answer = async {
@@ -378,14 +388,26 @@ impl AgentClient {
 
     /// One framed request and its answer; an agent refusal is `Err(Agent)`.
     pub async fn call(&self, req: &Request) -> Result<Response, ClientError> {
+        self.send(self.rpc(req)).await
+    }
+
+    fn rpc(&self, req: &Request) -> hyper::Request<BoxBody<Bytes, std::io::Error>> {
         let body = Full::new(Bytes::from(codec::encode(req)))
             .map_err(|never| match never {})
             .boxed();
-        let req = self
-            .request("POST", RPC_PATH)
+        self.request("POST", RPC_PATH)
             .body(body)
-            .expect("static request parts");
-        self.send(req).await
+            .expect("static request parts")
+    }
+
+    /// A session: several reads on one kept-alive connection (issue 14:
+    /// `golivectl probe` asks for the catalog, then runs the probes, and a
+    /// TLS handshake per request was most of its cost on many hosts).
+    pub fn session(&self) -> Session {
+        Session {
+            client: self.clone(),
+            sender: None,
+        }
     }
 
     /// Streams a file to the agent's content-addressed artifact store.
@@ -428,6 +450,38 @@ impl AgentClient {
             addr: self.shown_addr(),
             detail: format!("unexpected answer {resp:?}"),
         }
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<BoxBody<Bytes, std::io::Error>>;
+
+/// Calls to one agent over one connection, opened at the first call and
+/// kept while the agent keeps it: when the agent closed it meanwhile (its
+/// idle timeout, a restart), the next call opens a new one.
+pub struct Session {
+    client: AgentClient,
+    sender: Option<Sender>,
+}
+
+impl Session {
+    pub fn client(&self) -> &AgentClient {
+        &self.client
+    }
+
+    /// [`AgentClient::call`] on the session's connection.
+    pub async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        let c = &self.client;
+        if let Some(mut sender) = self.sender.take()
+            && sender.ready().await.is_ok()
+        {
+            let r = c.exchange(&mut sender, c.rpc(req), c.timeout).await;
+            self.sender = Some(sender);
+            return r;
+        }
+        let mut sender = c.sender().await?;
+        let r = c.exchange(&mut sender, c.rpc(req), c.timeout).await;
+        self.sender = Some(sender);
+        r
     }
 }
 

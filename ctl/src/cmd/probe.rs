@@ -23,7 +23,7 @@ use golive_shared::protocol::{
 };
 use serde_json::{Value, json};
 
-use crate::client::{AgentClient, ClientError};
+use crate::client::{AgentClient, ClientError, Session};
 use crate::gate::{Action, Policy};
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, Plan};
@@ -191,14 +191,22 @@ fn result_json(r: &ProbeResult, declared: &[DeclaredProbe]) -> Value {
 
 /// The app's declared probes on one host (a `Preflight` that runs no check).
 pub async fn declared(client: &AgentClient, app: &str) -> Result<Vec<DeclaredProbe>, ClientError> {
+    declared_in(&mut client.session(), app).await
+}
+
+/// [`declared`] on a session's connection.
+async fn declared_in(
+    session: &mut Session,
+    app: &str,
+) -> Result<Vec<DeclaredProbe>, ClientError> {
     let req = Request::Preflight(PreflightRequest {
         app: app.into(),
         backup: false,
         probes_only: true,
     });
-    match client.call(&req).await? {
+    match session.call(&req).await? {
         Response::Preflight(r) => Ok(r.probes),
-        other => Err(client.unexpected(&other)),
+        other => Err(session.client().unexpected(&other)),
     }
 }
 
@@ -208,13 +216,22 @@ pub async fn run(
     app: &str,
     tags: &[String],
 ) -> Result<ProbeReport, ClientError> {
+    run_in(&mut client.session(), app, tags).await
+}
+
+/// [`run`] on a session's connection.
+async fn run_in(
+    session: &mut Session,
+    app: &str,
+    tags: &[String],
+) -> Result<ProbeReport, ClientError> {
     let req = Request::RunProbes(RunProbesRequest {
         app: app.into(),
         tags: tags.to_vec(),
     });
-    match client.call(&req).await? {
+    match session.call(&req).await? {
         Response::Probes(r) => Ok(r),
-        other => Err(client.unexpected(&other)),
+        other => Err(session.client().unexpected(&other)),
     }
 }
 
@@ -354,13 +371,17 @@ pub fn plain_label(r: &ProbeResult) -> String {
     format!("{} ({})", r.name, r.severity.as_str())
 }
 
-/// Declared probes of every host, concurrently, in plan order.
-async fn all_declared(plan: &Plan) -> Vec<Result<Vec<DeclaredProbe>, ClientError>> {
+/// Declared probes of every host, concurrently, in plan order, each with
+/// its session: the probes then run on the same connection (issue 14).
+async fn all_declared(plan: &Plan) -> Vec<(Session, Result<Vec<DeclaredProbe>, ClientError>)> {
     let mut set = tokio::task::JoinSet::new();
     for (i, host) in plan.hosts.iter().enumerate() {
-        let client = host.client.clone();
+        let mut session = host.client.session();
         let app = plan.app.clone();
-        set.spawn(async move { (i, declared(&client, &app).await) });
+        set.spawn(async move {
+            let r = declared_in(&mut session, &app).await;
+            (i, (session, r))
+        });
     }
     let mut got = set.join_all().await;
     got.sort_by_key(|(i, _)| *i);
@@ -378,11 +399,11 @@ pub async fn probe(out: Out, plan_path: &Path, tags: &[String]) -> anyhow::Resul
     if !tags.is_empty() {
         let known: BTreeSet<&str> = catalogs
             .iter()
-            .flatten()
+            .filter_map(|(_, c)| c.as_ref().ok())
             .flatten()
             .flat_map(|p| p.tags.iter().map(String::as_str))
             .collect();
-        let answered = catalogs.iter().any(Result::is_ok);
+        let answered = catalogs.iter().any(|(_, c)| c.is_ok());
         let unknown: Vec<&str> = tags
             .iter()
             .map(String::as_str)
@@ -402,14 +423,15 @@ pub async fn probe(out: Out, plan_path: &Path, tags: &[String]) -> anyhow::Resul
         }
     }
     let mut set = tokio::task::JoinSet::new();
-    for (i, (host, catalog)) in plan.hosts.iter().zip(catalogs).enumerate() {
-        let client = host.client.clone();
+    for (i, (mut session, catalog)) in catalogs.into_iter().enumerate() {
         let app = plan.app.clone();
         let tags = tags.to_vec();
         set.spawn(async move {
             let outcome = match catalog {
                 Err(e) => Err(e),
-                Ok(declared) => run(&client, &app, &tags).await.map(|r| (declared, r)),
+                Ok(declared) => run_in(&mut session, &app, &tags)
+                    .await
+                    .map(|r| (declared, r)),
             };
             (i, outcome)
         });

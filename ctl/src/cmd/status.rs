@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use golive_shared::protocol::{
-    AppStatus, HelloRequest, ListJobsRequest, ReleaseSummary, Request, Response, RollbackPoint,
+    AppStatus, ListJobsRequest, ReleaseSummary, Request, Response, RollbackPoint,
     StatusRequest, StatusResponse, WatchdogInfo, WatchdogState,
 };
 use golive_shared::timefmt::utc;
@@ -13,14 +13,11 @@ use crate::client::{AgentClient, ClientError};
 use crate::output::{Exit, Out, usage};
 use crate::plan;
 
-/// Hello then status: the hello proves the protocol versions match before
-/// anything else is asked.
+/// The agent's status, in one request on one connection (issue 14: a
+/// hello before it cost a second connection and told nothing more: every
+/// frame carries the protocol version, and an agent of another version
+/// answers any request, this one too, with the same plain-error frame).
 pub async fn agent_status(client: &AgentClient) -> Result<StatusResponse, ClientError> {
-    client
-        .call(&Request::Hello(HelloRequest {
-            client_version: golive_shared::GOLIVE_VERSION.into(),
-        }))
-        .await?;
     match client
         .call(&Request::Status(StatusRequest { apps: vec![] }))
         .await?
