@@ -1053,6 +1053,61 @@ mod tests {
         assert_eq!(random_hex(4, "key").unwrap().len(), 8);
     }
 
+    /// A controller is gone when its heartbeat is stale, or (on this
+    /// machine) its pid is dead; a running deployment whose controller is
+    /// gone reads as interrupted with its resume command, and only one
+    /// resume can take it over.
+    #[test]
+    fn issue14_a_deployment_without_its_controller_is_interrupted() {
+        let c = Controller {
+            pid: 42,
+            host: "ctl1".into(),
+            heartbeat_at: 1_000_000,
+        };
+        let alive = |_| true;
+        let dead = |_| false;
+        assert!(!c.gone(1_000_000 + HEARTBEAT_STALE_MS, "ctl1", alive));
+        assert!(c.gone(1_000_001 + HEARTBEAT_STALE_MS, "ctl1", alive));
+        assert!(c.gone(1_000_500, "ctl1", dead), "dead pid on this machine");
+        assert!(
+            !c.gone(1_000_500, "elsewhere", dead),
+            "a pid on another machine means nothing here"
+        );
+
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path()).unwrap();
+        j.create_deployment("d1", "/srv/golive.toml", "shop", "v2", "ab", "alice")
+            .unwrap();
+        // Before a controller is recorded: running (a golivectl before v7).
+        assert_eq!(j.deployment("d1").unwrap().unwrap().state, "running");
+        // This process: alive, fresh heartbeat.
+        j.claim_controller("d1", std::process::id(), &this_host(), None)
+            .unwrap();
+        let d = j.deployment("d1").unwrap().unwrap();
+        assert_eq!((d.state.as_str(), d.resume.as_ref()), ("running", None));
+        // A pid that is not alive on this machine.
+        j.conn
+            .execute(
+                "UPDATE deployments SET controller_pid = 2147483646 WHERE id = 'd1'",
+                [],
+            )
+            .unwrap();
+        let d = j.deployment("d1").unwrap().unwrap();
+        assert_eq!(d.state, "interrupted");
+        assert_eq!(
+            d.resume.as_deref(),
+            Some("golivectl deploy /srv/golive.toml --resume d1")
+        );
+        // Taken over from that controller once; a second claim on the same
+        // old record fails.
+        let old = d.controller.unwrap();
+        assert!(j.claim_controller("d1", 7, "ctl2", Some(&old)).unwrap());
+        assert!(!j.claim_controller("d1", 8, "ctl3", Some(&old)).unwrap());
+        // Finished: never interrupted.
+        j.finish_deployment("d1", "succeeded", None).unwrap();
+        assert_eq!(j.deployment("d1").unwrap().unwrap().state, "succeeded");
+    }
+
     #[test]
     fn issue11_the_state_dir_and_journal_are_owner_only() {
         use std::os::unix::fs::PermissionsExt;

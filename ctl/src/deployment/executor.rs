@@ -203,3 +203,166 @@ impl<'a> Executor<'a> {
         Ok(r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployment::{HostInput, Input, SourceInput, compile};
+    use crate::output::Format;
+    use crate::plan::PreDeployBackup;
+    use std::cell::RefCell;
+
+    fn deployment() -> Deployment {
+        compile(&Input {
+            id: "d1",
+            app: "shop",
+            release: "v2",
+            source: SourceInput::Artifact {
+                sha256: "ab".repeat(32),
+                bytes: 10,
+            },
+            plan_sha256: "cd",
+            hosts: vec![HostInput {
+                name: "web1".into(),
+                address: "127.0.0.1:7443".into(),
+                previous: Some("v1".into()),
+            }],
+            waves: &[],
+            parallel: 1,
+            maintenance: false,
+            backup: PreDeployBackup::None,
+            contract_at_commit: false,
+            restore_allowed: false,
+            watchdog: None,
+        })
+    }
+
+    fn out() -> Out {
+        Out {
+            format: Format::Json,
+        }
+    }
+
+    fn judge(r: &Result<String, String>) -> Result<String, String> {
+        r.clone()
+    }
+
+    /// The intent is on disk before the request goes out; a resumed run
+    /// returns a journaled success without sending it again, and resends
+    /// a step with an intent but no outcome under its stored key.
+    #[tokio::test]
+    async fn issue14_intent_before_send_and_a_resume_skips_what_succeeded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = Journal::open(tmp.path()).unwrap();
+        journal
+            .create_deployment("d1", "golive.toml", "shop", "v2", "ab", "alice")
+            .unwrap();
+        let d = deployment();
+        let exec = Executor::new(&journal, &d);
+        let sent = RefCell::new(Vec::new());
+        let r = exec
+            .run(
+                out(),
+                "web1",
+                "activate",
+                None,
+                |key, request| {
+                    // Sent only after the intent was journaled.
+                    let row = journal.step_by_key("d1", &key).unwrap().unwrap();
+                    assert_eq!(row.state, "running");
+                    assert!(row.request.unwrap().contains("Activate"));
+                    sent.borrow_mut().push(key.clone());
+                    let _ = request;
+                    async move { Ok::<_, String>(format!("ran {key}")) }
+                },
+                judge,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.unwrap(), "ran d1:web1:activate");
+        // A stage whose outcome never came (the controller died).
+        let seq = journal
+            .intent("d1", "web1", "stage", "d1:web1:stage", "{\"job\":{}}")
+            .unwrap();
+        let _ = seq;
+
+        // The resume: a new executor on the same journal.
+        let exec = Executor::new(&journal, &d);
+        let again = exec
+            .run(
+                out(),
+                "web1",
+                "activate",
+                None,
+                |key, _| {
+                    sent.borrow_mut().push(key);
+                    async { Ok::<_, String>("sent twice".to_string()) }
+                },
+                judge,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            again.unwrap(),
+            "ran d1:web1:activate",
+            "the journaled value"
+        );
+        let stage = exec
+            .run(
+                out(),
+                "web1",
+                "stage",
+                None,
+                |key, _| {
+                    sent.borrow_mut().push(key);
+                    async { Ok::<_, String>("staged".to_string()) }
+                },
+                judge,
+            )
+            .await
+            .unwrap();
+        assert_eq!(stage.unwrap(), "staged");
+        assert_eq!(
+            sent.borrow().as_slice(),
+            ["d1:web1:activate", "d1:web1:stage"],
+            "activate was sent once; the stage was resent under its key"
+        );
+    }
+
+    /// A journal that cannot be written stops the deployment: nothing is
+    /// sent, the error is typed, and every later step refuses.
+    #[tokio::test]
+    async fn issue14_a_failed_journal_write_stops_the_deployment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = Journal::open(tmp.path()).unwrap();
+        // Another connection takes the steps table away.
+        rusqlite::Connection::open(tmp.path().join("golivectl.db"))
+            .unwrap()
+            .execute_batch("DROP TABLE steps;")
+            .unwrap();
+        let d = deployment();
+        let exec = Executor::new(&journal, &d);
+        let sent = Cell::new(0);
+        let send = |_: String, _: StepRequest| {
+            sent.set(sent.get() + 1);
+            async { Ok::<_, String>(String::new()) }
+        };
+        let err = exec
+            .run(out(), "web1", "stage", None, send, judge)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StepError::Journal { .. }), "{err}");
+        assert!(err.to_string().contains("--resume d1"), "{err}");
+        let send = |_: String, _: StepRequest| {
+            sent.set(sent.get() + 1);
+            async { Ok::<_, String>(String::new()) }
+        };
+        let err = exec
+            .run(out(), "web1", "activate", None, send, judge)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StepError::Stopped { .. }), "{err}");
+        assert_eq!(sent.get(), 0, "nothing was sent");
+        assert!(exec.stopped());
+    }
+}
