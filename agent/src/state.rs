@@ -25,6 +25,9 @@ pub struct Agent {
     pub deny: Arc<DenyList>,
     /// Connections refused before a request was read (logged in summary).
     pub refusals: Refusals,
+    /// Each probe's latest result and its runs since the start, for the
+    /// metrics (issue 16).
+    pub probes_seen: crate::metrics::ProbeBoard,
     /// Bumped on every job event; long-polls wait on it instead of sleeping,
     /// so an idle agent has no timers running.
     changes: watch::Sender<u64>,
@@ -55,6 +58,7 @@ impl Agent {
             journal,
             started_at: now_millis(),
             refusals,
+            probes_seen: crate::metrics::ProbeBoard::default(),
             deny,
             changes: watch::channel(0).0,
             app_queues: std::sync::Mutex::new(HashMap::new()),

@@ -41,7 +41,6 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::handlers;
 use crate::journal::AuditRecord;
-use crate::log;
 use crate::state::Agent;
 use gate::{Gate, HandshakeSlot};
 
@@ -63,7 +62,7 @@ pub async fn serve(
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    log::warn(&format!("accept failed: {e}"));
+                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -179,7 +178,7 @@ async fn connection(
         && !e.is_incomplete_message()
         && !e.is_timeout()
     {
-        log::warn(&format!("connection from {source}: {e}"));
+        tracing::warn!(peer_addr = %source, "connection failed: {e}");
     }
 }
 
@@ -363,10 +362,20 @@ fn audit(
         operation: operation.into(),
         outcome,
     };
+    tracing::debug!(
+        peer = %rec.peer_name,
+        role = %rec.role,
+        operation,
+        outcome = %rec.outcome,
+        "request"
+    );
     if let Err(e) = agent.journal.audit(&rec) {
-        log::warn(&format!(
+        tracing::warn!(
+            peer = %rec.peer_name,
+            role = %rec.role,
+            operation,
             "cannot write the audit record for {operation}: {e}"
-        ));
+        );
     }
 }
 

@@ -18,6 +18,7 @@ mod hardening;
 mod hardening_env;
 mod hooks;
 mod host_rollback;
+mod logs;
 mod maintenance;
 mod metrics;
 mod migrate;
