@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use golive_shared::config::AgentConfig;
+use golive_shared::config::{AgentConfig, LogFormat, LogLevel};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::state;
@@ -34,6 +34,10 @@ pub struct LogOptions {
     pub path: PathBuf,
     pub max_bytes: u64,
     pub keep: u32,
+    /// `--log-format` and `--log-level` given to `ensure-running`, passed
+    /// on to the agent (else its config's `[log]` decides).
+    pub format: Option<LogFormat>,
+    pub level: Option<LogLevel>,
 }
 
 impl LogOptions {
@@ -48,6 +52,8 @@ impl LogOptions {
             path: path.unwrap_or_else(|| config.agent.state_dir.join("agent.log")),
             max_bytes: max_bytes.unwrap_or(crate::logfile::DEFAULT_MAX_BYTES),
             keep: keep.unwrap_or(crate::logfile::DEFAULT_KEEP),
+            format: None,
+            level: None,
         }
     }
 }
@@ -166,7 +172,17 @@ pub fn ensure_running(
         source,
     })?;
     let config_path = std::path::absolute(config_path).map_err(dir_err)?;
-    let mut child = Command::new(&program)
+    let mut command = Command::new(&program);
+    if let Some(format) = log.format {
+        command.arg("--log-format").arg(match format {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        });
+    }
+    if let Some(level) = log.level {
+        command.arg("--log-level").arg(level.to_string());
+    }
+    let mut child = command
         .arg("serve")
         .arg("--config")
         .arg(&config_path)

@@ -302,12 +302,15 @@ pub fn resume(agent: &Arc<Agent>, only: Option<&str>) -> Vec<u64> {
         if only.is_some_and(|a| a != job.spec.app()) {
             continue;
         }
-        crate::log::warn(&format!(
+        tracing::warn!(
+            job = job.id,
+            kind = %job.spec.kind(),
+            app = %job.spec.app(),
             "resuming {} job {} of app {} (the agent stopped while it ran)",
             job.spec.kind(),
             job.id,
             job.spec.app()
-        ));
+        );
         resumed.push(job.id);
         let runner = Arc::clone(agent);
         let id = job.id;
@@ -458,6 +461,16 @@ async fn run(agent: Arc<Agent>, id: u64) {
     let spec = job.spec.clone();
     let submitted_by = job.submitted_by.clone();
     let deployment = agent.journal.job_deployment(id).ok().flatten();
+    let kind = job.spec.kind();
+    tracing::info!(
+        job = id,
+        kind = %kind,
+        app = %app,
+        peer = %submitted_by,
+        deployment = deployment.as_deref().unwrap_or("-"),
+        "job {id} started: {kind} of {app}"
+    );
+    let started = std::time::Instant::now();
     let outcome = tokio::task::spawn_blocking(move || {
         let emit = |kind: EventKind| {
             worker.event(id, kind);
@@ -545,6 +558,27 @@ async fn run(agent: Arc<Agent>, id: u64) {
             JobState::Failed
         }
     };
+    let secs = started.elapsed().as_secs_f64();
+    match &outcome {
+        Ok(_) => tracing::info!(
+            job = id,
+            kind = %kind,
+            app = %app,
+            state = state.as_str(),
+            secs,
+            "job {id} succeeded: {kind} of {app}"
+        ),
+        // The headline only: the output tail is the programs' own text.
+        Err(message) => tracing::warn!(
+            job = id,
+            kind = %kind,
+            app = %app,
+            state = state.as_str(),
+            secs,
+            "job {id} failed: {kind} of {app}: {}",
+            error_headline(message)
+        ),
+    }
     agent.event(id, EventKind::Finished { state });
 }
 
@@ -591,10 +625,11 @@ fn discard_artifact(agent: &Agent, id: u64, submitted: UnixMillis, s: &StageRele
             format!("could not remove artifact {sha} from the store after the failed stage: {e}"),
         ),
     };
-    let logged = format!("job {id} (app {}): {line}", s.app);
     match level {
-        LogLevel::Warn => crate::log::warn(&logged),
-        _ => crate::log::info(&logged),
+        LogLevel::Warn => {
+            tracing::warn!(job = id, app = %s.app, "job {id} (app {}): {line}", s.app)
+        }
+        _ => tracing::info!(job = id, app = %s.app, "job {id} (app {}): {line}", s.app),
     }
     agent.event(id, EventKind::Log { level, line });
 }

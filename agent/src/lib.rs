@@ -194,7 +194,7 @@ pub fn open_state(config: &AgentConfig) -> Result<(StateLock, Journal), StartErr
     // What an older agent or another umask left readable to others (issue 11).
     let tightened = state::tighten(config).summary();
     if !tightened.is_empty() {
-        log::warn(&tightened);
+        tracing::warn!("{}", tightened);
     }
     let artifacts = state::artifacts_dir(config);
     state::create_private_dir(&artifacts).map_err(|source| StartError::StateDir {
@@ -204,20 +204,20 @@ pub fn open_state(config: &AgentConfig) -> Result<(StateLock, Journal), StartErr
     let journal = Journal::open(&config.agent.state_dir.join("journal.db"))?;
     let recovery = journal.recover(now_millis())?;
     if !recovery.resumed_jobs.is_empty() {
-        log::warn(&format!(
+        tracing::warn!(
             "host rollbacks unfinished at the last stop, to be resumed: {:?}",
             recovery.resumed_jobs
-        ));
+        );
     }
     if !recovery.interrupted_jobs.is_empty() {
-        log::warn(&format!(
+        tracing::warn!(
             "jobs interrupted by the last stop, marked interrupted: {:?}",
             recovery.interrupted_jobs
-        ));
+        );
     }
     for partial in &recovery.partial_uploads {
         if std::fs::remove_file(partial).is_ok() {
-            log::warn(&format!("removed partial upload {partial}"));
+            tracing::warn!("removed partial upload {partial}");
         }
     }
     // Partial files whose journal row never got written (crash between
@@ -231,19 +231,19 @@ pub fn open_state(config: &AgentConfig) -> Result<(StateLock, Journal), StartErr
         }
     }
     for partial in backup::run::clean_partials(config, &recovery.partial_backups) {
-        log::warn(&format!(
+        tracing::warn!(
             "removed the partial backup {} (interrupted; never complete)",
             partial.display()
-        ));
+        );
     }
     for (name, app) in &config.apps {
         if let Ok(removed) = AppLayout::new(&app.root).clean_staging()
             && !removed.is_empty()
         {
-            log::warn(&format!(
+            tracing::warn!(
                 "app {name}: removed {} unfinished staging leftovers",
                 removed.len()
-            ));
+            );
         }
     }
     Ok((lock, journal))
@@ -253,6 +253,8 @@ pub fn open_state(config: &AgentConfig) -> Result<(StateLock, Journal), StartErr
 pub struct Prepared {
     agent: Arc<Agent>,
     listener: tokio::net::TcpListener,
+    /// `[metrics] listen`: plain HTTP on loopback, `GET /metrics` only.
+    metrics: Option<tokio::net::TcpListener>,
     /// `STATE_DIR/agent.sock` for `golive-agent rollback` (issue 13).
     local: tokio::net::UnixListener,
     tls: Arc<rustls::ServerConfig>,
@@ -267,11 +269,11 @@ impl Prepared {
 
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let addr = self.local_addr();
-        log::info(&format!(
+        tracing::info!(
             "golive-agent {} ({}) listening on {addr}",
             golive_shared::GOLIVE_VERSION,
             self.agent.config().agent.name
-        ));
+        );
         // Host rollbacks a stop left unfinished are finished first (issue 13),
         // then the watchdog re-arms what was armed.
         jobs::resume(&self.agent, None);
@@ -279,6 +281,13 @@ impl Prepared {
         let agent = Arc::clone(&self.agent);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut stopping = stopped.clone();
+        let plain_metrics = self.metrics.map(|listener| {
+            tokio::spawn(metrics::serve_plain(
+                Arc::clone(&self.agent),
+                listener,
+                stopped.clone(),
+            ))
+        });
         let local = tokio::spawn(local::serve(Arc::clone(&self.agent), self.local, stopped));
         let server = server::serve(self.agent, self.listener, self.tls, async move {
             shutdown.await;
@@ -296,7 +305,10 @@ impl Prepared {
         };
         tokio::join!(server, jobs);
         let _ = local.await;
-        log::info("golive-agent stopped");
+        if let Some(m) = plain_metrics {
+            let _ = m.await;
+        }
+        tracing::info!("golive-agent stopped");
     }
 
     /// The agent this serves (reload, tests).
@@ -315,11 +327,11 @@ async fn drain_jobs(agent: &Arc<Agent>) {
     let mut changes = agent.subscribe();
     let deadline = tokio::time::Instant::now() + bound;
     if agent.running_jobs() > 0 {
-        log::info(&format!(
+        tracing::info!(
             "stopping: waiting up to {}s for {} running job(s) to finish",
             bound.as_secs(),
             agent.running_jobs()
-        ));
+        );
     }
     while agent.running_jobs() > 0 {
         if tokio::time::timeout_at(deadline, changes.changed())
@@ -338,7 +350,7 @@ async fn drain_jobs(agent: &Arc<Agent>) {
     );
     match agent.journal.interrupt_at_stop(now_millis(), &why) {
         Ok((interrupted, resumed)) => {
-            log::warn(&format!(
+            tracing::warn!(
                 "stopping: jobs {interrupted:?} marked interrupted (still running after {}s){}",
                 bound.as_secs(),
                 if resumed.is_empty() {
@@ -346,16 +358,16 @@ async fn drain_jobs(agent: &Arc<Agent>) {
                 } else {
                     format!("; host rollbacks {resumed:?} are resumed at the next start")
                 }
-            ));
+            );
         }
-        Err(e) => log::error(&format!(
+        Err(e) => tracing::error!(
             "stopping: could not mark the unfinished jobs interrupted: {e}; the next start does"
-        )),
+        ),
     }
     agent.notify();
     let ended = exec::end_all(Duration::from_secs(3));
     if ended > 0 {
-        log::warn(&format!("stopping: ended {ended} running program(s)"));
+        tracing::warn!("stopping: ended {ended} running program(s)");
     }
     // Their tasks see the end of their programs and stop, leaving the
     // journal as marked.
@@ -393,6 +405,14 @@ pub async fn prepare(config: AgentConfig) -> Result<Prepared, StartError> {
         addr: config.agent.listen.clone(),
         source,
     })?;
+    // The plain metrics port (issue 16): loopback only, checked at load.
+    let metrics = match config.metrics.listen_addr() {
+        Some(addr) => Some(listen(addr).map_err(|source| StartError::Bind {
+            addr: format!("{addr} (metrics.listen)"),
+            source,
+        })?),
+        None => None,
+    };
     let watcher = revocation::watch(Arc::clone(&deny)).map_err(|source| StartError::Watch {
         path: deny.path().map(Path::to_path_buf).unwrap_or_default(),
         source,
@@ -413,6 +433,7 @@ pub async fn prepare(config: AgentConfig) -> Result<Prepared, StartError> {
     Ok(Prepared {
         agent,
         listener,
+        metrics,
         local,
         tls,
         _lock: lock,

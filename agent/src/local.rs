@@ -81,7 +81,7 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
                 Err(e) => {
-                    crate::log::warn(&format!("local socket: accept failed: {e}"));
+                    tracing::warn!(error = %e, "local socket: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -116,9 +116,7 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream) {
     let uid = match stream.peer_cred() {
         Ok(c) => c.uid(),
         Err(e) => {
-            crate::log::warn(&format!(
-                "local socket: cannot read the peer's credentials: {e}"
-            ));
+            tracing::warn!("local socket: cannot read the peer's credentials: {e}");
             return;
         }
     };
@@ -234,9 +232,11 @@ fn audit(agent: &Agent, who: &str, uid: u32, operation: &str, r: &Result<Respons
         outcome,
     };
     if let Err(e) = agent.journal.audit(&rec) {
-        crate::log::warn(&format!(
+        tracing::warn!(
+            role = "local",
+            operation,
             "cannot write the audit record for {operation}: {e}"
-        ));
+        );
     }
 }
 

@@ -2,6 +2,8 @@
 //! journald and no terminal: cron mode on shared hosting, where
 //! `ensure-running` starts it with `--log-file STATE_DIR/agent.log`.
 //!
+//! The log subscriber ([`crate::log`]) writes its lines here.
+//!
 //! Before a line would take the file past its bound, `FILE` becomes
 //! `FILE.1` (`FILE.1` becomes `FILE.2`, ..., the oldest kept is dropped)
 //! and a new `FILE` is started. The file is also the process's stdout and
@@ -108,6 +110,11 @@ pub fn install(path: &Path, max_bytes: u64, keep: u32) -> std::io::Result<()> {
             "the log file was already set",
         )
     })
+}
+
+/// Whether the log file was installed.
+pub(crate) fn installed() -> bool {
+    SINK.get().is_some()
 }
 
 /// Writes a line to the log file when one is installed; false otherwise.

@@ -23,6 +23,29 @@ use golive_shared::protocol::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as `human` text (default) or `json` objects, one per line;
+    /// overrides the config's `[log] format`.
+    #[arg(long, global = true, value_name = "human|json")]
+    log_format: Option<config::LogFormat>,
+    /// Least severe level logged: error, warn, info (default), debug
+    /// (adds every request, with peer and role), trace; overrides the
+    /// config's `[log] level`.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<config::LogLevel>,
+}
+
+/// The subscriber, from the flags, else `[log]` in `cfg`, else human at
+/// info.
+fn init_log(
+    format: Option<config::LogFormat>,
+    level: Option<config::LogLevel>,
+    cfg: Option<&config::AgentConfig>,
+) {
+    let section = cfg.map(|c| c.log.clone()).unwrap_or_default();
+    golive_agent::log::init(
+        format.unwrap_or(section.format),
+        level.unwrap_or(section.level),
+    );
 }
 
 #[derive(Subcommand)]
@@ -160,6 +183,18 @@ fn load(path: &std::path::Path) -> Result<config::AgentConfig, ExitCode> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     use golive_shared::clidoc;
+    let (log_format, log_level) = (cli.log_format, cli.log_level);
+    match &cli.command {
+        // Their own output is their answer on stdout and stderr; the
+        // subscriber is for what the library logs meanwhile.
+        Command::CheckConfig { .. } | Command::EnsureRunning { .. } | Command::Bridge { .. } => {
+            init_log(log_format, log_level, None)
+        }
+        // Once the config is read: its `[log]` counts.
+        Command::Serve { .. } | Command::Rollback { .. } => {}
+        // Documentation only: nothing to log.
+        Command::Completions { .. } | Command::Man { .. } => {}
+    }
     match cli.command {
         Command::Completions { shell } => {
             let script = clidoc::completion_script(Cli::command(), "golive-agent", shell);
@@ -223,8 +258,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            let log =
+            let mut log =
                 golive_agent::cron::LogOptions::for_config(&cfg, log_file, log_max_bytes, log_keep);
+            log.format = log_format;
+            log.level = log_level;
             match golive_agent::cron::ensure_running(&cfg, &config, &log) {
                 Ok(golive_agent::cron::Ensured::AlreadyRunning { pid }) => {
                     println!(
@@ -285,6 +322,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            init_log(log_format, log_level, Some(&cfg));
             // One thread: an idle agent should cost next to nothing (issue 2:
             // < 8 MiB RSS); file work runs on the blocking pool.
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -325,7 +363,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
                     }
                     Err(e) => {
-                        eprintln!("golive-agent: {e}");
+                        tracing::error!("golive-agent: {e}");
                         Ok(ExitCode::from(2))
                     }
                 }
@@ -348,6 +386,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            init_log(log_format, log_level, Some(&cfg));
             if cfg.app(&app).is_none() {
                 eprintln!(
                     "golive-agent: no app {app:?} in {}; declared apps: {}",

@@ -13,7 +13,8 @@
 //! snapshot it started with. What needs a restart, because it is bound at
 //! start: `agent.name` (in job keys and records), `agent.listen` (the
 //! socket), `agent.state_dir` (the lock, journal and store), `[tls]` (the
-//! acceptor and the deny list's watch) and `[limits]` (the connection gate).
+//! acceptor and the deny list's watch), `[limits]` (the connection gate),
+//! `[log]` (the subscriber) and `[metrics]` (the plain port's listener).
 //! A change there is logged as waiting for the next restart, and the value
 //! in force stays until then.
 
@@ -23,7 +24,6 @@ use std::time::Duration;
 
 use golive_shared::config::{self, AgentConfig};
 
-use crate::log;
 use crate::state::Agent;
 
 /// As for the deny list: an editor's rewrite is a burst of events.
@@ -141,10 +141,10 @@ impl Reloader {
             Ok(c) => c,
             Err(lines) => {
                 let text = lines.join("\n");
-                log::error(&format!(
+                tracing::error!(
                     "config {shown} NOT reloaded ({why}): the new file is refused and the \
                      config in force stays; fix it and save again (or send SIGHUP):\n{text}"
-                ));
+                );
                 return Outcome::Refused(text);
             }
         };
@@ -152,13 +152,13 @@ impl Reloader {
         let (new, restart) = keep_restart_fields(&old, new);
         let summary = describe(&old, &new);
         self.agent.replace_config(new);
-        log::info(&format!("config {shown} reloaded ({why}): {summary}"));
+        tracing::info!("config {shown} reloaded ({why}): {summary}");
         if !restart.is_empty() {
-            log::warn(&format!(
+            tracing::warn!(
                 "config {shown}: {} changed and take(s) effect only at the next restart of the \
                  agent; the value(s) in force stay until then",
                 restart.join(", ")
-            ));
+            );
         }
         Outcome::Applied { summary, restart }
     }
@@ -195,6 +195,15 @@ pub fn keep_restart_fields(old: &AgentConfig, mut new: AgentConfig) -> (AgentCon
     if format!("{:?}", new.limits) != format!("{:?}", old.limits) {
         restart.push("[limits]".to_string());
         new.limits = old.limits.clone();
+    }
+    // The subscriber and the plain metrics listener are set up once.
+    if new.log != old.log {
+        restart.push("[log]".to_string());
+        new.log = old.log.clone();
+    }
+    if new.metrics != old.metrics {
+        restart.push("[metrics]".to_string());
+        new.metrics = old.metrics.clone();
     }
     (new, restart)
 }

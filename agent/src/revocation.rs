@@ -19,8 +19,6 @@ use std::time::Duration;
 use golive_shared::identity::normalize_serial;
 use golive_shared::protocol::{RevocationInfo, UnixMillis, now_millis};
 
-use crate::log;
-
 /// Changes are read once no event came for this long: an editor's or a
 /// shell's rewrite is a burst of events.
 const SETTLE: Duration = Duration::from_millis(100);
@@ -205,11 +203,11 @@ impl DenyList {
         match result {
             Ok(set) => {
                 if s.error.is_some() || s.serials != set {
-                    log::info(&format!(
+                    tracing::info!(
                         "revocation list {} reloaded: {} serials",
                         path.display(),
                         set.len()
-                    ));
+                    );
                 }
                 s.serials = set;
                 s.loaded_at = now_millis();
@@ -218,11 +216,11 @@ impl DenyList {
             Err(e) => {
                 let text = e.to_string();
                 if s.error.as_deref() != Some(&text) {
-                    log::error(&format!(
+                    tracing::error!(
                         "{text}; keeping the last good list ({} serials, read at {})",
                         s.serials.len(),
                         golive_shared::timefmt::utc(s.loaded_at)
-                    ));
+                    );
                 }
                 s.error = Some(text);
             }

@@ -1592,11 +1592,14 @@ impl<'a> Machine<'a> {
                 now,
             );
         }
-        crate::log::warn(&format!(
+        tracing::warn!(
+            job = self.job.id,
+            app = %self.app_name,
+            step = %step,
             "job {}: {}",
             self.job.id,
             golive_shared::protocol::error_headline(&message)
-        ));
+        );
         message
     }
 

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::log;
 use crate::state::Agent;
 
 static WARNED: AtomicBool = AtomicBool::new(false);
@@ -63,11 +62,11 @@ fn send(lines: &[&str]) {
     if let Err(e) = sent
         && !WARNED.swap(true, Ordering::SeqCst)
     {
-        log::warn(&format!(
+        tracing::warn!(
             "cannot notify the service manager through NOTIFY_SOCKET={}: {e}; the agent runs \
              on, but systemd will not see it ready (Type=notify) or alive (WatchdogSec)",
             value.to_string_lossy()
-        ));
+        );
     }
 }
 
@@ -161,7 +160,7 @@ where
             let why = match tokio::time::timeout(query_bound(interval), &mut query).await {
                 Ok(Ok(Ok(()))) => {
                     if failing {
-                        log::info("watchdog: the journal answers again; pinging systemd");
+                        tracing::info!("watchdog: the journal answers again; pinging systemd");
                         failing = false;
                     }
                     ping();
@@ -178,10 +177,10 @@ where
                 }
             };
             if !failing {
-                log::error(&format!(
+                tracing::error!(
                     "watchdog: {why}; not pinging systemd, which restarts the agent when \
                      WatchdogSec passes without a ping"
-                ));
+                );
                 failing = true;
             }
         }

@@ -28,6 +28,9 @@ pub struct Agent {
     /// Connections accepted, reads answered, and the reads' audit rows not
     /// written yet (issue 14).
     pub traffic: crate::server::traffic::Traffic,
+    /// Each probe's latest result and its runs since the start, for the
+    /// metrics (issue 16).
+    pub probes_seen: crate::metrics::ProbeBoard,
     /// Bumped on every job event; long-polls wait on it instead of sleeping,
     /// so an idle agent has no timers running.
     changes: watch::Sender<u64>,
@@ -59,6 +62,7 @@ impl Agent {
             started_at: now_millis(),
             refusals,
             traffic: crate::server::traffic::Traffic::default(),
+            probes_seen: crate::metrics::ProbeBoard::default(),
             deny,
             changes: watch::channel(0).0,
             app_queues: std::sync::Mutex::new(HashMap::new()),

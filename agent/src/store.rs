@@ -40,7 +40,6 @@ use golive_shared::config::AgentConfig;
 use golive_shared::protocol::UnixMillis;
 
 use crate::journal::Journal;
-use crate::log;
 use crate::release::layout::AppLayout;
 use crate::state::artifacts_dir;
 
@@ -275,13 +274,13 @@ pub fn make_room(
         journal
             .artifact_removed(&victim.sha, "evicted", &why)
             .map_err(j)?;
-        log::info(&format!(
+        tracing::info!(
             "evicted artifact {} ({} bytes, last asked for {}) from the store to make room for {sha} \
              ({incoming} bytes) under limits.max_artifact_store_bytes ({cap} bytes)",
             victim.sha,
             victim.bytes,
-            golive_shared::timefmt::utc(victim.touched),
-        ));
+            golive_shared::timefmt::utc(victim.touched)
+        );
     }
     Ok(())
 }

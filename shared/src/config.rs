@@ -16,9 +16,11 @@ use serde::Deserialize;
 use crate::names;
 
 mod notify;
+mod observe;
 mod probe;
 mod site;
 pub use notify::{NotifyConfig, validate as validate_notify};
+pub use observe::{LogFormat, LogLevel, LogSection, MetricsSection};
 pub use probe::*;
 pub use site::{Site, blank_item, error_site};
 
@@ -31,6 +33,12 @@ pub struct AgentConfig {
     pub limits: Limits,
     #[serde(default)]
     pub apps: BTreeMap<String, AppConfig>,
+    /// `[log]`: format and level of the agent's log (issue 16).
+    #[serde(default)]
+    pub log: LogSection,
+    /// `[metrics]`: the optional plain loopback metrics port (issue 16).
+    #[serde(default)]
+    pub metrics: MetricsSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -922,6 +930,7 @@ pub fn validate(config: &AgentConfig) -> Vec<(String, String)> {
         );
     }
 
+    observe::validate_metrics(&config.metrics, &mut bad);
     if let Some(n) = &config.agent.notify {
         notify::validate("agent.notify", n, &mut bad);
     }

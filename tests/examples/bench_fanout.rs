@@ -221,7 +221,8 @@ fn main() {
             m[0].0.push(timed(ctl.cmd(&["status", s(&plan)]), "status"));
             m[0].1.push(timed(bare_cmd(&["status"], n), "bare status"));
             m[1].0.push(timed(ctl.cmd(&["probe", s(&plan)]), "probe"));
-            m[1].1.push(timed(bare_cmd(&["probe", "shop"], n), "bare probe"));
+            m[1].1
+                .push(timed(bare_cmd(&["probe", "shop"], n), "bare probe"));
         }
         for (k, (g, b)) in m.into_iter().enumerate() {
             rows[k].1.push((n, median(g), Some(median(b))));
@@ -237,7 +238,9 @@ fn main() {
         eprintln!("N = {n} done");
     }
 
-    println!("| what | N | golive (median) | bare limit (median) | golive / bare | golive per added host |");
+    println!(
+        "| what | N | golive (median) | bare limit (median) | golive / bare | golive per added host |"
+    );
     println!("|---|---|---|---|---|---|");
     for (label, cells) in &rows {
         let mut prev: Option<(usize, f64)> = None;
@@ -257,7 +260,10 @@ fn main() {
         }
     }
     println!();
-    println!("runs={runs} agents={max} started_s={:.1}", started.elapsed().as_secs_f64());
+    println!(
+        "runs={runs} agents={max} started_s={:.1}",
+        started.elapsed().as_secs_f64()
+    );
     drop(agents);
     drop(http);
 }

@@ -241,6 +241,8 @@ pub struct AgentSpec {
     /// execs the agent in the same process), as a host whose link to the
     /// controller can be cut (issue 13).
     pub netns: Option<String>,
+    /// Options given before `serve` (issue 16: `--log-format json`).
+    pub args: Vec<String>,
 }
 
 impl AgentSpec {
@@ -256,6 +258,7 @@ impl AgentSpec {
             umask: None,
             user: None,
             netns: None,
+            args: Vec::new(),
         }
     }
 }
@@ -310,6 +313,7 @@ pub struct AgentProc {
     env: Vec<(String, String)>,
     umask: Option<u32>,
     netns: Option<String>,
+    args: Vec<String>,
     /// `(uid, gid)` the agent runs as, when not the test's own.
     pub owner: Option<(u32, u32)>,
     child: Option<Child>,
@@ -374,6 +378,7 @@ impl AgentProc {
             env: spec.env.clone(),
             umask: spec.umask,
             netns: spec.netns.clone(),
+            args: spec.args.clone(),
             owner,
             child: None,
         };
@@ -425,6 +430,7 @@ impl AgentProc {
             cmd.uid(uid).gid(gid);
         }
         let child = cmd
+            .args(&self.args)
             .args(["serve", "--config"])
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -43,10 +43,7 @@ fn present(agent: &Agent, sha: &str) -> Result<ArtifactInfo, ErrorBody> {
         Ok(m) if m.is_file() => {
             // A stale age only moves it up the eviction order; the answer holds.
             if let Err(e) = crate::store::touch(&path) {
-                crate::log::warn(&format!(
-                    "cannot mark artifact {} as asked for: {e}",
-                    path.display()
-                ));
+                tracing::warn!("cannot mark artifact {} as asked for: {e}", path.display());
             }
             Ok(ArtifactInfo {
                 sha256: sha.into(),

@@ -130,9 +130,9 @@ pub async fn dispatch(
             } else {
                 Vec::new()
             };
-            Ok(Response::Probes(
-                probe::run_app(&p.app, app, &p.tags, maintenance).await,
-            ))
+            let report = probe::run_app(&p.app, app, &p.tags, maintenance).await;
+            agent.probes_seen.record_all(&report);
+            Ok(Response::Probes(report))
         }
         Request::HasArtifact(h) => artifact::has(agent, &h.sha256).map(Response::Artifact),
         Request::MigrationStatus(m) => {

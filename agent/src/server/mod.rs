@@ -42,7 +42,6 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::handlers;
 use crate::journal::AuditRecord;
-use crate::log;
 use crate::state::Agent;
 use gate::{Gate, HandshakeSlot};
 
@@ -64,7 +63,7 @@ pub async fn serve(
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    log::warn(&format!("accept failed: {e}"));
+                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -182,7 +181,7 @@ async fn connection(
         && !e.is_incomplete_message()
         && !e.is_timeout()
     {
-        log::warn(&format!("connection from {source}: {e}"));
+        tracing::warn!(peer_addr = %source, "connection failed: {e}");
     }
 }
 
@@ -374,6 +373,13 @@ fn record(
         Ok(_) => "ok".to_string(),
         Err(e) => truncate_at_char(format!("{:?}: {}", e.code, e.message), 500),
     };
+    tracing::debug!(
+        peer = %peer.name,
+        role = %peer.role_str(),
+        operation,
+        outcome = %outcome,
+        "request"
+    );
     AuditRecord {
         at: now_millis(),
         peer_name: peer.name.clone(),

@@ -16,8 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::log;
-
 /// Lines logged at once per window; the rest wait for the summary.
 pub const IMMEDIATE: u32 = 10;
 /// Sources named in a summary line; the others are counted together.
@@ -66,7 +64,7 @@ impl Refusals {
         if entry.0 == 1 && immediate_left {
             entry.1 = 1;
             w.immediate += 1;
-            log::warn(&format!("connection from {source} refused: {reason}"));
+            tracing::warn!(peer_addr = %source, "connection from {source} refused: {reason}");
         }
         if !w.summary_scheduled {
             w.summary_scheduled = true;
@@ -77,7 +75,7 @@ impl Refusals {
                 let taken =
                     std::mem::take(&mut *window.lock().unwrap_or_else(PoisonError::into_inner));
                 if let Some(line) = summary(&taken, interval) {
-                    log::warn(&line);
+                    tracing::warn!("{line}");
                 }
             });
         }

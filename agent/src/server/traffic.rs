@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::journal::AuditRecord;
-use crate::log;
 use crate::state::Agent;
 
 /// The longest a read's audit row waits to be written.
@@ -99,9 +98,9 @@ pub fn flush(agent: &Agent) {
 fn store(agent: &Agent, rows: &[AuditRecord]) {
     if let Err(e) = agent.journal.audit_all(rows) {
         let ops: Vec<&str> = rows.iter().map(|r| r.operation.as_str()).collect();
-        log::warn(&format!(
+        tracing::warn!(
             "cannot write the audit record(s) for {}: {e}",
             ops.join(", ")
-        ));
+        );
     }
 }

@@ -48,7 +48,6 @@ use tokio::time::Instant;
 
 use crate::accesslog::WindowStats;
 use crate::journal::{NewWatchdog, WatchdogRow};
-use crate::log;
 use crate::release::layout::AppLayout;
 use crate::state::Agent;
 use judge::{Outcome, Transition, TriggerWatch};
@@ -600,10 +599,7 @@ impl Loop {
             .journal
             .watchdog_event(w.id, self.clock.now(), kind, line)
         {
-            log::error(&format!(
-                "app {}: cannot journal a watchdog event ({kind}: {line}): {e}",
-                w.app
-            ));
+            tracing::error!(app = %w.app, deployment = %w.deployment, "cannot journal a watchdog event ({kind}: {line}): {e}");
         }
     }
 
@@ -751,10 +747,7 @@ impl Loop {
                 .join("; ")
         );
         self.event(&w, "armed", &line);
-        log::info(&format!(
-            "app {}: watchdog of deployment {} {line}",
-            w.app, w.deployment
-        ));
+        tracing::info!(app = %w.app, deployment = %w.deployment, "watchdog of deployment {} {line}", w.deployment);
         let info = self.info(&w);
         self.watches.insert(req.app, w);
         info
@@ -1156,18 +1149,14 @@ impl Loop {
                 .journal
                 .watchdog_fired(w.id, reason, w.rollback_to.as_deref(), now)
         {
-            log::error(&format!(
-                "app {app}: cannot journal the watchdog's fire: {e}"
-            ));
+            tracing::error!(app = %app, "cannot journal the watchdog's fire: {e}");
         }
         let w = &self.watches[app];
         self.event(w, "fired", reason);
-        log::warn(&format!(
-            "app {app}: watchdog of deployment {} fired: {reason}; rolling back from {} to {}",
+        tracing::warn!(app = %app, deployment = %w.deployment, "watchdog of deployment {} fired: {reason}; rolling back from {} to {}",
             w.deployment,
             w.release,
-            w.rollback_to.as_deref().unwrap_or("(none)")
-        ));
+            w.rollback_to.as_deref().unwrap_or("(none)"));
         notify::send(&self.agent, w.notice(WatchdogState::Fired, reason, now));
         self.submit(app);
     }
@@ -1221,9 +1210,7 @@ impl Loop {
                     .journal
                     .watchdog_job(w.id, commit, job.id, w.attempts)
                 {
-                    log::error(&format!(
-                        "app {app}: cannot journal the watchdog's job: {e}"
-                    ));
+                    tracing::error!(app = %app, "cannot journal the watchdog's job: {e}");
                 }
                 let line = format!(
                     "{} job {} submitted ({})",
@@ -1270,9 +1257,7 @@ impl Loop {
                     Ok(Some(_)) => {}
                     Ok(None) => return,
                     Err(e) => {
-                        log::error(&format!(
-                            "app {app}: the watchdog cannot read job {job} from the journal: {e}"
-                        ));
+                        tracing::error!(app = %app, job, "the watchdog cannot read job {job} from the journal: {e}");
                         return;
                     }
                 }
@@ -1370,14 +1355,11 @@ impl Loop {
             Some(reason),
             self.clock.now(),
         ) {
-            log::error(&format!("app {app}: cannot journal the commit: {e}"));
+            tracing::error!(app = %app, "cannot journal the commit: {e}");
         }
         let w = &self.watches[app];
         self.event(w, "commit", reason);
-        log::info(&format!(
-            "app {app}: watchdog of deployment {} commits release {}: {reason}",
-            w.deployment, w.release
-        ));
+        tracing::info!(app = %app, deployment = %w.deployment, release = %w.release, "watchdog of deployment {} commits release {}: {reason}", w.deployment, w.release);
         self.check_pending(app);
     }
 
@@ -1480,9 +1462,7 @@ impl Loop {
             .journal
             .watchdog_state(w.id, state, Some(&reason), now)
         {
-            log::error(&format!(
-                "app {app}: cannot journal the watchdog's end: {e}"
-            ));
+            tracing::error!(app = %app, "cannot journal the watchdog's end: {e}");
         }
         if state == WatchdogState::Committed
             && let Err(e) = self.agent.journal.set_rollback_point_state(
@@ -1494,21 +1474,23 @@ impl Loop {
                 now,
             )
         {
-            log::error(&format!(
-                "app {app}: cannot mark the rollback point of deployment {} committed: {e}",
-                w.deployment
-            ));
+            tracing::error!(app = %app, deployment = %w.deployment, "cannot mark the rollback point of deployment {} committed: {e}", w.deployment);
         }
         self.event(&w, state.as_str(), what);
         let line = format!(
-            "app {app}: watchdog of deployment {} is {}: {what}",
+            "watchdog of deployment {} is {}: {what}",
             w.deployment,
             state.as_str()
         );
+        let (deployment, state_name) = (w.deployment.as_str(), state.as_str());
         match state {
-            WatchdogState::RollbackFailed | WatchdogState::CommitFailed => log::error(&line),
-            WatchdogState::Disarmed => log::warn(&line),
-            _ => log::info(&line),
+            WatchdogState::RollbackFailed | WatchdogState::CommitFailed => {
+                tracing::error!(app, deployment, state = state_name, "{line}")
+            }
+            WatchdogState::Disarmed => {
+                tracing::warn!(app, deployment, state = state_name, "{line}")
+            }
+            _ => tracing::info!(app, deployment, state = state_name, "{line}"),
         }
         if matches!(
             state,
@@ -1531,9 +1513,7 @@ impl Loop {
         let rows = match self.agent.journal.watchdogs_unfinished() {
             Ok(rows) => rows,
             Err(e) => {
-                log::error(&format!(
-                    "cannot read the armed watchdogs from the journal: {e}"
-                ));
+                tracing::error!("cannot read the armed watchdogs from the journal: {e}");
                 return;
             }
         };
@@ -1610,10 +1590,7 @@ impl Loop {
                         )
                     };
                     self.event(&w, "armed", &line);
-                    log::info(&format!(
-                        "app {app}: watchdog of deployment {}: {line}",
-                        w.deployment
-                    ));
+                    tracing::info!(app = %app, deployment = %w.deployment, "watchdog of deployment {}: {line}", w.deployment);
                     self.watches.insert(app, w);
                 }
                 Phase::RollingBack | Phase::Committing => {

@@ -17,7 +17,6 @@ use golive_shared::config::{NotifyConfig, ProbeUrl};
 use golive_shared::protocol::{UnixMillis, WatchdogState};
 use golive_shared::timefmt::utc;
 
-use crate::log;
 use crate::state::Agent;
 
 /// What happened, for the webhook.
@@ -99,9 +98,9 @@ pub fn send(agent: &Arc<Agent>, notice: Notice) {
             notice.event.as_str()
         );
         if ok {
-            log::info(&format!("app {}: {line}", notice.app));
+            tracing::info!(app = %notice.app, "{line}");
         } else {
-            log::warn(&format!("app {}: {line}", notice.app));
+            tracing::warn!(app = %notice.app, "{line}");
         }
         if let Some(w) = notice.watchdog {
             let _ = agent.journal.watchdog_event(

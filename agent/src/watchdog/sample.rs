@@ -56,7 +56,9 @@ impl Sampler for Live {
             } else {
                 Vec::new()
             };
-            crate::probe::run_one(&cfg, &p, &spans).await
+            let result = crate::probe::run_one(&cfg, &p, &spans).await;
+            agent.probes_seen.record(&app, &result);
+            result
         })
     }
 

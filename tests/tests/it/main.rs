@@ -19,6 +19,7 @@ mod hardening;
 mod hardening_env;
 mod hooks;
 mod host_rollback;
+mod logs;
 mod maintenance;
 mod metrics;
 mod migrate;
