@@ -192,7 +192,11 @@ pub fn render(agent: &Agent) -> Result<String, String> {
          at most 10 s; a refused or failed read is audited at once).",
     );
     for (op, n) in agent.traffic.reads() {
-        let _ = writeln!(out, "golive_reads_total{{operation=\"{}\"}} {n}", label(&op));
+        let _ = writeln!(
+            out,
+            "golive_reads_total{{operation=\"{}\"}} {n}",
+            label(&op)
+        );
     }
     Ok(out)
 }

@@ -82,12 +82,9 @@ fn main() {
         .build()
         .expect("runtime");
     let code = rt.block_on(async {
-        let tls = golivectl::tls::client_config(
-            args[0].as_ref(),
-            args[1].as_ref(),
-            args[2].as_ref(),
-        )
-        .expect("TLS files");
+        let tls =
+            golivectl::tls::client_config(args[0].as_ref(), args[1].as_ref(), args[2].as_ref())
+                .expect("TLS files");
         let body = Bytes::from(codec::encode(&request));
         let mut set = tokio::task::JoinSet::new();
         for a in addrs {

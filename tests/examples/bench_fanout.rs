@@ -96,6 +96,9 @@ impl Site {
     }
 }
 
+/// One figure: N, golive's median ms, the bare client's (when there is one).
+type Cell = (usize, f64, Option<f64>);
+
 fn addr_of(i: usize) -> String {
     format!("127.0.{}.{}", 150 + (i - 1) / 250, (i - 1) % 250 + 1)
 }
@@ -208,8 +211,7 @@ fn main() {
         }
         c
     };
-    // (label, [(N, golive ms, bare ms)])
-    let mut rows: Vec<(&str, Vec<(usize, f64, Option<f64>)>)> = vec![
+    let mut rows: Vec<(&str, Vec<Cell>)> = vec![
         ("`golivectl status`", Vec::new()),
         ("`golivectl probe`", Vec::new()),
         ("1 MiB deploy, one wave", Vec::new()),
@@ -221,7 +223,8 @@ fn main() {
             m[0].0.push(timed(ctl.cmd(&["status", s(&plan)]), "status"));
             m[0].1.push(timed(bare_cmd(&["status"], n), "bare status"));
             m[1].0.push(timed(ctl.cmd(&["probe", s(&plan)]), "probe"));
-            m[1].1.push(timed(bare_cmd(&["probe", "shop"], n), "bare probe"));
+            m[1].1
+                .push(timed(bare_cmd(&["probe", "shop"], n), "bare probe"));
         }
         for (k, (g, b)) in m.into_iter().enumerate() {
             rows[k].1.push((n, median(g), Some(median(b))));
@@ -237,7 +240,9 @@ fn main() {
         eprintln!("N = {n} done");
     }
 
-    println!("| what | N | golive (median) | bare limit (median) | golive / bare | golive per added host |");
+    println!(
+        "| what | N | golive (median) | bare limit (median) | golive / bare | golive per added host |"
+    );
     println!("|---|---|---|---|---|---|");
     for (label, cells) in &rows {
         let mut prev: Option<(usize, f64)> = None;
@@ -257,7 +262,10 @@ fn main() {
         }
     }
     println!();
-    println!("runs={runs} agents={max} started_s={:.1}", started.elapsed().as_secs_f64());
+    println!(
+        "runs={runs} agents={max} started_s={:.1}",
+        started.elapsed().as_secs_f64()
+    );
     drop(agents);
     drop(http);
 }

@@ -195,10 +195,7 @@ pub async fn declared(client: &AgentClient, app: &str) -> Result<Vec<DeclaredPro
 }
 
 /// [`declared`] on a session's connection.
-async fn declared_in(
-    session: &mut Session,
-    app: &str,
-) -> Result<Vec<DeclaredProbe>, ClientError> {
+async fn declared_in(session: &mut Session, app: &str) -> Result<Vec<DeclaredProbe>, ClientError> {
     let req = Request::Preflight(PreflightRequest {
         app: app.into(),
         backup: false,

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use golive_shared::protocol::{
-    AppStatus, ListJobsRequest, ReleaseSummary, Request, Response, RollbackPoint,
-    StatusRequest, StatusResponse, WatchdogInfo, WatchdogState,
+    AppStatus, ListJobsRequest, ReleaseSummary, Request, Response, RollbackPoint, StatusRequest,
+    StatusResponse, WatchdogInfo, WatchdogState,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;

@@ -78,7 +78,11 @@ fn issue14_status_and_probe_use_one_connection_per_host_and_write_nothing_on_the
     let files = journal_files(&agent);
     let status = ctl.run(&["status", s(&plan)]);
     assert_eq!(status.code, 0, "{}", status.text());
-    assert!(status.stdout.contains("web1 (127.0.0.60:"), "{}", status.text());
+    assert!(
+        status.stdout.contains("web1 (127.0.0.60:"),
+        "{}",
+        status.text()
+    );
     assert_eq!(
         journal_files(&agent),
         files,
@@ -86,7 +90,12 @@ fn issue14_status_and_probe_use_one_connection_per_host_and_write_nothing_on_the
     );
     let b = accepted(&pki, &viewer, &agent);
     // One for status, one for the scrape itself.
-    assert_eq!(b - a, 2, "golivectl status opened {} connection(s)", b - a - 1);
+    assert_eq!(
+        b - a,
+        2,
+        "golivectl status opened {} connection(s)",
+        b - a - 1
+    );
 
     let probe = ctl.run(&["probe", s(&plan)]);
     assert_eq!(probe.code, 0, "{}", probe.text());
@@ -97,10 +106,19 @@ fn issue14_status_and_probe_use_one_connection_per_host_and_write_nothing_on_the
         "golivectl probe wrote to the agent journal"
     );
     let c = accepted(&pki, &viewer, &agent);
-    assert_eq!(c - b, 2, "golivectl probe opened {} connection(s)", c - b - 1);
+    assert_eq!(
+        c - b,
+        2,
+        "golivectl probe opened {} connection(s)",
+        c - b - 1
+    );
 
     // The reads are still audited: their rows are written at the stop.
-    assert!(agent.stop(), "the agent did not stop:\n{}", agent.log_text());
+    assert!(
+        agent.stop(),
+        "the agent did not stop:\n{}",
+        agent.log_text()
+    );
     let j = agent.journal();
     let mut stmt = j
         .prepare("SELECT operation FROM audit WHERE peer_name = 'alice' ORDER BY seq")

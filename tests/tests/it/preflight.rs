@@ -444,11 +444,7 @@ fn preflight_clean_is_ready_and_changes_nothing() {
         .collect::<Result<_, _>>()
         .expect("audit rows");
     let names: Vec<&str> = ops.iter().map(|(o, _)| o.as_str()).collect();
-    assert_eq!(
-        names,
-        ["preflight", "probe.run", "status"],
-        "{ops:?}"
-    );
+    assert_eq!(names, ["preflight", "probe.run", "status"], "{ops:?}");
     assert!(ops.iter().all(|(_, who)| who == "vera"), "{ops:?}");
     let hist = last_json(&w.ctl.run(&["--output", "json", "history"]));
     assert_eq!(
