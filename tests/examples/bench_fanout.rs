@@ -96,6 +96,9 @@ impl Site {
     }
 }
 
+/// One figure: N, golive's median ms, the bare client's (when there is one).
+type Cell = (usize, f64, Option<f64>);
+
 fn addr_of(i: usize) -> String {
     format!("127.0.{}.{}", 150 + (i - 1) / 250, (i - 1) % 250 + 1)
 }
@@ -208,8 +211,7 @@ fn main() {
         }
         c
     };
-    // (label, [(N, golive ms, bare ms)])
-    let mut rows: Vec<(&str, Vec<(usize, f64, Option<f64>)>)> = vec![
+    let mut rows: Vec<(&str, Vec<Cell>)> = vec![
         ("`golivectl status`", Vec::new()),
         ("`golivectl probe`", Vec::new()),
         ("1 MiB deploy, one wave", Vec::new()),
