@@ -61,6 +61,75 @@ const REATTACH_EVERY: Duration = Duration::from_secs(2);
 /// [`MAX_REATTACH`] attempts' worth.
 const LOST_FOR: Duration = Duration::from_secs(2 * MAX_REATTACH as u64);
 
+/// How long a host may stay silent before it counts as unreachable, and
+/// the limit's name for the message (issue 14). Every call to a host in a
+/// wave is bounded by it, so a host that hangs (a stopped agent accepts
+/// connections and never answers) fails within it instead of hanging the
+/// wave.
+#[derive(Clone, Copy)]
+struct Deadline {
+    after: Duration,
+    name: &'static str,
+}
+
+/// Following a job outside a deployment (`golivectl follow`, the other
+/// commands' jobs).
+const LOST: Deadline = Deadline {
+    after: LOST_FOR,
+    name: "golivectl's limit for a lost agent",
+};
+
+impl Deadline {
+    /// `[deploy] host_timeout_secs`.
+    fn of(plan: &Plan) -> Deadline {
+        Deadline {
+            after: plan.host_timeout,
+            name: "deadline host_timeout_secs",
+        }
+    }
+
+    /// "agent HOST at ADDR: HOST unreachable for N s (deadline host_timeout_secs)".
+    fn unreachable(self, client: &AgentClient) -> ClientError {
+        ClientError::Transport {
+            host: client.host.clone(),
+            addr: client.addr.clone(),
+            detail: format!(
+                "{} unreachable for {} s ({})",
+                client.host,
+                self.after.as_secs(),
+                self.name
+            ),
+        }
+    }
+
+    /// Whether the host does not answer at all now (a `hello` within the
+    /// deadline): an agent that answers, even with a refusal, is not lost.
+    async fn lost(self, client: &AgentClient) -> bool {
+        let hello = Request::Hello(golive_shared::protocol::HelloRequest {
+            client_version: env!("CARGO_PKG_VERSION").into(),
+        });
+        let r = self
+            .bound(client, Duration::ZERO, client.call(&hello))
+            .await;
+        matches!(r, Err(e) if !matches!(e, ClientError::Agent { .. }))
+    }
+
+    /// `call`, or [`Deadline::unreachable`] once `extra` plus the deadline
+    /// passed without its answer (`extra`: how long the agent was asked to
+    /// hold the answer, a long-poll's wait).
+    async fn bound<T>(
+        self,
+        client: &AgentClient,
+        extra: Duration,
+        call: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        match tokio::time::timeout(self.after + extra, call).await {
+            Ok(r) => r,
+            Err(_) => Err(self.unreachable(client)),
+        }
+    }
+}
+
 /// sha256 and size of a file, streamed.
 pub async fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     let mut file = tokio::fs::File::open(path).await?;
@@ -115,25 +184,27 @@ pub async fn run_job(
     lease: Option<String>,
     spec: JobSpec,
 ) -> Result<JobInfo, ClientError> {
-    run_job_within(out, client, key, lease, spec, LOST_FOR).await
+    run_job_within(out, client, key, lease, spec, LOST).await
 }
 
 /// [`run_job`], giving up on a host that stays unreachable for `lost_for`
-/// while its job is followed (`[deploy] host_timeout_secs`, issue 14).
+/// (`[deploy] host_timeout_secs`, issue 14): the submission must be
+/// answered within it, and the job's events while it is followed.
 async fn run_job_within(
     out: Out,
     client: &AgentClient,
     key: String,
     lease: Option<String>,
     spec: JobSpec,
-    lost_for: Duration,
+    lost_for: Deadline,
 ) -> Result<JobInfo, ClientError> {
-    let job = match client
-        .call(&Request::SubmitJob(SubmitJob {
-            idempotency_key: key,
-            lease,
-            spec,
-        }))
+    let submit = Request::SubmitJob(SubmitJob {
+        idempotency_key: key,
+        lease,
+        spec,
+    });
+    let job = match lost_for
+        .bound(client, Duration::ZERO, client.call(&submit))
         .await?
     {
         Response::Job(j) => j,
@@ -151,16 +222,22 @@ async fn run_job_within(
 /// Follows a job's events by long-poll until it ends; reattaches after
 /// connection failures (the job keeps running on the agent meanwhile).
 pub async fn follow(out: Out, client: &AgentClient, job_id: u64) -> Result<JobInfo, ClientError> {
-    follow_within(out, client, job_id, LOST_FOR).await
+    follow_within(out, client, job_id, LOST).await
 }
 
-/// [`follow`], giving up once the agent has been unreachable for `lost_for`.
+/// [`follow`], giving up once the agent has been unreachable for `lost_for`:
+/// refusing connections that long, or silent that long beyond the
+/// long-poll's wait (a stopped agent accepts connections and never answers).
 async fn follow_within(
     out: Out,
     client: &AgentClient,
     job_id: u64,
-    lost_for: Duration,
+    lost_for: Deadline,
 ) -> Result<JobInfo, ClientError> {
+    // The agent holds a long-poll up to `wait`: at most half the deadline,
+    // so a silent agent is told from a waiting one within 1.5 × the deadline.
+    let wait = (lost_for.after / 2).clamp(Duration::from_millis(500), Duration::from_secs(20));
+    let lost_for_secs = lost_for.after;
     let mut after = 0;
     let mut failures = 0;
     // Since when the agent has not answered (reset by an answer).
@@ -172,9 +249,16 @@ async fn follow_within(
         let req = Request::JobEvents(JobEventsRequest {
             job_id,
             after_seq: after,
-            wait_ms: 20_000,
+            wait_ms: wait.as_millis() as u64,
         });
-        match client.call(&req).await {
+        let left = lost_for
+            .after
+            .saturating_sub(lost_since.map_or(Duration::ZERO, |s| s.elapsed()));
+        let answer = tokio::time::timeout(wait + left, client.call(&req)).await;
+        let Ok(answer) = answer else {
+            return Err(lost_for.unreachable(client));
+        };
+        match answer {
             Ok(Response::Events(ev)) => {
                 failures = 0;
                 lost_since = None;
@@ -221,15 +305,15 @@ async fn follow_within(
                 let lost = lost_since
                     .get_or_insert_with(std::time::Instant::now)
                     .elapsed();
-                if failures > MAX_REATTACH || lost >= lost_for {
+                if failures > MAX_REATTACH || lost >= lost_for_secs {
                     return Err(e);
                 }
-                let wait = REATTACH_EVERY.min(lost_for - lost);
+                let wait = REATTACH_EVERY.min(lost_for_secs - lost);
                 out.line(format!(
                     "[{}] lost the agent while following job {job_id} ({e}); reattaching in {:.1}s ({failures}/{MAX_REATTACH}, gives up after {}s)",
                     client.host,
                     wait.as_secs_f64(),
-                    lost_for.as_secs()
+                    lost_for_secs.as_secs()
                 ));
                 tokio::time::sleep(wait).await;
             }
@@ -1068,7 +1152,7 @@ async fn on_every_host(
     spec: &JobSpec,
 ) -> Result<(), (String, String)> {
     for (host, lease) in plan.hosts.iter().zip(leases) {
-        let r = step_ok(job_step(exec, out, host, name, lease, LOST_FOR, Some(spec.clone())).await);
+        let r = step_ok(job_step(exec, out, host, name, lease, LOST, Some(spec.clone())).await);
         match r {
             Ok(detail) => step(out, &host.name, name, "ok", &detail),
             Err(Failure(_, e)) => {
@@ -1092,7 +1176,7 @@ async fn job_step(
     host: &plan::Host,
     name: &str,
     lease: &Lease,
-    lost_for: Duration,
+    lost_for: Deadline,
     request: Option<JobSpec>,
 ) -> Result<Result<JobInfo, ClientError>, StepError> {
     exec.run(
@@ -1142,7 +1226,7 @@ async fn maintenance_step(
     name: &str,
     lease: &Lease,
 ) -> Result<crate::cmd::maintenance::Switched, (Exit, String)> {
-    match job_step(exec, out, host, name, lease, LOST_FOR, None).await {
+    match job_step(exec, out, host, name, lease, LOST, None).await {
         Ok(job) => crate::cmd::maintenance::switched(job),
         Err(e) => Err((Exit::Failed, e.to_string())),
     }
@@ -1618,7 +1702,7 @@ async fn run_deployment(
             break;
         }
         let c = &host.client;
-        let job = job_step(exec, out, host, "activate", lease, LOST_FOR, None).await;
+        let job = job_step(exec, out, host, "activate", lease, LOST, None).await;
         if let Ok(job) = &job {
             unavailable.add(&host.name, job);
         }
@@ -1747,8 +1831,7 @@ async fn run_deployment(
     .await;
     if outcome.0 == Exit::Done && !tolerated.is_empty() {
         outcome.1 = format!(
-            "release {} is live on {} of {} host(s); failed within their wave's max_fail and \
-             rolled back: {}",
+            "release {} is live on {} of {} host(s); failed within their wave's max_fail: {}",
             release.id,
             plan.hosts.len() - tolerated.len(),
             plan.hosts.len(),
@@ -1919,7 +2002,7 @@ async fn stage_host(
         }
     }
     // The stage request is the compiled one (its key, its scan).
-    let staged = job_step(exec, out, host, "stage", lease, plan.host_timeout, None).await;
+    let staged = job_step(exec, out, host, "stage", lease, Deadline::of(plan), None).await;
     let commit = staged.as_ref().ok().and_then(staged_commit);
     let staged = step_ok(staged);
     if let Err(Failure(exit, e)) = staged {
@@ -2068,7 +2151,7 @@ async fn give_back_ids(
 
 /// [`give_back_ids`] on one host.
 async fn give_back_id(out: Out, exec: &Executor<'_>, lease: &Lease, host: &plan::Host) {
-    let r = step_ok(job_step(exec, out, host, "discard", lease, LOST_FOR, None).await);
+    let r = step_ok(job_step(exec, out, host, "discard", lease, LOST, None).await);
     match r {
         Ok(detail) => step(
             out,
@@ -2115,11 +2198,12 @@ async fn run_probes(
     phase: &str,
 ) -> Result<ProbeReport, String> {
     let c = &host.client;
-    let report = match c
-        .call(&Request::RunProbes(RunProbesRequest {
-            app: plan.app.clone(),
-            tags: vec![],
-        }))
+    let req = Request::RunProbes(RunProbesRequest {
+        app: plan.app.clone(),
+        tags: vec![],
+    });
+    let report = match Deadline::of(plan)
+        .bound(c, Duration::ZERO, c.call(&req))
         .await
     {
         Ok(Response::Probes(r)) => r,
@@ -2466,7 +2550,11 @@ async fn arm_host(
                 detail: "the watchdog-arm step is not an arm request (a golivectl bug)".into(),
             });
         };
-        match host.client.call(&Request::ArmWatchdog(arm)).await {
+        let arm = Request::ArmWatchdog(arm);
+        match Deadline::of(plan)
+            .bound(&host.client, Duration::ZERO, host.client.call(&arm))
+            .await
+        {
             Ok(Response::Watchdog(info)) => Ok(info),
             Ok(other) => Err(host.client.unexpected(&other)),
             Err(e) => Err(e),
@@ -2605,7 +2693,7 @@ async fn wave_host(
         r.failure = Some((Exit::Failed, e));
         return r;
     }
-    let job = job_step(exec, out, host, "activate", lease, LOST_FOR, None).await;
+    let job = job_step(exec, out, host, "activate", lease, Deadline::of(plan), None).await;
     if let Ok(job) = &job {
         unavailable.borrow_mut().add(&host.name, job);
     }
@@ -2773,6 +2861,17 @@ async fn run_waves(
             .await;
             activated.retain(|&a| a != i);
             watched.retain(|h| *h != name);
+            if back != Exit::RolledBack && Deadline::of(plan).lost(&plan.hosts[i].client).await {
+                // Unreachable (issue 14): it counts as failed, and the wave,
+                // within its share, goes on without it. Nothing more can be
+                // done to it from here; its state is named.
+                let note = format!(
+                    "{name} ({why}; not switched back: it did not answer, so it runs the release \
+                     it was on when it was lost; check `golivectl status` once it answers)"
+                );
+                tolerated.push(note);
+                continue;
+            }
             if back != Exit::RolledBack {
                 let detail = format!(
                     "{name} failed within max_fail = {}, but could not be rolled back: {message}",
@@ -2781,7 +2880,7 @@ async fn run_waves(
                 end("failed", &detail);
                 return Some((Exit::Failed, format!("{label} failed: {detail}")));
             }
-            tolerated.push(format!("{name} ({why})"));
+            tolerated.push(format!("{name} ({why}; rolled back)"));
         }
 
         let live: Vec<usize> = wave
@@ -2926,7 +3025,7 @@ async fn switch_back_if_failed(
                     host,
                     "switch-back",
                     &leases[i],
-                    LOST_FOR,
+                    Deadline::of(plan),
                     Some(spec),
                 )
                 .await;

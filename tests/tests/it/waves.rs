@@ -341,6 +341,112 @@ fn issue14_a_failure_within_max_fail_is_rolled_back_and_the_rollout_goes_on() {
     assert_eq!(back, 1);
 }
 
+/// Resumes a stopped agent (SIGCONT) when dropped, so a failing test
+/// leaves no process stopped; the agent itself is killed by its own drop.
+struct Resume(Option<u32>);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+}
+
+/// web3's agent is stopped (SIGSTOP: its socket still accepts connections,
+/// and nothing ever answers) after staging, while the canary soaks: in the
+/// wave of web2 and web3 with `max_fail = 50` it counts as failed within
+/// `host_timeout_secs = 3` (its activation, then its switch-back), the
+/// wave goes on without it, and the deployment ends with exit 0 well
+/// before any minute-long limit; web1 and web2 run v2, web3 (never
+/// reached) v1 once resumed, and the output and journal name it
+/// unreachable for 3 s.
+#[test]
+fn issue14_a_host_unreachable_mid_deploy_fails_within_its_deadline_and_the_wave_decides() {
+    let w = World::new();
+    let agents: Vec<AgentProc> = (1..=3)
+        .map(|i| w.agent(&format!("web{i}"), &format!("127.0.15.{}", 40 + i), 0, None))
+        .collect();
+    let refs: Vec<&AgentProc> = agents.iter().collect();
+    let run = w.ctl.run(&["deploy", s(&w.plan("v1", &refs, ""))]);
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    let waves = "[deploy]\nhost_timeout_secs = 3\n\n\
+                 [[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\nsoak = \"4s\"\n\n\
+                 [[waves]]\nhosts = [\"web2\", \"web3\"]\nmax_fail = 50\n";
+    let v2 = w.plan("v2", &refs, waves);
+    let started = Instant::now();
+    let ctl = {
+        let cmd = w.ctl.cmd(&["deploy", s(&v2)]);
+        std::thread::spawn(move || run_bounded(cmd, Duration::from_secs(90)))
+    };
+    // The canary switched (so every host has staged): stop web3.
+    let mut resume = Resume(None);
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until && !ctl.is_finished() {
+        if std::fs::read_link(w.root("web1").join("current")).ok()
+            == Some(Path::new("releases/v2").into())
+        {
+            let pid = agents[2].pid().expect("web3 runs");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGSTOP,
+            )
+            .expect("SIGSTOP web3");
+            resume.0 = Some(pid);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = ctl.join().expect("golivectl thread");
+    let took = started.elapsed();
+    drop(resume);
+    assert!(
+        took < Duration::from_secs(45),
+        "the deployment took {took:?}\n{}",
+        run.text()
+    );
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(
+        run.text()
+            .contains("web3 unreachable for 3 s (deadline host_timeout_secs)"),
+        "{}",
+        run.text()
+    );
+    assert!(
+        run.text().contains("live on 2 of 3 host(s)"),
+        "{}",
+        run.text()
+    );
+    assert_eq!(w.current("web1"), Path::new("releases/v2"));
+    assert_eq!(w.current("web2"), Path::new("releases/v2"));
+    // Resumed, web3 finds nothing to do: the requests it never answered
+    // were abandoned with their connections.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.current("web3"), Path::new("releases/v1"));
+    assert!(
+        activations(&agents[2], "v2").is_empty(),
+        "web3 was switched"
+    );
+    let steps = w.wave_steps();
+    let states: Vec<&str> = steps.iter().map(|(_, st, _)| st.as_str()).collect();
+    assert_eq!(states, ["ok", "ok"], "{steps:?}");
+    let conn = rusqlite::Connection::open(w.ctl.state.join("golivectl.db")).expect("journal");
+    let detail: String = conn
+        .query_row(
+            "SELECT COALESCE(detail, '') FROM steps WHERE host = 'web3' AND step = 'activate' \
+             AND state = 'failed' ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("web3's failed activation in the journal");
+    assert!(
+        detail.contains("web3 unreachable for 3 s (deadline host_timeout_secs)"),
+        "{detail}"
+    );
+}
+
 /// The canary's probe passes when validated, then fails from its next
 /// run (a counter the probe keeps): the 3-second soak catches it, the wave
 /// fails, exit 3, both hosts run v1, web2 is never switched, within a
