@@ -3431,6 +3431,14 @@ pub async fn rollback(
         "rollback",
         &format!("golivectl rollback {id}"),
     );
+    // Switched hosts `--hosts` leaves on the release: the deployment stays
+    // in its state, only the named hosts go back.
+    let kept: Vec<String> = rollback_plan
+        .names()
+        .into_iter()
+        .filter(|h| only.is_some_and(|o| !o.iter().any(|x| x == h)))
+        .map(String::from)
+        .collect();
     let rollback_plan = match only {
         None => rollback_plan,
         Some(only) => {
@@ -3541,7 +3549,9 @@ pub async fn rollback(
     let (exit, message) = if failed.is_empty() {
         // The deployment's own end stays as it was; the rollback is a later
         // action on it, with who and when (issue 12).
-        if d.finished_at.is_some() {
+        if !kept.is_empty() {
+            // A partial rollback (`--hosts`): the deployment keeps its state.
+        } else if d.finished_at.is_some() {
             journal.set_state(id, "rolled_back")?;
         } else {
             journal.finish_deployment(
@@ -3550,7 +3560,14 @@ pub async fn rollback(
                 Some("rolled back by golivectl rollback"),
             )?;
         }
-        let message = format!("deployment {id} rolled back on {count} host(s)");
+        let mut message = format!("deployment {id} rolled back on {count} host(s)");
+        if !kept.is_empty() {
+            message.push_str(&format!(
+                "; {} keep release {} (not in --hosts)",
+                kept.join(", "),
+                d.release
+            ));
+        }
         journal.add_action(id, &plan.operator, "rollback", &done.join("; "))?;
         (Exit::Done, message)
     } else {

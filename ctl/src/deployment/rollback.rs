@@ -68,7 +68,7 @@ pub fn plan(
         let activated = mine()
             .filter(|(_, s)| s.step == "activate")
             .map(|(i, _)| i)
-            .last();
+            .next_back();
         let activated = match activated {
             Some(i) => Some(i),
             // Recorded active without an activate step (an older record):
@@ -87,7 +87,7 @@ pub fn plan(
     }
     // Stable: hosts recorded at the same position keep their order, reversed.
     back.reverse();
-    back.sort_by(|a, b| b.0.cmp(&a.0));
+    back.sort_by_key(|b| std::cmp::Reverse(b.0));
     p.hosts = back
         .into_iter()
         .map(|(_, h)| HostBack {

@@ -115,10 +115,15 @@ fn issue14_rollback_id_with_hosts_rolls_back_only_those_hosts() {
         .expect("rollback result");
     assert_eq!(
         res["message"],
-        format!("deployment {d2} rolled back on 1 host(s)"),
+        format!("deployment {d2} rolled back on 1 host(s); web1 keep release v2 (not in --hosts)"),
         "{}",
         rb.text()
     );
+    // Partly rolled back: not marked rolled back; the record says partial.
+    let show = ctl.run(&["--output", "json", "show", &d2]);
+    assert_eq!(show.code, 0, "{}", show.text());
+    let record: serde_json::Value = serde_json::from_str(show.stdout.trim()).expect("show JSON");
+    assert_eq!(record["state"], "partial", "{record}");
     // The journal keeps the rollback's key and request (its intent).
     let conn = rusqlite::Connection::open(ctl.state.join("golivectl.db")).expect("journal");
     let keys: Vec<(String, String, String)> = conn
