@@ -97,6 +97,10 @@ pub enum Command {
         /// Plan file for TLS and addresses (default: the plan the deployment used).
         #[arg(long)]
         plan: Option<PathBuf>,
+        /// Roll back only these hosts of the deployment (comma-separated);
+        /// default: every host it switched, newest first.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Option<Vec<String>>,
     },
     /// Record the go decision on a paused deployment (it continues), or on a
     /// watched one (each host's watchdog commits the release now).

@@ -120,7 +120,7 @@ pub async fn decide(
             )?;
             Ok(Exit::Done)
         }
-        (false, false) => deploy::rollback(out, state, id, None).await,
+        (false, false) => deploy::rollback(out, state, id, None, None).await,
     }
 }
 
@@ -178,7 +178,7 @@ async fn watching(
             "deployment {id}: no-go by {by} recorded (#{seq}); next: {next}"
         ));
         out.event(&json!({"event": "decision", "deployment": id, "decision": "no-go", "by": by, "reason": text, "next_action": next}));
-        return deploy::rollback(out, state, id, None).await;
+        return deploy::rollback(out, state, id, None, None).await;
     }
     let next = format!(
         "commit now on {}: the watchdogs stop, the migrations kept for the commit run behind a \

@@ -380,7 +380,7 @@ key = "pki/operators/demo-operator.key"
     out.line("\n10. roll the v4 deployment back");
     match v4_id {
         Some(id) => {
-            let exit = super::deploy::rollback(out, &state, &id, None).await?;
+            let exit = super::deploy::rollback(out, &state, &id, None, None).await?;
             check(exit == Exit::Done, "rollback exits 0");
         }
         None => check(false, "deploy v4 recorded a deployment id"),

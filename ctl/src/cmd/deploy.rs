@@ -3002,7 +3002,7 @@ async fn switch_back_if_failed(
             let mut all_back = true;
             // Each host the switch-back left where it was, and why.
             let mut not_back: Vec<String> = Vec::new();
-            for &i in activated.iter().rev() {
+            for (i, spec) in rollback_order(journal, plan, id, activated, &why) {
                 let host = &plan.hosts[i];
                 let to = previous[i].clone();
                 let Some(to) = to else {
@@ -3018,7 +3018,6 @@ async fn switch_back_if_failed(
                 };
                 // The host's one rollback (issue 13): code, database the
                 // gentlest correct way, flags, hooks, from its rollback point.
-                let spec = host_rollback(&plan.app, id, &why);
                 let job = job_step(
                     exec,
                     out,
@@ -3026,7 +3025,7 @@ async fn switch_back_if_failed(
                     "switch-back",
                     &leases[i],
                     Deadline::of(plan),
-                    Some(spec),
+                    spec,
                 )
                 .await;
                 if let Ok(job) = &job {
@@ -3071,6 +3070,38 @@ async fn switch_back_if_failed(
             }
         }
     }
+}
+
+/// The hosts of `activated` to switch back and their host rollback jobs,
+/// in the deployment's rollback plan (issue 14): newest activation first,
+/// from the journal's record, those already rolled back left out, a first
+/// install (nothing to go back to) last. When the journal cannot be read,
+/// every host of `activated`, newest first, so none is left on the release.
+fn rollback_order(
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    activated: &[usize],
+    why: &str,
+) -> Vec<(usize, Option<JobSpec>)> {
+    let index = |name: &str| plan.hosts.iter().position(|h| h.name == name);
+    let Ok(Some(d)) = journal.deployment(id) else {
+        return activated
+            .iter()
+            .rev()
+            .map(|&i| (i, Some(host_rollback(&plan.app, id, why))))
+            .collect();
+    };
+    let p = deployment::rollback::plan(id, &plan.app, &d.hosts, &d.steps, "switch-back", why);
+    let back = p
+        .hosts
+        .into_iter()
+        .map(|h| (index(&h.host), Some(h.request)));
+    let first = p.first_install.iter().map(|h| (index(h), None));
+    back.chain(first)
+        .filter_map(|(i, spec)| Some((i?, spec)))
+        .filter(|(i, _)| activated.contains(i))
+        .collect()
 }
 
 /// After the code was switched back from a release that migrated: the
@@ -3477,6 +3508,7 @@ pub async fn rollback(
     state: &Path,
     id: &str,
     plan_override: Option<&Path>,
+    only: Option<&[String]>,
 ) -> anyhow::Result<Exit> {
     let journal = Journal::open(state)?;
     let Some(d) = journal.deployment(id)? else {
@@ -3495,8 +3527,45 @@ pub async fn rollback(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| d.plan_path.clone().into());
     let plan = plan::load(&plan_path).map_err(|e| usage(e.to_string()))?;
+    // The deployment's rollback plan (issue 14), from its recorded
+    // outcomes: the hosts it switched, newest first, each through its one
+    // host rollback job; `--hosts` narrows it to hosts of this deployment.
+    let rollback_plan = deployment::rollback::plan(
+        id,
+        &d.app,
+        &d.hosts,
+        &d.steps,
+        "rollback",
+        &format!("golivectl rollback {id}"),
+    );
+    // Switched hosts `--hosts` leaves on the release: the deployment stays
+    // in its state, only the named hosts go back.
+    let kept: Vec<String> = rollback_plan
+        .names()
+        .into_iter()
+        .filter(|h| only.is_some_and(|o| !o.iter().any(|x| x == h)))
+        .map(String::from)
+        .collect();
+    let rollback_plan = match only {
+        None => rollback_plan,
+        Some(only) => {
+            let known: Vec<&str> = d.hosts.iter().map(|h| h.host.as_str()).collect();
+            if let Some(unknown) = only.iter().find(|h| !known.contains(&h.as_str())) {
+                return Err(usage(format!(
+                    "--hosts: {unknown} is not a host of deployment {id}; its hosts are {}",
+                    known.join(", ")
+                )));
+            }
+            rollback_plan.only(only)
+        }
+    };
+    if let Some(h) = rollback_plan.first_install.first() {
+        return Err(usage(format!(
+            "host {h} had no release before deployment {id}; there is nothing to roll back to"
+        )));
+    }
     let mut targets = Vec::new();
-    for h in &d.hosts {
+    for h in &rollback_plan.hosts {
         let Some(host) = plan.hosts.iter().find(|p| p.name == h.host) else {
             return Err(usage(format!(
                 "host {} of deployment {id} is not in {}; pass the plan that names it with --plan",
@@ -3504,13 +3573,19 @@ pub async fn rollback(
                 plan_path.display()
             )));
         };
-        let Some(to) = h.previous_release.clone() else {
-            return Err(usage(format!(
-                "host {} had no release before deployment {id}; there is nothing to roll back to",
-                h.host
-            )));
-        };
-        targets.push((host, to));
+        targets.push((host, h));
+    }
+    for h in &rollback_plan.already {
+        step(out, h, "rollback", "skipped", "already rolled back");
+    }
+    for h in &rollback_plan.untouched {
+        step(
+            out,
+            h,
+            "rollback",
+            "skipped",
+            "the deployment never switched this host",
+        );
     }
     out.line(format!(
         "rolling back deployment {id} ({} release {})",
@@ -3521,7 +3596,8 @@ pub async fn rollback(
     // What each host got back, for the record's "later actions".
     let mut done: Vec<String> = Vec::new();
     let mut unavailable = Unavailable::default();
-    for (host, to) in targets {
+    let count = targets.len() + rollback_plan.already.len();
+    for (host, back) in targets {
         let lease = match Lease::acquire(&host.client, &d.app, &lock_id, plan.lock_ttl_secs).await {
             Ok(l) => l,
             Err(e) => {
@@ -3530,19 +3606,35 @@ pub async fn rollback(
                 continue;
             }
         };
-        let seq = journal.start_step(id, &host.name, "rollback").ok();
+        // Intent (key and request) on disk before the request goes out.
+        let request =
+            serde_json::to_string(&StepRequest::Job(back.request.clone())).unwrap_or_default();
+        let seq = match journal.intent(id, &host.name, "rollback", &back.key, &request) {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                // Nothing is sent without its intent on disk.
+                let e = format!(
+                    "cannot journal the rollback of {} in the controller journal: {e}; not sent. \
+                     Fix the controller's state directory, then run the rollback again",
+                    host.name
+                );
+                step(out, &host.name, "rollback", "failed", &e);
+                failed.push((Exit::Failed, e));
+                lease.release().await;
+                continue;
+            }
+        };
         // The host's one rollback of this deployment (issue 13): the agent
         // keys it per deployment and host, so the gate's switch-back, this
         // command, a no-go and the host's watchdog all get the same job and
         // it runs once. Its flags and database come from the host's own
         // rollback point.
-        let spec = host_rollback(&d.app, id, &format!("golivectl rollback {id}"));
         let job = run_job(
             out,
             &host.client,
-            format!("{lock_id}:{}", host.name),
+            back.key.clone(),
             Some(lease.token.clone()),
-            spec,
+            back.request.clone(),
         )
         .await;
         unavailable.add(&host.name, &job);
@@ -3552,7 +3644,6 @@ pub async fn rollback(
             Ok(detail) => {
                 step(out, &host.name, "rollback", "ok", &detail);
                 let _ = journal.set_host(id, &host.name, &host.client.addr, None, "rolled_back");
-                let _ = to;
                 done.push(format!("{}: {detail}", host.name));
             }
             Err(Failure(exit, e)) => {
@@ -3565,7 +3656,9 @@ pub async fn rollback(
     let (exit, message) = if failed.is_empty() {
         // The deployment's own end stays as it was; the rollback is a later
         // action on it, with who and when (issue 12).
-        if d.finished_at.is_some() {
+        if !kept.is_empty() {
+            // A partial rollback (`--hosts`): the deployment keeps its state.
+        } else if d.finished_at.is_some() {
             journal.set_state(id, "rolled_back")?;
         } else {
             journal.finish_deployment(
@@ -3574,7 +3667,14 @@ pub async fn rollback(
                 Some("rolled back by golivectl rollback"),
             )?;
         }
-        let message = format!("deployment {id} rolled back on {} host(s)", d.hosts.len());
+        let mut message = format!("deployment {id} rolled back on {count} host(s)");
+        if !kept.is_empty() {
+            message.push_str(&format!(
+                "; {} keep release {} (not in --hosts)",
+                kept.join(", "),
+                d.release
+            ));
+        }
         journal.add_action(id, &plan.operator, "rollback", &done.join("; "))?;
         (Exit::Done, message)
     } else {

@@ -71,7 +71,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Probe { plan, tags } => probe::probe(out, &plan, &tags).await,
         Command::Preflight { plan } => preflight::preflight(out, &plan).await,
-        Command::Rollback { id, plan } => deploy::rollback(out, &state, &id, plan.as_deref()).await,
+        Command::Rollback { id, plan, hosts } => {
+            deploy::rollback(out, &state, &id, plan.as_deref(), hosts.as_deref()).await
+        }
         Command::Go { id, by, note } => {
             decide::decide(out, &state, &id, &by, true, note.as_deref()).await
         }

@@ -7,6 +7,9 @@
 //! - [`executor`]: runs one host-changing step: intent journaled (key and
 //!   request), request sent, outcome journaled; a resumed deployment skips
 //!   what finished and resubmits, under its stored key, what did not.
+//! - [`rollback`]: the rollback plan, from the deployment's recorded
+//!   outcomes; the one a failure, `golivectl rollback ID [--hosts ...]` and
+//!   `no-go` run, each host through the agent's single host rollback job.
 //!
 //! The sequencing (phases, waves, the gate, switch-backs) stays in
 //! `cmd/deploy.rs`; every host-changing request it sends goes through the
@@ -14,6 +17,7 @@
 
 pub mod compile;
 pub mod executor;
+pub mod rollback;
 
 use golive_shared::protocol::{ArmWatchdog, JobSpec};
 use serde::{Deserialize, Serialize};

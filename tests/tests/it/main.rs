@@ -30,6 +30,7 @@ mod preflight;
 mod probes;
 mod releases;
 mod resume;
+mod rollback_plan;
 mod security;
 mod ssh;
 mod systemd;

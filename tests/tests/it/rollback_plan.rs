@@ -1,0 +1,143 @@
+//! Issue 14, the rollback plan: `golivectl rollback ID --hosts ...` rolls
+//! back only the named hosts of the deployment, each through the agent's
+//! single host rollback job, and refuses a host the deployment does not
+//! have (exit 2, naming its hosts, nothing changed).
+//!
+//! Real agents on loopback addresses in 127.0.23.0/24 (this module's own).
+
+use std::path::{Path, PathBuf};
+
+use golive_tests::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// The app's root on agent `name` under `dir`.
+fn root(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name).join("srv/shop")
+}
+
+fn agent(dir: &Path, pki: &TestPki, name: &str, ip: &str) -> AgentProc {
+    let mut spec = AgentSpec::new(name, ip);
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {:?}\nkeep_releases = 3\n\n\
+         [[apps.shop.probes]]\nkind = \"command\"\nname = \"health\"\n\
+         cmd = [\"true\"]\nseverity = \"critical\"\ntimeout_ms = 5000\n\n",
+        root(dir, name)
+    );
+    AgentProc::start(dir, pki, &spec)
+}
+
+/// Deploys `release` of shop to `agents`; its deployment id.
+fn deploy(
+    dir: &Path,
+    pki: &TestPki,
+    op: &(PathBuf, PathBuf),
+    ctl: &Ctl,
+    release: &str,
+    agents: &[&AgentProc],
+) -> String {
+    let art = dir.join(format!("dist/shop-{release}.tar.gz"));
+    artifact(
+        &art,
+        &[("index.html", format!("shop {release}\n").as_bytes())],
+    );
+    let plan = dir.join(format!("golive-{release}.toml"));
+    write_plan(&plan, pki, op, "shop", Some((release, &art)), agents);
+    let run = ctl.run(&["--output", "json", "deploy", s(&plan)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let res = run
+        .json_lines()
+        .into_iter()
+        .find(|v| v["event"] == "result")
+        .expect("deploy result");
+    res["deployment"]
+        .as_str()
+        .expect("deployment id")
+        .to_string()
+}
+
+fn current(dir: &Path, name: &str) -> PathBuf {
+    std::fs::read_link(root(dir, name).join("current")).expect("current")
+}
+
+/// The agent's host rollback jobs.
+fn rollback_jobs(agent: &AgentProc) -> usize {
+    agent
+        .journal()
+        .query_row(
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'host.rollback'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .expect("count jobs") as usize
+}
+
+/// v1 then v2 on web1 and web2; `rollback D2 --hosts nope` is refused
+/// (exit 2, naming web1 and web2) and changes nothing; `rollback D2
+/// --hosts web2` puts web2 back on v1 through one host rollback job and
+/// leaves web1 on v2, untouched.
+#[test]
+fn issue14_rollback_id_with_hosts_rolls_back_only_those_hosts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let pki = TestPki::new(d);
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(d);
+    let a1 = agent(d, &pki, "web1", "127.0.23.1");
+    let a2 = agent(d, &pki, "web2", "127.0.23.2");
+    deploy(d, &pki, &op, &ctl, "v1", &[&a1, &a2]);
+    let d2 = deploy(d, &pki, &op, &ctl, "v2", &[&a1, &a2]);
+
+    let refused = ctl.run(&["rollback", &d2, "--hosts", "web2,nope"]);
+    assert_eq!(refused.code, 2, "{}", refused.text());
+    assert!(
+        refused.stderr.contains("nope is not a host of deployment")
+            && refused.stderr.contains("web1, web2"),
+        "{}",
+        refused.text()
+    );
+    for name in ["web1", "web2"] {
+        assert_eq!(current(d, name), Path::new("releases/v2"), "{name}");
+    }
+    assert_eq!((rollback_jobs(&a1), rollback_jobs(&a2)), (0, 0));
+
+    let rb = ctl.run(&["--output", "json", "rollback", &d2, "--hosts", "web2"]);
+    assert_eq!(rb.code, 0, "{}", rb.text());
+    assert_eq!(current(d, "web2"), Path::new("releases/v1"));
+    assert_eq!(current(d, "web1"), Path::new("releases/v2"));
+    assert_eq!((rollback_jobs(&a1), rollback_jobs(&a2)), (0, 1));
+    let res = rb
+        .json_lines()
+        .into_iter()
+        .find(|v| v["event"] == "result")
+        .expect("rollback result");
+    assert_eq!(
+        res["message"],
+        format!("deployment {d2} rolled back on 1 host(s); web1 keep release v2 (not in --hosts)"),
+        "{}",
+        rb.text()
+    );
+    // Partly rolled back: not marked rolled back; the record says partial.
+    let show = ctl.run(&["--output", "json", "show", &d2]);
+    assert_eq!(show.code, 0, "{}", show.text());
+    let record: serde_json::Value = serde_json::from_str(show.stdout.trim()).expect("show JSON");
+    assert_eq!(record["state"], "partial", "{record}");
+    // The journal keeps the rollback's key and request (its intent).
+    let conn = rusqlite::Connection::open(ctl.state.join("golivectl.db")).expect("journal");
+    let keys: Vec<(String, String, String)> = conn
+        .prepare(
+            "SELECT host, idem_key, state FROM steps WHERE deployment = ?1 AND step = 'rollback' \
+             AND request LIKE '%HostRollback%' ORDER BY seq",
+        )
+        .expect("prepare")
+        .query_map([&d2], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(
+        keys,
+        [("web2".into(), format!("{d2}:web2:rollback"), "ok".into())]
+    );
+}
