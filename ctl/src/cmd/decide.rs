@@ -44,18 +44,7 @@ pub async fn decide(
     }
     let decision = if go { "go" } else { "no-go" };
     let journal = Journal::open(state)?;
-    let Some(d) = journal.deployment(id)? else {
-        let recent = journal.deployment_ids(5)?;
-        return Err(usage(format!(
-            "no deployment {id:?} in {}; recent: {}",
-            state.display(),
-            if recent.is_empty() {
-                "(none)".into()
-            } else {
-                recent.join(", ")
-            }
-        )));
-    };
+    let d = deploy::known_deployment(&journal, state, id)?;
     if d.state == "watching" {
         return watching(out, state, &journal, &d, by, go, text).await;
     }

@@ -709,18 +709,7 @@ async fn resume(
         ));
     }
     let journal = Journal::open(state)?;
-    let Some(d) = journal.deployment(id)? else {
-        let recent = journal.deployment_ids(5)?;
-        return Err(usage(format!(
-            "no deployment {id:?} in {}; recent: {}",
-            state.display(),
-            if recent.is_empty() {
-                "(none)".into()
-            } else {
-                recent.join(", ")
-            }
-        )));
-    };
+    let d = known_deployment(&journal, state, id)?;
     match d.state.as_str() {
         "interrupted" => {}
         "running" => {
@@ -3503,6 +3492,30 @@ impl std::fmt::Display for Exit {
     }
 }
 
+/// The deployment `id` of the journal at `state`, or a usage error that
+/// names the most recent ones.
+pub(crate) fn known_deployment(
+    journal: &Journal,
+    state: &Path,
+    id: &str,
+) -> anyhow::Result<crate::journal::Deployment> {
+    match journal.deployment(id)? {
+        Some(d) => Ok(d),
+        None => {
+            let recent = journal.deployment_ids(5)?;
+            Err(usage(format!(
+                "no deployment {id:?} in {}; recent: {}",
+                state.display(),
+                if recent.is_empty() {
+                    "(none)".into()
+                } else {
+                    recent.join(", ")
+                }
+            )))
+        }
+    }
+}
+
 pub async fn rollback(
     out: Out,
     state: &Path,
@@ -3511,18 +3524,7 @@ pub async fn rollback(
     only: Option<&[String]>,
 ) -> anyhow::Result<Exit> {
     let journal = Journal::open(state)?;
-    let Some(d) = journal.deployment(id)? else {
-        let recent = journal.deployment_ids(5)?;
-        return Err(usage(format!(
-            "no deployment {id:?} in {}; recent: {}",
-            state.display(),
-            if recent.is_empty() {
-                "(none)".into()
-            } else {
-                recent.join(", ")
-            }
-        )));
-    };
+    let d = known_deployment(&journal, state, id)?;
     let plan_path = plan_override
         .map(Path::to_path_buf)
         .unwrap_or_else(|| d.plan_path.clone().into());
