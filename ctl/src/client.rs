@@ -6,7 +6,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use golive_shared::codec::{self, CodecError};
@@ -417,6 +417,19 @@ impl AgentClient {
         sha256: &str,
         size: u64,
     ) -> Result<ArtifactInfo, ClientError> {
+        self.upload_with(path, sha256, size, None).await
+    }
+
+    /// [`upload`](Self::upload), telling `progress` the bytes handed to the
+    /// connection so far: at most every [`PROGRESS_EVERY`], and once when
+    /// the whole file is sent.
+    pub async fn upload_with(
+        &self,
+        path: &Path,
+        sha256: &str,
+        size: u64,
+        progress: Option<UploadProgress>,
+    ) -> Result<ArtifactInfo, ClientError> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| ClientError::Transport {
@@ -427,6 +440,8 @@ impl AgentClient {
         let body = FileBody {
             file,
             remaining: size,
+            sent: 0,
+            progress: progress.map(|p| (p, Instant::now())),
         }
         .boxed();
         let req = self
@@ -520,11 +535,22 @@ fn describe_rustls(e: &rustls::Error) -> String {
     }
 }
 
+/// Told the bytes of an upload sent so far (issue 14: the live progress
+/// lines and `step_progress` events).
+pub type UploadProgress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Upload progress is reported at most this often: a clock read per 64 KiB
+/// frame, no allocation, and the callback ten times a second at most.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
 /// A request body that streams a file in 64 KiB frames: the controller never
 /// holds an artifact in memory.
 struct FileBody {
     file: tokio::fs::File,
     remaining: u64,
+    sent: u64,
+    /// The callback and when it was last called.
+    progress: Option<(UploadProgress, Instant)>,
 }
 
 impl Body for FileBody {
@@ -553,6 +579,15 @@ impl Body for FileBody {
                     ))));
                 }
                 self.remaining -= n as u64;
+                self.sent += n as u64;
+                let (sent, done) = (self.sent, self.remaining == 0);
+                if let Some((report, last)) = &mut self.progress {
+                    let now = Instant::now();
+                    if done || now.duration_since(*last) >= PROGRESS_EVERY {
+                        *last = now;
+                        report(sent);
+                    }
+                }
                 buf.truncate(n);
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
             }

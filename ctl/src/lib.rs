@@ -30,6 +30,7 @@ pub mod notify;
 pub mod output;
 pub mod pki;
 pub mod plan;
+pub mod progress;
 pub mod record;
 pub mod scan;
 pub mod ssh;

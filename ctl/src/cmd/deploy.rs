@@ -46,6 +46,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::client::{AgentClient, ClientError};
 use crate::cmd::status::agent_status;
+use crate::deployment::events::Event;
 use crate::deployment::{self, Executor, StepError, StepRequest};
 use crate::gate::{self, Action};
 use crate::journal::Journal;
@@ -171,9 +172,7 @@ fn step(out: Out, host: &str, name: &str, state: &str, detail: &str) {
             format!(" — {}", headline(detail))
         }
     ));
-    out.event(
-        &json!({"event": "step", "host": host, "step": name, "state": state, "detail": detail}),
-    );
+    out.emit(Event::step(host, name, state, detail));
 }
 
 /// Submits a job (idempotently) and follows it to its end.
@@ -660,7 +659,14 @@ pub async fn deploy_with_id(
             .unwrap_or_default(),
         plan.hosts.len()
     ));
-    out.event(&json!({"event": "start", "deployment": id, "app": plan.app, "release": release.id, "sha256": sha, "git_ref": git_ref(release), "hosts": plan.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>()}));
+    out.emit(Event::Start {
+        deployment: id.clone(),
+        app: plan.app.clone(),
+        release: release.id.clone(),
+        sha256: (!sha.is_empty()).then(|| sha.clone()),
+        git_ref: git_ref(release).map(str::to_string),
+        hosts: plan.hosts.iter().map(|h| h.name.clone()).collect(),
+    });
     for (host, prev) in plan.hosts.iter().zip(&previous) {
         journal.set_host(
             &id,
@@ -927,7 +933,16 @@ async fn drive(
         journal.finish_deployment(id, state_name, Some(&message))?;
     }
     out.line(format!("deployment {id}: {state_name}: {message}"));
-    out.event(&json!({"event": "result", "deployment": id, "state": state_name, "message": message, "exit": exit.code(), "downtime_ms": downtime.ms(), "maintenance": downtime.json(), "unavailable_ms": unavailable.ms(), "unavailable": unavailable.json()}));
+    out.emit(Event::Result {
+        deployment: id.to_string(),
+        state: state_name.into(),
+        message: message.clone(),
+        exit: exit.code(),
+        downtime_ms: downtime.ms(),
+        maintenance: json!(downtime.json()),
+        unavailable_ms: unavailable.ms(),
+        unavailable: unavailable.json(),
+    });
     let kind = match state_name {
         "succeeded" | "watching" => Some(crate::notify::Kind::Completed),
         "rolled_back" => Some(crate::notify::Kind::RolledBack),
@@ -1966,7 +1981,8 @@ async fn stage_host(
             {
                 return Ok("already on the agent".to_string());
             }
-            c.upload(artifact, &sha256, bytes)
+            let progress = crate::progress::upload(out, &host.name, bytes);
+            c.upload_with(artifact, &sha256, bytes, Some(progress))
                 .await
                 .map(|_| format!("{bytes} bytes"))
         };
@@ -2361,7 +2377,12 @@ async fn validate_host(
 
     let eval = gate::evaluate(&plan.gate, &host.name, &report, before);
     let _ = journal.save_gate(id, &eval);
-    out.event(&json!({"event": "gate", "host": host.name, "action": eval.action.as_str(), "summary": eval.summary(), "reasons": eval.reasons}));
+    out.emit(Event::Gate {
+        host: host.name.clone(),
+        action: eval.action.as_str().into(),
+        summary: eval.summary(),
+        reasons: json!(eval.reasons),
+    });
     let seq = journal.start_step(id, &host.name, "gate").ok();
     let summary = eval.summary();
     let state = match eval.action {
@@ -2404,7 +2425,11 @@ async fn validate_host(
                 Some(&reason),
                 "switch back every host this deployment switched, to the release it ran before",
             );
-            out.event(&json!({"event": "decision", "by": "gate policy", "decision": "rollback", "reason": reason}));
+            out.emit(Event::Decision {
+                by: "gate policy".into(),
+                decision: "rollback".into(),
+                reason: reason.clone(),
+            });
             Err((
                 Exit::RolledBack,
                 format!("the gate rolled back on {}: {summary}", host.name),
@@ -2760,7 +2785,16 @@ async fn run_waves(
             .map(|&i| plan.hosts[i].name.as_str())
             .collect();
         out.line(format!("{label}: {}", names.join(", ")));
-        out.event(&json!({"event": "wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": names, "state": "running", "max_fail": wave.max_fail, "soak_secs": wave.soak.map(|s| s.as_secs())}));
+        out.emit(Event::Wave {
+            wave: w + 1,
+            of,
+            name: wave.name.clone(),
+            hosts: names.iter().map(|n| n.to_string()).collect(),
+            state: "running".into(),
+            detail: None,
+            max_fail: Some(wave.max_fail),
+            soak_secs: wave.soak.map(|s| s.as_secs()),
+        });
         let seq = journal
             .start_step(id, &names.join(","), &format!("wave-{}", w + 1))
             .ok();
@@ -2769,7 +2803,16 @@ async fn run_waves(
                 let _ = journal.finish_step(seq, state, Some(detail));
             }
             out.line(format!("{label}: {state} — {detail}"));
-            out.event(&json!({"event": "wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": names, "state": state, "detail": detail}));
+            out.emit(Event::Wave {
+                wave: w + 1,
+                of,
+                name: wave.name.clone(),
+                hosts: names.iter().map(|n| n.to_string()).collect(),
+                state: state.into(),
+                detail: Some(detail.into()),
+                max_fail: None,
+                soak_secs: None,
+            });
         };
 
         let cell = std::cell::RefCell::new(std::mem::take(unavailable));
@@ -2954,7 +2997,11 @@ async fn soak_wave(
                     Some(&why),
                     "switch back every host this deployment switched, to the release it ran before",
                 );
-                out.event(&json!({"event": "decision", "by": "wave soak", "decision": "rollback", "reason": why}));
+                out.emit(Event::Decision {
+                    by: "wave soak".into(),
+                    decision: "rollback".into(),
+                    reason: why.clone(),
+                });
                 return Err(why);
             }
         }

@@ -187,6 +187,10 @@ impl<'a> Executor<'a> {
             .intent(id, host, name, &key, &text)
             .map_err(|e| err("intent", e))?;
         wrote();
+        out.emit(super::events::Event::StepStarted {
+            host: host.into(),
+            step: name.into(),
+        });
         let r = send(key, request).await;
         let (state, detail, value) = match judge(&r) {
             Ok(detail) => (
