@@ -18,7 +18,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{BinaryBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::deployment::events::Event;
 use crate::output::{Format, Out};
@@ -258,6 +258,17 @@ struct Live {
     state: Arc<Mutex<LiveState>>,
 }
 
+impl LiveState {
+    /// "wave 1/2 web1" (the host column as wide as the widest name).
+    fn prefix(&self, host: &str) -> String {
+        let host_col = format!("{host:<w$}", w = self.width);
+        match self.wave_of.get(host) {
+            Some(wave) => format!("{wave} {host_col}"),
+            None => host_col,
+        }
+    }
+}
+
 #[derive(Default)]
 struct LiveState {
     bars: HashMap<String, HostBar>,
@@ -278,11 +289,13 @@ fn step_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix} {spinner} {msg} {elapsed:>4}").expect("static template")
 }
 
+/// The upload: a bar, then bytes/total and the mean rate in the message
+/// (from the event, not indicatif's estimate, which decays once the bytes
+/// stop moving while the agent stores them).
 fn bytes_style() -> ProgressStyle {
-    ProgressStyle::with_template(
-        "{prefix} {spinner} {msg} {bytes}/{total_bytes} {binary_bytes_per_sec} {elapsed:>4}",
-    )
-    .expect("static template")
+    ProgressStyle::with_template("{prefix} {spinner} [{bar:20}] {msg} {elapsed:>4}")
+        .expect("static template")
+        .progress_chars("=> ")
 }
 
 impl Live {
@@ -313,11 +326,7 @@ impl Live {
             s.width = s.width.max(host.len());
             let bar = self.multi.add(ProgressBar::new_spinner());
             bar.set_style(step_style());
-            let host_col = format!("{host:<w$}", w = s.width);
-            bar.set_prefix(match s.wave_of.get(host) {
-                Some(wave) => format!("{wave} {host_col}"),
-                None => host_col,
-            });
+            bar.set_prefix(s.prefix(host));
             s.bars
                 .insert(host.to_string(), HostBar { bar, bytes: false });
             if !s.ticker {
@@ -370,8 +379,12 @@ impl Live {
                 for h in hosts {
                     s.wave_of.insert(h.clone(), format!("wave {wave}/{of}"));
                 }
+                // Hosts staged before the waves started keep their line,
+                // now under their wave.
                 for h in hosts {
+                    let prefix = s.prefix(h);
                     if let Some(b) = self.bar(&mut s, h) {
+                        b.bar.set_prefix(prefix);
                         b.bar.set_message("waiting");
                     }
                 }
@@ -404,16 +417,22 @@ impl Live {
                 step,
                 bytes,
                 total,
+                bytes_per_sec,
                 ..
             } => {
                 if let Some(b) = self.bar(&mut s, host) {
-                    if !b.bytes {
-                        b.bar.set_style(bytes_style());
-                        b.bar.set_message(step.clone());
-                        b.bytes = true;
-                    }
                     b.bar.set_length(*total);
                     b.bar.set_position(*bytes);
+                    if !b.bytes {
+                        b.bar.set_style(bytes_style());
+                        b.bytes = true;
+                    }
+                    b.bar.set_message(format!(
+                        "{step} {}/{} {}/s",
+                        BinaryBytes(*bytes),
+                        BinaryBytes(*total),
+                        BinaryBytes(*bytes_per_sec)
+                    ));
                 }
             }
             Event::Step {
