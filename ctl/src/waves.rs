@@ -3,7 +3,7 @@
 //!
 //! Pure: the raw tables and the plan's host names in, the waves out (host
 //! indices in plan order), or every problem with its dotted key. The
-//! sequencer in `cmd/deploy.rs` runs them.
+//! sequencer runs them (`deployment/waves_run.rs`).
 
 use std::time::Duration;
 
