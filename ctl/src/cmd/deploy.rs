@@ -615,6 +615,8 @@ pub async fn deploy_with_id(
     // The id before the journal: a failing random source changes nothing.
     let id = crate::journal::new_deployment_id(golive_shared::protocol::now_millis())?;
     let journal = Journal::open(state)?;
+    // One fsync for the records below, before drive (issue 14, speed).
+    journal.group_commit()?;
     journal.create_deployment(
         &id,
         &plan.path.display().to_string(),
@@ -679,6 +681,7 @@ pub async fn deploy_with_id(
         None,
     );
 
+    journal.durable().await?;
     drive(out, state, &journal, &plan, &id, &previous, &compiled).await
 }
 
@@ -859,7 +862,8 @@ impl Heartbeat {
                     let tick = Duration::from_millis(100);
                     let mut since = std::time::Instant::now();
                     while !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(tick);
+                        // Unparked by the drop: a deploy's end waits for no tick.
+                        std::thread::park_timeout(tick);
                         if since.elapsed() >= crate::journal::HEARTBEAT_EVERY {
                             since = std::time::Instant::now();
                             let _ = journal.heartbeat(&id, pid);
@@ -876,6 +880,7 @@ impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
