@@ -95,7 +95,7 @@ impl ClientError {
 
 /// A client for one agent. Cheap to clone; the clones share its idle
 /// connections: a call takes one that finished its last answer less than
-/// [`REUSE_IDLE`] ago, else opens a new one, and gives it back once
+/// `REUSE_IDLE` (500 ms) ago, else opens a new one, and gives it back once
 /// answered (issue 14: a deployment made a dozen calls per host, each a
 /// TCP and mutual-TLS handshake on both sides).
 #[derive(Clone)]

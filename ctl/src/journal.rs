@@ -519,7 +519,7 @@ impl Journal {
         })
     }
 
-    /// Switches this connection to group commit (see [`Durability`]): from
+    /// Switches this connection to group commit (see `Durability`): from
     /// here, a commit is on disk once a later [`Journal::durable`] returns,
     /// or when the journal is dropped. The deployment's executor does this
     /// once the deployment itself is stored (each commit fsync'd until then).
