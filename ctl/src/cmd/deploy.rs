@@ -184,6 +184,8 @@ pub async fn deploy_with_id(
     // The id before the journal: a failing random source changes nothing.
     let id = crate::journal::new_deployment_id(golive_shared::protocol::now_millis())?;
     let journal = Journal::open(state)?;
+    // One fsync for the records below, before drive (issue 14, speed).
+    journal.group_commit()?;
     journal.create_deployment(
         &id,
         &plan.path.display().to_string(),
@@ -255,6 +257,7 @@ pub async fn deploy_with_id(
         None,
     );
 
+    journal.durable().await?;
     drive(out, state, &journal, &plan, &id, &previous, &compiled).await
 }
 
