@@ -322,7 +322,7 @@ async fn follow_within(
 }
 
 /// A held app lock on one host, renewed in the background until dropped.
-struct Lease {
+pub(crate) struct Lease {
     client: AgentClient,
     app: String,
     token: String,
@@ -397,7 +397,7 @@ impl Lease {
         }
     }
 
-    async fn release(self) {
+    pub(crate) async fn release(self) {
         self.renewer.abort();
         let _ = self
             .client
@@ -410,7 +410,7 @@ impl Lease {
 }
 
 /// Releases every lease, [`RELEASE_AT_ONCE`] hosts at a time.
-async fn release_all(leases: Vec<Lease>) {
+pub(crate) async fn release_all(leases: Vec<Lease>) {
     crate::fanout::all(RELEASE_AT_ONCE, leases, Lease::release).await;
 }
 
@@ -422,7 +422,7 @@ const RELEASE_AT_ONCE: usize = crate::plan::DEFAULT_PARALLEL as usize;
 /// Phase 2: the app lock on every host, `[deploy] parallel` at a time, or
 /// on none: after a refusal no more are asked for and those taken are
 /// released. `Err` names the first host in plan order that refused.
-async fn lock_all(plan: &Plan, id: &str) -> Result<Vec<Lease>, String> {
+pub(crate) async fn lock_all(plan: &Plan, id: &str) -> Result<Vec<Lease>, String> {
     let taken = crate::fanout::until(
         plan.parallel,
         &plan.hosts,
@@ -467,6 +467,9 @@ pub struct Options {
     pub approved_by: Vec<String>,
     /// `--resume ID`: carry on an interrupted deployment (issue 14).
     pub resume: Option<String>,
+    /// The id a staged deployment gave this stage (issue 14), recorded and
+    /// its app locked under it before the stage starts; `None`: a new one.
+    pub id: Option<String>,
 }
 
 pub async fn deploy(
@@ -544,7 +547,12 @@ pub async fn deploy_with_id(
             out.line(&note);
             out.event(&json!({"event": "reused_id", "host": host.name, "release": release.id, "note": note}));
         }
-        if let Some(lock) = &app.lock {
+        // A stage's lock, taken by its staged deployment, is its own.
+        if let Some(lock) = app
+            .lock
+            .as_ref()
+            .filter(|l| options.id.as_ref() != Some(&l.deployment))
+        {
             return Err(usage(format!(
                 "app {} on {} is locked by deployment {}, started by {} at {}; wait for it, or `golivectl unlock PLAN --reason TEXT`",
                 plan.app,
@@ -613,7 +621,10 @@ pub async fn deploy_with_id(
     }
 
     // The id before the journal: a failing random source changes nothing.
-    let id = crate::journal::new_deployment_id(golive_shared::protocol::now_millis())?;
+    let id = match &options.id {
+        Some(id) => id.clone(),
+        None => crate::journal::new_deployment_id(golive_shared::protocol::now_millis())?,
+    };
     let journal = Journal::open(state)?;
     journal.create_deployment(
         &id,
@@ -839,13 +850,13 @@ async fn resume(
 /// own thread and connection every [`crate::journal::HEARTBEAT_EVERY`]
 /// while the deployment runs; stopped when dropped. A deployment whose
 /// heartbeat went stale (or whose pid died) shows as interrupted.
-struct Heartbeat {
+pub(crate) struct Heartbeat {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Heartbeat {
-    fn start(state: &Path, id: &str) -> Heartbeat {
+    pub(crate) fn start(state: &Path, id: &str) -> Heartbeat {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (stop, state, id) = (Arc::clone(&stop), state.to_path_buf(), id.to_string());
@@ -1018,7 +1029,7 @@ fn print_dry_run(
 
 /// The distinct names of `--approved-by`, checked against the plan's
 /// `[deploy] approvals` (seed 003 asks four sign-offs before a launch).
-fn approvers(plan: &Plan, given: &[String]) -> Result<Vec<String>, String> {
+pub(crate) fn approvers(plan: &Plan, given: &[String]) -> Result<Vec<String>, String> {
     let mut names: Vec<String> = Vec::new();
     for name in given {
         let name = name.trim();

@@ -33,6 +33,7 @@ mod resume;
 mod rollback_plan;
 mod security;
 mod ssh;
+mod stages;
 mod systemd;
 mod walkthrough;
 mod watchdog;
