@@ -26,6 +26,7 @@ pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
+pub mod jobs;
 pub mod journal;
 pub mod notify;
 pub mod output;

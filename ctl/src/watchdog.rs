@@ -319,7 +319,7 @@ pub async fn sync(journal: &Journal, d: &Deployment, plan: &Plan) -> Vec<HostWat
             Ok(None)
         };
         if h.state == "active" {
-            let point = crate::cmd::status::agent_status(&host.client)
+            let point = crate::jobs::agent_status(&host.client)
                 .await
                 .ok()
                 .and_then(|s| s.apps.into_iter().find(|a| a.name == d.app))
@@ -403,7 +403,7 @@ async fn rollback_of(client: &AgentClient, job: u64) -> Option<String> {
     };
     Some(format!(
         "job {job}: {}; steps: {}",
-        crate::cmd::deploy::rollback_summary(result),
+        crate::jobs::rollback_summary(result),
         result
             .steps
             .iter()

@@ -15,7 +15,7 @@ use golive_shared::timefmt::utc;
 use serde_json::json;
 
 use crate::cli::BackupCommand;
-use crate::cmd::deploy::run_job;
+use crate::jobs::run_job;
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, Host, Plan};
 

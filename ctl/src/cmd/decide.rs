@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use golive_shared::protocol::{ConfirmWatchdog, Request, Response, WatchdogState, now_millis};
 use serde_json::json;
 
-use crate::cmd::deploy;
 use crate::journal::{Deployment, Journal};
 use crate::output::{Exit, Out, usage};
 use crate::plan;
@@ -44,7 +43,7 @@ pub async fn decide(
     }
     let decision = if go { "go" } else { "no-go" };
     let journal = Journal::open(state)?;
-    let d = deploy::known_deployment(&journal, state, id)?;
+    let d = crate::jobs::known_deployment(&journal, state, id)?;
     if d.state == "watching" {
         return watching(out, state, &journal, &d, by, go, text).await;
     }
@@ -109,7 +108,7 @@ pub async fn decide(
             )?;
             Ok(Exit::Done)
         }
-        (false, false) => deploy::rollback(out, state, id, None, None).await,
+        (false, false) => crate::cmd::rollback::rollback(out, state, id, None, None).await,
     }
 }
 
@@ -167,7 +166,7 @@ async fn watching(
             "deployment {id}: no-go by {by} recorded (#{seq}); next: {next}"
         ));
         out.event(&json!({"event": "decision", "deployment": id, "decision": "no-go", "by": by, "reason": text, "next_action": next}));
-        return deploy::rollback(out, state, id, None, None).await;
+        return crate::cmd::rollback::rollback(out, state, id, None, None).await;
     }
     let next = format!(
         "commit now on {}: the watchdogs stop, the migrations kept for the commit run behind a \

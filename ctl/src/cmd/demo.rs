@@ -380,7 +380,7 @@ key = "pki/operators/demo-operator.key"
     out.line("\n10. roll the v4 deployment back");
     match v4_id {
         Some(id) => {
-            let exit = super::deploy::rollback(out, &state, &id, None, None).await?;
+            let exit = super::rollback::rollback(out, &state, &id, None, None).await?;
             check(exit == Exit::Done, "rollback exits 0");
         }
         None => check(false, "deploy v4 recorded a deployment id"),
@@ -547,7 +547,7 @@ async fn watchdogs_rolled_back(plan_path: &Path) -> bool {
         return false;
     };
     for host in &plan.hosts {
-        let Ok(status) = super::status::agent_status(&host.client).await else {
+        let Ok(status) = crate::jobs::agent_status(&host.client).await else {
             return false;
         };
         let rolled = status.apps.iter().any(|a| {

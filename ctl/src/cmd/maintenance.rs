@@ -12,7 +12,7 @@ use golive_shared::protocol::{JobResult, JobSpec, JobState, SetMaintenance};
 use serde_json::json;
 
 use crate::cli::OnOff;
-use crate::cmd::deploy::run_job;
+use crate::jobs::run_job;
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, Host};
 

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod deploy;
 pub mod docs;
 pub mod flag;
+pub mod follow;
 pub mod history;
 pub mod init;
 pub mod maintenance;
@@ -14,8 +15,10 @@ pub mod migrate;
 pub mod pki;
 pub mod preflight;
 pub mod probe;
+pub mod rollback;
 pub mod run;
 pub mod status;
+pub mod unlock;
 
 use std::path::PathBuf;
 
@@ -87,7 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 )
                 .await;
             }
-            deploy::rollback(out, &state, &id, plan.as_deref(), hosts.as_deref()).await
+            rollback::rollback(out, &state, &id, plan.as_deref(), hosts.as_deref()).await
         }
         Command::Go { id, by, note } => {
             decide::decide(out, &state, &id, &by, true, note.as_deref()).await
@@ -107,8 +110,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             out: file,
         } => history::show(out, &state, &id, format, file.as_deref()).await,
         Command::Jobs { plan, limit } => status::jobs(out, &plan, limit).await,
-        Command::Follow { plan, host, job } => deploy::follow_cmd(out, &plan, &host, job).await,
-        Command::Unlock { plan, reason } => deploy::unlock(out, &plan, &reason).await,
+        Command::Follow { plan, host, job } => follow::follow_cmd(out, &plan, &host, job).await,
+        Command::Unlock { plan, reason } => unlock::unlock(out, &plan, &reason).await,
         Command::Backup { command } => backup::run(out, &state, command).await,
         Command::Migrate { command } => migrate::run(out, &state, command).await,
         Command::Maintenance {

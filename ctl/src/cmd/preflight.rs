@@ -57,7 +57,7 @@ async fn ask(
     release: Option<&str>,
     backup: bool,
 ) -> Result<Answer, String> {
-    let status = super::status::agent_status(client)
+    let status = crate::jobs::agent_status(client)
         .await
         .map_err(|e| e.to_string())?;
     let Some(app) = status.apps.iter().find(|a| a.name == plan_app) else {
@@ -75,7 +75,7 @@ async fn ask(
     };
     if let Some(id) = release {
         // The rule deploy applies (issue 12): only a release that went live keeps its id.
-        crate::cmd::deploy::reused_id(&client.host, plan_app, app, id)?;
+        crate::jobs::reused_id(&client.host, plan_app, app, id)?;
     }
     let report = agent_checks(client, plan_app, backup).await?;
     let probes = probe::run(client, plan_app, &[]).await;

@@ -14,7 +14,7 @@ use golive_shared::names;
 use golive_shared::protocol::{JobResult, JobSpec, JobState, RunCommand, now_millis};
 use serde_json::json;
 
-use crate::cmd::deploy::run_job;
+use crate::jobs::run_job;
 use crate::journal::{RandomError, random_hex};
 use crate::output::{Exit, Out, usage};
 use crate::plan;
@@ -38,7 +38,7 @@ fn report(out: Out, host: &str, command: &str, state: &str, detail: &str) {
         if detail.is_empty() {
             String::new()
         } else {
-            format!(" — {}", super::deploy::headline(detail))
+            format!(" — {}", crate::jobs::headline(detail))
         }
     ));
     out.event(&json!({"event": "step", "host": host, "step": "run", "command": command, "state": state, "detail": detail}));
@@ -128,7 +128,7 @@ pub async fn run(out: Out, plan_path: &Path, command: &str) -> anyhow::Result<Ex
     }
     let (exit, message) =
         outcome.unwrap_or_else(|| (Exit::Done, format!("{command} succeeded on {done} host(s)")));
-    out.line(super::deploy::headline(&message));
+    out.line(crate::jobs::headline(&message));
     out.event(&json!({"event": "result", "command": command, "app": plan.app, "hosts_done": done, "message": message, "exit": exit.code()}));
     Ok(exit)
 }

@@ -3,29 +3,15 @@
 use std::path::Path;
 
 use golive_shared::protocol::{
-    AppStatus, ListJobsRequest, ReleaseSummary, Request, Response, RollbackPoint, StatusRequest,
-    StatusResponse, WatchdogInfo, WatchdogState,
+    AppStatus, ListJobsRequest, ReleaseSummary, Request, Response, RollbackPoint, WatchdogInfo,
+    WatchdogState,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
 
-use crate::client::{AgentClient, ClientError};
+use crate::jobs::agent_status;
 use crate::output::{Exit, Out, usage};
 use crate::plan;
-
-/// The agent's status, in one request on one connection (issue 14: a
-/// hello before it cost a second connection and told nothing more: every
-/// frame carries the protocol version, and an agent of another version
-/// answers any request, this one too, with the same plain-error frame).
-pub async fn agent_status(client: &AgentClient) -> Result<StatusResponse, ClientError> {
-    match client
-        .call(&Request::Status(StatusRequest { apps: vec![] }))
-        .await?
-    {
-        Response::Status(s) => Ok(s),
-        other => Err(client.unexpected(&other)),
-    }
-}
 
 pub async fn status(out: Out, state: &Path, plan_path: &Path) -> anyhow::Result<Exit> {
     let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;

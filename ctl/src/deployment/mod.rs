@@ -10,19 +10,28 @@
 //! - [`rollback`]: the rollback plan, from the deployment's recorded
 //!   outcomes; the one a failure, `golivectl rollback ID [--hosts ...]` and
 //!   `no-go` run, each host through the agent's single host rollback job.
-//!
 //! - [`stages`]: a staged deployment (seed 002): several apps in order,
 //!   each its own deployment verified before the next starts; a failed
 //!   stage rolls back the stages before it, newest first.
+//! - [`sequencer`]: runs a recorded deployment phase by phase
+//!   (`run_deployment`), with [`leases`] (app locks, the controller's
+//!   heartbeat), [`verify`] (probes, the gate, waiting for a decision,
+//!   watchdog arming), [`waves_run`] (waves, soak, max-fail, switch-back)
+//!   and [`downtime`] (time in maintenance and not answering).
 //!
-//! The sequencing (phases, waves, the gate, switch-backs) stays in
-//! `cmd/deploy.rs`; every host-changing request it sends goes through the
-//! executor with the key and request compiled here.
+//! Every host-changing request the sequencer sends goes through the
+//! executor with the key and request compiled here. `cmd/deploy.rs` keeps
+//! the arguments, the dry run, the resume entry and the exit code.
 
 pub mod compile;
+pub mod downtime;
 pub mod executor;
+pub mod leases;
 pub mod rollback;
+pub mod sequencer;
 pub mod stages;
+pub mod verify;
+pub mod waves_run;
 
 use golive_shared::protocol::{ArmWatchdog, JobSpec};
 use serde::{Deserialize, Serialize};

@@ -8,13 +8,16 @@
 //! holds every stage's app lock from the start, and, when a stage fails
 //! (it switches itself back as any deployment does), rolls back the stages
 //! before it, newest first, each through its own rollback plan
-//! (`cmd::deploy::rollback`: the agent's one host rollback job per host).
+//! (`cmd::rollback`: the agent's one host rollback job per host).
 
 use std::path::Path;
 
 use serde_json::json;
 
-use crate::cmd::deploy::{self, Lease, Options};
+use crate::cmd::deploy::{self, Options};
+use crate::cmd::rollback::rollback as rollback_one;
+use crate::deployment::leases::{Heartbeat, Lease, lock_all, release_all};
+use crate::jobs::{hash_file, headline, known_deployment};
 use crate::journal::{Journal, Stage};
 use crate::output::{Exit, Out, usage};
 use crate::stages::{StageSpec, StagesFile};
@@ -36,7 +39,7 @@ pub async fn deploy(
     options: &Options,
 ) -> anyhow::Result<Exit> {
     let file = crate::stages::load(path).map_err(|e| usage(e.to_string()))?;
-    let (sha, _) = deploy::hash_file(path)
+    let (sha, _) = hash_file(path)
         .await
         .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
     if let Some(id) = &options.resume {
@@ -87,7 +90,7 @@ pub async fn deploy(
         )?;
         journal.set_stage_deployment(&id, n, sid)?;
     }
-    let heartbeat = deploy::Heartbeat::start(state, &id);
+    let heartbeat = Heartbeat::start(state, &id);
     out.line(format!(
         "deployment {id}: {} stage(s), in order: {}",
         file.stages.len(),
@@ -167,11 +170,11 @@ async fn run(
             held.push(Vec::new());
             continue;
         }
-        match deploy::lock_all(&s.plan, &sid).await {
+        match lock_all(&s.plan, &sid).await {
             Ok(leases) => held.push(leases),
             Err(e) => {
                 for leases in held {
-                    deploy::release_all(leases).await;
+                    release_all(leases).await;
                 }
                 let message = format!("{}: {e}; no stage started", at(file, i));
                 journal.finish_deployment(id, "refused", Some(&message))?;
@@ -200,7 +203,7 @@ async fn run(
         // The stage takes the lock itself, under the same id, after its
         // preflight (which counts any held lock as blocking): the one held
         // since the start is let go just before.
-        deploy::release_all(leases).await;
+        release_all(leases).await;
         let r = match stage.state.as_str() {
             "pending" => {
                 let opts = Options {
@@ -241,7 +244,7 @@ async fn run(
             }
             Ok((Exit::Paused, _)) => {
                 for leases in held {
-                    deploy::release_all(leases).await;
+                    release_all(leases).await;
                 }
                 journal.set_paused(id, None)?;
                 let message = format!(
@@ -256,13 +259,13 @@ async fn run(
             }
             other => {
                 for leases in held {
-                    deploy::release_all(leases).await;
+                    release_all(leases).await;
                 }
                 let why = match other {
                     Ok((exit, _)) => format!("ended {after} (exit {})", exit.code()),
                     Err(e) => {
                         out.line(format!("{label}: refused: {e}"));
-                        format!("was refused: {}", deploy::headline(&e.to_string()))
+                        format!("was refused: {}", headline(&e.to_string()))
                     }
                 };
                 return failed(out, state, journal, file, id, i, &why).await;
@@ -347,7 +350,7 @@ async fn roll_back(
         }
         out.line(format!("{label}: rolling back {sid}"));
         out.event(&json!({"event": "stage_rollback", "stage": s.position, "name": s.name, "stage_deployment": sid}));
-        match deploy::rollback(out, state, sid, None, None).await {
+        match rollback_one(out, state, sid, None, None).await {
             Ok(Exit::Done) => back.push(format!("{} ({sid})", s.name)),
             Ok(exit) => problems.push(format!(
                 "{label} ({sid}): exit {}; `golivectl show {sid}` says why, \
@@ -356,7 +359,7 @@ async fn roll_back(
             )),
             Err(e) => problems.push(format!(
                 "{label} ({sid}): {}; `golivectl rollback {sid}` tries again",
-                deploy::headline(&e.to_string())
+                headline(&e.to_string())
             )),
         }
     }
@@ -373,7 +376,7 @@ pub async fn rollback(
     hosts: Option<&[String]>,
 ) -> anyhow::Result<Exit> {
     let journal = Journal::open(state)?;
-    let d = deploy::known_deployment(&journal, state, id)?;
+    let d = known_deployment(&journal, state, id)?;
     if plan.is_some() || hosts.is_some() {
         return Err(usage(format!(
             "deployment {id} is a staged deployment: it is rolled back whole, without --plan or \
@@ -470,7 +473,7 @@ async fn resume(
         ));
     }
     let journal = Journal::open(state)?;
-    let d = deploy::known_deployment(&journal, state, id)?;
+    let d = known_deployment(&journal, state, id)?;
     if d.stages.is_empty() {
         return Err(usage(format!(
             "deployment {id} is not a staged deployment; resume it with its plan: \
@@ -566,7 +569,7 @@ async fn resume(
         file.stages.len()
     ));
     out.event(&json!({"event": "resume", "deployment": id, "from_stage": from + 1}));
-    let heartbeat = deploy::Heartbeat::start(state, id);
+    let heartbeat = Heartbeat::start(state, id);
     let exit = run(out, state, &journal, file, id, from, &options).await;
     drop(heartbeat);
     exit
@@ -586,12 +589,12 @@ async fn check(s: &StageSpec, options: &Options) -> Result<(), String> {
     deploy::approvers(plan, &options.approved_by)?;
     let release = plan.release.as_ref().ok_or("no [release]")?;
     if let crate::plan::Source::Artifact(artifact) = &release.source {
-        deploy::hash_file(artifact)
+        hash_file(artifact)
             .await
             .map_err(|e| format!("cannot read {}: {e}", artifact.display()))?;
     }
     let statuses = crate::fanout::all(plan.parallel, &plan.hosts, |h| {
-        crate::cmd::status::agent_status(&h.client)
+        crate::jobs::agent_status(&h.client)
     })
     .await;
     for (host, st) in plan.hosts.iter().zip(statuses) {

@@ -1,0 +1,1128 @@
+//! The sequencer: runs a recorded deployment (new or resumed) on its hosts.
+//!
+//! A deployment goes in phases so that the live release is touched as late
+//! as possible and the way back is always known:
+//!
+//! 1. reach every agent (hello: protocol and role), check the app is declared
+//!    (`cmd/deploy.rs`, before the deployment is recorded);
+//! 2. take the app lock on every host (a lease, renewed in the background);
+//! 3. upload (content-addressed: skipped when the agent has it) and stage on
+//!    every host (a git source: each host fetches the ref, and all must
+//!    resolve it to the same commit): nothing live changes yet; then maintenance on, on every
+//!    host, when the deployment needs it (`maintenance_reason`); then, when
+//!    the plan asks, the pre-deploy backup (verified if asked) on every host,
+//!    the rollback point (taken in maintenance, so no write is lost after it);
+//! 4. host by host: activate, run the app's probes; a critical or high probe
+//!    that does not pass switches every activated host back (exit 3). In
+//!    maintenance: activate every host, maintenance off everywhere, then the
+//!    probes (they go through the web server, which answers 503 while on);
+//!    after a switch-back, maintenance off again where it is still on. The
+//!    time in maintenance is the downtime, reported per host and overall,
+//!    beside the time the app did not answer outside it (measured by the
+//!    agents through each switch: `Unavailable`);
+//! 5. release the locks, record the outcome.
+//!
+//! Every job carries the idempotency key `DEPLOYMENT:HOST:STEP`, so a repeat
+//! never runs a step twice. The sequencer knows nothing of TLS.
+//!
+//! Beside it: [`super::leases`] (locks, heartbeat), [`super::verify`]
+//! (probes, gate, watchdog arming), [`super::waves_run`] (waves, soak,
+//! switch-back), [`super::downtime`] (maintenance and unavailability).
+
+use golive_shared::protocol::{
+    CreateBackup, JobInfo, JobResult, JobSpec, JobState, ListFlagsRequest, MigrationStatusRequest,
+    Request, Response, RunMigrations, error_headline,
+};
+use golive_shared::protocol::{HostRollback, RollbackRequester};
+use serde_json::json;
+
+use crate::client::{AgentClient, ClientError};
+use crate::deployment::downtime::{
+    Downtime, Unavailable, downtime_of, in_maintenance_names, report_downtime, still_on,
+};
+use crate::deployment::leases::{Lease, lock_all, release_all};
+use crate::deployment::verify::{arm_host, probe_before, validate_host, watchdogs_fired};
+use crate::deployment::waves_run::{run_waves, schema_after_switch_back, switch_back_if_failed};
+use crate::deployment::{Executor, StepError, StepRequest};
+use crate::jobs::{Deadline, Failure, LOST, exit_of, human_secs, job_ok, run_job_within, step};
+use crate::journal::Journal;
+use crate::output::{Exit, Out};
+use crate::plan::{self, Plan, PreDeployBackup, Source};
+
+/// Why this deployment goes into maintenance, or `None` for a
+/// zero-downtime switch: the plan asks for it, or the new release has
+/// pending migrations (the old code must not run against a changing schema).
+/// A first install (no host has a live release) has no users to keep off a
+/// changing schema: its migrations need no maintenance (issue 12).
+pub(crate) fn maintenance_reason(
+    plan: &Plan,
+    pending: usize,
+    first_install: bool,
+) -> Option<String> {
+    if pending > 0 && !first_install {
+        Some(format!("the release has {pending} pending migration(s)"))
+    } else if plan.maintenance {
+        Some("the plan asks for it ([deploy] maintenance = true)".into())
+    } else {
+        None
+    }
+}
+
+/// Runs one job (`name`, `spec`) on every host in plan order under its lease,
+/// recording a step each; stops at the first failure: `Err((host, message))`.
+pub(crate) async fn on_every_host(
+    out: Out,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    leases: &[Lease],
+    name: &str,
+    spec: &JobSpec,
+) -> Result<(), (String, String)> {
+    for (host, lease) in plan.hosts.iter().zip(leases) {
+        let r = step_ok(job_step(exec, out, host, name, lease, LOST, Some(spec.clone())).await);
+        match r {
+            Ok(detail) => step(out, &host.name, name, "ok", &detail),
+            Err(Failure(_, e)) => {
+                step(out, &host.name, name, "failed", &e);
+                // The step keeps the program's output; the outcome names the failure.
+                return Err((host.name.clone(), error_headline(&e).to_string()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the job step `name` on `host` through the executor (issue 14):
+/// its intent journaled, the compiled request (or `request`) submitted
+/// under the compiled key and the host's lease, followed, the outcome
+/// journaled. `Err` when the journal could not be written: nothing more
+/// is sent.
+pub(crate) async fn job_step(
+    exec: &Executor<'_>,
+    out: Out,
+    host: &plan::Host,
+    name: &str,
+    lease: &Lease,
+    lost_for: Deadline,
+    request: Option<JobSpec>,
+) -> Result<Result<JobInfo, ClientError>, StepError> {
+    exec.run(
+        out,
+        &host.name,
+        name,
+        request.map(StepRequest::Job),
+        |key, request| async move {
+            let StepRequest::Job(spec) = request else {
+                return Err(ClientError::Transport {
+                    host: host.name.clone(),
+                    addr: host.client.addr.clone(),
+                    detail: format!("step {name} is not a job (a golivectl bug); not sent"),
+                });
+            };
+            let lease = Some(lease.token.clone());
+            run_job_within(out, &host.client, key, lease, spec, lost_for).await
+        },
+        job_verdict,
+    )
+    .await
+}
+
+/// A followed job as the journal records it: ok with its summary, or failed.
+pub(crate) fn job_verdict(r: &Result<JobInfo, ClientError>) -> Result<String, String> {
+    match r {
+        Ok(job) => job_ok(Ok(job.clone())).map_err(|f| f.1),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// [`job_step`]'s answer as [`job_ok`] gives it; a journal failure is a
+/// failure (the deployment stops: every later step refuses).
+pub(crate) fn step_ok(
+    r: Result<Result<JobInfo, ClientError>, StepError>,
+) -> Result<String, Failure> {
+    match r {
+        Ok(job) => job_ok(job),
+        Err(e) => Err(Failure(Exit::Failed, e.to_string())),
+    }
+}
+
+/// A maintenance step (`maintenance-on`, `maintenance-off`,
+/// `maintenance-off-after-switch-back`) through the executor.
+pub(crate) async fn maintenance_step(
+    exec: &Executor<'_>,
+    out: Out,
+    host: &plan::Host,
+    name: &str,
+    lease: &Lease,
+) -> Result<crate::cmd::maintenance::Switched, (Exit, String)> {
+    match job_step(exec, out, host, name, lease, LOST, None).await {
+        Ok(job) => crate::cmd::maintenance::switched(job),
+        Err(e) => Err((Exit::Failed, e.to_string())),
+    }
+}
+
+/// The host's feature-flag values, or none when the app declares no flags.
+pub(crate) async fn flag_values(
+    client: &AgentClient,
+    app: &str,
+) -> Result<Vec<(String, bool, Option<u8>)>, ClientError> {
+    match client
+        .call(&Request::ListFlags(ListFlagsRequest { app: app.into() }))
+        .await
+    {
+        Ok(Response::Flags(list)) => Ok(list
+            .into_iter()
+            .map(|f| (f.name, f.on, f.percent))
+            .collect()),
+        Ok(other) => Err(client.unexpected(&other)),
+        Err(ClientError::Agent { body, .. })
+            if body.message.contains("declares no feature flags") =>
+        {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The staged release's pending migrations on one host (none when the app
+/// declares no migrations): what runs before the switch, and what waits for
+/// the release's commit (`contract` ones and those after them, when the
+/// plan keeps them for the commit; issue 13).
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub(crate) now: Vec<String>,
+    pub(crate) at_commit: Vec<String>,
+}
+
+pub(crate) async fn pending_migrations(
+    client: &AgentClient,
+    app: &str,
+    release: &str,
+    contract_at_commit: bool,
+) -> Result<Pending, ClientError> {
+    let req = Request::MigrationStatus(MigrationStatusRequest {
+        app: app.into(),
+        release: Some(release.into()),
+    });
+    match client.call(&req).await {
+        Ok(Response::MigrationStatus(st)) => {
+            let mut pending = Pending::default();
+            for m in &st.pending {
+                let label = format!(
+                    "{:04}_{}{}",
+                    m.version,
+                    m.name,
+                    m.tag
+                        .as_ref()
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default()
+                );
+                let waits = contract_at_commit
+                    && (!pending.at_commit.is_empty() || m.tag.as_deref() == Some("contract"));
+                if waits {
+                    pending.at_commit.push(label);
+                } else {
+                    pending.now.push(label);
+                }
+            }
+            // A migration command always runs: the agent cannot tell whether
+            // it has work, so it counts as pending (maintenance, verified backup).
+            if let Some(c) = st.command {
+                pending.now.push(format!("command `{c}`"));
+            }
+            Ok(pending)
+        }
+        Ok(other) => Err(client.unexpected(&other)),
+        Err(ClientError::Agent { body, .. }) if body.message.contains("declares no migrations") => {
+            Ok(Pending::default())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The release's commit (issue 13, with no watchdog to wait for): a
+/// verified backup, then every pending migration, `contract` ones included,
+/// on every host.
+pub(crate) async fn commit_migrations(
+    out: Out,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    leases: &[Lease],
+) -> Result<(), (String, String)> {
+    let release = plan.release.as_ref().expect("checked by deploy");
+    out.line("committing: the migrations kept for the commit run now, behind a verified backup");
+    // The agent takes the verified `pre-contract` backup itself, in the same
+    // job, when anything is pending (as the watchdog's commit does).
+    let migrate = JobSpec::Migrate(RunMigrations {
+        app: plan.app.clone(),
+        release: Some(release.id.clone()),
+        down_to: None,
+        stop_before_contract: false,
+        backup_first: true,
+    });
+    on_every_host(out, exec, plan, leases, "commit-migrate", &migrate).await
+}
+
+/// Turns maintenance on on every host (in plan order). On a failure, turns
+/// it off again where it went on and returns the outcome to report.
+/// `on` collects the hosts whose agents journaled maintenance.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn maintenance_on_all(
+    out: Out,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    leases: &[Lease],
+    why: &str,
+    on: &mut Vec<usize>,
+) -> Result<(), (Exit, String)> {
+    for (i, (host, lease)) in plan.hosts.iter().zip(leases).enumerate() {
+        let r = maintenance_step(exec, out, host, "maintenance-on", lease).await;
+        match r {
+            Ok(s) => {
+                on.push(i);
+                let detail = format!("{} ({why})", s.describe(true));
+                step(out, &host.name, "maintenance-on", "ok", &detail);
+            }
+            Err((exit, e)) => {
+                // A refusal ran nothing; any other failure may have left the
+                // host in maintenance (the agent fails safe): undo it too.
+                if exit != Exit::Usage {
+                    on.push(i);
+                }
+                step(out, &host.name, "maintenance-on", "failed", &e);
+                let (_, still) = maintenance_off_all(out, exec, plan, leases, on, "").await;
+                let tail = if still.is_empty() {
+                    "maintenance is off again everywhere".to_string()
+                } else {
+                    format!(
+                        "MAINTENANCE STILL ON: {}; run `golivectl maintenance off PLAN`",
+                        still.join("; ")
+                    )
+                };
+                return Err((
+                    if exit == Exit::Usage {
+                        Exit::Usage
+                    } else {
+                        Exit::Failed
+                    },
+                    format!(
+                        "maintenance on {} failed, nothing live changed: {e}; {tail}",
+                        host.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Turns maintenance off on the hosts in `on`, removing each that succeeds;
+/// returns the longest downtime among them and the failures (`HOST: why`).
+pub(crate) async fn maintenance_off_all(
+    out: Out,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    leases: &[Lease],
+    on: &mut Vec<usize>,
+    attempt: &str,
+) -> (Option<u64>, Vec<String>) {
+    let mut longest: Option<u64> = None;
+    let mut failures = Vec::new();
+    let mut still = Vec::new();
+    for &i in on.iter() {
+        let host = &plan.hosts[i];
+        let name = format!("maintenance-off{attempt}");
+        let r = maintenance_step(exec, out, host, &name, &leases[i]).await;
+        match r {
+            Ok(s) => {
+                let detail = s.describe(false);
+                step(out, &host.name, "maintenance-off", "ok", &detail);
+                if let Some(ms) = s.downtime_ms {
+                    longest = Some(longest.unwrap_or(0).max(ms));
+                }
+            }
+            Err((_, e)) => {
+                step(out, &host.name, "maintenance-off", "failed", &e);
+                failures.push(format!("{}: {e}", host.name));
+                still.push(i);
+            }
+        }
+    }
+    *on = still;
+    (longest, failures)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_deployment(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    previous: &[Option<String>],
+    downtime: &mut Downtime,
+    unavailable: &mut Unavailable,
+    watched: &mut Vec<String>,
+) -> (Exit, String) {
+    let release = plan.release.as_ref().expect("checked by deploy");
+    // Phase 2: locks everywhere, or nowhere (taken up to `[deploy]
+    // parallel` at a time; after a refusal no more are asked for, and every
+    // one taken is released).
+    let leases = match lock_all(plan, id).await {
+        Ok(leases) => leases,
+        Err(e) => return (Exit::Usage, e),
+    };
+
+    // The rollback point includes the feature-flag values as they are now.
+    let flags = crate::fanout::until(
+        plan.parallel,
+        &plan.hosts,
+        |h| flag_values(&h.client, &plan.app),
+        Result::is_err,
+    )
+    .await;
+    for (host, values) in plan.hosts.iter().zip(flags) {
+        match values {
+            Some(Ok(values)) => {
+                // A resumed deployment keeps the values read at its start.
+                let first = journal.flags(id, &host.name).is_ok_and(|v| v.is_empty());
+                if first {
+                    let _ = journal.save_flags(id, &host.name, &values);
+                }
+            }
+            Some(Err(e)) => {
+                release_all(leases).await;
+                return (
+                    exit_of(&e),
+                    format!("cannot read the feature flags on {}: {e}", host.name),
+                );
+            }
+            // Not asked: an earlier host's failure is reported above.
+            None => {}
+        }
+    }
+
+    // Phase 3: upload and stage everywhere (a git source is fetched by each
+    // host instead), `[deploy] parallel` hosts at a time; the live release
+    // is untouched.
+    // Hosts where the release is staged: a failure before it goes live
+    // there removes it again, so its id can be reused (issue 12).
+    let (staged_on, first_commit) = match stage_all(out, journal, exec, plan, id, &leases).await {
+        Ok(staged) => staged,
+        Err((staged_on, exit, e)) => {
+            give_back_ids(out, exec, plan, &leases, &staged_on).await;
+            release_all(leases).await;
+            return (exit, e);
+        }
+    };
+    if let (Some(git_ref), Some((_, commit))) = (git_ref(release), &first_commit) {
+        let _ = journal.set_git(id, git_ref, Some(commit));
+        out.event(&json!({"event": "git", "deployment": id, "git_ref": git_ref, "commit": commit}));
+    }
+
+    // The figures before: the live release's probe results on every host.
+    let before = probe_before(out, journal, plan, id).await;
+    let mut warnings: Vec<String> = Vec::new();
+
+    // Pending migrations decide the rest: maintenance, and a verified
+    // backup before anything touches the schema (nothing destroys data
+    // before a verified backup exists).
+    let mut pending = 0usize;
+    let mut at_commit = 0usize;
+    // Decided once (issue 14): a resumed deployment takes the decision its
+    // start took, whatever the migrations' state is now.
+    let decided = journal
+        .fact(id, "migrations")
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_str::<(usize, usize)>(&v).ok());
+    // Read-only: asked of every host at once, judged in plan order.
+    let lists = crate::fanout::all(
+        plan.parallel,
+        &plan.hosts[..if decided.is_some() {
+            0
+        } else {
+            plan.hosts.len()
+        }],
+        |host| {
+            pending_migrations(
+                &host.client,
+                &plan.app,
+                &release.id,
+                plan.contract_at_commit,
+            )
+        },
+    )
+    .await;
+    for (host, list) in plan.hosts.iter().zip(lists) {
+        match list {
+            Ok(list) => {
+                if !list.now.is_empty() {
+                    step(
+                        out,
+                        &host.name,
+                        "migrations",
+                        "pending",
+                        &list.now.join(", "),
+                    );
+                }
+                if !list.at_commit.is_empty() {
+                    step(
+                        out,
+                        &host.name,
+                        "migrations",
+                        "at commit",
+                        &format!(
+                            "{} wait for the release's commit (contract: the previous release \
+                             may not run after them)",
+                            list.at_commit.join(", ")
+                        ),
+                    );
+                }
+                pending = pending.max(list.now.len());
+                at_commit = at_commit.max(list.at_commit.len());
+            }
+            Err(e) => {
+                give_back_ids(out, exec, plan, &leases, &staged_on).await;
+                release_all(leases).await;
+                return (
+                    exit_of(&e),
+                    format!(
+                        "cannot read the migrations of {} on {}, nothing live changed: {e}",
+                        release.id, host.name
+                    ),
+                );
+            }
+        }
+    }
+    match decided {
+        Some((p, c)) => (pending, at_commit) = (p, c),
+        None => {
+            if let Err(e) =
+                journal.set_fact(id, "migrations", &json!([pending, at_commit]).to_string())
+            {
+                give_back_ids(out, exec, plan, &leases, &staged_on).await;
+                release_all(leases).await;
+                return (
+                    Exit::Failed,
+                    format!(
+                        "cannot journal the pending migrations of deployment {id}, nothing live changed: {e}"
+                    ),
+                );
+            }
+        }
+    }
+    let backup_mode = if pending > 0 && plan.backup != PreDeployBackup::Verified {
+        out.line(format!(
+            "the release has pending migrations: taking a verified backup first (plan said {:?})",
+            plan.backup
+        ));
+        PreDeployBackup::Verified
+    } else {
+        plan.backup
+    };
+
+    // Phase 3a: maintenance on everywhere, when this deployment needs it.
+    // From here until maintenance is off again, the site answers 503.
+    let first_install = previous.iter().all(Option::is_none);
+    let maintenance = maintenance_reason(plan, pending, first_install);
+    let mut in_maintenance: Vec<usize> = Vec::new();
+    let mut longest_downtime: Option<u64> = None;
+    if let Some(why) = &maintenance {
+        out.line(format!("maintenance on every host: {why}"));
+        if let Err((exit, e)) =
+            maintenance_on_all(out, exec, plan, &leases, why, &mut in_maintenance).await
+        {
+            *downtime = if in_maintenance.is_empty() {
+                Downtime::None
+            } else {
+                Downtime::StillOn
+            };
+            give_back_ids(out, exec, plan, &leases, &staged_on).await;
+            release_all(leases).await;
+            return (exit, e);
+        }
+    }
+
+    // Phase 3b: the rollback point. Nothing live has changed yet; a backup
+    // that cannot be taken (or verified, when the plan asks) stops here.
+    // Phase 3c: migrations, on every host (a database shared by several
+    // hosts is migrated once: the agents' migration lock and tracking table
+    // make the others find nothing pending). The old release still runs,
+    // behind maintenance.
+    let before_switch = [
+        (backup_mode != PreDeployBackup::None).then(|| {
+            (
+                "backup",
+                JobSpec::Backup(CreateBackup {
+                    app: plan.app.clone(),
+                    label: "pre-deploy".into(),
+                    only: vec![],
+                    deployment: Some(id.to_string()),
+                    verify: backup_mode == PreDeployBackup::Verified,
+                }),
+            )
+        }),
+        (pending > 0).then(|| {
+            (
+                "migrate",
+                JobSpec::Migrate(RunMigrations {
+                    app: plan.app.clone(),
+                    release: Some(release.id.clone()),
+                    down_to: None,
+                    stop_before_contract: plan.contract_at_commit,
+                    backup_first: false,
+                }),
+            )
+        }),
+    ];
+    for (name, spec) in before_switch.into_iter().flatten() {
+        if let Err((host, e)) = on_every_host(out, exec, plan, &leases, name, &spec).await {
+            let (ms, still) =
+                maintenance_off_all(out, exec, plan, &leases, &mut in_maintenance, "").await;
+            *downtime = downtime_of(maintenance.is_some(), ms, &still);
+            give_back_ids(out, exec, plan, &leases, &staged_on).await;
+            release_all(leases).await;
+            let why = if name == "backup" {
+                format!("the pre-deploy backup on {host} failed, nothing live changed: {e}")
+            } else {
+                format!(
+                    "migrations on {host} failed; the old release still serves. A failed migration is \
+                     rolled back where the engine allows (SQLite, PostgreSQL); the pre-deploy backup \
+                     of deployment {id} is the way back otherwise: {e}"
+                )
+            };
+            return (Exit::Failed, format!("{why}{}", still_on(&still)));
+        }
+    }
+
+    // Phase 4: host by host, activate and verify.
+    let mut activated: Vec<usize> = Vec::new();
+    // Hosts where the release went live (their ids stay used).
+    let mut switched: Vec<usize> = Vec::new();
+    let mut failure = None;
+    // With `[[waves]]` (issue 14): wave by wave, each wave's hosts at once;
+    // the loop below, host by host, is then skipped.
+    let mut tolerated: Vec<String> = Vec::new();
+    let one_by_one = if plan.waves.is_empty() {
+        plan.hosts.len()
+    } else {
+        failure = run_waves(
+            out,
+            journal,
+            exec,
+            plan,
+            id,
+            previous,
+            &before,
+            &leases,
+            &mut warnings,
+            unavailable,
+            watched,
+            (&mut activated, &mut switched),
+            &mut tolerated,
+        )
+        .await;
+        0
+    };
+    for (i, (host, lease)) in plan.hosts.iter().zip(&leases).enumerate().take(one_by_one) {
+        if let Err(e) = lease.check() {
+            failure = Some((Exit::Failed, e));
+            break;
+        }
+        let c = &host.client;
+        let job = job_step(exec, out, host, "activate", lease, LOST, None).await;
+        if let Ok(job) = &job {
+            unavailable.add(&host.name, job);
+        }
+        let result = step_ok(job);
+        if let Err(Failure(_, e)) = result {
+            step(out, &host.name, "activate", "failed", &e);
+            // A failed switch may or may not have happened: roll this host back too.
+            activated.push(i);
+            failure = Some((
+                Exit::Failed,
+                format!("activation on {} failed: {}", host.name, error_headline(&e)),
+            ));
+            break;
+        }
+        activated.push(i);
+        switched.push(i);
+        let _ = journal.set_host(id, &host.name, &c.addr, None, "active");
+        step(
+            out,
+            &host.name,
+            "activate",
+            "ok",
+            &format!("current -> {}", release.id),
+        );
+        // In maintenance the web server answers 503: probe after it is off.
+        if maintenance.is_some() {
+            continue;
+        }
+        if let Err(f) = validate_host(
+            out,
+            journal,
+            plan,
+            id,
+            host,
+            &before[i],
+            &leases,
+            &mut warnings,
+        )
+        .await
+        {
+            failure = Some(f);
+            break;
+        }
+        match arm_host(out, journal, exec, plan, id, host, previous[i].as_deref()).await {
+            Ok(true) => watched.push(host.name.clone()),
+            Ok(false) => {}
+            Err(f) => {
+                failure = Some(f);
+                break;
+            }
+        }
+    }
+
+    // Phase 4a (maintenance): every host is switched; maintenance off, then
+    // the probes, host by host.
+    if maintenance.is_some() && failure.is_none() {
+        let (ms, still) =
+            maintenance_off_all(out, exec, plan, &leases, &mut in_maintenance, "").await;
+        longest_downtime = ms;
+        if !still.is_empty() {
+            failure = Some((
+                Exit::Failed,
+                format!("maintenance off failed: {}", still.join("; ")),
+            ));
+        } else {
+            for &i in &activated {
+                let host = &plan.hosts[i];
+                if let Err(f) = validate_host(
+                    out,
+                    journal,
+                    plan,
+                    id,
+                    host,
+                    &before[i],
+                    &leases,
+                    &mut warnings,
+                )
+                .await
+                {
+                    failure = Some(f);
+                    break;
+                }
+                match arm_host(out, journal, exec, plan, id, host, previous[i].as_deref()).await {
+                    Ok(true) => watched.push(host.name.clone()),
+                    Ok(false) => {}
+                    Err(f) => {
+                        failure = Some(f);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    // A pause that got no decision: leave every host as it is, for the
+    // operator's `go` / `no-go`.
+    if let Some((Exit::Paused, message)) = &failure {
+        release_all(leases).await;
+        return (Exit::Paused, message.clone());
+    }
+    // A host whose watchdog fired while later hosts were validated: the
+    // release failed there, so every host goes back (its own rollback is
+    // the same job, followed).
+    if failure.is_none() && !watched.is_empty() {
+        failure = watchdogs_fired(plan, id, watched).await;
+        if failure.is_some() {
+            watched.clear();
+        }
+    } else if failure.is_some() {
+        watched.clear();
+    }
+    let mut stuck = Vec::new();
+    let mut outcome = switch_back_if_failed(
+        out,
+        journal,
+        exec,
+        plan,
+        id,
+        previous,
+        &leases,
+        &activated,
+        failure,
+        unavailable,
+        &mut stuck,
+    )
+    .await;
+    if outcome.0 == Exit::Done && !tolerated.is_empty() {
+        outcome.1 = format!(
+            "release {} is live on {} of {} host(s); failed within their wave's max_fail: {}",
+            release.id,
+            plan.hosts.len() - tolerated.len(),
+            plan.hosts.len(),
+            tolerated.join("; ")
+        );
+    }
+    if outcome.0 == Exit::RolledBack
+        && pending > 0
+        && let Some(note) = schema_after_switch_back(plan, id).await
+    {
+        outcome.1.push_str(&format!("; {note}"));
+    }
+    // The release is live on every host and passed its gate: it is
+    // committed, and the migrations kept for the commit run now, behind a
+    // verified backup (they destroy what the previous release needed).
+    if outcome.0 == Exit::Done && !watched.is_empty() {
+        let spec = plan.watchdog.as_ref().expect("armed from the plan");
+        outcome.1.push_str(&format!(
+            "; watched on {} for {}: each host commits when its window ends quietly{}{}, or \
+             rolls itself back when a trigger holds; `golivectl status {}` shows it",
+            watched.join(", "),
+            human_secs(spec.window_secs),
+            match spec.confirm_within_secs {
+                Some(c) => format!(
+                    " and `golivectl go {id}` came within {} (without it, every host rolls back)",
+                    human_secs(c)
+                ),
+                None => format!(" (or at once on `golivectl go {id}`)"),
+            },
+            if at_commit > 0 {
+                format!(
+                    "; the {at_commit} migration(s) kept for the commit run then, behind a \
+                     verified backup"
+                )
+            } else {
+                String::new()
+            },
+            plan.path.display()
+        ));
+    } else if outcome.0 == Exit::Done && at_commit > 0 {
+        match commit_migrations(out, exec, plan, &leases).await {
+            Ok(()) => outcome.1.push_str(&format!(
+                "; committed: the {at_commit} migration(s) kept for the commit ran"
+            )),
+            Err((host, e)) => {
+                outcome.0 = Exit::Failed;
+                outcome.1.push_str(&format!(
+                    "; the release is live, but the migrations kept for the commit failed on \
+                     {host}: {e}; fix it, then `golivectl migrate up {}`",
+                    plan.path.display()
+                ));
+            }
+        }
+    }
+    if !warnings.is_empty() {
+        outcome
+            .1
+            .push_str(&format!("; gate warnings: {}", warnings.join("; ")));
+    }
+
+    // A host the switch-back could not return stays in maintenance: off,
+    // its web server would serve the release that failed (issue 12).
+    let kept_on = keep_on_where_stuck(&mut in_maintenance, &stuck);
+    // After a switch-back (or a failed activation): maintenance off where it
+    // is still on.
+    if !in_maintenance.is_empty() {
+        let (ms, still) = maintenance_off_all(
+            out,
+            exec,
+            plan,
+            &leases,
+            &mut in_maintenance,
+            "-after-switch-back",
+        )
+        .await;
+        longest_downtime = longest_downtime.max(ms);
+        if !still.is_empty() {
+            outcome.0 = Exit::Failed;
+            outcome.1.push_str(&still_on(&still));
+        }
+    }
+    if !kept_on.is_empty() {
+        outcome.0 = Exit::Failed;
+        outcome.1.push_str(&format!(
+            "; MAINTENANCE LEFT ON on {}: the switch-back did not happen there, so without it the \
+             release that failed would serve; fix what is named above, then `golivectl maintenance off PLAN`",
+            in_maintenance_names(plan, &kept_on).join(", ")
+        ));
+        in_maintenance.extend(kept_on);
+    }
+    if outcome.0 != Exit::Done {
+        let not_live: Vec<usize> = staged_on
+            .iter()
+            .copied()
+            .filter(|i| !switched.contains(i))
+            .collect();
+        give_back_ids(out, exec, plan, &leases, &not_live).await;
+    }
+    if maintenance.is_some() {
+        *downtime = downtime_of(
+            true,
+            longest_downtime,
+            &in_maintenance_names(plan, &in_maintenance),
+        );
+    }
+    report_downtime(out, *downtime, unavailable, &mut outcome.1);
+    release_all(leases).await;
+    outcome
+}
+
+/// Phase 3 on one host: upload (unless the agent has the artifact) and
+/// stage, each journaled and reported as a step. `Ok(commit)` (git sources)
+/// or `Err((staged, exit, message))`, `staged` when the release got staged
+/// there anyway (a git source that reported no commit).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn stage_host(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    host: &plan::Host,
+    lease: &Lease,
+) -> Result<Option<String>, (bool, Exit, String)> {
+    let release = plan.release.as_ref().expect("checked by deploy");
+    let c = &host.client;
+    if let Source::Artifact(artifact) = &release.source {
+        let send = |_key: String, request: StepRequest| async move {
+            let StepRequest::Upload { sha256, bytes } = request else {
+                return Err(ClientError::Transport {
+                    host: host.name.clone(),
+                    addr: c.addr.clone(),
+                    detail: "the upload step is not an upload (a golivectl bug); not sent".into(),
+                });
+            };
+            if c.call(&Request::HasArtifact(
+                golive_shared::protocol::HasArtifactRequest {
+                    sha256: sha256.clone(),
+                },
+            ))
+            .await
+            .is_ok()
+            {
+                return Ok("already on the agent".to_string());
+            }
+            c.upload(artifact, &sha256, bytes)
+                .await
+                .map(|_| format!("{bytes} bytes"))
+        };
+        let judge = |r: &Result<String, ClientError>| match r {
+            Ok(d) => Ok(d.clone()),
+            Err(e) => Err(e.to_string()),
+        };
+        let uploaded = match exec.run(out, &host.name, "upload", None, send, judge).await {
+            Ok(r) => r,
+            Err(e) => return Err((false, Exit::Failed, e.to_string())),
+        };
+        match uploaded {
+            Ok(detail) => step(out, &host.name, "upload", "ok", &detail),
+            Err(e) => {
+                step(out, &host.name, "upload", "failed", &e.to_string());
+                return Err((
+                    false,
+                    exit_of(&e),
+                    format!("upload to {} failed: {e}", host.name),
+                ));
+            }
+        }
+    }
+    // The stage request is the compiled one (its key, its scan).
+    let staged = job_step(exec, out, host, "stage", lease, Deadline::of(plan), None).await;
+    let commit = staged.as_ref().ok().and_then(staged_commit);
+    let staged = step_ok(staged);
+    if let Err(Failure(exit, e)) = staged {
+        step(out, &host.name, "stage", "failed", &e);
+        // Staging changes nothing live: a refused archive is bad input.
+        return Err((
+            false,
+            exit,
+            format!(
+                "staging on {} failed, nothing live changed: {}",
+                host.name,
+                error_headline(&e)
+            ),
+        ));
+    }
+    let commit = match git_ref(release) {
+        Some(git_ref) => {
+            let Some(commit) = commit else {
+                return Err((
+                    true,
+                    Exit::Failed,
+                    format!(
+                        "{} staged git ref {git_ref} but reported no commit; nothing live changed",
+                        host.name
+                    ),
+                ));
+            };
+            step(
+                out,
+                &host.name,
+                "stage",
+                "ok",
+                &format!("{git_ref} is commit {commit}"),
+            );
+            Some(commit)
+        }
+        None => {
+            step(out, &host.name, "stage", "ok", "");
+            None
+        }
+    };
+    let _ = journal.set_host(id, &host.name, &c.addr, None, "staged");
+    Ok(commit)
+}
+
+/// Phase 3 on every host, `[deploy] parallel` at a time; after a failure
+/// no further host starts. `Ok((staged hosts, first (host, commit)))`, or
+/// `Err((staged hosts, exit, message))` naming the first failed host in
+/// plan order (and how many others failed), or the hosts that resolved a
+/// git ref to different commits: every host must run the same code.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(crate) async fn stage_all(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    leases: &[Lease],
+) -> Result<(Vec<usize>, Option<(String, String)>), (Vec<usize>, Exit, String)> {
+    let results = crate::fanout::until(
+        plan.parallel,
+        plan.hosts.iter().zip(leases),
+        |(host, lease)| stage_host(out, journal, exec, plan, id, host, lease),
+        Result::is_err,
+    )
+    .await;
+    let mut staged_on = Vec::new();
+    let mut failed: Vec<(Exit, String)> = Vec::new();
+    // (host, commit) of the first host, in plan order, that staged a git ref.
+    let mut first_commit: Option<(String, String)> = None;
+    let mut differ: Option<String> = None;
+    for (i, r) in results.into_iter().enumerate() {
+        let host = &plan.hosts[i].name;
+        match r {
+            Some(Ok(commit)) => {
+                staged_on.push(i);
+                match (commit, &first_commit) {
+                    (Some(c), None) => first_commit = Some((host.clone(), c)),
+                    (Some(c), Some((first, expected))) if *expected != c && differ.is_none() => {
+                        differ = Some(format!("{first}: {expected}, {host}: {c}"));
+                    }
+                    _ => {}
+                }
+            }
+            Some(Err((staged, exit, e))) => {
+                if staged {
+                    staged_on.push(i);
+                }
+                failed.push((exit, e));
+            }
+            None => {}
+        }
+    }
+    if let Some((exit, first)) = failed.first() {
+        let more = match failed.len() {
+            1 => String::new(),
+            n => format!(" (and on {} other host(s), above)", n - 1),
+        };
+        return Err((staged_on, *exit, format!("{first}{more}")));
+    }
+    if let Some(differ) = differ {
+        let git_ref = plan.release.as_ref().and_then(git_ref).unwrap_or_default();
+        return Err((
+            staged_on,
+            Exit::Failed,
+            format!(
+                "hosts resolved git ref {git_ref} to different commits ({differ}), \
+                 nothing live changed; the ref moved while the hosts fetched, or their agent configs \
+                 name different repositories. Deploy a tag or a commit id so every host runs the same code"
+            ),
+        ));
+    }
+    Ok((staged_on, first_commit))
+}
+
+/// Takes the hosts in `stuck` out of `in_maintenance` and returns them:
+/// maintenance stays on there (see the call site).
+pub(crate) fn keep_on_where_stuck(in_maintenance: &mut Vec<usize>, stuck: &[usize]) -> Vec<usize> {
+    let kept: Vec<usize> = in_maintenance
+        .iter()
+        .copied()
+        .filter(|i| stuck.contains(i))
+        .collect();
+    in_maintenance.retain(|i| !stuck.contains(i));
+    kept
+}
+
+/// After a deployment failed or was refused: removes the staged release
+/// from `hosts`, where it never went live, so its id can be deployed again
+/// (issue 12). The agent refuses a release that went live, is current or is
+/// the rollback target, or that another deployment staged; such a refusal,
+/// or any failure here, is reported and changes nothing else: the
+/// deployment's outcome stands.
+pub(crate) async fn give_back_ids(
+    out: Out,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    leases: &[Lease],
+    hosts: &[usize],
+) {
+    crate::fanout::all(plan.parallel, hosts, |&i| {
+        give_back_id(out, exec, &leases[i], &plan.hosts[i])
+    })
+    .await;
+}
+
+/// [`give_back_ids`] on one host.
+pub(crate) async fn give_back_id(out: Out, exec: &Executor<'_>, lease: &Lease, host: &plan::Host) {
+    let r = step_ok(job_step(exec, out, host, "discard", lease, LOST, None).await);
+    match r {
+        Ok(detail) => step(
+            out,
+            &host.name,
+            "discard",
+            "ok",
+            &format!("{detail}, never live: the id can be deployed again"),
+        ),
+        Err(Failure(_, e)) => step(out, &host.name, "discard", "kept", &e),
+    }
+}
+
+/// The git ref a release is fetched at, if it comes from git.
+pub(crate) fn git_ref(release: &plan::Release) -> Option<&str> {
+    match &release.source {
+        Source::Git(r) => Some(r),
+        Source::Artifact(_) => None,
+    }
+}
+
+/// The commit a successful stage job reports (git sources).
+pub(crate) fn staged_commit(r: &Result<JobInfo, ClientError>) -> Option<String> {
+    match r {
+        Ok(JobInfo {
+            state: JobState::Succeeded,
+            result: Some(JobResult::Staged { commit, .. }),
+            ..
+        }) => commit.clone(),
+        _ => None,
+    }
+}
+
+/// The host rollback job of deployment `id` for `app`, as the controller
+/// asks for it: the point's previous release, the point's restore policy.
+pub(crate) fn host_rollback(app: &str, id: &str, reason: &str) -> JobSpec {
+    JobSpec::HostRollback(HostRollback {
+        app: app.into(),
+        deployment: Some(id.into()),
+        to: None,
+        reason: reason.into(),
+        requested_by: RollbackRequester::Controller,
+        force: false,
+        restore: None,
+    })
+}

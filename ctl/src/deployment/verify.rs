@@ -1,0 +1,487 @@
+//! Verifying a switched host: its probes (before and after), the gate's
+//! verdict and, on a pause, waiting for `go` / `no-go`; arming the host's
+//! watchdog and noticing one that fired.
+
+use std::time::Duration;
+
+use golive_shared::protocol::{
+    ProbeReport, ProbeResult, ProbeStatus, Request, Response, RunProbesRequest, now_millis,
+};
+use golive_shared::protocol::{WatchdogInfo, WatchdogState, WatchdogStatusRequest};
+use golive_shared::timefmt::utc;
+use serde_json::json;
+
+use crate::client::ClientError;
+use crate::deployment::leases::Lease;
+use crate::deployment::{Executor, StepRequest};
+use crate::gate::{self, Action};
+use crate::jobs::{Deadline, finish, step};
+use crate::journal::Journal;
+use crate::output::{Exit, Out};
+use crate::plan::{self, Plan};
+
+/// Runs the app's probes on one host, all of them; reports each result.
+pub(crate) async fn run_probes(
+    out: Out,
+    plan: &Plan,
+    host: &plan::Host,
+    phase: &str,
+) -> Result<ProbeReport, String> {
+    let c = &host.client;
+    let req = Request::RunProbes(RunProbesRequest {
+        app: plan.app.clone(),
+        tags: vec![],
+    });
+    let report = match Deadline::of(plan)
+        .bound(c, Duration::ZERO, c.call(&req))
+        .await
+    {
+        Ok(Response::Probes(r)) => r,
+        Ok(other) => return Err(c.unexpected(&other).to_string()),
+        Err(e) => return Err(format!("probes on {} could not run: {e}", host.name)),
+    };
+    for r in &report.results {
+        out.line(format!(
+            "[{}]   probe {} ({}): {} — {}{} ({} ms)",
+            host.name,
+            r.name,
+            r.severity.as_str(),
+            r.status.as_str(),
+            r.message,
+            r.value
+                .as_ref()
+                .map(|v| format!(" [{v}]"))
+                .unwrap_or_default(),
+            r.duration_ms
+        ));
+        out.event(&json!({"event": "probe", "phase": phase, "host": host.name, "probe": r.name, "kind": r.kind, "severity": r.severity.as_str(), "status": r.status.as_str(), "value": r.value, "threshold": r.threshold, "message": r.message, "duration_ms": r.duration_ms}));
+    }
+    if report.results.is_empty() {
+        out.line(format!(
+            "[{}]   warning: app {} declares no probes on this host; nothing verified the release",
+            host.name, plan.app
+        ));
+    }
+    Ok(report)
+}
+
+/// The figures before the switch: every host's probes on the live release,
+/// recorded as phase "before" (the deployment record compares them with
+/// the results after). A failure here is reported, not a stop: preflight is
+/// the place to refuse a deployment on the current release's health.
+pub(crate) async fn probe_before(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+) -> Vec<Vec<ProbeResult>> {
+    // Read-only: every host at once, up to `[deploy] parallel` (issue 14).
+    crate::fanout::all(plan.parallel, &plan.hosts, |host| {
+        probe_before_host(out, journal, plan, id, host)
+    })
+    .await
+}
+
+/// [`probe_before`] on one host.
+pub(crate) async fn probe_before_host(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    host: &plan::Host,
+) -> Vec<ProbeResult> {
+    // A resumed deployment keeps the figures its start took: the host may
+    // run the new release by now.
+    let fact = format!("before:{}", host.name);
+    if let Some(results) = journal
+        .fact(id, &fact)
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_str::<Vec<ProbeResult>>(&v).ok())
+    {
+        step(
+            out,
+            &host.name,
+            "probe-before",
+            "ok",
+            "taken before the interruption",
+        );
+        return results;
+    }
+    let seq = journal.start_step(id, &host.name, "probe-before").ok();
+    match run_probes(out, plan, host, "before").await {
+        Ok(report) => {
+            let _ = journal.save_probes(id, &host.name, "before", &report.results);
+            if let Ok(v) = serde_json::to_string(&report.results) {
+                let _ = journal.set_fact(id, &fact, &v);
+            }
+            let failing: Vec<String> = report
+                .failures()
+                .iter()
+                .map(|r| format!("{} ({})", r.name, r.severity.as_str()))
+                .collect();
+            let (judged, na) = judged(&report);
+            let passed = judged - failing.len();
+            let mut detail = if failing.is_empty() {
+                format!("{passed}/{judged} passed on the live release")
+            } else {
+                format!(
+                    "{passed}/{judged} passed on the live release; already failing: {}",
+                    failing.join(", ")
+                )
+            };
+            if na > 0 {
+                detail.push_str(&format!("; {na} n/a (nothing live yet)"));
+            }
+            finish::<String, String>(journal, seq, &Ok(detail.clone()));
+            step(out, &host.name, "probe-before", "ok", &detail);
+            report.results
+        }
+        Err(e) => {
+            finish::<String, String>(journal, seq, &Err(e.clone()));
+            step(out, &host.name, "probe-before", "failed", &e);
+            Vec::new()
+        }
+    }
+}
+
+/// (probes judged, probes not applicable): an app with nothing live has
+/// probes that were not run (issue 12).
+pub(crate) fn judged(report: &ProbeReport) -> (usize, usize) {
+    let na = report
+        .results
+        .iter()
+        .filter(|r| r.status == ProbeStatus::NotApplicable)
+        .count();
+    (report.results.len() - na, na)
+}
+
+/// Validates one host after its switch: probes (recorded as phase "after"),
+/// then the gate. `Ok` to go on (with a warning pushed when the gate says
+/// warn); `Err` with exit 3 to switch back, or exit 4 when a pause got no
+/// decision in time.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn validate_host(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    host: &plan::Host,
+    before: &[ProbeResult],
+    leases: &[Lease],
+    warnings: &mut Vec<String>,
+) -> Result<(), (Exit, String)> {
+    let seq = journal.start_step(id, &host.name, "probe").ok();
+    let report = match run_probes(out, plan, host, "after").await {
+        Ok(r) => r,
+        Err(e) => {
+            finish::<String, String>(journal, seq, &Err(e.clone()));
+            return Err((Exit::Failed, e));
+        }
+    };
+    let _ = journal.save_probes(id, &host.name, "after", &report.results);
+    let passed = report
+        .results
+        .iter()
+        .filter(|r| r.status == ProbeStatus::Pass)
+        .count();
+    let (judged, _) = judged(&report);
+    let detail = format!("{passed}/{judged} passed");
+    let all_passed = passed == judged;
+    finish::<String, String>(
+        journal,
+        seq,
+        &if all_passed {
+            Ok(detail.clone())
+        } else {
+            Err(detail.clone())
+        },
+    );
+    step(
+        out,
+        &host.name,
+        "probe",
+        if all_passed { "ok" } else { "failed" },
+        &detail,
+    );
+
+    let eval = gate::evaluate(&plan.gate, &host.name, &report, before);
+    let _ = journal.save_gate(id, &eval);
+    out.event(&json!({"event": "gate", "host": host.name, "action": eval.action.as_str(), "summary": eval.summary(), "reasons": eval.reasons}));
+    let seq = journal.start_step(id, &host.name, "gate").ok();
+    let summary = eval.summary();
+    let state = match eval.action {
+        Action::Continue => "ok",
+        Action::Warn => "warn",
+        Action::Pause => "pause",
+        Action::Rollback => "rollback",
+    };
+    finish::<String, String>(
+        journal,
+        seq,
+        &if eval.action == Action::Rollback {
+            Err(summary.clone())
+        } else {
+            Ok(format!("{state}: {summary}"))
+        },
+    );
+    step(out, &host.name, "gate", state, &summary);
+    match eval.action {
+        Action::Continue => Ok(()),
+        Action::Warn => {
+            warnings.push(format!("{}: {summary}", host.name));
+            Ok(())
+        }
+        Action::Rollback => {
+            // The gate decides like a person would, and the record says so
+            // (issue 12): which rule, which probes, what happens next.
+            let rules: std::collections::BTreeSet<String> = eval
+                .reasons
+                .iter()
+                .filter(|r| r.action == Action::Rollback)
+                .map(|r| format!("{} = rollback", r.severity))
+                .collect();
+            let rules: Vec<String> = rules.into_iter().collect();
+            let reason = format!("[gate] {} on {}: {summary}", rules.join(", "), host.name);
+            let _ = journal.add_decision(
+                id,
+                "gate policy",
+                "rollback",
+                Some(&reason),
+                "switch back every host this deployment switched, to the release it ran before",
+            );
+            out.event(&json!({"event": "decision", "by": "gate policy", "decision": "rollback", "reason": reason}));
+            Err((
+                Exit::RolledBack,
+                format!("the gate rolled back on {}: {summary}", host.name),
+            ))
+        }
+        Action::Pause => wait_for_decision(out, journal, plan, id, host, &summary, leases).await,
+    }
+}
+
+/// How often a paused deploy looks for a decision, and how far ahead its
+/// heartbeat promises to keep looking.
+pub(crate) const DECISION_POLL: Duration = Duration::from_millis(500);
+pub(crate) const WAIT_HEARTBEAT_MS: i64 = 15_000;
+
+/// A pause: waits (holding the locks) for `golivectl go` or `no-go` on this
+/// deployment, up to the plan's `[gate] pause_timeout_secs`.
+pub(crate) async fn wait_for_decision(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    host: &plan::Host,
+    summary: &str,
+    leases: &[Lease],
+) -> Result<(), (Exit, String)> {
+    let timeout = plan.gate.pause_timeout_secs;
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    let seen = journal
+        .decisions(id, 0)
+        .ok()
+        .and_then(|d| d.last().map(|d| d.seq))
+        .unwrap_or(0);
+    let mut beat = std::time::Instant::now();
+    let _ = journal.set_paused(id, Some(now_millis() + WAIT_HEARTBEAT_MS));
+    out.line(format!(
+        "[{}] PAUSED: {summary}\n  decide with `golivectl go {id} --by NAME [--note TEXT]` or \
+         `golivectl no-go {id} --by NAME --reason TEXT`; waiting up to {timeout} s",
+        host.name
+    ));
+    out.event(&json!({"event": "paused", "deployment": id, "host": host.name, "summary": summary, "timeout_secs": timeout}));
+    crate::notify::tell(
+        plan,
+        journal,
+        id,
+        crate::notify::Kind::Paused,
+        Some(&format!("{}: {summary}", host.name)),
+        None,
+    );
+    loop {
+        tokio::time::sleep(DECISION_POLL).await;
+        for lease in leases {
+            if let Err(e) = lease.check() {
+                let _ = journal.set_running(id);
+                return Err((Exit::Failed, e));
+            }
+        }
+        if let Ok(decisions) = journal.decisions(id, seen)
+            && let Some(d) = decisions.into_iter().next()
+        {
+            let _ = journal.set_running(id);
+            let who = format!(
+                "{} by {}{}",
+                d.decision,
+                d.by,
+                d.reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            let seq = journal.start_step(id, &host.name, "decision").ok();
+            finish::<String, String>(journal, seq, &Ok(who.clone()));
+            step(out, &host.name, "decision", &d.decision, &who);
+            return if d.decision == "go" {
+                Ok(())
+            } else {
+                Err((Exit::RolledBack, format!("no-go on {}: {who}", host.name)))
+            };
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = journal.set_paused(id, None);
+            return Err((
+                Exit::Paused,
+                format!(
+                    "paused on {} with no decision within {timeout} s ({summary}); the hosts keep what \
+                     they run now: `golivectl no-go {id} --by NAME --reason TEXT` rolls the activated \
+                     hosts back, `golivectl go {id} --by NAME` accepts them as they are",
+                    host.name
+                ),
+            ));
+        }
+        if beat.elapsed() >= Duration::from_secs(5) {
+            beat = std::time::Instant::now();
+            let _ = journal.set_paused(id, Some(now_millis() + WAIT_HEARTBEAT_MS));
+        }
+    }
+}
+
+/// Arms the plan's `[watchdog]` on a host whose release passed its gate
+/// (issue 13). `Ok(true)`: armed; `Ok(false)`: no watchdog in the plan, or
+/// a first install (nothing to return to, so not watched). A host that
+/// refuses fails the deployment: the plan asks for the release to be
+/// watched, and it is not left live unwatched.
+pub(crate) async fn arm_host(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    host: &plan::Host,
+    previous: Option<&str>,
+) -> Result<bool, (Exit, String)> {
+    if plan.watchdog.is_none() {
+        return Ok(false);
+    }
+    if previous.is_none() {
+        let seq = journal.start_step(id, &host.name, "watchdog-arm").ok();
+        let detail = "a first install: there is no earlier release to roll back to, so it is not \
+                      watched";
+        if let Some(seq) = seq {
+            let _ = journal.finish_step(seq, "skipped", Some(detail));
+        }
+        step(out, &host.name, "watchdog-arm", "skipped", detail);
+        return Ok(false);
+    }
+    // The agent answers a second arm of the same deployment with the same
+    // spec with the armed watchdog: a resubmission is safe.
+    let send = |_key: String, request: StepRequest| async move {
+        let StepRequest::ArmWatchdog(arm) = request else {
+            return Err(ClientError::Transport {
+                host: host.name.clone(),
+                addr: host.client.addr.clone(),
+                detail: "the watchdog-arm step is not an arm request (a golivectl bug)".into(),
+            });
+        };
+        let arm = Request::ArmWatchdog(arm);
+        match Deadline::of(plan)
+            .bound(&host.client, Duration::ZERO, host.client.call(&arm))
+            .await
+        {
+            Ok(Response::Watchdog(info)) => Ok(info),
+            Ok(other) => Err(host.client.unexpected(&other)),
+            Err(e) => Err(e),
+        }
+    };
+    let judge = |r: &Result<WatchdogInfo, ClientError>| match r {
+        Ok(info) => Ok(watchdog_detail(info)),
+        Err(e) => Err(e.to_string()),
+    };
+    let r = match exec
+        .run(out, &host.name, "watchdog-arm", None, send, judge)
+        .await
+    {
+        Ok(r) => r.map(|info| watchdog_detail(&info)),
+        Err(e) => {
+            return Err((Exit::Failed, e.to_string()));
+        }
+    };
+    match r {
+        Ok(detail) => {
+            step(out, &host.name, "watchdog-arm", "ok", &detail);
+            out.event(&json!({"event": "watchdog", "host": host.name, "state": "armed", "detail": detail}));
+            Ok(true)
+        }
+        Err(e) => {
+            let e = match &e {
+                ClientError::Agent { body, .. } => body.message.clone(),
+                other => other.to_string(),
+            };
+            step(out, &host.name, "watchdog-arm", "failed", &e);
+            Err((
+                Exit::Failed,
+                format!(
+                    "the watchdog could not be armed on {}: {e}; the plan asks for the release to \
+                     be watched, so it does not stay live unwatched",
+                    host.name
+                ),
+            ))
+        }
+    }
+}
+
+/// "until 10:42:07Z, every 10 s, triggers: traffic 5xx above 5.0 % for 120 s, ...".
+pub(crate) fn watchdog_detail(info: &WatchdogInfo) -> String {
+    format!(
+        "until {}, every {} ms, triggers: {}{}",
+        utc(info.until),
+        info.spec.interval_ms,
+        info.spec
+            .triggers
+            .iter()
+            .map(|t| format!(
+                "{} ({} for {} s)",
+                t.name,
+                t.condition.describe(),
+                t.for_secs
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        info.confirm_by
+            .map(|c| format!("; a go is needed by {}", utc(c)))
+            .unwrap_or_default()
+    )
+}
+
+/// The hosts of `watched` whose watchdog no longer watches (it fired and
+/// rolled back, or is rolling back) as the deployment's failure.
+pub(crate) async fn watchdogs_fired(
+    plan: &Plan,
+    id: &str,
+    watched: &[String],
+) -> Option<(Exit, String)> {
+    for host in plan.hosts.iter().filter(|h| watched.contains(&h.name)) {
+        let req = Request::WatchdogStatus(WatchdogStatusRequest {
+            app: plan.app.clone(),
+            deployment: Some(id.to_string()),
+        });
+        if let Ok(Response::WatchdogStatus(Some(info))) = host.client.call(&req).await
+            && matches!(
+                info.state,
+                WatchdogState::Fired | WatchdogState::RolledBack | WatchdogState::RollbackFailed
+            )
+        {
+            return Some((
+                Exit::Failed,
+                format!(
+                    "the watchdog on {} fired while the deployment went on: {}",
+                    host.name,
+                    info.reason.as_deref().unwrap_or("no reason given")
+                ),
+            ));
+        }
+    }
+    None
+}

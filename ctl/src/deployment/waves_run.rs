@@ -1,0 +1,529 @@
+//! Running the waves of a deployment: each wave's hosts at once, its soak,
+//! its max-fail share, and the switch-back of what a failed wave (or the
+//! policy) sends back.
+
+use std::time::Duration;
+
+use golive_shared::protocol::{
+    JobSpec, MigrationStatusRequest, ProbeResult, Request, Response, error_headline,
+};
+use serde_json::json;
+
+use crate::deployment::downtime::Unavailable;
+use crate::deployment::leases::Lease;
+use crate::deployment::sequencer::{host_rollback, job_step, step_ok};
+use crate::deployment::verify::{arm_host, run_probes, validate_host};
+use crate::deployment::{self, Executor};
+use crate::jobs::{Deadline, Failure, finish, human_secs, step};
+use crate::journal::Journal;
+use crate::output::{Exit, Out};
+use crate::plan::Plan;
+
+/// What happened on one host of a wave.
+#[derive(Default)]
+pub(crate) struct WaveHost {
+    /// The activate job ran (the switch may have happened: roll back).
+    pub(crate) activated: bool,
+    /// The release went live.
+    pub(crate) switched: bool,
+    /// Its watchdog is armed.
+    pub(crate) armed: bool,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) failure: Option<(Exit, String)>,
+}
+
+/// One host of a wave: activate, validate (probes and gate, a pause
+/// waiting for its decision), arm its watchdog. Runs beside the wave's
+/// other hosts on the sequencer's task, so `unavailable` is shared through
+/// a `RefCell` borrowed between awaits only.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn wave_host(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    i: usize,
+    before: &[ProbeResult],
+    previous: Option<&str>,
+    leases: &[Lease],
+    unavailable: &std::cell::RefCell<Unavailable>,
+) -> WaveHost {
+    let release = plan.release.as_ref().expect("checked by deploy");
+    let (host, lease) = (&plan.hosts[i], &leases[i]);
+    let mut r = WaveHost::default();
+    if let Err(e) = lease.check() {
+        r.failure = Some((Exit::Failed, e));
+        return r;
+    }
+    let job = job_step(exec, out, host, "activate", lease, Deadline::of(plan), None).await;
+    if let Ok(job) = &job {
+        unavailable.borrow_mut().add(&host.name, job);
+    }
+    let result = step_ok(job);
+    // A failed switch may or may not have happened: roll this host back too.
+    r.activated = true;
+    if let Err(Failure(_, e)) = result {
+        step(out, &host.name, "activate", "failed", &e);
+        r.failure = Some((
+            Exit::Failed,
+            format!("activation on {} failed: {}", host.name, error_headline(&e)),
+        ));
+        return r;
+    }
+    r.switched = true;
+    let _ = journal.set_host(id, &host.name, &host.client.addr, None, "active");
+    step(
+        out,
+        &host.name,
+        "activate",
+        "ok",
+        &format!("current -> {}", release.id),
+    );
+    if let Err(f) = validate_host(
+        out,
+        journal,
+        plan,
+        id,
+        host,
+        before,
+        leases,
+        &mut r.warnings,
+    )
+    .await
+    {
+        r.failure = Some(f);
+        return r;
+    }
+    match arm_host(out, journal, exec, plan, id, host, previous).await {
+        Ok(armed) => r.armed = armed,
+        Err(f) => r.failure = Some(f),
+    }
+    r
+}
+
+/// Phase 4 with `[[waves]]` (issue 14): each wave's hosts activate and
+/// validate at once (up to `[deploy] parallel`), judged in plan order once
+/// all are done; then the wave's soak. A wave with more failures than its
+/// `max_fail` allows, a pause without a decision or a failed soak stops
+/// the deployment: the failure returned, and `activated` names every host
+/// for the switch-back. A failure within `max_fail` is rolled back on its
+/// own host at once and named in `tolerated`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_waves(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    previous: &[Option<String>],
+    before: &[Vec<ProbeResult>],
+    leases: &[Lease],
+    warnings: &mut Vec<String>,
+    unavailable: &mut Unavailable,
+    watched: &mut Vec<String>,
+    (activated, switched): (&mut Vec<usize>, &mut Vec<usize>),
+    tolerated: &mut Vec<String>,
+) -> Option<(Exit, String)> {
+    let of = plan.waves.len();
+    for (w, wave) in plan.waves.iter().enumerate() {
+        let label = wave.label(w + 1, of);
+        let names: Vec<&str> = wave
+            .hosts
+            .iter()
+            .map(|&i| plan.hosts[i].name.as_str())
+            .collect();
+        out.line(format!("{label}: {}", names.join(", ")));
+        out.event(&json!({"event": "wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": names, "state": "running", "max_fail": wave.max_fail, "soak_secs": wave.soak.map(|s| s.as_secs())}));
+        let seq = journal
+            .start_step(id, &names.join(","), &format!("wave-{}", w + 1))
+            .ok();
+        let end = |state: &str, detail: &str| {
+            if let Some(seq) = seq {
+                let _ = journal.finish_step(seq, state, Some(detail));
+            }
+            out.line(format!("{label}: {state} — {detail}"));
+            out.event(&json!({"event": "wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": names, "state": state, "detail": detail}));
+        };
+
+        let cell = std::cell::RefCell::new(std::mem::take(unavailable));
+        let results = crate::fanout::all(plan.parallel, wave.hosts.iter().copied(), |i| {
+            wave_host(
+                out,
+                journal,
+                exec,
+                plan,
+                id,
+                i,
+                &before[i],
+                previous[i].as_deref(),
+                leases,
+                &cell,
+            )
+        })
+        .await;
+        *unavailable = cell.into_inner();
+
+        // Judged in plan order, whatever order the hosts finished in.
+        let mut failed: Vec<(usize, (Exit, String))> = Vec::new();
+        for (&i, r) in wave.hosts.iter().zip(results) {
+            if r.activated {
+                activated.push(i);
+            }
+            if r.switched {
+                switched.push(i);
+            }
+            if r.armed {
+                watched.push(plan.hosts[i].name.clone());
+            }
+            warnings.extend(r.warnings);
+            if let Some(f) = r.failure {
+                failed.push((i, f));
+            }
+        }
+        // A pause that got no decision: the hosts stay as they are.
+        if let Some((_, paused)) = failed.iter().find(|(_, f)| f.0 == Exit::Paused) {
+            end("paused", &paused.1);
+            return Some(paused.clone());
+        }
+        let allowed = wave.allowed_failures();
+        if failed.len() > allowed {
+            let hosts: Vec<&str> = failed
+                .iter()
+                .map(|(i, _)| plan.hosts[*i].name.as_str())
+                .collect();
+            let detail = format!(
+                "{} of {} host(s) failed ({}), {allowed} allowed by max_fail = {}: {}",
+                failed.len(),
+                wave.hosts.len(),
+                hosts.join(", "),
+                wave.max_fail,
+                failed[0].1.1
+            );
+            end("failed", &detail);
+            let (exit, _) = failed[0].1;
+            return Some((exit, format!("{label} failed: {detail}")));
+        }
+        for (i, (exit, why)) in failed {
+            let name = plan.hosts[i].name.clone();
+            // Rolled back on its own; the rest of the wave stays.
+            let mut stuck = Vec::new();
+            let (back, message) = switch_back_if_failed(
+                out,
+                journal,
+                exec,
+                plan,
+                id,
+                previous,
+                leases,
+                &[i],
+                Some((exit, why.clone())),
+                unavailable,
+                &mut stuck,
+            )
+            .await;
+            activated.retain(|&a| a != i);
+            watched.retain(|h| *h != name);
+            if back != Exit::RolledBack && Deadline::of(plan).lost(&plan.hosts[i].client).await {
+                // Unreachable (issue 14): it counts as failed, and the wave,
+                // within its share, goes on without it. Nothing more can be
+                // done to it from here; its state is named.
+                let note = format!(
+                    "{name} ({why}; not switched back: it did not answer, so it runs the release \
+                     it was on when it was lost; check `golivectl status` once it answers)"
+                );
+                tolerated.push(note);
+                continue;
+            }
+            if back != Exit::RolledBack {
+                let detail = format!(
+                    "{name} failed within max_fail = {}, but could not be rolled back: {message}",
+                    wave.max_fail
+                );
+                end("failed", &detail);
+                return Some((Exit::Failed, format!("{label} failed: {detail}")));
+            }
+            tolerated.push(format!("{name} ({why}; rolled back)"));
+        }
+
+        let live: Vec<usize> = wave
+            .hosts
+            .iter()
+            .copied()
+            .filter(|i| activated.contains(i))
+            .collect();
+        let mut detail = format!("{} of {} host(s) validated", live.len(), wave.hosts.len());
+        if let Some(soak) = wave.soak {
+            if let Err(why) = soak_wave(out, journal, plan, id, &label, soak, &live, leases).await {
+                end("failed", &why);
+                return Some((Exit::Failed, format!("{label} failed: {why}")));
+            }
+            detail.push_str(&format!("; soaked {}", human_secs(soak.as_secs())));
+        }
+        end("ok", &detail);
+        // The team channel hears of each wave (issue 15), but the last: the
+        // deployment's own end says it.
+        if w + 1 < of {
+            crate::notify::tell(
+                plan,
+                journal,
+                id,
+                crate::notify::Kind::WaveDone,
+                Some(&format!("{label}: {detail}")),
+                None,
+            );
+        }
+    }
+    None
+}
+
+/// A wave's soak: its live hosts' probes re-run every few seconds for
+/// `soak`; a failing critical probe (or probes that cannot run, or a lost
+/// lock) fails the wave.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn soak_wave(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    label: &str,
+    soak: Duration,
+    live: &[usize],
+    leases: &[Lease],
+) -> Result<(), String> {
+    let every = (soak / 5).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    let until = tokio::time::Instant::now() + soak;
+    out.line(format!(
+        "{label}: soaking for {}, probes every {} s",
+        human_secs(soak.as_secs()),
+        every.as_secs()
+    ));
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        tokio::time::sleep(every.min(until - now)).await;
+        for lease in leases {
+            lease.check()?;
+        }
+        let reports = crate::fanout::all(plan.parallel, live.iter().copied(), |i| async move {
+            (i, run_probes(out, plan, &plan.hosts[i], "soak").await)
+        })
+        .await;
+        for (i, report) in reports {
+            let host = &plan.hosts[i].name;
+            let report = report.map_err(|e| format!("during the soak: {e}"))?;
+            if let Some(r) = report.results.iter().find(|r| {
+                r.status.failed() && r.severity == golive_shared::protocol::Severity::Critical
+            }) {
+                let why = format!(
+                    "critical probe {} failed on {host} during the soak: {}",
+                    r.name, r.message
+                );
+                let _ = journal.add_decision(
+                    id,
+                    "wave soak",
+                    "rollback",
+                    Some(&why),
+                    "switch back every host this deployment switched, to the release it ran before",
+                );
+                out.event(&json!({"event": "decision", "by": "wave soak", "decision": "rollback", "reason": why}));
+                return Err(why);
+            }
+        }
+    }
+}
+
+/// Phase 4b: on a failure, switch every activated host back, newest first;
+/// the outcome of the deployment.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn switch_back_if_failed(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    previous: &[Option<String>],
+    leases: &[Lease],
+    activated: &[usize],
+    failure: Option<(Exit, String)>,
+    unavailable: &mut Unavailable,
+    stuck: &mut Vec<usize>,
+) -> (Exit, String) {
+    let release = plan.release.as_ref().expect("checked by deploy");
+    match failure {
+        None => (
+            Exit::Done,
+            format!(
+                "release {} is live on {} host(s)",
+                release.id,
+                plan.hosts.len()
+            ),
+        ),
+        Some((exit, why)) => {
+            let mut all_back = true;
+            // Each host the switch-back left where it was, and why.
+            let mut not_back: Vec<String> = Vec::new();
+            for (i, spec) in rollback_order(journal, plan, id, activated, &why) {
+                let host = &plan.hosts[i];
+                let to = previous[i].clone();
+                let Some(to) = to else {
+                    let e =
+                        "this host had no release before; nothing to switch back to".to_string();
+                    let seq = journal.start_step(id, &host.name, "switch-back").ok();
+                    finish::<String, String>(journal, seq, &Err(e.clone()));
+                    step(out, &host.name, "switch-back", "failed", &e);
+                    all_back = false;
+                    stuck.push(i);
+                    not_back.push(format!("{}: {e}", host.name));
+                    continue;
+                };
+                // The host's one rollback (issue 13): code, database the
+                // gentlest correct way, flags, hooks, from its rollback point.
+                let job = job_step(
+                    exec,
+                    out,
+                    host,
+                    "switch-back",
+                    &leases[i],
+                    Deadline::of(plan),
+                    spec,
+                )
+                .await;
+                if let Ok(job) = &job {
+                    unavailable.add(&host.name, job);
+                }
+                let r = step_ok(job);
+                match r {
+                    Ok(detail) => {
+                        step(out, &host.name, "switch-back", "ok", &detail);
+                        let _ = to;
+                        let _ = journal.set_host(
+                            id,
+                            &host.name,
+                            &host.client.addr,
+                            None,
+                            "rolled_back",
+                        );
+                    }
+                    Err(Failure(_, e)) => {
+                        step(out, &host.name, "switch-back", "failed", &e);
+                        all_back = false;
+                        stuck.push(i);
+                        not_back.push(format!("{}: {e}", host.name));
+                    }
+                }
+            }
+            if all_back && !activated.is_empty() {
+                (
+                    Exit::RolledBack,
+                    format!("{why}; switched back to the previous release"),
+                )
+            } else if activated.is_empty() {
+                (exit, why)
+            } else {
+                (
+                    Exit::Failed,
+                    format!(
+                        "{why}; SWITCH-BACK INCOMPLETE, check `golivectl status`: {}",
+                        not_back.join("; ")
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// The hosts of `activated` to switch back and their host rollback jobs,
+/// in the deployment's rollback plan (issue 14): newest activation first,
+/// from the journal's record, those already rolled back left out, a first
+/// install (nothing to go back to) last. When the journal cannot be read,
+/// every host of `activated`, newest first, so none is left on the release.
+pub(crate) fn rollback_order(
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    activated: &[usize],
+    why: &str,
+) -> Vec<(usize, Option<JobSpec>)> {
+    let index = |name: &str| plan.hosts.iter().position(|h| h.name == name);
+    let Ok(Some(d)) = journal.deployment(id) else {
+        return activated
+            .iter()
+            .rev()
+            .map(|&i| (i, Some(host_rollback(&plan.app, id, why))))
+            .collect();
+    };
+    let p = deployment::rollback::plan(id, &plan.app, &d.hosts, &d.steps, "switch-back", why);
+    let back = p
+        .hosts
+        .into_iter()
+        .map(|h| (index(&h.host), Some(h.request)));
+    let first = p.first_install.iter().map(|h| (index(h), None));
+    back.chain(first)
+        .filter_map(|(i, spec)| Some((i?, spec)))
+        .filter(|(i, _)| activated.contains(i))
+        .collect()
+}
+
+/// After the code was switched back from a release that migrated: the
+/// schema stays migrated. Says at which version, and whether that is safe
+/// (every migration ahead of the previous release is `expand`) or not
+/// (issue 12). Reads the ledger of the first host's live release.
+pub(crate) async fn schema_after_switch_back(plan: &Plan, id: &str) -> Option<String> {
+    let host = plan.hosts.first()?;
+    let req = Request::MigrationStatus(MigrationStatusRequest {
+        app: plan.app.clone(),
+        release: None,
+    });
+    let st = match host.client.call(&req).await {
+        Ok(Response::MigrationStatus(st)) => st,
+        Ok(other) => return Some(format!("{}", host.client.unexpected(&other))),
+        Err(e) => {
+            return Some(format!(
+                "the schema's state after the switch-back could not be read on {}: {e}",
+                host.name
+            ));
+        }
+    };
+    let ahead: Vec<_> = st.applied.iter().filter(|a| a.ahead).collect();
+    let version = ahead.last()?.version;
+    let below = st
+        .applied
+        .iter()
+        .filter(|a| !a.ahead)
+        .map(|a| a.version)
+        .max()
+        .unwrap_or(0);
+    let names = ahead
+        .iter()
+        .map(|a| format!("{:04}_{}", a.version, a.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (migration, is, it) = if ahead.len() == 1 {
+        ("migration", "is", "it")
+    } else {
+        ("migrations", "are", "them")
+    };
+    Some(
+        if ahead.iter().all(|a| a.tag.as_deref() == Some("expand")) {
+            format!(
+                "the schema stays at version {version} ({migration} {names} {is} expand: the previous \
+             release runs on it; `golivectl migrate down {} --to {below}` reverts {it})",
+                plan.path.display()
+            )
+        } else {
+            format!(
+                "the schema stays at version {version}, ahead of release {}: {migration} {names} {is} \
+             not tagged expand, so the previous release may not run on it. golive does not yet \
+             roll the schema back with the code; if the release fails, restore the pre-deploy \
+             backup of deployment {id} (`golivectl backup list {}`, then `golivectl backup \
+             restore {} ID --deployment {id}`)",
+                st.release,
+                plan.path.display(),
+                plan.path.display()
+            )
+        },
+    )
+}
