@@ -397,3 +397,86 @@ fn issue14_bad_stages_input_is_refused_and_changes_nothing() {
         assert_eq!(n, 0, "a deployment was recorded");
     }
 }
+
+/// The agent's jobs of deployment `id`, as (kind, how many).
+fn jobs_of(agent: &AgentProc, id: &str) -> Vec<(String, i64)> {
+    let j = agent.journal();
+    let mut stmt = j
+        .prepare(
+            "SELECT kind, COUNT(*) FROM jobs WHERE idempotency_key LIKE ?1 \
+             GROUP BY kind ORDER BY kind",
+        )
+        .expect("prepare");
+    stmt.query_map([format!("{id}:%")], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect()
+}
+
+/// The controller killed inside stage 2 (test-only
+/// `GOLIVECTL_CRASH_AFTER_STEPS`: stage 1's upload, stage and activate are
+/// journal writes 1 to 6, stage 2's upload 7 and 8, its stage's intent 9):
+/// `history` shows the staged deployment interrupted with its resume
+/// command; `deploy STAGES --resume ID` resumes stage 2 through its own
+/// resume, then runs stage 3; every app ends on v2 and no agent ran a job
+/// twice; the finished deployment cannot be resumed again (exit 2).
+#[test]
+fn issue14_a_staged_deployment_killed_in_stage_two_resumes_from_it() {
+    let w = World::new(30);
+    let run = w.ctl.run(&["deploy", s(&w.stages("v1"))]);
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    let stages = w.stages("v2");
+    let mut cmd = w.ctl.cmd(&["deploy", s(&stages)]);
+    cmd.env("GOLIVECTL_CRASH_AFTER_STEPS", "9");
+    let run = run_bounded(cmd, std::time::Duration::from_secs(60));
+    assert_eq!(run.code, -1, "{}", run.text());
+    let parent = w.parent();
+    assert_eq!(
+        w.stage_states(&parent),
+        [
+            ("auth".to_string(), "succeeded".to_string()),
+            ("catalog".to_string(), "running".to_string()),
+        ],
+        "{}",
+        run.text()
+    );
+    let history = w.ctl.run(&["history"]);
+    let resume = format!("golivectl deploy {} --resume {parent}", s(&stages));
+    assert!(
+        history.stdout.contains(&resume) && history.stdout.contains("stage 2 catalog"),
+        "{}",
+        history.text()
+    );
+
+    let run = w.ctl.run(&["deploy", s(&stages), "--resume", &parent]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(
+        run.stdout.contains("stage 2/3 (catalog): resuming"),
+        "{}",
+        run.text()
+    );
+    for app in APPS {
+        assert_eq!(w.current(app), Path::new("releases/v2"), "{app}");
+    }
+    let ids: Vec<String> = {
+        let j = w.journal();
+        let mut stmt = j
+            .prepare("SELECT deployment FROM deployment_stages WHERE parent = ?1 ORDER BY position")
+            .expect("prepare");
+        stmt.query_map([&parent], |r| r.get(0))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    for (agent, id) in w.agents.iter().zip(&ids) {
+        assert_eq!(
+            jobs_of(agent, id),
+            [("activate".to_string(), 1), ("stage".to_string(), 1)],
+            "{}'s jobs of {id}",
+            agent.name
+        );
+    }
+    let again = w.ctl.run(&["deploy", s(&stages), "--resume", &parent]);
+    assert_eq!(again.code, 2, "{}", again.text());
+}
