@@ -329,7 +329,8 @@ fn issue14_the_third_stage_failing_rolls_back_the_first_two_newest_first() {
 /// Bad stages input is refused with exit 2, naming the file and the
 /// problem, before anything changes: a stage's plan missing, one app in
 /// two stages, and a later stage's host unreachable (checked before the
-/// first stage starts). No deployment is recorded and no agent ran a job.
+/// first stage starts); `--dry-run` of good input prints each stage's
+/// steps in order. No deployment is recorded and no agent ran a job.
 #[test]
 fn issue14_bad_stages_input_is_refused_and_changes_nothing() {
     let w = World::new(20);
@@ -383,6 +384,19 @@ fn issue14_bad_stages_input_is_refused_and_changes_nothing() {
             && run.stderr.contains("nothing changed"),
         "{}",
         run.text()
+    );
+
+    // The dry run of good input: every stage's compiled deployment, in
+    // order, and nothing changes either.
+    let good = write("good.toml", &[&name(&auth), &name(&catalog)]);
+    let run = w.ctl.run(&["deploy", s(&good), "--dry-run"]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let out = run.stdout.as_str();
+    assert!(
+        at(out, "stage 1/2 (auth)") < at(out, "[auth1] would:")
+            && at(out, "[auth1] would:") < at(out, "stage 2/2 (catalog)")
+            && at(out, "stage 2/2 (catalog)") < at(out, "[catalog1] would:"),
+        "{out}"
     );
 
     for a in &w.agents {
