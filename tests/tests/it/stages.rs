@@ -245,6 +245,11 @@ fn issue14_stages_go_live_in_order_and_roll_back_newest_first() {
         history.text()
     );
 
+    // The staged deployment has no hosts to decide: its stages are.
+    let go = w.ctl.run(&["go", &parent, "--by", "ana"]);
+    assert_eq!(go.code, 2, "{}", go.text());
+    assert!(go.stderr.contains("staged deployment"), "{}", go.text());
+
     let back = w.ctl.run(&["rollback", &parent]);
     assert_eq!(back.code, 0, "{}", back.text());
     for app in APPS {
