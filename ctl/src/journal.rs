@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::gate::Evaluation;
 
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -132,6 +132,20 @@ CREATE TABLE deployment_facts (
     name TEXT NOT NULL,
     value TEXT NOT NULL,
     PRIMARY KEY (deployment, name)
+);
+"#,
+    // v8 (issue 14, stages): a staged deployment's stages in order, each
+    // the plan of one app run as its own (sub-)deployment, linked here to
+    // its parent; `deployment` is NULL until the stage is given its id.
+    r#"
+CREATE TABLE deployment_stages (
+    parent TEXT NOT NULL REFERENCES deployments(id),
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    app TEXT NOT NULL,
+    plan_path TEXT NOT NULL,
+    deployment TEXT UNIQUE,
+    PRIMARY KEY (parent, position)
 );
 "#,
 ];
@@ -275,6 +289,33 @@ pub struct Deployment {
     pub controller: Option<Controller>,
     /// For an `interrupted` deployment: the command that resumes it.
     pub resume: Option<String>,
+    /// A staged deployment's stages, in order (empty for one app's).
+    pub stages: Vec<Stage>,
+    /// The staged deployment this one is a stage of.
+    pub stage_of: Option<StageOf>,
+}
+
+/// One stage of a staged deployment: one app's plan, run as its own
+/// deployment (`deployment`, once it was given its id).
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    /// 1-based position: stages run in this order.
+    pub position: u32,
+    pub name: String,
+    pub app: String,
+    pub plan_path: String,
+    pub deployment: Option<String>,
+    /// The stage deployment's state, `pending` before it started.
+    pub state: String,
+}
+
+/// Where a stage's deployment sits in its staged deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageOf {
+    pub parent: String,
+    pub position: u32,
+    pub of: u32,
+    pub name: String,
 }
 
 /// The golivectl process that runs a deployment, and its last heartbeat.
@@ -743,6 +784,8 @@ impl Journal {
                             _ => None,
                         },
                         resume: None,
+                        stages: Vec::new(),
+                        stage_of: None,
                     })
                 },
             )
@@ -829,6 +872,23 @@ impl Journal {
             })?
             .collect::<rusqlite::Result<_>>()?;
         d.decisions = self.decisions(id, 0)?;
+        d.stages = self.stages(id)?;
+        d.stage_of = self.stage_of(id)?;
+        if let (Some(_), Some(of)) = (&d.resume, &d.stage_of) {
+            // A stage is carried on by resuming the staged deployment: it
+            // resumes this stage, then runs the ones after it.
+            let parent_plan: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT plan_path FROM deployments WHERE id = ?1",
+                    params![of.parent],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(plan) = parent_plan {
+                d.resume = Some(format!("golivectl deploy {plan} --resume {}", of.parent));
+            }
+        }
         let mut stmt = self.conn.prepare(
             "SELECT at, by, action, detail FROM actions WHERE deployment = ?1 ORDER BY seq",
         )?;
@@ -1139,6 +1199,103 @@ impl Journal {
             params![deployment, name, value],
         )?;
         Ok(())
+    }
+
+    /// Records a staged deployment's stage (issue 14), before any stage
+    /// starts.
+    pub fn add_stage(
+        &self,
+        parent: &str,
+        position: u32,
+        name: &str,
+        app: &str,
+        plan_path: &str,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO deployment_stages (parent, position, name, app, plan_path) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![parent, position, name, app, plan_path],
+        )?;
+        Ok(())
+    }
+
+    /// Gives a stage its deployment id, before that deployment starts (a
+    /// resume finds it there even when the controller died in between).
+    pub fn set_stage_deployment(
+        &self,
+        parent: &str,
+        position: u32,
+        deployment: &str,
+    ) -> rusqlite::Result<()> {
+        let n = self.conn.execute(
+            "UPDATE deployment_stages SET deployment = ?3 WHERE parent = ?1 AND position = ?2",
+            params![parent, position, deployment],
+        )?;
+        if n != 1 {
+            return Err(rusqlite::Error::QueryReturnedNoRows);
+        }
+        Ok(())
+    }
+
+    /// A staged deployment's stages in order, each with its deployment's
+    /// state (`pending` before it started, and while its id has no
+    /// deployment recorded yet).
+    pub fn stages(&self, parent: &str) -> rusqlite::Result<Vec<Stage>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.position, s.name, s.app, s.plan_path, s.deployment, d.state, \
+                    d.controller_pid, d.controller_host, d.heartbeat_at \
+             FROM deployment_stages s LEFT JOIN deployments d ON d.id = s.deployment \
+             WHERE s.parent = ?1 ORDER BY s.position",
+        )?;
+        let now = now_millis();
+        let here = this_host();
+        stmt.query_map(params![parent], |r| {
+            let mut state: String = r
+                .get::<_, Option<String>>(5)?
+                .unwrap_or_else(|| "pending".into());
+            let controller = match (r.get::<_, Option<i64>>(6)?, r.get(7)?, r.get(8)?) {
+                (Some(pid), Some(host), Some(heartbeat_at)) => Some(Controller {
+                    pid: pid as u32,
+                    host,
+                    heartbeat_at,
+                }),
+                _ => None,
+            };
+            // As [`Journal::deployment`] says it: a running stage whose
+            // controller is gone is interrupted.
+            if state == "running" && controller.is_some_and(|c| c.gone(now, &here, pid_alive)) {
+                state = "interrupted".into();
+            }
+            Ok(Stage {
+                position: r.get(0)?,
+                name: r.get(1)?,
+                app: r.get(2)?,
+                plan_path: r.get(3)?,
+                deployment: r.get(4)?,
+                state,
+            })
+        })?
+        .collect()
+    }
+
+    /// The staged deployment `deployment` is a stage of, if any.
+    pub fn stage_of(&self, deployment: &str) -> rusqlite::Result<Option<StageOf>> {
+        self.conn
+            .query_row(
+                "SELECT parent, position, name, \
+                        (SELECT COUNT(*) FROM deployment_stages t WHERE t.parent = s.parent) \
+                 FROM deployment_stages s WHERE deployment = ?1",
+                params![deployment],
+                |r| {
+                    Ok(StageOf {
+                        parent: r.get(0)?,
+                        position: r.get(1)?,
+                        name: r.get(2)?,
+                        of: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
     }
 
     /// Deployment ids, newest first.

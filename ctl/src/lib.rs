@@ -16,6 +16,7 @@
 //! - [`output`]: human or JSON output, SPEC §7 exit codes.
 //! - [`window`]: the deployment window (days, hours, time zone).
 //! - [`scan`]: the preflight scan of a release artifact for forbidden text.
+//! - [`stages`]: stages files (several apps' plans, deployed in order).
 
 pub mod cli;
 pub mod client;
@@ -35,6 +36,7 @@ pub mod progress;
 pub mod record;
 pub mod scan;
 pub mod ssh;
+pub mod stages;
 pub mod tls;
 pub mod watchdog;
 pub mod waves;

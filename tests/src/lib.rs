@@ -715,6 +715,17 @@ pub fn app_toml(name: &str, root: &Path, probe_url: &str) -> String {
     )
 }
 
+/// An `[apps.NAME]` table whose critical command probe fails while the file
+/// `fail_flag` exists (the multi-agent tests' way to fail one host).
+pub fn flagged_app_toml(name: &str, root: &Path, fail_flag: &Path) -> String {
+    let probe = format!("test ! -e {}", fail_flag.display());
+    format!(
+        "[apps.{name}]\nroot = {root:?}\nkeep_releases = 3\n\n\
+         [[apps.{name}.probes]]\nkind = \"command\"\nname = \"health\"\n\
+         cmd = [\"sh\", \"-c\", {probe:?}]\nseverity = \"critical\"\ntimeout_ms = 5000\n\n"
+    )
+}
+
 /// Gives the app at `root` a live release `id` (`ROOT/releases/ID` and
 /// `ROOT/current` pointing at it), as a deployed app has: probes of an app
 /// with nothing live are not applicable (issue 12), so a test that probes a

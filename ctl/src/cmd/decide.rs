@@ -44,6 +44,24 @@ pub async fn decide(
     let decision = if go { "go" } else { "no-go" };
     let journal = Journal::open(state)?;
     let d = crate::jobs::known_deployment(&journal, state, id)?;
+    if !d.stages.is_empty() {
+        // A staged deployment has no hosts of its own: it pauses where one
+        // of its stages does, and that stage is decided (issue 14).
+        let paused = match d.stages.iter().find(|s| s.state == "paused") {
+            Some(s) => format!(
+                "decide its paused stage {} ({}) with `golivectl {decision} {} ...`, then",
+                s.position,
+                s.name,
+                s.deployment.as_deref().unwrap_or_default()
+            ),
+            None => "none of its stages waits for a decision;".into(),
+        };
+        return Err(usage(format!(
+            "deployment {id} is a staged deployment: {paused} carry the stages on with \
+             `golivectl deploy {} --resume {id}`",
+            d.plan_path
+        )));
+    }
     if d.state == "watching" {
         return watching(out, state, &journal, &d, by, go, text).await;
     }

@@ -36,6 +36,9 @@ pub struct Options {
     pub approved_by: Vec<String>,
     /// `--resume ID`: carry on an interrupted deployment (issue 14).
     pub resume: Option<String>,
+    /// The id a staged deployment gave this stage (issue 14), recorded and
+    /// its app locked under it before the stage starts; `None`: a new one.
+    pub id: Option<String>,
 }
 
 pub async fn deploy(
@@ -113,7 +116,12 @@ pub async fn deploy_with_id(
             out.line(&note);
             out.event(&json!({"event": "reused_id", "host": host.name, "release": release.id, "note": note}));
         }
-        if let Some(lock) = &app.lock {
+        // A stage's lock, taken by its staged deployment, is its own.
+        if let Some(lock) = app
+            .lock
+            .as_ref()
+            .filter(|l| options.id.as_ref() != Some(&l.deployment))
+        {
             return Err(usage(format!(
                 "app {} on {} is locked by deployment {}, started by {} at {}; wait for it, or `golivectl unlock PLAN --reason TEXT`",
                 plan.app,
@@ -182,7 +190,10 @@ pub async fn deploy_with_id(
     }
 
     // The id before the journal: a failing random source changes nothing.
-    let id = crate::journal::new_deployment_id(golive_shared::protocol::now_millis())?;
+    let id = match &options.id {
+        Some(id) => id.clone(),
+        None => crate::journal::new_deployment_id(golive_shared::protocol::now_millis())?,
+    };
     let journal = Journal::open(state)?;
     // One fsync for the records below, before drive (issue 14, speed).
     journal.group_commit()?;
@@ -560,7 +571,7 @@ fn print_dry_run(
 
 /// The distinct names of `--approved-by`, checked against the plan's
 /// `[deploy] approvals` (seed 003 asks four sign-offs before a launch).
-fn approvers(plan: &Plan, given: &[String]) -> Result<Vec<String>, String> {
+pub(crate) fn approvers(plan: &Plan, given: &[String]) -> Result<Vec<String>, String> {
     let mut names: Vec<String> = Vec::new();
     for name in given {
         let name = name.trim();

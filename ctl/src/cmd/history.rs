@@ -99,11 +99,20 @@ pub fn history(
                 d.state,
                 d.operator
             ));
+            for st in &d.stages {
+                out.line(format!(
+                    "    stage {} {}: {} {}",
+                    st.position,
+                    st.name,
+                    st.deployment.as_deref().unwrap_or("(not started)"),
+                    st.state
+                ));
+            }
             // Its controller is gone (issue 14): say how to carry it on.
             if let Some(cmd) = &d.resume {
                 out.line(format!("    resume: {cmd}"));
             }
-            rows.push(json!({"id": d.id, "app": d.app, "release": d.release, "state": d.state, "operator": d.operator, "started_at": d.started_at, "finished_at": d.finished_at, "resume": d.resume}));
+            rows.push(json!({"id": d.id, "app": d.app, "release": d.release, "state": d.state, "operator": d.operator, "started_at": d.started_at, "finished_at": d.finished_at, "resume": d.resume, "stages": d.stages, "stage_of": d.stage_of}));
         }
     }
     if rows.is_empty() {
@@ -136,8 +145,10 @@ pub async fn show(
     let mut not_asked = None;
     // (An ended deployment that was watched is asked too, for its
     // watchdogs' events; nothing is recorded for hosts no longer active.)
-    if matches!(d.state.as_str(), "watching" | "succeeded" | "partial")
-        || !crate::watchdog::armed_hosts(&d).is_empty()
+    // (A staged deployment has no hosts of its own: its stages have.)
+    if d.stages.is_empty()
+        && (matches!(d.state.as_str(), "watching" | "succeeded" | "partial")
+            || !crate::watchdog::armed_hosts(&d).is_empty())
     {
         match crate::plan::load(Path::new(&d.plan_path)) {
             Ok(plan) => {
@@ -208,6 +219,12 @@ pub async fn show(
             "- INTERRUPTED: its controller is gone; carry it on with `{cmd}`"
         ));
     }
+    if let Some(of) = &d.stage_of {
+        out.line(format!(
+            "- stage {}/{} ({}) of staged deployment {}",
+            of.position, of.of, of.name, of.parent
+        ));
+    }
     if let Some(reason) = &d.hotfix_reason {
         out.line(format!("- hotfix: {reason}"));
     }
@@ -216,6 +233,22 @@ pub async fn show(
             "- forced over blocking preflight checks: {reason} (overrode: {})",
             d.forced_over.join("; ")
         ));
+    }
+    if !d.stages.is_empty() {
+        // Issue 14: a staged deployment's stages, in the order they ran.
+        out.line(
+            "\n## Stages\n\n| stage | name | app | deployment | state |\n|---|---|---|---|---|",
+        );
+        for s in &d.stages {
+            out.line(format!(
+                "| {} | {} | {} | {} | {} |",
+                s.position,
+                s.name,
+                s.app,
+                s.deployment.as_deref().unwrap_or("(not started)"),
+                s.state
+            ));
+        }
     }
     out.line("");
     out.line("## Hosts\n\n| host | address | release before | state |\n|---|---|---|---|");

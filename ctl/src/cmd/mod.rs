@@ -70,12 +70,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 force: reason.filter(|_| force),
                 approved_by,
                 resume,
+                id: None,
             };
+            // A stages file (issue 14): several apps, one after another.
+            if crate::stages::is_stages_file(&plan) {
+                return crate::deployment::stages::deploy(out, &state, &plan, &options).await;
+            }
             deploy::deploy(out, &state, &plan, &options).await
         }
         Command::Probe { plan, tags } => probe::probe(out, &plan, &tags).await,
         Command::Preflight { plan } => preflight::preflight(out, &plan).await,
         Command::Rollback { id, plan, hosts } => {
+            if crate::deployment::stages::is_staged(&state, &id) {
+                return crate::deployment::stages::rollback(
+                    out,
+                    &state,
+                    &id,
+                    plan.as_deref(),
+                    hosts.as_deref(),
+                )
+                .await;
+            }
             rollback::rollback(out, &state, &id, plan.as_deref(), hosts.as_deref()).await
         }
         Command::Go { id, by, note } => {

@@ -8,7 +8,7 @@ use golive_shared::protocol::{
     StageGitRelease, StageRelease, WatchdogSpec,
 };
 
-use super::{Deployment, HostSteps, Step, StepRequest, Wave, When, key};
+use super::{Deployment, HostSteps, StageRef, Staged, Step, StepRequest, Wave, When, key};
 use crate::plan::{Plan, PreDeployBackup, Source};
 
 /// Everything a deployment is compiled from, as plain data.
@@ -88,6 +88,40 @@ impl<'a> Input<'a> {
             restore_allowed: plan.restore_allowed,
             watchdog: plan.watchdog.as_ref(),
         }
+    }
+}
+
+/// One stage of a staged deployment, as plain data.
+#[derive(Debug, Clone)]
+pub struct StageInput<'a> {
+    pub name: &'a str,
+    pub app: &'a str,
+    pub release: &'a str,
+    pub plan: String,
+    /// The stage's own deployment id.
+    pub deployment: &'a str,
+    pub hosts: Vec<String>,
+}
+
+/// The staged deployment `id` of `stages`, in run order.
+pub fn compile_stages(id: &str, stages_sha256: &str, stages: &[StageInput]) -> Staged {
+    Staged {
+        id: id.into(),
+        stages_sha256: stages_sha256.into(),
+        stages: stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StageRef {
+                position: i as u32 + 1,
+                label: crate::stages::label(i + 1, stages.len(), s.name),
+                name: s.name.into(),
+                app: s.app.into(),
+                release: s.release.into(),
+                plan: s.plan.clone(),
+                deployment: s.deployment.into(),
+                hosts: s.hosts.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -481,6 +515,35 @@ mod tests {
             d.labels(&d.hosts[0], true),
             ["switch-back", "discard"],
             "what runs after a failure"
+        );
+    }
+
+    #[test]
+    fn issue14_stages_are_compiled_in_order_with_their_own_ids() {
+        let stage = |name: &'static str, id: &'static str| StageInput {
+            name,
+            app: name,
+            release: "v2",
+            plan: format!("{name}.toml"),
+            deployment: id,
+            hosts: vec![format!("{name}1")],
+        };
+        let staged = compile_stages("p1", "ef", &[stage("db", "s1"), stage("auth", "s2")]);
+        assert_eq!(staged.id, "p1");
+        assert_eq!(staged.stages_sha256, "ef");
+        let got: Vec<(u32, &str, &str)> = staged
+            .stages
+            .iter()
+            .map(|s| (s.position, s.label.as_str(), s.deployment.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [(1, "stage 1/2 (db)", "s1"), (2, "stage 2/2 (auth)", "s2")]
+        );
+        // The same input, the same data (stored, then compared on resume).
+        assert_eq!(
+            staged,
+            compile_stages("p1", "ef", &[stage("db", "s1"), stage("auth", "s2")])
         );
     }
 }

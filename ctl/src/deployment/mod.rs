@@ -13,7 +13,9 @@
 //! - [`rollback`]: the rollback plan, from the deployment's recorded
 //!   outcomes; the one a failure, `golivectl rollback ID [--hosts ...]` and
 //!   `no-go` run, each host through the agent's single host rollback job.
-//!
+//! - [`stages`]: a staged deployment (seed 002): several apps in order,
+//!   each its own deployment verified before the next starts; a failed
+//!   stage rolls back the stages before it, newest first.
 //! - [`sequencer`]: runs a recorded deployment phase by phase
 //!   (`run_deployment`), with [`leases`] (app locks, the controller's
 //!   heartbeat), [`verify`] (probes, the gate, waiting for a decision,
@@ -31,13 +33,14 @@ pub mod executor;
 pub mod leases;
 pub mod rollback;
 pub mod sequencer;
+pub mod stages;
 pub mod verify;
 pub mod waves_run;
 
 use golive_shared::protocol::{ArmWatchdog, JobSpec};
 use serde::{Deserialize, Serialize};
 
-pub use compile::{HostInput, Input, SourceInput, compile};
+pub use compile::{HostInput, Input, SourceInput, StageInput, compile, compile_stages};
 pub use executor::{Executor, StepError};
 
 /// A compiled deployment: its hosts and their steps in the order the
@@ -56,6 +59,34 @@ pub struct Deployment {
     /// `[[waves]]`; empty: host by host, in plan order.
     pub waves: Vec<Wave>,
     pub hosts: Vec<HostSteps>,
+}
+
+/// A compiled staged deployment (issue 14, seed 002): the stage dimension
+/// above waves × hosts × steps. Each stage is one app's deployment with
+/// its own id, compiled (waves, hosts, steps, keys) and stored under that
+/// id when the stage starts, since its hosts' live releases are read then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    pub id: String,
+    /// sha256 of the stages file: `--resume` refuses one that changed.
+    pub stages_sha256: String,
+    pub stages: Vec<StageRef>,
+}
+
+/// One stage of a staged deployment, in run order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRef {
+    /// 1-based.
+    pub position: u32,
+    /// "stage 2/5 (auth)".
+    pub label: String,
+    pub name: String,
+    pub app: String,
+    pub release: String,
+    pub plan: String,
+    /// The stage's own deployment id (its steps' keys start with it).
+    pub deployment: String,
+    pub hosts: Vec<String>,
 }
 
 /// One wave of a compiled deployment.

@@ -34,6 +34,7 @@ mod resume;
 mod rollback_plan;
 mod security;
 mod ssh;
+mod stages;
 mod systemd;
 mod walkthrough;
 mod watchdog;
