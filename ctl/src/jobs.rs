@@ -563,3 +563,88 @@ pub async fn agent_status(client: &AgentClient) -> Result<StatusResponse, Client
         other => Err(client.unexpected(&other)),
     }
 }
+
+/// The interrupted deployments of `app` (issue 14): a controller that died
+/// mid-deployment leaves its hosts locked until the leases expire, and the
+/// deployment waits for `deploy --resume`. For `golivectl status`.
+pub fn interrupted(state: &Path, app: &str) -> Vec<(String, String)> {
+    // Never creates a state directory: no journal, nothing interrupted.
+    if !state.join("golivectl.db").is_file() {
+        return Vec::new();
+    }
+    let Ok(journal) = Journal::open(state) else {
+        return Vec::new();
+    };
+    journal
+        .deployment_ids_of(Some(app), 20)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|id| journal.deployment(&id).ok().flatten())
+        .filter_map(|d| Some((d.id, d.resume?)))
+        .collect()
+}
+
+/// What a maintenance job did on one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switched {
+    /// False when the host already was in the requested state.
+    pub changed: bool,
+    /// After `off`: how long it was on.
+    pub downtime_ms: Option<u64>,
+}
+
+impl Switched {
+    /// "turned on", "was already off", "turned off; downtime 1234 ms".
+    pub fn describe(&self, on: bool) -> String {
+        let state = if on { "on" } else { "off" };
+        let mut s = if self.changed {
+            format!("turned {state}")
+        } else {
+            format!("was already {state}")
+        };
+        if let Some(ms) = self.downtime_ms {
+            s.push_str(&format!("; downtime {ms} ms"));
+        }
+        s
+    }
+}
+
+/// What a followed maintenance job did, or the exit code its failure
+/// deserves and the message (also the deployment's maintenance steps).
+pub fn switched(
+    job: Result<golive_shared::protocol::JobInfo, crate::client::ClientError>,
+) -> Result<Switched, (Exit, String)> {
+    match job {
+        Ok(job) if job.state == JobState::Succeeded => match job.result {
+            Some(JobResult::Maintenance {
+                changed,
+                downtime_ms,
+                ..
+            }) => Ok(Switched {
+                changed,
+                downtime_ms,
+            }),
+            other => Err((
+                Exit::Failed,
+                format!("job {} ended with an unexpected result: {other:?}", job.id),
+            )),
+        },
+        Ok(job) => Err((
+            Exit::Failed,
+            format!(
+                "job {} {}: {}",
+                job.id,
+                job.state.as_str(),
+                job.error.unwrap_or_else(|| "no message".into())
+            ),
+        )),
+        Err(e) => Err((
+            if e.exit_code() == 2 {
+                Exit::Usage
+            } else {
+                Exit::Failed
+            },
+            e.to_string(),
+        )),
+    }
+}

@@ -31,6 +31,8 @@ pub mod notify;
 pub mod output;
 pub mod pki;
 pub mod plan;
+pub mod preflight;
+pub mod probes;
 pub mod record;
 pub mod scan;
 pub mod ssh;

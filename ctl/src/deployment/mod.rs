@@ -26,6 +26,7 @@ pub mod downtime;
 pub mod executor;
 pub mod leases;
 pub mod rollback;
+pub mod rollback_run;
 pub mod sequencer;
 pub mod verify;
 pub mod waves_run;

@@ -154,9 +154,9 @@ pub(crate) async fn maintenance_step(
     host: &plan::Host,
     name: &str,
     lease: &Lease,
-) -> Result<crate::cmd::maintenance::Switched, (Exit, String)> {
+) -> Result<crate::jobs::Switched, (Exit, String)> {
     match job_step(exec, out, host, name, lease, LOST, None).await {
-        Ok(job) => crate::cmd::maintenance::switched(job),
+        Ok(job) => crate::jobs::switched(job),
         Err(e) => Err((Exit::Failed, e.to_string())),
     }
 }
