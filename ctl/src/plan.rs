@@ -80,6 +80,10 @@ pub struct RawHost {
     pub address: String,
     /// Name to verify in the agent certificate; default: the host part of `address`.
     pub server_name: Option<String>,
+    /// Groups this host belongs to, for `[[waves]] groups = [...]`, e.g.
+    /// `["canary", "eu"]`.
+    #[serde(default)]
+    pub groups: Vec<String>,
     /// `"ssh [OPTIONS] [USER@]HOST"`: reach the agent through the system
     /// ssh; `address` is then the agent's address as seen on that host
     /// (issue 15).
@@ -649,7 +653,26 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
         }
     };
     let host_names: Vec<String> = raw.hosts.iter().map(|h| h.name.clone()).collect();
-    let waves = match crate::waves::plan(&raw.waves, &host_names) {
+    let host_groups: Vec<Vec<String>> = raw.hosts.iter().map(|h| h.groups.clone()).collect();
+    for (i, h) in raw.hosts.iter().enumerate() {
+        for g in &h.groups {
+            if g.is_empty()
+                || g.len() > 40
+                || !g
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                problems.key(
+                    &format!("hosts.{i}.groups"),
+                    format!(
+                        "{g:?} is not a group name: use 1 to 40 letters, digits, '-' or '_', \
+                         e.g. \"eu\""
+                    ),
+                );
+            }
+        }
+    }
+    let waves = match crate::waves::plan(&raw.waves, &host_names, &host_groups) {
         Ok(w) => w,
         Err(list) => {
             for (key, message) in list {

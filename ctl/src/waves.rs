@@ -23,6 +23,9 @@ pub struct RawWave {
     /// Or a share of the plan's hosts (rounded up, at least one), taken in
     /// plan order after the hosts of earlier waves.
     pub percent: Option<u32>,
+    /// Or every host in one of these groups (`groups = [...]` of a
+    /// `[[hosts]]`) that an earlier wave did not take, in plan order.
+    pub groups: Option<Vec<String>>,
     /// Time after the wave is validated, before the next wave starts,
     /// during which its hosts' probes are re-run; e.g. "30s", "5m".
     pub soak: Option<String>,
@@ -67,8 +70,13 @@ pub fn share(percent: u32, total: usize) -> usize {
 /// asks for. No `[[waves]]`: no waves (the sequencer goes host by host).
 /// The last wave given as a share (or as neither hosts nor a share) takes
 /// every remaining host; hosts that explicit waves leave out get a final
-/// implicit wave. Errors: `(dotted key, message)`, every one.
-pub fn plan(raw: &[RawWave], hosts: &[String]) -> Result<Vec<Wave>, Vec<(String, String)>> {
+/// implicit wave. `groups[i]` are the groups of `hosts[i]`. Errors:
+/// `(dotted key, message)`, every one.
+pub fn plan(
+    raw: &[RawWave],
+    hosts: &[String],
+    groups: &[Vec<String>],
+) -> Result<Vec<Wave>, Vec<(String, String)>> {
     let mut problems = Vec::new();
     let mut taken = vec![false; hosts.len()];
     let mut waves = Vec::new();
@@ -118,16 +126,39 @@ pub fn plan(raw: &[RawWave], hosts: &[String]) -> Result<Vec<Wave>, Vec<(String,
             ));
         }
         let mut mine = Vec::new();
-        match (&r.hosts, r.percent) {
-            (Some(_), Some(_)) => {
-                problems.push((
-                    at("hosts"),
-                    "a wave names its hosts or a percent, not both: keep `hosts = [...]` or \
-                     `percent = N`"
-                        .into(),
-                ));
-                continue;
+        let ways = [r.hosts.is_some(), r.percent.is_some(), r.groups.is_some()];
+        if ways.iter().filter(|&&w| w).count() > 1 {
+            problems.push((
+                at("hosts"),
+                "a wave names its hosts, its groups or a percent, only one of them: keep \
+                 `hosts = [...]`, `groups = [...]` or `percent = N`"
+                    .into(),
+            ));
+            continue;
+        }
+        if let Some(wanted) = &r.groups {
+            match by_groups(wanted, groups, &taken) {
+                Ok(found) => {
+                    for &i in &found {
+                        taken[i] = true;
+                    }
+                    mine = found;
+                }
+                Err(message) => {
+                    problems.push((at("groups"), message));
+                    continue;
+                }
             }
+            waves.push(Wave {
+                name: r.name.clone(),
+                hosts: mine,
+                soak,
+                max_fail,
+            });
+            continue;
+        }
+        match (&r.hosts, r.percent) {
+            (Some(_), Some(_)) => unreachable!("refused above"),
             (Some(names), None) => {
                 if names.is_empty() {
                     problems.push((
@@ -211,6 +242,50 @@ pub fn plan(raw: &[RawWave], hosts: &[String]) -> Result<Vec<Wave>, Vec<(String,
     }
 }
 
+/// The hosts not yet `taken` in any of the `wanted` groups, in plan order,
+/// or why there are none.
+fn by_groups(
+    wanted: &[String],
+    groups: &[Vec<String>],
+    taken: &[bool],
+) -> Result<Vec<usize>, String> {
+    if wanted.is_empty() {
+        return Err("an empty wave: name at least one group, or remove the wave".into());
+    }
+    let known = |g: &String| groups.iter().any(|of| of.contains(g));
+    if let Some(unknown) = wanted.iter().find(|g| !known(g)) {
+        let mut all: Vec<&String> = groups.iter().flatten().collect();
+        all.sort_unstable();
+        all.dedup();
+        return Err(if all.is_empty() {
+            format!(
+                "{unknown:?} is not a group of this plan: no host has `groups = [...]`; add \
+                 it to the [[hosts]] of that group"
+            )
+        } else {
+            format!(
+                "{unknown:?} is not a group of this plan: use one of {}, or add it to the \
+                 [[hosts]] of that group",
+                all.iter()
+                    .map(|g| format!("{g:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+    }
+    let found: Vec<usize> = (0..groups.len())
+        .filter(|&i| !taken[i] && groups[i].iter().any(|g| wanted.contains(g)))
+        .collect();
+    if found.is_empty() {
+        return Err(
+            "no host of these groups is left for this wave: earlier waves took all \
+                    of them; remove this wave"
+                .into(),
+        );
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,13 +299,14 @@ mod tests {
             name: None,
             hosts: hosts.map(|h| h.iter().map(|s| s.to_string()).collect()),
             percent,
+            groups: None,
             soak: None,
             max_fail: None,
         }
     }
 
     fn cut(raw: &[RawWave], n: usize) -> Vec<Vec<usize>> {
-        plan(raw, &names(n))
+        plan(raw, &names(n), &vec![Vec::new(); n])
             .unwrap()
             .into_iter()
             .map(|w| w.hosts)
@@ -278,7 +354,7 @@ mod tests {
     #[test]
     fn issue14_bad_waves_name_their_key() {
         let keys = |raw: &[RawWave], n| -> Vec<String> {
-            plan(raw, &names(n))
+            plan(raw, &names(n), &vec![Vec::new(); n])
                 .unwrap_err()
                 .into_iter()
                 .map(|(k, _)| k)
@@ -316,5 +392,50 @@ mod tests {
             keys(&[bad], 2),
             ["waves.0.name", "waves.0.soak", "waves.0.max_fail"]
         );
+    }
+
+    #[test]
+    fn issue14_a_wave_takes_the_hosts_of_its_groups_in_plan_order() {
+        let tags = |t: &[&[&str]]| -> Vec<Vec<String>> {
+            t.iter()
+                .map(|g| g.iter().map(|s| s.to_string()).collect())
+                .collect()
+        };
+        // web1 canary, web2..3 in "eu", web4..5 in "us": canary, eu, us.
+        let groups = tags(&[&["canary", "eu"], &["eu"], &["eu"], &["us"], &["us"]]);
+        let by = |g: &[&str]| RawWave {
+            groups: Some(g.iter().map(|s| s.to_string()).collect()),
+            ..wave(None, None)
+        };
+        let raw = [by(&["canary"]), by(&["eu"]), by(&["us"])];
+        let cut: Vec<Vec<usize>> = plan(&raw, &names(5), &groups)
+            .unwrap()
+            .into_iter()
+            .map(|w| w.hosts)
+            .collect();
+        assert_eq!(cut, vec![vec![0], vec![1, 2], vec![3, 4]]);
+        // Groups mix with a share: the rest after the canary group.
+        let raw = [by(&["canary"]), wave(None, Some(100))];
+        let cut: Vec<Vec<usize>> = plan(&raw, &names(5), &groups)
+            .unwrap()
+            .into_iter()
+            .map(|w| w.hosts)
+            .collect();
+        assert_eq!(cut, vec![vec![0], vec![1, 2, 3, 4]]);
+        // An unknown group names the known ones; a drained group, and a
+        // wave with two ways of choosing, are refused.
+        let err = plan(&[by(&["asia"])], &names(5), &groups).unwrap_err();
+        assert_eq!(err[0].0, "waves.0.groups");
+        assert!(
+            err[0].1.contains("\"canary\", \"eu\", \"us\""),
+            "{}",
+            err[0].1
+        );
+        let err = plan(&[by(&["eu"]), by(&["canary"])], &names(5), &groups).unwrap_err();
+        assert_eq!(err[0].0, "waves.1.groups");
+        let mut both = by(&["eu"]);
+        both.percent = Some(10);
+        let err = plan(&[both], &names(5), &groups).unwrap_err();
+        assert_eq!(err[0].0, "waves.0.hosts");
     }
 }

@@ -1,7 +1,8 @@
 //! Issue 16: where the agent lives without root, and how it is stopped and
 //! reloaded. Cron mode (`golive-agent ensure-running`) as a plain user with
-//! its state in that user's home; SIGHUP and file-change reloads of the
-//! config; SIGTERM's drain of running jobs. Addresses 127.0.16.1-9.
+//! its state in that user's home, and started by the real cron daemon from
+//! the shipped crontab; SIGHUP and file-change reloads of the config;
+//! SIGTERM's drain of running jobs. Addresses 127.0.16.1-10.
 //!
 //! The tests run as root: the cron user is made with `useradd` for the
 //! test and removed (its agent killed by pid first) when the test ends,
@@ -676,4 +677,100 @@ fn issue16_install_sh_is_a_non_root_idempotent_install() {
             .unwrap()
             .ends_with("# mine\n")
     );
+}
+
+/// The user's crontab is removed when the test ends, even on failure.
+struct Crontab<'a>(&'a CronUser);
+
+impl Drop for Crontab<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("crontab")
+            .args(["-r", "-u", &self.0.name])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// The shipped crontab (packaging/cron/crontab) works under the real cron
+/// daemon: installed as the user's crontab with the paths install.sh uses,
+/// cron's `@reboot` line starts the agent as that user, detached, and it
+/// answers over mutual TLS. cron runs in a private mount namespace with its
+/// own /run, so its "already booted" marker and pid file are the test's,
+/// and `@reboot` fires at the daemon's start. The every-minute line is the
+/// same command; the test does not wait a minute for it (kill -9 and the
+/// next ensure-running are tested above).
+#[test]
+fn issue16_the_cron_daemon_starts_the_agent_from_the_shipped_crontab() {
+    assert!(
+        Path::new("/usr/sbin/cron").exists(),
+        "the cron daemon is not installed: scripts/test installs it (apt-get install cron)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let user = CronUser::new(d, "r");
+    let (pki, config, op) = cron_setup(d, &user, "127.0.16.10");
+    // Where install.sh puts things, which the shipped lines name.
+    let local_bin = user.home.join(".local/bin");
+    let conf_dir = user.home.join(".config/golive");
+    for dir in [
+        &local_bin,
+        &conf_dir,
+        &user.home.join(".local/state/golive-agent"),
+    ] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::copy(bin("golive-agent"), local_bin.join("golive-agent")).unwrap();
+    std::fs::copy(&config, conf_dir.join("agent.toml")).unwrap();
+    chown_tree(&user.home, (user.uid, user.gid));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/cron/crontab");
+    let mut cmd = Command::new("crontab");
+    cmd.args(["-u", &user.name]).arg(&shipped);
+    let installed = run_bounded(cmd, LIMIT);
+    let _crontab = Crontab(&user);
+    assert_eq!(installed.code, 0, "crontab -u: {}", installed.text());
+    assert_eq!(user.agent_pid(), None);
+
+    let mut cron = Command::new("unshare");
+    cron.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t tmpfs tmpfs /run && exec cron -f",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let _cron = KillOnDrop(cron.spawn().expect("unshare ... cron -f"));
+
+    let started = Instant::now();
+    let pid = loop {
+        if let Some(pid) = user.agent_pid() {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "cron's @reboot line did not start the agent within 30 s; its stderr: {:?}",
+            std::fs::read_to_string(
+                user.home
+                    .join(".local/state/golive-agent/ensure-running.err")
+            )
+            .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let status_file = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status_file.contains(&format!("Uid:\t{}", user.uid)),
+        "runs as the user: {status_file}"
+    );
+    // The agent writes its address once it listens: bounded wait.
+    let started = Instant::now();
+    while !user.state().join("agent.addr").exists() {
+        assert!(started.elapsed() < LIMIT, "the agent never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = status(d, &pki, &op, &user.state(), "shop");
+    assert_eq!(st.code, 0, "answers over mTLS: {}", st.text());
+    assert!(st.stdout.contains("shop"), "{}", st.text());
 }
