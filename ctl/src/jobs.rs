@@ -19,8 +19,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::client::{AgentClient, ClientError};
+use crate::deployment::DeployError;
 use crate::journal::Journal;
-use crate::output::{Exit, Out, usage};
+use crate::output::{Out, usage};
 use crate::plan::Plan;
 
 /// How often a long-poll may fail in a row before the controller gives up
@@ -358,27 +359,10 @@ pub(crate) fn availability_detail(a: Option<&Availability>) -> String {
     }
 }
 
-pub(crate) fn exit_of(e: &ClientError) -> Exit {
-    if e.exit_code() == 2 {
-        Exit::Usage
-    } else {
-        Exit::Failed
-    }
-}
-
-/// Why a step failed, and the exit code it leads to.
-pub(crate) struct Failure(pub(crate) Exit, pub(crate) String);
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.1)
-    }
-}
-
-/// A finished job as `Ok(summary)` or `Err(Failure)`.
-pub(crate) fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
+/// A finished job as `Ok(summary)` or `Err` with what failed.
+pub(crate) fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, DeployError> {
     match r {
-        Err(e) => Err(Failure(exit_of(&e), e.to_string())),
+        Err(e) => Err(DeployError::Agent(e)),
         Ok(job) if job.state == JobState::Succeeded => Ok(match job.result {
             Some(JobResult::Staged {
                 files,
@@ -449,15 +433,7 @@ pub(crate) fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure>
             Some(JobResult::HostRolledBack(r)) => rollback_summary(&r),
             None => String::new(),
         }),
-        Ok(job) => Err(Failure(
-            Exit::Usage,
-            format!(
-                "job {} {}: {}",
-                job.id,
-                job.state.as_str(),
-                job.error.unwrap_or_else(|| "no message".into())
-            ),
-        )),
+        Ok(job) => Err(DeployError::job(job)),
     }
 }
 
@@ -609,11 +585,11 @@ impl Switched {
     }
 }
 
-/// What a followed maintenance job did, or the exit code its failure
-/// deserves and the message (also the deployment's maintenance steps).
+/// What a followed maintenance job did, or what failed (also the
+/// deployment's maintenance steps).
 pub fn switched(
     job: Result<golive_shared::protocol::JobInfo, crate::client::ClientError>,
-) -> Result<Switched, (Exit, String)> {
+) -> Result<Switched, DeployError> {
     match job {
         Ok(job) if job.state == JobState::Succeeded => match job.result {
             Some(JobResult::Maintenance {
@@ -624,27 +600,16 @@ pub fn switched(
                 changed,
                 downtime_ms,
             }),
-            other => Err((
-                Exit::Failed,
-                format!("job {} ended with an unexpected result: {other:?}", job.id),
-            )),
+            other => Err(DeployError::UnexpectedResult {
+                id: job.id,
+                result: format!("{other:?}"),
+            }),
         },
-        Ok(job) => Err((
-            Exit::Failed,
-            format!(
-                "job {} {}: {}",
-                job.id,
-                job.state.as_str(),
-                job.error.unwrap_or_else(|| "no message".into())
-            ),
-        )),
-        Err(e) => Err((
-            if e.exit_code() == 2 {
-                Exit::Usage
-            } else {
-                Exit::Failed
-            },
-            e.to_string(),
-        )),
+        Ok(job) => Err(DeployError::Maintenance {
+            id: job.id,
+            state: job.state.as_str(),
+            message: job.error.unwrap_or_else(|| "no message".into()),
+        }),
+        Err(e) => Err(DeployError::Agent(e)),
     }
 }

@@ -26,7 +26,7 @@ pub async fn set_on_host(
     app: &str,
     on: bool,
     reason: &str,
-) -> Result<Switched, (Exit, String)> {
+) -> Result<Switched, crate::deployment::DeployError> {
     let spec = JobSpec::Maintenance(SetMaintenance {
         app: app.to_string(),
         on,
@@ -68,7 +68,8 @@ pub async fn maintenance(
                 }
                 hosts.push(json!({"host": host.name, "ok": true, "changed": s.changed, "downtime_ms": s.downtime_ms}));
             }
-            Err((e_exit, e)) => {
+            Err(e) => {
+                let (e_exit, e) = (e.exit(), e.to_string());
                 failed += 1;
                 out.line(format!("[{}] maintenance {word}: FAILED — {e}", host.name));
                 out.event(&json!({"event": "maintenance", "host": host.name, "on": on, "ok": false, "error": e}));

@@ -23,6 +23,7 @@
 
 pub mod compile;
 pub mod downtime;
+pub mod error;
 pub mod executor;
 pub mod leases;
 pub mod rollback;
@@ -35,6 +36,7 @@ use golive_shared::protocol::{ArmWatchdog, JobSpec};
 use serde::{Deserialize, Serialize};
 
 pub use compile::{HostInput, Input, SourceInput, compile};
+pub use error::DeployError;
 pub use executor::{Executor, StepError};
 
 /// A compiled deployment: its hosts and their steps in the order the

@@ -8,9 +8,10 @@ use golive_shared::protocol::error_headline;
 use serde_json::json;
 
 use crate::deployment::downtime::{Downtime, Unavailable, report_downtime};
+use crate::deployment::error::client_exit;
 use crate::deployment::leases::Lease;
 use crate::deployment::{self, StepRequest};
-use crate::jobs::{Failure, exit_of, finish, job_ok, known_deployment, run_job, step};
+use crate::jobs::{finish, job_ok, known_deployment, run_job, step};
 use crate::journal::Journal;
 use crate::output::{Exit, Out, usage};
 use crate::plan;
@@ -105,7 +106,7 @@ pub async fn rollback(
             Ok(l) => l,
             Err(e) => {
                 step(out, &host.name, "rollback", "refused", &e.to_string());
-                failed.push((exit_of(&e), e.to_string()));
+                failed.push((client_exit(&e), e.to_string()));
                 continue;
             }
         };
@@ -149,7 +150,8 @@ pub async fn rollback(
                 let _ = journal.set_host(id, &host.name, &host.client.addr, None, "rolled_back");
                 done.push(format!("{}: {detail}", host.name));
             }
-            Err(Failure(exit, e)) => {
+            Err(e) => {
+                let (exit, e) = (e.exit(), e.to_string());
                 step(out, &host.name, "rollback", "failed", &e);
                 failed.push((exit, error_headline(&e).to_string()));
             }
