@@ -21,7 +21,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    golive_agent::state::create_private_dir(dir)
+    golive_shared::private::create_private_dir(dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     let tmp = dir.join(format!(
         ".{}.tmp",
