@@ -2530,4 +2530,67 @@ mod tests {
             "SELECT 1;\n-- trailing\n"
         );
     }
+
+    /// Issue 16: the bundled SQLite is built without extension loading
+    /// (`.cargo/config.toml`, for the agent's size) but keeps what apps' own
+    /// migrations and schemas may use: FTS3/5, R*Tree, JSON, DBSTAT.
+    #[test]
+    fn issue16_bundled_sqlite_keeps_app_extensions_without_extension_loading() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let used = |opt: &str| -> bool {
+            conn.query_row("SELECT sqlite_compileoption_used(?1)", [opt], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+                == 1
+        };
+        assert!(used("OMIT_LOAD_EXTENSION"));
+        for opt in [
+            "ENABLE_FTS3",
+            "ENABLE_FTS5",
+            "ENABLE_RTREE",
+            "ENABLE_DBSTAT_VTAB",
+        ] {
+            assert!(used(opt), "{opt}");
+        }
+        conn.execute_batch(
+            "CREATE VIRTUAL TABLE docs USING fts5(body);
+             INSERT INTO docs VALUES ('hello world');
+             CREATE VIRTUAL TABLE old_docs USING fts3(body);
+             CREATE VIRTUAL TABLE boxes USING rtree(id, x0, x1);
+             INSERT INTO boxes VALUES (1, 0.0, 2.0);",
+        )
+        .unwrap();
+        let hits: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM docs WHERE docs MATCH 'hello'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(hits, 1);
+        let inside: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM boxes WHERE x0 <= 1.0 AND x1 >= 1.0",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(inside, 1);
+        let second: i64 = conn
+            .query_row(r#"SELECT json_extract('{"a":[1,2]}', '$.a[1]')"#, [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(second, 2);
+        let pages: i64 = conn
+            .query_row("SELECT count(*) FROM dbstat", [], |r| r.get(0))
+            .unwrap();
+        assert!(pages >= 1, "{pages}");
+        // Not refused at run time: not there at all.
+        let err = conn
+            .execute_batch("SELECT load_extension('x')")
+            .unwrap_err();
+        assert!(err.to_string().contains("no such function"), "{err}");
+    }
 }

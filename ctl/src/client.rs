@@ -6,7 +6,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use golive_shared::codec::{self, CodecError};
@@ -93,8 +93,11 @@ impl ClientError {
     }
 }
 
-/// A client for one agent. Cheap to clone; each call opens a connection (the
-/// controller makes few calls, and a fresh connection survives agent restarts).
+/// A client for one agent. Cheap to clone; the clones share its idle
+/// connections: a call takes one that finished its last answer less than
+/// `REUSE_IDLE` (500 ms) ago, else opens a new one, and gives it back once
+/// answered (issue 14: a deployment made a dozen calls per host, each a
+/// TCP and mutual-TLS handshake on both sides).
 #[derive(Clone)]
 pub struct AgentClient {
     pub host: String,
@@ -106,7 +109,19 @@ pub struct AgentClient {
     /// Through the system ssh instead of a TCP connection (issue 15); the
     /// TLS session inside is the same.
     ssh: Option<Arc<crate::ssh::Route>>,
+    /// Kept-alive connections waiting for the next call, with the time
+    /// their last answer ended.
+    idle: Arc<std::sync::Mutex<Vec<(Sender, std::time::Instant)>>>,
 }
+
+/// How long an idle connection is reused. Well under the agent's idle
+/// timeout (`limits.idle_timeout_secs`, at least 1 s, 15 by default), so a
+/// request is never written into a connection the agent is closing; the
+/// steps of a deployment follow each other within milliseconds. A request
+/// that a closed connection could not take goes out on a new one.
+const REUSE_IDLE: Duration = Duration::from_millis(500);
+/// At most this many idle connections kept per agent.
+const MAX_IDLE: usize = 4;
 
 impl AgentClient {
     /// `server_name` is checked against the agent certificate's SANs; by
@@ -130,6 +145,7 @@ impl AgentClient {
             tls,
             timeout: REQUEST_TIMEOUT,
             ssh: None,
+            idle: Arc::default(),
         })
     }
 
@@ -292,11 +308,77 @@ impl AgentClient {
 
     async fn send_within(
         &self,
-        req: hyper::Request<BoxBody<Bytes, std::io::Error>>,
+        mut req: hyper::Request<BoxBody<Bytes, std::io::Error>>,
         deadline: Duration,
     ) -> Result<Response, ClientError> {
+        // A kept-alive connection first: a request it could not take (the
+        // agent closed it meanwhile) was not sent and goes on the next.
+        while let Some(mut sender) = self.take_idle().await {
+            match self.exchange_kept(&mut sender, req, deadline).await {
+                Ok(r) => {
+                    self.give_back(sender, &r);
+                    return r;
+                }
+                Err(unsent) => req = unsent,
+            }
+        }
         let mut sender = self.sender().await?;
-        self.exchange(&mut sender, req, deadline).await
+        let r = self.exchange(&mut sender, req, deadline).await;
+        self.give_back(sender, &r);
+        r
+    }
+
+    /// An idle connection young enough to reuse ([`REUSE_IDLE`]).
+    async fn take_idle(&self) -> Option<Sender> {
+        loop {
+            let (mut sender, since) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            if since.elapsed() >= REUSE_IDLE || sender.is_closed() {
+                continue;
+            }
+            // Ready once the connection has seen the end of the last answer.
+            if let Ok(Ok(())) = tokio::time::timeout(REUSE_IDLE, sender.ready()).await {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// Keeps a connection whose exchange ended with an answer (an agent's
+    /// refusal is one) for the next call; one that failed is closed.
+    fn give_back(&self, sender: Sender, r: &Result<Response, ClientError>) {
+        if matches!(r, Ok(_) | Err(ClientError::Agent { .. })) && !sender.is_closed() {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.retain(|(s, since)| since.elapsed() < REUSE_IDLE && !s.is_closed());
+            if idle.len() < MAX_IDLE {
+                idle.push((sender, std::time::Instant::now()));
+            }
+        }
+    }
+
+    /// [`Self::exchange`] on a kept-alive connection: `Err(request)` when
+    /// the connection could not take it (closed before it was written), so
+    /// it was not sent at all.
+    async fn exchange_kept(
+        &self,
+        sender: &mut Sender,
+        req: hyper::Request<BoxBody<Bytes, std::io::Error>>,
+        deadline: Duration,
+    ) -> Result<Result<Response, ClientError>, hyper::Request<BoxBody<Bytes, std::io::Error>>> {
+        // One deadline for the head and the whole body, as on a new one.
+        let answer = async {
+            match sender.try_send_request(req).await {
+                Ok(resp) => Ok(self.read_body(resp.into_body()).await),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => Err(unsent),
+                    None => Ok(Err(self.classify_hyper(e.into_error()))),
+                },
+            }
+        };
+        match tokio::time::timeout(deadline, answer).await {
+            Err(_) => Ok(Err(self.late(deadline))),
+            Ok(Err(unsent)) => Err(unsent),
+            Ok(Ok(Err(e))) => Ok(Err(e)),
+            Ok(Ok(Ok(body))) => Ok(self.decode(&body)),
+        }
     }
 
     /// One request on an open connection and its decoded answer.
@@ -315,14 +397,24 @@ impl AgentClient {
                 .map_err(|e| self.classify_hyper(e))?;
             self.read_body(resp.into_body()).await
         };
-        let body = tokio::time::timeout(deadline, answer).await.map_err(|_| {
-            self.transport(format!(
-                "its answer did not finish within {}; is the agent overloaded, or is that \
-                     address not a golive agent?",
-                golive_shared::timefmt::seconds(deadline)
-            ))
-        })??;
-        match codec::decode::<Response>(&body) {
+        let body = tokio::time::timeout(deadline, answer)
+            .await
+            .map_err(|_| self.late(deadline))??;
+        self.decode(&body)
+    }
+
+    /// No whole answer within `deadline`.
+    fn late(&self, deadline: Duration) -> ClientError {
+        self.transport(format!(
+            "its answer did not finish within {}; is the agent overloaded, or is that \
+                 address not a golive agent?",
+            golive_shared::timefmt::seconds(deadline)
+        ))
+    }
+
+    /// An answer's body decoded; an agent's refusal is `Err(Agent)`.
+    fn decode(&self, body: &[u8]) -> Result<Response, ClientError> {
+        match codec::decode::<Response>(body) {
             Ok(Response::Error(body)) => Err(ClientError::Agent {
                 host: self.host.clone(),
                 body,
@@ -417,6 +509,19 @@ impl AgentClient {
         sha256: &str,
         size: u64,
     ) -> Result<ArtifactInfo, ClientError> {
+        self.upload_with(path, sha256, size, None).await
+    }
+
+    /// [`upload`](Self::upload), telling `progress` the bytes handed to the
+    /// connection so far: at most every [`PROGRESS_EVERY`], and once when
+    /// the whole file is sent.
+    pub async fn upload_with(
+        &self,
+        path: &Path,
+        sha256: &str,
+        size: u64,
+        progress: Option<UploadProgress>,
+    ) -> Result<ArtifactInfo, ClientError> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| ClientError::Transport {
@@ -427,6 +532,8 @@ impl AgentClient {
         let body = FileBody {
             file,
             remaining: size,
+            sent: 0,
+            progress: progress.map(|p| (p, Instant::now())),
         }
         .boxed();
         let req = self
@@ -520,11 +627,22 @@ fn describe_rustls(e: &rustls::Error) -> String {
     }
 }
 
+/// Told the bytes of an upload sent so far (issue 14: the live progress
+/// lines and `step_progress` events).
+pub type UploadProgress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Upload progress is reported at most this often: a clock read per 64 KiB
+/// frame, no allocation, and the callback ten times a second at most.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
 /// A request body that streams a file in 64 KiB frames: the controller never
 /// holds an artifact in memory.
 struct FileBody {
     file: tokio::fs::File,
     remaining: u64,
+    sent: u64,
+    /// The callback and when it was last called.
+    progress: Option<(UploadProgress, Instant)>,
 }
 
 impl Body for FileBody {
@@ -553,6 +671,15 @@ impl Body for FileBody {
                     ))));
                 }
                 self.remaining -= n as u64;
+                self.sent += n as u64;
+                let (sent, done) = (self.sent, self.remaining == 0);
+                if let Some((report, last)) = &mut self.progress {
+                    let now = Instant::now();
+                    if done || now.duration_since(*last) >= PROGRESS_EVERY {
+                        *last = now;
+                        report(sent);
+                    }
+                }
                 buf.truncate(n);
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
             }

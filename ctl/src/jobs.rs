@@ -20,6 +20,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::client::{AgentClient, ClientError};
 use crate::deployment::DeployError;
+use crate::deployment::events::Event;
 use crate::journal::Journal;
 use crate::output::{Out, usage};
 use crate::plan::Plan;
@@ -143,9 +144,7 @@ pub(crate) fn step(out: Out, host: &str, name: &str, state: &str, detail: &str) 
             format!(" — {}", headline(detail))
         }
     ));
-    out.event(
-        &json!({"event": "step", "host": host, "step": name, "state": state, "detail": detail}),
-    );
+    out.emit(Event::step(host, name, state, detail));
 }
 
 /// Submits a job (idempotently) and follows it to its end.

@@ -143,6 +143,93 @@ pub const HEARTBEAT_STALE_MS: i64 = 20_000;
 
 pub struct Journal {
     conn: Connection,
+    /// Group commit, switched on by [`Journal::group_commit`].
+    group: std::cell::Cell<bool>,
+    durability: std::sync::Arc<Durability>,
+}
+
+/// Group commit of the controller journal (issue 14, speed): in this mode
+/// a commit is written to the WAL without its own fsync, and a caller that
+/// needs its rows on disk (the executor, before it sends a host-changing
+/// request) awaits [`Journal::durable`]: one fdatasync of the WAL, started
+/// after the call, covers every commit before it, so the hosts of a wave
+/// writing their intents at the same moment share one fsync instead of
+/// queueing for one each on the sequencer task. The fsync runs on a
+/// blocking thread; the other hosts' futures go on meanwhile.
+struct Durability {
+    wal: PathBuf,
+    dir: PathBuf,
+    state: std::sync::Mutex<SyncState>,
+    /// (tickets made durable, a failed fsync's error: sticky, the journal
+    /// can no longer promise anything).
+    done: tokio::sync::watch::Sender<(u64, Option<String>)>,
+    /// fsync rounds run (tests: the intents of concurrent hosts share them).
+    rounds: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct SyncState {
+    asked: u64,
+    running: bool,
+    dir_synced: bool,
+}
+
+impl Durability {
+    /// fdatasync of the WAL (and once, of the state directory, so a new
+    /// WAL's name is on disk too). No WAL yet means nothing to sync.
+    fn sync_now(&self) -> std::io::Result<()> {
+        match std::fs::File::open(&self.wal) {
+            Ok(f) => f.sync_data()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let first = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            !std::mem::replace(&mut s.dir_synced, true)
+        };
+        if first {
+            std::fs::File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// The fsync loop: each round covers every ticket asked before it
+    /// started; it ends when no ticket waits.
+    fn run(&self) {
+        loop {
+            let target = self.state.lock().unwrap_or_else(|p| p.into_inner()).asked;
+            let r = self.sync_now();
+            self.rounds
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.done.send_modify(|(done, err)| {
+                *done = (*done).max(target);
+                if let Err(e) = r {
+                    err.get_or_insert_with(|| e.to_string());
+                }
+            });
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if s.asked == target {
+                s.running = false;
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Journal {
+    /// In group-commit mode, the rows written since the last
+    /// [`Journal::durable`] go to disk before the process goes on (or exits).
+    fn drop(&mut self) {
+        if self.group.get()
+            && let Err(e) = self.durability.sync_now()
+        {
+            eprintln!(
+                "golivectl: cannot fsync the controller journal {}: {e}; its last rows may be \
+                 lost if the machine stops now",
+                self.durability.wal.display()
+            );
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -419,7 +506,71 @@ impl Journal {
             tx.pragma_update(None, "user_version", i as i64 + 1)?;
             tx.commit()?;
         }
-        Ok(Journal { conn })
+        Ok(Journal {
+            conn,
+            group: std::cell::Cell::new(false),
+            durability: std::sync::Arc::new(Durability {
+                wal: dir.join("golivectl.db-wal"),
+                dir: dir.to_path_buf(),
+                state: Default::default(),
+                done: tokio::sync::watch::Sender::new((0, None)),
+                rounds: Default::default(),
+            }),
+        })
+    }
+
+    /// Switches this connection to group commit (see `Durability`): from
+    /// here, a commit is on disk once a later [`Journal::durable`] returns,
+    /// or when the journal is dropped. The deployment's executor does this
+    /// once the deployment itself is stored (each commit fsync'd until then).
+    pub fn group_commit(&self) -> rusqlite::Result<()> {
+        if !self.group.get() {
+            self.conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+            self.group.set(true);
+        }
+        Ok(())
+    }
+
+    /// How many group-commit fsync rounds ran.
+    pub fn sync_rounds(&self) -> u64 {
+        self.durability
+            .rounds
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every row committed before this call is on disk when it returns
+    /// (immediately outside group-commit mode: each commit was fsync'd).
+    /// Callers at the same moment share one fsync.
+    pub async fn durable(&self) -> std::io::Result<()> {
+        if !self.group.get() {
+            return Ok(());
+        }
+        let d = std::sync::Arc::clone(&self.durability);
+        let mut done = d.done.subscribe();
+        let ticket = {
+            let mut s = d.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.asked += 1;
+            if !s.running {
+                s.running = true;
+                let d = std::sync::Arc::clone(&d);
+                tokio::task::spawn_blocking(move || d.run());
+            }
+            s.asked
+        };
+        loop {
+            {
+                let (n, err) = &*done.borrow_and_update();
+                if let Some(e) = err {
+                    return Err(std::io::Error::other(e.clone()));
+                }
+                if *n >= ticket {
+                    return Ok(());
+                }
+            }
+            if done.changed().await.is_err() {
+                return Err(std::io::Error::other("the journal's fsync thread is gone"));
+            }
+        }
     }
 
     pub fn create_deployment(
@@ -1128,5 +1279,49 @@ mod tests {
         Journal::open(&old).unwrap();
         assert_eq!(mode(&old), 0o700);
         assert_eq!(mode(&old.join("golivectl.db")), 0o600);
+    }
+
+    /// Group commit (issue 14, speed): hosts that journal at the same
+    /// moment share the fsync their rows wait for, and every row is on
+    /// disk (here: visible to a new connection) once `durable` returns.
+    /// Outside group commit `durable` has nothing to do.
+    #[tokio::test]
+    async fn issue14_concurrent_writers_share_the_fsync_they_wait_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = Journal::open(tmp.path()).unwrap();
+        journal
+            .create_deployment("d1", "golive.toml", "shop", "v2", "ab", "alice")
+            .unwrap();
+        journal.durable().await.unwrap();
+        assert_eq!(journal.sync_rounds(), 0, "each commit was fsync'd already");
+
+        journal.group_commit().unwrap();
+        let hosts: Vec<String> = (0..20).map(|i| format!("web{i}")).collect();
+        let done = crate::fanout::all(20, &hosts, |h| {
+            let journal = &journal;
+            async move {
+                journal
+                    .set_host("d1", h, "127.0.0.1:7443", None, "pending")
+                    .unwrap();
+                journal.durable().await
+            }
+        })
+        .await;
+        assert!(done.iter().all(Result::is_ok), "{done:?}");
+        let rounds = journal.sync_rounds();
+        assert!(
+            (1..20).contains(&rounds),
+            "20 writers waited for {rounds} fsync round(s)"
+        );
+        let other = Journal::open(tmp.path()).unwrap();
+        let n: i64 = other
+            .conn
+            .query_row(
+                "SELECT count(*) FROM deployment_hosts WHERE deployment = 'd1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 20);
     }
 }

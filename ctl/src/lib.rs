@@ -33,6 +33,7 @@ pub mod pki;
 pub mod plan;
 pub mod preflight;
 pub mod probes;
+pub mod progress;
 pub mod record;
 pub mod scan;
 pub mod ssh;

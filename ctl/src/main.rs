@@ -23,7 +23,10 @@ fn main() -> ExitCode {
             return Exit::Failed.into();
         }
     };
-    match rt.block_on(golivectl::cmd::run(cli)) {
+    let result = rt.block_on(golivectl::cmd::run(cli));
+    // Live progress lines left by a command that ended early go first.
+    golivectl::progress::finish();
+    match result {
         Ok(exit) => exit.into(),
         Err(e) => {
             let exit = if e.downcast_ref::<UsageError>().is_some() {

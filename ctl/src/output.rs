@@ -67,12 +67,18 @@ impl Out {
         self.format == Format::Json
     }
 
-    /// A human line (skipped in JSON mode).
+    /// A human line (skipped in JSON mode); above the live progress lines
+    /// when they are drawn (`crate::progress`).
     pub fn line(&self, text: impl AsRef<str>) {
         if !self.json() {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", text.as_ref());
+            crate::progress::line(text.as_ref());
         }
+    }
+
+    /// A deployment event: an NDJSON line in JSON mode, the live lines'
+    /// update on a terminal (its human text is the caller's `line`).
+    pub fn emit(&self, event: crate::deployment::events::Event) {
+        crate::progress::emit(*self, event);
     }
 
     /// One JSON value on its own line (skipped in human mode).

@@ -8,9 +8,9 @@
 //! - `golivectl deploy` of a 1 MiB artifact (new each run: really uploaded)
 //!   with a symlink switch and one http probe per host, in one wave of all
 //!   hosts (`[[waves]] percent = 100`, `[deploy] parallel` = N, at most
-//!   64), for N up to `DEPLOY_MAX` (default 100: on a shared 2-core
-//!   machine, 256 concurrent uploads and stages starve the agents' TLS
-//!   handshakes),
+//!   64: on a shared 2-core machine, 256 concurrent uploads and stages
+//!   starve the agents' TLS handshakes), for N up to `DEPLOY_MAX` (default
+//!   500),
 //!
 //! for each N given as arguments (default 10 100 500); RUNS (default 3) of
 //! each, median. Prints a markdown table on stdout, with each row's
@@ -18,6 +18,11 @@
 //! host). Every agent's pid is written to `$PIDFILE` when set, so the
 //! script can stop them even if this process dies; they are stopped on
 //! drop too.
+//!
+//! `HOLD=FILE` (profiling by hand): start the agents, install once, write
+//! the golivectl command and a few fresh deploy plans per N to FILE as
+//! shell variables, and keep the agents up until FILE is removed (at most
+//! an hour); nothing is timed.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -124,7 +129,7 @@ fn main() {
     let deploy_max: usize = std::env::var("DEPLOY_MAX")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+        .unwrap_or(500);
     let bare = std::env::current_exe()
         .expect("own path")
         .with_file_name("bare_fanout");
@@ -202,6 +207,31 @@ fn main() {
     // n/a), so the probes below have a live release to look at.
     let first = plan_for(max, true, 32);
     timed(ctl.cmd(&["deploy", s(&first)]), "first install");
+
+    // HOLD=FILE (for profiling by hand): write the commands to FILE and
+    // keep the agents up until FILE is removed (at most an hour).
+    if let Some(hold) = std::env::var_os("HOLD") {
+        let hold = PathBuf::from(hold);
+        let mut text = format!(
+            "# agents: {max}; remove this file to stop them\nCTL='{} --state {}'\nDIR='{}'\n",
+            s(&bin("golivectl")),
+            s(&ctl.state),
+            s(dir.path())
+        );
+        for n in &ns {
+            for k in 1..=6 {
+                let plan = plan_for(*n, true, (*n).min(64));
+                text.push_str(&format!("PLAN{n}_{k}='{}'\n", s(&plan)));
+            }
+        }
+        std::fs::write(&hold, text).expect("hold file");
+        eprintln!("holding until {} is removed", hold.display());
+        let until = Instant::now() + Duration::from_secs(3600);
+        while hold.exists() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        return;
+    }
 
     let bare_cmd = |what: &[&str], hosts: usize| {
         let mut c = Command::new(&bare);

@@ -11,6 +11,7 @@ use golive_shared::timefmt::utc;
 use serde_json::json;
 
 use crate::deployment::downtime::{Downtime, Unavailable};
+use crate::deployment::events::Event;
 use crate::deployment::leases::Heartbeat;
 use crate::deployment::sequencer::{git_ref, run_deployment};
 use crate::deployment::{self, Executor};
@@ -183,6 +184,8 @@ pub async fn deploy_with_id(
     // The id before the journal: a failing random source changes nothing.
     let id = crate::journal::new_deployment_id(golive_shared::protocol::now_millis())?;
     let journal = Journal::open(state)?;
+    // One fsync for the records below, before drive (issue 14, speed).
+    journal.group_commit()?;
     journal.create_deployment(
         &id,
         &plan.path.display().to_string(),
@@ -228,7 +231,14 @@ pub async fn deploy_with_id(
             .unwrap_or_default(),
         plan.hosts.len()
     ));
-    out.event(&json!({"event": "start", "deployment": id, "app": plan.app, "release": release.id, "sha256": sha, "git_ref": git_ref(release), "hosts": plan.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>()}));
+    out.emit(Event::Start {
+        deployment: id.clone(),
+        app: plan.app.clone(),
+        release: release.id.clone(),
+        sha256: (!sha.is_empty()).then(|| sha.clone()),
+        git_ref: git_ref(release).map(str::to_string),
+        hosts: plan.hosts.iter().map(|h| h.name.clone()).collect(),
+    });
     for (host, prev) in plan.hosts.iter().zip(&previous) {
         journal.set_host(
             &id,
@@ -247,6 +257,7 @@ pub async fn deploy_with_id(
         None,
     );
 
+    journal.durable().await?;
     drive(out, state, &journal, &plan, &id, &previous, &compiled).await
 }
 
@@ -449,7 +460,16 @@ async fn drive(
         journal.finish_deployment(id, state_name, Some(&message))?;
     }
     out.line(format!("deployment {id}: {state_name}: {message}"));
-    out.event(&json!({"event": "result", "deployment": id, "state": state_name, "message": message, "exit": exit.code(), "downtime_ms": downtime.ms(), "maintenance": downtime.json(), "unavailable_ms": unavailable.ms(), "unavailable": unavailable.json()}));
+    out.emit(Event::Result {
+        deployment: id.to_string(),
+        state: state_name.into(),
+        message: message.clone(),
+        exit: exit.code(),
+        downtime_ms: downtime.ms(),
+        maintenance: json!(downtime.json()),
+        unavailable_ms: unavailable.ms(),
+        unavailable: unavailable.json(),
+    });
     let kind = match state_name {
         "succeeded" | "watching" => Some(crate::notify::Kind::Completed),
         "rolled_back" => Some(crate::notify::Kind::RolledBack),

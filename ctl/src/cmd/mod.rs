@@ -29,6 +29,7 @@ use crate::output::{Exit, Out};
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     let out = Out { format: cli.output };
+    crate::progress::install(cli.output);
     let state = cli.state.clone().unwrap_or_else(journal::default_state_dir);
     match cli.command {
         Command::Ca { command } => pki::ca(out, command),

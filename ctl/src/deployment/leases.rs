@@ -167,7 +167,8 @@ impl Heartbeat {
                     let tick = Duration::from_millis(100);
                     let mut since = std::time::Instant::now();
                     while !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(tick);
+                        // Unparked by the drop: a deploy's end waits for no tick.
+                        std::thread::park_timeout(tick);
                         if since.elapsed() >= crate::journal::HEARTBEAT_EVERY {
                             since = std::time::Instant::now();
                             let _ = journal.heartbeat(&id, pid);
@@ -184,6 +185,7 @@ impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }

@@ -7,6 +7,9 @@
 //! - [`executor`]: runs one host-changing step: intent journaled (key and
 //!   request), request sent, outcome journaled; a resumed deployment skips
 //!   what finished and resubmits, under its stored key, what did not.
+//! - [`events`]: the typed event stream (step started/progress/finished,
+//!   waves, the gate, decisions, the result) that `crate::progress` shows
+//!   as NDJSON, plain lines or live per-host lines.
 //! - [`rollback`]: the rollback plan, from the deployment's recorded
 //!   outcomes; the one a failure, `golivectl rollback ID [--hosts ...]` and
 //!   `no-go` run, each host through the agent's single host rollback job.
@@ -24,6 +27,7 @@
 pub mod compile;
 pub mod downtime;
 pub mod error;
+pub mod events;
 pub mod executor;
 pub mod leases;
 pub mod rollback;

@@ -909,7 +909,8 @@ pub(crate) async fn stage_host(
             {
                 return Ok("already on the agent".to_string());
             }
-            c.upload(artifact, &sha256, bytes)
+            let progress = crate::progress::upload(out, &host.name, bytes);
+            c.upload_with(artifact, &sha256, bytes, Some(progress))
                 .await
                 .map(|_| format!("{bytes} bytes"))
         };

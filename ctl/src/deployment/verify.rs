@@ -12,6 +12,7 @@ use golive_shared::timefmt::utc;
 use serde_json::json;
 
 use crate::client::ClientError;
+use crate::deployment::events::Event;
 use crate::deployment::leases::Lease;
 use crate::deployment::{Executor, StepRequest};
 use crate::gate::{self, Action};
@@ -207,7 +208,12 @@ pub(crate) async fn validate_host(
 
     let eval = gate::evaluate(&plan.gate, &host.name, &report, before);
     let _ = journal.save_gate(id, &eval);
-    out.event(&json!({"event": "gate", "host": host.name, "action": eval.action.as_str(), "summary": eval.summary(), "reasons": eval.reasons}));
+    out.emit(Event::Gate {
+        host: host.name.clone(),
+        action: eval.action.as_str().into(),
+        summary: eval.summary(),
+        reasons: json!(eval.reasons),
+    });
     let seq = journal.start_step(id, &host.name, "gate").ok();
     let summary = eval.summary();
     let state = match eval.action {
@@ -250,7 +256,11 @@ pub(crate) async fn validate_host(
                 Some(&reason),
                 "switch back every host this deployment switched, to the release it ran before",
             );
-            out.event(&json!({"event": "decision", "by": "gate policy", "decision": "rollback", "reason": reason}));
+            out.emit(Event::Decision {
+                by: "gate policy".into(),
+                decision: "rollback".into(),
+                reason: reason.clone(),
+            });
             Err((
                 Exit::RolledBack,
                 format!("the gate rolled back on {}: {summary}", host.name),

@@ -7,9 +7,9 @@ use std::time::Duration;
 use golive_shared::protocol::{
     JobSpec, MigrationStatusRequest, ProbeResult, Request, Response, error_headline,
 };
-use serde_json::json;
 
 use crate::deployment::downtime::Unavailable;
+use crate::deployment::events::Event;
 use crate::deployment::leases::Lease;
 use crate::deployment::sequencer::{host_rollback, job_step, step_ok};
 use crate::deployment::verify::{arm_host, run_probes, validate_host};
@@ -135,7 +135,16 @@ pub(crate) async fn run_waves(
             .map(|&i| plan.hosts[i].name.as_str())
             .collect();
         out.line(format!("{label}: {}", names.join(", ")));
-        out.event(&json!({"event": "wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": names, "state": "running", "max_fail": wave.max_fail, "soak_secs": wave.soak.map(|s| s.as_secs())}));
+        out.emit(Event::Wave {
+            wave: w + 1,
+            of,
+            name: wave.name.clone(),
+            hosts: names.iter().map(|n| n.to_string()).collect(),
+            state: "running".into(),
+            detail: None,
+            max_fail: Some(wave.max_fail),
+            soak_secs: wave.soak.map(|s| s.as_secs()),
+        });
         let seq = journal
             .start_step(id, &names.join(","), &format!("wave-{}", w + 1))
             .ok();
@@ -144,7 +153,16 @@ pub(crate) async fn run_waves(
                 let _ = journal.finish_step(seq, state, Some(detail));
             }
             out.line(format!("{label}: {state} — {detail}"));
-            out.event(&json!({"event": "wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": names, "state": state, "detail": detail}));
+            out.emit(Event::Wave {
+                wave: w + 1,
+                of,
+                name: wave.name.clone(),
+                hosts: names.iter().map(|n| n.to_string()).collect(),
+                state: state.into(),
+                detail: Some(detail.into()),
+                max_fail: None,
+                soak_secs: None,
+            });
         };
 
         let cell = std::cell::RefCell::new(std::mem::take(unavailable));
@@ -329,7 +347,11 @@ pub(crate) async fn soak_wave(
                     Some(&why),
                     "switch back every host this deployment switched, to the release it ran before",
                 );
-                out.event(&json!({"event": "decision", "by": "wave soak", "decision": "rollback", "reason": why}));
+                out.emit(Event::Decision {
+                    by: "wave soak".into(),
+                    decision: "rollback".into(),
+                    reason: why.clone(),
+                });
                 return Err(why);
             }
         }

@@ -28,6 +28,7 @@ mod packaging;
 mod parallel;
 mod preflight;
 mod probes;
+mod progress;
 mod releases;
 mod resume;
 mod rollback_plan;

@@ -1,0 +1,244 @@
+//! The deployment's event stream (issue 14): one typed [`Event`] per thing
+//! that happens, emitted once through [`crate::output::Out::emit`] and fanned
+//! out by [`crate::progress`] to whichever view the command runs with:
+//! NDJSON (`--output json`, one object per line, the field names below are
+//! the stable schema), plain lines, or the live per-host lines on a terminal.
+//!
+//! The wire names (`"event"` and every field) are a public interface:
+//! scripts parse them. Add fields and variants; never rename or remove one.
+//! README "Output" documents them.
+//!
+//! No variant carries a secret: hosts, step names, states, the agents' own
+//! detail texts (which already omit secrets) and byte counts only.
+
+use serde::Serialize;
+
+/// One thing that happened during a deployment (or a rollback).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The deployment started (after preflight and the window).
+    Start {
+        deployment: String,
+        app: String,
+        release: String,
+        /// The artifact's sha256 (artifact sources).
+        sha256: Option<String>,
+        /// The git ref (git sources).
+        git_ref: Option<String>,
+        hosts: Vec<String>,
+    },
+    /// A wave started (`state` "running") or ended (its verdict and why).
+    Wave {
+        /// 1-based.
+        wave: usize,
+        of: usize,
+        name: Option<String>,
+        hosts: Vec<String>,
+        state: String,
+        /// Why it ended as it did; `null` while running.
+        detail: Option<String>,
+        /// The wave's max-fail share in percent; `null` on its end.
+        max_fail: Option<u32>,
+        soak_secs: Option<u64>,
+    },
+    /// A host-changing step is about to be sent (its intent is journaled).
+    StepStarted { host: String, step: String },
+    /// Progress of a running step; today the artifact upload's bytes.
+    StepProgress {
+        host: String,
+        step: String,
+        /// Bytes sent so far.
+        bytes: u64,
+        /// Bytes in all.
+        total: u64,
+        /// Mean rate since the step started.
+        bytes_per_sec: u64,
+        elapsed_ms: u64,
+    },
+    /// A step ended on a host.
+    Step {
+        host: String,
+        step: String,
+        /// "ok", "failed", "skipped", "kept", "warn", "pause", "rollback",
+        /// a decision ("go", "no-go"), ...
+        state: String,
+        detail: String,
+        /// Since the step's `step_started`, or for a step that sends
+        /// nothing to the host (probes, the gate) since the host's previous
+        /// event in this deployment.
+        elapsed_ms: u64,
+    },
+    /// The gate's verdict on a host's probes.
+    Gate {
+        host: String,
+        /// "continue", "warn", "pause", "rollback".
+        action: String,
+        summary: String,
+        reasons: serde_json::Value,
+    },
+    /// A decision taken by a rule (the gate policy, a wave's soak).
+    Decision {
+        by: String,
+        decision: String,
+        reason: String,
+    },
+    /// The deployment's end: its state, message and exit code (SPEC §7).
+    Result {
+        deployment: String,
+        state: String,
+        message: String,
+        exit: u8,
+        downtime_ms: Option<u64>,
+        maintenance: serde_json::Value,
+        unavailable_ms: Option<u64>,
+        unavailable: serde_json::Value,
+    },
+}
+
+impl Event {
+    /// A finished step; its `elapsed_ms` is stamped when it is emitted.
+    pub fn step(host: &str, step: &str, state: &str, detail: &str) -> Event {
+        Event::Step {
+            host: host.into(),
+            step: step.into(),
+            state: state.into(),
+            detail: detail.into(),
+            elapsed_ms: 0,
+        }
+    }
+
+    /// The host the event is about, if one.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Event::StepStarted { host, .. }
+            | Event::StepProgress { host, .. }
+            | Event::Step { host, .. }
+            | Event::Gate { host, .. } => Some(host),
+            _ => None,
+        }
+    }
+
+    /// One NDJSON line (without its newline).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("events serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn keys(e: &Event) -> Vec<String> {
+        let v: Value = serde_json::from_str(&e.to_json_line()).unwrap();
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    /// The NDJSON schema is a public interface: these names are what README
+    /// "Output" documents and what scripts parse.
+    #[test]
+    fn issue14_ndjson_schema_is_stable() {
+        let start = Event::Start {
+            deployment: "d1".into(),
+            app: "shop".into(),
+            release: "v2".into(),
+            sha256: Some("ab".into()),
+            git_ref: None,
+            hosts: vec!["web1".into()],
+        };
+        assert_eq!(
+            keys(&start),
+            [
+                "app",
+                "deployment",
+                "event",
+                "git_ref",
+                "hosts",
+                "release",
+                "sha256"
+            ]
+        );
+        let progress = Event::StepProgress {
+            host: "web1".into(),
+            step: "upload".into(),
+            bytes: 65536,
+            total: 1 << 20,
+            bytes_per_sec: 1000,
+            elapsed_ms: 65,
+        };
+        let v: Value = serde_json::from_str(&progress.to_json_line()).unwrap();
+        assert_eq!(
+            v,
+            json!({"event": "step_progress", "host": "web1", "step": "upload", "bytes": 65536,
+                   "total": 1048576, "bytes_per_sec": 1000, "elapsed_ms": 65})
+        );
+        let step = Event::step("web1", "stage", "ok", "");
+        assert_eq!(
+            keys(&step),
+            ["detail", "elapsed_ms", "event", "host", "state", "step"]
+        );
+        let started = Event::StepStarted {
+            host: "web1".into(),
+            step: "stage".into(),
+        };
+        assert_eq!(
+            started.to_json_line(),
+            r#"{"event":"step_started","host":"web1","step":"stage"}"#
+        );
+        let wave = Event::Wave {
+            wave: 1,
+            of: 2,
+            name: Some("canary".into()),
+            hosts: vec!["web1".into()],
+            state: "running".into(),
+            detail: None,
+            max_fail: Some(0),
+            soak_secs: None,
+        };
+        assert_eq!(
+            keys(&wave),
+            [
+                "detail",
+                "event",
+                "hosts",
+                "max_fail",
+                "name",
+                "of",
+                "soak_secs",
+                "state",
+                "wave"
+            ]
+        );
+        let result = Event::Result {
+            deployment: "d1".into(),
+            state: "succeeded".into(),
+            message: "live".into(),
+            exit: 0,
+            downtime_ms: None,
+            maintenance: Value::Null,
+            unavailable_ms: Some(3),
+            unavailable: json!({"ms": 3}),
+        };
+        assert_eq!(
+            keys(&result),
+            [
+                "deployment",
+                "downtime_ms",
+                "event",
+                "exit",
+                "maintenance",
+                "message",
+                "state",
+                "unavailable",
+                "unavailable_ms"
+            ]
+        );
+        let line = result.to_json_line();
+        assert!(!line.contains('\n'), "one line per event: {line}");
+        assert_eq!(step.host(), Some("web1"));
+        assert_eq!(result.host(), None);
+    }
+}
