@@ -181,15 +181,7 @@ fn quote(arg: &str) -> String {
     }
 }
 
-/// "30 s", "1.5 s", "0.25 s".
-pub fn seconds(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        let s = format!("{:.3}", d.as_secs_f64());
-        format!("{} s", s.trim_end_matches('0'))
-    }
-}
+pub use golive_shared::timefmt::seconds;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {

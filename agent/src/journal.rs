@@ -280,35 +280,7 @@ pub enum JournalError {
 
 pub type Result<T> = std::result::Result<T, JournalError>;
 
-/// Makes the SQLite database `path` owner-only (issue 11), whatever the
-/// umask: creates it empty with mode 0600 when missing (SQLite starts an
-/// empty file as a new database), else sets it to 0600, and sets its `-wal`,
-/// `-shm` and `-journal` files to 0600 when they exist. SQLite creates those
-/// with the database file's own mode, so new ones follow. The controller's
-/// journal uses it too.
-pub fn make_private_db(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(crate::state::PRIVATE_FILE)
-        .open(path)
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    crate::state::make_private_file(path)?;
-    for suffix in ["-wal", "-shm", "-journal"] {
-        let mut side = path.as_os_str().to_owned();
-        side.push(suffix);
-        match crate::state::make_private_file(Path::new(&side)) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            other => other?,
-        }
-    }
-    Ok(())
-}
+pub use golive_shared::private::make_private_db;
 
 /// What start-up found unfinished after a crash.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

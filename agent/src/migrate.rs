@@ -1628,6 +1628,19 @@ struct Target<'a> {
     sql: Option<(&'a DatabaseConfig, PathBuf)>,
 }
 
+/// Refuses an app that declares no migrations (no directory, no command),
+/// naming what to add; the request handler answers it with
+/// `ErrorCode::NotDeclared`.
+pub fn declared(app_name: &str, app: &golive_shared::config::AppConfig) -> Result<(), String> {
+    if app.migrations.is_none() && app.migration_command.is_none() {
+        return Err(format!(
+            "app {app_name} declares no migrations; add [apps.{app_name}.migrations] (dir, database) \
+             or [apps.{app_name}.migration_command] to the agent config"
+        ));
+    }
+    Ok(())
+}
+
 /// Resolves a request against the config (default release: current).
 fn target<'a>(
     config: &'a golive_shared::config::AgentConfig,
@@ -1637,12 +1650,7 @@ fn target<'a>(
     let app = config
         .app(app_name)
         .ok_or_else(|| format!("no app {app_name:?}; declared: {}", config.app_names()))?;
-    if app.migrations.is_none() && app.migration_command.is_none() {
-        return Err(format!(
-            "app {app_name} declares no migrations; add [apps.{app_name}.migrations] (dir, database) \
-             or [apps.{app_name}.migration_command] to the agent config"
-        ));
-    }
+    declared(app_name, app)?;
     let layout = crate::release::layout::AppLayout::new(&app.root);
     let release = match release {
         Some(r) => r.to_string(),

@@ -2,7 +2,7 @@
 //! signal that wakes long-polls. One `Arc<Agent>` is handed to every request.
 
 use std::collections::HashMap;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -172,47 +172,11 @@ pub fn artifacts_dir(config: &AgentConfig) -> PathBuf {
 // Only our own files are created so; the process umask is not changed,
 // because releases in an app's root must stay readable by its web server.
 
-/// The mode of every directory the agent keeps.
-pub const PRIVATE_DIR: u32 = 0o700;
-/// The mode of every file the agent keeps.
-pub const PRIVATE_FILE: u32 = 0o600;
+pub use golive_shared::private::{PRIVATE_DIR, PRIVATE_FILE};
 
-/// Creates `path`, and its missing parents, as 0700 directories whatever
-/// the umask. An existing directory is left as it is ([`tighten`] takes
-/// care of those at start).
-pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
-    if path.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = path.parent()
-        && !parent.as_os_str().is_empty()
-    {
-        create_private_dir(parent)?;
-    }
-    match std::fs::DirBuilder::new().mode(PRIVATE_DIR).create(path) {
-        // The umask may have taken owner bits too; set the mode outright.
-        Ok(()) => std::fs::set_permissions(path, PermissionsExt::from_mode(PRIVATE_DIR)),
-        // Created meanwhile by someone else (another job): fine if a directory.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        Err(e) => Err(e),
-    }
-}
+pub use golive_shared::private::create_private_dir;
 
-/// Sets `path` (a file we just created or keep) to 0600, whatever the umask
-/// gave it. Symlinks are not followed: a missing or linked path is an error.
-pub fn make_private_file(path: &Path) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
-    if meta.permissions().mode() & 0o777 != PRIVATE_FILE {
-        std::fs::set_permissions(path, PermissionsExt::from_mode(PRIVATE_FILE))?;
-    }
-    Ok(())
-}
+pub use golive_shared::private::make_private_file;
 
 /// What [`tighten`] changed, and what it could not.
 #[derive(Debug, Default)]

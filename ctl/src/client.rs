@@ -408,7 +408,7 @@ impl AgentClient {
         self.transport(format!(
             "its answer did not finish within {}; is the agent overloaded, or is that \
                  address not a golive agent?",
-            golive_agent::exec::seconds(deadline)
+            golive_shared::timefmt::seconds(deadline)
         ))
     }
 

@@ -19,9 +19,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::client::{AgentClient, ClientError};
+use crate::deployment::DeployError;
 use crate::deployment::events::Event;
 use crate::journal::Journal;
-use crate::output::{Exit, Out, usage};
+use crate::output::{Out, usage};
 use crate::plan::Plan;
 
 /// How often a long-poll may fail in a row before the controller gives up
@@ -357,27 +358,10 @@ pub(crate) fn availability_detail(a: Option<&Availability>) -> String {
     }
 }
 
-pub(crate) fn exit_of(e: &ClientError) -> Exit {
-    if e.exit_code() == 2 {
-        Exit::Usage
-    } else {
-        Exit::Failed
-    }
-}
-
-/// Why a step failed, and the exit code it leads to.
-pub(crate) struct Failure(pub(crate) Exit, pub(crate) String);
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.1)
-    }
-}
-
-/// A finished job as `Ok(summary)` or `Err(Failure)`.
-pub(crate) fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure> {
+/// A finished job as `Ok(summary)` or `Err` with what failed.
+pub(crate) fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, DeployError> {
     match r {
-        Err(e) => Err(Failure(exit_of(&e), e.to_string())),
+        Err(e) => Err(DeployError::Agent(e)),
         Ok(job) if job.state == JobState::Succeeded => Ok(match job.result {
             Some(JobResult::Staged {
                 files,
@@ -448,15 +432,7 @@ pub(crate) fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, Failure>
             Some(JobResult::HostRolledBack(r)) => rollback_summary(&r),
             None => String::new(),
         }),
-        Ok(job) => Err(Failure(
-            Exit::Usage,
-            format!(
-                "job {} {}: {}",
-                job.id,
-                job.state.as_str(),
-                job.error.unwrap_or_else(|| "no message".into())
-            ),
-        )),
+        Ok(job) => Err(DeployError::job(job)),
     }
 }
 
@@ -560,5 +536,79 @@ pub async fn agent_status(client: &AgentClient) -> Result<StatusResponse, Client
     {
         Response::Status(s) => Ok(s),
         other => Err(client.unexpected(&other)),
+    }
+}
+
+/// The interrupted deployments of `app` (issue 14): a controller that died
+/// mid-deployment leaves its hosts locked until the leases expire, and the
+/// deployment waits for `deploy --resume`. For `golivectl status`.
+pub fn interrupted(state: &Path, app: &str) -> Vec<(String, String)> {
+    // Never creates a state directory: no journal, nothing interrupted.
+    if !state.join("golivectl.db").is_file() {
+        return Vec::new();
+    }
+    let Ok(journal) = Journal::open(state) else {
+        return Vec::new();
+    };
+    journal
+        .deployment_ids_of(Some(app), 20)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|id| journal.deployment(&id).ok().flatten())
+        .filter_map(|d| Some((d.id, d.resume?)))
+        .collect()
+}
+
+/// What a maintenance job did on one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switched {
+    /// False when the host already was in the requested state.
+    pub changed: bool,
+    /// After `off`: how long it was on.
+    pub downtime_ms: Option<u64>,
+}
+
+impl Switched {
+    /// "turned on", "was already off", "turned off; downtime 1234 ms".
+    pub fn describe(&self, on: bool) -> String {
+        let state = if on { "on" } else { "off" };
+        let mut s = if self.changed {
+            format!("turned {state}")
+        } else {
+            format!("was already {state}")
+        };
+        if let Some(ms) = self.downtime_ms {
+            s.push_str(&format!("; downtime {ms} ms"));
+        }
+        s
+    }
+}
+
+/// What a followed maintenance job did, or what failed (also the
+/// deployment's maintenance steps).
+pub fn switched(
+    job: Result<golive_shared::protocol::JobInfo, crate::client::ClientError>,
+) -> Result<Switched, DeployError> {
+    match job {
+        Ok(job) if job.state == JobState::Succeeded => match job.result {
+            Some(JobResult::Maintenance {
+                changed,
+                downtime_ms,
+                ..
+            }) => Ok(Switched {
+                changed,
+                downtime_ms,
+            }),
+            other => Err(DeployError::UnexpectedResult {
+                id: job.id,
+                result: format!("{other:?}"),
+            }),
+        },
+        Ok(job) => Err(DeployError::Maintenance {
+            id: job.id,
+            state: job.state.as_str(),
+            message: job.error.unwrap_or_else(|| "no message".into()),
+        }),
+        Err(e) => Err(DeployError::Agent(e)),
     }
 }

@@ -514,7 +514,7 @@ impl Journal {
     /// 0700, an existing one loses group and other access, the journal and
     /// its `-wal`/`-shm` are 0600.
     pub fn open(dir: &Path) -> anyhow::Result<Journal> {
-        golive_agent::state::create_private_dir(dir).map_err(|e| {
+        golive_shared::private::create_private_dir(dir).map_err(|e| {
             anyhow::anyhow!(
                 "cannot create the controller state directory {}: {e}",
                 dir.display()
@@ -522,7 +522,7 @@ impl Journal {
         })?;
         private_dir(dir)?;
         let path = dir.join("golivectl.db");
-        golive_agent::journal::make_private_db(&path).map_err(|e| {
+        golive_shared::private::make_private_db(&path).map_err(|e| {
             anyhow::anyhow!(
                 "cannot make the controller journal {} owner-only (0600): {e}; \
                  golivectl's user must own it",

@@ -32,6 +32,8 @@ pub mod notify;
 pub mod output;
 pub mod pki;
 pub mod plan;
+pub mod preflight;
+pub mod probes;
 pub mod progress;
 pub mod record;
 pub mod scan;

@@ -451,7 +451,7 @@ impl Live {
                     b.bar.reset_elapsed();
                     b.bar.set_message(format!(
                         "{step} {state} ({})",
-                        golive_agent::exec::seconds(Duration::from_millis(*elapsed_ms))
+                        golive_shared::timefmt::seconds(Duration::from_millis(*elapsed_ms))
                     ));
                 }
             }

@@ -452,7 +452,7 @@ impl Diag {
         let said = self.said();
         let when = format!(
             "no connection within {}",
-            golive_agent::exec::seconds(after)
+            golive_shared::timefmt::seconds(after)
         );
         self.explain(&when, &said)
     }

@@ -7,6 +7,7 @@ use golive_shared::protocol::{
     JobEventsRequest, JobResult, PointState, Request, Response, RollbackPoint, StepState,
     WatchdogInfo, WatchdogState, WatchdogStatusRequest, error_headline,
 };
+use golive_shared::timefmt::utc;
 use serde::Deserialize;
 
 use crate::client::{AgentClient, ClientError};
@@ -529,6 +530,52 @@ fn settle(journal: &Journal, id: &str, was: &str, armed: &[String]) {
     };
     if new != was {
         let _ = journal.set_state(id, new);
+    }
+}
+
+/// The app's latest watchdog in one line (issue 13): armed until when,
+/// or how it ended.
+pub fn watchdog_line(w: &WatchdogInfo) -> String {
+    let head = format!(
+        "watchdog of deployment {} (release {})",
+        w.deployment, w.release
+    );
+    match w.state {
+        WatchdogState::Armed => format!(
+            "{head}: ARMED until {}{}; triggers: {}",
+            utc(w.until),
+            w.confirm_by
+                .map(|c| format!(
+                    ", rolls back unless `golivectl go {}` by {}",
+                    w.deployment,
+                    utc(c)
+                ))
+                .unwrap_or_default(),
+            w.triggers
+                .iter()
+                .map(|t| format!(
+                    "{} ({}{})",
+                    t.trigger.name,
+                    t.last_value.as_deref().unwrap_or("not sampled yet"),
+                    t.true_since
+                        .map(|s| format!(", holding since {}", utc(s)))
+                        .unwrap_or_default()
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        state => format!(
+            "{head}: {}{}{}",
+            state.as_str().to_uppercase().replace('_', " "),
+            w.ended_at
+                .or(w.fired_at)
+                .map(|t| format!(" at {}", utc(t)))
+                .unwrap_or_default(),
+            w.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
     }
 }
 

@@ -10,9 +10,12 @@
 //!   how a peer's certificate is read back into a [`identity::PeerIdentity`].
 //! - [`config`]: the agent's TOML config, parsed and validated with file, line
 //!   and key in every error.
-//! - [`timefmt`]: UTC RFC 3339 formatting for messages.
+//! - [`timefmt`]: UTC RFC 3339 formatting for messages, and durations as
+//!   "1.5 s".
 //! - [`clidoc`]: shell completions and man pages from a binary's clap
 //!   definition (both binaries' `completions` and `man`).
+//! - [`private`]: owner-only (0700/0600) directories, files and SQLite
+//!   databases, whatever the umask.
 //! - [`names`]: validation of the names the controller is allowed to send
 //!   (apps, releases, idempotency keys).
 
@@ -23,6 +26,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod identity;
 pub mod names;
+pub mod private;
 pub mod protocol;
 pub mod timefmt;
 

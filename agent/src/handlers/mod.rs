@@ -136,7 +136,9 @@ pub async fn dispatch(
         }
         Request::HasArtifact(h) => artifact::has(agent, &h.sha256).map(Response::Artifact),
         Request::MigrationStatus(m) => {
-            agent.known_app(&m.app)?;
+            let app = agent.known_app(&m.app)?;
+            crate::migrate::declared(&m.app, &app)
+                .map_err(|e| ErrorBody::new(ErrorCode::NotDeclared, e))?;
             if let Some(r) = &m.release {
                 golive_shared::names::check_release_id(r)
                     .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))?;
@@ -152,6 +154,8 @@ pub async fn dispatch(
         }
         Request::ListFlags(l) => {
             let app = &agent.known_app(&l.app)?;
+            crate::flags::config(&l.app, app)
+                .map_err(|e| ErrorBody::new(ErrorCode::NotDeclared, e))?;
             crate::flags::list(&agent.journal, &l.app, app)
                 .map(Response::Flags)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))

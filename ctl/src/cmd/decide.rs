@@ -126,7 +126,9 @@ pub async fn decide(
             )?;
             Ok(Exit::Done)
         }
-        (false, false) => crate::cmd::rollback::rollback(out, state, id, None, None).await,
+        (false, false) => {
+            crate::deployment::rollback_run::rollback(out, state, id, None, None).await
+        }
     }
 }
 
@@ -184,7 +186,7 @@ async fn watching(
             "deployment {id}: no-go by {by} recorded (#{seq}); next: {next}"
         ));
         out.event(&json!({"event": "decision", "deployment": id, "decision": "no-go", "by": by, "reason": text, "next_action": next}));
-        return crate::cmd::rollback::rollback(out, state, id, None, None).await;
+        return crate::deployment::rollback_run::rollback(out, state, id, None, None).await;
     }
     let next = format!(
         "commit now on {}: the watchdogs stop, the migrations kept for the commit run behind a \

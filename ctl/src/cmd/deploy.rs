@@ -137,7 +137,7 @@ pub async fn deploy_with_id(
     // host's agent checks under the plan's gate, and the artifact scan) run
     // before anything changes; `--force --reason` goes on over them, and the
     // record keeps what it overrode.
-    let (blocking, preflight_warnings) = crate::cmd::preflight::deploy_checks(&plan).await;
+    let (blocking, preflight_warnings) = crate::preflight::deploy_checks(&plan).await;
     for w in &preflight_warnings {
         out.line(format!("preflight warning: {w}"));
     }

@@ -141,7 +141,7 @@ async fn set(
                     job.error.unwrap_or_else(|| "no message".into())
                 ),
             )),
-            Err(e) => Err((exit_of(&e), e.to_string())),
+            Err(e) => Err((crate::deployment::error::client_exit(&e), e.to_string())),
         };
         match outcome {
             Ok((prev_on, prev_percent)) => {
@@ -187,14 +187,6 @@ fn worst(a: Exit, b: Exit) -> Exit {
     }
 }
 
-fn exit_of(e: &crate::client::ClientError) -> Exit {
-    if e.exit_code() == 2 {
-        Exit::Usage
-    } else {
-        Exit::Failed
-    }
-}
-
 /// The flag's value on `host` before the change (an undeclared name reads
 /// as off; the job refuses it with the declared names).
 async fn previous_of(
@@ -212,6 +204,6 @@ async fn previous_of(
             .map(|f| (f.on, f.percent))
             .unwrap_or((false, None))),
         Ok(other) => Err((Exit::Failed, host.client.unexpected(&other).to_string())),
-        Err(e) => Err((exit_of(&e), e.to_string())),
+        Err(e) => Err((crate::deployment::error::client_exit(&e), e.to_string())),
     }
 }

@@ -21,7 +21,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    golive_agent::state::create_private_dir(dir)
+    golive_shared::private::create_private_dir(dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     let tmp = dir.join(format!(
         ".{}.tmp",
@@ -278,7 +278,7 @@ pub async fn show(
         let cell = |r: Option<&crate::journal::ProbeRecord>| {
             r.map(|r| {
                 if r.status == golive_shared::protocol::ProbeStatus::NotApplicable.as_str() {
-                    return super::probe::NOT_APPLICABLE.to_string();
+                    return crate::probes::NOT_APPLICABLE.to_string();
                 }
                 format!("{} {}", r.status, r.value.as_deref().unwrap_or(""))
                     .trim()
@@ -341,7 +341,11 @@ pub async fn show(
     let watched: Vec<String> = watch
         .iter()
         .filter_map(|h| match &h.watchdog {
-            Ok(Some(w)) => Some(format!("- {}: {}", h.host, super::status::watchdog_line(w))),
+            Ok(Some(w)) => Some(format!(
+                "- {}: {}",
+                h.host,
+                crate::watchdog::watchdog_line(w)
+            )),
             Ok(None) => None,
             Err(e) => Some(format!(
                 "- {}: not reachable, its watchdog unknown: {e}",
@@ -393,24 +397,4 @@ fn duration(ms: i64) -> String {
     } else {
         format!("{}.{} s", s, (ms % 1000) / 100)
     }
-}
-
-/// The interrupted deployments of `app` (issue 14): a controller that died
-/// mid-deployment leaves its hosts locked until the leases expire, and the
-/// deployment waits for `deploy --resume`. For `golivectl status`.
-pub fn interrupted(state: &Path, app: &str) -> Vec<(String, String)> {
-    // Never creates a state directory: no journal, nothing interrupted.
-    if !state.join("golivectl.db").is_file() {
-        return Vec::new();
-    }
-    let Ok(journal) = Journal::open(state) else {
-        return Vec::new();
-    };
-    journal
-        .deployment_ids_of(Some(app), 20)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|id| journal.deployment(&id).ok().flatten())
-        .filter_map(|d| Some((d.id, d.resume?)))
-        .collect()
 }

@@ -8,38 +8,13 @@
 
 use std::path::Path;
 
-use golive_shared::protocol::{JobResult, JobSpec, JobState, SetMaintenance};
+use golive_shared::protocol::{JobSpec, SetMaintenance};
 use serde_json::json;
 
 use crate::cli::OnOff;
-use crate::jobs::run_job;
+use crate::jobs::{Switched, run_job, switched};
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, Host};
-
-/// What a maintenance job did on one host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Switched {
-    /// False when the host already was in the requested state.
-    pub changed: bool,
-    /// After `off`: how long it was on.
-    pub downtime_ms: Option<u64>,
-}
-
-impl Switched {
-    /// "turned on", "was already off", "turned off; downtime 1234 ms".
-    pub fn describe(&self, on: bool) -> String {
-        let state = if on { "on" } else { "off" };
-        let mut s = if self.changed {
-            format!("turned {state}")
-        } else {
-            format!("was already {state}")
-        };
-        if let Some(ms) = self.downtime_ms {
-            s.push_str(&format!("; downtime {ms} ms"));
-        }
-        s
-    }
-}
 
 /// Runs one maintenance job on `host` under `key` and follows it; on failure
 /// the exit code it deserves and the message.
@@ -51,53 +26,13 @@ pub async fn set_on_host(
     app: &str,
     on: bool,
     reason: &str,
-) -> Result<Switched, (Exit, String)> {
+) -> Result<Switched, crate::deployment::DeployError> {
     let spec = JobSpec::Maintenance(SetMaintenance {
         app: app.to_string(),
         on,
         reason: reason.to_string(),
     });
     switched(run_job(out, &host.client, key, lease, spec).await)
-}
-
-/// What a followed maintenance job did, or the exit code its failure
-/// deserves and the message (also the deployment's maintenance steps).
-pub fn switched(
-    job: Result<golive_shared::protocol::JobInfo, crate::client::ClientError>,
-) -> Result<Switched, (Exit, String)> {
-    match job {
-        Ok(job) if job.state == JobState::Succeeded => match job.result {
-            Some(JobResult::Maintenance {
-                changed,
-                downtime_ms,
-                ..
-            }) => Ok(Switched {
-                changed,
-                downtime_ms,
-            }),
-            other => Err((
-                Exit::Failed,
-                format!("job {} ended with an unexpected result: {other:?}", job.id),
-            )),
-        },
-        Ok(job) => Err((
-            Exit::Failed,
-            format!(
-                "job {} {}: {}",
-                job.id,
-                job.state.as_str(),
-                job.error.unwrap_or_else(|| "no message".into())
-            ),
-        )),
-        Err(e) => Err((
-            if e.exit_code() == 2 {
-                Exit::Usage
-            } else {
-                Exit::Failed
-            },
-            e.to_string(),
-        )),
-    }
 }
 
 pub async fn maintenance(
@@ -133,7 +68,8 @@ pub async fn maintenance(
                 }
                 hosts.push(json!({"host": host.name, "ok": true, "changed": s.changed, "downtime_ms": s.downtime_ms}));
             }
-            Err((e_exit, e)) => {
+            Err(e) => {
+                let (e_exit, e) = (e.exit(), e.to_string());
                 failed += 1;
                 out.line(format!("[{}] maintenance {word}: FAILED — {e}", host.name));
                 out.event(&json!({"event": "maintenance", "host": host.name, "on": on, "ok": false, "error": e}));

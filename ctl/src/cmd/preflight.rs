@@ -15,27 +15,27 @@
 //!    ([`crate::scan`]); a git release is scanned by each host at staging
 //!    instead (it never passes through the controller), which this says.
 //!
-//! The verdict follows the plan's `[gate]` ([`super::probe::gate_with`]): a
+//! The verdict follows the plan's `[gate]` ([`crate::probes::gate_with`]): a
 //! check or probe whose severity maps to rollback or pause (by default
 //! critical and high) that does not pass, an unreachable host, or a
 //! forbidden pattern in the artifact makes it NOT READY (exit 1). A closed
 //! window is a warning: preflight is meant to run before the window opens,
 //! and `golivectl deploy` enforces it. Exit 0 READY, 2 bad plan.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use golive_shared::GOLIVE_VERSION;
 use golive_shared::protocol::{
-    PreflightCheck, PreflightReport, PreflightRequest, ProbeResult, ProbeStatus, Request, Response,
-    StatusResponse,
+    PreflightCheck, PreflightReport, ProbeResult, ProbeStatus, StatusResponse,
 };
 use serde_json::{Value, json};
 
-use super::probe::{self, GREEN, HostProbes, RED, Verdict, YELLOW, colored, use_color};
 use crate::client::{AgentClient, ClientError};
 use crate::output::{Exit, Out, usage};
-use crate::plan::{self, Plan, PreDeployBackup};
-use crate::scan::{self, ScanReport};
+use crate::plan::{self, PreDeployBackup};
+use crate::preflight::{Scan, agent_checks, artifact_to_scan, judge_check, scan_blocking};
+use crate::probes::{self, GREEN, HostProbes, RED, Verdict, YELLOW, colored, use_color};
+use crate::scan::{self};
 use crate::window::{self, State};
 
 /// What one host answered.
@@ -78,7 +78,7 @@ async fn ask(
         crate::jobs::reused_id(&client.host, plan_app, app, id)?;
     }
     let report = agent_checks(client, plan_app, backup).await?;
-    let probes = probe::run(client, plan_app, &[]).await;
+    let probes = probes::run(client, plan_app, &[]).await;
     Ok(Answer {
         status,
         report,
@@ -86,146 +86,11 @@ async fn ask(
     })
 }
 
-/// The agent's own read-only checks of the app (lock, maintenance,
-/// databases, backup tools and room, release files, migrations).
-async fn agent_checks(
-    client: &AgentClient,
-    app: &str,
-    backup: bool,
-) -> Result<PreflightReport, String> {
-    let req = Request::Preflight(PreflightRequest {
-        app: app.into(),
-        backup,
-        probes_only: false,
-    });
-    match client.call(&req).await.map_err(|e| e.to_string())? {
-        Response::Preflight(r) => Ok(r),
-        other => Err(client.unexpected(&other).to_string()),
-    }
-}
-
-/// Files a check that did not pass under the plan's gate.
-fn judge_check(verdict: &mut Verdict, host: &str, c: &PreflightCheck) {
-    if c.status.failed() {
-        verdict.add(
-            c.severity,
-            format!(
-                "{host} {} ({}, {}): {}",
-                c.name,
-                c.severity.as_str(),
-                c.status.as_str(),
-                c.message
-            ),
-        );
-    }
-}
-
-/// What `golivectl deploy` enforces before anything changes (issue 12:
-/// preflight is not advisory): every host's agent checks under the plan's
-/// `[gate]`, and the artifact scan. Not in it: the probes of the live
-/// release (the gate judges the new release after the switch) and the
-/// window (`--hotfix`). Returns the blocking reasons (empty: go) and the
-/// warnings.
-pub async fn deploy_checks(plan: &Plan) -> (Vec<String>, Vec<String>) {
-    let scan_task = artifact_to_scan(plan).ok().map(|artifact| {
-        let cfg = plan.scan.clone();
-        tokio::task::spawn_blocking(move || scan::scan(&artifact, &cfg))
-    });
-    let backup = plan.backup != PreDeployBackup::None;
-    let mut set = tokio::task::JoinSet::new();
-    for (i, host) in plan.hosts.iter().enumerate() {
-        let client = host.client.clone();
-        let app = plan.app.clone();
-        set.spawn(async move { (i, agent_checks(&client, &app, backup).await) });
-    }
-    let mut answers = set.join_all().await;
-    answers.sort_by_key(|(i, _)| *i);
-    let mut verdict = Verdict {
-        policy: plan.gate,
-        ..Verdict::default()
-    };
-    for (i, answer) in answers {
-        let host = &plan.hosts[i];
-        match answer {
-            Ok(report) => {
-                for c in &report.checks {
-                    judge_check(&mut verdict, &host.name, c);
-                }
-            }
-            Err(e) => verdict
-                .blocking
-                .push(format!("host {} ({}): {e}", host.name, host.client.addr)),
-        }
-    }
-    if let Some(task) = scan_task {
-        match task.await {
-            Ok(Ok(report)) => {
-                if let Some(reason) = scan_blocking(&report) {
-                    verdict.blocking.push(reason);
-                }
-            }
-            Ok(Err(e)) => verdict.blocking.push(e),
-            Err(e) => verdict
-                .blocking
-                .push(format!("the artifact scan stopped: {e}")),
-        }
-    }
-    (verdict.blocking, verdict.warnings)
-}
-
-/// The blocking reason of a scan with hits.
-fn scan_blocking(report: &ScanReport) -> Option<String> {
-    let total = report.total();
-    let first = report.hits.first()?;
-    Some(format!(
-        "the release artifact contains forbidden text: {total} hit(s), first {}:{}: {}; \
-         remove it from the source and rebuild the artifact",
-        first.path, first.line, first.pattern
-    ))
-}
-
-/// The scan's outcome: done, skipped (why), left to the hosts (a git
-/// release: what they do), or failed (why).
-enum Scan {
-    Done {
-        artifact: PathBuf,
-        report: ScanReport,
-    },
-    Skipped(String),
-    OnHosts(String),
-    Failed(String),
-}
-
-/// The artifact a controller can scan, or why there is none.
-fn artifact_to_scan(plan: &Plan) -> Result<PathBuf, Scan> {
-    if plan.scan.forbidden.is_empty() {
-        return Err(Scan::Skipped(
-            "the plan lists no forbidden patterns ([preflight] forbidden = [...])".into(),
-        ));
-    }
-    match plan.release.as_ref().map(|r| &r.source) {
-        None => Err(Scan::Skipped(
-            "the plan names no release (no [release] section)".into(),
-        )),
-        Some(crate::plan::Source::Git(r)) => Err(Scan::OnHosts(format!(
-            "the release is git ref {r:?}, fetched by each host: each agent searches the tree it \
-             exports for {} at staging and refuses the stage on a hit (nothing goes live)",
-            plan.scan
-                .forbidden
-                .iter()
-                .map(|p| format!("{p:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-        Some(crate::plan::Source::Artifact(path)) => Ok(path.clone()),
-    }
-}
-
 fn tls_label(r: &ProbeResult) -> String {
     if r.kind == "tls" {
-        format!("TLS expiry: {}", probe::plain_label(r))
+        format!("TLS expiry: {}", probes::plain_label(r))
     } else {
-        probe::plain_label(r)
+        probes::plain_label(r)
     }
 }
 
@@ -371,7 +236,7 @@ pub async fn preflight(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
     if rows.is_empty() {
         out.line("  (no host answered)");
     } else {
-        probe::print_matrix(out, &rows, color, &tls_label);
+        probes::print_matrix(out, &rows, color, &tls_label);
     }
     for r in &rows {
         r.judge(&mut verdict, &|p| {
@@ -481,7 +346,7 @@ pub async fn preflight(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
     };
 
     out.line("");
-    probe::print_verdict(out, &verdict, color, "READY", "NOT READY");
+    probes::print_verdict(out, &verdict, color, "READY", "NOT READY");
     let exit = if verdict.go() {
         Exit::Done
     } else {
@@ -502,10 +367,10 @@ pub async fn preflight(out: Out, plan_path: &Path) -> anyhow::Result<Exit> {
 }
 
 fn gate_paint(c: &PreflightCheck) -> &'static str {
-    match probe::gate(c.severity) {
-        probe::Gate::Blocking => RED,
-        probe::Gate::Warning => YELLOW,
-        probe::Gate::Info => "",
+    match probes::gate(c.severity) {
+        probes::Gate::Blocking => RED,
+        probes::Gate::Warning => YELLOW,
+        probes::Gate::Info => "",
     }
 }
 

@@ -3,8 +3,7 @@
 use std::path::Path;
 
 use golive_shared::protocol::{
-    AppStatus, ListJobsRequest, ReleaseSummary, Request, Response, RollbackPoint, WatchdogInfo,
-    WatchdogState,
+    AppStatus, ListJobsRequest, ReleaseSummary, Request, Response, RollbackPoint,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
@@ -12,11 +11,12 @@ use serde_json::json;
 use crate::jobs::agent_status;
 use crate::output::{Exit, Out, usage};
 use crate::plan;
+use crate::watchdog::watchdog_line;
 
 pub async fn status(out: Out, state: &Path, plan_path: &Path) -> anyhow::Result<Exit> {
     let plan = plan::load(plan_path).map_err(|e| usage(e.to_string()))?;
     // Deployments of the app whose controller is gone (issue 14).
-    for (id, resume) in crate::cmd::history::interrupted(state, &plan.app) {
+    for (id, resume) in crate::jobs::interrupted(state, &plan.app) {
         out.line(format!(
             "deployment {id} of {} is INTERRUPTED (its controller is gone); carry it on with `{resume}`",
             plan.app
@@ -191,52 +191,6 @@ pub fn version_note(agent: &str, controller: &str) -> Option<String> {
             golive_shared::protocol::PROTOCOL_VERSION
         )
     })
-}
-
-/// The app's latest watchdog in one line (issue 13): armed until when,
-/// or how it ended.
-pub fn watchdog_line(w: &WatchdogInfo) -> String {
-    let head = format!(
-        "watchdog of deployment {} (release {})",
-        w.deployment, w.release
-    );
-    match w.state {
-        WatchdogState::Armed => format!(
-            "{head}: ARMED until {}{}; triggers: {}",
-            utc(w.until),
-            w.confirm_by
-                .map(|c| format!(
-                    ", rolls back unless `golivectl go {}` by {}",
-                    w.deployment,
-                    utc(c)
-                ))
-                .unwrap_or_default(),
-            w.triggers
-                .iter()
-                .map(|t| format!(
-                    "{} ({}{})",
-                    t.trigger.name,
-                    t.last_value.as_deref().unwrap_or("not sampled yet"),
-                    t.true_since
-                        .map(|s| format!(", holding since {}", utc(s)))
-                        .unwrap_or_default()
-                ))
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-        state => format!(
-            "{head}: {}{}{}",
-            state.as_str().to_uppercase().replace('_', " "),
-            w.ended_at
-                .or(w.fired_at)
-                .map(|t| format!(" at {}", utc(t)))
-                .unwrap_or_default(),
-            w.reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        ),
-    }
 }
 
 /// The newest rollback point the host keeps, in one line.

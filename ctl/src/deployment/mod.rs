@@ -28,10 +28,12 @@
 
 pub mod compile;
 pub mod downtime;
+pub mod error;
 pub mod events;
 pub mod executor;
 pub mod leases;
 pub mod rollback;
+pub mod rollback_run;
 pub mod sequencer;
 pub mod stages;
 pub mod verify;
@@ -41,6 +43,7 @@ use golive_shared::protocol::{ArmWatchdog, JobSpec};
 use serde::{Deserialize, Serialize};
 
 pub use compile::{HostInput, Input, SourceInput, StageInput, compile, compile_stages};
+pub use error::DeployError;
 pub use executor::{Executor, StepError};
 
 /// A compiled deployment: its hosts and their steps in the order the

@@ -33,18 +33,19 @@ use golive_shared::protocol::{
     CreateBackup, JobInfo, JobResult, JobSpec, JobState, ListFlagsRequest, MigrationStatusRequest,
     Request, Response, RunMigrations, error_headline,
 };
-use golive_shared::protocol::{HostRollback, RollbackRequester};
+use golive_shared::protocol::{ErrorCode, HostRollback, RollbackRequester};
 use serde_json::json;
 
 use crate::client::{AgentClient, ClientError};
 use crate::deployment::downtime::{
     Downtime, Unavailable, downtime_of, in_maintenance_names, report_downtime, still_on,
 };
+use crate::deployment::error::client_exit;
 use crate::deployment::leases::{Lease, lock_all, release_all};
 use crate::deployment::verify::{arm_host, probe_before, validate_host, watchdogs_fired};
 use crate::deployment::waves_run::{run_waves, schema_after_switch_back, switch_back_if_failed};
-use crate::deployment::{Executor, StepError, StepRequest};
-use crate::jobs::{Deadline, Failure, LOST, exit_of, human_secs, job_ok, run_job_within, step};
+use crate::deployment::{DeployError, Executor, StepError, StepRequest};
+use crate::jobs::{Deadline, LOST, human_secs, job_ok, run_job_within, step};
 use crate::journal::Journal;
 use crate::output::{Exit, Out};
 use crate::plan::{self, Plan, PreDeployBackup, Source};
@@ -82,7 +83,8 @@ pub(crate) async fn on_every_host(
         let r = step_ok(job_step(exec, out, host, name, lease, LOST, Some(spec.clone())).await);
         match r {
             Ok(detail) => step(out, &host.name, name, "ok", &detail),
-            Err(Failure(_, e)) => {
+            Err(e) => {
+                let e = e.to_string();
                 step(out, &host.name, name, "failed", &e);
                 // The step keeps the program's output; the outcome names the failure.
                 return Err((host.name.clone(), error_headline(&e).to_string()));
@@ -130,7 +132,7 @@ pub(crate) async fn job_step(
 /// A followed job as the journal records it: ok with its summary, or failed.
 pub(crate) fn job_verdict(r: &Result<JobInfo, ClientError>) -> Result<String, String> {
     match r {
-        Ok(job) => job_ok(Ok(job.clone())).map_err(|f| f.1),
+        Ok(job) => job_ok(Ok(job.clone())).map_err(|f| f.to_string()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -139,10 +141,10 @@ pub(crate) fn job_verdict(r: &Result<JobInfo, ClientError>) -> Result<String, St
 /// failure (the deployment stops: every later step refuses).
 pub(crate) fn step_ok(
     r: Result<Result<JobInfo, ClientError>, StepError>,
-) -> Result<String, Failure> {
+) -> Result<String, DeployError> {
     match r {
         Ok(job) => job_ok(job),
-        Err(e) => Err(Failure(Exit::Failed, e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -154,10 +156,10 @@ pub(crate) async fn maintenance_step(
     host: &plan::Host,
     name: &str,
     lease: &Lease,
-) -> Result<crate::cmd::maintenance::Switched, (Exit, String)> {
+) -> Result<crate::jobs::Switched, DeployError> {
     match job_step(exec, out, host, name, lease, LOST, None).await {
-        Ok(job) => crate::cmd::maintenance::switched(job),
-        Err(e) => Err((Exit::Failed, e.to_string())),
+        Ok(job) => crate::jobs::switched(job),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -175,9 +177,7 @@ pub(crate) async fn flag_values(
             .map(|f| (f.name, f.on, f.percent))
             .collect()),
         Ok(other) => Err(client.unexpected(&other)),
-        Err(ClientError::Agent { body, .. })
-            if body.message.contains("declares no feature flags") =>
-        {
+        Err(ClientError::Agent { body, .. }) if body.code == ErrorCode::NotDeclared => {
             Ok(Vec::new())
         }
         Err(e) => Err(e),
@@ -233,7 +233,7 @@ pub(crate) async fn pending_migrations(
             Ok(pending)
         }
         Ok(other) => Err(client.unexpected(&other)),
-        Err(ClientError::Agent { body, .. }) if body.message.contains("declares no migrations") => {
+        Err(ClientError::Agent { body, .. }) if body.code == ErrorCode::NotDeclared => {
             Ok(Pending::default())
         }
         Err(e) => Err(e),
@@ -283,7 +283,8 @@ pub(crate) async fn maintenance_on_all(
                 let detail = format!("{} ({why})", s.describe(true));
                 step(out, &host.name, "maintenance-on", "ok", &detail);
             }
-            Err((exit, e)) => {
+            Err(e) => {
+                let (exit, e) = (e.exit(), e.to_string());
                 // A refusal ran nothing; any other failure may have left the
                 // host in maintenance (the agent fails safe): undo it too.
                 if exit != Exit::Usage {
@@ -341,7 +342,8 @@ pub(crate) async fn maintenance_off_all(
                     longest = Some(longest.unwrap_or(0).max(ms));
                 }
             }
-            Err((_, e)) => {
+            Err(e) => {
+                let e = e.to_string();
                 step(out, &host.name, "maintenance-off", "failed", &e);
                 failures.push(format!("{}: {e}", host.name));
                 still.push(i);
@@ -393,7 +395,7 @@ pub(crate) async fn run_deployment(
             Some(Err(e)) => {
                 release_all(leases).await;
                 return (
-                    exit_of(&e),
+                    client_exit(&e),
                     format!("cannot read the feature flags on {}: {e}", host.name),
                 );
             }
@@ -486,7 +488,7 @@ pub(crate) async fn run_deployment(
                 give_back_ids(out, exec, plan, &leases, &staged_on).await;
                 release_all(leases).await;
                 return (
-                    exit_of(&e),
+                    client_exit(&e),
                     format!(
                         "cannot read the migrations of {} on {}, nothing live changed: {e}",
                         release.id, host.name
@@ -636,7 +638,8 @@ pub(crate) async fn run_deployment(
             unavailable.add(&host.name, job);
         }
         let result = step_ok(job);
-        if let Err(Failure(_, e)) = result {
+        if let Err(e) = result {
+            let e = e.to_string();
             step(out, &host.name, "activate", "failed", &e);
             // A failed switch may or may not have happened: roll this host back too.
             activated.push(i);
@@ -925,7 +928,7 @@ pub(crate) async fn stage_host(
                 step(out, &host.name, "upload", "failed", &e.to_string());
                 return Err((
                     false,
-                    exit_of(&e),
+                    client_exit(&e),
                     format!("upload to {} failed: {e}", host.name),
                 ));
             }
@@ -935,7 +938,8 @@ pub(crate) async fn stage_host(
     let staged = job_step(exec, out, host, "stage", lease, Deadline::of(plan), None).await;
     let commit = staged.as_ref().ok().and_then(staged_commit);
     let staged = step_ok(staged);
-    if let Err(Failure(exit, e)) = staged {
+    if let Err(e) = staged {
+        let (exit, e) = (e.exit(), e.to_string());
         step(out, &host.name, "stage", "failed", &e);
         // Staging changes nothing live: a refused archive is bad input.
         return Err((
@@ -1090,7 +1094,7 @@ pub(crate) async fn give_back_id(out: Out, exec: &Executor<'_>, lease: &Lease, h
             "ok",
             &format!("{detail}, never live: the id can be deployed again"),
         ),
-        Err(Failure(_, e)) => step(out, &host.name, "discard", "kept", &e),
+        Err(e) => step(out, &host.name, "discard", "kept", &e.to_string()),
     }
 }
 

@@ -8,15 +8,15 @@
 //! holds every stage's app lock from the start, and, when a stage fails
 //! (it switches itself back as any deployment does), rolls back the stages
 //! before it, newest first, each through its own rollback plan
-//! (`cmd::rollback`: the agent's one host rollback job per host).
+//! (`deployment::rollback_run`: the agent's one host rollback job per host).
 
 use std::path::Path;
 
 use serde_json::json;
 
 use crate::cmd::deploy::{self, Options};
-use crate::cmd::rollback::rollback as rollback_one;
 use crate::deployment::leases::{Heartbeat, Lease, lock_all, release_all};
+use crate::deployment::rollback_run::rollback as rollback_one;
 use crate::jobs::{hash_file, headline, known_deployment};
 use crate::journal::{Journal, Stage};
 use crate::output::{Exit, Out, usage};
@@ -616,7 +616,7 @@ async fn check(s: &StageSpec, options: &Options) -> Result<(), String> {
             ));
         }
     }
-    let (blocking, _) = crate::cmd::preflight::deploy_checks(plan).await;
+    let (blocking, _) = crate::preflight::deploy_checks(plan).await;
     if !blocking.is_empty() && options.force.is_none() {
         return Err(format!(
             "preflight: NOT READY:\n  - {}\nfix these (`golivectl preflight {}`), or deploy \

@@ -14,7 +14,7 @@ use crate::deployment::leases::Lease;
 use crate::deployment::sequencer::{host_rollback, job_step, step_ok};
 use crate::deployment::verify::{arm_host, run_probes, validate_host};
 use crate::deployment::{self, Executor};
-use crate::jobs::{Deadline, Failure, finish, human_secs, step};
+use crate::jobs::{Deadline, finish, human_secs, step};
 use crate::journal::Journal;
 use crate::output::{Exit, Out};
 use crate::plan::Plan;
@@ -63,7 +63,8 @@ pub(crate) async fn wave_host(
     let result = step_ok(job);
     // A failed switch may or may not have happened: roll this host back too.
     r.activated = true;
-    if let Err(Failure(_, e)) = result {
+    if let Err(e) = result {
+        let e = e.to_string();
         step(out, &host.name, "activate", "failed", &e);
         r.failure = Some((
             Exit::Failed,
@@ -429,7 +430,8 @@ pub(crate) async fn switch_back_if_failed(
                             "rolled_back",
                         );
                     }
-                    Err(Failure(_, e)) => {
+                    Err(e) => {
+                        let e = e.to_string();
                         step(out, &host.name, "switch-back", "failed", &e);
                         all_back = false;
                         stuck.push(i);

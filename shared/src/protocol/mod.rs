@@ -166,6 +166,11 @@ pub enum ErrorCode {
     Revoked,
     /// The request did not arrive within the agent's deadline (exit 2).
     Timeout,
+    /// The app's config does not declare the feature asked about (feature
+    /// flags, migrations): nothing to act on, and nothing changed (exit 2).
+    /// The controller tells "declares none" from other refusals by this
+    /// code, never by the message's text.
+    NotDeclared,
 }
 
 impl ErrorCode {
@@ -174,7 +179,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::Forbidden | ErrorCode::Revoked => 403,
-            ErrorCode::NotFound => 404,
+            ErrorCode::NotFound | ErrorCode::NotDeclared => 404,
             ErrorCode::Locked | ErrorCode::Conflict => 409,
             ErrorCode::Timeout => 408,
             ErrorCode::TooLarge => 413,

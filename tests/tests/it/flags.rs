@@ -376,3 +376,66 @@ fn issue12_flags_in_the_apps_own_format_are_read_written_and_restored() {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), SEED_004);
 }
+
+/// Issue 14, part 8: an app that declares no feature flags (or no
+/// migrations) is refused with the protocol's `NotDeclared` code, which
+/// the deploy reads as "nothing to record" without matching the text.
+#[test]
+fn issue14_an_app_without_flags_or_migrations_is_refused_with_a_code() {
+    use golive_shared::protocol::{ErrorCode, ListFlagsRequest, MigrationStatusRequest, Request};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::new(dir.path());
+    let op = pki.operator("alice", "operator");
+    let root = dir.path().join("web9/srv/shop");
+    std::fs::create_dir_all(&root).expect("app root");
+    let mut spec = AgentSpec::new("web9", "127.0.0.154");
+    spec.apps_toml = format!("[apps.shop]\nroot = {root:?}\n");
+    let agent = AgentProc::start(dir.path(), &pki, &spec);
+    let tls = golivectl::tls::client_config(&pki.ca(), &op.0, &op.1).expect("client TLS config");
+    let client =
+        golivectl::client::AgentClient::new(&agent.name, &agent.addr.to_string(), None, tls)
+            .expect("agent client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+
+    let flags = rt
+        .block_on(client.call(&Request::ListFlags(ListFlagsRequest { app: "shop".into() })))
+        .expect_err("an app without flags has none to list");
+    assert_eq!(flags.agent_code(), Some(ErrorCode::NotDeclared), "{flags}");
+    assert_eq!(flags.exit_code(), 2, "{flags}");
+    assert!(
+        flags.to_string().contains("[apps.shop.flags]"),
+        "names the fix: {flags}"
+    );
+
+    let migrations = rt
+        .block_on(
+            client.call(&Request::MigrationStatus(MigrationStatusRequest {
+                app: "shop".into(),
+                release: None,
+            })),
+        )
+        .expect_err("an app without migrations has none to report");
+    assert_eq!(
+        migrations.agent_code(),
+        Some(ErrorCode::NotDeclared),
+        "{migrations}"
+    );
+    assert!(
+        migrations.to_string().contains("[apps.shop.migrations]"),
+        "{migrations}"
+    );
+
+    // An app the agent does not declare at all is another refusal.
+    let unknown = rt
+        .block_on(client.call(&Request::ListFlags(ListFlagsRequest { app: "blog".into() })))
+        .expect_err("an undeclared app is refused");
+    assert_ne!(
+        unknown.agent_code(),
+        Some(ErrorCode::NotDeclared),
+        "{unknown}"
+    );
+}

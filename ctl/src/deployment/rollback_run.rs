@@ -1,0 +1,230 @@
+//! Rolling a recorded deployment back: its rollback plan ([`super::rollback`]),
+//! each host through its one host rollback job under a lease, the record and
+//! the notice. Run by `golivectl rollback ID [--hosts ...]` and by `no-go`.
+
+use std::path::Path;
+
+use golive_shared::protocol::error_headline;
+use serde_json::json;
+
+use crate::deployment::downtime::{Downtime, Unavailable, report_downtime};
+use crate::deployment::error::client_exit;
+use crate::deployment::leases::Lease;
+use crate::deployment::{self, StepRequest};
+use crate::jobs::{finish, job_ok, known_deployment, run_job, step};
+use crate::journal::Journal;
+use crate::output::{Exit, Out, usage};
+use crate::plan;
+
+/// Rolls deployment `id` back on its switched hosts (`only`: just these),
+/// with the plan it recorded or `plan_override`.
+pub async fn rollback(
+    out: Out,
+    state: &Path,
+    id: &str,
+    plan_override: Option<&Path>,
+    only: Option<&[String]>,
+) -> anyhow::Result<Exit> {
+    let journal = Journal::open(state)?;
+    let d = known_deployment(&journal, state, id)?;
+    let plan_path = plan_override
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| d.plan_path.clone().into());
+    let plan = plan::load(&plan_path).map_err(|e| usage(e.to_string()))?;
+    // The deployment's rollback plan (issue 14), from its recorded
+    // outcomes: the hosts it switched, newest first, each through its one
+    // host rollback job; `--hosts` narrows it to hosts of this deployment.
+    let rollback_plan = deployment::rollback::plan(
+        id,
+        &d.app,
+        &d.hosts,
+        &d.steps,
+        "rollback",
+        &format!("golivectl rollback {id}"),
+    );
+    // Switched hosts `--hosts` leaves on the release: the deployment stays
+    // in its state, only the named hosts go back.
+    let kept: Vec<String> = rollback_plan
+        .names()
+        .into_iter()
+        .filter(|h| only.is_some_and(|o| !o.iter().any(|x| x == h)))
+        .map(String::from)
+        .collect();
+    let rollback_plan = match only {
+        None => rollback_plan,
+        Some(only) => {
+            let known: Vec<&str> = d.hosts.iter().map(|h| h.host.as_str()).collect();
+            if let Some(unknown) = only.iter().find(|h| !known.contains(&h.as_str())) {
+                return Err(usage(format!(
+                    "--hosts: {unknown} is not a host of deployment {id}; its hosts are {}",
+                    known.join(", ")
+                )));
+            }
+            rollback_plan.only(only)
+        }
+    };
+    if let Some(h) = rollback_plan.first_install.first() {
+        return Err(usage(format!(
+            "host {h} had no release before deployment {id}; there is nothing to roll back to"
+        )));
+    }
+    let mut targets = Vec::new();
+    for h in &rollback_plan.hosts {
+        let Some(host) = plan.hosts.iter().find(|p| p.name == h.host) else {
+            return Err(usage(format!(
+                "host {} of deployment {id} is not in {}; pass the plan that names it with --plan",
+                h.host,
+                plan_path.display()
+            )));
+        };
+        targets.push((host, h));
+    }
+    for h in &rollback_plan.already {
+        step(out, h, "rollback", "skipped", "already rolled back");
+    }
+    for h in &rollback_plan.untouched {
+        step(
+            out,
+            h,
+            "rollback",
+            "skipped",
+            "the deployment never switched this host",
+        );
+    }
+    out.line(format!(
+        "rolling back deployment {id} ({} release {})",
+        d.app, d.release
+    ));
+    let lock_id = format!("rollback-{id}");
+    let mut failed = Vec::new();
+    // What each host got back, for the record's "later actions".
+    let mut done: Vec<String> = Vec::new();
+    let mut unavailable = Unavailable::default();
+    let count = targets.len() + rollback_plan.already.len();
+    for (host, back) in targets {
+        let lease = match Lease::acquire(&host.client, &d.app, &lock_id, plan.lock_ttl_secs).await {
+            Ok(l) => l,
+            Err(e) => {
+                step(out, &host.name, "rollback", "refused", &e.to_string());
+                failed.push((client_exit(&e), e.to_string()));
+                continue;
+            }
+        };
+        // Intent (key and request) on disk before the request goes out.
+        let request =
+            serde_json::to_string(&StepRequest::Job(back.request.clone())).unwrap_or_default();
+        let seq = match journal.intent(id, &host.name, "rollback", &back.key, &request) {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                // Nothing is sent without its intent on disk.
+                let e = format!(
+                    "cannot journal the rollback of {} in the controller journal: {e}; not sent. \
+                     Fix the controller's state directory, then run the rollback again",
+                    host.name
+                );
+                step(out, &host.name, "rollback", "failed", &e);
+                failed.push((Exit::Failed, e));
+                lease.release().await;
+                continue;
+            }
+        };
+        // The host's one rollback of this deployment (issue 13): the agent
+        // keys it per deployment and host, so the gate's switch-back, this
+        // command, a no-go and the host's watchdog all get the same job and
+        // it runs once. Its flags and database come from the host's own
+        // rollback point.
+        let job = run_job(
+            out,
+            &host.client,
+            back.key.clone(),
+            Some(lease.token.clone()),
+            back.request.clone(),
+        )
+        .await;
+        unavailable.add(&host.name, &job);
+        let r = job_ok(job);
+        finish(&journal, seq, &r);
+        match r {
+            Ok(detail) => {
+                step(out, &host.name, "rollback", "ok", &detail);
+                let _ = journal.set_host(id, &host.name, &host.client.addr, None, "rolled_back");
+                done.push(format!("{}: {detail}", host.name));
+            }
+            Err(e) => {
+                let (exit, e) = (e.exit(), e.to_string());
+                step(out, &host.name, "rollback", "failed", &e);
+                failed.push((exit, error_headline(&e).to_string()));
+            }
+        }
+        lease.release().await;
+    }
+    let (exit, message) = if failed.is_empty() {
+        // The deployment's own end stays as it was; the rollback is a later
+        // action on it, with who and when (issue 12).
+        if !kept.is_empty() {
+            // A partial rollback (`--hosts`): the deployment keeps its state.
+        } else if d.finished_at.is_some() {
+            journal.set_state(id, "rolled_back")?;
+        } else {
+            journal.finish_deployment(
+                id,
+                "rolled_back",
+                Some("rolled back by golivectl rollback"),
+            )?;
+        }
+        let mut message = format!("deployment {id} rolled back on {count} host(s)");
+        if !kept.is_empty() {
+            message.push_str(&format!(
+                "; {} keep release {} (not in --hosts)",
+                kept.join(", "),
+                d.release
+            ));
+        }
+        journal.add_action(id, &plan.operator, "rollback", &done.join("; "))?;
+        (Exit::Done, message)
+    } else {
+        let exit = if failed.iter().all(|(e, _)| *e == Exit::Usage) {
+            Exit::Usage
+        } else {
+            Exit::Failed
+        };
+        (
+            exit,
+            format!(
+                "rollback of {id} incomplete: {}",
+                failed
+                    .into_iter()
+                    .map(|(_, m)| m)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )
+    };
+    if exit != Exit::Done {
+        done.push(message.clone());
+        journal.add_action(id, &plan.operator, "rollback-incomplete", &done.join("; "))?;
+    }
+    if unavailable.ms().is_some() {
+        // Its own lines and event fields; the message stays the outcome.
+        report_downtime(out, Downtime::None, &unavailable, &mut String::new());
+    }
+    let kind = if exit == Exit::Done {
+        crate::notify::Kind::RolledBack
+    } else {
+        crate::notify::Kind::Failed
+    };
+    crate::notify::tell(
+        &plan,
+        &journal,
+        id,
+        kind,
+        Some(&message),
+        unavailable.ms().map(|ms| format!("{ms} ms not answering")),
+    );
+    crate::notify::flush(&journal).await;
+    out.line(&message);
+    out.event(
+        &json!({"event": "result", "deployment": id, "message": message, "exit": exit.code(), "unavailable_ms": unavailable.ms(), "unavailable": unavailable.json()}),
+    );
+    Ok(exit)
+}
