@@ -127,6 +127,11 @@ pub struct RawDeploy {
     /// How long a host may stay unreachable while the controller follows
     /// its staging; then it counts as failed (issue 14).
     pub host_timeout_secs: u32,
+    /// What a `[[waves]]` wave that fails sends back (issue 14):
+    /// "rollback-all" (default: every host switched so far) or
+    /// "rollback-wave" (only the failed wave's hosts; earlier waves keep
+    /// the release and the deployment ends `partial`).
+    pub on_wave_failure: String,
 }
 
 impl Default for RawDeploy {
@@ -140,6 +145,28 @@ impl Default for RawDeploy {
             restore: "allow".into(),
             parallel: DEFAULT_PARALLEL,
             host_timeout_secs: 60,
+            on_wave_failure: "rollback-all".into(),
+        }
+    }
+}
+
+/// `[deploy] on_wave_failure`: what a wave that fails (over its
+/// `max_fail`, or in its soak) switches back (issue 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnWaveFailure {
+    /// Every host the deployment switched so far, newest first.
+    RollbackAll,
+    /// Only the failed wave's switched hosts; earlier waves keep the
+    /// release, and `golivectl rollback ID` takes them back later.
+    RollbackWave,
+}
+
+impl OnWaveFailure {
+    /// Its name in the plan.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnWaveFailure::RollbackAll => "rollback-all",
+            OnWaveFailure::RollbackWave => "rollback-wave",
         }
     }
 }
@@ -214,6 +241,8 @@ pub struct Plan {
     /// `[deploy] host_timeout_secs`: how long a host may stay unreachable
     /// while the controller follows its staging.
     pub host_timeout: std::time::Duration,
+    /// `[deploy] on_wave_failure` (issue 14).
+    pub on_wave_failure: OnWaveFailure,
     pub backup: PreDeployBackup,
     /// `[deploy] maintenance = true`: maintenance on around the switch.
     pub maintenance: bool,
@@ -595,6 +624,21 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
             "use 1 to 3600 seconds (default 60)".into(),
         );
     }
+    let on_wave_failure = match raw.deploy.on_wave_failure.as_str() {
+        "rollback-all" => OnWaveFailure::RollbackAll,
+        "rollback-wave" => OnWaveFailure::RollbackWave,
+        other => {
+            problems.key(
+                "deploy.on_wave_failure",
+                format!(
+                    "{other:?} is not a policy: use \"rollback-all\" (default: a failed wave \
+                     switches back every host switched so far) or \"rollback-wave\" (only the \
+                     failed wave's hosts go back)"
+                ),
+            );
+            OnWaveFailure::RollbackAll
+        }
+    };
     if raw.deploy.approvals > 20 {
         problems.key(
             "deploy.approvals",
@@ -765,6 +809,7 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
         lock_ttl_secs: raw.deploy.lock_ttl_secs,
         parallel: raw.deploy.parallel as usize,
         host_timeout: std::time::Duration::from_secs(raw.deploy.host_timeout_secs.into()),
+        on_wave_failure,
         operator,
     })
 }
@@ -1387,5 +1432,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plan.parallel, 256);
+    }
+
+    /// `[deploy] on_wave_failure` takes "rollback-all" (the default) or
+    /// "rollback-wave"; anything else is refused naming the key and both
+    /// values (issue 14).
+    #[test]
+    fn issue14_on_wave_failure_is_checked_and_defaults_to_rollback_all() {
+        let m = message(
+            "lock_ttl_secs = 120",
+            "lock_ttl_secs = 120\non_wave_failure = \"rollback-some\"",
+        );
+        assert!(
+            m.contains("key `deploy.on_wave_failure`")
+                && m.contains("\"rollback-some\" is not a policy")
+                && m.contains("\"rollback-all\"")
+                && m.contains("\"rollback-wave\""),
+            "{m}"
+        );
+        assert_eq!(
+            site(
+                "lock_ttl_secs = 120",
+                "lock_ttl_secs = 120\non_wave_failure = \"rollback-some\""
+            ),
+            "17: key `deploy.on_wave_failure`"
+        );
+        let (tmp, text) = fixture();
+        let plan = load_text(tmp.path(), &text).unwrap();
+        assert_eq!(plan.on_wave_failure, super::OnWaveFailure::RollbackAll);
+        let plan = load_text(
+            tmp.path(),
+            &text.replace(
+                "lock_ttl_secs = 120",
+                "lock_ttl_secs = 120\non_wave_failure = \"rollback-wave\"",
+            ),
+        )
+        .unwrap();
+        assert_eq!(plan.on_wave_failure, super::OnWaveFailure::RollbackWave);
     }
 }

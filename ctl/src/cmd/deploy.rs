@@ -459,6 +459,11 @@ async fn drive(
         // by them, or by `golivectl go` / `no-go` (issue 13).
         Exit::Done if !watched.is_empty() => "watching",
         Exit::Done => "succeeded",
+        // A failed wave went back, the waves before it kept the release
+        // (on_wave_failure = "rollback-wave", issue 14).
+        Exit::RolledBack if crate::deployment::waves_run::kept_the_release(plan, journal, id) => {
+            "partial"
+        }
         Exit::RolledBack => "rolled_back",
         Exit::Usage => "refused",
         Exit::Paused => "paused",
@@ -535,7 +540,10 @@ fn print_dry_run(
         },
         if plan.watchdog.is_some() { ", watchdog-arm" } else { "" }
     ));
-    out.event(&json!({"event": "dry_run", "window": window, "preflight": preflight, "parallel": compiled.parallel}));
+    if let Some(line) = crate::deployment::waves_run::policy_line(plan) {
+        out.line(line);
+    }
+    out.event(&json!({"event": "dry_run", "window": window, "preflight": preflight, "parallel": compiled.parallel, "on_wave_failure": plan.on_wave_failure.name()}));
     out.event(&json!({"event": "deployment", "deployment": compiled}));
     let of = compiled.waves.len();
     for (w, wave) in compiled.waves.iter().enumerate() {

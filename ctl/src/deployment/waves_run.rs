@@ -17,7 +17,7 @@ use crate::deployment::{self, Executor};
 use crate::jobs::{Deadline, finish, human_secs, step};
 use crate::journal::Journal;
 use crate::output::{Exit, Out};
-use crate::plan::Plan;
+use crate::plan::{OnWaveFailure, Plan};
 
 /// What happened on one host of a wave.
 #[derive(Default)]
@@ -221,13 +221,15 @@ pub(crate) async fn run_waves(
             );
             end("failed", &detail);
             let (exit, _) = failed[0].1;
-            return Some((exit, format!("{label} failed: {detail}")));
+            let why = format!("{label} failed: {detail}");
+            policy(out, journal, plan, id, w, activated, &why);
+            return Some((exit, why));
         }
         for (i, (exit, why)) in failed {
             let name = plan.hosts[i].name.clone();
             // Rolled back on its own; the rest of the wave stays.
             let mut stuck = Vec::new();
-            let (back, message) = switch_back_if_failed(
+            let (back, message) = switch_back(
                 out,
                 journal,
                 exec,
@@ -260,7 +262,9 @@ pub(crate) async fn run_waves(
                     wave.max_fail
                 );
                 end("failed", &detail);
-                return Some((Exit::Failed, format!("{label} failed: {detail}")));
+                let why = format!("{label} failed: {detail}");
+                policy(out, journal, plan, id, w, activated, &why);
+                return Some((Exit::Failed, why));
             }
             tolerated.push(format!("{name} ({why}; rolled back)"));
         }
@@ -275,7 +279,9 @@ pub(crate) async fn run_waves(
         if let Some(soak) = wave.soak {
             if let Err(why) = soak_wave(out, journal, plan, id, &label, soak, &live, leases).await {
                 end("failed", &why);
-                return Some((Exit::Failed, format!("{label} failed: {why}")));
+                let why = format!("{label} failed: {why}");
+                policy(out, journal, plan, id, w, activated, &why);
+                return Some((Exit::Failed, why));
             }
             detail.push_str(&format!("; soaked {}", human_secs(soak.as_secs())));
         }
@@ -345,7 +351,7 @@ pub(crate) async fn soak_wave(
                     "wave soak",
                     "rollback",
                     Some(&why),
-                    "switch back every host this deployment switched, to the release it ran before",
+                    &what_goes_back(plan),
                 );
                 out.emit(Event::Decision {
                     by: "wave soak".into(),
@@ -358,10 +364,153 @@ pub(crate) async fn soak_wave(
     }
 }
 
+/// `[deploy] on_wave_failure` applied to wave `w` (0-based) that failed
+/// with `why`: with "rollback-wave", the hosts of the waves before it leave
+/// `activated` (they keep the release; the switch-back takes only this
+/// wave's), and the decision goes to the journal beside the wave's failed
+/// step. With "rollback-all" (today's behaviour), every host stays in
+/// `activated` for the switch-back.
+fn policy(
+    out: Out,
+    journal: &Journal,
+    plan: &Plan,
+    id: &str,
+    w: usize,
+    activated: &mut Vec<usize>,
+    why: &str,
+) {
+    if plan.on_wave_failure != OnWaveFailure::RollbackWave {
+        return;
+    }
+    let wave = &plan.waves[w].hosts;
+    let kept: Vec<&str> = activated
+        .iter()
+        .filter(|i| !wave.contains(i))
+        .map(|&i| plan.hosts[i].name.as_str())
+        .collect();
+    activated.retain(|i| wave.contains(i));
+    let next = what_goes_back(plan);
+    let next = if kept.is_empty() {
+        next
+    } else {
+        format!(
+            "{next}; {} keep the release: `golivectl rollback {id}` rolls them back too",
+            kept.join(", ")
+        )
+    };
+    let _ = journal.add_decision(id, "wave policy", "rollback-wave", Some(why), &next);
+    out.emit(Event::Decision {
+        by: "wave policy".into(),
+        decision: "rollback-wave".into(),
+        reason: why.into(),
+    });
+}
+
+/// What a failed wave switches back under the plan's `on_wave_failure`.
+pub(crate) fn what_goes_back(plan: &Plan) -> String {
+    match plan.on_wave_failure {
+        OnWaveFailure::RollbackAll => {
+            "switch back every host this deployment switched, to the release it ran before"
+                .to_string()
+        }
+        OnWaveFailure::RollbackWave => "switch back only the failed wave's hosts, to the release \
+                                        they ran before; earlier waves keep the new release \
+                                        (on_wave_failure = \"rollback-wave\")"
+            .to_string(),
+    }
+}
+
+/// The dry run's line on what a failed wave sends back; `None` without
+/// `[[waves]]`.
+pub(crate) fn policy_line(plan: &Plan) -> Option<String> {
+    (!plan.waves.is_empty()).then(|| {
+        format!(
+            "dry run: a wave that fails (over its max_fail, or in its soak): {} ([deploy] \
+             on_wave_failure = {:?})",
+            match plan.on_wave_failure {
+                OnWaveFailure::RollbackAll => "every host switched so far goes back".to_string(),
+                OnWaveFailure::RollbackWave => "only that wave's hosts go back; the waves before \
+                     it keep the release and the deployment ends partial (exit 3)"
+                    .to_string(),
+            },
+            plan.on_wave_failure.name()
+        )
+    })
+}
+
+/// Whether deployment `id` ends with hosts that kept the new release
+/// after a switch-back (a wave failed under "rollback-wave"): it is then
+/// `partial`, not `rolled_back`.
+pub(crate) fn kept_the_release(plan: &Plan, journal: &Journal, id: &str) -> bool {
+    plan.on_wave_failure == OnWaveFailure::RollbackWave
+        && !plan.waves.is_empty()
+        && !kept_hosts(journal, id).is_empty()
+}
+
+/// Hosts of deployment `id` the journal shows live on its release.
+fn kept_hosts(journal: &Journal, id: &str) -> Vec<String> {
+    match journal.deployment(id) {
+        Ok(Some(d)) => d
+            .hosts
+            .into_iter()
+            .filter(|h| h.state == "active")
+            .map(|h| h.host)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Phase 4b: on a failure, switch every activated host back, newest first;
-/// the outcome of the deployment.
+/// the outcome of the deployment. Hosts a wave policy left out of
+/// `activated` (on_wave_failure = "rollback-wave") keep the release, and
+/// the outcome names them and the command that takes them back too.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn switch_back_if_failed(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    previous: &[Option<String>],
+    leases: &[Lease],
+    activated: &[usize],
+    failure: Option<(Exit, String)>,
+    unavailable: &mut Unavailable,
+    stuck: &mut Vec<usize>,
+) -> (Exit, String) {
+    let failed = failure.is_some();
+    let (exit, mut message) = switch_back(
+        out,
+        journal,
+        exec,
+        plan,
+        id,
+        previous,
+        leases,
+        activated,
+        failure,
+        unavailable,
+        stuck,
+    )
+    .await;
+    if failed && plan.on_wave_failure == OnWaveFailure::RollbackWave && !plan.waves.is_empty() {
+        let kept = kept_hosts(journal, id);
+        if !kept.is_empty() {
+            let release = plan.release.as_ref().expect("checked by deploy");
+            message.push_str(&format!(
+                "; {} keep release {} (on_wave_failure = \"rollback-wave\": only the failed \
+                 wave went back); `golivectl rollback {id}` rolls them back too",
+                kept.join(", "),
+                release.id
+            ));
+        }
+    }
+    (exit, message)
+}
+
+/// The switch-back of `activated` on a failure, newest first; the outcome.
+#[allow(clippy::too_many_arguments)]
+async fn switch_back(
     out: Out,
     journal: &Journal,
     exec: &Executor<'_>,

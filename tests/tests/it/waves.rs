@@ -543,3 +543,111 @@ fn issue14_dry_run_shows_the_waves_and_maintenance_with_waves_is_refused() {
         assert!(!w.root(&a.name).join("releases").exists(), "{}", a.name);
     }
 }
+
+/// `[deploy] on_wave_failure = "rollback-wave"`: three hosts, the canary
+/// (web1) passes, the second wave (web2, web3, `max_fail = 0`) fails on
+/// web2's critical probe: only that wave goes back (web2 and web3 run v1),
+/// the canary keeps v2, exit 3, the deployment is `partial` and the output
+/// names web1 and `golivectl rollback ID`; the journal has the policy's
+/// decision and the wave's switch-backs. `golivectl rollback ID` then takes
+/// the canary back too, and the deployment is `rolled_back`.
+#[test]
+fn issue14_rollback_wave_sends_back_only_the_failed_wave() {
+    let w = World::new();
+    let agents: Vec<AgentProc> = (1..=3)
+        .map(|i| w.agent(&format!("web{i}"), &format!("127.0.15.{}", 50 + i), 0, None))
+        .collect();
+    let refs: Vec<&AgentProc> = agents.iter().collect();
+    let waves = "[deploy]\non_wave_failure = \"rollback-wave\"\n\n\
+                 [[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\n\n\
+                 [[waves]]\npercent = 100\n";
+    let run = w.ctl.run(&["deploy", s(&w.plan("v1", &refs, waves))]);
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    let v2 = w.plan("v2", &refs, waves);
+    let dry = w.ctl.run(&["deploy", "--dry-run", s(&v2)]);
+    assert_eq!(dry.code, 0, "{}", dry.text());
+    assert!(
+        dry.stdout.contains(
+            "dry run: a wave that fails (over its max_fail, or in its soak): only that wave's \
+             hosts go back"
+        ) && dry.stdout.contains("on_wave_failure = \"rollback-wave\""),
+        "{}",
+        dry.stdout
+    );
+
+    std::fs::write(w.fail_flag("web2"), b"").expect("flag");
+    let run = w.ctl.run(&["deploy", s(&v2)]);
+    assert_eq!(run.code, 3, "{}", run.text());
+    assert_eq!(w.current("web1"), Path::new("releases/v2"));
+    assert_eq!(w.current("web2"), Path::new("releases/v1"));
+    assert_eq!(w.current("web3"), Path::new("releases/v1"));
+    let id = run
+        .stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("deployment "))
+        .and_then(|l| l.split(':').next())
+        .expect("the deployment's result line")
+        .to_string();
+    assert!(
+        run.stdout.contains(&format!("deployment {id}: partial:"))
+            && run.stdout.contains("web1 keep release v2")
+            && run
+                .stdout
+                .contains(&format!("`golivectl rollback {id}` rolls them back too")),
+        "{}",
+        run.text()
+    );
+    let steps = w.wave_steps();
+    let states: Vec<&str> = steps.iter().map(|(_, st, _)| st.as_str()).collect();
+    assert_eq!(states, ["ok", "failed"], "{steps:?}");
+    {
+        let conn = rusqlite::Connection::open(w.ctl.state.join("golivectl.db")).expect("journal");
+        let backs: Vec<String> = conn
+            .prepare(
+                "SELECT host FROM steps WHERE deployment = ?1 AND step = 'switch-back' \
+                 AND state = 'ok' ORDER BY host",
+            )
+            .expect("prepare")
+            .query_map([&id], |r| r.get(0))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect();
+        assert_eq!(backs, ["web2", "web3"]);
+        let state: String = conn
+            .query_row("SELECT state FROM deployments WHERE id = ?1", [&id], |r| {
+                r.get(0)
+            })
+            .expect("deployment");
+        assert_eq!(state, "partial");
+        let (reason, next): (String, String) = conn
+            .query_row(
+                "SELECT COALESCE(reason, ''), next_action FROM decisions WHERE deployment = ?1 \
+                 AND decision = 'rollback-wave'",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the policy's decision in the journal");
+        assert!(reason.contains("wave 2/2 failed"), "{reason}");
+        assert!(
+            next.contains("web1 keep the release")
+                && next.contains(&format!("golivectl rollback {id}")),
+            "{next}"
+        );
+    }
+
+    // The canary goes back too; the failed wave's hosts are already back.
+    let back = w.ctl.run(&["rollback", &id]);
+    assert_eq!(back.code, 0, "{}", back.text());
+    for a in &agents {
+        assert_eq!(w.current(&a.name), Path::new("releases/v1"), "{}", a.name);
+    }
+    let conn = rusqlite::Connection::open(w.ctl.state.join("golivectl.db")).expect("journal");
+    let state: String = conn
+        .query_row("SELECT state FROM deployments WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .expect("deployment");
+    assert_eq!(state, "rolled_back");
+}
