@@ -16,6 +16,11 @@
 //!   definition (both binaries' `completions` and `man`).
 //! - [`private`]: owner-only (0700/0600) directories, files and SQLite
 //!   databases, whatever the umask.
+//! - [`glob`]: path globs (`*`, `?`, `**`, a trailing `/`), for backup
+//!   excludes and the release scan's include/exclude lists.
+//! - [`scan`]: the forbidden-text scan of a release (controller and agent).
+//! - [`pem`]: PEM certificates, CA roots and private keys read from files,
+//!   with [`pem::TlsFileError`] naming each problem.
 //! - [`names`]: validation of the names the controller is allowed to send
 //!   (apps, releases, idempotency keys).
 
@@ -24,10 +29,13 @@ pub mod codec;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod glob;
 pub mod identity;
 pub mod names;
+pub mod pem;
 pub mod private;
 pub mod protocol;
+pub mod scan;
 pub mod timefmt;
 
 /// The golive version both binaries report (the workspace version).
