@@ -21,6 +21,9 @@
 //! - [`scan`]: the forbidden-text scan of a release (controller and agent).
 //! - [`pem`]: PEM certificates, CA roots and private keys read from files,
 //!   with [`pem::TlsFileError`] naming each problem.
+//! - [`http`]: the HTTP/1.1 client (hyper, rustls) of the agent's probes
+//!   and of both binaries' webhooks; [`notify`]: the webhook delivery
+//!   (bounds, retries, the URL scrubbed from errors).
 //! - [`names`]: validation of the names the controller is allowed to send
 //!   (apps, releases, idempotency keys).
 
@@ -30,8 +33,10 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod glob;
+pub mod http;
 pub mod identity;
 pub mod names;
+pub mod notify;
 pub mod pem;
 pub mod private;
 pub mod protocol;
