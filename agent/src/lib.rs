@@ -76,7 +76,8 @@ pub mod release;
 pub mod reload;
 pub mod revocation;
 pub mod rollback;
-pub mod scan;
+/// The release scan is golive-shared's (the controller runs it too).
+pub use golive_shared::scan;
 pub mod sdnotify;
 pub mod server;
 pub mod sqldrops;

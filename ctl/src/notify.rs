@@ -5,10 +5,10 @@
 //! watchdog), failed. Slack-compatible JSON (`{"text": ...}` plus fields),
 //! or the fields alone (`format = "json"`) for other receivers.
 //!
-//! Each notice is posted on its own task with the agent's delivery code
-//! (bounded attempts, backoff, a 4xx not retried); the command waits for
-//! them at its end, never longer than the plan's bound, and records each
-//! outcome in the deployment's record. A notice never fails or holds up a
+//! Each notice is posted on its own task with the watchdog's delivery code,
+//! [`golive_shared::notify::deliver`] (bounded attempts, backoff, a 4xx not
+//! retried); the command waits for them at its end, never longer than the
+//! plan's bound, and records each outcome in the deployment's record. A notice never fails or holds up a
 //! deployment. The URL is a secret: only `scheme://host/***` is ever shown.
 
 use std::path::PathBuf;
@@ -306,7 +306,7 @@ pub fn send(list: &[Notify], zone: Option<&jiff::tz::TimeZone>, notice: &Notice)
         let task = {
             let label = label.clone();
             tokio::spawn(async move {
-                let (line, _) = golive_agent::watchdog::notify::deliver(&cfg, body).await;
+                let (line, _) = golive_shared::notify::deliver(&cfg, body).await;
                 format!("{label}: {line}")
             })
         };

@@ -925,7 +925,7 @@ fn tls_key(e: &tls::TlsFileError) -> &'static str {
 }
 
 /// `[preflight]` with its defaults, checked as the agent checks it
-/// ([`golive_agent::scan::check`]: it gets the same config for git releases).
+/// ([`golive_shared::scan::check`]: it gets the same config for git releases).
 fn scan_config(
     raw: Option<RawPreflight>,
 ) -> Result<crate::scan::ScanConfig, (&'static str, String)> {
@@ -944,7 +944,7 @@ fn scan_config(
             .exclude
             .unwrap_or_else(|| defaults(crate::scan::DEFAULT_EXCLUDE)),
     };
-    golive_agent::scan::check(&cfg).map_err(|(list, message)| {
+    golive_shared::scan::check(&cfg).map_err(|(list, message)| {
         let key = match list {
             "forbidden" => "preflight.forbidden",
             "include" => "preflight.include",

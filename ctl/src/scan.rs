@@ -3,14 +3,14 @@
 //! files, on the controller, before anything is uploaded.
 //!
 //! The matcher (patterns, globs, word starts, binary files, the hit cap) is
-//! [`golive_agent::scan`], which the agent also runs on a git release's
+//! [`golive_shared::scan`], which the agent also runs on a git release's
 //! exported tree (issue 12); this module opens the artifact: tar, tar.gz or
 //! tar.zst, told apart by their magic bytes, decompressed as a stream.
 
 use std::io::Read;
 use std::path::Path;
 
-pub use golive_agent::scan::{
+pub use golive_shared::scan::{
     DEFAULT_EXCLUDE, DEFAULT_INCLUDE, Hit, MAX_HITS, MAX_LINE, ScanConfig, ScanReport, scan_tar,
 };
 

@@ -2,7 +2,7 @@
 //! present a certificate chained to the deployment's CA and valid for the
 //! address dialled, and the controller presents its operator certificate.
 //!
-//! The PEM/key helpers and [`TlsFileError`] are `golive_agent::tls`'s,
+//! The PEM/key helpers and [`TlsFileError`] are [`golive_shared::pem`]'s,
 //! re-exported, so both binaries report file problems the same way.
 
 use std::net::IpAddr;
@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 
-// The file helpers and the error type are the agent's: both binaries read
-// the same kinds of files and report problems the same way.
-pub use golive_agent::tls::{TlsFileError, provider, read_key, read_pem_certs, read_roots};
+// The file helpers and the error type are golive-shared's: both binaries
+// read the same kinds of files and report problems the same way.
+pub use golive_shared::pem::{TlsFileError, provider, read_key, read_pem_certs, read_roots};
 
 /// The controller's TLS state: one client config shared by every connection.
 #[derive(Clone)]

@@ -16,6 +16,14 @@
 //!   definition (both binaries' `completions` and `man`).
 //! - [`private`]: owner-only (0700/0600) directories, files and SQLite
 //!   databases, whatever the umask.
+//! - [`glob`]: path globs (`*`, `?`, `**`, a trailing `/`), for backup
+//!   excludes and the release scan's include/exclude lists.
+//! - [`scan`]: the forbidden-text scan of a release (controller and agent).
+//! - [`pem`]: PEM certificates, CA roots and private keys read from files,
+//!   with [`pem::TlsFileError`] naming each problem.
+//! - [`http`]: the HTTP/1.1 client (hyper, rustls) of the agent's probes
+//!   and of both binaries' webhooks; [`notify`]: the webhook delivery
+//!   (bounds, retries, the URL scrubbed from errors).
 //! - [`names`]: validation of the names the controller is allowed to send
 //!   (apps, releases, idempotency keys).
 
@@ -24,10 +32,15 @@ pub mod codec;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod glob;
+pub mod http;
 pub mod identity;
 pub mod names;
+pub mod notify;
+pub mod pem;
 pub mod private;
 pub mod protocol;
+pub mod scan;
 pub mod timefmt;
 
 /// The golive version both binaries report (the workspace version).

@@ -19,7 +19,7 @@
 //!   trees such as caches change); a file that shrinks while it is read is an
 //!   error, since its archived copy would be silently wrong. A file that grows
 //!   is archived at its size when it was opened.
-//! - Excludes are glob patterns matched against the path relative to the
+//! - Excludes are glob patterns ([`golive_shared::glob`]) matched against the path relative to the
 //!   configured path, anchored there: `*` and `?` match within one name
 //!   (leading dots included), a `**` component matches any number of
 //!   components (also none), a trailing `/` matches directories only. So
@@ -41,6 +41,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use golive_shared::config::FileSet;
+use golive_shared::glob::Globs;
 use nix::sys::stat::{UtimensatFlags, utimensat};
 use nix::sys::time::TimeSpec;
 use tar::{Builder, EntryType, Header};
@@ -83,7 +84,7 @@ pub fn resolve(root: &Path, set: &FileSet) -> Vec<PathBuf> {
 /// Sum of the regular file sizes a [`dump`] would archive; missing paths
 /// count 0 (the dump itself reports them).
 pub fn estimate(root: &Path, set: &FileSet) -> Result<u64, BackupError> {
-    let ex = Excludes::new(&set.exclude);
+    let ex = Globs::new(&set.exclude);
     let mut total = 0u64;
     for top in resolve(root, set) {
         let meta = match fs::metadata(&top) {
@@ -116,7 +117,7 @@ pub fn dump(
     for (j, top) in tops.iter().enumerate() {
         metas.push(top_meta(set, j, top)?);
     }
-    let ex = Excludes::new(&set.exclude);
+    let ex = Globs::new(&set.exclude);
     let out = out_dir.join(format!("{}.tar.zst", set.name));
     let mut enc = zstd_writer(HashingFile::create(&out)?, level)?;
     enc.include_checksum(true)
@@ -541,7 +542,7 @@ fn top_meta(set: &FileSet, j: usize, top: &Path) -> Result<fs::Metadata, BackupE
 fn walk(
     top: &Path,
     meta: &fs::Metadata,
-    ex: &Excludes,
+    ex: &Globs,
     f: &mut dyn FnMut(&Path, &Path, &fs::Metadata) -> Result<(), BackupError>,
 ) -> Result<(), BackupError> {
     f(top, Path::new(""), meta)?;
@@ -574,7 +575,7 @@ fn walk(
             Err(e) => return Err(io_err("cannot read", &abs, e)),
         };
         let ft = meta.file_type();
-        if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) || ex.excluded(&rel, ft.is_dir()) {
+        if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) || ex.matches(&rel, ft.is_dir()) {
             continue;
         }
         f(&abs, &rel, &meta)?;
@@ -844,78 +845,6 @@ fn copy_buf(r: &mut dyn Read, w: &mut dyn Write, buf: &mut [u8]) -> io::Result<u
     }
 }
 
-/// Exclude patterns (see the module docs for the syntax). Also the
-/// controller's include/exclude globs for the preflight artifact scan.
-pub struct Excludes(Vec<Pattern>);
-
-struct Pattern {
-    parts: Vec<Vec<u8>>,
-    dir_only: bool,
-}
-
-impl Excludes {
-    pub fn new(patterns: &[String]) -> Excludes {
-        Excludes(
-            patterns
-                .iter()
-                .filter_map(|p| {
-                    let dir_only = p.ends_with('/');
-                    let parts: Vec<Vec<u8>> = p
-                        .split('/')
-                        .filter(|c| !c.is_empty() && *c != ".")
-                        .map(|c| c.as_bytes().to_vec())
-                        .collect();
-                    (!parts.is_empty()).then_some(Pattern { parts, dir_only })
-                })
-                .collect(),
-        )
-    }
-
-    /// Whether any pattern matches `rel` (a directory when `is_dir`).
-    pub fn excluded(&self, rel: &Path, is_dir: bool) -> bool {
-        if self.0.is_empty() {
-            return false;
-        }
-        let comps: Vec<&[u8]> = rel.iter().map(|c| c.as_bytes()).collect();
-        self.0
-            .iter()
-            .any(|p| (is_dir || !p.dir_only) && match_parts(&p.parts, &comps))
-    }
-}
-
-fn match_parts(pat: &[Vec<u8>], path: &[&[u8]]) -> bool {
-    match pat.split_first() {
-        None => path.is_empty(),
-        Some((p, rest)) if p.as_slice() == b"**" => {
-            (0..=path.len()).any(|k| match_parts(rest, &path[k..]))
-        }
-        Some((p, rest)) => !path.is_empty() && glob(p, path[0]) && match_parts(rest, &path[1..]),
-    }
-}
-
-/// `*` (any run) and `?` (one byte) within one name.
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if let Some((sp, ss)) = star {
-            // Let the last `*` swallow one more byte and retry.
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1104,33 +1033,6 @@ mod tests {
             .map(PathBuf::from)
             .collect();
         assert_eq!(got, want);
-    }
-
-    #[test]
-    fn glob_matcher() {
-        assert!(glob(b"*.tmp", b"a.tmp"));
-        assert!(glob(b"*.tmp", b".tmp"));
-        assert!(!glob(b"*.tmp", b"a.tmpx"));
-        assert!(glob(b"a*b*c", b"axxbyybzc"));
-        assert!(!glob(b"a*b*c", b"axxbyy"));
-        assert!(glob(b"?.log", b"x.log"));
-        assert!(!glob(b"?.log", b"xy.log"));
-        assert!(glob(b"*", b""));
-        let ex = Excludes::new(&[
-            "*.tmp".into(),
-            "cache/".into(),
-            "**/*.log".into(),
-            "a/**/z".into(),
-        ]);
-        let t = |p: &str, d: bool| ex.excluded(Path::new(p), d);
-        assert!(t("x.tmp", false));
-        assert!(!t("sub/x.tmp", false), "`*` stays within one component");
-        assert!(t("cache", true));
-        assert!(!t("cache", false), "trailing `/` is directories only");
-        assert!(!t("sub/cache", true));
-        assert!(t("x.log", false) && t("a/b/c/x.log", false));
-        assert!(t("a/z", true) && t("a/b/c/z", false) && !t("b/a/z", false));
-        assert!(!Excludes::new(&[]).excluded(Path::new("x"), false));
     }
 
     #[test]

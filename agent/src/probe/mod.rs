@@ -37,8 +37,6 @@ use std::time::{Duration, Instant};
 use golive_shared::config::{AgentConfig, AppConfig, BeforeFirstRelease, ProbeConfig};
 use golive_shared::protocol::{ProbeReport, ProbeResult, ProbeStatus};
 
-pub(crate) use http::post_json;
-
 use crate::accesslog::Excluded;
 use crate::release::layout::AppLayout;
 

@@ -33,10 +33,10 @@
 use std::io::Read;
 use std::path::{Component, Path};
 
-pub use golive_shared::protocol::ScanConfig;
+pub use crate::protocol::ScanConfig;
 use serde::Serialize;
 
-use crate::backup::files::Excludes as Globs;
+use crate::glob::Globs;
 
 /// Text source files of the usual web stacks.
 pub const DEFAULT_INCLUDE: &[&str] = &[
@@ -137,12 +137,12 @@ struct Selection {
 
 impl Selection {
     fn wants(&self, path: &Path) -> bool {
-        if !self.include.excluded(path, false) || self.exclude.excluded(path, false) {
+        if !self.include.matches(path, false) || self.exclude.matches(path, false) {
             return false;
         }
         let mut dir = path.parent();
         while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
-            if self.exclude.excluded(d, true) {
+            if self.exclude.matches(d, true) {
                 return false;
             }
             dir = d.parent();
