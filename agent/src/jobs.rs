@@ -26,6 +26,57 @@ use crate::release::unpack::UnpackLimits;
 use crate::state::{Agent, artifacts_dir, internal};
 use crate::store::Discard;
 
+/// Why a job failed: the operator-facing message and its class (issue
+/// 14), journaled with the job and sent in `JobInfo::error_code`, from
+/// which the controller takes its exit code. A plain `String` error is a
+/// failure (`Internal`); a refusal that changed nothing says so with
+/// [`JobError::refused`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct JobError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl JobError {
+    /// A refusal: the request or what it names (a migration, a backup, the
+    /// config) is the operator's to fix, and nothing was changed.
+    pub fn refused(message: impl Into<String>) -> JobError {
+        JobError {
+            code: ErrorCode::BadRequest,
+            message: message.into(),
+        }
+    }
+
+    /// A failure while doing what the agent should be able to do.
+    pub fn failed(message: impl Into<String>) -> JobError {
+        JobError {
+            code: ErrorCode::Internal,
+            message: message.into(),
+        }
+    }
+
+    /// The same class, with the message rewritten (context added).
+    pub fn map(self, f: impl FnOnce(String) -> String) -> JobError {
+        JobError {
+            code: self.code,
+            message: f(self.message),
+        }
+    }
+}
+
+impl From<String> for JobError {
+    fn from(message: String) -> JobError {
+        JobError::failed(message)
+    }
+}
+
+impl From<&str> for JobError {
+    fn from(message: &str) -> JobError {
+        JobError::failed(message)
+    }
+}
+
 /// Validates and submits a job; the same key returns the same job.
 pub fn submit(
     agent: &Arc<Agent>,
@@ -420,9 +471,13 @@ async fn run(agent: Arc<Agent>, id: u64) {
             "agent {}: app {app:?} is no longer declared in the config (reloaded); the job did not run",
             agent.config().agent.name
         );
-        let _ = agent
-            .journal
-            .finish_job(id, JobState::Failed, None, Some(&message), now_millis());
+        let _ = agent.journal.finish_job(
+            id,
+            JobState::Failed,
+            None,
+            Some((ErrorCode::NotFound, &message)),
+            now_millis(),
+        );
         agent.event(
             id,
             EventKind::Finished {
@@ -488,7 +543,7 @@ async fn run(agent: Arc<Agent>, id: u64) {
         )
     })
     .await
-    .unwrap_or_else(|e| Err(format!("the job panicked: {e}")));
+    .unwrap_or_else(|e| Err(JobError::failed(format!("the job panicked: {e}"))));
 
     // A stop that could not wait for this job marked it interrupted and
     // ended its programs (issue 16): that record stands.
@@ -509,7 +564,7 @@ async fn run(agent: Arc<Agent>, id: u64) {
                 .finish_job(id, JobState::Succeeded, Some(result), None, now);
             JobState::Succeeded
         }
-        Err(message) => {
+        Err(JobError { code, message }) => {
             agent.event(
                 id,
                 EventKind::Log {
@@ -521,9 +576,10 @@ async fn run(agent: Arc<Agent>, id: u64) {
             if let JobSpec::Stage(s) = &job.spec {
                 discard_artifact(&agent, id, job.submitted_at, s);
             }
-            let _ = agent
-                .journal
-                .finish_job(id, JobState::Failed, None, Some(message), now);
+            let _ =
+                agent
+                    .journal
+                    .finish_job(id, JobState::Failed, None, Some((*code, message)), now);
             // A host rollback that failed leaves the app in maintenance: loud
             // on the agent's webhook too (the watchdog tells of its own).
             if let JobSpec::HostRollback(r) = &job.spec
@@ -569,7 +625,7 @@ async fn run(agent: Arc<Agent>, id: u64) {
             "job {id} succeeded: {kind} of {app}"
         ),
         // The headline only: the output tail is the programs' own text.
-        Err(message) => tracing::warn!(
+        Err(JobError { message, .. }) => tracing::warn!(
             job = id,
             kind = %kind,
             app = %app,
@@ -646,7 +702,7 @@ pub fn execute(
     spec: &JobSpec,
     deployment: Option<&str>,
     emit: &dyn Fn(EventKind),
-) -> Result<JobResult, String> {
+) -> Result<JobResult, JobError> {
     let log = |line: String| {
         emit(EventKind::Log {
             level: LogLevel::Info,
@@ -657,7 +713,7 @@ pub fn execute(
     let app_name = spec.app();
     let app = config
         .app(app_name)
-        .ok_or_else(|| format!("no app {app_name:?} in the agent config"))?;
+        .ok_or_else(|| JobError::refused(format!("no app {app_name:?} in the agent config")))?;
     let layout = AppLayout::new(&app.root);
     layout
         .ensure_dirs()
@@ -818,18 +874,20 @@ pub fn execute(
                 availability,
             })
         }
-        JobSpec::HostRollback(r) => crate::rollback::run(config, journal, job, r, deployment, emit)
-            .map(JobResult::HostRolledBack),
-        JobSpec::Backup(b) => crate::backup::run::create(config, journal, b, emit),
-        JobSpec::VerifyBackup(v) => crate::backup::run::verify(config, journal, v, emit),
-        JobSpec::Restore(r) => crate::backup::run::restore(config, journal, r, emit),
-        JobSpec::Maintenance(m) => crate::maintenance::set(config, journal, m, emit),
-        JobSpec::RunCommand(c) => crate::hooks::run_command(config, c, emit),
+        JobSpec::HostRollback(r) => Ok(crate::rollback::run(
+            config, journal, job, r, deployment, emit,
+        )
+        .map(JobResult::HostRolledBack)?),
+        JobSpec::Backup(b) => crate::backup::run::create_job(config, journal, b, emit),
+        JobSpec::VerifyBackup(v) => Ok(crate::backup::run::verify(config, journal, v, emit)?),
+        JobSpec::Restore(r) => crate::backup::run::restore_job(config, journal, r, emit),
+        JobSpec::Maintenance(m) => Ok(crate::maintenance::set(config, journal, m, emit)?),
+        JobSpec::RunCommand(c) => Ok(crate::hooks::run_command(config, c, emit)?),
         JobSpec::Migrate(m) => crate::migrate::run_job(config, journal, m, deployment, emit),
-        JobSpec::SetFlag(f) => crate::flags::set(config, journal, f, emit),
-        JobSpec::DiscardRelease(d) => {
-            discard_never_live(journal, app_name, &layout, d, deployment, log)
-        }
+        JobSpec::SetFlag(f) => Ok(crate::flags::set(config, journal, f, emit)?),
+        JobSpec::DiscardRelease(d) => Ok(discard_never_live(
+            journal, app_name, &layout, d, deployment, log,
+        )?),
     }
 }
 

@@ -11,13 +11,13 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use golive_shared::protocol::{
-    EventKind, JobEvent, JobInfo, JobResult, JobSpec, JobState, LockInfo, ReleaseSummary,
-    UnixMillis, WatchdogEvent, WatchdogInfo, WatchdogSpec, WatchdogState,
+    ErrorCode, EventKind, JobEvent, JobInfo, JobResult, JobSpec, JobState, LockInfo,
+    ReleaseSummary, UnixMillis, WatchdogEvent, WatchdogInfo, WatchdogSpec, WatchdogState,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Bump when the schema changes, and add a step to `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Schema steps; step `i` takes the journal from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -222,6 +222,11 @@ CREATE TABLE watchdog_events (
     line TEXT NOT NULL
 );
 CREATE INDEX watchdog_events_of ON watchdog_events (watchdog, seq);
+"#,
+    // Issue 14: why a failed job failed, as a protocol `ErrorCode` name
+    // (`BadRequest`, `Internal`, ...); rows from before read as no code.
+    r#"
+ALTER TABLE jobs ADD COLUMN error_code TEXT;
 "#,
 ];
 
@@ -547,16 +552,18 @@ impl Journal {
         id: u64,
         state: JobState,
         result: Option<&JobResult>,
-        error: Option<&str>,
+        error: Option<(ErrorCode, &str)>,
         now: UnixMillis,
     ) -> Result<()> {
         let result = result.map(serde_json::to_string).transpose()?;
+        let code = error.map(|(c, _)| code_name(c));
+        let error = error.map(|(_, m)| m);
         self.conn().execute(
             // An interrupted job stays so: the stop marked it and ended its
             // programs (issue 16), whatever its task reports afterwards.
-            "UPDATE jobs SET state = ?1, result = ?2, error = ?3, finished_at = ?4
+            "UPDATE jobs SET state = ?1, result = ?2, error = ?3, finished_at = ?4, error_code = ?6
              WHERE id = ?5 AND state != 'interrupted'",
-            params![state.as_str(), result, error, now, id as i64],
+            params![state.as_str(), result, error, now, id as i64, code],
         )?;
         Ok(())
     }
@@ -921,7 +928,7 @@ fn next_seq(conn: &Connection, job_id: u64) -> Result<u64> {
 }
 
 const JOB_SELECT: &str = "SELECT id, idempotency_key, spec, state, submitted_by, submitted_at,
-    finished_at, result, error FROM jobs";
+    finished_at, result, error, error_code FROM jobs";
 
 struct JobRow {
     id: i64,
@@ -933,6 +940,19 @@ struct JobRow {
     finished: Option<i64>,
     result: Option<String>,
     error: Option<String>,
+    error_code: Option<String>,
+}
+
+/// An `ErrorCode` as stored in `jobs.error_code`: its variant name, so the
+/// column reads the same whatever the protocol's encoding.
+fn code_name(code: ErrorCode) -> String {
+    format!("{code:?}")
+}
+
+/// A stored `jobs.error_code` back; an unknown name (a newer agent's)
+/// reads as no code, which the controller takes as a failure.
+fn parse_code(name: &str) -> Option<ErrorCode> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
 }
 
 impl JobRow {
@@ -948,6 +968,7 @@ impl JobRow {
             result: self.result.map(|r| serde_json::from_str(&r)).transpose()?,
             error: self.error,
             deduplicated: false,
+            error_code: self.error_code.as_deref().and_then(parse_code),
         })
     }
 }
@@ -963,6 +984,7 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         finished: r.get(6)?,
         result: r.get(7)?,
         error: r.get(8)?,
+        error_code: r.get(9)?,
     })
 }
 
@@ -992,6 +1014,63 @@ mod tests {
             release: "v1".into(),
             rollback: Default::default(),
         })
+    }
+
+    /// A failed job's error code is journaled and read back; a job a
+    /// version-7 journal failed (before the column) reads as no code.
+    #[test]
+    fn issue14_a_failed_jobs_error_code_is_journaled_and_old_rows_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        {
+            // A journal as the previous agent left it: schema 7, a failed job.
+            let conn = Connection::open(&path).unwrap();
+            for (i, step) in MIGRATIONS.iter().take(7).enumerate() {
+                conn.execute_batch(step).unwrap();
+                conn.pragma_update(None, "user_version", i as i64 + 1)
+                    .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO jobs (idempotency_key, app, kind, spec, state, submitted_by,
+                 submitted_at, finished_at, error)
+                 VALUES ('old', 'shop', 'activate', ?1, 'failed', 'ops', 1, 2, 'it broke')",
+                params![serde_json::to_string(&spec("shop")).unwrap()],
+            )
+            .unwrap();
+        }
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.schema_version().unwrap(), SCHEMA_VERSION);
+        let old = j.job_by_key("old").unwrap().unwrap();
+        assert_eq!(old.error.as_deref(), Some("it broke"));
+        assert_eq!(old.error_code, None);
+
+        let (refused, _) = j.insert_job("k1", &spec("shop"), "ops", 3).unwrap();
+        j.finish_job(
+            refused.id,
+            JobState::Failed,
+            None,
+            Some((ErrorCode::BadRequest, "migration 2 has no down file")),
+            4,
+        )
+        .unwrap();
+        let (ok, _) = j.insert_job("k2", &spec("shop"), "ops", 5).unwrap();
+        j.finish_job(ok.id, JobState::Succeeded, None, None, 6)
+            .unwrap();
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        let refused = j.job(refused.id).unwrap().unwrap();
+        assert_eq!(refused.state, JobState::Failed);
+        assert_eq!(refused.error_code, Some(ErrorCode::BadRequest));
+        assert_eq!(
+            refused.error.as_deref(),
+            Some("migration 2 has no down file")
+        );
+        assert_eq!(j.job(ok.id).unwrap().unwrap().error_code, None);
+        assert_eq!(
+            parse_code(&code_name(ErrorCode::NotDeclared)),
+            Some(ErrorCode::NotDeclared)
+        );
+        assert_eq!(parse_code("SomethingNewer"), None);
     }
 
     /// Whatever the umask gave before (a 0644 journal of an older agent),

@@ -185,11 +185,42 @@ pub enum MigrateError {
     Sqlite { path: PathBuf, detail: String },
     #[error(transparent)]
     Tool(#[from] BackupError),
+    /// A file or the ledger could not be read: a failure, not the
+    /// operator's migrations being wrong.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The migrations changed under this run: a failure to run again.
+    #[error("{0}")]
+    Raced(String),
+}
+
+impl MigrateError {
+    /// The job error class (issue 14): migrations that are wrong (changed,
+    /// missing, misnumbered, no down) are refused before the database is
+    /// touched; everything else is a failure.
+    pub fn code(&self) -> golive_shared::protocol::ErrorCode {
+        use golive_shared::protocol::ErrorCode;
+        match self {
+            MigrateError::Invalid(_) => ErrorCode::BadRequest,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<MigrateError> for crate::jobs::JobError {
+    fn from(e: MigrateError) -> crate::jobs::JobError {
+        crate::jobs::JobError {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
 }
 
 const ROLLED_BACK: &str = "; its changes were rolled back";
 const MARIADB_NOTE: &str = "; MariaDB commits DDL at once, so statements before the error may \
                             have taken effect (data changes were rolled back)";
+
+use crate::jobs::JobError;
 
 fn invalid(msg: impl Into<String>) -> MigrateError {
     MigrateError::Invalid(msg.into())
@@ -246,7 +277,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// files are ignored), sorted by version.
 pub fn scan(dir: &Path) -> Result<Vec<Migration>, MigrateError> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        invalid(format!(
+        MigrateError::Unreadable(format!(
             "cannot read migrations directory {}: {e}",
             dir.display()
         ))
@@ -255,7 +286,8 @@ pub fn scan(dir: &Path) -> Result<Vec<Migration>, MigrateError> {
     let mut downs: BTreeMap<u32, (String, PathBuf)> = BTreeMap::new();
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| invalid(format!("cannot read {}: {e}", dir.display())))?;
+        let entry = entry
+            .map_err(|e| MigrateError::Unreadable(format!("cannot read {}: {e}", dir.display())))?;
         let file = entry.file_name().to_string_lossy().into_owned();
         if file.starts_with('.') || !file.ends_with(".sql") || entry.path().is_dir() {
             continue;
@@ -313,8 +345,9 @@ pub fn scan(dir: &Path) -> Result<Vec<Migration>, MigrateError> {
             )));
         }
         expected = Some(version + 1);
-        let bytes = std::fs::read(&path)
-            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        let bytes = std::fs::read(&path).map_err(|e| {
+            MigrateError::Unreadable(format!("cannot read {}: {e}", path.display()))
+        })?;
         let tag = read_tag(&path, &String::from_utf8_lossy(&bytes))?;
         out.push(Migration {
             version,
@@ -403,12 +436,12 @@ fn pending(
 
 /// Reads an up or down file, checking the up file still has its checksum.
 fn read_sql(path: &Path, checksum: Option<&str>) -> Result<String, MigrateError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| MigrateError::Unreadable(format!("cannot read {}: {e}", path.display())))?;
     if let Some(sum) = checksum
         && sha256_hex(&bytes) != sum
     {
-        return Err(invalid(format!(
+        return Err(MigrateError::Raced(format!(
             "migration {} changed while migrating; run again",
             path.display()
         )));
@@ -1142,7 +1175,7 @@ fn remote_up(
             },
         };
     }
-    Err(invalid(format!(
+    Err(MigrateError::Raced(format!(
         "{}: other migrators kept changing the migrations; run again",
         remote.label()
     )))
@@ -1216,7 +1249,7 @@ fn remote_down(
             },
         };
     }
-    Err(invalid(format!(
+    Err(MigrateError::Raced(format!(
         "{}: other migrators kept changing the migrations; run again",
         remote.label()
     )))
@@ -1234,7 +1267,8 @@ fn parse_rows(out: &str, what: &str) -> Result<Vec<Applied>, MigrateError> {
     let mut rows = Vec::new();
     for line in out.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split('\t').collect();
-        let bad = || invalid(format!("{what}: unexpected row {line:?} in {TABLE}"));
+        let bad =
+            || MigrateError::Unreadable(format!("{what}: unexpected row {line:?} in {TABLE}"));
         if f.len() != 9 {
             return Err(bad());
         }
@@ -1877,7 +1911,7 @@ pub fn run_job(
     req: &golive_shared::protocol::RunMigrations,
     deployment: Option<&str>,
     emit: &dyn Fn(golive_shared::protocol::EventKind),
-) -> Result<golive_shared::protocol::JobResult, String> {
+) -> Result<golive_shared::protocol::JobResult, JobError> {
     use golive_shared::protocol::{CreateBackup, EventKind, JobResult, LogLevel};
     let log = |line: String| {
         emit(EventKind::Log {
@@ -1891,16 +1925,19 @@ pub fn run_job(
             line,
         })
     };
-    let t = target(config, &req.app, req.release.as_deref())?;
+    // What the request names (the app's migrations, its release) is the
+    // operator's to fix: refused before anything runs.
+    let t = target(config, &req.app, req.release.as_deref()).map_err(JobError::refused)?;
     match req.down_to {
         None => {
             let mut applied = Vec::new();
             match &t.sql {
                 Some((db, dir)) if dir.is_dir() => {
                     if req.backup_first {
-                        let st = status_of(db, dir, Some(&t.release)).map_err(|e| e.to_string())?;
+                        let st = status_of(db, dir, Some(&t.release))?;
                         if !st.pending.is_empty() {
-                            let id = backup_before(config, journal, req, db, deployment, emit)?;
+                            let id = backup_before(config, journal, req, db, deployment, emit)
+                                .map_err(JobError::refused)?;
                             log(format!(
                                 "verified backup {id} of {} taken before the commit's migrations",
                                 db.name()
@@ -1912,8 +1949,7 @@ pub fn run_job(
                         deployment,
                         stop_before_contract: req.stop_before_contract,
                     };
-                    applied =
-                        up_from(db, dir, origin, LOCK_WAIT, &log).map_err(|e| e.to_string())?;
+                    applied = up_from(db, dir, origin, LOCK_WAIT, &log)?;
                     log(format!(
                         "{} migration(s) applied to {} from release {}",
                         applied.len(),
@@ -1939,11 +1975,11 @@ pub fn run_job(
         }
         Some(to) => {
             let Some((db, dir)) = &t.sql else {
-                return Err(format!(
+                return Err(JobError::refused(format!(
                     "app {} has only a migration command, which has no down; restore the deployment's \
                      pre-deploy backup instead (golivectl backup restore PLAN ID --deployment D)",
                     req.app
-                ));
+                )));
             };
             if !dir.is_dir() {
                 log(format!(
@@ -1952,7 +1988,7 @@ pub fn run_job(
                     t.release
                 ));
             }
-            let plan = revert_plan(db, dir, Some(&t.release), to).map_err(|e| e.to_string())?;
+            let plan = revert_plan(db, dir, Some(&t.release), to)?;
             if plan.is_empty() {
                 log(format!(
                     "nothing to revert on {}: no migration above version {to} is applied",
@@ -1996,17 +2032,20 @@ pub fn run_job(
                 emit,
             )
             .map_err(|e| {
-                format!(
+                JobError::refused(format!(
                     "migrate down refused: the verified backup of database {} could not be taken, \
                      so nothing was changed: {e}",
                     db.name()
-                )
+                ))
             })?;
             let JobResult::BackedUp { id: backup_id, .. } = backup else {
                 return Err("unexpected result of the pre-migrate-down backup".into());
             };
-            let reverted = down_from(db, dir, Some(&t.release), to, LOCK_WAIT, &log)
-                .map_err(|e| format!("{e} (backup {backup_id} holds the database as it was)"))?;
+            let reverted =
+                down_from(db, dir, Some(&t.release), to, LOCK_WAIT, &log).map_err(|e| {
+                    JobError::from(e)
+                        .map(|e| format!("{e} (backup {backup_id} holds the database as it was)"))
+                })?;
             log(format!(
                 "{} migration(s) reverted on {} (now at version {to}); backup {backup_id} holds \
                  the database as it was",
@@ -2287,6 +2326,40 @@ mod tests {
         std::fs::remove_file(mig.join("0002_posts.down.sql")).unwrap();
         let e = status(&db, &mig).unwrap_err().to_string();
         assert!(e.contains("applied migration 2 (posts) has no file"), "{e}");
+    }
+
+    /// A job's error code comes from the kind of failure (issue 14): a
+    /// changed applied migration is refused (BadRequest: exit 2 on the
+    /// controller), failing SQL is a failure (Internal: exit 1).
+    #[test]
+    fn issue14_refusals_and_failures_carry_their_codes() {
+        use golive_shared::protocol::ErrorCode;
+        let d = tempfile::tempdir().unwrap();
+        let mig = d.path().join("m");
+        std::fs::create_dir(&mig).unwrap();
+        three(&mig);
+        let db = sqlite(d.path());
+        up(&db, &mig, None, &quiet).unwrap();
+        write(&mig, "0002_posts.up.sql", "CREATE TABLE posts (changed);");
+        let refused = crate::jobs::JobError::from(up(&db, &mig, None, &quiet).unwrap_err());
+        assert_eq!(refused.code, ErrorCode::BadRequest, "{refused}");
+        assert!(refused.message.contains("changed"), "{refused}");
+
+        let d = tempfile::tempdir().unwrap();
+        let mig = d.path().join("m");
+        std::fs::create_dir(&mig).unwrap();
+        write(&mig, "0001_bad.up.sql", "INSERT INTO nope VALUES (1);");
+        let failed =
+            crate::jobs::JobError::from(up(&sqlite(d.path()), &mig, None, &quiet).unwrap_err());
+        assert_eq!(failed.code, ErrorCode::Internal, "{failed}");
+        assert_eq!(
+            MigrateError::Raced("run again".into()).code(),
+            ErrorCode::Internal
+        );
+        assert_eq!(
+            MigrateError::Unreadable("cannot read".into()).code(),
+            ErrorCode::Internal
+        );
     }
 
     #[test]

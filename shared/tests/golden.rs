@@ -30,6 +30,7 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
         }),
         error: None,
         deduplicated: false,
+        error_code: None,
     };
     vec![
         (
@@ -193,6 +194,7 @@ fn job_activate_base() -> JobInfo {
         result: None,
         error: None,
         deduplicated: false,
+        error_code: None,
     }
 }
 

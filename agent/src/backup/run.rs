@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stream::{Written, hash_file};
 use super::{BackupError, files, mariadb, offsite, postgres, sqlite};
+use crate::jobs::JobError;
 use crate::journal::{BackupRow, Journal};
 use crate::release::layout::AppLayout;
 
@@ -306,6 +307,17 @@ pub fn create(
     req: &CreateBackup,
     emit: &dyn Fn(EventKind),
 ) -> Result<JobResult, String> {
+    create_job(config, journal, req, emit).map_err(|e| e.message)
+}
+
+/// [`create`] as a job: a refusal that wrote nothing (an unknown name, no
+/// room) is told from a failure by its code (issue 14).
+pub fn create_job(
+    config: &AgentConfig,
+    journal: &Journal,
+    req: &CreateBackup,
+    emit: &dyn Fn(EventKind),
+) -> Result<JobResult, JobError> {
     create_with(config, journal, req, emit, true)
 }
 
@@ -317,16 +329,20 @@ fn create_with(
     req: &CreateBackup,
     emit: &dyn Fn(EventKind),
     run_retention: bool,
-) -> Result<JobResult, String> {
-    let app = app_of(config, &req.app)?;
-    check_label(&req.label)?;
-    let sources = existing(app, sources(&req.app, app, &req.only)?, emit);
+) -> Result<JobResult, JobError> {
+    let app = app_of(config, &req.app).map_err(JobError::refused)?;
+    check_label(&req.label).map_err(JobError::refused)?;
+    let sources = existing(
+        app,
+        sources(&req.app, app, &req.only).map_err(JobError::refused)?,
+        emit,
+    );
     let dir = backup_dir(config, &req.app, app);
     let root = app.root.clone();
 
     // Free space first: refuse before writing a byte.
     let room = room_in(&dir, &root, app, &sources).map_err(|e| e.to_string())?;
-    room.check().map_err(|e| e.to_string())?;
+    room.check().map_err(|e| JobError::refused(e.to_string()))?;
     let (estimate_total, available) = (room.estimate, room.available);
     log(
         emit,
@@ -375,7 +391,7 @@ fn create_with(
             let _ = std::fs::remove_dir_all(&partial);
             let msg = e.to_string();
             let _ = journal.backup_failed(&id, &msg, now_millis());
-            return Err(format!("backup {id} failed: {msg}"));
+            return Err(format!("backup {id} failed: {msg}").into());
         }
     };
     journal
@@ -680,18 +696,31 @@ pub fn restore(
     req: &RestoreBackup,
     emit: &dyn Fn(EventKind),
 ) -> Result<JobResult, String> {
+    restore_job(config, journal, req, emit).map_err(|e| e.message)
+}
+
+/// [`restore`] as a job: a refusal that changed nothing (a corrupt backup,
+/// no room for the failed-state backup) is told from a failure by its code
+/// (issue 14).
+pub fn restore_job(
+    config: &AgentConfig,
+    journal: &Journal,
+    req: &RestoreBackup,
+    emit: &dyn Fn(EventKind),
+) -> Result<JobResult, JobError> {
     let started = Instant::now();
-    let app = app_of(config, &req.app)?;
+    let app = app_of(config, &req.app).map_err(JobError::refused)?;
     let row = complete_row(journal, &req.app, &req.id)?;
-    check_sums(&row, emit).map_err(|e| format!("restore refused, nothing was changed: {e}"))?;
+    check_sums(&row, emit)
+        .map_err(|e| JobError::refused(format!("restore refused, nothing was changed: {e}")))?;
     let manifest: Manifest = std::fs::read(Path::new(&row.dir).join("manifest.json"))
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
         .map_err(|e| {
-            format!(
+            JobError::refused(format!(
                 "restore refused: cannot read the manifest of {}: {e}",
                 req.id
-            )
+            ))
         })?;
 
     // Nothing is lost: save what is there now before overwriting it.
@@ -713,7 +742,7 @@ pub fn restore(
         emit,
         false,
     )
-    .map_err(|e| format!("restore refused: the failed-state backup of the current state could not be taken, so nothing was changed: {e}"))?;
+    .map_err(|e| JobError::refused(format!("restore refused: the failed-state backup of the current state could not be taken, so nothing was changed: {e}")))?;
     let JobResult::BackedUp { id: saved_id, .. } = saved else {
         return Err("unexpected result of the failed-state backup".into());
     };

@@ -15,6 +15,7 @@ use golive_shared::timefmt::utc;
 use serde_json::json;
 
 use crate::cli::BackupCommand;
+use crate::deployment::job_exit;
 use crate::jobs::run_job;
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, Host, Plan};
@@ -187,19 +188,14 @@ async fn job(
             Exit::Done
         }
         Ok(job) => {
+            // A refusal that changed nothing (corrupt backup, no space,
+            // unknown name) is the operator's to fix: exit 2 by the
+            // agent's code.
+            let exit = job_exit(&job);
             let e = job.error.unwrap_or_default();
             out.line(format!("[{}] {what}: FAILED — {e}", host.name));
             out.event(&json!({"event": "result", "host": host.name, "step": what, "ok": false, "error": e}));
-            // A refusal that changed nothing (corrupt backup, no space,
-            // unknown name) is the operator's to fix.
-            if e.contains("refused")
-                || e.contains("nothing was written")
-                || e.contains("declares no")
-            {
-                Exit::Usage
-            } else {
-                Exit::Failed
-            }
+            exit
         }
         Err(e) => {
             out.line(format!("[{}] {what}: {e}", host.name));

@@ -16,6 +16,7 @@ use golive_shared::timefmt::utc;
 use serde_json::json;
 
 use crate::cli::MigrateCommand;
+use crate::deployment::job_exit;
 use crate::jobs::run_job;
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, Host, Plan};
@@ -315,37 +316,6 @@ fn worst(a: Exit, b: Exit) -> Exit {
     }
 }
 
-/// Whether a failed migrate job's error is a refusal that changed nothing and
-/// is the operator's to fix (exit 2) rather than a failure (exit 1). The
-/// agent checks the migrations directory before touching the database: an
-/// applied file that was changed or removed, a gap or a misordered version, a
-/// malformed or duplicate name, a missing down file, no migrations declared.
-/// A migration whose SQL failed, a lock held too long, or a file that changed
-/// *while* migrating ("run again") are failures.
-fn refused(error: &str) -> bool {
-    const REFUSALS: &[&str] = &[
-        "was changed after it was applied",
-        "has no file in the migrations directory",
-        "gap in the migration numbering",
-        "is pending but the later version",
-        "has no down file",
-        "the ledger holds no down text",
-        "does not say which release applied it",
-        "ledger says this release",
-        "malformed name",
-        "duplicate migration version",
-        "has no up migration",
-        "does not match up migration",
-        "unknown migration tag",
-        "declares no migrations",
-        "is not declared",
-        "has no release",
-        "has no current release",
-        "nothing was changed",
-    ];
-    REFUSALS.iter().any(|r| error.contains(r))
-}
-
 async fn job(
     out: Out,
     host: &Host,
@@ -412,14 +382,13 @@ async fn job(
             Exit::Done
         }
         Ok(job) => {
+            // A refusal (changed, missing or misnumbered migrations, no
+            // down, nothing declared) is exit 2 by the agent's code.
+            let exit = job_exit(&job);
             let e = job.error.unwrap_or_default();
             out.line(format!("[{}] {what}: FAILED — {e}", host.name));
             out.event(&json!({"event": "result", "host": host.name, "step": "migrate", "ok": false, "error": e}));
-            if refused(&e) {
-                Exit::Usage
-            } else {
-                Exit::Failed
-            }
+            exit
         }
         Err(e) => {
             out.line(format!("[{}] {what}: {e}", host.name));

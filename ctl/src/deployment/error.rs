@@ -3,7 +3,7 @@
 //! exit code from the variant (and, for an agent's answer, from its
 //! protocol `ErrorCode`), never from the message's text.
 
-use golive_shared::protocol::JobInfo;
+use golive_shared::protocol::{JobInfo, JobState};
 
 use crate::client::ClientError;
 use crate::deployment::StepError;
@@ -72,6 +72,17 @@ impl DeployError {
     }
 }
 
+/// A job that ended without success as an exit code, from the class the
+/// agent gave its failure (`JobInfo::error_code`), never from its message:
+/// 2 for a refusal that changed nothing, 1 for a failure, for an
+/// interrupted job, and for a job an older agent failed without a code.
+pub fn job_exit(job: &JobInfo) -> Exit {
+    match job.error_code {
+        Some(code) if job.state == JobState::Failed && code.exit_code() == 2 => Exit::Usage,
+        _ => Exit::Failed,
+    }
+}
+
 /// An agent's answer or the transport's failure as an exit code, from the
 /// error's kind and the agent's `ErrorCode` ([`ClientError::exit_code`]).
 pub fn client_exit(e: &ClientError) -> Exit {
@@ -84,7 +95,7 @@ pub fn client_exit(e: &ClientError) -> Exit {
 
 #[cfg(test)]
 mod tests {
-    use golive_shared::protocol::{ErrorBody, ErrorCode, JobSpec, JobState, SetMaintenance};
+    use golive_shared::protocol::{ErrorBody, ErrorCode, JobSpec, SetMaintenance};
 
     use super::*;
 
@@ -121,6 +132,7 @@ mod tests {
             result: None,
             error: Some("refused: nothing was written".into()),
             deduplicated: false,
+            error_code: None,
         };
         let e = DeployError::job(job);
         assert_eq!(e.exit(), Exit::Usage);
@@ -132,5 +144,53 @@ mod tests {
         };
         assert_eq!(m.exit(), Exit::Failed);
         assert_eq!(m.to_string(), "job 8 failed: flag file not writable");
+    }
+
+    fn failed(state: JobState, code: Option<ErrorCode>, message: &str) -> JobInfo {
+        JobInfo {
+            id: 9,
+            idempotency_key: "migrate:web1".into(),
+            spec: JobSpec::Maintenance(SetMaintenance {
+                app: "shop".into(),
+                on: true,
+                reason: "test".into(),
+            }),
+            state,
+            submitted_by: "ops".into(),
+            submitted_at: 0,
+            finished_at: Some(1),
+            result: None,
+            error: Some(message.into()),
+            deduplicated: false,
+            error_code: code,
+        }
+    }
+
+    #[test]
+    fn issue14_a_failed_jobs_exit_code_comes_from_its_error_code_not_its_text() {
+        use ErrorCode::*;
+        // The text says "refused" but the agent classed it a failure, and
+        // the other way round: the code decides.
+        let f = |c| {
+            job_exit(&failed(
+                JobState::Failed,
+                c,
+                "restore refused, nothing was written",
+            ))
+        };
+        assert_eq!(f(Some(Internal)), Exit::Failed);
+        assert_eq!(f(None), Exit::Failed, "an older agent's failure");
+        for c in [BadRequest, NotDeclared, Conflict, NotFound] {
+            assert_eq!(
+                job_exit(&failed(JobState::Failed, Some(c), "the SQL failed")),
+                Exit::Usage,
+                "{c:?}"
+            );
+        }
+        assert_eq!(
+            job_exit(&failed(JobState::Interrupted, Some(BadRequest), "x")),
+            Exit::Failed,
+            "an interrupted job may have changed something"
+        );
     }
 }

@@ -43,7 +43,7 @@ use golive_shared::protocol::{ArmWatchdog, JobSpec};
 use serde::{Deserialize, Serialize};
 
 pub use compile::{HostInput, Input, SourceInput, StageInput, compile, compile_stages};
-pub use error::DeployError;
+pub use error::{DeployError, job_exit};
 pub use executor::{Executor, StepError};
 
 /// A compiled deployment: its hosts and their steps in the order the

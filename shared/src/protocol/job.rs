@@ -133,6 +133,12 @@ pub struct JobInfo {
     pub error: Option<String>,
     /// True when this submission found an existing job with the same key.
     pub deduplicated: bool,
+    /// Why a failed job failed, as a class (issue 14): a refusal that
+    /// changed nothing (`BadRequest`, `NotDeclared`, `Conflict`) or a
+    /// failure (`Internal`). The controller derives its exit code from it,
+    /// never from `error`'s text. `None` for a job that did not fail, and
+    /// for one an older agent journaled without a code (taken as a failure).
+    pub error_code: Option<super::ErrorCode>,
 }
 
 /// What a finished job produced. Append only.

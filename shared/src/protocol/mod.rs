@@ -174,6 +174,17 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The controller's SPEC §7 exit code for this class: 1 when the agent
+    /// failed at something it should be able to do (something may have
+    /// changed), 2 for every refusal (nothing changed; the fix is the
+    /// operator's).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorCode::Internal => 1,
+            _ => 2,
+        }
+    }
+
     /// The HTTP status the agent answers with.
     pub fn http_status(self) -> u16 {
         match self {

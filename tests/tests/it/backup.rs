@@ -887,3 +887,41 @@ fn issue12_restore_reports_the_rows_it_discards() {
     let r = bed.ctl(&["show", &deployment]);
     assert!(r.stdout.contains("backup-restored"), "{}", r.text());
 }
+
+/// Issue 14, part 8: a failed backup job's exit code comes from the code the
+/// agent gave the failure, never from its text. A backup that fails (the
+/// database file is not a database) is exit 1 though its message says
+/// "refused" (the file's name); a refusal that wrote nothing (a name the
+/// app does not declare) is exit 2.
+#[test]
+fn issue14_backup_exit_codes_come_from_the_jobs_error_code_not_its_text() {
+    let holder = tempfile::tempdir().unwrap();
+    let db = holder.path().join("refused.db");
+    std::fs::write(
+        &db,
+        b"this is not a SQLite database, whatever it is called\n".repeat(100),
+    )
+    .unwrap();
+    let bed = Bed::new(
+        "127.0.0.88",
+        &format!("[[apps.shop.databases]]\nengine = \"sqlite\"\nname = \"main\"\npath = {db:?}\n"),
+    );
+    let r = bed.ctl(&["backup", "create", s(&bed.plan)]);
+    assert!(r.text().contains("FAILED"), "{}", r.text());
+    assert!(r.text().contains("refused.db"), "{}", r.text());
+    assert_eq!(r.code, 1, "a failure whatever its text says: {}", r.text());
+    assert!(
+        bed.list().iter().all(|b| b["state"] != "complete"),
+        "{:?}",
+        bed.list()
+    );
+
+    let r = bed.ctl(&["backup", "create", s(&bed.plan), "--only", "nosuch"]);
+    assert_eq!(r.code, 2, "a refusal: {}", r.text());
+    assert!(
+        r.text()
+            .contains("declares no database or file set \"nosuch\""),
+        "{}",
+        r.text()
+    );
+}

@@ -438,3 +438,46 @@ fn issue12_after_a_code_only_rollback_status_and_down_use_the_ledger() {
     assert!(bed.tracked().is_empty());
     assert!(!has_table(&bed.tables(), "orders"));
 }
+
+/// Issue 14, part 8: a failed migrate job's exit code comes from the code
+/// the agent gave the failure, never from its text. A migration whose SQL
+/// fails is exit 1 though the error names a table "has no down file" (a
+/// phrase of a refusal); a changed applied migration is refused, exit 2.
+#[test]
+fn issue14_migrate_exit_codes_come_from_the_jobs_error_code_not_its_text() {
+    let bed = Bed::new("127.0.0.136", true);
+    let r = bed.migrate(&["down", "--to", "1"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(bed.tracked(), [1]);
+
+    let dir = bed.root.join("releases/v2/migrations");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pending = dir.join("0002_add_col.up.sql");
+    if pending.exists() {
+        std::fs::set_permissions(&pending, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::write(
+        &pending,
+        "CREATE TABLE \"has no down file\" (x);\nCREATE TABLE \"has no down file\" (x);\n",
+    )
+    .unwrap();
+    let r = bed.migrate(&["up"]);
+    assert!(r.text().contains("FAILED"), "{}", r.text());
+    assert!(r.text().contains("has no down file"), "{}", r.text());
+    assert_eq!(r.code, 1, "a failure whatever its text says: {}", r.text());
+    assert_eq!(bed.tracked(), [1], "the failed migration was not recorded");
+
+    let applied = dir.join("0001_orders.up.sql");
+    if applied.exists() {
+        std::fs::set_permissions(&applied, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::write(&applied, "CREATE TABLE orders (id INTEGER PRIMARY KEY);\n").unwrap();
+    let r = bed.migrate(&["up"]);
+    assert_eq!(r.code, 2, "a refusal: {}", r.text());
+    assert!(
+        r.text().contains("0001_orders.up.sql") && r.text().contains("changed"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(bed.tracked(), [1]);
+}
