@@ -117,6 +117,18 @@ pub fn load(path: &Path) -> Result<StagesFile, StagesError> {
                 plan_path.display()
             ));
         }
+        if plan.on_wave_failure == plan::OnWaveFailure::RollbackWave {
+            // A staged deployment goes back whole: a stage that keeps some
+            // hosts on the new release while the stages before it roll
+            // back would leave an app ahead of the services it needs.
+            problems.push(format!(
+                "{at}: {} has `on_wave_failure = \"rollback-wave\"`; a staged deployment \
+                 goes back whole (a failed stage rolls back the stages before it), so each \
+                 stage must roll back all its waves: remove the key or set it to \
+                 \"rollback-all\"",
+                plan_path.display()
+            ));
+        }
         let name = s.name.unwrap_or_else(|| plan.app.clone());
         if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
             problems.push(format!(
@@ -197,6 +209,39 @@ mod tests {
         );
         assert!(
             e.contains("m.toml: stage 2/2") && e.contains("nope2.toml"),
+            "{e}"
+        );
+    }
+
+    /// A stage that would keep some hosts on the new release is refused
+    /// (issue 14: a staged deployment goes back whole).
+    #[test]
+    fn issue14_a_stage_plan_with_rollback_wave_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let pki = d.path().join("pki");
+        crate::pki::ca_init(&pki, 30).unwrap();
+        crate::pki::issue_operator(&pki, "alice", golive_shared::identity::Role::Operator, 10)
+            .unwrap();
+        write(d.path(), "shop.tar.gz", "x");
+        let plan = |policy: &str| {
+            format!(
+                "app = \"shop\"\n\n[release]\nartifact = \"shop.tar.gz\"\n\n\
+                 [tls]\nca = \"pki/ca.crt\"\ncert = \"pki/operators/alice.crt\"\n\
+                 key = \"pki/operators/alice.key\"\n\n\
+                 [[hosts]]\nname = \"web1\"\naddress = \"127.0.0.1:7443\"\n\n\
+                 [deploy]\non_wave_failure = \"{policy}\"\n"
+            )
+        };
+        write(d.path(), "all.toml", &plan("rollback-all"));
+        write(d.path(), "wave.toml", &plan("rollback-wave"));
+        let ok = write(d.path(), "ok.toml", "[[stage]]\nplan = \"all.toml\"\n");
+        assert!(load(&ok).is_ok());
+        let bad = write(d.path(), "bad.toml", "[[stage]]\nplan = \"wave.toml\"\n");
+        let e = load(&bad).err().expect("refused").to_string();
+        assert!(
+            e.contains("bad.toml: stage 1/1")
+                && e.contains("rollback-wave")
+                && e.contains("goes back whole"),
             "{e}"
         );
     }
