@@ -42,7 +42,7 @@ use crate::deployment::downtime::{
 };
 use crate::deployment::error::client_exit;
 use crate::deployment::leases::{Lease, lock_all, release_all};
-use crate::deployment::verify::{arm_host, probe_before, validate_host, watchdogs_fired};
+use crate::deployment::verify::{probe_before, verify_and_arm, watchdogs_fired};
 use crate::deployment::waves_run::{run_waves, schema_after_switch_back, switch_back_if_failed};
 use crate::deployment::{DeployError, Executor, StepError, StepRequest};
 use crate::jobs::{Deadline, LOST, human_secs, job_ok, run_job_within, step};
@@ -663,22 +663,20 @@ pub(crate) async fn run_deployment(
         if maintenance.is_some() {
             continue;
         }
-        if let Err(f) = validate_host(
+        match verify_and_arm(
             out,
             journal,
+            exec,
             plan,
             id,
             host,
             &before[i],
+            previous[i].as_deref(),
             &leases,
             &mut warnings,
         )
         .await
         {
-            failure = Some(f);
-            break;
-        }
-        match arm_host(out, journal, exec, plan, id, host, previous[i].as_deref()).await {
             Ok(true) => watched.push(host.name.clone()),
             Ok(false) => {}
             Err(f) => {
@@ -702,22 +700,20 @@ pub(crate) async fn run_deployment(
         } else {
             for &i in &activated {
                 let host = &plan.hosts[i];
-                if let Err(f) = validate_host(
+                match verify_and_arm(
                     out,
                     journal,
+                    exec,
                     plan,
                     id,
                     host,
                     &before[i],
+                    previous[i].as_deref(),
                     &leases,
                     &mut warnings,
                 )
                 .await
                 {
-                    failure = Some(f);
-                    break;
-                }
-                match arm_host(out, journal, exec, plan, id, host, previous[i].as_deref()).await {
                     Ok(true) => watched.push(host.name.clone()),
                     Ok(false) => {}
                     Err(f) => {

@@ -157,6 +157,26 @@ pub(crate) fn judged(report: &ProbeReport) -> (usize, usize) {
     (report.results.len() - na, na)
 }
 
+/// A switched host verified (its probes and the gate, [`validate_host`]),
+/// then its watchdog armed ([`arm_host`]); `Ok(true)`: armed. The one
+/// order every path (host by host, after maintenance, in a wave) follows.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn verify_and_arm(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    host: &plan::Host,
+    before: &[ProbeResult],
+    previous: Option<&str>,
+    leases: &[Lease],
+    warnings: &mut Vec<String>,
+) -> Result<bool, (Exit, String)> {
+    validate_host(out, journal, plan, id, host, before, leases, warnings).await?;
+    arm_host(out, journal, exec, plan, id, host, previous).await
+}
+
 /// Validates one host after its switch: probes (recorded as phase "after"),
 /// then the gate. `Ok` to go on (with a warning pushed when the gate says
 /// warn); `Err` with exit 3 to switch back, or exit 4 when a pause got no

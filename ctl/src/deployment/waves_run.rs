@@ -12,7 +12,7 @@ use crate::deployment::downtime::Unavailable;
 use crate::deployment::events::Event;
 use crate::deployment::leases::Lease;
 use crate::deployment::sequencer::{host_rollback, job_step, step_ok};
-use crate::deployment::verify::{arm_host, run_probes, validate_host};
+use crate::deployment::verify::{run_probes, verify_and_arm};
 use crate::deployment::{self, Executor};
 use crate::jobs::{Deadline, finish, human_secs, step};
 use crate::journal::Journal;
@@ -81,22 +81,20 @@ pub(crate) async fn wave_host(
         "ok",
         &format!("current -> {}", release.id),
     );
-    if let Err(f) = validate_host(
+    match verify_and_arm(
         out,
         journal,
+        exec,
         plan,
         id,
         host,
         before,
+        previous,
         leases,
         &mut r.warnings,
     )
     .await
     {
-        r.failure = Some(f);
-        return r;
-    }
-    match arm_host(out, journal, exec, plan, id, host, previous).await {
         Ok(armed) => r.armed = armed,
         Err(f) => r.failure = Some(f),
     }
