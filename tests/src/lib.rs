@@ -872,3 +872,24 @@ impl Drop for Hook {
         }
     }
 }
+
+/// The agent's activate jobs of `release`, finished: (submitted_at,
+/// finished_at) in ms, in submission order.
+pub fn activations(agent: &AgentProc, release: &str) -> Vec<(i64, i64)> {
+    let j = agent.journal();
+    let mut stmt = j
+        .prepare(
+            "SELECT submitted_at, finished_at FROM jobs WHERE kind = 'activate' \
+             AND spec LIKE ?1 ORDER BY id",
+        )
+        .expect("prepare");
+    stmt.query_map([format!("%{release}%")], |r| {
+        Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?))
+    })
+    .expect("query")
+    .map(|r| {
+        let (start, end) = r.expect("row");
+        (start, end.expect("the activate job finished"))
+    })
+    .collect()
+}
