@@ -331,6 +331,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let code = rt.block_on(async {
                 // SIGHUP and a change of the file reload it (issue 16).
                 let hup = golive_agent::reload::catch_sighup()?;
+                // SIGTERM is caught from here on, before READY: a stop that
+                // systemd sends the moment the agent says it is ready drains
+                // like any other instead of killing it mid-start.
+                let term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                 match golive_agent::prepare(cfg).await {
                     Ok(prepared) => {
                         let reloader = golive_agent::reload::Reloader::new(
@@ -356,7 +361,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         });
                         prepared
                             .serve(async {
-                                shutdown_signal().await;
+                                shutdown_signal(term).await;
                                 golive_agent::sdnotify::stopping();
                             })
                             .await;
@@ -617,9 +622,7 @@ async fn rollback_in_process(
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install SIGTERM handler");
+async fn shutdown_signal(mut term: tokio::signal::unix::Signal) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
