@@ -4,8 +4,9 @@
 //! protocol `ErrorCode`), never from the message's text. The sequencer's
 //! stops (a refused lock, a failed stage, the gate, a wave over its share,
 //! a pause without a decision, ...) are variants too, and [`Outcome`] is how
-//! a deployment ended: `run_deployment` returns it, `cmd/deploy.rs` prints
-//! its message and exits with [`Outcome::exit`].
+//! a deployment ended: `run_deployment` returns it, `deployment/start.rs`
+//! records and prints its message, and the command exits with
+//! [`Outcome::exit`].
 
 use golive_shared::protocol::{JobInfo, JobState, error_headline};
 

@@ -27,6 +27,8 @@ pub(crate) struct Script {
     pub(crate) activate_fails: bool,
     /// The critical probe fails on the new release.
     pub(crate) probes_fail_after_switch: bool,
+    /// A high probe fails on the new release (the gate's default: pause).
+    pub(crate) high_probe_fails_after_switch: bool,
     /// The critical probe fails from this run of the probes on (1-based;
     /// the first run is the deployment's "before").
     pub(crate) probes_fail_from_run: Option<usize>,
@@ -191,22 +193,35 @@ impl FakeAgent {
                         .script
                         .probes_fail_from_run
                         .is_some_and(|n| st.probe_runs >= n);
+                let mut results = vec![ProbeResult {
+                    name: "health".into(),
+                    kind: "http".into(),
+                    severity: Severity::Critical,
+                    status: if fails {
+                        ProbeStatus::Fail
+                    } else {
+                        ProbeStatus::Pass
+                    },
+                    value: Some(if fails { "status 500" } else { "status 200" }.into()),
+                    threshold: Some("status in [200]".into()),
+                    duration_ms: 3,
+                    message: if fails { "got 500" } else { "ok" }.into(),
+                }];
+                if switched && self.script.high_probe_fails_after_switch {
+                    results.push(ProbeResult {
+                        name: "latency".into(),
+                        kind: "http".into(),
+                        severity: Severity::High,
+                        status: ProbeStatus::Fail,
+                        value: Some("900 ms".into()),
+                        threshold: Some("p95 below 300 ms".into()),
+                        duration_ms: 900,
+                        message: "slow".into(),
+                    });
+                }
                 Ok(Response::Probes(ProbeReport {
                     app: p.app.clone(),
-                    results: vec![ProbeResult {
-                        name: "health".into(),
-                        kind: "http".into(),
-                        severity: Severity::Critical,
-                        status: if fails {
-                            ProbeStatus::Fail
-                        } else {
-                            ProbeStatus::Pass
-                        },
-                        value: Some(if fails { "status 500" } else { "status 200" }.into()),
-                        threshold: Some("status in [200]".into()),
-                        duration_ms: 3,
-                        message: if fails { "got 500" } else { "ok" }.into(),
-                    }],
+                    results,
                 }))
             }
             Request::WatchdogStatus(_) => Ok(Response::WatchdogStatus(None)),

@@ -4,7 +4,7 @@
 //! as possible and the way back is always known:
 //!
 //! 1. reach every agent (hello: protocol and role), check the app is declared
-//!    (`cmd/deploy.rs`, before the deployment is recorded);
+//!    (`deployment/start.rs`, before the deployment is recorded);
 //! 2. take the app lock on every host (a lease, renewed in the background);
 //! 3. upload (content-addressed: skipped when the agent has it) and stage on
 //!    every host (a git source: each host fetches the ref, and all must
@@ -23,7 +23,9 @@
 //! 5. release the locks, record the outcome.
 //!
 //! Every job carries the idempotency key `DEPLOYMENT:HOST:STEP`, so a repeat
-//! never runs a step twice. The sequencer knows nothing of TLS.
+//! never runs a step twice. The sequencer knows nothing of TLS: it reaches
+//! each host through its [`crate::transport::Link`], which its unit tests
+//! (`sequencer_tests.rs`) fill with a scripted agent on paused time.
 //!
 //! Beside it: [`super::leases`] (locks, heartbeat), [`super::verify`]
 //! (probes, gate, watchdog arming), [`super::waves_run`] (waves, soak,

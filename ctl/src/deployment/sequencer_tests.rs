@@ -308,3 +308,53 @@ async fn issue14_a_critical_probe_failing_in_the_soak_fails_the_wave_and_rolls_b
     assert_eq!(jobs(&f.agents[0]), ["stage", "activate", "host.rollback"]);
     assert_eq!(jobs(&f.agents[1]), ["stage", "release.discard"]);
 }
+
+const PAUSE: &str = "[gate]\npause_timeout_secs = 120\n";
+
+#[tokio::test(start_paused = true)]
+async fn issue14_a_pause_without_a_decision_ends_exit_4_and_leaves_the_hosts_as_they_are() {
+    let slow = Script {
+        high_probe_fails_after_switch: true,
+        ..Script::default()
+    };
+    let f = fleet(vec![slow, Script::default()], PAUSE);
+    let (outcome, took) = deploy(&f).await;
+    let message = outcome.message();
+    assert_eq!(outcome.exit(), Exit::Paused, "{message}");
+    assert!(
+        message.starts_with("paused on web1 with no decision within 120 s ("),
+        "{message}"
+    );
+    assert!(took >= Duration::from_secs(120), "{took:?}");
+    // Kept as they are, for a later `go` or `no-go`.
+    assert_eq!(f.agents[0].current().as_deref(), Some("v2"));
+    assert_eq!(jobs(&f.agents[0]), ["stage", "activate"]);
+    assert_eq!(jobs(&f.agents[1]), ["stage"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn issue14_a_pause_waits_for_go_then_the_rollout_goes_on() {
+    let slow = Script {
+        high_probe_fails_after_switch: true,
+        ..Script::default()
+    };
+    let f = fleet(vec![slow, Script::default()], PAUSE);
+    // `golivectl go` from another shell, 10 s into the pause.
+    let go = async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let journal = Journal::open(&f.state).unwrap();
+        journal
+            .add_decision("D1", "bob", "go", None, "continue the deployment")
+            .unwrap();
+    };
+    let ((outcome, took), ()) = tokio::join!(deploy(&f), go);
+    let message = outcome.message();
+    assert_eq!(outcome.exit(), Exit::Done, "{message}");
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(120),
+        "{took:?}"
+    );
+    for a in &f.agents {
+        assert_eq!(a.current().as_deref(), Some("v2"));
+    }
+}

@@ -313,13 +313,14 @@ pub(crate) async fn wait_for_decision(
     leases: &[Lease],
 ) -> Result<(), DeployError> {
     let timeout = plan.gate.pause_timeout_secs;
-    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    // tokio's clock (the sequencer's tests wait out a pause on paused time).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let seen = journal
         .decisions(id, 0)
         .ok()
         .and_then(|d| d.last().map(|d| d.seq))
         .unwrap_or(0);
-    let mut beat = std::time::Instant::now();
+    let mut beat = tokio::time::Instant::now();
     let _ = journal.set_paused(id, Some(now_millis() + WAIT_HEARTBEAT_MS));
     out.line(format!(
         "[{}] PAUSED: {summary}\n  decide with `golivectl go {id} --by NAME [--note TEXT]` or \
@@ -368,7 +369,7 @@ pub(crate) async fn wait_for_decision(
                 })
             };
         }
-        if std::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             let _ = journal.set_paused(id, None);
             return Err(DeployError::NoDecision {
                 host: host.name.clone(),
@@ -378,7 +379,7 @@ pub(crate) async fn wait_for_decision(
             });
         }
         if beat.elapsed() >= Duration::from_secs(5) {
-            beat = std::time::Instant::now();
+            beat = tokio::time::Instant::now();
             let _ = journal.set_paused(id, Some(now_millis() + WAIT_HEARTBEAT_MS));
         }
     }
