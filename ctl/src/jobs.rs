@@ -18,12 +18,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use crate::client::{AgentClient, ClientError};
+use crate::client::ClientError;
 use crate::deployment::DeployError;
 use crate::deployment::events::Event;
 use crate::journal::Journal;
 use crate::output::{Out, usage};
 use crate::plan::Plan;
+use crate::transport::Link;
 
 /// How often a long-poll may fail in a row before the controller gives up
 /// following a job (the job itself keeps running on the agent).
@@ -62,7 +63,7 @@ impl Deadline {
     }
 
     /// "agent HOST at ADDR: HOST unreachable for N s (deadline host_timeout_secs)".
-    pub(crate) fn unreachable(self, client: &AgentClient) -> ClientError {
+    pub(crate) fn unreachable(self, client: &Link) -> ClientError {
         ClientError::Transport {
             host: client.host.clone(),
             addr: client.addr.clone(),
@@ -77,7 +78,7 @@ impl Deadline {
 
     /// Whether the host does not answer at all now (a `hello` within the
     /// deadline): an agent that answers, even with a refusal, is not lost.
-    pub(crate) async fn lost(self, client: &AgentClient) -> bool {
+    pub(crate) async fn lost(self, client: &Link) -> bool {
         let hello = Request::Hello(golive_shared::protocol::HelloRequest {
             client_version: env!("CARGO_PKG_VERSION").into(),
         });
@@ -92,7 +93,7 @@ impl Deadline {
     /// hold the answer, a long-poll's wait).
     pub(crate) async fn bound<T>(
         self,
-        client: &AgentClient,
+        client: &Link,
         extra: Duration,
         call: impl std::future::Future<Output = Result<T, ClientError>>,
     ) -> Result<T, ClientError> {
@@ -150,7 +151,7 @@ pub(crate) fn step(out: Out, host: &str, name: &str, state: &str, detail: &str) 
 /// Submits a job (idempotently) and follows it to its end.
 pub async fn run_job(
     out: Out,
-    client: &AgentClient,
+    client: &Link,
     key: String,
     lease: Option<String>,
     spec: JobSpec,
@@ -163,7 +164,7 @@ pub async fn run_job(
 /// answered within it, and the job's events while it is followed.
 pub(crate) async fn run_job_within(
     out: Out,
-    client: &AgentClient,
+    client: &Link,
     key: String,
     lease: Option<String>,
     spec: JobSpec,
@@ -192,7 +193,7 @@ pub(crate) async fn run_job_within(
 
 /// Follows a job's events by long-poll until it ends; reattaches after
 /// connection failures (the job keeps running on the agent meanwhile).
-pub async fn follow(out: Out, client: &AgentClient, job_id: u64) -> Result<JobInfo, ClientError> {
+pub async fn follow(out: Out, client: &Link, job_id: u64) -> Result<JobInfo, ClientError> {
     follow_within(out, client, job_id, LOST).await
 }
 
@@ -201,7 +202,7 @@ pub async fn follow(out: Out, client: &AgentClient, job_id: u64) -> Result<JobIn
 /// long-poll's wait (a stopped agent accepts connections and never answers).
 pub(crate) async fn follow_within(
     out: Out,
-    client: &AgentClient,
+    client: &Link,
     job_id: u64,
     lost_for: Deadline,
 ) -> Result<JobInfo, ClientError> {
@@ -529,7 +530,7 @@ pub(crate) fn known_deployment(
 /// hello before it cost a second connection and told nothing more: every
 /// frame carries the protocol version, and an agent of another version
 /// answers any request, this one too, with the same plain-error frame).
-pub async fn agent_status(client: &AgentClient) -> Result<StatusResponse, ClientError> {
+pub async fn agent_status(client: &Link) -> Result<StatusResponse, ClientError> {
     match client
         .call(&Request::Status(StatusRequest { apps: vec![] }))
         .await?

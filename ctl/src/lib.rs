@@ -40,6 +40,7 @@ pub mod scan;
 pub mod ssh;
 pub mod stages;
 pub mod tls;
+pub mod transport;
 pub mod watchdog;
 pub mod waves;
 pub mod window;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use golive_shared::names;
 use serde::Deserialize;
 
-use crate::client::AgentClient;
 use crate::gate::{Action, Policy};
 use crate::tls;
+use crate::transport::{Address, Connector, Link, TlsConnector};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -284,9 +284,19 @@ pub enum Source {
     Git(String),
 }
 
+/// A host of the plan: where its agent is (data), and the [`Link`] the
+/// plan's connector made from that, which connects at its first call
+/// (issue 14: the plan holds addresses, the transport is a seam).
 pub struct Host {
     pub name: String,
-    pub client: AgentClient,
+    /// `HOST:PORT`.
+    pub address: String,
+    /// The name checked against the agent certificate, when not the
+    /// address's host part.
+    pub server_name: Option<String>,
+    /// Through the system ssh (issue 15).
+    pub ssh: Option<Arc<crate::ssh::Route>>,
+    pub client: Link,
 }
 
 /// A plan problem, always a usage error (exit 2). Shown like an agent config
@@ -583,18 +593,21 @@ fn validate(path: &Path, raw: RawPlan, problems: &mut Problems) -> Option<Plan> 
         let Some(tls_config) = &tls_config else {
             continue;
         };
-        match AgentClient::new(
-            &h.name,
-            &h.address,
-            h.server_name.as_deref(),
-            Arc::clone(tls_config),
-        ) {
+        let connector = TlsConnector {
+            tls: Arc::clone(tls_config),
+        };
+        match connector.connect(Address {
+            name: &h.name,
+            address: &h.address,
+            server_name: h.server_name.as_deref(),
+            ssh: route.clone(),
+        }) {
             Ok(client) => hosts.push(Host {
                 name: h.name.clone(),
-                client: match route {
-                    Some(route) => client.via_ssh(route),
-                    None => client,
-                },
+                address: h.address.clone(),
+                server_name: h.server_name.clone(),
+                ssh: route,
+                client,
             }),
             Err(e) => {
                 let k = if h.server_name.is_some() {

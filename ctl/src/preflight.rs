@@ -9,15 +9,15 @@ use golive_shared::protocol::{
     PreflightCheck, PreflightReport, PreflightRequest, Request, Response,
 };
 
-use crate::client::AgentClient;
 use crate::plan::{Plan, PreDeployBackup};
 use crate::probes::Verdict;
 use crate::scan::{self, ScanReport};
+use crate::transport::Link;
 
 /// The agent's own read-only checks of the app (lock, maintenance,
 /// databases, backup tools and room, release files, migrations).
 pub(crate) async fn agent_checks(
-    client: &AgentClient,
+    client: &Link,
     app: &str,
     backup: bool,
 ) -> Result<PreflightReport, String> {

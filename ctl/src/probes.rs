@@ -11,9 +11,10 @@ use golive_shared::protocol::{
 };
 use serde_json::{Value, json};
 
-use crate::client::{AgentClient, ClientError, Session};
+use crate::client::ClientError;
 use crate::gate::{Action, Policy};
 use crate::output::Out;
+use crate::transport::{Link, Session};
 
 /// What the default gate makes of a probe that does not pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +178,7 @@ fn result_json(r: &ProbeResult, declared: &[DeclaredProbe]) -> Value {
 }
 
 /// The app's declared probes on one host (a `Preflight` that runs no check).
-pub async fn declared(client: &AgentClient, app: &str) -> Result<Vec<DeclaredProbe>, ClientError> {
+pub async fn declared(client: &Link, app: &str) -> Result<Vec<DeclaredProbe>, ClientError> {
     declared_in(&mut client.session(), app).await
 }
 
@@ -198,11 +199,7 @@ pub(crate) async fn declared_in(
 }
 
 /// Runs the app's probes (those carrying one of `tags`; all when empty).
-pub async fn run(
-    client: &AgentClient,
-    app: &str,
-    tags: &[String],
-) -> Result<ProbeReport, ClientError> {
+pub async fn run(client: &Link, app: &str, tags: &[String]) -> Result<ProbeReport, ClientError> {
     run_in(&mut client.session(), app, tags).await
 }
 

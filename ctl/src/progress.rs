@@ -113,7 +113,7 @@ pub fn finish() {
     }
 }
 
-/// The upload progress callback for `AgentClient::upload_with`: called with
+/// The upload progress callback for `Link::upload_with`: called with
 /// the bytes sent so far (at most every [`crate::client::PROGRESS_EVERY`]
 /// and once at the end), it emits `step_progress` for `host`'s upload.
 pub fn upload(out: Out, host: &str, total: u64) -> crate::client::UploadProgress {

@@ -10,9 +10,10 @@ use golive_shared::protocol::{
 use golive_shared::timefmt::utc;
 use serde::Deserialize;
 
-use crate::client::{AgentClient, ClientError};
+use crate::client::ClientError;
 use crate::journal::{Deployment, Journal};
 use crate::plan::Plan;
+use crate::transport::Link;
 
 /// `[watchdog]` as written.
 #[derive(Debug, Deserialize)]
@@ -276,7 +277,7 @@ pub fn armed_hosts(d: &Deployment) -> Vec<String> {
 
 /// The watchdog of deployment `id` on one host (`None`: never armed there).
 pub async fn status_on(
-    client: &AgentClient,
+    client: &Link,
     app: &str,
     id: &str,
 ) -> Result<Option<WatchdogInfo>, ClientError> {
@@ -386,7 +387,7 @@ pub async fn sync(journal: &Journal, d: &Deployment, plan: &Plan) -> Vec<HostWat
 
 /// What a host rollback job did: its database choice and each step, read
 /// from the host (`None` when it cannot be read or is not one).
-async fn rollback_of(client: &AgentClient, job: u64) -> Option<String> {
+async fn rollback_of(client: &Link, job: u64) -> Option<String> {
     let req = Request::JobEvents(JobEventsRequest {
         job_id: job,
         after_seq: u64::MAX,

@@ -283,7 +283,8 @@ key = "pki/operators/demo-operator.key"
         "3. deploy v1 (the first release), host by host: stage, maintenance on, verified backup, \
          switch, maintenance off, probes, gate",
     );
-    let (exit, _) = super::deploy::deploy_with_id(out, &state, &plan("v1")?, &defaults).await?;
+    let (exit, _) =
+        crate::deployment::start::deploy_with_id(out, &state, &plan("v1")?, &defaults).await?;
     check(exit == Exit::Done, "deploy v1 exits 0");
     check(serving("v1").await, "web1, web2 and web3 serve v1");
 
@@ -295,7 +296,8 @@ key = "pki/operators/demo-operator.key"
         "\n5. deploy v2 canary-then-rest: wave 1 is web1 alone (switched, probed, gated, soaked \
          1 s); only then wave 2, web2 and web3 at once",
     );
-    let (exit, v2_id) = super::deploy::deploy_with_id(out, &state, &plan("v2")?, &defaults).await?;
+    let (exit, v2_id) =
+        crate::deployment::start::deploy_with_id(out, &state, &plan("v2")?, &defaults).await?;
     check(exit == Exit::Done, "deploy v2 exits 0");
     check(serving("v2").await, "web1, web2 and web3 serve v2");
     let order = match &v2_id {
@@ -330,7 +332,8 @@ key = "pki/operators/demo-operator.key"
         "\n7. deploy v3, whose health check fails: the canary's probe catches it, golive \
          switches web1 back, and the rest never get it",
     );
-    let (exit, v3_id) = super::deploy::deploy_with_id(out, &state, &plan("v3")?, &defaults).await?;
+    let (exit, v3_id) =
+        crate::deployment::start::deploy_with_id(out, &state, &plan("v3")?, &defaults).await?;
     check(exit == Exit::RolledBack, "deploy v3 exits 3 (rolled back)");
     check(serving("v2").await, "web1, web2 and web3 still serve v2");
     let untouched = match &v3_id {
@@ -350,7 +353,7 @@ key = "pki/operators/demo-operator.key"
          each wave for a human decision; the demo answers `golivectl go ID --by demo-lead`",
     );
     let v4_plan = plan("v4")?;
-    let deploying = super::deploy::deploy_with_id(out, &state, &v4_plan, &defaults);
+    let deploying = crate::deployment::start::deploy_with_id(out, &state, &v4_plan, &defaults);
     let deciding = decide_when_paused(out, &state);
     let (deployed, decided) = tokio::join!(deploying, deciding);
     let (exit, v4_id) = deployed?;
@@ -396,7 +399,8 @@ key = "pki/operators/demo-operator.key"
          watch, and each rolls its host back by itself",
     );
     let v5_plan = plan("v5")?;
-    let (exit, v5_id) = super::deploy::deploy_with_id(out, &state, &v5_plan, &defaults).await?;
+    let (exit, v5_id) =
+        crate::deployment::start::deploy_with_id(out, &state, &v5_plan, &defaults).await?;
     check(exit == Exit::Done, "deploy v5 exits 0 and is watched");
     let started = std::time::Instant::now();
     let mut back = false;

@@ -30,12 +30,13 @@ use golive_shared::protocol::{
 };
 use serde_json::{Value, json};
 
-use crate::client::{AgentClient, ClientError};
+use crate::client::ClientError;
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, PreDeployBackup};
 use crate::preflight::{Scan, agent_checks, artifact_to_scan, judge_check, scan_blocking};
 use crate::probes::{self, GREEN, HostProbes, RED, Verdict, YELLOW, colored, use_color};
 use crate::scan::{self};
+use crate::transport::Link;
 use crate::window::{self, State};
 
 /// What one host answered.
@@ -52,7 +53,7 @@ struct Answer {
 }
 
 async fn ask(
-    client: &AgentClient,
+    client: &Link,
     plan_app: &str,
     release: Option<&str>,
     backup: bool,

@@ -19,12 +19,13 @@ use std::path::Path;
 use golive_shared::protocol::DeclaredProbe;
 use serde_json::json;
 
-use crate::client::{ClientError, Session};
+use crate::client::ClientError;
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, Plan};
 use crate::probes::{
     HostProbes, Verdict, declared_in, plain_label, print_matrix, print_verdict, run_in, use_color,
 };
+use crate::transport::Session;
 
 /// Declared probes of every host, concurrently, in plan order, each with
 /// its session: the probes then run on the same connection (issue 14).

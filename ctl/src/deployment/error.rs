@@ -1,12 +1,18 @@
 //! What went wrong in a deployment step, as a type (issue 14, part 8): each
 //! variant says what failed, and [`DeployError::exit`] derives the SPEC §7
 //! exit code from the variant (and, for an agent's answer, from its
-//! protocol `ErrorCode`), never from the message's text.
+//! protocol `ErrorCode`), never from the message's text. The sequencer's
+//! stops (a refused lock, a failed stage, the gate, a wave over its share,
+//! a pause without a decision, ...) are variants too, and [`Outcome`] is how
+//! a deployment ended: `run_deployment` returns it, `deployment/start.rs`
+//! records and prints its message, and the command exits with
+//! [`Outcome::exit`].
 
-use golive_shared::protocol::{JobInfo, JobState};
+use golive_shared::protocol::{JobInfo, JobState, error_headline};
 
 use crate::client::ClientError;
 use crate::deployment::StepError;
+use crate::deployment::leases::LeaseError;
 use crate::output::Exit;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +46,134 @@ pub enum DeployError {
     /// failed): nothing more is sent, the deployment stops.
     #[error(transparent)]
     Journal(Box<StepError>),
+    /// No app lock (refused: nothing changed), or one lost on the way.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// The feature flags (the rollback point's values) could not be read.
+    #[error("cannot read the feature flags on {host}: {source}")]
+    Flags {
+        host: String,
+        source: Box<ClientError>,
+    },
+    #[error("upload to {host} failed: {source}")]
+    Upload {
+        host: String,
+        source: Box<ClientError>,
+    },
+    /// Staging failed; the staged job's failure gives the exit code.
+    #[error("staging on {host} failed, nothing live changed: {}", error_headline(&source.to_string()))]
+    Stage {
+        host: String,
+        source: Box<DeployError>,
+    },
+    #[error("{host} staged git ref {git_ref} but reported no commit; nothing live changed")]
+    NoCommit { host: String, git_ref: String },
+    #[error(
+        "hosts resolved git ref {git_ref} to different commits ({differ}), nothing live changed; \
+         the ref moved while the hosts fetched, or their agent configs name different \
+         repositories. Deploy a tag or a commit id so every host runs the same code"
+    )]
+    Commits { git_ref: String, differ: String },
+    /// The first failure of a phase run on several hosts at once, and how
+    /// many other hosts failed it.
+    #[error("{first}{}", if *others == 0 { String::new() } else { format!(" (and on {others} other host(s), above)") })]
+    OnHosts {
+        first: Box<DeployError>,
+        others: usize,
+    },
+    #[error("cannot read the migrations of {release} on {host}, nothing live changed: {source}")]
+    Migrations {
+        release: String,
+        host: String,
+        source: Box<ClientError>,
+    },
+    #[error(
+        "cannot journal the pending migrations of deployment {id}, nothing live changed: {source}"
+    )]
+    JournalFact { id: String, source: rusqlite::Error },
+    /// Maintenance could not be turned on; `tail` says where it is still on.
+    #[error("maintenance on {host} failed, nothing live changed: {source}; {tail}")]
+    MaintenanceOn {
+        host: String,
+        source: Box<DeployError>,
+        tail: String,
+    },
+    /// `still`: where maintenance stayed on (`still_on`'s words).
+    #[error("the pre-deploy backup on {host} failed, nothing live changed: {headline}{still}")]
+    Backup {
+        host: String,
+        headline: String,
+        still: String,
+    },
+    #[error(
+        "migrations on {host} failed; the old release still serves. A failed migration is \
+         rolled back where the engine allows (SQLite, PostgreSQL); the pre-deploy backup of \
+         deployment {id} is the way back otherwise: {headline}{still}"
+    )]
+    Migrate {
+        host: String,
+        id: String,
+        headline: String,
+        still: String,
+    },
+    #[error("activation on {host} failed: {headline}")]
+    Activation { host: String, headline: String },
+    /// `failures`: `HOST: why` each.
+    #[error("maintenance off failed: {}", failures.join("; "))]
+    MaintenanceOff { failures: Vec<String> },
+    #[error("probes on {host} could not run: {source}")]
+    Probes {
+        host: String,
+        source: Box<ClientError>,
+    },
+    /// The gate's policy said rollback.
+    #[error("the gate rolled back on {host}: {summary}")]
+    Gate { host: String, summary: String },
+    #[error("no-go on {host}: {who}")]
+    NoGo { host: String, who: String },
+    /// A pause that got no decision in time: the hosts stay as they are.
+    #[error(
+        "paused on {host} with no decision within {timeout_secs} s ({summary}); the hosts keep \
+         what they run now: `golivectl no-go {id} --by NAME --reason TEXT` rolls the activated \
+         hosts back, `golivectl go {id} --by NAME` accepts them as they are"
+    )]
+    NoDecision {
+        host: String,
+        id: String,
+        timeout_secs: u64,
+        summary: String,
+    },
+    #[error(
+        "the watchdog could not be armed on {host}: {why}; the plan asks for the release to be \
+         watched, so it does not stay live unwatched"
+    )]
+    Arm { host: String, why: String },
+    #[error("the watchdog on {host} fired while the deployment went on: {reason}")]
+    WatchdogFired { host: String, reason: String },
+    /// A wave with more failures than its `max_fail` allows; the first
+    /// failure (in plan order) gives the exit code.
+    #[error("{label} failed: {detail}")]
+    Wave {
+        label: String,
+        detail: String,
+        first: Box<DeployError>,
+    },
+    /// A failure within a wave's share whose host could not be rolled back.
+    #[error("{label} failed: {detail}")]
+    WaveNotBack { label: String, detail: String },
+    #[error("{label} failed: {source}")]
+    Soak {
+        label: String,
+        source: Box<DeployError>,
+    },
+    #[error("during the soak: {source}")]
+    SoakProbes { source: Box<DeployError> },
+    #[error("critical probe {probe} failed on {host} during the soak: {message}")]
+    SoakProbe {
+        probe: String,
+        host: String,
+        message: String,
+    },
 }
 
 impl From<StepError> for DeployError {
@@ -62,13 +196,107 @@ impl DeployError {
     /// and the fix is the operator's (a refusal, an unreachable agent, a
     /// job that refused its work), 1 when something may have changed.
     pub fn exit(&self) -> Exit {
+        use DeployError as E;
         match self {
-            DeployError::Agent(e) => client_exit(e),
-            DeployError::Job { .. } => Exit::Usage,
-            DeployError::Maintenance { .. }
-            | DeployError::UnexpectedResult { .. }
-            | DeployError::Journal(_) => Exit::Failed,
+            E::Agent(e) => client_exit(e),
+            E::Flags { source: e, .. }
+            | E::Upload { source: e, .. }
+            | E::Migrations { source: e, .. } => client_exit(e),
+            E::Job { .. } | E::Lease(LeaseError::Refused { .. }) => Exit::Usage,
+            E::Stage { source, .. } | E::OnHosts { first: source, .. } => source.exit(),
+            E::Wave { first, .. } => first.exit(),
+            // A refusal ran nothing; any other failure may have left the
+            // host in maintenance.
+            E::MaintenanceOn { source, .. } => match source.exit() {
+                Exit::Usage => Exit::Usage,
+                _ => Exit::Failed,
+            },
+            E::Gate { .. } | E::NoGo { .. } => Exit::RolledBack,
+            E::NoDecision { .. } => Exit::Paused,
+            E::Maintenance { .. }
+            | E::UnexpectedResult { .. }
+            | E::Journal(_)
+            | E::Lease(LeaseError::Lost { .. })
+            | E::NoCommit { .. }
+            | E::Commits { .. }
+            | E::JournalFact { .. }
+            | E::Backup { .. }
+            | E::Migrate { .. }
+            | E::Activation { .. }
+            | E::MaintenanceOff { .. }
+            | E::Probes { .. }
+            | E::Arm { .. }
+            | E::WatchdogFired { .. }
+            | E::WaveNotBack { .. }
+            | E::Soak { .. }
+            | E::SoakProbes { .. }
+            | E::SoakProbe { .. } => Exit::Failed,
         }
+    }
+}
+
+/// How a deployment ended: what `run_deployment` returns. Its message is
+/// what the operator reads (and the record keeps); [`Outcome::exit`] the
+/// SPEC §7 exit code, the one mapping from how it ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The release is live (on every host, or on all but those a wave
+    /// tolerated failing); `message` with its notes.
+    Live { message: String },
+    /// Stopped by `stop` before anything needed switching back (or with
+    /// nothing switched); `notes` follow its message.
+    Stopped { stop: DeployError, notes: String },
+    /// Stopped by `stop`, and every host it switched went back.
+    SwitchedBack { stop: DeployError, notes: String },
+    /// Something is left to fix by hand (a switch-back that did not finish,
+    /// maintenance still on, the commit's migrations failed on a live
+    /// release); `message` says what.
+    Failed { message: String },
+}
+
+impl Outcome {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Outcome::Live { .. } => Exit::Done,
+            Outcome::Stopped { stop, .. } => stop.exit(),
+            Outcome::SwitchedBack { .. } => Exit::RolledBack,
+            Outcome::Failed { .. } => Exit::Failed,
+        }
+    }
+
+    /// The message the operator reads.
+    pub fn message(&self) -> String {
+        match self {
+            Outcome::Live { message } | Outcome::Failed { message } => message.clone(),
+            Outcome::Stopped { stop, notes } => format!("{stop}{notes}"),
+            Outcome::SwitchedBack { stop, notes } => {
+                format!("{stop}; switched back to the previous release{notes}")
+            }
+        }
+    }
+
+    /// A stop with nothing more to say.
+    pub fn stopped(stop: impl Into<DeployError>) -> Outcome {
+        Outcome::Stopped {
+            stop: stop.into(),
+            notes: String::new(),
+        }
+    }
+
+    /// `note` ("; ...") appended to the message.
+    pub fn note(&mut self, note: &str) {
+        match self {
+            Outcome::Live { message } | Outcome::Failed { message } => message.push_str(note),
+            Outcome::Stopped { notes, .. } | Outcome::SwitchedBack { notes, .. } => {
+                notes.push_str(note)
+            }
+        }
+    }
+
+    /// Now a failure (exit 1), with `note` appended to the message.
+    pub fn fail(&mut self, note: &str) {
+        let message = format!("{}{note}", self.message());
+        *self = Outcome::Failed { message };
     }
 }
 
@@ -144,6 +372,126 @@ mod tests {
         };
         assert_eq!(m.exit(), Exit::Failed);
         assert_eq!(m.to_string(), "job 8 failed: flag file not writable");
+    }
+
+    /// The sequencer's stops keep the words and exit codes they had as
+    /// `(Exit, String)` pairs (the integration tests match on them).
+    #[test]
+    fn issue14_the_sequencers_stops_are_typed_with_their_words_and_exit_codes() {
+        let refused = || ClientError::Agent {
+            host: "web2".into(),
+            body: ErrorBody::new(ErrorCode::Locked, "locked by D0"),
+        };
+        let lock = DeployError::from(LeaseError::Refused {
+            app: "shop".into(),
+            host: "web2".into(),
+            source: Box::new(refused()),
+        });
+        assert_eq!(
+            lock.to_string(),
+            "could not lock shop on web2: agent web2: locked by D0"
+        );
+        assert_eq!(lock.exit(), Exit::Usage);
+        let lost = DeployError::from(LeaseError::Lost {
+            app: "shop".into(),
+            host: "web2".into(),
+        });
+        assert_eq!(
+            lost.to_string(),
+            "the lock on shop at web2 was broken or taken by someone else; stopping"
+        );
+        assert_eq!(lost.exit(), Exit::Failed);
+        let stage = DeployError::OnHosts {
+            first: Box::new(DeployError::Stage {
+                host: "web1".into(),
+                source: Box::new(agent(ErrorCode::BadRequest)),
+            }),
+            others: 2,
+        };
+        assert_eq!(
+            stage.to_string(),
+            "staging on web1 failed, nothing live changed: agent web1: anything at all \
+             (and on 2 other host(s), above)"
+        );
+        assert_eq!(stage.exit(), Exit::Usage, "a refused archive is bad input");
+        let gate = DeployError::Gate {
+            host: "web1".into(),
+            summary: "0/1 probes passed".into(),
+        };
+        assert_eq!(gate.exit(), Exit::RolledBack);
+        let wave = DeployError::Wave {
+            label: "wave 2/3".into(),
+            detail: format!("1 of 1 host(s) failed (web1), 0 allowed by max_fail = 0: {gate}"),
+            first: Box::new(gate),
+        };
+        assert_eq!(
+            wave.to_string(),
+            "wave 2/3 failed: 1 of 1 host(s) failed (web1), 0 allowed by max_fail = 0: the gate \
+             rolled back on web1: 0/1 probes passed"
+        );
+        assert_eq!(wave.exit(), Exit::RolledBack, "the first failure's code");
+        let paused = DeployError::NoDecision {
+            host: "web1".into(),
+            id: "D1".into(),
+            timeout_secs: 30,
+            summary: "p95 high".into(),
+        };
+        assert_eq!(paused.exit(), Exit::Paused);
+        assert!(paused.to_string().starts_with(
+            "paused on web1 with no decision within 30 s (p95 high); the hosts keep what they run \
+             now: `golivectl no-go D1 --by NAME --reason TEXT`"
+        ));
+        let maintenance = |source| DeployError::MaintenanceOn {
+            host: "web1".into(),
+            source: Box::new(source),
+            tail: "maintenance is off again everywhere".into(),
+        };
+        assert_eq!(
+            maintenance(agent(ErrorCode::NotDeclared)).exit(),
+            Exit::Usage
+        );
+        assert_eq!(maintenance(agent(ErrorCode::Internal)).exit(), Exit::Failed);
+    }
+
+    #[test]
+    fn issue14_an_outcome_maps_to_one_exit_code_and_keeps_its_notes() {
+        let mut live = Outcome::Live {
+            message: "release v2 is live on 2 host(s)".into(),
+        };
+        live.note("; gate warnings: web1: slow");
+        assert_eq!(live.exit(), Exit::Done);
+        assert_eq!(
+            live.message(),
+            "release v2 is live on 2 host(s); gate warnings: web1: slow"
+        );
+        live.fail("; MAINTENANCE STILL ON: web1");
+        assert_eq!(live.exit(), Exit::Failed);
+        assert_eq!(
+            live.message(),
+            "release v2 is live on 2 host(s); gate warnings: web1: slow; MAINTENANCE STILL ON: web1"
+        );
+        let gate = || DeployError::Gate {
+            host: "web1".into(),
+            summary: "0/1 probes passed".into(),
+        };
+        let mut back = Outcome::SwitchedBack {
+            stop: gate(),
+            notes: String::new(),
+        };
+        back.note("; downtime: none");
+        assert_eq!(back.exit(), Exit::RolledBack);
+        assert_eq!(
+            back.message(),
+            "the gate rolled back on web1: 0/1 probes passed; switched back to the previous \
+             release; downtime: none"
+        );
+        // Nothing was switched: the stop's own code (a gate's is 3).
+        assert_eq!(Outcome::stopped(gate()).exit(), Exit::RolledBack);
+        let refused = Outcome::stopped(LeaseError::Lost {
+            app: "shop".into(),
+            host: "web1".into(),
+        });
+        assert_eq!(refused.exit(), Exit::Failed);
     }
 
     fn failed(state: JobState, code: Option<ErrorCode>, message: &str) -> JobInfo {

@@ -8,13 +8,31 @@ use std::time::Duration;
 
 use golive_shared::protocol::{LockRequest, LockResponse, Request, Response};
 
-use crate::client::{AgentClient, ClientError};
+use crate::client::ClientError;
 use crate::journal::Journal;
 use crate::plan::Plan;
+use crate::transport::Link;
+
+/// Why a deployment has no lock, or lost one (issue 14: typed, the exit
+/// code from [`crate::deployment::DeployError::exit`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// A host refused the lock (held by another deployment, or the agent
+    /// could not be asked): nothing was changed, none is held.
+    #[error("could not lock {app} on {host}: {source}")]
+    Refused {
+        app: String,
+        host: String,
+        source: Box<ClientError>,
+    },
+    /// Someone broke or took a lock this deployment held.
+    #[error("the lock on {app} at {host} was broken or taken by someone else; stopping")]
+    Lost { app: String, host: String },
+}
 
 /// A held app lock on one host, renewed in the background until dropped.
 pub(crate) struct Lease {
-    pub(crate) client: AgentClient,
+    pub(crate) client: Link,
     pub(crate) app: String,
     pub(crate) token: String,
     pub(crate) renewer: tokio::task::JoinHandle<()>,
@@ -23,7 +41,7 @@ pub(crate) struct Lease {
 
 impl Lease {
     pub(crate) async fn acquire(
-        client: &AgentClient,
+        client: &Link,
         app: &str,
         deployment: &str,
         ttl: u32,
@@ -77,12 +95,12 @@ impl Lease {
         })
     }
 
-    pub(crate) fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), LeaseError> {
         if self.lost.load(Ordering::SeqCst) {
-            Err(format!(
-                "the lock on {} at {} was broken or taken by someone else; stopping",
-                self.app, self.client.host
-            ))
+            Err(LeaseError::Lost {
+                app: self.app.clone(),
+                host: self.client.host.clone(),
+            })
         } else {
             Ok(())
         }
@@ -90,15 +108,19 @@ impl Lease {
 
     pub(crate) async fn release(self) {
         self.renewer.abort();
-        let _ = self
-            .client
-            .call(&Request::Lock(LockRequest::Release {
-                app: self.app,
-                token: self.token,
-            }))
-            .await;
+        let release = Request::Lock(LockRequest::Release {
+            app: self.app,
+            token: self.token,
+        });
+        let _ = tokio::time::timeout(RELEASE_WITHIN, self.client.call(&release)).await;
     }
 }
+
+/// How long a lock's release may take: a host that does not answer keeps
+/// the lock until its lease runs out (`lock_ttl_secs`), and the end of the
+/// deployment does not wait for it (issue 14: found by the sequencer's
+/// test of a hung host, whose release waited for the client's 90 s).
+pub(crate) const RELEASE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Releases every lease, [`RELEASE_AT_ONCE`] hosts at a time.
 pub(crate) async fn release_all(leases: Vec<Lease>) {
@@ -113,7 +135,7 @@ pub(crate) const RELEASE_AT_ONCE: usize = crate::plan::DEFAULT_PARALLEL as usize
 /// Phase 2: the app lock on every host, `[deploy] parallel` at a time, or
 /// on none: after a refusal no more are asked for and those taken are
 /// released. `Err` names the first host in plan order that refused.
-pub(crate) async fn lock_all(plan: &Plan, id: &str) -> Result<Vec<Lease>, String> {
+pub(crate) async fn lock_all(plan: &Plan, id: &str) -> Result<Vec<Lease>, LeaseError> {
     let taken = crate::fanout::until(
         plan.parallel,
         &plan.hosts,
@@ -126,12 +148,14 @@ pub(crate) async fn lock_all(plan: &Plan, id: &str) -> Result<Vec<Lease>, String
     for (host, r) in plan.hosts.iter().zip(taken) {
         match r {
             Some(Ok(l)) => leases.push(l),
-            Some(Err(e)) => {
-                refused.get_or_insert_with(|| {
-                    format!("could not lock {} on {}: {e}", plan.app, host.name)
+            Some(Err(source)) if refused.is_none() => {
+                refused = Some(LeaseError::Refused {
+                    app: plan.app.clone(),
+                    host: host.name.clone(),
+                    source: Box::new(source),
                 });
             }
-            None => {}
+            Some(Err(_)) | None => {}
         }
     }
     match refused {

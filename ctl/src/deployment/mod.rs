@@ -22,20 +22,29 @@
 //!   watchdog arming), [`waves_run`] (waves, soak, max-fail, switch-back)
 //!   and [`downtime`] (time in maintenance and not answering).
 //!
+//! - [`start`]: the deploy entry (`deploy_with_id`): phase 1 checks, the
+//!   dry run, the deployment recorded before anything changes, the resume
+//!   checks, the sequencer under a heartbeat, the outcome recorded.
+//!
 //! Every host-changing request the sequencer sends goes through the
 //! executor with the key and request compiled here. `cmd/deploy.rs` keeps
-//! the arguments, the dry run, the resume entry and the exit code.
+//! the command's entry and its exit code.
 
 pub mod compile;
 pub mod downtime;
 pub mod error;
 pub mod events;
 pub mod executor;
+#[cfg(test)]
+mod fake_agent;
 pub mod leases;
 pub mod rollback;
 pub mod rollback_run;
 pub mod sequencer;
+#[cfg(test)]
+mod sequencer_tests;
 pub mod stages;
+pub mod start;
 pub mod verify;
 pub mod waves_run;
 

@@ -4,7 +4,7 @@
 //! as possible and the way back is always known:
 //!
 //! 1. reach every agent (hello: protocol and role), check the app is declared
-//!    (`cmd/deploy.rs`, before the deployment is recorded);
+//!    (`deployment/start.rs`, before the deployment is recorded);
 //! 2. take the app lock on every host (a lease, renewed in the background);
 //! 3. upload (content-addressed: skipped when the agent has it) and stage on
 //!    every host (a git source: each host fetches the ref, and all must
@@ -23,7 +23,9 @@
 //! 5. release the locks, record the outcome.
 //!
 //! Every job carries the idempotency key `DEPLOYMENT:HOST:STEP`, so a repeat
-//! never runs a step twice. The sequencer knows nothing of TLS.
+//! never runs a step twice. The sequencer knows nothing of TLS: it reaches
+//! each host through its [`crate::transport::Link`], which its unit tests
+//! (`sequencer_tests.rs`) fill with a scripted agent on paused time.
 //!
 //! Beside it: [`super::leases`] (locks, heartbeat), [`super::verify`]
 //! (probes, gate, watchdog arming), [`super::waves_run`] (waves, soak,
@@ -36,11 +38,11 @@ use golive_shared::protocol::{
 use golive_shared::protocol::{ErrorCode, HostRollback, RollbackRequester};
 use serde_json::json;
 
-use crate::client::{AgentClient, ClientError};
+use crate::client::ClientError;
 use crate::deployment::downtime::{
     Downtime, Unavailable, downtime_of, in_maintenance_names, report_downtime, still_on,
 };
-use crate::deployment::error::client_exit;
+use crate::deployment::error::Outcome;
 use crate::deployment::leases::{Lease, lock_all, release_all};
 use crate::deployment::verify::{probe_before, verify_and_arm, watchdogs_fired};
 use crate::deployment::waves_run::{run_waves, schema_after_switch_back, switch_back_if_failed};
@@ -49,6 +51,7 @@ use crate::jobs::{Deadline, LOST, human_secs, job_ok, run_job_within, step};
 use crate::journal::Journal;
 use crate::output::{Exit, Out};
 use crate::plan::{self, Plan, PreDeployBackup, Source};
+use crate::transport::Link;
 
 /// Why this deployment goes into maintenance, or `None` for a
 /// zero-downtime switch: the plan asks for it, or the new release has
@@ -165,7 +168,7 @@ pub(crate) async fn maintenance_step(
 
 /// The host's feature-flag values, or none when the app declares no flags.
 pub(crate) async fn flag_values(
-    client: &AgentClient,
+    client: &Link,
     app: &str,
 ) -> Result<Vec<(String, bool, Option<u8>)>, ClientError> {
     match client
@@ -195,7 +198,7 @@ pub(crate) struct Pending {
 }
 
 pub(crate) async fn pending_migrations(
-    client: &AgentClient,
+    client: &Link,
     app: &str,
     release: &str,
     contract_at_commit: bool,
@@ -274,7 +277,7 @@ pub(crate) async fn maintenance_on_all(
     leases: &[Lease],
     why: &str,
     on: &mut Vec<usize>,
-) -> Result<(), (Exit, String)> {
+) -> Result<(), DeployError> {
     for (i, (host, lease)) in plan.hosts.iter().zip(leases).enumerate() {
         let r = maintenance_step(exec, out, host, "maintenance-on", lease).await;
         match r {
@@ -284,13 +287,12 @@ pub(crate) async fn maintenance_on_all(
                 step(out, &host.name, "maintenance-on", "ok", &detail);
             }
             Err(e) => {
-                let (exit, e) = (e.exit(), e.to_string());
                 // A refusal ran nothing; any other failure may have left the
                 // host in maintenance (the agent fails safe): undo it too.
-                if exit != Exit::Usage {
+                if e.exit() != Exit::Usage {
                     on.push(i);
                 }
-                step(out, &host.name, "maintenance-on", "failed", &e);
+                step(out, &host.name, "maintenance-on", "failed", &e.to_string());
                 let (_, still) = maintenance_off_all(out, exec, plan, leases, on, "").await;
                 let tail = if still.is_empty() {
                     "maintenance is off again everywhere".to_string()
@@ -300,17 +302,11 @@ pub(crate) async fn maintenance_on_all(
                         still.join("; ")
                     )
                 };
-                return Err((
-                    if exit == Exit::Usage {
-                        Exit::Usage
-                    } else {
-                        Exit::Failed
-                    },
-                    format!(
-                        "maintenance on {} failed, nothing live changed: {e}; {tail}",
-                        host.name
-                    ),
-                ));
+                return Err(DeployError::MaintenanceOn {
+                    host: host.name.clone(),
+                    source: Box::new(e),
+                    tail,
+                });
             }
         }
     }
@@ -365,14 +361,14 @@ pub(crate) async fn run_deployment(
     downtime: &mut Downtime,
     unavailable: &mut Unavailable,
     watched: &mut Vec<String>,
-) -> (Exit, String) {
+) -> Outcome {
     let release = plan.release.as_ref().expect("checked by deploy");
     // Phase 2: locks everywhere, or nowhere (taken up to `[deploy]
     // parallel` at a time; after a refusal no more are asked for, and every
     // one taken is released).
     let leases = match lock_all(plan, id).await {
         Ok(leases) => leases,
-        Err(e) => return (Exit::Usage, e),
+        Err(e) => return Outcome::stopped(e),
     };
 
     // The rollback point includes the feature-flag values as they are now.
@@ -392,12 +388,12 @@ pub(crate) async fn run_deployment(
                     let _ = journal.save_flags(id, &host.name, &values);
                 }
             }
-            Some(Err(e)) => {
+            Some(Err(source)) => {
                 release_all(leases).await;
-                return (
-                    client_exit(&e),
-                    format!("cannot read the feature flags on {}: {e}", host.name),
-                );
+                return Outcome::stopped(DeployError::Flags {
+                    host: host.name.clone(),
+                    source: Box::new(source),
+                });
             }
             // Not asked: an earlier host's failure is reported above.
             None => {}
@@ -411,10 +407,10 @@ pub(crate) async fn run_deployment(
     // there removes it again, so its id can be reused (issue 12).
     let (staged_on, first_commit) = match stage_all(out, journal, exec, plan, id, &leases).await {
         Ok(staged) => staged,
-        Err((staged_on, exit, e)) => {
+        Err((staged_on, e)) => {
             give_back_ids(out, exec, plan, &leases, &staged_on).await;
             release_all(leases).await;
-            return (exit, e);
+            return Outcome::stopped(e);
         }
     };
     if let (Some(git_ref), Some((_, commit))) = (git_ref(release), &first_commit) {
@@ -484,33 +480,29 @@ pub(crate) async fn run_deployment(
                 pending = pending.max(list.now.len());
                 at_commit = at_commit.max(list.at_commit.len());
             }
-            Err(e) => {
+            Err(source) => {
                 give_back_ids(out, exec, plan, &leases, &staged_on).await;
                 release_all(leases).await;
-                return (
-                    client_exit(&e),
-                    format!(
-                        "cannot read the migrations of {} on {}, nothing live changed: {e}",
-                        release.id, host.name
-                    ),
-                );
+                return Outcome::stopped(DeployError::Migrations {
+                    release: release.id.clone(),
+                    host: host.name.clone(),
+                    source: Box::new(source),
+                });
             }
         }
     }
     match decided {
         Some((p, c)) => (pending, at_commit) = (p, c),
         None => {
-            if let Err(e) =
+            if let Err(source) =
                 journal.set_fact(id, "migrations", &json!([pending, at_commit]).to_string())
             {
                 give_back_ids(out, exec, plan, &leases, &staged_on).await;
                 release_all(leases).await;
-                return (
-                    Exit::Failed,
-                    format!(
-                        "cannot journal the pending migrations of deployment {id}, nothing live changed: {e}"
-                    ),
-                );
+                return Outcome::stopped(DeployError::JournalFact {
+                    id: id.to_string(),
+                    source,
+                });
             }
         }
     }
@@ -532,8 +524,7 @@ pub(crate) async fn run_deployment(
     let mut longest_downtime: Option<u64> = None;
     if let Some(why) = &maintenance {
         out.line(format!("maintenance on every host: {why}"));
-        if let Err((exit, e)) =
-            maintenance_on_all(out, exec, plan, &leases, why, &mut in_maintenance).await
+        if let Err(e) = maintenance_on_all(out, exec, plan, &leases, why, &mut in_maintenance).await
         {
             *downtime = if in_maintenance.is_empty() {
                 Downtime::None
@@ -542,7 +533,7 @@ pub(crate) async fn run_deployment(
             };
             give_back_ids(out, exec, plan, &leases, &staged_on).await;
             release_all(leases).await;
-            return (exit, e);
+            return Outcome::stopped(e);
         }
     }
 
@@ -585,16 +576,21 @@ pub(crate) async fn run_deployment(
             *downtime = downtime_of(maintenance.is_some(), ms, &still);
             give_back_ids(out, exec, plan, &leases, &staged_on).await;
             release_all(leases).await;
-            let why = if name == "backup" {
-                format!("the pre-deploy backup on {host} failed, nothing live changed: {e}")
+            let (headline, still) = (e, still_on(&still));
+            return Outcome::stopped(if name == "backup" {
+                DeployError::Backup {
+                    host,
+                    headline,
+                    still,
+                }
             } else {
-                format!(
-                    "migrations on {host} failed; the old release still serves. A failed migration is \
-                     rolled back where the engine allows (SQLite, PostgreSQL); the pre-deploy backup \
-                     of deployment {id} is the way back otherwise: {e}"
-                )
-            };
-            return (Exit::Failed, format!("{why}{}", still_on(&still)));
+                DeployError::Migrate {
+                    host,
+                    id: id.to_string(),
+                    headline,
+                    still,
+                }
+            });
         }
     }
 
@@ -629,7 +625,7 @@ pub(crate) async fn run_deployment(
     };
     for (i, (host, lease)) in plan.hosts.iter().zip(&leases).enumerate().take(one_by_one) {
         if let Err(e) = lease.check() {
-            failure = Some((Exit::Failed, e));
+            failure = Some(e.into());
             break;
         }
         let c = &host.client;
@@ -643,10 +639,10 @@ pub(crate) async fn run_deployment(
             step(out, &host.name, "activate", "failed", &e);
             // A failed switch may or may not have happened: roll this host back too.
             activated.push(i);
-            failure = Some((
-                Exit::Failed,
-                format!("activation on {} failed: {}", host.name, error_headline(&e)),
-            ));
+            failure = Some(DeployError::Activation {
+                host: host.name.clone(),
+                headline: error_headline(&e).to_string(),
+            });
             break;
         }
         activated.push(i);
@@ -693,10 +689,7 @@ pub(crate) async fn run_deployment(
             maintenance_off_all(out, exec, plan, &leases, &mut in_maintenance, "").await;
         longest_downtime = ms;
         if !still.is_empty() {
-            failure = Some((
-                Exit::Failed,
-                format!("maintenance off failed: {}", still.join("; ")),
-            ));
+            failure = Some(DeployError::MaintenanceOff { failures: still });
         } else {
             for &i in &activated {
                 let host = &plan.hosts[i];
@@ -727,9 +720,9 @@ pub(crate) async fn run_deployment(
 
     // A pause that got no decision: leave every host as it is, for the
     // operator's `go` / `no-go`.
-    if let Some((Exit::Paused, message)) = &failure {
+    if let Some(stop) = failure.take_if(|f| f.exit() == Exit::Paused) {
         release_all(leases).await;
-        return (Exit::Paused, message.clone());
+        return Outcome::stopped(stop);
     }
     // A host whose watchdog fired while later hosts were validated: the
     // release failed there, so every host goes back (its own rollback is
@@ -757,8 +750,10 @@ pub(crate) async fn run_deployment(
         &mut stuck,
     )
     .await;
-    if outcome.0 == Exit::Done && !tolerated.is_empty() {
-        outcome.1 = format!(
+    if let Outcome::Live { message } = &mut outcome
+        && !tolerated.is_empty()
+    {
+        *message = format!(
             "release {} is live on {} of {} host(s); failed within their wave's max_fail: {}",
             release.id,
             plan.hosts.len() - tolerated.len(),
@@ -766,18 +761,18 @@ pub(crate) async fn run_deployment(
             tolerated.join("; ")
         );
     }
-    if outcome.0 == Exit::RolledBack
+    if outcome.exit() == Exit::RolledBack
         && pending > 0
         && let Some(note) = schema_after_switch_back(plan, id).await
     {
-        outcome.1.push_str(&format!("; {note}"));
+        outcome.note(&format!("; {note}"));
     }
     // The release is live on every host and passed its gate: it is
     // committed, and the migrations kept for the commit run now, behind a
     // verified backup (they destroy what the previous release needed).
-    if outcome.0 == Exit::Done && !watched.is_empty() {
+    if outcome.exit() == Exit::Done && !watched.is_empty() {
         let spec = plan.watchdog.as_ref().expect("armed from the plan");
-        outcome.1.push_str(&format!(
+        outcome.note(&format!(
             "; watched on {} for {}: each host commits when its window ends quietly{}{}, or \
              rolls itself back when a trigger holds; `golivectl status {}` shows it",
             watched.join(", "),
@@ -799,14 +794,13 @@ pub(crate) async fn run_deployment(
             },
             plan.path.display()
         ));
-    } else if outcome.0 == Exit::Done && at_commit > 0 {
+    } else if outcome.exit() == Exit::Done && at_commit > 0 {
         match commit_migrations(out, exec, plan, &leases).await {
-            Ok(()) => outcome.1.push_str(&format!(
+            Ok(()) => outcome.note(&format!(
                 "; committed: the {at_commit} migration(s) kept for the commit ran"
             )),
             Err((host, e)) => {
-                outcome.0 = Exit::Failed;
-                outcome.1.push_str(&format!(
+                outcome.fail(&format!(
                     "; the release is live, but the migrations kept for the commit failed on \
                      {host}: {e}; fix it, then `golivectl migrate up {}`",
                     plan.path.display()
@@ -815,9 +809,7 @@ pub(crate) async fn run_deployment(
         }
     }
     if !warnings.is_empty() {
-        outcome
-            .1
-            .push_str(&format!("; gate warnings: {}", warnings.join("; ")));
+        outcome.note(&format!("; gate warnings: {}", warnings.join("; ")));
     }
 
     // A host the switch-back could not return stays in maintenance: off,
@@ -837,20 +829,18 @@ pub(crate) async fn run_deployment(
         .await;
         longest_downtime = longest_downtime.max(ms);
         if !still.is_empty() {
-            outcome.0 = Exit::Failed;
-            outcome.1.push_str(&still_on(&still));
+            outcome.fail(&still_on(&still));
         }
     }
     if !kept_on.is_empty() {
-        outcome.0 = Exit::Failed;
-        outcome.1.push_str(&format!(
+        outcome.fail(&format!(
             "; MAINTENANCE LEFT ON on {}: the switch-back did not happen there, so without it the \
              release that failed would serve; fix what is named above, then `golivectl maintenance off PLAN`",
             in_maintenance_names(plan, &kept_on).join(", ")
         ));
         in_maintenance.extend(kept_on);
     }
-    if outcome.0 != Exit::Done {
+    if outcome.exit() != Exit::Done {
         let not_live: Vec<usize> = staged_on
             .iter()
             .copied()
@@ -865,15 +855,17 @@ pub(crate) async fn run_deployment(
             &in_maintenance_names(plan, &in_maintenance),
         );
     }
-    report_downtime(out, *downtime, unavailable, &mut outcome.1);
+    let mut notes = String::new();
+    report_downtime(out, *downtime, unavailable, &mut notes);
+    outcome.note(&notes);
     release_all(leases).await;
     outcome
 }
 
 /// Phase 3 on one host: upload (unless the agent has the artifact) and
 /// stage, each journaled and reported as a step. `Ok(commit)` (git sources)
-/// or `Err((staged, exit, message))`, `staged` when the release got staged
-/// there anyway (a git source that reported no commit).
+/// or `Err((staged, why))`, `staged` when the release got staged there
+/// anyway (a git source that reported no commit).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn stage_host(
     out: Out,
@@ -883,7 +875,7 @@ pub(crate) async fn stage_host(
     id: &str,
     host: &plan::Host,
     lease: &Lease,
-) -> Result<Option<String>, (bool, Exit, String)> {
+) -> Result<Option<String>, (bool, DeployError)> {
     let release = plan.release.as_ref().expect("checked by deploy");
     let c = &host.client;
     if let Source::Artifact(artifact) = &release.source {
@@ -916,7 +908,7 @@ pub(crate) async fn stage_host(
         };
         let uploaded = match exec.run(out, &host.name, "upload", None, send, judge).await {
             Ok(r) => r,
-            Err(e) => return Err((false, Exit::Failed, e.to_string())),
+            Err(e) => return Err((false, e.into())),
         };
         match uploaded {
             Ok(detail) => step(out, &host.name, "upload", "ok", &detail),
@@ -924,8 +916,10 @@ pub(crate) async fn stage_host(
                 step(out, &host.name, "upload", "failed", &e.to_string());
                 return Err((
                     false,
-                    client_exit(&e),
-                    format!("upload to {} failed: {e}", host.name),
+                    DeployError::Upload {
+                        host: host.name.clone(),
+                        source: Box::new(e),
+                    },
                 ));
             }
         }
@@ -935,17 +929,14 @@ pub(crate) async fn stage_host(
     let commit = staged.as_ref().ok().and_then(staged_commit);
     let staged = step_ok(staged);
     if let Err(e) = staged {
-        let (exit, e) = (e.exit(), e.to_string());
-        step(out, &host.name, "stage", "failed", &e);
+        step(out, &host.name, "stage", "failed", &e.to_string());
         // Staging changes nothing live: a refused archive is bad input.
         return Err((
             false,
-            exit,
-            format!(
-                "staging on {} failed, nothing live changed: {}",
-                host.name,
-                error_headline(&e)
-            ),
+            DeployError::Stage {
+                host: host.name.clone(),
+                source: Box::new(e),
+            },
         ));
     }
     let commit = match git_ref(release) {
@@ -953,11 +944,10 @@ pub(crate) async fn stage_host(
             let Some(commit) = commit else {
                 return Err((
                     true,
-                    Exit::Failed,
-                    format!(
-                        "{} staged git ref {git_ref} but reported no commit; nothing live changed",
-                        host.name
-                    ),
+                    DeployError::NoCommit {
+                        host: host.name.clone(),
+                        git_ref: git_ref.to_string(),
+                    },
                 ));
             };
             step(
@@ -980,7 +970,7 @@ pub(crate) async fn stage_host(
 
 /// Phase 3 on every host, `[deploy] parallel` at a time; after a failure
 /// no further host starts. `Ok((staged hosts, first (host, commit)))`, or
-/// `Err((staged hosts, exit, message))` naming the first failed host in
+/// `Err((staged hosts, why))` naming the first failed host in
 /// plan order (and how many others failed), or the hosts that resolved a
 /// git ref to different commits: every host must run the same code.
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
@@ -991,7 +981,7 @@ pub(crate) async fn stage_all(
     plan: &Plan,
     id: &str,
     leases: &[Lease],
-) -> Result<(Vec<usize>, Option<(String, String)>), (Vec<usize>, Exit, String)> {
+) -> Result<(Vec<usize>, Option<(String, String)>), (Vec<usize>, DeployError)> {
     let results = crate::fanout::until(
         plan.parallel,
         plan.hosts.iter().zip(leases),
@@ -1000,7 +990,7 @@ pub(crate) async fn stage_all(
     )
     .await;
     let mut staged_on = Vec::new();
-    let mut failed: Vec<(Exit, String)> = Vec::new();
+    let mut failed: Vec<DeployError> = Vec::new();
     // (host, commit) of the first host, in plan order, that staged a git ref.
     let mut first_commit: Option<(String, String)> = None;
     let mut differ: Option<String> = None;
@@ -1017,33 +1007,30 @@ pub(crate) async fn stage_all(
                     _ => {}
                 }
             }
-            Some(Err((staged, exit, e))) => {
+            Some(Err((staged, e))) => {
                 if staged {
                     staged_on.push(i);
                 }
-                failed.push((exit, e));
+                failed.push(e);
             }
             None => {}
         }
     }
-    if let Some((exit, first)) = failed.first() {
-        let more = match failed.len() {
-            1 => String::new(),
-            n => format!(" (and on {} other host(s), above)", n - 1),
+    let others = failed.len().saturating_sub(1);
+    if let Some(first) = failed.into_iter().next() {
+        let e = DeployError::OnHosts {
+            first: Box::new(first),
+            others,
         };
-        return Err((staged_on, *exit, format!("{first}{more}")));
+        return Err((staged_on, e));
     }
     if let Some(differ) = differ {
         let git_ref = plan.release.as_ref().and_then(git_ref).unwrap_or_default();
-        return Err((
-            staged_on,
-            Exit::Failed,
-            format!(
-                "hosts resolved git ref {git_ref} to different commits ({differ}), \
-                 nothing live changed; the ref moved while the hosts fetched, or their agent configs \
-                 name different repositories. Deploy a tag or a commit id so every host runs the same code"
-            ),
-        ));
+        let e = DeployError::Commits {
+            git_ref: git_ref.to_string(),
+            differ,
+        };
+        return Err((staged_on, e));
     }
     Ok((staged_on, first_commit))
 }

@@ -3,7 +3,7 @@
 //! verified (its own waves, probes and gate) before the next starts.
 //!
 //! Each stage is one app's ordinary deployment with its own id, run by
-//! `cmd::deploy::deploy_with_id` (and resumed by its `--resume` path); the
+//! `deployment::start::deploy_with_id` (and resumed by its `--resume` path); the
 //! parent deployment records the stages in order (`deployment_stages`),
 //! holds every stage's app lock from the start, and, when a stage fails
 //! (it switches itself back as any deployment does), rolls back the stages
@@ -14,9 +14,9 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::cmd::deploy::{self, Options};
 use crate::deployment::leases::{Heartbeat, Lease, lock_all, release_all};
 use crate::deployment::rollback_run::rollback as rollback_one;
+use crate::deployment::start::{self as deploy, Options};
 use crate::jobs::{hash_file, headline, known_deployment};
 use crate::journal::{Journal, Stage};
 use crate::output::{Exit, Out, usage};

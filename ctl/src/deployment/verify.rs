@@ -14,11 +14,11 @@ use serde_json::json;
 use crate::client::ClientError;
 use crate::deployment::events::Event;
 use crate::deployment::leases::Lease;
-use crate::deployment::{Executor, StepRequest};
+use crate::deployment::{DeployError, Executor, StepRequest};
 use crate::gate::{self, Action};
 use crate::jobs::{Deadline, finish, step};
 use crate::journal::Journal;
-use crate::output::{Exit, Out};
+use crate::output::Out;
 use crate::plan::{self, Plan};
 
 /// Runs the app's probes on one host, all of them; reports each result.
@@ -27,7 +27,7 @@ pub(crate) async fn run_probes(
     plan: &Plan,
     host: &plan::Host,
     phase: &str,
-) -> Result<ProbeReport, String> {
+) -> Result<ProbeReport, DeployError> {
     let c = &host.client;
     let req = Request::RunProbes(RunProbesRequest {
         app: plan.app.clone(),
@@ -38,8 +38,13 @@ pub(crate) async fn run_probes(
         .await
     {
         Ok(Response::Probes(r)) => r,
-        Ok(other) => return Err(c.unexpected(&other).to_string()),
-        Err(e) => return Err(format!("probes on {} could not run: {e}", host.name)),
+        Ok(other) => return Err(c.unexpected(&other).into()),
+        Err(source) => {
+            return Err(DeployError::Probes {
+                host: host.name.clone(),
+                source: Box::new(source),
+            });
+        }
     };
     for r in &report.results {
         out.line(format!(
@@ -139,6 +144,7 @@ pub(crate) async fn probe_before_host(
             report.results
         }
         Err(e) => {
+            let e = e.to_string();
             finish::<String, String>(journal, seq, &Err(e.clone()));
             step(out, &host.name, "probe-before", "failed", &e);
             Vec::new()
@@ -172,7 +178,7 @@ pub(crate) async fn verify_and_arm(
     previous: Option<&str>,
     leases: &[Lease],
     warnings: &mut Vec<String>,
-) -> Result<bool, (Exit, String)> {
+) -> Result<bool, DeployError> {
     validate_host(out, journal, plan, id, host, before, leases, warnings).await?;
     arm_host(out, journal, exec, plan, id, host, previous).await
 }
@@ -191,13 +197,13 @@ pub(crate) async fn validate_host(
     before: &[ProbeResult],
     leases: &[Lease],
     warnings: &mut Vec<String>,
-) -> Result<(), (Exit, String)> {
+) -> Result<(), DeployError> {
     let seq = journal.start_step(id, &host.name, "probe").ok();
     let report = match run_probes(out, plan, host, "after").await {
         Ok(r) => r,
         Err(e) => {
-            finish::<String, String>(journal, seq, &Err(e.clone()));
-            return Err((Exit::Failed, e));
+            finish::<String, String>(journal, seq, &Err(e.to_string()));
+            return Err(e);
         }
     };
     let _ = journal.save_probes(id, &host.name, "after", &report.results);
@@ -281,10 +287,10 @@ pub(crate) async fn validate_host(
                 decision: "rollback".into(),
                 reason: reason.clone(),
             });
-            Err((
-                Exit::RolledBack,
-                format!("the gate rolled back on {}: {summary}", host.name),
-            ))
+            Err(DeployError::Gate {
+                host: host.name.clone(),
+                summary,
+            })
         }
         Action::Pause => wait_for_decision(out, journal, plan, id, host, &summary, leases).await,
     }
@@ -305,15 +311,16 @@ pub(crate) async fn wait_for_decision(
     host: &plan::Host,
     summary: &str,
     leases: &[Lease],
-) -> Result<(), (Exit, String)> {
+) -> Result<(), DeployError> {
     let timeout = plan.gate.pause_timeout_secs;
-    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    // tokio's clock (the sequencer's tests wait out a pause on paused time).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let seen = journal
         .decisions(id, 0)
         .ok()
         .and_then(|d| d.last().map(|d| d.seq))
         .unwrap_or(0);
-    let mut beat = std::time::Instant::now();
+    let mut beat = tokio::time::Instant::now();
     let _ = journal.set_paused(id, Some(now_millis() + WAIT_HEARTBEAT_MS));
     out.line(format!(
         "[{}] PAUSED: {summary}\n  decide with `golivectl go {id} --by NAME [--note TEXT]` or \
@@ -334,7 +341,7 @@ pub(crate) async fn wait_for_decision(
         for lease in leases {
             if let Err(e) = lease.check() {
                 let _ = journal.set_running(id);
-                return Err((Exit::Failed, e));
+                return Err(e.into());
             }
         }
         if let Ok(decisions) = journal.decisions(id, seen)
@@ -356,23 +363,23 @@ pub(crate) async fn wait_for_decision(
             return if d.decision == "go" {
                 Ok(())
             } else {
-                Err((Exit::RolledBack, format!("no-go on {}: {who}", host.name)))
+                Err(DeployError::NoGo {
+                    host: host.name.clone(),
+                    who,
+                })
             };
         }
-        if std::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             let _ = journal.set_paused(id, None);
-            return Err((
-                Exit::Paused,
-                format!(
-                    "paused on {} with no decision within {timeout} s ({summary}); the hosts keep what \
-                     they run now: `golivectl no-go {id} --by NAME --reason TEXT` rolls the activated \
-                     hosts back, `golivectl go {id} --by NAME` accepts them as they are",
-                    host.name
-                ),
-            ));
+            return Err(DeployError::NoDecision {
+                host: host.name.clone(),
+                id: id.to_string(),
+                timeout_secs: timeout,
+                summary: summary.to_string(),
+            });
         }
         if beat.elapsed() >= Duration::from_secs(5) {
-            beat = std::time::Instant::now();
+            beat = tokio::time::Instant::now();
             let _ = journal.set_paused(id, Some(now_millis() + WAIT_HEARTBEAT_MS));
         }
     }
@@ -391,7 +398,7 @@ pub(crate) async fn arm_host(
     id: &str,
     host: &plan::Host,
     previous: Option<&str>,
-) -> Result<bool, (Exit, String)> {
+) -> Result<bool, DeployError> {
     if plan.watchdog.is_none() {
         return Ok(false);
     }
@@ -434,9 +441,7 @@ pub(crate) async fn arm_host(
         .await
     {
         Ok(r) => r.map(|info| watchdog_detail(&info)),
-        Err(e) => {
-            return Err((Exit::Failed, e.to_string()));
-        }
+        Err(e) => return Err(e.into()),
     };
     match r {
         Ok(detail) => {
@@ -450,14 +455,10 @@ pub(crate) async fn arm_host(
                 other => other.to_string(),
             };
             step(out, &host.name, "watchdog-arm", "failed", &e);
-            Err((
-                Exit::Failed,
-                format!(
-                    "the watchdog could not be armed on {}: {e}; the plan asks for the release to \
-                     be watched, so it does not stay live unwatched",
-                    host.name
-                ),
-            ))
+            Err(DeployError::Arm {
+                host: host.name.clone(),
+                why: e,
+            })
         }
     }
 }
@@ -491,7 +492,7 @@ pub(crate) async fn watchdogs_fired(
     plan: &Plan,
     id: &str,
     watched: &[String],
-) -> Option<(Exit, String)> {
+) -> Option<DeployError> {
     for host in plan.hosts.iter().filter(|h| watched.contains(&h.name)) {
         let req = Request::WatchdogStatus(WatchdogStatusRequest {
             app: plan.app.clone(),
@@ -503,14 +504,10 @@ pub(crate) async fn watchdogs_fired(
                 WatchdogState::Fired | WatchdogState::RolledBack | WatchdogState::RollbackFailed
             )
         {
-            return Some((
-                Exit::Failed,
-                format!(
-                    "the watchdog on {} fired while the deployment went on: {}",
-                    host.name,
-                    info.reason.as_deref().unwrap_or("no reason given")
-                ),
-            ));
+            return Some(DeployError::WatchdogFired {
+                host: host.name.clone(),
+                reason: info.reason.unwrap_or_else(|| "no reason given".into()),
+            });
         }
     }
     None

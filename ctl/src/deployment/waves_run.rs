@@ -9,11 +9,12 @@ use golive_shared::protocol::{
 };
 
 use crate::deployment::downtime::Unavailable;
+use crate::deployment::error::Outcome;
 use crate::deployment::events::Event;
 use crate::deployment::leases::Lease;
 use crate::deployment::sequencer::{host_rollback, job_step, step_ok};
 use crate::deployment::verify::{run_probes, verify_and_arm};
-use crate::deployment::{self, Executor};
+use crate::deployment::{self, DeployError, Executor};
 use crate::jobs::{Deadline, finish, human_secs, step};
 use crate::journal::Journal;
 use crate::output::{Exit, Out};
@@ -29,7 +30,7 @@ pub(crate) struct WaveHost {
     /// Its watchdog is armed.
     pub(crate) armed: bool,
     pub(crate) warnings: Vec<String>,
-    pub(crate) failure: Option<(Exit, String)>,
+    pub(crate) failure: Option<DeployError>,
 }
 
 /// One host of a wave: activate, validate (probes and gate, a pause
@@ -53,7 +54,7 @@ pub(crate) async fn wave_host(
     let (host, lease) = (&plan.hosts[i], &leases[i]);
     let mut r = WaveHost::default();
     if let Err(e) = lease.check() {
-        r.failure = Some((Exit::Failed, e));
+        r.failure = Some(e.into());
         return r;
     }
     let job = job_step(exec, out, host, "activate", lease, Deadline::of(plan), None).await;
@@ -66,10 +67,10 @@ pub(crate) async fn wave_host(
     if let Err(e) = result {
         let e = e.to_string();
         step(out, &host.name, "activate", "failed", &e);
-        r.failure = Some((
-            Exit::Failed,
-            format!("activation on {} failed: {}", host.name, error_headline(&e)),
-        ));
+        r.failure = Some(DeployError::Activation {
+            host: host.name.clone(),
+            headline: error_headline(&e).to_string(),
+        });
         return r;
     }
     r.switched = true;
@@ -123,7 +124,7 @@ pub(crate) async fn run_waves(
     watched: &mut Vec<String>,
     (activated, switched): (&mut Vec<usize>, &mut Vec<usize>),
     tolerated: &mut Vec<String>,
-) -> Option<(Exit, String)> {
+) -> Option<DeployError> {
     let of = plan.waves.len();
     for (w, wave) in plan.waves.iter().enumerate() {
         let label = wave.label(w + 1, of);
@@ -182,7 +183,7 @@ pub(crate) async fn run_waves(
         *unavailable = cell.into_inner();
 
         // Judged in plan order, whatever order the hosts finished in.
-        let mut failed: Vec<(usize, (Exit, String))> = Vec::new();
+        let mut failed: Vec<(usize, DeployError)> = Vec::new();
         for (&i, r) in wave.hosts.iter().zip(results) {
             if r.activated {
                 activated.push(i);
@@ -199,9 +200,10 @@ pub(crate) async fn run_waves(
             }
         }
         // A pause that got no decision: the hosts stay as they are.
-        if let Some((_, paused)) = failed.iter().find(|(_, f)| f.0 == Exit::Paused) {
-            end("paused", &paused.1);
-            return Some(paused.clone());
+        if let Some(at) = failed.iter().position(|(_, f)| f.exit() == Exit::Paused) {
+            let (_, paused) = failed.swap_remove(at);
+            end("paused", &paused.to_string());
+            return Some(paused);
         }
         let allowed = wave.allowed_failures();
         if failed.len() > allowed {
@@ -215,19 +217,24 @@ pub(crate) async fn run_waves(
                 wave.hosts.len(),
                 hosts.join(", "),
                 wave.max_fail,
-                failed[0].1.1
+                failed[0].1
             );
             end("failed", &detail);
-            let (exit, _) = failed[0].1;
-            let why = format!("{label} failed: {detail}");
-            policy(out, journal, plan, id, w, activated, &why);
-            return Some((exit, why));
+            let (_, first) = failed.swap_remove(0);
+            let stop = DeployError::Wave {
+                label,
+                detail,
+                first: Box::new(first),
+            };
+            policy(out, journal, plan, id, w, activated, &stop.to_string());
+            return Some(stop);
         }
-        for (i, (exit, why)) in failed {
+        for (i, failure) in failed {
             let name = plan.hosts[i].name.clone();
+            let why = failure.to_string();
             // Rolled back on its own; the rest of the wave stays.
             let mut stuck = Vec::new();
-            let (back, message) = switch_back(
+            let back = switch_back(
                 out,
                 journal,
                 exec,
@@ -236,14 +243,15 @@ pub(crate) async fn run_waves(
                 previous,
                 leases,
                 &[i],
-                Some((exit, why.clone())),
+                Some(failure),
                 unavailable,
                 &mut stuck,
             )
             .await;
             activated.retain(|&a| a != i);
             watched.retain(|h| *h != name);
-            if back != Exit::RolledBack && Deadline::of(plan).lost(&plan.hosts[i].client).await {
+            let rolled_back = back.exit() == Exit::RolledBack;
+            if !rolled_back && Deadline::of(plan).lost(&plan.hosts[i].client).await {
                 // Unreachable (issue 14): it counts as failed, and the wave,
                 // within its share, goes on without it. Nothing more can be
                 // done to it from here; its state is named.
@@ -254,15 +262,16 @@ pub(crate) async fn run_waves(
                 tolerated.push(note);
                 continue;
             }
-            if back != Exit::RolledBack {
+            if !rolled_back {
                 let detail = format!(
-                    "{name} failed within max_fail = {}, but could not be rolled back: {message}",
-                    wave.max_fail
+                    "{name} failed within max_fail = {}, but could not be rolled back: {}",
+                    wave.max_fail,
+                    back.message()
                 );
                 end("failed", &detail);
-                let why = format!("{label} failed: {detail}");
-                policy(out, journal, plan, id, w, activated, &why);
-                return Some((Exit::Failed, why));
+                let stop = DeployError::WaveNotBack { label, detail };
+                policy(out, journal, plan, id, w, activated, &stop.to_string());
+                return Some(stop);
             }
             tolerated.push(format!("{name} ({why}; rolled back)"));
         }
@@ -276,10 +285,13 @@ pub(crate) async fn run_waves(
         let mut detail = format!("{} of {} host(s) validated", live.len(), wave.hosts.len());
         if let Some(soak) = wave.soak {
             if let Err(why) = soak_wave(out, journal, plan, id, &label, soak, &live, leases).await {
-                end("failed", &why);
-                let why = format!("{label} failed: {why}");
-                policy(out, journal, plan, id, w, activated, &why);
-                return Some((Exit::Failed, why));
+                end("failed", &why.to_string());
+                let stop = DeployError::Soak {
+                    label,
+                    source: Box::new(why),
+                };
+                policy(out, journal, plan, id, w, activated, &stop.to_string());
+                return Some(stop);
             }
             detail.push_str(&format!("; soaked {}", human_secs(soak.as_secs())));
         }
@@ -313,7 +325,7 @@ pub(crate) async fn soak_wave(
     soak: Duration,
     live: &[usize],
     leases: &[Lease],
-) -> Result<(), String> {
+) -> Result<(), DeployError> {
     let every = (soak / 5).clamp(Duration::from_secs(1), Duration::from_secs(10));
     let until = tokio::time::Instant::now() + soak;
     out.line(format!(
@@ -336,14 +348,18 @@ pub(crate) async fn soak_wave(
         .await;
         for (i, report) in reports {
             let host = &plan.hosts[i].name;
-            let report = report.map_err(|e| format!("during the soak: {e}"))?;
+            let report = report.map_err(|e| DeployError::SoakProbes {
+                source: Box::new(e),
+            })?;
             if let Some(r) = report.results.iter().find(|r| {
                 r.status.failed() && r.severity == golive_shared::protocol::Severity::Critical
             }) {
-                let why = format!(
-                    "critical probe {} failed on {host} during the soak: {}",
-                    r.name, r.message
-                );
+                let stop = DeployError::SoakProbe {
+                    probe: r.name.clone(),
+                    host: host.clone(),
+                    message: r.message.clone(),
+                };
+                let why = stop.to_string();
                 let _ = journal.add_decision(
                     id,
                     "wave soak",
@@ -354,9 +370,9 @@ pub(crate) async fn soak_wave(
                 out.emit(Event::Decision {
                     by: "wave soak".into(),
                     decision: "rollback".into(),
-                    reason: why.clone(),
+                    reason: why,
                 });
-                return Err(why);
+                return Err(stop);
             }
         }
     }
@@ -472,12 +488,12 @@ pub(crate) async fn switch_back_if_failed(
     previous: &[Option<String>],
     leases: &[Lease],
     activated: &[usize],
-    failure: Option<(Exit, String)>,
+    failure: Option<DeployError>,
     unavailable: &mut Unavailable,
     stuck: &mut Vec<usize>,
-) -> (Exit, String) {
+) -> Outcome {
     let failed = failure.is_some();
-    let (exit, mut message) = switch_back(
+    let mut outcome = switch_back(
         out,
         journal,
         exec,
@@ -495,7 +511,7 @@ pub(crate) async fn switch_back_if_failed(
         let kept = kept_hosts(journal, id);
         if !kept.is_empty() {
             let release = plan.release.as_ref().expect("checked by deploy");
-            message.push_str(&format!(
+            outcome.note(&format!(
                 "; {} keep release {} (on_wave_failure = \"rollback-wave\": only the failed \
                  wave went back); `golivectl rollback {id}` rolls them back too",
                 kept.join(", "),
@@ -503,7 +519,7 @@ pub(crate) async fn switch_back_if_failed(
             ));
         }
     }
-    (exit, message)
+    outcome
 }
 
 /// The switch-back of `activated` on a failure, newest first; the outcome.
@@ -517,21 +533,21 @@ async fn switch_back(
     previous: &[Option<String>],
     leases: &[Lease],
     activated: &[usize],
-    failure: Option<(Exit, String)>,
+    failure: Option<DeployError>,
     unavailable: &mut Unavailable,
     stuck: &mut Vec<usize>,
-) -> (Exit, String) {
+) -> Outcome {
     let release = plan.release.as_ref().expect("checked by deploy");
     match failure {
-        None => (
-            Exit::Done,
-            format!(
+        None => Outcome::Live {
+            message: format!(
                 "release {} is live on {} host(s)",
                 release.id,
                 plan.hosts.len()
             ),
-        ),
-        Some((exit, why)) => {
+        },
+        Some(stop) => {
+            let why = stop.to_string();
             let mut all_back = true;
             // Each host the switch-back left where it was, and why.
             let mut not_back: Vec<String> = Vec::new();
@@ -587,20 +603,19 @@ async fn switch_back(
                 }
             }
             if all_back && !activated.is_empty() {
-                (
-                    Exit::RolledBack,
-                    format!("{why}; switched back to the previous release"),
-                )
+                Outcome::SwitchedBack {
+                    stop,
+                    notes: String::new(),
+                }
             } else if activated.is_empty() {
-                (exit, why)
+                Outcome::stopped(stop)
             } else {
-                (
-                    Exit::Failed,
-                    format!(
+                Outcome::Failed {
+                    message: format!(
                         "{why}; SWITCH-BACK INCOMPLETE, check `golivectl status`: {}",
                         not_back.join("; ")
                     ),
-                )
+                }
             }
         }
     }

@@ -1,0 +1,360 @@
+//! The sequencer's unit tests (issue 14, part 8): `run_deployment` driven
+//! whole against scripted agents behind the transport seam
+//! ([`super::fake_agent`]), on paused tokio time, so a host's deadline, a
+//! wave's soak and a hung agent take no wall-clock time. The journal is a
+//! real one in a temporary directory; the plan is loaded from TOML (with a
+//! real test PKI) and its hosts' links replaced by the fakes.
+
+use std::time::Duration;
+
+use super::error::Outcome;
+use super::fake_agent::{FakeAgent, Script};
+use crate::deployment::downtime::{Downtime, Unavailable};
+use crate::deployment::sequencer::run_deployment;
+use crate::deployment::{self, Executor};
+use crate::journal::Journal;
+use crate::output::{Exit, Format, Out};
+use crate::plan::Plan;
+
+/// Scripted hosts `web1..`, all running v1, and a plan deploying v2 to them.
+struct Fleet {
+    _tmp: tempfile::TempDir,
+    state: std::path::PathBuf,
+    plan: Plan,
+    agents: Vec<FakeAgent>,
+}
+
+fn fleet(scripts: Vec<Script>, deploy: &str) -> Fleet {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    crate::pki::ca_init(&pki, 30).unwrap();
+    crate::pki::issue_operator(&pki, "alice", golive_shared::identity::Role::Operator, 10).unwrap();
+    std::fs::create_dir_all(tmp.path().join("dist")).unwrap();
+    std::fs::write(tmp.path().join("dist/shop.tar.gz"), b"x").unwrap();
+    let mut text = "app = \"shop\"\n\n\
+                    [release]\nid = \"v2\"\nartifact = \"dist/shop.tar.gz\"\n\n\
+                    [tls]\nca = \"pki/ca.crt\"\ncert = \"pki/operators/alice.crt\"\n\
+                    key = \"pki/operators/alice.key\"\n\n"
+        .to_string();
+    for i in 1..=scripts.len() {
+        text.push_str(&format!(
+            "[[hosts]]\nname = \"web{i}\"\naddress = \"127.0.0.1:{}\"\n\n",
+            7440 + i
+        ));
+    }
+    text.push_str(&format!(
+        "[deploy]\nlock_ttl_secs = 30\nhost_timeout_secs = 5\n\n{deploy}"
+    ));
+    let path = tmp.path().join("golive.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut plan = crate::plan::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let agents: Vec<FakeAgent> = scripts
+        .into_iter()
+        .enumerate()
+        .map(|(i, script)| FakeAgent::new(&format!("web{}", i + 1), Some("v1"), script))
+        .collect();
+    for (host, agent) in plan.hosts.iter_mut().zip(&agents) {
+        host.client = agent.link(&host.address);
+    }
+    let state = tmp.path().join("state");
+    Fleet {
+        _tmp: tmp,
+        state,
+        plan,
+        agents,
+    }
+}
+
+/// Records deployment D1 as `golivectl deploy` does, runs it to its end;
+/// the outcome and how long it took on the (paused) clock.
+async fn deploy(f: &Fleet) -> (Outcome, Duration) {
+    let (plan, id) = (&f.plan, "D1");
+    let previous: Vec<Option<String>> = f.agents.iter().map(FakeAgent::current).collect();
+    let journal = Journal::open(&f.state).unwrap();
+    journal
+        .create_deployment(id, "golive.toml", &plan.app, "v2", "sha", &plan.operator)
+        .unwrap();
+    let compiled = deployment::compile(&deployment::Input::from_plan(
+        plan, id, "plansha", "sha", 1, &previous,
+    ));
+    journal
+        .store_compiled(id, "plansha", &serde_json::to_string(&compiled).unwrap())
+        .unwrap();
+    for (host, prev) in plan.hosts.iter().zip(&previous) {
+        journal
+            .set_host(id, &host.name, &host.address, prev.as_deref(), "pending")
+            .unwrap();
+    }
+    let exec = Executor::new(&journal, &compiled);
+    let (mut downtime, mut unavailable, mut watched) =
+        (Downtime::None, Unavailable::default(), Vec::new());
+    let started = tokio::time::Instant::now();
+    let outcome = run_deployment(
+        Out {
+            format: Format::Json,
+        },
+        &journal,
+        &exec,
+        plan,
+        id,
+        &previous,
+        &mut downtime,
+        &mut unavailable,
+        &mut watched,
+    )
+    .await;
+    (outcome, started.elapsed())
+}
+
+fn jobs(a: &FakeAgent) -> Vec<String> {
+    a.jobs()
+}
+
+const THREE_WAVES: &str = "[[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\n\n\
+                           [[waves]]\npercent = 50\n\n[[waves]]\npercent = 100\n";
+
+#[tokio::test(start_paused = true)]
+async fn issue14_a_failing_canary_stops_the_rollout_and_rolls_the_canary_back() {
+    let canary = Script {
+        probes_fail_after_switch: true,
+        ..Script::default()
+    };
+    let f = fleet(
+        vec![
+            canary,
+            Script::default(),
+            Script::default(),
+            Script::default(),
+        ],
+        THREE_WAVES,
+    );
+    let (outcome, _) = deploy(&f).await;
+    let message = outcome.message();
+    assert_eq!(outcome.exit(), Exit::RolledBack, "{message}");
+    assert!(
+        message.starts_with(
+            "wave 1/3 (canary) failed: 1 of 1 host(s) failed (web1), 0 allowed by max_fail = 0: \
+             the gate rolled back on web1:"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("; switched back to the previous release"),
+        "{message}"
+    );
+    assert_eq!(
+        jobs(&f.agents[0]),
+        ["stage", "activate", "host.rollback"],
+        "the canary went live, then back"
+    );
+    assert_eq!(f.agents[0].current().as_deref(), Some("v1"));
+    for a in &f.agents[1..] {
+        // Staged with the others, never asked to switch; the staged release
+        // is given back so its id can be used again.
+        assert_eq!(jobs(a), ["stage", "release.discard"]);
+        assert_eq!(a.current().as_deref(), Some("v1"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn issue14_a_host_that_never_answers_fails_within_its_deadline_and_the_wave_decides() {
+    let hung = Script {
+        hangs_at_activate: true,
+        ..Script::default()
+    };
+    let f = fleet(
+        vec![Script::default(), Script::default(), hung],
+        "[[waves]]\npercent = 100\nmax_fail = 50\n",
+    );
+    let (outcome, took) = deploy(&f).await;
+    let message = outcome.message();
+    assert_eq!(outcome.exit(), Exit::Done, "{message}");
+    assert!(
+        message.starts_with(
+            "release v2 is live on 2 of 3 host(s); failed within their wave's max_fail: web3 \
+             (activation on web3 failed: agent web3 at 127.0.0.1:7443: web3 unreachable for 5 s \
+             (deadline host_timeout_secs); not switched back: it did not answer"
+        ),
+        "{message}"
+    );
+    for a in &f.agents[..2] {
+        assert_eq!(a.current().as_deref(), Some("v2"));
+        assert_eq!(jobs(a), ["stage", "activate"]);
+    }
+    // Its activation, its switch-back and the check that it is lost each
+    // waited the 5 s deadline, its lock's release 10 s, never the client's
+    // own 90 s: the wave went on without it.
+    assert!(
+        took >= Duration::from_secs(15) && took < Duration::from_secs(60),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn issue14_a_wave_over_its_max_fail_share_stops_and_every_switched_host_goes_back() {
+    let broken = Script {
+        activate_fails: true,
+        ..Script::default()
+    };
+    let f = fleet(
+        vec![
+            Script::default(),
+            broken.clone(),
+            broken,
+            Script::default(),
+            Script::default(),
+        ],
+        "[[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\n\n\
+         [[waves]]\nhosts = [\"web2\", \"web3\", \"web4\", \"web5\"]\nmax_fail = 25\n",
+    );
+    let (outcome, _) = deploy(&f).await;
+    let message = outcome.message();
+    // The wave's first failure is an activation (exit 1), but every host
+    // this deployment switched went back: rolled back, exit 3.
+    assert_eq!(outcome.exit(), Exit::RolledBack, "{message}");
+    assert!(
+        message.starts_with(
+            "wave 2/2 failed: 2 of 4 host(s) failed (web2, web3), 1 allowed by max_fail = 25: \
+             activation on web2 failed: job "
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("; switched back to the previous release"),
+        "{message}"
+    );
+    for a in &f.agents {
+        assert_eq!(a.current().as_deref(), Some("v1"), "{message}");
+        assert!(
+            jobs(a).contains(&"host.rollback".to_string()),
+            "{:?}",
+            jobs(a)
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn issue14_a_failure_within_the_max_fail_share_is_rolled_back_alone() {
+    let broken = Script {
+        activate_fails: true,
+        ..Script::default()
+    };
+    let f = fleet(
+        vec![
+            Script::default(),
+            broken,
+            Script::default(),
+            Script::default(),
+        ],
+        "[[waves]]\npercent = 100\nmax_fail = 25\n",
+    );
+    let (outcome, _) = deploy(&f).await;
+    let message = outcome.message();
+    assert_eq!(outcome.exit(), Exit::Done, "{message}");
+    assert!(
+        message.starts_with(
+            "release v2 is live on 3 of 4 host(s); failed within their wave's max_fail: web2 \
+             (activation on web2 failed: job "
+        ),
+        "{message}"
+    );
+    assert!(message.contains("; rolled back)"), "{message}");
+    assert_eq!(jobs(&f.agents[1]), ["stage", "activate", "host.rollback"]);
+    assert_eq!(f.agents[1].current().as_deref(), Some("v1"));
+    for i in [0, 2, 3] {
+        assert_eq!(f.agents[i].current().as_deref(), Some("v2"));
+    }
+}
+
+const SOAKED_CANARY: &str = "[[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\nsoak = \"60s\"\n\n\
+                             [[waves]]\npercent = 100\n";
+
+#[tokio::test(start_paused = true)]
+async fn issue14_a_soak_runs_its_whole_time_before_the_next_wave() {
+    let f = fleet(vec![Script::default(), Script::default()], SOAKED_CANARY);
+    let (outcome, took) = deploy(&f).await;
+    assert_eq!(outcome.exit(), Exit::Done, "{}", outcome.message());
+    assert!(took >= Duration::from_secs(60), "{took:?}");
+    // Before, after the switch, then a sample every 10 s of the minute.
+    let runs = |a: &FakeAgent| a.calls().iter().filter(|c| *c == "probe.run").count();
+    assert_eq!(runs(&f.agents[0]), 2 + 6);
+    assert_eq!(runs(&f.agents[1]), 2, "the second wave is not soaked");
+    assert_eq!(f.agents[1].current().as_deref(), Some("v2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn issue14_a_critical_probe_failing_in_the_soak_fails_the_wave_and_rolls_back() {
+    // Runs 1 and 2 are the probes before and after the switch; the soak's
+    // second sample (run 4) fails.
+    let canary = Script {
+        probes_fail_from_run: Some(4),
+        ..Script::default()
+    };
+    let f = fleet(vec![canary, Script::default()], SOAKED_CANARY);
+    let (outcome, took) = deploy(&f).await;
+    let message = outcome.message();
+    assert_eq!(outcome.exit(), Exit::RolledBack, "{message}");
+    assert!(
+        message.starts_with(
+            "wave 1/2 (canary) failed: critical probe health failed on web1 during the soak: \
+             got 500; switched back to the previous release"
+        ),
+        "{message}"
+    );
+    assert!(
+        took >= Duration::from_secs(20) && took < Duration::from_secs(60),
+        "stopped at the failing sample: {took:?}"
+    );
+    assert_eq!(jobs(&f.agents[0]), ["stage", "activate", "host.rollback"]);
+    assert_eq!(jobs(&f.agents[1]), ["stage", "release.discard"]);
+}
+
+const PAUSE: &str = "[gate]\npause_timeout_secs = 120\n";
+
+#[tokio::test(start_paused = true)]
+async fn issue14_a_pause_without_a_decision_ends_exit_4_and_leaves_the_hosts_as_they_are() {
+    let slow = Script {
+        high_probe_fails_after_switch: true,
+        ..Script::default()
+    };
+    let f = fleet(vec![slow, Script::default()], PAUSE);
+    let (outcome, took) = deploy(&f).await;
+    let message = outcome.message();
+    assert_eq!(outcome.exit(), Exit::Paused, "{message}");
+    assert!(
+        message.starts_with("paused on web1 with no decision within 120 s ("),
+        "{message}"
+    );
+    assert!(took >= Duration::from_secs(120), "{took:?}");
+    // Kept as they are, for a later `go` or `no-go`.
+    assert_eq!(f.agents[0].current().as_deref(), Some("v2"));
+    assert_eq!(jobs(&f.agents[0]), ["stage", "activate"]);
+    assert_eq!(jobs(&f.agents[1]), ["stage"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn issue14_a_pause_waits_for_go_then_the_rollout_goes_on() {
+    let slow = Script {
+        high_probe_fails_after_switch: true,
+        ..Script::default()
+    };
+    let f = fleet(vec![slow, Script::default()], PAUSE);
+    // `golivectl go` from another shell, 10 s into the pause.
+    let go = async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let journal = Journal::open(&f.state).unwrap();
+        journal
+            .add_decision("D1", "bob", "go", None, "continue the deployment")
+            .unwrap();
+    };
+    let ((outcome, took), ()) = tokio::join!(deploy(&f), go);
+    let message = outcome.message();
+    assert_eq!(outcome.exit(), Exit::Done, "{message}");
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(120),
+        "{took:?}"
+    );
+    for a in &f.agents {
+        assert_eq!(a.current().as_deref(), Some("v2"));
+    }
+}
