@@ -204,6 +204,13 @@ impl<'a> Executor<'a> {
             .journal
             .intent(id, host, name, &key, &text)
             .map_err(|e| err("intent", e))?;
+        // Its event is recorded with the intent (the deployment's journal
+        // subscriber): one that cannot be is a journal write that failed.
+        out.emit_recorded(super::events::Event::StepStarted {
+            host: host.into(),
+            step: name.into(),
+        })
+        .map_err(|e| err("step_started event", e))?;
         // On disk before it is sent, whatever else is in flight.
         if let Err(source) = self.journal.durable().await {
             self.stopped.set(true);
@@ -215,10 +222,6 @@ impl<'a> Executor<'a> {
             });
         }
         wrote();
-        out.emit(super::events::Event::StepStarted {
-            host: host.into(),
-            step: name.into(),
-        });
         let r = send(key, request).await;
         let (state, detail, value) = match judge(&r) {
             Ok(detail) => (

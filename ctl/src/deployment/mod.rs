@@ -36,6 +36,7 @@ pub mod rollback;
 pub mod rollback_run;
 pub mod sequencer;
 pub mod stages;
+pub mod subscribers;
 pub mod verify;
 pub mod waves_run;
 
