@@ -759,9 +759,9 @@ impl Journal {
 
     /// A deployment's journaled events, oldest first.
     pub fn events(&self, deployment: &str) -> rusqlite::Result<Vec<EventRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, at, kind, body FROM events WHERE deployment = ?1 ORDER BY seq",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, kind, body FROM events WHERE deployment = ?1 ORDER BY seq")?;
         let rows = stmt.query_map(params![deployment], |r| {
             let body: String = r.get(3)?;
             Ok(EventRecord {

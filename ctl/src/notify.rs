@@ -526,14 +526,21 @@ mod tests {
         );
         assert_eq!(derive(&wave(1, "running", None)), None, "a wave's start");
         assert_eq!(derive(&wave(3, "ok", Some("x"))), None, "the last wave");
-        assert_eq!(derive(&wave(2, "failed", Some("x"))), None, "the end says it");
+        assert_eq!(
+            derive(&wave(2, "failed", Some("x"))),
+            None,
+            "the end says it"
+        );
         let paused = Event::Paused {
             deployment: "d1".into(),
             host: "web1".into(),
             summary: "p95 high".into(),
             timeout_secs: 60,
         };
-        assert_eq!(derive(&paused).unwrap().reason.as_deref(), Some("web1: p95 high"));
+        assert_eq!(
+            derive(&paused).unwrap().reason.as_deref(),
+            Some("web1: p95 high")
+        );
         let result = |state: &str, maintenance: serde_json::Value| Event::Result {
             deployment: "d1".into(),
             state: state.into(),
@@ -555,7 +562,10 @@ mod tests {
             (back.kind, back.downtime.as_deref()),
             (Kind::RolledBack, Some("3 ms not answering"))
         );
-        assert_eq!(derive(&result("failed", json!("none"))).unwrap().kind, Kind::Failed);
+        assert_eq!(
+            derive(&result("failed", json!("none"))).unwrap().kind,
+            Kind::Failed
+        );
         for quiet in ["paused", "partial", "refused", "committed"] {
             assert_eq!(derive(&result(quiet, json!("none"))), None, "{quiet}");
         }

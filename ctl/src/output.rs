@@ -83,10 +83,7 @@ impl Out {
 
     /// [`Out::emit`], returning a journal subscriber's failure to record
     /// it (`crate::progress::emit_recorded`).
-    pub fn emit_recorded(
-        &self,
-        event: crate::deployment::events::Event,
-    ) -> rusqlite::Result<()> {
+    pub fn emit_recorded(&self, event: crate::deployment::events::Event) -> rusqlite::Result<()> {
         crate::progress::emit_recorded(*self, event)
     }
 

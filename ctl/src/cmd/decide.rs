@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use golive_shared::protocol::{ConfirmWatchdog, Request, Response, WatchdogState, now_millis};
+
 use crate::deployment::events::Event;
 use crate::journal::{Deployment, Journal};
 use crate::output::{Exit, Out, usage};

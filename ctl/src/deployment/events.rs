@@ -116,7 +116,11 @@ pub enum Event {
         commit: String,
     },
     /// A line of a host job's output (hooks, commands), as the agent sent it.
-    Log { host: String, job: u64, line: String },
+    Log {
+        host: String,
+        job: u64,
+        line: String,
+    },
     /// An agent job's own progress (a backup's bytes, ...).
     Progress {
         host: String,
@@ -390,7 +394,14 @@ mod tests {
         };
         assert_eq!(
             keys(&decided),
-            ["by", "decision", "deployment", "event", "next_action", "reason"]
+            [
+                "by",
+                "decision",
+                "deployment",
+                "event",
+                "next_action",
+                "reason"
+            ]
         );
         assert_eq!(decided.kind(), "decision");
         let m = Event::MaintenanceResult {
@@ -411,7 +422,9 @@ mod tests {
             release: "v2".into(),
             hosts: vec!["web1".into()],
         };
-        for e in [&start, &progress, &step, &started, &wave, &result, &decided, &m, &rb] {
+        for e in [
+            &start, &progress, &step, &started, &wave, &result, &decided, &m, &rb,
+        ] {
             let v: Value = serde_json::from_str(&e.to_json_line()).unwrap();
             assert_eq!(v["event"], e.kind(), "{v}");
             assert!(Event::KINDS.contains(&e.kind()), "{v}");

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use golive_shared::protocol::error_headline;
 use super::events::Event;
+use golive_shared::protocol::error_headline;
 
 use crate::deployment::downtime::{Downtime, Unavailable, report_downtime};
 use crate::deployment::error::client_exit;

@@ -55,11 +55,7 @@ impl Subscriber for JournalSink {
 /// journal only) to deployment `id`'s events until the returned
 /// subscription is dropped (`None`: they already are, by the command that
 /// runs this one).
-pub fn attach(
-    state: &Path,
-    plan: Option<&Plan>,
-    id: &str,
-) -> anyhow::Result<Option<Subscription>> {
+pub fn attach(state: &Path, plan: Option<&Plan>, id: &str) -> anyhow::Result<Option<Subscription>> {
     let journal = Journal::open(state)?;
     journal.group_commit()?;
     let journal = Arc::new(Mutex::new(journal));

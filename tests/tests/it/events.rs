@@ -184,7 +184,15 @@ fn issue14_the_journal_holds_the_printed_events_and_notices_follow_them() {
         assert_eq!(v["event"], kind.as_str(), "{body}");
     }
     let kinds: Vec<&str> = journaled.iter().map(|(k, _)| k.as_str()).collect();
-    for k in ["start", "wave", "step_started", "step", "gate", "log", "result"] {
+    for k in [
+        "start",
+        "wave",
+        "step_started",
+        "step",
+        "gate",
+        "log",
+        "result",
+    ] {
         assert!(kinds.contains(&k), "no {k} event journaled: {kinds:?}");
     }
     assert_eq!(kinds.last(), Some(&"result"));
@@ -208,11 +216,16 @@ fn issue14_the_journal_holds_the_printed_events_and_notices_follow_them() {
     assert_eq!(shown, values[start..].to_vec(), "{record}");
     // ... and the record page lists them.
     let page = w.dir.path().join("record.html");
-    let html = w.ctl.run(&["show", &id, "--format", "html", "--out", s(&page)]);
+    let html = w
+        .ctl
+        .run(&["show", &id, "--format", "html", "--out", s(&page)]);
     assert_eq!(html.code, 0, "{}", html.text());
     let text = std::fs::read_to_string(&page).expect("page");
     assert!(text.contains("<h2>Events</h2>"), "no events table");
-    assert!(text.contains("<td>step_started</td>"), "no step_started row");
+    assert!(
+        text.contains("<td>step_started</td>"),
+        "no step_started row"
+    );
 
     // The notices, in the order of their events (delivered before the
     // deploy exited: it waits for them).
@@ -290,7 +303,10 @@ fn issue14_rollback_prints_ndjson_events_journaled_and_notified() {
     );
     // Journaled after the deployment's own events, as printed.
     let journaled = w.journaled(&id);
-    let after: Vec<&str> = journaled[before..].iter().map(|(_, b)| b.as_str()).collect();
+    let after: Vec<&str> = journaled[before..]
+        .iter()
+        .map(|(_, b)| b.as_str())
+        .collect();
     // The lines before the rollback's start (steps skipped) are its too.
     assert_eq!(after, lines, "the rollback's events are journaled");
     let got = notices(&hook);
@@ -325,7 +341,9 @@ fn issue14_rollback_prints_ndjson_events_journaled_and_notified() {
 fn issue14_maintenance_prints_typed_events() {
     let w = World::new(20);
     let plan = w.plan("v1", "");
-    let on = w.ctl.run(&["--output", "json", "maintenance", "on", s(&plan)]);
+    let on = w
+        .ctl
+        .run(&["--output", "json", "maintenance", "on", s(&plan)]);
     assert_eq!(on.code, 0, "{}", on.text());
     let values: Vec<Value> = typed_lines(&on)
         .iter()
