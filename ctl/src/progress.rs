@@ -117,9 +117,9 @@ struct Subscribed {
     token: u64,
     deployment: String,
     subscriber: Arc<dyn Subscriber>,
-    /// Unit tests run in parallel threads of one process: each test's
-    /// subscribers get only the events its own thread emits.
-    #[cfg(test)]
+    /// The subscribing thread. Unit tests run in parallel threads of one
+    /// process: there, each test's subscribers get only the events its own
+    /// thread emits.
     thread: std::thread::ThreadId,
 }
 
@@ -142,7 +142,6 @@ pub fn subscribe(deployment: &str, subscribers: Vec<Arc<dyn Subscriber>>) -> Opt
             token,
             deployment: deployment.to_string(),
             subscriber,
-            #[cfg(test)]
             thread: std::thread::current().id(),
         });
     }
@@ -175,12 +174,7 @@ pub fn emit_recorded(out: Out, event: Event) -> rusqlite::Result<()> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|_s| {
-                #[cfg(test)]
-                return _s.thread == std::thread::current().id();
-                #[cfg(not(test))]
-                true
-            })
+            .filter(|s| !cfg!(test) || s.thread == std::thread::current().id())
             .map(|s| Arc::clone(&s.subscriber))
             .collect();
         for s in subscribers {
