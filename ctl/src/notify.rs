@@ -5,7 +5,7 @@
 //! watchdog), failed. Slack-compatible JSON (`{"text": ...}` plus fields),
 //! or the fields alone (`format = "json"`) for other receivers.
 //!
-//! A deployment's notices are derived from its event stream ([`derive`],
+//! A deployment's notices are derived from its event stream ([`derive()`],
 //! [`Notifier`], subscribed by `crate::deployment::subscribers`); the
 //! watchdog's reports found later (`crate::watchdog::sync`) are told with
 //! [`tell`].
