@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use super::events::Event;
 use golive_shared::protocol::error_headline;
 
 use crate::deployment::downtime::{Downtime, Unavailable, report_downtime};
 use crate::deployment::error::client_exit;
+use crate::deployment::events::Event;
 use crate::deployment::leases::Lease;
 use crate::deployment::{self, StepRequest};
 use crate::jobs::{finish, job_ok, known_deployment, run_job, step};
