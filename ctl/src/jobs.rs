@@ -14,7 +14,6 @@ use golive_shared::protocol::{
 use golive_shared::protocol::{DatabaseChoice, HostRolledBack, StepState};
 use golive_shared::protocol::{StatusRequest, StatusResponse};
 use golive_shared::timefmt::utc;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -243,10 +242,20 @@ pub(crate) async fn follow_within(
                                 *on_line = false;
                             }
                             out.line(format!("[{}]   {line}", client.host));
-                            out.event(&json!({"event": "log", "host": client.host, "job": job_id, "line": line}));
+                            out.emit(Event::Log {
+                                host: client.host.clone(),
+                                job: job_id,
+                                line: line.clone(),
+                            });
                         }
                         EventKind::Progress { step, done, total } => {
-                            out.event(&json!({"event": "progress", "host": client.host, "job": job_id, "step": step, "done": done, "total": total}));
+                            out.emit(Event::Progress {
+                                host: client.host.clone(),
+                                job: job_id,
+                                step: step.clone(),
+                                done: *done,
+                                total: *total,
+                            });
                             if tty {
                                 let (since, on_line) =
                                     progress.get_or_insert((std::time::Instant::now(), false));

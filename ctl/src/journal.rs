@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::gate::Evaluation;
 
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -147,6 +147,18 @@ CREATE TABLE deployment_stages (
     deployment TEXT UNIQUE,
     PRIMARY KEY (parent, position)
 );
+"#,
+    // v9 (issue 14, progress): the deployment's typed event stream as
+    // `--output json` printed it (`body`: the NDJSON line), in order.
+    r#"
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment TEXT NOT NULL REFERENCES deployments(id),
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX events_deployment ON events (deployment, seq);
 "#,
 ];
 
@@ -293,6 +305,22 @@ pub struct Deployment {
     pub stages: Vec<Stage>,
     /// The staged deployment this one is a stage of.
     pub stage_of: Option<StageOf>,
+    /// Its event stream as journaled (issue 14), oldest first: read by
+    /// `show` and the record page ([`Journal::events`]), empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventRecord>,
+}
+
+/// One journaled event of a deployment: the NDJSON line `--output json`
+/// printed, with its order and time.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub seq: i64,
+    pub at: UnixMillis,
+    /// The event's `"event"` name.
+    pub kind: String,
+    /// The event itself (the printed line, parsed).
+    pub event: serde_json::Value,
 }
 
 /// One stage of a staged deployment: one app's plan, run as its own
@@ -720,6 +748,32 @@ impl Journal {
         Ok(())
     }
 
+    /// Appends one event of a deployment (`body`: its NDJSON line).
+    pub fn add_event(&self, deployment: &str, kind: &str, body: &str) -> rusqlite::Result<i64> {
+        self.conn.execute(
+            "INSERT INTO events (deployment, at, kind, body) VALUES (?1, ?2, ?3, ?4)",
+            params![deployment, now_millis(), kind, body],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// A deployment's journaled events, oldest first.
+    pub fn events(&self, deployment: &str) -> rusqlite::Result<Vec<EventRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, kind, body FROM events WHERE deployment = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map(params![deployment], |r| {
+            let body: String = r.get(3)?;
+            Ok(EventRecord {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                kind: r.get(2)?,
+                event: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+            })
+        })?;
+        rows.collect()
+    }
+
     pub fn start_step(&self, deployment: &str, host: &str, step: &str) -> rusqlite::Result<i64> {
         self.conn.execute(
             "INSERT INTO steps (deployment, host, step, started_at, state) VALUES (?1, ?2, ?3, ?4, 'running')",
@@ -786,6 +840,7 @@ impl Journal {
                         resume: None,
                         stages: Vec::new(),
                         stage_of: None,
+                        events: Vec::new(),
                     })
                 },
             )

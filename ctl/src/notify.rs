@@ -5,6 +5,11 @@
 //! watchdog), failed. Slack-compatible JSON (`{"text": ...}` plus fields),
 //! or the fields alone (`format = "json"`) for other receivers.
 //!
+//! A deployment's notices are derived from its event stream ([`derive()`],
+//! [`Notifier`], subscribed by `crate::deployment::subscribers`); the
+//! watchdog's reports found later (`crate::watchdog::sync`) are told with
+//! [`tell`].
+//!
 //! Each notice is posted on its own task with the watchdog's delivery code,
 //! [`golive_shared::notify::deliver`] (bounded attempts, backoff, a 4xx not
 //! retried); the command waits for them at its end, never longer than the
@@ -20,6 +25,7 @@ use golive_shared::protocol::UnixMillis;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::deployment::events::Event;
 use crate::journal::Journal;
 
 /// `[[notify]]` as written.
@@ -249,6 +255,133 @@ fn local_time(at: UnixMillis, zone: Option<&jiff::tz::TimeZone>) -> String {
     }
 }
 
+/// What an event tells the team channel (issue 14: the notices are derived
+/// from the event stream, not sent from points in the sequencer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    pub kind: Kind,
+    pub reason: Option<String>,
+    pub downtime: Option<String>,
+    /// The hosts, when the event names them (the start: before the
+    /// journal has its host rows).
+    pub hosts: Option<Vec<String>>,
+}
+
+/// The notice an event makes, if one: the start; each wave that ended well
+/// but the last (the deployment's end says that one); the gate's pause;
+/// the end of a deployment (completed, rolled back, failed) or of a
+/// rollback (rolled back, or failed when incomplete). A pure function.
+pub fn derive(event: &Event) -> Option<Derived> {
+    let d = |kind, reason: Option<String>| Derived {
+        kind,
+        reason,
+        downtime: None,
+        hosts: None,
+    };
+    match event {
+        Event::Start { hosts, .. } => Some(Derived {
+            hosts: Some(hosts.clone()),
+            ..d(Kind::Started, None)
+        }),
+        Event::Wave {
+            wave,
+            of,
+            name,
+            state,
+            detail: Some(detail),
+            ..
+        } if state == "ok" && wave < of => {
+            let label = match name {
+                Some(n) => format!("wave {wave}/{of} ({n})"),
+                None => format!("wave {wave}/{of}"),
+            };
+            Some(d(Kind::WaveDone, Some(format!("{label}: {detail}"))))
+        }
+        Event::Paused { host, summary, .. } => {
+            Some(d(Kind::Paused, Some(format!("{host}: {summary}"))))
+        }
+        Event::Result {
+            state,
+            message,
+            downtime_ms,
+            maintenance,
+            unavailable_ms,
+            ..
+        } => {
+            let kind = match state.as_str() {
+                "succeeded" | "watching" => Kind::Completed,
+                "rolled_back" => Kind::RolledBack,
+                "failed" => Kind::Failed,
+                _ => return None,
+            };
+            // A deployment's end counts both; a rollback (no maintenance
+            // of its own: `maintenance` null) what the users saw.
+            let downtime = if maintenance.is_null() {
+                unavailable_ms.map(|ms| format!("{ms} ms not answering"))
+            } else {
+                Some(format!(
+                    "{} ms not answering, {} ms in maintenance",
+                    unavailable_ms.unwrap_or(0),
+                    downtime_ms.unwrap_or(0)
+                ))
+            };
+            Some(Derived {
+                downtime,
+                ..d(kind, Some(message.clone()))
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The notices of one deployment's events (a [`crate::progress::Subscriber`]):
+/// each notice an event derives is filled from the journal's view of the
+/// deployment and posted like [`tell`]'s.
+pub struct Notifier {
+    pub deployment: String,
+    pub list: Vec<Notify>,
+    pub zone: Option<jiff::tz::TimeZone>,
+    /// The subscribers' own connection to the controller journal.
+    pub journal: std::sync::Arc<Mutex<Journal>>,
+}
+
+impl crate::progress::Subscriber for Notifier {
+    fn event(&self, event: &Event, _line: &str) -> rusqlite::Result<()> {
+        let Some(derived) = derive(event) else {
+            return Ok(());
+        };
+        if !self.list.iter().any(|n| n.events.contains(&derived.kind)) {
+            return Ok(());
+        }
+        let d = {
+            let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+            journal.deployment(&self.deployment)
+        };
+        // The record's read failing must not stop a deployment; the notice
+        // goes without what the journal would have added.
+        let d = d.ok().flatten();
+        let notice = Notice {
+            kind: derived.kind,
+            deployment: self.deployment.clone(),
+            app: d.as_ref().map(|d| d.app.clone()).unwrap_or_default(),
+            release: d.as_ref().map(|d| d.release.clone()).unwrap_or_default(),
+            commit: d.as_ref().and_then(|d| d.git_commit.clone()),
+            operator: d.as_ref().map(|d| d.operator.clone()).unwrap_or_default(),
+            hosts: derived.hosts.unwrap_or_else(|| {
+                d.as_ref()
+                    .map(|d| d.hosts.iter().map(|h| h.host.clone()).collect())
+                    .unwrap_or_default()
+            }),
+            status: d.as_ref().map(|d| d.state.clone()).unwrap_or_default(),
+            reason: derived.reason,
+            downtime: derived.downtime,
+            at: golive_shared::protocol::now_millis(),
+        };
+        send(&self.list, self.zone.as_ref(), &notice);
+        Ok(())
+    }
+}
+
 /// Tells the plan's receivers about deployment `id` as the journal has it
 /// now (its release, commit, operator, hosts, state). Does nothing without
 /// `[[notify]]`.
@@ -355,6 +488,88 @@ mod tests {
             notify: Vec<RawNotify>,
         }
         toml::from_str::<W>(text).unwrap().notify
+    }
+
+    /// The notices come from the events: the start (with its hosts), a
+    /// wave that ended well but not the last, the pause, and the ends of a
+    /// deployment or a rollback; nothing else makes one.
+    #[test]
+    fn issue14_notices_are_derived_from_events() {
+        let start = Event::Start {
+            deployment: "d1".into(),
+            app: "shop".into(),
+            release: "v2".into(),
+            sha256: None,
+            git_ref: None,
+            hosts: vec!["web1".into(), "web2".into()],
+        };
+        let s = derive(&start).unwrap();
+        assert_eq!(
+            (s.kind, s.hosts),
+            (Kind::Started, Some(vec!["web1".into(), "web2".into()]))
+        );
+        let wave = |wave, state: &str, detail: Option<&str>| Event::Wave {
+            wave,
+            of: 3,
+            name: (wave == 1).then(|| "canary".to_string()),
+            hosts: vec!["web1".into()],
+            state: state.into(),
+            detail: detail.map(str::to_string),
+            max_fail: None,
+            soak_secs: None,
+        };
+        let done = derive(&wave(1, "ok", Some("1 of 1 host(s) validated"))).unwrap();
+        assert_eq!(done.kind, Kind::WaveDone);
+        assert_eq!(
+            done.reason.as_deref(),
+            Some("wave 1/3 (canary): 1 of 1 host(s) validated")
+        );
+        assert_eq!(derive(&wave(1, "running", None)), None, "a wave's start");
+        assert_eq!(derive(&wave(3, "ok", Some("x"))), None, "the last wave");
+        assert_eq!(
+            derive(&wave(2, "failed", Some("x"))),
+            None,
+            "the end says it"
+        );
+        let paused = Event::Paused {
+            deployment: "d1".into(),
+            host: "web1".into(),
+            summary: "p95 high".into(),
+            timeout_secs: 60,
+        };
+        assert_eq!(
+            derive(&paused).unwrap().reason.as_deref(),
+            Some("web1: p95 high")
+        );
+        let result = |state: &str, maintenance: serde_json::Value| Event::Result {
+            deployment: "d1".into(),
+            state: state.into(),
+            message: "why".into(),
+            exit: 0,
+            downtime_ms: Some(40),
+            maintenance,
+            unavailable_ms: Some(3),
+            unavailable: serde_json::Value::Null,
+        };
+        let end = derive(&result("watching", json!("off"))).unwrap();
+        assert_eq!(end.kind, Kind::Completed);
+        assert_eq!(
+            end.downtime.as_deref(),
+            Some("3 ms not answering, 40 ms in maintenance")
+        );
+        let back = derive(&result("rolled_back", serde_json::Value::Null)).unwrap();
+        assert_eq!(
+            (back.kind, back.downtime.as_deref()),
+            (Kind::RolledBack, Some("3 ms not answering"))
+        );
+        assert_eq!(
+            derive(&result("failed", json!("none"))).unwrap().kind,
+            Kind::Failed
+        );
+        for quiet in ["paused", "partial", "refused", "committed"] {
+            assert_eq!(derive(&result(quiet, json!("none"))), None, "{quiet}");
+        }
+        assert_eq!(derive(&Event::step("web1", "stage", "ok", "")), None);
     }
 
     #[test]

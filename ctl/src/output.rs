@@ -81,6 +81,12 @@ impl Out {
         crate::progress::emit(*self, event);
     }
 
+    /// [`Out::emit`], returning a journal subscriber's failure to record
+    /// it (`crate::progress::emit_recorded`).
+    pub fn emit_recorded(&self, event: crate::deployment::events::Event) -> rusqlite::Result<()> {
+        crate::progress::emit_recorded(*self, event)
+    }
+
     /// One JSON value on its own line (skipped in human mode).
     pub fn event<T: Serialize>(&self, value: &T) {
         if self.json() {

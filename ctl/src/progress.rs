@@ -12,6 +12,12 @@
 //!
 //! The emitter is process-wide, like stdout: hosts of a wave emit from
 //! concurrent tasks. It also stamps each finished step's `elapsed_ms`.
+//!
+//! Besides the view, a command that runs a recorded deployment subscribes
+//! the deployment's other readers ([`subscribe`]): the controller journal
+//! and the plan's `[[notify]]` (`crate::deployment::subscribers`). Each gets
+//! every event exactly as `--output json` prints it (the same line, the
+//! same thinning of upload progress), whatever the view.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -76,22 +82,119 @@ fn emitter() -> &'static Emitter {
     EMITTER.get_or_init(|| Emitter::new(View::Plain))
 }
 
-/// Emits one event: stamps its timing, then hands it to the view.
+/// A reader of a deployment's events besides the view (issue 14).
+pub trait Subscriber: Send + Sync {
+    /// One event, and its NDJSON line as `--output json` prints it. An
+    /// error is a journal write's: [`emit_recorded`] returns it to an
+    /// emitter that must not go on without the event on disk.
+    fn event(&self, event: &Event, line: &str) -> rusqlite::Result<()>;
+}
+
+/// While held, a deployment's subscribers get every event; dropped, they
+/// are removed (and dropped, so a journal's last rows are synced).
+pub struct Subscription {
+    token: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let removed: Vec<_> = {
+            let mut subs = emitter()
+                .subscribers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let (gone, kept) = std::mem::take(&mut *subs)
+                .into_iter()
+                .partition(|s| s.token == self.token);
+            *subs = kept;
+            gone
+        };
+        drop(removed);
+    }
+}
+
+struct Subscribed {
+    token: u64,
+    deployment: String,
+    subscriber: Arc<dyn Subscriber>,
+    /// The subscribing thread. Unit tests run in parallel threads of one
+    /// process: there, each test's subscribers get only the events its own
+    /// thread emits.
+    thread: std::thread::ThreadId,
+}
+
+/// Subscribes `subscribers` to the events of `deployment` until the
+/// returned [`Subscription`] is dropped. `None` when that deployment's
+/// events are already subscribed (a `no-go` that runs the rollback: its
+/// events go to the readers `no-go` subscribed, once).
+pub fn subscribe(deployment: &str, subscribers: Vec<Arc<dyn Subscriber>>) -> Option<Subscription> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let mut subs = emitter()
+        .subscribers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if subs.iter().any(|s| s.deployment == deployment) {
+        return None;
+    }
+    let token = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    for subscriber in subscribers {
+        subs.push(Subscribed {
+            token,
+            deployment: deployment.to_string(),
+            subscriber,
+            thread: std::thread::current().id(),
+        });
+    }
+    Some(Subscription { token })
+}
+
+/// Emits one event: stamps its timing, then hands it to the subscribers
+/// and the view.
 pub fn emit(out: Out, event: Event) {
+    // A subscriber that cannot write says so itself; the emitters that
+    // must stop on it call `emit_recorded`.
+    let _ = emit_recorded(out, event);
+}
+
+/// [`emit`], returning the first subscriber's error (a journal write that
+/// failed): the executor does not send a host-changing request whose
+/// `step_started` is not in the journal.
+pub fn emit_recorded(out: Out, event: Event) -> rusqlite::Result<()> {
     let e = emitter();
     let event = e
         .clock
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .stamp(event);
-    if out.json() {
-        if e.json_due(&event) {
-            let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{}", event.to_json_line());
+    let mut recorded = Ok(());
+    if e.json_due(&event) {
+        let line = event.to_json_line();
+        let subscribers: Vec<Arc<dyn Subscriber>> = e
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|s| !cfg!(test) || s.thread == std::thread::current().id())
+            .map(|s| Arc::clone(&s.subscriber))
+            .collect();
+        for s in subscribers {
+            if let Err(err) = s.event(&event, &line)
+                && recorded.is_ok()
+            {
+                recorded = Err(err);
+            }
         }
-    } else if let Some(live) = &e.live {
+        if out.json() {
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "{line}");
+        }
+    }
+    if !out.json()
+        && let Some(live) = &e.live
+    {
         live.update(&event);
     }
+    recorded
 }
 
 /// Prints a human line: above the live lines when they are drawn.
@@ -149,6 +252,7 @@ struct Emitter {
     /// When each host last had a progress line printed (NDJSON).
     json_progress: Mutex<HashMap<String, Instant>>,
     live: Option<Live>,
+    subscribers: Mutex<Vec<Subscribed>>,
 }
 
 impl Emitter {
@@ -157,11 +261,13 @@ impl Emitter {
             clock: Mutex::new(Clock::new()),
             json_progress: Mutex::new(HashMap::new()),
             live: (view == View::Live).then(Live::new),
+            subscribers: Mutex::new(Vec::new()),
         }
     }
 
-    /// Whether an event is printed as NDJSON now: progress is thinned to
-    /// one line a second per host, plus the last one.
+    /// Whether an event is printed as NDJSON (and given to the
+    /// subscribers) now: progress is thinned to one line a second per
+    /// host, plus the last one.
     fn json_due(&self, event: &Event) -> bool {
         let Event::StepProgress {
             host, bytes, total, ..
@@ -455,11 +561,12 @@ impl Live {
                     ));
                 }
             }
-            Event::Result { .. } => {
+            Event::Result { .. } | Event::MaintenanceResult { .. } => {
                 drop(s);
                 self.clear();
             }
-            Event::Start { .. } | Event::Gate { .. } | Event::Decision { .. } => {}
+            // Their human lines are printed by their call sites.
+            _ => {}
         }
     }
 }

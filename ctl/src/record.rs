@@ -504,6 +504,22 @@ pub fn page(d: &Deployment, watch: &[HostWatchdog], now: UnixMillis) -> String {
             ]
         }),
     );
+    if !d.events.is_empty() {
+        // The event stream as it was printed (issue 14), in order.
+        table(
+            &mut h,
+            "Events",
+            &["at", "event", "host", "what"],
+            d.events.iter().map(|e| {
+                vec![
+                    utc(e.at),
+                    e.kind.clone(),
+                    e.event["host"].as_str().unwrap_or_default().to_string(),
+                    event_text(&e.event),
+                ]
+            }),
+        );
+    }
     let _ = writeln!(
         h,
         "<p class=\"foot\">Written by golivectl {} at {} from the controller's journal.</p></body></html>",
@@ -511,6 +527,34 @@ pub fn page(d: &Deployment, watch: &[HostWatchdog], now: UnixMillis) -> String {
         esc(&utc(now))
     );
     h
+}
+
+/// An event's fields but its name and host, "key: value; ...", capped.
+fn event_text(event: &serde_json::Value) -> String {
+    let Some(fields) = event.as_object() else {
+        return event.to_string();
+    };
+    let mut parts = Vec::new();
+    for (k, v) in fields {
+        if k == "event" || k == "host" || v.is_null() {
+            continue;
+        }
+        match v {
+            serde_json::Value::String(t) if t.is_empty() => {}
+            serde_json::Value::String(t) => parts.push(format!("{k}: {t}")),
+            other => parts.push(format!("{k}: {other}")),
+        }
+    }
+    let mut text = parts.join("; ");
+    if text.len() > 400 {
+        let mut cut = 400;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 fn table(h: &mut String, title: &str, head: &[&str], rows: impl Iterator<Item = Vec<String>>) {
@@ -581,5 +625,16 @@ mod tests {
         assert_eq!(human_ms(125_000), "2 min 5 s");
         assert_eq!(human_ms(60_000), "1 min");
         assert_eq!(human_ms(3_720_000), "1 h 2 min");
+    }
+
+    /// The record's events table says each event's fields, escaped by
+    /// `table`, without its name, host or empty fields, capped.
+    #[test]
+    fn issue14_event_text() {
+        let v = serde_json::json!({"event": "step", "host": "web1", "step": "stage",
+            "state": "ok", "detail": "", "elapsed_ms": 12, "x": null});
+        assert_eq!(event_text(&v), "elapsed_ms: 12; state: ok; step: stage");
+        let long = serde_json::json!({"event": "log", "line": "é".repeat(300)});
+        assert!(event_text(&long).ends_with('…'));
     }
 }

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use golive_shared::protocol::{ConfirmWatchdog, Request, Response, WatchdogState, now_millis};
-use serde_json::json;
 
+use crate::deployment::events::Event;
 use crate::journal::{Deployment, Journal};
 use crate::output::{Exit, Out, usage};
 use crate::plan;
@@ -107,10 +107,15 @@ pub async fn decide(
         (false, false) => "roll back now, from this command".to_string(),
     };
     let seq = journal.add_decision(id, by, decision, text, &next)?;
+    // The decision is an event of the deployment (its journal, and the
+    // rollback's notice after a no-go); the plan, for the notices, if it
+    // can be read.
+    let plan = plan::load(Path::new(&d.plan_path)).ok();
+    let _readers = crate::deployment::subscribers::attach(state, plan.as_ref(), id)?;
     out.line(format!(
         "deployment {id}: {decision} by {by} recorded (#{seq}); next: {next}"
     ));
-    out.event(&json!({"event": "decision", "deployment": id, "decision": decision, "by": by, "reason": text, "next_action": next, "waiting_deploy": waiting}));
+    out.emit(decided(id, decision, by, text, &next, Some(waiting)));
     match (waiting, go) {
         (true, _) => Ok(Exit::Done),
         (false, true) => {
@@ -175,6 +180,7 @@ async fn watching(
         )));
     }
     let id = d.id.as_str();
+    let _readers = crate::deployment::subscribers::attach(state, Some(&plan), id)?;
     let armed: Vec<String> = crate::watchdog::armed_hosts(&d)
         .into_iter()
         .filter(|h| d.hosts.iter().any(|x| &x.host == h && x.state == "active"))
@@ -185,7 +191,7 @@ async fn watching(
         out.line(format!(
             "deployment {id}: no-go by {by} recorded (#{seq}); next: {next}"
         ));
-        out.event(&json!({"event": "decision", "deployment": id, "decision": "no-go", "by": by, "reason": text, "next_action": next}));
+        out.emit(decided(id, "no-go", by, text, next, None));
         return crate::deployment::rollback_run::rollback(out, state, id, None, None).await;
     }
     let next = format!(
@@ -197,7 +203,7 @@ async fn watching(
     out.line(format!(
         "deployment {id}: go by {by} recorded (#{seq}); next: {next}"
     ));
-    out.event(&json!({"event": "decision", "deployment": id, "decision": "go", "by": by, "reason": text, "next_action": next}));
+    out.emit(decided(id, "go", by, text, &next, None));
     let mut failed = Vec::new();
     for name in &armed {
         let Some(host) = plan.hosts.iter().find(|h| &h.name == name) else {
@@ -271,23 +277,44 @@ async fn watching(
         )
     };
     out.line(&message);
-    out.event(
-        &json!({"event": "result", "deployment": id, "message": message, "exit": exit.code()}),
-    );
-    // A complete commit was told as confirmed by the sync above.
-    if exit != Exit::Done {
-        let why = format!("go by {by}: {message}");
-        crate::notify::tell(
-            &plan,
-            journal,
-            id,
-            crate::notify::Kind::Failed,
-            Some(&why),
-            None,
-        );
-    }
+    // A complete commit was told as confirmed by the sync above: its
+    // state "committed" makes no notice; an incomplete one is "failed".
+    out.emit(Event::Result {
+        deployment: id.to_string(),
+        state: if exit == Exit::Done {
+            "committed"
+        } else {
+            "failed"
+        }
+        .into(),
+        message,
+        exit: exit.code(),
+        downtime_ms: None,
+        maintenance: serde_json::Value::Null,
+        unavailable_ms: None,
+        unavailable: serde_json::Value::Null,
+    });
     crate::notify::flush(journal).await;
     Ok(exit)
+}
+
+/// The `decision` event of a person's go / no-go.
+fn decided(
+    id: &str,
+    decision: &str,
+    by: &str,
+    reason: Option<&str>,
+    next: &str,
+    waiting_deploy: Option<bool>,
+) -> Event {
+    Event::Decided {
+        deployment: id.to_string(),
+        decision: decision.to_string(),
+        by: by.to_string(),
+        reason: reason.map(str::to_string),
+        next_action: next.to_string(),
+        waiting_deploy,
+    }
 }
 
 fn list(hosts: &[&str]) -> String {

@@ -159,6 +159,8 @@ pub async fn show(
             Err(e) => not_asked = Some(e.to_string()),
         }
     }
+    // Its event stream as journaled (issue 14): in the JSON and the page.
+    d.events = journal.events(id)?;
     if format == RecordFormat::Html {
         let infos: Vec<record::HostWatchdog> = watch
             .iter()

@@ -12,6 +12,7 @@ use golive_shared::protocol::{JobSpec, SetMaintenance};
 use serde_json::json;
 
 use crate::cli::OnOff;
+use crate::deployment::events::Event;
 use crate::jobs::{Switched, run_job, switched};
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, Host};
@@ -62,7 +63,15 @@ pub async fn maintenance(
             Ok(s) => {
                 let detail = s.describe(on);
                 out.line(format!("[{}] maintenance {word}: ok — {detail}", host.name));
-                out.event(&json!({"event": "maintenance", "host": host.name, "on": on, "ok": true, "changed": s.changed, "already": !s.changed, "downtime_ms": s.downtime_ms}));
+                out.emit(Event::Maintenance {
+                    host: host.name.clone(),
+                    on,
+                    ok: true,
+                    changed: Some(s.changed),
+                    already: Some(!s.changed),
+                    downtime_ms: s.downtime_ms,
+                    error: None,
+                });
                 if let Some(ms) = s.downtime_ms {
                     downtime = Some(downtime.unwrap_or(0).max(ms));
                 }
@@ -72,7 +81,15 @@ pub async fn maintenance(
                 let (e_exit, e) = (e.exit(), e.to_string());
                 failed += 1;
                 out.line(format!("[{}] maintenance {word}: FAILED — {e}", host.name));
-                out.event(&json!({"event": "maintenance", "host": host.name, "on": on, "ok": false, "error": e}));
+                out.emit(Event::Maintenance {
+                    host: host.name.clone(),
+                    on,
+                    ok: false,
+                    changed: None,
+                    already: None,
+                    downtime_ms: None,
+                    error: Some(e.clone()),
+                });
                 hosts.push(json!({"host": host.name, "ok": false, "error": e}));
                 // The worst outcome wins: a failure beats a refusal.
                 exit = match (exit, e_exit) {
@@ -104,6 +121,14 @@ pub async fn maintenance(
         )
     };
     out.line(&message);
-    out.event(&json!({"event": "result", "app": plan.app, "on": on, "ok": failed == 0, "hosts": hosts, "downtime_ms": downtime, "message": message, "exit": exit.code()}));
+    out.emit(Event::MaintenanceResult {
+        app: plan.app.clone(),
+        on,
+        ok: failed == 0,
+        hosts: json!(hosts),
+        downtime_ms: downtime,
+        message,
+        exit: exit.code(),
+    });
     Ok(exit)
 }

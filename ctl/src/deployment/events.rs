@@ -83,6 +83,102 @@ pub enum Event {
         decision: String,
         reason: String,
     },
+    /// A probe's result on a host (`phase` "before" the switch or "after").
+    Probe {
+        phase: String,
+        host: String,
+        probe: String,
+        kind: String,
+        severity: String,
+        status: String,
+        value: Option<String>,
+        threshold: Option<String>,
+        message: String,
+        duration_ms: u64,
+    },
+    /// The gate paused the deployment on a host: it waits for `go` / `no-go`.
+    Paused {
+        deployment: String,
+        host: String,
+        summary: String,
+        timeout_secs: u64,
+    },
+    /// A host's watchdog was armed (issue 13).
+    Watchdog {
+        host: String,
+        state: String,
+        detail: String,
+    },
+    /// The commit every host staged a git ref at.
+    Git {
+        deployment: String,
+        git_ref: String,
+        commit: String,
+    },
+    /// A line of a host job's output (hooks, commands), as the agent sent it.
+    Log {
+        host: String,
+        job: u64,
+        line: String,
+    },
+    /// An agent job's own progress (a backup's bytes, ...).
+    Progress {
+        host: String,
+        job: u64,
+        step: String,
+        done: u64,
+        total: u64,
+    },
+    /// `deploy --resume`: the deployment carries on under this controller.
+    Resume {
+        deployment: String,
+        app: String,
+        release: String,
+        interrupted_steps: usize,
+    },
+    /// A rollback of a recorded deployment started (`golivectl rollback`,
+    /// a `no-go`): the hosts it switches back, newest first.
+    Rollback {
+        deployment: String,
+        app: String,
+        release: String,
+        hosts: Vec<String>,
+    },
+    /// A person's decision on a paused or watched deployment (`go`,
+    /// `no-go`), as recorded, and what happens next.
+    #[serde(rename = "decision")]
+    Decided {
+        deployment: String,
+        decision: String,
+        by: String,
+        reason: Option<String>,
+        next_action: String,
+        /// Whether a paused deploy process waits for it (acts on it).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        waiting_deploy: Option<bool>,
+    },
+    /// `golivectl maintenance on|off`: one host's outcome.
+    Maintenance {
+        host: String,
+        on: bool,
+        ok: bool,
+        /// Whether the state changed (false: it already was).
+        changed: Option<bool>,
+        already: Option<bool>,
+        downtime_ms: Option<u64>,
+        error: Option<String>,
+    },
+    /// The end of `golivectl maintenance on|off` (its own `result`).
+    #[serde(rename = "result")]
+    MaintenanceResult {
+        app: String,
+        on: bool,
+        ok: bool,
+        hosts: serde_json::Value,
+        downtime_ms: Option<u64>,
+        message: String,
+        exit: u8,
+    },
     /// The deployment's end: its state, message and exit code (SPEC §7).
     Result {
         deployment: String,
@@ -114,10 +210,60 @@ impl Event {
             Event::StepStarted { host, .. }
             | Event::StepProgress { host, .. }
             | Event::Step { host, .. }
-            | Event::Gate { host, .. } => Some(host),
+            | Event::Gate { host, .. }
+            | Event::Probe { host, .. }
+            | Event::Paused { host, .. }
+            | Event::Watchdog { host, .. }
+            | Event::Log { host, .. }
+            | Event::Progress { host, .. }
+            | Event::Maintenance { host, .. } => Some(host),
             _ => None,
         }
     }
+
+    /// Its wire name, the `"event"` field (`result` for both ends).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Start { .. } => "start",
+            Event::Wave { .. } => "wave",
+            Event::StepStarted { .. } => "step_started",
+            Event::StepProgress { .. } => "step_progress",
+            Event::Step { .. } => "step",
+            Event::Gate { .. } => "gate",
+            Event::Decision { .. } | Event::Decided { .. } => "decision",
+            Event::Probe { .. } => "probe",
+            Event::Paused { .. } => "paused",
+            Event::Watchdog { .. } => "watchdog",
+            Event::Git { .. } => "git",
+            Event::Log { .. } => "log",
+            Event::Progress { .. } => "progress",
+            Event::Resume { .. } => "resume",
+            Event::Rollback { .. } => "rollback",
+            Event::Maintenance { .. } => "maintenance",
+            Event::MaintenanceResult { .. } | Event::Result { .. } => "result",
+        }
+    }
+
+    /// Every wire name, for the README's table and the tests.
+    pub const KINDS: [&'static str; 17] = [
+        "start",
+        "wave",
+        "step_started",
+        "step_progress",
+        "step",
+        "gate",
+        "decision",
+        "probe",
+        "paused",
+        "watchdog",
+        "git",
+        "log",
+        "progress",
+        "resume",
+        "rollback",
+        "maintenance",
+        "result",
+    ];
 
     /// One NDJSON line (without its newline).
     pub fn to_json_line(&self) -> String {
@@ -236,6 +382,53 @@ mod tests {
                 "unavailable_ms"
             ]
         );
+        // The commands' own events keep the names scripts parsed before
+        // they were typed (issue 14): rollback, go / no-go, maintenance.
+        let decided = Event::Decided {
+            deployment: "d1".into(),
+            decision: "go".into(),
+            by: "ana".into(),
+            reason: None,
+            next_action: "continue".into(),
+            waiting_deploy: None,
+        };
+        assert_eq!(
+            keys(&decided),
+            [
+                "by",
+                "decision",
+                "deployment",
+                "event",
+                "next_action",
+                "reason"
+            ]
+        );
+        assert_eq!(decided.kind(), "decision");
+        let m = Event::MaintenanceResult {
+            app: "shop".into(),
+            on: true,
+            ok: true,
+            hosts: json!([]),
+            downtime_ms: None,
+            message: "on".into(),
+            exit: 0,
+        };
+        let v: Value = serde_json::from_str(&m.to_json_line()).unwrap();
+        assert_eq!(v["event"], "result");
+        assert_eq!(m.kind(), "result");
+        let rb = Event::Rollback {
+            deployment: "d1".into(),
+            app: "shop".into(),
+            release: "v2".into(),
+            hosts: vec!["web1".into()],
+        };
+        for e in [
+            &start, &progress, &step, &started, &wave, &result, &decided, &m, &rb,
+        ] {
+            let v: Value = serde_json::from_str(&e.to_json_line()).unwrap();
+            assert_eq!(v["event"], e.kind(), "{v}");
+            assert!(Event::KINDS.contains(&e.kind()), "{v}");
+        }
         let line = result.to_json_line();
         assert!(!line.contains('\n'), "one line per event: {line}");
         assert_eq!(step.host(), Some("web1"));

@@ -204,6 +204,13 @@ impl<'a> Executor<'a> {
             .journal
             .intent(id, host, name, &key, &text)
             .map_err(|e| err("intent", e))?;
+        // Its event is recorded with the intent (the deployment's journal
+        // subscriber): one that cannot be is a journal write that failed.
+        out.emit_recorded(super::events::Event::StepStarted {
+            host: host.into(),
+            step: name.into(),
+        })
+        .map_err(|e| err("step_started event", e))?;
         // On disk before it is sent, whatever else is in flight.
         if let Err(source) = self.journal.durable().await {
             self.stopped.set(true);
@@ -215,10 +222,6 @@ impl<'a> Executor<'a> {
             });
         }
         wrote();
-        out.emit(super::events::Event::StepStarted {
-            host: host.into(),
-            step: name.into(),
-        });
         let r = send(key, request).await;
         let (state, detail, value) = match judge(&r) {
             Ok(detail) => (
@@ -362,6 +365,48 @@ mod tests {
             ["d1:web1:activate", "d1:web1:stage"],
             "activate was sent once; the stage was resent under its key"
         );
+    }
+
+    /// A step's `step_started` event goes to the deployment's journal with
+    /// its intent (issue 14): one the journal cannot take stops the
+    /// deployment before the send, as a failed intent does.
+    #[tokio::test]
+    async fn issue14_a_step_started_event_that_cannot_be_journaled_stops_the_deployment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = Journal::open(tmp.path()).unwrap();
+        journal
+            .create_deployment("d1", "golive.toml", "shop", "v2", "ab", "alice")
+            .unwrap();
+        let _readers = crate::deployment::subscribers::attach(tmp.path(), None, "d1")
+            .unwrap()
+            .expect("the first subscription of d1 in this thread");
+        rusqlite::Connection::open(tmp.path().join("golivectl.db"))
+            .unwrap()
+            .execute_batch("DROP TABLE events;")
+            .unwrap();
+        let d = deployment();
+        let exec = Executor::new(&journal, &d);
+        let sent = Cell::new(0);
+        let send = |_: String, _: StepRequest| {
+            sent.set(sent.get() + 1);
+            async { Ok::<_, String>(String::new()) }
+        };
+        let err = exec
+            .run(out(), "web1", "stage", None, send, judge)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StepError::Journal {
+                    what: "step_started event",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(sent.get(), 0, "nothing was sent");
+        assert!(exec.stopped());
     }
 
     /// A journal that cannot be written stops the deployment: nothing is

@@ -45,6 +45,7 @@ pub mod sequencer;
 mod sequencer_tests;
 pub mod stages;
 pub mod start;
+pub mod subscribers;
 pub mod verify;
 pub mod waves_run;
 

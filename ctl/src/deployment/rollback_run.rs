@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use golive_shared::protocol::error_headline;
-use serde_json::json;
 
 use crate::deployment::downtime::{Downtime, Unavailable, report_downtime};
 use crate::deployment::error::client_exit;
+use crate::deployment::events::Event;
 use crate::deployment::leases::Lease;
 use crate::deployment::{self, StepRequest};
 use crate::jobs::{finish, job_ok, known_deployment, run_job, step};
@@ -31,6 +31,8 @@ pub async fn rollback(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| d.plan_path.clone().into());
     let plan = plan::load(&plan_path).map_err(|e| usage(e.to_string()))?;
+    // Its events go to the deployment's journal and notices (issue 14).
+    let _readers = super::subscribers::attach(state, Some(&plan), id)?;
     // The deployment's rollback plan (issue 14), from its recorded
     // outcomes: the hosts it switched, newest first, each through its one
     // host rollback job; `--hosts` narrows it to hosts of this deployment.
@@ -95,6 +97,12 @@ pub async fn rollback(
         "rolling back deployment {id} ({} release {})",
         d.app, d.release
     ));
+    out.emit(Event::Rollback {
+        deployment: id.to_string(),
+        app: d.app.clone(),
+        release: d.release.clone(),
+        hosts: targets.iter().map(|(h, _)| h.name.clone()).collect(),
+    });
     let lock_id = format!("rollback-{id}");
     let mut failed = Vec::new();
     // What each host got back, for the record's "later actions".
@@ -208,23 +216,23 @@ pub async fn rollback(
         // Its own lines and event fields; the message stays the outcome.
         report_downtime(out, Downtime::None, &unavailable, &mut String::new());
     }
-    let kind = if exit == Exit::Done {
-        crate::notify::Kind::RolledBack
-    } else {
-        crate::notify::Kind::Failed
-    };
-    crate::notify::tell(
-        &plan,
-        &journal,
-        id,
-        kind,
-        Some(&message),
-        unavailable.ms().map(|ms| format!("{ms} ms not answering")),
-    );
-    crate::notify::flush(&journal).await;
     out.line(&message);
-    out.event(
-        &json!({"event": "result", "deployment": id, "message": message, "exit": exit.code(), "unavailable_ms": unavailable.ms(), "unavailable": unavailable.json()}),
-    );
+    // Its notice (rolled back, or failed) is derived from this event.
+    out.emit(Event::Result {
+        deployment: id.to_string(),
+        state: if exit == Exit::Done {
+            "rolled_back"
+        } else {
+            "failed"
+        }
+        .into(),
+        message,
+        exit: exit.code(),
+        downtime_ms: None,
+        maintenance: serde_json::Value::Null,
+        unavailable_ms: unavailable.ms(),
+        unavailable: unavailable.json(),
+    });
+    crate::notify::flush(&journal).await;
     Ok(exit)
 }

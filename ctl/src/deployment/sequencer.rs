@@ -415,7 +415,11 @@ pub(crate) async fn run_deployment(
     };
     if let (Some(git_ref), Some((_, commit))) = (git_ref(release), &first_commit) {
         let _ = journal.set_git(id, git_ref, Some(commit));
-        out.event(&json!({"event": "git", "deployment": id, "git_ref": git_ref, "commit": commit}));
+        out.emit(super::events::Event::Git {
+            deployment: id.to_string(),
+            git_ref: git_ref.to_string(),
+            commit: commit.to_string(),
+        });
     }
 
     // The figures before: the live release's probe results on every host.

@@ -189,6 +189,8 @@ pub async fn deploy_with_id(
         None => crate::journal::new_deployment_id(golive_shared::protocol::now_millis())?,
     };
     let journal = Journal::open(state)?;
+    // Its events go to the journal and the notices too (issue 14).
+    let _readers = crate::deployment::subscribers::attach(state, Some(&plan), &id)?;
     // One fsync for the records below, before drive (issue 14, speed).
     journal.group_commit()?;
     journal.create_deployment(
@@ -253,14 +255,6 @@ pub async fn deploy_with_id(
             "pending",
         )?;
     }
-    crate::notify::tell(
-        &plan,
-        &journal,
-        &id,
-        crate::notify::Kind::Started,
-        None,
-        None,
-    );
 
     journal.durable().await?;
     drive(out, state, &journal, &plan, &id, &previous, &compiled).await
@@ -388,6 +382,7 @@ async fn resume(
             "another golivectl took deployment {id} over just now; `golivectl show {id}` says which"
         )));
     }
+    let _readers = crate::deployment::subscribers::attach(state, Some(plan), id)?;
     let interrupted = journal.interrupt_steps(id)?;
     let seq = journal.start_step(id, "-", "resume")?;
     journal.finish_step(
@@ -404,7 +399,12 @@ async fn resume(
         release.id,
         plan.hosts.len()
     ));
-    out.event(&json!({"event": "resume", "deployment": id, "app": plan.app, "release": release.id, "interrupted_steps": interrupted}));
+    out.emit(Event::Resume {
+        deployment: id.to_string(),
+        app: plan.app.clone(),
+        release: release.id.clone(),
+        interrupted_steps: interrupted,
+    });
     let previous: Vec<Option<String>> = plan
         .hosts
         .iter()
@@ -481,20 +481,7 @@ async fn drive(
         unavailable_ms: unavailable.ms(),
         unavailable: unavailable.json(),
     });
-    let kind = match state_name {
-        "succeeded" | "watching" => Some(crate::notify::Kind::Completed),
-        "rolled_back" => Some(crate::notify::Kind::RolledBack),
-        "failed" => Some(crate::notify::Kind::Failed),
-        _ => None,
-    };
-    if let Some(kind) = kind {
-        let downtime = format!(
-            "{} ms not answering, {} ms in maintenance",
-            unavailable.ms().unwrap_or(0),
-            downtime.ms().unwrap_or(0)
-        );
-        crate::notify::tell(plan, journal, id, kind, Some(&message), Some(downtime));
-    }
+    // Its notice went with the result event; waited for here.
     crate::notify::flush(journal).await;
     drop(heartbeat);
     Ok((exit, Some(id.to_string())))

@@ -60,7 +60,18 @@ pub(crate) async fn run_probes(
                 .unwrap_or_default(),
             r.duration_ms
         ));
-        out.event(&json!({"event": "probe", "phase": phase, "host": host.name, "probe": r.name, "kind": r.kind, "severity": r.severity.as_str(), "status": r.status.as_str(), "value": r.value, "threshold": r.threshold, "message": r.message, "duration_ms": r.duration_ms}));
+        out.emit(Event::Probe {
+            phase: phase.to_string(),
+            host: host.name.clone(),
+            probe: r.name.clone(),
+            kind: r.kind.clone(),
+            severity: r.severity.as_str().into(),
+            status: r.status.as_str().into(),
+            value: r.value.clone(),
+            threshold: r.threshold.clone(),
+            message: r.message.clone(),
+            duration_ms: r.duration_ms,
+        });
     }
     if report.results.is_empty() {
         out.line(format!(
@@ -327,15 +338,13 @@ pub(crate) async fn wait_for_decision(
          `golivectl no-go {id} --by NAME --reason TEXT`; waiting up to {timeout} s",
         host.name
     ));
-    out.event(&json!({"event": "paused", "deployment": id, "host": host.name, "summary": summary, "timeout_secs": timeout}));
-    crate::notify::tell(
-        plan,
-        journal,
-        id,
-        crate::notify::Kind::Paused,
-        Some(&format!("{}: {summary}", host.name)),
-        None,
-    );
+    // The notice of the pause is derived from this event.
+    out.emit(Event::Paused {
+        deployment: id.to_string(),
+        host: host.name.clone(),
+        summary: summary.to_string(),
+        timeout_secs: timeout,
+    });
     loop {
         tokio::time::sleep(DECISION_POLL).await;
         for lease in leases {
@@ -446,7 +455,11 @@ pub(crate) async fn arm_host(
     match r {
         Ok(detail) => {
             step(out, &host.name, "watchdog-arm", "ok", &detail);
-            out.event(&json!({"event": "watchdog", "host": host.name, "state": "armed", "detail": detail}));
+            out.emit(Event::Watchdog {
+                host: host.name.clone(),
+                state: "armed".into(),
+                detail: detail.clone(),
+            });
             Ok(true)
         }
         Err(e) => {

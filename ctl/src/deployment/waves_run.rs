@@ -295,19 +295,9 @@ pub(crate) async fn run_waves(
             }
             detail.push_str(&format!("; soaked {}", human_secs(soak.as_secs())));
         }
+        // The team channel hears of each wave but the last from this
+        // event (issue 15; `notify::derive`).
         end("ok", &detail);
-        // The team channel hears of each wave (issue 15), but the last: the
-        // deployment's own end says it.
-        if w + 1 < of {
-            crate::notify::tell(
-                plan,
-                journal,
-                id,
-                crate::notify::Kind::WaveDone,
-                Some(&format!("{label}: {detail}")),
-                None,
-            );
-        }
     }
     None
 }

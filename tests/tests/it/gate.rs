@@ -3,7 +3,7 @@
 //! over mutual TLS; the app is python's http.server on `ROOT/current`, and
 //! each probe's outcome is decided by which files a release ships.
 //!
-//! Loopback addresses 127.0.0.190-193.
+//! Loopback addresses 127.0.0.190-195.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -485,6 +485,87 @@ fn issue5_an_unanswered_pause_exits_4_and_a_later_no_go_rolls_back() {
     let record = bed.show(&id);
     assert_eq!(record["state"], "rolled_back");
     assert_eq!(record["decisions"][0]["by"], "carla");
+}
+
+/// Issue 14: `no-go --output json` on a deployment nobody waits for prints
+/// typed events (the decision, the rollback's start, each host's step, the
+/// result), and they are journaled with the deployment's own events, the
+/// pause among them; the human lines say the same as before.
+#[test]
+fn issue14_no_go_prints_typed_events_journaled_with_the_deployment() {
+    let bed = Bed::new();
+    let a = bed.host("gate-e", "127.0.0.195", "checkout");
+    let v1 = bed.release("v1", ALL);
+    let (run, _) = bed.deploy(&bed.plan("v1", &v1, &[&a], ""));
+    assert_eq!(run.code, 0, "{}", run.text());
+    let v2 = bed.release("v2", &["health", "search"]);
+    let plan = bed.plan("v2", &v2, &[&a], "\n[gate]\npause_timeout_secs = 1\n");
+    let (run, res) = bed.deploy(&plan);
+    assert_eq!(run.code, 4, "{}", run.text());
+    let id = res["deployment"].as_str().unwrap().to_string();
+    let journal = || -> Vec<(String, String)> {
+        let conn = rusqlite::Connection::open(bed.ctl.state.join("golivectl.db")).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT kind, body FROM events WHERE deployment = ?1 ORDER BY seq")
+            .unwrap();
+        stmt.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    let before = journal();
+    let kinds: Vec<&str> = before.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(kinds.contains(&"paused"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"result"), "{kinds:?}");
+
+    let no = bed.ctl.run(&[
+        "--output",
+        "json",
+        "no-go",
+        &id,
+        "--by",
+        "dana",
+        "--reason",
+        "checkout is gone",
+    ]);
+    assert_eq!(no.code, 0, "{}", no.text());
+    let lines: Vec<&str> = no.stdout.lines().filter(|l| !l.is_empty()).collect();
+    let values: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let decision = &values[0];
+    assert_eq!(decision["event"], "decision", "{}", no.text());
+    assert_eq!(decision["by"], "dana");
+    assert_eq!(decision["reason"], "checkout is gone");
+    assert_eq!(decision["waiting_deploy"], false);
+    assert_eq!(decision["next_action"], "roll back now, from this command");
+    let events: Vec<&str> = values
+        .iter()
+        .map(|v| v["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"rollback"), "{events:?}");
+    assert!(events.contains(&"step"), "{events:?}");
+    let result = values.last().unwrap();
+    assert_eq!(result["event"], "result");
+    assert_eq!(result["state"], "rolled_back", "{result}");
+    // The same lines, journaled after the deployment's own.
+    let after: Vec<String> = journal()[before.len()..]
+        .iter()
+        .map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(after, lines, "the no-go's events are journaled once");
+    assert_eq!(a.current().as_deref(), Some("releases/v1"));
+    // Its record lists the decision among the events.
+    let record = bed.show(&id);
+    assert!(
+        record["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "decision" && e["event"]["by"] == "dana"),
+        "{record}"
+    );
 }
 
 /// Issue 12 part 10: a rollback the gate decides by itself is a decision in

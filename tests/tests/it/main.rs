@@ -9,6 +9,7 @@ mod config_paths;
 mod cron_mode;
 mod deploy;
 mod deploy_migrate;
+mod events;
 mod fanout;
 mod first_run;
 mod flags;

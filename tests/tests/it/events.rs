@@ -1,0 +1,376 @@
+//! Issue 14, progress: one event stream feeds the terminal, the controller
+//! journal and the notifications. A deployment's `--output json` lines are
+//! the rows of its journal's `events` table and `show --output json`'s
+//! `events`; the `[[notify]]` receiver (a webhook on loopback) hears the
+//! notices derived from those events; `rollback`, `go` / `no-go` and
+//! `maintenance` print the same typed events (NDJSON with `--output json`).
+//!
+//! Real agents on loopback addresses in 127.0.46.0/24 (this module's own).
+
+use std::path::{Path, PathBuf};
+
+use golive_tests::*;
+use serde_json::Value;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// Every `"event"` name of the typed stream (README "Output").
+const KINDS: [&str; 17] = [
+    "start",
+    "wave",
+    "step_started",
+    "step_progress",
+    "step",
+    "gate",
+    "decision",
+    "probe",
+    "paused",
+    "watchdog",
+    "git",
+    "log",
+    "progress",
+    "resume",
+    "rollback",
+    "maintenance",
+    "result",
+];
+
+struct World {
+    dir: tempfile::TempDir,
+    pki: TestPki,
+    op: (PathBuf, PathBuf),
+    ctl: Ctl,
+    agents: Vec<AgentProc>,
+}
+
+impl World {
+    /// Two agents (`web1`, `web2` on 127.0.46.{base+1,base+2}) declaring
+    /// app `shop` with a probe that passes and maintenance by flag file.
+    fn new(base: u8) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = TestPki::new(dir.path());
+        let op = pki.operator("alice", "operator");
+        let ctl = Ctl::new(dir.path());
+        let agents = (1..=2)
+            .map(|i| {
+                let name = format!("web{i}");
+                let mut spec = AgentSpec::new(&name, &format!("127.0.46.{}", base + i));
+                spec.apps_toml = format!(
+                    "[apps.shop]\nroot = {:?}\nkeep_releases = 3\n\n\
+                     [apps.shop.maintenance]\nflag_file = \"shared/maintenance.flag\"\n\n\
+                     [[apps.shop.hooks.after_activate]]\ncmd = [\"echo\", \"switched\"]\n\n\
+                     [[apps.shop.probes]]\nkind = \"command\"\nname = \"health\"\n\
+                     cmd = [\"true\"]\nseverity = \"critical\"\ntimeout_ms = 5000\n\n",
+                    dir.path().join(&name).join("srv/shop")
+                );
+                AgentProc::start(dir.path(), &pki, &spec)
+            })
+            .collect();
+        World {
+            dir,
+            pki,
+            op,
+            ctl,
+            agents,
+        }
+    }
+
+    /// A two-wave plan (canary web1, then web2) for `release`, with `extra`
+    /// appended.
+    fn plan(&self, release: &str, extra: &str) -> PathBuf {
+        let dir = self.dir.path();
+        let art = dir.join(format!("dist/shop-{release}.tar.gz"));
+        artifact(
+            &art,
+            &[("index.html", format!("shop {release}\n").as_bytes())],
+        );
+        let path = dir.join(format!("golive-{release}.toml"));
+        let refs: Vec<&AgentProc> = self.agents.iter().collect();
+        write_plan(
+            &path,
+            &self.pki,
+            &self.op,
+            "shop",
+            Some((release, &art)),
+            &refs,
+        );
+        let mut text = std::fs::read_to_string(&path).expect("read plan");
+        text.push_str(
+            "[[waves]]\nname = \"canary\"\nhosts = [\"web1\"]\n\n[[waves]]\npercent = 100\n\n",
+        );
+        text.push_str(extra);
+        std::fs::write(&path, text).expect("write plan");
+        path
+    }
+
+    /// The journaled events of deployment `id`: (kind, NDJSON line).
+    fn journaled(&self, id: &str) -> Vec<(String, String)> {
+        let conn =
+            rusqlite::Connection::open(self.ctl.state.join("golivectl.db")).expect("journal");
+        let mut stmt = conn
+            .prepare("SELECT kind, body FROM events WHERE deployment = ?1 ORDER BY seq")
+            .expect("the events table");
+        stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect()
+    }
+}
+
+/// A `[[notify]]` table for `hook` (the fields alone: `format = "json"`).
+fn notify(ip: &str, hook: &Hook) -> String {
+    format!(
+        "[[notify]]\nwebhook = \"http://{ip}:{}/hooks/SECRET-TOKEN\"\nformat = \"json\"\n",
+        hook.port
+    )
+}
+
+/// The `event` of each notice `hook` received, in order.
+fn notices(hook: &Hook) -> Vec<Value> {
+    hook.posts().into_iter().map(|(_, v)| v).collect()
+}
+
+/// The NDJSON lines of a run (stdout), each checked to be a typed event.
+fn typed_lines(run: &Run) -> Vec<String> {
+    let lines: Vec<String> = run
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"));
+        let kind = v["event"].as_str().unwrap_or_default();
+        assert!(KINDS.contains(&kind), "not a typed event: {l}");
+    }
+    lines
+}
+
+/// A deployment with `--output json`: the lines it printed from its
+/// `start` on are, byte for byte and in order, its journal's events and
+/// `show --output json`'s `events`; the webhook heard "started", the
+/// canary wave's end and "completed", derived from those events, and no
+/// event and no notice carries the webhook's token.
+#[test]
+fn issue14_the_journal_holds_the_printed_events_and_notices_follow_them() {
+    let w = World::new(0);
+    let hook = Hook::start("127.0.46.1");
+    let plan = w.plan("v1", &notify("127.0.46.1", &hook));
+    let run = w.ctl.run(&["--output", "json", "deploy", s(&plan)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let values = run.json_lines();
+    let start = values
+        .iter()
+        .position(|v| v["event"] == "start")
+        .expect("a start event");
+    let id = values[start]["deployment"]
+        .as_str()
+        .expect("the deployment id")
+        .to_string();
+    let printed: Vec<String> = run
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .skip(start)
+        .map(str::to_string)
+        .collect();
+    let journaled = w.journaled(&id);
+    let bodies: Vec<&str> = journaled.iter().map(|(_, b)| b.as_str()).collect();
+    assert_eq!(bodies, printed, "the journal holds what was printed");
+    for (kind, body) in &journaled {
+        let v: Value = serde_json::from_str(body).expect("JSON");
+        assert_eq!(v["event"], kind.as_str(), "{body}");
+    }
+    let kinds: Vec<&str> = journaled.iter().map(|(k, _)| k.as_str()).collect();
+    for k in [
+        "start",
+        "wave",
+        "step_started",
+        "step",
+        "gate",
+        "log",
+        "result",
+    ] {
+        assert!(kinds.contains(&k), "no {k} event journaled: {kinds:?}");
+    }
+    assert_eq!(kinds.last(), Some(&"result"));
+    assert!(
+        !run.stdout.contains("SECRET-TOKEN") && !run.stderr.contains("SECRET-TOKEN"),
+        "the webhook's token leaked: {}",
+        run.text()
+    );
+    assert!(journaled.iter().all(|(_, b)| !b.contains("SECRET-TOKEN")));
+
+    // `show` reads them back: the same events, parsed.
+    let show = w.ctl.run(&["--output", "json", "show", &id]);
+    assert_eq!(show.code, 0, "{}", show.text());
+    let record: Value = serde_json::from_str(show.stdout.trim()).expect("show JSON");
+    let shown: Vec<Value> = record["events"]
+        .as_array()
+        .expect("show has events")
+        .iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    assert_eq!(shown, values[start..].to_vec(), "{record}");
+    // ... and the record page lists them.
+    let page = w.dir.path().join("record.html");
+    let html = w
+        .ctl
+        .run(&["show", &id, "--format", "html", "--out", s(&page)]);
+    assert_eq!(html.code, 0, "{}", html.text());
+    let text = std::fs::read_to_string(&page).expect("page");
+    assert!(text.contains("<h2>Events</h2>"), "no events table");
+    assert!(
+        text.contains("<td>step_started</td>"),
+        "no step_started row"
+    );
+
+    // The notices, in the order of their events (delivered before the
+    // deploy exited: it waits for them).
+    let got = notices(&hook);
+    let events: Vec<&str> = got.iter().filter_map(|v| v["event"].as_str()).collect();
+    assert_eq!(events, ["started", "wave_done", "completed"], "{got:#?}");
+    assert_eq!(got[0]["deployment"], id.as_str());
+    assert_eq!(got[0]["hosts"], serde_json::json!(["web1", "web2"]));
+    assert_eq!(got[0]["status"], "running");
+    assert!(
+        got[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("wave 1/2 (canary): ")),
+        "{got:#?}"
+    );
+    assert_eq!(got[2]["status"], "succeeded");
+    assert!(
+        got[2]["downtime"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("ms in maintenance")),
+        "{got:#?}"
+    );
+}
+
+/// `rollback --output json` prints only typed events: the rollback's
+/// start naming its hosts, each host's step, the result with its state.
+/// They go to the deployment's journal after its own, and the webhook
+/// hears "rolled back" from the result event. Without `--output json`
+/// the lines read as before.
+#[test]
+fn issue14_rollback_prints_ndjson_events_journaled_and_notified() {
+    let w = World::new(10);
+    let hook = Hook::start("127.0.46.11");
+    let v1 = w.plan("v1", "");
+    let run = w.ctl.run(&["deploy", s(&v1)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let v2 = w.plan("v2", &notify("127.0.46.11", &hook));
+    let run = w.ctl.run(&["--output", "json", "deploy", s(&v2)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let id = run
+        .json_lines()
+        .into_iter()
+        .find(|v| v["event"] == "start")
+        .and_then(|v| v["deployment"].as_str().map(str::to_string))
+        .expect("the deployment id");
+    let before = w.journaled(&id).len();
+
+    let rb = w.ctl.run(&["--output", "json", "rollback", &id]);
+    assert_eq!(rb.code, 0, "{}", rb.text());
+    let lines = typed_lines(&rb);
+    let values: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let start = values
+        .iter()
+        .find(|v| v["event"] == "rollback")
+        .expect("the rollback's start");
+    assert_eq!(start["deployment"], id.as_str());
+    // Newest first: the second wave's host before the canary.
+    assert_eq!(start["hosts"], serde_json::json!(["web2", "web1"]));
+    let steps: Vec<(&str, &str)> = values
+        .iter()
+        .filter(|v| v["event"] == "step" && v["step"] == "rollback")
+        .map(|v| (v["host"].as_str().unwrap(), v["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps, [("web2", "ok"), ("web1", "ok")], "{}", rb.text());
+    let result = values.last().expect("a last line");
+    assert_eq!(result["event"], "result");
+    assert_eq!(result["state"], "rolled_back", "{result}");
+    assert_eq!(result["exit"], 0);
+    assert_eq!(
+        result["message"],
+        format!("deployment {id} rolled back on 2 host(s)")
+    );
+    // Journaled after the deployment's own events, as printed.
+    let journaled = w.journaled(&id);
+    let after: Vec<&str> = journaled[before..]
+        .iter()
+        .map(|(_, b)| b.as_str())
+        .collect();
+    // The lines before the rollback's start (steps skipped) are its too.
+    assert_eq!(after, lines, "the rollback's events are journaled");
+    let got = notices(&hook);
+    let events: Vec<&str> = got.iter().filter_map(|v| v["event"].as_str()).collect();
+    assert_eq!(
+        events,
+        ["started", "wave_done", "completed", "rolled_back"],
+        "{got:#?}"
+    );
+    assert_eq!(got[3]["status"], "rolled_back");
+    assert_eq!(
+        got[3]["reason"],
+        format!("deployment {id} rolled back on 2 host(s)")
+    );
+
+    // A second rollback: nothing left to do, said in plain lines.
+    let again = w.ctl.run(&["rollback", &id]);
+    assert_eq!(again.code, 0, "{}", again.text());
+    assert!(
+        again
+            .stdout
+            .contains("[web1] rollback: skipped — already rolled back"),
+        "{}",
+        again.text()
+    );
+    assert!(!again.stdout.contains("{\""), "no JSON: {}", again.text());
+}
+
+/// `maintenance on|off --output json` prints typed events: one
+/// `maintenance` per host and the `result`; plain lines otherwise.
+#[test]
+fn issue14_maintenance_prints_typed_events() {
+    let w = World::new(20);
+    let plan = w.plan("v1", "");
+    let on = w
+        .ctl
+        .run(&["--output", "json", "maintenance", "on", s(&plan)]);
+    assert_eq!(on.code, 0, "{}", on.text());
+    let values: Vec<Value> = typed_lines(&on)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let hosts: Vec<(&str, bool, bool)> = values
+        .iter()
+        .filter(|v| v["event"] == "maintenance")
+        .map(|v| {
+            (
+                v["host"].as_str().unwrap(),
+                v["on"].as_bool().unwrap(),
+                v["changed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(hosts, [("web1", true, true), ("web2", true, true)]);
+    let result = values.last().expect("a result");
+    assert_eq!(result["event"], "result");
+    assert_eq!(result["ok"], true);
+    assert_eq!(result["exit"], 0);
+    let off = w.ctl.run(&["maintenance", "off", s(&plan)]);
+    assert_eq!(off.code, 0, "{}", off.text());
+    assert!(
+        off.stdout.contains("[web1] maintenance off: ok"),
+        "{}",
+        off.text()
+    );
+    assert!(!off.stdout.contains("{\""), "no JSON: {}", off.text());
+}
