@@ -93,6 +93,28 @@ pub async fn rollback(
             "the deployment never switched this host",
         );
     }
+    if targets.is_empty() && rollback_plan.already.is_empty() {
+        // Nothing was switched (the deployment stopped before activating,
+        // or `--hosts` names only hosts it never switched): every host runs
+        // the release it had. Said as such; the deployment's state, its
+        // record and the notices stay as they are.
+        let message = format!(
+            "deployment {id} switched no host{}: nothing to roll back; every host still runs the release it had",
+            if only.is_some() { " of --hosts" } else { "" }
+        );
+        out.line(&message);
+        out.emit(Event::Result {
+            deployment: id.to_string(),
+            state: "unchanged".into(),
+            message,
+            exit: Exit::Done.code(),
+            downtime_ms: None,
+            maintenance: serde_json::Value::Null,
+            unavailable_ms: None,
+            unavailable: serde_json::Value::Null,
+        });
+        return Ok(Exit::Done);
+    }
     out.line(format!(
         "rolling back deployment {id} ({} release {})",
         d.app, d.release

@@ -141,3 +141,55 @@ fn issue14_rollback_id_with_hosts_rolls_back_only_those_hosts() {
         [("web2".into(), format!("{d2}:web2:rollback"), "ok".into())]
     );
 }
+
+/// A deployment that stopped before switching any host (its staging hook
+/// failed on web1): `golivectl rollback ID` says there is nothing to roll
+/// back, runs no host rollback job, exits 0, and leaves the deployment's
+/// state and record as they were (not "rolled back on 0 host(s)").
+#[test]
+fn issue14_rollback_of_a_deployment_that_switched_no_host_says_so_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let pki = TestPki::new(d);
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(d);
+    let mut spec = AgentSpec::new("web1", "127.0.23.11");
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {:?}\n\n\
+         [[apps.shop.hooks.after_unpack]]\n\
+         cmd = [\"sh\", \"-c\", \"test ! -f BROKEN\"]\n\
+         timeout_secs = 10\n",
+        root(d, "web1")
+    );
+    let a1 = AgentProc::start(d, &pki, &spec);
+    deploy(d, &pki, &op, &ctl, "v1", &[&a1]);
+
+    let art = d.join("dist/shop-v2.tar.gz");
+    artifact(&art, &[("index.html", b"shop v2\n"), ("BROKEN", b"1\n")]);
+    let plan = d.join("golive-v2.toml");
+    write_plan(&plan, &pki, &op, "shop", Some(("v2", &art)), &[&a1]);
+    let run = ctl.run(&["--output", "json", "deploy", s(&plan)]);
+    assert_ne!(run.code, 0, "{}", run.text());
+    let res = run
+        .json_lines()
+        .into_iter()
+        .find(|v| v["event"] == "result")
+        .expect("deploy result");
+    let d2 = res["deployment"].as_str().expect("id").to_string();
+    let state_before = res["state"].as_str().expect("state").to_string();
+
+    let rb = ctl.run(&["rollback", &d2]);
+    assert_eq!(rb.code, 0, "{}", rb.text());
+    assert!(
+        rb.stdout.contains("switched no host: nothing to roll back"),
+        "{}",
+        rb.text()
+    );
+    assert!(!rb.stdout.contains("rolled back on 0"), "{}", rb.text());
+    assert_eq!(rollback_jobs(&a1), 0);
+    assert_eq!(current(d, "web1"), PathBuf::from("releases/v1"));
+    let show = ctl.run(&["--output", "json", "show", &d2]);
+    assert_eq!(show.code, 0, "{}", show.text());
+    let v: serde_json::Value = serde_json::from_str(&show.stdout).expect("show json");
+    assert_eq!(v["state"], state_before.as_str(), "{}", show.stdout);
+}
