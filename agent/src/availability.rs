@@ -23,7 +23,10 @@
 //!   sample to the start of the next one that answers (or to the end).
 //!   The resolution is one interval (about 100 ms).
 //! - **Maintenance**: an app in golive's maintenance is not sampled: users
-//!   see the maintenance page, and that time is maintenance time.
+//!   see the maintenance page, and that time is maintenance time. A sample
+//!   that gets the maintenance page anyway (its `X-Golive-Maintenance`
+//!   header: turned on by hand, or at a window's edge) counts as answering,
+//!   and the number of such samples is reported apart (issue 12, part 12).
 //!
 //! The sampler is a std thread with its own current-thread runtime, so the
 //! local `golive-agent rollback` (no server runtime) samples the same way.
@@ -32,7 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use golive_shared::config::{AppConfig, ProbeConfig};
-use golive_shared::protocol::{Availability, EventKind, LogLevel, ProbeStatus, Severity};
+use golive_shared::protocol::{Availability, EventKind, LogLevel, Severity};
 
 use crate::journal::Journal;
 
@@ -63,7 +66,9 @@ pub enum Sampler {
     Running {
         probe: String,
         stop: tokio::sync::oneshot::Sender<bool>,
-        thread: JoinHandle<Availability>,
+        /// The figures, and how many samples golive's maintenance page
+        /// answered.
+        thread: JoinHandle<(Availability, u32)>,
     },
     /// The app is in golive's maintenance.
     InMaintenance { probe: String },
@@ -107,6 +112,7 @@ impl Sampler {
     /// hooks are done and it succeeded, so wait (bounded) for the app to
     /// answer again; otherwise stop at once.
     pub fn finish(self, settled: bool, emit: &dyn Fn(EventKind)) -> Option<Availability> {
+        let mut marked = 0;
         let a = match self {
             Sampler::InMaintenance { probe } => Availability {
                 probe,
@@ -125,7 +131,10 @@ impl Sampler {
             } => {
                 let _ = stop.send(settled);
                 match thread.join() {
-                    Ok(a) => a,
+                    Ok((a, n)) => {
+                        marked = n;
+                        a
+                    }
                     Err(_) => {
                         emit(EventKind::Log {
                             level: LogLevel::Warn,
@@ -147,6 +156,15 @@ impl Sampler {
             },
             line: describe(&a),
         });
+        if marked > 0 {
+            emit(EventKind::Log {
+                level: LogLevel::Info,
+                line: format!(
+                    "availability: {marked} sample(s) got golive's maintenance page \
+                     (X-Golive-Maintenance): counted as maintenance, not as not answering"
+                ),
+            });
+        }
         Some(a)
     }
 }
@@ -183,6 +201,8 @@ struct Tally {
     longest: Duration,
     down_since: Option<Duration>,
     first_ok: Option<bool>,
+    /// Samples golive's maintenance page answered (counted as answering).
+    maintenance: u32,
 }
 
 impl Tally {
@@ -234,7 +254,7 @@ fn sample(
     probe: &ProbeConfig,
     name: &str,
     mut stopped: tokio::sync::oneshot::Receiver<bool>,
-) -> Availability {
+) -> (Availability, u32) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -244,7 +264,7 @@ fn sample(
             // Without a runtime nothing can be sampled: wait for the stop
             // and report no samples rather than a made-up figure.
             let _ = stopped.blocking_recv();
-            return Tally::default().finish(name, Duration::ZERO);
+            return (Tally::default().finish(name, Duration::ZERO), 0);
         }
     };
     let per_try = Duration::from_millis(probe.timeout_ms()).min(SAMPLE_TIMEOUT);
@@ -271,9 +291,11 @@ fn sample(
                 break;
             }
             let t = Instant::now();
-            let ok = tokio::time::timeout(per_try, crate::probe::run_one(app, probe, &[]))
-                .await
-                .is_ok_and(|r| r.status == ProbeStatus::Pass);
+            // golive's maintenance page (its header) is maintenance, not
+            // the app failing to answer (issue 12, part 12).
+            let seen = crate::probe::sample(probe, per_try).await;
+            let ok = seen != crate::probe::Sample::NotAnswered;
+            tally.maintenance += u32::from(seen == crate::probe::Sample::Maintenance);
             tally.add(t - started, ok);
             if let Some((at, _)) = stop
                 && ok
@@ -303,7 +325,8 @@ fn sample(
                 }
             }
         }
-        tally.finish(name, started.elapsed())
+        let marked = tally.maintenance;
+        (tally.finish(name, started.elapsed()), marked)
     })
 }
 
@@ -345,6 +368,48 @@ mod tests {
         assert_eq!(next_after_stop(at, at, SETTLE), at + INTERVAL);
         let later = at + ms(400);
         assert_eq!(next_after_stop(later, at, SETTLE), later + INTERVAL);
+    }
+
+    /// Issue 12, part 12: a sample that gets golive's maintenance page (its
+    /// header) is maintenance; the same 503 without it did not answer.
+    #[test]
+    fn issue12_the_maintenance_page_is_told_from_an_outage() {
+        use std::io::{Read, Write};
+        let serve = |head: &'static str| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            std::thread::spawn(move || {
+                if let Ok((mut s, _)) = l.accept() {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf);
+                    let _ = write!(s, "{head}Content-Length: 0\r\nConnection: close\r\n\r\n");
+                }
+            });
+            let probe: ProbeConfig = toml::from_str(&format!(
+                "kind = \"http\"\nname = \"health\"\nurl = \"http://{addr}/health\"\nexpect_status = [200]"
+            ))
+            .unwrap();
+            probe
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let marked = serve("HTTP/1.1 503 Service Unavailable\r\nX-Golive-Maintenance: 1\r\n");
+        assert_eq!(
+            rt.block_on(crate::probe::sample(&marked, SAMPLE_TIMEOUT)),
+            crate::probe::Sample::Maintenance
+        );
+        let own = serve("HTTP/1.1 503 Service Unavailable\r\n");
+        assert_eq!(
+            rt.block_on(crate::probe::sample(&own, SAMPLE_TIMEOUT)),
+            crate::probe::Sample::NotAnswered
+        );
+        let up = serve("HTTP/1.1 200 OK\r\n");
+        assert_eq!(
+            rt.block_on(crate::probe::sample(&up, SAMPLE_TIMEOUT)),
+            crate::probe::Sample::Answered
+        );
     }
 
     fn ms(n: u64) -> Duration {
