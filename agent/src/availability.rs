@@ -1,5 +1,7 @@
 //! Downtime as users see it (issue 12, part 15): while an activate or
-//! rollback job switches releases and runs its hooks, a sampler sends the
+//! rollback job switches releases and runs its hooks, and while maintenance
+//! goes off (from its `off` command until the app answers after the flag
+//! file is gone: [`start_at_maintenance_off`]), a sampler sends the
 //! app's http probe about every [`INTERVAL`] and measures how long the app
 //! did not answer as the probe expects (a refused connection, a 502 while
 //! it restarts, a timeout).
@@ -93,12 +95,27 @@ pub fn start(journal: &Journal, app_name: &str, app: &AppConfig) -> Option<Sampl
     if journal.maintenance(app_name).ok().flatten().is_some() {
         return Some(Sampler::InMaintenance { probe: name });
     }
+    spawn(probe, settle_of(app))
+}
+
+/// Starts sampling `app` as its maintenance goes off (issue 12, part 15):
+/// the journal still says on, and the maintenance page's answers count
+/// as maintenance (its header), so what is measured is the time the app
+/// itself did not answer once the page was gone. Nothing golive ran
+/// restarts the app here, so there is no settle time. `None` when it has
+/// no http probe.
+pub fn start_at_maintenance_off(app: &AppConfig) -> Option<Sampler> {
+    let probe = probe_of(app)?.clone();
+    spawn(probe, Duration::ZERO)
+}
+
+fn spawn(probe: ProbeConfig, settle: Duration) -> Option<Sampler> {
+    let name = probe.name().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let app = app.clone();
     let for_thread = name.clone();
     let thread = std::thread::Builder::new()
         .name("availability".into())
-        .spawn(move || sample(&app, &probe, &for_thread, stopped))
+        .spawn(move || sample(&probe, &for_thread, settle, stopped))
         .ok()?;
     Some(Sampler::Running {
         probe: name,
@@ -250,9 +267,9 @@ impl Tally {
 
 /// The sampler thread: samples until told to stop (see the module docs).
 fn sample(
-    app: &AppConfig,
     probe: &ProbeConfig,
     name: &str,
+    settle: Duration,
     mut stopped: tokio::sync::oneshot::Receiver<bool>,
 ) -> (Availability, u32) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -268,7 +285,6 @@ fn sample(
         }
     };
     let per_try = Duration::from_millis(probe.timeout_ms()).min(SAMPLE_TIMEOUT);
-    let settle = settle_of(app);
     rt.block_on(async {
         let started = Instant::now();
         let mut tally = Tally::default();

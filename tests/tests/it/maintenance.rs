@@ -485,7 +485,8 @@ fn deploy_with_maintenance_reports_downtime_and_ends_with_it_off() {
         "{result}"
     );
     // Issue 12: the switch happened behind the maintenance page, so the
-    // agent sampled nothing: that time is maintenance, not counted twice.
+    // agent sampled nothing: that time is maintenance, not counted twice;
+    // after maintenance off the app answered at once.
     assert_eq!(result["unavailable_ms"], 0, "{result}");
     assert!(
         run.stdout
@@ -943,5 +944,106 @@ fn issue12_a_maintenance_page_outside_golives_windows_is_not_an_outage() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    drop(nginx);
+}
+
+/// Issue 12, part 15: the moments after `maintenance off` are sampled too.
+/// A deployment with `[deploy] maintenance = true` through real nginx; as
+/// the flag file goes, the app's health answers 404 for about 1.5 s (as an
+/// app that starts serving late does; `check_url` is `/`, which answers).
+/// The agent samples its http probe through maintenance off, so the time
+/// is counted in "not answering", beside the maintenance time, and the
+/// probes after it see the app back.
+#[test]
+fn issue12_the_app_not_answering_after_maintenance_off_is_counted() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let w = World::new();
+    let ip = "127.0.0.126";
+    let root = w.path().join("web7/srv/shop");
+    let flag = root.join("shared/maintenance.flag");
+    let nginx = Nginx::start(w.path(), ip, &root.join("current"), &flag);
+    let mut spec = AgentSpec::new("web7", ip);
+    spec.apps_toml = format!(
+        "{}{}",
+        app_toml("shop", &root, &format!("http://{ip}:{}/health", nginx.port)),
+        maintenance_toml(&format!("http://{ip}:{}/", nginx.port), "")
+    );
+    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+    let release = |v: &str| {
+        let path = w.path().join(format!("dist/shop-{v}.tar.gz"));
+        let index = format!("shop {v}\n");
+        artifact(
+            &path,
+            &[("index.html", index.as_bytes()), ("health", b"ok\n")],
+        );
+        path
+    };
+    let v1 = release("v1");
+    let plan = w.plan(&agent, Some(("v1", &v1)), "");
+    let (run, _) = w.json(&["deploy", s(&plan)]);
+    assert_eq!(run.code, 0, "{}\nnginx:\n{}", run.text(), nginx.logs());
+
+    // The app: once maintenance has been on and the flag goes, its health
+    // is missing for 1.5 s. Bounded: 60 s, then it gives up; the file is
+    // always put back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = {
+        let (stop, flag) = (Arc::clone(&stop), flag.clone());
+        let health = root.join("current/health");
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut seen_on = false;
+            while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(60) {
+                let on = flag.exists();
+                if on {
+                    seen_on = true;
+                } else if seen_on {
+                    let aside = health.with_extension("aside");
+                    let moved = std::fs::rename(&health, &aside).is_ok();
+                    std::thread::sleep(Duration::from_millis(1500));
+                    if moved {
+                        std::fs::rename(&aside, &health).expect("put health back");
+                    }
+                    return moved;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            false
+        })
+    };
+    let v2 = release("v2");
+    let plan = w.plan(&agent, Some(("v2", &v2)), "[deploy]\nmaintenance = true\n");
+    let (run, result) = w.json(&["deploy", s(&plan)]);
+    stop.store(true, Ordering::SeqCst);
+    let moved = app.join().expect("app thread");
+    assert!(moved, "the app thread never saw maintenance go off");
+    assert_eq!(run.code, 0, "{}\nnginx:\n{}", run.text(), nginx.logs());
+    assert_eq!(result["maintenance"], "off", "{result}");
+    let down = result["unavailable_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no unavailable_ms: {result}"));
+    assert!((1000..10_000).contains(&down), "{result}\n{}", run.text());
+    let downtime = result["downtime_ms"].as_u64().expect("downtime_ms");
+    assert!(
+        text(&result["message"]).contains(&format!(
+            "downtime {down} ms not answering (as users see it), {downtime} ms in maintenance"
+        )),
+        "{result}"
+    );
+    // The maintenance-off step says what it measured.
+    let off = run
+        .json_lines()
+        .into_iter()
+        .find(|v| v["event"] == "step" && v["step"] == "maintenance-off")
+        .unwrap_or_else(|| panic!("no maintenance-off step:\n{}", run.text()));
+    assert!(
+        text(&off["detail"]).contains(&format!("not answering {down} ms")),
+        "{off}"
+    );
+    assert_eq!(
+        http_get(ip, nginx.port, "/health"),
+        Some((200, "ok\n".into()))
+    );
     drop(nginx);
 }
