@@ -103,9 +103,14 @@ pub fn start(journal: &Journal, app_name: &str, app: &AppConfig) -> Option<Sampl
 /// as maintenance (its header), so what is measured is the time the app
 /// itself did not answer once the page was gone. Nothing golive ran
 /// restarts the app here, so there is no settle time. `None` when it has
-/// no http probe.
+/// no http probe or nothing is live.
 pub fn start_at_maintenance_off(app: &AppConfig) -> Option<Sampler> {
     let probe = probe_of(app)?.clone();
+    // Nothing live (before the first release): nothing to answer, and
+    // waiting for it would only delay the `off`.
+    if !app.root.join("current").exists() {
+        return None;
+    }
     spawn(probe, Duration::ZERO)
 }
 

@@ -953,7 +953,8 @@ fn issue12_a_maintenance_page_outside_golives_windows_is_not_an_outage() {
 /// app that starts serving late does; `check_url` is `/`, which answers).
 /// The agent samples its http probe through maintenance off, so the time
 /// is counted in "not answering", beside the maintenance time, and the
-/// probes after it see the app back.
+/// probes after it see the app back. The rollback of that deployment (a
+/// host rollback behind maintenance) counts the same moments.
 #[test]
 fn issue12_the_app_not_answering_after_maintenance_off_is_counted() {
     use std::sync::Arc;
@@ -988,7 +989,7 @@ fn issue12_the_app_not_answering_after_maintenance_off_is_counted() {
     // is missing for 1.5 s. Bounded: 60 s, then it gives up; the file is
     // always put back.
     let stop = Arc::new(AtomicBool::new(false));
-    let app = {
+    let late_app = || {
         let (stop, flag) = (Arc::clone(&stop), flag.clone());
         let health = root.join("current/health");
         std::thread::spawn(move || {
@@ -1012,6 +1013,7 @@ fn issue12_the_app_not_answering_after_maintenance_off_is_counted() {
             false
         })
     };
+    let app = late_app();
     let v2 = release("v2");
     let plan = w.plan(&agent, Some(("v2", &v2)), "[deploy]\nmaintenance = true\n");
     let (run, result) = w.json(&["deploy", s(&plan)]);
@@ -1044,6 +1046,30 @@ fn issue12_the_app_not_answering_after_maintenance_off_is_counted() {
     assert_eq!(
         http_get(ip, nginx.port, "/health"),
         Some((200, "ok\n".into()))
+    );
+
+    // The rollback of that deployment goes behind maintenance too (its
+    // rollback point says so): the agent's host rollback counts the same
+    // moments after its maintenance off.
+    stop.store(false, Ordering::SeqCst);
+    let app = late_app();
+    let id = text(&result["deployment"]).to_string();
+    let (run, result) = w.json(&["rollback", &id]);
+    stop.store(true, Ordering::SeqCst);
+    let moved = app.join().expect("app thread");
+    assert!(
+        moved,
+        "the app thread never saw maintenance go off:\n{}",
+        run.text()
+    );
+    assert_eq!(run.code, 0, "{}\nnginx:\n{}", run.text(), nginx.logs());
+    let down = result["unavailable_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no unavailable_ms: {result}"));
+    assert!((1000..10_000).contains(&down), "{result}\n{}", run.text());
+    assert_eq!(
+        http_get(ip, nginx.port, "/"),
+        Some((200, "shop v1\n".into()))
     );
     drop(nginx);
 }
