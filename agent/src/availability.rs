@@ -1,5 +1,7 @@
 //! Downtime as users see it (issue 12, part 15): while an activate or
-//! rollback job switches releases and runs its hooks, a sampler sends the
+//! rollback job switches releases and runs its hooks, and while maintenance
+//! goes off (from its `off` command until the app answers after the flag
+//! file is gone: [`start_at_maintenance_off`]), a sampler sends the
 //! app's http probe about every [`INTERVAL`] and measures how long the app
 //! did not answer as the probe expects (a refused connection, a 502 while
 //! it restarts, a timeout).
@@ -23,7 +25,10 @@
 //!   sample to the start of the next one that answers (or to the end).
 //!   The resolution is one interval (about 100 ms).
 //! - **Maintenance**: an app in golive's maintenance is not sampled: users
-//!   see the maintenance page, and that time is maintenance time.
+//!   see the maintenance page, and that time is maintenance time. A sample
+//!   that gets the maintenance page anyway (its `X-Golive-Maintenance`
+//!   header: turned on by hand, or at a window's edge) counts as answering,
+//!   and the number of such samples is reported apart (issue 12, part 12).
 //!
 //! The sampler is a std thread with its own current-thread runtime, so the
 //! local `golive-agent rollback` (no server runtime) samples the same way.
@@ -32,7 +37,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use golive_shared::config::{AppConfig, ProbeConfig};
-use golive_shared::protocol::{Availability, EventKind, LogLevel, ProbeStatus, Severity};
+use golive_shared::protocol::{Availability, EventKind, LogLevel, Severity};
 
 use crate::journal::Journal;
 
@@ -63,7 +68,9 @@ pub enum Sampler {
     Running {
         probe: String,
         stop: tokio::sync::oneshot::Sender<bool>,
-        thread: JoinHandle<Availability>,
+        /// The figures, and how many samples golive's maintenance page
+        /// answered.
+        thread: JoinHandle<(Availability, u32)>,
     },
     /// The app is in golive's maintenance.
     InMaintenance { probe: String },
@@ -88,12 +95,32 @@ pub fn start(journal: &Journal, app_name: &str, app: &AppConfig) -> Option<Sampl
     if journal.maintenance(app_name).ok().flatten().is_some() {
         return Some(Sampler::InMaintenance { probe: name });
     }
+    spawn(probe, settle_of(app))
+}
+
+/// Starts sampling `app` as its maintenance goes off (issue 12, part 15):
+/// the journal still says on, and the maintenance page's answers count
+/// as maintenance (its header), so what is measured is the time the app
+/// itself did not answer once the page was gone. Nothing golive ran
+/// restarts the app here, so there is no settle time. `None` when it has
+/// no http probe or nothing is live.
+pub fn start_at_maintenance_off(app: &AppConfig) -> Option<Sampler> {
+    let probe = probe_of(app)?.clone();
+    // Nothing live (before the first release): nothing to answer, and
+    // waiting for it would only delay the `off`.
+    if !app.root.join("current").exists() {
+        return None;
+    }
+    spawn(probe, Duration::ZERO)
+}
+
+fn spawn(probe: ProbeConfig, settle: Duration) -> Option<Sampler> {
+    let name = probe.name().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let app = app.clone();
     let for_thread = name.clone();
     let thread = std::thread::Builder::new()
         .name("availability".into())
-        .spawn(move || sample(&app, &probe, &for_thread, stopped))
+        .spawn(move || sample(&probe, &for_thread, settle, stopped))
         .ok()?;
     Some(Sampler::Running {
         probe: name,
@@ -107,6 +134,7 @@ impl Sampler {
     /// hooks are done and it succeeded, so wait (bounded) for the app to
     /// answer again; otherwise stop at once.
     pub fn finish(self, settled: bool, emit: &dyn Fn(EventKind)) -> Option<Availability> {
+        let mut marked = 0;
         let a = match self {
             Sampler::InMaintenance { probe } => Availability {
                 probe,
@@ -125,7 +153,10 @@ impl Sampler {
             } => {
                 let _ = stop.send(settled);
                 match thread.join() {
-                    Ok(a) => a,
+                    Ok((a, n)) => {
+                        marked = n;
+                        a
+                    }
                     Err(_) => {
                         emit(EventKind::Log {
                             level: LogLevel::Warn,
@@ -147,6 +178,15 @@ impl Sampler {
             },
             line: describe(&a),
         });
+        if marked > 0 {
+            emit(EventKind::Log {
+                level: LogLevel::Info,
+                line: format!(
+                    "availability: {marked} sample(s) got golive's maintenance page \
+                     (X-Golive-Maintenance): counted as maintenance, not as not answering"
+                ),
+            });
+        }
         Some(a)
     }
 }
@@ -183,6 +223,8 @@ struct Tally {
     longest: Duration,
     down_since: Option<Duration>,
     first_ok: Option<bool>,
+    /// Samples golive's maintenance page answered (counted as answering).
+    maintenance: u32,
 }
 
 impl Tally {
@@ -230,11 +272,11 @@ impl Tally {
 
 /// The sampler thread: samples until told to stop (see the module docs).
 fn sample(
-    app: &AppConfig,
     probe: &ProbeConfig,
     name: &str,
+    settle: Duration,
     mut stopped: tokio::sync::oneshot::Receiver<bool>,
-) -> Availability {
+) -> (Availability, u32) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -244,11 +286,10 @@ fn sample(
             // Without a runtime nothing can be sampled: wait for the stop
             // and report no samples rather than a made-up figure.
             let _ = stopped.blocking_recv();
-            return Tally::default().finish(name, Duration::ZERO);
+            return (Tally::default().finish(name, Duration::ZERO), 0);
         }
     };
     let per_try = Duration::from_millis(probe.timeout_ms()).min(SAMPLE_TIMEOUT);
-    let settle = settle_of(app);
     rt.block_on(async {
         let started = Instant::now();
         let mut tally = Tally::default();
@@ -271,9 +312,11 @@ fn sample(
                 break;
             }
             let t = Instant::now();
-            let ok = tokio::time::timeout(per_try, crate::probe::run_one(app, probe, &[]))
-                .await
-                .is_ok_and(|r| r.status == ProbeStatus::Pass);
+            // golive's maintenance page (its header) is maintenance, not
+            // the app failing to answer (issue 12, part 12).
+            let seen = crate::probe::sample(probe, per_try).await;
+            let ok = seen != crate::probe::Sample::NotAnswered;
+            tally.maintenance += u32::from(seen == crate::probe::Sample::Maintenance);
             tally.add(t - started, ok);
             if let Some((at, _)) = stop
                 && ok
@@ -303,7 +346,8 @@ fn sample(
                 }
             }
         }
-        tally.finish(name, started.elapsed())
+        let marked = tally.maintenance;
+        (tally.finish(name, started.elapsed()), marked)
     })
 }
 
@@ -345,6 +389,48 @@ mod tests {
         assert_eq!(next_after_stop(at, at, SETTLE), at + INTERVAL);
         let later = at + ms(400);
         assert_eq!(next_after_stop(later, at, SETTLE), later + INTERVAL);
+    }
+
+    /// Issue 12, part 12: a sample that gets golive's maintenance page (its
+    /// header) is maintenance; the same 503 without it did not answer.
+    #[test]
+    fn issue12_the_maintenance_page_is_told_from_an_outage() {
+        use std::io::{Read, Write};
+        let serve = |head: &'static str| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            std::thread::spawn(move || {
+                if let Ok((mut s, _)) = l.accept() {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf);
+                    let _ = write!(s, "{head}Content-Length: 0\r\nConnection: close\r\n\r\n");
+                }
+            });
+            let probe: ProbeConfig = toml::from_str(&format!(
+                "kind = \"http\"\nname = \"health\"\nurl = \"http://{addr}/health\"\nexpect_status = [200]"
+            ))
+            .unwrap();
+            probe
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let marked = serve("HTTP/1.1 503 Service Unavailable\r\nX-Golive-Maintenance: 1\r\n");
+        assert_eq!(
+            rt.block_on(crate::probe::sample(&marked, SAMPLE_TIMEOUT)),
+            crate::probe::Sample::Maintenance
+        );
+        let own = serve("HTTP/1.1 503 Service Unavailable\r\n");
+        assert_eq!(
+            rt.block_on(crate::probe::sample(&own, SAMPLE_TIMEOUT)),
+            crate::probe::Sample::NotAnswered
+        );
+        let up = serve("HTTP/1.1 200 OK\r\n");
+        assert_eq!(
+            rt.block_on(crate::probe::sample(&up, SAMPLE_TIMEOUT)),
+            crate::probe::Sample::Answered
+        );
     }
 
     fn ms(n: u64) -> Duration {

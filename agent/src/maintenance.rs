@@ -37,6 +37,7 @@ use golive_shared::protocol::{EventKind, JobResult, LogLevel, SetMaintenance, no
 use golive_shared::timefmt::utc;
 
 use crate::accesslog::{self, Excluded, LogFormat, WindowStats};
+use crate::availability;
 use crate::exec;
 use crate::journal::Journal;
 
@@ -140,7 +141,7 @@ pub fn set_by(
     if req.on {
         on(journal, &req.app, app, m, &req.reason, &by, &log)
     } else {
-        off(journal, &req.app, app, m, &by, &log)
+        off(journal, &req.app, app, m, &by, emit)
     }
 }
 
@@ -211,6 +212,7 @@ fn on(
         on: true,
         changed,
         downtime_ms: None,
+        availability: None,
     })
 }
 
@@ -220,8 +222,9 @@ fn off(
     app: &AppConfig,
     m: &MaintenanceConfig,
     by: &str,
-    log: &dyn Fn(LogLevel, String),
+    emit: &dyn Fn(EventKind),
 ) -> Result<JobResult, String> {
+    let log = &|level: LogLevel, line: String| emit(EventKind::Log { level, line });
     let before = journal.maintenance(name).map_err(|e| e.to_string())?;
     match &before {
         Some(s) => log(
@@ -247,6 +250,31 @@ fn off(
         run_command("off", cmd, app, log)
             .map_err(|e| golive_shared::protocol::error_with(&e, &format!("; {stays_on}")))?;
     }
+    // Downtime as users see it (issue 12, part 15): from here until the app
+    // answers its http probe, as through a switch; the page's own answers
+    // count as maintenance. Stopped at once if the `off` fails.
+    let sampler = availability::start_at_maintenance_off(app);
+    let result = off_flag_and_check(journal, name, app, m, by, stays_on, log);
+    let settled = result.is_ok();
+    let measured = sampler.and_then(|s| s.finish(settled, emit));
+    let mut result = result?;
+    if let JobResult::Maintenance { availability, .. } = &mut result {
+        *availability = measured;
+    }
+    Ok(result)
+}
+
+/// The rest of [`off`] after its command: the flag file removed, the check,
+/// and the journal's window closed.
+fn off_flag_and_check(
+    journal: &Journal,
+    name: &str,
+    app: &AppConfig,
+    m: &MaintenanceConfig,
+    by: &str,
+    stays_on: &str,
+    log: &dyn Fn(LogLevel, String),
+) -> Result<JobResult, String> {
     if let Some(flag) = &m.flag_file {
         let path = flag_path(&app.root, flag);
         match std::fs::remove_file(&path) {
@@ -289,6 +317,7 @@ fn off(
         on: false,
         changed: window.is_some(),
         downtime_ms,
+        availability: None,
     })
 }
 

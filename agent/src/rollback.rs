@@ -1187,7 +1187,7 @@ impl<'a> Machine<'a> {
                     Maintenance::On { why } => format!("host rollback job {}: {why}", self.job.id),
                     _ => format!("host rollback job {} (a step failed before)", self.job.id),
                 };
-                crate::maintenance::set_by(
+                let done = crate::maintenance::set_by(
                     self.config,
                     self.journal,
                     &SetMaintenance {
@@ -1198,7 +1198,16 @@ impl<'a> Machine<'a> {
                     &self.by(),
                     self.emit,
                 )?;
-                Ok((if on { "on" } else { "off" }.to_string(), None))
+                // What users saw as maintenance went off (issue 12, part
+                // 15) is kept as the step's data, for the job's figure.
+                let measured = match done {
+                    JobResult::Maintenance {
+                        availability: Some(a),
+                        ..
+                    } => serde_json::to_string(&a).ok(),
+                    _ => None,
+                };
+                Ok((if on { "on" } else { "off" }.to_string(), measured))
             }
             "snapshot" => self.snapshot(plan),
             "reactivate" => self.reactivate(plan),
@@ -1666,6 +1675,23 @@ impl<'a> Machine<'a> {
         let probes: Vec<ProbeResult> = data("probe")
             .and_then(|d| serde_json::from_str(&d).ok())
             .unwrap_or_default();
+        // A switch behind maintenance was not sampled: what users saw is
+        // what the maintenance off measured (issue 12, part 15).
+        let after_off: Option<Availability> =
+            data("maintenance-off").and_then(|d| serde_json::from_str(&d).ok());
+        let availability = match (availability, after_off) {
+            (None, off) => off,
+            (Some(a), Some(off)) if a.in_maintenance => Some(off),
+            (Some(a), Some(off)) => Some(Availability {
+                samples: a.samples + off.samples,
+                failed: a.failed + off.failed,
+                unavailable_ms: a.unavailable_ms + off.unavailable_ms,
+                longest_ms: a.longest_ms.max(off.longest_ms),
+                recovered: off.recovered,
+                ..a
+            }),
+            (a, None) => a,
+        };
         if let Some(a) = &operator_action {
             self.log(LogLevel::Warn, format!("OPERATOR ACTION NEEDED: {a}"));
         }

@@ -403,14 +403,18 @@ pub(crate) fn job_ok(r: Result<JobInfo, ClientError>) -> Result<String, DeployEr
             Some(JobResult::BackedUp { id, bytes, .. }) => format!("backup {id}, {bytes} bytes"),
             Some(JobResult::Verified { id, detail, .. }) => format!("backup {id}: {detail}"),
             Some(JobResult::Maintenance {
-                on, downtime_ms, ..
-            }) => match downtime_ms {
-                Some(ms) => format!(
-                    "maintenance {}; downtime {ms} ms",
-                    if on { "on" } else { "off" }
-                ),
-                None => format!("maintenance {}", if on { "on" } else { "off" }),
-            },
+                on,
+                downtime_ms,
+                availability,
+                ..
+            }) => format!(
+                "maintenance {}{}{}",
+                if on { "on" } else { "off" },
+                downtime_ms
+                    .map(|ms| format!("; downtime {ms} ms"))
+                    .unwrap_or_default(),
+                availability_detail(availability.as_ref())
+            ),
             Some(JobResult::FlagSet {
                 name,
                 on,
@@ -570,12 +574,15 @@ pub fn interrupted(state: &Path, app: &str) -> Vec<(String, String)> {
 }
 
 /// What a maintenance job did on one host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Switched {
     /// False when the host already was in the requested state.
     pub changed: bool,
     /// After `off`: how long it was on.
     pub downtime_ms: Option<u64>,
+    /// After `off`, when the app has an http probe: how long it did not
+    /// answer once the page was gone (issue 12, part 15).
+    pub availability: Option<golive_shared::protocol::Availability>,
 }
 
 impl Switched {
@@ -590,6 +597,7 @@ impl Switched {
         if let Some(ms) = self.downtime_ms {
             s.push_str(&format!("; downtime {ms} ms"));
         }
+        s.push_str(&availability_detail(self.availability.as_ref()));
         s
     }
 }
@@ -604,10 +612,12 @@ pub fn switched(
             Some(JobResult::Maintenance {
                 changed,
                 downtime_ms,
+                availability,
                 ..
             }) => Ok(Switched {
                 changed,
                 downtime_ms,
+                availability,
             }),
             other => Err(DeployError::UnexpectedResult {
                 id: job.id,

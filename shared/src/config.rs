@@ -1295,8 +1295,43 @@ pub struct FlagDecl {
     /// The field that holds on/off (a boolean). Default `enabled`.
     pub on_field: Option<String>,
     /// The field that holds the rollout percentage (an integer 0-100).
-    /// Default `percent`.
-    pub percent_field: Option<String>,
+    /// Default `percent`; `false`: the flag has no percentage (`--percent`
+    /// is refused, and no field of the object is read or written as one).
+    pub percent_field: Option<PercentField>,
+}
+
+/// `percent_field`: the field's name, or `false` for a flag that has no
+/// rollout percentage (issue 12, part 11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PercentField {
+    Name(String),
+    None,
+}
+
+impl<'de> Deserialize<'de> for PercentField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = PercentField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the percentage field's name, or false for a flag without a percentage")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PercentField, E> {
+                Ok(PercentField::Name(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<PercentField, E> {
+                if v {
+                    Err(E::custom(
+                        "percent_field = true says nothing: give the percentage field's name \
+                         (default \"percent\"), or false for a flag without a percentage",
+                    ))
+                } else {
+                    Ok(PercentField::None)
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A flag's key: `"A.B"` or `["A", "B.C"]`.
@@ -1324,8 +1359,14 @@ impl FlagDecl {
         self.on_field.as_deref().unwrap_or("enabled")
     }
 
-    pub fn percent_field(&self) -> &str {
-        self.percent_field.as_deref().unwrap_or("percent")
+    /// The field of the rollout percentage; `None` when the flag declares
+    /// that it has none (`percent_field = false`).
+    pub fn percent_field(&self) -> Option<&str> {
+        match &self.percent_field {
+            None => Some("percent"),
+            Some(PercentField::Name(n)) => Some(n),
+            Some(PercentField::None) => None,
+        }
     }
 }
 
@@ -1394,9 +1435,13 @@ fn validate_flags(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, S
                 ),
             );
         }
+        let percent_name = match &decl.percent_field {
+            Some(PercentField::Name(n)) => Some(n.clone()),
+            _ => None,
+        };
         for (field, value) in [
             (".on_field", &decl.on_field),
-            (".percent_field", &decl.percent_field),
+            (".percent_field", &percent_name),
         ] {
             if let Some(v) = value
                 && !flag_field_ok(v)
@@ -1409,7 +1454,7 @@ fn validate_flags(app_name: &str, app: &AppConfig, bad: &mut dyn FnMut(String, S
                 );
             }
         }
-        if decl.on_field() == decl.percent_field() {
+        if Some(decl.on_field()) == decl.percent_field() {
             bad(
                 here(".percent_field"),
                 format!(
@@ -2267,6 +2312,59 @@ database = "orders"
             err.to_string()
                 .contains("agent.toml:13: key `apps.shop.shared.0`")
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Issue 12, part 11: `percent_field = false` declares a flag without a
+    /// percentage; `true` is refused where it is written, with the fix.
+    #[test]
+    fn issue12_a_flag_declares_that_it_has_no_percentage() {
+        let dir = tmp();
+        let file = dir.join("agent.toml");
+        let flags = |decl: &str| {
+            sample(&format!(
+                "\n[apps.shop.flags]\nfile = \"shared/flags.json\"\n\
+                 [apps.shop.flags.declared.alerta]\n{decl}\n"
+            ))
+        };
+        let cfg = parse(
+            &file,
+            &flags("key = \"ALERTAS.BAJA\"\non_field = \"percent\"\npercent_field = false"),
+        )
+        .unwrap();
+        let decl = &cfg.apps["shop"].flags.as_ref().unwrap().declared["alerta"];
+        assert_eq!(decl.percent_field, Some(PercentField::None));
+        assert_eq!(decl.percent_field(), None);
+        // With no percentage, `percent` is free to be the on/off field.
+        assert_eq!(decl.on_field(), "percent");
+        let cfg = parse(&file, &flags("percent_field = \"pct\"")).unwrap();
+        assert_eq!(
+            cfg.apps["shop"].flags.as_ref().unwrap().declared["alerta"].percent_field(),
+            Some("pct")
+        );
+        let cfg = parse(&file, &flags("")).unwrap();
+        assert_eq!(
+            cfg.apps["shop"].flags.as_ref().unwrap().declared["alerta"].percent_field(),
+            Some("percent")
+        );
+        for (decl, says) in [
+            (
+                "percent_field = true",
+                "or false for a flag without a percentage",
+            ),
+            ("percent_field = 5", "the percentage field's name, or false"),
+            ("percent_field = \"\"", "not a usable field name"),
+            ("on_field = \"x\"\npercent_field = \"x\"", "two fields"),
+        ] {
+            let err = parse(&file, &flags(decl)).unwrap_err();
+            let issue = &err.0[0];
+            assert_eq!(
+                issue.key, "apps.shop.flags.declared.alerta.percent_field",
+                "{decl}: {err}"
+            );
+            assert!(issue.line.is_some(), "{decl}: {err}");
+            assert!(issue.message.contains(says), "{decl}: {err}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

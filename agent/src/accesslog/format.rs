@@ -39,7 +39,19 @@ pub(crate) enum Field {
     /// nginx `$upstream_response_time`: seconds, `-`, or a list such as
     /// `0.010, 0.020 : 0.030` (one entry per upstream tried; they are summed).
     UpstreamSeconds,
+    /// golive's maintenance marker (issue 12, part 12): the response header
+    /// [`MAINTENANCE_HEADER`] the shipped snippets add to the maintenance
+    /// page, logged as nginx `$sent_http_x_golive_maintenance` or Apache
+    /// `%{X-Golive-Maintenance}o`. `-` (or empty): not a maintenance answer.
+    Maintenance,
 }
+
+/// The response header golive's maintenance page carries (the snippets in
+/// packaging/ set it to `1`): how a log line, an http probe or an
+/// availability sample tells golive's maintenance from an outage.
+pub const MAINTENANCE_HEADER: &str = "X-Golive-Maintenance";
+/// [`MAINTENANCE_HEADER`] as nginx names it in a `log_format`.
+const NGINX_MAINTENANCE_VAR: &str = "sent_http_x_golive_maintenance";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Unit {
@@ -101,6 +113,12 @@ impl LogFormat {
             .any(|f| matches!(f, Field::TimeLocal | Field::TimeIso8601))
     }
 
+    /// Whether lines carry golive's maintenance marker, so that
+    /// maintenance answers outside golive's journaled windows are known too.
+    pub fn has_maintenance_marker(&self) -> bool {
+        self.fields().any(|f| f == Field::Maintenance)
+    }
+
     fn fields(&self) -> impl Iterator<Item = Field> + '_ {
         self.items.iter().filter_map(|i| match i {
             Item::Field { field, .. } => Some(*field),
@@ -151,6 +169,7 @@ fn tokenize(text: &str) -> Result<Vec<Raw>, String> {
                     "status" => Field::Status,
                     "request_time" => Field::Latency(Unit::Seconds),
                     "upstream_response_time" => Field::UpstreamSeconds,
+                    n if n.eq_ignore_ascii_case(NGINX_MAINTENANCE_VAR) => Field::Maintenance,
                     n if n.starts_with("upstream_") => Field::SkipList,
                     _ => Field::Skip,
                 };
@@ -291,6 +310,7 @@ fn apache_directive(text: &str, at: usize) -> Result<(Field, usize, bool), Strin
                  log the time with plain `%t`"
             ));
         }
+        (b'o', Some(h)) if h.eq_ignore_ascii_case(MAINTENANCE_HEADER) => Field::Maintenance,
         (b'D', _) => Field::Latency(Unit::Micros),
         (b'T', None | Some("s")) => Field::Latency(Unit::Seconds),
         (b'T', Some("ms")) => Field::Latency(Unit::Millis),
@@ -311,6 +331,7 @@ fn apache_directive(text: &str, at: usize) -> Result<(Field, usize, bool), Strin
 fn compile(raw: Vec<Raw>) -> Result<Vec<Item>, String> {
     let mut status = None::<&str>;
     let mut time = None::<&str>;
+    let mut marker = None::<&str>;
     for (k, r) in raw.iter().enumerate() {
         let Raw::Field { field, name } = r else {
             continue;
@@ -327,6 +348,13 @@ fn compile(raw: Vec<Raw>) -> Result<Vec<Item>, String> {
                 if let Some(first) = status.replace(name) {
                     return Err(format!(
                         "the access-log format has two status fields (`{first}` and `{name}`); keep one"
+                    ));
+                }
+            }
+            Field::Maintenance => {
+                if let Some(first) = marker.replace(name) {
+                    return Err(format!(
+                        "the access-log format has two maintenance markers (`{first}` and `{name}`); keep one"
                     ));
                 }
             }
@@ -451,6 +479,36 @@ mod tests {
         }
         let f = LogFormat::parse("%400,501{User-agent}i %<s %% %{X}^ti").unwrap();
         assert_eq!(shape(&f), r#"LogFormat(<Skip>" "<Status>" % "<Skip>)"#);
+    }
+
+    /// Issue 12, part 12: golive's maintenance marker, in either server's
+    /// spelling, is a field of its own.
+    #[test]
+    fn issue12_the_maintenance_marker_is_recognised() {
+        let nginx =
+            LogFormat::parse(&format!("{COMBINED} $sent_http_x_golive_maintenance")).unwrap();
+        let apache = LogFormat::parse(
+            r#"%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-agent}i\" %{x-golive-maintenance}o"#,
+        )
+        .unwrap();
+        assert!(nginx.has_maintenance_marker() && apache.has_maintenance_marker());
+        assert!(
+            !LogFormat::parse("combined")
+                .unwrap()
+                .has_maintenance_marker()
+        );
+        // Another response header is only stepped over.
+        let other = LogFormat::parse("%>s %{X-Other}o").unwrap();
+        assert!(!other.has_maintenance_marker());
+        let err =
+            LogFormat::parse("$status $sent_http_x_golive_maintenance %{X-Golive-Maintenance}o")
+                .unwrap_err();
+        assert!(err.contains("mixes"), "{err}");
+        let err = LogFormat::parse(
+            "$status $sent_http_x_golive_maintenance $sent_http_x_golive_maintenance",
+        )
+        .unwrap_err();
+        assert!(err.contains("two maintenance markers"), "{err}");
     }
 
     #[test]

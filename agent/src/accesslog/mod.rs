@@ -33,7 +33,7 @@
 //!
 //! # Bounds
 //!
-//! Per tailed log: the ring (at most 3600 slots of 40 bytes, plus 4 bytes
+//! Per tailed log: the ring (at most 3600 slots of 48 bytes, plus 4 bytes
 //! per non-empty latency bucket per second; see [`window`] and the measured
 //! figure in `docs/bench-accesslog.md`), a 256 KiB read buffer, at most
 //! [`tail::MAX_LINE`] of partial line, and two threads (`accesslog-tail` and

@@ -16,6 +16,9 @@ pub struct Entry {
     /// Microseconds, when the format has a latency field and the line has a
     /// value there (`-` is none).
     pub latency_us: Option<u64>,
+    /// The line carries golive's maintenance marker (the maintenance page
+    /// answered it; issue 12, part 12).
+    pub maintenance: bool,
 }
 
 impl LogFormat {
@@ -30,6 +33,7 @@ impl LogFormat {
             time: None,
             status: 0,
             latency_us: None,
+            maintenance: false,
         };
         let items = &self.items;
         for (k, item) in items.iter().enumerate() {
@@ -65,6 +69,7 @@ impl LogFormat {
                         Field::Skip => {}
                         Field::SkipList => len = upstream_len(rest, len),
                         Field::Status => entry.status = status(value)?,
+                        Field::Maintenance => entry.maintenance = !matches!(value, b"" | b"-"),
                         Field::TimeLocal => entry.time = Some(time_local(value)?),
                         Field::TimeIso8601 => entry.time = Some(time_iso8601(value)?),
                         Field::Latency(unit) => entry.latency_us = latency(value, *unit)?,
@@ -327,7 +332,29 @@ mod tests {
             time,
             status,
             latency_us,
+            maintenance: false,
         })
+    }
+
+    /// Issue 12, part 12: a line whose marker field holds a value is a
+    /// maintenance answer; `-` (the header was not sent) is not.
+    #[test]
+    fn issue12_the_maintenance_marker_is_read() {
+        let f = LogFormat::parse(
+            "[$time_local] $status $request_time \"$sent_http_x_golive_maintenance\"",
+        )
+        .unwrap();
+        let on = f
+            .parse_line(b"[10/Oct/2025:13:55:36 +0200] 503 0.001 \"1\"")
+            .unwrap();
+        assert!(on.maintenance && on.status == 503, "{on:?}");
+        let off = f
+            .parse_line(b"[10/Oct/2025:13:55:36 +0200] 503 0.001 \"-\"")
+            .unwrap();
+        assert_eq!(off, entry(Some(T), 503, Some(1000)).unwrap());
+        let apache = LogFormat::parse("%>s %{X-Golive-Maintenance}o").unwrap();
+        assert!(apache.parse_line(b"503 1").unwrap().maintenance);
+        assert!(!apache.parse_line(b"502 -").unwrap().maintenance);
     }
 
     // 10/Oct/2025:13:55:36 +0200 is 11:55:36 UTC.

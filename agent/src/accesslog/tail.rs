@@ -141,6 +141,7 @@ fn feed_line(format: &LogFormat, window: &mut Window, line: &[u8], now: i64) {
         return;
     }
     match format.parse_line(line) {
+        Some(e) if e.maintenance => window.add_maintenance(e.time.unwrap_or(now), e.status, now),
         Some(e) => window.add(e.time.unwrap_or(now), e.status, e.latency_us, now),
         None => window.add_unparsed(now),
     }

@@ -10,7 +10,7 @@
 //! The newest second collects into a dense histogram (an array increment per
 //! line); when a later second starts it is compacted into the ring as a
 //! sorted list of its non-empty buckets, 4 bytes each. So the ring holds at
-//! most 3600 × (40 + 4 × 464) bytes (6.8 MiB) in theory; in practice a
+//! most 3600 × (48 + 4 × 464) bytes (6.5 MiB) in theory; in practice a
 //! second has a few dozen distinct buckets (the benchmark's figure is in
 //! `docs/bench-accesslog.md`). Lines of earlier seconds (Apache
 //! logs the request's start, so slow requests arrive late) go straight into
@@ -101,7 +101,7 @@ const COUNT_BITS: u32 = 23;
 const COUNT_MAX: u32 = (1 << COUNT_BITS) - 1;
 const EMPTY: i64 = i64::MIN;
 
-/// One second in the ring (40 bytes plus its histogram).
+/// One second in the ring (48 bytes plus its histogram).
 #[derive(Clone)]
 struct Slot {
     /// The unix second this slot holds; [`EMPTY`] when none.
@@ -109,6 +109,10 @@ struct Slot {
     requests: u32,
     errors: u32,
     unparsed: u32,
+    /// Lines golive's maintenance page answered (the marker field), kept
+    /// apart from `requests` (issue 12, part 12), and their 5xx.
+    marked: u32,
+    marked_errors: u32,
     /// Non-empty histogram buckets, sorted by index, packed (see [`COUNT_BITS`]).
     hist: Box<[u32]>,
 }
@@ -120,6 +124,8 @@ impl Default for Slot {
             requests: 0,
             errors: 0,
             unparsed: 0,
+            marked: 0,
+            marked_errors: 0,
             hist: Box::default(),
         }
     }
@@ -165,6 +171,8 @@ struct Open {
     sec: Option<i64>,
     requests: u32,
     errors: u32,
+    marked: u32,
+    marked_errors: u32,
     hist: Box<[u32; BUCKETS]>,
     /// Whether any latency went into `hist` (skips compaction otherwise).
     has_latency: bool,
@@ -184,6 +192,8 @@ impl Window {
                 sec: None,
                 requests: 0,
                 errors: 0,
+                marked: 0,
+                marked_errors: 0,
                 hist: Box::new([0; BUCKETS]),
                 has_latency: false,
             },
@@ -263,6 +273,30 @@ impl Window {
         }
     }
 
+    /// Counts one line golive's maintenance page answered (its marker
+    /// field, issue 12, part 12): apart from the error rate and p95, in
+    /// the excluded figures, whatever the journal says.
+    pub fn add_maintenance(&mut self, sec: i64, status: u16, now: i64) {
+        let sec = sec.min(now);
+        let error = u32::from((500..600).contains(&status));
+        if self.open.sec == Some(sec) {
+            self.open.marked += 1;
+            self.open.marked_errors += error;
+            return;
+        }
+        if !self.keeps(sec, now) {
+            return;
+        }
+        if self.open.sec.is_none_or(|open| sec > open) {
+            self.flush(now);
+            self.open.sec = Some(sec);
+            return self.add_maintenance(sec, status, now);
+        }
+        let slot = self.slot(sec);
+        slot.marked += 1;
+        slot.marked_errors += error;
+    }
+
     /// Counts a line that did not parse, at its arrival second.
     pub fn add_unparsed(&mut self, now: i64) {
         self.slot(now).unparsed += 1;
@@ -274,8 +308,11 @@ impl Window {
             return;
         };
         let (requests, errors) = (self.open.requests, self.open.errors);
+        let (marked, marked_errors) = (self.open.marked, self.open.marked_errors);
         self.open.requests = 0;
         self.open.errors = 0;
+        self.open.marked = 0;
+        self.open.marked_errors = 0;
         let had_latency = std::mem::take(&mut self.open.has_latency);
         if !self.keeps(sec, now) {
             self.open.hist.fill(0);
@@ -288,6 +325,8 @@ impl Window {
         }
         slot.requests += requests;
         slot.errors += errors;
+        slot.marked += marked;
+        slot.marked_errors += marked_errors;
         if !had_latency {
             return;
         }
@@ -317,7 +356,8 @@ impl Window {
 
     /// [`Window::stats`] with the seconds that overlap `exclude` counted
     /// apart (`excluded_requests`, `excluded_5xx`) instead of in the
-    /// error rate and p95. Unparsed lines count wherever they fall.
+    /// error rate and p95, as are the lines marked as golive's maintenance
+    /// answers wherever they fall. Unparsed lines count wherever they fall.
     pub fn stats_excluding(
         &self,
         now: i64,
@@ -333,6 +373,8 @@ impl Window {
         for slot in &self.slots {
             if slot.sec != EMPTY && inside(slot.sec) {
                 unparsed += u64::from(slot.unparsed);
+                excluded_requests += u64::from(slot.marked);
+                excluded_5xx += u64::from(slot.marked_errors);
                 if excluded(slot.sec, exclude) {
                     excluded_requests += u64::from(slot.requests);
                     excluded_5xx += u64::from(slot.errors);
@@ -346,6 +388,8 @@ impl Window {
             }
         }
         if let Some(sec) = self.open.sec.filter(|s| inside(*s)) {
+            excluded_requests += u64::from(self.open.marked);
+            excluded_5xx += u64::from(self.open.marked_errors);
             if excluded(sec, exclude) {
                 excluded_requests += u64::from(self.open.requests);
                 excluded_5xx += u64::from(self.open.errors);
@@ -561,6 +605,35 @@ mod tests {
         }
     }
 
+    /// Issue 12, part 12: lines marked as golive's maintenance answers are
+    /// left out of the error rate and p95 wherever they fall (no journaled
+    /// window needed), and counted apart; in an excluded span, once.
+    #[test]
+    fn issue12_marked_lines_are_counted_apart() {
+        let mut w = Window::new(60);
+        w.add(NOW - 5, 200, Some(1000), NOW);
+        w.add_maintenance(NOW - 5, 503, NOW);
+        w.add_maintenance(NOW - 3, 503, NOW);
+        w.add(NOW - 3, 200, Some(2000), NOW);
+        w.add_maintenance(NOW, 503, NOW);
+        w.add_maintenance(NOW, 200, NOW);
+        w.add(NOW, 502, Some(3000), NOW);
+        let st = w.stats(NOW, 60, 0);
+        assert_eq!((st.requests, st.errors_5xx), (3, 1), "{st:?}");
+        assert_eq!((st.excluded_requests, st.excluded_5xx), (4, 3), "{st:?}");
+        // A journaled span over NOW - 3: its plain lines join the excluded.
+        let span = Excluded {
+            from_ms: (NOW - 3) * 1000,
+            to_ms: (NOW - 3) * 1000 + 10,
+        };
+        let st = w.stats_excluding(NOW, 60, 0, &[span]);
+        assert_eq!((st.requests, st.excluded_requests), (2, 5), "{st:?}");
+        // Flushed into the ring, the counts stay.
+        w.add(NOW + 1, 200, None, NOW + 1);
+        let st = w.stats(NOW + 1, 60, 0);
+        assert_eq!((st.requests, st.excluded_requests), (4, 4), "{st:?}");
+    }
+
     #[test]
     fn memory_is_bounded_by_the_ring() {
         let mut w = Window::new(MAX_WINDOW_SECS);
@@ -569,10 +642,10 @@ mod tests {
                 w.add(NOW - age, 200, Some(us), NOW);
             }
         }
-        // 3600 slots of 40 bytes, five 4-byte buckets in each but the
+        // 3600 slots of 48 bytes, five 4-byte buckets in each but the
         // newest (still in the dense open second).
-        assert_eq!(std::mem::size_of::<Slot>(), 40);
-        assert_eq!(w.heap_bytes(), 3600 * 40 + 3599 * 5 * 4 + BUCKETS * 4);
+        assert_eq!(std::mem::size_of::<Slot>(), 48);
+        assert_eq!(w.heap_bytes(), 3600 * 48 + 3599 * 5 * 4 + BUCKETS * 4);
         assert_eq!(w.stats(NOW, MAX_WINDOW_SECS, 0).requests, 5 * 3600);
     }
 }

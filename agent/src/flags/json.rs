@@ -317,8 +317,15 @@ pub(super) fn edit(
     let flag = locate(&text, path)?;
     let text = set_member(&text, &flag, &place.on_field, &Value::Bool(on));
     let flag = locate(&text, path)?;
-    Ok(match (percent, flag.find(&place.percent_field)) {
-        (Some(p), _) => set_member(&text, &flag, &place.percent_field, &Value::from(p)),
+    let Some(field) = &place.percent_field else {
+        // No percentage declared: the object's other members stay.
+        return match percent {
+            None => Ok(text),
+            Some(_) => Err(format!("flag {} has no percentage", place.name)),
+        };
+    };
+    Ok(match (percent, flag.find(field)) {
+        (Some(p), _) => set_member(&text, &flag, field, &Value::from(p)),
         (None, Some(k)) => remove_member(&text, &flag, k),
         (None, None) => text,
     })
@@ -333,7 +340,7 @@ mod tests {
             name: "f".into(),
             path: path.iter().map(|s| s.to_string()).collect(),
             on_field: on.into(),
-            percent_field: pct.into(),
+            percent_field: Some(pct.into()),
         }
     }
 

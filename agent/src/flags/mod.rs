@@ -3,7 +3,8 @@
 //! the app's flag file (`.json` or `.toml`, by extension). Each declared
 //! flag names where the file keeps it: a key (nested keys allowed) holding
 //! an object with an on/off field and a percent field (golive's default
-//! `"NAME": {"enabled": bool, "percent": N}`), or a plain `true`/`false`.
+//! `"NAME": {"enabled": bool, "percent": N}`; `percent_field = false`: no
+//! percentage, and `--percent` is refused), or a plain `true`/`false`.
 //!
 //! Setting a flag changes only its own fields, in place: a JSON file is
 //! edited byte by byte (`json.rs`), a TOML file through toml_edit
@@ -59,6 +60,9 @@ pub fn check_request(app_name: &str, flags: &FlagsConfig, req: &SetFlag) -> Resu
     {
         return Err(format!("percent must be between 0 and 100, not {p}"));
     }
+    if req.percent.is_some() && flags.declared[&req.name].percent_field().is_none() {
+        return Err(no_percent(app_name, &req.name));
+    }
     Ok(())
 }
 
@@ -69,7 +73,8 @@ pub(crate) struct Place {
     /// Keys from the top of the file to the flag's value.
     path: Vec<String>,
     on_field: String,
-    percent_field: String,
+    /// `None`: the flag has no percentage (`percent_field = false`).
+    percent_field: Option<String>,
 }
 
 impl Place {
@@ -78,7 +83,7 @@ impl Place {
             name: name.to_string(),
             path: decl.key_path(name),
             on_field: decl.on_field().to_string(),
-            percent_field: decl.percent_field().to_string(),
+            percent_field: decl.percent_field().map(str::to_string),
         }
     }
 
@@ -91,8 +96,8 @@ impl Place {
     fn new_flag(&self, on: bool, percent: Option<u8>) -> Value {
         let mut o = serde_json::Map::new();
         o.insert(self.on_field.clone(), on.into());
-        if let Some(p) = percent {
-            o.insert(self.percent_field.clone(), p.into());
+        if let (Some(p), Some(field)) = (percent, &self.percent_field) {
+            o.insert(field.clone(), p.into());
         }
         Value::Object(o)
     }
@@ -106,7 +111,17 @@ fn plain_boolean(place: &Place) -> String {
         place.name,
         place.key(),
         place.on_field,
-        place.percent_field
+        place.percent_field.as_deref().unwrap_or("percent")
+    )
+}
+
+/// The refusal of a percentage for a flag declared without one (issue 12,
+/// part 11): naming the flag and both ways out.
+fn no_percent(app_name: &str, name: &str) -> String {
+    format!(
+        "flag {name} of app {app_name} has no rollout percentage (percent_field = false in \
+         [apps.{app_name}.flags.declared.{name}]); set it without --percent, or name the field \
+         that holds its percentage with percent_field in the agent's config"
     )
 }
 
@@ -216,14 +231,15 @@ fn get(doc: &Value, place: &Place) -> Result<(bool, Option<u8>), String> {
                     ));
                 }
             };
-            let percent = match o.get(&place.percent_field) {
+            let field = place.percent_field.as_deref();
+            let percent = match field.and_then(|f| o.get(f)) {
                 None => None,
                 Some(n) => Some(n.as_u64().filter(|p| *p <= 100).ok_or_else(|| {
                     format!(
                         "{}.{} (rollout percentage of flag {}) is {}, not a whole number from 0 \
                          to 100; fix the file, or name the right field with percent_field",
                         place.key(),
-                        place.percent_field,
+                        field.unwrap_or_default(),
                         place.name,
                         shown(n)
                     )
@@ -277,10 +293,24 @@ fn apply(doc: &mut Value, place: &Place, on: bool, percent: Option<u8>) -> Resul
         }
         Some(Value::Object(o)) => {
             o.insert(place.on_field.clone(), on.into());
-            match percent {
-                Some(p) => o.insert(place.percent_field.clone(), p.into()),
-                None => o.remove(&place.percent_field),
-            };
+            match (percent, &place.percent_field) {
+                (Some(p), Some(field)) => {
+                    o.insert(field.clone(), p.into());
+                }
+                (None, Some(field)) => {
+                    o.remove(field);
+                }
+                // A flag without a percentage: the app's other fields stay,
+                // whatever their names.
+                (None, None) => {}
+                (Some(_), None) => {
+                    return Err(format!(
+                        "flag {} has no rollout percentage (percent_field = false); set it \
+                         without --percent",
+                        place.name
+                    ));
+                }
+            }
         }
         Some(other) => {
             return Err(format!(
@@ -598,6 +628,76 @@ key = "/x"
         let e = set(&config, &journal, &req("bi", true, Some(5)), &|_| {}).unwrap_err();
         assert!(e.contains("plain true/false"), "{e}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "{\"bi\": false}");
+    }
+
+    /// Issue 12, part 11: a flag declared with `percent_field = false` has
+    /// no percentage: a request with one is refused naming the flag and the
+    /// fix, the list shows none (whatever the object holds), and on/off
+    /// leaves every other member, `percent` included, as it was.
+    #[test]
+    fn issue12_a_flag_without_a_percentage_refuses_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = agent_config(dir.path(), "f.json");
+        let flags = config.apps.get_mut("shop").unwrap().flags.as_mut().unwrap();
+        flags.declared.insert(
+            "alerta".into(),
+            serde_json::from_value(serde_json::json!({
+                "key": "ALERTAS.BAJA", "on_field": "habilitado", "percent_field": false,
+            }))
+            .unwrap(),
+        );
+        let journal = Journal::open(&dir.path().join("j.db")).unwrap();
+        let file = dir.path().join("f.json");
+        let seed = "{\"ALERTAS\": {\"BAJA\": {\"habilitado\": true, \"percent\": 50}}}";
+        std::fs::write(&file, seed).unwrap();
+        let flags = config.app("shop").unwrap().flags.as_ref().unwrap();
+        let e = check_request("shop", flags, &req("alerta", true, Some(20))).unwrap_err();
+        assert!(
+            e.contains("flag alerta")
+                && e.contains("[apps.shop.flags.declared.alerta]")
+                && e.contains("without --percent"),
+            "{e}"
+        );
+        let e = set(&config, &journal, &req("alerta", true, Some(20)), &|_| {}).unwrap_err();
+        assert!(e.contains("no rollout percentage"), "{e}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), seed);
+        assert!(journal.flag_changes("shop", 10).unwrap().is_empty());
+        let app = config.app("shop").unwrap();
+        let listed = list(&journal, "shop", app).unwrap();
+        let a = listed.iter().find(|f| f.name == "alerta").unwrap();
+        assert_eq!((a.on, a.percent), (true, None));
+        set(&config, &journal, &req("alerta", false, None), &|_| {}).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            seed.replace("true", "false")
+        );
+        // A new flag without a percentage, in TOML too.
+        let toml_file = dir.path().join("f.toml");
+        config
+            .apps
+            .get_mut("shop")
+            .unwrap()
+            .flags
+            .as_mut()
+            .unwrap()
+            .file = toml_file.clone();
+        std::fs::write(
+            &toml_file,
+            "[ALERTAS.BAJA]\nhabilitado = false\npercent = 5\n",
+        )
+        .unwrap();
+        set(&config, &journal, &req("alerta", true, None), &|_| {}).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&toml_file).unwrap(),
+            "[ALERTAS.BAJA]\nhabilitado = true\npercent = 5\n"
+        );
+        std::fs::remove_file(&toml_file).unwrap();
+        set(&config, &journal, &req("alerta", true, None), &|_| {}).unwrap();
+        let t: toml::Table = std::fs::read_to_string(&toml_file)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(t["ALERTAS"]["BAJA"].as_table().unwrap().len(), 1, "{t}");
     }
 
     #[test]

@@ -25,8 +25,8 @@ fn set_scalar(t: &mut dyn TableLike, key: &str, v: Value) {
 fn new_flag(place: &Place, on: bool, percent: Option<u8>) -> Item {
     let mut t = toml_edit::Table::new();
     t.insert(&place.on_field, toml_edit::value(on));
-    if let Some(p) = percent {
-        t.insert(&place.percent_field, toml_edit::value(i64::from(p)));
+    if let (Some(p), Some(field)) = (percent, &place.percent_field) {
+        t.insert(field, toml_edit::value(i64::from(p)));
     }
     Item::Table(t)
 }
@@ -71,11 +71,14 @@ pub(super) fn edit(
                 .as_table_like_mut()
                 .ok_or_else(|| format!("{name} is neither a table nor true/false"))?;
             set_scalar(flag, &place.on_field, Value::from(on));
-            match percent {
-                Some(p) => set_scalar(flag, &place.percent_field, Value::from(i64::from(p))),
-                None => {
-                    flag.remove(&place.percent_field);
+            match (percent, &place.percent_field) {
+                (Some(p), Some(field)) => set_scalar(flag, field, Value::from(i64::from(p))),
+                (None, Some(field)) => {
+                    flag.remove(field);
                 }
+                // No percentage declared: the table's other keys stay.
+                (None, None) => {}
+                (Some(_), None) => return Err(format!("flag {} has no percentage", place.name)),
             }
         }
     }
@@ -91,7 +94,7 @@ mod tests {
             name: "f".into(),
             path: path.iter().map(|s| s.to_string()).collect(),
             on_field: "habilitado".into(),
-            percent_field: "porcentaje_rollout".into(),
+            percent_field: Some("porcentaje_rollout".into()),
         }
     }
 

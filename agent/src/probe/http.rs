@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::header;
 
 use super::{Check, clip, ms};
+use crate::accesslog::format::MAINTENANCE_HEADER;
 
 pub(super) fn threshold(p: &HttpProbe) -> String {
     let mut parts = vec![format!("status in {:?}", p.expect_status)];
@@ -101,6 +102,23 @@ pub(super) async fn check(p: &HttpProbe) -> Check {
             value,
             format!("GET {asked} answered {} in {}", answer.status, ms(took)),
         )
+    } else if answer.headers.contains_key(MAINTENANCE_HEADER) {
+        // golive's maintenance page (issue 12, part 12): the release cannot
+        // be verified through it, so the probe does not pass, but it says
+        // what answered, and an availability sample counts it as
+        // maintenance, not as the app not answering.
+        let mut c = Check::fail(
+            format!("{value}, golive's maintenance page"),
+            format!(
+                "GET {asked}: golive's maintenance page answered ({} with {MAINTENANCE_HEADER}): \
+                 the app is in maintenance, not down; the release is not verified through it \
+                 (turn maintenance off, `golivectl maintenance off PLAN`, then probe again); {}",
+                answer.status,
+                failures.join("; ")
+            ),
+        );
+        c.maintenance = true;
+        c
     } else {
         Check::fail(value, format!("GET {asked}: {}", failures.join("; ")))
     }

@@ -135,6 +135,29 @@ pub async fn run_one(
     }
 }
 
+/// One availability sample of an http probe (issue 12, parts 12 and 15):
+/// whether the app answered as the probe expects, or golive's maintenance
+/// page answered (then it is maintenance, not an outage), within `limit`.
+pub(crate) async fn sample(probe: &ProbeConfig, limit: Duration) -> Sample {
+    let ProbeConfig::Http(p) = probe else {
+        return Sample::NotAnswered;
+    };
+    match tokio::time::timeout(limit, http::check(p)).await {
+        Ok(c) if c.status == ProbeStatus::Pass => Sample::Answered,
+        Ok(c) if c.maintenance => Sample::Maintenance,
+        _ => Sample::NotAnswered,
+    }
+}
+
+/// What one availability sample saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sample {
+    Answered,
+    /// golive's maintenance page (`X-Golive-Maintenance`).
+    Maintenance,
+    NotAnswered,
+}
+
 async fn check(
     app: &AppConfig,
     probe: &ProbeConfig,
@@ -222,6 +245,9 @@ pub(crate) struct Check {
     pub status: ProbeStatus,
     pub value: Option<String>,
     pub message: String,
+    /// The answer was golive's maintenance page (its `X-Golive-Maintenance`
+    /// header; http probes only): maintenance, not an outage (issue 12).
+    pub maintenance: bool,
 }
 
 impl Check {
@@ -230,6 +256,7 @@ impl Check {
             status: ProbeStatus::Pass,
             value: Some(value.into()),
             message: message.into(),
+            maintenance: false,
         }
     }
 
@@ -238,6 +265,7 @@ impl Check {
             status: ProbeStatus::Fail,
             value: Some(value.into()),
             message: message.into(),
+            maintenance: false,
         }
     }
 
@@ -256,6 +284,7 @@ impl Check {
             status: ProbeStatus::Error,
             value: None,
             message: message.into(),
+            maintenance: false,
         }
     }
 }

@@ -68,7 +68,8 @@ pub(crate) fn still_on(still: &[String]) -> String {
 
 /// Downtime as users see it (issue 12, part 15): what each host's agent
 /// measured with the app's http probe through its switches (activate and
-/// switch-back). Time in maintenance is counted by [`Downtime`], not here.
+/// switch-back) and as its maintenance went off. Time in maintenance is
+/// counted by [`Downtime`], not here.
 #[derive(Debug, Default)]
 pub(crate) struct Unavailable {
     /// (host, figures), one per switch that was sampled.
@@ -80,6 +81,14 @@ impl Unavailable {
     pub(crate) fn add(&mut self, host: &str, r: &Result<JobInfo, ClientError>) {
         if let Some(a) = availability_of(r) {
             self.hosts.push((host.to_string(), a));
+        }
+    }
+
+    /// Keeps the figures a host's `maintenance off` measured (issue 12,
+    /// part 15): the app not answering once the page was gone.
+    pub(crate) fn add_maintenance_off(&mut self, host: &str, s: &crate::jobs::Switched) {
+        if let Some(a) = &s.availability {
+            self.hosts.push((host.to_string(), a.clone()));
         }
     }
 

@@ -293,7 +293,16 @@ pub(crate) async fn maintenance_on_all(
                     on.push(i);
                 }
                 step(out, &host.name, "maintenance-on", "failed", &e.to_string());
-                let (_, still) = maintenance_off_all(out, exec, plan, leases, on, "").await;
+                let (_, still) = maintenance_off_all(
+                    out,
+                    exec,
+                    plan,
+                    leases,
+                    on,
+                    "",
+                    &mut Unavailable::default(),
+                )
+                .await;
                 let tail = if still.is_empty() {
                     "maintenance is off again everywhere".to_string()
                 } else {
@@ -315,6 +324,8 @@ pub(crate) async fn maintenance_on_all(
 
 /// Turns maintenance off on the hosts in `on`, removing each that succeeds;
 /// returns the longest downtime among them and the failures (`HOST: why`).
+/// What each agent sampled as its maintenance went off goes to
+/// `unavailable` (issue 12, part 15).
 pub(crate) async fn maintenance_off_all(
     out: Out,
     exec: &Executor<'_>,
@@ -322,6 +333,7 @@ pub(crate) async fn maintenance_off_all(
     leases: &[Lease],
     on: &mut Vec<usize>,
     attempt: &str,
+    unavailable: &mut Unavailable,
 ) -> (Option<u64>, Vec<String>) {
     let mut longest: Option<u64> = None;
     let mut failures = Vec::new();
@@ -334,6 +346,7 @@ pub(crate) async fn maintenance_off_all(
             Ok(s) => {
                 let detail = s.describe(false);
                 step(out, &host.name, "maintenance-off", "ok", &detail);
+                unavailable.add_maintenance_off(&host.name, &s);
                 if let Some(ms) = s.downtime_ms {
                     longest = Some(longest.unwrap_or(0).max(ms));
                 }
@@ -575,8 +588,16 @@ pub(crate) async fn run_deployment(
     ];
     for (name, spec) in before_switch.into_iter().flatten() {
         if let Err((host, e)) = on_every_host(out, exec, plan, &leases, name, &spec).await {
-            let (ms, still) =
-                maintenance_off_all(out, exec, plan, &leases, &mut in_maintenance, "").await;
+            let (ms, still) = maintenance_off_all(
+                out,
+                exec,
+                plan,
+                &leases,
+                &mut in_maintenance,
+                "",
+                unavailable,
+            )
+            .await;
             *downtime = downtime_of(maintenance.is_some(), ms, &still);
             give_back_ids(out, exec, plan, &leases, &staged_on).await;
             release_all(leases).await;
@@ -689,8 +710,16 @@ pub(crate) async fn run_deployment(
     // Phase 4a (maintenance): every host is switched; maintenance off, then
     // the probes, host by host.
     if maintenance.is_some() && failure.is_none() {
-        let (ms, still) =
-            maintenance_off_all(out, exec, plan, &leases, &mut in_maintenance, "").await;
+        let (ms, still) = maintenance_off_all(
+            out,
+            exec,
+            plan,
+            &leases,
+            &mut in_maintenance,
+            "",
+            unavailable,
+        )
+        .await;
         longest_downtime = ms;
         if !still.is_empty() {
             failure = Some(DeployError::MaintenanceOff { failures: still });
@@ -829,6 +858,7 @@ pub(crate) async fn run_deployment(
             &leases,
             &mut in_maintenance,
             "-after-switch-back",
+            unavailable,
         )
         .await;
         longest_downtime = longest_downtime.max(ms);

@@ -193,6 +193,10 @@ pub enum JobResult {
         changed: bool,
         /// When turned off: how long it was on (the downtime).
         downtime_ms: Option<u64>,
+        /// When turned off and the app has an http probe: how long it did
+        /// not answer once the maintenance page was gone (issue 12, part
+        /// 15), sampled as through a switch.
+        availability: Option<Availability>,
     },
     Command {
         name: String,

@@ -439,3 +439,71 @@ fn issue14_an_app_without_flags_or_migrations_is_refused_with_a_code() {
         "{unknown}"
     );
 }
+
+/// Issue 12, part 11: a flag declared with `percent_field = false` has no
+/// percentage: `flag list` shows none, `flag set NAME on --percent N` is
+/// refused with exit 2 naming the flag and the fix (the file untouched),
+/// and on/off without `--percent` changes only its on/off field.
+#[test]
+fn issue12_a_flag_declared_without_a_percentage_refuses_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::new(dir.path());
+    let root = dir.path().join("finca2/srv/finca");
+    let file = root.join("shared/config/feature_flags.json");
+    std::fs::create_dir_all(file.parent().unwrap()).expect("flag dir");
+    std::fs::write(&file, SEED_004).expect("seed flags");
+    let mut spec = AgentSpec::new("finca2", "127.0.0.159");
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\n\n[apps.shop.flags]\nfile = \"shared/config/feature_flags.json\"\n\n\
+         [apps.shop.flags.declared.alerta_baja]\nkey = [\"ALERTAS\", \"ALERTA_BAJA\"]\n\
+         on_field = \"habilitado\"\npercent_field = false\n"
+    );
+    let agent = AgentProc::start(dir.path(), &pki, &spec);
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(dir.path());
+    let plan = dir.path().join("flags.toml");
+    write_plan(&plan, &pki, &op, "shop", None, &[&agent]);
+
+    let listed = ctl.run(&["--output", "json", "flag", "list", s(&plan)]);
+    assert_eq!(listed.code, 0, "{}", listed.text());
+    let v = listed.json_lines().pop().expect("list json");
+    let alerta = &v["hosts"][0]["flags"][0];
+    assert_eq!(
+        (&alerta["name"], &alerta["on"], &alerta["percent"]),
+        (
+            &Value::from("alerta_baja"),
+            &Value::from(true),
+            &Value::Null
+        ),
+        "{v}"
+    );
+
+    let r = ctl.run(&[
+        "flag",
+        "set",
+        s(&plan),
+        "alerta_baja",
+        "on",
+        "--percent",
+        "30",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(
+        r.text().contains("flag alerta_baja")
+            && r.text().contains("percent_field = false")
+            && r.text().contains("without --percent"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), SEED_004);
+
+    let r = ctl.run(&["flag", "set", s(&plan), "alerta_baja", "off"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("on -> off"), "{}", r.text());
+    let want = SEED_004.replace(
+        "\"habilitado\": true,\n      \"nivel_minimo\"",
+        "\"habilitado\": false,\n      \"nivel_minimo\"",
+    );
+    assert_ne!(want, SEED_004);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), want);
+}

@@ -44,6 +44,19 @@ impl Nginx {
         flag: &Path,
         server: &str,
     ) -> Nginx {
+        Nginx::start_full(dir, ip, docroot, flag, "", server)
+    }
+
+    /// [`Nginx::start_with`] with `http` lines (a `log_format`) added to its
+    /// http block too.
+    fn start_full(
+        dir: &Path,
+        ip: &str,
+        docroot: &Path,
+        flag: &Path,
+        http: &str,
+        server: &str,
+    ) -> Nginx {
         let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .map(PathBuf::from)
@@ -84,6 +97,7 @@ impl Nginx {
              events {{ worker_connections 64; }}\n\
              http {{\n\
                access_log {h}/access.log;\n\
+               {http}\n\
                client_body_temp_path {h}/body;\n  proxy_temp_path {h}/proxy;\n\
                fastcgi_temp_path {h}/fastcgi;\n  uwsgi_temp_path {h}/uwsgi;\n  scgi_temp_path {h}/scgi;\n\
                server {{\n\
@@ -471,7 +485,8 @@ fn deploy_with_maintenance_reports_downtime_and_ends_with_it_off() {
         "{result}"
     );
     // Issue 12: the switch happened behind the maintenance page, so the
-    // agent sampled nothing: that time is maintenance, not counted twice.
+    // agent sampled nothing: that time is maintenance, not counted twice;
+    // after maintenance off the app answered at once.
     assert_eq!(result["unavailable_ms"], 0, "{result}");
     assert!(
         run.stdout
@@ -781,6 +796,280 @@ fn issue12_maintenance_503s_are_not_counted_by_the_access_log_probe() {
         failed.stdout.contains("no-go") && failed.stdout.contains("5xx share"),
         "{}",
         failed.text()
+    );
+    drop(nginx);
+}
+
+/// Issue 12, part 12: golive's maintenance page is recognisable by itself,
+/// not only by the journal's windows. Maintenance turned on by hand (the
+/// flag file written outside golive, so no journaled window) through real
+/// nginx and the shipped snippet: its answers carry `X-Golive-Maintenance`,
+/// the access log records it (`$sent_http_x_golive_maintenance`), and the
+/// critical access-log probe leaves those 503s out and counts them apart,
+/// during the maintenance and after it; the http probe that meets the page
+/// says it is golive's maintenance page.
+#[test]
+fn issue12_a_maintenance_page_outside_golives_windows_is_not_an_outage() {
+    let w = World::new();
+    let ip = "127.0.0.125";
+    let root = w.path().join("web6/srv/shop");
+    std::fs::create_dir_all(root.join("shared")).expect("shared dir");
+    let flag = root.join("shared/maintenance.flag");
+    let format = "$remote_addr - $remote_user [$time_local] \"$request\" $status \
+                  $body_bytes_sent \"$http_referer\" \"$http_user_agent\" $request_time \
+                  $sent_http_x_golive_maintenance";
+    let access_log = w.path().join("nginx/golive.log");
+    let nginx = Nginx::start_full(
+        w.path(),
+        ip,
+        &root.join("current"),
+        &flag,
+        &format!("log_format golive '{format}';"),
+        &format!("access_log {} golive;", s(&access_log)),
+    );
+    let mut spec = AgentSpec::new("web6", ip);
+    spec.apps_toml = format!(
+        "{}[[apps.shop.probes]]\nkind = \"access-log\"\nname = \"errors\"\npath = {access_log:?}\n\
+         format = {format:?}\nwindow_secs = 300\nmax_error_rate_percent = 5\nmin_requests = 5\n\
+         severity = \"critical\"\n\n{}",
+        app_toml("shop", &root, &format!("http://{ip}:{}/health", nginx.port)),
+        maintenance_toml(&format!("http://{ip}:{}/", nginx.port), "")
+    );
+    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+    let v1 = w.path().join("dist/shop-v1.tar.gz");
+    artifact(&v1, &[("index.html", b"shop v1\n"), ("health", b"ok\n")]);
+    let plan = w.plan(&agent, Some(("v1", &v1)), "");
+    let (run, _) = w.json(&["deploy", s(&plan)]);
+    assert_eq!(run.code, 0, "{}\nnginx:\n{}", run.text(), nginx.logs());
+    for _ in 0..10 {
+        assert_eq!(http_get(ip, nginx.port, "/").map(|a| a.0), Some(200));
+    }
+
+    // Maintenance by hand: the flag file, no golive job, no journal row.
+    std::fs::write(&flag, "by hand\n").expect("write the flag file");
+    let answer = raw_get(ip, nginx.port, "/");
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains("X-Golive-Maintenance: 1"),
+        "{answer}"
+    );
+    for _ in 0..40 {
+        assert_eq!(http_get(ip, nginx.port, "/").map(|a| a.0), Some(503));
+    }
+    assert_eq!(
+        maintenance_rows(&agent),
+        (0, 0),
+        "golive never turned it on"
+    );
+
+    // Each probe's result in `golivectl probe --output json`; polled while
+    // nginx's log reaches the tailer (bounded).
+    let probe = |want_code: i32| -> (Value, Value) {
+        let started = Instant::now();
+        loop {
+            let (run, v) = {
+                let run = w.ctl.run(&["--output", "json", "probe", s(&plan)]);
+                let v = run.json_lines().pop().unwrap_or(Value::Null);
+                (run, v)
+            };
+            let result = |name: &str| {
+                v["hosts"][0]["results"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|r| r["name"] == name))
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            };
+            let (errors, health) = (result("errors"), result("health"));
+            let counted = text(&errors["value"]).contains("maintenance not counted");
+            if run.code == want_code && counted {
+                return (errors, health);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "want exit {want_code} with the maintenance answers left out:\n{}\nlog:\n{}",
+                run.text(),
+                std::fs::read_to_string(&access_log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    // In maintenance: the access-log probe passes (the 503s are apart);
+    // the http probe cannot verify the app through the page and says so.
+    let (errors, health) = probe(1);
+    assert_eq!(errors["status"], "pass", "{errors}");
+    assert!(
+        text(&errors["value"]).starts_with("0.00 % 5xx of "),
+        "{errors}"
+    );
+    let apart: usize = text(&errors["value"])
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" during golive's maintenance not counted"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no excluded count in {errors}"));
+    assert!(apart >= 41, "{errors}");
+    assert_eq!(health["status"], "fail", "{health}");
+    assert!(
+        text(&health["message"]).contains("golive's maintenance page answered"),
+        "{health}"
+    );
+
+    // Off by hand: the marked 503s stay out of the figures, with no
+    // journaled window to say so.
+    std::fs::remove_file(&flag).expect("remove the flag file");
+    assert_eq!(http_get(ip, nginx.port, "/").map(|a| a.0), Some(200));
+    let (errors, health) = probe(0);
+    assert_eq!(errors["status"], "pass", "{errors}");
+    assert_eq!(health["status"], "pass", "{health}");
+
+    // An app's own 503 (no header) is an outage: appended in the same
+    // format with `-` as the marker, they fail the probe.
+    let own: String = (0..100)
+        .map(|_| combined_line(503).replace('\n', " 0.001 -\n"))
+        .collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&access_log)
+        .and_then(|mut f| f.write_all(own.as_bytes()))
+        .expect("append to nginx's access log");
+    let started = Instant::now();
+    loop {
+        let run = w.ctl.run(&["probe", s(&plan)]);
+        if run.code == 1 {
+            assert!(run.stdout.contains("5xx share"), "{}", run.text());
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the app's own 503s never failed the probe:\n{}",
+            run.text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(nginx);
+}
+
+/// Issue 12, part 15: the moments after `maintenance off` are sampled too.
+/// A deployment with `[deploy] maintenance = true` through real nginx; as
+/// the flag file goes, the app's health answers 404 for about 1.5 s (as an
+/// app that starts serving late does; `check_url` is `/`, which answers).
+/// The agent samples its http probe through maintenance off, so the time
+/// is counted in "not answering", beside the maintenance time, and the
+/// probes after it see the app back. The rollback of that deployment (a
+/// host rollback behind maintenance) counts the same moments.
+#[test]
+fn issue12_the_app_not_answering_after_maintenance_off_is_counted() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let w = World::new();
+    let ip = "127.0.0.126";
+    let root = w.path().join("web7/srv/shop");
+    let flag = root.join("shared/maintenance.flag");
+    let nginx = Nginx::start(w.path(), ip, &root.join("current"), &flag);
+    let mut spec = AgentSpec::new("web7", ip);
+    spec.apps_toml = format!(
+        "{}{}",
+        app_toml("shop", &root, &format!("http://{ip}:{}/health", nginx.port)),
+        maintenance_toml(&format!("http://{ip}:{}/", nginx.port), "")
+    );
+    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+    let release = |v: &str| {
+        let path = w.path().join(format!("dist/shop-{v}.tar.gz"));
+        let index = format!("shop {v}\n");
+        artifact(
+            &path,
+            &[("index.html", index.as_bytes()), ("health", b"ok\n")],
+        );
+        path
+    };
+    let v1 = release("v1");
+    let plan = w.plan(&agent, Some(("v1", &v1)), "");
+    let (run, _) = w.json(&["deploy", s(&plan)]);
+    assert_eq!(run.code, 0, "{}\nnginx:\n{}", run.text(), nginx.logs());
+
+    // The app: once maintenance has been on and the flag goes, its health
+    // is missing for 1.5 s. Bounded: 60 s, then it gives up; the file is
+    // always put back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let late_app = || {
+        let (stop, flag) = (Arc::clone(&stop), flag.clone());
+        let health = root.join("current/health");
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut seen_on = false;
+            while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(60) {
+                let on = flag.exists();
+                if on {
+                    seen_on = true;
+                } else if seen_on {
+                    let aside = health.with_extension("aside");
+                    let moved = std::fs::rename(&health, &aside).is_ok();
+                    std::thread::sleep(Duration::from_millis(1500));
+                    if moved {
+                        std::fs::rename(&aside, &health).expect("put health back");
+                    }
+                    return moved;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            false
+        })
+    };
+    let app = late_app();
+    let v2 = release("v2");
+    let plan = w.plan(&agent, Some(("v2", &v2)), "[deploy]\nmaintenance = true\n");
+    let (run, result) = w.json(&["deploy", s(&plan)]);
+    stop.store(true, Ordering::SeqCst);
+    let moved = app.join().expect("app thread");
+    assert!(moved, "the app thread never saw maintenance go off");
+    assert_eq!(run.code, 0, "{}\nnginx:\n{}", run.text(), nginx.logs());
+    assert_eq!(result["maintenance"], "off", "{result}");
+    let down = result["unavailable_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no unavailable_ms: {result}"));
+    assert!((1000..10_000).contains(&down), "{result}\n{}", run.text());
+    let downtime = result["downtime_ms"].as_u64().expect("downtime_ms");
+    assert!(
+        text(&result["message"]).contains(&format!(
+            "downtime {down} ms not answering (as users see it), {downtime} ms in maintenance"
+        )),
+        "{result}"
+    );
+    // The maintenance-off step says what it measured.
+    let off = run
+        .json_lines()
+        .into_iter()
+        .find(|v| v["event"] == "step" && v["step"] == "maintenance-off")
+        .unwrap_or_else(|| panic!("no maintenance-off step:\n{}", run.text()));
+    assert!(
+        text(&off["detail"]).contains(&format!("not answering {down} ms")),
+        "{off}"
+    );
+    assert_eq!(
+        http_get(ip, nginx.port, "/health"),
+        Some((200, "ok\n".into()))
+    );
+
+    // The rollback of that deployment goes behind maintenance too (its
+    // rollback point says so): the agent's host rollback counts the same
+    // moments after its maintenance off.
+    stop.store(false, Ordering::SeqCst);
+    let app = late_app();
+    let id = text(&result["deployment"]).to_string();
+    let (run, result) = w.json(&["rollback", &id]);
+    stop.store(true, Ordering::SeqCst);
+    let moved = app.join().expect("app thread");
+    assert!(
+        moved,
+        "the app thread never saw maintenance go off:\n{}",
+        run.text()
+    );
+    assert_eq!(run.code, 0, "{}\nnginx:\n{}", run.text(), nginx.logs());
+    let down = result["unavailable_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no unavailable_ms: {result}"));
+    assert!((1000..10_000).contains(&down), "{result}\n{}", run.text());
+    assert_eq!(
+        http_get(ip, nginx.port, "/"),
+        Some((200, "shop v1\n".into()))
     );
     drop(nginx);
 }
