@@ -728,19 +728,15 @@ pub fn execute(
             let staged = crate::release::git::stage(config, app_name, app, &layout, s, emit)?;
             crate::hooks::finish_stage(config, app_name, &layout, &s.release, emit)?;
             journal
-                .record_staged(
+                .record_staged_for(
                     app_name,
                     &s.release,
                     None,
                     Some(&staged.commit),
                     now_millis(),
+                    deployment,
                 )
                 .map_err(|e| e.to_string())?;
-            if let Some(d) = deployment {
-                journal
-                    .set_release_deployment(app_name, &s.release, d)
-                    .map_err(|e| e.to_string())?;
-            }
             log(format!(
                 "staged {} at commit {}: {} files, {} bytes, {} shared paths linked",
                 s.release,
@@ -760,6 +756,7 @@ pub fn execute(
         JobSpec::Stage(s) => {
             replace_never_live(journal, app_name, &layout, &s.release, log)?;
             let archive = artifacts_dir(config).join(&s.artifact_sha256);
+            crate::store::verify(&archive, &s.artifact_sha256)?;
             log(format!(
                 "unpacking artifact {} into {}",
                 &s.artifact_sha256[..12],
@@ -774,19 +771,15 @@ pub fn execute(
                 .map_err(|e| e.to_string())?;
             crate::hooks::finish_stage(config, app_name, &layout, &s.release, emit)?;
             journal
-                .record_staged(
+                .record_staged_for(
                     app_name,
                     &s.release,
                     Some(&s.artifact_sha256),
                     None,
                     now_millis(),
+                    deployment,
                 )
                 .map_err(|e| e.to_string())?;
-            if let Some(d) = deployment {
-                journal
-                    .set_release_deployment(app_name, &s.release, d)
-                    .map_err(|e| e.to_string())?;
-            }
             log(format!(
                 "staged {}: {} files, {} bytes, {} shared paths linked",
                 s.release,

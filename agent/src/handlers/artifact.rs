@@ -1,9 +1,10 @@
 //! Family `artifact`: streamed, content-addressed uploads.
 //!
 //! The body streams into `artifacts/.partial-<sha>-<n>` while it is hashed;
-//! only when size and sha256 both match is it fsynced and renamed to
-//! `artifacts/<sha256>`. The upload is journaled before the first byte, so a
-//! crash mid-upload is found at start-up and its partial file removed.
+//! only when size and sha256 both match is it renamed to `artifacts/<sha256>`
+//! (not fsynced: a stage verifies its hash first, `crate::store::verify`).
+//! The upload is journaled before the first byte, so a crash mid-upload is
+//! found at start-up and its partial file removed.
 //!
 //! Before an upload is accepted the store makes room for it under
 //! `limits.max_artifact_store_bytes`, evicting unreferenced artifacts oldest
@@ -62,6 +63,8 @@ fn present(agent: &Agent, sha: &str) -> Result<ArtifactInfo, ErrorBody> {
 /// before the refusal is sent, and for at most [`DRAIN_TIME`].
 const DRAIN_BYTES: u64 = 64 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// The upload's write buffer.
+const WRITE_BUFFER: usize = 256 * 1024;
 
 /// What an admitted upload needs to be received.
 struct Admitted {
@@ -239,13 +242,16 @@ async fn receive(
 ) -> Result<(), ErrorBody> {
     let io = |what: &str, e: std::io::Error| internal(format!("{what} {}: {e}", partial.display()));
     // Owner-only (issue 11): an archive may carry the app's secrets.
-    let mut file = tokio::fs::OpenOptions::new()
+    let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(crate::state::PRIVATE_FILE)
         .open(partial)
         .await
         .map_err(|e| io("cannot create", e))?;
+    // The body's frames are a TLS record each (16 KiB): written one by one,
+    // each was a hop to a blocking thread (issue 14, speed).
+    let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut hasher = Sha256::new();
     let mut received: u64 = 0;
     while let Some(frame) = body.frame().await {
@@ -285,15 +291,16 @@ async fn receive(
             ),
         ));
     }
-    file.sync_all().await.map_err(|e| io("cannot fsync", e))?;
+    file.flush().await.map_err(|e| io("cannot write", e))?;
     drop(file);
+    // Not fsynced (issue 14, speed): the store is a cache of the
+    // controller's file, and a stage hashes the artifact before it unpacks
+    // it (`store::verify`), so one torn by a crash before it reached the
+    // disk is refused and removed, never staged; the controller uploads it
+    // again. What goes live is the staged tree, fsynced before its rename.
     tokio::fs::rename(partial, final_path)
         .await
         .map_err(|e| io("cannot rename", e))?;
-    if let Some(dir) = final_path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
+    crate::store::received_intact(sha);
     Ok(())
 }
