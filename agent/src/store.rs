@@ -91,69 +91,6 @@ fn millis(t: SystemTime) -> UnixMillis {
         .map_or(0, |d| d.as_millis() as UnixMillis)
 }
 
-/// The artifacts this process received (hashed while uploaded) or verified
-/// since it started: intact, since a crash that could tear one also ends
-/// the process and empties this set.
-static INTACT: std::sync::Mutex<std::collections::BTreeSet<String>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
-
-/// Artifact `sha` was just received and its bytes hashed to its name.
-pub fn received_intact(sha: &str) {
-    INTACT
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(sha.to_string());
-}
-
-/// Checks, before a stage unpacks it, that artifact `sha` still hashes to
-/// its name (issue 14, speed). Uploads are not fsynced: an artifact a crash
-/// tore before it reached the disk is found here, removed (the store holds
-/// nothing else under that name, and `HasArtifact` then answers "not here",
-/// so the next deployment uploads it again), and the stage refused, so
-/// nothing is staged from it. An artifact this process received or checked
-/// already is not read again (see `INTACT`); any other costs one read.
-pub fn verify(path: &Path, sha: &str) -> Result<(), String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    if INTACT
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .contains(sha)
-    {
-        return Ok(());
-    }
-    let mut file = fs::File::open(path)
-        .map_err(|e| format!("cannot open artifact {}: {e}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("cannot read artifact {}: {e}", path.display())),
-        };
-        hasher.update(&buf[..n]);
-    }
-    let got = hex::encode(hasher.finalize());
-    if got == sha {
-        received_intact(sha);
-        return Ok(());
-    }
-    let removed = match fs::remove_file(path) {
-        Ok(()) => "it was removed from the store".to_string(),
-        Err(e) => format!(
-            "removing it failed too ({e}); remove {} by hand",
-            path.display()
-        ),
-    };
-    Err(format!(
-        "artifact {sha} in the agent's store is damaged: its bytes hash to {got} (a crash \
-         before it reached the disk, or a change on disk); {removed}, nothing was staged; \
-         deploy again to upload it afresh"
-    ))
-}
-
 /// Marks an artifact as just asked for (its mtime is its age in the store).
 /// A failure only costs eviction order, so the caller may ignore it.
 pub fn touch(path: &Path) -> io::Result<()> {
@@ -668,46 +605,5 @@ mod tests {
         );
         touch(&tmp.path().join(&sha)).unwrap();
         assert!(list(tmp.path()).unwrap()[0].touched > 1_000_000_000);
-    }
-
-    /// Issue 14 (speed): uploads are not fsynced, so a crash can leave an
-    /// artifact under its name whose bytes are not the ones hashed at
-    /// upload (torn, zeroed). The stage's check refuses it and removes it,
-    /// so `HasArtifact` answers "not here" and the next deployment uploads
-    /// it again; an intact artifact passes and stays.
-    #[test]
-    fn issue14_a_torn_artifact_is_refused_and_removed_before_staging() {
-        use sha2::{Digest, Sha256};
-        let tmp = tempfile::tempdir().unwrap();
-        let content = vec![7u8; 300 * 1024];
-        let sha = hex::encode(Sha256::digest(&content));
-        let good = tmp.path().join(&sha);
-        // What a crash before writeback can leave: the name, part of the bytes.
-        fs::write(&good, &content[..4096]).unwrap();
-        let err = verify(&good, &sha).unwrap_err();
-        assert!(err.contains("is damaged"), "{err}");
-        assert!(err.contains("deploy again"), "{err}");
-        assert!(!good.exists(), "the torn artifact stayed in the store");
-        // Uploaded again, intact: it passes and stays.
-        fs::write(&good, &content).unwrap();
-        verify(&good, &sha).unwrap();
-        assert!(good.is_file());
-
-        // Zero-length (the usual leftover of delayed allocation).
-        let other = vec![8u8; 1024];
-        let sha = hex::encode(Sha256::digest(&other));
-        let path = tmp.path().join(&sha);
-        fs::write(&path, b"").unwrap();
-        assert!(verify(&path, &sha).is_err());
-        assert!(!path.exists());
-
-        // Received by this process (hashed while uploaded): not read again.
-        let third = vec![9u8; 1024];
-        let sha = hex::encode(Sha256::digest(&third));
-        let path = tmp.path().join(&sha);
-        fs::write(&path, &third).unwrap();
-        received_intact(&sha);
-        fs::write(&path, b"changed behind the agent's back").unwrap();
-        verify(&path, &sha).unwrap();
     }
 }

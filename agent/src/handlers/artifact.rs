@@ -1,10 +1,9 @@
 //! Family `artifact`: streamed, content-addressed uploads.
 //!
 //! The body streams into `artifacts/.partial-<sha>-<n>` while it is hashed;
-//! only when size and sha256 both match is it renamed to `artifacts/<sha256>`
-//! (not fsynced: a stage verifies its hash first, `crate::store::verify`).
-//! The upload is journaled before the first byte, so a crash mid-upload is
-//! found at start-up and its partial file removed.
+//! only when size and sha256 both match is it fsynced and renamed to
+//! `artifacts/<sha256>`. The upload is journaled before the first byte, so a
+//! crash mid-upload is found at start-up and its partial file removed.
 //!
 //! Before an upload is accepted the store makes room for it under
 //! `limits.max_artifact_store_bytes`, evicting unreferenced artifacts oldest
@@ -292,15 +291,16 @@ async fn receive(
         ));
     }
     file.flush().await.map_err(|e| io("cannot write", e))?;
+    let file = file.into_inner();
+    file.sync_all().await.map_err(|e| io("cannot fsync", e))?;
     drop(file);
-    // Not fsynced (issue 14, speed): the store is a cache of the
-    // controller's file, and a stage hashes the artifact before it unpacks
-    // it (`store::verify`), so one torn by a crash before it reached the
-    // disk is refused and removed, never staged; the controller uploads it
-    // again. What goes live is the staged tree, fsynced before its rename.
     tokio::fs::rename(partial, final_path)
         .await
         .map_err(|e| io("cannot rename", e))?;
-    crate::store::received_intact(sha);
+    if let Some(dir) = final_path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
     Ok(())
 }

@@ -706,7 +706,10 @@ impl AppLayout {
                 }
                 _ => io_err("rename staged release to", &release)(e),
             })?;
-            fsync_dir(&releases)
+            fsync_dir(&releases)?;
+            // `releases` itself may be new (a first staging): its entry in
+            // ROOT, which syncfs used to cover (clean: nearly free).
+            fsync_dir(&self.root)
         };
         match finish() {
             Ok(()) => Ok(stats),
