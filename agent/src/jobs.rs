@@ -728,19 +728,15 @@ pub fn execute(
             let staged = crate::release::git::stage(config, app_name, app, &layout, s, emit)?;
             crate::hooks::finish_stage(config, app_name, &layout, &s.release, emit)?;
             journal
-                .record_staged(
+                .record_staged_for(
                     app_name,
                     &s.release,
                     None,
                     Some(&staged.commit),
                     now_millis(),
+                    deployment,
                 )
                 .map_err(|e| e.to_string())?;
-            if let Some(d) = deployment {
-                journal
-                    .set_release_deployment(app_name, &s.release, d)
-                    .map_err(|e| e.to_string())?;
-            }
             log(format!(
                 "staged {} at commit {}: {} files, {} bytes, {} shared paths linked",
                 s.release,
@@ -774,19 +770,15 @@ pub fn execute(
                 .map_err(|e| e.to_string())?;
             crate::hooks::finish_stage(config, app_name, &layout, &s.release, emit)?;
             journal
-                .record_staged(
+                .record_staged_for(
                     app_name,
                     &s.release,
                     Some(&s.artifact_sha256),
                     None,
                     now_millis(),
+                    deployment,
                 )
                 .map_err(|e| e.to_string())?;
-            if let Some(d) = deployment {
-                journal
-                    .set_release_deployment(app_name, &s.release, d)
-                    .map_err(|e| e.to_string())?;
-            }
             log(format!(
                 "staged {}: {} files, {} bytes, {} shared paths linked",
                 s.release,

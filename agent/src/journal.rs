@@ -634,10 +634,25 @@ impl Journal {
         commit: Option<&str>,
         now: UnixMillis,
     ) -> Result<()> {
+        self.record_staged_for(app, id, sha, commit, now, None)
+    }
+
+    /// [`Journal::record_staged`] of a release staged by `deployment`'s
+    /// stage job: one commit, one fsync, where the release row and then its
+    /// deployment were two (issue 14, speed).
+    pub fn record_staged_for(
+        &self,
+        app: &str,
+        id: &str,
+        sha: Option<&str>,
+        commit: Option<&str>,
+        now: UnixMillis,
+        deployment: Option<&str>,
+    ) -> Result<()> {
         self.conn().execute(
-            "INSERT OR REPLACE INTO releases (app, id, artifact_sha256, git_commit, staged_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![app, id, sha, commit, now],
+            "INSERT OR REPLACE INTO releases (app, id, artifact_sha256, git_commit, staged_at, deployment)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![app, id, sha, commit, now, deployment],
         )?;
         Ok(())
     }
@@ -1151,6 +1166,22 @@ mod tests {
             }
         );
         assert!(j.recover(4).unwrap().interrupted_jobs.is_empty());
+    }
+
+    /// Issue 14 (speed): a release staged by a deployment's job is
+    /// recorded with its deployment in one commit; restaging replaces both.
+    #[test]
+    fn issue14_a_staged_release_is_recorded_with_its_deployment() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        j.record_staged_for("shop", "v2", Some("ab"), None, 5, Some("d1"))
+            .unwrap();
+        assert_eq!(
+            j.release_deployment("shop", "v2").unwrap().as_deref(),
+            Some("d1")
+        );
+        j.record_staged("shop", "v2", Some("ab"), None, 6).unwrap();
+        assert_eq!(j.release_deployment("shop", "v2").unwrap(), None);
     }
 
     #[test]

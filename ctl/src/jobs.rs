@@ -275,7 +275,7 @@ pub(crate) async fn follow_within(
                         EventKind::Finished { .. } => {}
                     }
                 }
-                if ev.job.state.is_final() && ev.events.is_empty() {
+                if followed_to_the_end(&ev) {
                     return Ok(ev.job);
                 }
             }
@@ -300,6 +300,20 @@ pub(crate) async fn follow_within(
             }
         }
     }
+}
+
+/// Whether a long-poll's answer ends the follow: the job is final and no
+/// event of it is left unread. The agent writes a job's `Finished` event
+/// last, after its final state, so an answer that carries it has them all:
+/// the follow ends there instead of asking once more for an empty page (a
+/// round trip per job, two per host in a deployment; issue 14, speed).
+pub(crate) fn followed_to_the_end(ev: &golive_shared::protocol::JobEventsResponse) -> bool {
+    ev.job.state.is_final()
+        && (ev.events.is_empty()
+            || matches!(
+                ev.events.last().map(|e| &e.kind),
+                Some(EventKind::Finished { .. })
+            ))
 }
 
 /// Phase 1's look at a release id a host already has (issue 12): refused
@@ -630,5 +644,71 @@ pub fn switched(
             message: job.error.unwrap_or_else(|| "no message".into()),
         }),
         Err(e) => Err(DeployError::Agent(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use golive_shared::protocol::{ActivateRelease, JobEvent, JobEventsResponse, LogLevel};
+
+    fn answer(state: JobState, kinds: Vec<EventKind>) -> JobEventsResponse {
+        JobEventsResponse {
+            job: JobInfo {
+                id: 7,
+                idempotency_key: "k".into(),
+                spec: JobSpec::Activate(ActivateRelease {
+                    app: "shop".into(),
+                    release: "v2".into(),
+                    rollback: Default::default(),
+                }),
+                state,
+                submitted_by: "alice".into(),
+                submitted_at: 1,
+                finished_at: None,
+                result: None,
+                error: None,
+                deduplicated: false,
+                error_code: None,
+            },
+            events: kinds
+                .into_iter()
+                .enumerate()
+                .map(|(i, kind)| JobEvent {
+                    seq: i as u64 + 1,
+                    at: 1,
+                    kind,
+                })
+                .collect(),
+        }
+    }
+
+    /// Issue 14 (speed): an answer that carries the job's `Finished` event
+    /// ends the follow; it no longer asks once more for an empty page.
+    #[test]
+    fn issue14_a_follow_ends_with_the_answer_that_carries_finished() {
+        let log = || EventKind::Log {
+            level: LogLevel::Info,
+            line: "staged".into(),
+        };
+        let finished = EventKind::Finished {
+            state: JobState::Succeeded,
+        };
+        assert!(followed_to_the_end(&answer(
+            JobState::Succeeded,
+            vec![log(), finished.clone()]
+        )));
+        assert!(followed_to_the_end(&answer(JobState::Succeeded, vec![])));
+        // Final, but its Finished event not read yet: one more poll.
+        assert!(!followed_to_the_end(&answer(
+            JobState::Succeeded,
+            vec![log()]
+        )));
+        // Still running: events are a page of a job that goes on.
+        assert!(!followed_to_the_end(&answer(
+            JobState::Running,
+            vec![log()]
+        )));
+        assert!(!followed_to_the_end(&answer(JobState::Running, vec![])));
     }
 }

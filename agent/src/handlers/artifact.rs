@@ -62,6 +62,8 @@ fn present(agent: &Agent, sha: &str) -> Result<ArtifactInfo, ErrorBody> {
 /// before the refusal is sent, and for at most [`DRAIN_TIME`].
 const DRAIN_BYTES: u64 = 64 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// The upload's write buffer.
+const WRITE_BUFFER: usize = 256 * 1024;
 
 /// What an admitted upload needs to be received.
 struct Admitted {
@@ -239,13 +241,16 @@ async fn receive(
 ) -> Result<(), ErrorBody> {
     let io = |what: &str, e: std::io::Error| internal(format!("{what} {}: {e}", partial.display()));
     // Owner-only (issue 11): an archive may carry the app's secrets.
-    let mut file = tokio::fs::OpenOptions::new()
+    let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(crate::state::PRIVATE_FILE)
         .open(partial)
         .await
         .map_err(|e| io("cannot create", e))?;
+    // The body's frames are a TLS record each (16 KiB): written one by one,
+    // each was a hop to a blocking thread (issue 14, speed).
+    let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut hasher = Sha256::new();
     let mut received: u64 = 0;
     while let Some(frame) = body.frame().await {
@@ -285,6 +290,8 @@ async fn receive(
             ),
         ));
     }
+    file.flush().await.map_err(|e| io("cannot write", e))?;
+    let file = file.into_inner();
     file.sync_all().await.map_err(|e| io("cannot fsync", e))?;
     drop(file);
     tokio::fs::rename(partial, final_path)

@@ -169,10 +169,51 @@ fn fsync_dir(dir: &Path) -> Result<(), LayoutError> {
         .map_err(io_err("fsync directory", dir))
 }
 
-/// Flushes a freshly unpacked release before it is renamed into place.
-/// syncfs(2) is one call for the whole tree, where fsync per file would cost a
-/// journal commit for each of up to `max_archive_entries` files.
-fn sync_tree(dir: &Path) -> Result<(), LayoutError> {
+/// Up to this many entries, a staged tree is made durable entry by entry
+/// (issue 14, speed); above it, one syncfs(2).
+pub(crate) const FSYNC_EACH_UP_TO: usize = 512;
+
+/// How [`sync_tree`] made a tree durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TreeSync {
+    /// fsync of each of this many files and directories (the tree's own).
+    EachEntry(usize),
+    /// One syncfs(2) of the whole filesystem.
+    Filesystem,
+}
+
+/// Flushes a freshly unpacked release before it is renamed into place:
+/// nothing goes live that is not on disk.
+///
+/// A small tree (the usual release: up to [`FSYNC_EACH_UP_TO`] files and
+/// directories) gets an fsync of each file and directory. syncfs(2), the
+/// previous way, flushes every dirty page of the filesystem: on a host that
+/// is the app's logs and database writes too, and in the fan-out bench the
+/// other agents' artifacts and trees, so each agent waited for all of them
+/// (issue 14, speed). A large tree still gets one syncfs, where an fsync per
+/// file would cost a journal commit each; so does a tree with an entry the
+/// agent cannot open (a file of mode 000 when the agent is not root).
+///
+/// `outside`: the staging also wrote outside the tree (it seeded a shared
+/// path into `ROOT/shared`, once in an app's life): then one syncfs covers
+/// both.
+pub(crate) fn sync_tree(dir: &Path, outside: bool) -> Result<TreeSync, LayoutError> {
+    let mut entries = Vec::new();
+    if !outside && list_tree(dir, &mut entries).is_ok() {
+        let each = entries.iter().try_for_each(|(path, is_dir)| {
+            let f = if *is_dir {
+                File::open(path)
+            } else {
+                // fsync needs no write access; O_RDONLY works for any file
+                // the agent may read.
+                fs::OpenOptions::new().read(true).open(path)
+            };
+            f.and_then(|f| f.sync_all())
+        });
+        if each.is_ok() {
+            return Ok(TreeSync::EachEntry(entries.len()));
+        }
+    }
     let handle = File::open(dir).map_err(io_err("open", dir))?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     nix::unistd::syncfs(&handle).map_err(|e| io_err("syncfs", dir)(e.into()))?;
@@ -180,6 +221,29 @@ fn sync_tree(dir: &Path) -> Result<(), LayoutError> {
     {
         drop(handle);
         nix::unistd::sync();
+    }
+    Ok(TreeSync::Filesystem)
+}
+
+/// The files and directories of the tree at `dir` (itself included,
+/// directories after their entries, symlinks left out: a link is an entry of
+/// its directory), or an error once there are more than [`FSYNC_EACH_UP_TO`].
+fn list_tree(dir: &Path, out: &mut Vec<(PathBuf, bool)>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            list_tree(&entry.path(), out)?;
+        } else if kind.is_file() {
+            out.push((entry.path(), false));
+        }
+        if out.len() > FSYNC_EACH_UP_TO {
+            return Err(io::Error::other("too many entries to fsync one by one"));
+        }
+    }
+    out.push((dir.to_path_buf(), true));
+    if out.len() > FSYNC_EACH_UP_TO {
+        return Err(io::Error::other("too many entries to fsync one by one"));
     }
     Ok(())
 }
@@ -627,10 +691,11 @@ impl AppLayout {
             for entry in shared {
                 self.check_shared(&staging, entry)?;
             }
+            let mut seeded = false;
             for entry in shared {
-                self.link_shared(&staging, entry)?;
+                seeded |= self.link_shared(&staging, entry)?;
             }
-            sync_tree(&staging)?;
+            sync_tree(&staging, seeded)?;
             fs::rename(&staging, &release).map_err(|e| match e.kind() {
                 // Another stage won a race the app lock should have prevented.
                 io::ErrorKind::AlreadyExists | io::ErrorKind::DirectoryNotEmpty => {
@@ -641,7 +706,10 @@ impl AppLayout {
                 }
                 _ => io_err("rename staged release to", &release)(e),
             })?;
-            fsync_dir(&releases)
+            fsync_dir(&releases)?;
+            // `releases` itself may be new (a first staging): its entry in
+            // ROOT, which syncfs used to cover (clean: nearly free).
+            fsync_dir(&self.root)
         };
         match finish() {
             Ok(()) => Ok(stats),
@@ -730,8 +798,9 @@ impl AppLayout {
     }
 
     /// Replaces the release's own `shared` path with a link into `ROOT/shared`;
-    /// see [`AppLayout::stage`].
-    fn link_shared(&self, release: &Path, entry: &SharedPath) -> Result<(), LayoutError> {
+    /// see [`AppLayout::stage`]. `true` when it seeded `ROOT/shared` (wrote
+    /// outside the release).
+    fn link_shared(&self, release: &Path, entry: &SharedPath) -> Result<bool, LayoutError> {
         let shared = entry.path.as_path();
         // Parents must be real directories: the link's `../` count assumes its
         // own directory sits at `shared`'s depth in the release.
@@ -761,7 +830,8 @@ impl AppLayout {
 
         let in_release = release.join(shared);
         let in_shared = self.shared_dir().join(shared);
-        if fs::symlink_metadata(&in_shared).is_err() {
+        let seeding = fs::symlink_metadata(&in_shared).is_err();
+        if seeding {
             // check_shared established that the release's copy seeds it, or
             // that it is a declared directory to create.
             let parent = in_shared.parent().unwrap_or(&in_shared);
@@ -794,7 +864,8 @@ impl AppLayout {
         }
         target.push("shared");
         target.push(shared);
-        symlink(&target, &in_release).map_err(io_err("create symlink", &in_release))
+        symlink(&target, &in_release).map_err(io_err("create symlink", &in_release))?;
+        Ok(seeding)
     }
 
     /// Points `current` at release `id` with one atomic rename and returns the
@@ -1616,6 +1687,31 @@ mod tests {
         );
         assert!(layout.release_dir("r1").exists());
         assert!(layout.root().join("precious").exists());
+    }
+
+    /// Issue 14 (speed): a small staged tree is made durable by an fsync of
+    /// each of its files and directories, not by a syncfs of the whole
+    /// filesystem (every other writer's dirty pages); a large tree, or a
+    /// staging that seeded `ROOT/shared`, still gets the one syncfs.
+    #[test]
+    fn issue14_a_small_tree_is_fsynced_entry_by_entry() {
+        let tmp = TempDir::new().unwrap();
+        let tree = tmp.path().join("t");
+        fs::create_dir_all(tree.join("a/b")).unwrap();
+        fs::write(tree.join("one"), b"1").unwrap();
+        fs::write(tree.join("a/two"), b"2").unwrap();
+        fs::write(tree.join("a/b/three"), b"3").unwrap();
+        symlink("one", tree.join("link")).unwrap();
+        // 3 files and 3 directories (t, a, a/b); the link is t's entry.
+        assert_eq!(sync_tree(&tree, false).unwrap(), TreeSync::EachEntry(6));
+        assert_eq!(sync_tree(&tree, true).unwrap(), TreeSync::Filesystem);
+
+        let big = tmp.path().join("big");
+        fs::create_dir(&big).unwrap();
+        for i in 0..FSYNC_EACH_UP_TO {
+            fs::write(big.join(format!("f{i}")), b"x").unwrap();
+        }
+        assert_eq!(sync_tree(&big, false).unwrap(), TreeSync::Filesystem);
     }
 
     #[test]
