@@ -13,9 +13,39 @@ use golive_shared::timefmt::utc;
 use serde_json::json;
 
 use crate::cli::{FlagCommand, OnOff};
+use crate::client::ClientError;
+use crate::deployment::error::client_exit;
 use crate::jobs::run_job;
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, Plan};
+
+/// Why a flag was not set on a host; [`FlagError::exit`] is its exit
+/// code, from the variant and the agent's `ErrorCode`, never from the text.
+#[derive(Debug, thiserror::Error)]
+enum FlagError {
+    /// The flags could not be read, or the agent refused the job or could
+    /// not be reached.
+    #[error(transparent)]
+    Agent(#[from] ClientError),
+    /// The flag job ran and did not succeed: the file may have changed.
+    #[error("job {id} {state}: {message}")]
+    Job {
+        id: u64,
+        state: &'static str,
+        message: String,
+    },
+    #[error("job {id} ended with an unexpected result: {result}")]
+    UnexpectedResult { id: u64, result: String },
+}
+
+impl FlagError {
+    fn exit(&self) -> Exit {
+        match self {
+            FlagError::Agent(e) => client_exit(e),
+            FlagError::Job { .. } | FlagError::UnexpectedResult { .. } => Exit::Failed,
+        }
+    }
+}
 
 pub async fn run(out: Out, cmd: FlagCommand) -> anyhow::Result<Exit> {
     match cmd {
@@ -108,10 +138,11 @@ async fn set(
         let previous = match previous_of(host, &plan.app, name).await {
             Ok(p) => p,
             Err(e) => {
+                let e = FlagError::Agent(e);
                 failed += 1;
-                out.line(format!("[{}] flag {name}: FAILED — {}", host.name, e.1));
-                hosts.push(json!({"host": host.name, "ok": false, "error": e.1}));
-                exit = worst(exit, e.0);
+                out.line(format!("[{}] flag {name}: FAILED — {e}", host.name));
+                hosts.push(json!({"host": host.name, "ok": false, "error": e.to_string()}));
+                exit = worst(exit, e.exit());
                 continue;
             }
         };
@@ -127,21 +158,17 @@ async fn set(
         let outcome = match run_job(out, &host.client, key, None, spec).await {
             Ok(job) if job.state == JobState::Succeeded => match job.result {
                 Some(JobResult::FlagSet { .. }) => Ok(previous),
-                other => Err((
-                    Exit::Failed,
-                    format!("job {} ended with an unexpected result: {other:?}", job.id),
-                )),
+                other => Err(FlagError::UnexpectedResult {
+                    id: job.id,
+                    result: format!("{other:?}"),
+                }),
             },
-            Ok(job) => Err((
-                Exit::Failed,
-                format!(
-                    "job {} {}: {}",
-                    job.id,
-                    job.state.as_str(),
-                    job.error.unwrap_or_else(|| "no message".into())
-                ),
-            )),
-            Err(e) => Err((crate::deployment::error::client_exit(&e), e.to_string())),
+            Ok(job) => Err(FlagError::Job {
+                id: job.id,
+                state: job.state.as_str(),
+                message: job.error.unwrap_or_else(|| "no message".into()),
+            }),
+            Err(e) => Err(FlagError::Agent(e)),
         };
         match outcome {
             Ok((prev_on, prev_percent)) => {
@@ -153,11 +180,11 @@ async fn set(
                 ));
                 hosts.push(json!({"host": host.name, "ok": true, "previous_on": prev_on, "previous_percent": prev_percent}));
             }
-            Err((e_exit, e)) => {
+            Err(e) => {
                 failed += 1;
                 out.line(format!("[{}] flag {name}: FAILED — {e}", host.name));
-                hosts.push(json!({"host": host.name, "ok": false, "error": e}));
-                exit = worst(exit, e_exit);
+                hosts.push(json!({"host": host.name, "ok": false, "error": e.to_string()}));
+                exit = worst(exit, e.exit());
             }
         }
     }
@@ -193,7 +220,7 @@ async fn previous_of(
     host: &crate::plan::Host,
     app: &str,
     name: &str,
-) -> Result<(bool, Option<u8>), (Exit, String)> {
+) -> Result<(bool, Option<u8>), ClientError> {
     let req = Request::ListFlags(ListFlagsRequest {
         app: app.to_string(),
     });
@@ -203,7 +230,52 @@ async fn previous_of(
             .find(|f| f.name == name)
             .map(|f| (f.on, f.percent))
             .unwrap_or((false, None))),
-        Ok(other) => Err((Exit::Failed, host.client.unexpected(&other).to_string())),
-        Err(e) => Err((crate::deployment::error::client_exit(&e), e.to_string())),
+        // A transport-class error: exit 1, as any answer the controller
+        // cannot read.
+        Ok(other) => Err(host.client.unexpected(&other)),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use golive_shared::protocol::{ErrorBody, ErrorCode};
+
+    use super::*;
+
+    /// A host's flag outcome keeps the words and exit code it had as an
+    /// `(Exit, String)` pair; the code comes from the variant and the
+    /// agent's `ErrorCode`.
+    #[test]
+    fn issue14_a_flags_host_outcome_is_typed_with_its_words_and_exit_code() {
+        let agent = |code| {
+            FlagError::Agent(ClientError::Agent {
+                host: "web1".into(),
+                body: ErrorBody::new(code, "flag nope is not declared"),
+            })
+        };
+        assert_eq!(
+            agent(ErrorCode::NotDeclared).to_string(),
+            "agent web1: flag nope is not declared"
+        );
+        assert_eq!(agent(ErrorCode::NotDeclared).exit(), Exit::Usage);
+        assert_eq!(agent(ErrorCode::Internal).exit(), Exit::Failed);
+        let job = FlagError::Job {
+            id: 5,
+            state: "failed",
+            message: "flag file not writable".into(),
+        };
+        assert_eq!(job.to_string(), "job 5 failed: flag file not writable");
+        assert_eq!(job.exit(), Exit::Failed);
+        let odd = FlagError::UnexpectedResult {
+            id: 6,
+            result: "None".into(),
+        };
+        assert_eq!(
+            odd.to_string(),
+            "job 6 ended with an unexpected result: None"
+        );
+        assert_eq!(odd.exit(), Exit::Failed);
+        assert_eq!(worst(odd.exit(), Exit::Usage), Exit::Failed);
     }
 }

@@ -14,10 +14,41 @@ use golive_shared::names;
 use golive_shared::protocol::{JobResult, JobSpec, JobState, RunCommand, now_millis};
 use serde_json::json;
 
+use crate::client::ClientError;
+use crate::deployment::error::client_exit;
 use crate::jobs::run_job;
 use crate::journal::{RandomError, random_hex};
 use crate::output::{Exit, Out, usage};
 use crate::plan;
+
+/// What stopped a run on a host; [`RunStop::exit`] is its exit code, from
+/// the variant and the agent's `ErrorCode`, never from the text.
+#[derive(Debug, thiserror::Error)]
+enum RunStop {
+    /// The command's job ran and did not succeed (the command failed, was
+    /// cancelled or interrupted): something may have run.
+    #[error("{command} {state} on {host} (job {id}): {why}")]
+    Job {
+        command: String,
+        state: &'static str,
+        host: String,
+        id: u64,
+        why: String,
+    },
+    /// The agent refused the job (an undeclared name, the app locked) or
+    /// could not be reached.
+    #[error(transparent)]
+    Agent(ClientError),
+}
+
+impl RunStop {
+    fn exit(&self) -> Exit {
+        match self {
+            RunStop::Job { .. } => Exit::Failed,
+            RunStop::Agent(e) => client_exit(e),
+        }
+    }
+}
 
 /// A key no earlier run used: running a command again is a new action. An
 /// error when the system's random source fails (issue 11): a key that
@@ -65,14 +96,15 @@ pub async fn run(out: Out, plan_path: &Path, command: &str) -> anyhow::Result<Ex
         .iter()
         .map(|h| fresh_key(command, &h.name))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut outcome: Option<(Exit, String)> = None;
+    // What stopped the run, and the message that says so.
+    let mut outcome: Option<(RunStop, String)> = None;
     let mut done = 0;
     for ((i, host), key) in plan.hosts.iter().enumerate().zip(keys) {
         let spec = JobSpec::RunCommand(RunCommand {
             app: plan.app.clone(),
             name: command.to_string(),
         });
-        match run_job(out, &host.client, key, None, spec).await {
+        let stop = match run_job(out, &host.client, key, None, spec).await {
             Ok(job) if job.state == JobState::Succeeded => {
                 let detail = match job.result {
                     Some(JobResult::Command {
@@ -84,51 +116,92 @@ pub async fn run(out: Out, plan_path: &Path, command: &str) -> anyhow::Result<Ex
                 };
                 report(out, &host.name, command, "ok", &detail);
                 done += 1;
+                None
             }
             Ok(job) => {
                 let why = job.error.unwrap_or_else(|| "no message".into());
                 report(out, &host.name, command, job.state.as_str(), &why);
-                outcome = Some((
-                    Exit::Failed,
-                    format!(
-                        "{command} {} on {} (job {}): {why}",
-                        job.state.as_str(),
-                        host.name,
-                        job.id
-                    ),
-                ));
+                Some(RunStop::Job {
+                    command: command.to_string(),
+                    state: job.state.as_str(),
+                    host: host.name.clone(),
+                    id: job.id,
+                    why,
+                })
             }
             Err(e) => {
-                let exit = if e.exit_code() == 2 {
-                    Exit::Usage
-                } else {
-                    Exit::Failed
-                };
-                let state = if exit == Exit::Usage {
+                let stop = RunStop::Agent(e);
+                let state = if stop.exit() == Exit::Usage {
                     "refused"
                 } else {
                     "failed"
                 };
-                report(out, &host.name, command, state, &e.to_string());
-                outcome = Some((exit, e.to_string()));
+                report(out, &host.name, command, state, &stop.to_string());
+                Some(stop)
             }
-        }
-        if let Some((exit, why)) = outcome.take() {
+        };
+        if let Some(stop) = stop {
             let skipped: Vec<&str> = plan.hosts[i + 1..]
                 .iter()
                 .map(|h| h.name.as_str())
                 .collect();
-            let mut message = why;
+            let mut message = stop.to_string();
             if !skipped.is_empty() {
                 message.push_str(&format!("; not run on: {}", skipped.join(", ")));
             }
-            outcome = Some((exit, message));
+            outcome = Some((stop, message));
             break;
         }
     }
-    let (exit, message) =
-        outcome.unwrap_or_else(|| (Exit::Done, format!("{command} succeeded on {done} host(s)")));
+    let (exit, message) = match outcome {
+        Some((stop, message)) => (stop.exit(), message),
+        None => (Exit::Done, format!("{command} succeeded on {done} host(s)")),
+    };
     out.line(crate::jobs::headline(&message));
     out.event(&json!({"event": "result", "command": command, "app": plan.app, "hosts_done": done, "message": message, "exit": exit.code()}));
     Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use golive_shared::protocol::{ErrorBody, ErrorCode};
+
+    use super::*;
+
+    /// A run's stop keeps the words and exit code it had as an
+    /// `(Exit, String)` pair; the code comes from the variant and the
+    /// agent's `ErrorCode`.
+    #[test]
+    fn issue14_a_runs_stop_is_typed_with_its_words_and_exit_code() {
+        let job = RunStop::Job {
+            command: "clear-cache".into(),
+            state: "failed",
+            host: "web1".into(),
+            id: 4,
+            why: "exit 3".into(),
+        };
+        assert_eq!(
+            job.to_string(),
+            "clear-cache failed on web1 (job 4): exit 3"
+        );
+        assert_eq!(job.exit(), Exit::Failed);
+        let agent = |code| {
+            RunStop::Agent(ClientError::Agent {
+                host: "web1".into(),
+                body: ErrorBody::new(code, "no command named nope"),
+            })
+        };
+        assert_eq!(
+            agent(ErrorCode::NotDeclared).to_string(),
+            "agent web1: no command named nope"
+        );
+        assert_eq!(agent(ErrorCode::NotDeclared).exit(), Exit::Usage);
+        assert_eq!(agent(ErrorCode::Internal).exit(), Exit::Failed);
+        let unreachable = RunStop::Agent(ClientError::Transport {
+            host: "web2".into(),
+            addr: "127.0.0.1:1".into(),
+            detail: "refused".into(),
+        });
+        assert_eq!(unreachable.exit(), Exit::Failed);
+    }
 }

@@ -235,6 +235,66 @@ impl DeployError {
     }
 }
 
+/// Why `golivectl rollback` (or a no-go) did not bring a host back, and
+/// the whole rollback's end when some host did not go back
+/// ([`RollbackError::Incomplete`]). [`RollbackError::exit`] is the one
+/// mapping to the SPEC §7 exit code, from the variant and the agent's
+/// `ErrorCode`, never from the message's text.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    /// The host's app lock was refused (or the agent not reached): its
+    /// rollback job was not sent.
+    #[error(transparent)]
+    Lock(ClientError),
+    /// The rollback's intent could not be journaled: nothing was sent.
+    #[error(
+        "cannot journal the rollback of {host} in the controller journal: {source}; not sent. \
+         Fix the controller's state directory, then run the rollback again"
+    )]
+    Journal {
+        host: String,
+        source: rusqlite::Error,
+    },
+    /// The host rollback job was refused or failed.
+    #[error(transparent)]
+    Job(DeployError),
+    /// Some hosts did not go back: each one's reason, in plan order.
+    #[error("rollback of {id} incomplete: {}", failures.iter().map(RollbackError::summary).collect::<Vec<_>>().join("; "))]
+    Incomplete {
+        id: String,
+        failures: Vec<RollbackError>,
+    },
+}
+
+impl RollbackError {
+    /// 2 when nothing changed and the fix is the operator's (a refused
+    /// lock or job; an incomplete rollback all of whose hosts refused), 1
+    /// otherwise.
+    pub fn exit(&self) -> Exit {
+        match self {
+            RollbackError::Lock(e) => client_exit(e),
+            RollbackError::Journal { .. } => Exit::Failed,
+            RollbackError::Job(e) => e.exit(),
+            RollbackError::Incomplete { failures, .. } => {
+                if failures.iter().all(|f| f.exit() == Exit::Usage) {
+                    Exit::Usage
+                } else {
+                    Exit::Failed
+                }
+            }
+        }
+    }
+
+    /// What the incomplete rollback's message says of this host: a job's
+    /// headline (its output tail is in the host's own line), the rest whole.
+    fn summary(&self) -> String {
+        match self {
+            RollbackError::Job(e) => error_headline(&e.to_string()).to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// How a deployment ended: what `run_deployment` returns. Its message is
 /// what the operator reads (and the record keeps); [`Outcome::exit`] the
 /// SPEC §7 exit code, the one mapping from how it ended.
@@ -492,6 +552,91 @@ mod tests {
             host: "web1".into(),
         });
         assert_eq!(refused.exit(), Exit::Failed);
+    }
+
+    /// A host rollback's outcomes keep the words and exit codes they had
+    /// as `(Exit, String)` pairs; the exit code comes from the variant and
+    /// the agent's `ErrorCode`, the incomplete rollback's is 2 only if every
+    /// host refused.
+    #[test]
+    fn issue14_a_rollbacks_host_outcomes_are_typed_with_their_words_and_exit_codes() {
+        let lock = |code| {
+            RollbackError::Lock(ClientError::Agent {
+                host: "web1".into(),
+                body: ErrorBody::new(code, "shop is locked by D0"),
+            })
+        };
+        assert_eq!(
+            lock(ErrorCode::Locked).to_string(),
+            "agent web1: shop is locked by D0"
+        );
+        assert_eq!(lock(ErrorCode::Locked).exit(), Exit::Usage);
+        assert_eq!(lock(ErrorCode::Internal).exit(), Exit::Failed);
+        let unreachable = RollbackError::Lock(ClientError::Transport {
+            host: "web2".into(),
+            addr: "127.0.0.1:1".into(),
+            detail: "refused".into(),
+        });
+        assert_eq!(unreachable.exit(), Exit::Failed);
+        let journal = RollbackError::Journal {
+            host: "web1".into(),
+            source: rusqlite::Error::InvalidQuery,
+        };
+        assert_eq!(
+            journal.to_string(),
+            format!(
+                "cannot journal the rollback of web1 in the controller journal: {}; not sent. \
+                 Fix the controller's state directory, then run the rollback again",
+                rusqlite::Error::InvalidQuery
+            )
+        );
+        assert_eq!(journal.exit(), Exit::Failed);
+        // A refused job (the agent's code says so, whatever its text).
+        let refused = RollbackError::Job(DeployError::job(failed(
+            JobState::Failed,
+            Some(ErrorCode::Conflict),
+            "the rollback point is gone",
+        )));
+        assert_eq!(refused.exit(), Exit::Usage);
+        let tail = format!(
+            "restore failed{}sqlite3: disk I/O error",
+            golive_shared::protocol::OUTPUT_TAIL_MARKER
+        );
+        let job = || DeployError::job(failed(JobState::Failed, Some(ErrorCode::Internal), &tail));
+        let broken = RollbackError::Job(job());
+        // A job's exit code is the sequencer's (`DeployError::exit`).
+        assert_eq!(broken.exit(), job().exit());
+        assert_eq!(
+            broken.to_string(),
+            format!("job 9 failed: {tail}"),
+            "the host's line is whole"
+        );
+        let incomplete = |failures| RollbackError::Incomplete {
+            id: "D1".into(),
+            failures,
+        };
+        let all_refused = incomplete(vec![lock(ErrorCode::Locked), refused]);
+        assert_eq!(
+            all_refused.to_string(),
+            "rollback of D1 incomplete: agent web1: shop is locked by D0; job 9 failed: the \
+             rollback point is gone"
+        );
+        assert_eq!(
+            all_refused.exit(),
+            Exit::Usage,
+            "every host refused: nothing changed"
+        );
+        let mixed = incomplete(vec![lock(ErrorCode::Locked), broken, journal]);
+        assert_eq!(mixed.exit(), Exit::Failed, "one failure makes it a failure");
+        let unreachable_too = incomplete(vec![lock(ErrorCode::Locked), unreachable]);
+        assert_eq!(unreachable_too.exit(), Exit::Failed);
+        assert!(
+            mixed.to_string().starts_with(
+                "rollback of D1 incomplete: agent web1: shop is locked by D0; job 9 failed: \
+                 restore failed; cannot journal the rollback of web1"
+            ),
+            "a job's headline only, without its output tail: {mixed}"
+        );
     }
 
     fn failed(state: JobState, code: Option<ErrorCode>, message: &str) -> JobInfo {

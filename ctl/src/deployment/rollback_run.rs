@@ -4,10 +4,8 @@
 
 use std::path::Path;
 
-use golive_shared::protocol::error_headline;
-
 use crate::deployment::downtime::{Downtime, Unavailable, report_downtime};
-use crate::deployment::error::client_exit;
+use crate::deployment::error::RollbackError;
 use crate::deployment::events::Event;
 use crate::deployment::leases::Lease;
 use crate::deployment::{self, StepRequest};
@@ -126,7 +124,7 @@ pub async fn rollback(
         hosts: targets.iter().map(|(h, _)| h.name.clone()).collect(),
     });
     let lock_id = format!("rollback-{id}");
-    let mut failed = Vec::new();
+    let mut failed: Vec<RollbackError> = Vec::new();
     // What each host got back, for the record's "later actions".
     let mut done: Vec<String> = Vec::new();
     let mut unavailable = Unavailable::default();
@@ -135,8 +133,9 @@ pub async fn rollback(
         let lease = match Lease::acquire(&host.client, &d.app, &lock_id, plan.lock_ttl_secs).await {
             Ok(l) => l,
             Err(e) => {
+                let e = RollbackError::Lock(e);
                 step(out, &host.name, "rollback", "refused", &e.to_string());
-                failed.push((client_exit(&e), e.to_string()));
+                failed.push(e);
                 continue;
             }
         };
@@ -147,13 +146,12 @@ pub async fn rollback(
             Ok(seq) => Some(seq),
             Err(e) => {
                 // Nothing is sent without its intent on disk.
-                let e = format!(
-                    "cannot journal the rollback of {} in the controller journal: {e}; not sent. \
-                     Fix the controller's state directory, then run the rollback again",
-                    host.name
-                );
-                step(out, &host.name, "rollback", "failed", &e);
-                failed.push((Exit::Failed, e));
+                let e = RollbackError::Journal {
+                    host: host.name.clone(),
+                    source: e,
+                };
+                step(out, &host.name, "rollback", "failed", &e.to_string());
+                failed.push(e);
                 lease.release().await;
                 continue;
             }
@@ -181,9 +179,9 @@ pub async fn rollback(
                 done.push(format!("{}: {detail}", host.name));
             }
             Err(e) => {
-                let (exit, e) = (e.exit(), e.to_string());
-                step(out, &host.name, "rollback", "failed", &e);
-                failed.push((exit, error_headline(&e).to_string()));
+                let e = RollbackError::Job(e);
+                step(out, &host.name, "rollback", "failed", &e.to_string());
+                failed.push(e);
             }
         }
         lease.release().await;
@@ -213,22 +211,13 @@ pub async fn rollback(
         journal.add_action(id, &plan.operator, "rollback", &done.join("; "))?;
         (Exit::Done, message)
     } else {
-        let exit = if failed.iter().all(|(e, _)| *e == Exit::Usage) {
-            Exit::Usage
-        } else {
-            Exit::Failed
+        // Each host's reason, typed: the exit code is the variants' (2 if
+        // every host refused, else 1), the message their words.
+        let incomplete = RollbackError::Incomplete {
+            id: id.to_string(),
+            failures: failed,
         };
-        (
-            exit,
-            format!(
-                "rollback of {id} incomplete: {}",
-                failed
-                    .into_iter()
-                    .map(|(_, m)| m)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        )
+        (incomplete.exit(), incomplete.to_string())
     };
     if exit != Exit::Done {
         done.push(message.clone());
