@@ -561,7 +561,7 @@ impl Live {
                     ));
                 }
             }
-            Event::Result { .. } | Event::MaintenanceResult { .. } => {
+            Event::Result { .. } | Event::MaintenanceResult { .. } | Event::StagesResult { .. } => {
                 drop(s);
                 self.clear();
             }

@@ -190,6 +190,65 @@ pub enum Event {
         unavailable_ms: Option<u64>,
         unavailable: serde_json::Value,
     },
+    /// A staged deployment (issue 11) started: its stages, in order.
+    Stages {
+        deployment: String,
+        stages: serde_json::Value,
+    },
+    /// A stage starts (or, `resume`, carries on) as its own deployment
+    /// `stage_deployment`.
+    Stage {
+        deployment: String,
+        /// 1-based.
+        stage: usize,
+        name: String,
+        app: String,
+        stage_deployment: String,
+        resume: bool,
+    },
+    /// A stage ended and passed; the next one starts.
+    StageDone {
+        deployment: String,
+        stage: usize,
+        state: String,
+    },
+    /// A stage is being rolled back (a later stage failed, or `rollback`).
+    StageRollback {
+        stage: u32,
+        name: String,
+        stage_deployment: String,
+    },
+    /// `deploy --resume` of a staged deployment: from this stage on.
+    #[serde(rename = "resume")]
+    StagesResume {
+        deployment: String,
+        from_stage: usize,
+    },
+    /// A staged deployment's end (its own `result`); `state` is absent on
+    /// the end of its `rollback`.
+    #[serde(rename = "result")]
+    StagesResult {
+        deployment: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        state: Option<String>,
+        message: String,
+        exit: u8,
+    },
+    /// A hotfix deploys outside the plan's window.
+    Window { hotfix: bool, note: String },
+    /// A host already has a release of this id (a redeploy).
+    ReusedId {
+        host: String,
+        release: String,
+        note: String,
+    },
+    /// Preflight's verdict before anything changes (issue 12).
+    Preflight {
+        ready: bool,
+        blocking: serde_json::Value,
+        warnings: serde_json::Value,
+        forced: bool,
+    },
 }
 
 impl Event {
@@ -216,7 +275,8 @@ impl Event {
             | Event::Watchdog { host, .. }
             | Event::Log { host, .. }
             | Event::Progress { host, .. }
-            | Event::Maintenance { host, .. } => Some(host),
+            | Event::Maintenance { host, .. }
+            | Event::ReusedId { host, .. } => Some(host),
             _ => None,
         }
     }
@@ -237,15 +297,24 @@ impl Event {
             Event::Git { .. } => "git",
             Event::Log { .. } => "log",
             Event::Progress { .. } => "progress",
-            Event::Resume { .. } => "resume",
+            Event::Resume { .. } | Event::StagesResume { .. } => "resume",
             Event::Rollback { .. } => "rollback",
             Event::Maintenance { .. } => "maintenance",
-            Event::MaintenanceResult { .. } | Event::Result { .. } => "result",
+            Event::MaintenanceResult { .. } | Event::Result { .. } | Event::StagesResult { .. } => {
+                "result"
+            }
+            Event::Stages { .. } => "stages",
+            Event::Stage { .. } => "stage",
+            Event::StageDone { .. } => "stage_done",
+            Event::StageRollback { .. } => "stage_rollback",
+            Event::Window { .. } => "window",
+            Event::ReusedId { .. } => "reused_id",
+            Event::Preflight { .. } => "preflight",
         }
     }
 
     /// Every wire name, for the README's table and the tests.
-    pub const KINDS: [&'static str; 17] = [
+    pub const KINDS: [&'static str; 24] = [
         "start",
         "wave",
         "step_started",
@@ -263,6 +332,13 @@ impl Event {
         "rollback",
         "maintenance",
         "result",
+        "stages",
+        "stage",
+        "stage_done",
+        "stage_rollback",
+        "window",
+        "reused_id",
+        "preflight",
     ];
 
     /// One NDJSON line (without its newline).
@@ -422,8 +498,94 @@ mod tests {
             release: "v2".into(),
             hosts: vec!["web1".into()],
         };
+        // A staged deployment's own lines and the pre-start lines keep the
+        // names they had as untyped JSON (issue 14).
+        let stage = Event::Stage {
+            deployment: "p1".into(),
+            stage: 1,
+            name: "db".into(),
+            app: "shop".into(),
+            stage_deployment: "s1".into(),
+            resume: false,
+        };
+        assert_eq!(
+            keys(&stage),
+            [
+                "app",
+                "deployment",
+                "event",
+                "name",
+                "resume",
+                "stage",
+                "stage_deployment"
+            ]
+        );
+        let done = Event::StageDone {
+            deployment: "p1".into(),
+            stage: 1,
+            state: "succeeded".into(),
+        };
+        assert_eq!(keys(&done), ["deployment", "event", "stage", "state"]);
+        let back = Event::StageRollback {
+            stage: 1,
+            name: "db".into(),
+            stage_deployment: "s1".into(),
+        };
+        assert_eq!(keys(&back), ["event", "name", "stage", "stage_deployment"]);
+        let stages = Event::Stages {
+            deployment: "p1".into(),
+            stages: json!([]),
+        };
+        assert_eq!(keys(&stages), ["deployment", "event", "stages"]);
+        let sresume = Event::StagesResume {
+            deployment: "p1".into(),
+            from_stage: 2,
+        };
+        assert_eq!(
+            sresume.to_json_line(),
+            r#"{"event":"resume","deployment":"p1","from_stage":2}"#
+        );
+        let sresult = Event::StagesResult {
+            deployment: "p1".into(),
+            state: Some("succeeded".into()),
+            message: "m".into(),
+            exit: 0,
+        };
+        assert_eq!(
+            keys(&sresult),
+            ["deployment", "event", "exit", "message", "state"]
+        );
+        let rolled = Event::StagesResult {
+            deployment: "p1".into(),
+            state: None,
+            message: "m".into(),
+            exit: 0,
+        };
+        assert_eq!(keys(&rolled), ["deployment", "event", "exit", "message"]);
+        let window = Event::Window {
+            hotfix: true,
+            note: "n".into(),
+        };
+        assert_eq!(keys(&window), ["event", "hotfix", "note"]);
+        let reused = Event::ReusedId {
+            host: "web1".into(),
+            release: "v2".into(),
+            note: "n".into(),
+        };
+        assert_eq!(keys(&reused), ["event", "host", "note", "release"]);
+        let pre = Event::Preflight {
+            ready: true,
+            blocking: json!([]),
+            warnings: json!([]),
+            forced: false,
+        };
+        assert_eq!(
+            keys(&pre),
+            ["blocking", "event", "forced", "ready", "warnings"]
+        );
         for e in [
-            &start, &progress, &step, &started, &wave, &result, &decided, &m, &rb,
+            &start, &progress, &step, &started, &wave, &result, &decided, &m, &rb, &stage, &done,
+            &back, &stages, &sresume, &sresult, &rolled, &window, &reused, &pre,
         ] {
             let v: Value = serde_json::from_str(&e.to_json_line()).unwrap();
             assert_eq!(v["event"], e.kind(), "{v}");

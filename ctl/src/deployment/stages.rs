@@ -14,6 +14,7 @@ use std::path::Path;
 
 use serde_json::json;
 
+use crate::deployment::events::Event;
 use crate::deployment::leases::{Heartbeat, Lease, lock_all, release_all};
 use crate::deployment::rollback_run::rollback as rollback_one;
 use crate::deployment::start::{self as deploy, Options};
@@ -101,7 +102,15 @@ pub async fn deploy(
             .collect::<Vec<_>>()
             .join(" → ")
     ));
-    out.event(&json!({"event": "stages", "deployment": id, "stages": compiled.stages}));
+    emit(
+        out,
+        state,
+        &id,
+        Event::Stages {
+            deployment: id.clone(),
+            stages: json!(compiled.stages),
+        },
+    );
     let exit = run(out, state, &journal, &file, &id, 0, options).await;
     drop(heartbeat);
     exit
@@ -199,7 +208,19 @@ async fn run(
             s.plan.app,
             s.plan_path.display()
         ));
-        out.event(&json!({"event": "stage", "deployment": id, "stage": i + 1, "name": s.name, "app": s.plan.app, "stage_deployment": sid, "resume": resuming}));
+        emit(
+            out,
+            state,
+            id,
+            Event::Stage {
+                deployment: id.to_string(),
+                stage: i + 1,
+                name: s.name.clone(),
+                app: s.plan.app.clone(),
+                stage_deployment: sid.clone(),
+                resume: resuming,
+            },
+        );
         // The stage takes the lock itself, under the same id, after its
         // preflight (which counts any held lock as blocking): the one held
         // since the start is let go just before.
@@ -240,7 +261,16 @@ async fn run(
         match r {
             Ok((Exit::Done, _)) if passed(&after) => {
                 out.line(format!("{label}: {after}"));
-                out.event(&json!({"event": "stage_done", "deployment": id, "stage": i + 1, "state": after}));
+                emit(
+                    out,
+                    state,
+                    id,
+                    Event::StageDone {
+                        deployment: id.to_string(),
+                        stage: i + 1,
+                        state: after,
+                    },
+                );
             }
             Ok((Exit::Paused, _)) => {
                 for leases in held {
@@ -254,7 +284,17 @@ async fn run(
                     file.path.display()
                 );
                 out.line(format!("deployment {id}: paused: {message}"));
-                out.event(&json!({"event": "result", "deployment": id, "state": "paused", "message": message, "exit": Exit::Paused.code()}));
+                emit(
+                    out,
+                    state,
+                    id,
+                    Event::StagesResult {
+                        deployment: id.to_string(),
+                        state: Some("paused".into()),
+                        message,
+                        exit: Exit::Paused.code(),
+                    },
+                );
                 return Ok(Exit::Paused);
             }
             other => {
@@ -283,7 +323,17 @@ async fn run(
     );
     journal.finish_deployment(id, "succeeded", Some(&message))?;
     out.line(format!("deployment {id}: succeeded: {message}"));
-    out.event(&json!({"event": "result", "deployment": id, "state": "succeeded", "message": message, "exit": 0}));
+    emit(
+        out,
+        state,
+        id,
+        Event::StagesResult {
+            deployment: id.to_string(),
+            state: Some("succeeded".into()),
+            message,
+            exit: 0,
+        },
+    );
     Ok(Exit::Done)
 }
 
@@ -303,7 +353,7 @@ async fn failed(
         "{label} {why}; rolling back the stages before it, newest first"
     ));
     let stages = journal.stages(id)?;
-    let (back, problems) = roll_back(out, state, &stages[..failed], file.stages.len()).await;
+    let (back, problems) = roll_back(out, state, id, &stages[..failed], file.stages.len()).await;
     // The failed stage's own end: rolled back, or nothing changed.
     let own = stages[failed].state.as_str();
     let own_ok = matches!(own, "rolled_back" | "refused" | "pending");
@@ -321,8 +371,41 @@ async fn failed(
     }
     journal.finish_deployment(id, state_name, Some(&message))?;
     out.line(format!("deployment {id}: {state_name}: {message}"));
-    out.event(&json!({"event": "result", "deployment": id, "state": state_name, "message": message, "exit": exit.code()}));
+    emit(
+        out,
+        state,
+        id,
+        Event::StagesResult {
+            deployment: id.to_string(),
+            state: Some(state_name.into()),
+            message,
+            exit: exit.code(),
+        },
+    );
     Ok(exit)
+}
+
+/// Emits one of staged deployment `id`'s own events and records it in the
+/// journal under `id` (`golivectl show ID`). Its journal reader is
+/// subscribed for this one event only: subscribers get every event emitted,
+/// and while a stage runs its events are its own deployment's, recorded
+/// under the stage's id by the stage itself. Journal only, no notices: each
+/// stage's deployment notifies for itself (README "Decisions").
+fn emit(out: Out, state: &Path, id: &str, event: Event) {
+    match super::subscribers::attach(state, None, id) {
+        Ok(subscription) => {
+            out.emit(event);
+            drop(subscription);
+        }
+        Err(e) => {
+            eprintln!(
+                "golivectl: cannot record the events of staged deployment {id} in the controller \
+                 journal: {e:#}; its record (`golivectl show {id}`) lacks this one. Fix the \
+                 controller's state directory (disk space, permissions)"
+            );
+            out.emit(event);
+        }
+    }
 }
 
 /// Rolls `stages` back, newest first, each through its deployment's
@@ -331,6 +414,7 @@ async fn failed(
 async fn roll_back(
     out: Out,
     state: &Path,
+    parent: &str,
     stages: &[Stage],
     of: usize,
 ) -> (Vec<String>, Vec<String>) {
@@ -349,7 +433,16 @@ async fn roll_back(
             _ => {}
         }
         out.line(format!("{label}: rolling back {sid}"));
-        out.event(&json!({"event": "stage_rollback", "stage": s.position, "name": s.name, "stage_deployment": sid}));
+        emit(
+            out,
+            state,
+            parent,
+            Event::StageRollback {
+                stage: s.position,
+                name: s.name.clone(),
+                stage_deployment: sid.to_string(),
+            },
+        );
         match rollback_one(out, state, sid, None, None).await {
             Ok(Exit::Done) => back.push(format!("{} ({sid})", s.name)),
             Ok(exit) => problems.push(format!(
@@ -403,7 +496,7 @@ pub async fn rollback(
         "rolling back staged deployment {id} ({}), newest stage first",
         d.app
     ));
-    let (back, problems) = roll_back(out, state, &d.stages, d.stages.len()).await;
+    let (back, problems) = roll_back(out, state, id, &d.stages, d.stages.len()).await;
     let (exit, message) = if problems.is_empty() {
         if d.finished_at.is_some() {
             journal.set_state(id, "rolled_back")?;
@@ -436,8 +529,16 @@ pub async fn rollback(
         (Exit::Failed, message)
     };
     out.line(&message);
-    out.event(
-        &json!({"event": "result", "deployment": id, "message": message, "exit": exit.code()}),
+    emit(
+        out,
+        state,
+        id,
+        Event::StagesResult {
+            deployment: id.to_string(),
+            state: None,
+            message,
+            exit: exit.code(),
+        },
     );
     Ok(exit)
 }
@@ -568,7 +669,15 @@ async fn resume(
         from + 1,
         file.stages.len()
     ));
-    out.event(&json!({"event": "resume", "deployment": id, "from_stage": from + 1}));
+    emit(
+        out,
+        state,
+        id,
+        Event::StagesResume {
+            deployment: id.to_string(),
+            from_stage: from + 1,
+        },
+    );
     let heartbeat = Heartbeat::start(state, id);
     let exit = run(out, state, &journal, file, id, from, &options).await;
     drop(heartbeat);

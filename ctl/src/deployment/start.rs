@@ -69,7 +69,10 @@ pub async fn deploy_with_id(
     .map_err(usage)?;
     if let Some(note) = &window_note {
         out.line(note);
-        out.event(&json!({"event": "window", "hotfix": true, "note": note}));
+        out.emit(Event::Window {
+            hotfix: true,
+            note: note.clone(),
+        });
     }
     let approvers = approvers(&plan, &options.approved_by).map_err(usage)?;
     let Some(release) = plan.release.as_ref() else {
@@ -108,7 +111,11 @@ pub async fn deploy_with_id(
         };
         if let Some(note) = reused_id(&host.name, &plan.app, app, &release.id).map_err(usage)? {
             out.line(&note);
-            out.event(&json!({"event": "reused_id", "host": host.name, "release": release.id, "note": note}));
+            out.emit(Event::ReusedId {
+                host: host.name.clone(),
+                release: release.id.clone(),
+                note,
+            });
         }
         // A stage's lock, taken by its staged deployment, is its own.
         if let Some(lock) = app
@@ -135,7 +142,12 @@ pub async fn deploy_with_id(
     for w in &preflight_warnings {
         out.line(format!("preflight warning: {w}"));
     }
-    out.event(&json!({"event": "preflight", "ready": blocking.is_empty(), "blocking": blocking, "warnings": preflight_warnings, "forced": !blocking.is_empty() && options.force.is_some()}));
+    out.emit(Event::Preflight {
+        ready: blocking.is_empty(),
+        blocking: json!(blocking),
+        warnings: json!(preflight_warnings),
+        forced: !blocking.is_empty() && options.force.is_some(),
+    });
     let forced_over = match (&options.force, blocking.is_empty()) {
         (_, true) => {
             out.line("preflight: READY");

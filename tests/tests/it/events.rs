@@ -17,7 +17,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// Every `"event"` name of the typed stream (README "Output").
-const KINDS: [&str; 17] = [
+const KINDS: [&str; 24] = [
     "start",
     "wave",
     "step_started",
@@ -35,6 +35,13 @@ const KINDS: [&str; 17] = [
     "rollback",
     "maintenance",
     "result",
+    "stages",
+    "stage",
+    "stage_done",
+    "stage_rollback",
+    "window",
+    "reused_id",
+    "preflight",
 ];
 
 struct World {

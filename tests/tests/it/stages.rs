@@ -479,3 +479,73 @@ fn issue14_a_staged_deployment_killed_in_stage_two_resumes_from_it() {
     let again = w.ctl.run(&["deploy", s(&stages), "--resume", &parent]);
     assert_eq!(again.code, 2, "{}", again.text());
 }
+
+/// A staged deployment's own lines (`stages`, `stage`, `stage_done`,
+/// `stage_rollback`, its `result`) are typed events journaled under the
+/// staged deployment's id: `show PARENT --output json` lists exactly the
+/// lines `--output json` printed for it (deploy, then `rollback PARENT`),
+/// in order, and none of its stages' own events (those are under each
+/// stage's id).
+#[test]
+fn issue14_a_staged_deployments_own_events_are_journaled_under_its_id() {
+    let w = World::new(40);
+    let run = w.ctl.run(&["deploy", s(&w.stages("v1"))]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let deploy = w
+        .ctl
+        .run(&["--output", "json", "deploy", s(&w.stages("v2"))]);
+    assert_eq!(deploy.code, 0, "{}", deploy.text());
+    let parent = w.parent();
+    let back = w.ctl.run(&["--output", "json", "rollback", &parent]);
+    assert_eq!(back.code, 0, "{}", back.text());
+    // The parent's lines: its own kinds, or a result / resume naming it.
+    let own = |v: &serde_json::Value| match v["event"].as_str() {
+        Some("stages" | "stage" | "stage_done" | "stage_rollback") => true,
+        Some("result" | "resume") => v["deployment"] == parent.as_str(),
+        _ => false,
+    };
+    let printed: Vec<serde_json::Value> = deploy
+        .json_lines()
+        .into_iter()
+        .chain(back.json_lines())
+        .filter(own)
+        .collect();
+    let kinds: Vec<&str> = printed
+        .iter()
+        .map(|v| v["event"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "stages",
+            "stage",
+            "stage_done",
+            "stage",
+            "stage_done",
+            "stage",
+            "stage_done",
+            "result",
+            "stage_rollback",
+            "stage_rollback",
+            "stage_rollback",
+            "result"
+        ],
+        "{}\n{}",
+        deploy.text(),
+        back.text()
+    );
+    assert_eq!(printed[7]["state"], "succeeded");
+    assert_eq!(printed[8]["name"], "orders");
+    assert!(printed[11].get("state").is_none(), "{}", printed[11]);
+
+    let show = w.ctl.run(&["--output", "json", "show", &parent]);
+    assert_eq!(show.code, 0, "{}", show.text());
+    let record: serde_json::Value = serde_json::from_str(show.stdout.trim()).expect("show JSON");
+    let shown: Vec<serde_json::Value> = record["events"]
+        .as_array()
+        .expect("show has events")
+        .iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    assert_eq!(shown, printed, "{record}");
+}
