@@ -14,7 +14,8 @@
 //! - **off**: run the `off` command, remove the flag file, require a 2xx from
 //!   the `check_url`, and only then clear the journal state and log the
 //!   window (`now - on_since` is the downtime). A failure keeps the state ON,
-//!   so a retry still measures the downtime from the original `on`.
+//!   so a retry still measures the downtime from the original `on`; a failed
+//!   check puts the flag file back, so the page and the journal agree.
 //!
 //! Both directions always apply the whole method (flag, command, check),
 //! even when the journal says the app already is in the requested state:
@@ -275,13 +276,20 @@ fn off_flag_and_check(
     stays_on: &str,
     log: &dyn Fn(LogLevel, String),
 ) -> Result<JobResult, String> {
+    // The flag's body, to put back if the check fails while the journal
+    // keeps maintenance ON: the page and the journal then agree.
+    let mut removed: Option<(std::path::PathBuf, Vec<u8>)> = None;
     if let Some(flag) = &m.flag_file {
         let path = flag_path(&app.root, flag);
+        let body = std::fs::read(&path).ok();
         match std::fs::remove_file(&path) {
-            Ok(()) => log(
-                LogLevel::Info,
-                format!("flag file {} removed", path.display()),
-            ),
+            Ok(()) => {
+                log(
+                    LogLevel::Info,
+                    format!("flag file {} removed", path.display()),
+                );
+                removed = body.map(|b| (path.clone(), b));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(format!(
@@ -292,12 +300,27 @@ fn off_flag_and_check(
         }
     }
     if let Some(url) = &m.check_url {
-        let status =
-            check(url, m.check_timeout_ms, |s| (200..300).contains(&s)).map_err(|seen| {
-                format!(
-                    "check_url {url} did not answer 2xx after maintenance off: {seen}; {stays_on}"
-                )
-            })?;
+        let status = match check(url, m.check_timeout_ms, |s| (200..300).contains(&s)) {
+            Ok(status) => status,
+            Err(seen) => {
+                // Maintenance stays ON in the journal, so the page comes
+                // back too (failing safe): users see the page, not an app
+                // that does not answer, until `off` succeeds.
+                let back = match &removed {
+                    Some((path, body)) => match write_atomic(path, body) {
+                        Ok(()) => format!("; the flag file {} is back", path.display()),
+                        Err(e) => format!(
+                            "; the flag file {} could not be put back: {e}",
+                            path.display()
+                        ),
+                    },
+                    None => String::new(),
+                };
+                return Err(format!(
+                    "check_url {url} did not answer 2xx after maintenance off: {seen}; {stays_on}{back}"
+                ));
+            }
+        };
         log(LogLevel::Info, format!("check_url {url} answered {status}"));
     }
     let window = journal

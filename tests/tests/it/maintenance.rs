@@ -1073,3 +1073,39 @@ fn issue12_the_app_not_answering_after_maintenance_off_is_counted() {
     );
     drop(nginx);
 }
+
+/// `maintenance off` whose check_url does not answer 2xx keeps maintenance
+/// ON in the journal and puts the flag file back (the page and the journal
+/// agree, failing safe), saying so; it used to leave the flag removed.
+#[test]
+fn a_failed_check_after_off_puts_the_flag_back() {
+    let w = World::new();
+    let ip = "127.0.0.127";
+    let site = w.path().join("plain");
+    std::fs::create_dir_all(&site).expect("site dir");
+    std::fs::write(site.join("index.html"), "no snippet here\n").expect("index");
+    let plain = HttpApp::serve(&site, ip);
+    let root = w.path().join("web6/srv/shop");
+    let url = format!("http://{ip}:{}/", plain.port);
+    let mut spec = AgentSpec::new("web6", ip);
+    spec.apps_toml = format!(
+        "[apps.shop]\nroot = {root:?}\n\n{}",
+        maintenance_toml(&url, "")
+    );
+    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+    let plan = w.plan(&agent, None, "");
+    // `on` fails its check (200, not 503) and stays on, flag written.
+    let on = w.ctl.run(&["maintenance", "on", s(&plan)]);
+    assert_eq!(on.code, 1, "{}", on.text());
+    let flag = root.join("shared/maintenance.flag");
+    let body = std::fs::read(&flag).expect("flag written");
+
+    // Nothing answers at the check URL any more: `off` fails its check.
+    drop(plain);
+    let off = w.ctl.run(&["maintenance", "off", s(&plan)]);
+    assert_eq!(off.code, 1, "{}", off.text());
+    assert!(off.text().contains("did not answer 2xx"), "{}", off.text());
+    assert!(off.text().contains("is back"), "{}", off.text());
+    assert_eq!(std::fs::read(&flag).expect("flag back"), body);
+    assert_eq!(maintenance_rows(&agent), (1, 0));
+}
