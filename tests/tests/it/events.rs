@@ -16,34 +16,6 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
 
-/// Every `"event"` name of the typed stream (README "Output").
-const KINDS: [&str; 24] = [
-    "start",
-    "wave",
-    "step_started",
-    "step_progress",
-    "step",
-    "gate",
-    "decision",
-    "probe",
-    "paused",
-    "watchdog",
-    "git",
-    "log",
-    "progress",
-    "resume",
-    "rollback",
-    "maintenance",
-    "result",
-    "stages",
-    "stage",
-    "stage_done",
-    "stage_rollback",
-    "window",
-    "reused_id",
-    "preflight",
-];
-
 struct World {
     dir: tempfile::TempDir,
     pki: TestPki,
@@ -150,7 +122,10 @@ fn typed_lines(run: &Run) -> Vec<String> {
     for l in &lines {
         let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"));
         let kind = v["event"].as_str().unwrap_or_default();
-        assert!(KINDS.contains(&kind), "not a typed event: {l}");
+        assert!(
+            golivectl::deployment::events::Event::KINDS.contains(&kind),
+            "not a typed event: {l}"
+        );
     }
     lines
 }

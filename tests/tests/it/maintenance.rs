@@ -208,6 +208,25 @@ impl World {
 
     /// (Re)writes `maint.toml` naming `agent` at its current address, with
     /// `extra` appended.
+    /// A web server without the maintenance snippet (always 200) on `ip`,
+    /// and agent `name` whose app's maintenance check_url is that server:
+    /// the server, the app's root, the URL and the agent.
+    fn plain_site_agent(&self, name: &str, ip: &str) -> (HttpApp, PathBuf, String, AgentProc) {
+        let site = self.path().join("plain");
+        std::fs::create_dir_all(&site).expect("site dir");
+        std::fs::write(site.join("index.html"), "no snippet here\n").expect("index");
+        let plain = HttpApp::serve(&site, ip);
+        let root = self.path().join(name).join("srv/shop");
+        let url = format!("http://{ip}:{}/", plain.port);
+        let mut spec = AgentSpec::new(name, ip);
+        spec.apps_toml = format!(
+            "[apps.shop]\nroot = {root:?}\n\n{}",
+            maintenance_toml(&url, "")
+        );
+        let agent = AgentProc::start(self.path(), &self.pki, &spec);
+        (plain, root, url, agent)
+    }
+
     fn plan(&self, agent: &AgentProc, release: Option<(&str, &Path)>, extra: &str) -> PathBuf {
         let path = self.path().join("maint.toml");
         write_plan(&path, &self.pki, &self.op, "shop", release, &[agent]);
@@ -388,19 +407,8 @@ fn nginx_answers_503_while_on_and_the_state_survives_an_agent_restart() {
 fn a_check_url_that_never_answers_503_fails_clearly_and_stays_on() {
     let w = World::new();
     let ip = "127.0.0.121";
-    let site = w.path().join("plain");
-    std::fs::create_dir_all(&site).expect("site dir");
-    std::fs::write(site.join("index.html"), "no snippet here\n").expect("index");
     // A web server without the maintenance snippet: always 200.
-    let plain = HttpApp::serve(&site, ip);
-    let root = w.path().join("web2/srv/shop");
-    let url = format!("http://{ip}:{}/", plain.port);
-    let mut spec = AgentSpec::new("web2", ip);
-    spec.apps_toml = format!(
-        "[apps.shop]\nroot = {root:?}\n\n{}",
-        maintenance_toml(&url, "")
-    );
-    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+    let (_plain, root, url, agent) = w.plain_site_agent("web2", ip);
     let plan = w.plan(&agent, None, "");
 
     let started = Instant::now();
@@ -1081,18 +1089,7 @@ fn issue12_the_app_not_answering_after_maintenance_off_is_counted() {
 fn a_failed_check_after_off_puts_the_flag_back() {
     let w = World::new();
     let ip = "127.0.0.127";
-    let site = w.path().join("plain");
-    std::fs::create_dir_all(&site).expect("site dir");
-    std::fs::write(site.join("index.html"), "no snippet here\n").expect("index");
-    let plain = HttpApp::serve(&site, ip);
-    let root = w.path().join("web6/srv/shop");
-    let url = format!("http://{ip}:{}/", plain.port);
-    let mut spec = AgentSpec::new("web6", ip);
-    spec.apps_toml = format!(
-        "[apps.shop]\nroot = {root:?}\n\n{}",
-        maintenance_toml(&url, "")
-    );
-    let agent = AgentProc::start(w.path(), &w.pki, &spec);
+    let (plain, root, _, agent) = w.plain_site_agent("web6", ip);
     let plan = w.plan(&agent, None, "");
     // `on` fails its check (200, not 503) and stays on, flag written.
     let on = w.ctl.run(&["maintenance", "on", s(&plan)]);
