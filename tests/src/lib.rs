@@ -210,6 +210,65 @@ impl TestPki {
     }
 }
 
+/// A path as `&str`, for command lines (temp paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// The world most integration tests start from: a temp dir, a CA, the
+/// operator `alice` (role operator) and a controller with its own state
+/// directory. A module's own `World` wraps it and derefs to it, so its
+/// fields and [`Base::path`] read as the module's own.
+pub struct Base {
+    pub dir: tempfile::TempDir,
+    pub pki: TestPki,
+    pub op: (PathBuf, PathBuf),
+    pub ctl: Ctl,
+}
+
+impl Base {
+    pub fn new() -> Base {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = TestPki::new(dir.path());
+        let op = pki.operator("alice", "operator");
+        let ctl = Ctl::new(dir.path());
+        Base { dir, pki, op, ctl }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for Base {
+    fn default() -> Base {
+        Base::new()
+    }
+}
+
+/// Declares a test module's `World`: a [`Base`] that the module extends
+/// with its own `impl World { ... }` (hosts, deploy helpers); the base's
+/// fields and [`Base::path`] are reached through `Deref`.
+#[macro_export]
+macro_rules! world {
+    () => {
+        struct World($crate::Base);
+
+        impl World {
+            fn new() -> World {
+                World($crate::Base::new())
+            }
+        }
+
+        impl std::ops::Deref for World {
+            type Target = $crate::Base;
+            fn deref(&self) -> &$crate::Base {
+                &self.0
+            }
+        }
+    };
+}
+
 /// What one test agent declares.
 pub struct AgentSpec {
     pub name: String,

@@ -18,17 +18,7 @@ use golivectl::client::AgentClient;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
-/// A temp dir, a CA, the operator `alice`, a controller state directory.
-struct World {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    op: (PathBuf, PathBuf),
-    ctl: Ctl,
-}
+world!();
 
 /// One host: the app's ROOT, its HTTP server and its agent. Declared after
 /// the [`World`], so it is dropped (processes killed) first.
@@ -40,18 +30,6 @@ struct Host {
 }
 
 impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = TestPki::new(dir.path());
-        let op = pki.operator("alice", "operator");
-        let ctl = Ctl::new(dir.path());
-        World { dir, pki, op, ctl }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// An agent on `ip` declaring app `shop` (critical probe on /health),
     /// with `limits` lines and `tables` after `[apps.shop]`.
     fn host(&self, ip: &str, limits: &str, tables: &str) -> Host {

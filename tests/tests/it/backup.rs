@@ -14,10 +14,6 @@ use std::time::{Duration, Instant};
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// A temp dir, a CA, an operator and an admin, one agent for app `shop`.
 struct Bed {
     dir: tempfile::TempDir,

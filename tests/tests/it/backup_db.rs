@@ -8,17 +8,13 @@
 //!
 //! Loopback addresses 127.0.0.100-109 belong to this module.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use golive_tests::db::{TestMariadb, TestPostgres};
 use golive_tests::*;
 use serde_json::Value;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
 
 /// A temp dir, a CA, an operator and an admin, one agent for app `shop`
 /// (a small copy of the `Bed` in `backup.rs`).

@@ -16,10 +16,6 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// `golive-agent serve` started in `cwd`, killed on drop; its address.
 struct Agent {
     _child: KillOnDrop,

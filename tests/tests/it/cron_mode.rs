@@ -18,10 +18,6 @@ use golive_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// A user made for one test, with its home under the test's directory;
 /// its agent is killed and the user removed on drop.
 struct CronUser {

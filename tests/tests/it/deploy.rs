@@ -23,18 +23,7 @@ use golivectl::client::AgentClient;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
-/// One test's world: a temp dir, a CA, the operator `alice` and a controller
-/// with its own state directory.
-struct World {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    op: (PathBuf, PathBuf),
-    ctl: Ctl,
-}
+world!();
 
 /// One host: the app's ROOT, its HTTP server and its agent. Declared after
 /// the [`World`] in each test, so it is dropped (processes killed) first.
@@ -46,18 +35,6 @@ struct Host {
 }
 
 impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = TestPki::new(dir.path());
-        let op = pki.operator("alice", "operator");
-        let ctl = Ctl::new(dir.path());
-        World { dir, pki, op, ctl }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// An http.server on `ip` serving `ROOT/current`, and an agent on `ip`
     /// declaring app `shop` with a critical http probe on `probe_path`.
     fn host(&self, name: &str, ip: &str, probe_path: &str) -> Host {

@@ -8,10 +8,6 @@ use std::path::Path;
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 #[test]
 fn issue4_pending_migrations_bring_maintenance_a_verified_backup_and_run_before_the_switch() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,15 +6,11 @@
 //! `scripts/bench-fanout`, never here. Loopback 127.0.0.60-61 belong to
 //! this module.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use golive_tests::*;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
 
 /// `golive_accepted_connections_total`, scraped with curl (its own
 /// connection is counted too).

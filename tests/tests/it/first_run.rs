@@ -12,10 +12,6 @@ use std::time::{Duration, Instant};
 
 use golive_tests::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 #[test]
 fn issue16_init_writes_a_plan_and_agent_config_that_work_after_the_printed_steps() {
     let dir = tempfile::tempdir().unwrap();

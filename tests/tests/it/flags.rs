@@ -9,10 +9,6 @@ use std::path::{Path, PathBuf};
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// The seed's file, trimmed: an unknown nested section and a declared flag.
 const SEED_FLAGS: &str = r#"{
   "FASES": {"FASE_8_DATA_QUALITY": {"habilitado": true, "porcentaje_rollout": 100}},

@@ -12,10 +12,6 @@ use std::time::{Duration, Instant};
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// Probes: `health` critical, `checkout` high, `search` medium, each on a
 /// file of the release (`checkout_path` lets hosts differ).
 fn gated_app(root: &Path, ip: &str, port: u16, checkout_path: &str) -> String {

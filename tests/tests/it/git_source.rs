@@ -16,10 +16,6 @@ use golive_shared::protocol::{ErrorCode, JobSpec, Request, StageGitRelease, Subm
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// Runs `git` in `cwd` with no system or global config (30 s limit);
 /// returns stdout, trimmed.
 fn git(cwd: &Path, args: &[&str]) -> String {
@@ -75,13 +71,7 @@ impl Repo {
     }
 }
 
-/// A temp dir, a CA, the operator `alice`, a controller state directory.
-struct World {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    op: (PathBuf, PathBuf),
-    ctl: Ctl,
-}
+world!();
 
 /// One host: the app's ROOT, its HTTP server and its agent. Declared after
 /// the [`World`], so it is dropped (processes killed) first.
@@ -93,18 +83,6 @@ struct Host {
 }
 
 impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = TestPki::new(dir.path());
-        let op = pki.operator("alice", "operator");
-        let ctl = Ctl::new(dir.path());
-        World { dir, pki, op, ctl }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// An agent on `ip` declaring app `shop` (shared `uploads`, critical
     /// probe on /health) fetching from `url`, plus `extra` TOML.
     fn host(&self, name: &str, ip: &str, url: &str, extra: &str) -> Host {

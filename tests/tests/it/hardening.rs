@@ -18,10 +18,6 @@ use golive_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::pki_types::ServerName;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// An agent with one app `shop` whose probe points nowhere.
 fn agent_with(dir: &Path, pki: &TestPki, ip: &str, limits: &str) -> AgentProc {
     let mut spec = AgentSpec::new("web", ip);

@@ -15,10 +15,6 @@ use std::time::{Duration, Instant};
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// `KEY=VALUE` lines of an `env` dump (values without newlines).
 fn env_file(path: &Path) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(path)
@@ -92,27 +88,9 @@ fn check_env(path: &Path, home: &Path, declared: &[(&str, &str)], golive: &[&str
     }
 }
 
-/// A temp dir, a CA, the operator `alice` and a controller state directory.
-struct World {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    op: (PathBuf, PathBuf),
-    ctl: Ctl,
-}
+world!();
 
 impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = TestPki::new(dir.path());
-        let op = pki.operator("alice", "operator");
-        let ctl = Ctl::new(dir.path());
-        World { dir, pki, op, ctl }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     fn plan(&self, name: &str, release: Option<(&str, &Path)>, agent: &AgentProc) -> PathBuf {
         let path = self.path().join(format!("{name}.toml"));
         write_plan(&path, &self.pki, &self.op, "shop", release, &[agent]);

@@ -11,17 +11,7 @@ use std::time::{Duration, Instant};
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
-/// A temp dir, a CA, the operator `alice`, a controller state directory.
-struct World {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    op: (PathBuf, PathBuf),
-    ctl: Ctl,
-}
+world!();
 
 /// One host: the app's ROOT, its HTTP server and its agent. Declared after
 /// the [`World`], so it is dropped (processes killed) first.
@@ -33,18 +23,6 @@ struct Host {
 }
 
 impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = TestPki::new(dir.path());
-        let op = pki.operator("alice", "operator");
-        let ctl = Ctl::new(dir.path());
-        World { dir, pki, op, ctl }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// An agent on `ip` declaring app `shop` (critical probe on /health),
     /// with `app_keys` added to `[apps.shop]` and `tables` after it.
     fn host(&self, name: &str, ip: &str, app_keys: &str, tables: &str) -> Host {

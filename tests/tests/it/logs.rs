@@ -11,10 +11,6 @@ use std::time::{Duration, Instant};
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 const HOOK_SECRET: &str = "S3CRET-HOOK-TOKEN-77";
 const NEW_HOOK_SECRET: &str = "S3CRET-HOOK-TOKEN-99";
 const WEBHOOK_SECRET: &str = "S3CRET-WEBHOOK-88";

@@ -14,10 +14,6 @@ use std::time::{Duration, Instant};
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 fn packaging() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging")
 }
@@ -185,27 +181,9 @@ fn raw_get(ip: &str, port: u16, path: &str) -> String {
     buf
 }
 
-/// One test's world: temp dir, CA, operator `alice`, controller.
-struct World {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    op: (PathBuf, PathBuf),
-    ctl: Ctl,
-}
+world!();
 
 impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = TestPki::new(dir.path());
-        let op = pki.operator("alice", "operator");
-        let ctl = Ctl::new(dir.path());
-        World { dir, pki, op, ctl }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// (Re)writes `maint.toml` naming `agent` at its current address, with
     /// `extra` appended.
     /// A web server without the maintenance snippet (always 200) on `ip`,

@@ -3,15 +3,10 @@
 //! text-format parser; per-probe metrics and the plain loopback port.
 //! Loopback 127.0.0.221-222 belong to this module.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use golive_tests::*;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
 
 fn scrape(
     pki: &TestPki,

@@ -10,10 +10,6 @@ use std::path::{Path, PathBuf};
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 // Both expand: a rollback of the deployment is code-only (issue 13), and
 // the schema stays ahead of the release it goes back to.
 const UP1: &str =

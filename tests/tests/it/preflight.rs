@@ -18,10 +18,6 @@ use golive_tests::*;
 use golivectl::client::AgentClient;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// A temp dir, a CA, an operator (deploys) and a viewer (probes, preflight).
 struct World {
     dir: tempfile::TempDir,

@@ -21,10 +21,6 @@ use golive_tests::db::{TestMariadb, TestPostgres, write_private};
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// Parses an agent config whose app `shop` (ROOT `dir/srv/shop`, with a
 /// live release `r1`, so every probe runs) has `body` appended (probes,
 /// databases); the TLS files are stand-ins, as nothing here serves.

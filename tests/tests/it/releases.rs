@@ -18,20 +18,10 @@ use std::time::{Duration, Instant};
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// The local settings file of seed 000, linked from `ROOT/shared`.
 const SETTINGS: &str = "config/settings.local.php";
 
-/// A temp dir, a CA, the operator `alice`, a controller state directory.
-struct World {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    op: (PathBuf, PathBuf),
-    ctl: Ctl,
-}
+world!();
 
 /// One host: the app's ROOT, its HTTP server and its agent. Declared after
 /// the [`World`], so it is dropped (processes killed) first.
@@ -42,18 +32,6 @@ struct Host {
 }
 
 impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = TestPki::new(dir.path());
-        let op = pki.operator("alice", "operator");
-        let ctl = Ctl::new(dir.path());
-        World { dir, pki, op, ctl }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// An agent on `ip` declaring app `shop` with `app_keys` in
     /// `[apps.shop]` and `tables` after it; run as `user` when given (and
     /// the tests run as root).

@@ -9,10 +9,6 @@ use std::path::{Path, PathBuf};
 
 use golive_tests::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// The app's root on agent `name` under `dir`.
 fn root(dir: &Path, name: &str) -> PathBuf {
     dir.join(name).join("srv/shop")

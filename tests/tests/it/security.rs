@@ -18,10 +18,6 @@ use golive_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 fn status(ctl: &Ctl, plan: &Path) -> Run {
     ctl.run(&["status", s(plan)])
 }

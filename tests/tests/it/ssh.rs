@@ -13,10 +13,6 @@ use golive_tests::sshd::TestSshd;
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 /// One test's world: a temp dir, a CA, the operator `alice`, a controller
 /// whose ssh control sockets go to its own TMPDIR, and one host (http app
 /// and agent) on `ip`. Fields drop in order: processes before the dir.

@@ -25,31 +25,9 @@ use sha2::{Digest, Sha256};
 
 use crate::maintenance::Nginx;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
-/// One test's world: temp dir, CA, operator `alice`, controller.
-struct World {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    op: (PathBuf, PathBuf),
-    ctl: Ctl,
-}
+world!();
 
 impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = TestPki::new(dir.path());
-        let op = pki.operator("alice", "operator");
-        let ctl = Ctl::new(dir.path());
-        World { dir, pki, op, ctl }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     fn client_as(&self, agent: &AgentProc, cert: &(PathBuf, PathBuf)) -> AgentClient {
         let tls = golivectl::tls::client_config(&self.pki.ca(), &cert.0, &cert.1)
             .expect("client TLS config");
