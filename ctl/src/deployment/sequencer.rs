@@ -43,7 +43,8 @@ use crate::deployment::downtime::{
     Downtime, Unavailable, downtime_of, in_maintenance_names, report_downtime, still_on,
 };
 use crate::deployment::error::Outcome;
-use crate::deployment::leases::{Lease, lock_all, release_all};
+use crate::deployment::executor::{Recorded, Scope};
+use crate::deployment::leases::{Lease, LeaseError, RELEASE_AT_ONCE};
 use crate::deployment::verify::{probe_before, verify_and_arm, watchdogs_fired};
 use crate::deployment::waves_run::{run_waves, schema_after_switch_back, switch_back_if_failed};
 use crate::deployment::{DeployError, Executor, StepError, StepRequest};
@@ -363,6 +364,145 @@ pub(crate) async fn maintenance_off_all(
     (longest, failures)
 }
 
+/// Phase 2: the app lock on every host, `[deploy] parallel` at a time,
+/// each a live `lock` step through the executor (taken again on a resume:
+/// a lock is live state); or on none: after a refusal no more are asked
+/// for and those taken are released. `Err` names the first host in plan
+/// order that refused.
+pub(crate) async fn lock_hosts(
+    out: Out,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+) -> Result<Vec<Lease>, DeployError> {
+    let taken = crate::fanout::until(
+        plan.parallel,
+        &plan.hosts,
+        |h| {
+            exec.live(
+                &h.name,
+                "lock",
+                || Lease::acquire(&h.client, &plan.app, id, plan.lock_ttl_secs),
+                |r| match r {
+                    Ok(_) => (
+                        "ok",
+                        format!("held for deployment {id}, lease {} s", plan.lock_ttl_secs),
+                    ),
+                    Err(e) => ("failed", e.to_string()),
+                },
+            )
+        },
+        |r| !matches!(r, Ok(Ok(_))),
+    )
+    .await;
+    let mut leases = Vec::new();
+    let mut refused: Option<DeployError> = None;
+    for (host, r) in plan.hosts.iter().zip(taken) {
+        match r {
+            Some(Ok(Ok(l))) => leases.push(l),
+            Some(Ok(Err(source))) if refused.is_none() => {
+                refused = Some(
+                    LeaseError::Refused {
+                        app: plan.app.clone(),
+                        host: host.name.clone(),
+                        source: Box::new(source),
+                    }
+                    .into(),
+                );
+            }
+            Some(Err(e)) if refused.is_none() => refused = Some(e.into()),
+            Some(_) | None => {}
+        }
+    }
+    match refused {
+        None => Ok(leases),
+        Some(e) => {
+            unlock_all(out, exec, leases).await;
+            Err(e)
+        }
+    }
+}
+
+/// Releases every lease, [`RELEASE_AT_ONCE`] hosts at a time, each an
+/// `unlock` step through the executor. A lock is released even when the
+/// journal can no longer take its step (the deployment stopped).
+pub(crate) async fn unlock_all(out: Out, exec: &Executor<'_>, leases: Vec<Lease>) {
+    let _ = out;
+    crate::fanout::all(RELEASE_AT_ONCE, leases, |lease| async move {
+        let host = lease.client.host.clone();
+        let held = std::cell::RefCell::new(Some(lease));
+        let _ = exec
+            .live(
+                &host,
+                "unlock",
+                || async {
+                    let lease = held.borrow_mut().take();
+                    if let Some(lease) = lease {
+                        lease.release().await;
+                    }
+                    Ok::<(), ()>(())
+                },
+                |_| ("ok", "released (or left to its lease's end)".to_string()),
+            )
+            .await;
+        let lease = held.borrow_mut().take();
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+    })
+    .await;
+}
+
+/// The host's feature-flag values (the rollback point's), each host a
+/// `read flags` record step: a resume reads back the values its start
+/// read, so the rollback point keeps them.
+pub(crate) async fn read_flags(
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+) -> Result<(), DeployError> {
+    let read = crate::fanout::until(
+        plan.parallel,
+        &plan.hosts,
+        |host| async move {
+            let r = exec
+                .record(
+                    Scope::Host(&host.name),
+                    "read flags",
+                    || flag_values(&host.client, &plan.app),
+                    |r| match r {
+                        Ok(v) => ("ok", format!("{} flag(s)", v.len())),
+                        Err(e) => ("failed", e.to_string()),
+                    },
+                )
+                .await?;
+            match r {
+                Recorded::Before(_) => Ok(()),
+                Recorded::Now(Ok(values)) => {
+                    // The values read first stay (an older record).
+                    let first = journal.flags(id, &host.name).is_ok_and(|v| v.is_empty());
+                    if first {
+                        let _ = journal.save_flags(id, &host.name, &values);
+                    }
+                    Ok(())
+                }
+                Recorded::Now(Err(source)) => Err(DeployError::Flags {
+                    host: host.name.clone(),
+                    source: Box::new(source),
+                }),
+            }
+        },
+        Result::is_err,
+    )
+    .await;
+    // The first failure in plan order; a host not asked follows one.
+    read.into_iter()
+        .flatten()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_deployment(
     out: Out,
@@ -378,39 +518,17 @@ pub(crate) async fn run_deployment(
     let release = plan.release.as_ref().expect("checked by deploy");
     // Phase 2: locks everywhere, or nowhere (taken up to `[deploy]
     // parallel` at a time; after a refusal no more are asked for, and every
-    // one taken is released).
-    let leases = match lock_all(plan, id).await {
+    // one taken is released). Live state: taken again on a resume.
+    let leases = match lock_hosts(out, exec, plan, id).await {
         Ok(leases) => leases,
         Err(e) => return Outcome::stopped(e),
     };
 
-    // The rollback point includes the feature-flag values as they are now.
-    let flags = crate::fanout::until(
-        plan.parallel,
-        &plan.hosts,
-        |h| flag_values(&h.client, &plan.app),
-        Result::is_err,
-    )
-    .await;
-    for (host, values) in plan.hosts.iter().zip(flags) {
-        match values {
-            Some(Ok(values)) => {
-                // A resumed deployment keeps the values read at its start.
-                let first = journal.flags(id, &host.name).is_ok_and(|v| v.is_empty());
-                if first {
-                    let _ = journal.save_flags(id, &host.name, &values);
-                }
-            }
-            Some(Err(source)) => {
-                release_all(leases).await;
-                return Outcome::stopped(DeployError::Flags {
-                    host: host.name.clone(),
-                    source: Box::new(source),
-                });
-            }
-            // Not asked: an earlier host's failure is reported above.
-            None => {}
-        }
+    // The rollback point includes the feature-flag values as they are now
+    // (a resume reads back the values its start read).
+    if let Err(e) = read_flags(journal, exec, plan, id).await {
+        unlock_all(out, exec, leases).await;
+        return Outcome::stopped(e);
     }
 
     // Phase 3: upload and stage everywhere (a git source is fetched by each
@@ -422,7 +540,7 @@ pub(crate) async fn run_deployment(
         Ok(staged) => staged,
         Err((staged_on, e)) => {
             give_back_ids(out, exec, plan, &leases, &staged_on).await;
-            release_all(leases).await;
+            unlock_all(out, exec, leases).await;
             return Outcome::stopped(e);
         }
     };
@@ -436,7 +554,14 @@ pub(crate) async fn run_deployment(
     }
 
     // The figures before: the live release's probe results on every host.
-    let before = probe_before(out, journal, plan, id).await;
+    let before = match probe_before(out, journal, exec, plan, id).await {
+        Ok(before) => before,
+        Err(e) => {
+            give_back_ids(out, exec, plan, &leases, &staged_on).await;
+            unlock_all(out, exec, leases).await;
+            return Outcome::stopped(e);
+        }
+    };
     let mut warnings: Vec<String> = Vec::new();
 
     // Pending migrations decide the rest: maintenance, and a verified
@@ -499,7 +624,7 @@ pub(crate) async fn run_deployment(
             }
             Err(source) => {
                 give_back_ids(out, exec, plan, &leases, &staged_on).await;
-                release_all(leases).await;
+                unlock_all(out, exec, leases).await;
                 return Outcome::stopped(DeployError::Migrations {
                     release: release.id.clone(),
                     host: host.name.clone(),
@@ -515,7 +640,7 @@ pub(crate) async fn run_deployment(
                 journal.set_fact(id, "migrations", &json!([pending, at_commit]).to_string())
             {
                 give_back_ids(out, exec, plan, &leases, &staged_on).await;
-                release_all(leases).await;
+                unlock_all(out, exec, leases).await;
                 return Outcome::stopped(DeployError::JournalFact {
                     id: id.to_string(),
                     source,
@@ -549,7 +674,7 @@ pub(crate) async fn run_deployment(
                 Downtime::StillOn
             };
             give_back_ids(out, exec, plan, &leases, &staged_on).await;
-            release_all(leases).await;
+            unlock_all(out, exec, leases).await;
             return Outcome::stopped(e);
         }
     }
@@ -600,7 +725,7 @@ pub(crate) async fn run_deployment(
             .await;
             *downtime = downtime_of(maintenance.is_some(), ms, &still);
             give_back_ids(out, exec, plan, &leases, &staged_on).await;
-            release_all(leases).await;
+            unlock_all(out, exec, leases).await;
             let (headline, still) = (e, still_on(&still));
             return Outcome::stopped(if name == "backup" {
                 DeployError::Backup {
@@ -754,7 +879,7 @@ pub(crate) async fn run_deployment(
     // A pause that got no decision: leave every host as it is, for the
     // operator's `go` / `no-go`.
     if let Some(stop) = failure.take_if(|f| f.exit() == Exit::Paused) {
-        release_all(leases).await;
+        unlock_all(out, exec, leases).await;
         return Outcome::stopped(stop);
     }
     // A host whose watchdog fired while later hosts were validated: the
@@ -892,7 +1017,7 @@ pub(crate) async fn run_deployment(
     let mut notes = String::new();
     report_downtime(out, *downtime, unavailable, &mut notes);
     outcome.note(&notes);
-    release_all(leases).await;
+    unlock_all(out, exec, leases).await;
     outcome
 }
 
