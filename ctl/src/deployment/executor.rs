@@ -3,14 +3,30 @@
 //! sent without its intent on disk, and a journal write that fails stops
 //! the deployment ([`StepError`]): every later step refuses.
 //!
-//! On a resumed deployment a step whose success is journaled is not sent
-//! again (its journaled outcome is returned), and a step with an intent but
-//! no success is resubmitted with its stored request under its stored key:
-//! the agent answers with the job it already has, followed to its end.
+//! Every other compiled step goes through it too: a record step (a read or
+//! a verdict, [`Executor::record`]) or a live one ([`Executor::live`]),
+//! each journaled under its key with its outcome and no request.
+//!
+//! A resume is a replay of recorded outcomes, by one rule per kind of step
+//! ([`on_resume`]):
+//! - [`OnResume::Resend`], host-changing steps: a step whose success is
+//!   journaled is not sent again (its journaled outcome is returned); one
+//!   with an intent but no success is resubmitted with its stored request
+//!   under its stored key: the agent answers with the job it already has,
+//!   followed to its end.
+//! - [`OnResume::Replay`], record steps (read flags, probe-before, probe,
+//!   gate, a wave's soak): a finished one's recorded value is read back,
+//!   not redone: the figures before a switch cannot be taken again after
+//!   it, and a recorded gate verdict stands. One with no value (a read
+//!   that failed, or cut short) runs again; a soak then runs only what
+//!   remains of its window (`waves_run::soak_step`).
+//! - [`OnResume::Redo`], live steps (lock, unlock): live state, taken again
+//!   on every run (a lease renews only while a controller runs).
 //!
 //! Test-only fault injection: `GOLIVECTL_CRASH_AFTER_STEPS=N` aborts the
-//! process right after the Nth journal write of the executor (intent or
-//! outcome), so the integration tests can stop a controller at each step
+//! process right after the Nth journal write of the executor for a
+//! host-changing step (intent or outcome; record and live steps do not
+//! count), so the integration tests can stop a controller at each step
 //! boundary (see ARCHITECTURE.md).
 
 use std::cell::Cell;
@@ -62,6 +78,15 @@ pub enum StepError {
         id: String,
         host: String,
         step: String,
+    },
+    #[error(
+        "deployment {id} cannot be run by this golivectl: its compiled step {step}: {why} (a \
+         golivectl bug, or a deployment recorded by another version); nothing was sent"
+    )]
+    NotRunnable {
+        id: String,
+        step: String,
+        why: String,
     },
     #[error(
         "deployment {id} has no compiled step {step} for {host} (a golivectl bug); nothing was sent"

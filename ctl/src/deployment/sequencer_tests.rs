@@ -568,3 +568,111 @@ async fn issue14_a_soak_whose_window_passed_while_the_controller_was_gone_sample
     );
     assert_eq!(probe_runs(&f.agents[0]), 2 + 1);
 }
+
+/// Every step name `compile` can emit, over its configurations (artifact
+/// or git, maintenance, each backup mode, contract at commit, a watchdog,
+/// a first install, waves), has one handler and a resume rule, and every
+/// compiled deployment is one the sequencer can run ([`program`]).
+#[test]
+fn issue14_every_step_compile_can_emit_has_a_handler() {
+    use crate::deployment::executor::on_resume;
+    use crate::deployment::sequencer::{Phase, handler, program};
+    use crate::deployment::{HostInput, Input, SourceInput};
+    use crate::plan::PreDeployBackup;
+
+    let spec = golive_shared::protocol::WatchdogSpec::defaults();
+    let waves = vec![crate::waves::Wave {
+        name: None,
+        hosts: vec![0],
+        soak: Some(Duration::from_secs(5)),
+        max_fail: 0,
+    }];
+    let mut seen = std::collections::BTreeSet::new();
+    let sources = [
+        SourceInput::Artifact {
+            sha256: "ab".repeat(32),
+            bytes: 1,
+        },
+        SourceInput::Git {
+            git_ref: "main".into(),
+            scan: Default::default(),
+        },
+    ];
+    for source in &sources {
+        for maintenance in [false, true] {
+            for backup in [
+                PreDeployBackup::None,
+                PreDeployBackup::Before,
+                PreDeployBackup::Verified,
+            ] {
+                for contract_at_commit in [false, true] {
+                    for watchdog in [None, Some(&spec)] {
+                        for previous in [None, Some("v1".to_string())] {
+                            for waves in [&[][..], &waves[..]] {
+                                let d = deployment::compile(&Input {
+                                    id: "D1",
+                                    app: "shop",
+                                    release: "v2",
+                                    source: source.clone(),
+                                    plan_sha256: "cd",
+                                    hosts: vec![HostInput {
+                                        name: "web1".into(),
+                                        address: "127.0.0.1:7441".into(),
+                                        previous: previous.clone(),
+                                    }],
+                                    waves,
+                                    parallel: 1,
+                                    maintenance,
+                                    backup,
+                                    contract_at_commit,
+                                    restore_allowed: false,
+                                    watchdog,
+                                });
+                                for s in &d.hosts[0].steps {
+                                    assert!(
+                                        handler(&s.name).is_some(),
+                                        "{} has no handler",
+                                        s.name
+                                    );
+                                    assert!(on_resume(&s.name).is_some(), "{} has no rule", s.name);
+                                    seen.insert(s.name.clone());
+                                }
+                                let phases = program(&d).unwrap_or_else(|e| panic!("{e}"));
+                                assert_eq!(phases.first(), Some(&Phase::Lock));
+                                assert_eq!(phases.last(), Some(&Phase::Unlock));
+                                assert!(phases.contains(&Phase::Switch), "{phases:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // The loop above reached every kind of step.
+    assert_eq!(seen.len(), 18, "{seen:?}");
+}
+
+/// A compiled deployment with a step this golivectl has no handler for
+/// (recorded by another version, say) is refused before anything is sent.
+#[tokio::test(start_paused = true)]
+async fn issue14_a_compiled_step_without_a_handler_runs_nothing() {
+    let f = fleet(vec![Script::default()], "");
+    record(&f);
+    let journal = Journal::open(&f.state).unwrap();
+    let (_, text) = journal.compiled("D1").unwrap().unwrap();
+    let mut compiled: deployment::Deployment = serde_json::from_str(&text).unwrap();
+    let mut extra = compiled.hosts[0].steps[1].clone();
+    extra.name = "reboot".into();
+    compiled.hosts[0].steps.insert(2, extra);
+    journal
+        .store_compiled("D1", "plansha", &serde_json::to_string(&compiled).unwrap())
+        .unwrap();
+    let (outcome, _) = run(&f).await;
+    let message = outcome.message();
+    assert_ne!(outcome.exit(), Exit::Done, "{message}");
+    assert!(
+        message.contains("its compiled step reboot: no handler runs it"),
+        "{message}"
+    );
+    assert!(f.agents[0].calls().is_empty(), "{:?}", f.agents[0].calls());
+}
