@@ -378,7 +378,6 @@ pub(crate) async fn maintenance_off_all(
 /// for and those taken are released. `Err` names the first host in plan
 /// order that refused.
 pub(crate) async fn lock_hosts(
-    out: Out,
     exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
@@ -425,7 +424,7 @@ pub(crate) async fn lock_hosts(
     match refused {
         None => Ok(leases),
         Some(e) => {
-            unlock_all(out, exec, leases).await;
+            unlock_all(exec, leases).await;
             Err(e)
         }
     }
@@ -434,8 +433,7 @@ pub(crate) async fn lock_hosts(
 /// Releases every lease, [`RELEASE_AT_ONCE`] hosts at a time, each an
 /// `unlock` step through the executor. A lock is released even when the
 /// journal can no longer take its step (the deployment stopped).
-pub(crate) async fn unlock_all(out: Out, exec: &Executor<'_>, leases: Vec<Lease>) {
-    let _ = out;
+pub(crate) async fn unlock_all(exec: &Executor<'_>, leases: Vec<Lease>) {
     crate::fanout::all(RELEASE_AT_ONCE, leases, |lease| async move {
         let host = lease.client.host.clone();
         let held = std::cell::RefCell::new(Some(lease));
@@ -772,17 +770,17 @@ pub(crate) async fn run_deployment(
                 Ok(())
             }
             Phase::Unlock => {
-                unlock_all(out, exec, std::mem::take(&mut run.leases)).await;
+                unlock_all(exec, std::mem::take(&mut run.leases)).await;
                 Ok(())
             }
         };
         if let Err(e) = r {
             give_back_ids(out, exec, plan, &run.leases, &run.staged_on).await;
-            unlock_all(out, exec, run.leases).await;
+            unlock_all(exec, run.leases).await;
             return Outcome::stopped(e);
         }
         if let Some(outcome) = run.outcome.take_if(|o| o.exit() == Exit::Paused) {
-            unlock_all(out, exec, run.leases).await;
+            unlock_all(exec, run.leases).await;
             return outcome;
         }
     }
@@ -800,7 +798,7 @@ impl Run<'_, '_> {
     /// parallel` at a time; after a refusal no more are asked for, and
     /// every one taken is released). Live state: taken again on a resume.
     async fn lock(&mut self) -> Result<(), DeployError> {
-        self.leases = lock_hosts(self.out, self.exec, self.plan, self.id).await?;
+        self.leases = lock_hosts(self.exec, self.plan, self.id).await?;
         Ok(())
     }
 

@@ -581,7 +581,7 @@ fn issue14_every_step_compile_can_emit_has_a_handler() {
     use crate::plan::PreDeployBackup;
 
     let spec = golive_shared::protocol::WatchdogSpec::defaults();
-    let waves = vec![crate::waves::Wave {
+    let waves = [crate::waves::Wave {
         name: None,
         hosts: vec![0],
         soak: Some(Duration::from_secs(5)),
