@@ -22,9 +22,9 @@
 //!    agents through each switch: `Unavailable`);
 //! 5. release the locks, record the outcome.
 //!
-//! It interprets the compiled deployment (issue 14): [`program`] turns its
+//! It interprets the compiled deployment (issue 14): `program` turns its
 //! steps, in compiled order, into phases, each step name dispatched to its
-//! one [`Handler`]; a step with no handler (or out of its place) refuses the
+//! one `Handler`; a step with no handler (or out of its place) refuses the
 //! deployment before anything is sent, and the executor refuses a step the
 //! compiled deployment does not list. Every step goes through the executor,
 //! so a resume replays what is journaled (see `executor.rs` for the rule
