@@ -1197,6 +1197,24 @@ impl Journal {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Journals the start of a record step (issue 14: a read or a verdict,
+    /// which changes nothing on the host): its key, no request. Returns
+    /// the step's seq.
+    pub fn record_step(
+        &self,
+        deployment: &str,
+        host: &str,
+        step: &str,
+        key: &str,
+    ) -> rusqlite::Result<i64> {
+        self.conn.execute(
+            "INSERT INTO steps (deployment, host, step, started_at, state, idem_key) \
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+            params![deployment, host, step, now_millis(), key],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
     /// Journals a step's outcome, with what it returned (JSON) when it
     /// succeeded.
     pub fn outcome(

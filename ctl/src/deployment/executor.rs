@@ -3,14 +3,30 @@
 //! sent without its intent on disk, and a journal write that fails stops
 //! the deployment ([`StepError`]): every later step refuses.
 //!
-//! On a resumed deployment a step whose success is journaled is not sent
-//! again (its journaled outcome is returned), and a step with an intent but
-//! no success is resubmitted with its stored request under its stored key:
-//! the agent answers with the job it already has, followed to its end.
+//! Every other compiled step goes through it too: a record step (a read or
+//! a verdict, [`Executor::record`]) or a live one ([`Executor::live`]),
+//! each journaled under its key with its outcome and no request.
+//!
+//! A resume is a replay of recorded outcomes, by one rule per kind of step
+//! ([`on_resume`]):
+//! - [`OnResume::Resend`], host-changing steps: a step whose success is
+//!   journaled is not sent again (its journaled outcome is returned); one
+//!   with an intent but no success is resubmitted with its stored request
+//!   under its stored key: the agent answers with the job it already has,
+//!   followed to its end.
+//! - [`OnResume::Replay`], record steps (read flags, probe-before, probe,
+//!   gate, a wave's soak): a finished one's recorded value is read back,
+//!   not redone: the figures before a switch cannot be taken again after
+//!   it, and a recorded gate verdict stands. One with no value (a read
+//!   that failed, or cut short) runs again; a soak then runs only what
+//!   remains of its window (`waves_run::soak_step`).
+//! - [`OnResume::Redo`], live steps (lock, unlock): live state, taken again
+//!   on every run (a lease renews only while a controller runs).
 //!
 //! Test-only fault injection: `GOLIVECTL_CRASH_AFTER_STEPS=N` aborts the
-//! process right after the Nth journal write of the executor (intent or
-//! outcome), so the integration tests can stop a controller at each step
+//! process right after the Nth journal write of the executor for a
+//! host-changing step (intent or outcome; record and live steps do not
+//! count), so the integration tests can stop a controller at each step
 //! boundary (see ARCHITECTURE.md).
 
 use std::cell::Cell;
@@ -64,6 +80,15 @@ pub enum StepError {
         step: String,
     },
     #[error(
+        "deployment {id} cannot be run by this golivectl: its compiled step {step}: {why} (a \
+         golivectl bug, or a deployment recorded by another version); nothing was sent"
+    )]
+    NotRunnable {
+        id: String,
+        step: String,
+        why: String,
+    },
+    #[error(
         "deployment {id} has no compiled step {step} for {host} (a golivectl bug); nothing was sent"
     )]
     NotCompiled {
@@ -99,6 +124,63 @@ fn wrote() {
         eprintln!("golivectl: GOLIVECTL_CRASH_AFTER_STEPS={n}: aborting after journal write {n}");
         std::process::abort();
     }
+}
+
+/// What a resumed deployment does with one kind of step (issue 14): the
+/// rule, per compiled step name, that `--resume` follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnResume {
+    /// A host-changing step: not sent again when its success is
+    /// journaled; sent again under its stored key (the agent answers with
+    /// the job it already has) when only its intent is.
+    Resend,
+    /// A read or a verdict (flags read, probes before and after, the
+    /// gate, a soak): its recorded outcome is read back, not redone. A
+    /// re-read would be wrong by then: the probes before a switch cannot
+    /// be taken again after it.
+    Replay,
+    /// Live state (an app lock and its lease): taken again on every run;
+    /// its outcome is journaled each time.
+    Redo,
+}
+
+/// The resume rule of compiled step `name`; `None` for a name compile
+/// never emits (see the sequencer's handler table, which has one handler
+/// for each of these).
+pub fn on_resume(name: &str) -> Option<OnResume> {
+    Some(match name {
+        "lock" | "unlock" => OnResume::Redo,
+        "read flags" | "probe-before" | "probe" | "gate" | "soak" => OnResume::Replay,
+        "upload"
+        | "stage"
+        | "maintenance-on"
+        | "backup"
+        | "migrate"
+        | "activate"
+        | "maintenance-off"
+        | "watchdog-arm"
+        | "commit-migrate"
+        | "switch-back"
+        | "maintenance-off-after-switch-back"
+        | "discard" => OnResume::Resend,
+        _ => return None,
+    })
+}
+
+/// Where a record step belongs: one host's, or one wave's (its soak).
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'s> {
+    Host(&'s str),
+    /// 0-based index into [`Deployment::waves`].
+    Wave(usize),
+}
+
+/// A record step's outcome: read back from the journal, or run now.
+#[derive(Debug)]
+pub enum Recorded<T, E> {
+    /// Finished before an interruption: its journaled value.
+    Before(T),
+    Now(Result<T, E>),
 }
 
 impl<'a> Executor<'a> {
@@ -236,6 +318,161 @@ impl<'a> Executor<'a> {
             .map_err(|e| err("outcome", e))?;
         wrote();
         Ok(r)
+    }
+
+    /// A journal write of step `name` on `label` failed: the deployment
+    /// stops.
+    fn failed(
+        &self,
+        label: &str,
+        name: &str,
+        what: &'static str,
+        source: rusqlite::Error,
+    ) -> StepError {
+        self.stopped.set(true);
+        StepError::Journal {
+            id: self.deployment.id.clone(),
+            host: label.into(),
+            step: name.into(),
+            what,
+            source,
+        }
+    }
+
+    /// Where record step `name` of `scope` is journaled, and under which
+    /// rule it may run: `(host column, key's host part, rule)`, the rule
+    /// `None` when the compiled deployment does not list the step (a
+    /// soak: its wave has none) or it is not a record step.
+    fn listed(&self, scope: Scope<'_>, name: &str) -> (String, String, Option<OnResume>) {
+        let d = self.deployment;
+        let (host, label) = match scope {
+            Scope::Host(h) => (h.to_string(), h.to_string()),
+            Scope::Wave(w) => (
+                d.waves
+                    .get(w)
+                    .map(|wave| wave.hosts.join(","))
+                    .unwrap_or_default(),
+                format!("wave-{}", w + 1),
+            ),
+        };
+        let listed = match scope {
+            Scope::Host(h) => d.step(h, name).is_some(),
+            Scope::Wave(w) => {
+                name == "soak" && d.waves.get(w).is_some_and(|wave| wave.soak_secs.is_some())
+            }
+        };
+        let rule =
+            on_resume(name).filter(|r| listed && matches!(r, OnResume::Replay | OnResume::Redo));
+        (host, label, rule)
+    }
+
+    /// Why a record step cannot run: the deployment stopped, or the step
+    /// is not compiled.
+    fn refuse(&self, label: String, name: &str) -> StepError {
+        let (id, step) = (self.deployment.id.clone(), name.to_string());
+        if self.stopped.get() {
+            StepError::Stopped {
+                id,
+                host: label,
+                step,
+            }
+        } else {
+            StepError::NotCompiled {
+                id,
+                host: label,
+                step,
+            }
+        }
+    }
+
+    /// Runs live step `name` on `host` (a lock taken or released:
+    /// [`OnResume::Redo`]), journaling its start and outcome, no request
+    /// and no value: it runs again on every resume.
+    pub async fn live<T, E, Fut>(
+        &self,
+        host: &str,
+        name: &str,
+        run: impl FnOnce() -> Fut,
+        judge: impl Fn(&Result<T, E>) -> (&'static str, String),
+    ) -> Result<Result<T, E>, StepError>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let id = &self.deployment.id;
+        let (host, label, rule) = self.listed(Scope::Host(host), name);
+        if self.stopped.get() || rule != Some(OnResume::Redo) {
+            return Err(self.refuse(label, name));
+        }
+        let key = super::key(id, &label, name);
+        let seq = self
+            .journal
+            .record_step(id, &host, name, &key)
+            .map_err(|e| self.failed(&label, name, "start", e))?;
+        let r = run().await;
+        let (state, detail) = judge(&r);
+        self.journal
+            .outcome(seq, state, &detail, None)
+            .map_err(|e| self.failed(&label, name, "outcome", e))?;
+        Ok(r)
+    }
+
+    /// Runs record step `name` (a read or a verdict: it changes nothing on
+    /// the host; key `DEPLOYMENT:HOST:STEP`, or `DEPLOYMENT:wave-N:soak`),
+    /// journaling its outcome and no request. Under [`OnResume::Replay`],
+    /// a step that finished before (a state other than running or
+    /// interrupted, and a value) is not run again: its value is returned as
+    /// [`Recorded::Before`]. Under [`OnResume::Redo`] it always runs. `run`
+    /// gives the value; `judge` the journal's state ("ok", "failed", the
+    /// gate's "warn", ...) and detail; an `Ok` value is journaled (JSON),
+    /// an `Err` is not, so it runs again on a resume. A step the compiled
+    /// deployment does not list runs nothing ([`StepError::NotCompiled`]).
+    pub async fn record<T, E, Fut>(
+        &self,
+        scope: Scope<'_>,
+        name: &str,
+        run: impl FnOnce() -> Fut,
+        judge: impl Fn(&Result<T, E>) -> (&'static str, String),
+    ) -> Result<Recorded<T, E>, StepError>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+    {
+        let id = &self.deployment.id;
+        let (host, label, rule) = self.listed(scope, name);
+        let rule = match rule {
+            Some(rule) if !self.stopped.get() => rule,
+            _ => return Err(self.refuse(label, name)),
+        };
+        let err =
+            |what: &'static str, source: rusqlite::Error| self.failed(&label, name, what, source);
+        let key = super::key(id, &label, name);
+        if rule == OnResume::Replay {
+            let prior = self
+                .journal
+                .step_by_key(id, &key)
+                .map_err(|e| err("earlier record", e))?;
+            if let Some(p) = prior
+                && p.state != "running"
+                && p.state != "interrupted"
+                && let Some(value) = p
+                    .outcome
+                    .as_deref()
+                    .and_then(|o| serde_json::from_str(o).ok())
+            {
+                return Ok(Recorded::Before(value));
+            }
+        }
+        let seq = self
+            .journal
+            .record_step(id, &host, name, &key)
+            .map_err(|e| err("start", e))?;
+        let r = run().await;
+        let (state, detail) = judge(&r);
+        let value = r.as_ref().ok().and_then(|v| serde_json::to_string(v).ok());
+        self.journal
+            .outcome(seq, state, &detail, value.as_deref())
+            .map_err(|e| err("outcome", e))?;
+        Ok(Recorded::Now(r))
     }
 }
 
@@ -444,5 +681,100 @@ mod tests {
         assert!(matches!(err, StepError::Stopped { .. }), "{err}");
         assert_eq!(sent.get(), 0, "nothing was sent");
         assert!(exec.stopped());
+    }
+
+    /// A record step's outcome is read back on a resume, not run again; a
+    /// failure (an `Err`, no value) runs again; a live step runs every
+    /// time; a step the compiled deployment does not list (or a
+    /// host-changing one) runs nothing.
+    #[tokio::test]
+    async fn issue14_record_steps_replay_their_outcome_and_live_steps_run_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = Journal::open(tmp.path()).unwrap();
+        journal
+            .create_deployment("d1", "golive.toml", "shop", "v2", "ab", "alice")
+            .unwrap();
+        let d = deployment();
+        let ran = Cell::new(0);
+        let judge = |r: &Result<u32, String>| match r {
+            Ok(v) => ("ok", v.to_string()),
+            Err(e) => ("failed", e.clone()),
+        };
+        let probe = |v: u32| {
+            ran.set(ran.get() + 1);
+            async move { Ok::<u32, String>(v) }
+        };
+        let exec = Executor::new(&journal, &d);
+        let first = exec
+            .record(Scope::Host("web1"), "probe-before", || probe(7), judge)
+            .await
+            .unwrap();
+        assert!(matches!(first, Recorded::Now(Ok(7))), "{first:?}");
+        let failed = exec
+            .record(
+                Scope::Host("web1"),
+                "probe",
+                || async { Err::<u32, String>("unreachable".into()) },
+                judge,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(failed, Recorded::Now(Err(_))));
+        for _ in 0..2 {
+            exec.live("web1", "lock", || probe(0), judge)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+
+        // The resume: a new executor on the same journal.
+        let exec = Executor::new(&journal, &d);
+        let again = exec
+            .record(Scope::Host("web1"), "probe-before", || probe(8), judge)
+            .await
+            .unwrap();
+        assert!(matches!(again, Recorded::Before(7)), "{again:?}");
+        let retried = exec
+            .record(Scope::Host("web1"), "probe", || probe(9), judge)
+            .await
+            .unwrap();
+        assert!(matches!(retried, Recorded::Now(Ok(9))), "{retried:?}");
+        exec.live("web1", "lock", || probe(0), judge)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ran.get(), 1 + 2 + 1 + 1, "probe-before ran once");
+        let row = journal
+            .step_by_key("d1", "d1:web1:probe-before")
+            .unwrap()
+            .unwrap();
+        assert_eq!((row.request, row.outcome.as_deref()), (None, Some("7")));
+
+        for (scope, name) in [
+            (Scope::Host("web1"), "activate"),
+            (Scope::Host("web1"), "no such step"),
+            (Scope::Host("web9"), "probe"),
+            (Scope::Wave(0), "soak"),
+        ] {
+            let err = exec
+                .record(scope, name, || probe(1), judge)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StepError::NotCompiled { .. }), "{err}");
+        }
+        assert_eq!(ran.get(), 5, "nothing ran that is not compiled");
+    }
+
+    /// Every step compile can emit has a resume rule.
+    #[test]
+    fn issue14_every_compiled_step_has_a_resume_rule() {
+        for h in &deployment().hosts {
+            for s in &h.steps {
+                let rule = on_resume(&s.name)
+                    .unwrap_or_else(|| panic!("step {} has no resume rule", s.name));
+                // A step with a request is resent; one without is not.
+                assert_eq!(rule == OnResume::Resend, s.request.is_some(), "{}", s.name);
+            }
+        }
     }
 }

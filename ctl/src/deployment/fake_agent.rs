@@ -1,7 +1,8 @@
 //! A scripted agent behind the transport seam, for the sequencer's unit
 //! tests (issue 14, part 8): it answers the real protocol types the way an
 //! agent does (locks, flags, migrations, artifacts, jobs and their
-//! long-poll, probes, watchdog status) from a small deterministic state,
+//! long-poll, probes, watchdog status, maintenance, a backup and one
+//! pending migration) from a small deterministic state,
 //! with the failures a test scripts: an activation that fails, probes that
 //! fail after the switch or from the Nth run on, or an agent that stops
 //! answering (a hung agent: each call ends only at the real client's
@@ -14,7 +15,8 @@ use std::time::Duration;
 use golive_shared::protocol::{
     ArtifactInfo, DatabaseChoice, ErrorBody, ErrorCode, HelloResponse, HostRolledBack,
     JobEventsResponse, JobInfo, JobResult, JobSpec, JobState, LockInfo, LockRequest, LockResponse,
-    ProbeReport, ProbeResult, ProbeStatus, Request, Response, Severity,
+    MigrationStatus, PendingMigration, ProbeReport, ProbeResult, ProbeStatus, Request, Response,
+    Severity,
 };
 
 use crate::client::{ClientError, UploadProgress};
@@ -34,6 +36,11 @@ pub(crate) struct Script {
     pub(crate) probes_fail_from_run: Option<usize>,
     /// From the activate submission on, the agent answers nothing.
     pub(crate) hangs_at_activate: bool,
+    /// The new release has one pending migration (`0002_add_column`),
+    /// applied by a migrate job; the host runs backup and maintenance jobs.
+    pub(crate) pending_migration: bool,
+    /// The migrate job fails (its migration's SQL is refused).
+    pub(crate) migrate_fails: bool,
 }
 
 /// How long the real client waits for an answer (`client::REQUEST_TIMEOUT`):
@@ -49,6 +56,11 @@ struct State {
     calls: Vec<String>,
     probe_runs: usize,
     hung: bool,
+    /// The maintenance page is up.
+    maintenance: bool,
+    migrated: bool,
+    /// Per probe run: whether it ran while the maintenance page was up.
+    probes_in_maintenance: Vec<bool>,
 }
 
 /// Cheap to clone; the clones (a session, say) share the host's state.
@@ -99,6 +111,32 @@ impl FakeAgent {
     /// Every request, as `Request::operation` names it.
     pub(crate) fn calls(&self) -> Vec<String> {
         self.state().calls.clone()
+    }
+
+    /// The jobs submitted, each with its maintenance state for the
+    /// maintenance jobs: "maintenance on", "maintenance off".
+    pub(crate) fn job_steps(&self) -> Vec<String> {
+        self.state()
+            .jobs
+            .iter()
+            .map(|j| match &j.spec {
+                JobSpec::Maintenance(m) => {
+                    format!("maintenance {}", if m.on { "on" } else { "off" })
+                }
+                other => other.kind().to_string(),
+            })
+            .collect()
+    }
+
+    /// How many probe runs happened while the maintenance page was up.
+    pub(crate) fn probes_in_maintenance(&self) -> usize {
+        let st = self.state();
+        st.probes_in_maintenance.iter().filter(|m| **m).count()
+    }
+
+    /// Whether the maintenance page is up now.
+    pub(crate) fn in_maintenance(&self) -> bool {
+        self.state().maintenance
     }
 
     fn refuse(&self, code: ErrorCode, message: &str) -> ClientError {
@@ -171,6 +209,26 @@ impl FakeAgent {
             }
             Request::Lock(_) => Ok(Response::Lock(LockResponse::Released)),
             Request::ListFlags(_) => Err(self.refuse(ErrorCode::NotDeclared, "no flags")),
+            Request::MigrationStatus(m) if self.script.pending_migration => {
+                let pending = if st.migrated {
+                    vec![]
+                } else {
+                    vec![PendingMigration {
+                        version: 2,
+                        name: "add_column".into(),
+                        tag: Some("expand".into()),
+                        has_down: true,
+                    }]
+                };
+                Ok(Response::MigrationStatus(MigrationStatus {
+                    app: m.app.clone(),
+                    release: m.release.clone().unwrap_or_else(|| "v1".into()),
+                    database: "main".into(),
+                    applied: vec![],
+                    pending,
+                    command: None,
+                }))
+            }
             Request::MigrationStatus(_) => {
                 Err(self.refuse(ErrorCode::NotDeclared, "no migrations"))
             }
@@ -187,6 +245,8 @@ impl FakeAgent {
             }
             Request::RunProbes(p) => {
                 st.probe_runs += 1;
+                let maintenance = st.maintenance;
+                st.probes_in_maintenance.push(maintenance);
                 let switched = st.current.as_deref() != Some("v1");
                 let fails = (switched && self.script.probes_fail_after_switch)
                     || self
@@ -312,6 +372,44 @@ impl FakeAgent {
                         probes: vec![],
                         operator_action: None,
                     })),
+                    None,
+                )
+            }
+            JobSpec::Maintenance(m) => {
+                let changed = st.maintenance != m.on;
+                st.maintenance = m.on;
+                (
+                    Some(JobResult::Maintenance {
+                        on: m.on,
+                        changed,
+                        downtime_ms: (!m.on && changed).then_some(1_000),
+                        availability: None,
+                    }),
+                    None,
+                )
+            }
+            JobSpec::Backup(b) => (
+                Some(JobResult::BackedUp {
+                    id: format!("backup-{}", st.jobs.len() + 1),
+                    bytes: 1,
+                    parts: 1,
+                    verified: b.verify.then_some(true),
+                }),
+                None,
+            ),
+            JobSpec::Migrate(_) if self.script.migrate_fails => (
+                None,
+                Some("migration 0002_add_column failed: no such table".into()),
+            ),
+            JobSpec::Migrate(_) if self.script.pending_migration => {
+                st.migrated = true;
+                (
+                    Some(JobResult::Migrated {
+                        applied: vec![2],
+                        reverted: vec![],
+                        backup: None,
+                        drops: vec![],
+                    }),
                     None,
                 )
             }

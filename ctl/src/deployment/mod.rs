@@ -4,9 +4,12 @@
 //! `deploy --resume`.
 //!
 //! - [`mod@compile`]: the pure function plan + hosts + options → [`Deployment`].
-//! - [`executor`]: runs one host-changing step: intent journaled (key and
-//!   request), request sent, outcome journaled; a resumed deployment skips
-//!   what finished and resubmits, under its stored key, what did not.
+//! - [`executor`]: runs one step: a host-changing one's intent journaled
+//!   (key and request), request sent, outcome journaled; a record step's
+//!   (probes, gate, soak) or live step's (locks) outcome journaled. A
+//!   resumed deployment replays: it skips what finished (a record step's
+//!   value read back), resubmits under its stored key what did not, and
+//!   takes its locks again.
 //! - [`events`]: the typed event stream (step started/progress/finished,
 //!   waves, the gate, decisions, the result) that `crate::progress` shows
 //!   as NDJSON, plain lines or live per-host lines.
@@ -16,8 +19,8 @@
 //! - [`stages`]: a staged deployment (seed 002): several apps in order,
 //!   each its own deployment verified before the next starts; a failed
 //!   stage rolls back the stages before it, newest first.
-//! - [`sequencer`]: runs a recorded deployment phase by phase
-//!   (`run_deployment`), with [`leases`] (app locks, the controller's
+//! - [`sequencer`]: interprets a recorded deployment phase by phase
+//!   (`run_deployment`), each compiled step dispatched to its handler, with [`leases`] (app locks, the controller's
 //!   heartbeat), [`verify`] (probes, the gate, waiting for a decision,
 //!   watchdog arming), [`waves_run`] (waves, soak, max-fail, switch-back)
 //!   and [`downtime`] (time in maintenance and not answering).

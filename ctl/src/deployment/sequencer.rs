@@ -22,6 +22,14 @@
 //!    agents through each switch: `Unavailable`);
 //! 5. release the locks, record the outcome.
 //!
+//! It interprets the compiled deployment (issue 14): `program` turns its
+//! steps, in compiled order, into phases, each step name dispatched to its
+//! one `Handler`; a step with no handler (or out of its place) refuses the
+//! deployment before anything is sent, and the executor refuses a step the
+//! compiled deployment does not list. Every step goes through the executor,
+//! so a resume replays what is journaled (see `executor.rs` for the rule
+//! per kind of step).
+//!
 //! Every job carries the idempotency key `DEPLOYMENT:HOST:STEP`, so a repeat
 //! never runs a step twice. The sequencer knows nothing of TLS: it reaches
 //! each host through its [`crate::transport::Link`], which its unit tests
@@ -33,7 +41,7 @@
 
 use golive_shared::protocol::{
     CreateBackup, JobInfo, JobResult, JobSpec, JobState, ListFlagsRequest, MigrationStatusRequest,
-    Request, Response, RunMigrations, error_headline,
+    ProbeResult, Request, Response, RunMigrations, error_headline,
 };
 use golive_shared::protocol::{ErrorCode, HostRollback, RollbackRequester};
 use serde_json::json;
@@ -43,10 +51,11 @@ use crate::deployment::downtime::{
     Downtime, Unavailable, downtime_of, in_maintenance_names, report_downtime, still_on,
 };
 use crate::deployment::error::Outcome;
-use crate::deployment::leases::{Lease, lock_all, release_all};
+use crate::deployment::executor::{Recorded, Scope};
+use crate::deployment::leases::{Lease, LeaseError, RELEASE_AT_ONCE};
 use crate::deployment::verify::{probe_before, verify_and_arm, watchdogs_fired};
 use crate::deployment::waves_run::{run_waves, schema_after_switch_back, switch_back_if_failed};
-use crate::deployment::{DeployError, Executor, StepError, StepRequest};
+use crate::deployment::{DeployError, Deployment, Executor, StepError, StepRequest};
 use crate::jobs::{Deadline, LOST, human_secs, job_ok, run_job_within, step};
 use crate::journal::Journal;
 use crate::output::{Exit, Out};
@@ -363,6 +372,349 @@ pub(crate) async fn maintenance_off_all(
     (longest, failures)
 }
 
+/// Phase 2: the app lock on every host, `[deploy] parallel` at a time,
+/// each a live `lock` step through the executor (taken again on a resume:
+/// a lock is live state); or on none: after a refusal no more are asked
+/// for and those taken are released. `Err` names the first host in plan
+/// order that refused.
+pub(crate) async fn lock_hosts(
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+) -> Result<Vec<Lease>, DeployError> {
+    let taken = crate::fanout::until(
+        plan.parallel,
+        &plan.hosts,
+        |h| {
+            exec.live(
+                &h.name,
+                "lock",
+                || Lease::acquire(&h.client, &plan.app, id, plan.lock_ttl_secs),
+                |r| match r {
+                    Ok(_) => (
+                        "ok",
+                        format!("held for deployment {id}, lease {} s", plan.lock_ttl_secs),
+                    ),
+                    Err(e) => ("failed", e.to_string()),
+                },
+            )
+        },
+        |r| !matches!(r, Ok(Ok(_))),
+    )
+    .await;
+    let mut leases = Vec::new();
+    let mut refused: Option<DeployError> = None;
+    for (host, r) in plan.hosts.iter().zip(taken) {
+        match r {
+            Some(Ok(Ok(l))) => leases.push(l),
+            Some(Ok(Err(source))) if refused.is_none() => {
+                refused = Some(
+                    LeaseError::Refused {
+                        app: plan.app.clone(),
+                        host: host.name.clone(),
+                        source: Box::new(source),
+                    }
+                    .into(),
+                );
+            }
+            Some(Err(e)) if refused.is_none() => refused = Some(e.into()),
+            Some(_) | None => {}
+        }
+    }
+    match refused {
+        None => Ok(leases),
+        Some(e) => {
+            unlock_all(exec, leases).await;
+            Err(e)
+        }
+    }
+}
+
+/// Releases every lease, [`RELEASE_AT_ONCE`] hosts at a time, each an
+/// `unlock` step through the executor. A lock is released even when the
+/// journal can no longer take its step (the deployment stopped).
+pub(crate) async fn unlock_all(exec: &Executor<'_>, leases: Vec<Lease>) {
+    crate::fanout::all(RELEASE_AT_ONCE, leases, |lease| async move {
+        let host = lease.client.host.clone();
+        let held = std::cell::RefCell::new(Some(lease));
+        let _ = exec
+            .live(
+                &host,
+                "unlock",
+                || async {
+                    let lease = held.borrow_mut().take();
+                    if let Some(lease) = lease {
+                        lease.release().await;
+                    }
+                    Ok::<(), ()>(())
+                },
+                |_| ("ok", "released (or left to its lease's end)".to_string()),
+            )
+            .await;
+        let lease = held.borrow_mut().take();
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+    })
+    .await;
+}
+
+/// The host's feature-flag values (the rollback point's), each host a
+/// `read flags` record step: a resume reads back the values its start
+/// read, so the rollback point keeps them.
+pub(crate) async fn read_flags(
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+) -> Result<(), DeployError> {
+    let read = crate::fanout::until(
+        plan.parallel,
+        &plan.hosts,
+        |host| async move {
+            let r = exec
+                .record(
+                    Scope::Host(&host.name),
+                    "read flags",
+                    || flag_values(&host.client, &plan.app),
+                    |r| match r {
+                        Ok(v) => ("ok", format!("{} flag(s)", v.len())),
+                        Err(e) => ("failed", e.to_string()),
+                    },
+                )
+                .await?;
+            match r {
+                Recorded::Before(_) => Ok(()),
+                Recorded::Now(Ok(values)) => {
+                    // The values read first stay (an older record).
+                    let first = journal.flags(id, &host.name).is_ok_and(|v| v.is_empty());
+                    if first {
+                        let _ = journal.save_flags(id, &host.name, &values);
+                    }
+                    Ok(())
+                }
+                Recorded::Now(Err(source)) => Err(DeployError::Flags {
+                    host: host.name.clone(),
+                    source: Box::new(source),
+                }),
+            }
+        },
+        Result::is_err,
+    )
+    .await;
+    // The first failure in plan order; a host not asked follows one.
+    read.into_iter()
+        .flatten()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
+}
+
+/// What runs a compiled step (issue 14): one handler for each step name
+/// `compile` can emit. The sequencer dispatches every step of the compiled
+/// deployment to its handler (see [`program`]), so nothing runs that the
+/// compiled deployment (and so the dry run) does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handler {
+    Lock,
+    ReadFlags,
+    Upload,
+    Stage,
+    ProbeBefore,
+    MaintenanceOn,
+    Backup,
+    Migrate,
+    Activate,
+    MaintenanceOff,
+    Probe,
+    Gate,
+    WatchdogArm,
+    CommitMigrate,
+    Unlock,
+    SwitchBack,
+    MaintenanceOffAfterSwitchBack,
+    Discard,
+}
+
+/// The handler of compiled step `name`; `None` for a name this golivectl
+/// does not run.
+pub(crate) fn handler(name: &str) -> Option<Handler> {
+    Some(match name {
+        "lock" => Handler::Lock,
+        "read flags" => Handler::ReadFlags,
+        "upload" => Handler::Upload,
+        "stage" => Handler::Stage,
+        "probe-before" => Handler::ProbeBefore,
+        "maintenance-on" => Handler::MaintenanceOn,
+        "backup" => Handler::Backup,
+        "migrate" => Handler::Migrate,
+        "activate" => Handler::Activate,
+        "maintenance-off" => Handler::MaintenanceOff,
+        "probe" => Handler::Probe,
+        "gate" => Handler::Gate,
+        "watchdog-arm" => Handler::WatchdogArm,
+        "commit-migrate" => Handler::CommitMigrate,
+        "unlock" => Handler::Unlock,
+        "switch-back" => Handler::SwitchBack,
+        "maintenance-off-after-switch-back" => Handler::MaintenanceOffAfterSwitchBack,
+        "discard" => Handler::Discard,
+        _ => return None,
+    })
+}
+
+/// One phase of a deployment: a compiled step (or a run of them that go
+/// together) over every host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Lock,
+    ReadFlags,
+    /// `upload` (an artifact source) then `stage` on each host, hosts at
+    /// once up to `[deploy] parallel`.
+    Stage,
+    ProbeBefore,
+    MaintenanceOn,
+    Backup,
+    Migrate,
+    /// `activate`, then the host verified (`probe`, `gate`, and
+    /// `watchdog-arm` when compiled): host by host, or wave by wave; in
+    /// maintenance every host switches first, `maintenance-off` follows,
+    /// then each is verified.
+    Switch,
+    /// The outcome: a failure's `switch-back`,
+    /// `maintenance-off-after-switch-back` and `discard`, or the commit
+    /// (`commit-migrate`).
+    Finish,
+    Unlock,
+}
+
+/// The phases of compiled deployment `d`, from its steps in their compiled
+/// order (every host lists the same steps). `Err` names a step with no
+/// handler, or steps in an order this golivectl does not run: nothing is
+/// sent then.
+pub(crate) fn program(d: &Deployment) -> Result<Vec<Phase>, DeployError> {
+    let refuse = |step: &str, why: &str| {
+        DeployError::from(StepError::NotRunnable {
+            id: d.id.clone(),
+            step: step.into(),
+            why: why.into(),
+        })
+    };
+    let first = d
+        .hosts
+        .first()
+        .ok_or_else(|| refuse("-", "it has no host"))?;
+    let names: Vec<&str> = first.steps.iter().map(|s| s.name.as_str()).collect();
+    if let Some(h) = d
+        .hosts
+        .iter()
+        .find(|h| h.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>() != names)
+    {
+        return Err(refuse(&h.host, "its hosts list different steps"));
+    }
+    let mut phases = Vec::new();
+    let mut i = 0;
+    while i < names.len() {
+        let name = names[i];
+        let h = handler(name).ok_or_else(|| refuse(name, "no handler runs it"))?;
+        let phase = match h {
+            Handler::Lock => Phase::Lock,
+            Handler::ReadFlags => Phase::ReadFlags,
+            Handler::Upload if names.get(i + 1) == Some(&"stage") => {
+                i += 1;
+                Phase::Stage
+            }
+            Handler::Stage => Phase::Stage,
+            Handler::ProbeBefore => Phase::ProbeBefore,
+            Handler::MaintenanceOn => Phase::MaintenanceOn,
+            Handler::Backup => Phase::Backup,
+            Handler::Migrate => Phase::Migrate,
+            Handler::Activate => {
+                // The switch's own steps follow it, in this order.
+                let chain = ["maintenance-off", "probe", "gate", "watchdog-arm"];
+                let mut at = 0;
+                while let Some(next) = names.get(i + 1)
+                    && let Some(k) = chain[at..].iter().position(|c| c == next)
+                {
+                    at += k + 1;
+                    i += 1;
+                }
+                let has = |n: &str| names.contains(&n);
+                if !has("probe") || !has("gate") {
+                    return Err(refuse(name, "a switch without its probe and gate"));
+                }
+                Phase::Switch
+            }
+            Handler::CommitMigrate => {
+                i += 1;
+                continue;
+            }
+            Handler::Unlock => {
+                phases.push(Phase::Finish);
+                Phase::Unlock
+            }
+            // Run by the finish, after a failure only.
+            Handler::SwitchBack | Handler::MaintenanceOffAfterSwitchBack | Handler::Discard => {
+                i += 1;
+                continue;
+            }
+            Handler::Upload
+            | Handler::MaintenanceOff
+            | Handler::Probe
+            | Handler::Gate
+            | Handler::WatchdogArm => return Err(refuse(name, "out of its place")),
+        };
+        phases.push(phase);
+        i += 1;
+    }
+    for (phase, step) in [
+        (Phase::Lock, "lock"),
+        (Phase::Stage, "stage"),
+        (Phase::Switch, "activate"),
+        (Phase::Unlock, "unlock"),
+    ] {
+        if !phases.contains(&phase) {
+            return Err(refuse(step, "it is missing"));
+        }
+    }
+    if phases.first() != Some(&Phase::Lock) || phases.last() != Some(&Phase::Unlock) {
+        return Err(refuse("lock", "the lock must come first and unlock last"));
+    }
+    Ok(phases)
+}
+
+/// A deployment as it runs: what each phase leaves for the next.
+struct Run<'r, 'e> {
+    out: Out,
+    journal: &'r Journal,
+    exec: &'r Executor<'e>,
+    plan: &'r Plan,
+    id: &'r str,
+    previous: &'r [Option<String>],
+    downtime: &'r mut Downtime,
+    unavailable: &'r mut Unavailable,
+    watched: &'r mut Vec<String>,
+    leases: Vec<Lease>,
+    /// Hosts where the release is staged: a failure before it goes live
+    /// there removes it again, so its id can be reused (issue 12).
+    staged_on: Vec<usize>,
+    before: Vec<Vec<ProbeResult>>,
+    warnings: Vec<String>,
+    /// (pending now, kept for the commit), decided once.
+    migrations: Option<(usize, usize)>,
+    /// Why the deployment is in maintenance, once `maintenance-on` ran.
+    maintenance: Option<String>,
+    in_maintenance: Vec<usize>,
+    longest_downtime: Option<u64>,
+    activated: Vec<usize>,
+    /// Hosts where the release went live (their ids stay used).
+    switched: Vec<usize>,
+    failure: Option<DeployError>,
+    tolerated: Vec<String>,
+    outcome: Option<Outcome>,
+}
+
+/// Runs recorded deployment `id` as its compiled deployment
+/// (`exec.deployment()`) lists it: phase by phase ([`program`]), each
+/// compiled step dispatched to its handler.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_deployment(
     out: Out,
@@ -375,525 +727,611 @@ pub(crate) async fn run_deployment(
     unavailable: &mut Unavailable,
     watched: &mut Vec<String>,
 ) -> Outcome {
-    let release = plan.release.as_ref().expect("checked by deploy");
-    // Phase 2: locks everywhere, or nowhere (taken up to `[deploy]
-    // parallel` at a time; after a refusal no more are asked for, and every
-    // one taken is released).
-    let leases = match lock_all(plan, id).await {
-        Ok(leases) => leases,
+    let phases = match program(exec.deployment()) {
+        Ok(phases) => phases,
         Err(e) => return Outcome::stopped(e),
     };
-
-    // The rollback point includes the feature-flag values as they are now.
-    let flags = crate::fanout::until(
-        plan.parallel,
-        &plan.hosts,
-        |h| flag_values(&h.client, &plan.app),
-        Result::is_err,
-    )
-    .await;
-    for (host, values) in plan.hosts.iter().zip(flags) {
-        match values {
-            Some(Ok(values)) => {
-                // A resumed deployment keeps the values read at its start.
-                let first = journal.flags(id, &host.name).is_ok_and(|v| v.is_empty());
-                if first {
-                    let _ = journal.save_flags(id, &host.name, &values);
-                }
-            }
-            Some(Err(source)) => {
-                release_all(leases).await;
-                return Outcome::stopped(DeployError::Flags {
-                    host: host.name.clone(),
-                    source: Box::new(source),
-                });
-            }
-            // Not asked: an earlier host's failure is reported above.
-            None => {}
-        }
-    }
-
-    // Phase 3: upload and stage everywhere (a git source is fetched by each
-    // host instead), `[deploy] parallel` hosts at a time; the live release
-    // is untouched.
-    // Hosts where the release is staged: a failure before it goes live
-    // there removes it again, so its id can be reused (issue 12).
-    let (staged_on, first_commit) = match stage_all(out, journal, exec, plan, id, &leases).await {
-        Ok(staged) => staged,
-        Err((staged_on, e)) => {
-            give_back_ids(out, exec, plan, &leases, &staged_on).await;
-            release_all(leases).await;
-            return Outcome::stopped(e);
-        }
-    };
-    if let (Some(git_ref), Some((_, commit))) = (git_ref(release), &first_commit) {
-        let _ = journal.set_git(id, git_ref, Some(commit));
-        out.emit(super::events::Event::Git {
-            deployment: id.to_string(),
-            git_ref: git_ref.to_string(),
-            commit: commit.to_string(),
-        });
-    }
-
-    // The figures before: the live release's probe results on every host.
-    let before = probe_before(out, journal, plan, id).await;
-    let mut warnings: Vec<String> = Vec::new();
-
-    // Pending migrations decide the rest: maintenance, and a verified
-    // backup before anything touches the schema (nothing destroys data
-    // before a verified backup exists).
-    let mut pending = 0usize;
-    let mut at_commit = 0usize;
-    // Decided once (issue 14): a resumed deployment takes the decision its
-    // start took, whatever the migrations' state is now.
-    let decided = journal
-        .fact(id, "migrations")
-        .ok()
-        .flatten()
-        .and_then(|v| serde_json::from_str::<(usize, usize)>(&v).ok());
-    // Read-only: asked of every host at once, judged in plan order.
-    let lists = crate::fanout::all(
-        plan.parallel,
-        &plan.hosts[..if decided.is_some() {
-            0
-        } else {
-            plan.hosts.len()
-        }],
-        |host| {
-            pending_migrations(
-                &host.client,
-                &plan.app,
-                &release.id,
-                plan.contract_at_commit,
-            )
-        },
-    )
-    .await;
-    for (host, list) in plan.hosts.iter().zip(lists) {
-        match list {
-            Ok(list) => {
-                if !list.now.is_empty() {
-                    step(
-                        out,
-                        &host.name,
-                        "migrations",
-                        "pending",
-                        &list.now.join(", "),
-                    );
-                }
-                if !list.at_commit.is_empty() {
-                    step(
-                        out,
-                        &host.name,
-                        "migrations",
-                        "at commit",
-                        &format!(
-                            "{} wait for the release's commit (contract: the previous release \
-                             may not run after them)",
-                            list.at_commit.join(", ")
-                        ),
-                    );
-                }
-                pending = pending.max(list.now.len());
-                at_commit = at_commit.max(list.at_commit.len());
-            }
-            Err(source) => {
-                give_back_ids(out, exec, plan, &leases, &staged_on).await;
-                release_all(leases).await;
-                return Outcome::stopped(DeployError::Migrations {
-                    release: release.id.clone(),
-                    host: host.name.clone(),
-                    source: Box::new(source),
-                });
-            }
-        }
-    }
-    match decided {
-        Some((p, c)) => (pending, at_commit) = (p, c),
-        None => {
-            if let Err(source) =
-                journal.set_fact(id, "migrations", &json!([pending, at_commit]).to_string())
-            {
-                give_back_ids(out, exec, plan, &leases, &staged_on).await;
-                release_all(leases).await;
-                return Outcome::stopped(DeployError::JournalFact {
-                    id: id.to_string(),
-                    source,
-                });
-            }
-        }
-    }
-    let backup_mode = if pending > 0 && plan.backup != PreDeployBackup::Verified {
-        out.line(format!(
-            "the release has pending migrations: taking a verified backup first (plan said {:?})",
-            plan.backup
-        ));
-        PreDeployBackup::Verified
-    } else {
-        plan.backup
-    };
-
-    // Phase 3a: maintenance on everywhere, when this deployment needs it.
-    // From here until maintenance is off again, the site answers 503.
-    let first_install = previous.iter().all(Option::is_none);
-    let maintenance = maintenance_reason(plan, pending, first_install);
-    let mut in_maintenance: Vec<usize> = Vec::new();
-    let mut longest_downtime: Option<u64> = None;
-    if let Some(why) = &maintenance {
-        out.line(format!("maintenance on every host: {why}"));
-        if let Err(e) = maintenance_on_all(out, exec, plan, &leases, why, &mut in_maintenance).await
-        {
-            *downtime = if in_maintenance.is_empty() {
-                Downtime::None
-            } else {
-                Downtime::StillOn
-            };
-            give_back_ids(out, exec, plan, &leases, &staged_on).await;
-            release_all(leases).await;
-            return Outcome::stopped(e);
-        }
-    }
-
-    // Phase 3b: the rollback point. Nothing live has changed yet; a backup
-    // that cannot be taken (or verified, when the plan asks) stops here.
-    // Phase 3c: migrations, on every host (a database shared by several
-    // hosts is migrated once: the agents' migration lock and tracking table
-    // make the others find nothing pending). The old release still runs,
-    // behind maintenance.
-    let before_switch = [
-        (backup_mode != PreDeployBackup::None).then(|| {
-            (
-                "backup",
-                JobSpec::Backup(CreateBackup {
-                    app: plan.app.clone(),
-                    label: "pre-deploy".into(),
-                    only: vec![],
-                    deployment: Some(id.to_string()),
-                    verify: backup_mode == PreDeployBackup::Verified,
-                }),
-            )
-        }),
-        (pending > 0).then(|| {
-            (
-                "migrate",
-                JobSpec::Migrate(RunMigrations {
-                    app: plan.app.clone(),
-                    release: Some(release.id.clone()),
-                    down_to: None,
-                    stop_before_contract: plan.contract_at_commit,
-                    backup_first: false,
-                }),
-            )
-        }),
-    ];
-    for (name, spec) in before_switch.into_iter().flatten() {
-        if let Err((host, e)) = on_every_host(out, exec, plan, &leases, name, &spec).await {
-            let (ms, still) = maintenance_off_all(
-                out,
-                exec,
-                plan,
-                &leases,
-                &mut in_maintenance,
-                "",
-                unavailable,
-            )
-            .await;
-            *downtime = downtime_of(maintenance.is_some(), ms, &still);
-            give_back_ids(out, exec, plan, &leases, &staged_on).await;
-            release_all(leases).await;
-            let (headline, still) = (e, still_on(&still));
-            return Outcome::stopped(if name == "backup" {
-                DeployError::Backup {
-                    host,
-                    headline,
-                    still,
-                }
-            } else {
-                DeployError::Migrate {
-                    host,
-                    id: id.to_string(),
-                    headline,
-                    still,
-                }
-            });
-        }
-    }
-
-    // Phase 4: host by host, activate and verify.
-    let mut activated: Vec<usize> = Vec::new();
-    // Hosts where the release went live (their ids stay used).
-    let mut switched: Vec<usize> = Vec::new();
-    let mut failure = None;
-    // With `[[waves]]` (issue 14): wave by wave, each wave's hosts at once;
-    // the loop below, host by host, is then skipped.
-    let mut tolerated: Vec<String> = Vec::new();
-    let one_by_one = if plan.waves.is_empty() {
-        plan.hosts.len()
-    } else {
-        failure = run_waves(
-            out,
-            journal,
-            exec,
-            plan,
-            id,
-            previous,
-            &before,
-            &leases,
-            &mut warnings,
-            unavailable,
-            watched,
-            (&mut activated, &mut switched),
-            &mut tolerated,
-        )
-        .await;
-        0
-    };
-    for (i, (host, lease)) in plan.hosts.iter().zip(&leases).enumerate().take(one_by_one) {
-        if let Err(e) = lease.check() {
-            failure = Some(e.into());
-            break;
-        }
-        let c = &host.client;
-        let job = job_step(exec, out, host, "activate", lease, LOST, None).await;
-        if let Ok(job) = &job {
-            unavailable.add(&host.name, job);
-        }
-        let result = step_ok(job);
-        if let Err(e) = result {
-            let e = e.to_string();
-            step(out, &host.name, "activate", "failed", &e);
-            // A failed switch may or may not have happened: roll this host back too.
-            activated.push(i);
-            failure = Some(DeployError::Activation {
-                host: host.name.clone(),
-                headline: error_headline(&e).to_string(),
-            });
-            break;
-        }
-        activated.push(i);
-        switched.push(i);
-        let _ = journal.set_host(id, &host.name, &c.addr, None, "active");
-        step(
-            out,
-            &host.name,
-            "activate",
-            "ok",
-            &format!("current -> {}", release.id),
-        );
-        // In maintenance the web server answers 503: probe after it is off.
-        if maintenance.is_some() {
-            continue;
-        }
-        match verify_and_arm(
-            out,
-            journal,
-            exec,
-            plan,
-            id,
-            host,
-            &before[i],
-            previous[i].as_deref(),
-            &leases,
-            &mut warnings,
-        )
-        .await
-        {
-            Ok(true) => watched.push(host.name.clone()),
-            Ok(false) => {}
-            Err(f) => {
-                failure = Some(f);
-                break;
-            }
-        }
-    }
-
-    // Phase 4a (maintenance): every host is switched; maintenance off, then
-    // the probes, host by host.
-    if maintenance.is_some() && failure.is_none() {
-        let (ms, still) = maintenance_off_all(
-            out,
-            exec,
-            plan,
-            &leases,
-            &mut in_maintenance,
-            "",
-            unavailable,
-        )
-        .await;
-        longest_downtime = ms;
-        if !still.is_empty() {
-            failure = Some(DeployError::MaintenanceOff { failures: still });
-        } else {
-            for &i in &activated {
-                let host = &plan.hosts[i];
-                match verify_and_arm(
-                    out,
-                    journal,
-                    exec,
-                    plan,
-                    id,
-                    host,
-                    &before[i],
-                    previous[i].as_deref(),
-                    &leases,
-                    &mut warnings,
-                )
-                .await
-                {
-                    Ok(true) => watched.push(host.name.clone()),
-                    Ok(false) => {}
-                    Err(f) => {
-                        failure = Some(f);
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    // A pause that got no decision: leave every host as it is, for the
-    // operator's `go` / `no-go`.
-    if let Some(stop) = failure.take_if(|f| f.exit() == Exit::Paused) {
-        release_all(leases).await;
-        return Outcome::stopped(stop);
-    }
-    // A host whose watchdog fired while later hosts were validated: the
-    // release failed there, so every host goes back (its own rollback is
-    // the same job, followed).
-    if failure.is_none() && !watched.is_empty() {
-        failure = watchdogs_fired(plan, id, watched).await;
-        if failure.is_some() {
-            watched.clear();
-        }
-    } else if failure.is_some() {
-        watched.clear();
-    }
-    let mut stuck = Vec::new();
-    let mut outcome = switch_back_if_failed(
+    let mut run = Run {
         out,
         journal,
         exec,
         plan,
         id,
         previous,
-        &leases,
-        &activated,
-        failure,
+        downtime,
         unavailable,
-        &mut stuck,
-    )
-    .await;
-    if let Outcome::Live { message } = &mut outcome
-        && !tolerated.is_empty()
-    {
-        *message = format!(
-            "release {} is live on {} of {} host(s); failed within their wave's max_fail: {}",
-            release.id,
-            plan.hosts.len() - tolerated.len(),
-            plan.hosts.len(),
-            tolerated.join("; ")
-        );
-    }
-    if outcome.exit() == Exit::RolledBack
-        && pending > 0
-        && let Some(note) = schema_after_switch_back(plan, id).await
-    {
-        outcome.note(&format!("; {note}"));
-    }
-    // The release is live on every host and passed its gate: it is
-    // committed, and the migrations kept for the commit run now, behind a
-    // verified backup (they destroy what the previous release needed).
-    if outcome.exit() == Exit::Done && !watched.is_empty() {
-        let spec = plan.watchdog.as_ref().expect("armed from the plan");
-        outcome.note(&format!(
-            "; watched on {} for {}: each host commits when its window ends quietly{}{}, or \
-             rolls itself back when a trigger holds; `golivectl status {}` shows it",
-            watched.join(", "),
-            human_secs(spec.window_secs),
-            match spec.confirm_within_secs {
-                Some(c) => format!(
-                    " and `golivectl go {id}` came within {} (without it, every host rolls back)",
-                    human_secs(c)
-                ),
-                None => format!(" (or at once on `golivectl go {id}`)"),
-            },
-            if at_commit > 0 {
-                format!(
-                    "; the {at_commit} migration(s) kept for the commit run then, behind a \
-                     verified backup"
-                )
-            } else {
-                String::new()
-            },
-            plan.path.display()
-        ));
-    } else if outcome.exit() == Exit::Done && at_commit > 0 {
-        match commit_migrations(out, exec, plan, &leases).await {
-            Ok(()) => outcome.note(&format!(
-                "; committed: the {at_commit} migration(s) kept for the commit ran"
-            )),
-            Err((host, e)) => {
-                outcome.fail(&format!(
-                    "; the release is live, but the migrations kept for the commit failed on \
-                     {host}: {e}; fix it, then `golivectl migrate up {}`",
-                    plan.path.display()
-                ));
+        watched,
+        leases: Vec::new(),
+        staged_on: Vec::new(),
+        before: Vec::new(),
+        warnings: Vec::new(),
+        migrations: None,
+        maintenance: None,
+        in_maintenance: Vec::new(),
+        longest_downtime: None,
+        activated: Vec::new(),
+        switched: Vec::new(),
+        failure: None,
+        tolerated: Vec::new(),
+        outcome: None,
+    };
+    for phase in phases {
+        let r = match phase {
+            Phase::Lock => run.lock().await,
+            Phase::ReadFlags => read_flags(journal, exec, plan, id).await,
+            Phase::Stage => run.stage().await,
+            Phase::ProbeBefore => run.probe_before().await,
+            Phase::MaintenanceOn => run.maintenance_on().await,
+            Phase::Backup => run.before_switch("backup").await,
+            Phase::Migrate => run.before_switch("migrate").await,
+            Phase::Switch => run.switch().await,
+            Phase::Finish => {
+                run.finish().await;
+                Ok(())
             }
+            Phase::Unlock => {
+                unlock_all(exec, std::mem::take(&mut run.leases)).await;
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            give_back_ids(out, exec, plan, &run.leases, &run.staged_on).await;
+            unlock_all(exec, run.leases).await;
+            return Outcome::stopped(e);
+        }
+        if let Some(outcome) = run.outcome.take_if(|o| o.exit() == Exit::Paused) {
+            unlock_all(exec, run.leases).await;
+            return outcome;
         }
     }
-    if !warnings.is_empty() {
-        outcome.note(&format!("; gate warnings: {}", warnings.join("; ")));
+    run.outcome.unwrap_or_else(|| {
+        Outcome::stopped(DeployError::from(StepError::NotRunnable {
+            id: id.to_string(),
+            step: "unlock".into(),
+            why: "the deployment ended without an outcome".into(),
+        }))
+    })
+}
+
+impl Run<'_, '_> {
+    /// Phase 2: locks everywhere, or nowhere (taken up to `[deploy]
+    /// parallel` at a time; after a refusal no more are asked for, and
+    /// every one taken is released). Live state: taken again on a resume.
+    async fn lock(&mut self) -> Result<(), DeployError> {
+        self.leases = lock_hosts(self.exec, self.plan, self.id).await?;
+        Ok(())
     }
 
-    // A host the switch-back could not return stays in maintenance: off,
-    // its web server would serve the release that failed (issue 12).
-    let kept_on = keep_on_where_stuck(&mut in_maintenance, &stuck);
-    // After a switch-back (or a failed activation): maintenance off where it
-    // is still on.
-    if !in_maintenance.is_empty() {
-        let (ms, still) = maintenance_off_all(
-            out,
-            exec,
-            plan,
-            &leases,
-            &mut in_maintenance,
-            "-after-switch-back",
-            unavailable,
+    /// Phase 3: upload and stage everywhere (a git source is fetched by
+    /// each host instead), `[deploy] parallel` hosts at a time; the live
+    /// release is untouched.
+    async fn stage(&mut self) -> Result<(), DeployError> {
+        let (out, plan, id) = (self.out, self.plan, self.id);
+        let release = plan.release.as_ref().expect("checked by deploy");
+        let staged = stage_all(out, self.journal, self.exec, plan, id, &self.leases).await;
+        let first_commit = match staged {
+            Ok((staged_on, first_commit)) => {
+                self.staged_on = staged_on;
+                first_commit
+            }
+            Err((staged_on, e)) => {
+                self.staged_on = staged_on;
+                return Err(e);
+            }
+        };
+        if let (Some(git_ref), Some((_, commit))) = (git_ref(release), &first_commit) {
+            let _ = self.journal.set_git(id, git_ref, Some(commit));
+            out.emit(super::events::Event::Git {
+                deployment: id.to_string(),
+                git_ref: git_ref.to_string(),
+                commit: commit.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The figures before: the live release's probe results on every host.
+    async fn probe_before(&mut self) -> Result<(), DeployError> {
+        self.before = probe_before(self.out, self.journal, self.exec, self.plan, self.id).await?;
+        Ok(())
+    }
+
+    /// Pending migrations decide the rest: maintenance, and a verified
+    /// backup before anything touches the schema (nothing destroys data
+    /// before a verified backup exists). Decided once (issue 14): a
+    /// resumed deployment takes the decision its start took, whatever the
+    /// migrations' state is now. `(pending now, kept for the commit)`.
+    async fn migrations(&mut self) -> Result<(usize, usize), DeployError> {
+        if let Some(m) = self.migrations {
+            return Ok(m);
+        }
+        let (out, journal, plan, id) = (self.out, self.journal, self.plan, self.id);
+        let release = plan.release.as_ref().expect("checked by deploy");
+        let mut pending = 0usize;
+        let mut at_commit = 0usize;
+        let decided = journal
+            .fact(id, "migrations")
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_str::<(usize, usize)>(&v).ok());
+        // Read-only: asked of every host at once, judged in plan order.
+        let lists = crate::fanout::all(
+            plan.parallel,
+            &plan.hosts[..if decided.is_some() {
+                0
+            } else {
+                plan.hosts.len()
+            }],
+            |host| {
+                pending_migrations(
+                    &host.client,
+                    &plan.app,
+                    &release.id,
+                    plan.contract_at_commit,
+                )
+            },
         )
         .await;
-        longest_downtime = longest_downtime.max(ms);
-        if !still.is_empty() {
-            outcome.fail(&still_on(&still));
+        for (host, list) in plan.hosts.iter().zip(lists) {
+            match list {
+                Ok(list) => {
+                    if !list.now.is_empty() {
+                        step(
+                            out,
+                            &host.name,
+                            "migrations",
+                            "pending",
+                            &list.now.join(", "),
+                        );
+                    }
+                    if !list.at_commit.is_empty() {
+                        step(
+                            out,
+                            &host.name,
+                            "migrations",
+                            "at commit",
+                            &format!(
+                                "{} wait for the release's commit (contract: the previous \
+                                 release may not run after them)",
+                                list.at_commit.join(", ")
+                            ),
+                        );
+                    }
+                    pending = pending.max(list.now.len());
+                    at_commit = at_commit.max(list.at_commit.len());
+                }
+                Err(source) => {
+                    return Err(DeployError::Migrations {
+                        release: release.id.clone(),
+                        host: host.name.clone(),
+                        source: Box::new(source),
+                    });
+                }
+            }
         }
+        match decided {
+            Some((p, c)) => (pending, at_commit) = (p, c),
+            None => journal
+                .set_fact(id, "migrations", &json!([pending, at_commit]).to_string())
+                .map_err(|source| DeployError::JournalFact {
+                    id: id.to_string(),
+                    source,
+                })?,
+        }
+        if pending > 0 && plan.backup != PreDeployBackup::Verified {
+            out.line(format!(
+                "the release has pending migrations: taking a verified backup first (plan said \
+                 {:?})",
+                plan.backup
+            ));
+        }
+        self.migrations = Some((pending, at_commit));
+        Ok((pending, at_commit))
     }
-    if !kept_on.is_empty() {
-        outcome.fail(&format!(
-            "; MAINTENANCE LEFT ON on {}: the switch-back did not happen there, so without it the \
-             release that failed would serve; fix what is named above, then `golivectl maintenance off PLAN`",
-            in_maintenance_names(plan, &kept_on).join(", ")
-        ));
-        in_maintenance.extend(kept_on);
+
+    /// Phase 3a: maintenance on everywhere, when this deployment needs it.
+    /// From here until maintenance is off again, the site answers 503.
+    async fn maintenance_on(&mut self) -> Result<(), DeployError> {
+        let (pending, _) = self.migrations().await?;
+        let first_install = self.previous.iter().all(Option::is_none);
+        self.maintenance = maintenance_reason(self.plan, pending, first_install);
+        let Some(why) = &self.maintenance else {
+            return Ok(());
+        };
+        self.out.line(format!("maintenance on every host: {why}"));
+        let on = maintenance_on_all(
+            self.out,
+            self.exec,
+            self.plan,
+            &self.leases,
+            why,
+            &mut self.in_maintenance,
+        )
+        .await;
+        if let Err(e) = on {
+            *self.downtime = if self.in_maintenance.is_empty() {
+                Downtime::None
+            } else {
+                Downtime::StillOn
+            };
+            return Err(e);
+        }
+        Ok(())
     }
-    if outcome.exit() != Exit::Done {
-        let not_live: Vec<usize> = staged_on
+
+    /// Phase 3b: the rollback point (`backup`). Nothing live has changed
+    /// yet; a backup that cannot be taken (or verified, when the plan
+    /// asks) stops here. Phase 3c: migrations (`migrate`), on every host (a
+    /// database shared by several hosts is migrated once: the agents'
+    /// migration lock and tracking table make the others find nothing
+    /// pending). The old release still runs, behind maintenance.
+    async fn before_switch(&mut self, name: &str) -> Result<(), DeployError> {
+        let (pending, _) = self.migrations().await?;
+        let (plan, id) = (self.plan, self.id);
+        let release = plan.release.as_ref().expect("checked by deploy");
+        let spec = if name == "backup" {
+            let mode = if pending > 0 {
+                PreDeployBackup::Verified
+            } else {
+                plan.backup
+            };
+            (mode != PreDeployBackup::None).then(|| {
+                JobSpec::Backup(CreateBackup {
+                    app: plan.app.clone(),
+                    label: "pre-deploy".into(),
+                    only: vec![],
+                    deployment: Some(id.to_string()),
+                    verify: mode == PreDeployBackup::Verified,
+                })
+            })
+        } else {
+            (pending > 0).then(|| {
+                JobSpec::Migrate(RunMigrations {
+                    app: plan.app.clone(),
+                    release: Some(release.id.clone()),
+                    down_to: None,
+                    stop_before_contract: plan.contract_at_commit,
+                    backup_first: false,
+                })
+            })
+        };
+        let Some(spec) = spec else {
+            return Ok(());
+        };
+        let Err((host, headline)) =
+            on_every_host(self.out, self.exec, plan, &self.leases, name, &spec).await
+        else {
+            return Ok(());
+        };
+        let (ms, still) = maintenance_off_all(
+            self.out,
+            self.exec,
+            plan,
+            &self.leases,
+            &mut self.in_maintenance,
+            "",
+            self.unavailable,
+        )
+        .await;
+        *self.downtime = downtime_of(self.maintenance.is_some(), ms, &still);
+        let still = still_on(&still);
+        Err(if name == "backup" {
+            DeployError::Backup {
+                host,
+                headline,
+                still,
+            }
+        } else {
+            DeployError::Migrate {
+                host,
+                id: id.to_string(),
+                headline,
+                still,
+            }
+        })
+    }
+
+    /// Phase 4: activate and verify, host by host, or (with `[[waves]]`,
+    /// issue 14) wave by wave, each wave's hosts at once. In maintenance
+    /// every host is switched first; maintenance off, then the probes.
+    async fn switch(&mut self) -> Result<(), DeployError> {
+        self.migrations().await?;
+        let (out, journal, exec, plan, id) =
+            (self.out, self.journal, self.exec, self.plan, self.id);
+        let release = plan.release.as_ref().expect("checked by deploy");
+        // No figures before for a host whose probes were not taken.
+        self.before.resize(plan.hosts.len(), Vec::new());
+        let one_by_one = if plan.waves.is_empty() {
+            plan.hosts.len()
+        } else {
+            self.failure = run_waves(
+                out,
+                journal,
+                exec,
+                plan,
+                id,
+                self.previous,
+                &self.before,
+                &self.leases,
+                &mut self.warnings,
+                self.unavailable,
+                self.watched,
+                (&mut self.activated, &mut self.switched),
+                &mut self.tolerated,
+            )
+            .await;
+            0
+        };
+        for (i, (host, lease)) in plan
+            .hosts
             .iter()
-            .copied()
-            .filter(|i| !switched.contains(i))
-            .collect();
-        give_back_ids(out, exec, plan, &leases, &not_live).await;
+            .zip(&self.leases)
+            .enumerate()
+            .take(one_by_one)
+        {
+            if let Err(e) = lease.check() {
+                self.failure = Some(e.into());
+                break;
+            }
+            let c = &host.client;
+            let job = job_step(exec, out, host, "activate", lease, LOST, None).await;
+            if let Ok(job) = &job {
+                self.unavailable.add(&host.name, job);
+            }
+            let result = step_ok(job);
+            if let Err(e) = result {
+                let e = e.to_string();
+                step(out, &host.name, "activate", "failed", &e);
+                // A failed switch may or may not have happened: roll this host back too.
+                self.activated.push(i);
+                self.failure = Some(DeployError::Activation {
+                    host: host.name.clone(),
+                    headline: error_headline(&e).to_string(),
+                });
+                break;
+            }
+            self.activated.push(i);
+            self.switched.push(i);
+            let _ = journal.set_host(id, &host.name, &c.addr, None, "active");
+            step(
+                out,
+                &host.name,
+                "activate",
+                "ok",
+                &format!("current -> {}", release.id),
+            );
+            // In maintenance the web server answers 503: probe after it is off.
+            if self.maintenance.is_some() {
+                continue;
+            }
+            match verify_and_arm(
+                out,
+                journal,
+                exec,
+                plan,
+                id,
+                host,
+                &self.before[i],
+                self.previous[i].as_deref(),
+                &self.leases,
+                &mut self.warnings,
+            )
+            .await
+            {
+                Ok(true) => self.watched.push(host.name.clone()),
+                Ok(false) => {}
+                Err(f) => {
+                    self.failure = Some(f);
+                    break;
+                }
+            }
+        }
+
+        // Phase 4a (maintenance): every host is switched; maintenance off,
+        // then the probes, host by host.
+        if self.maintenance.is_some() && self.failure.is_none() {
+            let (ms, still) = maintenance_off_all(
+                out,
+                exec,
+                plan,
+                &self.leases,
+                &mut self.in_maintenance,
+                "",
+                self.unavailable,
+            )
+            .await;
+            self.longest_downtime = ms;
+            if !still.is_empty() {
+                self.failure = Some(DeployError::MaintenanceOff { failures: still });
+            } else {
+                for &i in &self.activated {
+                    let host = &plan.hosts[i];
+                    match verify_and_arm(
+                        out,
+                        journal,
+                        exec,
+                        plan,
+                        id,
+                        host,
+                        &self.before[i],
+                        self.previous[i].as_deref(),
+                        &self.leases,
+                        &mut self.warnings,
+                    )
+                    .await
+                    {
+                        Ok(true) => self.watched.push(host.name.clone()),
+                        Ok(false) => {}
+                        Err(f) => {
+                            self.failure = Some(f);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
-    if maintenance.is_some() {
-        *downtime = downtime_of(
-            true,
-            longest_downtime,
-            &in_maintenance_names(plan, &in_maintenance),
-        );
+
+    /// Phase 4b and 5: the outcome. A pause without a decision leaves every
+    /// host as it is; a failure switches back what was switched
+    /// (`switch-back`), turns maintenance off where it is still on
+    /// (`maintenance-off-after-switch-back`) and gives back the staged ids
+    /// (`discard`); a success commits (`commit-migrate`).
+    async fn finish(&mut self) {
+        let (out, journal, exec, plan, id) =
+            (self.out, self.journal, self.exec, self.plan, self.id);
+        let release = plan.release.as_ref().expect("checked by deploy");
+        let (pending, at_commit) = self.migrations.unwrap_or_default();
+        // A pause that got no decision: leave every host as it is, for the
+        // operator's `go` / `no-go`.
+        if let Some(stop) = self.failure.take_if(|f| f.exit() == Exit::Paused) {
+            self.outcome = Some(Outcome::stopped(stop));
+            return;
+        }
+        let watched = &mut *self.watched;
+        // A host whose watchdog fired while later hosts were validated: the
+        // release failed there, so every host goes back (its own rollback is
+        // the same job, followed).
+        if self.failure.is_none() && !watched.is_empty() {
+            self.failure = watchdogs_fired(plan, id, watched).await;
+            if self.failure.is_some() {
+                watched.clear();
+            }
+        } else if self.failure.is_some() {
+            watched.clear();
+        }
+        let mut stuck = Vec::new();
+        let mut outcome = switch_back_if_failed(
+            out,
+            journal,
+            exec,
+            plan,
+            id,
+            self.previous,
+            &self.leases,
+            &self.activated,
+            self.failure.take(),
+            self.unavailable,
+            &mut stuck,
+        )
+        .await;
+        if let Outcome::Live { message } = &mut outcome
+            && !self.tolerated.is_empty()
+        {
+            *message = format!(
+                "release {} is live on {} of {} host(s); failed within their wave's max_fail: {}",
+                release.id,
+                plan.hosts.len() - self.tolerated.len(),
+                plan.hosts.len(),
+                self.tolerated.join("; ")
+            );
+        }
+        if outcome.exit() == Exit::RolledBack
+            && pending > 0
+            && let Some(note) = schema_after_switch_back(plan, id).await
+        {
+            outcome.note(&format!("; {note}"));
+        }
+        // The release is live on every host and passed its gate: it is
+        // committed, and the migrations kept for the commit run now, behind a
+        // verified backup (they destroy what the previous release needed).
+        if outcome.exit() == Exit::Done && !self.watched.is_empty() {
+            let spec = plan.watchdog.as_ref().expect("armed from the plan");
+            outcome.note(&format!(
+                "; watched on {} for {}: each host commits when its window ends quietly{}{}, or \
+                 rolls itself back when a trigger holds; `golivectl status {}` shows it",
+                self.watched.join(", "),
+                human_secs(spec.window_secs),
+                match spec.confirm_within_secs {
+                    Some(c) => format!(
+                        " and `golivectl go {id}` came within {} (without it, every host rolls \
+                         back)",
+                        human_secs(c)
+                    ),
+                    None => format!(" (or at once on `golivectl go {id}`)"),
+                },
+                if at_commit > 0 {
+                    format!(
+                        "; the {at_commit} migration(s) kept for the commit run then, behind a \
+                         verified backup"
+                    )
+                } else {
+                    String::new()
+                },
+                plan.path.display()
+            ));
+        } else if outcome.exit() == Exit::Done && at_commit > 0 {
+            match commit_migrations(out, exec, plan, &self.leases).await {
+                Ok(()) => outcome.note(&format!(
+                    "; committed: the {at_commit} migration(s) kept for the commit ran"
+                )),
+                Err((host, e)) => {
+                    outcome.fail(&format!(
+                        "; the release is live, but the migrations kept for the commit failed \
+                         on {host}: {e}; fix it, then `golivectl migrate up {}`",
+                        plan.path.display()
+                    ));
+                }
+            }
+        }
+        if !self.warnings.is_empty() {
+            outcome.note(&format!("; gate warnings: {}", self.warnings.join("; ")));
+        }
+
+        // A host the switch-back could not return stays in maintenance: off,
+        // its web server would serve the release that failed (issue 12).
+        let kept_on = keep_on_where_stuck(&mut self.in_maintenance, &stuck);
+        // After a switch-back (or a failed activation): maintenance off where
+        // it is still on.
+        if !self.in_maintenance.is_empty() {
+            let (ms, still) = maintenance_off_all(
+                out,
+                exec,
+                plan,
+                &self.leases,
+                &mut self.in_maintenance,
+                "-after-switch-back",
+                self.unavailable,
+            )
+            .await;
+            self.longest_downtime = self.longest_downtime.max(ms);
+            if !still.is_empty() {
+                outcome.fail(&still_on(&still));
+            }
+        }
+        if !kept_on.is_empty() {
+            outcome.fail(&format!(
+                "; MAINTENANCE LEFT ON on {}: the switch-back did not happen there, so without \
+                 it the release that failed would serve; fix what is named above, then \
+                 `golivectl maintenance off PLAN`",
+                in_maintenance_names(plan, &kept_on).join(", ")
+            ));
+            self.in_maintenance.extend(kept_on);
+        }
+        if outcome.exit() != Exit::Done {
+            let not_live: Vec<usize> = self
+                .staged_on
+                .iter()
+                .copied()
+                .filter(|i| !self.switched.contains(i))
+                .collect();
+            give_back_ids(out, exec, plan, &self.leases, &not_live).await;
+        }
+        if self.maintenance.is_some() {
+            *self.downtime = downtime_of(
+                true,
+                self.longest_downtime,
+                &in_maintenance_names(plan, &self.in_maintenance),
+            );
+        }
+        let mut notes = String::new();
+        report_downtime(out, *self.downtime, self.unavailable, &mut notes);
+        outcome.note(&notes);
+        // Staged ids were handled here: an unlock's failure gives none back.
+        self.staged_on.clear();
+        self.outcome = Some(outcome);
     }
-    let mut notes = String::new();
-    report_downtime(out, *downtime, unavailable, &mut notes);
-    outcome.note(&notes);
-    release_all(leases).await;
-    outcome
 }
 
 /// Phase 3 on one host: upload (unless the agent has the artifact) and

@@ -68,6 +68,13 @@ fn fleet(scripts: Vec<Script>, deploy: &str) -> Fleet {
 /// Records deployment D1 as `golivectl deploy` does, runs it to its end;
 /// the outcome and how long it took on the (paused) clock.
 async fn deploy(f: &Fleet) -> (Outcome, Duration) {
+    record(f);
+    run(f).await
+}
+
+/// Records deployment D1 (compiled, stored) as `golivectl deploy` does
+/// before anything changes.
+fn record(f: &Fleet) {
     let (plan, id) = (&f.plan, "D1");
     let previous: Vec<Option<String>> = f.agents.iter().map(FakeAgent::current).collect();
     let journal = Journal::open(&f.state).unwrap();
@@ -85,6 +92,17 @@ async fn deploy(f: &Fleet) -> (Outcome, Duration) {
             .set_host(id, &host.name, &host.address, prev.as_deref(), "pending")
             .unwrap();
     }
+}
+
+/// Runs recorded deployment D1 from its stored compiled deployment, as
+/// `deploy` and `deploy --resume` do: the outcome and how long it took.
+async fn run(f: &Fleet) -> (Outcome, Duration) {
+    let (plan, id) = (&f.plan, "D1");
+    let journal = Journal::open(&f.state).unwrap();
+    let (_, text) = journal.compiled(id).unwrap().expect("compiled");
+    let compiled: deployment::Deployment = serde_json::from_str(&text).unwrap();
+    let previous: Vec<Option<String>> = compiled.hosts.iter().map(|h| h.previous.clone()).collect();
+    journal.interrupt_steps(id).unwrap();
     let exec = Executor::new(&journal, &compiled);
     let (mut downtime, mut unavailable, mut watched) =
         (Downtime::None, Unavailable::default(), Vec::new());
@@ -104,6 +122,23 @@ async fn deploy(f: &Fleet) -> (Outcome, Duration) {
     )
     .await;
     (outcome, started.elapsed())
+}
+
+/// Forgets D1's journaled steps named in `steps`, as if the controller had
+/// been killed before they ran (a raw connection, as a crash leaves it).
+fn forget(f: &Fleet, steps: &[&str]) {
+    let db = rusqlite::Connection::open(f.state.join("golivectl.db")).unwrap();
+    for step in steps {
+        db.execute(
+            "DELETE FROM steps WHERE deployment = 'D1' AND step = ?1",
+            [step],
+        )
+        .unwrap();
+    }
+}
+
+fn probe_runs(a: &FakeAgent) -> usize {
+    a.calls().iter().filter(|c| *c == "probe.run").count()
 }
 
 fn jobs(a: &FakeAgent) -> Vec<String> {
@@ -357,4 +392,287 @@ async fn issue14_a_pause_waits_for_go_then_the_rollout_goes_on() {
     for a in &f.agents {
         assert_eq!(a.current().as_deref(), Some("v2"));
     }
+}
+
+/// Pending migrations put every host in maintenance before the verified
+/// backup and the migration, and take it off after the switch, before the
+/// probes (the web server answers 503 while it is on).
+#[tokio::test(start_paused = true)]
+async fn issue14_maintenance_is_on_around_the_backup_migration_and_switch_and_off_before_the_probes()
+ {
+    let migrating = Script {
+        pending_migration: true,
+        ..Script::default()
+    };
+    let f = fleet(vec![migrating.clone(), migrating], "");
+    let (outcome, _) = deploy(&f).await;
+    assert_eq!(outcome.exit(), Exit::Done, "{}", outcome.message());
+    for a in &f.agents {
+        assert_eq!(
+            a.job_steps(),
+            [
+                "stage",
+                "maintenance on",
+                "backup",
+                "migrate",
+                "activate",
+                "maintenance off"
+            ]
+        );
+        assert_eq!(a.probes_in_maintenance(), 0, "no probe ran behind the page");
+        assert_eq!(probe_runs(a), 2, "before and after");
+        assert!(!a.in_maintenance());
+        assert_eq!(a.current().as_deref(), Some("v2"));
+    }
+}
+
+/// A migration that fails stops the deployment before any switch, and
+/// maintenance goes off again on every host it went on.
+#[tokio::test(start_paused = true)]
+async fn issue14_a_failed_migration_turns_maintenance_off_again_everywhere() {
+    let migrating = Script {
+        pending_migration: true,
+        ..Script::default()
+    };
+    let broken = Script {
+        migrate_fails: true,
+        ..migrating.clone()
+    };
+    let f = fleet(vec![broken, migrating], "");
+    let (outcome, _) = deploy(&f).await;
+    let message = outcome.message();
+    assert_eq!(outcome.exit(), Exit::Failed, "{message}");
+    assert!(message.contains("web1"), "{message}");
+    assert_eq!(
+        f.agents[0].job_steps(),
+        [
+            "stage",
+            "maintenance on",
+            "backup",
+            "migrate",
+            "maintenance off",
+            "release.discard"
+        ]
+    );
+    // web2's backup ran (every host's before any migration), its
+    // migration never did.
+    assert_eq!(
+        f.agents[1].job_steps(),
+        [
+            "stage",
+            "maintenance on",
+            "backup",
+            "maintenance off",
+            "release.discard"
+        ]
+    );
+    for a in &f.agents {
+        assert!(!a.in_maintenance());
+        assert_eq!(a.current().as_deref(), Some("v1"));
+    }
+}
+
+/// The controller died right after the switch (its probes after, gate and
+/// unlock never journaled): the resume reads the figures before back from
+/// the journal, since probing now would take the new release's as the
+/// baseline; it probes only after, and sends no job again.
+#[tokio::test(start_paused = true)]
+async fn issue14_a_resume_reads_back_the_probes_taken_before_the_switch() {
+    let f = fleet(vec![Script::default()], "");
+    let (outcome, _) = deploy(&f).await;
+    assert_eq!(outcome.exit(), Exit::Done, "{}", outcome.message());
+    assert_eq!(probe_runs(&f.agents[0]), 2);
+    forget(&f, &["probe", "gate", "unlock"]);
+
+    let (outcome, _) = run(&f).await;
+    assert_eq!(outcome.exit(), Exit::Done, "{}", outcome.message());
+    assert_eq!(
+        probe_runs(&f.agents[0]),
+        3,
+        "only the probes after ran again"
+    );
+    assert_eq!(
+        jobs(&f.agents[0]),
+        ["stage", "activate"],
+        "no job sent again"
+    );
+    let journal = Journal::open(&f.state).unwrap();
+    let d = journal.deployment("D1").unwrap().unwrap();
+    let count = |name: &str| d.steps.iter().filter(|s| s.step == name).count();
+    assert_eq!(count("probe-before"), 1, "taken once, read back since");
+    assert_eq!(count("probe"), 1);
+    assert_eq!(count("gate"), 1);
+    assert_eq!(count("lock"), 2, "a lock is live: taken again");
+}
+
+/// A finished deployment run again on its journal replays every step:
+/// no job, no probe, no soak; the same outcome.
+#[tokio::test(start_paused = true)]
+async fn issue14_a_second_run_replays_recorded_verdicts_and_soaks_nothing() {
+    let f = fleet(vec![Script::default(), Script::default()], SOAKED_CANARY);
+    let (first, took) = deploy(&f).await;
+    assert_eq!(first.exit(), Exit::Done, "{}", first.message());
+    assert!(took >= Duration::from_secs(60), "{took:?}");
+    let runs: Vec<usize> = f.agents.iter().map(probe_runs).collect();
+
+    let (again, took) = run(&f).await;
+    assert_eq!(again.exit(), Exit::Done, "{}", again.message());
+    assert!(
+        took < Duration::from_secs(5),
+        "the soak was read back: {took:?}"
+    );
+    assert_eq!(f.agents.iter().map(probe_runs).collect::<Vec<_>>(), runs);
+    for a in &f.agents {
+        assert_eq!(jobs(a), ["stage", "activate"]);
+    }
+}
+
+/// A soak the controller started 40 s before it died (its start is
+/// journaled) soaks only the 20 s that remain of its minute on resume.
+#[tokio::test(start_paused = true)]
+async fn issue14_a_resumed_soak_soaks_only_what_remains_of_its_window() {
+    let f = fleet(vec![Script::default(), Script::default()], SOAKED_CANARY);
+    record(&f);
+    let started = golive_shared::protocol::now_millis() - 40_000;
+    Journal::open(&f.state)
+        .unwrap()
+        .set_fact("D1", "soak-start:wave-1", &started.to_string())
+        .unwrap();
+    let (outcome, took) = run(&f).await;
+    assert_eq!(outcome.exit(), Exit::Done, "{}", outcome.message());
+    assert!(
+        // The wall clock moved on a little since the fact was written.
+        took >= Duration::from_secs(19) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+    // Before, after, then a sample every 10 s of the 20 s left.
+    assert_eq!(probe_runs(&f.agents[0]), 2 + 2);
+}
+
+/// A soak whose window ran out while the controller was gone is sampled
+/// once more before it is judged (nothing watched the probes meanwhile).
+#[tokio::test(start_paused = true)]
+async fn issue14_a_soak_whose_window_passed_while_the_controller_was_gone_samples_once() {
+    let f = fleet(vec![Script::default(), Script::default()], SOAKED_CANARY);
+    record(&f);
+    let started = golive_shared::protocol::now_millis() - 600_000;
+    Journal::open(&f.state)
+        .unwrap()
+        .set_fact("D1", "soak-start:wave-1", &started.to_string())
+        .unwrap();
+    let (outcome, took) = run(&f).await;
+    assert_eq!(outcome.exit(), Exit::Done, "{}", outcome.message());
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    assert_eq!(probe_runs(&f.agents[0]), 2 + 1);
+}
+
+/// Every step name `compile` can emit, over its configurations (artifact
+/// or git, maintenance, each backup mode, contract at commit, a watchdog,
+/// a first install, waves), has one handler and a resume rule, and every
+/// compiled deployment is one the sequencer can run ([`program`]).
+#[test]
+fn issue14_every_step_compile_can_emit_has_a_handler() {
+    use crate::deployment::executor::on_resume;
+    use crate::deployment::sequencer::{Phase, handler, program};
+    use crate::deployment::{HostInput, Input, SourceInput};
+    use crate::plan::PreDeployBackup;
+
+    let spec = golive_shared::protocol::WatchdogSpec::defaults();
+    let waves = [crate::waves::Wave {
+        name: None,
+        hosts: vec![0],
+        soak: Some(Duration::from_secs(5)),
+        max_fail: 0,
+    }];
+    let mut seen = std::collections::BTreeSet::new();
+    let sources = [
+        SourceInput::Artifact {
+            sha256: "ab".repeat(32),
+            bytes: 1,
+        },
+        SourceInput::Git {
+            git_ref: "main".into(),
+            scan: Default::default(),
+        },
+    ];
+    for source in &sources {
+        for maintenance in [false, true] {
+            for backup in [
+                PreDeployBackup::None,
+                PreDeployBackup::Before,
+                PreDeployBackup::Verified,
+            ] {
+                for contract_at_commit in [false, true] {
+                    for watchdog in [None, Some(&spec)] {
+                        for previous in [None, Some("v1".to_string())] {
+                            for waves in [&[][..], &waves[..]] {
+                                let d = deployment::compile(&Input {
+                                    id: "D1",
+                                    app: "shop",
+                                    release: "v2",
+                                    source: source.clone(),
+                                    plan_sha256: "cd",
+                                    hosts: vec![HostInput {
+                                        name: "web1".into(),
+                                        address: "127.0.0.1:7441".into(),
+                                        previous: previous.clone(),
+                                    }],
+                                    waves,
+                                    parallel: 1,
+                                    maintenance,
+                                    backup,
+                                    contract_at_commit,
+                                    restore_allowed: false,
+                                    watchdog,
+                                });
+                                for s in &d.hosts[0].steps {
+                                    assert!(
+                                        handler(&s.name).is_some(),
+                                        "{} has no handler",
+                                        s.name
+                                    );
+                                    assert!(on_resume(&s.name).is_some(), "{} has no rule", s.name);
+                                    seen.insert(s.name.clone());
+                                }
+                                let phases = program(&d).unwrap_or_else(|e| panic!("{e}"));
+                                assert_eq!(phases.first(), Some(&Phase::Lock));
+                                assert_eq!(phases.last(), Some(&Phase::Unlock));
+                                assert!(phases.contains(&Phase::Switch), "{phases:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // The loop above reached every kind of step.
+    assert_eq!(seen.len(), 18, "{seen:?}");
+}
+
+/// A compiled deployment with a step this golivectl has no handler for
+/// (recorded by another version, say) is refused before anything is sent.
+#[tokio::test(start_paused = true)]
+async fn issue14_a_compiled_step_without_a_handler_runs_nothing() {
+    let f = fleet(vec![Script::default()], "");
+    record(&f);
+    let journal = Journal::open(&f.state).unwrap();
+    let (_, text) = journal.compiled("D1").unwrap().unwrap();
+    let mut compiled: deployment::Deployment = serde_json::from_str(&text).unwrap();
+    let mut extra = compiled.hosts[0].steps[1].clone();
+    extra.name = "reboot".into();
+    compiled.hosts[0].steps.insert(2, extra);
+    journal
+        .store_compiled("D1", "plansha", &serde_json::to_string(&compiled).unwrap())
+        .unwrap();
+    let (outcome, _) = run(&f).await;
+    let message = outcome.message();
+    assert_ne!(outcome.exit(), Exit::Done, "{message}");
+    assert!(
+        message.contains("its compiled step reboot: no handler runs it"),
+        "{message}"
+    );
+    assert!(f.agents[0].calls().is_empty(), "{:?}", f.agents[0].calls());
 }

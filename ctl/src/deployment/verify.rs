@@ -9,10 +9,12 @@ use golive_shared::protocol::{
 };
 use golive_shared::protocol::{WatchdogInfo, WatchdogState, WatchdogStatusRequest};
 use golive_shared::timefmt::utc;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::client::ClientError;
 use crate::deployment::events::Event;
+use crate::deployment::executor::{Recorded, Scope};
 use crate::deployment::leases::Lease;
 use crate::deployment::{DeployError, Executor, StepRequest};
 use crate::gate::{self, Action};
@@ -89,78 +91,104 @@ pub(crate) async fn run_probes(
 pub(crate) async fn probe_before(
     out: Out,
     journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
-) -> Vec<Vec<ProbeResult>> {
+) -> Result<Vec<Vec<ProbeResult>>, DeployError> {
     // Read-only: every host at once, up to `[deploy] parallel` (issue 14).
     crate::fanout::all(plan.parallel, &plan.hosts, |host| {
-        probe_before_host(out, journal, plan, id, host)
+        probe_before_host(out, journal, exec, plan, id, host)
     })
     .await
+    .into_iter()
+    .collect()
 }
 
-/// [`probe_before`] on one host.
+/// [`probe_before`] on one host: a record step. A resumed deployment reads
+/// back the figures its start took (the host may run the new release by
+/// now, so probing again would compare the release with itself); a run
+/// whose probes could not be taken is recorded as no figures.
 pub(crate) async fn probe_before_host(
     out: Out,
     journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
     host: &plan::Host,
-) -> Vec<ProbeResult> {
-    // A resumed deployment keeps the figures its start took: the host may
-    // run the new release by now.
-    let fact = format!("before:{}", host.name);
-    if let Some(results) = journal
-        .fact(id, &fact)
-        .ok()
-        .flatten()
-        .and_then(|v| serde_json::from_str::<Vec<ProbeResult>>(&v).ok())
+) -> Result<Vec<ProbeResult>, DeployError> {
+    let run = || async {
+        Ok::<_, DeployError>(match run_probes(out, plan, host, "before").await {
+            Ok(report) => {
+                let _ = journal.save_probes(id, &host.name, "before", &report.results);
+                Ok(report)
+            }
+            Err(e) => Err(e.to_string()),
+        })
+    };
+    let judge = |r: &Result<Result<ProbeReport, String>, DeployError>| match r {
+        Ok(Ok(report)) => ("ok", before_detail(report)),
+        Ok(Err(e)) => ("failed", e.clone()),
+        Err(e) => ("failed", e.to_string()),
+    };
+    let r = match exec
+        .record(Scope::Host(&host.name), "probe-before", run, judge)
+        .await?
     {
-        step(
-            out,
-            &host.name,
-            "probe-before",
-            "ok",
-            "taken before the interruption",
-        );
-        return results;
-    }
-    let seq = journal.start_step(id, &host.name, "probe-before").ok();
-    match run_probes(out, plan, host, "before").await {
-        Ok(report) => {
-            let _ = journal.save_probes(id, &host.name, "before", &report.results);
-            if let Ok(v) = serde_json::to_string(&report.results) {
-                let _ = journal.set_fact(id, &fact, &v);
-            }
-            let failing: Vec<String> = report
-                .failures()
-                .iter()
-                .map(|r| format!("{} ({})", r.name, r.severity.as_str()))
-                .collect();
-            let (judged, na) = judged(&report);
-            let passed = judged - failing.len();
-            let mut detail = if failing.is_empty() {
-                format!("{passed}/{judged} passed on the live release")
-            } else {
-                format!(
-                    "{passed}/{judged} passed on the live release; already failing: {}",
-                    failing.join(", ")
-                )
+        Recorded::Before(r) => {
+            let detail = match &r {
+                Ok(report) => before_detail(report),
+                Err(e) => format!("could not be taken: {e}"),
             };
-            if na > 0 {
-                detail.push_str(&format!("; {na} n/a (nothing live yet)"));
-            }
-            finish::<String, String>(journal, seq, &Ok(detail.clone()));
-            step(out, &host.name, "probe-before", "ok", &detail);
-            report.results
+            step(
+                out,
+                &host.name,
+                "probe-before",
+                "ok",
+                &format!("taken before the interruption, read back: {detail}"),
+            );
+            return Ok(r.map(|report| report.results).unwrap_or_default());
+        }
+        Recorded::Now(r) => r?,
+    };
+    match r {
+        Ok(report) => {
+            step(
+                out,
+                &host.name,
+                "probe-before",
+                "ok",
+                &before_detail(&report),
+            );
+            Ok(report.results)
         }
         Err(e) => {
-            let e = e.to_string();
-            finish::<String, String>(journal, seq, &Err(e.clone()));
             step(out, &host.name, "probe-before", "failed", &e);
-            Vec::new()
+            Ok(Vec::new())
         }
     }
+}
+
+/// probe-before's detail: how many passed on the live release.
+fn before_detail(report: &ProbeReport) -> String {
+    let failing: Vec<String> = report
+        .failures()
+        .iter()
+        .map(|r| format!("{} ({})", r.name, r.severity.as_str()))
+        .collect();
+    let (judged, na) = judged(report);
+    let passed = judged - failing.len();
+    let mut detail = if failing.is_empty() {
+        format!("{passed}/{judged} passed on the live release")
+    } else {
+        format!(
+            "{passed}/{judged} passed on the live release; already failing: {}",
+            failing.join(", ")
+        )
+    };
+    if na > 0 {
+        detail.push_str(&format!("; {na} n/a (nothing live yet)"));
+    }
+    detail
 }
 
 /// (probes judged, probes not applicable): an app with nothing live has
@@ -190,18 +218,35 @@ pub(crate) async fn verify_and_arm(
     leases: &[Lease],
     warnings: &mut Vec<String>,
 ) -> Result<bool, DeployError> {
-    validate_host(out, journal, plan, id, host, before, leases, warnings).await?;
+    validate_host(out, journal, exec, plan, id, host, before, leases, warnings).await?;
     arm_host(out, journal, exec, plan, id, host, previous).await
 }
 
+/// The gate's verdict on one host as the journal records it (the `gate`
+/// record step's value), so that a resume reads it back rather than
+/// evaluating again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GateVerdict {
+    /// [`Action::as_str`].
+    pub(crate) action: String,
+    pub(crate) summary: String,
+    /// The reasons, as the gate event carries them.
+    pub(crate) reasons: serde_json::Value,
+    /// A pause: the newest decision's seq when it began, so a `go` given
+    /// while the controller was gone is the one a resume finds.
+    pub(crate) decisions_after: i64,
+}
+
 /// Validates one host after its switch: probes (recorded as phase "after"),
-/// then the gate. `Ok` to go on (with a warning pushed when the gate says
-/// warn); `Err` with exit 3 to switch back, or exit 4 when a pause got no
-/// decision in time.
+/// then the gate, each a record step (a resume reads back the probes taken
+/// after the switch and the gate's verdict). `Ok` to go on (with a warning
+/// pushed when the gate says warn); `Err` with exit 3 to switch back, or
+/// exit 4 when a pause got no decision in time.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn validate_host(
     out: Out,
     journal: &Journal,
+    exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
     host: &plan::Host,
@@ -209,101 +254,177 @@ pub(crate) async fn validate_host(
     leases: &[Lease],
     warnings: &mut Vec<String>,
 ) -> Result<(), DeployError> {
-    let seq = journal.start_step(id, &host.name, "probe").ok();
-    let report = match run_probes(out, plan, host, "after").await {
-        Ok(r) => r,
-        Err(e) => {
-            finish::<String, String>(journal, seq, &Err(e.to_string()));
-            return Err(e);
+    let run = || async {
+        let report = run_probes(out, plan, host, "after").await?;
+        let _ = journal.save_probes(id, &host.name, "after", &report.results);
+        Ok(report)
+    };
+    let judge = |r: &Result<ProbeReport, DeployError>| match r {
+        Ok(report) => {
+            let (passed, judged) = passed(report);
+            let state = if passed == judged { "ok" } else { "failed" };
+            (state, format!("{passed}/{judged} passed"))
+        }
+        Err(e) => ("failed", e.to_string()),
+    };
+    let report = match exec
+        .record(Scope::Host(&host.name), "probe", run, judge)
+        .await?
+    {
+        Recorded::Before(report) => {
+            let (passed, judged) = passed(&report);
+            step(
+                out,
+                &host.name,
+                "probe",
+                if passed == judged { "ok" } else { "failed" },
+                &format!("{passed}/{judged} passed (taken before the interruption, read back)"),
+            );
+            report
+        }
+        Recorded::Now(r) => {
+            let report = r?;
+            let (passed, judged) = passed(&report);
+            step(
+                out,
+                &host.name,
+                "probe",
+                if passed == judged { "ok" } else { "failed" },
+                &format!("{passed}/{judged} passed"),
+            );
+            report
         }
     };
-    let _ = journal.save_probes(id, &host.name, "after", &report.results);
-    let passed = report
-        .results
-        .iter()
-        .filter(|r| r.status == ProbeStatus::Pass)
-        .count();
-    let (judged, _) = judged(&report);
-    let detail = format!("{passed}/{judged} passed");
-    let all_passed = passed == judged;
-    finish::<String, String>(
-        journal,
-        seq,
-        &if all_passed {
-            Ok(detail.clone())
-        } else {
-            Err(detail.clone())
-        },
-    );
-    step(
-        out,
-        &host.name,
-        "probe",
-        if all_passed { "ok" } else { "failed" },
-        &detail,
-    );
 
-    let eval = gate::evaluate(&plan.gate, &host.name, &report, before);
-    let _ = journal.save_gate(id, &eval);
-    out.emit(Event::Gate {
-        host: host.name.clone(),
-        action: eval.action.as_str().into(),
-        summary: eval.summary(),
-        reasons: json!(eval.reasons),
-    });
-    let seq = journal.start_step(id, &host.name, "gate").ok();
-    let summary = eval.summary();
-    let state = match eval.action {
-        Action::Continue => "ok",
-        Action::Warn => "warn",
-        Action::Pause => "pause",
-        Action::Rollback => "rollback",
+    let run = || async {
+        let eval = gate::evaluate(&plan.gate, &host.name, &report, before);
+        let _ = journal.save_gate(id, &eval);
+        let summary = eval.summary();
+        out.emit(Event::Gate {
+            host: host.name.clone(),
+            action: eval.action.as_str().into(),
+            summary: summary.clone(),
+            reasons: json!(eval.reasons),
+        });
+        Ok::<_, DeployError>(GateVerdict {
+            action: eval.action.as_str().into(),
+            summary,
+            reasons: json!(eval.reasons),
+            decisions_after: journal
+                .decisions(id, 0)
+                .ok()
+                .and_then(|d| d.last().map(|d| d.seq))
+                .unwrap_or(0),
+        })
     };
-    finish::<String, String>(
-        journal,
-        seq,
-        &if eval.action == Action::Rollback {
-            Err(summary.clone())
-        } else {
-            Ok(format!("{state}: {summary}"))
-        },
-    );
-    step(out, &host.name, "gate", state, &summary);
-    match eval.action {
+    let judge = |r: &Result<GateVerdict, DeployError>| match r {
+        Ok(v) if v.action == Action::Rollback.as_str() => ("failed", v.summary.clone()),
+        Ok(v) => ("ok", format!("{}: {}", gate_state(&v.action), v.summary)),
+        Err(e) => ("failed", e.to_string()),
+    };
+    let (verdict, again) = match exec
+        .record(Scope::Host(&host.name), "gate", run, judge)
+        .await?
+    {
+        Recorded::Before(v) => (v, true),
+        Recorded::Now(r) => (r?, false),
+    };
+    let action = Action::parse(&verdict.action).unwrap_or(Action::Rollback);
+    let summary = verdict.summary.clone();
+    let state = gate_state(&verdict.action);
+    if again {
+        step(
+            out,
+            &host.name,
+            "gate",
+            state,
+            &format!("{summary} (the verdict taken before the interruption, read back)"),
+        );
+    } else {
+        step(out, &host.name, "gate", state, &summary);
+    }
+    match action {
         Action::Continue => Ok(()),
         Action::Warn => {
             warnings.push(format!("{}: {summary}", host.name));
             Ok(())
         }
         Action::Rollback => {
-            // The gate decides like a person would, and the record says so
-            // (issue 12): which rule, which probes, what happens next.
-            let rules: std::collections::BTreeSet<String> = eval
-                .reasons
-                .iter()
-                .filter(|r| r.action == Action::Rollback)
-                .map(|r| format!("{} = rollback", r.severity))
-                .collect();
-            let rules: Vec<String> = rules.into_iter().collect();
-            let reason = format!("[gate] {} on {}: {summary}", rules.join(", "), host.name);
-            let _ = journal.add_decision(
-                id,
-                "gate policy",
-                "rollback",
-                Some(&reason),
-                "switch back every host this deployment switched, to the release it ran before",
-            );
-            out.emit(Event::Decision {
-                by: "gate policy".into(),
-                decision: "rollback".into(),
-                reason: reason.clone(),
-            });
+            if !again {
+                gate_decision(out, journal, id, host, &verdict);
+            }
             Err(DeployError::Gate {
                 host: host.name.clone(),
                 summary,
             })
         }
-        Action::Pause => wait_for_decision(out, journal, plan, id, host, &summary, leases).await,
+        Action::Pause => {
+            wait_for_decision(
+                out,
+                journal,
+                plan,
+                id,
+                host,
+                &summary,
+                leases,
+                verdict.decisions_after,
+            )
+            .await
+        }
+    }
+}
+
+/// The gate's rollback as a decision: the gate decides like a person
+/// would, and the record says so (issue 12): which rule, which probes,
+/// what happens next.
+fn gate_decision(out: Out, journal: &Journal, id: &str, host: &plan::Host, verdict: &GateVerdict) {
+    let rules: std::collections::BTreeSet<String> = verdict
+        .reasons
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["action"] == "rollback")
+        .filter_map(|r| r["severity"].as_str())
+        .map(|s| format!("{s} = rollback"))
+        .collect();
+    let rules: Vec<String> = rules.into_iter().collect();
+    let reason = format!(
+        "[gate] {} on {}: {}",
+        rules.join(", "),
+        host.name,
+        verdict.summary
+    );
+    let _ = journal.add_decision(
+        id,
+        "gate policy",
+        "rollback",
+        Some(&reason),
+        "switch back every host this deployment switched, to the release it ran before",
+    );
+    out.emit(Event::Decision {
+        by: "gate policy".into(),
+        decision: "rollback".into(),
+        reason,
+    });
+}
+
+/// (probes passed, probes judged) of a report.
+fn passed(report: &ProbeReport) -> (usize, usize) {
+    let passed = report
+        .results
+        .iter()
+        .filter(|r| r.status == ProbeStatus::Pass)
+        .count();
+    (passed, judged(report).0)
+}
+
+/// The gate step's state word for action `action` ("continue" is "ok").
+fn gate_state(action: &str) -> &'static str {
+    match Action::parse(action) {
+        Some(Action::Continue) => "ok",
+        Some(Action::Warn) => "warn",
+        Some(Action::Pause) => "pause",
+        Some(Action::Rollback) | None => "rollback",
     }
 }
 
@@ -313,7 +434,9 @@ pub(crate) const DECISION_POLL: Duration = Duration::from_millis(500);
 pub(crate) const WAIT_HEARTBEAT_MS: i64 = 15_000;
 
 /// A pause: waits (holding the locks) for `golivectl go` or `no-go` on this
-/// deployment, up to the plan's `[gate] pause_timeout_secs`.
+/// deployment, up to the plan's `[gate] pause_timeout_secs`: the first
+/// decision after seq `seen` (the newest when the pause began).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn wait_for_decision(
     out: Out,
     journal: &Journal,
@@ -322,15 +445,11 @@ pub(crate) async fn wait_for_decision(
     host: &plan::Host,
     summary: &str,
     leases: &[Lease],
+    seen: i64,
 ) -> Result<(), DeployError> {
     let timeout = plan.gate.pause_timeout_secs;
     // tokio's clock (the sequencer's tests wait out a pause on paused time).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-    let seen = journal
-        .decisions(id, 0)
-        .ok()
-        .and_then(|d| d.last().map(|d| d.seq))
-        .unwrap_or(0);
     let mut beat = tokio::time::Instant::now();
     let _ = journal.set_paused(id, Some(now_millis() + WAIT_HEARTBEAT_MS));
     out.line(format!(

@@ -11,6 +11,7 @@ use golive_shared::protocol::{
 use crate::deployment::downtime::Unavailable;
 use crate::deployment::error::Outcome;
 use crate::deployment::events::Event;
+use crate::deployment::executor::{Recorded, Scope};
 use crate::deployment::leases::Lease;
 use crate::deployment::sequencer::{host_rollback, job_step, step_ok};
 use crate::deployment::verify::{run_probes, verify_and_arm};
@@ -284,7 +285,8 @@ pub(crate) async fn run_waves(
             .collect();
         let mut detail = format!("{} of {} host(s) validated", live.len(), wave.hosts.len());
         if let Some(soak) = wave.soak {
-            if let Err(why) = soak_wave(out, journal, plan, id, &label, soak, &live, leases).await {
+            let soaked = soak_step(out, journal, exec, plan, id, w, &label, soak, &live, leases);
+            if let Err(why) = soaked.await {
                 end("failed", &why.to_string());
                 let stop = DeployError::Soak {
                     label,
@@ -302,9 +304,118 @@ pub(crate) async fn run_waves(
     None
 }
 
+/// A soak's verdict as the journal records it (the wave's `soak` record
+/// step): a resume reads it back rather than soaking again.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum SoakVerdict {
+    Passed,
+    /// A critical probe failed on a host during the soak.
+    ProbeFailed {
+        probe: String,
+        host: String,
+        message: String,
+    },
+}
+
+/// The fact under which a wave's soak start (wall clock, ms) is kept.
+pub(crate) fn soak_start_fact(wave: usize) -> String {
+    format!("soak-start:wave-{}", wave + 1)
+}
+
+/// Wave `w`'s soak as a record step (issue 14). Its start is journaled
+/// when it first begins; a resume reads back a finished soak's verdict,
+/// and soaks an unfinished one only for what remains of its window (the
+/// time the controller was gone counts: the agents' leases and watchdogs
+/// held meanwhile). A window that ran out while the controller was gone
+/// is sampled once more before it is judged: nothing watched the probes
+/// meanwhile, and the agents keep no probe history to read.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn soak_step(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    w: usize,
+    label: &str,
+    soak: Duration,
+    live: &[usize],
+    leases: &[Lease],
+) -> Result<(), DeployError> {
+    let run = || async {
+        let fact = soak_start_fact(w);
+        let now = golive_shared::protocol::now_millis();
+        let started = match journal.fact(id, &fact).ok().flatten() {
+            Some(v) => v.parse::<i64>().unwrap_or(now),
+            None => {
+                journal
+                    .set_fact(id, &fact, &now.to_string())
+                    .map_err(|source| DeployError::JournalFact {
+                        id: id.to_string(),
+                        source,
+                    })?;
+                now
+            }
+        };
+        let gone = Duration::from_millis(u64::try_from(now - started).unwrap_or(0));
+        match soak_wave(out, journal, plan, id, label, soak, gone, live, leases).await {
+            Ok(()) => Ok(SoakVerdict::Passed),
+            Err(DeployError::SoakProbe {
+                probe,
+                host,
+                message,
+            }) => Ok(SoakVerdict::ProbeFailed {
+                probe,
+                host,
+                message,
+            }),
+            Err(e) => Err(e),
+        }
+    };
+    let judge = |r: &Result<SoakVerdict, DeployError>| match r {
+        Ok(SoakVerdict::Passed) => ("ok", format!("soaked {}", human_secs(soak.as_secs()))),
+        Ok(SoakVerdict::ProbeFailed {
+            probe,
+            host,
+            message,
+        }) => (
+            "failed",
+            format!("critical probe {probe} failed on {host}: {message}"),
+        ),
+        Err(e) => ("failed", e.to_string()),
+    };
+    let verdict = match exec.record(Scope::Wave(w), "soak", run, judge).await? {
+        Recorded::Before(v) => {
+            out.line(format!(
+                "{label}: soak finished before the interruption ({}), read back",
+                match &v {
+                    SoakVerdict::Passed => "passed".to_string(),
+                    SoakVerdict::ProbeFailed { probe, host, .. } =>
+                        format!("critical probe {probe} failed on {host}"),
+                }
+            ));
+            v
+        }
+        Recorded::Now(r) => r?,
+    };
+    match verdict {
+        SoakVerdict::Passed => Ok(()),
+        SoakVerdict::ProbeFailed {
+            probe,
+            host,
+            message,
+        } => Err(DeployError::SoakProbe {
+            probe,
+            host,
+            message,
+        }),
+    }
+}
+
 /// A wave's soak: its live hosts' probes re-run every few seconds for
-/// `soak`; a failing critical probe (or probes that cannot run, or a lost
-/// lock) fails the wave.
+/// `soak`, less `gone` (the part of the window that passed before: a
+/// resumed soak), at least one sample; a failing critical probe (or
+/// probes that cannot run, or a lost lock) fails the wave.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn soak_wave(
     out: Out,
@@ -313,16 +424,34 @@ pub(crate) async fn soak_wave(
     id: &str,
     label: &str,
     soak: Duration,
+    gone: Duration,
     live: &[usize],
     leases: &[Lease],
 ) -> Result<(), DeployError> {
     let every = (soak / 5).clamp(Duration::from_secs(1), Duration::from_secs(10));
-    let until = tokio::time::Instant::now() + soak;
-    out.line(format!(
-        "{label}: soaking for {}, probes every {} s",
-        human_secs(soak.as_secs()),
-        every.as_secs()
-    ));
+    let left = soak.saturating_sub(gone);
+    // A window that ran out while no controller watched: one sample.
+    let left = if gone.is_zero() {
+        left
+    } else {
+        left.max(every)
+    };
+    let until = tokio::time::Instant::now() + left;
+    if gone.is_zero() {
+        out.line(format!(
+            "{label}: soaking for {}, probes every {} s",
+            human_secs(soak.as_secs()),
+            every.as_secs()
+        ));
+    } else {
+        out.line(format!(
+            "{label}: resuming the soak: {} of {} remain (started {} ago), probes every {} s",
+            human_secs(left.as_secs()),
+            human_secs(soak.as_secs()),
+            human_secs(gone.as_secs()),
+            every.as_secs()
+        ));
+    }
     loop {
         let now = tokio::time::Instant::now();
         if now >= until {

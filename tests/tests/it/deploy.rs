@@ -375,12 +375,16 @@ fn issue2_deploy_and_rollback_one_host() {
     assert_eq!(
         steps,
         [
+            // Every compiled step is journaled (issue 14), the locks too.
+            ("lock", "ok"),
+            ("read flags", "ok"),
             ("upload", "ok"),
             ("stage", "ok"),
             ("probe-before", "ok"),
             ("activate", "ok"),
             ("probe", "ok"),
             ("gate", "ok"),
+            ("unlock", "ok"),
             ("rollback", "ok")
         ],
         "{record}"

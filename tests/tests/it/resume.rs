@@ -266,3 +266,72 @@ fn issue14_killed_during_the_switch_back_then_resumed_rolls_back_once() {
         );
     }
 }
+
+/// The controller dies right after the canary's switch (write 10: web1's
+/// activate outcome; its probes after and gate not yet run): the resume
+/// reads back the probes before that the start took on v1, on both hosts,
+/// rather than probing again (web1 runs the new release by then); it runs
+/// web1's probes after and gate, and takes the locks again. Each record
+/// step is journaled under its key with no request.
+#[test]
+fn issue14_a_resume_reads_back_the_probes_before_and_takes_the_locks_again() {
+    let w = World::new();
+    let web1 = w.agent("web1", "127.0.17.21");
+    let web2 = w.agent("web2", "127.0.17.22");
+    let agents = [&web1, &web2];
+    let first = w.plan("v1", &agents);
+    let r = w.ctl.run(&["deploy", s(&first)]);
+    assert_eq!(r.code, 0, "{}", r.text());
+
+    let plan = w.plan("v2", &agents);
+    let id = crash_after(&w, &plan, 10);
+    let r = w.ctl.run(&["deploy", s(&plan), "--resume", &id]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    for name in ["web1", "web2"] {
+        assert!(
+            r.stdout.contains(&format!(
+                "[{name}] probe-before: ok — taken before the interruption, read back: 1/1 passed \
+                 on the live release"
+            )),
+            "{}",
+            r.text()
+        );
+        assert!(w.current(name).ends_with("v2"), "{name}");
+    }
+
+    let conn = rusqlite::Connection::open(w.ctl.state.join("golivectl.db")).expect("journal");
+    let rows = |step: &str| -> Vec<(String, Option<String>, Option<String>)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT host, idem_key, request FROM steps WHERE deployment = ?1 AND step = ?2 \
+                 ORDER BY seq",
+            )
+            .expect("prepare");
+        stmt.query_map([&id, step], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    let before = rows("probe-before");
+    assert_eq!(before.len(), 2, "taken once per host: {before:?}");
+    for (host, key, request) in &before {
+        assert_eq!(
+            key.as_deref(),
+            Some(format!("{id}:{host}:probe-before").as_str())
+        );
+        assert_eq!(request, &None, "a record step sends nothing");
+    }
+    let probes_before: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM probe_results WHERE deployment = ?1 AND phase = 'before'",
+            [&id],
+            |r| r.get(0),
+        )
+        .expect("probe results");
+    assert_eq!(
+        probes_before, 2,
+        "one probe before per host, from the start"
+    );
+    assert_eq!(rows("gate").len(), 2, "web1's gate ran once, on resume");
+    assert_eq!(rows("lock").len(), 4, "the locks were taken again");
+}
