@@ -585,7 +585,10 @@ impl Live {
                     ));
                 }
             }
-            Event::Result { .. } | Event::MaintenanceResult { .. } | Event::StagesResult { .. } => {
+            Event::Result { .. }
+            | Event::MaintenanceResult { .. }
+            | Event::StagesResult { .. }
+            | Event::DryRunResult { .. } => {
                 drop(s);
                 self.clear();
             }

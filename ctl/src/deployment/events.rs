@@ -249,6 +249,56 @@ pub enum Event {
         warnings: serde_json::Value,
         forced: bool,
     },
+    /// `deploy --dry-run`: the window's and preflight's verdicts, the
+    /// parallel limit and what a failed wave sends back.
+    DryRun {
+        window: String,
+        preflight: String,
+        parallel: usize,
+        on_wave_failure: String,
+    },
+    /// `deploy --dry-run`: the compiled deployment (waves, hosts, steps,
+    /// keys and requests), as stored in the journal when it runs.
+    #[serde(rename = "deployment")]
+    Compiled { deployment: Box<super::Deployment> },
+    /// `deploy --dry-run`: one wave as it would run.
+    WouldWave {
+        /// 1-based.
+        wave: usize,
+        of: usize,
+        name: Option<String>,
+        hosts: Vec<String>,
+        max_fail: u32,
+        allowed_failures: usize,
+        soak_secs: Option<u64>,
+    },
+    /// `deploy --dry-run`: one host's steps in order, those run after a
+    /// failure, and the host-changing steps' idempotency keys.
+    Would {
+        host: String,
+        steps: Vec<String>,
+        on_failure: Vec<String>,
+        keys: Vec<String>,
+    },
+    /// The end of `deploy --dry-run` (its own `result`): nothing changed.
+    #[serde(rename = "result")]
+    DryRunResult {
+        dry_run: bool,
+        release: String,
+        /// The artifact's sha256; empty for a git source.
+        sha256: String,
+        git_ref: Option<String>,
+        hosts: usize,
+        parallel: usize,
+        exit: u8,
+    },
+    /// `deploy STAGES.toml --dry-run`: the staged deployment's stages, in
+    /// order (each stage's own dry run follows).
+    #[serde(rename = "stages")]
+    StagesDryRun {
+        dry_run: bool,
+        stages: Box<super::Staged>,
+    },
 }
 
 impl Event {
@@ -276,7 +326,8 @@ impl Event {
             | Event::Log { host, .. }
             | Event::Progress { host, .. }
             | Event::Maintenance { host, .. }
-            | Event::ReusedId { host, .. } => Some(host),
+            | Event::ReusedId { host, .. }
+            | Event::Would { host, .. } => Some(host),
             _ => None,
         }
     }
@@ -300,21 +351,26 @@ impl Event {
             Event::Resume { .. } | Event::StagesResume { .. } => "resume",
             Event::Rollback { .. } => "rollback",
             Event::Maintenance { .. } => "maintenance",
-            Event::MaintenanceResult { .. } | Event::Result { .. } | Event::StagesResult { .. } => {
-                "result"
-            }
-            Event::Stages { .. } => "stages",
+            Event::MaintenanceResult { .. }
+            | Event::Result { .. }
+            | Event::StagesResult { .. }
+            | Event::DryRunResult { .. } => "result",
+            Event::Stages { .. } | Event::StagesDryRun { .. } => "stages",
             Event::Stage { .. } => "stage",
             Event::StageDone { .. } => "stage_done",
             Event::StageRollback { .. } => "stage_rollback",
             Event::Window { .. } => "window",
             Event::ReusedId { .. } => "reused_id",
             Event::Preflight { .. } => "preflight",
+            Event::DryRun { .. } => "dry_run",
+            Event::Compiled { .. } => "deployment",
+            Event::WouldWave { .. } => "would_wave",
+            Event::Would { .. } => "would",
         }
     }
 
     /// Every wire name, for the README's table and the tests.
-    pub const KINDS: [&'static str; 24] = [
+    pub const KINDS: [&'static str; 28] = [
         "start",
         "wave",
         "step_started",
@@ -339,6 +395,10 @@ impl Event {
         "window",
         "reused_id",
         "preflight",
+        "dry_run",
+        "deployment",
+        "would_wave",
+        "would",
     ];
 
     /// One NDJSON line (without its newline).

@@ -356,3 +356,118 @@ fn issue14_maintenance_prints_typed_events() {
     );
     assert!(!off.stdout.contains("{\""), "no JSON: {}", off.text());
 }
+
+/// `deploy --dry-run --output json` prints only typed events (its verdicts,
+/// the compiled deployment, each wave and host as it would run, and its
+/// own `result`), a staged dry run too; without `--output json` the lines
+/// read as before and carry no JSON. A dry run journals nothing (no
+/// deployment, no event), tells no webhook, and changes nothing on any
+/// host (no job, lock, upload, artifact or release).
+#[test]
+fn issue14_a_dry_run_prints_only_typed_events_and_journals_and_changes_nothing() {
+    let w = World::new(30);
+    let hook = Hook::start("127.0.46.31");
+    let plan = w.plan("v1", &notify("127.0.46.31", &hook));
+    let run = w
+        .ctl
+        .run(&["--output", "json", "deploy", "--dry-run", s(&plan)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let values: Vec<Value> = typed_lines(&run)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = values.iter().filter_map(|v| v["event"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "preflight",
+            "dry_run",
+            "deployment",
+            "would_wave",
+            "would_wave",
+            "would",
+            "would",
+            "result"
+        ],
+        "{}",
+        run.text()
+    );
+    assert_eq!(values[1]["preflight"], "READY");
+    assert_eq!(values[2]["deployment"]["id"], "ID", "keys wait for the id");
+    assert_eq!(values[3]["name"], "canary");
+    assert_eq!(values[3]["hosts"], serde_json::json!(["web1"]));
+    assert_eq!(values[5]["host"], "web1");
+    assert_eq!(values[5]["steps"][0], "lock");
+    assert!(
+        values[5]["keys"].as_array().is_some_and(|k| k
+            .iter()
+            .all(|k| k.as_str().unwrap().starts_with("ID:web1:"))),
+        "{}",
+        values[5]
+    );
+    let result = values.last().unwrap();
+    assert_eq!(result["dry_run"], true);
+    assert_eq!(result["release"], "v1");
+    assert_eq!(result["hosts"], 2);
+    assert_eq!(result["exit"], 0);
+
+    // A staged dry run: the stages, then the stage's own dry run.
+    let stages = w.dir.path().join("stages.toml");
+    std::fs::write(
+        &stages,
+        format!("[[stage]]\nplan = {:?}\n", plan.file_name().unwrap()),
+    )
+    .expect("write stages");
+    let staged = w
+        .ctl
+        .run(&["--output", "json", "deploy", "--dry-run", s(&stages)]);
+    assert_eq!(staged.code, 0, "{}", staged.text());
+    let lines = typed_lines(&staged);
+    let first: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["event"], "stages");
+    assert_eq!(first["dry_run"], true);
+    assert_eq!(first["stages"]["stages"][0]["app"], "shop");
+    assert!(lines.iter().any(|l| l.contains(r#""event":"would""#)));
+
+    // Plain lines as before, no JSON among them.
+    let human = w.ctl.run(&["deploy", "--dry-run", s(&plan)]);
+    assert_eq!(human.code, 0, "{}", human.text());
+    assert!(
+        human.stdout.contains("dry run: would deploy")
+            && human.stdout.contains("dry run: wave 1/2 (canary): web1")
+            && human.stdout.contains("[web2] would: lock"),
+        "{}",
+        human.text()
+    );
+    assert!(!human.stdout.contains("{\""), "no JSON: {}", human.text());
+
+    // Nothing journaled, nothing told, nothing changed on any host.
+    let db = w.ctl.state.join("golivectl.db");
+    if db.exists() {
+        let conn = rusqlite::Connection::open(&db).expect("journal");
+        for table in ["deployments", "events", "steps"] {
+            let n: i64 = conn
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{table}: {e}"));
+            assert_eq!(n, 0, "the dry run journaled into {table}");
+        }
+    }
+    assert!(notices(&hook).is_empty(), "{:?}", notices(&hook));
+    for a in &w.agents {
+        let j = a.journal();
+        for table in ["jobs", "locks", "uploads", "releases", "activations"] {
+            let n: i64 = j
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .expect("count");
+            assert_eq!(n, 0, "{}: {table}", a.name);
+        }
+        let root = w.dir.path().join(&a.name).join("srv/shop");
+        assert!(!root.join("releases").exists(), "{}", a.name);
+        assert!(!root.join("current").exists(), "{}", a.name);
+        let artifacts = a.state_dir.join("artifacts");
+        let stored = std::fs::read_dir(&artifacts)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(stored, 0, "{}: an artifact was uploaded", a.name);
+    }
+}
