@@ -160,6 +160,20 @@ pub fn emit(out: Out, event: Event) {
 /// failed): the executor does not send a host-changing request whose
 /// `step_started` is not in the journal.
 pub fn emit_recorded(out: Out, event: Event) -> rusqlite::Result<()> {
+    dispatch(Some(out), event)
+}
+
+/// Hands `event` to the deployment's subscribers (its journal, its
+/// notices) without printing it: what `show` learns from the hosts later
+/// is recorded and told like any event, and `show` still prints the
+/// record alone.
+pub fn emit_unprinted(event: Event) -> rusqlite::Result<()> {
+    dispatch(None, event)
+}
+
+/// Stamps `event`, gives it to the subscribers, and prints it in `out`'s
+/// view (`None`: in no view).
+fn dispatch(out: Option<Out>, event: Event) -> rusqlite::Result<()> {
     let e = emitter();
     let event = e
         .clock
@@ -184,11 +198,11 @@ pub fn emit_recorded(out: Out, event: Event) -> rusqlite::Result<()> {
                 recorded = Err(err);
             }
         }
-        if out.json() {
+        if out.is_some_and(|o| o.json()) {
             print_line(&line);
         }
     }
-    if !out.json()
+    if out.is_some_and(|o| !o.json())
         && let Some(live) = &e.live
     {
         live.update(&event);

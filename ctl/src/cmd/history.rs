@@ -152,8 +152,7 @@ pub async fn show(
     {
         match crate::plan::load(Path::new(&d.plan_path)) {
             Ok(plan) => {
-                watch = crate::watchdog::sync(&journal, &d, &plan).await;
-                crate::notify::flush(&journal).await;
+                watch = crate::watchdog::sync(state, &journal, &d, &plan).await?;
                 d = journal.deployment(id)?.unwrap_or(d);
             }
             Err(e) => not_asked = Some(e.to_string()),
