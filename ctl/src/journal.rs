@@ -758,6 +758,34 @@ impl Journal {
         Ok(())
     }
 
+    /// Moves host `host` of deployment `deployment` from state `from` to
+    /// `to` if it is still in `from`; true when this call moved it. What
+    /// `show`, `go` and `no-go` learn from a host is recorded by the one
+    /// that moves it (two of them at once record it once).
+    pub fn change_host_state(
+        &self,
+        deployment: &str,
+        host: &str,
+        from: &str,
+        to: &str,
+    ) -> rusqlite::Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE deployment_hosts SET state = ?4 WHERE deployment = ?1 AND host = ?2 AND state = ?3",
+            params![deployment, host, from, to],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// [`Journal::set_state`] if the deployment is still in state `from`;
+    /// true when this call changed it.
+    pub fn change_state(&self, id: &str, from: &str, to: &str) -> rusqlite::Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE deployments SET state = ?3 WHERE id = ?1 AND state = ?2",
+            params![id, from, to],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Appends one event of a deployment (`body`: its NDJSON line).
     pub fn add_event(&self, deployment: &str, kind: &str, body: &str) -> rusqlite::Result<i64> {
         self.conn.execute(

@@ -6,9 +6,9 @@
 //! or the fields alone (`format = "json"`) for other receivers.
 //!
 //! A deployment's notices are derived from its event stream ([`derive()`],
-//! [`Notifier`], subscribed by `crate::deployment::subscribers`); the
-//! watchdog's reports found later (`crate::watchdog::sync`) are told with
-//! [`tell`].
+//! [`Notifier`], subscribed by `crate::deployment::subscribers`), the
+//! watchdog's reports found later too: `crate::watchdog::sync` emits them
+//! as events (`host_report`, `settled`).
 //!
 //! Each notice is posted on its own task with the watchdog's delivery code,
 //! [`golive_shared::notify::deliver`] (bounded attempts, backoff, a 4xx not
@@ -270,7 +270,9 @@ pub struct Derived {
 /// The notice an event makes, if one: the start; each wave that ended well
 /// but the last (the deployment's end says that one); the gate's pause;
 /// the end of a deployment (completed, rolled back, failed) or of a
-/// rollback (rolled back, or failed when incomplete). A pure function.
+/// rollback (rolled back, or failed when incomplete); what a host did on
+/// its own, learned later (its rollback, or a rollback that failed); and a
+/// watched deployment every host committed (confirmed). A pure function.
 pub fn derive(event: &Event) -> Option<Derived> {
     let d = |kind, reason: Option<String>| Derived {
         kind,
@@ -330,13 +332,26 @@ pub fn derive(event: &Event) -> Option<Derived> {
                 ..d(kind, Some(message.clone()))
             })
         }
+        Event::HostReport {
+            action, by, detail, ..
+        } => {
+            let kind = match action.as_str() {
+                "rollback" => Kind::RolledBack,
+                "rollback-failed" => Kind::Failed,
+                _ => return None,
+            };
+            Some(d(kind, Some(format!("reported by {by}: {detail}"))))
+        }
+        Event::Settled { state, reason, .. } if state == "succeeded" => {
+            Some(d(Kind::Confirmed, Some(reason.clone())))
+        }
         _ => None,
     }
 }
 
 /// The notices of one deployment's events (a [`crate::progress::Subscriber`]):
 /// each notice an event derives is filled from the journal's view of the
-/// deployment and posted like [`tell`]'s.
+/// deployment (its release, commit, operator, hosts, state) and posted.
 pub struct Notifier {
     pub deployment: String,
     pub list: Vec<Notify>,
@@ -380,39 +395,6 @@ impl crate::progress::Subscriber for Notifier {
         send(&self.list, self.zone.as_ref(), &notice);
         Ok(())
     }
-}
-
-/// Tells the plan's receivers about deployment `id` as the journal has it
-/// now (its release, commit, operator, hosts, state). Does nothing without
-/// `[[notify]]`.
-pub fn tell(
-    plan: &crate::plan::Plan,
-    journal: &Journal,
-    id: &str,
-    kind: Kind,
-    reason: Option<&str>,
-    downtime: Option<String>,
-) {
-    if plan.notify.is_empty() {
-        return;
-    }
-    let Ok(Some(d)) = journal.deployment(id) else {
-        return;
-    };
-    let notice = Notice {
-        kind,
-        deployment: d.id.clone(),
-        app: d.app.clone(),
-        release: d.release.clone(),
-        commit: d.git_commit.clone(),
-        operator: d.operator.clone(),
-        hosts: d.hosts.iter().map(|h| h.host.clone()).collect(),
-        status: d.state.clone(),
-        reason: reason.map(str::to_string),
-        downtime,
-        at: golive_shared::protocol::now_millis(),
-    };
-    send(&plan.notify, plan.window.as_ref().map(|w| w.tz()), &notice);
 }
 
 /// A delivery under way.
@@ -570,6 +552,51 @@ mod tests {
             assert_eq!(derive(&result(quiet, json!("none"))), None, "{quiet}");
         }
         assert_eq!(derive(&Event::step("web1", "stage", "ok", "")), None);
+    }
+
+    /// What `show` / `go` learn from the hosts later makes its notice from
+    /// its event: a host's own rollback (or its failure), and a watched
+    /// deployment that every host committed; a commit alone, or a state
+    /// that follows a rollback already told, makes none.
+    #[test]
+    fn issue14_the_watchdogs_reports_make_their_notices_from_events() {
+        let report = |action: &str| Event::HostReport {
+            deployment: "d1".into(),
+            host: "web1".into(),
+            action: action.into(),
+            by: "watchdog on web1".into(),
+            detail: "web1: rolled back from v2 to v1: trigger health-failing held".into(),
+        };
+        let back = derive(&report("rollback")).unwrap();
+        assert_eq!(back.kind, Kind::RolledBack);
+        assert_eq!(
+            back.reason.as_deref(),
+            Some(
+                "reported by watchdog on web1: web1: rolled back from v2 to v1: trigger \
+                 health-failing held"
+            )
+        );
+        assert_eq!(
+            derive(&report("rollback-failed")).unwrap().kind,
+            Kind::Failed
+        );
+        assert_eq!(derive(&report("commit")), None);
+        assert_eq!(derive(&report("commit-failed")), None);
+        let settled = |state: &str| Event::Settled {
+            deployment: "d1".into(),
+            state: state.into(),
+            was: "watching".into(),
+            reason: "go by bob; every watched host committed the release".into(),
+        };
+        let confirmed = derive(&settled("succeeded")).unwrap();
+        assert_eq!(confirmed.kind, Kind::Confirmed);
+        assert_eq!(
+            confirmed.reason.as_deref(),
+            Some("go by bob; every watched host committed the release")
+        );
+        for quiet in ["rolled_back", "partial", "failed"] {
+            assert_eq!(derive(&settled(quiet)), None, "{quiet}");
+        }
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Output: a human view on the terminal, or `--output json` (one JSON object,
 //! or NDJSON events for long-running commands), and the SPEC §7 exit codes.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -89,10 +88,10 @@ impl Out {
 
     /// One JSON value on its own line (skipped in human mode).
     pub fn event<T: Serialize>(&self, value: &T) {
-        if self.json() {
-            let mut out = std::io::stdout().lock();
-            let _ = serde_json::to_writer(&mut out, value);
-            let _ = writeln!(out);
+        if self.json()
+            && let Ok(line) = serde_json::to_string(value)
+        {
+            crate::progress::print_line(&line);
         }
     }
 }

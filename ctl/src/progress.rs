@@ -160,6 +160,20 @@ pub fn emit(out: Out, event: Event) {
 /// failed): the executor does not send a host-changing request whose
 /// `step_started` is not in the journal.
 pub fn emit_recorded(out: Out, event: Event) -> rusqlite::Result<()> {
+    dispatch(Some(out), event)
+}
+
+/// Hands `event` to the deployment's subscribers (its journal, its
+/// notices) without printing it: what `show` learns from the hosts later
+/// is recorded and told like any event, and `show` still prints the
+/// record alone.
+pub fn emit_unprinted(event: Event) -> rusqlite::Result<()> {
+    dispatch(None, event)
+}
+
+/// Stamps `event`, gives it to the subscribers, and prints it in `out`'s
+/// view (`None`: in no view).
+fn dispatch(out: Option<Out>, event: Event) -> rusqlite::Result<()> {
     let e = emitter();
     let event = e
         .clock
@@ -184,12 +198,11 @@ pub fn emit_recorded(out: Out, event: Event) -> rusqlite::Result<()> {
                 recorded = Err(err);
             }
         }
-        if out.json() {
-            let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{line}");
+        if out.is_some_and(|o| o.json()) {
+            print_line(&line);
         }
     }
-    if !out.json()
+    if out.is_some_and(|o| !o.json())
         && let Some(live) = &e.live
     {
         live.update(&event);
@@ -201,11 +214,36 @@ pub fn emit_recorded(out: Out, event: Event) -> rusqlite::Result<()> {
 pub fn line(text: &str) {
     match &emitter().live {
         Some(live) => live.println(text),
-        None => {
-            let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{text}");
-        }
+        None => print_line(text),
     }
+}
+
+/// Writes one line to stdout: every plain line and NDJSON event goes
+/// through here. In golivectl's unit tests it goes to a sink instead, the
+/// test thread's own list (`printed`): libtest captures `print!`, not a
+/// locked `stdout()`, so the commands' lines would otherwise be noise
+/// between the test results.
+pub fn print_line(text: &str) {
+    #[cfg(test)]
+    SINK.with(|s| s.borrow_mut().push(text.to_string()));
+    #[cfg(not(test))]
+    {
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{text}");
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Where this test thread's lines went (other threads' are dropped
+    /// with their thread).
+    static SINK: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The lines this test thread printed so far, taken from its sink.
+#[cfg(test)]
+pub fn printed() -> Vec<String> {
+    SINK.with(|s| std::mem::take(&mut *s.borrow_mut()))
 }
 
 /// Clears any live lines still drawn (a command that ended without its
@@ -561,7 +599,10 @@ impl Live {
                     ));
                 }
             }
-            Event::Result { .. } | Event::MaintenanceResult { .. } | Event::StagesResult { .. } => {
+            Event::Result { .. }
+            | Event::MaintenanceResult { .. }
+            | Event::StagesResult { .. }
+            | Event::DryRunResult { .. } => {
                 drop(s);
                 self.clear();
             }
@@ -629,6 +670,29 @@ mod tests {
         let mut gate = Event::step("a", "gate", "ok", "");
         c.stamp_at(&mut gate, at(450));
         assert_eq!(elapsed(&gate), 50, "since the host's previous step");
+    }
+
+    /// In unit tests the NDJSON events and plain lines go to the test
+    /// thread's sink, not to stdout between the test results.
+    #[test]
+    fn issue14_unit_tests_print_to_a_sink() {
+        let _ = printed();
+        let json = Out {
+            format: Format::Json,
+        };
+        emit(json, Event::step("web9", "stage", "ok", "staged"));
+        json.event(&serde_json::json!({"event": "x"}));
+        let human = Out {
+            format: Format::Human,
+        };
+        human.line("[web9] stage: ok");
+        emit(human, Event::step("web9", "activate", "ok", ""));
+        let lines = printed();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].starts_with(r#"{"event":"step","host":"web9","step":"stage""#));
+        assert_eq!(lines[1], r#"{"event":"x"}"#);
+        assert_eq!(lines[2], "[web9] stage: ok");
+        assert!(printed().is_empty(), "taken");
     }
 
     /// NDJSON progress is thinned per host, and its last line always goes.

@@ -17,6 +17,15 @@ use golive_shared::timefmt::utc;
 
 use crate::journal::Deployment;
 
+/// A staged deployment's stages, for its page (issue 14): each started
+/// stage's own record, and the compiled stages (the release and hosts of a
+/// stage that has not started). Empty for one app's deployment.
+#[derive(Default)]
+pub struct StagesOf {
+    pub records: Vec<Deployment>,
+    pub planned: Option<crate::deployment::Staged>,
+}
+
 /// What one host said of its watchdog, for the page.
 pub struct HostWatchdog<'a> {
     pub host: &'a str,
@@ -323,7 +332,7 @@ fn human_ms(ms: i64) -> String {
 }
 
 /// The whole page.
-pub fn page(d: &Deployment, watch: &[HostWatchdog], now: UnixMillis) -> String {
+pub fn page(d: &Deployment, stages: &StagesOf, watch: &[HostWatchdog], now: UnixMillis) -> String {
     let mut h = String::new();
     let title = format!("golive deployment {} — {} {}", d.id, d.app, d.release);
     let _ = write!(
@@ -366,6 +375,20 @@ pub fn page(d: &Deployment, watch: &[HostWatchdog], now: UnixMillis) -> String {
         let _ = write!(h, "<tr><th>{k}</th><td>{}</td></tr>", esc(v));
     }
     h.push_str("</table>");
+    if let Some(of) = &d.stage_of {
+        // A stage's page leads back to its staged deployment's.
+        let _ = write!(
+            h,
+            "<p class=\"stage-of\">Stage {}/{} ({}) of staged deployment <a href=\"{id}.html\">{id}</a>.</p>",
+            of.position,
+            of.of,
+            esc(&of.name),
+            id = esc(&of.parent)
+        );
+    }
+    if !d.stages.is_empty() {
+        stages_table(&mut h, d, stages);
+    }
     h.push_str("<h2>Timeline</h2><p class=\"legend\"><span style=\"background:#2e7d32\"></span>ok <span style=\"background:#c62828\"></span>failed <span style=\"background:#9e9e9e\"></span>skipped <span style=\"background:#ef6c00\"></span>pause/warn <span style=\"background:#ffe0b2\"></span>maintenance <span style=\"background:#e3f2fd\"></span>watchdog window; ◆ decisions and later actions (hover for who and why)</p>");
     h.push_str("<div class=\"timeline\">");
     h.push_str(&timeline(d, watch, now));
@@ -529,6 +552,65 @@ pub fn page(d: &Deployment, watch: &[HostWatchdog], now: UnixMillis) -> String {
     h
 }
 
+/// A staged deployment's stages in run order: each stage's app, release,
+/// hosts and outcome, and a link to its own page (`ID.html` beside this
+/// one, as `history --format html` writes them).
+fn stages_table(h: &mut String, d: &Deployment, stages: &StagesOf) {
+    h.push_str(
+        "<h2>Stages</h2><table class=\"stages\"><tr><th>stage</th><th>app</th><th>release</th>\
+         <th>hosts</th><th>outcome</th><th>record</th></tr>",
+    );
+    let of = d.stages.len();
+    for st in &d.stages {
+        let record = st
+            .deployment
+            .as_ref()
+            .and_then(|id| stages.records.iter().find(|r| &r.id == id));
+        let planned = stages
+            .planned
+            .as_ref()
+            .and_then(|p| p.stages.iter().find(|s| s.position == st.position));
+        let release = record
+            .map(|r| r.release.clone())
+            .or_else(|| planned.map(|p| p.release.clone()))
+            .unwrap_or_default();
+        let hosts = match record.filter(|r| !r.hosts.is_empty()) {
+            Some(r) => r
+                .hosts
+                .iter()
+                .map(|x| format!("{} ({})", x.host, x.state))
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => planned.map(|p| p.hosts.join(", ")).unwrap_or_default(),
+        };
+        let (state, message) = match record {
+            Some(r) => (r.state.as_str(), r.message.as_deref()),
+            None => (st.state.as_str(), None),
+        };
+        let link = match &st.deployment {
+            Some(id) if record.is_some() => {
+                format!("<a href=\"{id}.html\">{id}</a>", id = esc(id))
+            }
+            Some(id) => format!("{} (not started)", esc(id)),
+            None => "(not started)".to_string(),
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}/{of} {}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"state-{s}\">{s}{}</td><td>{link}</td></tr>",
+            st.position,
+            esc(&st.name),
+            esc(&st.app),
+            esc(&release),
+            esc(&hosts),
+            message
+                .map(|m| format!(" — {}", esc(m)))
+                .unwrap_or_default(),
+            s = esc(state),
+        );
+    }
+    h.push_str("</table>");
+}
+
 /// An event's fields but its name and host, "key: value; ...", capped.
 fn event_text(event: &serde_json::Value) -> String {
     let Some(fields) = event.as_object() else {
@@ -625,6 +707,90 @@ mod tests {
         assert_eq!(human_ms(125_000), "2 min 5 s");
         assert_eq!(human_ms(60_000), "1 min");
         assert_eq!(human_ms(3_720_000), "1 h 2 min");
+    }
+
+    /// A staged deployment's page lists its stages in order: each one's
+    /// app, release, hosts and outcome, and a link to its own page (a stage
+    /// not started yet: its planned release and hosts, no link); a stage's
+    /// page links back to it. Text from the journal is escaped.
+    #[test]
+    fn issue14_a_staged_deployments_page_lists_its_stages() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = crate::journal::Journal::open(tmp.path()).unwrap();
+        j.create_deployment("p1", "stages.toml", "db, web", "2 stages", "ab", "alice")
+            .unwrap();
+        j.add_stage("p1", 1, "db", "db", "db.toml").unwrap();
+        j.add_stage("p1", 2, "web<x>", "web", "web.toml").unwrap();
+        j.set_stage_deployment("p1", 1, "s1").unwrap();
+        j.set_stage_deployment("p1", 2, "s2").unwrap();
+        j.create_deployment("s1", "db.toml", "db", "v7", "cd", "alice")
+            .unwrap();
+        j.set_host("s1", "db1", "127.0.0.1:1", Some("v6"), "active")
+            .unwrap();
+        j.finish_deployment("s1", "succeeded", Some("release v7 is live on 1 host(s)"))
+            .unwrap();
+        let planned = crate::deployment::compile_stages(
+            "p1",
+            "ab",
+            &[
+                crate::deployment::StageInput {
+                    name: "db",
+                    app: "db",
+                    release: "v7",
+                    plan: "db.toml".into(),
+                    deployment: "s1",
+                    hosts: vec!["db1".into()],
+                },
+                crate::deployment::StageInput {
+                    name: "web<x>",
+                    app: "web",
+                    release: "v3",
+                    plan: "web.toml".into(),
+                    deployment: "s2",
+                    hosts: vec!["web1".into(), "web2".into()],
+                },
+            ],
+        );
+        let parent = j.deployment("p1").unwrap().unwrap();
+        let stages = StagesOf {
+            records: vec![j.deployment("s1").unwrap().unwrap()],
+            planned: Some(planned),
+        };
+        let html = page(&parent, &stages, &[], 0);
+        let table = &html[html.find("<h2>Stages</h2>").expect("a stages table")..];
+        let first = table.find("<td>1/2 db</td>").expect("stage 1");
+        let second = table
+            .find("<td>2/2 web&lt;x&gt;</td>")
+            .expect("stage 2, escaped");
+        assert!(first < second, "in order");
+        let row1 = &table[first..second];
+        for part in [
+            "<td>db</td>",
+            "<td>v7</td>",
+            "<td>db1 (active)</td>",
+            "succeeded — release v7 is live on 1 host(s)",
+            "<a href=\"s1.html\">s1</a>",
+        ] {
+            assert!(row1.contains(part), "{part}: {row1}");
+        }
+        let row2 = &table[second..table.find("</table>").unwrap()];
+        for part in [
+            "<td>web</td>",
+            "<td>v3</td>",
+            "<td>web1, web2</td>",
+            "s2 (not started)",
+        ] {
+            assert!(row2.contains(part), "{part}: {row2}");
+        }
+        assert!(!row2.contains("<a "), "no page yet: {row2}");
+        // One app's page has no stages table; a stage's leads back.
+        let stage = j.deployment("s1").unwrap().unwrap();
+        let own = page(&stage, &StagesOf::default(), &[], 0);
+        assert!(!own.contains("<h2>Stages</h2>"));
+        assert!(
+            own.contains("Stage 1/2 (db) of staged deployment <a href=\"p1.html\">p1</a>"),
+            "{own}"
+        );
     }
 
     /// The record's events table says each event's fields, escaped by

@@ -306,7 +306,23 @@ pub struct HostWatch {
 /// state follows: `succeeded` (every host committed), `rolled_back`,
 /// `partial` or `failed`. Hosts that cannot be reached are reported, and
 /// nothing is recorded for them.
-pub async fn sync(journal: &Journal, d: &Deployment, plan: &Plan) -> Vec<HostWatch> {
+///
+/// What it learns is a typed event of the deployment (issue 14):
+/// `host_report` per host, `settled` for the state, journaled by the
+/// deployment's subscribers (attached here unless the calling command
+/// already has them) and not printed; the plan's `[[notify]]` notices
+/// (rolled back, confirmed) are derived from them like every other notice,
+/// and waited for before this returns. Each is emitted only by the reader
+/// that moved the journal's state (`Journal::change_host_state`,
+/// `Journal::change_state`), so `show`, `go` and `no-go` learning the same
+/// thing twice, or at once, tell it once.
+pub async fn sync(
+    state: &std::path::Path,
+    journal: &Journal,
+    d: &Deployment,
+    plan: &Plan,
+) -> anyhow::Result<Vec<HostWatch>> {
+    let readers = crate::deployment::subscribers::attach(state, Some(plan), &d.id)?;
     let armed = armed_hosts(d);
     let mut seen = Vec::new();
     for h in &d.hosts {
@@ -336,17 +352,8 @@ pub async fn sync(journal: &Journal, d: &Deployment, plan: &Plan) -> Vec<HostWat
                 Some(job) => rollback_of(&host.client, job).await,
                 None => None,
             };
-            if let Some(line) = record_host(journal, d, &h.host, &h.address, w, point.as_ref(), how)
-                && line.0 == "rollback"
-            {
-                crate::notify::tell(
-                    plan,
-                    journal,
-                    &d.id,
-                    crate::notify::Kind::RolledBack,
-                    Some(&format!("reported by {}: {}", line.1, line.2)),
-                    None,
-                );
+            if let Some(report) = record_host(journal, d, &h.host, w, point.as_ref(), how)? {
+                tell(report);
             }
         }
         seen.push(HostWatch {
@@ -354,35 +361,22 @@ pub async fn sync(journal: &Journal, d: &Deployment, plan: &Plan) -> Vec<HostWat
             watchdog,
         });
     }
-    if d.state == "watching" || d.state == "succeeded" {
-        settle(journal, &d.id, &d.state, &armed);
-        if d.state == "watching"
-            && let Ok(Some(now)) = journal.deployment(&d.id)
-            && now.state == "succeeded"
-        {
-            let why = match now.decisions.iter().rev().find(|x| x.decision == "go") {
-                Some(go) => format!(
-                    "go by {}{}; every watched host committed the release",
-                    go.by,
-                    go.reason
-                        .as_deref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                ),
-                None => "every watched host's window ended quietly and it committed the release"
-                    .to_string(),
-            };
-            crate::notify::tell(
-                plan,
-                journal,
-                &d.id,
-                crate::notify::Kind::Confirmed,
-                Some(&why),
-                None,
-            );
-        }
+    if (d.state == "watching" || d.state == "succeeded")
+        && let Some(settled) = settle(journal, &d.id, &d.state, &armed)?
+    {
+        tell(settled);
     }
-    seen
+    // The journal's event rows synced, then the notices waited for.
+    drop(readers);
+    crate::notify::flush(journal).await;
+    Ok(seen)
+}
+
+/// Gives what `sync` learned to the deployment's subscribers. A journal
+/// that cannot take the event says so itself (the subscriber warns); the
+/// state it changed is recorded either way.
+fn tell(event: crate::deployment::events::Event) {
+    let _ = crate::progress::emit_unprinted(event);
 }
 
 /// What a host rollback job did: its database choice and each step, read
@@ -423,16 +417,18 @@ async fn rollback_of(client: &Link, job: u64) -> Option<String> {
     ))
 }
 
-/// Records what happened on one host that the record still shows active.
+/// Records what happened on one host that the record still shows active:
+/// its new state and a later action, and the `host_report` event to emit.
+/// `None` when there is nothing new, or when another reader recorded it
+/// first (the host's state was no longer `active`).
 fn record_host(
     journal: &Journal,
     d: &Deployment,
     host: &str,
-    address: &str,
     watchdog: Option<&WatchdogInfo>,
     point: Option<&RollbackPoint>,
     how: Option<String>,
-) -> Option<(&'static str, String, String)> {
+) -> rusqlite::Result<Option<crate::deployment::events::Event>> {
     let by_watchdog = watchdog.is_some_and(|w| w.fired_at.is_some());
     let by = if by_watchdog {
         format!("watchdog on {host}")
@@ -489,7 +485,7 @@ fn record_host(
                     .unwrap_or("see `golivectl status`")
             ),
         ),
-        _ => return None,
+        _ => return Ok(None),
     };
     let detail = match how {
         Some(how) if action.starts_with("rollback") => format!("{detail}; {how}"),
@@ -500,15 +496,32 @@ fn record_host(
     } else {
         by
     };
-    let _ = journal.set_host(&d.id, host, address, None, state);
-    let _ = journal.add_action(&d.id, &by, action, &detail);
-    Some((action, by, detail))
+    // Whoever moves the host out of `active` records it; a reader that
+    // comes second has nothing new to say.
+    if !journal.change_host_state(&d.id, host, "active", state)? {
+        return Ok(None);
+    }
+    journal.add_action(&d.id, &by, action, &detail)?;
+    Ok(Some(crate::deployment::events::Event::HostReport {
+        deployment: d.id.clone(),
+        host: host.to_string(),
+        action: action.to_string(),
+        by,
+        detail,
+    }))
 }
 
-/// A `watching` deployment whose watchdogs all ended takes their outcome.
-fn settle(journal: &Journal, id: &str, was: &str, armed: &[String]) {
-    let Ok(Some(d)) = journal.deployment(id) else {
-        return;
+/// A `watching` deployment whose watchdogs all ended takes their outcome
+/// (and a `succeeded` one whose host later went back, `partial` or
+/// `rolled_back`); the `settled` event to emit when this call changed it.
+fn settle(
+    journal: &Journal,
+    id: &str,
+    was: &str,
+    armed: &[String],
+) -> rusqlite::Result<Option<crate::deployment::events::Event>> {
+    let Some(d) = journal.deployment(id)? else {
+        return Ok(None);
     };
     let states: Vec<&str> = d.hosts.iter().map(|h| h.state.as_str()).collect();
     let watching = d
@@ -516,7 +529,7 @@ fn settle(journal: &Journal, id: &str, was: &str, armed: &[String]) {
         .iter()
         .any(|h| armed.contains(&h.host) && h.state == "active");
     if watching && was == "watching" {
-        return;
+        return Ok(None);
     }
     let new = if states.iter().any(|s| s.ends_with("_failed")) {
         "failed"
@@ -527,11 +540,41 @@ fn settle(journal: &Journal, id: &str, was: &str, armed: &[String]) {
     } else if was == "watching" {
         "succeeded"
     } else {
-        return;
+        return Ok(None);
     };
-    if new != was {
-        let _ = journal.set_state(id, new);
+    if new == was || !journal.change_state(id, was, new)? {
+        return Ok(None);
     }
+    let reason = if new == "succeeded" {
+        match d.decisions.iter().rev().find(|x| x.decision == "go") {
+            Some(go) => format!(
+                "go by {}{}; every watched host committed the release",
+                go.by,
+                go.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            None => {
+                "every watched host's window ended quietly and it committed the release".to_string()
+            }
+        }
+    } else {
+        format!(
+            "its hosts: {}",
+            d.hosts
+                .iter()
+                .map(|h| format!("{} {}", h.host, h.state))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    Ok(Some(crate::deployment::events::Event::Settled {
+        deployment: id.to_string(),
+        state: new.to_string(),
+        was: was.to_string(),
+        reason,
+    }))
 }
 
 /// The app's latest watchdog in one line (issue 13): armed until when,

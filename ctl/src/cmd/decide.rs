@@ -163,7 +163,7 @@ async fn watching(
     })?;
     // What the hosts did meanwhile first: a watchdog that rolled back, or
     // a window that already ended.
-    crate::watchdog::sync(journal, d, &plan).await;
+    crate::watchdog::sync(state, journal, d, &plan).await?;
     let Some(d) = journal.deployment(&d.id)? else {
         return Ok(Exit::Failed);
     };
@@ -261,7 +261,7 @@ async fn watching(
             COMMIT_WAIT.as_secs()
         ));
     }
-    crate::watchdog::sync(journal, &d, &plan).await;
+    crate::watchdog::sync(state, journal, &d, &plan).await?;
     let (exit, message) = if failed.is_empty() {
         (
             Exit::Done,

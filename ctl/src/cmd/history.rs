@@ -44,6 +44,29 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A staged deployment's stages for its page: each started stage's record
+/// and the compiled stages (nothing for one app's deployment).
+fn stages_of(
+    journal: &Journal,
+    d: &crate::journal::Deployment,
+) -> anyhow::Result<record::StagesOf> {
+    if d.stages.is_empty() {
+        return Ok(record::StagesOf::default());
+    }
+    let mut records = Vec::new();
+    for id in d.stages.iter().filter_map(|s| s.deployment.as_deref()) {
+        if let Some(r) = journal.deployment(id)? {
+            records.push(r);
+        }
+    }
+    // Written by this golivectl (a staged deployment is always compiled);
+    // unreadable, the stages not started show no release.
+    let planned = journal
+        .compiled(&d.id)?
+        .and_then(|(_, text)| serde_json::from_str(&text).ok());
+    Ok(record::StagesOf { records, planned })
+}
+
 /// The newest `limit` deployments, of the app `plan` names when given.
 pub fn history(
     out: Out,
@@ -74,7 +97,7 @@ pub fn history(
         for d in &all {
             write_private(
                 &dir.join(format!("{}.html", d.id)),
-                &record::page(d, &[], now),
+                &record::page(d, &stages_of(&journal, d)?, &[], now),
             )?;
         }
         let index = dir.join("index.html");
@@ -152,8 +175,7 @@ pub async fn show(
     {
         match crate::plan::load(Path::new(&d.plan_path)) {
             Ok(plan) => {
-                watch = crate::watchdog::sync(&journal, &d, &plan).await;
-                crate::notify::flush(&journal).await;
+                watch = crate::watchdog::sync(state, &journal, &d, &plan).await?;
                 d = journal.deployment(id)?.unwrap_or(d);
             }
             Err(e) => not_asked = Some(e.to_string()),
@@ -177,7 +199,12 @@ pub async fn show(
             .unwrap_or_else(|| state.join("records").join(format!("{}.html", d.id)));
         write_private(
             &path,
-            &record::page(&d, &infos, golive_shared::protocol::now_millis()),
+            &record::page(
+                &d,
+                &stages_of(&journal, &d)?,
+                &infos,
+                golive_shared::protocol::now_millis(),
+            ),
         )?;
         out.line(path.display().to_string());
         out.event(&json!({"deployment": d.id, "html": path}));

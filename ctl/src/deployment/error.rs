@@ -8,7 +8,7 @@
 //! records and prints its message, and the command exits with
 //! [`Outcome::exit`].
 
-use golive_shared::protocol::{JobInfo, JobState, error_headline};
+use golive_shared::protocol::{ErrorCode, JobInfo, JobState, error_headline};
 
 use crate::client::ClientError;
 use crate::deployment::StepError;
@@ -23,11 +23,14 @@ pub enum DeployError {
     #[error(transparent)]
     Agent(#[from] ClientError),
     /// A job ran on the agent and ended without success (failed, cancelled,
-    /// interrupted): the step it stands for did not happen.
-    #[error("job {id} {state}: {message}")]
+    /// interrupted): the step it stands for did not happen. `code` is the
+    /// class the agent gave its failure (`JobInfo::error_code`), from which
+    /// its exit code comes ([`job_state_exit`]).
+    #[error("job {id} {}: {message}", state.as_str())]
     Job {
         id: u64,
-        state: &'static str,
+        state: JobState,
+        code: Option<ErrorCode>,
         message: String,
     },
     /// A maintenance job ended without success: the host may be left in
@@ -60,7 +63,10 @@ pub enum DeployError {
         host: String,
         source: Box<ClientError>,
     },
-    /// Staging failed; the staged job's failure gives the exit code.
+    /// Staging failed. A staging job that failed is exit 2 whatever its
+    /// code: staging works beside the live release and removes what it
+    /// unpacked, so nothing live changed (README "Decisions"); otherwise
+    /// (an unreachable host, an interrupted job) the source's code.
     #[error("staging on {host} failed, nothing live changed: {}", error_headline(&source.to_string()))]
     Stage {
         host: String,
@@ -187,14 +193,16 @@ impl DeployError {
     pub fn job(job: JobInfo) -> DeployError {
         DeployError::Job {
             id: job.id,
-            state: job.state.as_str(),
+            state: job.state,
+            code: job.error_code,
             message: job.error.unwrap_or_else(|| "no message".into()),
         }
     }
 
     /// The SPEC §7 exit code this failure leads to: 2 when nothing changed
-    /// and the fix is the operator's (a refusal, an unreachable agent, a
-    /// job that refused its work), 1 when something may have changed.
+    /// and the fix is the operator's (a refusal, a job the agent says
+    /// refused its work, a failed staging), 1 when something may have
+    /// changed. A job's code comes from its `ErrorCode` ([`job_state_exit`]).
     pub fn exit(&self) -> Exit {
         use DeployError as E;
         match self {
@@ -202,8 +210,16 @@ impl DeployError {
             E::Flags { source: e, .. }
             | E::Upload { source: e, .. }
             | E::Migrations { source: e, .. } => client_exit(e),
-            E::Job { .. } | E::Lease(LeaseError::Refused { .. }) => Exit::Usage,
-            E::Stage { source, .. } | E::OnHosts { first: source, .. } => source.exit(),
+            E::Job { state, code, .. } => job_state_exit(*state, *code),
+            E::Lease(LeaseError::Refused { .. }) => Exit::Usage,
+            E::Stage { source, .. } => match &**source {
+                E::Job {
+                    state: JobState::Failed,
+                    ..
+                } => Exit::Usage,
+                other => other.exit(),
+            },
+            E::OnHosts { first: source, .. } => source.exit(),
             E::Wave { first, .. } => first.exit(),
             // A refusal ran nothing; any other failure may have left the
             // host in maintenance.
@@ -365,20 +381,33 @@ impl Outcome {
 /// 2 for a refusal that changed nothing, 1 for a failure, for an
 /// interrupted job, and for a job an older agent failed without a code.
 pub fn job_exit(job: &JobInfo) -> Exit {
-    match job.error_code {
-        Some(code) if job.state == JobState::Failed && code.exit_code() == 2 => Exit::Usage,
+    job_state_exit(job.state, job.error_code)
+}
+
+/// [`job_exit`] from a job's end state and code: only a job that failed
+/// with a refusal's code is 2.
+pub fn job_state_exit(state: JobState, code: Option<ErrorCode>) -> Exit {
+    match code {
+        Some(code) if state == JobState::Failed => code_exit(code),
         _ => Exit::Failed,
     }
+}
+
+/// The one mapping from an agent's `ErrorCode` to an exit code: 2 for a
+/// refusal (nothing changed, the fix is the operator's), 1 for `Internal`
+/// ([`ErrorCode::exit_code`]).
+pub fn code_exit(code: ErrorCode) -> Exit {
+    exit_of(code.exit_code())
 }
 
 /// An agent's answer or the transport's failure as an exit code, from the
 /// error's kind and the agent's `ErrorCode` ([`ClientError::exit_code`]).
 pub fn client_exit(e: &ClientError) -> Exit {
-    if e.exit_code() == 2 {
-        Exit::Usage
-    } else {
-        Exit::Failed
-    }
+    exit_of(e.exit_code())
+}
+
+fn exit_of(code: u8) -> Exit {
+    if code == 2 { Exit::Usage } else { Exit::Failed }
 }
 
 #[cfg(test)]
@@ -423,7 +452,8 @@ mod tests {
             error_code: None,
         };
         let e = DeployError::job(job);
-        assert_eq!(e.exit(), Exit::Usage);
+        // No code (an older agent): a failure, whatever the text says.
+        assert_eq!(e.exit(), Exit::Failed);
         assert_eq!(e.to_string(), "job 7 failed: refused: nothing was written");
         let m = DeployError::Maintenance {
             id: 8,
@@ -657,6 +687,92 @@ mod tests {
             deduplicated: false,
             error_code: code,
         }
+    }
+
+    /// A failed agent job (`DeployError::Job`) takes its exit code from
+    /// its `ErrorCode` through the one mapping, wherever it stops: a
+    /// rollback job failing with `Internal` is 1, a refused one 2; a failed
+    /// staging stays 2 (nothing live changed), an interrupted one 1.
+    #[test]
+    fn issue14_a_failed_deploy_jobs_exit_code_comes_from_its_error_code() {
+        use ErrorCode::*;
+        let job = |state, code| DeployError::job(failed(state, code, "whatever it says"));
+        assert_eq!(job(JobState::Failed, Some(Internal)).exit(), Exit::Failed);
+        assert_eq!(job(JobState::Failed, None).exit(), Exit::Failed);
+        assert_eq!(
+            job(JobState::Interrupted, Some(BadRequest)).exit(),
+            Exit::Failed
+        );
+        for c in [
+            BadRequest,
+            NotDeclared,
+            Conflict,
+            NotFound,
+            Locked,
+            Forbidden,
+        ] {
+            assert_eq!(job(JobState::Failed, Some(c)).exit(), Exit::Usage, "{c:?}");
+            assert_eq!(code_exit(c), Exit::Usage, "{c:?}");
+        }
+        assert_eq!(code_exit(Internal), Exit::Failed);
+        // The same mapping as the agent's answers to a request.
+        for c in [BadRequest, Internal, Locked, Timeout] {
+            let answer = ClientError::Agent {
+                host: "web1".into(),
+                body: ErrorBody::new(c, "x"),
+            };
+            assert_eq!(client_exit(&answer), code_exit(c), "{c:?}");
+            assert_eq!(job(JobState::Failed, Some(c)).exit(), code_exit(c), "{c:?}");
+        }
+        // A rollback job failing with Internal is a failure, not bad input.
+        let rollback = RollbackError::Job(job(JobState::Failed, Some(Internal)));
+        assert_eq!(rollback.exit(), Exit::Failed);
+        let refused = RollbackError::Job(job(JobState::Failed, Some(Conflict)));
+        assert_eq!(refused.exit(), Exit::Usage);
+        // Staging: a failed job changed nothing live; an interrupted one
+        // or a lost host keep their own code.
+        let stage = |source| DeployError::Stage {
+            host: "web1".into(),
+            source: Box::new(source),
+        };
+        assert_eq!(
+            stage(job(JobState::Failed, Some(Internal))).exit(),
+            Exit::Usage
+        );
+        assert_eq!(stage(job(JobState::Failed, None)).exit(), Exit::Usage);
+        assert_eq!(
+            stage(job(JobState::Interrupted, Some(Internal))).exit(),
+            Exit::Failed
+        );
+        let lost = DeployError::Agent(ClientError::Transport {
+            host: "web1".into(),
+            addr: "127.0.0.1:1".into(),
+            detail: "gone".into(),
+        });
+        assert_eq!(stage(lost).exit(), Exit::Failed);
+        let on_hosts = DeployError::OnHosts {
+            first: Box::new(stage(job(JobState::Failed, Some(Internal)))),
+            others: 1,
+        };
+        assert_eq!(on_hosts.exit(), Exit::Usage);
+        // Maintenance could not go on: a refused job changed nothing.
+        let maintenance = |source| DeployError::MaintenanceOn {
+            host: "web1".into(),
+            source: Box::new(source),
+            tail: String::new(),
+        };
+        assert_eq!(
+            maintenance(job(JobState::Failed, Some(NotDeclared))).exit(),
+            Exit::Usage
+        );
+        assert_eq!(
+            maintenance(job(JobState::Failed, Some(Internal))).exit(),
+            Exit::Failed
+        );
+        assert_eq!(
+            job(JobState::Failed, Some(Internal)).to_string(),
+            "job 9 failed: whatever it says"
+        );
     }
 
     #[test]

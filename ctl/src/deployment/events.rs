@@ -249,6 +249,78 @@ pub enum Event {
         warnings: serde_json::Value,
         forced: bool,
     },
+    /// `deploy --dry-run`: the window's and preflight's verdicts, the
+    /// parallel limit and what a failed wave sends back.
+    DryRun {
+        window: String,
+        preflight: String,
+        parallel: usize,
+        on_wave_failure: String,
+    },
+    /// `deploy --dry-run`: the compiled deployment (waves, hosts, steps,
+    /// keys and requests), as stored in the journal when it runs.
+    #[serde(rename = "deployment")]
+    Compiled { deployment: Box<super::Deployment> },
+    /// `deploy --dry-run`: one wave as it would run.
+    WouldWave {
+        /// 1-based.
+        wave: usize,
+        of: usize,
+        name: Option<String>,
+        hosts: Vec<String>,
+        max_fail: u32,
+        allowed_failures: usize,
+        soak_secs: Option<u64>,
+    },
+    /// `deploy --dry-run`: one host's steps in order, those run after a
+    /// failure, and the host-changing steps' idempotency keys.
+    Would {
+        host: String,
+        steps: Vec<String>,
+        on_failure: Vec<String>,
+        keys: Vec<String>,
+    },
+    /// The end of `deploy --dry-run` (its own `result`): nothing changed.
+    #[serde(rename = "result")]
+    DryRunResult {
+        dry_run: bool,
+        release: String,
+        /// The artifact's sha256; empty for a git source.
+        sha256: String,
+        git_ref: Option<String>,
+        hosts: usize,
+        parallel: usize,
+        exit: u8,
+    },
+    /// `deploy STAGES.toml --dry-run`: the staged deployment's stages, in
+    /// order (each stage's own dry run follows).
+    #[serde(rename = "stages")]
+    StagesDryRun {
+        dry_run: bool,
+        stages: Box<super::Staged>,
+    },
+    /// What a host did to a live deployment on its own, learned afterwards
+    /// from the host by `show`, `go` or `no-go` (issue 13): its watchdog
+    /// rolled it back or committed it, or `golive-agent rollback` ran
+    /// there. `action`: "rollback", "rollback-failed", "commit",
+    /// "commit-failed"; `by`: who did it. Emitted once per host.
+    HostReport {
+        deployment: String,
+        host: String,
+        action: String,
+        by: String,
+        detail: String,
+    },
+    /// A live deployment's state followed what its hosts did, once no
+    /// watchdog watched any more: `state` "succeeded" (every watched host
+    /// committed: the go-live is confirmed), "rolled_back", "partial" or
+    /// "failed"; `was` its state before. Emitted once.
+    Settled {
+        deployment: String,
+        state: String,
+        was: String,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -276,7 +348,9 @@ impl Event {
             | Event::Log { host, .. }
             | Event::Progress { host, .. }
             | Event::Maintenance { host, .. }
-            | Event::ReusedId { host, .. } => Some(host),
+            | Event::ReusedId { host, .. }
+            | Event::Would { host, .. }
+            | Event::HostReport { host, .. } => Some(host),
             _ => None,
         }
     }
@@ -300,21 +374,28 @@ impl Event {
             Event::Resume { .. } | Event::StagesResume { .. } => "resume",
             Event::Rollback { .. } => "rollback",
             Event::Maintenance { .. } => "maintenance",
-            Event::MaintenanceResult { .. } | Event::Result { .. } | Event::StagesResult { .. } => {
-                "result"
-            }
-            Event::Stages { .. } => "stages",
+            Event::MaintenanceResult { .. }
+            | Event::Result { .. }
+            | Event::StagesResult { .. }
+            | Event::DryRunResult { .. } => "result",
+            Event::Stages { .. } | Event::StagesDryRun { .. } => "stages",
             Event::Stage { .. } => "stage",
             Event::StageDone { .. } => "stage_done",
             Event::StageRollback { .. } => "stage_rollback",
             Event::Window { .. } => "window",
             Event::ReusedId { .. } => "reused_id",
             Event::Preflight { .. } => "preflight",
+            Event::DryRun { .. } => "dry_run",
+            Event::Compiled { .. } => "deployment",
+            Event::WouldWave { .. } => "would_wave",
+            Event::Would { .. } => "would",
+            Event::HostReport { .. } => "host_report",
+            Event::Settled { .. } => "settled",
         }
     }
 
     /// Every wire name, for the README's table and the tests.
-    pub const KINDS: [&'static str; 24] = [
+    pub const KINDS: [&'static str; 30] = [
         "start",
         "wave",
         "step_started",
@@ -339,6 +420,12 @@ impl Event {
         "window",
         "reused_id",
         "preflight",
+        "dry_run",
+        "deployment",
+        "would_wave",
+        "would",
+        "host_report",
+        "settled",
     ];
 
     /// One NDJSON line (without its newline).
@@ -595,5 +682,111 @@ mod tests {
         assert!(!line.contains('\n'), "one line per event: {line}");
         assert_eq!(step.host(), Some("web1"));
         assert_eq!(result.host(), None);
+    }
+
+    /// The dry run's lines keep the names they had as untyped JSON, and
+    /// what `show` learns from the hosts has its own kinds (issue 14).
+    #[test]
+    fn issue14_dry_run_and_learned_events_keep_their_wire_names() {
+        let dry = Event::DryRun {
+            window: "open".into(),
+            preflight: "READY".into(),
+            parallel: 4,
+            on_wave_failure: "rollback-all".into(),
+        };
+        assert_eq!(
+            keys(&dry),
+            [
+                "event",
+                "on_wave_failure",
+                "parallel",
+                "preflight",
+                "window"
+            ]
+        );
+        let wave = Event::WouldWave {
+            wave: 1,
+            of: 2,
+            name: None,
+            hosts: vec!["web1".into()],
+            max_fail: 0,
+            allowed_failures: 0,
+            soak_secs: Some(30),
+        };
+        assert_eq!(
+            keys(&wave),
+            [
+                "allowed_failures",
+                "event",
+                "hosts",
+                "max_fail",
+                "name",
+                "of",
+                "soak_secs",
+                "wave"
+            ]
+        );
+        let would = Event::Would {
+            host: "web1".into(),
+            steps: vec!["lock".into()],
+            on_failure: vec![],
+            keys: vec!["ID:web1:stage".into()],
+        };
+        assert_eq!(
+            keys(&would),
+            ["event", "host", "keys", "on_failure", "steps"]
+        );
+        let end = Event::DryRunResult {
+            dry_run: true,
+            release: "v2".into(),
+            sha256: "ab".into(),
+            git_ref: None,
+            hosts: 2,
+            parallel: 4,
+            exit: 0,
+        };
+        assert_eq!(
+            keys(&end),
+            [
+                "dry_run", "event", "exit", "git_ref", "hosts", "parallel", "release", "sha256"
+            ]
+        );
+        let report = Event::HostReport {
+            deployment: "d1".into(),
+            host: "web1".into(),
+            action: "rollback".into(),
+            by: "watchdog on web1".into(),
+            detail: "x".into(),
+        };
+        let settled = Event::Settled {
+            deployment: "d1".into(),
+            state: "succeeded".into(),
+            was: "watching".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(
+            keys(&settled),
+            ["deployment", "event", "reason", "state", "was"]
+        );
+        for (e, kind) in [
+            (&dry, "dry_run"),
+            (&wave, "would_wave"),
+            (&would, "would"),
+            (&end, "result"),
+            (&report, "host_report"),
+            (&settled, "settled"),
+        ] {
+            let v: Value = serde_json::from_str(&e.to_json_line()).unwrap();
+            assert_eq!(v["event"], kind);
+            assert_eq!(e.kind(), kind);
+            assert!(Event::KINDS.contains(&kind));
+        }
+        assert_eq!(would.host(), Some("web1"));
+        assert_eq!(report.host(), Some("web1"));
+        // Every kind once in KINDS.
+        let mut kinds = Event::KINDS.to_vec();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds.len(), Event::KINDS.len());
     }
 }

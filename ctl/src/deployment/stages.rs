@@ -138,7 +138,10 @@ async fn dry_run(
          stage is switched back, then the stages before it are rolled back, newest first",
         file.stages.len()
     ));
-    out.event(&json!({"event": "stages", "dry_run": true, "stages": compiled}));
+    out.emit(Event::StagesDryRun {
+        dry_run: true,
+        stages: Box::new(compiled.clone()),
+    });
     for (i, s) in file.stages.iter().enumerate() {
         out.line(format!(
             "\n{}: {} release {} from {}",

@@ -191,7 +191,15 @@ pub async fn deploy_with_id(
             window_note.is_some(),
             !forced_over.is_empty(),
         );
-        out.event(&json!({"event": "result", "dry_run": true, "release": release.id, "sha256": sha, "git_ref": git_ref(release), "hosts": plan.hosts.len(), "parallel": plan.parallel, "exit": 0}));
+        out.emit(Event::DryRunResult {
+            dry_run: true,
+            release: release.id.clone(),
+            sha256: sha,
+            git_ref: git_ref(release).map(str::to_string),
+            hosts: plan.hosts.len(),
+            parallel: plan.parallel,
+            exit: Exit::Done.code(),
+        });
         return Ok((Exit::Done, None));
     }
 
@@ -537,8 +545,15 @@ fn print_dry_run(
     if let Some(line) = crate::deployment::waves_run::policy_line(plan) {
         out.line(line);
     }
-    out.event(&json!({"event": "dry_run", "window": window, "preflight": preflight, "parallel": compiled.parallel, "on_wave_failure": plan.on_wave_failure.name()}));
-    out.event(&json!({"event": "deployment", "deployment": compiled}));
+    out.emit(Event::DryRun {
+        window,
+        preflight: preflight.into(),
+        parallel: compiled.parallel,
+        on_wave_failure: plan.on_wave_failure.name().into(),
+    });
+    out.emit(Event::Compiled {
+        deployment: Box::new(compiled.clone()),
+    });
     let of = compiled.waves.len();
     for (w, wave) in compiled.waves.iter().enumerate() {
         out.line(format!(
@@ -551,7 +566,15 @@ fn print_dry_run(
                 .map(|s| format!("; soak {}", human_secs(s)))
                 .unwrap_or_default()
         ));
-        out.event(&json!({"event": "would_wave", "wave": w + 1, "of": of, "name": wave.name, "hosts": wave.hosts, "max_fail": wave.max_fail, "allowed_failures": wave.allowed_failures, "soak_secs": wave.soak_secs}));
+        out.emit(Event::WouldWave {
+            wave: w + 1,
+            of,
+            name: wave.name.clone(),
+            hosts: wave.hosts.clone(),
+            max_fail: wave.max_fail,
+            allowed_failures: wave.allowed_failures,
+            soak_secs: wave.soak_secs,
+        });
     }
     for host in &compiled.hosts {
         let steps = compiled.labels(host, false);
@@ -562,8 +585,13 @@ fn print_dry_run(
             host.host,
             on_failure.join(", ")
         ));
-        let keys: Vec<&str> = host.steps.iter().filter_map(|s| s.key.as_deref()).collect();
-        out.event(&json!({"event": "would", "host": host.host, "steps": steps, "on_failure": on_failure, "keys": keys}));
+        let keys = host.steps.iter().filter_map(|s| s.key.clone()).collect();
+        out.emit(Event::Would {
+            host: host.host.clone(),
+            steps,
+            on_failure,
+            keys,
+        });
     }
     out.line(
         "dry run: each host-changing step is journaled with its idempotency key \

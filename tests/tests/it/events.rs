@@ -356,3 +356,341 @@ fn issue14_maintenance_prints_typed_events() {
     );
     assert!(!off.stdout.contains("{\""), "no JSON: {}", off.text());
 }
+
+/// `deploy --dry-run --output json` prints only typed events (its verdicts,
+/// the compiled deployment, each wave and host as it would run, and its
+/// own `result`), a staged dry run too; without `--output json` the lines
+/// read as before and carry no JSON. A dry run journals nothing (no
+/// deployment, no event), tells no webhook, and changes nothing on any
+/// host (no job, lock, upload, artifact or release).
+#[test]
+fn issue14_a_dry_run_prints_only_typed_events_and_journals_and_changes_nothing() {
+    let w = World::new(30);
+    let hook = Hook::start("127.0.46.31");
+    let plan = w.plan("v1", &notify("127.0.46.31", &hook));
+    let run = w
+        .ctl
+        .run(&["--output", "json", "deploy", "--dry-run", s(&plan)]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let values: Vec<Value> = typed_lines(&run)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = values.iter().filter_map(|v| v["event"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "preflight",
+            "dry_run",
+            "deployment",
+            "would_wave",
+            "would_wave",
+            "would",
+            "would",
+            "result"
+        ],
+        "{}",
+        run.text()
+    );
+    assert_eq!(values[1]["preflight"], "READY");
+    assert_eq!(values[2]["deployment"]["id"], "ID", "keys wait for the id");
+    assert_eq!(values[3]["name"], "canary");
+    assert_eq!(values[3]["hosts"], serde_json::json!(["web1"]));
+    assert_eq!(values[5]["host"], "web1");
+    assert_eq!(values[5]["steps"][0], "lock");
+    assert!(
+        values[5]["keys"].as_array().is_some_and(|k| k
+            .iter()
+            .all(|k| k.as_str().unwrap().starts_with("ID:web1:"))),
+        "{}",
+        values[5]
+    );
+    let result = values.last().unwrap();
+    assert_eq!(result["dry_run"], true);
+    assert_eq!(result["release"], "v1");
+    assert_eq!(result["hosts"], 2);
+    assert_eq!(result["exit"], 0);
+
+    // A staged dry run: the stages, then the stage's own dry run.
+    let stages = w.dir.path().join("stages.toml");
+    std::fs::write(
+        &stages,
+        format!("[[stage]]\nplan = {:?}\n", plan.file_name().unwrap()),
+    )
+    .expect("write stages");
+    let staged = w
+        .ctl
+        .run(&["--output", "json", "deploy", "--dry-run", s(&stages)]);
+    assert_eq!(staged.code, 0, "{}", staged.text());
+    let lines = typed_lines(&staged);
+    let first: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["event"], "stages");
+    assert_eq!(first["dry_run"], true);
+    assert_eq!(first["stages"]["stages"][0]["app"], "shop");
+    assert!(lines.iter().any(|l| l.contains(r#""event":"would""#)));
+
+    // Plain lines as before, no JSON among them.
+    let human = w.ctl.run(&["deploy", "--dry-run", s(&plan)]);
+    assert_eq!(human.code, 0, "{}", human.text());
+    assert!(
+        human.stdout.contains("dry run: would deploy")
+            && human.stdout.contains("dry run: wave 1/2 (canary): web1")
+            && human.stdout.contains("[web2] would: lock"),
+        "{}",
+        human.text()
+    );
+    assert!(!human.stdout.contains("{\""), "no JSON: {}", human.text());
+
+    // Nothing journaled, nothing told, nothing changed on any host.
+    let db = w.ctl.state.join("golivectl.db");
+    if db.exists() {
+        let conn = rusqlite::Connection::open(&db).expect("journal");
+        for table in ["deployments", "events", "steps"] {
+            let n: i64 = conn
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{table}: {e}"));
+            assert_eq!(n, 0, "the dry run journaled into {table}");
+        }
+    }
+    assert!(notices(&hook).is_empty(), "{:?}", notices(&hook));
+    for a in &w.agents {
+        let j = a.journal();
+        for table in ["jobs", "locks", "uploads", "releases", "activations"] {
+            let n: i64 = j
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .expect("count");
+            assert_eq!(n, 0, "{}: {table}", a.name);
+        }
+        let root = w.dir.path().join(&a.name).join("srv/shop");
+        assert!(!root.join("releases").exists(), "{}", a.name);
+        assert!(!root.join("current").exists(), "{}", a.name);
+        let artifacts = a.state_dir.join("artifacts");
+        let stored = std::fs::read_dir(&artifacts)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(stored, 0, "{}: an artifact was uploaded", a.name);
+    }
+}
+
+/// The watchdog's state on `agent` for app `shop`, polled until `done`
+/// (at most `secs`), over mTLS as `op`.
+fn watchdog_until(
+    w: &World,
+    agent: &AgentProc,
+    secs: u64,
+    done: impl Fn(&golive_shared::protocol::WatchdogInfo) -> bool,
+) -> golive_shared::protocol::WatchdogInfo {
+    use golive_shared::protocol::{Request, Response, WatchdogStatusRequest};
+    let tls = golivectl::tls::client_config(&w.pki.ca(), &w.op.0, &w.op.1).expect("client TLS");
+    let client =
+        golivectl::client::AgentClient::new(&agent.name, &agent.addr.to_string(), None, tls)
+            .expect("agent client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let started = std::time::Instant::now();
+    loop {
+        let req = Request::WatchdogStatus(WatchdogStatusRequest {
+            app: "shop".into(),
+            deployment: None,
+        });
+        let answer = rt
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(10), client.call(&req)).await
+            })
+            .expect("answered within 10 s");
+        let info = match answer {
+            Ok(Response::WatchdogStatus(Some(info))) => info,
+            other => panic!("watchdog status: {other:?}"),
+        };
+        if done(&info) {
+            return info;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(secs),
+            "the watchdog within {secs} s: {info:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// What `show`, `go` and `no-go` learn later from a host's watchdog (it
+/// rolled its host back; every host committed, so the go-live is
+/// confirmed) is a typed event of the deployment, journaled under its id
+/// (`host_report`, `settled`), and the webhook's notice is derived from
+/// it, exactly once: two `show`s at once, then `go` and `show` again,
+/// learn the same thing and tell it once.
+#[test]
+fn issue14_what_the_watchdog_did_is_journaled_as_events_and_notified_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::new(dir.path());
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(dir.path());
+    let ip = "127.0.46.41";
+    let root = dir.path().join("web1/srv/shop");
+    let app = FlakyApp::start(&root, ip, None);
+    let mut spec = AgentSpec::new("web1", ip);
+    spec.apps_toml = app_toml("shop", &root, &format!("http://{ip}:{}/health", app.port));
+    let agent = AgentProc::start(dir.path(), &pki, &spec);
+    let hook = Hook::start(ip);
+    let w = World {
+        dir,
+        pki,
+        op,
+        ctl,
+        agents: Vec::new(),
+    };
+    let deploy = |version: &str, health: &str, extra: &str| -> Value {
+        let art = w.dir.path().join(format!("dist/shop-{version}.tar.gz"));
+        artifact(
+            &art,
+            &[
+                ("index.html", format!("shop {version}\n").as_bytes()),
+                ("health", health.as_bytes()),
+            ],
+        );
+        let plan = w.dir.path().join(format!("{version}.toml"));
+        write_plan(
+            &plan,
+            &w.pki,
+            &w.op,
+            "shop",
+            Some((version, &art)),
+            &[&agent],
+        );
+        let mut text = std::fs::read_to_string(&plan).expect("plan");
+        text.push_str(extra);
+        text.push_str(&notify(ip, &hook));
+        std::fs::write(&plan, text).expect("plan");
+        let run = w.ctl.run(&["--output", "json", "deploy", s(&plan)]);
+        assert_eq!(run.code, 0, "deploy {version}: {}", run.text());
+        run.json_lines()
+            .into_iter()
+            .rfind(|v| v["event"] == "result")
+            .unwrap_or_else(|| panic!("no result: {}", run.text()))
+    };
+    // Two `show`s and a `go` at once (the go finds the watch over: exit
+    // 2), then `show` again.
+    let learn = |id: &str| {
+        std::thread::scope(|sc| {
+            let a = sc.spawn(|| w.ctl.run(&["--output", "json", "show", id]));
+            let b = sc.spawn(|| w.ctl.run(&["--output", "json", "show", id]));
+            let go = sc.spawn(|| w.ctl.run(&["go", id, "--by", "bob"]));
+            for run in [a.join().unwrap(), b.join().unwrap()] {
+                assert_eq!(run.code, 0, "{}", run.text());
+                assert!(
+                    run.json_lines().iter().all(|v| v.get("event").is_none()),
+                    "show prints the record, not the events it learned: {}",
+                    run.text()
+                );
+            }
+            let go = go.join().unwrap();
+            assert_eq!(go.code, 2, "no longer watched: {}", go.text());
+        });
+        let show = w.ctl.run(&["show", id]);
+        assert_eq!(show.code, 0, "{}", show.text());
+    };
+    let of = |id: &str| -> Vec<Value> {
+        notices(&hook)
+            .into_iter()
+            .filter(|n| n["deployment"] == id)
+            .collect()
+    };
+    let kinds = |id: &str| -> Vec<(String, Value)> {
+        w.journaled(id)
+            .into_iter()
+            .filter(|(k, _)| k == "host_report" || k == "settled")
+            .map(|(k, b)| (k, serde_json::from_str(&b).expect("JSON")))
+            .collect()
+    };
+    let watch = |window: &str| {
+        format!(
+            "\n[watchdog]\nwindow = \"{window}\"\ninterval = \"200ms\"\n\
+             [[watchdog.triggers]]\nprobe = \"health\"\nfailing = true\nfor = \"1s\"\n"
+        )
+    };
+
+    deploy("v1", "ok", "");
+    // v2 starts failing 3 s after it goes live: its host rolls it back.
+    let r = deploy("v2", "fail-after 3", &watch("60s"));
+    assert_eq!(r["state"], "watching", "{r}");
+    let d2 = r["deployment"].as_str().unwrap().to_string();
+    let info = watchdog_until(&w, &agent, 40, |i| i.deployment == d2 && i.state.is_final());
+    assert_eq!(
+        info.state,
+        golive_shared::protocol::WatchdogState::RolledBack,
+        "{info:#?}"
+    );
+    learn(&d2);
+    let events = kinds(&d2);
+    let names: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["host_report", "settled"], "{events:#?}");
+    assert_eq!(events[0].1["host"], "web1");
+    assert_eq!(events[0].1["action"], "rollback");
+    assert_eq!(events[0].1["by"], "watchdog on web1");
+    assert_eq!(events[1].1["state"], "rolled_back");
+    assert_eq!(events[1].1["was"], "watching");
+    let told: Vec<String> = of(&d2)
+        .iter()
+        .map(|n| n["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        told,
+        ["started", "completed", "rolled_back"],
+        "{:#?}",
+        of(&d2)
+    );
+    let back = of(&d2).pop().unwrap();
+    assert!(
+        back["reason"].as_str().is_some_and(
+            |r| r.starts_with("reported by watchdog on web1: web1: rolled back from v2 to v1")
+        ),
+        "{back}"
+    );
+
+    // v3 stays healthy through a 5 s window: the host commits it, and
+    // `show` learns the go-live is confirmed.
+    let r = deploy("v3", "ok", &watch("5s"));
+    assert_eq!(r["state"], "watching", "{r}");
+    let d3 = r["deployment"].as_str().unwrap().to_string();
+    let info = watchdog_until(&w, &agent, 30, |i| i.deployment == d3 && i.state.is_final());
+    assert_eq!(
+        info.state,
+        golive_shared::protocol::WatchdogState::Committed,
+        "{info:#?}"
+    );
+    learn(&d3);
+    let events = kinds(&d3);
+    let names: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["host_report", "settled"], "{events:#?}");
+    assert_eq!(events[0].1["action"], "commit");
+    assert_eq!(events[1].1["state"], "succeeded");
+    let told: Vec<String> = of(&d3)
+        .iter()
+        .map(|n| n["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        told,
+        ["started", "completed", "confirmed"],
+        "{:#?}",
+        of(&d3)
+    );
+    assert_eq!(of(&d3)[2]["status"], "succeeded");
+    // The record says it once too.
+    let show = w.ctl.run(&["--output", "json", "show", &d3]);
+    let record: Value = show
+        .json_lines()
+        .into_iter()
+        .find(|v| v["id"] == d3.as_str())
+        .expect("the record");
+    assert_eq!(record["state"], "succeeded");
+    let commits = record["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "commit")
+        .count();
+    assert_eq!(commits, 1, "{record:#}");
+    drop(app);
+}
