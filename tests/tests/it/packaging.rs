@@ -110,43 +110,65 @@ fn account(root: &Path, file: &str) -> Vec<String> {
     lines[0].split(':').map(str::to_string).collect()
 }
 
+/// The two .deb files `scripts/build-deb` made from this test run's own
+/// binaries (profile dev unless the tests run --release), built once per
+/// run for the tests that need them (this module's and the systemd one's),
+/// under cargo's target tmp directory.
+pub(crate) struct Debs {
+    pub version: &'static str,
+    pub agent: PathBuf,
+    pub ctl: PathBuf,
+}
+
+pub(crate) fn built_debs() -> &'static Debs {
+    static DEBS: std::sync::OnceLock<Debs> = std::sync::OnceLock::new();
+    DEBS.get_or_init(|| {
+        let agent = bin("golive-agent");
+        let profile = match agent.parent().and_then(Path::file_name) {
+            Some(n) if n == "release" => "release",
+            _ => "dev",
+        };
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("issue16-debs");
+        let _ = std::fs::remove_dir_all(&out);
+        let mut build = Command::new(repo().join("scripts/build-deb"));
+        build.args([
+            "--profile",
+            profile,
+            "--no-build",
+            "--fast",
+            "--out",
+            s(&out),
+        ]);
+        ok(build, BUILD_LIMIT);
+        let version = golive_shared::GOLIVE_VERSION;
+        let arch = ok(
+            {
+                let mut c = Command::new("dpkg");
+                c.arg("--print-architecture");
+                c
+            },
+            LIMIT,
+        )
+        .stdout
+        .trim()
+        .to_string();
+        Debs {
+            version,
+            agent: out.join(format!("golive-agent_{version}-1_{arch}.deb")),
+            ctl: out.join(format!("golivectl_{version}-1_{arch}.deb")),
+        }
+    })
+}
+
 #[test]
 fn issue16_deb_packages_install_purge_and_configure() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let agent = bin("golive-agent");
-    let profile = match agent.parent().and_then(Path::file_name) {
-        Some(n) if n == "release" => "release",
-        _ => "dev",
-    };
-    let out = d.join("debs");
-    let mut build = Command::new(repo().join("scripts/build-deb"));
-    build.args([
-        "--profile",
-        profile,
-        "--no-build",
-        "--fast",
-        "--out",
-        s(&out),
-    ]);
-    ok(build, BUILD_LIMIT);
-    let version = golive_shared::GOLIVE_VERSION;
-    let arch = ok(
-        {
-            let mut c = Command::new("dpkg");
-            c.arg("--print-architecture");
-            c
-        },
-        LIMIT,
-    )
-    .stdout
-    .trim()
-    .to_string();
-    let agent_deb = out.join(format!("golive-agent_{version}-1_{arch}.deb"));
-    let ctl_deb = out.join(format!("golivectl_{version}-1_{arch}.deb"));
+    let debs = built_debs();
+    let (version, agent_deb, ctl_deb) = (debs.version, &debs.agent, &debs.ctl);
 
     // --- golive-agent: control data --------------------------------------
-    let info = dpkg_deb(&["--info", s(&agent_deb)]).stdout;
+    let info = dpkg_deb(&["--info", s(agent_deb)]).stdout;
     assert!(info.contains("Package: golive-agent"), "{info}");
     assert!(info.contains(&format!("Version: {version}-1")), "{info}");
     let depends = info
@@ -164,11 +186,11 @@ fn issue16_deb_packages_install_purge_and_configure() {
             .unwrap_or_else(|| panic!("no {script}: {info}"));
         assert!(line.contains('*'), "{script} is not executable: {line}");
     }
-    let conffiles = dpkg_deb(&["--info", s(&agent_deb), "conffiles"]).stdout;
+    let conffiles = dpkg_deb(&["--info", s(agent_deb), "conffiles"]).stdout;
     assert_eq!(conffiles.trim(), "/etc/golive/agent.toml");
 
     // --- golive-agent: files and modes -----------------------------------
-    let list = contents(&agent_deb);
+    let list = contents(agent_deb);
     for (path, mode) in [
         ("/usr/bin/golive-agent", "-rwxr-xr-x"),
         ("/usr/lib/systemd/system/golive-agent.service", "-rw-r--r--"),
@@ -203,7 +225,7 @@ fn issue16_deb_packages_install_purge_and_configure() {
     );
 
     let x = d.join("x");
-    dpkg_deb(&["-x", s(&agent_deb), s(&x)]);
+    dpkg_deb(&["-x", s(agent_deb), s(&x)]);
     let unit =
         std::fs::read_to_string(x.join("usr/lib/systemd/system/golive-agent.service")).unwrap();
     assert!(
@@ -248,14 +270,14 @@ fn issue16_deb_packages_install_purge_and_configure() {
         .replace("\"/srv/www/", &format!("\"{}/srv/www/", s(d)));
     let moved_path = d.join("agent.toml");
     std::fs::write(&moved_path, moved).unwrap();
-    let mut check = Command::new(&agent);
+    let mut check = Command::new(bin("golive-agent"));
     check.args(["check-config", "--config", s(&moved_path)]);
     let r = ok(check, LIMIT);
     assert!(r.stdout.contains(": ok (agent web1"), "{}", r.text());
 
     // --- golive-agent: installed into a throwaway root ---------------------
     let root = fake_root(d);
-    let first = dpkg(&root, &["-i", s(&agent_deb)]);
+    let first = dpkg(&root, &["-i", s(agent_deb)]);
     assert!(
         first.stdout.contains("systemctl enable --now golive-agent"),
         "{}",
@@ -290,7 +312,7 @@ fn issue16_deb_packages_install_purge_and_configure() {
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    dpkg(&root, &["--force-confold", "-i", s(&agent_deb)]);
+    dpkg(&root, &["--force-confold", "-i", s(agent_deb)]);
     account(&root, "passwd");
     account(&root, "group");
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), edited);
@@ -308,11 +330,11 @@ fn issue16_deb_packages_install_purge_and_configure() {
     account(&root, "passwd");
 
     // --- golivectl -------------------------------------------------------
-    let info = dpkg_deb(&["--info", s(&ctl_deb)]).stdout;
+    let info = dpkg_deb(&["--info", s(ctl_deb)]).stdout;
     assert!(info.contains("Package: golivectl"), "{info}");
     assert!(info.contains("Recommends: openssh-client"), "{info}");
     assert!(!info.contains("postinst"), "{info}");
-    let list = contents(&ctl_deb);
+    let list = contents(ctl_deb);
     for (path, mode) in [
         ("/usr/bin/golivectl", "-rwxr-xr-x"),
         (
