@@ -3,7 +3,10 @@
 //! measured bound; the real agent speaks the `Type=notify` protocol to a
 //! NOTIFY_SOCKET the test binds (READY once it listens, WATCHDOG pings at
 //! half of WATCHDOG_USEC, RELOADING then READY on SIGHUP, STOPPING on
-//! SIGTERM). Addresses 127.0.16.20-29.
+//! SIGTERM); and the built .deb runs under a real systemd, PID 1 of its own
+//! namespaces over an overlay of this machine's root (start, status over
+//! mutual TLS, hardening, watchdog, reload, restart, drain, purge).
+//! Addresses 127.0.16.20-29.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -443,7 +446,10 @@ fn write_units(units: &Path) {
             "[Unit]\nDescription=Basic System\nRequires=sysinit.target\nAfter=sysinit.target\n",
         ),
         ("sockets.target", "[Unit]\nDescription=Sockets\n"),
-        ("network-online.target", "[Unit]\nDescription=Network is Online\n"),
+        (
+            "network-online.target",
+            "[Unit]\nDescription=Network is Online\n",
+        ),
         (
             "shutdown.target",
             "[Unit]\nDescription=System Shutdown\nDefaultDependencies=no\n",
@@ -506,10 +512,14 @@ struct Systemd {
 
 impl Systemd {
     fn boot(dir: &Path, input: &Path) -> Systemd {
-        for tool in ["/lib/systemd/systemd", "/usr/bin/unshare", "/usr/bin/nsenter"] {
+        for tool in [
+            "/lib/systemd/systemd",
+            "/usr/bin/unshare",
+            "/usr/bin/nsenter",
+        ] {
             assert!(
                 Path::new(tool).exists(),
-                "{tool} is missing: scripts/test installs systemd and util-linux"
+                "{tool} is missing: scripts/test installs systemd (unshare and nsenter are util-linux's)"
             );
         }
         let cgroup = cgroup2_home().join(format!("golive-it-{}", std::process::id()));
@@ -573,7 +583,8 @@ impl Systemd {
                 break;
             }
             assert!(
-                Instant::now() < deadline && matches!(state.as_str(), "" | "initializing" | "starting"),
+                Instant::now() < deadline
+                    && matches!(state.as_str(), "" | "initializing" | "starting"),
                 "the namespace's systemd did not reach running ({state}): {}\n{}",
                 r.text(),
                 sd.diagnostics()
@@ -609,7 +620,14 @@ impl Systemd {
     /// One property of golive-agent.service.
     fn show(&self, prop: &str) -> String {
         self.ok(
-            &["systemctl", "show", "--value", "-p", prop, "golive-agent.service"],
+            &[
+                "systemctl",
+                "show",
+                "--value",
+                "-p",
+                prop,
+                "golive-agent.service",
+            ],
             LIMIT,
         )
         .stdout
@@ -620,7 +638,14 @@ impl Systemd {
     /// What the namespace's journal holds about the agent's unit.
     fn journal(&self) -> String {
         self.exec(
-            &["journalctl", "--no-pager", "-o", "cat", "-u", "golive-agent.service"],
+            &[
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "cat",
+                "-u",
+                "golive-agent.service",
+            ],
             LIMIT,
         )
         .stdout
@@ -774,7 +799,11 @@ fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
     let slow = "[apps.shop.commands.slow]\ncmd = [\"sleep\", \"3\"]\n";
     std::fs::write(input.join("agent.toml"), config("")).unwrap();
     std::fs::write(input.join("agent-slow.toml"), config(slow)).unwrap();
-    std::fs::write(input.join("agent-bad.toml"), config("[apps.shop.nonsense]\n")).unwrap();
+    std::fs::write(
+        input.join("agent-bad.toml"),
+        config("[apps.shop.nonsense]\n"),
+    )
+    .unwrap();
     std::fs::write(
         input.join("configure.sh"),
         "set -eu\nin=/run/golive-it\n\
@@ -823,7 +852,9 @@ fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         (
             read("/var/lib/dpkg/status").contains("Package: golive-agent\n"),
-            read("/etc/passwd").lines().any(|l| l.starts_with("golive:")),
+            read("/etc/passwd")
+                .lines()
+                .any(|l| l.starts_with("golive:")),
             Path::new("/etc/golive/agent.toml").exists(),
         )
     };
@@ -896,14 +927,18 @@ fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
 
     // --- systemd-analyze security of the running unit = the README's ----
     let online = sd.ok(
-        &["systemd-analyze", "security", "--no-pager", "golive-agent.service"],
+        &[
+            "systemd-analyze",
+            "security",
+            "--no-pager",
+            "golive-agent.service",
+        ],
         LIMIT,
     );
     let score = exposure(&online.stdout);
-    let readme = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
-    )
-    .unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
     assert_eq!(
         exposure(&readme),
         score,
@@ -925,7 +960,8 @@ fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
     use_config(&sd, "agent-slow.toml");
     sd.ok(&["systemctl", "reload", "golive-agent.service"], LIMIT);
     assert!(
-        sd.journal().contains("config /etc/golive/agent.toml reloaded (SIGHUP)"),
+        sd.journal()
+            .contains("config /etc/golive/agent.toml reloaded (SIGHUP)"),
         "{}",
         sd.journal()
     );
@@ -939,7 +975,11 @@ fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
         sd.journal()
     );
     assert_eq!(sd.show("ActiveState"), "active");
-    assert!(sd.show("StatusText").contains("refused"), "{}", sd.show("StatusText"));
+    assert!(
+        sd.show("StatusText").contains("refused"),
+        "{}",
+        sd.show("StatusText")
+    );
     use_config(&sd, "agent-slow.toml");
     sd.ok(&["systemctl", "reload", "golive-agent.service"], LIMIT);
     assert_eq!(sd.show("StatusText"), "serving; config reloaded");
@@ -988,19 +1028,23 @@ fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
     let deadline = Instant::now() + Duration::from_secs(20);
     // The escape job was the first command: wait for the second.
     while sd.journal().matches("started: command of shop").count() < 2 {
-        assert!(Instant::now() < deadline, "the slow job never started:\n{}", sd.journal());
+        assert!(
+            Instant::now() < deadline,
+            "the slow job never started:\n{}",
+            sd.journal()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let stopping = Instant::now();
-    sd.ok(&["systemctl", "stop", "golive-agent.service"], Duration::from_secs(90));
+    sd.ok(
+        &["systemctl", "stop", "golive-agent.service"],
+        Duration::from_secs(90),
+    );
     let took = stopping.elapsed();
     let ended = exits_within(&mut slow_run, Duration::from_secs(30));
     let slow_out = std::fs::read_to_string(d.join("slow.out")).unwrap_or_default();
     let journal = sd.journal();
-    assert!(
-        journal.contains("stopping: waiting up to"),
-        "{journal}"
-    );
+    assert!(journal.contains("stopping: waiting up to"), "{journal}");
     assert!(
         slow_out.contains("slow succeeded") && ended.is_some_and(|s| s.success()),
         "the running command did not finish through the stop ({took:?}): {slow_out}\n{journal}"
