@@ -110,7 +110,7 @@ fn account(root: &Path, file: &str) -> Vec<String> {
     lines[0].split(':').map(str::to_string).collect()
 }
 
-/// The two .deb files `scripts/build-deb` made from this test run's own
+/// The two .deb files and the agent's .rpm `scripts/build-deb --rpm` made from this test run's own
 /// binaries (profile dev unless the tests run --release), built once per
 /// run for the tests that need them (this module's and the systemd one's),
 /// under cargo's target tmp directory.
@@ -118,6 +118,7 @@ pub(crate) struct Debs {
     pub version: &'static str,
     pub agent: PathBuf,
     pub ctl: PathBuf,
+    pub rpm: PathBuf,
 }
 
 pub(crate) fn built_debs() -> &'static Debs {
@@ -136,10 +137,16 @@ pub(crate) fn built_debs() -> &'static Debs {
             profile,
             "--no-build",
             "--fast",
+            "--rpm",
             "--out",
             s(&out),
         ]);
         ok(build, BUILD_LIMIT);
+        let rpm = out.join(format!(
+            "golive-agent-{}-1.{}.rpm",
+            golive_shared::GOLIVE_VERSION,
+            std::env::consts::ARCH
+        ));
         let version = golive_shared::GOLIVE_VERSION;
         let arch = ok(
             {
@@ -156,8 +163,108 @@ pub(crate) fn built_debs() -> &'static Debs {
             version,
             agent: out.join(format!("golive-agent_{version}-1_{arch}.deb")),
             ctl: out.join(format!("golivectl_{version}-1_{arch}.deb")),
+            rpm,
         }
     })
+}
+
+fn rpm_query(rpm: &Path, args: &[&str]) -> String {
+    let mut cmd = Command::new("rpm");
+    cmd.args(["-qp", "--nosignature", "--nodigest"])
+        .args(args)
+        .arg(rpm);
+    ok(cmd, LIMIT).stdout
+}
+
+/// The agent's .rpm: name, version, what it requires, its files with
+/// modes, owners and the config flag, and its scriptlets (the same steps as
+/// the .deb's maintainer scripts), read back by the real rpm. It is
+/// installed and run under systemd by
+/// `systemd::issue16_the_rpm_runs_under_a_real_systemd_as_pid_1`.
+#[test]
+fn issue16_rpm_package_files_and_scripts() {
+    let rpm = &built_debs().rpm;
+    assert!(rpm.is_file(), "{} was not built", rpm.display());
+    let nvr = rpm_query(rpm, &["--qf", "%{NAME} %{VERSION} %{RELEASE}"]);
+    assert_eq!(
+        nvr,
+        format!("golive-agent {} 1", golive_shared::GOLIVE_VERSION)
+    );
+    let requires = rpm_query(rpm, &["--requires"]);
+    for want in ["shadow-utils", "/bin/sh", "libc.so.6"] {
+        assert!(requires.contains(want), "{want} not required: {requires}");
+    }
+    // path size mtime digest mode owner group isconfig isdoc rdev symlink
+    let dump = rpm_query(rpm, &["--dump"]);
+    let file = |path: &str| -> Vec<String> {
+        dump.lines()
+            .find(|l| l.split_whitespace().next() == Some(path))
+            .unwrap_or_else(|| panic!("{path} is not in the package:\n{dump}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    for (path, mode, group, config) in [
+        ("/usr/bin/golive-agent", "0100755", "root", "0"),
+        (
+            "/usr/lib/systemd/system/golive-agent.service",
+            "0100644",
+            "root",
+            "0",
+        ),
+        ("/etc/golive/agent.toml", "0100640", "golive", "1"),
+        (
+            "/usr/share/bash-completion/completions/golive-agent",
+            "0100644",
+            "root",
+            "0",
+        ),
+        (
+            "/usr/share/man/man1/golive-agent-serve.1.gz",
+            "0100644",
+            "root",
+            "0",
+        ),
+        (
+            "/usr/share/doc/golive-agent/examples/crontab",
+            "0100644",
+            "root",
+            "0",
+        ),
+    ] {
+        let f = file(path);
+        assert_eq!(
+            (f[4].as_str(), f[5].as_str(), f[6].as_str(), f[7].as_str()),
+            (mode, "root", group, config),
+            "{path}: {f:?}"
+        );
+    }
+    // An edited config is kept on upgrade: noreplace.
+    let flags = rpm_query(rpm, &["--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]"]);
+    assert!(
+        flags
+            .lines()
+            .any(|l| l.ends_with(" /etc/golive/agent.toml") && l.contains('n')),
+        "{flags}"
+    );
+    let scripts = rpm_query(rpm, &["--scripts"]);
+    for want in [
+        "preinstall scriptlet",
+        "groupadd --system golive",
+        "useradd --system --gid golive",
+        "postinstall scriptlet",
+        "chmod 0700 /var/lib/golive",
+        "systemctl try-restart golive-agent.service",
+        "preuninstall scriptlet",
+        "systemctl stop golive-agent.service",
+        "postuninstall scriptlet",
+        "kept /var/lib/golive",
+    ] {
+        assert!(
+            scripts.contains(want),
+            "{want:?} not in the scriptlets:\n{scripts}"
+        );
+    }
 }
 
 #[test]

@@ -522,7 +522,10 @@ impl Systemd {
                 "{tool} is missing: scripts/test installs systemd (unshare and nsenter are util-linux's)"
             );
         }
-        let cgroup = cgroup2_home().join(format!("golive-it-{}", std::process::id()));
+        // One per namespace: tests of this process run side by side.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cgroup = cgroup2_home().join(format!("golive-it-{}-{n}", std::process::id()));
         std::fs::create_dir(&cgroup).unwrap_or_else(|e| {
             panic!(
                 "cannot make the namespace's cgroup {}: {e} (the test runs as root with \
@@ -748,31 +751,24 @@ fn exposure(text: &str) -> String {
         .to_string()
 }
 
-/// The .deb installed by the real dpkg into an overlay of this machine and
-/// run by a real systemd as PID 1 of its own namespaces: the postinst makes
-/// the user and tells systemd; `systemctl start` returns once the agent is
-/// READY and it answers `golivectl status` over mutual TLS at once; it runs
-/// as `golive` with no capabilities, NoNewPrivileges and a seccomp filter,
-/// and its commands cannot write outside the state directory and the app
-/// roots; `systemd-analyze security` rates the running unit as the README
-/// says; the pings keep it alive past WatchdogSec and a stopped (wedged)
-/// agent is killed and restarted; `systemctl reload` reloads (and a bad file
-/// is refused); a kill -9 is restarted; `systemctl stop` lets a running job
-/// finish; `dpkg --purge` stops it. Nothing is written to this machine.
-#[test]
-fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let debs = crate::packaging::built_debs();
-    let ip = "127.0.16.22";
-    let port = free_port(ip);
+/// What a package test under systemd starts from.
+struct Prepared {
+    /// Copied to /run/golive-it in the namespace: the package (by its own
+    /// file name), the units, the agent's TLS files, three configs and
+    /// configure.sh (the README's steps after the install).
+    input: PathBuf,
+    /// A plan naming the agent, for `golivectl status` and `run`.
+    plan: PathBuf,
+    ctl: Ctl,
+}
+
+fn prepare(d: &Path, ip: &str, port: u16, package: &Path) -> Prepared {
     let pki = TestPki::new(d);
     let (cert, key) = pki.agent("sd", &[ip, "localhost"]);
     let op = pki.operator("alice", "operator");
-
     let input = d.join("input");
     write_units(&input.join("units"));
-    std::fs::copy(&debs.agent, input.join("golive-agent.deb")).unwrap();
+    std::fs::copy(package, input.join(package.file_name().unwrap())).unwrap();
     for (from, to) in [
         (pki.ca(), "ca.crt"),
         (cert, "sd.crt"),
@@ -815,6 +811,75 @@ fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
          golive-agent check-config --config /etc/golive/agent.toml\n",
     )
     .unwrap();
+    let plan = d.join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "app = \"shop\"\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n\
+             [[hosts]]\nname = \"sd\"\naddress = \"{ip}:{port}\"\n",
+            pki.ca(),
+            op.0,
+            op.1
+        ),
+    )
+    .unwrap();
+    Prepared {
+        input,
+        plan,
+        ctl: Ctl::new(d),
+    }
+}
+
+/// Where `prepare` put a package in the namespace.
+fn in_namespace(package: &Path) -> String {
+    format!(
+        "/run/golive-it/{}",
+        package.file_name().unwrap().to_string_lossy()
+    )
+}
+
+/// What a namespace must leave alone: this machine's own packages (dpkg's
+/// and rpm's databases), users and /etc/golive.
+fn host_view() -> (bool, bool, bool, Vec<String>) {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let mut rpmdb: Vec<String> = std::fs::read_dir("/var/lib/rpm")
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    rpmdb.sort();
+    (
+        read("/var/lib/dpkg/status").contains("Package: golive-agent\n"),
+        read("/etc/passwd")
+            .lines()
+            .any(|l| l.starts_with("golive:")),
+        Path::new("/etc/golive").exists(),
+        rpmdb,
+    )
+}
+
+/// The .deb installed by the real dpkg into an overlay of this machine and
+/// run by a real systemd as PID 1 of its own namespaces: the postinst makes
+/// the user and tells systemd; `systemctl start` returns once the agent is
+/// READY and it answers `golivectl status` over mutual TLS at once; it runs
+/// as `golive` with no capabilities, NoNewPrivileges and a seccomp filter,
+/// and its commands cannot write outside the state directory and the app
+/// roots; `systemd-analyze security` rates the running unit as the README
+/// says; the pings keep it alive past WatchdogSec and a stopped (wedged)
+/// agent is killed and restarted; `systemctl reload` reloads (and a bad file
+/// is refused); a kill -9 is restarted; `systemctl stop` lets a running job
+/// finish; `dpkg --purge` stops it. Nothing is written to this machine.
+#[test]
+fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ip = "127.0.16.22";
+    let port = free_port(ip);
+    let Prepared { input, plan, ctl } = prepare(d, ip, port, &crate::packaging::built_debs().agent);
+    let deb = in_namespace(&crate::packaging::built_debs().agent);
+    let status = || ctl.run(&["status", s(&plan)]);
     // Replaces the config the way an editor saving it would.
     let use_config = |sd: &Systemd, name: &str| {
         sd.ok(
@@ -832,37 +897,11 @@ fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
             LIMIT,
         );
     };
-    let plan = d.join("plan.toml");
-    std::fs::write(
-        &plan,
-        format!(
-            "app = \"shop\"\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n\
-             [[hosts]]\nname = \"sd\"\naddress = \"{ip}:{port}\"\n",
-            pki.ca(),
-            op.0,
-            op.1
-        ),
-    )
-    .unwrap();
-    let ctl = Ctl::new(d);
-    let status = || ctl.run(&["status", s(&plan)]);
-
-    // What the namespace must leave alone: this machine's own view.
-    let host_view = || {
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        (
-            read("/var/lib/dpkg/status").contains("Package: golive-agent\n"),
-            read("/etc/passwd")
-                .lines()
-                .any(|l| l.starts_with("golive:")),
-            Path::new("/etc/golive/agent.toml").exists(),
-        )
-    };
     let host_before = host_view();
     let sd = Systemd::boot(d, &input);
 
     // --- dpkg: the postinst makes the user and reloads systemd ----------
-    let install = sd.ok(&["dpkg", "-i", "/run/golive-it/golive-agent.deb"], LIMIT);
+    let install = sd.ok(&["dpkg", "-i", &deb], LIMIT);
     assert!(
         install.stdout.contains("the service is not enabled yet"),
         "{}",
@@ -1069,5 +1108,112 @@ fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
         host_view(),
         host_before,
         "this machine's dpkg database or users changed"
+    );
+}
+
+/// The .rpm installed by the real rpm into an overlay of this machine and
+/// run by the same kind of systemd: its %pre makes the user before the
+/// files land (the config is group golive), its %post the state directory;
+/// `systemctl start` returns on READY and `golivectl status` answers over
+/// mutual TLS; the agent runs as golive; `rpm -e` stops it (%preun) and
+/// keeps the state directory. rpm runs with --nodeps (this Debian machine's
+/// libc and shadow tools are not in an rpm database) and, Debian's rpm
+/// asking for it, --force-debian.
+#[test]
+fn issue16_the_rpm_runs_under_a_real_systemd_as_pid_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ip = "127.0.16.23";
+    let port = free_port(ip);
+    let rpm = &crate::packaging::built_debs().rpm;
+    let Prepared { input, plan, ctl } = prepare(d, ip, port, rpm);
+    let host_before = host_view();
+    let sd = Systemd::boot(d, &input);
+
+    let install = sd.ok(
+        &[
+            "rpm",
+            "--dbpath",
+            "/var/lib/rpm",
+            "--force-debian",
+            "--nodeps",
+            "-i",
+            &in_namespace(rpm),
+        ],
+        LIMIT,
+    );
+    assert!(
+        install.stdout.contains("the service is not enabled yet"),
+        "{}",
+        install.text()
+    );
+    assert_eq!(sd.show("LoadState"), "loaded", "{}", sd.diagnostics());
+    assert_eq!(sd.show("ActiveState"), "inactive");
+    let modes = sd
+        .ok(
+            &[
+                "stat",
+                "-c",
+                "%n %U:%G %a",
+                "/etc/golive/agent.toml",
+                "/etc/golive/tls",
+                "/var/lib/golive",
+            ],
+            LIMIT,
+        )
+        .stdout;
+    assert_eq!(
+        modes.lines().collect::<Vec<_>>(),
+        [
+            "/etc/golive/agent.toml root:golive 640",
+            "/etc/golive/tls root:golive 750",
+            "/var/lib/golive golive:golive 700",
+        ]
+    );
+    sd.ok(&["sh", "/run/golive-it/configure.sh"], LIMIT);
+
+    sd.ok(&["systemctl", "start", "golive-agent.service"], LIMIT);
+    assert_eq!(sd.show("SubState"), "running");
+    let st = ctl.run(&["status", s(&plan)]);
+    assert_eq!(st.code, 0, "{}\n{}", st.text(), sd.journal());
+    assert!(st.stdout.contains("as \"sd\""), "{}", st.text());
+    let uid = sd.ok(&["id", "-u", "golive"], LIMIT).stdout;
+    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", sd.agent_pid())).unwrap();
+    assert!(
+        proc_status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(uid.trim())),
+        "not running as golive ({uid}): {proc_status}"
+    );
+
+    let erase = sd.ok(
+        &[
+            "rpm",
+            "--dbpath",
+            "/var/lib/rpm",
+            "--force-debian",
+            "-e",
+            "golive-agent",
+        ],
+        LIMIT,
+    );
+    assert!(
+        erase.text().contains("kept /var/lib/golive"),
+        "{}",
+        erase.text()
+    );
+    assert_eq!(sd.show("ActiveState"), "inactive", "{}", sd.journal());
+    assert_eq!(sd.show("LoadState"), "not-found");
+    sd.ok(&["test", "-d", "/var/lib/golive"], LIMIT);
+    assert!(
+        sd.exec(&["test", "-e", "/usr/bin/golive-agent"], LIMIT)
+            .code
+            != 0
+    );
+    drop(sd);
+    assert_eq!(
+        host_view(),
+        host_before,
+        "this machine's package databases or users changed"
     );
 }
