@@ -110,43 +110,172 @@ fn account(root: &Path, file: &str) -> Vec<String> {
     lines[0].split(':').map(str::to_string).collect()
 }
 
+/// The two .deb files and the agent's .rpm `scripts/build-deb --rpm` made from this test run's own
+/// binaries (profile dev unless the tests run --release), built once per
+/// run for the tests that need them (this module's and the systemd one's),
+/// under cargo's target tmp directory.
+pub(crate) struct Debs {
+    pub version: &'static str,
+    pub agent: PathBuf,
+    pub ctl: PathBuf,
+    pub rpm: PathBuf,
+}
+
+pub(crate) fn built_debs() -> &'static Debs {
+    static DEBS: std::sync::OnceLock<Debs> = std::sync::OnceLock::new();
+    DEBS.get_or_init(|| {
+        let agent = bin("golive-agent");
+        let profile = match agent.parent().and_then(Path::file_name) {
+            Some(n) if n == "release" => "release",
+            _ => "dev",
+        };
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("issue16-debs");
+        let _ = std::fs::remove_dir_all(&out);
+        let mut build = Command::new(repo().join("scripts/build-deb"));
+        build.args([
+            "--profile",
+            profile,
+            "--no-build",
+            "--fast",
+            "--rpm",
+            "--out",
+            s(&out),
+        ]);
+        ok(build, BUILD_LIMIT);
+        let rpm = out.join(format!(
+            "golive-agent-{}-1.{}.rpm",
+            golive_shared::GOLIVE_VERSION,
+            std::env::consts::ARCH
+        ));
+        let version = golive_shared::GOLIVE_VERSION;
+        let arch = ok(
+            {
+                let mut c = Command::new("dpkg");
+                c.arg("--print-architecture");
+                c
+            },
+            LIMIT,
+        )
+        .stdout
+        .trim()
+        .to_string();
+        Debs {
+            version,
+            agent: out.join(format!("golive-agent_{version}-1_{arch}.deb")),
+            ctl: out.join(format!("golivectl_{version}-1_{arch}.deb")),
+            rpm,
+        }
+    })
+}
+
+fn rpm_query(rpm: &Path, args: &[&str]) -> String {
+    let mut cmd = Command::new("rpm");
+    cmd.args(["-qp", "--nosignature", "--nodigest"])
+        .args(args)
+        .arg(rpm);
+    ok(cmd, LIMIT).stdout
+}
+
+/// The agent's .rpm: name, version, what it requires, its files with
+/// modes, owners and the config flag, and its scriptlets (the same steps as
+/// the .deb's maintainer scripts), read back by the real rpm. It is
+/// installed and run under systemd by
+/// `systemd::issue16_the_rpm_runs_under_a_real_systemd_as_pid_1`.
+#[test]
+fn issue16_rpm_package_files_and_scripts() {
+    let rpm = &built_debs().rpm;
+    assert!(rpm.is_file(), "{} was not built", rpm.display());
+    let nvr = rpm_query(rpm, &["--qf", "%{NAME} %{VERSION} %{RELEASE}"]);
+    assert_eq!(
+        nvr,
+        format!("golive-agent {} 1", golive_shared::GOLIVE_VERSION)
+    );
+    let requires = rpm_query(rpm, &["--requires"]);
+    for want in ["shadow-utils", "/bin/sh", "libc.so.6"] {
+        assert!(requires.contains(want), "{want} not required: {requires}");
+    }
+    // path size mtime digest mode owner group isconfig isdoc rdev symlink
+    let dump = rpm_query(rpm, &["--dump"]);
+    let file = |path: &str| -> Vec<String> {
+        dump.lines()
+            .find(|l| l.split_whitespace().next() == Some(path))
+            .unwrap_or_else(|| panic!("{path} is not in the package:\n{dump}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    for (path, mode, group, config) in [
+        ("/usr/bin/golive-agent", "0100755", "root", "0"),
+        (
+            "/usr/lib/systemd/system/golive-agent.service",
+            "0100644",
+            "root",
+            "0",
+        ),
+        ("/etc/golive/agent.toml", "0100640", "golive", "1"),
+        (
+            "/usr/share/bash-completion/completions/golive-agent",
+            "0100644",
+            "root",
+            "0",
+        ),
+        (
+            "/usr/share/man/man1/golive-agent-serve.1.gz",
+            "0100644",
+            "root",
+            "0",
+        ),
+        (
+            "/usr/share/doc/golive-agent/examples/crontab",
+            "0100644",
+            "root",
+            "0",
+        ),
+    ] {
+        let f = file(path);
+        assert_eq!(
+            (f[4].as_str(), f[5].as_str(), f[6].as_str(), f[7].as_str()),
+            (mode, "root", group, config),
+            "{path}: {f:?}"
+        );
+    }
+    // An edited config is kept on upgrade: noreplace.
+    let flags = rpm_query(rpm, &["--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]"]);
+    assert!(
+        flags
+            .lines()
+            .any(|l| l.ends_with(" /etc/golive/agent.toml") && l.contains('n')),
+        "{flags}"
+    );
+    let scripts = rpm_query(rpm, &["--scripts"]);
+    for want in [
+        "preinstall scriptlet",
+        "groupadd --system golive",
+        "useradd --system --gid golive",
+        "postinstall scriptlet",
+        "chmod 0700 /var/lib/golive",
+        "systemctl try-restart golive-agent.service",
+        "preuninstall scriptlet",
+        "systemctl stop golive-agent.service",
+        "postuninstall scriptlet",
+        "kept /var/lib/golive",
+    ] {
+        assert!(
+            scripts.contains(want),
+            "{want:?} not in the scriptlets:\n{scripts}"
+        );
+    }
+}
+
 #[test]
 fn issue16_deb_packages_install_purge_and_configure() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let agent = bin("golive-agent");
-    let profile = match agent.parent().and_then(Path::file_name) {
-        Some(n) if n == "release" => "release",
-        _ => "dev",
-    };
-    let out = d.join("debs");
-    let mut build = Command::new(repo().join("scripts/build-deb"));
-    build.args([
-        "--profile",
-        profile,
-        "--no-build",
-        "--fast",
-        "--out",
-        s(&out),
-    ]);
-    ok(build, BUILD_LIMIT);
-    let version = golive_shared::GOLIVE_VERSION;
-    let arch = ok(
-        {
-            let mut c = Command::new("dpkg");
-            c.arg("--print-architecture");
-            c
-        },
-        LIMIT,
-    )
-    .stdout
-    .trim()
-    .to_string();
-    let agent_deb = out.join(format!("golive-agent_{version}-1_{arch}.deb"));
-    let ctl_deb = out.join(format!("golivectl_{version}-1_{arch}.deb"));
+    let debs = built_debs();
+    let (version, agent_deb, ctl_deb) = (debs.version, &debs.agent, &debs.ctl);
 
     // --- golive-agent: control data --------------------------------------
-    let info = dpkg_deb(&["--info", s(&agent_deb)]).stdout;
+    let info = dpkg_deb(&["--info", s(agent_deb)]).stdout;
     assert!(info.contains("Package: golive-agent"), "{info}");
     assert!(info.contains(&format!("Version: {version}-1")), "{info}");
     let depends = info
@@ -164,11 +293,11 @@ fn issue16_deb_packages_install_purge_and_configure() {
             .unwrap_or_else(|| panic!("no {script}: {info}"));
         assert!(line.contains('*'), "{script} is not executable: {line}");
     }
-    let conffiles = dpkg_deb(&["--info", s(&agent_deb), "conffiles"]).stdout;
+    let conffiles = dpkg_deb(&["--info", s(agent_deb), "conffiles"]).stdout;
     assert_eq!(conffiles.trim(), "/etc/golive/agent.toml");
 
     // --- golive-agent: files and modes -----------------------------------
-    let list = contents(&agent_deb);
+    let list = contents(agent_deb);
     for (path, mode) in [
         ("/usr/bin/golive-agent", "-rwxr-xr-x"),
         ("/usr/lib/systemd/system/golive-agent.service", "-rw-r--r--"),
@@ -203,7 +332,7 @@ fn issue16_deb_packages_install_purge_and_configure() {
     );
 
     let x = d.join("x");
-    dpkg_deb(&["-x", s(&agent_deb), s(&x)]);
+    dpkg_deb(&["-x", s(agent_deb), s(&x)]);
     let unit =
         std::fs::read_to_string(x.join("usr/lib/systemd/system/golive-agent.service")).unwrap();
     assert!(
@@ -248,14 +377,14 @@ fn issue16_deb_packages_install_purge_and_configure() {
         .replace("\"/srv/www/", &format!("\"{}/srv/www/", s(d)));
     let moved_path = d.join("agent.toml");
     std::fs::write(&moved_path, moved).unwrap();
-    let mut check = Command::new(&agent);
+    let mut check = Command::new(bin("golive-agent"));
     check.args(["check-config", "--config", s(&moved_path)]);
     let r = ok(check, LIMIT);
     assert!(r.stdout.contains(": ok (agent web1"), "{}", r.text());
 
     // --- golive-agent: installed into a throwaway root ---------------------
     let root = fake_root(d);
-    let first = dpkg(&root, &["-i", s(&agent_deb)]);
+    let first = dpkg(&root, &["-i", s(agent_deb)]);
     assert!(
         first.stdout.contains("systemctl enable --now golive-agent"),
         "{}",
@@ -290,7 +419,7 @@ fn issue16_deb_packages_install_purge_and_configure() {
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    dpkg(&root, &["--force-confold", "-i", s(&agent_deb)]);
+    dpkg(&root, &["--force-confold", "-i", s(agent_deb)]);
     account(&root, "passwd");
     account(&root, "group");
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), edited);
@@ -308,11 +437,11 @@ fn issue16_deb_packages_install_purge_and_configure() {
     account(&root, "passwd");
 
     // --- golivectl -------------------------------------------------------
-    let info = dpkg_deb(&["--info", s(&ctl_deb)]).stdout;
+    let info = dpkg_deb(&["--info", s(ctl_deb)]).stdout;
     assert!(info.contains("Package: golivectl"), "{info}");
     assert!(info.contains("Recommends: openssh-client"), "{info}");
     assert!(!info.contains("postinst"), "{info}");
-    let list = contents(&ctl_deb);
+    let list = contents(ctl_deb);
     for (path, mode) in [
         ("/usr/bin/golivectl", "-rwxr-xr-x"),
         (

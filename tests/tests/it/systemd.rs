@@ -3,7 +3,10 @@
 //! measured bound; the real agent speaks the `Type=notify` protocol to a
 //! NOTIFY_SOCKET the test binds (READY once it listens, WATCHDOG pings at
 //! half of WATCHDOG_USEC, RELOADING then READY on SIGHUP, STOPPING on
-//! SIGTERM). Addresses 127.0.16.20-29.
+//! SIGTERM); and the built .deb runs under a real systemd, PID 1 of its own
+//! namespaces over an overlay of this machine's root (start, status over
+//! mutual TLS, hardening, watchdog, reload, restart, drain, purge).
+//! Addresses 127.0.16.20-29.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -363,5 +366,855 @@ fn issue16_notify_abstract_socket_without_watchdog() {
         status.is_some_and(|s| s.success()),
         "{status:?}\n{}",
         text(&log)
+    );
+}
+
+// --- The .deb's service under a real systemd ------------------------------
+
+/// Run as PID 1 of new pid, mount, cgroup and uts namespaces (`unshare`),
+/// until it becomes systemd. Everything it mounts lives in the new mount
+/// namespace and goes with its last process: a tmpfs at `$1` holding an
+/// overlay of this machine's `/` (so dpkg, useradd and the agent write into
+/// the tmpfs, never into this machine's packages or /etc), fresh /proc with
+/// /proc/sys read-only, /sys read-only (no udev, no sysctl on this kernel),
+/// the namespace's own cgroup2 tree, a minimal /dev with its own devpts, and
+/// fresh /run and /tmp; the test's input dir `$2` is copied to
+/// /run/golive-it; `$3` stands in for /dev/console.
+const BOOT: &str = r#"#!/bin/bash
+set -eu
+base=$1 input=$2 console=$3
+mount -t tmpfs -o mode=0755,size=2g golive-it "$base"
+mkdir "$base/upper" "$base/work" "$base/root"
+mount -t overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" golive-it "$base/root"
+r=$base/root
+mount -t proc proc "$r/proc"
+for p in sys sysrq-trigger; do
+    [ -e "$r/proc/$p" ] || continue
+    mount --bind "$r/proc/$p" "$r/proc/$p"
+    mount -o remount,bind,ro "$r/proc/$p"
+done
+mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$r/sys"
+mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$r/sys/fs/cgroup"
+mount -t tmpfs -o mode=0755,nosuid tmpfs "$r/dev"
+for n in null zero full random urandom tty; do
+    touch "$r/dev/$n"
+    mount --bind "/dev/$n" "$r/dev/$n"
+done
+touch "$r/dev/console"
+mount --bind "$console" "$r/dev/console"
+mkdir "$r/dev/pts" "$r/dev/shm" "$r/dev/mqueue"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$r/dev/pts"
+ln -s pts/ptmx "$r/dev/ptmx"
+ln -s /proc/self/fd "$r/dev/fd"
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$r/dev/shm"
+mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$r/run"
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$r/tmp"
+cp -a "$input" "$r/run/golive-it"
+mkdir -p "$r/run/golive-it/none" "$r/oldroot"
+cd "$r"
+pivot_root . oldroot
+umount -l /oldroot
+rmdir /oldroot
+# Only the test's units (no udev, getty, sysctl, modules, ...): the unit
+# path is /run/golive-it/units alone and no generator runs.
+exec env -i container=golive-it PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    SYSTEMD_UNIT_PATH=/run/golive-it/units \
+    SYSTEMD_GENERATOR_PATH=/run/golive-it/none \
+    SYSTEMD_ENVIRONMENT_GENERATOR_PATH=/run/golive-it/none \
+    /lib/systemd/systemd --system --unit=golive-it.target --show-status=no
+"#;
+
+/// The namespace's unit path: a boot target pulling journald in, the
+/// targets a service's default dependencies name, the package's unit
+/// (linked from where dpkg puts it; dangling until the install), and the
+/// test's one drop-in: the watchdog at 4 s instead of 30 so the test waits
+/// seconds (pings every 2 s leave room on a busy machine), and a 2 s abort
+/// timeout so a wedged agent is killed quickly.
+fn write_units(units: &Path) {
+    std::fs::create_dir_all(units.join("golive-agent.service.d")).unwrap();
+    for (name, text) in [
+        (
+            "golive-it.target",
+            "[Unit]\nDescription=golive test system\nRequires=basic.target\nAfter=basic.target\n",
+        ),
+        (
+            "sysinit.target",
+            "[Unit]\nDescription=System Initialization\nWants=systemd-journald.service \
+             systemd-journald.socket systemd-journald-dev-log.socket\n",
+        ),
+        (
+            "basic.target",
+            "[Unit]\nDescription=Basic System\nRequires=sysinit.target\nAfter=sysinit.target\n",
+        ),
+        ("sockets.target", "[Unit]\nDescription=Sockets\n"),
+        (
+            "network-online.target",
+            "[Unit]\nDescription=Network is Online\n",
+        ),
+        (
+            "shutdown.target",
+            "[Unit]\nDescription=System Shutdown\nDefaultDependencies=no\n",
+        ),
+        (
+            "system.slice",
+            "[Unit]\nDescription=System Slice\nDefaultDependencies=no\n",
+        ),
+        (
+            "golive-agent.service.d/test.conf",
+            "[Service]\nWatchdogSec=4\nTimeoutAbortSec=2\n",
+        ),
+    ] {
+        std::fs::write(units.join(name), text).unwrap();
+    }
+    for unit in [
+        "systemd-journald.service",
+        "systemd-journald.socket",
+        "systemd-journald-dev-log.socket",
+        "golive-agent.service",
+    ] {
+        std::os::unix::fs::symlink(format!("/usr/lib/systemd/system/{unit}"), units.join(unit))
+            .unwrap();
+    }
+}
+
+/// The cgroup2 hierarchy of this machine and the test's own cgroup in it.
+fn cgroup2_home() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let root = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| PathBuf::from(f[1]))
+        .unwrap_or_else(|| {
+            panic!(
+                "no cgroup2 hierarchy is mounted: systemd as PID 1 of a namespace needs \
+                 one for its cgroup tree (mount -t cgroup2 none /sys/fs/cgroup/unified)"
+            )
+        });
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let rel = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/");
+    root.join(rel.trim_start_matches('/'))
+}
+
+/// A systemd running as PID 1 of its own namespaces over an overlay of
+/// this machine's root. Dropping it kills that PID 1 (the kernel then kills
+/// every process of the namespace, whose mounts go with it) and removes
+/// its cgroup tree.
+struct Systemd {
+    unshare: Option<KillOnDrop>,
+    cgroup: PathBuf,
+    /// This machine's pid of the namespace's PID 1 (systemd).
+    pid1: i32,
+    log: PathBuf,
+}
+
+impl Systemd {
+    fn boot(dir: &Path, input: &Path) -> Systemd {
+        for tool in [
+            "/lib/systemd/systemd",
+            "/usr/bin/unshare",
+            "/usr/bin/nsenter",
+        ] {
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} is missing: scripts/test installs systemd (unshare and nsenter are util-linux's)"
+            );
+        }
+        // One per namespace: tests of this process run side by side.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cgroup = cgroup2_home().join(format!("golive-it-{}-{n}", std::process::id()));
+        std::fs::create_dir(&cgroup).unwrap_or_else(|e| {
+            panic!(
+                "cannot make the namespace's cgroup {}: {e} (the test runs as root with \
+                 a writable cgroup2 hierarchy)",
+                cgroup.display()
+            )
+        });
+        let base = dir.join("ns");
+        std::fs::create_dir(&base).unwrap();
+        let boot = dir.join("boot.sh");
+        std::fs::write(&boot, BOOT).unwrap();
+        let console = dir.join("console.log");
+        std::fs::write(&console, "").unwrap();
+        let log = dir.join("boot.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new("bash");
+        // The shell moves itself into the new cgroup, then becomes unshare,
+        // whose child (PID 1 inside) runs BOOT; --kill-child: the namespace
+        // dies with unshare.
+        cmd.arg("-c")
+            .arg(
+                "echo $$ > \"$1/cgroup.procs\" && exec unshare --pid --fork --mount --cgroup \
+                 --uts --propagation private --kill-child bash \"$2\" \"$3\" \"$4\" \"$5\"",
+            )
+            .args(["golive-it", s(&cgroup), s(&boot), s(&base), s(input)])
+            .arg(&console)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let mut sd = Systemd {
+            unshare: Some(KillOnDrop(cmd.spawn().expect("spawn unshare"))),
+            cgroup,
+            pid1: 0,
+            log,
+        };
+        // systemd moves itself into init.scope of its cgroup tree.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sd.pid1 == 0 {
+            let procs = std::fs::read_to_string(sd.cgroup.join("init.scope/cgroup.procs"));
+            if let Some(pid) = procs.ok().and_then(|p| p.trim().parse().ok()) {
+                sd.pid1 = pid;
+                break;
+            }
+            let exited = sd.unshare.as_mut().unwrap().0.try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "systemd did not start as PID 1 ({exited:?}): {}",
+                sd.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        loop {
+            let r = sd.exec(&["systemctl", "is-system-running"], LIMIT);
+            let state = r.stdout.trim().to_string();
+            if state == "running" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline
+                    && matches!(state.as_str(), "" | "initializing" | "starting"),
+                "the namespace's systemd did not reach running ({state}): {}\n{}",
+                r.text(),
+                sd.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sd
+    }
+
+    /// `args` inside the namespace (its root, pid and mount namespaces).
+    fn exec(&self, args: &[&str], limit: Duration) -> Run {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--target={}", self.pid1))
+            .args([
+                "--mount", "--pid", "--uts", "--cgroup", "--root", "--wd", "--",
+            ])
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C")
+            .env("SYSTEMD_PAGER", "")
+            .env("SYSTEMD_COLORS", "0");
+        run_bounded(cmd, limit)
+    }
+
+    /// `args` inside, which must succeed.
+    fn ok(&self, args: &[&str], limit: Duration) -> Run {
+        let r = self.exec(args, limit);
+        assert_eq!(r.code, 0, "{args:?}: {}\n{}", r.text(), self.diagnostics());
+        r
+    }
+
+    /// One property of golive-agent.service.
+    fn show(&self, prop: &str) -> String {
+        self.ok(
+            &[
+                "systemctl",
+                "show",
+                "--value",
+                "-p",
+                prop,
+                "golive-agent.service",
+            ],
+            LIMIT,
+        )
+        .stdout
+        .trim()
+        .to_string()
+    }
+
+    /// What the namespace's journal holds about the agent's unit.
+    fn journal(&self) -> String {
+        self.exec(
+            &[
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "cat",
+                "-u",
+                "golive-agent.service",
+            ],
+            LIMIT,
+        )
+        .stdout
+    }
+
+    /// The boot log, the console and the journal, for failure messages.
+    fn diagnostics(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let journal = if self.pid1 > 0 {
+            self.exec(&["journalctl", "--no-pager", "-n", "200"], LIMIT)
+                .stdout
+        } else {
+            String::new()
+        };
+        format!(
+            "--- boot\n{}--- console\n{}--- journal\n{journal}",
+            read(&self.log),
+            read(&self.log.with_file_name("console.log"))
+        )
+    }
+
+    /// This machine's pid of the agent (the unit's one process).
+    fn agent_pid(&self) -> i32 {
+        let procs = std::fs::read_to_string(
+            self.cgroup
+                .join("system.slice/golive-agent.service/cgroup.procs"),
+        )
+        .unwrap_or_default();
+        let pids: Vec<i32> = procs.lines().filter_map(|l| l.parse().ok()).collect();
+        assert_eq!(pids.len(), 1, "one process in the unit: {pids:?}");
+        pids[0]
+    }
+
+    /// Waits (bounded) until `systemctl show` has `want` for every pair.
+    fn wait_for(&self, want: &[(&str, &str)], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let now: Vec<(String, String)> = want
+                .iter()
+                .map(|(p, _)| (p.to_string(), self.show(p)))
+                .collect();
+            if now.iter().zip(want).all(|((_, v), (_, w))| v == w) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "golive-agent.service did not reach {want:?} within {within:?}: {now:?}\n{}",
+                self.journal()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Systemd {
+    fn drop(&mut self) {
+        if self.pid1 > 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid1),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // Kills unshare (and so, by --kill-child, a PID 1 not yet known)
+        // and reaps it.
+        drop(self.unshare.take());
+        // The cgroups empty as the kernel reaps the namespace; remove the
+        // deepest first.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cgroup.exists() && Instant::now() < deadline {
+            let mut dirs = Vec::new();
+            let mut todo = vec![self.cgroup.clone()];
+            while let Some(d) = todo.pop() {
+                if let Ok(entries) = std::fs::read_dir(&d) {
+                    for e in entries.flatten() {
+                        if e.file_type().is_ok_and(|t| t.is_dir()) {
+                            todo.push(e.path());
+                        }
+                    }
+                }
+                dirs.push(d);
+            }
+            for d in dirs.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// The exposure `systemd-analyze security` prints for a unit.
+fn exposure(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.split_once("Overall exposure level for golive-agent.service:"))
+        .and_then(|(_, s)| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"))
+        .to_string()
+}
+
+/// What a package test under systemd starts from.
+struct Prepared {
+    /// Copied to /run/golive-it in the namespace: the package (by its own
+    /// file name), the units, the agent's TLS files, three configs and
+    /// configure.sh (the README's steps after the install).
+    input: PathBuf,
+    /// A plan naming the agent, for `golivectl status` and `run`.
+    plan: PathBuf,
+    ctl: Ctl,
+}
+
+fn prepare(d: &Path, ip: &str, port: u16, package: &Path) -> Prepared {
+    let pki = TestPki::new(d);
+    let (cert, key) = pki.agent("sd", &[ip, "localhost"]);
+    let op = pki.operator("alice", "operator");
+    let input = d.join("input");
+    write_units(&input.join("units"));
+    std::fs::copy(package, input.join(package.file_name().unwrap())).unwrap();
+    for (from, to) in [
+        (pki.ca(), "ca.crt"),
+        (cert, "sd.crt"),
+        (key, "sd.key"),
+        (pki.revoked_list(), "revoked.txt"),
+    ] {
+        std::fs::copy(from, input.join(to)).unwrap();
+    }
+    // The config as the README's steps make it, with one command that tries
+    // to write inside and outside what the unit lets it; a second config
+    // adds a slow command (the reload), a third is broken.
+    let config = |extra: &str| {
+        format!(
+            "[agent]\nname = \"sd\"\nlisten = \"{ip}:{port}\"\nstate_dir = \"/var/lib/golive\"\n\n\
+             [tls]\nca = \"/etc/golive/tls/ca.crt\"\ncert = \"/etc/golive/tls/sd.crt\"\n\
+             key = \"/etc/golive/tls/sd.key\"\nrevoked = \"/etc/golive/tls/revoked.txt\"\n\n\
+             [apps.shop]\nroot = \"/srv/www/shop\"\nkeep_releases = 3\n\n\
+             [apps.shop.commands.escape]\ncmd = [\"sh\", \"-c\", \"id -un; \
+             touch /srv/www/shop/shared-ok && echo wrote the app root; \
+             touch /var/lib/golive/state-ok && echo wrote the state dir; \
+             touch /etc/golive/escape; touch /usr/escape; ls /home; ls /root\"]\n\n{extra}"
+        )
+    };
+    let slow = "[apps.shop.commands.slow]\ncmd = [\"sleep\", \"3\"]\n";
+    std::fs::write(input.join("agent.toml"), config("")).unwrap();
+    std::fs::write(input.join("agent-slow.toml"), config(slow)).unwrap();
+    std::fs::write(
+        input.join("agent-bad.toml"),
+        config("[apps.shop.nonsense]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        input.join("configure.sh"),
+        "set -eu\nin=/run/golive-it\n\
+         install -m 0640 -o root -g golive $in/agent.toml /etc/golive/agent.toml\n\
+         install -m 0640 -o root -g golive $in/ca.crt $in/sd.crt $in/revoked.txt /etc/golive/tls/\n\
+         install -m 0600 -o golive -g golive $in/sd.key /etc/golive/tls/\n\
+         mkdir -p /srv/www/shop/releases/v1\nln -sfn releases/v1 /srv/www/shop/current\n\
+         chown -R golive:golive /srv/www\n\
+         golive-agent check-config --config /etc/golive/agent.toml\n",
+    )
+    .unwrap();
+    let plan = d.join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "app = \"shop\"\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n\
+             [[hosts]]\nname = \"sd\"\naddress = \"{ip}:{port}\"\n",
+            pki.ca(),
+            op.0,
+            op.1
+        ),
+    )
+    .unwrap();
+    Prepared {
+        input,
+        plan,
+        ctl: Ctl::new(d),
+    }
+}
+
+/// Where `prepare` put a package in the namespace.
+fn in_namespace(package: &Path) -> String {
+    format!(
+        "/run/golive-it/{}",
+        package.file_name().unwrap().to_string_lossy()
+    )
+}
+
+/// What a namespace must leave alone: this machine's own packages (dpkg's
+/// and rpm's databases), users and /etc/golive.
+fn host_view() -> (bool, bool, bool, Vec<String>) {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let mut rpmdb: Vec<String> = std::fs::read_dir("/var/lib/rpm")
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    rpmdb.sort();
+    (
+        read("/var/lib/dpkg/status").contains("Package: golive-agent\n"),
+        read("/etc/passwd")
+            .lines()
+            .any(|l| l.starts_with("golive:")),
+        Path::new("/etc/golive").exists(),
+        rpmdb,
+    )
+}
+
+/// The .deb installed by the real dpkg into an overlay of this machine and
+/// run by a real systemd as PID 1 of its own namespaces: the postinst makes
+/// the user and tells systemd; `systemctl start` returns once the agent is
+/// READY and it answers `golivectl status` over mutual TLS at once; it runs
+/// as `golive` with no capabilities, NoNewPrivileges and a seccomp filter,
+/// and its commands cannot write outside the state directory and the app
+/// roots; `systemd-analyze security` rates the running unit as the README
+/// says; the pings keep it alive past WatchdogSec and a stopped (wedged)
+/// agent is killed and restarted; `systemctl reload` reloads (and a bad file
+/// is refused); a kill -9 is restarted; `systemctl stop` lets a running job
+/// finish; `dpkg --purge` stops it. Nothing is written to this machine.
+#[test]
+fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ip = "127.0.16.22";
+    let port = free_port(ip);
+    let Prepared { input, plan, ctl } = prepare(d, ip, port, &crate::packaging::built_debs().agent);
+    let deb = in_namespace(&crate::packaging::built_debs().agent);
+    let status = || ctl.run(&["status", s(&plan)]);
+    // Replaces the config the way an editor saving it would.
+    let use_config = |sd: &Systemd, name: &str| {
+        sd.ok(
+            &[
+                "install",
+                "-m",
+                "0640",
+                "-o",
+                "root",
+                "-g",
+                "golive",
+                &format!("/run/golive-it/{name}"),
+                "/etc/golive/agent.toml",
+            ],
+            LIMIT,
+        );
+    };
+    let host_before = host_view();
+    let sd = Systemd::boot(d, &input);
+
+    // --- dpkg: the postinst makes the user and reloads systemd ----------
+    let install = sd.ok(&["dpkg", "-i", &deb], LIMIT);
+    assert!(
+        install.stdout.contains("the service is not enabled yet"),
+        "{}",
+        install.text()
+    );
+    assert_eq!(sd.show("LoadState"), "loaded", "{}", sd.diagnostics());
+    assert_eq!(sd.show("ActiveState"), "inactive");
+    let ids = sd.ok(&["id", "-u", "golive"], LIMIT).stdout;
+    let uid: u32 = ids.trim().parse().unwrap();
+    sd.ok(&["sh", "/run/golive-it/configure.sh"], LIMIT);
+
+    // --- start: READY once listening; status over mutual TLS ------------
+    sd.ok(&["systemctl", "start", "golive-agent.service"], LIMIT);
+    let connect = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    );
+    assert!(
+        connect.is_ok(),
+        "systemctl start returned before the agent listened: {connect:?}\n{}",
+        sd.journal()
+    );
+    assert_eq!(sd.show("SubState"), "running");
+    assert_eq!(sd.show("StatusText"), format!("serving on {ip}:{port}"));
+    let st = status();
+    assert_eq!(st.code, 0, "{}\n{}", st.text(), sd.journal());
+    assert!(st.stdout.contains("as \"sd\""), "{}", st.text());
+
+    // --- hardening: the process and what its commands may write ---------
+    let pid = sd.agent_pid();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| panic!("no {name} in {proc_status}"))
+    };
+    assert_eq!(field("Uid"), format!("{uid} {uid} {uid} {uid}"));
+    for cap in ["CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(field(cap), "0000000000000000", "{cap}");
+    }
+    assert_eq!(field("NoNewPrivs"), "1");
+    assert_eq!(field("Seccomp"), "2", "a seccomp filter");
+    let run = ctl.run(&["run", s(&plan), "escape"]);
+    let out = run.text();
+    for want in [
+        "[command escape] golive",
+        "wrote the app root",
+        "wrote the state dir",
+        "cannot touch '/etc/golive/escape': Read-only file system",
+        "cannot touch '/usr/escape': Read-only file system",
+        "cannot open directory '/home': Permission denied",
+        "cannot open directory '/root': Permission denied",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    assert!(
+        sd.exec(&["test", "-e", "/etc/golive/escape"], LIMIT).code != 0,
+        "a command wrote /etc"
+    );
+
+    // --- systemd-analyze security of the running unit = the README's ----
+    let online = sd.ok(
+        &[
+            "systemd-analyze",
+            "security",
+            "--no-pager",
+            "golive-agent.service",
+        ],
+        LIMIT,
+    );
+    let score = exposure(&online.stdout);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    assert_eq!(
+        exposure(&readme),
+        score,
+        "the README's score is not the running unit's:\n{}",
+        online.stdout
+    );
+    assert!(score.parse::<f64>().unwrap() <= MAX_EXPOSURE, "{score}");
+
+    // --- the pings keep it alive past twice WatchdogSec (4 s) -----------
+    let main = sd.show("MainPID");
+    let t0: u64 = sd.show("WatchdogTimestampMonotonic").parse().unwrap();
+    std::thread::sleep(Duration::from_secs(9));
+    assert_eq!(sd.show("MainPID"), main, "{}", sd.journal());
+    assert_eq!(sd.show("NRestarts"), "0", "{}", sd.journal());
+    let t1: u64 = sd.show("WatchdogTimestampMonotonic").parse().unwrap();
+    assert!(t1 >= t0 + 6_000_000, "no ping for 6 s: {t0} -> {t1}");
+
+    // --- reload: SIGHUP applies a new file, refuses a broken one --------
+    use_config(&sd, "agent-slow.toml");
+    sd.ok(&["systemctl", "reload", "golive-agent.service"], LIMIT);
+    assert!(
+        sd.journal()
+            .contains("config /etc/golive/agent.toml reloaded (SIGHUP)"),
+        "{}",
+        sd.journal()
+    );
+    assert_eq!(sd.show("MainPID"), main, "a reload is not a restart");
+    use_config(&sd, "agent-bad.toml");
+    sd.ok(&["systemctl", "reload", "golive-agent.service"], LIMIT);
+    assert!(
+        sd.journal()
+            .contains("config /etc/golive/agent.toml NOT reloaded (SIGHUP)"),
+        "{}",
+        sd.journal()
+    );
+    assert_eq!(sd.show("ActiveState"), "active");
+    assert!(
+        sd.show("StatusText").contains("refused"),
+        "{}",
+        sd.show("StatusText")
+    );
+    use_config(&sd, "agent-slow.toml");
+    sd.ok(&["systemctl", "reload", "golive-agent.service"], LIMIT);
+    assert_eq!(sd.show("StatusText"), "serving; config reloaded");
+
+    // --- a wedged agent (SIGSTOP: no pings) is killed and restarted -----
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sd.agent_pid()),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    sd.wait_for(
+        &[("NRestarts", "1"), ("ActiveState", "active")],
+        Duration::from_secs(30),
+    );
+    assert!(
+        sd.journal().contains("Failed with result 'watchdog'"),
+        "{}",
+        sd.journal()
+    );
+    assert_ne!(sd.show("MainPID"), main);
+
+    // --- kill -9: Restart=on-failure ------------------------------------
+    let main = sd.show("MainPID");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sd.agent_pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    sd.wait_for(
+        &[("NRestarts", "2"), ("ActiveState", "active")],
+        Duration::from_secs(30),
+    );
+    assert_ne!(sd.show("MainPID"), main);
+    let st = status();
+    assert_eq!(st.code, 0, "{}\n{}", st.text(), sd.journal());
+
+    // --- systemctl stop drains: the running command finishes ------------
+    let mut slow_run = KillOnDrop(
+        ctl.cmd(&["run", s(&plan), "slow"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(d.join("slow.out")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The escape job was the first command: wait for the second.
+    while sd.journal().matches("started: command of shop").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow job never started:\n{}",
+            sd.journal()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopping = Instant::now();
+    sd.ok(
+        &["systemctl", "stop", "golive-agent.service"],
+        Duration::from_secs(90),
+    );
+    let took = stopping.elapsed();
+    let ended = exits_within(&mut slow_run, Duration::from_secs(30));
+    let slow_out = std::fs::read_to_string(d.join("slow.out")).unwrap_or_default();
+    let journal = sd.journal();
+    assert!(journal.contains("stopping: waiting up to"), "{journal}");
+    assert!(
+        slow_out.contains("slow succeeded") && ended.is_some_and(|s| s.success()),
+        "the running command did not finish through the stop ({took:?}): {slow_out}\n{journal}"
+    );
+    assert!(
+        took >= Duration::from_millis(1500),
+        "the stop did not wait for the job: {took:?}"
+    );
+    assert_eq!(sd.show("ActiveState"), "inactive");
+    assert_eq!(sd.show("Result"), "success", "{journal}");
+
+    // --- dpkg --purge stops a running agent (prerm) ---------------------
+    sd.ok(&["systemctl", "start", "golive-agent.service"], LIMIT);
+    let purge = sd.ok(&["dpkg", "--purge", "golive-agent"], LIMIT);
+    assert!(purge.text().contains("kept"), "{}", purge.text());
+    assert_eq!(sd.show("ActiveState"), "inactive", "{}", sd.journal());
+    assert_eq!(sd.show("LoadState"), "not-found");
+    assert!(sd.exec(&["test", "-e", "/etc/golive"], LIMIT).code != 0);
+    sd.ok(&["test", "-d", "/var/lib/golive"], LIMIT);
+    drop(sd);
+    assert_eq!(
+        host_view(),
+        host_before,
+        "this machine's dpkg database or users changed"
+    );
+}
+
+/// The .rpm installed by the real rpm into an overlay of this machine and
+/// run by the same kind of systemd: its %pre makes the user before the
+/// files land (the config is group golive), its %post the state directory;
+/// `systemctl start` returns on READY and `golivectl status` answers over
+/// mutual TLS; the agent runs as golive; `rpm -e` stops it (%preun) and
+/// keeps the state directory. rpm runs with --nodeps (this Debian machine's
+/// libc and shadow tools are not in an rpm database) and, Debian's rpm
+/// asking for it, --force-debian.
+#[test]
+fn issue16_the_rpm_runs_under_a_real_systemd_as_pid_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ip = "127.0.16.23";
+    let port = free_port(ip);
+    let rpm = &crate::packaging::built_debs().rpm;
+    let Prepared { input, plan, ctl } = prepare(d, ip, port, rpm);
+    let host_before = host_view();
+    let sd = Systemd::boot(d, &input);
+
+    let install = sd.ok(
+        &[
+            "rpm",
+            "--dbpath",
+            "/var/lib/rpm",
+            "--force-debian",
+            "--nodeps",
+            "-i",
+            &in_namespace(rpm),
+        ],
+        LIMIT,
+    );
+    assert!(
+        install.stdout.contains("the service is not enabled yet"),
+        "{}",
+        install.text()
+    );
+    assert_eq!(sd.show("LoadState"), "loaded", "{}", sd.diagnostics());
+    assert_eq!(sd.show("ActiveState"), "inactive");
+    let modes = sd
+        .ok(
+            &[
+                "stat",
+                "-c",
+                "%n %U:%G %a",
+                "/etc/golive/agent.toml",
+                "/etc/golive/tls",
+                "/var/lib/golive",
+            ],
+            LIMIT,
+        )
+        .stdout;
+    assert_eq!(
+        modes.lines().collect::<Vec<_>>(),
+        [
+            "/etc/golive/agent.toml root:golive 640",
+            "/etc/golive/tls root:golive 750",
+            "/var/lib/golive golive:golive 700",
+        ]
+    );
+    sd.ok(&["sh", "/run/golive-it/configure.sh"], LIMIT);
+
+    sd.ok(&["systemctl", "start", "golive-agent.service"], LIMIT);
+    assert_eq!(sd.show("SubState"), "running");
+    let st = ctl.run(&["status", s(&plan)]);
+    assert_eq!(st.code, 0, "{}\n{}", st.text(), sd.journal());
+    assert!(st.stdout.contains("as \"sd\""), "{}", st.text());
+    let uid = sd.ok(&["id", "-u", "golive"], LIMIT).stdout;
+    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", sd.agent_pid())).unwrap();
+    assert!(
+        proc_status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(uid.trim())),
+        "not running as golive ({uid}): {proc_status}"
+    );
+
+    let erase = sd.ok(
+        &[
+            "rpm",
+            "--dbpath",
+            "/var/lib/rpm",
+            "--force-debian",
+            "-e",
+            "golive-agent",
+        ],
+        LIMIT,
+    );
+    assert!(
+        erase.text().contains("kept /var/lib/golive"),
+        "{}",
+        erase.text()
+    );
+    assert_eq!(sd.show("ActiveState"), "inactive", "{}", sd.journal());
+    assert_eq!(sd.show("LoadState"), "not-found");
+    sd.ok(&["test", "-d", "/var/lib/golive"], LIMIT);
+    assert!(
+        sd.exec(&["test", "-e", "/usr/bin/golive-agent"], LIMIT)
+            .code
+            != 0
+    );
+    drop(sd);
+    assert_eq!(
+        host_view(),
+        host_before,
+        "this machine's package databases or users changed"
     );
 }
