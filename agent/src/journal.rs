@@ -339,8 +339,12 @@ pub struct Journal {
 struct Durability {
     wal: PathBuf,
     dir: PathBuf,
-    /// Deferred commits written and not yet known to be on disk.
-    unsynced: AtomicU64,
+    /// Deferred commits written so far (incremented under the
+    /// connection's lock, after the commit is in the WAL).
+    written: AtomicU64,
+    /// How many of them are known to be on disk: a count of `written` read
+    /// before an fsync of the WAL that then completed (only ever raised).
+    durable: AtomicU64,
     /// Held while an fdatasync runs: callers that arrive meanwhile find
     /// their commits covered by it, or run the next one.
     syncing: Mutex<bool>,
@@ -392,7 +396,8 @@ impl Journal {
                     .filter(|d| !d.as_os_str().is_empty())
                     .unwrap_or(Path::new("."))
                     .to_path_buf(),
-                unsynced: AtomicU64::new(0),
+                written: AtomicU64::new(0),
+                durable: AtomicU64::new(0),
                 syncing: Mutex::new(false),
                 rounds: AtomicU64::new(0),
             },
@@ -413,7 +418,7 @@ impl Journal {
         let conn = self.conn();
         conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
         let written = write(&conn);
-        self.durability.unsynced.fetch_add(1, Ordering::SeqCst);
+        self.durability.written.fetch_add(1, Ordering::SeqCst);
         // Back to an fsync per commit for everything else, whatever happened.
         conn.execute_batch("PRAGMA synchronous = FULL;")?;
         written
@@ -425,9 +430,9 @@ impl Journal {
         let conn = self.conn();
         // Under the connection's lock: exactly the deferred commits before
         // this one.
-        let before = self.durability.unsynced.load(Ordering::SeqCst);
+        let before = self.durability.written.load(Ordering::SeqCst);
         let out = write(&conn)?;
-        self.durability.unsynced.fetch_sub(before, Ordering::SeqCst);
+        self.durability.durable.fetch_max(before, Ordering::SeqCst);
         Ok(out)
     }
 
@@ -437,16 +442,19 @@ impl Journal {
     /// while it runs. Blocking: call it where a commit may block.
     pub fn sync(&self) -> Result<()> {
         let d = &self.durability;
-        if d.unsynced.load(Ordering::SeqCst) == 0 {
+        // Every deferred commit counted here was in the WAL before this
+        // call: those are the ones to cover.
+        let target = d.written.load(Ordering::SeqCst);
+        if d.durable.load(Ordering::SeqCst) >= target {
             return Ok(());
         }
         let mut dir_synced = d.syncing.lock().unwrap_or_else(|p| p.into_inner());
-        // Read after taking the lock: a sync that ran meanwhile covered
-        // what it counted; what is left was written before this read.
-        let pending = d.unsynced.load(Ordering::SeqCst);
-        if pending == 0 {
+        // A sync that ran while this one waited may have covered them.
+        if d.durable.load(Ordering::SeqCst) >= target {
             return Ok(());
         }
+        // Read again: the fdatasync below covers what is written by now.
+        let target = d.written.load(Ordering::SeqCst);
         match std::fs::File::open(&d.wal) {
             Ok(f) => f.sync_data()?,
             // No WAL: every commit is in the database file, which SQLite
@@ -461,14 +469,17 @@ impl Journal {
             std::fs::File::open(&d.dir)?.sync_all()?;
             *dir_synced = true;
         }
-        d.unsynced.fetch_sub(pending, Ordering::SeqCst);
+        d.durable.fetch_max(target, Ordering::SeqCst);
         d.rounds.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
     /// Deferred commits written and not yet on disk (tests).
     pub fn unsynced(&self) -> u64 {
-        self.durability.unsynced.load(Ordering::SeqCst)
+        let d = &self.durability;
+        d.written
+            .load(Ordering::SeqCst)
+            .saturating_sub(d.durable.load(Ordering::SeqCst))
     }
 
     /// fdatasyncs run by [`Journal::sync`] (tests).
@@ -1313,6 +1324,48 @@ mod tests {
         assert!(j.lock("a").unwrap().is_none());
         assert_eq!(j.lock("b").unwrap().unwrap().1, "t");
         assert_eq!(j.lock("shop").unwrap().unwrap().1, "t1");
+    }
+
+    /// Issue 14 (speed): deferred commits, fsync'd commits and syncs from
+    /// several threads at once: the count of what waits for an fsync stays
+    /// true (an fsync'd commit and a sync covering the same commits must
+    /// not count them twice), and a last sync leaves nothing waiting.
+    #[test]
+    fn issue14_concurrent_syncs_and_covering_commits_keep_the_count_true() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = std::sync::Arc::new(Journal::open(&dir.path().join("j.db")).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let j = std::sync::Arc::clone(&j);
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let info = LockInfo {
+                            app: format!("a{t}"),
+                            deployment: "d".into(),
+                            holder: "ctl".into(),
+                            since: i,
+                            expires_at: 100,
+                        };
+                        j.put_lock(&info, "t").unwrap();
+                        if i % 2 == 0 {
+                            j.sync().unwrap();
+                        } else {
+                            j.finish_job(999, JobState::Succeeded, None, None, i)
+                                .unwrap();
+                        }
+                        assert!(j.unsynced() <= 100, "the count never wraps");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        j.sync().unwrap();
+        assert_eq!(j.unsynced(), 0);
+        let rounds = j.sync_rounds();
+        j.sync().unwrap();
+        assert_eq!(j.sync_rounds(), rounds, "nothing left: no fdatasync");
     }
 
     /// A failed job's error code is journaled and read back; a job a
