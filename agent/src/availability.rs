@@ -30,9 +30,14 @@
 //!   header: turned on by hand, or at a window's edge) counts as answering,
 //!   and the number of such samples is reported apart (issue 12, part 12).
 //!
-//! The sampler is a std thread with its own current-thread runtime, so the
-//! local `golive-agent rollback` (no server runtime) samples the same way.
+//! The sampler is a task on the agent's runtime when the job runs under
+//! one ([`with_runtime`], set by `jobs::run` for the job's work on the
+//! blocking pool), else a std thread with its own current-thread runtime
+//! (a caller of `jobs::execute` without one). A thread and a runtime per
+//! activation cost the agent CPU on every host of a deployment (issue 14,
+//! speed); the samples themselves are the same either way.
 
+use std::cell::RefCell;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -70,10 +75,38 @@ pub enum Sampler {
         stop: tokio::sync::oneshot::Sender<bool>,
         /// The figures, and how many samples golive's maintenance page
         /// answered.
-        thread: JoinHandle<(Availability, u32)>,
+        result: Figures,
     },
     /// The app is in golive's maintenance.
     InMaintenance { probe: String },
+}
+
+/// Where a running sampler's figures come from.
+pub enum Figures {
+    /// A task on the agent's runtime: its figures arrive on this channel.
+    Task(std::sync::mpsc::Receiver<(Availability, u32)>),
+    /// A std thread with its own runtime.
+    Thread(JoinHandle<(Availability, u32)>),
+}
+
+thread_local! {
+    /// The runtime samplers started on this thread run on ([`with_runtime`]).
+    static RUNTIME: RefCell<Option<tokio::runtime::Handle>> = const { RefCell::new(None) };
+}
+
+/// Runs `work` (a job's synchronous work, on a thread of `runtime`'s
+/// blocking pool, never on one of its core threads: the sampler's task must
+/// run while `work` waits for it) with its samplers as tasks on `runtime`.
+pub fn with_runtime<T>(runtime: tokio::runtime::Handle, work: impl FnOnce() -> T) -> T {
+    struct Reset(Option<tokio::runtime::Handle>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            RUNTIME.with(|r| *r.borrow_mut() = before);
+        }
+    }
+    let _reset = Reset(RUNTIME.with(|r| r.borrow_mut().replace(runtime)));
+    work()
 }
 
 /// The http probe sampled for `app`: its first critical one, else its first.
@@ -117,15 +150,27 @@ pub fn start_at_maintenance_off(app: &AppConfig) -> Option<Sampler> {
 fn spawn(probe: ProbeConfig, settle: Duration) -> Option<Sampler> {
     let name = probe.name().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let for_thread = name.clone();
-    let thread = std::thread::Builder::new()
-        .name("availability".into())
-        .spawn(move || sample(&probe, &for_thread, settle, stopped))
-        .ok()?;
+    let for_sampler = name.clone();
+    let result = match RUNTIME.with(|r| r.borrow().clone()) {
+        Some(runtime) => {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            runtime.spawn(async move {
+                let figures = sample(&probe, &for_sampler, settle, stopped).await;
+                let _ = tx.send(figures);
+            });
+            Figures::Task(rx)
+        }
+        None => Figures::Thread(
+            std::thread::Builder::new()
+                .name("availability".into())
+                .spawn(move || sample_on_thread(&probe, &for_sampler, settle, stopped))
+                .ok()?,
+        ),
+    };
     Some(Sampler::Running {
         probe: name,
         stop,
-        thread,
+        result,
     })
 }
 
@@ -148,16 +193,20 @@ impl Sampler {
             },
             Sampler::Running {
                 stop,
-                thread,
+                result,
                 probe,
             } => {
                 let _ = stop.send(settled);
-                match thread.join() {
-                    Ok((a, n)) => {
+                let figures = match result {
+                    Figures::Task(rx) => rx.recv().ok(),
+                    Figures::Thread(thread) => thread.join().ok(),
+                };
+                match figures {
+                    Some((a, n)) => {
                         marked = n;
                         a
                     }
-                    Err(_) => {
+                    None => {
                         emit(EventKind::Log {
                             level: LogLevel::Warn,
                             line: format!(
@@ -270,27 +319,37 @@ impl Tally {
     }
 }
 
-/// The sampler thread: samples until told to stop (see the module docs).
-fn sample(
+/// The sampler thread, without the agent's runtime: [`sample`] on a
+/// runtime of its own.
+fn sample_on_thread(
+    probe: &ProbeConfig,
+    name: &str,
+    settle: Duration,
+    stopped: tokio::sync::oneshot::Receiver<bool>,
+) -> (Availability, u32) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(sample(probe, name, settle, stopped)),
+        Err(_) => {
+            // Without a runtime nothing can be sampled: wait for the stop
+            // and report no samples rather than a made-up figure.
+            let _ = stopped.blocking_recv();
+            (Tally::default().finish(name, Duration::ZERO), 0)
+        }
+    }
+}
+
+/// The sampler: samples until told to stop (see the module docs).
+async fn sample(
     probe: &ProbeConfig,
     name: &str,
     settle: Duration,
     mut stopped: tokio::sync::oneshot::Receiver<bool>,
 ) -> (Availability, u32) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(_) => {
-            // Without a runtime nothing can be sampled: wait for the stop
-            // and report no samples rather than a made-up figure.
-            let _ = stopped.blocking_recv();
-            return (Tally::default().finish(name, Duration::ZERO), 0);
-        }
-    };
     let per_try = Duration::from_millis(probe.timeout_ms()).min(SAMPLE_TIMEOUT);
-    rt.block_on(async {
+    {
         let started = Instant::now();
         let mut tally = Tally::default();
         // (when the hooks were done, whether to wait for an answer)
@@ -348,7 +407,7 @@ fn sample(
         }
         let marked = tally.maintenance;
         (tally.finish(name, started.elapsed()), marked)
-    })
+    }
 }
 
 /// When the next sample starts, once the hooks were done at `at`, after a
@@ -431,6 +490,70 @@ mod tests {
             rt.block_on(crate::probe::sample(&up, SAMPLE_TIMEOUT)),
             crate::probe::Sample::Answered
         );
+    }
+
+    /// Issue 14 (speed): under the agent's runtime (a job's work on its
+    /// blocking pool) the sampler is a task on that runtime, not a thread
+    /// with a runtime of its own; it samples the same, and without a
+    /// runtime it is still a thread.
+    #[test]
+    fn issue14_a_jobs_sampler_is_a_task_on_the_agents_runtime() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            // Bounded: the samples of two samplers of at most a second each.
+            for _ in 0..100 {
+                let Ok((mut s, _)) = l.accept() else { return };
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        let probe: ProbeConfig = toml::from_str(&format!(
+            "kind = \"http\"\nname = \"health\"\nurl = \"http://{addr}/health\"\nexpect_status = [200]"
+        ))
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        let on_task = probe.clone();
+        let (was_task, a) = rt.block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                with_runtime(handle, || {
+                    let s = spawn(on_task, Duration::ZERO).expect("sampler");
+                    let task = matches!(
+                        s,
+                        Sampler::Running {
+                            result: Figures::Task(_),
+                            ..
+                        }
+                    );
+                    std::thread::sleep(Duration::from_millis(250));
+                    (task, s.finish(true, &|_| {}))
+                })
+            })
+            .await
+            .unwrap()
+        });
+        assert!(was_task, "a sampler under the runtime is a task");
+        let a = a.expect("figures");
+        assert!(a.samples >= 2 && a.failed == 0 && a.recovered, "{a:?}");
+        let s = spawn(probe, Duration::ZERO).expect("sampler");
+        assert!(matches!(
+            s,
+            Sampler::Running {
+                result: Figures::Thread(_),
+                ..
+            }
+        ));
+        let a = s.finish(true, &|_| {}).expect("figures");
+        assert!(a.samples >= 1 && a.recovered, "{a:?}");
     }
 
     fn ms(n: u64) -> Duration {

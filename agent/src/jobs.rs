@@ -216,24 +216,31 @@ pub fn submit(
         ));
     }
 
+    // The deployment whose lease the job runs under: staged releases and
+    // backups remember it, so retention can tell a live rollback point.
+    let deployment = match &req.lease {
+        Some(token) => match agent.journal.lock(&app) {
+            Ok(Some((info, held))) if &held == token => Some(info.deployment),
+            _ => None,
+        },
+        None => None,
+    };
+    // One deferred commit (issue 14, speed): the answer waits for the
+    // fsync of the submit's audit row (`server::rpc`), and the job acts
+    // only after `Journal::sync` (`run`).
     let (job, inserted) = agent
         .journal
-        .insert_job(&req.idempotency_key, &req.spec, by, now_millis())
+        .insert_job_deferred(
+            &req.idempotency_key,
+            &req.spec,
+            by,
+            now_millis(),
+            deployment.as_deref(),
+        )
         .map_err(internal)?;
     drop(_store);
     if !inserted {
         return dedupe(job, &req.spec);
-    }
-    // The deployment whose lease the job runs under: staged releases and
-    // backups remember it, so retention can tell a live rollback point.
-    if let Some(token) = &req.lease
-        && let Ok(Some((info, held))) = agent.journal.lock(&app)
-        && &held == token
-    {
-        agent
-            .journal
-            .set_job_deployment(job.id, &info.deployment)
-            .map_err(internal)?;
     }
     let runner = Arc::clone(agent);
     let id = job.id;
@@ -498,6 +505,30 @@ async fn run(agent: Arc<Agent>, id: u64) {
     {
         return;
     }
+    // The job's row is on disk before the job changes anything (its
+    // submission was a deferred commit; free when the submit's answer
+    // already synced it). `running` itself need not be (`set_job_running`).
+    if let Err(e) = agent.journal.sync() {
+        let message = format!(
+            "agent {}: the job was not started: {e}",
+            agent.config().agent.name
+        );
+        tracing::error!(job = id, "{message}");
+        let _ = agent.journal.finish_job(
+            id,
+            JobState::Failed,
+            None,
+            Some((ErrorCode::Internal, &message)),
+            now_millis(),
+        );
+        agent.event(
+            id,
+            EventKind::Finished {
+                state: JobState::Failed,
+            },
+        );
+        return;
+    }
     if agent.journal.set_job_running(id).is_err() {
         return;
     }
@@ -526,21 +557,26 @@ async fn run(agent: Arc<Agent>, id: u64) {
         "job {id} started: {kind} of {app}"
     );
     let started = std::time::Instant::now();
+    let runtime = tokio::runtime::Handle::current();
     let outcome = tokio::task::spawn_blocking(move || {
         let emit = |kind: EventKind| {
             worker.event(id, kind);
         };
-        execute(
-            &worker.config(),
-            &worker.journal,
-            &crate::rollback::Job {
-                id,
-                submitted_by: &submitted_by,
-            },
-            &spec,
-            deployment.as_deref(),
-            &emit,
-        )
+        // On the blocking pool: an availability sampler is a task on the
+        // agent's runtime, not a thread and a runtime of its own (issue 14).
+        crate::availability::with_runtime(runtime, || {
+            execute(
+                &worker.config(),
+                &worker.journal,
+                &crate::rollback::Job {
+                    id,
+                    submitted_by: &submitted_by,
+                },
+                &spec,
+                deployment.as_deref(),
+                &emit,
+            )
+        })
     })
     .await
     .unwrap_or_else(|e| Err(JobError::failed(format!("the job panicked: {e}"))));

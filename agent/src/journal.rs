@@ -7,7 +7,8 @@
 //! crash leaves rows that the next start recognises ([`Journal::recover`]).
 //! The audit table is append-only: triggers refuse UPDATE and DELETE.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use golive_shared::protocol::{
@@ -281,6 +282,11 @@ pub enum JournalError {
     Sql(#[from] rusqlite::Error),
     #[error("journal: stored value is unreadable: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error(
+        "cannot fsync the journal's WAL: {0}; check the state directory's disk (full, read-only, \
+         failing)"
+    )]
+    Sync(#[from] std::io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, JournalError>;
@@ -316,6 +322,34 @@ pub struct Journal {
     // rusqlite connections are not Sync; every access is short, so one mutex
     // serialises them without measurable contention at agent request rates.
     conn: Mutex<Connection>,
+    /// Deferred commits (issue 14, speed) and the one fsync that makes
+    /// them durable: [`Journal::sync`].
+    durability: Durability,
+}
+
+/// Group commit on the agent (issue 14, speed). Most commits still carry
+/// their own fsync (`synchronous = FULL`). A few are *deferred*: written
+/// to the WAL without one, because what follows them waits for
+/// [`Journal::sync`] (or another fsync'd commit, which syncs the same WAL)
+/// before anything relies on them: a write request's answer, a job's work
+/// on the disk, its `Finished` report. One fdatasync of the WAL then
+/// covers every commit written before it, in WAL order. Which commits are
+/// deferred, and the fsync that covers each, is listed in the README
+/// ("Which fsyncs a deployment waits for").
+struct Durability {
+    wal: PathBuf,
+    dir: PathBuf,
+    /// Deferred commits written so far (incremented under the
+    /// connection's lock, after the commit is in the WAL).
+    written: AtomicU64,
+    /// How many of them are known to be on disk: a count of `written` read
+    /// before an fsync of the WAL that then completed (only ever raised).
+    durable: AtomicU64,
+    /// Held while an fdatasync runs: callers that arrive meanwhile find
+    /// their commits covered by it, or run the next one.
+    syncing: Mutex<bool>,
+    /// fdatasyncs run by [`Journal::sync`] (tests).
+    rounds: AtomicU64,
 }
 
 impl Journal {
@@ -351,8 +385,22 @@ impl Journal {
             tx.pragma_update(None, "user_version", i as i64 + 1)?;
             tx.commit()?;
         }
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
         Ok(Journal {
             conn: Mutex::new(conn),
+            durability: Durability {
+                wal: PathBuf::from(wal),
+                dir: path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf(),
+                written: AtomicU64::new(0),
+                durable: AtomicU64::new(0),
+                syncing: Mutex::new(false),
+                rounds: AtomicU64::new(0),
+            },
         })
     }
 
@@ -360,6 +408,83 @@ impl Journal {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (transactions roll back on drop), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `write` (one transaction) as a deferred commit: in the WAL
+    /// without an fsync of its own, on disk at the next [`Journal::sync`]
+    /// or fsync'd commit ([`Durability`]). Counted even when it fails: a
+    /// needless fsync is cheaper than a missed one.
+    fn deferred<T>(&self, write: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.conn();
+        conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+        let written = write(&conn);
+        self.durability.written.fetch_add(1, Ordering::SeqCst);
+        // Back to an fsync per commit for everything else, whatever happened.
+        conn.execute_batch("PRAGMA synchronous = FULL;")?;
+        written
+    }
+
+    /// An fsync'd commit `write`: it syncs the WAL, so the deferred commits
+    /// written before it are on disk too, and need no fdatasync of their own.
+    fn covering<T>(&self, write: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.conn();
+        // Under the connection's lock: exactly the deferred commits before
+        // this one.
+        let before = self.durability.written.load(Ordering::SeqCst);
+        let out = write(&conn)?;
+        self.durability.durable.fetch_max(before, Ordering::SeqCst);
+        Ok(out)
+    }
+
+    /// The barrier (issue 14, speed): every commit written before this call
+    /// is on disk when it returns. Free when no deferred commit waits; one
+    /// fdatasync of the WAL otherwise, shared by the callers that arrive
+    /// while it runs. Blocking: call it where a commit may block.
+    pub fn sync(&self) -> Result<()> {
+        let d = &self.durability;
+        // Every deferred commit counted here was in the WAL before this
+        // call: those are the ones to cover.
+        let target = d.written.load(Ordering::SeqCst);
+        if d.durable.load(Ordering::SeqCst) >= target {
+            return Ok(());
+        }
+        let mut dir_synced = d.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        // A sync that ran while this one waited may have covered them.
+        if d.durable.load(Ordering::SeqCst) >= target {
+            return Ok(());
+        }
+        // Read again: the fdatasync below covers what is written by now.
+        let target = d.written.load(Ordering::SeqCst);
+        match std::fs::File::open(&d.wal) {
+            Ok(f) => f.sync_data()?,
+            // No WAL: every commit is in the database file, which SQLite
+            // fsyncs when it checkpoints.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Once: the WAL's name in the state directory (SQLite syncs it when
+        // it creates the WAL under FULL; this covers a WAL only deferred
+        // commits wrote to).
+        if !*dir_synced {
+            std::fs::File::open(&d.dir)?.sync_all()?;
+            *dir_synced = true;
+        }
+        d.durable.fetch_max(target, Ordering::SeqCst);
+        d.rounds.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Deferred commits written and not yet on disk (tests).
+    pub fn unsynced(&self) -> u64 {
+        let d = &self.durability;
+        d.written
+            .load(Ordering::SeqCst)
+            .saturating_sub(d.durable.load(Ordering::SeqCst))
+    }
+
+    /// fdatasyncs run by [`Journal::sync`] (tests).
+    pub fn sync_rounds(&self) -> u64 {
+        self.durability.rounds.load(Ordering::SeqCst)
     }
 
     pub fn schema_version(&self) -> Result<i64> {
@@ -523,6 +648,44 @@ impl Journal {
         Ok((job, true))
     }
 
+    /// [`Journal::insert_job`] of a job submitted over the wire, with the
+    /// deployment whose lease it runs under: one deferred commit (issue 14,
+    /// speed; it was two fsync'd ones). The submit's answer waits for the
+    /// fsync of its audit row, or [`Journal::sync`], and the job acts only
+    /// after [`Journal::sync`] (`jobs::run`).
+    pub fn insert_job_deferred(
+        &self,
+        key: &str,
+        spec: &JobSpec,
+        submitted_by: &str,
+        now: UnixMillis,
+        deployment: Option<&str>,
+    ) -> Result<(JobInfo, bool)> {
+        self.deferred(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            if let Some(existing) = job_by_key(&tx, key)? {
+                return Ok((existing, false));
+            }
+            tx.execute(
+                "INSERT INTO jobs (idempotency_key, app, kind, spec, state, submitted_by,
+                 submitted_at, deployment)
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
+                params![
+                    key,
+                    spec.app(),
+                    spec.kind(),
+                    serde_json::to_string(spec)?,
+                    submitted_by,
+                    now,
+                    deployment
+                ],
+            )?;
+            let job = job_by_key(&tx, key)?.expect("job just inserted");
+            tx.commit()?;
+            Ok((job, true))
+        })
+    }
+
     pub fn job_by_key(&self, key: &str) -> Result<Option<JobInfo>> {
         job_by_key(&self.conn(), key)
     }
@@ -539,12 +702,18 @@ impl Journal {
         rows.map(|r| r?.into_job()).collect()
     }
 
+    /// A deferred commit (issue 14, speed): `queued` and `running` are the
+    /// same to crash recovery (both unfinished: interrupted, or resumed for
+    /// a host rollback), so a `running` lost to a crash changes nothing
+    /// the next start does. On disk with the job's next fsync'd commit.
     pub fn set_job_running(&self, id: u64) -> Result<()> {
-        self.conn().execute(
-            "UPDATE jobs SET state = 'running' WHERE id = ?1",
-            params![id as i64],
-        )?;
-        Ok(())
+        self.deferred(|conn| {
+            conn.execute(
+                "UPDATE jobs SET state = 'running' WHERE id = ?1",
+                params![id as i64],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn finish_job(
@@ -558,14 +727,18 @@ impl Journal {
         let result = result.map(serde_json::to_string).transpose()?;
         let code = error.map(|(c, _)| code_name(c));
         let error = error.map(|(_, m)| m);
-        self.conn().execute(
-            // An interrupted job stays so: the stop marked it and ended its
-            // programs (issue 16), whatever its task reports afterwards.
-            "UPDATE jobs SET state = ?1, result = ?2, error = ?3, finished_at = ?4, error_code = ?6
-             WHERE id = ?5 AND state != 'interrupted'",
-            params![state.as_str(), result, error, now, id as i64, code],
-        )?;
-        Ok(())
+        // fsync'd: a job's outcome is on disk before it is reported
+        // (`Finished`), and with it the job's deferred commits before it.
+        self.covering(|conn| {
+            conn.execute(
+                // An interrupted job stays so: the stop marked it and ended its
+                // programs (issue 16), whatever its task reports afterwards.
+                "UPDATE jobs SET state = ?1, result = ?2, error = ?3, finished_at = ?4, error_code = ?6
+                 WHERE id = ?5 AND state != 'interrupted'",
+                params![state.as_str(), result, error, now, id as i64, code],
+            )?;
+            Ok(())
+        })
     }
 
     /// A job's event (its log and progress, read only by the controller's
@@ -638,8 +811,13 @@ impl Journal {
     }
 
     /// [`Journal::record_staged`] of a release staged by `deployment`'s
-    /// stage job: one commit, one fsync, where the release row and then its
-    /// deployment were two (issue 14, speed).
+    /// stage job: one commit, where the release row and then its
+    /// deployment were two (issue 14, speed). Deferred: the stage job's
+    /// outcome ([`Journal::finish_job`], fsync'd) follows it at once and is
+    /// what makes it durable; a crash between the two leaves the release
+    /// on disk unrecorded and its job interrupted, as a crash just before
+    /// this commit did (golive does not remove a release it has no record
+    /// of).
     pub fn record_staged_for(
         &self,
         app: &str,
@@ -649,12 +827,14 @@ impl Journal {
         now: UnixMillis,
         deployment: Option<&str>,
     ) -> Result<()> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO releases (app, id, artifact_sha256, git_commit, staged_at, deployment)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![app, id, sha, commit, now, deployment],
-        )?;
-        Ok(())
+        self.deferred(|conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO releases (app, id, artifact_sha256, git_commit, staged_at, deployment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![app, id, sha, commit, now, deployment],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records a switch of `current`. `cause` is `activate` or `rollback`.
@@ -763,26 +943,34 @@ impl Journal {
             .optional()?)
     }
 
+    /// A lock taken, renewed or moved. Deferred (issue 14, speed): the only
+    /// writer is the `Lock` request, whose answer waits for the fsync of its
+    /// audit row (`server::rpc`, then [`Journal::sync`]), so a controller
+    /// never holds a lease the disk does not.
     pub fn put_lock(&self, info: &LockInfo, token: &str) -> Result<()> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO locks (app, token, deployment, holder, since, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                info.app,
-                token,
-                info.deployment,
-                info.holder,
-                info.since,
-                info.expires_at
-            ],
-        )?;
-        Ok(())
+        self.deferred(|conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO locks (app, token, deployment, holder, since, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    info.app,
+                    token,
+                    info.deployment,
+                    info.holder,
+                    info.since,
+                    info.expires_at
+                ],
+            )?;
+            Ok(())
+        })
     }
 
+    /// A lock released or broken: deferred like [`Journal::put_lock`].
     pub fn delete_lock(&self, app: &str) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM locks WHERE app = ?1", params![app])?;
-        Ok(())
+        self.deferred(|conn| {
+            conn.execute("DELETE FROM locks WHERE app = ?1", params![app])?;
+            Ok(())
+        })
     }
 
     // ----- uploads ----------------------------------------------------------
@@ -804,13 +992,20 @@ impl Journal {
         Ok(conn.last_insert_rowid())
     }
 
+    /// An upload's outcome. Deferred (issue 14, speed): the upload's answer
+    /// waits for the fsync of its audit row (`server::route`, then
+    /// [`Journal::sync`]). A crash before that leaves the row `receiving`:
+    /// the next start marks it interrupted; the artifact, fsync'd and
+    /// renamed into the store before this commit, is complete either way.
     pub fn upload_finished(&self, id: i64, error: Option<&str>, now: UnixMillis) -> Result<()> {
         let state = if error.is_some() { "failed" } else { "stored" };
-        self.conn().execute(
-            "UPDATE uploads SET state = ?1, error = ?2, finished_at = ?3 WHERE id = ?4",
-            params![state, error, now, id],
-        )?;
-        Ok(())
+        self.deferred(|conn| {
+            conn.execute(
+                "UPDATE uploads SET state = ?1, error = ?2, finished_at = ?3 WHERE id = ?4",
+                params![state, error, now, id],
+            )?;
+            Ok(())
+        })
     }
 
     /// `(sha256, declared size)` of uploads being received: bytes the
@@ -890,26 +1085,29 @@ impl Journal {
     }
 
     /// Appends `recs` in one transaction: one flush to disk for all.
+    /// fsync'd, and so the barrier of the request it audits: the request's
+    /// deferred commits are on disk with it (issue 14, speed).
     pub fn audit_all(&self, recs: &[AuditRecord]) -> Result<()> {
-        let conn = self.conn();
-        let tx = conn.unchecked_transaction()?;
-        for rec in recs {
-            tx.execute(
-                "INSERT INTO audit (at, peer_name, role, fingerprint, serial, operation, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    rec.at,
-                    rec.peer_name,
-                    rec.role,
-                    rec.fingerprint,
-                    rec.serial,
-                    rec.operation,
-                    rec.outcome
-                ],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.covering(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            for rec in recs {
+                tx.execute(
+                    "INSERT INTO audit (at, peer_name, role, fingerprint, serial, operation, outcome)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        rec.at,
+                        rec.peer_name,
+                        rec.role,
+                        rec.fingerprint,
+                        rec.serial,
+                        rec.operation,
+                        rec.outcome
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     pub fn audit_tail(&self, limit: u32) -> Result<Vec<AuditRecord>> {
@@ -1029,6 +1227,145 @@ mod tests {
             release: "v1".into(),
             rollback: Default::default(),
         })
+    }
+
+    /// Issue 14 (speed): a job's life costs one fsync'd commit of its own,
+    /// its outcome. Its submission (with its deployment), `running`, its
+    /// staged release and N events are written without an fsync each, and
+    /// the outcome's fsync covers them: no fdatasync is left to run.
+    #[test]
+    fn issue14_a_jobs_deferred_commits_and_events_ride_on_its_outcomes_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let (job, inserted) = j
+            .insert_job_deferred("k1", &spec("shop"), "ctl", 1, Some("d1"))
+            .unwrap();
+        assert!(inserted);
+        assert_eq!(j.job_deployment(job.id).unwrap().as_deref(), Some("d1"));
+        // The same key again: the same job, not a second row.
+        let (again, inserted) = j
+            .insert_job_deferred("k1", &spec("shop"), "ctl", 2, None)
+            .unwrap();
+        assert!(!inserted);
+        assert_eq!(again.id, job.id);
+        j.set_job_running(job.id).unwrap();
+        for i in 0..20 {
+            j.append_event(
+                job.id,
+                &EventKind::Log {
+                    level: LogLevel::Info,
+                    line: format!("line {i}"),
+                },
+                3,
+            )
+            .unwrap();
+        }
+        j.record_staged_for("shop", "v1", Some("ab"), None, 4, Some("d1"))
+            .unwrap();
+        assert!(j.unsynced() > 0, "deferred commits wait for an fsync");
+        j.finish_job(job.id, JobState::Succeeded, None, None, 5)
+            .unwrap();
+        assert_eq!(j.unsynced(), 0, "the outcome's fsync covered them");
+        j.sync().unwrap();
+        assert_eq!(j.sync_rounds(), 0, "nothing was left to fdatasync");
+        assert_eq!(j.events_after(job.id, 0, 100).unwrap().len(), 20);
+        let done = j.job(job.id).unwrap().unwrap();
+        assert_eq!(done.state, JobState::Succeeded);
+        assert_eq!(
+            j.release_deployment("shop", "v1").unwrap().as_deref(),
+            Some("d1")
+        );
+    }
+
+    /// Issue 14 (speed): deferred commits (a lock, an upload's outcome)
+    /// are made durable by the fsync of the request's audit row, or by one
+    /// `sync` shared by all of them; a `sync` with nothing to cover is free.
+    #[test]
+    fn issue14_deferred_commits_share_one_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let j = Journal::open(&path).unwrap();
+        let info = |app: &str| LockInfo {
+            app: app.into(),
+            deployment: "d1".into(),
+            holder: "ctl".into(),
+            since: 1,
+            expires_at: 100,
+        };
+        j.put_lock(&info("shop"), "t1").unwrap();
+        assert_eq!(j.unsynced(), 1);
+        j.audit(&AuditRecord {
+            at: 1,
+            peer_name: "ctl".into(),
+            role: "operator".into(),
+            fingerprint: "f".into(),
+            serial: "s".into(),
+            operation: "lock.acquire".into(),
+            outcome: "ok".into(),
+        })
+        .unwrap();
+        assert_eq!(j.unsynced(), 0, "the audit row's fsync covered the lock");
+        for app in ["a", "b", "c"] {
+            j.put_lock(&info(app), "t").unwrap();
+        }
+        j.delete_lock("a").unwrap();
+        assert_eq!(j.unsynced(), 4);
+        j.sync().unwrap();
+        assert_eq!(
+            (j.unsynced(), j.sync_rounds()),
+            (0, 1),
+            "one fdatasync for four commits"
+        );
+        j.sync().unwrap();
+        assert_eq!(j.sync_rounds(), 1, "nothing new: no fdatasync");
+        drop(j);
+        // What was synced is what a reopened journal reads.
+        let j = Journal::open(&path).unwrap();
+        assert!(j.lock("a").unwrap().is_none());
+        assert_eq!(j.lock("b").unwrap().unwrap().1, "t");
+        assert_eq!(j.lock("shop").unwrap().unwrap().1, "t1");
+    }
+
+    /// Issue 14 (speed): deferred commits, fsync'd commits and syncs from
+    /// several threads at once: the count of what waits for an fsync stays
+    /// true (an fsync'd commit and a sync covering the same commits must
+    /// not count them twice), and a last sync leaves nothing waiting.
+    #[test]
+    fn issue14_concurrent_syncs_and_covering_commits_keep_the_count_true() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = std::sync::Arc::new(Journal::open(&dir.path().join("j.db")).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let j = std::sync::Arc::clone(&j);
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let info = LockInfo {
+                            app: format!("a{t}"),
+                            deployment: "d".into(),
+                            holder: "ctl".into(),
+                            since: i,
+                            expires_at: 100,
+                        };
+                        j.put_lock(&info, "t").unwrap();
+                        if i % 2 == 0 {
+                            j.sync().unwrap();
+                        } else {
+                            j.finish_job(999, JobState::Succeeded, None, None, i)
+                                .unwrap();
+                        }
+                        assert!(j.unsynced() <= 100, "the count never wraps");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        j.sync().unwrap();
+        assert_eq!(j.unsynced(), 0);
+        let rounds = j.sync_rounds();
+        j.sync().unwrap();
+        assert_eq!(j.sync_rounds(), rounds, "nothing left: no fdatasync");
     }
 
     /// A failed job's error code is journaled and read back; a job a
@@ -2059,6 +2396,28 @@ impl Journal {
     /// Sets a point's state; `job` and `error` are kept when `None` is
     /// passed, except that the error is cleared when the state is not
     /// `rollback_failed`.
+    /// A pending rollback point marked live after its switch, as a deferred
+    /// commit (issue 14, speed): on disk with the activation's outcome
+    /// ([`Journal::finish_job`], fsync'd). A crash before leaves it
+    /// `pending`, as a failure to write it did before (a warning): the
+    /// point itself was fsync'd before the switch.
+    pub fn point_live_deferred(&self, app: &str, deployment: &str, now: UnixMillis) -> Result<()> {
+        self.deferred(|conn| {
+            conn.execute(
+                "UPDATE rollback_points SET state = ?3, state_at = ?4, error = NULL
+                 WHERE app = ?1 AND deployment = ?2 AND state = ?5",
+                params![
+                    app,
+                    deployment,
+                    golive_shared::protocol::PointState::Live.as_str(),
+                    now,
+                    golive_shared::protocol::PointState::Pending.as_str()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
     pub fn set_rollback_point_state(
         &self,
         app: &str,

@@ -497,7 +497,7 @@ pub fn record_point(
 pub fn point_live(journal: &Journal, app: &str, deployment: &str) -> Result<(), String> {
     match journal.rollback_point(app, deployment) {
         Ok(Some(p)) if p.state == PointState::Pending => journal
-            .set_rollback_point_state(app, deployment, PointState::Live, None, None, now_millis())
+            .point_live_deferred(app, deployment, now_millis())
             .map_err(|e| e.to_string()),
         Ok(_) => Ok(()),
         Err(e) => Err(e.to_string()),

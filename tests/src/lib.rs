@@ -24,9 +24,20 @@ use std::time::{Duration, Instant};
 
 /// Path of a workspace binary in the same profile as the test executable.
 /// `cargo test --workspace` builds them; a lone `cargo test -p golive-tests`
-/// gets them built here, once.
+/// gets them built here, once. `GOLIVE_BIN_DIR` names a directory of kept
+/// binaries to use instead, unbuilt (`scripts/bench-fanout`'s `BIN_DIR`:
+/// old and new binaries alternated under the same conditions).
 pub fn bin(name: &str) -> PathBuf {
     static BUILD: Mutex<bool> = Mutex::new(false);
+    if let Some(dir) = std::env::var_os("GOLIVE_BIN_DIR") {
+        let path = Path::new(&dir).join(name);
+        assert!(
+            path.is_file(),
+            "{} is not there (GOLIVE_BIN_DIR)",
+            path.display()
+        );
+        return path;
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/it-xxxx → target/<profile>/
     let dir = exe

@@ -224,7 +224,7 @@ async fn route(
             Err(e) => Err(e),
         };
         audit(agent, peer, &format!("{operation}:{sha}"), &result);
-        return respond(result);
+        return respond(durable(agent, result));
     }
     if req.method() == Method::GET && path == METRICS_PATH {
         // A read: any admitted certificate (viewer and up). Not audited: a
@@ -349,10 +349,34 @@ async fn rpc(
     // are audited at once.
     if role == Role::Viewer && result.is_ok() {
         traffic::read(agent, record(peer, &operation, &result));
+        respond(result)
     } else {
         audit(agent, peer, &operation, &result);
+        respond(durable(agent, result))
     }
-    respond(result)
+}
+
+/// The barrier before a write's answer (issue 14, speed): what the request
+/// committed is on disk before the client hears of it. A request's own
+/// commits may be deferred (a job's submission, a lock, an upload's
+/// outcome); the fsync of its audit row covers them, and this is then
+/// free. When that row could not be written, this is the fsync; when the
+/// fsync fails, the client is told the request is not durable.
+fn durable(agent: &Agent, result: Result<Response, ErrorBody>) -> Result<Response, ErrorBody> {
+    match agent.journal.sync() {
+        Ok(()) => result,
+        Err(e) => {
+            tracing::error!("a request's journal rows are not on disk: {e}");
+            Err(ErrorBody::new(
+                ErrorCode::Internal,
+                format!(
+                    "agent {}: the request was journaled but may not survive a crash: {e}; \
+                     retry it (with the same idempotency key) once the disk is fixed",
+                    agent.config().agent.name
+                ),
+            ))
+        }
+    }
 }
 
 fn audit(
