@@ -1034,6 +1034,36 @@ impl Run<'_, '_> {
     /// Phase 4: activate and verify, host by host, or (with `[[waves]]`,
     /// issue 14) wave by wave, each wave's hosts at once. In maintenance
     /// every host is switched first; maintenance off, then the probes.
+    /// Validates host `i` after its switch (probes, the gate) and arms its
+    /// watchdog; `false` when that failed, the failure kept for the finish.
+    async fn verify(&mut self, i: usize) -> bool {
+        let host = &self.plan.hosts[i];
+        match verify_and_arm(
+            self.out,
+            self.journal,
+            self.exec,
+            self.plan,
+            self.id,
+            host,
+            &self.before[i],
+            self.previous[i].as_deref(),
+            &self.leases,
+            &mut self.warnings,
+        )
+        .await
+        {
+            Ok(true) => {
+                self.watched.push(host.name.clone());
+                true
+            }
+            Ok(false) => true,
+            Err(f) => {
+                self.failure = Some(f);
+                false
+            }
+        }
+    }
+
     async fn switch(&mut self) -> Result<(), DeployError> {
         self.migrations().await?;
         let (out, journal, exec, plan, id) =
@@ -1062,13 +1092,9 @@ impl Run<'_, '_> {
             .await;
             0
         };
-        for (i, (host, lease)) in plan
-            .hosts
-            .iter()
-            .zip(&self.leases)
-            .enumerate()
-            .take(one_by_one)
-        {
+        let one_by_one = one_by_one.min(self.leases.len());
+        for (i, host) in plan.hosts.iter().enumerate().take(one_by_one) {
+            let lease = &self.leases[i];
             if let Err(e) = lease.check() {
                 self.failure = Some(e.into());
                 break;
@@ -1104,26 +1130,8 @@ impl Run<'_, '_> {
             if self.maintenance.is_some() {
                 continue;
             }
-            match verify_and_arm(
-                out,
-                journal,
-                exec,
-                plan,
-                id,
-                host,
-                &self.before[i],
-                self.previous[i].as_deref(),
-                &self.leases,
-                &mut self.warnings,
-            )
-            .await
-            {
-                Ok(true) => self.watched.push(host.name.clone()),
-                Ok(false) => {}
-                Err(f) => {
-                    self.failure = Some(f);
-                    break;
-                }
+            if !self.verify(i).await {
+                break;
             }
         }
 
@@ -1144,28 +1152,9 @@ impl Run<'_, '_> {
             if !still.is_empty() {
                 self.failure = Some(DeployError::MaintenanceOff { failures: still });
             } else {
-                for &i in &self.activated {
-                    let host = &plan.hosts[i];
-                    match verify_and_arm(
-                        out,
-                        journal,
-                        exec,
-                        plan,
-                        id,
-                        host,
-                        &self.before[i],
-                        self.previous[i].as_deref(),
-                        &self.leases,
-                        &mut self.warnings,
-                    )
-                    .await
-                    {
-                        Ok(true) => self.watched.push(host.name.clone()),
-                        Ok(false) => {}
-                        Err(f) => {
-                            self.failure = Some(f);
-                            break;
-                        }
+                for i in self.activated.clone() {
+                    if !self.verify(i).await {
+                        break;
                     }
                 }
             }
