@@ -5,7 +5,8 @@
 //! half of WATCHDOG_USEC, RELOADING then READY on SIGHUP, STOPPING on
 //! SIGTERM); and the built .deb runs under a real systemd, PID 1 of its own
 //! namespaces over an overlay of this machine's root (start, status over
-//! mutual TLS, hardening, watchdog, reload, restart, drain, purge).
+//! mutual TLS, hardening, watchdog, reload, restart, drain, purge), and,
+//! enabled, starts at the next boot of that namespace on the same disk.
 //! Addresses 127.0.16.20-29.
 
 use std::os::unix::net::UnixDatagram;
@@ -379,14 +380,34 @@ fn issue16_notify_abstract_socket_without_watchdog() {
 /// /proc/sys read-only, /sys read-only (no udev, no sysctl on this kernel),
 /// the namespace's own cgroup2 tree, a minimal /dev with its own devpts, and
 /// fresh /run and /tmp; the test's input dir `$2` is copied to
-/// /run/golive-it; `$3` stands in for /dev/console.
+/// /run/golive-it; `$3` stands in for /dev/console. With `$4` = `disk`,
+/// the overlay's upper layer is `$1` itself (a directory of the test on
+/// this machine's disk, never this machine's own files) and outlives the
+/// namespace: booting again on it is a reboot of the same machine (the
+/// mount is retried while the last boot's overlay is still going away).
+/// On a new upper layer, /etc/systemd/system starts empty (as on a fresh
+/// install): only what the test enables there is started at boot.
 const BOOT: &str = r#"#!/bin/bash
 set -eu
-base=$1 input=$2 console=$3
-mount -t tmpfs -o mode=0755,size=2g golive-it "$base"
-mkdir "$base/upper" "$base/work" "$base/root"
-mount -t overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" golive-it "$base/root"
+base=$1 input=$2 console=$3 disk=${4:-}
+if [ "$disk" != disk ]; then
+    mount -t tmpfs -o mode=0755,size=2g golive-it "$base"
+fi
+fresh=no
+[ -d "$base/upper" ] || fresh=yes
+mkdir -p "$base/upper" "$base/work" "$base/root"
+for _ in $(seq 100); do
+    mount -t overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" golive-it \
+        "$base/root" 2>/dev/null && break
+    sleep 0.1
+done
+mountpoint -q "$base/root" || mount -t overlay \
+    -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" golive-it "$base/root"
 r=$base/root
+if [ $fresh = yes ]; then
+    rm -rf "$r/etc/systemd/system"
+    mkdir "$r/etc/systemd/system"
+fi
 mount -t proc proc "$r/proc"
 for p in sys sysrq-trigger; do
     [ -e "$r/proc/$p" ] || continue
@@ -416,16 +437,19 @@ pivot_root . oldroot
 umount -l /oldroot
 rmdir /oldroot
 # Only the test's units (no udev, getty, sysctl, modules, ...): the unit
-# path is /run/golive-it/units alone and no generator runs.
+# path is what is enabled in /etc/systemd/system (nothing on a fresh
+# upper layer) and /run/golive-it/units; no generator runs.
 exec env -i container=golive-it PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    SYSTEMD_UNIT_PATH=/run/golive-it/units \
+    SYSTEMD_UNIT_PATH=/etc/systemd/system:/run/golive-it/units \
     SYSTEMD_GENERATOR_PATH=/run/golive-it/none \
     SYSTEMD_ENVIRONMENT_GENERATOR_PATH=/run/golive-it/none \
     /lib/systemd/systemd --system --unit=golive-it.target --show-status=no
 "#;
 
-/// The namespace's unit path: a boot target pulling journald in, the
-/// targets a service's default dependencies name, the package's unit
+/// The namespace's unit path: a boot target pulling journald and
+/// multi-user.target (what an enabled service is wanted by) in, the
+/// targets a service's default dependencies name, the machine's own
+/// power-off units (`systemctl poweroff`), the package's unit
 /// (linked from where dpkg puts it; dangling until the install), and the
 /// test's one drop-in: the watchdog at 4 s instead of 30 so the test waits
 /// seconds (pings every 2 s leave room on a busy machine), and a 2 s abort
@@ -435,7 +459,12 @@ fn write_units(units: &Path) {
     for (name, text) in [
         (
             "golive-it.target",
-            "[Unit]\nDescription=golive test system\nRequires=basic.target\nAfter=basic.target\n",
+            "[Unit]\nDescription=golive test system\nRequires=basic.target\nAfter=basic.target\n\
+             Wants=multi-user.target\n",
+        ),
+        (
+            "multi-user.target",
+            "[Unit]\nDescription=Multi-User System\nRequires=basic.target\nAfter=basic.target\n",
         ),
         (
             "sysinit.target",
@@ -470,6 +499,11 @@ fn write_units(units: &Path) {
         "systemd-journald.service",
         "systemd-journald.socket",
         "systemd-journald-dev-log.socket",
+        // `systemctl poweroff`: the test's reboots.
+        "poweroff.target",
+        "systemd-poweroff.service",
+        "umount.target",
+        "final.target",
         "golive-agent.service",
     ] {
         std::os::unix::fs::symlink(format!("/usr/lib/systemd/system/{unit}"), units.join(unit))
@@ -509,10 +543,17 @@ struct Systemd {
     /// This machine's pid of the namespace's PID 1 (systemd).
     pid1: i32,
     log: PathBuf,
+    console: PathBuf,
 }
 
 impl Systemd {
     fn boot(dir: &Path, input: &Path) -> Systemd {
+        Systemd::boot_on(dir, input, None)
+    }
+
+    /// Boots with the overlay's upper layer on `disk` (a directory of the
+    /// test) when given: what this boot writes is there at the next one.
+    fn boot_on(dir: &Path, input: &Path, disk: Option<&Path>) -> Systemd {
         for tool in [
             "/lib/systemd/systemd",
             "/usr/bin/unshare",
@@ -534,13 +575,22 @@ impl Systemd {
                 cgroup.display()
             )
         });
-        let base = dir.join("ns");
-        std::fs::create_dir(&base).unwrap();
+        let base = match disk {
+            Some(disk) => {
+                std::fs::create_dir_all(disk).unwrap();
+                disk.to_path_buf()
+            }
+            None => {
+                let base = dir.join(format!("ns-{n}"));
+                std::fs::create_dir(&base).unwrap();
+                base
+            }
+        };
         let boot = dir.join("boot.sh");
         std::fs::write(&boot, BOOT).unwrap();
-        let console = dir.join("console.log");
+        let console = dir.join(format!("console-{n}.log"));
         std::fs::write(&console, "").unwrap();
-        let log = dir.join("boot.log");
+        let log = dir.join(format!("boot-{n}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new("bash");
         // The shell moves itself into the new cgroup, then becomes unshare,
@@ -549,10 +599,11 @@ impl Systemd {
         cmd.arg("-c")
             .arg(
                 "echo $$ > \"$1/cgroup.procs\" && exec unshare --pid --fork --mount --cgroup \
-                 --uts --propagation private --kill-child bash \"$2\" \"$3\" \"$4\" \"$5\"",
+                 --uts --propagation private --kill-child bash \"$2\" \"$3\" \"$4\" \"$5\" \"$6\"",
             )
             .args(["golive-it", s(&cgroup), s(&boot), s(&base), s(input)])
             .arg(&console)
+            .arg(if disk.is_some() { "disk" } else { "tmpfs" })
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(Stdio::null())
@@ -563,6 +614,7 @@ impl Systemd {
             cgroup,
             pid1: 0,
             log,
+            console,
         };
         // systemd moves itself into init.scope of its cgroup tree.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -612,6 +664,25 @@ impl Systemd {
             .env("SYSTEMD_PAGER", "")
             .env("SYSTEMD_COLORS", "0");
         run_bounded(cmd, limit)
+    }
+
+    /// `systemctl poweroff`, then waits (bounded) until the namespace is
+    /// gone: a clean shutdown of the machine, its disk kept.
+    fn power_off(mut self) {
+        // The namespace may die before systemctl answers: its code is moot.
+        let _ = self.exec(&["systemctl", "poweroff"], LIMIT);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let unshare = &mut self.unshare.as_mut().unwrap().0;
+        while unshare.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the namespace's systemd did not power off within 60 s:\n{}",
+                self.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Gone: its pid may be anyone's now.
+        self.pid1 = 0;
     }
 
     /// `args` inside, which must succeed.
@@ -667,7 +738,7 @@ impl Systemd {
         format!(
             "--- boot\n{}--- console\n{}--- journal\n{journal}",
             read(&self.log),
-            read(&self.log.with_file_name("console.log"))
+            read(&self.console)
         )
     }
 
@@ -1103,6 +1174,90 @@ fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
     assert_eq!(sd.show("ActiveState"), "inactive", "{}", sd.journal());
     assert_eq!(sd.show("LoadState"), "not-found");
     assert!(sd.exec(&["test", "-e", "/etc/golive"], LIMIT).code != 0);
+    sd.ok(&["test", "-d", "/var/lib/golive"], LIMIT);
+    drop(sd);
+    assert_eq!(
+        host_view(),
+        host_before,
+        "this machine's dpkg database or users changed"
+    );
+}
+
+/// Enabled, the service starts at boot: the .deb installed and configured,
+/// `systemctl enable --now` links it into multi-user.target; the machine
+/// powers off and boots again on the same disk (the overlay's upper layer
+/// kept), and the agent is up and answers over mutual TLS with nobody
+/// starting it, its journal from before the reboot intact; `dpkg -r`
+/// stops and disables it (prerm) and at the next boot nothing starts it.
+/// Nothing is written to this machine.
+#[test]
+fn issue16_the_enabled_service_starts_at_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ip = "127.0.16.23";
+    let port = free_port(ip);
+    let Prepared { input, plan, ctl } = prepare(d, ip, port, &crate::packaging::built_debs().agent);
+    let deb = in_namespace(&crate::packaging::built_debs().agent);
+    let disk = d.join("disk");
+    let host_before = host_view();
+    let wants = "/etc/systemd/system/multi-user.target.wants/golive-agent.service";
+
+    // --- first boot: install, configure, enable -------------------------
+    let sd = Systemd::boot_on(d, &input, Some(&disk));
+    sd.ok(&["dpkg", "-i", &deb], LIMIT);
+    sd.ok(&["sh", "/run/golive-it/configure.sh"], LIMIT);
+    let enable = sd.ok(
+        &["systemctl", "enable", "--now", "golive-agent.service"],
+        LIMIT,
+    );
+    assert!(enable.text().contains(wants), "{}", enable.text());
+    assert_eq!(
+        sd.ok(&["systemctl", "is-enabled", "golive-agent.service"], LIMIT)
+            .stdout
+            .trim(),
+        "enabled"
+    );
+    assert_eq!(sd.show("ActiveState"), "active", "{}", sd.journal());
+    // A job for the agent's journal (the command fails by design: it
+    // tries to write where the unit forbids).
+    let run = ctl.run(&["run", s(&plan), "escape"]);
+    assert!(
+        run.text().contains("[command escape] golive"),
+        "{}",
+        run.text()
+    );
+    sd.power_off();
+
+    // --- second boot: nobody starts it ----------------------------------
+    let sd = Systemd::boot_on(d, &input, Some(&disk));
+    sd.wait_for(
+        &[("ActiveState", "active"), ("SubState", "running")],
+        Duration::from_secs(30),
+    );
+    assert_eq!(sd.show("NRestarts"), "0", "{}", sd.journal());
+    let st = ctl.run(&["status", s(&plan)]);
+    assert_eq!(st.code, 0, "{}\n{}", st.text(), sd.journal());
+    assert!(st.stdout.contains("as \"sd\""), "{}", st.text());
+    let jobs = ctl.run(&["jobs", s(&plan)]);
+    assert_eq!(jobs.code, 0, "{}", jobs.text());
+    assert!(
+        jobs.stdout.contains("escape"),
+        "the job run before the reboot is not in the agent's journal:\n{}",
+        jobs.text()
+    );
+
+    // --- dpkg -r stops and disables it ----------------------------------
+    sd.ok(&["dpkg", "-r", "golive-agent"], LIMIT);
+    assert_eq!(sd.show("ActiveState"), "inactive", "{}", sd.journal());
+    assert!(
+        sd.exec(&["test", "-L", wants], LIMIT).code != 0,
+        "dpkg -r left the service enabled"
+    );
+    sd.power_off();
+
+    // --- third boot: the removed agent stays down -----------------------
+    let sd = Systemd::boot_on(d, &input, Some(&disk));
+    assert_eq!(sd.show("ActiveState"), "inactive");
     sd.ok(&["test", "-d", "/var/lib/golive"], LIMIT);
     drop(sd);
     assert_eq!(
