@@ -258,8 +258,9 @@ impl Default for Base {
 }
 
 /// Declares a test module's `World`: a [`Base`] that the module extends
-/// with its own `impl World { ... }` (hosts, deploy helpers); the base's
-/// fields and [`Base::path`] are reached through `Deref`.
+/// with its own `impl World { ... }` (hosts, deploy helpers), and with
+/// fields of its own when given (`world!(agents: Vec<AgentProc>)`); the
+/// base's fields and [`Base::path`] are reached through `Deref`.
 #[macro_export]
 macro_rules! world {
     () => {
@@ -275,6 +276,21 @@ macro_rules! world {
             type Target = $crate::Base;
             fn deref(&self) -> &$crate::Base {
                 &self.0
+            }
+        }
+    };
+    // A `World` with fields of the module's own beside the base (its
+    // agents, say), built by the module's own `new`.
+    ($($field:ident : $ty:ty),+ $(,)?) => {
+        struct World {
+            base: $crate::Base,
+            $($field: $ty),+
+        }
+
+        impl std::ops::Deref for World {
+            type Target = $crate::Base;
+            fn deref(&self) -> &$crate::Base {
+                &self.base
             }
         }
     };

@@ -7,31 +7,19 @@
 //!
 //! Real agents on loopback addresses in 127.0.46.0/24 (this module's own).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
-struct World {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    op: (PathBuf, PathBuf),
-    ctl: Ctl,
-    agents: Vec<AgentProc>,
-}
+world!(agents: Vec<AgentProc>);
 
 impl World {
     /// Two agents (`web1`, `web2` on 127.0.46.{base+1,base+2}) declaring
     /// app `shop` with a probe that passes and maintenance by flag file.
     fn new(base: u8) -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = TestPki::new(dir.path());
-        let op = pki.operator("alice", "operator");
-        let ctl = Ctl::new(dir.path());
+        let common = Base::new();
+        let (dir, pki) = (&common.dir, &common.pki);
         let agents = (1..=2)
             .map(|i| {
                 let name = format!("web{i}");
@@ -44,14 +32,11 @@ impl World {
                      cmd = [\"true\"]\nseverity = \"critical\"\ntimeout_ms = 5000\n\n",
                     dir.path().join(&name).join("srv/shop")
                 );
-                AgentProc::start(dir.path(), &pki, &spec)
+                AgentProc::start(dir.path(), pki, &spec)
             })
             .collect();
         World {
-            dir,
-            pki,
-            op,
-            ctl,
+            base: common,
             agents,
         }
     }
@@ -523,24 +508,18 @@ fn watchdog_until(
 /// learn the same thing and tell it once.
 #[test]
 fn issue14_what_the_watchdog_did_is_journaled_as_events_and_notified_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = TestPki::new(dir.path());
-    let op = pki.operator("alice", "operator");
-    let ctl = Ctl::new(dir.path());
+    let w = World {
+        base: Base::new(),
+        agents: Vec::new(),
+    };
+    let (dir, pki) = (&w.dir, &w.pki);
     let ip = "127.0.46.41";
     let root = dir.path().join("web1/srv/shop");
     let app = FlakyApp::start(&root, ip, None);
     let mut spec = AgentSpec::new("web1", ip);
     spec.apps_toml = app_toml("shop", &root, &format!("http://{ip}:{}/health", app.port));
-    let agent = AgentProc::start(dir.path(), &pki, &spec);
+    let agent = AgentProc::start(dir.path(), pki, &spec);
     let hook = Hook::start(ip);
-    let w = World {
-        dir,
-        pki,
-        op,
-        ctl,
-        agents: Vec::new(),
-    };
     let deploy = |version: &str, health: &str, extra: &str| -> Value {
         let art = w.dir.path().join(format!("dist/shop-{version}.tar.gz"));
         artifact(

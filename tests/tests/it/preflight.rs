@@ -18,33 +18,17 @@ use golive_tests::*;
 use golivectl::client::AgentClient;
 use serde_json::Value;
 
-/// A temp dir, a CA, an operator (deploys) and a viewer (probes, preflight).
-struct World {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    op: (PathBuf, PathBuf),
-    viewer: (PathBuf, PathBuf),
-    ctl: Ctl,
-}
+// A temp dir, a CA, an operator (deploys) and a viewer (probes, preflight).
+world!(viewer: (PathBuf, PathBuf));
 
 impl World {
     fn new() -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = TestPki::new(dir.path());
-        let op = pki.operator("alice", "operator");
-        let viewer = pki.operator("vera", "viewer");
-        let ctl = Ctl::new(dir.path());
+        let common = Base::new();
+        let viewer = common.pki.operator("vera", "viewer");
         World {
-            dir,
-            pki,
-            op,
+            base: common,
             viewer,
-            ctl,
         }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
     }
 
     /// A plan for `agents` (as `who`), with extra TOML appended.

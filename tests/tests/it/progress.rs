@@ -14,17 +14,7 @@ use std::time::Duration;
 use golive_tests::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
-struct World {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    op: (PathBuf, PathBuf),
-    ctl: Ctl,
-    agents: Vec<AgentProc>,
-}
+world!(agents: Vec<AgentProc>);
 
 /// Bytes of the artifact's one file: incompressible, so the upload carries
 /// about this much.
@@ -35,10 +25,8 @@ impl World {
     /// app `shop` whose activation takes a second (a `before_activate`
     /// hook), so the activate step's elapsed time is known from below.
     fn new(base: u8) -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = TestPki::new(dir.path());
-        let op = pki.operator("alice", "operator");
-        let ctl = Ctl::new(dir.path());
+        let common = Base::new();
+        let (dir, pki) = (&common.dir, &common.pki);
         let agents = (1..=2)
             .map(|i| {
                 let name = format!("web{i}");
@@ -50,14 +38,11 @@ impl World {
                      cmd = [\"true\"]\nseverity = \"critical\"\ntimeout_ms = 5000\n\n",
                     dir.path().join(&name).join("srv/shop")
                 );
-                AgentProc::start(dir.path(), &pki, &spec)
+                AgentProc::start(dir.path(), pki, &spec)
             })
             .collect();
         World {
-            dir,
-            pki,
-            op,
-            ctl,
+            base: common,
             agents,
         }
     }

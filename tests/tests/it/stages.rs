@@ -14,29 +14,16 @@ use std::path::{Path, PathBuf};
 
 use golive_tests::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
 const APPS: [&str; 3] = ["auth", "catalog", "orders"];
 
-struct World {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    op: (PathBuf, PathBuf),
-    ctl: Ctl,
-    /// One agent per app, in stage order.
-    agents: Vec<AgentProc>,
-}
+world!(agents: Vec<AgentProc>);
 
 impl World {
     /// Three agents on `127.0.24.{base+1..=base+3}`, agent i declaring
     /// app `APPS[i]`.
     fn new(base: u8) -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = TestPki::new(dir.path());
-        let op = pki.operator("alice", "operator");
-        let ctl = Ctl::new(dir.path());
+        let common = Base::new();
+        let (dir, pki) = (&common.dir, &common.pki);
         let agents = APPS
             .iter()
             .enumerate()
@@ -50,14 +37,11 @@ impl World {
                     &dir.path().join(format!("{app}1/srv/{app}")),
                     &dir.path().join(format!("{app}.fail")),
                 );
-                AgentProc::start(dir.path(), &pki, &spec)
+                AgentProc::start(dir.path(), pki, &spec)
             })
             .collect();
         World {
-            dir,
-            pki,
-            op,
-            ctl,
+            base: common,
             agents,
         }
     }
