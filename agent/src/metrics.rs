@@ -17,6 +17,7 @@ use std::sync::Mutex;
 
 use golive_shared::protocol::{ProbeReport, ProbeResult, ProbeStatus, UnixMillis, WatchdogState};
 
+use crate::server::noise::Refusal;
 use crate::state::Agent;
 
 /// The content type Prometheus scrapes.
@@ -328,14 +329,18 @@ pub fn render(agent: &Agent) -> Result<String, String> {
         &mut out,
         "golive_refused_connections_total",
         "counter",
-        "Connections refused before a request since the agent started (failed or stalled TLS \
-         handshakes, limits, certificates never admitted).",
+        "Connections refused before a request since the agent started, by reason: limit (shed \
+         past [limits]), handshake (a failed TLS handshake: no, an untrusted or a revoked client \
+         certificate), handshake_timeout, certificate (never admitted: no role, an agent's).",
     );
-    let _ = writeln!(
-        out,
-        "golive_refused_connections_total {}",
-        agent.refusals.total()
-    );
+    for kind in Refusal::ALL {
+        let _ = writeln!(
+            out,
+            "golive_refused_connections_total{{reason=\"{}\"}} {}",
+            kind.as_str(),
+            agent.refusals.of(kind)
+        );
+    }
     family(
         &mut out,
         "golive_accepted_connections_total",

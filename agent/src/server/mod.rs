@@ -44,6 +44,7 @@ use crate::handlers;
 use crate::journal::AuditRecord;
 use crate::state::Agent;
 use gate::{Gate, HandshakeSlot};
+use noise::Refusal;
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
 
@@ -78,7 +79,7 @@ pub async fn serve(
                 // Closed at once with a reset: no state kept, no wait.
                 let _ = tcp.set_zero_linger();
                 drop(tcp);
-                agent.refusals.record(source, reason);
+                agent.refusals.record(source, Refusal::Limit, reason);
                 continue;
             }
         };
@@ -126,12 +127,13 @@ async fn connection(
             } else {
                 format!("TLS handshake refused: {e}")
             };
-            agent.refusals.record(source, &reason);
+            agent.refusals.record(source, Refusal::Handshake, &reason);
             return;
         }
         Err(_) => {
             agent.refusals.record(
                 source,
+                Refusal::HandshakeTimeout,
                 &format!(
                     "TLS handshake did not finish within {}s (limits.handshake_timeout_secs)",
                     deadline.as_secs()
@@ -153,14 +155,16 @@ async fn connection(
     let peer = match PeerIdentity::from_der(&der) {
         Ok(p) => Arc::new(p),
         Err(e) => {
-            agent.refusals.record(source, &e.to_string());
+            agent
+                .refusals
+                .record(source, Refusal::Certificate, &e.to_string());
             return;
         }
     };
     let _slot = match gate.connection(&peer.fingerprint, deadline).await {
         Ok(slot) => slot,
         Err(reason) => {
-            agent.refusals.record(source, reason);
+            agent.refusals.record(source, Refusal::Limit, reason);
             return;
         }
     };
@@ -197,6 +201,7 @@ async fn route(
     if let Err(e) = handlers::admissible(agent, peer) {
         agent.refusals.record(
             source,
+            Refusal::Certificate,
             &format!("certificate {:?} refused: {:?}", peer.name, e.code),
         );
         let mut resp = respond(Err(e));

@@ -21,10 +21,49 @@ pub const IMMEDIATE: u32 = 10;
 /// Sources named in a summary line; the others are counted together.
 const SUMMARY_SOURCES: usize = 8;
 
+/// What kind of refusal a connection met, counted apart in the metrics
+/// (issue 16: refused connections and refused handshakes are different
+/// alarms: a flood against the limits, or a client whose TLS is wrong).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Shed past `[limits]` (handshakes in flight, connections per
+    /// certificate) before or after the handshake.
+    Limit,
+    /// The TLS handshake failed (no or an untrusted or revoked client
+    /// certificate, a protocol error).
+    Handshake,
+    /// The TLS handshake did not finish within
+    /// `limits.handshake_timeout_secs`.
+    HandshakeTimeout,
+    /// A certificate that passed the handshake but is never admitted (no
+    /// role, an agent's certificate, revoked since the connection opened).
+    Certificate,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 4] = [
+        Refusal::Limit,
+        Refusal::Handshake,
+        Refusal::HandshakeTimeout,
+        Refusal::Certificate,
+    ];
+
+    /// The `reason` label of `golive_refused_connections_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Limit => "limit",
+            Refusal::Handshake => "handshake",
+            Refusal::HandshakeTimeout => "handshake_timeout",
+            Refusal::Certificate => "certificate",
+        }
+    }
+}
+
 /// Refusal counters and the open window.
 pub struct Refusals {
     interval: Duration,
-    total: AtomicU64,
+    /// Per [`Refusal`], in [`Refusal::ALL`]'s order.
+    counts: [AtomicU64; 4],
     window: Arc<Mutex<Window>>,
 }
 
@@ -40,20 +79,26 @@ impl Refusals {
     pub fn new(interval: Duration) -> Refusals {
         Refusals {
             interval,
-            total: AtomicU64::new(0),
+            counts: Default::default(),
             window: Arc::new(Mutex::new(Window::default())),
         }
     }
 
-    /// Refusals since start (status, metrics).
+    /// Refusals since start (status).
     pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Refusals of one kind since start (metrics).
+    pub fn of(&self, kind: Refusal) -> u64 {
+        self.counts[kind as usize].load(Ordering::Relaxed)
     }
 
     /// Counts one refusal of a connection from `source` (already reduced to
-    /// its per-source key). Needs a tokio runtime for the summary timer.
-    pub fn record(&self, source: IpAddr, reason: &str) {
-        self.total.fetch_add(1, Ordering::Relaxed);
+    /// its per-source key), of `kind`, for `reason` (the log's words).
+    /// Needs a tokio runtime for the summary timer.
+    pub fn record(&self, source: IpAddr, kind: Refusal, reason: &str) {
+        self.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
         let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         let immediate_left = w.immediate < IMMEDIATE;
         let entry = w
@@ -137,10 +182,21 @@ mod tests {
         let a: IpAddr = "127.0.0.66".parse().unwrap();
         let b: IpAddr = "127.0.0.1".parse().unwrap();
         for _ in 0..2000 {
-            r.record(a, "busy: too many handshakes in flight from this address");
+            r.record(
+                a,
+                Refusal::Limit,
+                "busy: too many handshakes in flight from this address",
+            );
         }
-        r.record(b, "TLS handshake refused: peer sent no certificates");
+        r.record(
+            b,
+            Refusal::Handshake,
+            "TLS handshake refused: peer sent no certificates",
+        );
         assert_eq!(r.total(), 2001);
+        assert_eq!(r.of(Refusal::Limit), 2000);
+        assert_eq!(r.of(Refusal::Handshake), 1);
+        assert_eq!(r.of(Refusal::Certificate), 0);
         let line = {
             let w = r.window.lock().unwrap();
             assert_eq!(w.immediate, 2, "one line per (source, reason) at once");

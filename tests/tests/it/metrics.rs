@@ -93,14 +93,40 @@ fn issue16_the_agent_serves_prometheus_metrics_to_a_viewer_over_mutual_tls() {
         .unwrap()
             >= 1.0
     );
-    assert!(value(&page, "golive_refused_connections_total", &[]).is_some());
+    for reason in ["limit", "handshake", "handshake_timeout", "certificate"] {
+        assert!(
+            value(
+                &page,
+                "golive_refused_connections_total",
+                &[("reason", reason)]
+            )
+            .is_some(),
+            "{reason}"
+        );
+    }
     // The refused anonymous handshake counts (the agent records it as it
     // happens; a second scrape sees it).
     let again = scrape(&pki, Some(&viewer), &agent);
     let page =
         prometheus_parse::Scrape::parse(again.stdout.lines().map(|l| Ok(l.to_string()))).unwrap();
     assert!(
-        value(&page, "golive_refused_connections_total", &[]).unwrap() >= 1.0,
+        value(
+            &page,
+            "golive_refused_connections_total",
+            &[("reason", "handshake")]
+        )
+        .unwrap()
+            >= 1.0,
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        value(
+            &page,
+            "golive_refused_connections_total",
+            &[("reason", "limit")]
+        ),
+        Some(0.0),
         "{}",
         again.stdout
     );
