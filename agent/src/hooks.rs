@@ -60,8 +60,8 @@ impl FinishError {
     /// What the release or the config gets wrong (a rule's path, a
     /// required file, a hook that exits non-zero or times out) is
     /// `BadRequest`: the operator's to fix, nothing live changed. A fault
-    /// of the host (chmod, a path it cannot resolve, a hook it cannot
-    /// start) is `Internal`.
+    /// of the host (chmod, a path it cannot resolve, a hook it fails to
+    /// start for another reason than the config's) is `Internal`.
     pub fn code(&self) -> ErrorCode {
         match self {
             FinishError::RulePath { problem, .. } => problem.code(),
@@ -134,12 +134,27 @@ pub struct HookFailed {
 }
 
 impl HookError {
-    /// A hook that ran and failed refuses the release (`BadRequest`); one
-    /// that could not start is the host's failure (`Internal`).
+    /// A hook that ran and failed refuses the release (`BadRequest`), as
+    /// does one the config gets wrong (its program missing or not
+    /// executable, a `user` the agent cannot switch to); one the host
+    /// failed to start otherwise is the host's failure (`Internal`).
     pub fn code(&self) -> ErrorCode {
+        use exec::ExecError as X;
         match self {
             HookError::Failed(_) => ErrorCode::BadRequest,
-            HookError::Config(_) | HookError::Start { .. } => ErrorCode::Internal,
+            HookError::Start { source, .. } => match source {
+                X::Spawn { source, .. }
+                    if matches!(
+                        source.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    ErrorCode::BadRequest
+                }
+                X::Spawn { .. } => ErrorCode::Internal,
+                X::NotRoot { .. } | X::NoUser { .. } | X::Empty => ErrorCode::BadRequest,
+            },
+            HookError::Config(_) => ErrorCode::Internal,
         }
     }
 }
@@ -833,6 +848,60 @@ mod tests {
         assert!(
             err.contains("wanted-dir/ is a file, not the directory it must be"),
             "{err}"
+        );
+    }
+
+    /// Issue 14: a hook's failure is the release's or the config's
+    /// (`BadRequest`) unless the host failed to start it.
+    #[test]
+    fn issue14_hook_failures_are_classed_by_what_failed() {
+        let start = |source| HookError::Start {
+            name: "after_unpack.0".into(),
+            app: "shop".into(),
+            source,
+        };
+        let spawn = |kind| exec::ExecError::Spawn {
+            cmd: "composer install".into(),
+            cwd: "/srv/shop/releases/r1".into(),
+            source: io::Error::from(kind),
+        };
+        for kind in [io::ErrorKind::NotFound, io::ErrorKind::PermissionDenied] {
+            assert_eq!(start(spawn(kind)).code(), ErrorCode::BadRequest);
+        }
+        assert_eq!(
+            start(spawn(io::ErrorKind::OutOfMemory)).code(),
+            ErrorCode::Internal
+        );
+        let no_user = exec::ExecError::NoUser {
+            cmd: "composer install".into(),
+            user: "deploy".into(),
+        };
+        assert_eq!(start(no_user).code(), ErrorCode::BadRequest);
+        let failed = HookError::Failed(Box::new(HookFailed {
+            name: "after_unpack.0".into(),
+            command: "composer install".into(),
+            app: "shop".into(),
+            release: "r1".into(),
+            what: "exit 4 after 0.1 s".into(),
+            tail: "; it printed nothing".into(),
+        }));
+        assert_eq!(
+            failed.to_string(),
+            "hook after_unpack.0 (`composer install`) of app shop failed for release r1: exit 4 \
+             after 0.1 s; it printed nothing"
+        );
+        let finish = FinishError::from(failed);
+        assert_eq!(finish.code(), ErrorCode::BadRequest);
+        let chmod = FinishError::Chmod {
+            rule: "settings.php".into(),
+            mode: 0o444,
+            real: "/srv/shop/releases/r1/settings.php".into(),
+            source: io::Error::from(io::ErrorKind::ReadOnlyFilesystem),
+        };
+        assert_eq!(chmod.code(), ErrorCode::Internal);
+        assert_eq!(
+            FinishError::RequiredFiles("release r1 is refused".into()).code(),
+            ErrorCode::BadRequest
         );
     }
 
