@@ -12,7 +12,9 @@
 //! - [`check_required_files`]: paths that must exist once shared paths are
 //!   linked.
 //!
-//! Every error is an operator-facing message naming the hook or path.
+//! Every error is an operator-facing message naming the hook or path; the
+//! staging steps' ([`finish_stage`]) are typed ([`FinishError`], issue 14)
+//! so the job's failure carries their class.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -20,10 +22,142 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use golive_shared::config::{AgentConfig, AppConfig, CommandSpec};
-use golive_shared::protocol::{EventKind, JobResult, LogLevel, RunCommand};
+use golive_shared::protocol::{ErrorCode, EventKind, JobResult, LogLevel, RunCommand};
 
 use crate::exec::{self, Outcome, Prepared};
+use crate::jobs::JobError;
 use crate::release::layout::AppLayout;
+
+/// Why the steps after unpacking ([`finish_stage`]) refused or failed a
+/// release; [`FinishError::code`] is the job's class (issue 14).
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    /// The agent config has no such app or hook point (never once the
+    /// job was accepted: the config was checked).
+    #[error("{0}")]
+    Config(String),
+    /// A permission rule's path is missing from the release, leads out of
+    /// the app, or could not be resolved.
+    #[error("permission rule for {}: {problem}", rule.display())]
+    RulePath { rule: PathBuf, problem: PathProblem },
+    /// chmod of a rule's path failed.
+    #[error("permission rule for {}: cannot chmod {mode:04o} {}: {source}", rule.display(), real.display())]
+    Chmod {
+        rule: PathBuf,
+        mode: u32,
+        real: PathBuf,
+        source: io::Error,
+    },
+    /// Required files not in place ([`check_required_files`]'s message).
+    #[error("{0}")]
+    RequiredFiles(String),
+    /// An `after_unpack` hook could not run or did not succeed.
+    #[error(transparent)]
+    Hook(#[from] HookError),
+}
+
+impl FinishError {
+    /// What the release or the config gets wrong (a rule's path, a
+    /// required file, a hook that exits non-zero or times out) is
+    /// `BadRequest`: the operator's to fix, nothing live changed. A fault
+    /// of the host (chmod, a path it cannot resolve, a hook it fails to
+    /// start for another reason than the config's) is `Internal`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FinishError::RulePath { problem, .. } => problem.code(),
+            FinishError::RequiredFiles(_) => ErrorCode::BadRequest,
+            FinishError::Hook(e) => e.code(),
+            FinishError::Config(_) | FinishError::Chmod { .. } => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Why a path of a release is not one a rule may touch.
+#[derive(Debug, thiserror::Error)]
+pub enum PathProblem {
+    #[error("{} does not exist in release {}", rel.display(), release.display())]
+    Missing { rel: PathBuf, release: PathBuf },
+    #[error(
+        "{} in release {} leads to {}, outside the release and ROOT/shared; golive does not \
+         follow links out of the app",
+        rel.display(),
+        release.display(),
+        real.display()
+    )]
+    Outside {
+        rel: PathBuf,
+        release: PathBuf,
+        real: PathBuf,
+    },
+    #[error("cannot resolve {}: {source}", path.display())]
+    Unresolved { path: PathBuf, source: io::Error },
+}
+
+impl PathProblem {
+    fn code(&self) -> ErrorCode {
+        match self {
+            PathProblem::Missing { .. } | PathProblem::Outside { .. } => ErrorCode::BadRequest,
+            PathProblem::Unresolved { .. } => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Why a hook did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// No such app or hook point in the agent config.
+    #[error("{0}")]
+    Config(String),
+    /// The program could not be started.
+    #[error("hook {name} of app {app} could not run: {source}")]
+    Start {
+        name: String,
+        app: String,
+        source: exec::ExecError,
+    },
+    /// It exited non-zero, was killed, or timed out.
+    #[error(transparent)]
+    Failed(Box<HookFailed>),
+}
+
+/// A hook that ran and did not succeed; `tail` is its output's last lines
+/// (`tail_for_message`).
+#[derive(Debug, thiserror::Error)]
+#[error("hook {name} (`{command}`) of app {app} failed for release {release}: {what}{tail}")]
+pub struct HookFailed {
+    pub name: String,
+    pub command: String,
+    pub app: String,
+    pub release: String,
+    pub what: String,
+    pub tail: String,
+}
+
+impl HookError {
+    /// A hook that ran and failed refuses the release (`BadRequest`), as
+    /// does one the config gets wrong (its program missing or not
+    /// executable, a `user` the agent cannot switch to); one the host
+    /// failed to start otherwise is the host's failure (`Internal`).
+    pub fn code(&self) -> ErrorCode {
+        use exec::ExecError as X;
+        match self {
+            HookError::Failed(_) => ErrorCode::BadRequest,
+            HookError::Start { source, .. } => match source {
+                X::Spawn { source, .. }
+                    if matches!(
+                        source.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    ErrorCode::BadRequest
+                }
+                X::Spawn { .. } => ErrorCode::Internal,
+                X::NotRoot { .. } | X::NoUser { .. } | X::Empty => ErrorCode::BadRequest,
+            },
+            HookError::Config(_) => ErrorCode::Internal,
+        }
+    }
+}
 
 /// The lifecycle points, in the order a deployment reaches them.
 pub const POINTS: [&str; 4] = [
@@ -83,8 +217,19 @@ pub fn run_hooks(
     release_dir: &Path,
     emit: &dyn Fn(EventKind),
 ) -> Result<(), String> {
-    let app = app_of(config, app_name)?;
-    let hooks = hooks_at(app, point)?;
+    run_point(config, app_name, point, release_dir, emit).map_err(|e| e.to_string())
+}
+
+/// [`run_hooks`], its error typed.
+fn run_point(
+    config: &AgentConfig,
+    app_name: &str,
+    point: &str,
+    release_dir: &Path,
+    emit: &dyn Fn(EventKind),
+) -> Result<(), HookError> {
+    let app = app_of(config, app_name).map_err(HookError::Config)?;
+    let hooks = hooks_at(app, point).map_err(HookError::Config)?;
     let release = release_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -110,15 +255,21 @@ pub fn run_hooks(
                 exec::seconds(p.timeout)
             ),
         );
-        let outcome = run_logged(&p, &format!("[hook {name}]"), emit)
-            .map_err(|e| format!("hook {name} of app {app_name} could not run: {e}"))?;
+        let outcome =
+            run_logged(&p, &format!("[hook {name}]"), emit).map_err(|source| HookError::Start {
+                name: name.clone(),
+                app: app_name.to_string(),
+                source,
+            })?;
         if !outcome.success() {
-            return Err(format!(
-                "hook {name} (`{}`) of app {app_name} failed for release {release}: {}{}",
-                p.display(),
-                what_happened(&p, &outcome),
-                tail_for_message(&outcome)
-            ));
+            return Err(HookError::Failed(Box::new(HookFailed {
+                name,
+                command: p.display(),
+                app: app_name.to_string(),
+                release,
+                what: what_happened(&p, &outcome),
+                tail: tail_for_message(&outcome),
+            })));
         }
         info(
             emit,
@@ -134,21 +285,22 @@ pub fn run_hooks(
 /// The steps after a release is unpacked and its shared paths linked:
 /// permission rules, required files, then the `after_unpack` hooks in the
 /// new release. On any failure the release directory is removed (so the same
-/// id can be staged again) and the error says so.
+/// id can be staged again) and the error says so; its class is the step's
+/// ([`FinishError::code`]), or `Internal` when the removal failed too.
 pub fn finish_stage(
     config: &AgentConfig,
     app_name: &str,
     layout: &AppLayout,
     release: &str,
     emit: &dyn Fn(EventKind),
-) -> Result<(), String> {
-    let app = app_of(config, app_name)?;
+) -> Result<(), JobError> {
+    let app = app_of(config, app_name).map_err(JobError::failed)?;
     let dir = layout.release_dir(release);
-    let steps = || -> Result<(), String> {
+    let steps = || -> Result<(), FinishError> {
         for line in apply_permissions(app, &dir)? {
             info(emit, format!("permission rule applied: {line}"));
         }
-        check_required_files(app, &dir)?;
+        check_required_files(app, &dir).map_err(FinishError::RequiredFiles)?;
         if !app.required_files.is_empty() {
             info(
                 emit,
@@ -162,19 +314,26 @@ pub fn finish_stage(
                 ),
             );
         }
-        run_hooks(config, app_name, "after_unpack", &dir, emit)
+        Ok(run_point(config, app_name, "after_unpack", &dir, emit)?)
     };
-    steps().map_err(|e| match discard_release(layout, release) {
-        Ok(()) => golive_shared::protocol::error_with(
-            &e,
-            &format!(
-                "; the staged release {release} was removed, so the same id can be staged again"
-            ),
-        ),
-        Err(why) => golive_shared::protocol::error_with(
-            &e,
-            &format!("; removing the staged release {release} failed too: {why}"),
-        ),
+    steps().map_err(|e| {
+        let (code, e) = (e.code(), e.to_string());
+        match discard_release(layout, release) {
+            Ok(()) => JobError {
+                code,
+                message: golive_shared::protocol::error_with(
+                    &e,
+                    &format!(
+                        "; the staged release {release} was removed, so the same id can be \
+                         staged again"
+                    ),
+                ),
+            },
+            Err(why) => JobError::failed(golive_shared::protocol::error_with(
+                &e,
+                &format!("; removing the staged release {release} failed too: {why}"),
+            )),
+        }
     })
 }
 
@@ -225,7 +384,7 @@ pub fn before_switch_back(
              and roll back again, or deploy a fixed release"
         )
     };
-    for line in apply_permissions(app, release_dir).map_err(refused)? {
+    for line in apply_permissions(app, release_dir).map_err(|e| refused(e.to_string()))? {
         info(emit, format!("permission rule applied again: {line}"));
     }
     check_required_files(app, release_dir).map_err(refused)?;
@@ -371,32 +530,31 @@ fn tail_for_message(o: &Outcome) -> String {
 /// inside the release or inside `ROOT/shared` (where shared paths are
 /// linked). A path that leads anywhere else is refused: a rule must never
 /// touch another release or a file outside the app.
-fn resolve_inside(app: &AppConfig, release_dir: &Path, rel: &Path) -> Result<PathBuf, String> {
+fn resolve_inside(app: &AppConfig, release_dir: &Path, rel: &Path) -> Result<PathBuf, PathProblem> {
     let path = release_dir.join(rel);
-    let real = std::fs::canonicalize(&path).map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            format!(
-                "{} does not exist in release {}",
-                rel.display(),
-                release_dir.display()
-            )
+    let real = std::fs::canonicalize(&path).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            PathProblem::Missing {
+                rel: rel.to_owned(),
+                release: release_dir.to_owned(),
+            }
         } else {
-            format!("cannot resolve {}: {e}", path.display())
+            PathProblem::Unresolved { path, source }
         }
     })?;
-    let release = std::fs::canonicalize(release_dir)
-        .map_err(|e| format!("cannot resolve {}: {e}", release_dir.display()))?;
+    let release = std::fs::canonicalize(release_dir).map_err(|source| PathProblem::Unresolved {
+        path: release_dir.to_owned(),
+        source,
+    })?;
     let shared = std::fs::canonicalize(AppLayout::new(&app.root).shared_dir()).ok();
     if real.starts_with(&release) || shared.as_ref().is_some_and(|s| real.starts_with(s)) {
         Ok(real)
     } else {
-        Err(format!(
-            "{} in release {} leads to {}, outside the release and ROOT/shared; \
-             golive does not follow links out of the app",
-            rel.display(),
-            release_dir.display(),
-            real.display()
-        ))
+        Err(PathProblem::Outside {
+            rel: rel.to_owned(),
+            release: release_dir.to_owned(),
+            real,
+        })
     }
 }
 
@@ -404,20 +562,24 @@ fn resolve_inside(app: &AppConfig, release_dir: &Path, rel: &Path) -> Result<Pat
 /// linking). Returns one "PATH MODE" line per rule applied. A rule whose path
 /// does not exist, or leads outside the release and `ROOT/shared`, is an
 /// error naming it. Modes apply to the path itself, not recursively.
-pub fn apply_permissions(app: &AppConfig, release_dir: &Path) -> Result<Vec<String>, String> {
+pub fn apply_permissions(app: &AppConfig, release_dir: &Path) -> Result<Vec<String>, FinishError> {
     let mut done = Vec::new();
     for rule in &app.permissions {
-        let real = resolve_inside(app, release_dir, &rule.path)
-            .map_err(|e| format!("permission rule for {}: {e}", rule.path.display()))?;
-        let mode = rule.mode_bits();
-        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode)).map_err(|e| {
-            format!(
-                "permission rule for {}: cannot chmod {:04o} {}: {e}",
-                rule.path.display(),
-                mode,
-                real.display()
-            )
+        let real = resolve_inside(app, release_dir, &rule.path).map_err(|problem| {
+            FinishError::RulePath {
+                rule: rule.path.clone(),
+                problem,
+            }
         })?;
+        let mode = rule.mode_bits();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode)).map_err(
+            |source| FinishError::Chmod {
+                rule: rule.path.clone(),
+                mode,
+                real: real.clone(),
+                source,
+            },
+        )?;
         done.push(format!("{} {:04o}", rule.path.display(), mode));
     }
     Ok(done)
@@ -430,7 +592,7 @@ pub fn check_permissions(app: &AppConfig, release_dir: &Path) -> Vec<String> {
     for rule in &app.permissions {
         let want = rule.mode_bits();
         match resolve_inside(app, release_dir, &rule.path) {
-            Err(e) => bad.push(e),
+            Err(e) => bad.push(e.to_string()),
             Ok(real) => match std::fs::metadata(&real) {
                 Err(e) => bad.push(format!("cannot inspect {}: {e}", real.display())),
                 Ok(m) => {
@@ -617,6 +779,8 @@ mod tests {
                 mode: "0777".into(),
             });
             let err = apply_permissions(&a, &release).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::BadRequest, "{err}");
+            let err = err.to_string();
             assert!(err.contains(path) && err.contains(what), "{err}");
             assert_eq!(check_permissions(&a, &release).len(), 1);
         }
@@ -684,6 +848,60 @@ mod tests {
         assert!(
             err.contains("wanted-dir/ is a file, not the directory it must be"),
             "{err}"
+        );
+    }
+
+    /// Issue 14: a hook's failure is the release's or the config's
+    /// (`BadRequest`) unless the host failed to start it.
+    #[test]
+    fn issue14_hook_failures_are_classed_by_what_failed() {
+        let start = |source| HookError::Start {
+            name: "after_unpack.0".into(),
+            app: "shop".into(),
+            source,
+        };
+        let spawn = |kind| exec::ExecError::Spawn {
+            cmd: "composer install".into(),
+            cwd: "/srv/shop/releases/r1".into(),
+            source: io::Error::from(kind),
+        };
+        for kind in [io::ErrorKind::NotFound, io::ErrorKind::PermissionDenied] {
+            assert_eq!(start(spawn(kind)).code(), ErrorCode::BadRequest);
+        }
+        assert_eq!(
+            start(spawn(io::ErrorKind::OutOfMemory)).code(),
+            ErrorCode::Internal
+        );
+        let no_user = exec::ExecError::NoUser {
+            cmd: "composer install".into(),
+            user: "deploy".into(),
+        };
+        assert_eq!(start(no_user).code(), ErrorCode::BadRequest);
+        let failed = HookError::Failed(Box::new(HookFailed {
+            name: "after_unpack.0".into(),
+            command: "composer install".into(),
+            app: "shop".into(),
+            release: "r1".into(),
+            what: "exit 4 after 0.1 s".into(),
+            tail: "; it printed nothing".into(),
+        }));
+        assert_eq!(
+            failed.to_string(),
+            "hook after_unpack.0 (`composer install`) of app shop failed for release r1: exit 4 \
+             after 0.1 s; it printed nothing"
+        );
+        let finish = FinishError::from(failed);
+        assert_eq!(finish.code(), ErrorCode::BadRequest);
+        let chmod = FinishError::Chmod {
+            rule: "settings.php".into(),
+            mode: 0o444,
+            real: "/srv/shop/releases/r1/settings.php".into(),
+            source: io::Error::from(io::ErrorKind::ReadOnlyFilesystem),
+        };
+        assert_eq!(chmod.code(), ErrorCode::Internal);
+        assert_eq!(
+            FinishError::RequiredFiles("release r1 is refused".into()).code(),
+            ErrorCode::BadRequest
         );
     }
 

@@ -65,6 +65,26 @@ impl JobError {
     }
 }
 
+/// A staging refusal or failure keeps its class (issue 14): the artifact's
+/// or the config's problem is a refusal, a fault of the host a failure.
+impl From<crate::release::LayoutError> for JobError {
+    fn from(e: crate::release::LayoutError) -> JobError {
+        JobError {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::release::git::GitError> for JobError {
+    fn from(e: crate::release::git::GitError) -> JobError {
+        JobError {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl From<String> for JobError {
     fn from(message: String) -> JobError {
         JobError::failed(message)
@@ -801,9 +821,7 @@ pub fn execute(
                 max_bytes: config.limits.max_unpacked_bytes,
                 max_entries: config.limits.max_archive_entries,
             };
-            let stats = layout
-                .stage(&s.release, &archive, &app.shared, &limits)
-                .map_err(|e| e.to_string())?;
+            let stats = layout.stage(&s.release, &archive, &app.shared, &limits)?;
             crate::hooks::finish_stage(config, app_name, &layout, &s.release, emit)?;
             journal
                 .record_staged_for(
@@ -922,43 +940,46 @@ pub fn execute(
 /// Why release `id` of `app_name` must stay on disk, or `Ok` when it never
 /// went live and may be removed (issue 12): it is not current, not the
 /// rollback target, never activated, and the journal knows it as staged.
+/// A reason is a refusal; what could not be read a failure.
 fn never_live(
     journal: &Journal,
     app_name: &str,
     layout: &AppLayout,
     id: &str,
-) -> Result<golive_shared::protocol::UnixMillis, String> {
-    let current = layout.current().map_err(|e| e.to_string())?;
+) -> Result<golive_shared::protocol::UnixMillis, JobError> {
+    let failed = |e: &dyn std::fmt::Display| JobError::failed(e.to_string());
+    let current = layout.current().map_err(|e| failed(&e))?;
     if current.as_deref() == Some(id) {
-        return Err(format!("it is the current release of {app_name}"));
+        return Err(JobError::refused(format!(
+            "it is the current release of {app_name}"
+        )));
     }
-    if let Some(at) = journal
-        .first_live(app_name, id)
-        .map_err(|e| e.to_string())?
-    {
-        return Err(format!(
+    if let Some(at) = journal.first_live(app_name, id).map_err(|e| failed(&e))? {
+        return Err(JobError::refused(format!(
             "it went live at {}: the id of a release that went live is never reused, and the \
              release leaves the disk only by keep_releases",
             golive_shared::timefmt::utc(at)
-        ));
+        )));
     }
     let target = journal
         .rollback_target(app_name, current.as_deref(), |r| {
             layout.release_dir(r).is_dir()
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(&e))?;
     if target.as_deref() == Some(id) {
-        return Err(format!("it is the rollback target of {app_name}"));
+        return Err(JobError::refused(format!(
+            "it is the rollback target of {app_name}"
+        )));
     }
     journal
         .staged_at(app_name, id)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| failed(&e))?
         .ok_or_else(|| {
-            format!(
+            JobError::refused(format!(
                 "the agent's journal has no record of staging it (made by hand, or left by an \
                  agent crash), so golive does not remove it; move {} aside by hand",
                 layout.release_dir(id).display()
-            )
+            ))
         })
 }
 
@@ -972,18 +993,20 @@ fn replace_never_live(
     layout: &AppLayout,
     id: &str,
     log: &dyn Fn(String),
-) -> Result<(), String> {
+) -> Result<(), JobError> {
     let dir = layout.release_dir(id);
     if std::fs::symlink_metadata(&dir).is_err() {
         return Ok(());
     }
-    let staged_at = never_live(journal, app_name, layout, id).map_err(|why| {
-        format!(
-            "release {id:?} already exists at {} and stays: {why}; pick a new release id",
-            dir.display()
-        )
+    let staged_at = never_live(journal, app_name, layout, id).map_err(|e| {
+        e.map(|why| {
+            format!(
+                "release {id:?} already exists at {} and stays: {why}; pick a new release id",
+                dir.display()
+            )
+        })
     })?;
-    layout.discard(id).map_err(|e| e.to_string())?;
+    layout.discard(id)?;
     log(format!(
         "replaced release {id}: it was staged at {} but never went live (a refused or failed \
          deployment left it)",
@@ -1011,7 +1034,7 @@ fn discard_never_live(
         });
     }
     let refused = |why: String| format!("release {id} of {app_name} stays on disk: {why}");
-    let staged_at = never_live(journal, app_name, layout, id).map_err(refused)?;
+    let staged_at = never_live(journal, app_name, layout, id).map_err(|e| refused(e.message))?;
     if let Some(mine) = deployment {
         let by = journal
             .release_deployment(app_name, id)

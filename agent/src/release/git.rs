@@ -35,9 +35,9 @@ use std::time::Duration;
 
 use golive_shared::config::{AgentConfig, AppConfig, GitSource, find_tool};
 use golive_shared::names;
-use golive_shared::protocol::{EventKind, LogLevel, StageGitRelease};
+use golive_shared::protocol::{ErrorCode, EventKind, LogLevel, StageGitRelease};
 
-use super::layout::AppLayout;
+use super::layout::{AppLayout, LayoutError};
 use super::unpack::{UnpackLimits, UnpackStats};
 use crate::exec::{self, Prepared};
 
@@ -55,6 +55,117 @@ pub struct Staged {
 /// `STATE_DIR/git`: the mirrors and, briefly, exported trees.
 pub fn git_dir(config: &AgentConfig) -> PathBuf {
     config.agent.state_dir.join("git")
+}
+
+/// Why a git ref was not staged (issue 14): each variant's message names
+/// what failed and the fix, and [`GitError::code`] is the class the job's
+/// failure carries (`JobInfo::error_code`), from which the controller takes
+/// its exit code. Every message is scrubbed of the URL's credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The app declares no `[apps.APP.git]`.
+    #[error("{}", not_declared(app, agent))]
+    NotDeclared { app: String, agent: String },
+    /// The ref is not one golive passes to git ([`names::check_git_ref`]).
+    #[error("{0}")]
+    BadRef(String),
+    /// No `git` program where the config says.
+    #[error(
+        "cannot find `git` {place}; install git (2.30 or newer) or set bin_dir in [apps.APP.git] \
+         (`golive-agent check-config` reports it)"
+    )]
+    NoGit { place: String },
+    /// A path git would be given is not UTF-8.
+    #[error("{} is not valid UTF-8; move the agent's state_dir to a UTF-8 path", path.display())]
+    NotUtf8 { path: PathBuf },
+    /// The host's filesystem failed (the git directory, the export file).
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `git init` of the mirror failed.
+    #[error("creating the mirror {} failed: {detail}", mirror.display())]
+    Init { mirror: PathBuf, detail: String },
+    /// git refuses the repository: it belongs to another user and
+    /// `safe.directory` does not list it; the message gives the fix.
+    #[error("fetching from {url} failed: {why}; nothing was staged")]
+    Dubious { url: String, why: String },
+    /// The fetch failed (the network, the server, credentials).
+    #[error("fetching from {url} failed: {detail}; nothing was staged")]
+    Fetch { url: String, detail: String },
+    /// The ref names no branch, tag or commit in the repository.
+    #[error(
+        "git ref {git_ref:?} is not a branch, tag or commit in {url} (fetched just now); check the \
+         name (e.g. `git ls-remote {url}`); nothing was staged"
+    )]
+    UnknownRef { git_ref: String, url: String },
+    /// `git rev-parse` failed otherwise.
+    #[error("resolving {git_ref:?} failed: {detail}; nothing was staged")]
+    Resolve { git_ref: String, detail: String },
+    /// `git archive` failed.
+    #[error("exporting commit {commit} failed: {detail}; nothing was staged")]
+    Export { commit: String, detail: String },
+    /// The exported tree could not be searched.
+    #[error("scanning commit {commit} for forbidden text failed: {detail}")]
+    Scan { commit: String, detail: String },
+    /// The exported tree holds the plan's forbidden text.
+    #[error(
+        "commit {commit} of {git_ref} contains forbidden text ([preflight] forbidden: {patterns}): \
+         {total} hit(s), first {first}; remove it from the repository and deploy a new commit, or \
+         exclude the path with [preflight] exclude in the plan; nothing was staged"
+    )]
+    Forbidden {
+        commit: String,
+        git_ref: String,
+        patterns: String,
+        total: u64,
+        first: String,
+    },
+    /// The release id is taken.
+    #[error(transparent)]
+    Layout(Box<LayoutError>),
+    /// Unpacking the exported tree or linking its shared paths failed.
+    #[error("commit {commit} of {git_ref}: {source}")]
+    Stage {
+        commit: String,
+        git_ref: String,
+        source: Box<LayoutError>,
+    },
+}
+
+impl From<LayoutError> for GitError {
+    fn from(e: LayoutError) -> GitError {
+        GitError::Layout(Box::new(e))
+    }
+}
+
+impl GitError {
+    /// The class of this failure: a ref the repository does not have is
+    /// `NotFound`; the ref, the config or the repository's content
+    /// (forbidden text, a bad tree) the operator's to fix, `BadRequest`; a
+    /// git command or the host that failed at what it should do (the fetch,
+    /// the disk) `Internal`; unpacking takes [`LayoutError::code`].
+    pub fn code(&self) -> ErrorCode {
+        use GitError as E;
+        match self {
+            E::UnknownRef { .. } => ErrorCode::NotFound,
+            E::NotDeclared { .. }
+            | E::BadRef(_)
+            | E::NoGit { .. }
+            | E::NotUtf8 { .. }
+            | E::Dubious { .. }
+            | E::Forbidden { .. } => ErrorCode::BadRequest,
+            E::Io { .. }
+            | E::Init { .. }
+            | E::Fetch { .. }
+            | E::Resolve { .. }
+            | E::Export { .. }
+            | E::Scan { .. } => ErrorCode::Internal,
+            E::Layout(e) | E::Stage { source: e, .. } => e.code(),
+        }
+    }
 }
 
 /// The operator-facing refusal for an app that declares no git source.
@@ -75,19 +186,19 @@ pub fn stage(
     layout: &AppLayout,
     s: &StageGitRelease,
     emit: &dyn Fn(EventKind),
-) -> Result<Staged, String> {
-    let source = app
-        .git
-        .as_ref()
-        .ok_or_else(|| not_declared(app_name, &config.agent.name))?;
-    names::check_git_ref(&s.git_ref)?;
+) -> Result<Staged, GitError> {
+    let source = app.git.as_ref().ok_or_else(|| GitError::NotDeclared {
+        app: app_name.to_string(),
+        agent: config.agent.name.clone(),
+    })?;
+    names::check_git_ref(&s.git_ref).map_err(GitError::BadRef)?;
     let release_dir = layout.release_dir(&s.release);
     if fs::symlink_metadata(&release_dir).is_ok() {
-        return Err(format!(
-            "release {:?} already exists at {}; pick a new release id (only a release that never went live gives its id back)",
-            s.release,
-            release_dir.display()
-        ));
+        return Err(LayoutError::ReleaseExists {
+            id: s.release.clone(),
+            path: release_dir,
+        }
+        .into());
     }
     let git = Git::new(config, app, source, emit)?;
     let shown = source.redacted_url();
@@ -122,25 +233,34 @@ pub fn stage(
         .map(String::from),
     );
     git.run(&args, &env).map_err(|e| {
-        // Say what git means and how to fix it (issue 12), not only its words.
-        let e = if e.contains("detected dubious ownership") {
-            match ownership(app_name, app) {
+        // Say what git means and how to fix it (issue 12), not only its
+        // words: git's own output is what tells this refusal apart.
+        if e.contains("detected dubious ownership") {
+            let why = match ownership(app_name, app) {
                 Ok(Ownership::Dubious(why)) => why,
                 _ => format!("{e}; git refuses a repository owned by another user than the agent's unless safe.directory lists it (see the README, Git release sources)"),
+            };
+            GitError::Dubious {
+                url: shown.clone(),
+                why,
             }
         } else {
-            e
-        };
-        format!("fetching from {shown} failed: {e}; nothing was staged")
+            GitError::Fetch {
+                url: shown.clone(),
+                detail: e,
+            }
+        }
     })?;
 
     let commit = git.resolve(&mirror, &s.git_ref).map_err(|e| match e {
-        Resolve::Unknown => format!(
-            "git ref {:?} is not a branch, tag or commit in {shown} (fetched just now); check the \
-             name (e.g. `git ls-remote {shown}`); nothing was staged",
-            s.git_ref
-        ),
-        Resolve::Failed(e) => format!("resolving {:?} failed: {e}; nothing was staged", s.git_ref),
+        Resolve::Unknown => GitError::UnknownRef {
+            git_ref: s.git_ref.clone(),
+            url: shown.clone(),
+        },
+        Resolve::Failed(detail) => GitError::Resolve {
+            git_ref: s.git_ref.clone(),
+            detail,
+        },
     })?;
     info(emit, format!("{} is commit {commit}", s.git_ref));
 
@@ -159,14 +279,16 @@ pub fn stage(
             .create_new(true)
             .mode(0o600)
             .open(&export.0)
-            .map_err(|e| format!("cannot create {}: {e}", export.0.display()))?;
+            .map_err(io_err("create", &export.0))?;
     }
     let mut args = git_dir_arg(&mirror)?;
     args.extend(["archive".into(), "--format=tar".into(), "--output".into()]);
     args.push(path_arg(&export.0)?);
     args.extend(["--end-of-options".into(), commit.clone()]);
-    git.run(&args, &[])
-        .map_err(|e| format!("exporting commit {commit} failed: {e}; nothing was staged"))?;
+    git.run(&args, &[]).map_err(|detail| GitError::Export {
+        commit: commit.clone(),
+        detail,
+    })?;
     scan_export(&export.0, &s.scan, &commit, &s.git_ref, emit)?;
     info(
         emit,
@@ -185,8 +307,21 @@ pub fn stage(
             &UnpackLimits::from(&config.limits),
             &[("REVISION", revision.as_bytes())],
         )
-        .map_err(|e| format!("commit {commit} of {}: {e}", s.git_ref))?;
+        .map_err(|source| GitError::Stage {
+            commit: commit.clone(),
+            git_ref: s.git_ref.clone(),
+            source: Box::new(source),
+        })?;
     Ok(Staged { stats, commit })
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GitError {
+    let path = path.to_owned();
+    move |source| GitError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// The plan's forbidden patterns in the exported tree (issue 12): what
@@ -201,14 +336,16 @@ fn scan_export(
     commit: &str,
     git_ref: &str,
     emit: &dyn Fn(EventKind),
-) -> Result<(), String> {
+) -> Result<(), GitError> {
     if cfg.forbidden.is_empty() {
         return Ok(());
     }
-    let file =
-        fs::File::open(export).map_err(|e| format!("cannot open {}: {e}", export.display()))?;
-    let report = crate::scan::scan_tar(std::io::BufReader::new(file), cfg)
-        .map_err(|e| format!("scanning commit {commit} for forbidden text failed: {e}"))?;
+    let file = fs::File::open(export).map_err(io_err("open", export))?;
+    let report =
+        crate::scan::scan_tar(std::io::BufReader::new(file), cfg).map_err(|e| GitError::Scan {
+            commit: commit.to_string(),
+            detail: e.to_string(),
+        })?;
     let patterns = cfg
         .forbidden
         .iter()
@@ -240,12 +377,13 @@ fn scan_export(
         .first()
         .map(|h| h.to_string())
         .unwrap_or_default();
-    Err(format!(
-        "commit {commit} of {git_ref} contains forbidden text ([preflight] forbidden: {patterns}): \
-         {} hit(s), first {first}; remove it from the repository and deploy a new commit, or \
-         exclude the path with [preflight] exclude in the plan; nothing was staged",
-        report.total(),
-    ))
+    Err(GitError::Forbidden {
+        commit: commit.to_string(),
+        git_ref: git_ref.to_string(),
+        patterns,
+        total: report.total(),
+        first,
+    })
 }
 
 /// Whether git will read the repository an app fetches from (issue 12):
@@ -380,7 +518,7 @@ fn safe_directories(app: &AppConfig, source: &GitSource) -> Result<Vec<String>, 
     env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
     let p = Prepared {
         argv: vec![
-            path_arg(&program)?,
+            path_arg(&program).map_err(|e| e.to_string())?,
             "config".into(),
             "--get-all".into(),
             "safe.directory".into(),
@@ -468,23 +606,20 @@ impl<'a> Git<'a> {
         app: &'a AppConfig,
         source: &'a GitSource,
         emit: &'a dyn Fn(EventKind),
-    ) -> Result<Git<'a>, String> {
-        let program = find_tool(&["git"], source.bin_dir.as_deref()).ok_or_else(|| {
-            format!(
-                "cannot find `git` {}; install git (2.30 or newer) or set bin_dir in [apps.APP.git] \
-                 (`golive-agent check-config` reports it)",
-                match &source.bin_dir {
+    ) -> Result<Git<'a>, GitError> {
+        let program =
+            find_tool(&["git"], source.bin_dir.as_deref()).ok_or_else(|| GitError::NoGit {
+                place: match &source.bin_dir {
                     Some(d) => format!("in {}", d.display()),
                     None => "on PATH".into(),
-                }
-            )
-        })?;
+                },
+            })?;
         let dir = git_dir(config);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            .map_err(io_err("create", &dir))?;
         Ok(Git {
             program: path_arg(&program)?,
             dir,
@@ -563,7 +698,7 @@ impl<'a> Git<'a> {
     }
 
     /// Creates the bare mirror under a temporary name, then renames it.
-    fn init(&self, mirror: &Path) -> Result<(), String> {
+    fn init(&self, mirror: &Path) -> Result<(), GitError> {
         let name = mirror
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -583,15 +718,18 @@ impl<'a> Git<'a> {
                 fs::rename(&tmp, mirror)
                     .map_err(|e| format!("cannot rename {} into place: {e}", tmp.display()))
             })
-            .map_err(|e| {
+            .map_err(|detail| {
                 let _ = fs::remove_dir_all(&tmp);
-                format!("creating the mirror {} failed: {e}", mirror.display())
+                GitError::Init {
+                    mirror: mirror.to_owned(),
+                    detail,
+                }
             })
     }
 
     /// The full commit id `git_ref` names in the mirror.
     fn resolve(&self, mirror: &Path, git_ref: &str) -> Result<String, Resolve> {
-        let mut args = git_dir_arg(mirror).map_err(Resolve::Failed)?;
+        let mut args = git_dir_arg(mirror).map_err(|e| Resolve::Failed(e.to_string()))?;
         args.extend(
             [
                 "rev-parse",
@@ -646,17 +784,14 @@ fn is_commit_id(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn git_dir_arg(mirror: &Path) -> Result<Vec<String>, String> {
+fn git_dir_arg(mirror: &Path) -> Result<Vec<String>, GitError> {
     Ok(vec![format!("--git-dir={}", path_arg(mirror)?)])
 }
 
-fn path_arg(p: &Path) -> Result<String, String> {
-    p.to_str().map(str::to_string).ok_or_else(|| {
-        format!(
-            "{} is not valid UTF-8; move the agent's state_dir to a UTF-8 path",
-            p.display()
-        )
-    })
+fn path_arg(p: &Path) -> Result<String, GitError> {
+    p.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| GitError::NotUtf8 { path: p.to_owned() })
 }
 
 /// An exported tree, removed when staging is over, however it ends.

@@ -26,6 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use golive_shared::config::{SharedPath, is_plain_relative};
 use golive_shared::names::check_release_id;
+use golive_shared::protocol::ErrorCode;
 
 use super::unpack::{UnpackError, UnpackLimits, UnpackStats, unpack};
 
@@ -137,6 +138,34 @@ pub enum LayoutError {
         path.display()
     )]
     DiscardCurrent { id: String, path: PathBuf },
+}
+
+impl LayoutError {
+    /// The class of this failure (issue 14): an I/O fault on the host is
+    /// `Internal` (exit 1); an unpack's is the unpack's class
+    /// ([`UnpackError::code`]); a release id that is not there `NotFound`;
+    /// the rest (a taken or invalid id, a shared path the release or
+    /// `ROOT/shared` gets wrong, a `current` golive did not make) are the
+    /// operator's to fix, `BadRequest` (exit 2).
+    pub fn code(&self) -> ErrorCode {
+        use LayoutError as E;
+        match self {
+            E::Unpack(e) => e.code(),
+            E::Io { .. } => ErrorCode::Internal,
+            E::NoSuchRelease { .. } => ErrorCode::NotFound,
+            E::ReleaseExists { .. }
+            | E::InvalidReleaseId { .. }
+            | E::InvalidSharedPath { .. }
+            | E::SharedParent { .. }
+            | E::SharedMissing { .. }
+            | E::SharedDangling { .. }
+            | E::SharedKind { .. }
+            | E::SeedAcrossDevices { .. }
+            | E::CurrentNotSymlink { .. }
+            | E::CurrentForeign { .. }
+            | E::DiscardCurrent { .. } => ErrorCode::BadRequest,
+        }
+    }
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LayoutError {

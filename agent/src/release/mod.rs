@@ -103,3 +103,82 @@ mod testutil {
             .unwrap();
     }
 }
+
+/// Issue 14: the class each staging failure carries into the job's
+/// `error_code`, checked on real stagings.
+#[cfg(test)]
+mod tests {
+    use golive_shared::config::SharedPath;
+    use golive_shared::protocol::ErrorCode;
+
+    use super::testutil::{file, write_tar};
+    use super::*;
+
+    const LIMITS: UnpackLimits = UnpackLimits {
+        max_bytes: 1 << 20,
+        max_entries: 100,
+    };
+
+    /// The job's failure made of `e`: its class, the message kept whole.
+    fn class(e: LayoutError) -> ErrorCode {
+        let message = e.to_string();
+        let job = crate::jobs::JobError::from(e);
+        assert_eq!(job.message, message);
+        job.code
+    }
+
+    #[test]
+    fn issue14_staging_failures_are_classed_the_artifacts_or_the_hosts() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let layout = AppLayout::new(tmp.path().join("app"));
+        let stage = |id: &str, archive: &std::path::Path, shared: &[&str]| {
+            let shared: Vec<SharedPath> = shared.iter().map(|s| SharedPath::from(*s)).collect();
+            layout.stage(id, archive, &shared, &LIMITS).unwrap_err()
+        };
+
+        let damaged = tmp.path().join("damaged.tar.gz");
+        std::fs::write(&damaged, [0x1f, 0x8b, 8, 0, 0xab, 0xcd, 0xef]).unwrap();
+        let e = stage("r1", &damaged, &[]);
+        assert!(
+            matches!(e, LayoutError::Unpack(UnpackError::Corrupt { .. })),
+            "{e}"
+        );
+        assert_eq!(class(e), ErrorCode::BadRequest);
+
+        let escaping = tmp.path().join("escaping.tar");
+        write_tar(&escaping, &[file("../evil", b"x")]);
+        assert_eq!(class(stage("r1", &escaping, &[])), ErrorCode::BadRequest);
+
+        let big = tmp.path().join("big.tar");
+        write_tar(&big, &[file("big", &[7u8; 2 << 20])]);
+        assert_eq!(class(stage("r1", &big, &[])), ErrorCode::TooLarge);
+
+        let good = tmp.path().join("good.tar");
+        write_tar(&good, &[file("index.html", b"ok\n")]);
+        let e = stage("r1", &good, &["config/settings.local.php"]);
+        assert!(matches!(e, LayoutError::SharedMissing { .. }), "{e}");
+        assert_eq!(class(e), ErrorCode::BadRequest);
+
+        layout.stage("r1", &good, &[], &LIMITS).unwrap();
+        assert_eq!(class(stage("r1", &good, &[])), ErrorCode::BadRequest);
+        assert_eq!(
+            class(layout.discard("r9").unwrap_err()),
+            ErrorCode::NotFound
+        );
+
+        // The host's faults: an archive the store lost, a releases
+        // directory that cannot be made.
+        let e = stage("r2", &tmp.path().join("gone.tar"), &[]);
+        assert!(
+            matches!(e, LayoutError::Unpack(UnpackError::Io { .. })),
+            "{e}"
+        );
+        assert_eq!(class(e), ErrorCode::Internal);
+        let other = AppLayout::new(tmp.path().join("other"));
+        std::fs::create_dir_all(other.root()).unwrap();
+        std::fs::write(other.releases_dir(), b"a file where a directory goes").unwrap();
+        let e = other.stage("r1", &good, &[], &LIMITS).unwrap_err();
+        assert!(matches!(e, LayoutError::Io { .. }), "{e}");
+        assert_eq!(class(e), ErrorCode::Internal);
+    }
+}

@@ -51,6 +51,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flate2::read::MultiGzDecoder;
+use golive_shared::protocol::ErrorCode;
 use nix::fcntl::OFlag;
 use tar::{Archive, Entry, EntryType, Header};
 
@@ -151,6 +152,32 @@ pub enum UnpackError {
         "archive is damaged or not a tar, tar.gz or tar.zst: {detail}; rebuild and upload it again"
     )]
     Corrupt { detail: String },
+}
+
+impl UnpackError {
+    /// The class of this failure, from which the job's `error_code` and the
+    /// controller's exit code come (issue 14): an I/O fault on the host
+    /// (`Internal`, exit 1), an archive over a configured limit
+    /// (`TooLarge`), else what the archive holds, the operator's to fix
+    /// (`BadRequest`); every one exit 2.
+    pub fn code(&self) -> ErrorCode {
+        use UnpackError as E;
+        match self {
+            E::Io { .. } => ErrorCode::Internal,
+            E::TooManyEntries { .. } | E::TooLarge { .. } => ErrorCode::TooLarge,
+            E::AbsolutePath { .. }
+            | E::ParentTraversal { .. }
+            | E::ControlCharacter { .. }
+            | E::LinkControlCharacter { .. }
+            | E::LinkEscapes { .. }
+            | E::LinkNotNormalised { .. }
+            | E::ThroughSymlink { .. }
+            | E::Conflict { .. }
+            | E::UnsupportedEntry { .. }
+            | E::DestinationExists { .. }
+            | E::Corrupt { .. } => ErrorCode::BadRequest,
+        }
+    }
 }
 
 /// Unpacks `archive` into `dest`, which must not exist yet and is created.

@@ -63,10 +63,11 @@ pub enum DeployError {
         host: String,
         source: Box<ClientError>,
     },
-    /// Staging failed. A staging job that failed is exit 2 whatever its
-    /// code: staging works beside the live release and removes what it
-    /// unpacked, so nothing live changed (README "Decisions"); otherwise
-    /// (an unreachable host, an interrupted job) the source's code.
+    /// Staging failed; nothing live changed (staging works beside the
+    /// live release and removes what it unpacked). The exit code is the
+    /// source's: the agent classes its staging failures (a bad archive, a
+    /// required file, a hook that fails: a refusal, exit 2; a disk fault:
+    /// exit 1), an unreachable host or an interrupted job is 1.
     #[error("staging on {host} failed, nothing live changed: {}", error_headline(&source.to_string()))]
     Stage {
         host: String,
@@ -201,8 +202,9 @@ impl DeployError {
 
     /// The SPEC §7 exit code this failure leads to: 2 when nothing changed
     /// and the fix is the operator's (a refusal, a job the agent says
-    /// refused its work, a failed staging), 1 when something may have
-    /// changed. A job's code comes from its `ErrorCode` ([`job_state_exit`]).
+    /// refused its work), 1 when something may have changed or the agent
+    /// failed at its work. A job's code comes from its `ErrorCode`
+    /// ([`job_state_exit`]).
     pub fn exit(&self) -> Exit {
         use DeployError as E;
         match self {
@@ -212,14 +214,7 @@ impl DeployError {
             | E::Migrations { source: e, .. } => client_exit(e),
             E::Job { state, code, .. } => job_state_exit(*state, *code),
             E::Lease(LeaseError::Refused { .. }) => Exit::Usage,
-            E::Stage { source, .. } => match &**source {
-                E::Job {
-                    state: JobState::Failed,
-                    ..
-                } => Exit::Usage,
-                other => other.exit(),
-            },
-            E::OnHosts { first: source, .. } => source.exit(),
+            E::Stage { source, .. } | E::OnHosts { first: source, .. } => source.exit(),
             E::Wave { first, .. } => first.exit(),
             // A refusal ran nothing; any other failure may have left the
             // host in maintenance.
@@ -691,8 +686,9 @@ mod tests {
 
     /// A failed agent job (`DeployError::Job`) takes its exit code from
     /// its `ErrorCode` through the one mapping, wherever it stops: a
-    /// rollback job failing with `Internal` is 1, a refused one 2; a failed
-    /// staging stays 2 (nothing live changed), an interrupted one 1.
+    /// rollback job failing with `Internal` is 1, a refused one 2; a
+    /// staging job too (a refused archive 2, a disk fault 1), an
+    /// interrupted one 1.
     #[test]
     fn issue14_a_failed_deploy_jobs_exit_code_comes_from_its_error_code() {
         use ErrorCode::*;
@@ -729,19 +725,25 @@ mod tests {
         assert_eq!(rollback.exit(), Exit::Failed);
         let refused = RollbackError::Job(job(JobState::Failed, Some(Conflict)));
         assert_eq!(refused.exit(), Exit::Usage);
-        // Staging: a failed job changed nothing live; an interrupted one
-        // or a lost host keep their own code.
+        // Staging: the job's code, as anywhere (issue 14: the agent types
+        // its staging failures, no special case here): a refused archive
+        // or hook is 2, a disk fault 1, an older agent's codeless failure
+        // 1; an interrupted job or a lost host 1.
         let stage = |source| DeployError::Stage {
             host: "web1".into(),
             source: Box::new(source),
         };
+        for c in [BadRequest, NotFound, TooLarge] {
+            assert_eq!(stage(job(JobState::Failed, Some(c))).exit(), Exit::Usage);
+        }
         assert_eq!(
             stage(job(JobState::Failed, Some(Internal))).exit(),
-            Exit::Usage
+            Exit::Failed,
+            "a disk fault while staging is a failure"
         );
-        assert_eq!(stage(job(JobState::Failed, None)).exit(), Exit::Usage);
+        assert_eq!(stage(job(JobState::Failed, None)).exit(), Exit::Failed);
         assert_eq!(
-            stage(job(JobState::Interrupted, Some(Internal))).exit(),
+            stage(job(JobState::Interrupted, Some(BadRequest))).exit(),
             Exit::Failed
         );
         let lost = DeployError::Agent(ClientError::Transport {
@@ -750,11 +752,12 @@ mod tests {
             detail: "gone".into(),
         });
         assert_eq!(stage(lost).exit(), Exit::Failed);
-        let on_hosts = DeployError::OnHosts {
-            first: Box::new(stage(job(JobState::Failed, Some(Internal)))),
+        let on_hosts = |code| DeployError::OnHosts {
+            first: Box::new(stage(job(JobState::Failed, Some(code)))),
             others: 1,
         };
-        assert_eq!(on_hosts.exit(), Exit::Usage);
+        assert_eq!(on_hosts(BadRequest).exit(), Exit::Usage);
+        assert_eq!(on_hosts(Internal).exit(), Exit::Failed);
         // Maintenance could not go on: a refused job changed nothing.
         let maintenance = |source| DeployError::MaintenanceOn {
             host: "web1".into(),

@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use golive_shared::protocol::{ErrorCode, HasArtifactRequest, Request, Response};
+use golive_shared::protocol::{
+    ErrorCode, HasArtifactRequest, JobEventsRequest, JobInfo, JobState, Request, Response,
+};
 use golive_tests::*;
 use golivectl::client::AgentClient;
 use serde_json::Value;
@@ -73,6 +75,32 @@ impl World {
 
     /// Asks the agent whether it holds artifact `sha` (`HasArtifact`).
     fn has(&self, h: &Host, sha: &str) -> bool {
+        let req = Request::HasArtifact(HasArtifactRequest { sha256: sha.into() });
+        match self.call(h, &req) {
+            Ok(Response::Artifact(info)) => {
+                assert_eq!(info.sha256, sha);
+                true
+            }
+            Err(e) if e.agent_code() == Some(ErrorCode::NotFound) => false,
+            other => panic!("unexpected HasArtifact answer: {other:?}"),
+        }
+    }
+
+    /// Job `id` as the agent reports it (`JobEvents`, not waiting).
+    fn job(&self, h: &Host, id: u64) -> JobInfo {
+        let req = Request::JobEvents(JobEventsRequest {
+            job_id: id,
+            after_seq: 0,
+            wait_ms: 0,
+        });
+        match self.call(h, &req) {
+            Ok(Response::Events(r)) => r.job,
+            other => panic!("unexpected JobEvents answer: {other:?}"),
+        }
+    }
+
+    /// One request to the host's agent as the operator, within 30 s.
+    fn call(&self, h: &Host, req: &Request) -> Result<Response, golivectl::client::ClientError> {
         let tls = golivectl::tls::client_config(&self.pki.ca(), &self.op.0, &self.op.1)
             .expect("client TLS config");
         let client = AgentClient::new(&h.agent.name, &h.agent.addr.to_string(), None, tls)
@@ -81,15 +109,11 @@ impl World {
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let req = Request::HasArtifact(HasArtifactRequest { sha256: sha.into() });
-        match rt.block_on(client.call(&req)) {
-            Ok(Response::Artifact(info)) => {
-                assert_eq!(info.sha256, sha);
-                true
-            }
-            Err(e) if e.agent_code() == Some(ErrorCode::NotFound) => false,
-            other => panic!("unexpected HasArtifact answer: {other:?}"),
-        }
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), client.call(req))
+                .await
+                .expect("the agent answered within 30 s")
+        })
     }
 }
 
@@ -500,4 +524,114 @@ fn issue11_store_cap_evicts_the_oldest_unreferenced_artifact_only() {
     left.sort();
     assert_eq!(h.stored(), left);
     assert_eq!(h.upload_states(&sha[2]), ["evicted"]);
+}
+
+/// `ROOT/releases` made immutable (`chattr +i`): even root cannot create
+/// anything in it, which is a disk fault as staging meets it. Undone on
+/// drop, so a failing test leaves a temp dir that can be removed.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(dir: &Path) -> Immutable {
+        let mut cmd = std::process::Command::new("chattr");
+        cmd.arg("+i").arg(dir);
+        let run = run_bounded(cmd, Duration::from_secs(10));
+        assert_eq!(
+            run.code,
+            0,
+            "this test needs `chattr +i` (root on ext4/xfs/btrfs) on {}: {}",
+            dir.display(),
+            run.text()
+        );
+        Immutable(dir.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let mut cmd = std::process::Command::new("chattr");
+        cmd.arg("-i").arg(&self.0);
+        let _ = run_bounded(cmd, Duration::from_secs(10));
+    }
+}
+
+/// The id and `error_code` of the agent's last failed stage job, from its
+/// journal.
+fn last_failed_stage(h: &Host) -> (u64, Option<String>) {
+    let (id, code): (i64, Option<String>) = h
+        .agent
+        .journal()
+        .query_row(
+            "SELECT id, error_code FROM jobs WHERE kind = 'stage' AND state = 'failed' \
+             ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("a failed stage job");
+    (id as u64, code)
+}
+
+/// Issue 14, part 8: the agent classes its staging failures, and the
+/// controller's exit code comes from that class through the one mapping
+/// (no special case for staging). A corrupt archive fails its stage job
+/// with `BadRequest` (in the journal and in the `JobInfo` the agent
+/// answers with): exit 2, the message naming the problem and the fix. A
+/// disk fault while staging (`ROOT/releases` immutable) fails it with
+/// `Internal`: exit 1. Nothing live changes either way, and the same
+/// release stages once the disk is fixed.
+#[test]
+fn issue14_a_staging_failures_exit_code_comes_from_the_class_the_agent_gives_it() {
+    let w = World::new();
+    let h = w.host("127.0.0.213", "", "");
+    let v1 = release(w.path(), "v1", &[]);
+    let (run, _) = w.deploy("v1", &v1, &h);
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    // A gzip header, then noise.
+    let corrupt = w.path().join("dist/corrupt.tar.gz");
+    let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+    bytes.extend(noise(4096, 11));
+    std::fs::write(&corrupt, bytes).unwrap();
+    let (run, res) = w.deploy("v2", &corrupt, &h);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert_eq!(res["state"], "refused", "{}", run.text());
+    let msg = text(&res["message"]);
+    assert!(
+        msg.contains("staging on web1 failed, nothing live changed")
+            && msg.contains("archive is damaged or not a tar, tar.gz or tar.zst")
+            && msg.contains("rebuild and upload it again"),
+        "{msg}"
+    );
+    let (id, code) = last_failed_stage(&h);
+    assert_eq!(code.as_deref(), Some("BadRequest"));
+    let job = w.job(&h, id);
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error_code, Some(ErrorCode::BadRequest), "{job:?}");
+    assert_eq!(h.current().as_deref(), Some("releases/v1"));
+    assert_eq!(h.get("/"), (200, "shop v1\n".into()));
+
+    let v3 = release(w.path(), "v3", &[]);
+    let releases = h.root.join("releases");
+    let immutable = Immutable::set(&releases);
+    let (run, res) = w.deploy("v3", &v3, &h);
+    assert_eq!(run.code, 1, "a disk fault is a failure: {}", run.text());
+    assert_eq!(res["state"], "failed", "{}", run.text());
+    let msg = text(&res["message"]);
+    assert!(
+        msg.contains("staging on web1 failed, nothing live changed")
+            && msg.contains("cannot create directory")
+            && msg.contains(&releases.display().to_string()),
+        "{msg}"
+    );
+    let (id, code) = last_failed_stage(&h);
+    assert_eq!(code.as_deref(), Some("Internal"));
+    assert_eq!(w.job(&h, id).error_code, Some(ErrorCode::Internal));
+    assert_eq!(h.current().as_deref(), Some("releases/v1"));
+    assert_eq!(h.get("/"), (200, "shop v1\n".into()));
+
+    drop(immutable);
+    let (run, res) = w.deploy("v3", &v3, &h);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(res["state"], "succeeded", "{}", run.text());
+    assert_eq!(h.get("/"), (200, "shop v3\n".into()));
 }

@@ -807,3 +807,59 @@ fn issue12_git_repository_of_another_user_is_reported_with_the_fix() {
     assert_eq!(web.current(), Some(format!("releases/{rel}")));
     assert_eq!(web.get("/index.html"), (200, "shop v1\n".to_string()));
 }
+
+/// Issue 14, part 8: a ref the repository does not have fails the
+/// stage.git job with `NotFound` (journaled with the job, and in the
+/// `JobInfo` the agent answers with): exit 2 from that code, the message
+/// naming the ref, the repository and the fix; nothing staged or switched.
+#[test]
+fn issue14_an_unknown_git_ref_fails_its_job_as_not_found_exit_2() {
+    let w = World::new();
+    let repo = Repo::new(w.path(), "shop");
+    repo.commit("v1", &[]);
+    let web = w.host("web1", "127.0.0.166", s(&repo.bare), "");
+    let (run, events) = w.deploy(&w.plan("main", "shop", "main", &[&web.agent]));
+    assert_eq!(run.code, 0, "{}", run.text());
+    let live = event(&events, "start", &run)["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let (run, events) = w.deploy(&w.plan("nope", "shop", "v9.9.9", &[&web.agent]));
+    assert_eq!(run.code, 2, "{}", run.text());
+    let result = event(&events, "result", &run);
+    assert_eq!(result["state"], "refused", "{}", run.text());
+    let msg = result["message"].as_str().unwrap();
+    assert!(
+        msg.contains("staging on web1 failed, nothing live changed")
+            && msg.contains("git ref \"v9.9.9\" is not a branch, tag or commit in")
+            && msg.contains(s(&repo.bare))
+            && msg.contains("git ls-remote"),
+        "{msg}"
+    );
+    let (id, code): (i64, Option<String>) = web
+        .agent
+        .journal()
+        .query_row(
+            "SELECT id, error_code FROM jobs WHERE kind = 'stage.git' AND state = 'failed'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("one failed stage.git job");
+    assert_eq!(code.as_deref(), Some("NotFound"));
+    let job = block_on(client(&w, &web.agent).call(&Request::JobEvents(
+        golive_shared::protocol::JobEventsRequest {
+            job_id: id as u64,
+            after_seq: 0,
+            wait_ms: 0,
+        },
+    )));
+    match job {
+        Ok(golive_shared::protocol::Response::Events(r)) => {
+            assert_eq!(r.job.error_code, Some(ErrorCode::NotFound), "{:?}", r.job)
+        }
+        other => panic!("unexpected JobEvents answer: {other:?}"),
+    }
+    assert_eq!(web.current(), Some(format!("releases/{live}")));
+    assert_eq!(web.release_dirs(), [live]);
+}

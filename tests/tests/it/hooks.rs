@@ -633,3 +633,74 @@ fn issue12_downtime_as_users_see_it_is_measured_through_switch_and_switch_back()
     );
     drop(agent);
 }
+
+/// The `error_code` the agent journaled for its last failed stage job.
+fn last_stage_code(h: &Host) -> Option<String> {
+    h.agent
+        .journal()
+        .query_row(
+            "SELECT error_code FROM jobs WHERE kind = 'stage' AND state = 'failed' \
+             ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("a failed stage job")
+}
+
+/// Issue 14, part 8: the steps after unpacking type their refusals. A
+/// required file faked by a directory, and an `after_unpack` hook that
+/// exits non-zero, each fail the stage job with `BadRequest` (journaled
+/// with the job): exit 2 from that code, the message naming the problem
+/// and the fix, the staged release removed, nothing live changed.
+#[test]
+fn issue14_a_faked_required_file_and_a_failing_after_unpack_hook_are_refusals() {
+    let w = World::new();
+    let h = w.host(
+        "web1",
+        "127.0.0.117",
+        "required_files = [\"settings.php\"]",
+        "[[apps.shop.hooks.after_unpack]]\n\
+         cmd = [\"sh\", \"-c\", \"if [ -f BREAK ]; then echo composer-install-broke; exit 4; fi\"]\n",
+    );
+    let settings: (&str, &[u8]) = ("settings.php", b"<?php\n");
+    let (run, _) = w.deploy("v1", &[settings], &[&h.agent]);
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    // settings.php shipped as a directory.
+    let (run, res) = w.deploy("v2", &[("settings.php/README", b"x\n")], &[&h.agent]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert_eq!(res["state"], "refused", "{}", run.text());
+    let msg = text(&res["message"]);
+    assert!(
+        msg.contains("staging on web1 failed, nothing live changed")
+            && msg.contains("settings.php is a directory")
+            && msg.contains("ship them in the artifact")
+            && msg.contains("the staged release v2 was removed"),
+        "{msg}"
+    );
+    assert_eq!(last_stage_code(&h).as_deref(), Some("BadRequest"));
+    assert_eq!(h.release_dirs(), ["v1"]);
+
+    // The hook fails.
+    let (run, res) = w.deploy("v3", &[settings, ("BREAK", b"1\n")], &[&h.agent]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert_eq!(res["state"], "refused", "{}", run.text());
+    let msg = text(&res["message"]);
+    assert!(
+        msg.contains("staging on web1 failed, nothing live changed")
+            && msg.contains("hook after_unpack.0")
+            && msg.contains("exit 4")
+            && msg.contains("the staged release v3 was removed"),
+        "{msg}"
+    );
+    assert!(
+        run.stdout.contains("composer-install-broke"),
+        "the hook's output: {}",
+        run.text()
+    );
+    assert_eq!(last_stage_code(&h).as_deref(), Some("BadRequest"));
+    assert_eq!(h.current().as_deref(), Some("releases/v1"));
+    assert_eq!(h.get("/"), (200, "shop v1\n".into()));
+    assert_eq!(h.release_dirs(), ["v1"]);
+    assert_eq!(h.activations(), 1);
+}
