@@ -149,8 +149,10 @@ pub enum OnResume {
 /// for each of these).
 pub fn on_resume(name: &str) -> Option<OnResume> {
     Some(match name {
-        "lock" | "unlock" => OnResume::Redo,
-        "read flags" | "probe-before" | "probe" | "gate" | "soak" => OnResume::Replay,
+        "lock" | "unlock" | "wave" => OnResume::Redo,
+        "read flags" | "probe-before" | "migrations" | "probe" | "gate" | "decision" | "soak" => {
+            OnResume::Replay
+        }
         "upload"
         | "stage"
         | "maintenance-on"
@@ -340,10 +342,13 @@ impl<'a> Executor<'a> {
     }
 
     /// Where record step `name` of `scope` is journaled, and under which
-    /// rule it may run: `(host column, key's host part, rule)`, the rule
-    /// `None` when the compiled deployment does not list the step (a
-    /// soak: its wave has none) or it is not a record step.
-    fn listed(&self, scope: Scope<'_>, name: &str) -> (String, String, Option<OnResume>) {
+    /// rule it may run: `(host column, key's host part, step column,
+    /// rule)`, the rule `None` when the compiled deployment does not list
+    /// the step (a soak: its wave has none) or it is not a record step. A
+    /// wave's `wave` step is the `wave-N` row. In a deployment compiled
+    /// before `migrations`, `decision` and `wave` were compiled steps
+    /// ([`Deployment::older`]), those run as [`OnResume::Redo`].
+    fn listed(&self, scope: Scope<'_>, name: &str) -> (String, String, String, Option<OnResume>) {
         let d = self.deployment;
         let (host, label) = match scope {
             Scope::Host(h) => (h.to_string(), h.to_string()),
@@ -355,15 +360,30 @@ impl<'a> Executor<'a> {
                 format!("wave-{}", w + 1),
             ),
         };
-        let listed = match scope {
-            Scope::Host(h) => d.step(h, name).is_some(),
-            Scope::Wave(w) => {
-                name == "soak" && d.waves.get(w).is_some_and(|wave| wave.soak_secs.is_some())
-            }
+        let older = || d.older() && matches!(name, "migrations" | "decision" | "wave");
+        let (listed, older) = match scope {
+            Scope::Host(h) => (
+                d.step(h, name).is_some(),
+                older() && d.hosts.iter().any(|x| x.host == h),
+            ),
+            Scope::Wave(w) => match d.waves.get(w) {
+                Some(wave) if !wave.steps.is_empty() => {
+                    (wave.steps.iter().any(|s| s.name == name), false)
+                }
+                Some(wave) => (name == "soak" && wave.soak_secs.is_some(), older()),
+                None => (false, false),
+            },
         };
-        let rule =
-            on_resume(name).filter(|r| listed && matches!(r, OnResume::Replay | OnResume::Redo));
-        (host, label, rule)
+        let step = match scope {
+            Scope::Wave(_) if name == "wave" => label.clone(),
+            _ => name.to_string(),
+        };
+        let rule = if older {
+            Some(OnResume::Redo)
+        } else {
+            on_resume(name).filter(|r| listed && matches!(r, OnResume::Replay | OnResume::Redo))
+        };
+        (host, label, step, rule)
     }
 
     /// Why a record step cannot run: the deployment stopped, or the step
@@ -399,7 +419,7 @@ impl<'a> Executor<'a> {
         Fut: Future<Output = Result<T, E>>,
     {
         let id = &self.deployment.id;
-        let (host, label, rule) = self.listed(Scope::Host(host), name);
+        let (host, label, _, rule) = self.listed(Scope::Host(host), name);
         if self.stopped.get() || rule != Some(OnResume::Redo) {
             return Err(self.refuse(label, name));
         }
@@ -438,7 +458,7 @@ impl<'a> Executor<'a> {
         T: Serialize + DeserializeOwned,
     {
         let id = &self.deployment.id;
-        let (host, label, rule) = self.listed(scope, name);
+        let (host, label, step, rule) = self.listed(scope, name);
         let rule = match rule {
             Some(rule) if !self.stopped.get() => rule,
             _ => return Err(self.refuse(label, name)),
@@ -464,7 +484,7 @@ impl<'a> Executor<'a> {
         }
         let seq = self
             .journal
-            .record_step(id, &host, name, &key)
+            .record_step(id, &host, &step, &key)
             .map_err(|e| err("start", e))?;
         let r = run().await;
         let (state, detail) = judge(&r);
@@ -763,6 +783,41 @@ mod tests {
             assert!(matches!(err, StepError::NotCompiled { .. }), "{err}");
         }
         assert_eq!(ran.get(), 5, "nothing ran that is not compiled");
+    }
+
+    /// A deployment compiled before the migrations read, a pause's
+    /// decision and the wave's row were compiled steps (an older record,
+    /// resumed) runs them journaled as before, again on every run; a
+    /// current one replays them.
+    #[tokio::test]
+    async fn issue14_an_older_compiled_deployment_runs_its_uncompiled_decisions_again() {
+        let mut older = deployment();
+        for h in &mut older.hosts {
+            h.steps
+                .retain(|s| s.name != "migrations" && s.name != "decision");
+        }
+        assert!(older.older() && !deployment().older());
+        let ran = Cell::new(0);
+        let judge = |r: &Result<u32, String>| ("ok", format!("{r:?}"));
+        for (d, runs) in [(&older, 2), (&deployment(), 1)] {
+            let tmp = tempfile::tempdir().unwrap();
+            let journal = Journal::open(tmp.path()).unwrap();
+            journal
+                .create_deployment("d1", "golive.toml", "shop", "v2", "ab", "alice")
+                .unwrap();
+            ran.set(0);
+            for _ in 0..2 {
+                let exec = Executor::new(&journal, d);
+                let read = || async {
+                    ran.set(ran.get() + 1);
+                    Ok::<u32, String>(1)
+                };
+                exec.record(Scope::Host("web1"), "migrations", read, judge)
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(ran.get(), runs);
+        }
     }
 
     /// Every step compile can emit has a resume rule.

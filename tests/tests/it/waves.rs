@@ -490,9 +490,18 @@ fn issue14_dry_run_shows_the_waves_and_maintenance_with_waves_is_refused() {
     assert_eq!(run.code, 0, "{}", run.text());
     for line in [
         "then wave by wave, each wave's hosts at once",
-        "dry run: wave 1/3 (canary): web3 (up to 0 may fail: max_fail 0 %); soak 30 s",
-        "dry run: wave 2/3: web1, web2 (up to 1 may fail: max_fail 50 %)",
+        "dry run: wave 1/3 (canary): web3 (up to 0 may fail: max_fail 0 %); soak 30 s; \
+         journaled as wave-1: wave (its outcome), soak 30 s",
+        "dry run: wave 2/3: web1, web2 (up to 1 may fail: max_fail 50 %); journaled as wave-2: \
+         wave (its outcome)",
         "dry run: wave 3/3: web4, web5 (up to 0 may fail: max_fail 0 %)",
+        // The pending-migrations read and a pause's decision are compiled
+        // steps (issue 14).
+        "[web3] would: lock, read flags, upload (skipped when the agent has the artifact), \
+         stage v1, probe-before, read pending migrations, backup (verified) if the staged \
+         release has pending migrations, migrate if the staged release has pending \
+         migrations, activate, probe, gate, decision (go / no-go) if the gate pauses, \
+         commit-migrate if migrations were kept for the commit, unlock",
     ] {
         assert!(
             run.stdout.contains(line),
