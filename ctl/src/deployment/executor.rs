@@ -47,9 +47,9 @@ use crate::output::Out;
 pub enum StepError {
     #[error(
         "cannot journal the {what} of step {step} on {host} of deployment {id} in the controller \
-         journal: {source}; the deployment stops here, hosts stay as they are (the agents' leases \
+         journal: {source}; nothing more is sent, hosts stay as they are (the agents' leases \
          expire, their watchdogs still protect them). Fix the controller's state directory (disk \
-         space, permissions), then `golivectl deploy PLAN --resume {id}`"
+         space, permissions), then `{then}`"
     )]
     Journal {
         id: String,
@@ -57,18 +57,21 @@ pub enum StepError {
         step: String,
         what: &'static str,
         source: rusqlite::Error,
+        /// The command that carries on ([`Executor::then`]).
+        then: String,
     },
     #[error(
         "cannot fsync the intent of step {step} on {host} of deployment {id} to the controller \
-         journal: {source}; it was not sent and the deployment stops here, hosts stay as they are \
-         (the agents' leases expire, their watchdogs still protect them). Fix the controller's \
-         state directory (disk errors, space), then `golivectl deploy PLAN --resume {id}`"
+         journal: {source}; it was not sent and nothing more is, hosts stay as they are (the \
+         agents' leases expire, their watchdogs still protect them). Fix the controller's state \
+         directory (disk errors, space), then `{then}`"
     )]
     Sync {
         id: String,
         host: String,
         step: String,
         source: std::io::Error,
+        then: String,
     },
     #[error(
         "step {step} on {host} of deployment {id} was not sent: an earlier journal write failed, \
@@ -104,6 +107,8 @@ pub struct Executor<'a> {
     deployment: &'a Deployment,
     /// A journal write failed: nothing more is sent.
     stopped: Cell<bool>,
+    /// The command that carries on after a journal write failed.
+    then: String,
 }
 
 /// The fault-injection point: `GOLIVECTL_CRASH_AFTER_STEPS`, read once.
@@ -164,7 +169,10 @@ pub fn on_resume(name: &str) -> Option<OnResume> {
         | "commit-migrate"
         | "switch-back"
         | "maintenance-off-after-switch-back"
-        | "discard" => OnResume::Resend,
+        | "discard"
+        // Not compiled: the rollback plan, from the record, decides it
+        // ([`Executor::run_planned`]).
+        | "rollback" => OnResume::Resend,
         _ => return None,
     })
 }
@@ -197,6 +205,17 @@ impl<'a> Executor<'a> {
             journal,
             deployment,
             stopped: Cell::new(false),
+            then: format!("golivectl deploy PLAN --resume {}", deployment.id),
+        }
+    }
+
+    /// The executor of `golivectl rollback ID` (and a `no-go`'s rollback)
+    /// on deployment `deployment`: the same rules; what carries it on
+    /// after a failed journal write is the rollback run again.
+    pub fn for_rollback(journal: &'a Journal, deployment: &'a Deployment) -> Executor<'a> {
+        Executor {
+            then: format!("golivectl rollback {}", deployment.id),
+            ..Executor::new(journal, deployment)
         }
     }
 
@@ -229,16 +248,6 @@ impl<'a> Executor<'a> {
         T: Serialize + DeserializeOwned,
     {
         let id = &self.deployment.id;
-        let err = |what: &'static str, source: rusqlite::Error| {
-            self.stopped.set(true);
-            StepError::Journal {
-                id: id.clone(),
-                host: host.into(),
-                step: name.into(),
-                what,
-                source,
-            }
-        };
         if self.stopped.get() {
             return Err(StepError::Stopped {
                 id: id.clone(),
@@ -256,6 +265,88 @@ impl<'a> Executor<'a> {
                 step: name.into(),
             })?;
         let (key, compiled_request) = compiled;
+        self.send(
+            out,
+            host,
+            name,
+            key,
+            request.unwrap_or(compiled_request),
+            send,
+            judge,
+        )
+        .await
+    }
+
+    /// Runs host-changing step `name` on `host` that the compiled
+    /// deployment does not list because the deployment's record decides
+    /// it: a `rollback` (`golivectl rollback ID`, a `no-go`), from the
+    /// rollback plan ([`super::rollback::plan`]), with its key and
+    /// request. The same rule as [`Executor::run`]: the intent journaled
+    /// (and fsync'd) before the send, the outcome after; a journaled
+    /// success is not sent again; an intent without one is resent with
+    /// its stored request under its stored key.
+    pub async fn run_planned<T, E, Fut>(
+        &self,
+        out: Out,
+        host: &str,
+        name: &str,
+        key: &str,
+        request: StepRequest,
+        send: impl FnOnce(String, StepRequest) -> Fut,
+        judge: impl Fn(&Result<T, E>) -> Result<String, String>,
+    ) -> Result<Result<T, E>, StepError>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+    {
+        let id = &self.deployment.id;
+        if self.stopped.get() {
+            return Err(StepError::Stopped {
+                id: id.clone(),
+                host: host.into(),
+                step: name.into(),
+            });
+        }
+        if on_resume(name) != Some(OnResume::Resend) || self.deployment.step(host, name).is_some() {
+            return Err(StepError::NotRunnable {
+                id: id.clone(),
+                step: name.into(),
+                why: "not a planned host-changing step".into(),
+            });
+        }
+        self.send(out, host, name, key.to_string(), request, send, judge)
+            .await
+    }
+
+    /// [`Executor::run`]'s rule for the step under `key`: `request` unless
+    /// a request was journaled under the key before.
+    #[allow(clippy::too_many_arguments)]
+    async fn send<T, E, Fut>(
+        &self,
+        out: Out,
+        host: &str,
+        name: &str,
+        key: String,
+        request: StepRequest,
+        send: impl FnOnce(String, StepRequest) -> Fut,
+        judge: impl Fn(&Result<T, E>) -> Result<String, String>,
+    ) -> Result<Result<T, E>, StepError>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+    {
+        let id = &self.deployment.id;
+        let err = |what: &'static str, source: rusqlite::Error| {
+            self.stopped.set(true);
+            StepError::Journal {
+                id: id.clone(),
+                host: host.into(),
+                step: name.into(),
+                what,
+                source,
+                then: self.then.clone(),
+            }
+        };
         let prior = self
             .journal
             .step_by_key(id, &key)
@@ -281,8 +372,21 @@ impl<'a> Executor<'a> {
             .and_then(|r| serde_json::from_str::<StepRequest>(r).ok())
         {
             Some(stored) => stored,
-            None => request.unwrap_or(compiled_request),
+            None => request,
         };
+        // An intent a killed run left without outcome (a rollback's: a
+        // resumed deployment marked its own at the start) is closed as
+        // interrupted, so the record shows no step still running.
+        if let Some(p) = prior.as_ref().filter(|p| p.state == "running") {
+            self.journal
+                .outcome(
+                    p.seq,
+                    "interrupted",
+                    "the controller stopped before its outcome; sent again under its key",
+                    None,
+                )
+                .map_err(|e| err("earlier record", e))?;
+        }
         let text = serde_json::to_string(&request).unwrap_or_default();
         let seq = self
             .journal
@@ -303,6 +407,7 @@ impl<'a> Executor<'a> {
                 host: host.into(),
                 step: name.into(),
                 source,
+                then: self.then.clone(),
             });
         }
         wrote();
@@ -338,6 +443,7 @@ impl<'a> Executor<'a> {
             step: name.into(),
             what,
             source,
+            then: self.then.clone(),
         }
     }
 
@@ -818,6 +924,63 @@ mod tests {
             }
             assert_eq!(ran.get(), runs);
         }
+    }
+
+    /// A rollback step (planned from the record, not compiled) follows the
+    /// executor's rule: intent before the send, a journaled success not
+    /// sent again, an intent without outcome resent with its stored
+    /// request under its stored key; a compiled step name is refused.
+    #[tokio::test]
+    async fn issue14_a_planned_rollback_step_is_sent_once_across_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = Journal::open(tmp.path()).unwrap();
+        journal
+            .create_deployment("d1", "golive.toml", "shop", "v2", "ab", "alice")
+            .unwrap();
+        let d = deployment();
+        let request = StepRequest::Upload {
+            sha256: "ab".into(),
+            bytes: 1,
+        };
+        let sent = RefCell::new(Vec::new());
+        let send = |key: String, _: StepRequest| {
+            let row = journal.step_by_key("d1", &key).unwrap().unwrap();
+            assert_eq!(row.state, "running", "the intent is on disk first");
+            sent.borrow_mut().push(key.clone());
+            async move { Ok::<_, String>(key) }
+        };
+        // A run killed after the intent of web9's rollback.
+        journal
+            .intent(
+                "d1",
+                "web9",
+                "rollback",
+                "rollback:d1:web9",
+                &serde_json::to_string(&request).unwrap(),
+            )
+            .unwrap();
+        for _ in 0..2 {
+            let exec = Executor::for_rollback(&journal, &d);
+            for host in ["web1", "web9"] {
+                let key = format!("rollback:d1:{host}");
+                let r = exec
+                    .run_planned(out(), host, "rollback", &key, request.clone(), send, judge)
+                    .await
+                    .unwrap();
+                assert_eq!(r.unwrap(), key);
+            }
+        }
+        assert_eq!(
+            sent.borrow().as_slice(),
+            ["rollback:d1:web1", "rollback:d1:web9"],
+            "each sent once: web9's intent resent, then both read back"
+        );
+        let exec = Executor::for_rollback(&journal, &d);
+        let err = exec
+            .run_planned(out(), "web1", "activate", "k", request, send, judge)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StepError::NotRunnable { .. }), "{err}");
     }
 
     /// Every step compile can emit has a resume rule.

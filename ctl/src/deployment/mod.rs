@@ -198,6 +198,15 @@ pub fn key(deployment: &str, host: &str, step: &str) -> String {
     format!("{deployment}:{host}:{step}")
 }
 
+/// The key of deployment `deployment`'s host rollback job on `host` as
+/// the agent keys it (`rollback:DEPLOYMENT:HOST`, `golive_agent::rollback::
+/// resolve`), whoever asks for it: the key a `rollback` step (`golivectl
+/// rollback ID`, a `no-go`) is journaled and submitted under, so one
+/// journaled as done is the agent's one job, done.
+pub fn rollback_key(deployment: &str, host: &str) -> String {
+    format!("rollback:{deployment}:{host}")
+}
+
 impl Deployment {
     /// Whether this deployment was compiled before the pending-migrations
     /// read, a pause's decision and the wave's row were compiled steps
