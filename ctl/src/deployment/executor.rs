@@ -29,7 +29,7 @@
 //! count), so the integration tests can stop a controller at each step
 //! boundary (see ARCHITECTURE.md).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -99,6 +99,20 @@ pub enum StepError {
         host: String,
         step: String,
     },
+    /// The host was lost earlier in this deployment ([`Executor::lose`]):
+    /// the step is skipped at once (journaled `skipped`), not followed
+    /// for a minute. It does not stop the deployment.
+    #[error(
+        "step {step} on {host} skipped: {host} was lost earlier in deployment {id} ({why}); its \
+         lock is left to expire, its watchdog (when armed) covers it; check `golivectl status` \
+         once it answers"
+    )]
+    Lost {
+        id: String,
+        host: String,
+        step: String,
+        why: String,
+    },
 }
 
 /// Runs the host-changing steps of one deployment.
@@ -109,6 +123,8 @@ pub struct Executor<'a> {
     stopped: Cell<bool>,
     /// The command that carries on after a journal write failed.
     then: String,
+    /// Hosts known lost in this run (host, why), in the order lost.
+    lost: RefCell<Vec<(String, String)>>,
 }
 
 /// The fault-injection point: `GOLIVECTL_CRASH_AFTER_STEPS`, read once.
@@ -206,6 +222,7 @@ impl<'a> Executor<'a> {
             deployment,
             stopped: Cell::new(false),
             then: format!("golivectl deploy PLAN --resume {}", deployment.id),
+            lost: RefCell::new(Vec::new()),
         }
     }
 
@@ -226,6 +243,53 @@ impl<'a> Executor<'a> {
     /// Whether a journal write failed (the deployment stops).
     pub fn stopped(&self) -> bool {
         self.stopped.get()
+    }
+
+    /// Host `host` is known lost (it did not answer within its deadline,
+    /// then not even a hello): every later step of it in this run is
+    /// skipped at once ([`StepError::Lost`]). A resumed run asks it again.
+    pub fn lose(&self, host: &str, why: &str) {
+        let mut lost = self.lost.borrow_mut();
+        if !lost.iter().any(|(h, _)| h == host) {
+            lost.push((host.to_string(), why.to_string()));
+        }
+    }
+
+    /// Why `host` is lost, if it is.
+    pub fn lost(&self, host: &str) -> Option<String> {
+        self.lost
+            .borrow()
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, why)| why.clone())
+    }
+
+    /// The hosts lost in this run, and why, in the order lost.
+    pub fn lost_hosts(&self) -> Vec<(String, String)> {
+        self.lost.borrow().clone()
+    }
+
+    /// A step of a lost host: journaled `skipped` (under `key`, with no
+    /// request: a resumed run sends it again) and refused.
+    fn skip_lost(&self, host: &str, column: &str, name: &str, key: &str) -> Result<(), StepError> {
+        let Some(why) = self.lost(host) else {
+            return Ok(());
+        };
+        let id = &self.deployment.id;
+        let lost = StepError::Lost {
+            id: id.clone(),
+            host: host.into(),
+            step: name.into(),
+            why,
+        };
+        let seq = self
+            .journal
+            .record_step(id, column, name, key)
+            .map_err(|e| self.failed(host, name, "skip", e))?;
+        self.journal
+            .outcome(seq, "skipped", &lost.to_string(), None)
+            .map_err(|e| self.failed(host, name, "skip", e))?;
+        Err(lost)
     }
 
     /// Runs step `name` on `host`: the compiled request (or `request`,
@@ -265,6 +329,7 @@ impl<'a> Executor<'a> {
                 step: name.into(),
             })?;
         let (key, compiled_request) = compiled;
+        self.skip_lost(host, host, name, &key)?;
         self.send(
             out,
             host,
@@ -314,6 +379,7 @@ impl<'a> Executor<'a> {
                 why: "not a planned host-changing step".into(),
             });
         }
+        self.skip_lost(host, host, name, key)?;
         self.send(out, host, name, key.to_string(), request, send, judge)
             .await
     }
@@ -530,6 +596,7 @@ impl<'a> Executor<'a> {
             return Err(self.refuse(label, name));
         }
         let key = super::key(id, &label, name);
+        self.skip_lost(&label, &host, name, &key)?;
         let seq = self
             .journal
             .record_step(id, &host, name, &key)
@@ -572,6 +639,9 @@ impl<'a> Executor<'a> {
         let err =
             |what: &'static str, source: rusqlite::Error| self.failed(&label, name, what, source);
         let key = super::key(id, &label, name);
+        if let Scope::Host(h) = scope {
+            self.skip_lost(h, &host, &step, &key)?;
+        }
         if rule == OnResume::Replay {
             let prior = self
                 .journal

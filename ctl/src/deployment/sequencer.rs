@@ -432,10 +432,23 @@ pub(crate) async fn lock_hosts(
 
 /// Releases every lease, [`RELEASE_AT_ONCE`] hosts at a time, each an
 /// `unlock` step through the executor. A lock is released even when the
-/// journal can no longer take its step (the deployment stopped).
+/// journal can no longer take its step (the deployment stopped); that of a
+/// host lost in the deployment is left to run out (its step skipped).
 pub(crate) async fn unlock_all(exec: &Executor<'_>, leases: Vec<Lease>) {
     crate::fanout::all(RELEASE_AT_ONCE, leases, |lease| async move {
         let host = lease.client.host.clone();
+        if exec.lost(&host).is_some() {
+            let _ = exec
+                .live(
+                    &host,
+                    "unlock",
+                    || async { Ok::<(), ()>(()) },
+                    |_| ("skipped", String::new()),
+                )
+                .await;
+            lease.abandon();
+            return;
+        }
         let held = std::cell::RefCell::new(Some(lease));
         let _ = exec
             .live(
@@ -1321,6 +1334,19 @@ impl Run<'_, '_> {
         }
         if !self.warnings.is_empty() {
             outcome.note(&format!("; gate warnings: {}", self.warnings.join("; ")));
+        }
+        let lost = exec.lost_hosts();
+        if !lost.is_empty() {
+            outcome.note(&format!(
+                "; LOST mid-deployment: {}: their later steps were skipped, their locks are left \
+                 to expire ({} s), their watchdogs (when armed) cover them; check `golivectl \
+                 status` once they answer",
+                lost.iter()
+                    .map(|(h, why)| format!("{h} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                plan.lock_ttl_secs
+            ));
         }
 
         // A host the switch-back could not return stays in maintenance: off,

@@ -217,12 +217,66 @@ async fn issue14_a_host_that_never_answers_fails_within_its_deadline_and_the_wav
         assert_eq!(jobs(a), ["stage", "activate"]);
     }
     // Its activation, its switch-back and the check that it is lost each
-    // waited the 5 s deadline, its lock's release 10 s, never the client's
-    // own 90 s: the wave went on without it.
+    // waited the 5 s deadline, never the client's own 90 s: the wave went
+    // on without it. Lost, its lock is not released (no 10 s wait): it is
+    // left to run out, and the outcome says so.
     assert!(
-        took >= Duration::from_secs(15) && took < Duration::from_secs(60),
+        took >= Duration::from_secs(15) && took < Duration::from_secs(20),
         "{took:?}"
     );
+    assert!(
+        message.contains("LOST mid-deployment: web3 (") && message.contains("(30 s)"),
+        "{message}"
+    );
+    let unlock = journaled(&f, "unlock");
+    assert!(
+        unlock.contains(&(
+            "web3".into(),
+            "skipped".into(),
+            Some("D1:web3:unlock".into())
+        )),
+        "{unlock:?}"
+    );
+    assert!(!f.agents[2].calls().contains(&"lock.release".to_string()));
+}
+
+/// Host by host, web2 hangs at its activation: the deployment fails and
+/// switches back. web2's switch-back times out and web2 is then known lost
+/// (not even a hello): its discard (the release it never made live) and
+/// its unlock are skipped at once, journaled `skipped`, rather than each
+/// followed up to a minute (the discard) or 10 s (the release); web1 goes
+/// back, and the outcome names web2 lost.
+#[tokio::test(start_paused = true)]
+async fn issue14_a_host_lost_mid_deployment_has_its_later_steps_skipped_at_once() {
+    let hung = Script {
+        hangs_at_activate: true,
+        ..Script::default()
+    };
+    let f = fleet(vec![Script::default(), hung], "");
+    let (outcome, took) = deploy(&f).await;
+    let message = outcome.message();
+    assert_eq!(outcome.exit(), Exit::Failed, "{message}");
+    assert!(message.contains("LOST mid-deployment: web2 ("), "{message}");
+    assert_eq!(f.agents[0].current().as_deref(), Some("v1"));
+    assert_eq!(jobs(&f.agents[0]), ["stage", "activate", "host.rollback"]);
+    // The activation (host by host it is followed for golivectl's minute
+    // for a lost agent), then the switch-back and the hello (5 s each),
+    // nothing more: no discard followed for another minute, no release.
+    assert!(
+        took >= Duration::from_secs(70) && took < Duration::from_secs(75),
+        "{took:?}"
+    );
+    for step in ["discard", "unlock"] {
+        let rows = journaled(&f, step);
+        assert!(
+            rows.contains(&(
+                "web2".into(),
+                "skipped".into(),
+                Some(format!("D1:web2:{step}"))
+            )),
+            "{step}: {rows:?}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

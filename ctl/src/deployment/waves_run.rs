@@ -324,7 +324,7 @@ async fn one_wave(
         activated.retain(|&a| a != i);
         watched.retain(|h| *h != name);
         let rolled_back = back.exit() == Exit::RolledBack;
-        if !rolled_back && Deadline::of(plan).lost(&plan.hosts[i].client).await {
+        if !rolled_back && exec.lost(&name).is_some() {
             // Unreachable (issue 14): it counts as failed, and the wave,
             // within its share, goes on without it. Nothing more can be
             // done to it from here; its state is named.
@@ -790,6 +790,13 @@ async fn switch_back(
                         all_back = false;
                         stuck.push(i);
                         not_back.push(format!("{}: {e}", host.name));
+                        // Not even a hello within the deadline: lost, and
+                        // its later steps are skipped at once (issue 14).
+                        if exec.lost(&host.name).is_none()
+                            && Deadline::of(plan).lost(&host.client).await
+                        {
+                            exec.lose(&host.name, error_headline(&e));
+                        }
                     }
                 }
             }
