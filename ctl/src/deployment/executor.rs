@@ -5,7 +5,16 @@
 //!
 //! Every other compiled step goes through it too: a record step (a read or
 //! a verdict, [`Executor::record`]) or a live one ([`Executor::live`]),
-//! each journaled under its key with its outcome and no request.
+//! each journaled under its key with its outcome and no request. So does a
+//! host-changing step the record decides rather than the compiled
+//! deployment: a `rollback` of `golivectl rollback ID` or a `no-go`
+//! ([`Executor::run_planned`], under the agent's own key
+//! `rollback:DEPLOYMENT:HOST`).
+//!
+//! A host known lost in a run ([`Executor::lose`]: its switch-back timed
+//! out, then not even a hello came back) has every later step skipped at
+//! once, journaled `skipped` ([`StepError::Lost`]), instead of followed up
+//! to its deadline; its lock is left to expire.
 //!
 //! A resume is a replay of recorded outcomes, by one rule per kind of step
 //! ([`on_resume`]):
@@ -14,14 +23,18 @@
 //!   with an intent but no success is resubmitted with its stored request
 //!   under its stored key: the agent answers with the job it already has,
 //!   followed to its end.
-//! - [`OnResume::Replay`], record steps (read flags, probe-before, probe,
-//!   gate, a wave's soak): a finished one's recorded value is read back,
-//!   not redone: the figures before a switch cannot be taken again after
-//!   it, and a recorded gate verdict stands. One with no value (a read
-//!   that failed, or cut short) runs again; a soak then runs only what
-//!   remains of its window (`waves_run::soak_step`).
-//! - [`OnResume::Redo`], live steps (lock, unlock): live state, taken again
-//!   on every run (a lease renews only while a controller runs).
+//! - [`OnResume::Replay`], record steps (read flags, probe-before, the
+//!   pending-migrations read, probe, gate, a pause's decision, a wave's
+//!   soak): a finished one's recorded value is read back, not redone: the
+//!   figures before a switch cannot be taken again after it, the
+//!   migrations decision and a recorded gate verdict or go / no-go stand.
+//!   One with no value (a read that failed, or cut short, a pause that got
+//!   no decision) runs again; a soak then runs only what remains of its
+//!   window (`waves_run::soak_step`).
+//! - [`OnResume::Redo`], live steps (lock, unlock) and a wave's own row
+//!   (`wave`, journaled as `wave-N`: its outcome, a summary of its hosts'
+//!   steps, which replay by their own rules): taken again on every run (a
+//!   lease renews only while a controller runs).
 //!
 //! Test-only fault injection: `GOLIVECTL_CRASH_AFTER_STEPS=N` aborts the
 //! process right after the Nth journal write of the executor for a
