@@ -283,11 +283,10 @@ impl<'a> Executor<'a> {
     }
 
     /// A step of a lost host: journaled `skipped` (under `key`, with no
-    /// request: a resumed run sends it again) and refused.
-    fn skip_lost(&self, host: &str, column: &str, name: &str, key: &str) -> Result<(), StepError> {
-        let Some(why) = self.lost(host) else {
-            return Ok(());
-        };
+    /// request: a resumed run sends it again); the error it is refused
+    /// with. `None`: the host is not lost.
+    fn skip_lost(&self, host: &str, column: &str, name: &str, key: &str) -> Option<StepError> {
+        let why = self.lost(host)?;
         let id = &self.deployment.id;
         let lost = StepError::Lost {
             id: id.clone(),
@@ -295,14 +294,17 @@ impl<'a> Executor<'a> {
             step: name.into(),
             why,
         };
-        let seq = self
+        let written = self
             .journal
             .record_step(id, column, name, key)
-            .map_err(|e| self.failed(host, name, "skip", e))?;
-        self.journal
-            .outcome(seq, "skipped", &lost.to_string(), None)
-            .map_err(|e| self.failed(host, name, "skip", e))?;
-        Err(lost)
+            .and_then(|seq| {
+                self.journal
+                    .outcome(seq, "skipped", &lost.to_string(), None)
+            });
+        Some(match written {
+            Ok(()) => lost,
+            Err(e) => self.failed(host, name, "skip", e),
+        })
     }
 
     /// Runs step `name` on `host`: the compiled request (or `request`,
@@ -342,7 +344,9 @@ impl<'a> Executor<'a> {
                 step: name.into(),
             })?;
         let (key, compiled_request) = compiled;
-        self.skip_lost(host, host, name, &key)?;
+        if let Some(e) = self.skip_lost(host, host, name, &key) {
+            return Err(e);
+        }
         self.send(
             out,
             host,
@@ -363,6 +367,7 @@ impl<'a> Executor<'a> {
     /// (and fsync'd) before the send, the outcome after; a journaled
     /// success is not sent again; an intent without one is resent with
     /// its stored request under its stored key.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run_planned<T, E, Fut>(
         &self,
         out: Out,
@@ -392,7 +397,9 @@ impl<'a> Executor<'a> {
                 why: "not a planned host-changing step".into(),
             });
         }
-        self.skip_lost(host, host, name, key)?;
+        if let Some(e) = self.skip_lost(host, host, name, key) {
+            return Err(e);
+        }
         self.send(out, host, name, key.to_string(), request, send, judge)
             .await
     }
@@ -609,7 +616,9 @@ impl<'a> Executor<'a> {
             return Err(self.refuse(label, name));
         }
         let key = super::key(id, &label, name);
-        self.skip_lost(&label, &host, name, &key)?;
+        if let Some(e) = self.skip_lost(&label, &host, name, &key) {
+            return Err(e);
+        }
         let seq = self
             .journal
             .record_step(id, &host, name, &key)
@@ -652,8 +661,10 @@ impl<'a> Executor<'a> {
         let err =
             |what: &'static str, source: rusqlite::Error| self.failed(&label, name, what, source);
         let key = super::key(id, &label, name);
-        if let Scope::Host(h) = scope {
-            self.skip_lost(h, &host, &step, &key)?;
+        if let Scope::Host(h) = scope
+            && let Some(e) = self.skip_lost(h, &host, &step, &key)
+        {
+            return Err(e);
         }
         if rule == OnResume::Replay {
             let prior = self
