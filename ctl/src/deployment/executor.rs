@@ -70,7 +70,8 @@ pub enum StepError {
         step: String,
         what: &'static str,
         source: rusqlite::Error,
-        /// The command that carries on ([`Executor::then`]).
+        /// The command that carries on (`golivectl deploy PLAN --resume ID`,
+        /// or `golivectl rollback ID`: [`Executor::for_rollback`]).
         then: String,
     },
     #[error(
