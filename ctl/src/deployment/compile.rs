@@ -156,6 +156,7 @@ pub fn compile(input: &Input) -> Deployment {
                 max_fail: wave.max_fail,
                 allowed_failures: wave.allowed_failures(),
                 soak_secs: wave.soak.map(|s| s.as_secs()),
+                steps: wave_steps(wave),
             })
             .collect(),
         hosts: input
@@ -164,6 +165,25 @@ pub fn compile(input: &Input) -> Deployment {
             .map(|h| host_steps(input, h, first_install))
             .collect(),
     }
+}
+
+/// A wave's record steps: its outcome (the `wave-N` row), then its soak.
+fn wave_steps(wave: &crate::waves::Wave) -> Vec<Step> {
+    let record = |name: &str, label: String| Step {
+        name: name.into(),
+        label,
+        when: When::Always,
+        key: None,
+        request: None,
+    };
+    let mut steps = vec![record("wave", "wave (its outcome)".into())];
+    if let Some(soak) = wave.soak {
+        steps.push(record(
+            "soak",
+            format!("soak {}", crate::jobs::human_secs(soak.as_secs())),
+        ));
+    }
+    steps
 }
 
 fn host_steps(input: &Input, host: &HostInput, first_install: bool) -> HostSteps {
@@ -230,6 +250,12 @@ fn host_steps(input: &Input, host: &HostInput, first_install: bool) -> HostSteps
         )),
     }
     steps.push(check("probe-before"));
+    // What the staged release would migrate, read once (a record step):
+    // it decides maintenance, the backup's verification and migrate.
+    steps.push(Step {
+        label: "read pending migrations".into(),
+        ..check("migrations")
+    });
     // Maintenance: asked by the plan, or (not on a first install) needed by
     // pending migrations.
     let maintenance_when = if input.maintenance {
@@ -306,6 +332,11 @@ fn host_steps(input: &Input, host: &HostInput, first_install: bool) -> HostSteps
     }
     steps.push(check("probe"));
     steps.push(check("gate"));
+    steps.push(Step {
+        label: "decision (go / no-go)".into(),
+        when: When::GatePauses,
+        ..check("decision")
+    });
     if let Some(spec) = input.watchdog {
         let mut arm = change(
             "watchdog-arm",
@@ -434,6 +465,7 @@ mod tests {
                 "upload",
                 "stage",
                 "probe-before",
+                "migrations",
                 "maintenance-on",
                 "backup",
                 "migrate",
@@ -441,6 +473,7 @@ mod tests {
                 "maintenance-off",
                 "probe",
                 "gate",
+                "decision",
                 "unlock",
                 "switch-back",
                 "maintenance-off-after-switch-back",
@@ -502,6 +535,11 @@ mod tests {
         assert_eq!(d.waves[0].hosts, ["web1"]);
         assert_eq!(d.waves[0].soak_secs, Some(30));
         assert_eq!(d.waves[1].allowed_failures, 1);
+        // Each wave's own record steps: its outcome, then its soak.
+        let wave_steps =
+            |w: usize| -> Vec<&str> { d.waves[w].steps.iter().map(|s| s.name.as_str()).collect() };
+        assert_eq!(wave_steps(0), ["wave", "soak"]);
+        assert_eq!(wave_steps(1), ["wave"]);
         // A first install needs no maintenance; the backup always runs.
         assert!(d.step("web1", "maintenance-on").is_none());
         assert_eq!(d.step("web1", "backup").unwrap().when, When::Always);

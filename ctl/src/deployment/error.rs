@@ -257,16 +257,9 @@ pub enum RollbackError {
     /// rollback job was not sent.
     #[error(transparent)]
     Lock(ClientError),
-    /// The rollback's intent could not be journaled: nothing was sent.
-    #[error(
-        "cannot journal the rollback of {host} in the controller journal: {source}; not sent. \
-         Fix the controller's state directory, then run the rollback again"
-    )]
-    Journal {
-        host: String,
-        source: rusqlite::Error,
-    },
-    /// The host rollback job was refused or failed.
+    /// The host rollback job was refused or failed, or its intent or
+    /// outcome could not be journaled (`DeployError::Journal`: not sent, or
+    /// its outcome not recorded).
     #[error(transparent)]
     Job(DeployError),
     /// Some hosts did not go back: each one's reason, in plan order.
@@ -284,7 +277,6 @@ impl RollbackError {
     pub fn exit(&self) -> Exit {
         match self {
             RollbackError::Lock(e) => client_exit(e),
-            RollbackError::Journal { .. } => Exit::Failed,
             RollbackError::Job(e) => e.exit(),
             RollbackError::Incomplete { failures, .. } => {
                 if failures.iter().all(|f| f.exit() == Exit::Usage) {
@@ -603,17 +595,25 @@ mod tests {
             detail: "refused".into(),
         });
         assert_eq!(unreachable.exit(), Exit::Failed);
-        let journal = RollbackError::Journal {
+        // Its intent not journaled (the executor's error): not sent.
+        let journal = RollbackError::Job(DeployError::from(StepError::Journal {
+            id: "D1".into(),
             host: "web1".into(),
+            step: "rollback".into(),
+            what: "intent",
             source: rusqlite::Error::InvalidQuery,
-        };
-        assert_eq!(
-            journal.to_string(),
-            format!(
-                "cannot journal the rollback of web1 in the controller journal: {}; not sent. \
-                 Fix the controller's state directory, then run the rollback again",
-                rusqlite::Error::InvalidQuery
-            )
+            then: "golivectl rollback D1".into(),
+        }));
+        assert!(
+            journal
+                .to_string()
+                .starts_with("cannot journal the intent of step rollback on web1 of deployment D1"),
+            "{journal}"
+        );
+        assert!(
+            journal
+                .to_string()
+                .ends_with("then `golivectl rollback D1`")
         );
         assert_eq!(journal.exit(), Exit::Failed);
         // A refused job (the agent's code says so, whatever its text).
@@ -658,7 +658,7 @@ mod tests {
         assert!(
             mixed.to_string().starts_with(
                 "rollback of D1 incomplete: agent web1: shop is locked by D0; job 9 failed: \
-                 restore failed; cannot journal the rollback of web1"
+                 restore failed; cannot journal the intent of step rollback on web1"
             ),
             "a job's headline only, without its output tail: {mixed}"
         );

@@ -5,7 +5,16 @@
 //!
 //! Every other compiled step goes through it too: a record step (a read or
 //! a verdict, [`Executor::record`]) or a live one ([`Executor::live`]),
-//! each journaled under its key with its outcome and no request.
+//! each journaled under its key with its outcome and no request. So does a
+//! host-changing step the record decides rather than the compiled
+//! deployment: a `rollback` of `golivectl rollback ID` or a `no-go`
+//! ([`Executor::run_planned`], under the agent's own key
+//! `rollback:DEPLOYMENT:HOST`).
+//!
+//! A host known lost in a run ([`Executor::lose`]: its switch-back timed
+//! out, then not even a hello came back) has every later step skipped at
+//! once, journaled `skipped` ([`StepError::Lost`]), instead of followed up
+//! to its deadline; its lock is left to expire.
 //!
 //! A resume is a replay of recorded outcomes, by one rule per kind of step
 //! ([`on_resume`]):
@@ -14,14 +23,18 @@
 //!   with an intent but no success is resubmitted with its stored request
 //!   under its stored key: the agent answers with the job it already has,
 //!   followed to its end.
-//! - [`OnResume::Replay`], record steps (read flags, probe-before, probe,
-//!   gate, a wave's soak): a finished one's recorded value is read back,
-//!   not redone: the figures before a switch cannot be taken again after
-//!   it, and a recorded gate verdict stands. One with no value (a read
-//!   that failed, or cut short) runs again; a soak then runs only what
-//!   remains of its window (`waves_run::soak_step`).
-//! - [`OnResume::Redo`], live steps (lock, unlock): live state, taken again
-//!   on every run (a lease renews only while a controller runs).
+//! - [`OnResume::Replay`], record steps (read flags, probe-before, the
+//!   pending-migrations read, probe, gate, a pause's decision, a wave's
+//!   soak): a finished one's recorded value is read back, not redone: the
+//!   figures before a switch cannot be taken again after it, the
+//!   migrations decision and a recorded gate verdict or go / no-go stand.
+//!   One with no value (a read that failed, or cut short, a pause that got
+//!   no decision) runs again; a soak then runs only what remains of its
+//!   window (`waves_run::soak_step`).
+//! - [`OnResume::Redo`], live steps (lock, unlock) and a wave's own row
+//!   (`wave`, journaled as `wave-N`: its outcome, a summary of its hosts'
+//!   steps, which replay by their own rules): taken again on every run (a
+//!   lease renews only while a controller runs).
 //!
 //! Test-only fault injection: `GOLIVECTL_CRASH_AFTER_STEPS=N` aborts the
 //! process right after the Nth journal write of the executor for a
@@ -29,7 +42,7 @@
 //! count), so the integration tests can stop a controller at each step
 //! boundary (see ARCHITECTURE.md).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -47,9 +60,9 @@ use crate::output::Out;
 pub enum StepError {
     #[error(
         "cannot journal the {what} of step {step} on {host} of deployment {id} in the controller \
-         journal: {source}; the deployment stops here, hosts stay as they are (the agents' leases \
+         journal: {source}; nothing more is sent, hosts stay as they are (the agents' leases \
          expire, their watchdogs still protect them). Fix the controller's state directory (disk \
-         space, permissions), then `golivectl deploy PLAN --resume {id}`"
+         space, permissions), then `{then}`"
     )]
     Journal {
         id: String,
@@ -57,18 +70,22 @@ pub enum StepError {
         step: String,
         what: &'static str,
         source: rusqlite::Error,
+        /// The command that carries on (`golivectl deploy PLAN --resume ID`,
+        /// or `golivectl rollback ID`: [`Executor::for_rollback`]).
+        then: String,
     },
     #[error(
         "cannot fsync the intent of step {step} on {host} of deployment {id} to the controller \
-         journal: {source}; it was not sent and the deployment stops here, hosts stay as they are \
-         (the agents' leases expire, their watchdogs still protect them). Fix the controller's \
-         state directory (disk errors, space), then `golivectl deploy PLAN --resume {id}`"
+         journal: {source}; it was not sent and nothing more is, hosts stay as they are (the \
+         agents' leases expire, their watchdogs still protect them). Fix the controller's state \
+         directory (disk errors, space), then `{then}`"
     )]
     Sync {
         id: String,
         host: String,
         step: String,
         source: std::io::Error,
+        then: String,
     },
     #[error(
         "step {step} on {host} of deployment {id} was not sent: an earlier journal write failed, \
@@ -96,6 +113,20 @@ pub enum StepError {
         host: String,
         step: String,
     },
+    /// The host was lost earlier in this deployment ([`Executor::lose`]):
+    /// the step is skipped at once (journaled `skipped`), not followed
+    /// for a minute. It does not stop the deployment.
+    #[error(
+        "step {step} on {host} skipped: {host} was lost earlier in deployment {id} ({why}); its \
+         lock is left to expire, its watchdog (when armed) covers it; check `golivectl status` \
+         once it answers"
+    )]
+    Lost {
+        id: String,
+        host: String,
+        step: String,
+        why: String,
+    },
 }
 
 /// Runs the host-changing steps of one deployment.
@@ -104,6 +135,10 @@ pub struct Executor<'a> {
     deployment: &'a Deployment,
     /// A journal write failed: nothing more is sent.
     stopped: Cell<bool>,
+    /// The command that carries on after a journal write failed.
+    then: String,
+    /// Hosts known lost in this run (host, why), in the order lost.
+    lost: RefCell<Vec<(String, String)>>,
 }
 
 /// The fault-injection point: `GOLIVECTL_CRASH_AFTER_STEPS`, read once.
@@ -149,8 +184,10 @@ pub enum OnResume {
 /// for each of these).
 pub fn on_resume(name: &str) -> Option<OnResume> {
     Some(match name {
-        "lock" | "unlock" => OnResume::Redo,
-        "read flags" | "probe-before" | "probe" | "gate" | "soak" => OnResume::Replay,
+        "lock" | "unlock" | "wave" => OnResume::Redo,
+        "read flags" | "probe-before" | "migrations" | "probe" | "gate" | "decision" | "soak" => {
+            OnResume::Replay
+        }
         "upload"
         | "stage"
         | "maintenance-on"
@@ -162,7 +199,10 @@ pub fn on_resume(name: &str) -> Option<OnResume> {
         | "commit-migrate"
         | "switch-back"
         | "maintenance-off-after-switch-back"
-        | "discard" => OnResume::Resend,
+        | "discard"
+        // Not compiled: the rollback plan, from the record, decides it
+        // ([`Executor::run_planned`]).
+        | "rollback" => OnResume::Resend,
         _ => return None,
     })
 }
@@ -195,6 +235,18 @@ impl<'a> Executor<'a> {
             journal,
             deployment,
             stopped: Cell::new(false),
+            then: format!("golivectl deploy PLAN --resume {}", deployment.id),
+            lost: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The executor of `golivectl rollback ID` (and a `no-go`'s rollback)
+    /// on deployment `deployment`: the same rules; what carries it on
+    /// after a failed journal write is the rollback run again.
+    pub fn for_rollback(journal: &'a Journal, deployment: &'a Deployment) -> Executor<'a> {
+        Executor {
+            then: format!("golivectl rollback {}", deployment.id),
+            ..Executor::new(journal, deployment)
         }
     }
 
@@ -205,6 +257,55 @@ impl<'a> Executor<'a> {
     /// Whether a journal write failed (the deployment stops).
     pub fn stopped(&self) -> bool {
         self.stopped.get()
+    }
+
+    /// Host `host` is known lost (it did not answer within its deadline,
+    /// then not even a hello): every later step of it in this run is
+    /// skipped at once ([`StepError::Lost`]). A resumed run asks it again.
+    pub fn lose(&self, host: &str, why: &str) {
+        let mut lost = self.lost.borrow_mut();
+        if !lost.iter().any(|(h, _)| h == host) {
+            lost.push((host.to_string(), why.to_string()));
+        }
+    }
+
+    /// Why `host` is lost, if it is.
+    pub fn lost(&self, host: &str) -> Option<String> {
+        self.lost
+            .borrow()
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, why)| why.clone())
+    }
+
+    /// The hosts lost in this run, and why, in the order lost.
+    pub fn lost_hosts(&self) -> Vec<(String, String)> {
+        self.lost.borrow().clone()
+    }
+
+    /// A step of a lost host: journaled `skipped` (under `key`, with no
+    /// request: a resumed run sends it again); the error it is refused
+    /// with. `None`: the host is not lost.
+    fn skip_lost(&self, host: &str, column: &str, name: &str, key: &str) -> Option<StepError> {
+        let why = self.lost(host)?;
+        let id = &self.deployment.id;
+        let lost = StepError::Lost {
+            id: id.clone(),
+            host: host.into(),
+            step: name.into(),
+            why,
+        };
+        let written = self
+            .journal
+            .record_step(id, column, name, key)
+            .and_then(|seq| {
+                self.journal
+                    .outcome(seq, "skipped", &lost.to_string(), None)
+            });
+        Some(match written {
+            Ok(()) => lost,
+            Err(e) => self.failed(host, name, "skip", e),
+        })
     }
 
     /// Runs step `name` on `host`: the compiled request (or `request`,
@@ -227,16 +328,6 @@ impl<'a> Executor<'a> {
         T: Serialize + DeserializeOwned,
     {
         let id = &self.deployment.id;
-        let err = |what: &'static str, source: rusqlite::Error| {
-            self.stopped.set(true);
-            StepError::Journal {
-                id: id.clone(),
-                host: host.into(),
-                step: name.into(),
-                what,
-                source,
-            }
-        };
         if self.stopped.get() {
             return Err(StepError::Stopped {
                 id: id.clone(),
@@ -254,6 +345,95 @@ impl<'a> Executor<'a> {
                 step: name.into(),
             })?;
         let (key, compiled_request) = compiled;
+        if let Some(e) = self.skip_lost(host, host, name, &key) {
+            return Err(e);
+        }
+        self.send(
+            out,
+            host,
+            name,
+            key,
+            request.unwrap_or(compiled_request),
+            send,
+            judge,
+        )
+        .await
+    }
+
+    /// Runs host-changing step `name` on `host` that the compiled
+    /// deployment does not list because the deployment's record decides
+    /// it: a `rollback` (`golivectl rollback ID`, a `no-go`), from the
+    /// rollback plan ([`super::rollback::plan`]), with its key and
+    /// request. The same rule as [`Executor::run`]: the intent journaled
+    /// (and fsync'd) before the send, the outcome after; a journaled
+    /// success is not sent again; an intent without one is resent with
+    /// its stored request under its stored key.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_planned<T, E, Fut>(
+        &self,
+        out: Out,
+        host: &str,
+        name: &str,
+        key: &str,
+        request: StepRequest,
+        send: impl FnOnce(String, StepRequest) -> Fut,
+        judge: impl Fn(&Result<T, E>) -> Result<String, String>,
+    ) -> Result<Result<T, E>, StepError>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+    {
+        let id = &self.deployment.id;
+        if self.stopped.get() {
+            return Err(StepError::Stopped {
+                id: id.clone(),
+                host: host.into(),
+                step: name.into(),
+            });
+        }
+        if on_resume(name) != Some(OnResume::Resend) || self.deployment.step(host, name).is_some() {
+            return Err(StepError::NotRunnable {
+                id: id.clone(),
+                step: name.into(),
+                why: "not a planned host-changing step".into(),
+            });
+        }
+        if let Some(e) = self.skip_lost(host, host, name, key) {
+            return Err(e);
+        }
+        self.send(out, host, name, key.to_string(), request, send, judge)
+            .await
+    }
+
+    /// [`Executor::run`]'s rule for the step under `key`: `request` unless
+    /// a request was journaled under the key before.
+    #[allow(clippy::too_many_arguments)]
+    async fn send<T, E, Fut>(
+        &self,
+        out: Out,
+        host: &str,
+        name: &str,
+        key: String,
+        request: StepRequest,
+        send: impl FnOnce(String, StepRequest) -> Fut,
+        judge: impl Fn(&Result<T, E>) -> Result<String, String>,
+    ) -> Result<Result<T, E>, StepError>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+    {
+        let id = &self.deployment.id;
+        let err = |what: &'static str, source: rusqlite::Error| {
+            self.stopped.set(true);
+            StepError::Journal {
+                id: id.clone(),
+                host: host.into(),
+                step: name.into(),
+                what,
+                source,
+                then: self.then.clone(),
+            }
+        };
         let prior = self
             .journal
             .step_by_key(id, &key)
@@ -279,8 +459,21 @@ impl<'a> Executor<'a> {
             .and_then(|r| serde_json::from_str::<StepRequest>(r).ok())
         {
             Some(stored) => stored,
-            None => request.unwrap_or(compiled_request),
+            None => request,
         };
+        // An intent a killed run left without outcome (a rollback's: a
+        // resumed deployment marked its own at the start) is closed as
+        // interrupted, so the record shows no step still running.
+        if let Some(p) = prior.as_ref().filter(|p| p.state == "running") {
+            self.journal
+                .outcome(
+                    p.seq,
+                    "interrupted",
+                    "the controller stopped before its outcome; sent again under its key",
+                    None,
+                )
+                .map_err(|e| err("earlier record", e))?;
+        }
         let text = serde_json::to_string(&request).unwrap_or_default();
         let seq = self
             .journal
@@ -301,6 +494,7 @@ impl<'a> Executor<'a> {
                 host: host.into(),
                 step: name.into(),
                 source,
+                then: self.then.clone(),
             });
         }
         wrote();
@@ -336,14 +530,18 @@ impl<'a> Executor<'a> {
             step: name.into(),
             what,
             source,
+            then: self.then.clone(),
         }
     }
 
     /// Where record step `name` of `scope` is journaled, and under which
-    /// rule it may run: `(host column, key's host part, rule)`, the rule
-    /// `None` when the compiled deployment does not list the step (a
-    /// soak: its wave has none) or it is not a record step.
-    fn listed(&self, scope: Scope<'_>, name: &str) -> (String, String, Option<OnResume>) {
+    /// rule it may run: `(host column, key's host part, step column,
+    /// rule)`, the rule `None` when the compiled deployment does not list
+    /// the step (a soak: its wave has none) or it is not a record step. A
+    /// wave's `wave` step is the `wave-N` row. In a deployment compiled
+    /// before `migrations`, `decision` and `wave` were compiled steps
+    /// ([`Deployment::older`]), those run as [`OnResume::Redo`].
+    fn listed(&self, scope: Scope<'_>, name: &str) -> (String, String, String, Option<OnResume>) {
         let d = self.deployment;
         let (host, label) = match scope {
             Scope::Host(h) => (h.to_string(), h.to_string()),
@@ -355,15 +553,30 @@ impl<'a> Executor<'a> {
                 format!("wave-{}", w + 1),
             ),
         };
-        let listed = match scope {
-            Scope::Host(h) => d.step(h, name).is_some(),
-            Scope::Wave(w) => {
-                name == "soak" && d.waves.get(w).is_some_and(|wave| wave.soak_secs.is_some())
-            }
+        let older = || d.older() && matches!(name, "migrations" | "decision" | "wave");
+        let (listed, older) = match scope {
+            Scope::Host(h) => (
+                d.step(h, name).is_some(),
+                older() && d.hosts.iter().any(|x| x.host == h),
+            ),
+            Scope::Wave(w) => match d.waves.get(w) {
+                Some(wave) if !wave.steps.is_empty() => {
+                    (wave.steps.iter().any(|s| s.name == name), false)
+                }
+                Some(wave) => (name == "soak" && wave.soak_secs.is_some(), older()),
+                None => (false, false),
+            },
         };
-        let rule =
-            on_resume(name).filter(|r| listed && matches!(r, OnResume::Replay | OnResume::Redo));
-        (host, label, rule)
+        let step = match scope {
+            Scope::Wave(_) if name == "wave" => label.clone(),
+            _ => name.to_string(),
+        };
+        let rule = if older {
+            Some(OnResume::Redo)
+        } else {
+            on_resume(name).filter(|r| listed && matches!(r, OnResume::Replay | OnResume::Redo))
+        };
+        (host, label, step, rule)
     }
 
     /// Why a record step cannot run: the deployment stopped, or the step
@@ -399,11 +612,14 @@ impl<'a> Executor<'a> {
         Fut: Future<Output = Result<T, E>>,
     {
         let id = &self.deployment.id;
-        let (host, label, rule) = self.listed(Scope::Host(host), name);
+        let (host, label, _, rule) = self.listed(Scope::Host(host), name);
         if self.stopped.get() || rule != Some(OnResume::Redo) {
             return Err(self.refuse(label, name));
         }
         let key = super::key(id, &label, name);
+        if let Some(e) = self.skip_lost(&label, &host, name, &key) {
+            return Err(e);
+        }
         let seq = self
             .journal
             .record_step(id, &host, name, &key)
@@ -438,7 +654,7 @@ impl<'a> Executor<'a> {
         T: Serialize + DeserializeOwned,
     {
         let id = &self.deployment.id;
-        let (host, label, rule) = self.listed(scope, name);
+        let (host, label, step, rule) = self.listed(scope, name);
         let rule = match rule {
             Some(rule) if !self.stopped.get() => rule,
             _ => return Err(self.refuse(label, name)),
@@ -446,6 +662,11 @@ impl<'a> Executor<'a> {
         let err =
             |what: &'static str, source: rusqlite::Error| self.failed(&label, name, what, source);
         let key = super::key(id, &label, name);
+        if let Scope::Host(h) = scope
+            && let Some(e) = self.skip_lost(h, &host, &step, &key)
+        {
+            return Err(e);
+        }
         if rule == OnResume::Replay {
             let prior = self
                 .journal
@@ -464,7 +685,7 @@ impl<'a> Executor<'a> {
         }
         let seq = self
             .journal
-            .record_step(id, &host, name, &key)
+            .record_step(id, &host, &step, &key)
             .map_err(|e| err("start", e))?;
         let r = run().await;
         let (state, detail) = judge(&r);
@@ -763,6 +984,98 @@ mod tests {
             assert!(matches!(err, StepError::NotCompiled { .. }), "{err}");
         }
         assert_eq!(ran.get(), 5, "nothing ran that is not compiled");
+    }
+
+    /// A deployment compiled before the migrations read, a pause's
+    /// decision and the wave's row were compiled steps (an older record,
+    /// resumed) runs them journaled as before, again on every run; a
+    /// current one replays them.
+    #[tokio::test]
+    async fn issue14_an_older_compiled_deployment_runs_its_uncompiled_decisions_again() {
+        let mut older = deployment();
+        for h in &mut older.hosts {
+            h.steps
+                .retain(|s| s.name != "migrations" && s.name != "decision");
+        }
+        assert!(older.older() && !deployment().older());
+        let ran = Cell::new(0);
+        let judge = |r: &Result<u32, String>| ("ok", format!("{r:?}"));
+        for (d, runs) in [(&older, 2), (&deployment(), 1)] {
+            let tmp = tempfile::tempdir().unwrap();
+            let journal = Journal::open(tmp.path()).unwrap();
+            journal
+                .create_deployment("d1", "golive.toml", "shop", "v2", "ab", "alice")
+                .unwrap();
+            ran.set(0);
+            for _ in 0..2 {
+                let exec = Executor::new(&journal, d);
+                let read = || async {
+                    ran.set(ran.get() + 1);
+                    Ok::<u32, String>(1)
+                };
+                exec.record(Scope::Host("web1"), "migrations", read, judge)
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(ran.get(), runs);
+        }
+    }
+
+    /// A rollback step (planned from the record, not compiled) follows the
+    /// executor's rule: intent before the send, a journaled success not
+    /// sent again, an intent without outcome resent with its stored
+    /// request under its stored key; a compiled step name is refused.
+    #[tokio::test]
+    async fn issue14_a_planned_rollback_step_is_sent_once_across_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = Journal::open(tmp.path()).unwrap();
+        journal
+            .create_deployment("d1", "golive.toml", "shop", "v2", "ab", "alice")
+            .unwrap();
+        let d = deployment();
+        let request = StepRequest::Upload {
+            sha256: "ab".into(),
+            bytes: 1,
+        };
+        let sent = RefCell::new(Vec::new());
+        let send = |key: String, _: StepRequest| {
+            let row = journal.step_by_key("d1", &key).unwrap().unwrap();
+            assert_eq!(row.state, "running", "the intent is on disk first");
+            sent.borrow_mut().push(key.clone());
+            async move { Ok::<_, String>(key) }
+        };
+        // A run killed after the intent of web9's rollback.
+        journal
+            .intent(
+                "d1",
+                "web9",
+                "rollback",
+                "rollback:d1:web9",
+                &serde_json::to_string(&request).unwrap(),
+            )
+            .unwrap();
+        for _ in 0..2 {
+            let exec = Executor::for_rollback(&journal, &d);
+            for host in ["web1", "web9"] {
+                let key = format!("rollback:d1:{host}");
+                let r = exec
+                    .run_planned(out(), host, "rollback", &key, request.clone(), send, judge)
+                    .await
+                    .unwrap();
+                assert_eq!(r.unwrap(), key);
+            }
+        }
+        assert_eq!(
+            sent.borrow().as_slice(),
+            ["rollback:d1:web1", "rollback:d1:web9"],
+            "each sent once: web9's intent resent, then both read back"
+        );
+        let exec = Executor::for_rollback(&journal, &d);
+        let err = exec
+            .run_planned(out(), "web1", "activate", "k", request, send, judge)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StepError::NotRunnable { .. }), "{err}");
     }
 
     /// Every step compile can emit has a resume rule.

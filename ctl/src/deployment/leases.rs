@@ -106,6 +106,13 @@ impl Lease {
         }
     }
 
+    /// Stops renewing the lock and sends nothing: the host keeps it until
+    /// its lease runs out (`lock_ttl_secs`). For a host lost in the
+    /// deployment, which would not answer a release.
+    pub(crate) fn abandon(self) {
+        self.renewer.abort();
+    }
+
     pub(crate) async fn release(self) {
         self.renewer.abort();
         let release = Request::Lock(LockRequest::Release {

@@ -115,6 +115,12 @@ pub struct Wave {
     pub max_fail: u32,
     pub allowed_failures: usize,
     pub soak_secs: Option<u64>,
+    /// The wave's own record steps, journaled under
+    /// `DEPLOYMENT:wave-N:STEP`: `wave` (its outcome, the `wave-N` row),
+    /// then `soak` when it has one. Empty in a deployment compiled before
+    /// they were (its soak is then listed by `soak_secs`).
+    #[serde(default)]
+    pub steps: Vec<Step>,
 }
 
 /// One host's steps.
@@ -156,6 +162,8 @@ pub enum When {
     OnFailure,
     /// Not run, and why.
     Skipped(String),
+    /// Only when the host's gate says pause (a decision waited for).
+    GatePauses,
 }
 
 impl When {
@@ -166,6 +174,7 @@ impl When {
             When::PendingMigrations => " if the staged release has pending migrations".into(),
             When::AtCommit => " if migrations were kept for the commit".into(),
             When::Skipped(why) => format!(" skipped ({why})"),
+            When::GatePauses => " if the gate pauses".into(),
         }
     }
 }
@@ -189,7 +198,27 @@ pub fn key(deployment: &str, host: &str, step: &str) -> String {
     format!("{deployment}:{host}:{step}")
 }
 
+/// The key of deployment `deployment`'s host rollback job on `host` as
+/// the agent keys it (`rollback:DEPLOYMENT:HOST`, `golive_agent::rollback::
+/// resolve`), whoever asks for it: the key a `rollback` step (`golivectl
+/// rollback ID`, a `no-go`) is journaled and submitted under, so one
+/// journaled as done is the agent's one job, done.
+pub fn rollback_key(deployment: &str, host: &str) -> String {
+    format!("rollback:{deployment}:{host}")
+}
+
 impl Deployment {
+    /// Whether this deployment was compiled before the pending-migrations
+    /// read, a pause's decision and the wave's row were compiled steps
+    /// (an older record, resumed): those then run journaled as before,
+    /// again on every run.
+    pub fn older(&self) -> bool {
+        !self
+            .hosts
+            .iter()
+            .any(|h| h.steps.iter().any(|s| s.name == "migrations"))
+    }
+
     /// The compiled step `name` of `host`.
     pub fn step(&self, host: &str, name: &str) -> Option<&Step> {
         self.hosts

@@ -48,7 +48,8 @@ pub struct RollbackPlan {
 /// `switch-back` or `rollback` succeeded, or whose state is `rolled_back`,
 /// is not rolled back again. `step` names the step the plan runs
 /// (`switch-back` after a failure, `rollback` from the command or a
-/// no-go) and so its key; `reason` goes to the agent's job.
+/// no-go) and so its key (`rollback`: the agent's own,
+/// [`super::rollback_key`]); `reason` goes to the agent's job.
 pub fn plan(
     id: &str,
     app: &str,
@@ -94,7 +95,11 @@ pub fn plan(
             host: h.host.clone(),
             address: h.address.clone(),
             to: h.previous_release.clone().unwrap_or_default(),
-            key: super::key(id, &h.host, step),
+            key: if step == "rollback" {
+                super::rollback_key(id, &h.host)
+            } else {
+                super::key(id, &h.host, step)
+            },
             request: JobSpec::HostRollback(HostRollback {
                 app: app.into(),
                 deployment: Some(id.into()),
@@ -188,7 +193,7 @@ mod tests {
         let p = plan("d1", "shop", &hosts, &steps, "rollback", "r");
         assert_eq!(p.first_install, ["a"]);
         assert_eq!(p.names(), ["b"]);
-        assert_eq!(p.hosts[0].key, "d1:b:rollback");
+        assert_eq!(p.hosts[0].key, "rollback:d1:b", "the agent's own key");
     }
 
     #[test]

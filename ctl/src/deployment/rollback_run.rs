@@ -4,12 +4,14 @@
 
 use std::path::Path;
 
+use crate::client::ClientError;
 use crate::deployment::downtime::{Downtime, Unavailable, report_downtime};
 use crate::deployment::error::RollbackError;
 use crate::deployment::events::Event;
 use crate::deployment::leases::Lease;
-use crate::deployment::{self, StepRequest};
-use crate::jobs::{finish, job_ok, known_deployment, run_job, step};
+use crate::deployment::sequencer::{job_verdict, step_ok};
+use crate::deployment::{self, Executor, StepRequest};
+use crate::jobs::{known_deployment, run_job, step};
 use crate::journal::Journal;
 use crate::output::{Exit, Out, usage};
 use crate::plan;
@@ -123,6 +125,28 @@ pub async fn rollback(
         release: d.release.clone(),
         hosts: targets.iter().map(|(h, _)| h.name.clone()).collect(),
     });
+    // Each host's rollback is an executor step (issue 14): its intent
+    // journaled before the request goes out, its outcome after, under
+    // the agent's own key for the deployment's host rollback job. A
+    // rollback killed midway and run again sends nothing for a host whose
+    // rollback is journaled done, and asks again under the same key for
+    // one that was sent: the agent follows the job it has.
+    let compiled = journal
+        .compiled(id)?
+        .and_then(|(_, text)| serde_json::from_str::<deployment::Deployment>(&text).ok())
+        .unwrap_or_else(|| deployment::Deployment {
+            // Recorded before deployments were compiled: the rollback's
+            // steps come from the record alone.
+            id: id.to_string(),
+            app: d.app.clone(),
+            release: d.release.clone(),
+            source: String::new(),
+            plan_sha256: String::new(),
+            parallel: plan.parallel,
+            waves: Vec::new(),
+            hosts: Vec::new(),
+        });
+    let exec = Executor::for_rollback(&journal, &compiled);
     let lock_id = format!("rollback-{id}");
     let mut failed: Vec<RollbackError> = Vec::new();
     // What each host got back, for the record's "later actions".
@@ -139,39 +163,39 @@ pub async fn rollback(
                 continue;
             }
         };
-        // Intent (key and request) on disk before the request goes out.
-        let request =
-            serde_json::to_string(&StepRequest::Job(back.request.clone())).unwrap_or_default();
-        let seq = match journal.intent(id, &host.name, "rollback", &back.key, &request) {
-            Ok(seq) => Some(seq),
-            Err(e) => {
-                // Nothing is sent without its intent on disk.
-                let e = RollbackError::Journal {
-                    host: host.name.clone(),
-                    source: e,
-                };
-                step(out, &host.name, "rollback", "failed", &e.to_string());
-                failed.push(e);
-                lease.release().await;
-                continue;
-            }
-        };
         // The host's one rollback of this deployment (issue 13): the agent
         // keys it per deployment and host, so the gate's switch-back, this
         // command, a no-go and the host's watchdog all get the same job and
         // it runs once. Its flags and database come from the host's own
         // rollback point.
-        let job = run_job(
-            out,
-            &host.client,
-            back.key.clone(),
-            Some(lease.token.clone()),
-            back.request.clone(),
-        )
-        .await;
-        unavailable.add(&host.name, &job);
-        let r = job_ok(job);
-        finish(&journal, seq, &r);
+        let send = |key: String, request: StepRequest| {
+            let token = lease.token.clone();
+            async move {
+                let StepRequest::Job(spec) = request else {
+                    return Err(ClientError::Transport {
+                        host: host.name.clone(),
+                        addr: host.client.addr.clone(),
+                        detail: "the rollback step is not a job (a golivectl bug); not sent".into(),
+                    });
+                };
+                run_job(out, &host.client, key, Some(token), spec).await
+            }
+        };
+        let job = exec
+            .run_planned(
+                out,
+                &host.name,
+                "rollback",
+                &back.key,
+                StepRequest::Job(back.request.clone()),
+                send,
+                job_verdict,
+            )
+            .await;
+        if let Ok(job) = &job {
+            unavailable.add(&host.name, job);
+        }
+        let r = step_ok(job);
         match r {
             Ok(detail) => {
                 step(out, &host.name, "rollback", "ok", &detail);

@@ -200,7 +200,7 @@ pub(crate) async fn flag_values(
 /// declares no migrations): what runs before the switch, and what waits for
 /// the release's commit (`contract` ones and those after them, when the
 /// plan keeps them for the commit; issue 13).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Pending {
     pub(crate) now: Vec<String>,
     pub(crate) at_commit: Vec<String>,
@@ -432,10 +432,23 @@ pub(crate) async fn lock_hosts(
 
 /// Releases every lease, [`RELEASE_AT_ONCE`] hosts at a time, each an
 /// `unlock` step through the executor. A lock is released even when the
-/// journal can no longer take its step (the deployment stopped).
+/// journal can no longer take its step (the deployment stopped); that of a
+/// host lost in the deployment is left to run out (its step skipped).
 pub(crate) async fn unlock_all(exec: &Executor<'_>, leases: Vec<Lease>) {
     crate::fanout::all(RELEASE_AT_ONCE, leases, |lease| async move {
         let host = lease.client.host.clone();
+        if exec.lost(&host).is_some() {
+            let _ = exec
+                .live(
+                    &host,
+                    "unlock",
+                    || async { Ok::<(), ()>(()) },
+                    |_| ("skipped", String::new()),
+                )
+                .await;
+            lease.abandon();
+            return;
+        }
         let held = std::cell::RefCell::new(Some(lease));
         let _ = exec
             .live(
@@ -520,6 +533,7 @@ pub(crate) enum Handler {
     Upload,
     Stage,
     ProbeBefore,
+    Migrations,
     MaintenanceOn,
     Backup,
     Migrate,
@@ -527,6 +541,7 @@ pub(crate) enum Handler {
     MaintenanceOff,
     Probe,
     Gate,
+    Decision,
     WatchdogArm,
     CommitMigrate,
     Unlock,
@@ -544,6 +559,7 @@ pub(crate) fn handler(name: &str) -> Option<Handler> {
         "upload" => Handler::Upload,
         "stage" => Handler::Stage,
         "probe-before" => Handler::ProbeBefore,
+        "migrations" => Handler::Migrations,
         "maintenance-on" => Handler::MaintenanceOn,
         "backup" => Handler::Backup,
         "migrate" => Handler::Migrate,
@@ -551,6 +567,7 @@ pub(crate) fn handler(name: &str) -> Option<Handler> {
         "maintenance-off" => Handler::MaintenanceOff,
         "probe" => Handler::Probe,
         "gate" => Handler::Gate,
+        "decision" => Handler::Decision,
         "watchdog-arm" => Handler::WatchdogArm,
         "commit-migrate" => Handler::CommitMigrate,
         "unlock" => Handler::Unlock,
@@ -571,6 +588,9 @@ pub(crate) enum Phase {
     /// once up to `[deploy] parallel`.
     Stage,
     ProbeBefore,
+    /// `migrations`: the staged release's pending migrations read on every
+    /// host, which decide maintenance, the backup and `migrate`.
+    Migrations,
     MaintenanceOn,
     Backup,
     Migrate,
@@ -624,12 +644,19 @@ pub(crate) fn program(d: &Deployment) -> Result<Vec<Phase>, DeployError> {
             }
             Handler::Stage => Phase::Stage,
             Handler::ProbeBefore => Phase::ProbeBefore,
+            Handler::Migrations => Phase::Migrations,
             Handler::MaintenanceOn => Phase::MaintenanceOn,
             Handler::Backup => Phase::Backup,
             Handler::Migrate => Phase::Migrate,
             Handler::Activate => {
                 // The switch's own steps follow it, in this order.
-                let chain = ["maintenance-off", "probe", "gate", "watchdog-arm"];
+                let chain = [
+                    "maintenance-off",
+                    "probe",
+                    "gate",
+                    "decision",
+                    "watchdog-arm",
+                ];
                 let mut at = 0;
                 while let Some(next) = names.get(i + 1)
                     && let Some(k) = chain[at..].iter().position(|c| c == next)
@@ -660,6 +687,7 @@ pub(crate) fn program(d: &Deployment) -> Result<Vec<Phase>, DeployError> {
             | Handler::MaintenanceOff
             | Handler::Probe
             | Handler::Gate
+            | Handler::Decision
             | Handler::WatchdogArm => return Err(refuse(name, "out of its place")),
         };
         phases.push(phase);
@@ -761,6 +789,7 @@ pub(crate) async fn run_deployment(
             Phase::ReadFlags => read_flags(journal, exec, plan, id).await,
             Phase::Stage => run.stage().await,
             Phase::ProbeBefore => run.probe_before().await,
+            Phase::Migrations => run.migrations().await.map(|_| ()),
             Phase::MaintenanceOn => run.maintenance_on().await,
             Phase::Backup => run.before_switch("backup").await,
             Phase::Migrate => run.before_switch("migrate").await,
@@ -838,9 +867,12 @@ impl Run<'_, '_> {
 
     /// Pending migrations decide the rest: maintenance, and a verified
     /// backup before anything touches the schema (nothing destroys data
-    /// before a verified backup exists). Decided once (issue 14): a
-    /// resumed deployment takes the decision its start took, whatever the
-    /// migrations' state is now. `(pending now, kept for the commit)`.
+    /// before a verified backup exists). Decided once (issue 14): each
+    /// host's read is its `migrations` record step, so a resumed
+    /// deployment reads back what its start read and takes the same
+    /// decision, whatever the migrations' state is now (a deployment
+    /// recorded by an older golivectl: the decision it journaled as a
+    /// fact). `(pending now, kept for the commit)`.
     async fn migrations(&mut self) -> Result<(usize, usize), DeployError> {
         if let Some(m) = self.migrations {
             return Ok(m);
@@ -849,6 +881,8 @@ impl Run<'_, '_> {
         let release = plan.release.as_ref().expect("checked by deploy");
         let mut pending = 0usize;
         let mut at_commit = 0usize;
+        let exec = self.exec;
+        let older = exec.deployment().older();
         let decided = journal
             .fact(id, "migrations")
             .ok()
@@ -862,17 +896,49 @@ impl Run<'_, '_> {
             } else {
                 plan.hosts.len()
             }],
-            |host| {
-                pending_migrations(
-                    &host.client,
-                    &plan.app,
-                    &release.id,
-                    plan.contract_at_commit,
+            |host| async move {
+                let read = || {
+                    pending_migrations(
+                        &host.client,
+                        &plan.app,
+                        &release.id,
+                        plan.contract_at_commit,
+                    )
+                };
+                let judge = |r: &Result<Pending, ClientError>| match r {
+                    Ok(p) => (
+                        "ok",
+                        format!(
+                            "{} pending, {} kept for the commit",
+                            p.now.len(),
+                            p.at_commit.len()
+                        ),
+                    ),
+                    Err(e) => ("failed", e.to_string()),
+                };
+                Ok::<_, StepError>(
+                    match exec
+                        .record(Scope::Host(&host.name), "migrations", read, judge)
+                        .await?
+                    {
+                        Recorded::Before(p) => (Ok(p), true),
+                        Recorded::Now(r) => (r, false),
+                    },
                 )
             },
         )
         .await;
         for (host, list) in plan.hosts.iter().zip(lists) {
+            let (list, again) = list?;
+            if again {
+                step(
+                    out,
+                    &host.name,
+                    "migrations",
+                    "ok",
+                    "read before the interruption, read back",
+                );
+            }
             match list {
                 Ok(list) => {
                     if !list.now.is_empty() {
@@ -911,12 +977,14 @@ impl Run<'_, '_> {
         }
         match decided {
             Some((p, c)) => (pending, at_commit) = (p, c),
-            None => journal
+            // An older record keeps its decision as it did.
+            None if older => journal
                 .set_fact(id, "migrations", &json!([pending, at_commit]).to_string())
                 .map_err(|source| DeployError::JournalFact {
                     id: id.to_string(),
                     source,
                 })?,
+            None => {}
         }
         if pending > 0 && plan.backup != PreDeployBackup::Verified {
             out.line(format!(
@@ -1266,6 +1334,19 @@ impl Run<'_, '_> {
         }
         if !self.warnings.is_empty() {
             outcome.note(&format!("; gate warnings: {}", self.warnings.join("; ")));
+        }
+        let lost = exec.lost_hosts();
+        if !lost.is_empty() {
+            outcome.note(&format!(
+                "; LOST mid-deployment: {}: their later steps were skipped, their locks are left \
+                 to expire ({} s), their watchdogs (when armed) cover them; check `golivectl \
+                 status` once they answer",
+                lost.iter()
+                    .map(|(h, why)| format!("{h} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                plan.lock_ttl_secs
+            ));
         }
 
         // A host the switch-back could not return stays in maintenance: off,

@@ -217,12 +217,66 @@ async fn issue14_a_host_that_never_answers_fails_within_its_deadline_and_the_wav
         assert_eq!(jobs(a), ["stage", "activate"]);
     }
     // Its activation, its switch-back and the check that it is lost each
-    // waited the 5 s deadline, its lock's release 10 s, never the client's
-    // own 90 s: the wave went on without it.
+    // waited the 5 s deadline, never the client's own 90 s: the wave went
+    // on without it. Lost, its lock is not released (no 10 s wait): it is
+    // left to run out, and the outcome says so.
     assert!(
-        took >= Duration::from_secs(15) && took < Duration::from_secs(60),
+        took >= Duration::from_secs(15) && took < Duration::from_secs(20),
         "{took:?}"
     );
+    assert!(
+        message.contains("LOST mid-deployment: web3 (") && message.contains("(30 s)"),
+        "{message}"
+    );
+    let unlock = journaled(&f, "unlock");
+    assert!(
+        unlock.contains(&(
+            "web3".into(),
+            "skipped".into(),
+            Some("D1:web3:unlock".into())
+        )),
+        "{unlock:?}"
+    );
+    assert!(!f.agents[2].calls().contains(&"lock.release".to_string()));
+}
+
+/// Host by host, web2 hangs at its activation: the deployment fails and
+/// switches back. web2's switch-back times out and web2 is then known lost
+/// (not even a hello): its discard (the release it never made live) and
+/// its unlock are skipped at once, journaled `skipped`, rather than each
+/// followed up to a minute (the discard) or 10 s (the release); web1 goes
+/// back, and the outcome names web2 lost.
+#[tokio::test(start_paused = true)]
+async fn issue14_a_host_lost_mid_deployment_has_its_later_steps_skipped_at_once() {
+    let hung = Script {
+        hangs_at_activate: true,
+        ..Script::default()
+    };
+    let f = fleet(vec![Script::default(), hung], "");
+    let (outcome, took) = deploy(&f).await;
+    let message = outcome.message();
+    assert_eq!(outcome.exit(), Exit::Failed, "{message}");
+    assert!(message.contains("LOST mid-deployment: web2 ("), "{message}");
+    assert_eq!(f.agents[0].current().as_deref(), Some("v1"));
+    assert_eq!(jobs(&f.agents[0]), ["stage", "activate", "host.rollback"]);
+    // The activation (host by host it is followed for golivectl's minute
+    // for a lost agent), then the switch-back and the hello (5 s each),
+    // nothing more: no discard followed for another minute, no release.
+    assert!(
+        took >= Duration::from_secs(70) && took < Duration::from_secs(75),
+        "{took:?}"
+    );
+    for step in ["discard", "unlock"] {
+        let rows = journaled(&f, step);
+        assert!(
+            rows.contains(&(
+                "web2".into(),
+                "skipped".into(),
+                Some(format!("D1:web2:{step}"))
+            )),
+            "{step}: {rows:?}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -637,6 +691,10 @@ fn issue14_every_step_compile_can_emit_has_a_handler() {
                                     assert!(on_resume(&s.name).is_some(), "{} has no rule", s.name);
                                     seen.insert(s.name.clone());
                                 }
+                                for s in d.waves.iter().flat_map(|w| &w.steps) {
+                                    assert!(on_resume(&s.name).is_some(), "{} has no rule", s.name);
+                                    seen.insert(format!("wave's {}", s.name));
+                                }
                                 let phases = program(&d).unwrap_or_else(|e| panic!("{e}"));
                                 assert_eq!(phases.first(), Some(&Phase::Lock));
                                 assert_eq!(phases.last(), Some(&Phase::Unlock));
@@ -649,7 +707,7 @@ fn issue14_every_step_compile_can_emit_has_a_handler() {
         }
     }
     // The loop above reached every kind of step.
-    assert_eq!(seen.len(), 18, "{seen:?}");
+    assert_eq!(seen.len(), 22, "{seen:?}");
 }
 
 /// A compiled deployment with a step this golivectl has no handler for
@@ -675,4 +733,127 @@ async fn issue14_a_compiled_step_without_a_handler_runs_nothing() {
         "{message}"
     );
     assert!(f.agents[0].calls().is_empty(), "{:?}", f.agents[0].calls());
+}
+
+/// The steps of D1 named `name` in the journal: (host column, state, key).
+fn journaled(f: &Fleet, name: &str) -> Vec<(String, String, Option<String>)> {
+    let db = rusqlite::Connection::open(f.state.join("golivectl.db")).unwrap();
+    let mut stmt = db
+        .prepare(
+            "SELECT host, state, idem_key FROM steps WHERE deployment = 'D1' AND step = ?1 \
+             ORDER BY seq",
+        )
+        .unwrap();
+    stmt.query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A pause's decision is the host's `decision` record step (issue 14):
+/// journaled under its key with the `go`, and read back by a second run
+/// of the deployment, which does not wait again.
+#[tokio::test(start_paused = true)]
+async fn issue14_a_pause_decision_is_a_record_step_read_back_on_resume() {
+    let slow = Script {
+        high_probe_fails_after_switch: true,
+        ..Script::default()
+    };
+    let f = fleet(vec![slow, Script::default()], PAUSE);
+    let go = async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Journal::open(&f.state)
+            .unwrap()
+            .add_decision("D1", "bob", "go", None, "continue the deployment")
+            .unwrap();
+    };
+    let ((outcome, _), ()) = tokio::join!(deploy(&f), go);
+    assert_eq!(outcome.exit(), Exit::Done, "{}", outcome.message());
+    assert_eq!(
+        journaled(&f, "decision"),
+        [("web1".into(), "go".into(), Some("D1:web1:decision".into()))]
+    );
+
+    let (again, took) = run(&f).await;
+    assert_eq!(again.exit(), Exit::Done, "{}", again.message());
+    assert!(took < Duration::from_secs(5), "waited again: {took:?}");
+    assert_eq!(journaled(&f, "decision").len(), 1, "read back, not redone");
+}
+
+/// The pending-migrations read is each host's `migrations` record step
+/// (issue 14): a second run reads the decision its start took back (the
+/// migration is applied by then, so a fresh read would find nothing
+/// pending) and asks no host again.
+#[tokio::test(start_paused = true)]
+async fn issue14_the_migrations_decision_is_a_record_step_read_back_on_resume() {
+    let migrating = Script {
+        pending_migration: true,
+        ..Script::default()
+    };
+    let f = fleet(vec![migrating.clone(), migrating], "");
+    let (outcome, _) = deploy(&f).await;
+    assert_eq!(outcome.exit(), Exit::Done, "{}", outcome.message());
+    let status = |a: &FakeAgent| {
+        a.calls()
+            .iter()
+            .filter(|c| *c == "migration.status")
+            .count()
+    };
+    let asked: Vec<usize> = f.agents.iter().map(status).collect();
+    let rows = journaled(&f, "migrations");
+    assert_eq!(
+        rows,
+        [
+            (
+                "web1".into(),
+                "ok".into(),
+                Some("D1:web1:migrations".into())
+            ),
+            (
+                "web2".into(),
+                "ok".into(),
+                Some("D1:web2:migrations".into())
+            )
+        ]
+    );
+
+    let (again, _) = run(&f).await;
+    assert_eq!(again.exit(), Exit::Done, "{}", again.message());
+    assert_eq!(f.agents.iter().map(status).collect::<Vec<_>>(), asked);
+    assert_eq!(journaled(&f, "migrations").len(), 2, "read back");
+    for a in &f.agents {
+        // The same decision: nothing sent again, maintenance included.
+        assert_eq!(
+            a.job_steps(),
+            [
+                "stage",
+                "maintenance on",
+                "backup",
+                "migrate",
+                "activate",
+                "maintenance off"
+            ]
+        );
+    }
+}
+
+/// Each wave's own row is its `wave` record step, `wave-N` in the journal
+/// under key `D1:wave-N:wave` beside its soak (issue 14).
+#[tokio::test(start_paused = true)]
+async fn issue14_a_wave_row_is_a_record_step_of_the_compiled_wave() {
+    let f = fleet(vec![Script::default(), Script::default()], SOAKED_CANARY);
+    let (outcome, _) = deploy(&f).await;
+    assert_eq!(outcome.exit(), Exit::Done, "{}", outcome.message());
+    assert_eq!(
+        journaled(&f, "wave-1"),
+        [("web1".into(), "ok".into(), Some("D1:wave-1:wave".into()))]
+    );
+    assert_eq!(
+        journaled(&f, "wave-2"),
+        [("web2".into(), "ok".into(), Some("D1:wave-2:wave".into()))]
+    );
+    assert_eq!(
+        journaled(&f, "soak"),
+        [("web1".into(), "ok".into(), Some("D1:wave-1:soak".into()))]
+    );
 }

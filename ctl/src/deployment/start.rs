@@ -557,14 +557,20 @@ fn print_dry_run(
     let of = compiled.waves.len();
     for (w, wave) in compiled.waves.iter().enumerate() {
         out.line(format!(
-            "dry run: {}: {} (up to {} may fail: max_fail {} %){}",
+            "dry run: {}: {} (up to {} may fail: max_fail {} %){}; journaled as wave-{}: {}",
             wave.label,
             wave.hosts.join(", "),
             wave.allowed_failures,
             wave.max_fail,
             wave.soak_secs
                 .map(|s| format!("; soak {}", human_secs(s)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            w + 1,
+            wave.steps
+                .iter()
+                .map(|s| s.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         out.emit(Event::WouldWave {
             wave: w + 1,

@@ -18,7 +18,7 @@ use crate::deployment::executor::{Recorded, Scope};
 use crate::deployment::leases::Lease;
 use crate::deployment::{DeployError, Executor, StepRequest};
 use crate::gate::{self, Action};
-use crate::jobs::{Deadline, finish, step};
+use crate::jobs::{Deadline, step};
 use crate::journal::Journal;
 use crate::output::Out;
 use crate::plan::{self, Plan};
@@ -359,19 +359,59 @@ pub(crate) async fn validate_host(
             })
         }
         Action::Pause => {
-            wait_for_decision(
-                out,
-                journal,
-                plan,
-                id,
-                host,
-                &summary,
-                leases,
-                verdict.decisions_after,
-            )
-            .await
+            let wait = || {
+                wait_for_decision(
+                    out,
+                    journal,
+                    plan,
+                    id,
+                    host,
+                    &summary,
+                    leases,
+                    verdict.decisions_after,
+                )
+            };
+            let judge = |r: &Result<Decided, DeployError>| match r {
+                Ok(d) if d.decision == "go" => ("go", d.who.clone()),
+                Ok(d) => ("no-go", d.who.clone()),
+                Err(e @ DeployError::NoDecision { .. }) => ("no decision", e.to_string()),
+                Err(e) => ("failed", e.to_string()),
+            };
+            let d = match exec
+                .record(Scope::Host(&host.name), "decision", wait, judge)
+                .await?
+            {
+                Recorded::Before(d) => {
+                    let who = format!("{} (taken before the interruption, read back)", d.who);
+                    step(out, &host.name, "decision", &d.decision, &who);
+                    d
+                }
+                Recorded::Now(r) => {
+                    let d = r?;
+                    step(out, &host.name, "decision", &d.decision, &d.who);
+                    d
+                }
+            };
+            if d.decision == "go" {
+                Ok(())
+            } else {
+                Err(DeployError::NoGo {
+                    host: host.name.clone(),
+                    who: d.who,
+                })
+            }
         }
     }
+}
+
+/// A pause's decision as the journal records it (the host's `decision`
+/// record step): a resume reads it back rather than waiting again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Decided {
+    /// "go" or "no-go".
+    pub(crate) decision: String,
+    /// "go by alice: NOTE".
+    pub(crate) who: String,
 }
 
 /// The gate's rollback as a decision: the gate decides like a person
@@ -435,7 +475,8 @@ pub(crate) const WAIT_HEARTBEAT_MS: i64 = 15_000;
 
 /// A pause: waits (holding the locks) for `golivectl go` or `no-go` on this
 /// deployment, up to the plan's `[gate] pause_timeout_secs`: the first
-/// decision after seq `seen` (the newest when the pause began).
+/// decision after seq `seen` (the newest when the pause began). Run as the
+/// host's `decision` record step (`validate_host`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn wait_for_decision(
     out: Out,
@@ -446,7 +487,7 @@ pub(crate) async fn wait_for_decision(
     summary: &str,
     leases: &[Lease],
     seen: i64,
-) -> Result<(), DeployError> {
+) -> Result<Decided, DeployError> {
     let timeout = plan.gate.pause_timeout_secs;
     // tokio's clock (the sequencer's tests wait out a pause on paused time).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
@@ -485,17 +526,10 @@ pub(crate) async fn wait_for_decision(
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
             );
-            let seq = journal.start_step(id, &host.name, "decision").ok();
-            finish::<String, String>(journal, seq, &Ok(who.clone()));
-            step(out, &host.name, "decision", &d.decision, &who);
-            return if d.decision == "go" {
-                Ok(())
-            } else {
-                Err(DeployError::NoGo {
-                    host: host.name.clone(),
-                    who,
-                })
-            };
+            return Ok(Decided {
+                decision: if d.decision == "go" { "go" } else { "no-go" }.into(),
+                who,
+            });
         }
         if tokio::time::Instant::now() >= deadline {
             let _ = journal.set_paused(id, None);

@@ -109,7 +109,9 @@ pub(crate) async fn wave_host(
 /// `max_fail` allows, a pause without a decision or a failed soak stops
 /// the deployment: the failure returned, and `activated` names every host
 /// for the switch-back. A failure within `max_fail` is rolled back on its
-/// own host at once and named in `tolerated`.
+/// own host at once and named in `tolerated`. Each wave is its `wave`
+/// record step (the `wave-N` row: its outcome), run again on a resume
+/// (its hosts' steps replay by their own rules).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_waves(
     out: Out,
@@ -129,179 +131,249 @@ pub(crate) async fn run_waves(
     let of = plan.waves.len();
     for (w, wave) in plan.waves.iter().enumerate() {
         let label = wave.label(w + 1, of);
-        let names: Vec<&str> = wave
+        let names: Vec<String> = wave
             .hosts
             .iter()
-            .map(|&i| plan.hosts[i].name.as_str())
+            .map(|&i| plan.hosts[i].name.clone())
             .collect();
         out.line(format!("{label}: {}", names.join(", ")));
         out.emit(Event::Wave {
             wave: w + 1,
             of,
             name: wave.name.clone(),
-            hosts: names.iter().map(|n| n.to_string()).collect(),
+            hosts: names.clone(),
             state: "running".into(),
             detail: None,
             max_fail: Some(wave.max_fail),
             soak_secs: wave.soak.map(|s| s.as_secs()),
         });
-        let seq = journal
-            .start_step(id, &names.join(","), &format!("wave-{}", w + 1))
-            .ok();
-        let end = |state: &str, detail: &str| {
-            if let Some(seq) = seq {
-                let _ = journal.finish_step(seq, state, Some(detail));
-            }
-            out.line(format!("{label}: {state} — {detail}"));
+        let mut stop: Option<DeployError> = None;
+        let (label_ref, names_ref, stop_ref) = (&label, &names, &mut stop);
+        let mine = (
+            &mut *warnings,
+            &mut *unavailable,
+            &mut *watched,
+            (&mut *activated, &mut *switched),
+            &mut *tolerated,
+        );
+        let run = move || async move {
+            let (warnings, unavailable, watched, activated_switched, tolerated) = mine;
+            let (state, detail, failure) = one_wave(
+                out,
+                journal,
+                exec,
+                plan,
+                id,
+                w,
+                label_ref,
+                previous,
+                before,
+                leases,
+                warnings,
+                unavailable,
+                watched,
+                activated_switched,
+                tolerated,
+            )
+            .await;
+            *stop_ref = failure;
+            out.line(format!("{label_ref}: {state} — {detail}"));
             out.emit(Event::Wave {
                 wave: w + 1,
                 of,
                 name: wave.name.clone(),
-                hosts: names.iter().map(|n| n.to_string()).collect(),
+                hosts: names_ref.clone(),
                 state: state.into(),
-                detail: Some(detail.into()),
+                detail: Some(detail.clone()),
                 max_fail: None,
                 soak_secs: None,
             });
-        };
-
-        let cell = std::cell::RefCell::new(std::mem::take(unavailable));
-        let results = crate::fanout::all(plan.parallel, wave.hosts.iter().copied(), |i| {
-            wave_host(
-                out,
-                journal,
-                exec,
-                plan,
-                id,
-                i,
-                &before[i],
-                previous[i].as_deref(),
-                leases,
-                &cell,
-            )
-        })
-        .await;
-        *unavailable = cell.into_inner();
-
-        // Judged in plan order, whatever order the hosts finished in.
-        let mut failed: Vec<(usize, DeployError)> = Vec::new();
-        for (&i, r) in wave.hosts.iter().zip(results) {
-            if r.activated {
-                activated.push(i);
-            }
-            if r.switched {
-                switched.push(i);
-            }
-            if r.armed {
-                watched.push(plan.hosts[i].name.clone());
-            }
-            warnings.extend(r.warnings);
-            if let Some(f) = r.failure {
-                failed.push((i, f));
-            }
-        }
-        // A pause that got no decision: the hosts stay as they are.
-        if let Some(at) = failed.iter().position(|(_, f)| f.exit() == Exit::Paused) {
-            let (_, paused) = failed.swap_remove(at);
-            end("paused", &paused.to_string());
-            return Some(paused);
-        }
-        let allowed = wave.allowed_failures();
-        if failed.len() > allowed {
-            let hosts: Vec<&str> = failed
-                .iter()
-                .map(|(i, _)| plan.hosts[*i].name.as_str())
-                .collect();
-            let detail = format!(
-                "{} of {} host(s) failed ({}), {allowed} allowed by max_fail = {}: {}",
-                failed.len(),
-                wave.hosts.len(),
-                hosts.join(", "),
-                wave.max_fail,
-                failed[0].1
-            );
-            end("failed", &detail);
-            let (_, first) = failed.swap_remove(0);
-            let stop = DeployError::Wave {
-                label,
+            Ok::<_, std::convert::Infallible>(WaveEnd {
+                state: state.into(),
                 detail,
-                first: Box::new(first),
-            };
-            policy(out, journal, plan, id, w, activated, &stop.to_string());
-            return Some(stop);
+            })
+        };
+        let judge = |r: &Result<WaveEnd, std::convert::Infallible>| match r {
+            Ok(end) if end.state == "ok" => ("ok", end.detail.clone()),
+            Ok(end) if end.state == "paused" => ("paused", end.detail.clone()),
+            Ok(end) => ("failed", end.detail.clone()),
+            Err(never) => match *never {},
+        };
+        if let Err(e) = exec.record(Scope::Wave(w), "wave", run, judge).await {
+            return Some(e.into());
         }
-        for (i, failure) in failed {
-            let name = plan.hosts[i].name.clone();
-            let why = failure.to_string();
-            // Rolled back on its own; the rest of the wave stays.
-            let mut stuck = Vec::new();
-            let back = switch_back(
-                out,
-                journal,
-                exec,
-                plan,
-                id,
-                previous,
-                leases,
-                &[i],
-                Some(failure),
-                unavailable,
-                &mut stuck,
-            )
-            .await;
-            activated.retain(|&a| a != i);
-            watched.retain(|h| *h != name);
-            let rolled_back = back.exit() == Exit::RolledBack;
-            if !rolled_back && Deadline::of(plan).lost(&plan.hosts[i].client).await {
-                // Unreachable (issue 14): it counts as failed, and the wave,
-                // within its share, goes on without it. Nothing more can be
-                // done to it from here; its state is named.
-                let note = format!(
-                    "{name} ({why}; not switched back: it did not answer, so it runs the release \
-                     it was on when it was lost; check `golivectl status` once it answers)"
-                );
-                tolerated.push(note);
-                continue;
-            }
-            if !rolled_back {
-                let detail = format!(
-                    "{name} failed within max_fail = {}, but could not be rolled back: {}",
-                    wave.max_fail,
-                    back.message()
-                );
-                end("failed", &detail);
-                let stop = DeployError::WaveNotBack { label, detail };
-                policy(out, journal, plan, id, w, activated, &stop.to_string());
-                return Some(stop);
-            }
-            tolerated.push(format!("{name} ({why}; rolled back)"));
+        if stop.is_some() {
+            return stop;
         }
-
-        let live: Vec<usize> = wave
-            .hosts
-            .iter()
-            .copied()
-            .filter(|i| activated.contains(i))
-            .collect();
-        let mut detail = format!("{} of {} host(s) validated", live.len(), wave.hosts.len());
-        if let Some(soak) = wave.soak {
-            let soaked = soak_step(out, journal, exec, plan, id, w, &label, soak, &live, leases);
-            if let Err(why) = soaked.await {
-                end("failed", &why.to_string());
-                let stop = DeployError::Soak {
-                    label,
-                    source: Box::new(why),
-                };
-                policy(out, journal, plan, id, w, activated, &stop.to_string());
-                return Some(stop);
-            }
-            detail.push_str(&format!("; soaked {}", human_secs(soak.as_secs())));
-        }
-        // The team channel hears of each wave but the last from this
-        // event (issue 15; `notify::derive`).
-        end("ok", &detail);
     }
     None
+}
+
+/// A wave's outcome as its `wave-N` row records it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct WaveEnd {
+    /// "ok", "failed" or "paused".
+    pub(crate) state: String,
+    pub(crate) detail: String,
+}
+
+/// Wave `w` of [`run_waves`]: `(state, detail, the failure that stops the
+/// deployment)`.
+#[allow(clippy::too_many_arguments)]
+async fn one_wave(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    w: usize,
+    label: &str,
+    previous: &[Option<String>],
+    before: &[Vec<ProbeResult>],
+    leases: &[Lease],
+    warnings: &mut Vec<String>,
+    unavailable: &mut Unavailable,
+    watched: &mut Vec<String>,
+    (activated, switched): (&mut Vec<usize>, &mut Vec<usize>),
+    tolerated: &mut Vec<String>,
+) -> (&'static str, String, Option<DeployError>) {
+    let wave = &plan.waves[w];
+    let label = label.to_string();
+    let cell = std::cell::RefCell::new(std::mem::take(unavailable));
+    let results = crate::fanout::all(plan.parallel, wave.hosts.iter().copied(), |i| {
+        wave_host(
+            out,
+            journal,
+            exec,
+            plan,
+            id,
+            i,
+            &before[i],
+            previous[i].as_deref(),
+            leases,
+            &cell,
+        )
+    })
+    .await;
+    *unavailable = cell.into_inner();
+
+    // Judged in plan order, whatever order the hosts finished in.
+    let mut failed: Vec<(usize, DeployError)> = Vec::new();
+    for (&i, r) in wave.hosts.iter().zip(results) {
+        if r.activated {
+            activated.push(i);
+        }
+        if r.switched {
+            switched.push(i);
+        }
+        if r.armed {
+            watched.push(plan.hosts[i].name.clone());
+        }
+        warnings.extend(r.warnings);
+        if let Some(f) = r.failure {
+            failed.push((i, f));
+        }
+    }
+    // A pause that got no decision: the hosts stay as they are.
+    if let Some(at) = failed.iter().position(|(_, f)| f.exit() == Exit::Paused) {
+        let (_, paused) = failed.swap_remove(at);
+        return ("paused", paused.to_string(), Some(paused));
+    }
+    let allowed = wave.allowed_failures();
+    if failed.len() > allowed {
+        let hosts: Vec<&str> = failed
+            .iter()
+            .map(|(i, _)| plan.hosts[*i].name.as_str())
+            .collect();
+        let detail = format!(
+            "{} of {} host(s) failed ({}), {allowed} allowed by max_fail = {}: {}",
+            failed.len(),
+            wave.hosts.len(),
+            hosts.join(", "),
+            wave.max_fail,
+            failed[0].1
+        );
+        let (_, first) = failed.swap_remove(0);
+        let stop = DeployError::Wave {
+            label,
+            detail: detail.clone(),
+            first: Box::new(first),
+        };
+        policy(out, journal, plan, id, w, activated, &stop.to_string());
+        return ("failed", detail, Some(stop));
+    }
+    for (i, failure) in failed {
+        let name = plan.hosts[i].name.clone();
+        let why = failure.to_string();
+        // Rolled back on its own; the rest of the wave stays.
+        let mut stuck = Vec::new();
+        let back = switch_back(
+            out,
+            journal,
+            exec,
+            plan,
+            id,
+            previous,
+            leases,
+            &[i],
+            Some(failure),
+            unavailable,
+            &mut stuck,
+        )
+        .await;
+        activated.retain(|&a| a != i);
+        watched.retain(|h| *h != name);
+        let rolled_back = back.exit() == Exit::RolledBack;
+        if !rolled_back && exec.lost(&name).is_some() {
+            // Unreachable (issue 14): it counts as failed, and the wave,
+            // within its share, goes on without it. Nothing more can be
+            // done to it from here; its state is named.
+            let note = format!(
+                "{name} ({why}; not switched back: it did not answer, so it runs the release \
+                 it was on when it was lost; check `golivectl status` once it answers)"
+            );
+            tolerated.push(note);
+            continue;
+        }
+        if !rolled_back {
+            let detail = format!(
+                "{name} failed within max_fail = {}, but could not be rolled back: {}",
+                wave.max_fail,
+                back.message()
+            );
+            let stop = DeployError::WaveNotBack {
+                label,
+                detail: detail.clone(),
+            };
+            policy(out, journal, plan, id, w, activated, &stop.to_string());
+            return ("failed", detail, Some(stop));
+        }
+        tolerated.push(format!("{name} ({why}; rolled back)"));
+    }
+
+    let live: Vec<usize> = wave
+        .hosts
+        .iter()
+        .copied()
+        .filter(|i| activated.contains(i))
+        .collect();
+    let mut detail = format!("{} of {} host(s) validated", live.len(), wave.hosts.len());
+    if let Some(soak) = wave.soak {
+        let soaked = soak_step(out, journal, exec, plan, id, w, &label, soak, &live, leases);
+        if let Err(why) = soaked.await {
+            let detail = why.to_string();
+            let stop = DeployError::Soak {
+                label,
+                source: Box::new(why),
+            };
+            policy(out, journal, plan, id, w, activated, &stop.to_string());
+            return ("failed", detail, Some(stop));
+        }
+        detail.push_str(&format!("; soaked {}", human_secs(soak.as_secs())));
+    }
+    // The team channel hears of each wave but the last from this
+    // event (issue 15; `notify::derive`).
+    ("ok", detail, None)
 }
 
 /// A soak's verdict as the journal records it (the wave's `soak` record
@@ -718,6 +790,13 @@ async fn switch_back(
                         all_back = false;
                         stuck.push(i);
                         not_back.push(format!("{}: {e}", host.name));
+                        // Not even a hello within the deadline: lost, and
+                        // its later steps are skipped at once (issue 14).
+                        if exec.lost(&host.name).is_none()
+                            && Deadline::of(plan).lost(&host.client).await
+                        {
+                            exec.lose(&host.name, error_headline(&e));
+                        }
                     }
                 }
             }

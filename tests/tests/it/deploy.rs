@@ -381,6 +381,7 @@ fn issue2_deploy_and_rollback_one_host() {
             ("upload", "ok"),
             ("stage", "ok"),
             ("probe-before", "ok"),
+            ("migrations", "ok"),
             ("activate", "ok"),
             ("probe", "ok"),
             ("gate", "ok"),

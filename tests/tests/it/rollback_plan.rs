@@ -1,11 +1,15 @@
 //! Issue 14, the rollback plan: `golivectl rollback ID --hosts ...` rolls
 //! back only the named hosts of the deployment, each through the agent's
 //! single host rollback job, and refuses a host the deployment does not
-//! have (exit 2, naming its hosts, nothing changed).
+//! have (exit 2, naming its hosts, nothing changed). Each host's
+//! rollback is an executor step: a rollback killed mid-job and run again
+//! runs no agent job twice.
 //!
 //! Real agents on loopback addresses in 127.0.23.0/24 (this module's own).
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 use golive_tests::*;
 
@@ -134,7 +138,8 @@ fn issue14_rollback_id_with_hosts_rolls_back_only_those_hosts() {
         .collect();
     assert_eq!(
         keys,
-        [("web2".into(), format!("{d2}:web2:rollback"), "ok".into())]
+        // The agent's own key for the deployment's host rollback job.
+        [("web2".into(), format!("rollback:{d2}:web2"), "ok".into())]
     );
 }
 
@@ -188,4 +193,116 @@ fn issue14_rollback_of_a_deployment_that_switched_no_host_says_so_and_changes_no
     assert_eq!(show.code, 0, "{}", show.text());
     let v: serde_json::Value = serde_json::from_str(&show.stdout).expect("show json");
     assert_eq!(v["state"], state_before.as_str(), "{}", show.stdout);
+}
+
+/// A child process killed and reaped on drop.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// v1 then v2 on web1 and web2, whose host rollback takes 3 s (an
+/// `after_rollback` hook that counts its runs). `golivectl rollback D2` is
+/// killed (SIGKILL) while web2's rollback job runs: its intent is in the
+/// journal under the agent's key, with no outcome. Run again, the
+/// rollback resends web2's request under that key (the agent follows the
+/// job it has) and rolls web1 back: both run v1, each agent ran one host
+/// rollback job and its hook once, and the record shows the killed
+/// intent interrupted, then done.
+#[test]
+fn issue14_a_rollback_killed_mid_job_and_run_again_runs_no_agent_job_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let pki = TestPki::new(d);
+    let op = pki.operator("alice", "operator");
+    let ctl = Ctl::new(d);
+    let hook_runs = |name: &str| d.join(format!("{name}.rollbacks"));
+    let slow = |name: &str, ip: &str| {
+        let mut spec = AgentSpec::new(name, ip);
+        spec.apps_toml = format!(
+            "[apps.shop]\nroot = {:?}\nkeep_releases = 3\n\n\
+             [[apps.shop.hooks.after_rollback]]\n\
+             cmd = [\"sh\", \"-c\", \"echo ran >> {}; sleep 3\"]\ntimeout_secs = 20\n\n\
+             [[apps.shop.probes]]\nkind = \"command\"\nname = \"health\"\n\
+             cmd = [\"true\"]\nseverity = \"critical\"\ntimeout_ms = 5000\n\n",
+            root(d, name),
+            s(&hook_runs(name))
+        );
+        AgentProc::start(d, &pki, &spec)
+    };
+    let a1 = slow("web1", "127.0.23.21");
+    let a2 = slow("web2", "127.0.23.22");
+    deploy(d, &pki, &op, &ctl, "v1", &[&a1, &a2]);
+    let d2 = deploy(d, &pki, &op, &ctl, "v2", &[&a1, &a2]);
+
+    let mut cmd = ctl.cmd(&["rollback", &d2]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = Reap(cmd.spawn().expect("spawn golivectl rollback"));
+    let conn = rusqlite::Connection::open(ctl.state.join("golivectl.db")).expect("journal");
+    let rows = |host: &str| -> Vec<(String, String)> {
+        conn.prepare(
+            "SELECT idem_key, state FROM steps WHERE deployment = ?1 AND host = ?2 \
+             AND step = 'rollback' ORDER BY seq",
+        )
+        .expect("prepare")
+        .query_map([&d2, host], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect()
+    };
+    let key2 = format!("rollback:{d2}:web2");
+    // Newest activation first: web2's job runs (its hook sleeps) while
+    // its intent waits for an outcome. Kill the controller then.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < until, "web2's rollback job never ran");
+        assert!(
+            child.0.try_wait().expect("try_wait").is_none(),
+            "the rollback ended before it was killed"
+        );
+        let hook = std::fs::read_to_string(hook_runs("web2")).unwrap_or_default();
+        if !hook.is_empty() && rows("web2") == [(key2.clone(), "running".to_string())] {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.0.kill().expect("SIGKILL golivectl");
+    child.0.wait().expect("reap");
+    assert_eq!(rows("web2"), [(key2.clone(), "running".to_string())]);
+    assert!(rows("web1").is_empty(), "web1 was not asked yet");
+
+    let again = ctl.run(&["rollback", &d2]);
+    assert_eq!(again.code, 0, "{}", again.text());
+    assert!(
+        again
+            .stdout
+            .contains(&format!("deployment {d2} rolled back on 2 host(s)")),
+        "{}",
+        again.text()
+    );
+    for (agent, name) in [(&a1, "web1"), (&a2, "web2")] {
+        assert_eq!(current(d, name), Path::new("releases/v1"), "{name}");
+        assert_eq!(rollback_jobs(agent), 1, "{name}: one host rollback job");
+        let hook = std::fs::read_to_string(hook_runs(name)).expect("hook ran");
+        assert_eq!(hook.lines().count(), 1, "{name}: the job ran once");
+    }
+    assert_eq!(
+        rows("web2"),
+        [
+            (key2.clone(), "interrupted".to_string()),
+            (key2, "ok".to_string())
+        ]
+    );
+    assert_eq!(
+        rows("web1"),
+        [(format!("rollback:{d2}:web1"), "ok".to_string())]
+    );
+    // Done: a third run sends nothing.
+    let third = ctl.run(&["rollback", &d2]);
+    assert_eq!(third.code, 0, "{}", third.text());
+    assert_eq!((rollback_jobs(&a1), rollback_jobs(&a2)), (1, 1));
 }

@@ -341,7 +341,10 @@ impl Drop for Resume {
 /// wave goes on without it, and the deployment ends with exit 0 well
 /// before any minute-long limit; web1 and web2 run v2, web3 (never
 /// reached) v1 once resumed, and the output and journal name it
-/// unreachable for 3 s.
+/// unreachable for 3 s. Known lost from then on, its later steps are
+/// skipped at once: its unlock is journaled `skipped` (no release waits
+/// for it), its lock is left to expire on the agent, and the final report
+/// names it lost.
 #[test]
 fn issue14_a_host_unreachable_mid_deploy_fails_within_its_deadline_and_the_wave_decides() {
     let w = World::new();
@@ -425,6 +428,36 @@ fn issue14_a_host_unreachable_mid_deploy_fails_within_its_deadline_and_the_wave_
         detail.contains("web3 unreachable for 3 s (deadline host_timeout_secs)"),
         "{detail}"
     );
+    assert!(
+        run.text().contains("LOST mid-deployment: web3 ("),
+        "{}",
+        run.text()
+    );
+    let (state, unlock): (String, String) = conn
+        .query_row(
+            "SELECT state, COALESCE(detail, '') FROM steps WHERE host = 'web3' AND step = 'unlock' \
+             ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("web3's unlock in the journal");
+    assert_eq!(state, "skipped", "{unlock}");
+    assert!(unlock.contains("web3 was lost earlier"), "{unlock}");
+    // Never asked to release it: the lock runs out on its own.
+    let id: String = conn
+        .query_row(
+            "SELECT deployment FROM steps ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the deployment");
+    let held: String = agents[2]
+        .journal()
+        .query_row("SELECT deployment FROM locks WHERE app = 'shop'", [], |r| {
+            r.get(0)
+        })
+        .expect("web3 still holds the lock");
+    assert_eq!(held, id);
 }
 
 /// The canary's probe passes when validated, then fails from its next
@@ -490,9 +523,18 @@ fn issue14_dry_run_shows_the_waves_and_maintenance_with_waves_is_refused() {
     assert_eq!(run.code, 0, "{}", run.text());
     for line in [
         "then wave by wave, each wave's hosts at once",
-        "dry run: wave 1/3 (canary): web3 (up to 0 may fail: max_fail 0 %); soak 30 s",
-        "dry run: wave 2/3: web1, web2 (up to 1 may fail: max_fail 50 %)",
+        "dry run: wave 1/3 (canary): web3 (up to 0 may fail: max_fail 0 %); soak 30 s; \
+         journaled as wave-1: wave (its outcome), soak 30 s",
+        "dry run: wave 2/3: web1, web2 (up to 1 may fail: max_fail 50 %); journaled as wave-2: \
+         wave (its outcome)",
         "dry run: wave 3/3: web4, web5 (up to 0 may fail: max_fail 0 %)",
+        // The pending-migrations read and a pause's decision are compiled
+        // steps (issue 14).
+        "[web3] would: lock, read flags, upload (skipped when the agent has the artifact), \
+         stage v1, probe-before, read pending migrations, backup (verified) if the staged \
+         release has pending migrations, migrate if the staged release has pending \
+         migrations, activate, probe, gate, decision (go / no-go) if the gate pauses, \
+         commit-migrate if migrations were kept for the commit, unlock",
     ] {
         assert!(
             run.stdout.contains(line),
