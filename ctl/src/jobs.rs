@@ -351,13 +351,10 @@ pub(crate) fn reused_id(
     )))
 }
 
-/// "30 min", "90 s".
+/// A length in seconds as [`crate::output::span`] writes it: "30 min",
+/// "90 s".
 pub fn human_secs(secs: u64) -> String {
-    match secs {
-        s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
-        s => format!("{s} s"),
-    }
+    crate::output::span(secs.saturating_mul(1000))
 }
 
 /// "; not answering 1020 ms (longest 1020 ms, probe health)" for a step's

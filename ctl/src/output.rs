@@ -96,8 +96,38 @@ impl Out {
     }
 }
 
+/// A configured length of time, exactly, in the largest unit that divides
+/// it: "0 s", "90 s", "10 min", "2 h", "1 d", "1500 ms" (a bound in a
+/// message, a soak, a watchdog window, a timeline's tick).
+pub fn span(ms: u64) -> String {
+    match ms {
+        0 => "0 s".into(),
+        ms if ms % 86_400_000 == 0 => format!("{} d", ms / 86_400_000),
+        ms if ms % 3_600_000 == 0 => format!("{} h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{} min", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{} s", ms / 1000),
+        ms => format!("{ms} ms"),
+    }
+}
+
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_is_exact_in_its_largest_unit() {
+        assert_eq!(span(0), "0 s");
+        assert_eq!(span(90_000), "90 s");
+        assert_eq!(span(600_000), "10 min");
+        assert_eq!(span(3_720_000), "62 min");
+        assert_eq!(span(7_200_000), "2 h");
+        assert_eq!(span(86_400_000), "1 d");
+        assert_eq!(span(1500), "1500 ms");
     }
 }

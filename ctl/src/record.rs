@@ -131,7 +131,7 @@ pub fn timeline(d: &Deployment, watch: &[HostWatchdog], now: UnixMillis) -> Stri
             r##"<line x1="{px:.1}" y1="{}" x2="{px:.1}" y2="{axis_y}" stroke="#ddd"/><text x="{px:.1}" y="{}" text-anchor="middle" fill="#555">+{}</text>"##,
             TOP - 10.0,
             axis_y + 15.0,
-            esc(&human_ms(t))
+            esc(&crate::output::span(u64::try_from(t).unwrap_or(0)))
         );
         t += tick;
     }
@@ -318,17 +318,6 @@ fn diamond(svg: &mut String, px: f64, y: f64, fill: &str, title: &str) {
         y - 6.0,
         esc(title)
     );
-}
-
-/// "45 s", "2 min 5 s", "1 h 3 min".
-fn human_ms(ms: i64) -> String {
-    let s = ms / 1000;
-    match s {
-        s if s < 60 => format!("{s} s"),
-        s if s < 3600 && s % 60 == 0 => format!("{} min", s / 60),
-        s if s < 3600 => format!("{} min {} s", s / 60, s % 60),
-        s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
-    }
 }
 
 /// The whole page.
@@ -704,9 +693,6 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
         assert_eq!(esc("a\u{1b}b"), "a\u{fffd}b");
-        assert_eq!(human_ms(125_000), "2 min 5 s");
-        assert_eq!(human_ms(60_000), "1 min");
-        assert_eq!(human_ms(3_720_000), "1 h 2 min");
     }
 
     /// A staged deployment's page lists its stages in order: each one's

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::client::ClientError;
 use crate::journal::{Deployment, Journal};
+use crate::output::span;
 use crate::plan::Plan;
 use crate::transport::Link;
 
@@ -103,7 +104,7 @@ pub fn parse(
             Some(Ok(_)) => {
                 problems.push((
                     key.to_string(),
-                    format!("use {} to {}", human(min_ms), human(max_ms)),
+                    format!("use {} to {}", span(min_ms), span(max_ms)),
                 ));
                 default_ms
             }
@@ -247,17 +248,6 @@ pub fn parse(
         confirm_within_secs: confirm_ms.map(|ms| ms / 1000),
         restore_allowed,
     })
-}
-
-/// "1 s", "10 min", "2 h" for a bound in a message.
-fn human(ms: u64) -> String {
-    match ms {
-        ms if ms % 86_400_000 == 0 => format!("{} d", ms / 86_400_000),
-        ms if ms % 3_600_000 == 0 => format!("{} h", ms / 3_600_000),
-        ms if ms % 60_000 == 0 => format!("{} min", ms / 60_000),
-        ms if ms % 1000 == 0 => format!("{} s", ms / 1000),
-        ms => format!("{ms} ms"),
-    }
 }
 
 // ----- the controller's side of an armed deployment -----------------------
