@@ -352,6 +352,10 @@ struct Durability {
     rounds: AtomicU64,
 }
 
+/// Prepared statements the journal's connection keeps (rusqlite's cache,
+/// least recently used out first).
+const STATEMENT_CACHE: usize = 64;
+
 impl Journal {
     pub fn open(path: &Path) -> Result<Journal> {
         let shown = path.display().to_string();
@@ -375,6 +379,10 @@ impl Journal {
             path: shown.clone(),
             source,
         })?;
+        // Every statement is prepared once and kept (issue 14, speed: a
+        // third of the journal's CPU was SQLite parsing them again); the
+        // journal has about 90, the hot ones a job's and a request's.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if found > SCHEMA_VERSION {
             return Err(JournalError::TooNew { path: shown, found });
@@ -416,6 +424,8 @@ impl Journal {
     /// needless fsync is cheaper than a missed one.
     fn deferred<T>(&self, write: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.conn();
+        // Not a cached statement: SQLite applies this pragma when it
+        // prepares it, not when it runs.
         conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
         let written = write(&conn);
         self.durability.written.fetch_add(1, Ordering::SeqCst);
@@ -500,7 +510,7 @@ impl Journal {
         let tx = conn.unchecked_transaction()?;
         let mut out = Recovery::default();
         {
-            let mut stmt = tx.prepare(
+            let mut stmt = tx.prepare_cached(
                 "SELECT id, kind FROM jobs WHERE state IN ('queued', 'running') ORDER BY id",
             )?;
             let unfinished: Vec<(u64, String)> = stmt
@@ -514,35 +524,33 @@ impl Journal {
                 }
             }
             let mut stmt =
-                tx.prepare("SELECT partial_path FROM uploads WHERE state = 'receiving'")?;
+                tx.prepare_cached("SELECT partial_path FROM uploads WHERE state = 'receiving'")?;
             out.partial_uploads = stmt
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
-            let mut stmt = tx.prepare("SELECT partial_dir FROM backups WHERE state = 'running'")?;
+            let mut stmt =
+                tx.prepare_cached("SELECT partial_dir FROM backups WHERE state = 'running'")?;
             out.partial_backups = stmt
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
         }
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE backups SET state = 'interrupted', finished_at = ?1,
              error = 'the agent stopped while this backup was written; it was never complete'
              WHERE state = 'running'",
-            params![now],
-        )?;
+        )?
+        .execute(params![now])?;
         for id in &out.interrupted_jobs {
-            tx.execute(
-                "UPDATE jobs SET state = 'interrupted', finished_at = ?1,
-                 error = 'the agent stopped while this job ran; check the app and resubmit' WHERE id = ?2",
-                params![now, *id as i64],
-            )?;
+            tx.prepare_cached("UPDATE jobs SET state = 'interrupted', finished_at = ?1,
+                 error = 'the agent stopped while this job ran; check the app and resubmit' WHERE id = ?2")?.execute(params![now, *id as i64])?;
             let seq = next_seq(&tx, *id)?;
             let kind = serde_json::to_string(&EventKind::Finished {
                 state: JobState::Interrupted,
             })?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO events (job_id, seq, at, kind) VALUES (?1, ?2, ?3, ?4)",
-                params![*id as i64, seq as i64, now, kind],
-            )?;
+            )?
+            .execute(params![*id as i64, seq as i64, now, kind])?;
         }
         for id in &out.resumed_jobs {
             let seq = next_seq(&tx, *id)?;
@@ -552,16 +560,16 @@ impl Journal {
                        finished are not repeated, the step that was running runs again"
                     .into(),
             })?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO events (job_id, seq, at, kind) VALUES (?1, ?2, ?3, ?4)",
-                params![*id as i64, seq as i64, now, kind],
-            )?;
+            )?
+            .execute(params![*id as i64, seq as i64, now, kind])?;
         }
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE uploads SET state = 'interrupted', finished_at = ?1,
              error = 'the agent stopped during the upload' WHERE state = 'receiving'",
-            params![now],
-        )?;
+        )?
+        .execute(params![now])?;
         tx.commit()?;
         Ok(out)
     }
@@ -575,7 +583,7 @@ impl Journal {
         let conn = self.conn();
         let tx = conn.unchecked_transaction()?;
         let unfinished: Vec<(u64, String)> = {
-            let mut stmt = tx.prepare(
+            let mut stmt = tx.prepare_cached(
                 "SELECT id, kind FROM jobs WHERE state IN ('queued', 'running') ORDER BY id",
             )?;
             stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
@@ -589,24 +597,24 @@ impl Journal {
                     level: golive_shared::protocol::LogLevel::Warn,
                     line: format!("{why}; this rollback is resumed at the next start"),
                 })?;
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO events (job_id, seq, at, kind) VALUES (?1, ?2, ?3, ?4)",
-                    params![id as i64, seq as i64, now, note],
-                )?;
+                )?
+                .execute(params![id as i64, seq as i64, now, note])?;
                 resumed.push(id);
                 continue;
             }
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE jobs SET state = 'interrupted', finished_at = ?1, error = ?2 WHERE id = ?3",
-                params![now, why, id as i64],
-            )?;
+            )?
+            .execute(params![now, why, id as i64])?;
             let kind = serde_json::to_string(&EventKind::Finished {
                 state: JobState::Interrupted,
             })?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO events (job_id, seq, at, kind) VALUES (?1, ?2, ?3, ?4)",
-                params![id as i64, seq as i64, now, kind],
-            )?;
+            )?
+            .execute(params![id as i64, seq as i64, now, kind])?;
             interrupted.push(id);
         }
         // A backup row that was being written stays `running`: the next
@@ -631,18 +639,18 @@ impl Journal {
         if let Some(existing) = job_by_key(&tx, key)? {
             return Ok((existing, false));
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO jobs (idempotency_key, app, kind, spec, state, submitted_by, submitted_at)
              VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
-            params![
-                key,
-                spec.app(),
-                spec.kind(),
-                serde_json::to_string(spec)?,
-                submitted_by,
-                now
-            ],
-        )?;
+        )?
+        .execute(params![
+            key,
+            spec.app(),
+            spec.kind(),
+            serde_json::to_string(spec)?,
+            submitted_by,
+            now
+        ])?;
         let job = job_by_key(&tx, key)?.expect("job just inserted");
         tx.commit()?;
         Ok((job, true))
@@ -666,20 +674,20 @@ impl Journal {
             if let Some(existing) = job_by_key(&tx, key)? {
                 return Ok((existing, false));
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO jobs (idempotency_key, app, kind, spec, state, submitted_by,
                  submitted_at, deployment)
                  VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
-                params![
-                    key,
-                    spec.app(),
-                    spec.kind(),
-                    serde_json::to_string(spec)?,
-                    submitted_by,
-                    now,
-                    deployment
-                ],
-            )?;
+            )?
+            .execute(params![
+                key,
+                spec.app(),
+                spec.kind(),
+                serde_json::to_string(spec)?,
+                submitted_by,
+                now,
+                deployment
+            ])?;
             let job = job_by_key(&tx, key)?.expect("job just inserted");
             tx.commit()?;
             Ok((job, true))
@@ -697,7 +705,7 @@ impl Journal {
 
     pub fn jobs(&self, limit: u32) -> Result<Vec<JobInfo>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("{JOB_SELECT} ORDER BY id DESC LIMIT ?1"))?;
+        let mut stmt = conn.prepare_cached(&format!("{JOB_SELECT} ORDER BY id DESC LIMIT ?1"))?;
         let rows = stmt.query_map(params![limit as i64], row_to_job)?;
         rows.map(|r| r?.into_job()).collect()
     }
@@ -708,10 +716,8 @@ impl Journal {
     /// the next start does. On disk with the job's next fsync'd commit.
     pub fn set_job_running(&self, id: u64) -> Result<()> {
         self.deferred(|conn| {
-            conn.execute(
-                "UPDATE jobs SET state = 'running' WHERE id = ?1",
-                params![id as i64],
-            )?;
+            conn.prepare_cached("UPDATE jobs SET state = 'running' WHERE id = ?1")?
+                .execute(params![id as i64])?;
             Ok(())
         })
     }
@@ -730,13 +736,10 @@ impl Journal {
         // fsync'd: a job's outcome is on disk before it is reported
         // (`Finished`), and with it the job's deferred commits before it.
         self.covering(|conn| {
-            conn.execute(
-                // An interrupted job stays so: the stop marked it and ended its
+            conn.prepare_cached(// An interrupted job stays so: the stop marked it and ended its
                 // programs (issue 16), whatever its task reports afterwards.
                 "UPDATE jobs SET state = ?1, result = ?2, error = ?3, finished_at = ?4, error_code = ?6
-                 WHERE id = ?5 AND state != 'interrupted'",
-                params![state.as_str(), result, error, now, id as i64, code],
-            )?;
+                 WHERE id = ?5 AND state != 'interrupted'")?.execute(params![state.as_str(), result, error, now, id as i64, code])?;
             Ok(())
         })
     }
@@ -755,10 +758,15 @@ impl Journal {
         let written = (|| -> Result<u64> {
             let tx = conn.unchecked_transaction()?;
             let seq = next_seq(&tx, job_id)?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO events (job_id, seq, at, kind) VALUES (?1, ?2, ?3, ?4)",
-                params![job_id as i64, seq as i64, now, serde_json::to_string(kind)?],
-            )?;
+            )?
+            .execute(params![
+                job_id as i64,
+                seq as i64,
+                now,
+                serde_json::to_string(kind)?
+            ])?;
             tx.commit()?;
             Ok(seq)
         })();
@@ -774,7 +782,7 @@ impl Journal {
 
     pub fn events_after(&self, job_id: u64, after: u64, limit: u32) -> Result<Vec<JobEvent>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT seq, at, kind FROM events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![job_id as i64, after as i64, limit as i64], |r| {
@@ -828,11 +836,8 @@ impl Journal {
         deployment: Option<&str>,
     ) -> Result<()> {
         self.deferred(|conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO releases (app, id, artifact_sha256, git_commit, staged_at, deployment)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![app, id, sha, commit, now, deployment],
-            )?;
+            conn.prepare_cached("INSERT OR REPLACE INTO releases (app, id, artifact_sha256, git_commit, staged_at, deployment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![app, id, sha, commit, now, deployment])?;
             Ok(())
         })
     }
@@ -850,21 +855,16 @@ impl Journal {
     ) -> Result<()> {
         let conn = self.conn();
         let tx = conn.unchecked_transaction()?;
-        tx.execute(
-            "INSERT INTO activations (app, release, previous, at, cause) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![app, release, previous, now, cause],
-        )?;
-        tx.execute(
-            "UPDATE releases SET rolled_back_at = NULL WHERE app = ?1 AND id = ?2",
-            params![app, release],
-        )?;
+        tx.prepare_cached("INSERT INTO activations (app, release, previous, at, cause) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![app, release, previous, now, cause])?;
+        tx.prepare_cached("UPDATE releases SET rolled_back_at = NULL WHERE app = ?1 AND id = ?2")?
+            .execute(params![app, release])?;
         if cause == "rollback"
             && let Some(from) = previous
         {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE releases SET rolled_back_at = ?3 WHERE app = ?1 AND id = ?2",
-                params![app, from, now],
-            )?;
+            )?
+            .execute(params![app, from, now])?;
         }
         tx.commit()?;
         Ok(())
@@ -873,7 +873,7 @@ impl Journal {
     /// Releases known to the journal, newest staged first.
     pub fn releases(&self, app: &str) -> Result<Vec<ReleaseSummary>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT r.id, r.artifact_sha256, r.staged_at,
                     (SELECT MAX(a.at) FROM activations a WHERE a.app = r.app AND a.release = r.id),
                     r.git_commit
@@ -902,7 +902,7 @@ impl Journal {
         exists: impl Fn(&str) -> bool,
     ) -> Result<Option<String>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT a.release FROM activations a
              LEFT JOIN releases r ON r.app = a.app AND r.id = a.release
              WHERE a.app = ?1 AND r.rolled_back_at IS NULL
@@ -924,22 +924,21 @@ impl Journal {
     pub fn lock(&self, app: &str) -> Result<Option<(LockInfo, String)>> {
         let conn = self.conn();
         Ok(conn
-            .query_row(
+            .prepare_cached(
                 "SELECT deployment, holder, since, expires_at, token FROM locks WHERE app = ?1",
-                params![app],
-                |r| {
-                    Ok((
-                        LockInfo {
-                            app: app.to_string(),
-                            deployment: r.get(0)?,
-                            holder: r.get(1)?,
-                            since: r.get(2)?,
-                            expires_at: r.get(3)?,
-                        },
-                        r.get(4)?,
-                    ))
-                },
-            )
+            )?
+            .query_row(params![app], |r| {
+                Ok((
+                    LockInfo {
+                        app: app.to_string(),
+                        deployment: r.get(0)?,
+                        holder: r.get(1)?,
+                        since: r.get(2)?,
+                        expires_at: r.get(3)?,
+                    },
+                    r.get(4)?,
+                ))
+            })
             .optional()?)
     }
 
@@ -949,18 +948,18 @@ impl Journal {
     /// never holds a lease the disk does not.
     pub fn put_lock(&self, info: &LockInfo, token: &str) -> Result<()> {
         self.deferred(|conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT OR REPLACE INTO locks (app, token, deployment, holder, since, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    info.app,
-                    token,
-                    info.deployment,
-                    info.holder,
-                    info.since,
-                    info.expires_at
-                ],
-            )?;
+            )?
+            .execute(params![
+                info.app,
+                token,
+                info.deployment,
+                info.holder,
+                info.since,
+                info.expires_at
+            ])?;
             Ok(())
         })
     }
@@ -968,7 +967,8 @@ impl Journal {
     /// A lock released or broken: deferred like [`Journal::put_lock`].
     pub fn delete_lock(&self, app: &str) -> Result<()> {
         self.deferred(|conn| {
-            conn.execute("DELETE FROM locks WHERE app = ?1", params![app])?;
+            conn.prepare_cached("DELETE FROM locks WHERE app = ?1")?
+                .execute(params![app])?;
             Ok(())
         })
     }
@@ -984,11 +984,11 @@ impl Journal {
         now: UnixMillis,
     ) -> Result<i64> {
         let conn = self.conn();
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO uploads (sha256, size, partial_path, state, started_at, uploaded_by)
              VALUES (?1, ?2, ?3, 'receiving', ?4, ?5)",
-            params![sha, size as i64, partial, now, by],
-        )?;
+        )?
+        .execute(params![sha, size as i64, partial, now, by])?;
         Ok(conn.last_insert_rowid())
     }
 
@@ -1000,10 +1000,10 @@ impl Journal {
     pub fn upload_finished(&self, id: i64, error: Option<&str>, now: UnixMillis) -> Result<()> {
         let state = if error.is_some() { "failed" } else { "stored" };
         self.deferred(|conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE uploads SET state = ?1, error = ?2, finished_at = ?3 WHERE id = ?4",
-                params![state, error, now, id],
-            )?;
+            )?
+            .execute(params![state, error, now, id])?;
             Ok(())
         })
     }
@@ -1013,7 +1013,7 @@ impl Journal {
     pub fn uploads_in_flight(&self) -> Result<Vec<(String, u64)>> {
         let conn = self.conn();
         let mut stmt =
-            conn.prepare("SELECT sha256, size FROM uploads WHERE state = 'receiving'")?;
+            conn.prepare_cached("SELECT sha256, size FROM uploads WHERE state = 'receiving'")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -1022,10 +1022,11 @@ impl Journal {
     /// room, `discarded` after a failed stage): its `stored` upload rows say
     /// so, and the row of a file that is gone never reads as `stored`.
     pub fn artifact_removed(&self, sha: &str, state: &str, why: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE uploads SET state = ?2, error = ?3 WHERE sha256 = ?1 AND state = 'stored'",
-            params![sha, state, why],
-        )?;
+        self.conn()
+            .prepare_cached(
+                "UPDATE uploads SET state = ?2, error = ?3 WHERE sha256 = ?1 AND state = 'stored'",
+            )?
+            .execute(params![sha, state, why])?;
         Ok(())
     }
 
@@ -1033,7 +1034,7 @@ impl Journal {
     /// artifacts they are about to read.
     pub fn stage_jobs_in_flight(&self) -> Result<Vec<(u64, String)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, spec FROM jobs WHERE kind = 'stage' AND state IN ('queued', 'running')",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
@@ -1051,7 +1052,7 @@ impl Journal {
     /// uploaded artifact.
     pub fn release_artifacts(&self) -> Result<Vec<(String, String, String)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT app, id, artifact_sha256 FROM releases WHERE artifact_sha256 IS NOT NULL",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -1062,18 +1063,17 @@ impl Journal {
     /// deployment holding it may be about to stage an artifact it uploaded
     /// or found present since then.
     pub fn oldest_live_lock(&self, now: UnixMillis) -> Result<Option<UnixMillis>> {
-        Ok(self.conn().query_row(
-            "SELECT MIN(since) FROM locks WHERE expires_at > ?1",
-            params![now],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT MIN(since) FROM locks WHERE expires_at > ?1")?
+            .query_row(params![now], |r| r.get(0))?)
     }
 
     /// `(state, count)` of upload rows, for tests and status.
     pub fn upload_states(&self) -> Result<Vec<(String, i64)>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT state, COUNT(*) FROM uploads GROUP BY state ORDER BY state")?;
+        let mut stmt = conn
+            .prepare_cached("SELECT state, COUNT(*) FROM uploads GROUP BY state ORDER BY state")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -1091,10 +1091,8 @@ impl Journal {
         self.covering(|conn| {
             let tx = conn.unchecked_transaction()?;
             for rec in recs {
-                tx.execute(
-                    "INSERT INTO audit (at, peer_name, role, fingerprint, serial, operation, outcome)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
+                tx.prepare_cached("INSERT INTO audit (at, peer_name, role, fingerprint, serial, operation, outcome)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(params![
                         rec.at,
                         rec.peer_name,
                         rec.role,
@@ -1102,8 +1100,7 @@ impl Journal {
                         rec.serial,
                         rec.operation,
                         rec.outcome
-                    ],
-                )?;
+                    ])?;
             }
             tx.commit()?;
             Ok(())
@@ -1112,7 +1109,7 @@ impl Journal {
 
     pub fn audit_tail(&self, limit: u32) -> Result<Vec<AuditRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT at, peer_name, role, fingerprint, serial, operation, outcome
              FROM audit ORDER BY seq DESC LIMIT ?1",
         )?;
@@ -1132,11 +1129,9 @@ impl Journal {
 }
 
 fn next_seq(conn: &Connection, job_id: u64) -> Result<u64> {
-    let max: Option<i64> = conn.query_row(
-        "SELECT MAX(seq) FROM events WHERE job_id = ?1",
-        params![job_id as i64],
-        |r| r.get(0),
-    )?;
+    let max: Option<i64> = conn
+        .prepare_cached("SELECT MAX(seq) FROM events WHERE job_id = ?1")?
+        .query_row(params![job_id as i64], |r| r.get(0))?;
     Ok(max.unwrap_or(0) as u64 + 1)
 }
 
@@ -1206,7 +1201,8 @@ fn query_job(
     filter: &str,
     params: impl rusqlite::Params,
 ) -> Result<Option<JobInfo>> {
-    conn.query_row(&format!("{JOB_SELECT} {filter}"), params, row_to_job)
+    conn.prepare_cached(&format!("{JOB_SELECT} {filter}"))?
+        .query_row(params, row_to_job)
         .optional()?
         .map(JobRow::into_job)
         .transpose()
@@ -1622,11 +1618,8 @@ impl Journal {
         deployment: Option<&str>,
         now: UnixMillis,
     ) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO backups (id, app, label, created_at, state, dir, partial_dir, release, deployment)
-             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8)",
-            params![id, app, label, now, dir, partial_dir, release, deployment],
-        )?;
+        self.conn().prepare_cached("INSERT INTO backups (id, app, label, created_at, state, dir, partial_dir, release, deployment)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8)")?.execute(params![id, app, label, now, dir, partial_dir, release, deployment])?;
         Ok(())
     }
 
@@ -1647,49 +1640,42 @@ impl Journal {
         total: u64,
         now: UnixMillis,
     ) -> Result<()> {
-        self.conn().execute(
-            "UPDATE backups SET state = 'complete', parts = ?2, total_bytes = ?3, finished_at = ?4 WHERE id = ?1",
-            params![id, serde_json::to_string(parts)?, total as i64, now],
-        )?;
+        self.conn().prepare_cached("UPDATE backups SET state = 'complete', parts = ?2, total_bytes = ?3, finished_at = ?4 WHERE id = ?1")?.execute(params![id, serde_json::to_string(parts)?, total as i64, now])?;
         Ok(())
     }
 
     pub fn backup_failed(&self, id: &str, error: &str, now: UnixMillis) -> Result<()> {
-        self.conn().execute(
-            "UPDATE backups SET state = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
-            params![id, error, now],
-        )?;
+        self.conn()
+            .prepare_cached(
+                "UPDATE backups SET state = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, error, now])?;
         Ok(())
     }
 
     pub fn backup_verified(&self, id: &str, ok: bool, detail: &str, now: UnixMillis) -> Result<()> {
-        self.conn().execute(
-            "UPDATE backups SET verified = ?2, verify_detail = ?3, verified_at = ?4 WHERE id = ?1",
-            params![id, ok, detail, now],
-        )?;
+        self.conn().prepare_cached("UPDATE backups SET verified = ?2, verify_detail = ?3, verified_at = ?4 WHERE id = ?1")?.execute(params![id, ok, detail, now])?;
         Ok(())
     }
 
     pub fn backup_offsite(&self, id: &str, location: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE backups SET offsite = ?2 WHERE id = ?1",
-            params![id, location],
-        )?;
+        self.conn()
+            .prepare_cached("UPDATE backups SET offsite = ?2 WHERE id = ?1")?
+            .execute(params![id, location])?;
         Ok(())
     }
 
     /// Marks a pruned backup (its files are gone; the row stays as history).
     pub fn backup_deleted(&self, id: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE backups SET state = 'deleted' WHERE id = ?1",
-            params![id],
-        )?;
+        self.conn()
+            .prepare_cached("UPDATE backups SET state = 'deleted' WHERE id = ?1")?
+            .execute(params![id])?;
         Ok(())
     }
 
     pub fn backup(&self, id: &str) -> Result<Option<BackupRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("{BACKUP_SELECT} WHERE id = ?1"))?;
+        let mut stmt = conn.prepare_cached(&format!("{BACKUP_SELECT} WHERE id = ?1"))?;
         let row = stmt.query_row(params![id], row_to_backup).optional()?;
         row.map(BackupRowRaw::into_row).transpose()
     }
@@ -1697,7 +1683,7 @@ impl Journal {
     /// Backups of an app other than deleted ones, newest first.
     pub fn backups(&self, app: &str) -> Result<Vec<BackupRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "{BACKUP_SELECT} WHERE app = ?1 AND state != 'deleted' ORDER BY created_at DESC, rowid DESC"
         ))?;
         let rows = stmt.query_map(params![app], row_to_backup)?;
@@ -1705,10 +1691,9 @@ impl Journal {
     }
 
     pub fn set_release_deployment(&self, app: &str, release: &str, deployment: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE releases SET deployment = ?3 WHERE app = ?1 AND id = ?2",
-            params![app, release, deployment],
-        )?;
+        self.conn()
+            .prepare_cached("UPDATE releases SET deployment = ?3 WHERE app = ?1 AND id = ?2")?
+            .execute(params![app, release, deployment])?;
         Ok(())
     }
 
@@ -1728,11 +1713,10 @@ impl Journal {
     /// or a rollback), `None` if it never did (issue 12: such a release's id
     /// may be staged again).
     pub fn first_live(&self, app: &str, id: &str) -> Result<Option<UnixMillis>> {
-        Ok(self.conn().query_row(
-            "SELECT MIN(at) FROM activations WHERE app = ?1 AND release = ?2",
-            params![app, id],
-            |r| r.get::<_, Option<i64>>(0),
-        )?)
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT MIN(at) FROM activations WHERE app = ?1 AND release = ?2")?
+            .query_row(params![app, id], |r| r.get::<_, Option<i64>>(0))?)
     }
 
     /// When the journal recorded release `id` as staged, `None` when it
@@ -1750,10 +1734,9 @@ impl Journal {
     }
 
     pub fn set_job_deployment(&self, id: u64, deployment: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE jobs SET deployment = ?2 WHERE id = ?1",
-            params![id as i64, deployment],
-        )?;
+        self.conn()
+            .prepare_cached("UPDATE jobs SET deployment = ?2 WHERE id = ?1")?
+            .execute(params![id as i64, deployment])?;
         Ok(())
     }
 
@@ -1865,21 +1848,16 @@ impl Journal {
     ) -> Result<(MaintenanceState, bool)> {
         let conn = self.conn();
         let tx = conn.unchecked_transaction()?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO maintenance (app, on_since, reason, by) VALUES (?1, ?2, ?3, ?4)",
-            params![app, now, reason, by],
-        )?;
-        let state = tx.query_row(
-            "SELECT on_since, reason, by FROM maintenance WHERE app = ?1",
-            params![app],
-            |r| {
+        let inserted = tx.prepare_cached("INSERT OR IGNORE INTO maintenance (app, on_since, reason, by) VALUES (?1, ?2, ?3, ?4)")?.execute(params![app, now, reason, by])?;
+        let state = tx
+            .prepare_cached("SELECT on_since, reason, by FROM maintenance WHERE app = ?1")?
+            .query_row(params![app], |r| {
                 Ok(MaintenanceState {
                     on_since: r.get(0)?,
                     reason: r.get(1)?,
                     by: r.get(2)?,
                 })
-            },
-        )?;
+            })?;
         tx.commit()?;
         Ok((state, inserted == 1))
     }
@@ -1895,27 +1873,23 @@ impl Journal {
         let conn = self.conn();
         let tx = conn.unchecked_transaction()?;
         let state = tx
-            .query_row(
-                "SELECT on_since, reason, by FROM maintenance WHERE app = ?1",
-                params![app],
-                |r| {
-                    Ok(MaintenanceState {
-                        on_since: r.get(0)?,
-                        reason: r.get(1)?,
-                        by: r.get(2)?,
-                    })
-                },
-            )
+            .prepare_cached("SELECT on_since, reason, by FROM maintenance WHERE app = ?1")?
+            .query_row(params![app], |r| {
+                Ok(MaintenanceState {
+                    on_since: r.get(0)?,
+                    reason: r.get(1)?,
+                    by: r.get(2)?,
+                })
+            })
             .optional()?;
         let Some(state) = state else {
             return Ok(None);
         };
         let downtime_ms = (now - state.on_since).max(0) as u64;
-        tx.execute("DELETE FROM maintenance WHERE app = ?1", params![app])?;
-        tx.execute(
-            "INSERT INTO maintenance_log (app, on_since, off_at, downtime_ms, reason, on_by, off_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+        tx.prepare_cached("DELETE FROM maintenance WHERE app = ?1")?
+            .execute(params![app])?;
+        tx.prepare_cached("INSERT INTO maintenance_log (app, on_since, off_at, downtime_ms, reason, on_by, off_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(params![
                 app,
                 state.on_since,
                 now,
@@ -1923,8 +1897,7 @@ impl Journal {
                 state.reason,
                 state.by,
                 by
-            ],
-        )?;
+            ])?;
         tx.commit()?;
         Ok(Some(MaintenanceWindow {
             on_since: state.on_since,
@@ -1939,7 +1912,7 @@ impl Journal {
     /// Finished maintenance windows of an app, newest first.
     pub fn maintenance_log(&self, app: &str, limit: u32) -> Result<Vec<MaintenanceWindow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT on_since, off_at, downtime_ms, reason, on_by, off_by FROM maintenance_log
              WHERE app = ?1 ORDER BY seq DESC LIMIT ?2",
         )?;
@@ -1965,7 +1938,7 @@ impl Journal {
         limit: u32,
     ) -> Result<Vec<(UnixMillis, UnixMillis)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT on_since, off_at FROM maintenance_log
              WHERE app = ?1 AND off_at >= ?2 ORDER BY seq DESC LIMIT ?3",
         )?;
@@ -2003,10 +1976,8 @@ pub struct FlagChange {
 impl Journal {
     /// Records a flag change of `app`.
     pub fn record_flag_change(&self, app: &str, c: &FlagChange) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO flag_changes (app, name, enabled, percent, previous_enabled, previous_percent, by, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
+        self.conn().prepare_cached("INSERT INTO flag_changes (app, name, enabled, percent, previous_enabled, previous_percent, by, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![
                 app,
                 c.name,
                 c.on,
@@ -2015,15 +1986,14 @@ impl Journal {
                 c.previous_percent,
                 c.by,
                 c.at
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
     /// Flag changes of `app`, newest first.
     pub fn flag_changes(&self, app: &str, limit: u32) -> Result<Vec<FlagChange>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT name, enabled, percent, previous_enabled, previous_percent, by, at
              FROM flag_changes WHERE app = ?1 ORDER BY seq DESC LIMIT ?2",
         )?;
@@ -2114,29 +2084,26 @@ impl Journal {
         let conn = self.conn();
         let tx = conn.unchecked_transaction()?;
         if let Some((old, why)) = replaces {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE watchdogs SET state = 'disarmed', reason = ?2, ended_at = ?3 WHERE id = ?1",
-                params![old, why, w.armed_at],
-            )?;
-            tx.execute(
-                "INSERT INTO watchdog_events (watchdog, at, kind, line) VALUES (?1, ?2, 'disarmed', ?3)",
-                params![old, w.armed_at, why],
-            )?;
+            )?
+            .execute(params![old, why, w.armed_at])?;
+            tx.prepare_cached("INSERT INTO watchdog_events (watchdog, at, kind, line) VALUES (?1, ?2, 'disarmed', ?3)")?.execute(params![old, w.armed_at, why])?;
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO watchdogs (app, deployment, release, spec, armed_by, armed_at, until, \
              confirm_by, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'armed')",
-            params![
-                w.app,
-                w.deployment,
-                w.release,
-                serde_json::to_string(w.spec)?,
-                w.armed_by,
-                w.armed_at,
-                w.until,
-                w.confirm_by
-            ],
-        )?;
+        )?
+        .execute(params![
+            w.app,
+            w.deployment,
+            w.release,
+            serde_json::to_string(w.spec)?,
+            w.armed_by,
+            w.armed_at,
+            w.until,
+            w.confirm_by
+        ])?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
         Ok(id)
@@ -2151,12 +2118,13 @@ impl Journal {
         reason: Option<&str>,
         now: UnixMillis,
     ) -> Result<()> {
-        self.conn().execute(
-            "UPDATE watchdogs SET state = ?2, reason = COALESCE(?3, reason), \
+        self.conn()
+            .prepare_cached(
+                "UPDATE watchdogs SET state = ?2, reason = COALESCE(?3, reason), \
              ended_at = CASE WHEN ?4 THEN ?5 ELSE ended_at END, \
              committed_at = CASE WHEN ?2 = 'committed' THEN ?5 ELSE committed_at END WHERE id = ?1",
-            params![id, state.as_str(), reason, state.is_final(), now],
-        )?;
+            )?
+            .execute(params![id, state.as_str(), reason, state.is_final(), now])?;
         Ok(())
     }
 
@@ -2169,11 +2137,8 @@ impl Journal {
         rollback_to: Option<&str>,
         now: UnixMillis,
     ) -> Result<()> {
-        self.conn().execute(
-            "UPDATE watchdogs SET state = 'fired', reason = ?2, rollback_to = ?3, fired_at = ?4 \
-             WHERE id = ?1",
-            params![id, reason, rollback_to, now],
-        )?;
+        self.conn().prepare_cached("UPDATE watchdogs SET state = 'fired', reason = ?2, rollback_to = ?3, fired_at = ?4 \
+             WHERE id = ?1")?.execute(params![id, reason, rollback_to, now])?;
         Ok(())
     }
 
@@ -2181,34 +2146,35 @@ impl Journal {
     /// watchdog `id`, and that it was the `attempts`-th submission.
     pub fn watchdog_job(&self, id: i64, commit: bool, job: u64, attempts: u32) -> Result<()> {
         let column = if commit { "commit_job" } else { "rollback_job" };
-        self.conn().execute(
-            &format!("UPDATE watchdogs SET {column} = ?2, attempts = ?3 WHERE id = ?1"),
-            params![id, job as i64, attempts],
-        )?;
+        self.conn()
+            .prepare_cached(&format!(
+                "UPDATE watchdogs SET {column} = ?2, attempts = ?3 WHERE id = ?1"
+            ))?
+            .execute(params![id, job as i64, attempts])?;
         Ok(())
     }
 
     /// A re-armed watchdog's new end of window (issue 13: restart).
     pub fn watchdog_until(&self, id: i64, until: UnixMillis) -> Result<()> {
-        self.conn().execute(
-            "UPDATE watchdogs SET until = ?2 WHERE id = ?1",
-            params![id, until],
-        )?;
+        self.conn()
+            .prepare_cached("UPDATE watchdogs SET until = ?2 WHERE id = ?1")?
+            .execute(params![id, until])?;
         Ok(())
     }
 
     pub fn watchdog_event(&self, id: i64, at: UnixMillis, kind: &str, line: &str) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO watchdog_events (watchdog, at, kind, line) VALUES (?1, ?2, ?3, ?4)",
-            params![id, at, kind, line],
-        )?;
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO watchdog_events (watchdog, at, kind, line) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, at, kind, line])?;
         Ok(())
     }
 
     /// The newest `limit` events of watchdog `id`, oldest first.
     pub fn watchdog_events(&self, id: i64, limit: u32) -> Result<Vec<WatchdogEvent>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT at, kind, line FROM (SELECT seq, at, kind, line FROM watchdog_events \
              WHERE watchdog = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
         )?;
@@ -2224,27 +2190,21 @@ impl Journal {
 
     pub fn watchdog(&self, id: i64) -> Result<Option<WatchdogRow>> {
         let conn = self.conn();
-        conn.query_row(
-            &format!("{WATCHDOG_SELECT} WHERE id = ?1"),
-            params![id],
-            row_to_watchdog,
-        )
-        .optional()?
-        .map(into_watchdog)
-        .transpose()
+        conn.prepare_cached(&format!("{WATCHDOG_SELECT} WHERE id = ?1"))?
+            .query_row(params![id], row_to_watchdog)
+            .optional()?
+            .map(into_watchdog)
+            .transpose()
     }
 
     /// The app's newest watchdog, or the newest of `deployment`.
     pub fn watchdog_of(&self, app: &str, deployment: Option<&str>) -> Result<Option<WatchdogRow>> {
         let conn = self.conn();
-        conn.query_row(
-            &format!(
-                "{WATCHDOG_SELECT} WHERE app = ?1 AND (?2 IS NULL OR deployment = ?2) \
+        conn.prepare_cached(&format!(
+            "{WATCHDOG_SELECT} WHERE app = ?1 AND (?2 IS NULL OR deployment = ?2) \
                  ORDER BY id DESC LIMIT 1"
-            ),
-            params![app, deployment],
-            row_to_watchdog,
-        )
+        ))?
+        .query_row(params![app, deployment], row_to_watchdog)
         .optional()?
         .map(into_watchdog)
         .transpose()
@@ -2254,7 +2214,7 @@ impl Journal {
     /// what a start re-arms or finishes.
     pub fn watchdogs_unfinished(&self) -> Result<Vec<WatchdogRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "{WATCHDOG_SELECT} WHERE state IN ('armed', 'fired', 'committing') ORDER BY id"
         ))?;
         let rows = stmt.query_map([], row_to_watchdog)?;
@@ -2365,12 +2325,10 @@ impl Journal {
         &self,
         p: &golive_shared::protocol::RollbackPoint,
     ) -> Result<bool> {
-        let n = self.conn().execute(
-            "INSERT OR IGNORE INTO rollback_points (app, deployment, release, previous, recorded_at,
+        let n = self.conn().prepare_cached("INSERT OR IGNORE INTO rollback_points (app, deployment, release, previous, recorded_at,
                 backup, database, schema_before, migrations, migration_command, flags, restore,
                 state, state_at, rollback_job, error, maintenance)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)")?.execute(params![
                 p.app,
                 p.deployment,
                 p.release,
@@ -2388,8 +2346,7 @@ impl Journal {
                 p.rollback_job.map(|j| j as i64),
                 p.error,
                 p.maintenance,
-            ],
-        )?;
+            ])?;
         Ok(n == 1)
     }
 
@@ -2403,17 +2360,17 @@ impl Journal {
     /// point itself was fsync'd before the switch.
     pub fn point_live_deferred(&self, app: &str, deployment: &str, now: UnixMillis) -> Result<()> {
         self.deferred(|conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE rollback_points SET state = ?3, state_at = ?4, error = NULL
                  WHERE app = ?1 AND deployment = ?2 AND state = ?5",
-                params![
-                    app,
-                    deployment,
-                    golive_shared::protocol::PointState::Live.as_str(),
-                    now,
-                    golive_shared::protocol::PointState::Pending.as_str()
-                ],
-            )?;
+            )?
+            .execute(params![
+                app,
+                deployment,
+                golive_shared::protocol::PointState::Live.as_str(),
+                now,
+                golive_shared::protocol::PointState::Pending.as_str()
+            ])?;
             Ok(())
         })
     }
@@ -2427,20 +2384,21 @@ impl Journal {
         error: Option<&str>,
         now: UnixMillis,
     ) -> Result<()> {
-        self.conn().execute(
-            "UPDATE rollback_points SET state = ?3, state_at = ?4,
+        self.conn()
+            .prepare_cached(
+                "UPDATE rollback_points SET state = ?3, state_at = ?4,
                 rollback_job = COALESCE(?5, rollback_job),
                 error = CASE WHEN ?3 = 'rollback_failed' THEN COALESCE(?6, error) ELSE NULL END
              WHERE app = ?1 AND deployment = ?2",
-            params![
+            )?
+            .execute(params![
                 app,
                 deployment,
                 state.as_str(),
                 now,
                 job.map(|j| j as i64),
                 error
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -2451,11 +2409,10 @@ impl Journal {
     ) -> Result<Option<golive_shared::protocol::RollbackPoint>> {
         let conn = self.conn();
         let row = conn
-            .query_row(
-                &format!("{POINT_SELECT} WHERE app = ?1 AND deployment = ?2"),
-                params![app, deployment],
-                row_to_point,
-            )
+            .prepare_cached(&format!(
+                "{POINT_SELECT} WHERE app = ?1 AND deployment = ?2"
+            ))?
+            .query_row(params![app, deployment], row_to_point)
             .optional()?;
         row.map(into_point).transpose()
     }
@@ -2468,7 +2425,7 @@ impl Journal {
     pub fn metrics(&self) -> Result<MetricRows> {
         let conn = self.conn();
         let mut rows = MetricRows::default();
-        let mut st = conn.prepare(
+        let mut st = conn.prepare_cached(
             "SELECT kind, state, COUNT(*), COALESCE(SUM(CASE WHEN finished_at IS NOT NULL
                  THEN finished_at - submitted_at END), 0),
                  COUNT(finished_at)
@@ -2485,7 +2442,7 @@ impl Journal {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let mut st = conn.prepare(
+        let mut st = conn.prepare_cached(
             "SELECT app, state, COUNT(*) FROM jobs WHERE kind IN ('host.rollback', 'rollback')
              GROUP BY app, state ORDER BY app, state",
         )?;
@@ -2494,7 +2451,7 @@ impl Journal {
                 Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let mut st = conn.prepare(
+        let mut st = conn.prepare_cached(
             "SELECT app, COUNT(*), COALESCE(SUM(total_bytes), 0), MAX(created_at)
              FROM backups WHERE state = 'complete' GROUP BY app ORDER BY app",
         )?;
@@ -2508,7 +2465,7 @@ impl Journal {
                 ))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let mut st = conn.prepare(
+        let mut st = conn.prepare_cached(
             "SELECT w.app, w.state FROM watchdogs w
              WHERE w.id = (SELECT MAX(id) FROM watchdogs v WHERE v.app = w.app) ORDER BY w.app",
         )?;
@@ -2524,7 +2481,7 @@ impl Journal {
         limit: u32,
     ) -> Result<Vec<golive_shared::protocol::RollbackPoint>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "{POINT_SELECT} WHERE app = ?1 ORDER BY recorded_at DESC, rowid DESC LIMIT ?2"
         ))?;
         let rows = stmt.query_map(params![app, limit], row_to_point)?;
@@ -2548,7 +2505,7 @@ impl Journal {
     /// The steps of a host rollback job, in the order they were started.
     pub fn rollback_steps(&self, job: u64) -> Result<Vec<StepRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT step, state, detail, data, attempts, started_at, finished_at
              FROM rollback_steps WHERE job_id = ?1 ORDER BY started_at, rowid",
         )?;
@@ -2571,18 +2528,16 @@ impl Journal {
     pub fn step_started(&self, job: u64, step: &str, now: UnixMillis) -> Result<u32> {
         let conn = self.conn();
         let tx = conn.unchecked_transaction()?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO rollback_steps (job_id, step, state, attempts, started_at)
              VALUES (?1, ?2, 'started', 1, ?3)
              ON CONFLICT (job_id, step) DO UPDATE SET state = 'started', attempts = attempts + 1,
                 finished_at = NULL",
-            params![job as i64, step, now],
-        )?;
-        let attempts: i64 = tx.query_row(
-            "SELECT attempts FROM rollback_steps WHERE job_id = ?1 AND step = ?2",
-            params![job as i64, step],
-            |r| r.get(0),
-        )?;
+        )?
+        .execute(params![job as i64, step, now])?;
+        let attempts: i64 = tx
+            .prepare_cached("SELECT attempts FROM rollback_steps WHERE job_id = ?1 AND step = ?2")?
+            .query_row(params![job as i64, step], |r| r.get(0))?;
         tx.commit()?;
         Ok(attempts as u32)
     }
@@ -2599,24 +2554,22 @@ impl Journal {
         data: Option<&str>,
         now: UnixMillis,
     ) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO rollback_steps (job_id, step, state, detail, data, attempts, started_at, finished_at)
+        self.conn().prepare_cached("INSERT INTO rollback_steps (job_id, step, state, detail, data, attempts, started_at, finished_at)
              VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)
              ON CONFLICT (job_id, step) DO UPDATE SET state = ?3, detail = ?4,
-                data = COALESCE(?5, data), finished_at = ?6",
-            params![job as i64, step, state, detail, data, now],
-        )?;
+                data = COALESCE(?5, data), finished_at = ?6")?.execute(params![job as i64, step, state, detail, data, now])?;
         Ok(())
     }
 
     /// A failed job asked for again (a host rollback resumes from the step
     /// that failed): queued once more, its error cleared.
     pub fn requeue_job(&self, id: u64) -> Result<()> {
-        self.conn().execute(
-            "UPDATE jobs SET state = 'queued', error = NULL, result = NULL, finished_at = NULL
+        self.conn()
+            .prepare_cached(
+                "UPDATE jobs SET state = 'queued', error = NULL, result = NULL, finished_at = NULL
              WHERE id = ?1",
-            params![id as i64],
-        )?;
+            )?
+            .execute(params![id as i64])?;
         Ok(())
     }
 
@@ -2624,7 +2577,7 @@ impl Journal {
     /// first: after [`Journal::recover`], the ones to run again.
     pub fn unfinished_rollbacks(&self) -> Result<Vec<JobInfo>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "{JOB_SELECT} WHERE state IN ('queued', 'running') AND kind IN ('host.rollback', 'rollback')
              ORDER BY id"
         ))?;
@@ -2642,7 +2595,7 @@ impl Journal {
         since: UnixMillis,
     ) -> Result<Vec<String>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id FROM backups WHERE app = ?1 AND label = ?2 AND deployment = ?3
              AND created_at >= ?4 AND state = 'complete' ORDER BY created_at DESC",
         )?;
@@ -2654,8 +2607,9 @@ impl Journal {
     /// states (e.g. whether the migration command ran for it).
     pub fn deployment_jobs(&self, app: &str, deployment: &str, kind: &str) -> Result<Vec<String>> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT state FROM jobs WHERE app = ?1 AND deployment = ?2 AND kind = ?3")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT state FROM jobs WHERE app = ?1 AND deployment = ?2 AND kind = ?3",
+        )?;
         let rows = stmt.query_map(params![app, deployment, kind], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

@@ -228,8 +228,8 @@ async fn route(
             }
             Err(e) => Err(e),
         };
-        audit(agent, peer, &format!("{operation}:{sha}"), &result);
-        return respond(durable(agent, result));
+        let rec = record(peer, &format!("{operation}:{sha}"), &result);
+        return respond(audited(agent, rec, result).await);
     }
     if req.method() == Method::GET && path == METRICS_PATH {
         // A read: any admitted certificate (viewer and up). Not audited: a
@@ -356,9 +356,38 @@ async fn rpc(
         traffic::read(agent, record(peer, &operation, &result));
         respond(result)
     } else {
-        audit(agent, peer, &operation, &result);
-        respond(durable(agent, result))
+        let rec = record(peer, &operation, &result);
+        respond(audited(agent, rec, result).await)
     }
+}
+
+/// A write's answer once its audit row `rec` is written and what the
+/// request committed is on disk ([`durable`]). The write and its fsync run
+/// on the blocking pool (issue 14, speed): on the agent's one runtime
+/// thread they held up every other request and job while the disk
+/// flushed.
+async fn audited(
+    agent: &Arc<Agent>,
+    rec: AuditRecord,
+    result: Result<Response, ErrorBody>,
+) -> Result<Response, ErrorBody> {
+    let agent = Arc::clone(agent);
+    let name = agent.config().agent.name.clone();
+    tokio::task::spawn_blocking(move || {
+        traffic::write(&agent, rec);
+        durable(&agent, result)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::error!("a request's audit row and fsync did not finish: {e}");
+        Err(ErrorBody::new(
+            ErrorCode::Internal,
+            format!(
+                "agent {name}: the request's audit row and fsync did not finish ({e}); \
+                 retry it (with the same idempotency key)"
+            ),
+        ))
+    })
 }
 
 /// The barrier before a write's answer (issue 14, speed): what the request

@@ -642,6 +642,25 @@ impl<'a> Executor<'a> {
     /// gate's "warn", ...) and detail; an `Ok` value is journaled (JSON),
     /// an `Err` is not, so it runs again on a resume. A step the compiled
     /// deployment does not list runs nothing ([`StepError::NotCompiled`]).
+    /// Whether record step `name` of `scope` has an outcome that
+    /// [`record`](Self::record) would read back instead of running it: a
+    /// caller that takes a read early (the probes before, beside staging)
+    /// asks first, so a resumed deployment reads nothing it would not use.
+    pub fn replays(&self, scope: Scope<'_>, name: &str) -> bool {
+        let (_, label, _, rule) = self.listed(scope, name);
+        let key = super::key(&self.deployment.id, &label, name);
+        rule == Some(OnResume::Replay)
+            && matches!(self.replayed::<serde_json::Value>(&key), Ok(Some(_)))
+    }
+
+    /// The recorded outcome under `key` of a record step that finished.
+    fn replayed<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, rusqlite::Error> {
+        let prior = self.journal.step_by_key(&self.deployment.id, key)?;
+        Ok(prior
+            .filter(|p| p.state != "running" && p.state != "interrupted")
+            .and_then(|p| p.outcome.and_then(|o| serde_json::from_str(&o).ok())))
+    }
+
     pub async fn record<T, E, Fut>(
         &self,
         scope: Scope<'_>,
@@ -667,21 +686,10 @@ impl<'a> Executor<'a> {
         {
             return Err(e);
         }
-        if rule == OnResume::Replay {
-            let prior = self
-                .journal
-                .step_by_key(id, &key)
-                .map_err(|e| err("earlier record", e))?;
-            if let Some(p) = prior
-                && p.state != "running"
-                && p.state != "interrupted"
-                && let Some(value) = p
-                    .outcome
-                    .as_deref()
-                    .and_then(|o| serde_json::from_str(o).ok())
-            {
-                return Ok(Recorded::Before(value));
-            }
+        if rule == OnResume::Replay
+            && let Some(value) = self.replayed(&key).map_err(|e| err("earlier record", e))?
+        {
+            return Ok(Recorded::Before(value));
         }
         let seq = self
             .journal

@@ -53,7 +53,7 @@ use crate::deployment::downtime::{
 use crate::deployment::error::Outcome;
 use crate::deployment::executor::{Recorded, Scope};
 use crate::deployment::leases::{Lease, LeaseError, RELEASE_AT_ONCE};
-use crate::deployment::verify::{probe_before, verify_and_arm, watchdogs_fired};
+use crate::deployment::verify::{probe_before, take_before_early, verify_and_arm, watchdogs_fired};
 use crate::deployment::waves_run::{run_waves, schema_after_switch_back, switch_back_if_failed};
 use crate::deployment::{DeployError, Deployment, Executor, StepError, StepRequest};
 use crate::jobs::{Deadline, LOST, human_secs, job_ok, run_job_within, step};
@@ -587,6 +587,11 @@ pub(crate) enum Phase {
     /// `upload` (an artifact source) then `stage` on each host, hosts at
     /// once up to `[deploy] parallel`.
     Stage,
+    /// `Stage` with `probe-before` (compiled right after it) taken beside
+    /// it (issue 14): the probes read the live release, which staging does
+    /// not touch. Their results are reported and recorded once every host
+    /// is staged, as `probe-before` in its compiled place.
+    StageAndProbeBefore,
     ProbeBefore,
     /// `migrations`: the staged release's pending migrations read on every
     /// host, which decide maintenance, the backup and `migrate`.
@@ -640,9 +645,9 @@ pub(crate) fn program(d: &Deployment) -> Result<Vec<Phase>, DeployError> {
             Handler::ReadFlags => Phase::ReadFlags,
             Handler::Upload if names.get(i + 1) == Some(&"stage") => {
                 i += 1;
-                Phase::Stage
+                stage_phase(&names, &mut i)
             }
-            Handler::Stage => Phase::Stage,
+            Handler::Stage => stage_phase(&names, &mut i),
             Handler::ProbeBefore => Phase::ProbeBefore,
             Handler::Migrations => Phase::Migrations,
             Handler::MaintenanceOn => Phase::MaintenanceOn,
@@ -699,7 +704,11 @@ pub(crate) fn program(d: &Deployment) -> Result<Vec<Phase>, DeployError> {
         (Phase::Switch, "activate"),
         (Phase::Unlock, "unlock"),
     ] {
-        if !phases.contains(&phase) {
+        let staged = |p: &Phase| matches!(p, Phase::Stage | Phase::StageAndProbeBefore);
+        if !phases
+            .iter()
+            .any(|p| *p == phase || (staged(&phase) && staged(p)))
+        {
             return Err(refuse(step, "it is missing"));
         }
     }
@@ -707,6 +716,17 @@ pub(crate) fn program(d: &Deployment) -> Result<Vec<Phase>, DeployError> {
         return Err(refuse("lock", "the lock must come first and unlock last"));
     }
     Ok(phases)
+}
+
+/// The phase of the `stage` step at `names[*i]`: with the `probe-before`
+/// that follows it, when one does (then `*i` moves onto it).
+fn stage_phase(names: &[&str], i: &mut usize) -> Phase {
+    if names.get(*i + 1) == Some(&"probe-before") {
+        *i += 1;
+        Phase::StageAndProbeBefore
+    } else {
+        Phase::Stage
+    }
 }
 
 /// A deployment as it runs: what each phase leaves for the next.
@@ -788,6 +808,7 @@ pub(crate) async fn run_deployment(
             Phase::Lock => run.lock().await,
             Phase::ReadFlags => read_flags(journal, exec, plan, id).await,
             Phase::Stage => run.stage().await,
+            Phase::StageAndProbeBefore => run.stage_and_probe_before().await,
             Phase::ProbeBefore => run.probe_before().await,
             Phase::Migrations => run.migrations().await.map(|_| ()),
             Phase::MaintenanceOn => run.maintenance_on().await,
@@ -861,7 +882,22 @@ impl Run<'_, '_> {
 
     /// The figures before: the live release's probe results on every host.
     async fn probe_before(&mut self) -> Result<(), DeployError> {
-        self.before = probe_before(self.out, self.journal, self.exec, self.plan, self.id).await?;
+        let (out, journal, exec, plan, id) =
+            (self.out, self.journal, self.exec, self.plan, self.id);
+        self.before = probe_before(out, journal, exec, plan, id, Vec::new()).await?;
+        Ok(())
+    }
+
+    /// [`stage`](Self::stage) with the probes before taken beside it
+    /// ([`take_before_early`]), then reported and recorded as
+    /// [`probe_before`](Self::probe_before) does: the same steps, in the
+    /// same order, in the journal and the output.
+    async fn stage_and_probe_before(&mut self) -> Result<(), DeployError> {
+        let (out, journal, exec, plan, id) =
+            (self.out, self.journal, self.exec, self.plan, self.id);
+        let (staged, early) = tokio::join!(self.stage(), take_before_early(exec, plan));
+        staged?;
+        self.before = probe_before(out, journal, exec, plan, id, early).await?;
         Ok(())
     }
 

@@ -559,6 +559,40 @@ async fn issue14_a_resume_reads_back_the_probes_taken_before_the_switch() {
     assert_eq!(count("lock"), 2, "a lock is live: taken again");
 }
 
+/// The probes before are asked for while the release uploads and stages
+/// (they read the live release, which staging leaves alone), and still
+/// reported and recorded as `probe-before` after the stage, in its
+/// compiled place: the journal and the output keep the compiled order.
+#[tokio::test(start_paused = true)]
+async fn issue14_the_probes_before_are_taken_beside_staging_and_recorded_after_it() {
+    let f = fleet(vec![Script::default(), Script::default()], "");
+    let (outcome, _) = deploy(&f).await;
+    assert_eq!(outcome.exit(), Exit::Done, "{}", outcome.message());
+    for a in &f.agents {
+        let calls = a.calls();
+        let at = |op: &str| calls.iter().position(|c| c == op);
+        let (probes, follow) = (at("probe.run"), at("job.events"));
+        assert!(
+            probes.is_some() && follow.is_some() && probes < follow,
+            "the probes before were asked for after the stage was followed: {calls:?}"
+        );
+        assert_eq!(probe_runs(a), 2, "once before, once after: {calls:?}");
+    }
+    let journal = Journal::open(&f.state).unwrap();
+    let d = journal.deployment("D1").unwrap().unwrap();
+    for host in ["web1", "web2"] {
+        let order: Vec<&str> = d
+            .steps
+            .iter()
+            .filter(|s| s.host == host)
+            .map(|s| s.step.as_str())
+            .collect();
+        let at = |name: &str| order.iter().position(|s| *s == name);
+        assert!(at("stage") < at("probe-before"), "{order:?}");
+        assert!(at("probe-before") < at("activate"), "{order:?}");
+    }
+}
+
 /// A finished deployment run again on its journal replays every step:
 /// no job, no probe, no soak; the same outcome.
 #[tokio::test(start_paused = true)]
@@ -699,6 +733,8 @@ fn issue14_every_step_compile_can_emit_has_a_handler() {
                                 assert_eq!(phases.first(), Some(&Phase::Lock));
                                 assert_eq!(phases.last(), Some(&Phase::Unlock));
                                 assert!(phases.contains(&Phase::Switch), "{phases:?}");
+                                // probe-before follows the stage: taken beside it.
+                                assert!(phases.contains(&Phase::StageAndProbeBefore), "{phases:?}");
                             }
                         }
                     }

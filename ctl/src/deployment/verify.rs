@@ -30,6 +30,17 @@ pub(crate) async fn run_probes(
     host: &plan::Host,
     phase: &str,
 ) -> Result<ProbeReport, DeployError> {
+    let report = take_probes(plan, host).await?;
+    show_probes(out, plan, host, phase, &report);
+    Ok(report)
+}
+
+/// Runs the app's probes on one host and reports nothing: the request of
+/// [`run_probes`], for a caller that reports the results later.
+pub(crate) async fn take_probes(
+    plan: &Plan,
+    host: &plan::Host,
+) -> Result<ProbeReport, DeployError> {
     let c = &host.client;
     let req = Request::RunProbes(RunProbesRequest {
         app: plan.app.clone(),
@@ -48,6 +59,12 @@ pub(crate) async fn run_probes(
             });
         }
     };
+    Ok(report)
+}
+
+/// Reports probe results `report` of `host` in `phase`: a line and an event
+/// each, and a warning when the app declares none.
+fn show_probes(out: Out, plan: &Plan, host: &plan::Host, phase: &str, report: &ProbeReport) {
     for r in &report.results {
         out.line(format!(
             "[{}]   probe {} ({}): {} — {}{} ({} ms)",
@@ -81,24 +98,48 @@ pub(crate) async fn run_probes(
             host.name, plan.app
         ));
     }
-    Ok(report)
+}
+
+/// Probe results taken early, one slot per host of the plan: `None` where
+/// none were taken. See [`take_before_early`].
+pub(crate) type Early = Vec<Option<Result<ProbeReport, String>>>;
+
+/// The probes before, taken while the release uploads and stages (issue
+/// 14): they read the live release, which staging does not touch, so they
+/// need not wait for it. Nothing is reported or recorded here; the
+/// `probe-before` step does both, in its compiled place ([`probe_before`]).
+/// A host whose figures a resumed deployment reads back is not asked.
+pub(crate) async fn take_before_early(exec: &Executor<'_>, plan: &Plan) -> Early {
+    crate::fanout::all(plan.parallel, &plan.hosts, |host| async move {
+        if exec.replays(Scope::Host(&host.name), "probe-before") {
+            return None;
+        }
+        Some(take_probes(plan, host).await.map_err(|e| e.to_string()))
+    })
+    .await
 }
 
 /// The figures before the switch: every host's probes on the live release,
 /// recorded as phase "before" (the deployment record compares them with
 /// the results after). A failure here is reported, not a stop: preflight is
 /// the place to refuse a deployment on the current release's health.
+/// `early` holds the results [`take_before_early`] took beside staging;
+/// a host without them is probed now.
 pub(crate) async fn probe_before(
     out: Out,
     journal: &Journal,
     exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
+    mut early: Early,
 ) -> Result<Vec<Vec<ProbeResult>>, DeployError> {
+    early.resize(plan.hosts.len(), None);
     // Read-only: every host at once, up to `[deploy] parallel` (issue 14).
-    crate::fanout::all(plan.parallel, &plan.hosts, |host| {
-        probe_before_host(out, journal, exec, plan, id, host)
-    })
+    crate::fanout::all(
+        plan.parallel,
+        plan.hosts.iter().zip(early),
+        |(host, early)| probe_before_host(out, journal, exec, plan, id, host, early),
+    )
     .await
     .into_iter()
     .collect()
@@ -115,14 +156,20 @@ pub(crate) async fn probe_before_host(
     plan: &Plan,
     id: &str,
     host: &plan::Host,
+    early: Option<Result<ProbeReport, String>>,
 ) -> Result<Vec<ProbeResult>, DeployError> {
     let run = || async {
-        Ok::<_, DeployError>(match run_probes(out, plan, host, "before").await {
+        let taken = match early {
+            Some(taken) => taken,
+            None => take_probes(plan, host).await.map_err(|e| e.to_string()),
+        };
+        Ok::<_, DeployError>(match taken {
             Ok(report) => {
+                show_probes(out, plan, host, "before", &report);
                 let _ = journal.save_probes(id, &host.name, "before", &report.results);
                 Ok(report)
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         })
     };
     let judge = |r: &Result<Result<ProbeReport, String>, DeployError>| match r {
