@@ -128,8 +128,7 @@ impl PeerIdentity {
     /// with more than one `urn:golive:role:` URI SAN, or with one naming an
     /// unknown role, is refused; one without any has no role (a CA, say).
     pub fn from_der(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
-        let cert =
-            crate::x509::read(der).map_err(|e| IdentityError::Unreadable(e.to_string()))?;
+        let cert = crate::x509::read(der).map_err(|e| IdentityError::Unreadable(e.to_string()))?;
         let name = cert.common_name.unwrap_or_default();
         let serial = normalize_serial(&cert.serial_hex);
         let roles: Vec<String> = cert

@@ -146,7 +146,10 @@ fn read_uri_sans(mut extensions: Reader<'_>) -> Result<Vec<String>, CertError> {
         if extension.peek() == Some(TAG_BOOLEAN) {
             extension.value(TAG_BOOLEAN, "an extension's critical flag is bad")?;
         }
-        let value = extension.value(TAG_OCTET_STRING, "an extension's value is not an OCTET STRING")?;
+        let value = extension.value(
+            TAG_OCTET_STRING,
+            "an extension's value is not an OCTET STRING",
+        )?;
         extension.end("bytes after an extension")?;
         if oid != OID_SUBJECT_ALT_NAME {
             continue;
@@ -170,31 +173,58 @@ fn read_uri_sans(mut extensions: Reader<'_>) -> Result<Vec<String>, CertError> {
     Ok(uris)
 }
 
-/// A validity time (UTCTime or GeneralizedTime, `Z`, no fractions: what
-/// RFC 5280 section 4.1.2.5 requires), as seconds since the Unix epoch.
+/// A validity time, as seconds since the Unix epoch. RFC 5280 asks for
+/// `YYMMDDHHMMSSZ` (UTCTime) or `YYYYMMDDHHMMSSZ` (GeneralizedTime); the
+/// `tls` probe reads any site's certificate, so the forms older issuers
+/// wrote are read too: no seconds, fractional seconds, a `+HHMM`/`-HHMM`
+/// offset.
 fn read_time(validity: &mut Reader<'_>) -> Result<i64, CertError> {
     let (tag, value) = validity.any("the validity is cut short")?;
     let (year, rest) = match tag {
-        TAG_UTC_TIME if value.len() == 13 => {
+        TAG_UTC_TIME if value.len() >= 2 => {
             let yy = i64::from(two_digits(&value[0..2])?);
             // RFC 5280: YY >= 50 is 19YY, else 20YY.
             (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &value[2..])
         }
-        TAG_GENERALIZED_TIME if value.len() == 15 => {
-            let year = i64::from(two_digits(&value[0..2])?) * 100
-                + i64::from(two_digits(&value[2..4])?);
+        TAG_GENERALIZED_TIME if value.len() >= 4 => {
+            let year =
+                i64::from(two_digits(&value[0..2])?) * 100 + i64::from(two_digits(&value[2..4])?);
             (year, &value[4..])
         }
-        _ => return Err(CertError("a validity time is not a UTCTime or GeneralizedTime")),
+        _ => {
+            return Err(CertError(
+                "a validity time is not a UTCTime or GeneralizedTime",
+            ));
+        }
     };
-    if rest[10] != b'Z' {
-        return Err(CertError("a validity time is not in UTC (Z)"));
+    let field = |i: usize| rest.get(i..i + 2).map_or(Err(BAD_TIME), two_digits);
+    let (month, day, hour, minute) = (field(0)?, field(2)?, field(4)?, field(6)?);
+    let mut at = 8;
+    let mut second = 0;
+    if rest.get(at).is_some_and(u8::is_ascii_digit) {
+        second = field(at)?;
+        at += 2;
     }
-    let month = two_digits(&rest[0..2])?;
-    let day = two_digits(&rest[2..4])?;
-    let hour = two_digits(&rest[4..6])?;
-    let minute = two_digits(&rest[6..8])?;
-    let second = two_digits(&rest[8..10])?;
+    if tag == TAG_GENERALIZED_TIME && matches!(rest.get(at), Some(b'.' | b',')) {
+        at += 1;
+        let digits = rest[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(BAD_TIME);
+        }
+        at += digits;
+    }
+    let offset = match &rest[at..] {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), hh @ ..] if hh.len() == 4 => {
+            let (oh, om) = (two_digits(&hh[0..2])?, two_digits(&hh[2..4])?);
+            if oh > 23 || om > 59 {
+                return Err(BAD_TIME);
+            }
+            let minutes = i64::from(oh * 60 + om);
+            if *sign == b'+' { minutes } else { -minutes }
+        }
+        _ => return Err(BAD_TIME),
+    };
     if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year, month)
@@ -202,11 +232,16 @@ fn read_time(validity: &mut Reader<'_>) -> Result<i64, CertError> {
         || minute > 59
         || second > 59
     {
-        return Err(CertError("a validity time is not a valid date and time"));
+        return Err(BAD_TIME);
     }
     let days = days_from_civil(year, month, day);
-    Ok(days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second))
+    Ok(
+        days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
+            - offset * 60,
+    )
 }
+
+const BAD_TIME: CertError = CertError("a validity time is not a valid date and time");
 
 fn two_digits(b: &[u8]) -> Result<u32, CertError> {
     match b {
@@ -428,12 +463,23 @@ mod tests {
         let mut v = Reader::new(b"\x17\x0d491231235959Z\x18\x0f19500101000000Z");
         assert_eq!(read_time(&mut v).unwrap(), 2_524_607_999);
         assert_eq!(read_time(&mut v).unwrap(), -631_152_000);
+        // Older forms: no seconds, an offset, fractional seconds.
+        for (der, at) in [
+            (&b"\x17\x0b4912312359Z"[..], 2_524_607_940),
+            (&b"\x17\x0f4912312359+0100"[..], 2_524_604_340),
+            (&b"\x17\x11491231235959-0130"[..], 2_524_613_399),
+            (&b"\x18\x1320491231235959.123Z"[..], 2_524_607_999),
+        ] {
+            assert_eq!(read_time(&mut Reader::new(der)).unwrap(), at, "{der:?}");
+        }
         for bad in [
-            &b"\x17\x0d490231000000Z"[..], // February 31st
-            &b"\x17\x0d491231240000Z"[..], // hour 24
-            &b"\x17\x0d4912312359590"[..], // not Z
-            &b"\x17\x0b4912312359Z"[..],   // no seconds
-            &b"\x18\x0d491231235959Z"[..], // a GeneralizedTime's length
+            &b"\x17\x0d490231000000Z"[..],    // February 31st
+            &b"\x17\x0d491231240000Z"[..],    // hour 24
+            &b"\x17\x0d4912312359590"[..],    // no zone
+            &b"\x17\x0949123123Z"[..],        // no minutes
+            &b"\x17\x0f491231235959+01"[..],  // a short offset
+            &b"\x18\x1020491231235959.Z"[..], // a bare decimal point
+            &b"\x17\x00"[..],                 // empty
         ] {
             assert!(read_time(&mut Reader::new(bad)).is_err(), "{bad:?}");
         }
