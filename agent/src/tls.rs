@@ -127,9 +127,6 @@ impl ClientCertVerifier for DenyListVerifier {
 
 /// The certificate's serial in the deny list's form.
 fn serial_of(der: &CertificateDer<'_>) -> Option<String> {
-    use x509_parser::prelude::FromDer;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der.as_ref()).ok()?;
-    Some(golive_shared::identity::normalize_serial(
-        &cert.raw_serial_as_string(),
-    ))
+    let cert = golive_shared::x509::read(der.as_ref()).ok()?;
+    Some(golive_shared::identity::normalize_serial(&cert.serial_hex))
 }

@@ -10,7 +10,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use x509_parser::prelude::*;
 
 /// Prefix of the URI SAN that carries the role.
 pub const ROLE_URI_PREFIX: &str = "urn:golive:role:";
@@ -129,26 +128,15 @@ impl PeerIdentity {
     /// with more than one `urn:golive:role:` URI SAN, or with one naming an
     /// unknown role, is refused; one without any has no role (a CA, say).
     pub fn from_der(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
-        let (_, cert) =
-            X509Certificate::from_der(der).map_err(|e| IdentityError::Unreadable(e.to_string()))?;
-        let name = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let serial = normalize_serial(&cert.raw_serial_as_string());
-        let mut roles = Vec::new();
-        if let Ok(Some(san)) = cert.subject_alternative_name() {
-            for gn in &san.value.general_names {
-                if let GeneralName::URI(uri) = gn
-                    && let Some(r) = uri.strip_prefix(ROLE_URI_PREFIX)
-                {
-                    roles.push(r.to_string());
-                }
-            }
-        }
+        let cert = crate::x509::read(der).map_err(|e| IdentityError::Unreadable(e.to_string()))?;
+        let name = cert.common_name.unwrap_or_default();
+        let serial = normalize_serial(&cert.serial_hex);
+        let roles: Vec<String> = cert
+            .uri_sans
+            .iter()
+            .filter_map(|uri| uri.strip_prefix(ROLE_URI_PREFIX))
+            .map(str::to_string)
+            .collect();
         let role = match roles.as_slice() {
             [] => None,
             [one] => Some(Role::parse(one).ok_or_else(|| IdentityError::UnknownRole {
@@ -169,7 +157,7 @@ impl PeerIdentity {
             role,
             serial,
             fingerprint: hex::encode(Sha256::digest(der)),
-            not_after: cert.validity().not_after.timestamp(),
+            not_after: cert.not_after,
         })
     }
 

@@ -24,6 +24,8 @@
 //! - [`http`]: the HTTP/1.1 client (hyper, rustls) of the agent's probes
 //!   and of both binaries' webhooks; [`notify`]: the webhook delivery
 //!   (bounds, retries, the URL scrubbed from errors).
+//! - [`x509`]: the serial, common name, expiry and URI SANs read from a
+//!   certificate (a small DER reader; golivectl's PKI keeps x509-parser).
 //! - [`names`]: validation of the names the controller is allowed to send
 //!   (apps, releases, idempotency keys).
 
@@ -42,6 +44,7 @@ pub mod private;
 pub mod protocol;
 pub mod scan;
 pub mod timefmt;
+pub mod x509;
 
 /// The golive version both binaries report (the workspace version).
 pub const GOLIVE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -79,8 +79,8 @@ pub(super) async fn tls(p: &TlsProbe) -> Check {
     else {
         return Check::error(format!("{} presented no certificate", p.address));
     };
-    let cert = match x509_parser::parse_x509_certificate(leaf.as_ref()) {
-        Ok((_, c)) => c,
+    let cert = match golive_shared::x509::read(leaf.as_ref()) {
+        Ok(c) => c,
         Err(e) => {
             return Check::error(format!(
                 "the certificate of {} cannot be read: {e}",
@@ -88,7 +88,7 @@ pub(super) async fn tls(p: &TlsProbe) -> Check {
             ));
         }
     };
-    let not_after = cert.validity().not_after.timestamp();
+    let not_after = cert.not_after;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -96,10 +96,7 @@ pub(super) async fn tls(p: &TlsProbe) -> Check {
     let left = not_after - now;
     let days = left.div_euclid(86_400);
     let subject = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
+        .common_name
         .map(|cn| format!("CN={cn}"))
         .unwrap_or_else(|| "no common name".into());
     let expires = golive_shared::timefmt::utc(not_after.saturating_mul(1000));
