@@ -698,7 +698,10 @@ fn issue14_every_step_compile_can_emit_has_a_handler() {
                                 let phases = program(&d).unwrap_or_else(|e| panic!("{e}"));
                                 assert_eq!(phases.first(), Some(&Phase::Lock));
                                 assert_eq!(phases.last(), Some(&Phase::Unlock));
-                                assert!(phases.contains(&Phase::Switch), "{phases:?}");
+                                assert!(
+                                    phases.iter().any(|p| matches!(p, Phase::Switch(_))),
+                                    "{phases:?}"
+                                );
                             }
                         }
                     }
