@@ -653,9 +653,11 @@ pub(crate) fn program(d: &Deployment) -> Result<Vec<Phase>, DeployError> {
             Handler::Activate => {
                 // The switch's own steps follow it, in their compiled order.
                 let mut steps = vec![Handler::Activate];
-                while let Some(&next) = names.get(i + 1)
-                    && let Some(h) = handler(next).filter(|h| SWITCH_STEPS.contains(h))
-                {
+                while let Some(&next) = names.get(i + 1) {
+                    let h = handler(next).ok_or_else(|| refuse(next, "no handler runs it"))?;
+                    if !SWITCH_STEPS.contains(&h) {
+                        break;
+                    }
                     if steps.contains(&h) {
                         return Err(refuse(next, "it is listed twice in the switch"));
                     }
