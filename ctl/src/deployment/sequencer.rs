@@ -1271,7 +1271,10 @@ impl Run<'_, '_> {
                 break;
             }
             let c = &host.client;
-            let job = job_step(exec, out, host, "activate", lease, LOST, None).await;
+            // A host that stops answering fails its activation within
+            // `[deploy] host_timeout_secs`, as in a wave.
+            let deadline = Deadline::of(plan);
+            let job = job_step(exec, out, host, "activate", lease, deadline, None).await;
             if let Ok(job) = &job {
                 self.unavailable.add(&host.name, job);
             }
