@@ -16,7 +16,7 @@ use golive_shared::protocol::{
     ArtifactInfo, DatabaseChoice, ErrorBody, ErrorCode, HelloResponse, HostRolledBack,
     JobEventsResponse, JobInfo, JobResult, JobSpec, JobState, LockInfo, LockRequest, LockResponse,
     MigrationStatus, PendingMigration, ProbeReport, ProbeResult, ProbeStatus, Request, Response,
-    Severity,
+    Severity, WatchdogInfo, WatchdogState,
 };
 
 use crate::client::{ClientError, UploadProgress};
@@ -285,6 +285,27 @@ impl FakeAgent {
                 }))
             }
             Request::WatchdogStatus(_) => Ok(Response::WatchdogStatus(None)),
+            // Armed as asked, watching the live release (never fires here).
+            Request::ArmWatchdog(a) => Ok(Response::Watchdog(WatchdogInfo {
+                app: a.app.clone(),
+                deployment: a.deployment.clone(),
+                release: st.current.clone().unwrap_or_default(),
+                rollback_to: None,
+                state: WatchdogState::Armed,
+                spec: a.spec.clone(),
+                armed_by: "alice".into(),
+                armed_at: 0,
+                until: a.spec.window_secs as i64 * 1000,
+                confirm_by: None,
+                triggers: Vec::new(),
+                reason: None,
+                fired_at: None,
+                rollback_job: None,
+                commit_job: None,
+                committed_at: None,
+                ended_at: None,
+                events: Vec::new(),
+            })),
             Request::SubmitJob(submit) => {
                 if let Some(job) = st
                     .jobs

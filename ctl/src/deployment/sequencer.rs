@@ -599,15 +599,16 @@ pub(crate) enum Phase {
     MaintenanceOn,
     Backup,
     Migrate,
-    /// `activate`, then the host verified (`probe`, `gate`, and
-    /// `watchdog-arm` when compiled): host by host, or wave by wave; in
-    /// maintenance every host switches first, `maintenance-off` follows,
-    /// then each is verified.
-    Switch,
+    /// `activate`, then its own steps (`maintenance-off`, `probe`, `gate`,
+    /// `decision`, `watchdog-arm`, as compiled), in their compiled order:
+    /// host by host, or wave by wave; in maintenance every host runs the
+    /// steps up to `maintenance-off`, `maintenance-off` follows on every
+    /// host, then each runs the rest.
+    Switch(Vec<Handler>),
     /// The outcome: a failure's `switch-back`,
     /// `maintenance-off-after-switch-back` and `discard`, or the commit
-    /// (`commit-migrate`).
-    Finish,
+    /// (`commit-migrate`), as compiled (in their compiled order).
+    Finish(Vec<Handler>),
     Unlock,
 }
 
@@ -636,6 +637,7 @@ pub(crate) fn program(d: &Deployment) -> Result<Vec<Phase>, DeployError> {
         return Err(refuse(&h.host, "its hosts list different steps"));
     }
     let mut phases = Vec::new();
+    let mut finish = Vec::new();
     let mut i = 0;
     while i < names.len() {
         let name = names[i];
@@ -654,39 +656,37 @@ pub(crate) fn program(d: &Deployment) -> Result<Vec<Phase>, DeployError> {
             Handler::Backup => Phase::Backup,
             Handler::Migrate => Phase::Migrate,
             Handler::Activate => {
-                // The switch's own steps follow it, in this order.
-                let chain = [
-                    "maintenance-off",
-                    "probe",
-                    "gate",
-                    "decision",
-                    "watchdog-arm",
-                ];
-                let mut at = 0;
-                while let Some(next) = names.get(i + 1)
-                    && let Some(k) = chain[at..].iter().position(|c| c == next)
-                {
-                    at += k + 1;
+                // The switch's own steps follow it, in their compiled order.
+                let mut steps = vec![Handler::Activate];
+                while let Some(&next) = names.get(i + 1) {
+                    let h = handler(next).ok_or_else(|| refuse(next, "no handler runs it"))?;
+                    if !SWITCH_STEPS.contains(&h) {
+                        break;
+                    }
+                    if steps.contains(&h) {
+                        return Err(refuse(next, "it is listed twice in the switch"));
+                    }
+                    steps.push(h);
                     i += 1;
                 }
-                let has = |n: &str| names.contains(&n);
-                if !has("probe") || !has("gate") {
-                    return Err(refuse(name, "a switch without its probe and gate"));
-                }
-                Phase::Switch
+                switch_order(&steps).map_err(|why| refuse(name, why))?;
+                Phase::Switch(steps)
             }
-            Handler::CommitMigrate => {
+            Handler::CommitMigrate
+            | Handler::SwitchBack
+            | Handler::MaintenanceOffAfterSwitchBack
+            | Handler::Discard => {
+                // Run by the finish: after a failure, or at the commit.
+                if finish.contains(&h) {
+                    return Err(refuse(name, "it is listed twice"));
+                }
+                finish.push(h);
                 i += 1;
                 continue;
             }
             Handler::Unlock => {
-                phases.push(Phase::Finish);
+                phases.push(Phase::Finish(Vec::new()));
                 Phase::Unlock
-            }
-            // Run by the finish, after a failure only.
-            Handler::SwitchBack | Handler::MaintenanceOffAfterSwitchBack | Handler::Discard => {
-                i += 1;
-                continue;
             }
             Handler::Upload
             | Handler::MaintenanceOff
@@ -698,17 +698,52 @@ pub(crate) fn program(d: &Deployment) -> Result<Vec<Phase>, DeployError> {
         phases.push(phase);
         i += 1;
     }
+    // The finish runs before the unlock, whatever the compiled order puts
+    // after it (the failure's steps are listed last: they run only then).
+    if !finish.contains(&Handler::SwitchBack) {
+        return Err(refuse("switch-back", "it is missing (no way back)"));
+    }
+    if let (Some(back), Some(off)) = (
+        finish.iter().position(|h| *h == Handler::SwitchBack),
+        finish
+            .iter()
+            .position(|h| *h == Handler::MaintenanceOffAfterSwitchBack),
+    ) && off < back
+    {
+        return Err(refuse(
+            "maintenance-off-after-switch-back",
+            "it comes before the switch-back it follows",
+        ));
+    }
+    // What maintenance-on turns on, the switch and the finish turn off.
+    if names.contains(&"maintenance-on") {
+        let off = |p: &Phase| matches!(p, Phase::Switch(s) if s.contains(&Handler::MaintenanceOff));
+        if !phases.iter().any(off) {
+            return Err(refuse("maintenance-off", "maintenance-on without it"));
+        }
+        if !finish.contains(&Handler::MaintenanceOffAfterSwitchBack) {
+            return Err(refuse(
+                "maintenance-off-after-switch-back",
+                "maintenance-on without it",
+            ));
+        }
+    }
+    for phase in phases.iter_mut() {
+        if let Phase::Finish(steps) = phase {
+            steps.clone_from(&finish);
+        }
+    }
     for (phase, step) in [
         (Phase::Lock, "lock"),
         (Phase::Stage, "stage"),
-        (Phase::Switch, "activate"),
+        (Phase::Switch(Vec::new()), "activate"),
         (Phase::Unlock, "unlock"),
     ] {
-        let staged = |p: &Phase| matches!(p, Phase::Stage | Phase::StageAndProbeBefore);
-        if !phases
-            .iter()
-            .any(|p| *p == phase || (staged(&phase) && staged(p)))
-        {
+        let same = |p: &Phase| {
+            std::mem::discriminant(p) == std::mem::discriminant(&phase)
+                || (phase == Phase::Stage && *p == Phase::StageAndProbeBefore)
+        };
+        if !phases.iter().any(same) {
             return Err(refuse(step, "it is missing"));
         }
     }
@@ -727,6 +762,48 @@ fn stage_phase(names: &[&str], i: &mut usize) -> Phase {
     } else {
         Phase::Stage
     }
+}
+
+/// The steps a switch may list after its `activate`.
+const SWITCH_STEPS: [Handler; 5] = [
+    Handler::MaintenanceOff,
+    Handler::Probe,
+    Handler::Gate,
+    Handler::Decision,
+    Handler::WatchdogArm,
+];
+
+/// The switch's steps a host runs through [`verify_and_arm`]: all but
+/// `activate` and `maintenance-off`, which the switch itself places.
+pub(crate) fn verify_steps(steps: &[Handler]) -> Vec<Handler> {
+    steps
+        .iter()
+        .copied()
+        .filter(|h| !matches!(h, Handler::Activate | Handler::MaintenanceOff))
+        .collect()
+}
+
+/// Whether a switch's steps (`activate` first, each at most once) are in
+/// an order that means something: the gate judges the probes, so they come
+/// first; the decision answers the gate's pause; the probes go through the
+/// web server, which answers 503 until `maintenance-off`. `Err` says why not.
+fn switch_order(steps: &[Handler]) -> Result<(), &'static str> {
+    let at = |h: Handler| steps.iter().position(|s| *s == h);
+    let (Some(probe), Some(gate)) = (at(Handler::Probe), at(Handler::Gate)) else {
+        return Err("a switch without its probe and gate");
+    };
+    if gate < probe {
+        return Err("its gate comes before the probes it judges");
+    }
+    match at(Handler::Decision) {
+        None => return Err("a gate without its decision (a pause would wait for nothing)"),
+        Some(d) if d < gate => return Err("its decision comes before the gate it answers"),
+        Some(_) => {}
+    }
+    if at(Handler::MaintenanceOff).is_some_and(|off| off > probe) {
+        return Err("its probes come before maintenance-off (they would meet the 503 page)");
+    }
+    Ok(())
 }
 
 /// A deployment as it runs: what each phase leaves for the next.
@@ -779,6 +856,10 @@ pub(crate) async fn run_deployment(
         Ok(phases) => phases,
         Err(e) => return Outcome::stopped(e),
     };
+    // A failure's `discard` (compiled or not) gives back the staged ids.
+    let discard = phases
+        .iter()
+        .any(|p| matches!(p, Phase::Finish(s) if s.contains(&Handler::Discard)));
     let mut run = Run {
         out,
         journal,
@@ -814,9 +895,9 @@ pub(crate) async fn run_deployment(
             Phase::MaintenanceOn => run.maintenance_on().await,
             Phase::Backup => run.before_switch("backup").await,
             Phase::Migrate => run.before_switch("migrate").await,
-            Phase::Switch => run.switch().await,
-            Phase::Finish => {
-                run.finish().await;
+            Phase::Switch(steps) => run.switch(&steps).await,
+            Phase::Finish(steps) => {
+                run.finish(&steps).await;
                 Ok(())
             }
             Phase::Unlock => {
@@ -825,7 +906,9 @@ pub(crate) async fn run_deployment(
             }
         };
         if let Err(e) = r {
-            give_back_ids(out, exec, plan, &run.leases, &run.staged_on).await;
+            if discard {
+                give_back_ids(out, exec, plan, &run.leases, &run.staged_on).await;
+            }
             unlock_all(exec, run.leases).await;
             return Outcome::stopped(e);
         }
@@ -1140,7 +1223,7 @@ impl Run<'_, '_> {
     /// every host is switched first; maintenance off, then the probes.
     /// Validates host `i` after its switch (probes, the gate) and arms its
     /// watchdog; `false` when that failed, the failure kept for the finish.
-    async fn verify(&mut self, i: usize) -> bool {
+    async fn verify(&mut self, i: usize, steps: &[Handler]) -> bool {
         let host = &self.plan.hosts[i];
         match verify_and_arm(
             self.out,
@@ -1153,6 +1236,7 @@ impl Run<'_, '_> {
             self.previous[i].as_deref(),
             &self.leases,
             &mut self.warnings,
+            steps,
         )
         .await
         {
@@ -1168,13 +1252,30 @@ impl Run<'_, '_> {
         }
     }
 
-    async fn switch(&mut self) -> Result<(), DeployError> {
+    /// The switch (`steps`: `activate` and its own steps, compiled, in
+    /// their compiled order; [`program`] checked them). The policy is here,
+    /// the order is the compiled one: with `[[waves]]` wave by wave
+    /// ([`run_waves`]); otherwise host by host, each host running `activate`
+    /// and the steps after it, stopping at the first failure; in
+    /// maintenance each host runs only the steps up to `maintenance-off`,
+    /// then `maintenance-off` runs on every host, then each host the rest.
+    async fn switch(&mut self, steps: &[Handler]) -> Result<(), DeployError> {
         self.migrations().await?;
         let (out, journal, exec, plan, id) =
             (self.out, self.journal, self.exec, self.plan, self.id);
         let release = plan.release.as_ref().expect("checked by deploy");
         // No figures before for a host whose probes were not taken.
         self.before.resize(plan.hosts.len(), Vec::new());
+        let in_maintenance = self.maintenance.is_some();
+        let off = steps.iter().position(|h| *h == Handler::MaintenanceOff);
+        // What each host runs right after its activation, and (in
+        // maintenance) what it runs once maintenance is off everywhere.
+        let (now, after_off) = match off {
+            Some(off) if in_maintenance => {
+                (verify_steps(&steps[..off]), verify_steps(&steps[off + 1..]))
+            }
+            _ => (verify_steps(steps), Vec::new()),
+        };
         let one_by_one = if plan.waves.is_empty() {
             plan.hosts.len()
         } else {
@@ -1192,6 +1293,7 @@ impl Run<'_, '_> {
                 self.watched,
                 (&mut self.activated, &mut self.switched),
                 &mut self.tolerated,
+                steps,
             )
             .await;
             0
@@ -1204,7 +1306,10 @@ impl Run<'_, '_> {
                 break;
             }
             let c = &host.client;
-            let job = job_step(exec, out, host, "activate", lease, LOST, None).await;
+            // A host that stops answering fails its activation within
+            // `[deploy] host_timeout_secs`, as in a wave.
+            let deadline = Deadline::of(plan);
+            let job = job_step(exec, out, host, "activate", lease, deadline, None).await;
             if let Ok(job) = &job {
                 self.unavailable.add(&host.name, job);
             }
@@ -1230,18 +1335,16 @@ impl Run<'_, '_> {
                 "ok",
                 &format!("current -> {}", release.id),
             );
-            // In maintenance the web server answers 503: probe after it is off.
-            if self.maintenance.is_some() {
-                continue;
-            }
-            if !self.verify(i).await {
+            if !self.verify(i, &now).await {
                 break;
             }
         }
 
-        // Phase 4a (maintenance): every host is switched; maintenance off,
-        // then the probes, host by host.
-        if self.maintenance.is_some() && self.failure.is_none() {
+        // In maintenance (the web server answers 503 until it is off):
+        // every host is switched; `maintenance-off` on every host, then
+        // each host runs the steps after it (the probes), host by host.
+        if in_maintenance && self.failure.is_none() {
+            // [`program`] checked a maintenance-on has its maintenance-off.
             let (ms, still) = maintenance_off_all(
                 out,
                 exec,
@@ -1257,7 +1360,7 @@ impl Run<'_, '_> {
                 self.failure = Some(DeployError::MaintenanceOff { failures: still });
             } else {
                 for i in self.activated.clone() {
-                    if !self.verify(i).await {
+                    if !self.verify(i, &after_off).await {
                         break;
                     }
                 }
@@ -1270,8 +1373,10 @@ impl Run<'_, '_> {
     /// host as it is; a failure switches back what was switched
     /// (`switch-back`), turns maintenance off where it is still on
     /// (`maintenance-off-after-switch-back`) and gives back the staged ids
-    /// (`discard`); a success commits (`commit-migrate`).
-    async fn finish(&mut self) {
+    /// (`discard`); a success commits (`commit-migrate`). `steps`: these
+    /// steps as compiled ([`program`]): one not listed does not run, and a
+    /// failure's steps after the switch-back run in their compiled order.
+    async fn finish(&mut self, steps: &[Handler]) {
         let (out, journal, exec, plan, id) =
             (self.out, self.journal, self.exec, self.plan, self.id);
         let release = plan.release.as_ref().expect("checked by deploy");
@@ -1354,6 +1459,15 @@ impl Run<'_, '_> {
                 },
                 plan.path.display()
             ));
+        } else if outcome.exit() == Exit::Done
+            && at_commit > 0
+            && !steps.contains(&Handler::CommitMigrate)
+        {
+            outcome.fail(&format!(
+                "; the {at_commit} migration(s) kept for the commit did not run: the compiled \
+                 deployment lists no commit-migrate; `golivectl migrate up {}` runs them",
+                plan.path.display()
+            ));
         } else if outcome.exit() == Exit::Done && at_commit > 0 {
             match commit_migrations(out, exec, plan, &self.leases).await {
                 Ok(()) => outcome.note(&format!(
@@ -1385,9 +1499,48 @@ impl Run<'_, '_> {
             ));
         }
 
+        // A failure's steps after the switch-back, in their compiled order.
+        for h in steps.iter().skip_while(|h| **h != Handler::SwitchBack) {
+            match h {
+                Handler::MaintenanceOffAfterSwitchBack => {
+                    self.maintenance_off_after_switch_back(&stuck, &mut outcome)
+                        .await;
+                }
+                Handler::Discard if outcome.exit() != Exit::Done => {
+                    let not_live: Vec<usize> = self
+                        .staged_on
+                        .iter()
+                        .copied()
+                        .filter(|i| !self.switched.contains(i))
+                        .collect();
+                    give_back_ids(out, exec, plan, &self.leases, &not_live).await;
+                }
+                _ => {}
+            }
+        }
+        if self.maintenance.is_some() {
+            *self.downtime = downtime_of(
+                true,
+                self.longest_downtime,
+                &in_maintenance_names(plan, &self.in_maintenance),
+            );
+        }
+        let mut notes = String::new();
+        report_downtime(out, *self.downtime, self.unavailable, &mut notes);
+        outcome.note(&notes);
+        // Staged ids were handled here: an unlock's failure gives none back.
+        self.staged_on.clear();
+        self.outcome = Some(outcome);
+    }
+
+    /// `maintenance-off-after-switch-back`: after a switch-back (or a
+    /// failed activation), maintenance off where it is still on, but for
+    /// the hosts the switch-back could not return (`stuck`).
+    async fn maintenance_off_after_switch_back(&mut self, stuck: &[usize], outcome: &mut Outcome) {
+        let (out, exec, plan) = (self.out, self.exec, self.plan);
         // A host the switch-back could not return stays in maintenance: off,
         // its web server would serve the release that failed (issue 12).
-        let kept_on = keep_on_where_stuck(&mut self.in_maintenance, &stuck);
+        let kept_on = keep_on_where_stuck(&mut self.in_maintenance, stuck);
         // After a switch-back (or a failed activation): maintenance off where
         // it is still on.
         if !self.in_maintenance.is_empty() {
@@ -1415,28 +1568,6 @@ impl Run<'_, '_> {
             ));
             self.in_maintenance.extend(kept_on);
         }
-        if outcome.exit() != Exit::Done {
-            let not_live: Vec<usize> = self
-                .staged_on
-                .iter()
-                .copied()
-                .filter(|i| !self.switched.contains(i))
-                .collect();
-            give_back_ids(out, exec, plan, &self.leases, &not_live).await;
-        }
-        if self.maintenance.is_some() {
-            *self.downtime = downtime_of(
-                true,
-                self.longest_downtime,
-                &in_maintenance_names(plan, &self.in_maintenance),
-            );
-        }
-        let mut notes = String::new();
-        report_downtime(out, *self.downtime, self.unavailable, &mut notes);
-        outcome.note(&notes);
-        // Staged ids were handled here: an unlock's failure gives none back.
-        self.staged_on.clear();
-        self.outcome = Some(outcome);
     }
 }
 

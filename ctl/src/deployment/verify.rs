@@ -16,7 +16,8 @@ use crate::client::ClientError;
 use crate::deployment::events::Event;
 use crate::deployment::executor::{Recorded, Scope};
 use crate::deployment::leases::Lease;
-use crate::deployment::{DeployError, Executor, StepRequest};
+use crate::deployment::sequencer::Handler;
+use crate::deployment::{DeployError, Executor, StepError, StepRequest};
 use crate::gate::{self, Action};
 use crate::jobs::{Deadline, step};
 use crate::journal::Journal;
@@ -249,9 +250,17 @@ pub(crate) fn judged(report: &ProbeReport) -> (usize, usize) {
     (report.results.len() - na, na)
 }
 
-/// A switched host verified (its probes and the gate, [`validate_host`]),
-/// then its watchdog armed ([`arm_host`]); `Ok(true)`: armed. The one
-/// order every path (host by host, after maintenance, in a wave) follows.
+/// A switched host's own steps after its `activate`, as the compiled
+/// deployment lists them (issue 14): `steps` in their compiled order, each
+/// dispatched to its handler: `probe`, `gate` (its verdict), `decision`
+/// (when the gate paused), `watchdog-arm` (when compiled: none runs
+/// otherwise). `Ok(true)`: the watchdog is armed. The one walk every path
+/// (host by host, after maintenance, in a wave) follows; the phase decides
+/// which of the switch's steps it hands here ([`program`] checked their
+/// order). `Err` with exit 3 to switch back, exit 4 when a pause got no
+/// decision in time.
+///
+/// [`program`]: super::sequencer::program
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn verify_and_arm(
     out: Out,
@@ -264,9 +273,43 @@ pub(crate) async fn verify_and_arm(
     previous: Option<&str>,
     leases: &[Lease],
     warnings: &mut Vec<String>,
+    steps: &[Handler],
 ) -> Result<bool, DeployError> {
-    validate_host(out, journal, exec, plan, id, host, before, leases, warnings).await?;
-    arm_host(out, journal, exec, plan, id, host, previous).await
+    let out_of_place = |step: &str| {
+        DeployError::from(StepError::NotRunnable {
+            id: id.to_string(),
+            step: step.into(),
+            why: "out of its place in the switch".into(),
+        })
+    };
+    let mut report: Option<ProbeReport> = None;
+    let mut paused: Option<GateVerdict> = None;
+    let mut armed = false;
+    for h in steps {
+        match h {
+            Handler::Probe => {
+                report = Some(probe_step(out, journal, exec, plan, id, host).await?);
+            }
+            Handler::Gate => {
+                let report = report.as_ref().ok_or_else(|| out_of_place("gate"))?;
+                paused =
+                    gate_step(out, journal, exec, plan, id, host, report, before, warnings).await?;
+            }
+            Handler::Decision => {
+                if let Some(verdict) = paused.take() {
+                    decision_step(out, journal, exec, plan, id, host, &verdict, leases).await?;
+                }
+            }
+            Handler::WatchdogArm => {
+                armed = arm_host(out, journal, exec, plan, id, host, previous).await?;
+            }
+            other => return Err(out_of_place(&format!("{other:?}"))),
+        }
+    }
+    if paused.is_some() {
+        return Err(out_of_place("decision"));
+    }
+    Ok(armed)
 }
 
 /// The gate's verdict on one host as the journal records it (the `gate`
@@ -284,23 +327,16 @@ pub(crate) struct GateVerdict {
     pub(crate) decisions_after: i64,
 }
 
-/// Validates one host after its switch: probes (recorded as phase "after"),
-/// then the gate, each a record step (a resume reads back the probes taken
-/// after the switch and the gate's verdict). `Ok` to go on (with a warning
-/// pushed when the gate says warn); `Err` with exit 3 to switch back, or
-/// exit 4 when a pause got no decision in time.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn validate_host(
+/// The host's `probe` step: its probes after the switch (recorded as phase
+/// "after"), a record step (a resume reads back the probes taken then).
+async fn probe_step(
     out: Out,
     journal: &Journal,
     exec: &Executor<'_>,
     plan: &Plan,
     id: &str,
     host: &plan::Host,
-    before: &[ProbeResult],
-    leases: &[Lease],
-    warnings: &mut Vec<String>,
-) -> Result<(), DeployError> {
+) -> Result<ProbeReport, DeployError> {
     let run = || async {
         let report = run_probes(out, plan, host, "after").await?;
         let _ = journal.save_probes(id, &host.name, "after", &report.results);
@@ -314,37 +350,56 @@ pub(crate) async fn validate_host(
         }
         Err(e) => ("failed", e.to_string()),
     };
-    let report = match exec
-        .record(Scope::Host(&host.name), "probe", run, judge)
-        .await?
-    {
-        Recorded::Before(report) => {
-            let (passed, judged) = passed(&report);
-            step(
-                out,
-                &host.name,
-                "probe",
-                if passed == judged { "ok" } else { "failed" },
-                &format!("{passed}/{judged} passed (taken before the interruption, read back)"),
-            );
-            report
-        }
-        Recorded::Now(r) => {
-            let report = r?;
-            let (passed, judged) = passed(&report);
-            step(
-                out,
-                &host.name,
-                "probe",
-                if passed == judged { "ok" } else { "failed" },
-                &format!("{passed}/{judged} passed"),
-            );
-            report
-        }
-    };
+    Ok(
+        match exec
+            .record(Scope::Host(&host.name), "probe", run, judge)
+            .await?
+        {
+            Recorded::Before(report) => {
+                let (passed, judged) = passed(&report);
+                step(
+                    out,
+                    &host.name,
+                    "probe",
+                    if passed == judged { "ok" } else { "failed" },
+                    &format!("{passed}/{judged} passed (taken before the interruption, read back)"),
+                );
+                report
+            }
+            Recorded::Now(r) => {
+                let report = r?;
+                let (passed, judged) = passed(&report);
+                step(
+                    out,
+                    &host.name,
+                    "probe",
+                    if passed == judged { "ok" } else { "failed" },
+                    &format!("{passed}/{judged} passed"),
+                );
+                report
+            }
+        },
+    )
+}
 
+/// The host's `gate` step: the gate's verdict on its probes, a record step
+/// (a resume reads the verdict back). `Ok(None)` to go on (a warning
+/// pushed when the gate says warn), `Ok(Some(verdict))` when it pauses
+/// (the `decision` step answers it), `Err` (exit 3) to switch back.
+#[allow(clippy::too_many_arguments)]
+async fn gate_step(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    host: &plan::Host,
+    report: &ProbeReport,
+    before: &[ProbeResult],
+    warnings: &mut Vec<String>,
+) -> Result<Option<GateVerdict>, DeployError> {
     let run = || async {
-        let eval = gate::evaluate(&plan.gate, &host.name, &report, before);
+        let eval = gate::evaluate(&plan.gate, &host.name, report, before);
         let _ = journal.save_gate(id, &eval);
         let summary = eval.summary();
         out.emit(Event::Gate {
@@ -391,10 +446,10 @@ pub(crate) async fn validate_host(
         step(out, &host.name, "gate", state, &summary);
     }
     match action {
-        Action::Continue => Ok(()),
+        Action::Continue => Ok(None),
         Action::Warn => {
             warnings.push(format!("{}: {summary}", host.name));
-            Ok(())
+            Ok(None)
         }
         Action::Rollback => {
             if !again {
@@ -405,49 +460,63 @@ pub(crate) async fn validate_host(
                 summary,
             })
         }
-        Action::Pause => {
-            let wait = || {
-                wait_for_decision(
-                    out,
-                    journal,
-                    plan,
-                    id,
-                    host,
-                    &summary,
-                    leases,
-                    verdict.decisions_after,
-                )
-            };
-            let judge = |r: &Result<Decided, DeployError>| match r {
-                Ok(d) if d.decision == "go" => ("go", d.who.clone()),
-                Ok(d) => ("no-go", d.who.clone()),
-                Err(e @ DeployError::NoDecision { .. }) => ("no decision", e.to_string()),
-                Err(e) => ("failed", e.to_string()),
-            };
-            let d = match exec
-                .record(Scope::Host(&host.name), "decision", wait, judge)
-                .await?
-            {
-                Recorded::Before(d) => {
-                    let who = format!("{} (taken before the interruption, read back)", d.who);
-                    step(out, &host.name, "decision", &d.decision, &who);
-                    d
-                }
-                Recorded::Now(r) => {
-                    let d = r?;
-                    step(out, &host.name, "decision", &d.decision, &d.who);
-                    d
-                }
-            };
-            if d.decision == "go" {
-                Ok(())
-            } else {
-                Err(DeployError::NoGo {
-                    host: host.name.clone(),
-                    who: d.who,
-                })
-            }
+        Action::Pause => Ok(Some(verdict)),
+    }
+}
+
+/// The host's `decision` step: the answer (`go` / `no-go`) to its gate's
+/// pause, a record step (a resume reads it back rather than waiting again).
+#[allow(clippy::too_many_arguments)]
+async fn decision_step(
+    out: Out,
+    journal: &Journal,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    id: &str,
+    host: &plan::Host,
+    verdict: &GateVerdict,
+    leases: &[Lease],
+) -> Result<(), DeployError> {
+    let wait = || {
+        wait_for_decision(
+            out,
+            journal,
+            plan,
+            id,
+            host,
+            &verdict.summary,
+            leases,
+            verdict.decisions_after,
+        )
+    };
+    let judge = |r: &Result<Decided, DeployError>| match r {
+        Ok(d) if d.decision == "go" => ("go", d.who.clone()),
+        Ok(d) => ("no-go", d.who.clone()),
+        Err(e @ DeployError::NoDecision { .. }) => ("no decision", e.to_string()),
+        Err(e) => ("failed", e.to_string()),
+    };
+    let d = match exec
+        .record(Scope::Host(&host.name), "decision", wait, judge)
+        .await?
+    {
+        Recorded::Before(d) => {
+            let who = format!("{} (taken before the interruption, read back)", d.who);
+            step(out, &host.name, "decision", &d.decision, &who);
+            d
         }
+        Recorded::Now(r) => {
+            let d = r?;
+            step(out, &host.name, "decision", &d.decision, &d.who);
+            d
+        }
+    };
+    if d.decision == "go" {
+        Ok(())
+    } else {
+        Err(DeployError::NoGo {
+            host: host.name.clone(),
+            who: d.who,
+        })
     }
 }
 

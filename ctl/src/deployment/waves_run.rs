@@ -13,6 +13,7 @@ use crate::deployment::error::Outcome;
 use crate::deployment::events::Event;
 use crate::deployment::executor::{Recorded, Scope};
 use crate::deployment::leases::Lease;
+use crate::deployment::sequencer::{Handler, verify_steps};
 use crate::deployment::sequencer::{host_rollback, job_step, step_ok};
 use crate::deployment::verify::{run_probes, verify_and_arm};
 use crate::deployment::{self, DeployError, Executor};
@@ -34,8 +35,10 @@ pub(crate) struct WaveHost {
     pub(crate) failure: Option<DeployError>,
 }
 
-/// One host of a wave: activate, validate (probes and gate, a pause
-/// waiting for its decision), arm its watchdog. Runs beside the wave's
+/// One host of a wave: `activate`, then the switch's other steps (`steps`,
+/// compiled; a wave runs without maintenance) in their compiled order:
+/// validate (probes and gate, a pause waiting for its decision), arm its
+/// watchdog. Runs beside the wave's
 /// other hosts on the sequencer's task, so `unavailable` is shared through
 /// a `RefCell` borrowed between awaits only.
 #[allow(clippy::too_many_arguments)]
@@ -50,6 +53,7 @@ pub(crate) async fn wave_host(
     previous: Option<&str>,
     leases: &[Lease],
     unavailable: &std::cell::RefCell<Unavailable>,
+    steps: &[Handler],
 ) -> WaveHost {
     let release = plan.release.as_ref().expect("checked by deploy");
     let (host, lease) = (&plan.hosts[i], &leases[i]);
@@ -94,6 +98,7 @@ pub(crate) async fn wave_host(
         previous,
         leases,
         &mut r.warnings,
+        &verify_steps(steps),
     )
     .await
     {
@@ -127,6 +132,7 @@ pub(crate) async fn run_waves(
     watched: &mut Vec<String>,
     (activated, switched): (&mut Vec<usize>, &mut Vec<usize>),
     tolerated: &mut Vec<String>,
+    steps: &[Handler],
 ) -> Option<DeployError> {
     let of = plan.waves.len();
     for (w, wave) in plan.waves.iter().enumerate() {
@@ -174,6 +180,7 @@ pub(crate) async fn run_waves(
                 watched,
                 activated_switched,
                 tolerated,
+                steps,
             )
             .await;
             *stop_ref = failure;
@@ -236,6 +243,7 @@ async fn one_wave(
     watched: &mut Vec<String>,
     (activated, switched): (&mut Vec<usize>, &mut Vec<usize>),
     tolerated: &mut Vec<String>,
+    steps: &[Handler],
 ) -> (&'static str, String, Option<DeployError>) {
     let wave = &plan.waves[w];
     let label = label.to_string();
@@ -252,6 +260,7 @@ async fn one_wave(
             previous[i].as_deref(),
             leases,
             &cell,
+            steps,
         )
     })
     .await;
