@@ -283,6 +283,16 @@ impl<'a> Executor<'a> {
         self.lost.borrow().clone()
     }
 
+    /// The error step `name` on `host` is refused with once a journal
+    /// write failed (nothing more is sent), or `None`.
+    fn stopped_error(&self, host: &str, name: &str) -> Option<StepError> {
+        self.stopped.get().then(|| StepError::Stopped {
+            id: self.deployment.id.clone(),
+            host: host.into(),
+            step: name.into(),
+        })
+    }
+
     /// A step of a lost host: journaled `skipped` (under `key`, with no
     /// request: a resumed run sends it again); the error it is refused
     /// with. `None`: the host is not lost.
@@ -328,12 +338,8 @@ impl<'a> Executor<'a> {
         T: Serialize + DeserializeOwned,
     {
         let id = &self.deployment.id;
-        if self.stopped.get() {
-            return Err(StepError::Stopped {
-                id: id.clone(),
-                host: host.into(),
-                step: name.into(),
-            });
+        if let Some(e) = self.stopped_error(host, name) {
+            return Err(e);
         }
         let compiled = self
             .deployment
@@ -384,12 +390,8 @@ impl<'a> Executor<'a> {
         T: Serialize + DeserializeOwned,
     {
         let id = &self.deployment.id;
-        if self.stopped.get() {
-            return Err(StepError::Stopped {
-                id: id.clone(),
-                host: host.into(),
-                step: name.into(),
-            });
+        if let Some(e) = self.stopped_error(host, name) {
+            return Err(e);
         }
         if on_resume(name) != Some(OnResume::Resend) || self.deployment.step(host, name).is_some() {
             return Err(StepError::NotRunnable {
