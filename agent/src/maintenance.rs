@@ -34,9 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use golive_shared::config::{AgentConfig, AppConfig, CommandSpec, MaintenanceConfig};
-use golive_shared::protocol::{
-    ErrorCode, EventKind, JobResult, LogLevel, SetMaintenance, now_millis,
-};
+use golive_shared::protocol::{EventKind, JobResult, LogLevel, SetMaintenance, now_millis};
 use golive_shared::timefmt::utc;
 
 use crate::accesslog::{self, Excluded, LogFormat, WindowStats};
@@ -112,12 +110,13 @@ pub fn access_log_stats(
 ///
 /// Classes (issue 14): what the operator declared failing (an `on`/`off`
 /// command that exits non-zero, times out or cannot be started for the
-/// config's reasons, a `check_url` that does not answer as it must, no
-/// maintenance declared) is a refusal (`BadRequest`, exit 2) when golive
-/// left the host as it was; once `on` turned maintenance ON in the journal
-/// (the agent fails safe and keeps it), any failure is `Internal` (exit 1:
-/// the host changed), as is any fault of the host (the flag file, the
-/// journal).
+/// config's reasons, a `check_url` that does not answer 503 while on: the
+/// web server lacks the snippet, no maintenance declared) is a refusal
+/// (`BadRequest`, exit 2) when golive left the host as it was; once `on`
+/// turned maintenance ON in the journal (the agent fails safe and keeps
+/// it), any failure is `Internal` (exit 1: the host changed), as is an app
+/// that does not answer 2xx after `off` (a live failure) and any fault of
+/// the host (the flag file, the journal).
 pub fn set(
     config: &AgentConfig,
     journal: &Journal,
@@ -331,31 +330,22 @@ fn off_flag_and_check(
                 // Maintenance stays ON in the journal, so the page comes
                 // back too (failing safe): users see the page, not an app
                 // that does not answer, until `off` succeeds.
-                // The page back as it was: the operator's check to fix
-                // (`BadRequest`); a flag file not put back changed the
-                // host (`Internal`).
-                let (code, back) = match &removed {
+                // The app does not answer once the page is gone: a live
+                // failure, not a refusal (`Internal`, exit 1), whether or
+                // not the flag file could be put back.
+                let back = match &removed {
                     Some((path, body)) => match write_atomic(path, body) {
-                        Ok(()) => (
-                            ErrorCode::BadRequest,
-                            format!("; the flag file {} is back", path.display()),
-                        ),
-                        Err(e) => (
-                            ErrorCode::Internal,
-                            format!(
-                                "; the flag file {} could not be put back: {e}",
-                                path.display()
-                            ),
+                        Ok(()) => format!("; the flag file {} is back", path.display()),
+                        Err(e) => format!(
+                            "; the flag file {} could not be put back: {e}",
+                            path.display()
                         ),
                     },
-                    None => (ErrorCode::BadRequest, String::new()),
+                    None => String::new(),
                 };
-                return Err(JobError {
-                    code,
-                    message: format!(
-                        "check_url {url} did not answer 2xx after maintenance off: {seen}; {stays_on}{back}"
-                    ),
-                });
+                return Err(JobError::failed(format!(
+                    "check_url {url} did not answer 2xx after maintenance off: {seen}; {stays_on}{back}"
+                )));
             }
         };
         log(LogLevel::Info, format!("check_url {url} answered {status}"));
@@ -598,6 +588,7 @@ pub fn http_status(url: &str, timeout: Duration) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use golive_shared::protocol::ErrorCode;
     use std::net::TcpListener;
 
     /// A one-shot server answering every connection with `status`.

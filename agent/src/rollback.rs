@@ -325,7 +325,8 @@ pub fn resolve(
         Some(p) => {
             let Some(previous) = &p.previous else {
                 if req.to.is_none() {
-                    return Err(Refusal::Bad(format!(
+                    // Nothing to roll back to (issue 14): `NotFound`.
+                    return Err(Refusal::NotFound(format!(
                         "deployment {} was the first install of {app} on {host}: there is no earlier \
                          release to go back to; name one with --to RELEASE --force, or deploy a fixed release",
                         p.deployment
