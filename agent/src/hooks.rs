@@ -139,23 +139,32 @@ impl HookError {
     /// executable, a `user` the agent cannot switch to); one the host
     /// failed to start otherwise is the host's failure (`Internal`).
     pub fn code(&self) -> ErrorCode {
-        use exec::ExecError as X;
         match self {
             HookError::Failed(_) => ErrorCode::BadRequest,
-            HookError::Start { source, .. } => match source {
-                X::Spawn { source, .. }
-                    if matches!(
-                        source.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
-                    ) =>
-                {
-                    ErrorCode::BadRequest
-                }
-                X::Spawn { .. } => ErrorCode::Internal,
-                X::NotRoot { .. } | X::NoUser { .. } | X::Empty => ErrorCode::BadRequest,
-            },
+            HookError::Start { source, .. } => start_code(source),
             HookError::Config(_) => ErrorCode::Internal,
         }
+    }
+}
+
+/// The class of a declared program (hook, command, maintenance `on`/`off`)
+/// that could not be started: the config's problem (the program missing
+/// or not executable, a `user` the agent cannot switch to, an empty
+/// command) is a refusal (`BadRequest`); any other spawn failure is the
+/// host's (`Internal`).
+pub fn start_code(e: &exec::ExecError) -> ErrorCode {
+    use exec::ExecError as X;
+    match e {
+        X::Spawn { source, .. }
+            if matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            ErrorCode::BadRequest
+        }
+        X::Spawn { .. } => ErrorCode::Internal,
+        X::NotRoot { .. } | X::NoUser { .. } | X::Empty => ErrorCode::BadRequest,
     }
 }
 
@@ -209,15 +218,20 @@ fn info(emit: &dyn Fn(EventKind), line: String) {
 /// Each output line becomes a job log event prefixed `[hook POINT.N]` (N is
 /// the hook's index under `[apps.APP.hooks]`). Hooks get `GOLIVE_APP`,
 /// `GOLIVE_RELEASE`, `GOLIVE_RELEASE_DIR`, `GOLIVE_ROOT` and `GOLIVE_HOOK`
-/// (the point) in their environment.
+/// (the point) in their environment. A hook that fails (or cannot be
+/// started for the config's reasons) is a refusal, its class
+/// [`HookError::code`] (issue 14).
 pub fn run_hooks(
     config: &AgentConfig,
     app_name: &str,
     point: &str,
     release_dir: &Path,
     emit: &dyn Fn(EventKind),
-) -> Result<(), String> {
-    run_point(config, app_name, point, release_dir, emit).map_err(|e| e.to_string())
+) -> Result<(), JobError> {
+    run_point(config, app_name, point, release_dir, emit).map_err(|e| JobError {
+        code: e.code(),
+        message: e.to_string(),
+    })
 }
 
 /// [`run_hooks`], its error typed.
@@ -347,16 +361,18 @@ fn discard_release(layout: &AppLayout, release: &str) -> Result<(), String> {
 }
 
 /// Checks before a release goes live: its permission rules still hold and
-/// its required files exist. An error refuses the activation.
-pub fn preflight(app: &AppConfig, release: &str, release_dir: &Path) -> Result<(), String> {
+/// its required files exist. An error refuses the activation
+/// (`BadRequest`: the release's or the config's problem, nothing switched).
+pub fn preflight(app: &AppConfig, release: &str, release_dir: &Path) -> Result<(), JobError> {
     let bad = check_permissions(app, release_dir);
     if !bad.is_empty() {
-        return Err(format!(
+        return Err(JobError::refused(format!(
             "release {release} is refused before switching: permission rules not met: {}",
             bad.join("; ")
-        ));
+        )));
     }
-    check_required_files(app, release_dir).map_err(|e| format!("{e}; nothing was switched"))
+    check_required_files(app, release_dir)
+        .map_err(|e| JobError::refused(format!("{e}; nothing was switched")))
 }
 
 /// Checks before a rollback (or a deployment's switch-back) makes an
@@ -400,35 +416,54 @@ pub fn before_switch_back(
 /// Runs the declared command `req.name` of `req.app` in `ROOT/current` (a
 /// relative `cwd` is taken inside it). A non-zero exit fails the job with
 /// the exit code and the tail of the output.
+///
+/// Classes (issue 14): a command that exits non-zero, is killed or times
+/// out, or cannot be started for the config's reasons ([`start_code`]) is
+/// the operator's (`BadRequest`: golive changed nothing, what the command
+/// did is its own); a name the app does not declare `NotFound`; no
+/// current release to run it in `Conflict`; the agent's own faults
+/// (reading `current`, a spawn failure of the host) `Internal`.
 pub fn run_command(
     config: &AgentConfig,
     req: &RunCommand,
     emit: &dyn Fn(EventKind),
-) -> Result<JobResult, String> {
-    let app = app_of(config, &req.app)?;
+) -> Result<JobResult, JobError> {
+    let app = app_of(config, &req.app).map_err(|m| JobError {
+        code: ErrorCode::NotFound,
+        message: m,
+    })?;
     let spec = app.commands.get(&req.name).ok_or_else(|| {
         let valid: Vec<&str> = app.commands.keys().map(String::as_str).collect();
-        format!(
-            "app {} on agent {} declares no command {:?}; declared commands: {}",
-            req.app,
-            config.agent.name,
-            req.name,
-            if valid.is_empty() {
-                "(none)".to_string()
-            } else {
-                valid.join(", ")
-            }
-        )
+        JobError {
+            code: ErrorCode::NotFound,
+            message: format!(
+                "app {} on agent {} declares no command {:?}; declared commands: {}",
+                req.app,
+                config.agent.name,
+                req.name,
+                if valid.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    valid.join(", ")
+                }
+            ),
+        }
     })?;
     let layout = AppLayout::new(&app.root);
     let current = layout
         .current()
-        .map_err(|e| format!("cannot read the current release of {}: {e}", req.app))?
-        .ok_or_else(|| {
-            format!(
+        .map_err(|e| {
+            JobError::failed(format!(
+                "cannot read the current release of {}: {e}",
+                req.app
+            ))
+        })?
+        .ok_or_else(|| JobError {
+            code: ErrorCode::Conflict,
+            message: format!(
                 "app {} has no current release on agent {}; deploy one before running commands",
                 req.app, config.agent.name
-            )
+            ),
         })?;
     let base = layout.current_link();
     let mut p = Prepared::new(spec, &app.run, &base);
@@ -454,17 +489,20 @@ pub fn run_command(
             exec::seconds(p.timeout)
         ),
     );
-    let outcome = run_logged(&p, &format!("[command {}]", req.name), emit)
-        .map_err(|e| format!("command {} could not run: {e}", req.name))?;
+    let outcome =
+        run_logged(&p, &format!("[command {}]", req.name), emit).map_err(|e| JobError {
+            code: start_code(&e),
+            message: format!("command {} could not run: {e}", req.name),
+        })?;
     let duration_ms = outcome.duration.as_millis() as u64;
     if !outcome.success() {
-        return Err(format!(
+        return Err(JobError::refused(format!(
             "command {} (`{}`) failed: {}{}",
             req.name,
             p.display(),
             what_happened(&p, &outcome),
             tail_for_message(&outcome)
-        ));
+        )));
     }
     info(
         emit,
@@ -903,6 +941,94 @@ mod tests {
             FinishError::RequiredFiles("release r1 is refused".into()).code(),
             ErrorCode::BadRequest
         );
+    }
+
+    /// An agent config whose app `shop` (at `root`) declares `app`'s
+    /// fields.
+    fn agent_with(root: &Path, app: serde_json::Value) -> AgentConfig {
+        let mut config: AgentConfig = toml::from_str(
+            "[agent]\nname = \"a1\"\nlisten = \"127.0.0.1:7443\"\nstate_dir = \"/tmp/x\"\n\
+             [tls]\nca = \"/x\"\ncert = \"/x\"\nkey = \"/x\"\n",
+        )
+        .unwrap();
+        let mut app = app;
+        app["root"] = serde_json::json!(root);
+        config
+            .apps
+            .insert("shop".into(), serde_json::from_value(app).unwrap());
+        config
+    }
+
+    /// Issue 14: a named command's failures carry their class, the words
+    /// as before. Its exit, a timeout or a missing program is the
+    /// operator's (`BadRequest`), an undeclared name `NotFound`, no
+    /// current release `Conflict`; a run that succeeds is exit 0.
+    #[test]
+    fn issue14_a_named_commands_failures_are_classed() {
+        let (_tmp, root, _release) = setup();
+        let config = agent_with(
+            &root,
+            serde_json::json!({"commands": {
+                "ok": {"cmd": ["true"]},
+                "fails": {"cmd": ["sh", "-c", "echo broken; exit 3"]},
+                "slow": {"cmd": ["sleep", "5"], "timeout_secs": 1},
+                "missing": {"cmd": ["/nonexistent/golive-prog"]},
+            }}),
+        );
+        let req = |name: &str| RunCommand {
+            app: "shop".into(),
+            name: name.into(),
+        };
+        let e = run_command(&config, &req("ok"), &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Conflict, "{e}");
+        assert!(e.message.contains("has no current release"), "{e}");
+        AppLayout::new(&root).activate("r1").unwrap();
+        assert!(matches!(
+            run_command(&config, &req("ok"), &|_| {}),
+            Ok(JobResult::Command { exit_code: 0, .. })
+        ));
+        let e = run_command(&config, &req("fails"), &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
+        assert!(
+            e.message
+                .starts_with("command fails (`sh -c 'echo broken; exit 3'`) failed: exit 3"),
+            "{e}"
+        );
+        assert!(e.message.ends_with("broken"), "{e}");
+        let e = run_command(&config, &req("slow"), &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
+        let e = run_command(&config, &req("missing"), &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
+        assert!(
+            e.message.starts_with("command missing could not run"),
+            "{e}"
+        );
+        let e = run_command(&config, &req("nope"), &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound, "{e}");
+        assert!(e.message.contains("declares no command \"nope\""), "{e}");
+    }
+
+    /// Issue 14: an activation's checks and hooks are refusals
+    /// (`BadRequest`): a `before_activate` hook that fails, a required
+    /// file gone.
+    #[test]
+    fn issue14_activation_hooks_and_checks_are_refusals() {
+        let (_tmp, root, release) = setup();
+        let config = agent_with(
+            &root,
+            serde_json::json!({"hooks": {"before_activate": [{"cmd": ["false"]}]}}),
+        );
+        let e = run_hooks(&config, "shop", "before_activate", &release, &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
+        assert!(
+            e.message
+                .starts_with("hook before_activate.0 (`false`) of app shop failed for release r1"),
+            "{e}"
+        );
+        let app = app(&root, &["settings.php"]);
+        let e = preflight(&app, "r1", &release).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
+        assert!(e.message.ends_with("; nothing was switched"), "{e}");
     }
 
     #[test]

@@ -181,10 +181,14 @@ pub fn submit(
             let declared = agent.known_app(&app)?;
             let flags = crate::flags::config(&app, &declared).map_err(bad)?;
             crate::flags::check_request(&app, flags, f).map_err(|m| {
-                ErrorBody::new(
-                    ErrorCode::BadRequest,
-                    format!("agent {}: {m}", agent.config().agent.name),
-                )
+                // A name the app does not declare is `NotFound`, as a
+                // command's (issue 14); both exit 2.
+                let code = if flags.declared.contains_key(&f.name) {
+                    ErrorCode::BadRequest
+                } else {
+                    ErrorCode::NotFound
+                };
+                ErrorBody::new(code, format!("agent {}: {m}", agent.config().agent.name))
             })?;
         }
         JobSpec::RunCommand(c) => {
@@ -862,7 +866,7 @@ pub fn execute(
                 if switching && dir.is_dir() {
                     crate::hooks::preflight(app, &a.release, &dir)?;
                     crate::hooks::run_hooks(config, app_name, "before_activate", &dir, emit)
-                        .map_err(|e| error_with(&e, "; nothing was switched"))?;
+                        .map_err(|e| e.map(|m| error_with(&m, "; nothing was switched")))?;
                 }
                 // The deployment's rollback point, written before the switch
                 // (issue 13): a host can then roll itself back alone.
@@ -871,10 +875,10 @@ pub fn execute(
                 {
                     crate::rollback::record_point(config, journal, a, d, current.as_deref(), emit)
                         .map_err(|e| {
-                            format!(
+                            JobError::failed(format!(
                                 "cannot record the rollback point of deployment {d}: {e}; nothing \
                                  was switched"
-                            )
+                            ))
                         })?;
                 }
                 let previous =
@@ -887,12 +891,17 @@ pub fn execute(
                     ));
                 }
                 if switching {
+                    // After the switch: the host changed, so a failure
+                    // whatever its cause (`Internal`, exit 1).
                     crate::hooks::run_hooks(config, app_name, "after_activate", &dir, emit)
                         .map_err(|e| {
-                            error_with(&e, &format!("; current already points to {}", a.release))
+                            JobError::failed(error_with(
+                                &e.message,
+                                &format!("; current already points to {}", a.release),
+                            ))
                         })?;
                 }
-                Ok::<_, String>(previous)
+                Ok::<_, JobError>(previous)
             })();
             let availability = sampler.and_then(|s| s.finish(switched.is_ok(), emit));
             Ok(JobResult::Activated {
@@ -1067,7 +1076,7 @@ pub(crate) fn switch(
     release: &str,
     cause: &str,
     log: &dyn Fn(String),
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, JobError> {
     let before = layout.current().map_err(|e| e.to_string())?;
     if before.as_deref() == Some(release) {
         log(format!("{release} is already current; nothing to switch"));
@@ -1077,7 +1086,9 @@ pub(crate) fn switch(
         "switching current: {} -> {release}",
         before.as_deref().unwrap_or("none")
     ));
-    let previous = layout.activate(release).map_err(|e| e.to_string())?;
+    // Its class kept (issue 14): a release not on disk is `NotFound`, a
+    // `current` golive did not make `BadRequest`, a disk fault `Internal`.
+    let previous = layout.activate(release)?;
     journal
         .record_activation(app_name, release, previous.as_deref(), cause, now_millis())
         .map_err(|e| e.to_string())?;

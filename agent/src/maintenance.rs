@@ -40,6 +40,7 @@ use golive_shared::timefmt::utc;
 use crate::accesslog::{self, Excluded, LogFormat, WindowStats};
 use crate::availability;
 use crate::exec;
+use crate::jobs::JobError;
 use crate::journal::Journal;
 
 /// How long a check keeps retrying before it gives up (each attempt is
@@ -106,12 +107,22 @@ pub fn access_log_stats(
 }
 
 /// Turns an app's maintenance mode on or off.
+///
+/// Classes (issue 14): what the operator declared failing (an `on`/`off`
+/// command that exits non-zero, times out or cannot be started for the
+/// config's reasons, a `check_url` that does not answer 503 while on: the
+/// web server lacks the snippet, no maintenance declared) is a refusal
+/// (`BadRequest`, exit 2) when golive left the host as it was; once `on`
+/// turned maintenance ON in the journal (the agent fails safe and keeps
+/// it), any failure is `Internal` (exit 1: the host changed), as is an app
+/// that does not answer 2xx after `off` (a live failure) and any fault of
+/// the host (the flag file, the journal).
 pub fn set(
     config: &AgentConfig,
     journal: &Journal,
     req: &SetMaintenance,
     emit: &dyn Fn(EventKind),
-) -> Result<JobResult, String> {
+) -> Result<JobResult, JobError> {
     let by = journal
         .running_job_submitter(&req.app, "maintenance")
         .ok()
@@ -127,15 +138,15 @@ pub fn set_by(
     req: &SetMaintenance,
     by: &str,
     emit: &dyn Fn(EventKind),
-) -> Result<JobResult, String> {
+) -> Result<JobResult, JobError> {
     let app = config
         .app(&req.app)
-        .ok_or_else(|| format!("no app {:?} in the agent config", req.app))?;
+        .ok_or_else(|| JobError::refused(format!("no app {:?} in the agent config", req.app)))?;
     let m = app.maintenance.as_ref().ok_or_else(|| {
-        format!(
+        JobError::refused(format!(
             "app {} declares no maintenance mode; add [apps.{}.maintenance] (flag_file and/or on/off commands)",
             req.app, req.app
-        )
+        ))
     })?;
     let by = by.to_string();
     let log = |level: LogLevel, line: String| emit(EventKind::Log { level, line });
@@ -154,10 +165,19 @@ fn on(
     reason: &str,
     by: &str,
     log: &dyn Fn(LogLevel, String),
-) -> Result<JobResult, String> {
+) -> Result<JobResult, JobError> {
     let (state, changed) = journal
         .maintenance_on(name, reason, by, now_millis())
         .map_err(|e| e.to_string())?;
+    // Maintenance is ON in the journal now: a failure from here left the
+    // host changed (`Internal`) unless it was on already.
+    let class = |e: JobError| {
+        if changed {
+            JobError::failed(e.message)
+        } else {
+            e
+        }
+    };
     if changed {
         log(
             LogLevel::Info,
@@ -185,10 +205,10 @@ fn on(
             state.reason
         );
         write_atomic(&path, body.as_bytes()).map_err(|e| {
-            format!(
+            JobError::failed(format!(
                 "cannot write the flag file {}: {e}; {stays_on}",
                 path.display()
-            )
+            ))
         })?;
         log(
             LogLevel::Info,
@@ -197,15 +217,18 @@ fn on(
     }
     if let Some(cmd) = &m.on {
         run_command("on", cmd, app, log)
-            .map_err(|e| golive_shared::protocol::error_with(&e, &format!("; {stays_on}")))?;
+            .map_err(|e| {
+                e.map(|e| golive_shared::protocol::error_with(&e, &format!("; {stays_on}")))
+            })
+            .map_err(class)?;
     }
     if let Some(url) = &m.check_url {
         let status = check(url, m.check_timeout_ms, |s| s == 503)
             .map_err(|seen| {
-                format!(
+                class(JobError::refused(format!(
                     "check_url {url} did not answer 503 while maintenance is on: {seen}; \
                      check that the web server includes the maintenance snippet for this flag file; {stays_on}"
-                )
+                )))
             })?;
         log(LogLevel::Info, format!("check_url {url} answered {status}"));
     }
@@ -224,7 +247,7 @@ fn off(
     m: &MaintenanceConfig,
     by: &str,
     emit: &dyn Fn(EventKind),
-) -> Result<JobResult, String> {
+) -> Result<JobResult, JobError> {
     let log = &|level: LogLevel, line: String| emit(EventKind::Log { level, line });
     let before = journal.maintenance(name).map_err(|e| e.to_string())?;
     match &before {
@@ -248,8 +271,9 @@ fn off(
         "it was off already"
     };
     if let Some(cmd) = &m.off {
-        run_command("off", cmd, app, log)
-            .map_err(|e| golive_shared::protocol::error_with(&e, &format!("; {stays_on}")))?;
+        run_command("off", cmd, app, log).map_err(|e| {
+            e.map(|e| golive_shared::protocol::error_with(&e, &format!("; {stays_on}")))
+        })?;
     }
     // Downtime as users see it (issue 12, part 15): from here until the app
     // answers its http probe, as through a switch; the page's own answers
@@ -275,7 +299,7 @@ fn off_flag_and_check(
     by: &str,
     stays_on: &str,
     log: &dyn Fn(LogLevel, String),
-) -> Result<JobResult, String> {
+) -> Result<JobResult, JobError> {
     // The flag's body, to put back if the check fails while the journal
     // keeps maintenance ON: the page and the journal then agree.
     let mut removed: Option<(std::path::PathBuf, Vec<u8>)> = None;
@@ -292,10 +316,10 @@ fn off_flag_and_check(
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(format!(
+                return Err(JobError::failed(format!(
                     "cannot remove the flag file {}: {e}; {stays_on}",
                     path.display()
-                ));
+                )));
             }
         }
     }
@@ -306,6 +330,9 @@ fn off_flag_and_check(
                 // Maintenance stays ON in the journal, so the page comes
                 // back too (failing safe): users see the page, not an app
                 // that does not answer, until `off` succeeds.
+                // The app does not answer once the page is gone: a live
+                // failure, not a refusal (`Internal`, exit 1), whether or
+                // not the flag file could be put back.
                 let back = match &removed {
                     Some((path, body)) => match write_atomic(path, body) {
                         Ok(()) => format!("; the flag file {} is back", path.display()),
@@ -316,9 +343,9 @@ fn off_flag_and_check(
                     },
                     None => String::new(),
                 };
-                return Err(format!(
+                return Err(JobError::failed(format!(
                     "check_url {url} did not answer 2xx after maintenance off: {seen}; {stays_on}{back}"
-                ));
+                )));
             }
         };
         log(LogLevel::Info, format!("check_url {url} answered {status}"));
@@ -386,7 +413,7 @@ fn run_command(
     cmd: &CommandSpec,
     app: &AppConfig,
     log: &dyn Fn(LogLevel, String),
-) -> Result<(), String> {
+) -> Result<(), JobError> {
     let current = app.root.join("current");
     let base = if current.is_dir() {
         current
@@ -401,7 +428,10 @@ fn run_command(
     let outcome = exec::run(&prepared, &mut |line| {
         log(LogLevel::Info, format!("  {line}"))
     })
-    .map_err(|e| format!("maintenance `{which}` command: {e}"))?;
+    .map_err(|e| JobError {
+        code: crate::hooks::start_code(&e),
+        message: format!("maintenance `{which}` command: {e}"),
+    })?;
     if outcome.success() {
         log(
             LogLevel::Info,
@@ -417,7 +447,7 @@ fn run_command(
         Some((i, _)) => &tail[i..],
         None => tail,
     };
-    Err(format!(
+    Err(JobError::refused(format!(
         "maintenance `{which}` command `{}` failed: {}{}",
         prepared.display(),
         outcome.describe(prepared.timeout),
@@ -426,7 +456,7 @@ fn run_command(
         } else {
             format!("; output ends with:\n{tail}")
         }
-    ))
+    )))
 }
 
 /// GETs `url` until `ok(status)` holds, for up to [`CHECK_WINDOW`] (each
@@ -558,6 +588,7 @@ pub fn http_status(url: &str, timeout: Duration) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use golive_shared::protocol::ErrorCode;
     use std::net::TcpListener;
 
     /// A one-shot server answering every connection with `status`.
@@ -573,6 +604,54 @@ mod tests {
             }
         });
         format!("http://{addr}/health")
+    }
+
+    /// Issue 14: the maintenance job's failures carry their class. A
+    /// command of the operator's that fails while golive leaves the host as
+    /// it was is a refusal (`BadRequest`); once `on` turned maintenance ON
+    /// (kept: the agent fails safe) it is a failure (`Internal`).
+    #[test]
+    fn issue14_maintenance_failures_are_classed_by_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config: AgentConfig = toml::from_str(
+            "[agent]\nname = \"a1\"\nlisten = \"127.0.0.1:7443\"\nstate_dir = \"/tmp/x\"\n\
+             [tls]\nca = \"/x\"\ncert = \"/x\"\nkey = \"/x\"\n",
+        )
+        .unwrap();
+        let app = serde_json::from_value(serde_json::json!({
+            "root": dir.path().join("shop"),
+            "maintenance": {"on": {"cmd": ["false"]}, "off": {"cmd": ["false"]}},
+        }))
+        .unwrap();
+        config.apps.insert("shop".into(), app);
+        std::fs::create_dir_all(dir.path().join("shop")).unwrap();
+        let journal = Journal::open(&dir.path().join("j.db")).unwrap();
+        let req = |on| SetMaintenance {
+            app: "shop".into(),
+            on,
+            reason: "test".into(),
+        };
+        // Off while off: the command failed, nothing changed.
+        let e = set(&config, &journal, &req(false), &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
+        assert!(
+            e.message
+                .starts_with("maintenance `off` command `false` failed: exit 1"),
+            "{e}"
+        );
+        assert!(journal.maintenance("shop").unwrap().is_none());
+        // On while off: the journal turned ON, the command failed after.
+        let e = set(&config, &journal, &req(true), &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Internal, "{e}");
+        assert!(e.message.contains("maintenance stays ON"), "{e}");
+        assert!(journal.maintenance("shop").unwrap().is_some());
+        // On while on: left as it was.
+        let e = set(&config, &journal, &req(true), &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
+        // No maintenance declared (the config changed since the submit).
+        config.apps.get_mut("shop").unwrap().maintenance = None;
+        let e = set(&config, &journal, &req(true), &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
     }
 
     #[test]

@@ -40,14 +40,15 @@ use std::path::PathBuf;
 
 use golive_shared::config::{AgentConfig, AppConfig, DatabaseConfig};
 use golive_shared::protocol::{
-    ActivateRelease, Availability, CreateBackup, DatabaseChoice, DroppedObject, EventKind,
-    FlagValue, HostRollback, HostRolledBack, JobResult, LogLevel, PointMigration, PointState,
-    ProbeResult, ProbeStatus, RestoreBackup, RestorePolicy, RollbackPoint, RollbackStepReport,
-    SetFlag, SetMaintenance, StepState, TableRows, UnixMillis, now_millis,
+    ActivateRelease, Availability, CreateBackup, DatabaseChoice, DroppedObject, ErrorCode,
+    EventKind, FlagValue, HostRollback, HostRolledBack, JobResult, LogLevel, PointMigration,
+    PointState, ProbeResult, ProbeStatus, RestoreBackup, RestorePolicy, RollbackPoint,
+    RollbackStepReport, SetFlag, SetMaintenance, StepState, TableRows, UnixMillis, now_millis,
 };
 use golive_shared::timefmt::utc;
 use serde::{Deserialize, Serialize};
 
+use crate::jobs::JobError;
 use crate::journal::{Journal, StepRow};
 use crate::release::layout::AppLayout;
 
@@ -324,7 +325,8 @@ pub fn resolve(
         Some(p) => {
             let Some(previous) = &p.previous else {
                 if req.to.is_none() {
-                    return Err(Refusal::Bad(format!(
+                    // Nothing to roll back to (issue 14): `NotFound`.
+                    return Err(Refusal::NotFound(format!(
                         "deployment {} was the first install of {app} on {host}: there is no earlier \
                          release to go back to; name one with --to RELEASE --force, or deploy a fixed release",
                         p.deployment
@@ -571,10 +573,10 @@ pub fn run(
     req: &HostRollback,
     deployment: Option<&str>,
     emit: &dyn Fn(EventKind),
-) -> Result<HostRolledBack, String> {
+) -> Result<HostRolledBack, JobError> {
     let m = Machine::new(config, journal, job, &req.app, emit)?;
     let plan = m.plan(deployment, || m.plan_full(req, deployment))?;
-    m.walk(&plan)
+    Ok(m.walk(&plan)?)
 }
 
 /// Runs (or resumes) an older `Rollback` job: the same machine, code steps
@@ -587,7 +589,7 @@ pub fn run_code_only(
     to: Option<&str>,
     reason: &str,
     emit: &dyn Fn(EventKind),
-) -> Result<(Option<String>, String, Option<Availability>), String> {
+) -> Result<(Option<String>, String, Option<Availability>), JobError> {
     let m = Machine::new(config, journal, job, app, emit)?;
     let plan = m.plan(None, || m.plan_code_only(to, reason))?;
     let out = m.walk(&plan)?;
@@ -611,10 +613,10 @@ impl<'a> Machine<'a> {
         job: &'a Job<'a>,
         app_name: &'a str,
         emit: &'a dyn Fn(EventKind),
-    ) -> Result<Machine<'a>, String> {
+    ) -> Result<Machine<'a>, JobError> {
         let app = config
             .app(app_name)
-            .ok_or_else(|| format!("no app {app_name:?} in the agent config"))?;
+            .ok_or_else(|| JobError::refused(format!("no app {app_name:?} in the agent config")))?;
         Ok(Machine {
             config,
             journal,
@@ -657,8 +659,8 @@ impl<'a> Machine<'a> {
     fn plan(
         &self,
         deployment: Option<&str>,
-        make: impl FnOnce() -> Result<Plan, String>,
-    ) -> Result<Plan, String> {
+        make: impl FnOnce() -> Result<Plan, JobError>,
+    ) -> Result<Plan, JobError> {
         if let Some(row) = self.steps()?.remove(PLAN)
             && row.state == "done"
             && let Some(data) = &row.data
@@ -680,7 +682,7 @@ impl<'a> Machine<'a> {
             .map_err(|e| e.to_string())?;
         let plan = match make() {
             Ok(p) => p,
-            Err(e) => {
+            Err(JobError { code, message: e }) => {
                 let _ =
                     self.journal
                         .step_finished(self.job.id, PLAN, "failed", &e, None, now_millis());
@@ -694,10 +696,15 @@ impl<'a> Machine<'a> {
                         now_millis(),
                     );
                 }
-                return Err(format!(
-                    "host rollback of {} on {} refused before any change: {e}",
-                    self.app_name, self.config.agent.name
-                ));
+                // Its class kept (issue 14): nothing to roll back to is
+                // `NotFound`, a journal that cannot be read `Internal`.
+                return Err(JobError {
+                    code,
+                    message: format!(
+                        "host rollback of {} on {} refused before any change: {e}",
+                        self.app_name, self.config.agent.name
+                    ),
+                });
             }
         };
         let data = serde_json::to_string(&plan).map_err(|e| e.to_string())?;
@@ -765,7 +772,7 @@ impl<'a> Machine<'a> {
             .map_or(PointState::Live, |p| p.state)
     }
 
-    fn plan_code_only(&self, to: Option<&str>, reason: &str) -> Result<Plan, String> {
+    fn plan_code_only(&self, to: Option<&str>, reason: &str) -> Result<Plan, JobError> {
         let current = self.layout.current().map_err(|e| e.to_string())?;
         let to = match to {
             Some(t) => t.to_string(),
@@ -789,29 +796,35 @@ impl<'a> Machine<'a> {
         })
     }
 
-    fn previous_release(&self, current: Option<&str>) -> Result<String, String> {
+    /// The release before `current`, or `NotFound`: nothing to roll back
+    /// to (issue 14).
+    fn previous_release(&self, current: Option<&str>) -> Result<String, JobError> {
         self.journal
             .rollback_target(self.app_name, current, |id| {
                 self.layout.release_dir(id).is_dir()
             })
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!(
+            .ok_or_else(|| JobError {
+                code: ErrorCode::NotFound,
+                message: format!(
                     "app {} has no earlier release to roll back to (current: {})",
                     self.app_name,
                     current.unwrap_or("none")
-                )
+                ),
             })
     }
 
-    fn plan_full(&self, req: &HostRollback, deployment: Option<&str>) -> Result<Plan, String> {
+    fn plan_full(&self, req: &HostRollback, deployment: Option<&str>) -> Result<Plan, JobError> {
         let current = self.layout.current().map_err(|e| e.to_string())?;
         let point = match deployment {
             Some(d) => Some(
                 self.journal
                     .rollback_point(self.app_name, d)
                     .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("the rollback point of deployment {d} is gone"))?,
+                    .ok_or_else(|| JobError {
+                        code: ErrorCode::NotFound,
+                        message: format!("the rollback point of deployment {d} is gone"),
+                    })?,
             ),
             None => None,
         };
@@ -847,10 +860,13 @@ impl<'a> Machine<'a> {
             (Some(t), _) => t.clone(),
             (None, Some(p)) => p.clone(),
             (None, None) => {
-                return Err(format!(
-                    "deployment {} was a first install: nothing to go back to",
-                    point.deployment
-                ));
+                return Err(JobError {
+                    code: ErrorCode::NotFound,
+                    message: format!(
+                        "deployment {} was a first install: nothing to go back to",
+                        point.deployment
+                    ),
+                });
             }
         };
         let choice = self.choose(&point, &to, req.restore)?;
@@ -874,7 +890,7 @@ impl<'a> Machine<'a> {
                 since: s.on_since,
                 by: s.by,
             },
-            (Some(_), Err(e)) => return Err(e.to_string()),
+            (Some(_), Err(e)) => return Err(JobError::failed(e.to_string())),
             (Some(_), Ok(None)) if changes_data => Maintenance::On {
                 why: "the database step changes data".into(),
             },
@@ -1197,7 +1213,8 @@ impl<'a> Machine<'a> {
                     },
                     &self.by(),
                     self.emit,
-                )?;
+                )
+                .map_err(|e| e.message)?;
                 // What users saw as maintenance went off (issue 12, part
                 // 15) is kept as the step's data, for the job's figure.
                 let measured = match done {
@@ -1224,7 +1241,7 @@ impl<'a> Machine<'a> {
                 )
                 .map_err(|e| {
                     golive_shared::protocol::error_with(
-                        &e,
+                        &e.message,
                         &format!("; current already points to {}", plan.to),
                     )
                 })?;
@@ -1334,7 +1351,8 @@ impl<'a> Machine<'a> {
             &plan.to,
             "rollback",
             &log,
-        )?;
+        )
+        .map_err(|e| e.message)?;
         Ok((
             format!(
                 "current: {} -> {}",
@@ -1512,7 +1530,8 @@ impl<'a> Machine<'a> {
                         },
                         &self.by(),
                         self.emit,
-                    )?;
+                    )
+                    .map_err(|e| e.message)?;
                     changed.push(format!(
                         "{} -> {}{}",
                         f.name,
@@ -1800,6 +1819,36 @@ mod tests {
             Err(Refusal::Bad(m)) => m,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Issue 14: nothing to roll back to refuses the rollback job before
+    /// any change, `NotFound` (exit 2), the words as before.
+    #[test]
+    fn issue14_nothing_to_roll_back_to_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let mut c = config();
+        c.apps.get_mut("shop").unwrap().root = dir.path().join("shop");
+        let spec =
+            golive_shared::protocol::JobSpec::Rollback(golive_shared::protocol::RollbackRelease {
+                app: "shop".into(),
+                to: None,
+                reason: "test".into(),
+            });
+        let (info, _) = j.insert_job("k1", &spec, "alice", 1).unwrap();
+        let job = Job {
+            id: info.id,
+            submitted_by: "alice",
+        };
+        let e = run_code_only(&c, &j, &job, "shop", None, "test", &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound, "{e}");
+        assert_eq!(
+            e.message,
+            "host rollback of shop on a1 refused before any change: app shop has no earlier \
+             release to roll back to (current: none)"
+        );
+        let e = run_code_only(&c, &j, &job, "web", None, "test", &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
     }
 
     /// One key per deployment and host, whoever asks; another target needs

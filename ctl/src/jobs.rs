@@ -637,7 +637,8 @@ pub fn switched(
         },
         Ok(job) => Err(DeployError::Maintenance {
             id: job.id,
-            state: job.state.as_str(),
+            state: job.state,
+            code: job.error_code,
             message: job.error.unwrap_or_else(|| "no message".into()),
         }),
         Err(e) => Err(DeployError::Agent(e)),

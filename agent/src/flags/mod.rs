@@ -22,10 +22,11 @@ use std::path::{Path, PathBuf};
 
 use golive_shared::config::{AgentConfig, AppConfig, FlagDecl, FlagsConfig};
 use golive_shared::protocol::{
-    EventKind, FlagState, FlagValue, JobResult, LogLevel, SetFlag, now_millis,
+    ErrorCode, EventKind, FlagState, FlagValue, JobResult, LogLevel, SetFlag, now_millis,
 };
 use serde_json::Value;
 
+use crate::jobs::JobError;
 use crate::journal::{FlagChange, Journal};
 
 /// The flag file's path: absolute, or relative to the app's ROOT.
@@ -150,15 +151,23 @@ struct Doc {
     value: Value,
 }
 
-fn read(path: &Path) -> Result<Doc, String> {
-    let format = format_of(path)?;
+/// A file of another format or content the operator's to fix
+/// (`BadRequest`), one the host cannot read `Internal`.
+fn read(path: &Path) -> Result<Doc, JobError> {
+    let format = format_of(path).map_err(JobError::refused)?;
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("cannot read flag file {}: {e}", path.display())),
+        Err(e) => {
+            return Err(JobError::failed(format!(
+                "cannot read flag file {}: {e}",
+                path.display()
+            )));
+        }
     };
-    let value = parse(format, &text)
-        .map_err(|e| format!("flag file {} is unreadable: {e}", path.display()))?;
+    let value = parse(format, &text).map_err(|e| {
+        JobError::refused(format!("flag file {} is unreadable: {e}", path.display()))
+    })?;
     Ok(Doc {
         format,
         text,
@@ -347,7 +356,7 @@ fn changed(doc: &Doc, place: &Place, on: bool, percent: Option<u8>) -> Result<St
 pub fn list(journal: &Journal, app_name: &str, app: &AppConfig) -> Result<Vec<FlagState>, String> {
     let flags = config(app_name, app)?;
     let path = file_path(app, flags);
-    let doc = read(&path)?;
+    let doc = read(&path).map_err(|e| e.message)?;
     let changes = journal
         .flag_changes(app_name, 10_000)
         .map_err(|e| e.to_string())?;
@@ -376,7 +385,7 @@ pub fn values(app: &AppConfig) -> Result<Option<Vec<FlagValue>>, String> {
         return Ok(None);
     };
     let path = file_path(app, flags);
-    let doc = read(&path)?;
+    let doc = read(&path).map_err(|e| e.message)?;
     flags
         .declared
         .iter()
@@ -394,12 +403,18 @@ pub fn values(app: &AppConfig) -> Result<Option<Vec<FlagValue>>, String> {
 }
 
 /// The `flag` job: writes one flag into the file and journals the change.
+///
+/// Classes (issue 14): a flag the app does not declare `NotFound`; no
+/// flags declared, a bad percentage, or a flag file whose content cannot
+/// hold the flag (not the app's format, a key of another type) a refusal
+/// (`BadRequest`), the file unchanged; reading or writing the file, or the
+/// journal, failing is the host's fault (`Internal`).
 pub fn set(
     config: &AgentConfig,
     journal: &Journal,
     req: &SetFlag,
     emit: &dyn Fn(EventKind),
-) -> Result<JobResult, String> {
+) -> Result<JobResult, JobError> {
     let by = journal
         .running_job_submitter(&req.app, "flag")
         .ok()
@@ -415,21 +430,28 @@ pub fn set_by(
     req: &SetFlag,
     by: &str,
     emit: &dyn Fn(EventKind),
-) -> Result<JobResult, String> {
+) -> Result<JobResult, JobError> {
     let app = config
         .app(&req.app)
-        .ok_or_else(|| format!("no app {:?} in the agent config", req.app))?;
-    let flags = self::config(&req.app, app)?;
-    check_request(&req.app, flags, req)?;
+        .ok_or_else(|| JobError::refused(format!("no app {:?} in the agent config", req.app)))?;
+    let flags = self::config(&req.app, app).map_err(JobError::refused)?;
+    check_request(&req.app, flags, req).map_err(|m| JobError {
+        code: if flags.declared.contains_key(&req.name) {
+            ErrorCode::BadRequest
+        } else {
+            ErrorCode::NotFound
+        },
+        message: m,
+    })?;
     let by = by.to_string();
     let path = file_path(app, flags);
     let place = Place::of(&req.name, &flags.declared[&req.name]);
-    let in_file = |e: String| format!("flag file {}: {e}", path.display());
+    let in_file = |e: String| JobError::refused(format!("flag file {}: {e}", path.display()));
     let doc = read(&path)?;
     let (previous_on, previous_percent) = get(&doc.value, &place).map_err(in_file)?;
     let body = changed(&doc, &place, req.on, req.percent).map_err(in_file)?;
     crate::maintenance::write_atomic(&path, body.as_bytes())
-        .map_err(|e| format!("cannot write flag file {}: {e}", path.display()))?;
+        .map_err(|e| JobError::failed(format!("cannot write flag file {}: {e}", path.display())))?;
     journal
         .record_flag_change(
             &req.app,
@@ -620,13 +642,16 @@ key = "/x"
             "{e}"
         );
         let e = set(&config, &journal, &req("fase_37", true, None), &|_| {}).unwrap_err();
-        assert!(e.contains("porcentaje_rollout"), "{e}");
+        assert!(e.message.contains("porcentaje_rollout"), "{e}");
+        // The file's content is the operator's to fix (issue 14).
+        assert_eq!(e.code, ErrorCode::BadRequest);
         // A plain boolean stays one, and takes no percentage.
         std::fs::write(&file, "{\"bi\": true}").unwrap();
         set(&config, &journal, &req("bi", false, None), &|_| {}).unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "{\"bi\": false}");
         let e = set(&config, &journal, &req("bi", true, Some(5)), &|_| {}).unwrap_err();
-        assert!(e.contains("plain true/false"), "{e}");
+        assert!(e.message.contains("plain true/false"), "{e}");
+        assert_eq!(e.code, ErrorCode::BadRequest);
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "{\"bi\": false}");
     }
 
@@ -659,7 +684,8 @@ key = "/x"
             "{e}"
         );
         let e = set(&config, &journal, &req("alerta", true, Some(20)), &|_| {}).unwrap_err();
-        assert!(e.contains("no rollout percentage"), "{e}");
+        assert!(e.message.contains("no rollout percentage"), "{e}");
+        assert_eq!(e.code, ErrorCode::BadRequest);
         assert_eq!(std::fs::read_to_string(&file).unwrap(), seed);
         assert!(journal.flag_changes("shop", 10).unwrap().is_empty());
         let app = config.app("shop").unwrap();
@@ -754,6 +780,29 @@ key = "/x"
         assert!(e.contains("bi, new_checkout"), "{e}");
         let e = check_request("shop", flags, &req("bi", true, Some(101))).unwrap_err();
         assert!(e.contains("0 and 100"), "{e}");
+    }
+
+    /// Issue 14: the flag job's failures carry their class. A name the app
+    /// does not declare is `NotFound`, a bad percentage `BadRequest` (both
+    /// exit 2, the file untouched); a flag file the host cannot read is
+    /// `Internal` (exit 1).
+    #[test]
+    fn issue14_the_flag_jobs_failures_are_classed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = agent_config(dir.path(), "f.json");
+        let journal = Journal::open(&dir.path().join("j.db")).unwrap();
+        let e = set(&config, &journal, &req("nope", true, None), &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound, "{e}");
+        assert!(e.message.contains("declares no flag \"nope\""), "{e}");
+        let e = set(&config, &journal, &req("bi", true, Some(101)), &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
+        assert!(!dir.path().join("f.json").exists());
+        // A directory where the file should be: the host's problem.
+        std::fs::create_dir(dir.path().join("f.json")).unwrap();
+        let e = set(&config, &journal, &req("bi", true, None), &|_| {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Internal, "{e}");
+        assert!(e.message.starts_with("cannot read flag file"), "{e}");
+        assert!(journal.flag_changes("shop", 10).unwrap().is_empty());
     }
 
     #[test]

@@ -7,14 +7,15 @@
 use std::path::Path;
 
 use golive_shared::protocol::{
-    FlagState, JobResult, JobSpec, JobState, ListFlagsRequest, Request, Response, SetFlag,
+    ErrorCode, FlagState, JobResult, JobSpec, JobState, ListFlagsRequest, Request, Response,
+    SetFlag,
 };
 use golive_shared::timefmt::utc;
 use serde_json::json;
 
 use crate::cli::{FlagCommand, OnOff};
 use crate::client::ClientError;
-use crate::deployment::error::client_exit;
+use crate::deployment::error::{client_exit, job_state_exit};
 use crate::jobs::run_job;
 use crate::output::{Exit, Out, usage};
 use crate::plan::{self, Plan};
@@ -27,11 +28,13 @@ enum FlagError {
     /// not be reached.
     #[error(transparent)]
     Agent(#[from] ClientError),
-    /// The flag job ran and did not succeed: the file may have changed.
-    #[error("job {id} {state}: {message}")]
+    /// The flag job ran and did not succeed; `code` is the class the agent
+    /// gave it (a refusal left the file as it was).
+    #[error("job {id} {}: {message}", state.as_str())]
     Job {
         id: u64,
-        state: &'static str,
+        state: JobState,
+        code: Option<ErrorCode>,
         message: String,
     },
     #[error("job {id} ended with an unexpected result: {result}")]
@@ -42,7 +45,8 @@ impl FlagError {
     fn exit(&self) -> Exit {
         match self {
             FlagError::Agent(e) => client_exit(e),
-            FlagError::Job { .. } | FlagError::UnexpectedResult { .. } => Exit::Failed,
+            FlagError::Job { state, code, .. } => job_state_exit(*state, *code),
+            FlagError::UnexpectedResult { .. } => Exit::Failed,
         }
     }
 }
@@ -165,7 +169,8 @@ async fn set(
             },
             Ok(job) => Err(FlagError::Job {
                 id: job.id,
-                state: job.state.as_str(),
+                state: job.state,
+                code: job.error_code,
                 message: job.error.unwrap_or_else(|| "no message".into()),
             }),
             Err(e) => Err(FlagError::Agent(e)),
@@ -239,7 +244,7 @@ async fn previous_of(
 
 #[cfg(test)]
 mod tests {
-    use golive_shared::protocol::{ErrorBody, ErrorCode};
+    use golive_shared::protocol::ErrorBody;
 
     use super::*;
 
@@ -260,13 +265,22 @@ mod tests {
         );
         assert_eq!(agent(ErrorCode::NotDeclared).exit(), Exit::Usage);
         assert_eq!(agent(ErrorCode::Internal).exit(), Exit::Failed);
-        let job = FlagError::Job {
+        let job = |code| FlagError::Job {
             id: 5,
-            state: "failed",
+            state: JobState::Failed,
+            code,
             message: "flag file not writable".into(),
         };
-        assert_eq!(job.to_string(), "job 5 failed: flag file not writable");
-        assert_eq!(job.exit(), Exit::Failed);
+        assert_eq!(
+            job(None).to_string(),
+            "job 5 failed: flag file not writable"
+        );
+        assert_eq!(job(None).exit(), Exit::Failed);
+        assert_eq!(job(Some(ErrorCode::Internal)).exit(), Exit::Failed);
+        // The file's content cannot hold the flag, or the flag is not
+        // declared: a refusal that left the file as it was.
+        assert_eq!(job(Some(ErrorCode::BadRequest)).exit(), Exit::Usage);
+        assert_eq!(job(Some(ErrorCode::NotFound)).exit(), Exit::Usage);
         let odd = FlagError::UnexpectedResult {
             id: 6,
             result: "None".into(),

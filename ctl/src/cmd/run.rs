@@ -3,19 +3,24 @@
 //! plan order, streaming its output. The controller only names the command;
 //! an agent refuses a name it does not declare and lists the ones it does.
 //!
-//! Exit: 0 when it succeeded everywhere; 1 when it failed somewhere; 2 when
-//! refused (unknown name, invalid name, app locked by a deployment, agent
-//! unreachable). The first failure or refusal stops the run: the hosts after
-//! it are named as not run.
+//! Exit: 0 when it succeeded everywhere; 2 when refused (unknown name,
+//! invalid name, app locked by a deployment, no current release) or when
+//! the command itself exited non-zero, was killed or timed out (the agent
+//! classes that `BadRequest`: golive changed nothing, what the command did
+//! is its own, the fix is the operator's); 1 when the agent failed at its
+//! part, the job was interrupted or cancelled, or an agent could not be
+//! reached. The exit comes from the job's `ErrorCode` through the one
+//! mapping (`job_state_exit`), never from its text. The first failure or
+//! refusal stops the run: the hosts after it are named as not run.
 
 use std::path::Path;
 
 use golive_shared::names;
-use golive_shared::protocol::{JobResult, JobSpec, JobState, RunCommand, now_millis};
+use golive_shared::protocol::{ErrorCode, JobResult, JobSpec, JobState, RunCommand, now_millis};
 use serde_json::json;
 
 use crate::client::ClientError;
-use crate::deployment::error::client_exit;
+use crate::deployment::error::{client_exit, job_state_exit};
 use crate::jobs::run_job;
 use crate::journal::{RandomError, random_hex};
 use crate::output::{Exit, Out, usage};
@@ -26,11 +31,12 @@ use crate::plan;
 #[derive(Debug, thiserror::Error)]
 enum RunStop {
     /// The command's job ran and did not succeed (the command failed, was
-    /// cancelled or interrupted): something may have run.
-    #[error("{command} {state} on {host} (job {id}): {why}")]
+    /// cancelled or interrupted); `code` is the class the agent gave it.
+    #[error("{command} {} on {host} (job {id}): {why}", state.as_str())]
     Job {
         command: String,
-        state: &'static str,
+        state: JobState,
+        code: Option<ErrorCode>,
         host: String,
         id: u64,
         why: String,
@@ -44,7 +50,7 @@ enum RunStop {
 impl RunStop {
     fn exit(&self) -> Exit {
         match self {
-            RunStop::Job { .. } => Exit::Failed,
+            RunStop::Job { state, code, .. } => job_state_exit(*state, *code),
             RunStop::Agent(e) => client_exit(e),
         }
     }
@@ -123,7 +129,8 @@ pub async fn run(out: Out, plan_path: &Path, command: &str) -> anyhow::Result<Ex
                 report(out, &host.name, command, job.state.as_str(), &why);
                 Some(RunStop::Job {
                     command: command.to_string(),
-                    state: job.state.as_str(),
+                    state: job.state,
+                    code: job.error_code,
                     host: host.name.clone(),
                     id: job.id,
                     why,
@@ -173,18 +180,39 @@ mod tests {
     /// agent's `ErrorCode`.
     #[test]
     fn issue14_a_runs_stop_is_typed_with_its_words_and_exit_code() {
-        let job = RunStop::Job {
+        let job = |state, code| RunStop::Job {
             command: "clear-cache".into(),
-            state: "failed",
+            state,
+            code,
             host: "web1".into(),
             id: 4,
             why: "exit 3".into(),
         };
         assert_eq!(
-            job.to_string(),
+            job(JobState::Failed, None).to_string(),
             "clear-cache failed on web1 (job 4): exit 3"
         );
-        assert_eq!(job.exit(), Exit::Failed);
+        // An older agent's failure without a code, an interrupted job and
+        // the agent's own failure: 1.
+        assert_eq!(job(JobState::Failed, None).exit(), Exit::Failed);
+        assert_eq!(
+            job(JobState::Interrupted, Some(ErrorCode::BadRequest)).exit(),
+            Exit::Failed
+        );
+        assert_eq!(
+            job(JobState::Failed, Some(ErrorCode::Internal)).exit(),
+            Exit::Failed
+        );
+        // The command exited non-zero (`BadRequest`), or there was no
+        // current release to run it in (`Conflict`): 2.
+        assert_eq!(
+            job(JobState::Failed, Some(ErrorCode::BadRequest)).exit(),
+            Exit::Usage
+        );
+        assert_eq!(
+            job(JobState::Failed, Some(ErrorCode::Conflict)).exit(),
+            Exit::Usage
+        );
         let agent = |code| {
             RunStop::Agent(ClientError::Agent {
                 host: "web1".into(),

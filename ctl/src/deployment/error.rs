@@ -33,13 +33,16 @@ pub enum DeployError {
         code: Option<ErrorCode>,
         message: String,
     },
-    /// A maintenance job ended without success: the host may be left in
-    /// maintenance (the agent fails safe), so it is a failure, not a
-    /// refusal.
-    #[error("job {id} {state}: {message}")]
+    /// A maintenance job ended without success. `code` is the class the
+    /// agent gave it: a refusal (`BadRequest`: the operator's `on`/`off`
+    /// command or `check_url` failed and the host was left as it was) is
+    /// exit 2; anything else, such as an `on` that left the host in
+    /// maintenance (the agent fails safe), is a failure.
+    #[error("job {id} {}: {message}", state.as_str())]
     Maintenance {
         id: u64,
-        state: &'static str,
+        state: JobState,
+        code: Option<ErrorCode>,
         message: String,
     },
     /// A job succeeded with a result of another kind than its step's.
@@ -212,7 +215,9 @@ impl DeployError {
             E::Flags { source: e, .. }
             | E::Upload { source: e, .. }
             | E::Migrations { source: e, .. } => client_exit(e),
-            E::Job { state, code, .. } => job_state_exit(*state, *code),
+            E::Job { state, code, .. } | E::Maintenance { state, code, .. } => {
+                job_state_exit(*state, *code)
+            }
             E::Lease(LeaseError::Refused { .. }) => Exit::Usage,
             E::Stage { source, .. } | E::OnHosts { first: source, .. } => source.exit(),
             E::Wave { first, .. } => first.exit(),
@@ -224,8 +229,7 @@ impl DeployError {
             },
             E::Gate { .. } | E::NoGo { .. } => Exit::RolledBack,
             E::NoDecision { .. } => Exit::Paused,
-            E::Maintenance { .. }
-            | E::UnexpectedResult { .. }
+            E::UnexpectedResult { .. }
             | E::Journal(_)
             | E::Lease(LeaseError::Lost { .. })
             | E::NoCommit { .. }
@@ -442,13 +446,16 @@ mod tests {
         // No code (an older agent): a failure, whatever the text says.
         assert_eq!(e.exit(), Exit::Failed);
         assert_eq!(e.to_string(), "job 7 failed: refused: nothing was written");
-        let m = DeployError::Maintenance {
+        let m = |code| DeployError::Maintenance {
             id: 8,
-            state: "failed",
+            state: JobState::Failed,
+            code,
             message: "flag file not writable".into(),
         };
-        assert_eq!(m.exit(), Exit::Failed);
-        assert_eq!(m.to_string(), "job 8 failed: flag file not writable");
+        assert_eq!(m(None).exit(), Exit::Failed);
+        assert_eq!(m(Some(ErrorCode::Internal)).exit(), Exit::Failed);
+        assert_eq!(m(Some(ErrorCode::BadRequest)).exit(), Exit::Usage);
+        assert_eq!(m(None).to_string(), "job 8 failed: flag file not writable");
     }
 
     /// The sequencer's stops keep the words and exit codes they had as

@@ -141,6 +141,17 @@ fn unknown_flags_and_big_percentages_are_refused() {
         "{}",
         unknown.text()
     );
+    // Issue 14: refused when submitted (`NotFound`, as an undeclared
+    // command): no flag job ran on either host.
+    for a in [&a1, &a2] {
+        let jobs: i64 = a
+            .journal()
+            .query_row("SELECT COUNT(*) FROM jobs WHERE kind = 'flag'", [], |r| {
+                r.get(0)
+            })
+            .expect("count flag jobs");
+        assert_eq!(jobs, 0);
+    }
     let big = ctl.run(&[
         "flag",
         "set",

@@ -389,7 +389,9 @@ fn issue4_permission_rules_and_required_files() {
 
 /// `golivectl run` runs a declared command on every host in `ROOT/current`;
 /// an unknown name is refused (exit 2) with the declared ones listed; a
-/// failing command exits 1 with its exit code and output.
+/// failing command exits 2 (issue 14: the agent classes it `BadRequest`,
+/// journaled with the job; golive changed nothing) with its exit code and
+/// output, and the hosts after it are not run.
 #[test]
 fn issue4_run_declared_commands_only() {
     let w = World::new();
@@ -446,12 +448,25 @@ fn issue4_run_declared_commands_only() {
     );
 
     let run = w.ctl.run(&["run", s(&plan), "broken"]);
-    assert_eq!(run.code, 1, "{}", run.text());
+    assert_eq!(run.code, 2, "{}", run.text());
     assert!(
-        run.stdout.contains("exit 3") && run.stdout.contains("it went wrong"),
+        run.stdout.contains("exit 3")
+            && run.stdout.contains("it went wrong")
+            && run.stdout.contains("[web-a] run broken: failed")
+            && !run.stdout.contains("[web-b] run broken"),
         "{}",
         run.text()
     );
+    let code: Option<String> = a
+        .agent
+        .journal()
+        .query_row(
+            "SELECT error_code FROM jobs WHERE kind = 'command' AND state = 'failed'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the failed command job");
+    assert_eq!(code.as_deref(), Some("BadRequest"));
     // Neither refused nor failed runs touched the cache command's marker.
     for h in [&a, &b] {
         let marker = std::fs::read_to_string(h.root.join("shared/cache.marker")).unwrap();

@@ -789,6 +789,83 @@ fn issue13_flags_go_back_to_the_rollback_point_from_the_host_alone() {
 /// stopped and through the socket when it runs; the socket takes nothing
 /// but a host rollback and its events, and nobody but the agent's user or
 /// root.
+/// Issue 14: a host rollback with nothing to roll back to is `NotFound`,
+/// the words as before. Of a deployment that was the first install: the
+/// agent refuses it when submitted (no job). A rollback job (the code
+/// steps) with no earlier release fails before any change, the code
+/// journaled with it. `golivectl rollback` of that deployment refuses it
+/// itself from its record (exit 2).
+/// Nothing changes: current stays, no maintenance.
+#[test]
+fn issue14_a_host_rollback_with_nothing_to_roll_back_to_is_not_found() {
+    let site = Site::new("127.0.0.250", |_| String::new());
+    let d1 = site.deploy("v1", V1);
+
+    let c = site.client();
+    let refused = block_on(c.call(&Request::SubmitJob(SubmitJob {
+        idempotency_key: "anything".into(),
+        lease: None,
+        spec: JobSpec::HostRollback(request(Some(&d1))),
+    })));
+    match refused {
+        Err(golivectl::client::ClientError::Agent { body, .. }) => {
+            assert_eq!(body.code, ErrorCode::NotFound, "{body:?}");
+            assert!(
+                body.message.contains(&format!(
+                    "deployment {d1} was the first install of shop on web1: there is no earlier \
+                     release to go back to"
+                )),
+                "{body:?}"
+            );
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+
+    // Every way back resolves to that deployment's point; the older
+    // protocol's rollback job (the host rollback's code steps) finds no
+    // earlier release when it runs.
+    let submitted = block_on(c.call(&Request::SubmitJob(SubmitJob {
+        idempotency_key: "older-rollback".into(),
+        lease: None,
+        spec: JobSpec::Rollback(golive_shared::protocol::RollbackRelease {
+            app: "shop".into(),
+            to: None,
+            reason: "test".into(),
+        }),
+    })))
+    .expect("submit the rollback job");
+    let Response::Job(submitted) = submitted else {
+        panic!("unexpected answer {submitted:?}")
+    };
+    let (job, lines) = site.follow(submitted.id);
+    assert_eq!(job.state, JobState::Failed, "{}", lines.join("\n"));
+    assert_eq!(job.error_code, Some(ErrorCode::NotFound), "{job:?}");
+    assert_eq!(
+        job.error.as_deref(),
+        Some(
+            "host rollback of shop on web1 refused before any change: app shop has no earlier \
+             release to roll back to (current: v1)"
+        )
+    );
+    assert_eq!(
+        site.journal_count(
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'rollback' AND error_code = 'NotFound'"
+        ),
+        1
+    );
+
+    site.write_plan(None);
+    let run = site.ctl.run(&["rollback", &d1]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.text().contains("there is nothing to roll back to"),
+        "{}",
+        run.text()
+    );
+    assert_eq!(site.current().as_deref(), Some("v1"));
+    assert!(!site.maintenance_flag());
+}
+
 #[test]
 fn issue13_the_local_cli_runs_in_process_or_through_an_owner_only_socket() {
     assert!(
