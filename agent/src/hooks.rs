@@ -417,12 +417,13 @@ pub fn before_switch_back(
 /// relative `cwd` is taken inside it). A non-zero exit fails the job with
 /// the exit code and the tail of the output.
 ///
-/// Classes (issue 14): a command that exits non-zero, is killed or times
-/// out, or cannot be started for the config's reasons ([`start_code`]) is
-/// the operator's (`BadRequest`: golive changed nothing, what the command
-/// did is its own); a name the app does not declare `NotFound`; no
-/// current release to run it in `Conflict`; the agent's own faults
-/// (reading `current`, a spawn failure of the host) `Internal`.
+/// Classes (issue 14): a command that cannot be started for the config's
+/// reasons ([`start_code`]) is the operator's (`BadRequest`: nothing ran);
+/// a name the app does not declare `NotFound`; no current release to run
+/// it in `Conflict`. A command that ran and exited non-zero, was killed or
+/// timed out is a failure (`Internal`, exit 1): it ran, so nothing says the
+/// host is as it was. The agent's own faults (reading `current`, a spawn
+/// failure of the host) are `Internal` too.
 pub fn run_command(
     config: &AgentConfig,
     req: &RunCommand,
@@ -496,7 +497,7 @@ pub fn run_command(
         })?;
     let duration_ms = outcome.duration.as_millis() as u64;
     if !outcome.success() {
-        return Err(JobError::refused(format!(
+        return Err(JobError::failed(format!(
             "command {} (`{}`) failed: {}{}",
             req.name,
             p.display(),
@@ -960,9 +961,10 @@ mod tests {
     }
 
     /// Issue 14: a named command's failures carry their class, the words
-    /// as before. Its exit, a timeout or a missing program is the
-    /// operator's (`BadRequest`), an undeclared name `NotFound`, no
-    /// current release `Conflict`; a run that succeeds is exit 0.
+    /// as before. A missing program is the operator's (`BadRequest`:
+    /// nothing ran), an undeclared name `NotFound`, no current release
+    /// `Conflict`; a command that ran and exited non-zero or timed out is
+    /// a failure (`Internal`); a run that succeeds is exit 0.
     #[test]
     fn issue14_a_named_commands_failures_are_classed() {
         let (_tmp, root, _release) = setup();
@@ -988,7 +990,7 @@ mod tests {
             Ok(JobResult::Command { exit_code: 0, .. })
         ));
         let e = run_command(&config, &req("fails"), &|_| {}).unwrap_err();
-        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
+        assert_eq!(e.code, ErrorCode::Internal, "{e}");
         assert!(
             e.message
                 .starts_with("command fails (`sh -c 'echo broken; exit 3'`) failed: exit 3"),
@@ -996,7 +998,7 @@ mod tests {
         );
         assert!(e.message.ends_with("broken"), "{e}");
         let e = run_command(&config, &req("slow"), &|_| {}).unwrap_err();
-        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
+        assert_eq!(e.code, ErrorCode::Internal, "{e}");
         let e = run_command(&config, &req("missing"), &|_| {}).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
         assert!(

@@ -389,9 +389,10 @@ fn issue4_permission_rules_and_required_files() {
 
 /// `golivectl run` runs a declared command on every host in `ROOT/current`;
 /// an unknown name is refused (exit 2) with the declared ones listed; a
-/// failing command exits 2 (issue 14: the agent classes it `BadRequest`,
-/// journaled with the job; golive changed nothing) with its exit code and
-/// output, and the hosts after it are not run.
+/// failing command exits 1 (issue 14: a command that ran and failed is
+/// `Internal`, journaled with the job: it ran, so the host may have
+/// changed) with its exit code and output, and the hosts after it are not
+/// run.
 #[test]
 fn issue4_run_declared_commands_only() {
     let w = World::new();
@@ -448,7 +449,7 @@ fn issue4_run_declared_commands_only() {
     );
 
     let run = w.ctl.run(&["run", s(&plan), "broken"]);
-    assert_eq!(run.code, 2, "{}", run.text());
+    assert_eq!(run.code, 1, "{}", run.text());
     assert!(
         run.stdout.contains("exit 3")
             && run.stdout.contains("it went wrong")
@@ -466,7 +467,7 @@ fn issue4_run_declared_commands_only() {
             |r| r.get(0),
         )
         .expect("the failed command job");
-    assert_eq!(code.as_deref(), Some("BadRequest"));
+    assert_eq!(code.as_deref(), Some("Internal"));
     // Neither refused nor failed runs touched the cache command's marker.
     for h in [&a, &b] {
         let marker = std::fs::read_to_string(h.root.join("shared/cache.marker")).unwrap();
