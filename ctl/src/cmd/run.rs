@@ -4,11 +4,11 @@
 //! an agent refuses a name it does not declare and lists the ones it does.
 //!
 //! Exit: 0 when it succeeded everywhere; 2 when refused (unknown name,
-//! invalid name, app locked by a deployment, no current release) or when
-//! the command itself exited non-zero, was killed or timed out (the agent
-//! classes that `BadRequest`: golive changed nothing, what the command did
-//! is its own, the fix is the operator's); 1 when the agent failed at its
-//! part, the job was interrupted or cancelled, or an agent could not be
+//! invalid name, app locked by a deployment, no current release, a command
+//! the config gets wrong: nothing ran); 1 when the command ran and exited
+//! non-zero, was killed or timed out (the agent classes that `Internal`:
+//! it ran, so the host may have changed), the agent failed at its part,
+//! the job was interrupted or cancelled, or an agent could not be
 //! reached. The exit comes from the job's `ErrorCode` through the one
 //! mapping (`job_state_exit`), never from its text. The first failure or
 //! refusal stops the run: the hosts after it are named as not run.
@@ -203,8 +203,9 @@ mod tests {
             job(JobState::Failed, Some(ErrorCode::Internal)).exit(),
             Exit::Failed
         );
-        // The command exited non-zero (`BadRequest`), or there was no
-        // current release to run it in (`Conflict`): 2.
+        // The command could not start for the config's reasons
+        // (`BadRequest`), or there was no current release to run it in
+        // (`Conflict`): 2.
         assert_eq!(
             job(JobState::Failed, Some(ErrorCode::BadRequest)).exit(),
             Exit::Usage
