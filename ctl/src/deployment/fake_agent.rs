@@ -36,6 +36,9 @@ pub(crate) struct Script {
     pub(crate) probes_fail_from_run: Option<usize>,
     /// From the activate submission on, the agent answers nothing.
     pub(crate) hangs_at_activate: bool,
+    /// Each run of the probes takes this long; its call is then recorded
+    /// as it is answered, not as it arrives.
+    pub(crate) probes_take: Option<Duration>,
     /// The new release has one pending migration (`0002_add_column`),
     /// applied by a migrate job; the host runs backup and maintenance jobs.
     pub(crate) pending_migration: bool,
@@ -157,6 +160,9 @@ impl FakeAgent {
     }
 
     async fn answer(&self, req: &Request) -> Result<Response, ClientError> {
+        if let (Request::RunProbes(_), Some(took)) = (req, self.script.probes_take) {
+            tokio::time::sleep(took).await;
+        }
         let hung = {
             let mut st = self.state();
             st.calls.push(req.operation());

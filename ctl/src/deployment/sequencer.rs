@@ -45,6 +45,7 @@ use golive_shared::protocol::{
 };
 use golive_shared::protocol::{ErrorCode, HostRollback, RollbackRequester};
 use serde_json::json;
+use tokio::sync::Notify;
 
 use crate::client::ClientError;
 use crate::deployment::downtime::{
@@ -888,7 +889,7 @@ pub(crate) async fn run_deployment(
         let r = match phase {
             Phase::Lock => run.lock().await,
             Phase::ReadFlags => read_flags(journal, exec, plan, id).await,
-            Phase::Stage => run.stage().await,
+            Phase::Stage => run.stage(None).await,
             Phase::StageAndProbeBefore => run.stage_and_probe_before().await,
             Phase::ProbeBefore => run.probe_before().await,
             Phase::Migrations => run.migrations().await.map(|_| ()),
@@ -938,10 +939,10 @@ impl Run<'_, '_> {
     /// Phase 3: upload and stage everywhere (a git source is fetched by
     /// each host instead), `[deploy] parallel` hosts at a time; the live
     /// release is untouched.
-    async fn stage(&mut self) -> Result<(), DeployError> {
+    async fn stage(&mut self, after: Option<&[Notify]>) -> Result<(), DeployError> {
         let (out, plan, id) = (self.out, self.plan, self.id);
         let release = plan.release.as_ref().expect("checked by deploy");
-        let staged = stage_all(out, self.journal, self.exec, plan, id, &self.leases).await;
+        let staged = stage_all(out, self.journal, self.exec, plan, id, &self.leases, after).await;
         let first_commit = match staged {
             Ok((staged_on, first_commit)) => {
                 self.staged_on = staged_on;
@@ -974,11 +975,20 @@ impl Run<'_, '_> {
     /// [`stage`](Self::stage) with the probes before taken beside it
     /// ([`take_before_early`]), then reported and recorded as
     /// [`probe_before`](Self::probe_before) does: the same steps, in the
-    /// same order, in the journal and the output.
+    /// same order, in the journal and the output. A host's upload starts
+    /// once its probes are answered, so both go over the host's one
+    /// kept-alive connection: taken during the upload, the probes opened a
+    /// second one, a TLS handshake more per host on both sides (issue 14,
+    /// speed: the 50-host deploy is CPU-bound). The other hosts' uploads
+    /// and stages still run beside them.
     async fn stage_and_probe_before(&mut self) -> Result<(), DeployError> {
         let (out, journal, exec, plan, id) =
             (self.out, self.journal, self.exec, self.plan, self.id);
-        let (staged, early) = tokio::join!(self.stage(), take_before_early(exec, plan));
+        let probed: Vec<Notify> = plan.hosts.iter().map(|_| Notify::new()).collect();
+        let (staged, early) = tokio::join!(
+            self.stage(Some(&probed)),
+            take_before_early(exec, plan, &probed)
+        );
         staged?;
         self.before = probe_before(out, journal, exec, plan, id, early).await?;
         Ok(())
@@ -1678,7 +1688,10 @@ pub(crate) async fn stage_host(
 }
 
 /// Phase 3 on every host, `[deploy] parallel` at a time; after a failure
-/// no further host starts. `Ok((staged hosts, first (host, commit)))`, or
+/// no further host starts. With `after`, a host starts once `after[i]` (its
+/// index in the plan) is notified: [`take_before_early`] notifies each
+/// host's as soon as its probes are done, and takes them in plan order, as
+/// this starts hosts, so every host waited for gets its notice. `Ok((staged hosts, first (host, commit)))`, or
 /// `Err((staged hosts, why))` naming the first failed host in
 /// plan order (and how many others failed), or the hosts that resolved a
 /// git ref to different commits: every host must run the same code.
@@ -1690,11 +1703,17 @@ pub(crate) async fn stage_all(
     plan: &Plan,
     id: &str,
     leases: &[Lease],
+    after: Option<&[Notify]>,
 ) -> Result<(Vec<usize>, Option<(String, String)>), (Vec<usize>, DeployError)> {
     let results = crate::fanout::until(
         plan.parallel,
-        plan.hosts.iter().zip(leases),
-        |(host, lease)| stage_host(out, journal, exec, plan, id, host, lease),
+        plan.hosts.iter().zip(leases).enumerate(),
+        |(i, (host, lease))| async move {
+            if let Some(probed) = after.and_then(|a| a.get(i)) {
+                probed.notified().await;
+            }
+            stage_host(out, journal, exec, plan, id, host, lease).await
+        },
         Result::is_err,
     )
     .await;

@@ -599,6 +599,37 @@ async fn issue14_the_probes_before_are_taken_beside_staging_and_recorded_after_i
     }
 }
 
+/// Issue 14 (speed): a host's probes before are answered before its upload
+/// starts, so both go over its one kept-alive connection (taken during the
+/// upload, they opened a second: a TLS handshake more per host on both
+/// sides). The other hosts' uploads still run beside them.
+#[tokio::test(start_paused = true)]
+async fn issue14_a_hosts_probes_before_come_before_its_upload_on_one_connection() {
+    // Probes that take a second (paused time): an upload beside them
+    // would come first.
+    let slow = Script {
+        probes_take: Some(Duration::from_secs(1)),
+        ..Script::default()
+    };
+    let f = fleet(vec![slow; 3], "[[waves]]\npercent = 100\n");
+    let (outcome, _) = deploy(&f).await;
+    assert_eq!(outcome.exit(), Exit::Done, "{}", outcome.message());
+    for a in &f.agents {
+        let calls = a.calls();
+        let at = |op: &str| calls.iter().position(|c| c == op);
+        // (probe.run: recorded as answered)
+        let (probes, has, upload) = (at("probe.run"), at("artifact.has"), at("artifact.upload"));
+        assert!(
+            probes.is_some() && has.is_some() && upload.is_some(),
+            "a probe, an artifact check and an upload each: {calls:?}"
+        );
+        assert!(
+            probes < has && has < upload,
+            "the upload started before the probes before were answered: {calls:?}"
+        );
+    }
+}
+
 /// A finished deployment run again on its journal replays every step:
 /// no job, no probe, no soak; the same outcome.
 #[tokio::test(start_paused = true)]

@@ -110,13 +110,29 @@ pub(crate) type Early = Vec<Option<Result<ProbeReport, String>>>;
 /// need not wait for it. Nothing is reported or recorded here; the
 /// `probe-before` step does both, in its compiled place ([`probe_before`]).
 /// A host whose figures a resumed deployment reads back is not asked.
-pub(crate) async fn take_before_early(exec: &Executor<'_>, plan: &Plan) -> Early {
-    crate::fanout::all(plan.parallel, &plan.hosts, |host| async move {
-        if exec.replays(Scope::Host(&host.name), "probe-before") {
-            return None;
-        }
-        Some(take_probes(plan, host).await.map_err(|e| e.to_string()))
-    })
+/// `probed[i]` is notified once host `i` (plan order) is done here, asked
+/// or not: its upload waits for it ([`super::sequencer::stage_all`]).
+pub(crate) async fn take_before_early(
+    exec: &Executor<'_>,
+    plan: &Plan,
+    probed: &[tokio::sync::Notify],
+) -> Early {
+    crate::fanout::all(
+        plan.parallel,
+        plan.hosts.iter().enumerate(),
+        |(i, host)| async move {
+            let taken = if exec.replays(Scope::Host(&host.name), "probe-before") {
+                None
+            } else {
+                Some(take_probes(plan, host).await.map_err(|e| e.to_string()))
+            };
+            // A stored permit when the host's upload is not waiting yet.
+            if let Some(n) = probed.get(i) {
+                n.notify_one();
+            }
+            taken
+        },
+    )
     .await
 }
 
