@@ -659,9 +659,22 @@ pub(crate) fn program(d: &Deployment) -> Result<Vec<Phase>, DeployError> {
             Handler::Activate => {
                 // The switch's own steps follow it, in their compiled order.
                 let mut steps = vec![Handler::Activate];
+                // The step that ended the switch, when it is not one that
+                // may follow a switch (the outcome's, the unlock).
+                let mut stray = None;
                 while let Some(&next) = names.get(i + 1) {
                     let h = handler(next).ok_or_else(|| refuse(next, "no handler runs it"))?;
                     if !SWITCH_STEPS.contains(&h) {
+                        if !matches!(
+                            h,
+                            Handler::CommitMigrate
+                                | Handler::SwitchBack
+                                | Handler::MaintenanceOffAfterSwitchBack
+                                | Handler::Discard
+                                | Handler::Unlock
+                        ) {
+                            stray = Some(next);
+                        }
                         break;
                     }
                     if steps.contains(&h) {
@@ -670,7 +683,14 @@ pub(crate) fn program(d: &Deployment) -> Result<Vec<Phase>, DeployError> {
                     steps.push(h);
                     i += 1;
                 }
-                switch_order(&steps).map_err(|why| refuse(name, why))?;
+                switch_order(&steps).map_err(|why| match stray {
+                    Some(step) => refuse(
+                        step,
+                        "it sits inside the switch (between activate and its probe, gate and \
+                         decision), where it has no place",
+                    ),
+                    None => refuse(name, why),
+                })?;
                 Phase::Switch(steps)
             }
             Handler::CommitMigrate

@@ -1082,7 +1082,7 @@ async fn issue14_an_unknown_or_out_of_place_step_in_the_switch_refuses_before_an
                 let g = steps.iter().position(|s| s.name == "gate").unwrap();
                 steps.insert(g, backup);
             },
-            "its compiled step activate: a switch without its probe and gate",
+            "its compiled step backup: it sits inside the switch",
         ),
         (
             |steps| {
