@@ -488,6 +488,24 @@ fn dedupe(mut job: JobInfo, spec: &JobSpec) -> Result<JobInfo, ErrorBody> {
     Ok(job)
 }
 
+/// Ends job `id`, which never started, as failed with `code` and
+/// `message`, and tells its followers.
+fn fail_unstarted(agent: &Agent, id: u64, code: ErrorCode, message: &str) {
+    let _ = agent.journal.finish_job(
+        id,
+        JobState::Failed,
+        None,
+        Some((code, message)),
+        now_millis(),
+    );
+    agent.event(
+        id,
+        EventKind::Finished {
+            state: JobState::Failed,
+        },
+    );
+}
+
 async fn run(agent: Arc<Agent>, id: u64) {
     let Ok(Some(job)) = agent.journal.job(id) else {
         return;
@@ -502,19 +520,7 @@ async fn run(agent: Arc<Agent>, id: u64) {
             "agent {}: app {app:?} is no longer declared in the config (reloaded); the job did not run",
             agent.config().agent.name
         );
-        let _ = agent.journal.finish_job(
-            id,
-            JobState::Failed,
-            None,
-            Some((ErrorCode::NotFound, &message)),
-            now_millis(),
-        );
-        agent.event(
-            id,
-            EventKind::Finished {
-                state: JobState::Failed,
-            },
-        );
+        fail_unstarted(&agent, id, ErrorCode::NotFound, &message);
         return;
     };
     let _turn = queue.lock().await;
@@ -538,19 +544,7 @@ async fn run(agent: Arc<Agent>, id: u64) {
             agent.config().agent.name
         );
         tracing::error!(job = id, "{message}");
-        let _ = agent.journal.finish_job(
-            id,
-            JobState::Failed,
-            None,
-            Some((ErrorCode::Internal, &message)),
-            now_millis(),
-        );
-        agent.event(
-            id,
-            EventKind::Finished {
-                state: JobState::Failed,
-            },
-        );
+        fail_unstarted(&agent, id, ErrorCode::Internal, &message);
         return;
     }
     if agent.journal.set_job_running(id).is_err() {

@@ -634,26 +634,7 @@ impl Journal {
         submitted_by: &str,
         now: UnixMillis,
     ) -> Result<(JobInfo, bool)> {
-        let conn = self.conn();
-        let tx = conn.unchecked_transaction()?;
-        if let Some(existing) = job_by_key(&tx, key)? {
-            return Ok((existing, false));
-        }
-        tx.prepare_cached(
-            "INSERT INTO jobs (idempotency_key, app, kind, spec, state, submitted_by, submitted_at)
-             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
-        )?
-        .execute(params![
-            key,
-            spec.app(),
-            spec.kind(),
-            serde_json::to_string(spec)?,
-            submitted_by,
-            now
-        ])?;
-        let job = job_by_key(&tx, key)?.expect("job just inserted");
-        tx.commit()?;
-        Ok((job, true))
+        insert_job_in(&self.conn(), key, spec, submitted_by, now, None)
     }
 
     /// [`Journal::insert_job`] of a job submitted over the wire, with the
@@ -669,29 +650,7 @@ impl Journal {
         now: UnixMillis,
         deployment: Option<&str>,
     ) -> Result<(JobInfo, bool)> {
-        self.deferred(|conn| {
-            let tx = conn.unchecked_transaction()?;
-            if let Some(existing) = job_by_key(&tx, key)? {
-                return Ok((existing, false));
-            }
-            tx.prepare_cached(
-                "INSERT INTO jobs (idempotency_key, app, kind, spec, state, submitted_by,
-                 submitted_at, deployment)
-                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                key,
-                spec.app(),
-                spec.kind(),
-                serde_json::to_string(spec)?,
-                submitted_by,
-                now,
-                deployment
-            ])?;
-            let job = job_by_key(&tx, key)?.expect("job just inserted");
-            tx.commit()?;
-            Ok((job, true))
-        })
+        self.deferred(|conn| insert_job_in(conn, key, spec, submitted_by, now, deployment))
     }
 
     pub fn job_by_key(&self, key: &str) -> Result<Option<JobInfo>> {
@@ -1194,6 +1153,39 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         error: r.get(8)?,
         error_code: r.get(9)?,
     })
+}
+
+/// One transaction: the job under `key`, inserted `queued` unless a job
+/// with that key exists (then that one, not inserted).
+fn insert_job_in(
+    conn: &Connection,
+    key: &str,
+    spec: &JobSpec,
+    submitted_by: &str,
+    now: UnixMillis,
+    deployment: Option<&str>,
+) -> Result<(JobInfo, bool)> {
+    let tx = conn.unchecked_transaction()?;
+    if let Some(existing) = job_by_key(&tx, key)? {
+        return Ok((existing, false));
+    }
+    tx.prepare_cached(
+        "INSERT INTO jobs (idempotency_key, app, kind, spec, state, submitted_by,
+         submitted_at, deployment)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        key,
+        spec.app(),
+        spec.kind(),
+        serde_json::to_string(spec)?,
+        submitted_by,
+        now,
+        deployment
+    ])?;
+    let job = job_by_key(&tx, key)?.expect("job just inserted");
+    tx.commit()?;
+    Ok((job, true))
 }
 
 fn query_job(

@@ -1194,7 +1194,7 @@ fn issue16_the_deb_runs_under_a_real_systemd_as_pid_1() {
 fn issue16_the_enabled_service_starts_at_boot() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ip = "127.0.16.23";
+    let ip = "127.0.16.24";
     let port = free_port(ip);
     let Prepared { input, plan, ctl } = prepare(d, ip, port, &crate::packaging::built_debs().agent);
     let deb = in_namespace(&crate::packaging::built_debs().agent);
